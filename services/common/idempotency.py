@@ -1,0 +1,125 @@
+"""Idempotent mutations: a repeated request_id returns the first result.
+
+The stored response is written in the same transaction as the mutation's effects, so either
+both exist or neither does. Two concurrent calls with one request_id race on the primary key;
+the loser rolls back its effects and returns the winner's stored response. A request_id reused
+with a different request is the caller's bug and is refused (AIP-155).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import FieldViolation, InvalidArgument
+
+R = TypeVar("R", bound=Message)
+
+MAX_REQUEST_ID = 128
+
+
+def define_idempotency_table(metadata: MetaData) -> Table:
+    return Table(
+        "idempotency_keys",
+        metadata,
+        Column("method", String(200), primary_key=True),
+        Column("request_id", String(MAX_REQUEST_ID), primary_key=True),
+        Column("request_hash", String(64), nullable=False),
+        Column("response", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def _fingerprint(request: Message) -> str:
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "request_id" in {f.name for f in copy.DESCRIPTOR.fields}:
+        copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, db: Database, table: Table, clock: Clock) -> None:
+        self._db = db
+        self._table = table
+        self._clock = clock
+
+    def run(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[R],
+        mutate: Callable[[Session], R],
+    ) -> R:
+        """Run ``mutate`` in a write transaction once per (method, request.request_id)."""
+        request_id: str = getattr(request, "request_id", "")
+        if not request_id:
+            with self._db.write() as session:
+                return mutate(session)
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument(
+                [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")]
+            )
+        digest = _fingerprint(request)
+        stored = self._lookup(method, request_id, digest, response_type)
+        if stored is not None:
+            return stored
+        try:
+            with self._db.write() as session:
+                stored = self._lookup_in(session, method, request_id, digest, response_type)
+                if stored is not None:
+                    return stored
+                response = mutate(session)
+                session.execute(
+                    self._table.insert().values(
+                        method=method,
+                        request_id=request_id,
+                        request_hash=digest,
+                        response=response.SerializeToString(),
+                        created_at=self._now(),
+                    )
+                )
+                session.flush()
+                return response
+        except IntegrityError:
+            stored = self._lookup(method, request_id, digest, response_type)
+            if stored is None:
+                raise
+            return stored
+
+    def _now(self) -> datetime:
+        return self._clock.now()
+
+    def _lookup(self, method: str, request_id: str, digest: str, rtype: type[R]) -> R | None:
+        with self._db.read() as session:
+            return self._lookup_in(session, method, request_id, digest, rtype)
+
+    def _lookup_in(
+        self, session: Session, method: str, request_id: str, digest: str, rtype: type[R]
+    ) -> R | None:
+        row = session.execute(
+            select(self._table.c.request_hash, self._table.c.response).where(
+                self._table.c.method == method, self._table.c.request_id == request_id
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "request_id",
+                        "was already used for a different request; use a new request_id",
+                    )
+                ]
+            )
+        return rtype.FromString(row.response)

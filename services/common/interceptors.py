@@ -1,0 +1,174 @@
+"""One server interceptor: logs every call and turns domain errors into rich gRPC statuses.
+
+Logged per call: method, status code, duration and the request_id when the request has one.
+A DomainError becomes its status code with google.rpc details (BadRequest field violations,
+PreconditionFailure, ResourceInfo, ErrorInfo with a stable reason); anything else is logged
+with its traceback and answered INTERNAL without leaking internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common import errors
+
+log = logging.getLogger("grpc.access")
+ERROR_DOMAIN = "infusion.platform"
+
+_CODES: dict[type[errors.DomainError], int] = {
+    errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    errors.NotFound: code_pb2.NOT_FOUND,
+    errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
+    errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.Aborted: code_pb2.ABORTED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
+}
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: errors.DomainError) -> status_pb2.Status:
+    code = next(
+        (c for cls, c in _CODES.items() if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION
+    )
+    metadata: dict[str, str] = {}
+    details: list[any_pb2.Any] = []
+    if isinstance(error, errors.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    elif isinstance(error, errors.FailedPrecondition):
+        details.append(
+            _pack(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=v.type, subject=v.subject, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+        if error.violations:
+            metadata["rule"] = error.violations[0].type
+    elif isinstance(error, errors.NotFound | errors.AlreadyExists):
+        details.append(
+            _pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type=error.resource_type,
+                    resource_name=error.resource_id,
+                    description=error.message,
+                )
+            )
+        )
+    elif isinstance(error, errors.Aborted):
+        metadata.update(error.metadata)
+    details.append(
+        _pack(
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+        )
+    )
+    return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+def _request_id(request: Any) -> str:
+    return str(getattr(request, "request_id", "") or "")
+
+
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:
+    context.abort_with_status(rpc_status.to_status(to_status(error)))
+
+
+def _log(method: str, request: Any, context: grpc.ServicerContext, started: float) -> None:
+    code = context.code() or grpc.StatusCode.OK
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    log.info(
+        "rpc method=%s code=%s duration_ms=%.2f request_id=%s",
+        method,
+        name,
+        (time.perf_counter() - started) * 1000,
+        _request_id(request),
+    )
+
+
+def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        try:
+            return behaviour(request, context)
+        except errors.DomainError as error:
+            _abort(context, error)
+        except Exception as error:
+            if context.code() is not None:  # context.abort() already set the status
+                raise
+            log.exception("unhandled error in %s", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
+        finally:
+            _log(method, request, context, started)
+
+    return handler
+
+
+def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        started = time.perf_counter()
+        try:
+            yield from behaviour(request, context)
+        except errors.DomainError as error:
+            _abort(context, error)
+        except Exception as error:
+            if context.code() is not None:
+                raise
+            log.exception("unhandled error in %s", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
+        finally:
+            _log(method, request, context, started)
+
+    return handler

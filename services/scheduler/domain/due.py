@@ -1,0 +1,106 @@
+"""When a plan's next infusion is due, and its tolerance window (domain.md §12.10, §12.9).
+
+Rule, in order:
+1. An induction course not yet completed comes first: its days fall on consecutive days from
+   the plan's start (or from the course's first given day once it has begun).
+2. After an induction course, the first maintenance dose is due one interval after the
+   course's first day (§12.10), unless a maintenance dose has been given since.
+3. Otherwise the next dose is due one interval after the last administration (a dose given
+   before the plan was entered counts: the plan's ``last_infusion_date``).
+4. A plan with no history and no induction is due on its start date: nothing has been given
+   yet to add an interval to, so the start date is the first dose's date.
+The window is [due − days early, due + days late]; an item is overdue when its window closed
+before the reference day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEFAULT_WINDOW_DAYS = 4  # domain.md §12.9: ±4 days (§4.3 order form)
+
+
+class CourseKind(StrEnum):
+    MAINTENANCE = "MAINTENANCE"
+    INDUCTION = "INDUCTION"
+
+
+@dataclass(frozen=True)
+class Administration:
+    given_on: dt.date
+    course: CourseKind
+
+
+@dataclass(frozen=True)
+class DueSpec:
+    plan_id: str
+    plan_version: int
+    patient_id: str
+    product_id: str
+    start_date: dt.date
+    interval_days: int
+    window_days_early: int = DEFAULT_WINDOW_DAYS
+    window_days_late: int = DEFAULT_WINDOW_DAYS
+    induction_days: int = 0
+
+
+@dataclass(frozen=True)
+class DueItem:
+    plan_id: str
+    plan_version: int
+    patient_id: str
+    product_id: str
+    course: CourseKind
+    course_day: int
+    due_date: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    overdue: bool
+
+
+def due_infusions(
+    spec: DueSpec, history: Sequence[Administration], today: dt.date
+) -> list[DueItem]:
+    """The next due infusion(s) of one plan: every remaining induction day, or one dose."""
+    induction = sorted(
+        a.given_on
+        for a in history
+        if a.course is CourseKind.INDUCTION and a.given_on >= spec.start_date
+    )
+    maintenance = sorted(a.given_on for a in history if a.course is CourseKind.MAINTENANCE)
+
+    def item(course: CourseKind, day: int, due: dt.date) -> DueItem:
+        start = due - dt.timedelta(days=spec.window_days_early)
+        end = due + dt.timedelta(days=spec.window_days_late)
+        return DueItem(
+            plan_id=spec.plan_id,
+            plan_version=spec.plan_version,
+            patient_id=spec.patient_id,
+            product_id=spec.product_id,
+            course=course,
+            course_day=day,
+            due_date=due,
+            window_start=start,
+            window_end=end,
+            overdue=end < today,
+        )
+
+    if spec.induction_days and len(induction) < spec.induction_days:
+        first = induction[0] if induction else spec.start_date
+        next_day = induction[-1] + dt.timedelta(days=1) if induction else first
+        return [
+            item(CourseKind.INDUCTION, day, next_day + dt.timedelta(days=offset))
+            for offset, day in enumerate(range(len(induction) + 1, spec.induction_days + 1))
+        ]
+    interval = dt.timedelta(days=spec.interval_days)
+    if induction:
+        after_course = [d for d in maintenance if d >= induction[0]]
+        due = after_course[-1] + interval if after_course else induction[0] + interval
+    elif maintenance:
+        due = maintenance[-1] + interval
+    else:
+        due = spec.start_date
+    return [item(CourseKind.MAINTENANCE, 0, due)]

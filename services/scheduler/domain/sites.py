@@ -1,0 +1,93 @@
+"""Sites keep local opening hours in their own IANA time zone; chairs belong to a site."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from services.common.errors import Violations
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    weekday: int  # ISO weekday, Monday = 1 … Sunday = 7
+    open: dt.time
+    close: dt.time
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    organisation_id: str
+    display_name: str
+    time_zone: str
+    opening_hours: tuple[OpeningHours, ...] = ()
+    closure_dates: tuple[dt.date, ...] = field(default=())
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def local_today(self, now: dt.datetime) -> dt.date:
+        return now.astimezone(self.zone).date()
+
+
+@dataclass(frozen=True)
+class Chair:
+    id: str
+    site_id: str
+    display_name: str
+    active: bool = True
+
+
+def is_valid_time_zone(name: str) -> bool:
+    if not name or name not in available_timezones():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def validate_site(site: Site, prefix: str = "site") -> Violations:
+    """Every rule a site must keep; returns all violations, not just the first."""
+    v = Violations()
+    if not site.organisation_id.strip():
+        v.add(f"{prefix}.organisation_id", "is required")
+    if not site.display_name.strip():
+        v.add(f"{prefix}.display_name", "is required")
+    if not is_valid_time_zone(site.time_zone):
+        v.add(f"{prefix}.time_zone", f"{site.time_zone!r} is not an IANA time zone")
+    by_day: dict[int, list[tuple[int, OpeningHours]]] = {}
+    for index, hours in enumerate(site.opening_hours):
+        path = f"{prefix}.opening_hours[{index}]"
+        if not 1 <= hours.weekday <= 7:
+            v.add(f"{path}.day", "is required (MONDAY … SUNDAY)")
+            continue
+        if hours.close <= hours.open:
+            v.add(f"{path}.close", f"{hours.close:%H:%M} is not after {hours.open:%H:%M}")
+            continue
+        by_day.setdefault(hours.weekday, []).append((index, hours))
+    for intervals in by_day.values():
+        intervals.sort(key=lambda item: item[1].open)
+        for (_, earlier), (index, later) in zip(intervals, intervals[1:], strict=False):
+            if later.open < earlier.close:
+                v.add(
+                    f"{prefix}.opening_hours[{index}]",
+                    f"{later.open:%H:%M}–{later.close:%H:%M} overlaps "
+                    f"{earlier.open:%H:%M}–{earlier.close:%H:%M} on the same day",
+                )
+    if len(set(site.closure_dates)) != len(site.closure_dates):
+        v.add(f"{prefix}.closure_dates", "lists a date twice")
+    return v
+
+
+def validate_chair(chair: Chair, prefix: str = "chair") -> Violations:
+    v = Violations()
+    if not chair.site_id:
+        v.add(f"{prefix}.site_id", "is required")
+    if not chair.display_name.strip():
+        v.add(f"{prefix}.display_name", "is required")
+    return v
