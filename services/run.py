@@ -9,27 +9,10 @@ import subprocess
 import sys
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from services.common.health import wait_serving
 from services.common.settings import load_settings
 
 SERVICES = ("inventory", "notify", "scheduler")
-
-
-def wait_serving(address: str, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    return False
 
 
 def main() -> int:
@@ -49,7 +32,11 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        stop_all()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for name in SERVICES:
             procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)

@@ -1,8 +1,9 @@
 """Idempotent mutations: a repeated request_id returns the first result.
 
-The stored response is written in the same transaction as the mutation's effects, so either
-both exist or neither does. Two concurrent calls with one request_id race on the primary key;
-the loser rolls back its effects and returns the winner's stored response. A request_id reused
+The key is claimed first and the response stored in the same transaction as the mutation's
+effects, so either both exist or neither does. Two concurrent calls with one request_id meet
+on the key's primary key before either has done anything: the second waits for the first to
+commit, then returns the stored response. A request_id reused
 with a different request is the caller's bug and is refused (AIP-155).
 """
 
@@ -27,9 +28,10 @@ R = TypeVar("R", bound=Message)
 MAX_REQUEST_ID = 128
 
 
-def define_idempotency_table(metadata: MetaData) -> Table:
+def define_idempotency_table(metadata: MetaData, service: str) -> Table:
+    """Named per service so services may share one database without colliding."""
     return Table(
-        "idempotency_keys",
+        f"{service}_idempotency_keys",
         metadata,
         Column("method", String(200), primary_key=True),
         Column("request_id", String(MAX_REQUEST_ID), primary_key=True),
@@ -43,7 +45,7 @@ def _fingerprint(request: Message) -> str:
     copy = type(request)()
     copy.CopyFrom(request)
     if "request_id" in {f.name for f in copy.DESCRIPTOR.fields}:
-        copy.ClearField("request_id")  # type: ignore[arg-type]
+        copy.ClearField("request_id")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -78,17 +80,24 @@ class IdempotencyStore:
                 stored = self._lookup_in(session, method, request_id, digest, response_type)
                 if stored is not None:
                     return stored
-                response = mutate(session)
+                # Claim the key before any effect: a concurrent call with the same request_id
+                # blocks on this row (PostgreSQL) or on the write lock (SQLite) until we commit,
+                # then fails on the primary key and returns our response below.
                 session.execute(
                     self._table.insert().values(
                         method=method,
                         request_id=request_id,
                         request_hash=digest,
-                        response=response.SerializeToString(),
+                        response=b"",
                         created_at=self._now(),
                     )
                 )
-                session.flush()
+                response = mutate(session)
+                session.execute(
+                    self._table.update()
+                    .where(self._table.c.method == method, self._table.c.request_id == request_id)
+                    .values(response=response.SerializeToString())
+                )
                 return response
         except IntegrityError:
             stored = self._lookup(method, request_id, digest, response_type)

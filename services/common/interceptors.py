@@ -97,12 +97,12 @@ def _request_id(request: Any) -> str:
     return str(getattr(request, "request_id", "") or "")
 
 
-class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -127,7 +127,7 @@ def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:
 
 
 def _log(method: str, request: Any, context: grpc.ServicerContext, started: float) -> None:
-    code = context.code() or grpc.StatusCode.OK
+    code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
     log.info(
         "rpc method=%s code=%s duration_ms=%.2f request_id=%s",
@@ -146,7 +146,7 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
         except errors.DomainError as error:
             _abort(context, error)
         except Exception as error:
-            if context.code() is not None:  # context.abort() already set the status
+            if context.code() is not None:  # type: ignore[attr-defined]  # abort() set it
                 raise
             log.exception("unhandled error in %s", method)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
@@ -164,7 +164,7 @@ def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callab
         except errors.DomainError as error:
             _abort(context, error)
         except Exception as error:
-            if context.code() is not None:
+            if context.code() is not None:  # type: ignore[attr-defined]
                 raise
             log.exception("unhandled error in %s", method)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")

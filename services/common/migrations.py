@@ -19,7 +19,8 @@ def alembic_config(service: str, engine: Engine | None = None) -> Config:
     cfg.set_main_option("script_location", f"services.{service}.store:migrations")
     cfg.attributes["version_table"] = f"alembic_version_{service}"
     if engine is not None:
-        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        url = engine.url.render_as_string(hide_password=False)
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser escaping
     return cfg
 
 

@@ -40,7 +40,7 @@ class GrpcService:
     register: Registrar
     prepare: Callable[[], None] = lambda: None
     on_serving: Callable[[], None] = lambda: None
-    on_stopping: Callable[[], None] = lambda: None
+    on_stopped: Callable[[], None] = lambda: None
     port: int = 0
     _server: grpc.Server | None = field(default=None, init=False)
     _health: health.HealthServicer | None = field(default=None, init=False)
@@ -83,10 +83,10 @@ class GrpcService:
         if self._server is None:
             return
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.on_stopping()
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self._server.stop(grace).wait()
         self._server = None
+        self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)
 
     def _set_status(self, status: int) -> None:

@@ -12,7 +12,6 @@ from google.protobuf.message import Message
 from google.type import dayofweek_pb2
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
-from services.scheduler.dose_service import DoseService
 
 from services.common.convert import (
     decimal_str,
@@ -41,6 +40,7 @@ from services.scheduler.domain.plans import (
     WeightPolicy,
 )
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
+from services.scheduler.dose_service import DoseService
 from services.scheduler.usecases import SchedulerUseCases, Stored
 
 R = TypeVar("R", bound=Message)
@@ -78,9 +78,9 @@ def _enum_in(value: int, enum_type: Any, domain: type[Any], field: str, v: Viola
     return domain[member]
 
 
-def _enum_out(member: Any, enum_type: Any) -> int:
+def _enum_out(member: Any, enum_type: Any) -> Any:
     prefix = enum_type.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")
-    return int(enum_type.Value(prefix + member.value))
+    return enum_type.Value(prefix + member.value)
 
 
 # --- sites ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class Base(DeclarativeBase):
     )
 
 
-idempotency_keys = define_idempotency_table(Base.metadata)
+idempotency_keys = define_idempotency_table(Base.metadata, "inventory")
 
 
 class ProductRow(Base):

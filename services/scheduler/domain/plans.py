@@ -137,7 +137,7 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
         value = getattr(plan, name)
         if value < 0:
             v.add(f"{p}.{name}", "must not be negative")
-        elif value >= max(plan.interval_days, 1):
+        elif plan.interval_days >= 1 and value >= plan.interval_days:
             v.add(f"{p}.{name}", f"must be shorter than the {plan.interval_days}-day interval")
     if plan.induction is not None:
         ind = plan.induction

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +27,8 @@ from services.scheduler.store.models import (
     PlanVersionRow,
     SiteRow,
 )
+
+M = TypeVar("M")
 
 # --- sites -------------------------------------------------------------------------------------
 
@@ -379,13 +381,13 @@ def plans_with_versions(
         )
         .where(PlanRow.site_id == site_id, PlanRow.status == status)
     )
-    return [(plan, version) for plan, version in session.execute(query).tuples()]
+    return [(plan, version) for plan, version in session.execute(query)]
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _get(session: Session, model: Any, key: str, for_update: bool) -> Any:
+def _get(session: Session, model: type[M], key: str, for_update: bool) -> M | None:
     if not key:
         return None
     if for_update:

@@ -1,0 +1,231 @@
+"""`make bench`: throughput and p50/p99 latency with 32 calls in flight from a separate load
+process, for CalculateDose and ListProducts, next to a bare grpcio echo server measured in the
+same run. Services run as processes on SQLite in a temporary directory (as under `make run`).
+Results: printed as a Markdown table and written to bench/results/latest.json; copy the table
+into docs/benchmarks.md with the machine and date."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from google.type.date_pb2 import Date
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+
+from services.common.health import wait_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load(
+    address: str, method: str, payload: bytes, seconds: float, concurrency: int
+) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            address,
+            method,
+            payload.hex(),
+            "--seconds",
+            str(seconds),
+            "--concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def prepare_dose_request(scheduler: str, inventory: str) -> pb.CalculateDoseRequest:
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler))
+    inv_stub = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory))
+    product = inv_stub.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product
+    site = sch.CreateSite(
+        pb.CreateSiteRequest(
+            request_id="bench-site",
+            site=pb.Site(
+                organisation_id="bench", display_name="Bench unit", time_zone="Europe/London"
+            ),
+        )
+    ).site
+    patient = sch.CreatePatient(
+        pb.CreatePatientRequest(
+            request_id="bench-patient",
+            patient=pb.Patient(
+                organisation_id="bench",
+                mrn="B-1",
+                family_name="Bench",
+                birth_date=Date(year=1970, month=1, day=1),
+                sex_at_birth=pb.SEX_AT_BIRTH_MALE,
+            ),
+        )
+    ).patient
+    sch.RecordMeasurement(
+        pb.RecordMeasurementRequest(
+            request_id="bench-m",
+            measurement=pb.Measurement(
+                patient_id=patient.id,
+                measured_on=Date(year=2026, month=1, day=1),
+                weight_kg="100",
+                height_cm="175",
+            ),
+        )
+    )
+    plan = sch.CreateTherapyPlan(
+        pb.CreateTherapyPlanRequest(
+            request_id="bench-plan",
+            therapy_plan=pb.TherapyPlan(
+                patient_id=patient.id,
+                site_id=site.id,
+                indication=pb.INDICATION_MMN,
+                route=pb.ROUTE_IV,
+                product_id=product.id,
+                dose_basis=pb.DOSE_BASIS_G_PER_KG,
+                maintenance_dose="1",
+                interval_days=28,
+                start_date=Date(year=2026, month=2, day=1),
+                induction=pb.InductionCourse(total_g_per_kg="2", days=2),
+            ),
+        )
+    ).therapy_plan
+    request = pb.CalculateDoseRequest(
+        therapy_plan_id=plan.id,
+        dosing_date=Date(year=2026, month=2, day=1),
+        course=pb.COURSE_KIND_INDUCTION,
+    )
+    sch.CalculateDose(request)  # fails loudly here rather than as load errors
+    return request
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        ports = {
+            "echo": free_port(),
+            "inventory": free_port(),
+            "scheduler": free_port(),
+            "notify": free_port(),
+        }
+        for name in ("inventory", "scheduler", "notify"):
+            env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{ports[name]}"
+            env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{ports[name]}"
+            env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{tmp}/{name}.db"
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            echo = f"127.0.0.1:{ports['echo']}"
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.echo_server", echo],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            time.sleep(1.0)
+            results["echo (bare grpcio)"] = load(
+                echo, "/bench.Echo/Echo", b"\x0a\x05hello", args.seconds, args.concurrency
+            )
+            procs[-1].terminate()
+            subprocess.run(
+                [sys.executable, "-m", "services.inventory", "seed"],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            for name in ("inventory", "scheduler"):
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", f"services.{name}"],
+                        env=env,
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            inventory = f"127.0.0.1:{ports['inventory']}"
+            scheduler = f"127.0.0.1:{ports['scheduler']}"
+            for address in (inventory, scheduler):
+                if not wait_serving(address):
+                    raise RuntimeError(f"{address} did not become SERVING")
+            dose = prepare_dose_request(scheduler, inventory)
+            results["CalculateDose (2-day induction)"] = load(
+                scheduler,
+                "/infusion.scheduler.v1.SchedulerService/CalculateDose",
+                dose.SerializeToString(),
+                args.seconds,
+                args.concurrency,
+            )
+            products = inv.ListProductsRequest(page_size=20)
+            results["ListProducts (12 products)"] = load(
+                inventory,
+                "/infusion.inventory.v1.InventoryService/ListProducts",
+                products.SerializeToString(),
+                args.seconds,
+                args.concurrency,
+            )
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=15)
+    echo_rate = results["echo (bare grpcio)"]["calls_per_second"]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\n{dt.date.today()} — {machine}; {args.concurrency} in flight, {args.seconds:g} s\n")
+    print("| target | calls/s | share of echo | p50 ms | p99 ms | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        share = r["calls_per_second"] / echo_rate if echo_rate else 0
+        print(
+            f"| {name} | {r['calls_per_second']:.0f} | {share:.0%} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} |"
+        )
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(
+        json.dumps(
+            {
+                "date": str(dt.date.today()),
+                "machine": machine,
+                "concurrency": args.concurrency,
+                "seconds": args.seconds,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

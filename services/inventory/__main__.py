@@ -1,0 +1,56 @@
+"""Inventory entry point: ``python -m services.inventory`` serves; ``... seed`` loads the
+shipped product catalogue into the database and exits."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import grpc
+from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+from services.common.clock import Clock, SystemClock
+from services.common.db import Database
+from services.common.idempotency import IdempotencyStore
+from services.common.migrations import upgrade
+from services.common.server import GrpcService, configure_logging
+from services.common.settings import Settings, load_settings
+from services.inventory.api import InventoryApi
+from services.inventory.catalogue_service import CatalogueService
+from services.inventory.seed import seed_catalogue
+from services.inventory.store.models import idempotency_keys
+
+
+def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+    clock = clock or SystemClock()
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    api = InventoryApi(CatalogueService(db, clock), IdempotencyStore(db, idempotency_keys, clock))
+
+    def register(server: grpc.Server) -> Sequence[str]:
+        inventory_pb2_grpc.add_InventoryServiceServicer_to_server(api, server)
+        return [inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name]
+
+    return GrpcService(
+        settings=settings,
+        register=register,
+        prepare=lambda: upgrade("inventory", db.engine),
+        on_stopped=db.dispose,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    configure_logging()
+    settings = load_settings("inventory")
+    if argv[:1] == ["seed"]:
+        total, changed = seed_catalogue(settings)
+        print(f"product catalogue: {total} products, {changed} created or updated")
+        return 0
+    if argv:
+        print("usage: python -m services.inventory [seed]", file=sys.stderr)
+        return 2
+    build(settings).run_until_signalled()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,213 @@
+"""Product rows ↔ catalogue domain objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.errors import AlreadyExists, NotFound
+from services.common.pagination import PageRequest
+from services.inventory.domain.catalogue import (
+    ConversionFactor,
+    IgClass,
+    Presentation,
+    Price,
+    Product,
+    RateSchedule,
+    RateStep,
+    RateUnit,
+    Route,
+    Source,
+    StorageKind,
+    StorageRule,
+)
+from services.inventory.store.models import ProductRow
+
+
+@dataclass(frozen=True)
+class StoredProduct:
+    id: str
+    product: Product
+    active: bool
+    revision: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _d(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _document(p: Product) -> dict[str, Any]:
+    return {
+        "presentations": [
+            {"grams": _s(x.grams), "ml": _s(x.ml), "gtin": x.gtin} for x in p.presentations
+        ],
+        "storage": {
+            "kind": p.storage.kind.value if p.storage.kind else None,
+            "room_temperature_months": p.storage.room_temperature_months,
+            "note": p.storage.note,
+        },
+        "rate_schedules": [
+            {
+                "indication": r.indication,
+                "unit": r.unit.value,
+                "steps": [{"rate": _s(s.rate), "minutes": s.minutes} for s in r.steps],
+                "source": r.source,
+            }
+            for r in p.rate_schedules
+        ],
+        "price_source": p.price_per_gram.source if p.price_per_gram else "",
+        "conversion_factors": [
+            {"indication": c.indication, "factor": _s(c.factor), "source": c.source}
+            for c in p.conversion_factors
+        ],
+        "sources": [{"tag": s.tag, "url": s.url} for s in p.sources],
+        "note": p.note,
+    }
+
+
+def product_from_row(row: ProductRow) -> StoredProduct:
+    doc = row.document
+    storage = doc["storage"]
+    price = (
+        Price(row.price_amount, row.price_currency, doc.get("price_source", ""))
+        if row.price_amount is not None
+        else None
+    )
+    product = Product(
+        code=row.code,
+        brand=row.brand,
+        manufacturer=row.manufacturer,
+        ig_class=IgClass(row.ig_class),
+        concentration_percent=row.concentration_percent,
+        routes=tuple(Route(r) for r in row.routes),
+        presentations=tuple(
+            Presentation(Decimal(x["grams"]), Decimal(x["ml"]), x.get("gtin"))
+            for x in doc["presentations"]
+        ),
+        storage=StorageRule(
+            StorageKind(storage["kind"]) if storage.get("kind") else None,
+            storage.get("room_temperature_months"),
+            storage.get("note", ""),
+        ),
+        rate_schedules=tuple(
+            RateSchedule(
+                r["indication"],
+                RateUnit(r["unit"]),
+                tuple(RateStep(Decimal(s["rate"]), s.get("minutes")) for s in r["steps"]),
+                r.get("source", ""),
+            )
+            for r in doc["rate_schedules"]
+        ),
+        price_per_gram=price,
+        conversion_factors=tuple(
+            ConversionFactor(c["indication"], Decimal(c["factor"]), c.get("source", ""))
+            for c in doc["conversion_factors"]
+        ),
+        sources=tuple(Source(s["tag"], s["url"]) for s in doc["sources"]),
+        note=doc.get("note", ""),
+    )
+    return StoredProduct(row.id, product, row.active, row.revision, row.created_at, row.updated_at)
+
+
+def _columns(p: Product) -> dict[str, Any]:
+    return {
+        "code": p.code,
+        "brand": p.brand,
+        "manufacturer": p.manufacturer,
+        "ig_class": p.ig_class.value,
+        "concentration_percent": p.concentration_percent,
+        "routes": [r.value for r in p.routes],
+        "price_amount": p.price_per_gram.amount if p.price_per_gram else None,
+        "price_currency": p.price_per_gram.currency if p.price_per_gram else "",
+        "document": _document(p),
+    }
+
+
+def _flush(session: Session, code: str) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as error:
+        raise AlreadyExists("product", code, f"a product with code {code!r} exists") from error
+
+
+def insert_product(
+    session: Session, product_id: str, product: Product, active: bool, now: dt.datetime
+) -> ProductRow:
+    if session.scalar(select(ProductRow.id).where(ProductRow.code == product.code)):
+        raise AlreadyExists("product", product.code, f"a product with code {product.code!r} exists")
+    row = ProductRow(
+        id=product_id,
+        active=active,
+        revision=1,
+        created_at=now,
+        updated_at=now,
+        **_columns(product),
+    )
+    session.add(row)
+    _flush(session, product.code)
+    return row
+
+
+def update_product(
+    session: Session, row: ProductRow, product: Product, active: bool, now: dt.datetime
+) -> ProductRow:
+    clash = session.scalar(
+        select(ProductRow.id).where(ProductRow.code == product.code, ProductRow.id != row.id)
+    )
+    if clash:
+        raise AlreadyExists("product", product.code, f"a product with code {product.code!r} exists")
+    for key, value in _columns(product).items():
+        setattr(row, key, value)
+    row.active = active
+    row.revision += 1
+    row.updated_at = now
+    _flush(session, product.code)
+    return row
+
+
+def product_row(session: Session, key: str, *, for_update: bool = False) -> ProductRow:
+    """By id, or by code (a human-friendly alias: `GetProduct(id="gammagard-liquid")`)."""
+    query = select(ProductRow).where((ProductRow.id == key) | (ProductRow.code == key))
+    if for_update:
+        query = query.with_for_update()
+    row = session.scalar(query) if key else None
+    if row is None:
+        raise NotFound("product", key)
+    return row
+
+
+def product_row_by_code(session: Session, code: str) -> ProductRow | None:
+    return session.scalar(select(ProductRow).where(ProductRow.code == code))
+
+
+def list_products(
+    session: Session,
+    ig_class: IgClass | None,
+    route: Route | None,
+    include_inactive: bool,
+    page: PageRequest,
+) -> list[ProductRow]:
+    query = select(ProductRow)
+    if ig_class is not None:
+        query = query.where(ProductRow.ig_class == ig_class.value)
+    if not include_inactive:
+        query = query.where(ProductRow.active.is_(True))
+    if page.after:
+        query = query.where(ProductRow.id > page.after[0])
+    rows = list(session.scalars(query.order_by(ProductRow.id)))
+    if route is not None:  # routes is a JSON list: filtered here, portable across databases
+        rows = [r for r in rows if route.value in r.routes]
+    return rows[: page.size + 1]

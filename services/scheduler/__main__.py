@@ -1,0 +1,55 @@
+"""Scheduler entry point: ``python -m services.scheduler``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+from services.common.clock import Clock, SystemClock
+from services.common.db import Database
+from services.common.idempotency import IdempotencyStore
+from services.common.migrations import upgrade
+from services.common.server import GrpcService, configure_logging
+from services.common.settings import Settings, load_settings
+from services.scheduler.api import SchedulerApi
+from services.scheduler.dose_service import DoseService
+from services.scheduler.products import InventoryProducts
+from services.scheduler.store.models import idempotency_keys
+from services.scheduler.usecases import SchedulerUseCases
+
+
+def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+    clock = clock or SystemClock()
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    channel = grpc.insecure_channel(settings.peer("inventory"))
+    products = InventoryProducts(channel)
+    cases = SchedulerUseCases(db, clock, products.exists)
+    api = SchedulerApi(
+        cases, DoseService(cases, products), IdempotencyStore(db, idempotency_keys, clock)
+    )
+
+    def register(server: grpc.Server) -> Sequence[str]:
+        scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(api, server)
+        return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
+
+    def stopped() -> None:
+        channel.close()
+        db.dispose()
+
+    return GrpcService(
+        settings=settings,
+        register=register,
+        prepare=lambda: upgrade("scheduler", db.engine),
+        on_stopped=stopped,
+    )
+
+
+def main() -> None:
+    configure_logging()
+    build(load_settings("scheduler")).run_until_signalled()
+
+
+if __name__ == "__main__":
+    main()

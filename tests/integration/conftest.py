@@ -1,0 +1,91 @@
+"""In-process servers on real ports: inventory (seeded with the shipped catalogue) and a
+scheduler that reads products from it over gRPC, each on its own database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+
+from services.common.clock import FixedClock
+from services.common.settings import load_settings
+from services.inventory.__main__ import build as build_inventory
+from services.inventory.seed import seed_catalogue
+from services.scheduler.__main__ import build as build_scheduler
+
+NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
+_ids = itertools.count()
+
+
+def request_id() -> str:
+    return f"test-{next(_ids)}"
+
+
+@dataclass
+class Platform:
+    scheduler: scheduler_pb2_grpc.SchedulerServiceStub
+    inventory: inventory_pb2_grpc.InventoryServiceStub
+    scheduler_channel: grpc.Channel
+    inventory_channel: grpc.Channel
+    clock: FixedClock
+    scheduler_address: str
+    inventory_address: str
+
+
+@pytest.fixture
+def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    clock = FixedClock(NOW)
+    inv_settings = load_settings(
+        "inventory",
+        {
+            "INVENTORY_DATABASE_URL": database_url,
+            "INVENTORY_LISTEN": "127.0.0.1:0",
+            "INVENTORY_GRPC_WORKERS": "8",
+            "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
+        },
+    )
+    inventory = build_inventory(inv_settings, clock)
+    inventory.start()
+    seed_catalogue(inv_settings, clock)
+    # The scheduler gets its own database: SQLite file next to inventory's, or the same
+    # PostgreSQL schema (tables and Alembic version tables do not collide).
+    sched_url = (
+        database_url.replace("test.db", "scheduler.db")
+        if database_url.startswith("sqlite")
+        else database_url
+    )
+    sched_settings = load_settings(
+        "scheduler",
+        {
+            "SCHEDULER_DATABASE_URL": sched_url,
+            "SCHEDULER_LISTEN": "127.0.0.1:0",
+            "INVENTORY_ADDRESS": inventory.address,
+            "SCHEDULER_GRPC_WORKERS": "8",
+            "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
+        },
+    )
+    scheduler = build_scheduler(sched_settings, clock)
+    scheduler.start()
+    sch_channel = grpc.insecure_channel(scheduler.address)
+    inv_channel = grpc.insecure_channel(inventory.address)
+    try:
+        yield Platform(
+            scheduler=scheduler_pb2_grpc.SchedulerServiceStub(sch_channel),
+            inventory=inventory_pb2_grpc.InventoryServiceStub(inv_channel),
+            scheduler_channel=sch_channel,
+            inventory_channel=inv_channel,
+            clock=clock,
+            scheduler_address=scheduler.address,
+            inventory_address=inventory.address,
+        )
+    finally:
+        sch_channel.close()
+        inv_channel.close()
+        scheduler.stop(0)
+        inventory.stop(0)

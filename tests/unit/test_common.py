@@ -1,0 +1,82 @@
+"""Platform pieces: error mapping, pagination tokens, etags, field masks, settings."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.rpc import code_pb2, error_details_pb2
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+
+from services.common import errors
+from services.common.etag import check_etag, etag_for
+from services.common.fieldmask import apply_mask
+from services.common.interceptors import to_status
+from services.common.pagination import page_request, page_token
+from services.common.settings import load_settings
+
+
+def test_invalid_argument_carries_one_field_violation_per_field() -> None:
+    error = errors.InvalidArgument(
+        [errors.FieldViolation("a", "bad"), errors.FieldViolation("b", "worse")]
+    )
+    status = to_status(error)
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["a", "b"]
+
+
+def test_failed_precondition_names_the_rule() -> None:
+    error = errors.FailedPrecondition(
+        [errors.PreconditionViolation("ROUNDING_BAND", "dose", "12 % from raw")]
+    )
+    status = to_status(error)
+    assert status.code == code_pb2.FAILED_PRECONDITION
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[-1].Unpack(info)
+    assert info.metadata["rule"] == "ROUNDING_BAND"
+
+
+def test_page_token_round_trip_and_scope_binding() -> None:
+    token = page_token(["abc"], scope="sites:org")
+    assert page_request(10, token, scope="sites:org").after == ["abc"]
+    with pytest.raises(errors.InvalidArgument):
+        page_request(10, token, scope="sites:other-org")
+    with pytest.raises(errors.InvalidArgument):
+        page_request(10, "not-a-token", scope="sites:org")
+    with pytest.raises(errors.InvalidArgument):
+        page_request(-1, "", scope="sites:org")
+
+
+def test_stale_etag_is_aborted_and_missing_etag_is_invalid() -> None:
+    check_etag(etag_for(3), 3, field="x.etag", resource="x")
+    with pytest.raises(errors.Aborted):
+        check_etag(etag_for(2), 3, field="x.etag", resource="x")
+    with pytest.raises(errors.InvalidArgument):
+        check_etag("", 3, field="x.etag", resource="x")
+
+
+def test_field_mask_applies_only_named_mutable_fields() -> None:
+    current = pb.Chair(id="c1", site_id="s1", display_name="Chair 1", active=True)
+    patch = pb.Chair(display_name="Window chair", active=False)
+    merged = apply_mask(
+        current,
+        patch,
+        FieldMask(paths=["display_name"]),
+        ("display_name", "active"),
+        prefix="chair",
+    )
+    assert merged.display_name == "Window chair" and merged.active  # type: ignore[attr-defined]
+    with pytest.raises(errors.InvalidArgument):
+        apply_mask(current, patch, FieldMask(paths=["site_id"]), ("display_name",), prefix="chair")
+
+
+def test_settings_defaults_and_overrides() -> None:
+    s = load_settings("scheduler", {})
+    assert s.listen == "127.0.0.1:50051" and s.peer("inventory") == "127.0.0.1:50052"
+    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("var/scheduler.db")
+    o = load_settings(
+        "inventory",
+        {"INVENTORY_LISTEN": "0.0.0.0:6000", "INVENTORY_DATABASE_URL": "postgresql+psycopg://x/y"},
+    )
+    assert o.listen == "0.0.0.0:6000" and o.database_url == "postgresql+psycopg://x/y"
