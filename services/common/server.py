@@ -9,6 +9,7 @@ refuses new calls and lets in-flight ones finish within the grace period.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import signal
 import threading
 from collections.abc import Callable, Sequence

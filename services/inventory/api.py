@@ -76,7 +76,23 @@ def _choice(value: int, mapping: Mapping[Any, Any], field: str, v: Violations) -
     return found
 
 
+_MEMO: dict[tuple[str, int], pb.Product] = {}
+_MEMO_LIMIT = 4096
+
+
 def product_out(stored: StoredProduct) -> pb.Product:
+    """Memoised by (id, revision): the translation is pure and a product's revision changes
+    whenever its content does, so the catalogue is not re-translated on every read."""
+    key = (stored.id, stored.revision)
+    found = _MEMO.get(key)
+    if found is None:
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.clear()
+        found = _MEMO[key] = _translate(stored)
+    return found
+
+
+def _translate(stored: StoredProduct) -> pb.Product:
     p = stored.product
     msg = pb.Product(
         id=stored.id,

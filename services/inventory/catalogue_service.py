@@ -8,10 +8,11 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.snapshot import Snapshot
 from services.inventory.domain.catalogue import IgClass, Product, Route, validate_product
 from services.inventory.store import products as store
 from services.inventory.store.products import StoredProduct
@@ -24,18 +25,31 @@ def _validate(product: Product) -> None:
 
 
 class CatalogueService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """Reads come from an in-memory snapshot of the whole catalogue (tens of products, read on
+    every dose calculation, changed a few times a year); writes go to the database and
+    invalidate it. Another replica's write is visible here within ``max_age_seconds``."""
+
+    def __init__(self, db: Database, clock: Clock, *, max_age_seconds: float = 1.0) -> None:
         self.db = db
         self.clock = clock
+        self._snapshot = Snapshot(self._load_all, max_age_seconds=max_age_seconds)
+
+    def _load_all(self) -> tuple[StoredProduct, ...]:
+        with self.db.read() as session:
+            return tuple(store.product_from_row(r) for r in store.all_products(session))
 
     def create(self, session: Session, product: Product, active: bool = True) -> StoredProduct:
         _validate(product)
         row = store.insert_product(session, new_id(), product, active, self.clock.now())
+        self._snapshot.invalidate()
         return store.product_from_row(row)
 
     def get(self, key: str) -> StoredProduct:
-        with self.db.read() as session:
-            return store.product_from_row(store.product_row(session, key))
+        """By id, or by code (a human-friendly alias)."""
+        for stored in self._snapshot.get():
+            if key in (stored.id, stored.product.code):
+                return stored
+        raise NotFound("product", key)
 
     def list(
         self,
@@ -44,9 +58,17 @@ class CatalogueService:
         include_inactive: bool,
         page: PageRequest,
     ) -> list[StoredProduct]:
-        with self.db.read() as session:
-            rows = store.list_products(session, ig_class, route, include_inactive, page)
-            return [store.product_from_row(r) for r in rows]
+        """Ordered by id; ``page.size + 1`` items so the caller can tell a next page exists."""
+        after = page.after[0] if page.after else ""
+        chosen = [
+            s
+            for s in self._snapshot.get()
+            if s.id > after
+            and (include_inactive or s.active)
+            and (ig_class is None or s.product.ig_class is ig_class)
+            and (route is None or route in s.product.routes)
+        ]
+        return chosen[: page.size + 1]
 
     def update(
         self,
@@ -60,6 +82,7 @@ class CatalogueService:
         product, active = change(store.product_from_row(row))
         _validate(product)
         row = store.update_product(session, row, product, active, self.clock.now())
+        self._snapshot.invalidate()
         return store.product_from_row(row)
 
     def upsert_by_code(self, session: Session, product: Product) -> tuple[StoredProduct, bool]:
@@ -73,4 +96,5 @@ class CatalogueService:
         if current.product == product:
             return current, False
         row = store.update_product(session, row, product, current.active, self.clock.now())
+        self._snapshot.invalidate()
         return store.product_from_row(row), True

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.errors import AlreadyExists, NotFound
-from services.common.pagination import PageRequest
 from services.inventory.domain.catalogue import (
     ConversionFactor,
     IgClass,
@@ -193,21 +192,5 @@ def product_row_by_code(session: Session, code: str) -> ProductRow | None:
     return session.scalar(select(ProductRow).where(ProductRow.code == code))
 
 
-def list_products(
-    session: Session,
-    ig_class: IgClass | None,
-    route: Route | None,
-    include_inactive: bool,
-    page: PageRequest,
-) -> list[ProductRow]:
-    query = select(ProductRow)
-    if ig_class is not None:
-        query = query.where(ProductRow.ig_class == ig_class.value)
-    if not include_inactive:
-        query = query.where(ProductRow.active.is_(True))
-    if page.after:
-        query = query.where(ProductRow.id > page.after[0])
-    rows = list(session.scalars(query.order_by(ProductRow.id)))
-    if route is not None:  # routes is a JSON list: filtered here, portable across databases
-        rows = [r for r in rows if route.value in r.routes]
-    return rows[: page.size + 1]
+def all_products(session: Session) -> list[ProductRow]:
+    return list(session.scalars(select(ProductRow).order_by(ProductRow.id)))
