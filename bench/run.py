@@ -20,11 +20,11 @@ from pathlib import Path
 
 import grpc
 from google.type.date_pb2 import Date
+
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-
 from services.common.health import wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]

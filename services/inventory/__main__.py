@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 import grpc
-from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
+from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+
 from infusion.inventory.v1 import inventory_pb2 as pb
 from infusion.inventory.v1 import inventory_pb2_grpc as pb_grpc
-
 from services.common.convert import (
     decimal_str,
     from_datetime,

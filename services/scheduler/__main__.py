@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
@@ -27,7 +27,7 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
     products = InventoryProducts(channel)
     cases = SchedulerUseCases(db, clock, products.exists)
     api = SchedulerApi(
-        cases, DoseService(cases, products), IdempotencyStore(db, idempotency_keys, clock)
+        cases, DoseService(cases, products.spec), IdempotencyStore(db, idempotency_keys, clock)
     )
 
     def register(server: grpc.Server) -> Sequence[str]:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from google.type import dayofweek_pb2
+
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
-
 from services.common.convert import (
     decimal_str,
     from_date,
@@ -27,6 +29,7 @@ from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
+from services.scheduler.domain.dosing import DoseResult
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.plans import (
@@ -304,6 +307,86 @@ def _plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
             )
         )
     return msg
+
+
+_COURSE_IN = {
+    pb.COURSE_KIND_MAINTENANCE: CourseKind.MAINTENANCE,
+    pb.COURSE_KIND_INDUCTION: CourseKind.INDUCTION,
+}
+_COURSE_OUT = {v: k for k, v in _COURSE_IN.items()}
+
+
+def _fraction_str(value: Fraction, places: str = "0.1") -> str:
+    exact = Decimal(value.numerator) / Decimal(value.denominator)
+    return decimal_str(exact.quantize(Decimal(places), ROUND_HALF_UP))
+
+
+def _dose_out(result: DoseResult) -> pb.DoseCalculation:
+    w = result.weight
+    ml_per_gram = Decimal(100) / result.product.concentration_percent
+    sizes_ml = dict(result.product.presentations)
+    days = []
+    for d in result.days:
+        day = pb.DoseDay(
+            day=d.day,
+            date=from_date(d.date),
+            raw_grams=decimal_str(d.raw_grams.quantize(Decimal("0.01"), ROUND_HALF_UP)),
+            rounded_grams=decimal_str(d.vials.dose_grams),
+            vials=[
+                pb.VialCount(
+                    grams=decimal_str(size),
+                    ml=decimal_str(sizes_ml.get(size, size * ml_per_gram)),
+                    count=count,
+                )
+                for size, count in d.vials.vials
+            ],
+            expected_waste_grams=decimal_str(d.vials.waste_grams),
+        )
+        if d.infusion is not None and d.chair is not None:
+            day.volume_ml = _fraction_str(d.infusion.volume_ml)
+            day.rate_steps.extend(
+                pb.RateStep(
+                    rate_ml_per_kg_h=decimal_str(s.rate_ml_per_kg_h),
+                    rate_ml_per_h=decimal_str(s.rate_ml_per_h),
+                    minutes=math.ceil(s.minutes),
+                    volume_ml=_fraction_str(s.volume_ml),
+                    capped_by_patient_maximum=s.capped,
+                )
+                for s in d.infusion.steps
+            )
+            day.infusion_minutes = d.infusion.minutes
+            day.pre_infusion_minutes = d.chair.pre_minutes
+            day.observation_minutes = d.chair.observation_minutes
+            day.chair_minutes = d.chair.chair_minutes
+            day.booked_chair_minutes = d.chair.booked_minutes
+        else:
+            day.volume_ml = decimal_str(
+                (d.vials.dose_grams * ml_per_gram).quantize(Decimal("0.1"), ROUND_HALF_UP)
+            )
+        days.append(day)
+    return pb.DoseCalculation(
+        therapy_plan_id=result.plan_id,
+        plan_version=result.plan_version,
+        product_id=result.product.id,
+        product_brand=result.product.brand,
+        course=_COURSE_OUT[result.course],
+        dosing_weight=pb.DosingWeight(
+            dosing_weight_kg=decimal_str(w.dosing_kg),
+            policy_applied=_enum_out(w.policy_applied, pb.WeightPolicy),
+            policy_requested=_enum_out(w.policy_requested, pb.WeightPolicy),
+            actual_weight_kg=decimal_str(w.actual_kg),
+            ideal_weight_kg=decimal_str(w.ideal_kg),
+            adjusted_weight_kg=decimal_str(w.adjusted_kg),
+            bmi=decimal_str(w.bmi),
+            height_cm=decimal_str(result.measurement.height_cm),
+            measured_on=from_date(result.measurement.measured_on),
+            reason=w.reason,
+        ),
+        days=days,
+        total_grams=decimal_str(result.total_grams),
+        rules_applied=list(result.rules_applied),
+        rationale=list(result.rationale),
+    )
 
 
 def _required_id(value: str, field: str) -> str:
@@ -605,7 +688,20 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
 
     # dose and due list
     def CalculateDose(self, request: pb.CalculateDoseRequest, context: grpc.ServicerContext) -> Any:
-        return pb.CalculateDoseResponse(calculation=self.doses.calculate_proto(request))
+        v = Violations()
+        if not request.therapy_plan_id:
+            v.add("therapy_plan_id", "is required")
+        if request.plan_version < 0:
+            v.add("plan_version", "must not be negative")
+        day = parse_date(request.dosing_date, "dosing_date", v)
+        if request.course not in _COURSE_IN and request.course != pb.COURSE_KIND_UNSPECIFIED:
+            v.add("course", "is not a known course kind")
+        v.raise_if_any()
+        assert day is not None
+        result = self.doses.calculate(
+            request.therapy_plan_id, request.plan_version, day, _COURSE_IN.get(request.course)
+        )
+        return pb.CalculateDoseResponse(calculation=_dose_out(result))
 
     def ListDueInfusions(
         self, request: pb.ListDueInfusionsRequest, context: grpc.ServicerContext

@@ -11,12 +11,42 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import grpc
+
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc as inv_grpc
-
 from services.common.errors import Unavailable
+from services.scheduler.domain.dosing import ProductSpec, RateSchedule
+from services.scheduler.domain.infusion import RateStepSpec, RateUnit
+
+_UNITS = {
+    inv.RATE_UNIT_ML_PER_KG_H: RateUnit.ML_PER_KG_H,
+    inv.RATE_UNIT_MG_PER_KG_MIN: RateUnit.MG_PER_KG_MIN,
+    inv.RATE_UNIT_ML_PER_H: RateUnit.ML_PER_H,
+}
+
+
+def product_spec(product: inv.Product) -> ProductSpec:
+    """What dosing needs of an inventory product (translated once per cached answer)."""
+    return ProductSpec(
+        id=product.id,
+        brand=product.brand,
+        concentration_percent=Decimal(product.concentration_percent),
+        presentations=tuple((Decimal(p.grams), Decimal(p.ml)) for p in product.presentations),
+        rate_schedules=tuple(
+            RateSchedule(
+                r.indication,
+                tuple(
+                    RateStepSpec(Decimal(s.rate), _UNITS[r.unit], s.minutes or None)
+                    for s in r.steps
+                ),
+            )
+            for r in product.rate_schedules
+            if r.unit in _UNITS and r.steps
+        ),
+    )
 
 
 class InventoryProducts:
@@ -32,16 +62,23 @@ class InventoryProducts:
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
         self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, inv.Product | None]] = {}
+        self._cache: dict[str, tuple[float, inv.Product | None, ProductSpec | None]] = {}
         self._lock = threading.Lock()
 
     def get(self, product_id: str) -> inv.Product | None:
         """The product, or None when inventory says it does not exist."""
+        return self._entry(product_id)[1]
+
+    def spec(self, product_id: str) -> ProductSpec | None:
+        """The product as dosing sees it, or None when it does not exist."""
+        return self._entry(product_id)[2]
+
+    def _entry(self, product_id: str) -> tuple[float, inv.Product | None, ProductSpec | None]:
         now = self._monotonic()
         with self._lock:
             hit = self._cache.get(product_id)
         if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
+            return hit
         try:
             product: inv.Product | None = self._stub.GetProduct(
                 inv.GetProductRequest(id=product_id), timeout=self._timeout
@@ -55,9 +92,10 @@ class InventoryProducts:
                     f"the inventory service could not be asked for product {product_id!r} "
                     f"({code.name}); try again shortly"
                 ) from error
+        entry = (now, product, None if product is None else product_spec(product))
         with self._lock:
-            self._cache[product_id] = (now, product)
-        return product
+            self._cache[product_id] = entry
+        return entry
 
     def exists(self, product_id: str) -> bool:
         product = self.get(product_id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
+
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
-
 from tests.integration.conftest import Platform, request_id
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-
 from services.common.clock import FixedClock
 from services.common.settings import load_settings
 from services.inventory.__main__ import build as build_inventory

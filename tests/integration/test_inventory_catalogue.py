@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from infusion.inventory.v1 import inventory_pb2 as inv
 
+from infusion.inventory.v1 import inventory_pb2 as inv
 from tests.integration.conftest import Platform, request_id
 from tests.integration.errors import field_violations
 

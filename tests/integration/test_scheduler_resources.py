@@ -8,8 +8,8 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
-from infusion.scheduler.v1 import scheduler_pb2 as pb
 
+from infusion.scheduler.v1 import scheduler_pb2 as pb
 from tests.integration.builders import (
     date,
     make_patient,

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from infusion.scheduler.v1 import scheduler_pb2 as pb
 
+from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import GrpcService
 from services.common.settings import load_settings

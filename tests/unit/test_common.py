@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import code_pb2, error_details_pb2
-from infusion.scheduler.v1 import scheduler_pb2 as pb
 
+from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common import errors
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask

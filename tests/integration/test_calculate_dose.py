@@ -1,0 +1,148 @@
+"""CalculateDose over gRPC returns the hand-worked figures (SQLite and PostgreSQL); the
+scheduler reads the product from the inventory service."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import pytest
+
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from tests.integration.builders import (
+    date,
+    make_patient,
+    make_plan,
+    make_site,
+    measure,
+    plan_message,
+    product_id,
+)
+from tests.integration.conftest import Platform
+from tests.integration.errors import precondition_types
+
+
+def calculate(p: Platform, plan_id: str, **kw: object) -> pb.DoseCalculation:
+    request = pb.CalculateDoseRequest(therapy_plan_id=plan_id, dosing_date=date(2026, 12, 1))
+    for key, value in kw.items():
+        setattr(request, key, value) if not hasattr(value, "CopyFrom") else getattr(
+            request, key
+        ).CopyFrom(value)
+    return p.scheduler.CalculateDose(request).calculation
+
+
+def test_70kg_1g_per_kg_gammagard_mmn(platform: Platform) -> None:
+    site = make_site(platform)
+    patient = make_patient(platform, sex=pb.SEX_AT_BIRTH_FEMALE)
+    measure(platform, patient.id, weight="70", height="165")  # BMI 25.7: actual weight
+    plan = make_plan(
+        platform,
+        plan_message(
+            patient.id,
+            site.id,
+            product_id(platform, "gammagard-liquid"),
+        ),
+    )
+    calc = calculate(platform, plan.id)
+    # 1 g/kg × 70 kg = 70 g = 2 × 30 g + 1 × 10 g (domain.md §4.3 example), 700 mL at 10 %.
+    assert calc.dosing_weight.dosing_weight_kg == "70"
+    assert calc.dosing_weight.policy_applied == pb.WEIGHT_POLICY_ACTUAL
+    [day] = calc.days
+    assert day.rounded_grams == "70" and day.expected_waste_grams == "0"
+    assert [(v.grams, v.count) for v in day.vials] == [("30", 2), ("10", 1)]
+    assert day.volume_ml == "700"
+    # Ramp 0.5,1,2,3,4,5 mL/kg/h × 30 min at 70 kg = 17.5+35+70+105+140+175 = 542.5 mL in
+    # 180 min; 157.5 mL left at 5.4 × 70 = 378 mL/h = 25 min → 205 min (§5.3: 3.4 h).
+    assert day.infusion_minutes == 205
+    assert [s.rate_ml_per_h for s in day.rate_steps] == [
+        "35",
+        "70",
+        "140",
+        "210",
+        "280",
+        "350",
+        "378",
+    ]
+    # 30 pre + 205 + 60 observation (first infusion on record) = 295 → booked 300.
+    assert (day.chair_minutes, day.booked_chair_minutes) == (295, 300)
+    assert calc.plan_version == 1 and calc.product_brand == "Gammagard Liquid"
+    assert any("§12.5" in line for line in calc.rationale)
+
+
+def test_obese_patient_automatic_policy_two_day_induction(platform: Platform) -> None:
+    # domain.md §4.1: a 100 kg man, 175 cm (BMI 32.7) → IBW 70.4 kg, AdjBW 82.2 kg;
+    # 2 g/kg → 164.4 g, 82.2 g a day over 2 days.
+    site = make_site(platform)
+    patient = make_patient(platform, sex=pb.SEX_AT_BIRTH_MALE, birth=date(1980, 6, 1))
+    measure(platform, patient.id, weight="100", height="175")
+    plan = make_plan(
+        platform,
+        plan_message(
+            patient.id,
+            site.id,
+            product_id(platform, "gammagard-liquid"),
+            induction=pb.InductionCourse(total_g_per_kg="2", days=2),
+        ),
+    )
+    calc = calculate(platform, plan.id)
+    w = calc.dosing_weight
+    assert (w.ideal_weight_kg, w.adjusted_weight_kg, w.dosing_weight_kg) == ("70.4", "82.2", "82.2")
+    assert w.policy_applied == pb.WEIGHT_POLICY_ADJUSTED and w.bmi == "32.7"  # 100 / 1.75² = 32.65
+    assert calc.course == pb.COURSE_KIND_INDUCTION
+    assert [d.raw_grams for d in calc.days] == ["82.2", "82.2"]
+    # nearest whole-vial amount: 82 g (0.2 g away) beats 82.5 g (0.3 g away);
+    # 82 = 2 × 30 + 1 × 20 + 2 × 1 (5 vials, the fewest).
+    assert [d.rounded_grams for d in calc.days] == ["82", "82"]
+    assert [(v.grams, v.count) for v in calc.days[0].vials] == [("30", 2), ("20", 1), ("1", 2)]
+    assert calc.total_grams == "164"
+    assert [d.date for d in calc.days] == [date(2026, 12, 1), date(2026, 12, 2)]
+    # day 2 follows day 1's infusion of the same product: 15 min observation, not 60
+    assert [d.observation_minutes for d in calc.days] == [60, 15]
+
+
+def test_dosing_uses_the_latest_measurement_on_or_before_the_date(platform: Platform) -> None:
+    site = make_site(platform)
+    patient = make_patient(platform)
+    measure(platform, patient.id, "60", "165", on=date(2026, 10, 1))
+    platform.clock.set(dt.datetime(2026, 12, 20, 9, 0, tzinfo=dt.UTC))
+    measure(platform, patient.id, "80", "165", on=date(2026, 12, 15))  # after the dosing date
+    plan = make_plan(
+        platform, plan_message(patient.id, site.id, product_id(platform, "gammagard-liquid"))
+    )
+    assert calculate(platform, plan.id).days[0].rounded_grams == "60"
+
+
+def test_missing_measurement_and_band_refusal_are_failed_precondition(platform: Platform) -> None:
+    site = make_site(platform)
+    patient = make_patient(platform)
+    plan = make_plan(
+        platform, plan_message(patient.id, site.id, product_id(platform, "gammagard-liquid"))
+    )
+    with pytest.raises(grpc.RpcError) as missing:
+        calculate(platform, plan.id)
+    assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition_types(missing.value) == ["MEASUREMENT_ON_OR_BEFORE_DOSING_DATE"]
+    measure(platform, patient.id, "4", "50", on=date(2026, 11, 1))
+    tiny = make_plan(
+        platform,
+        plan_message(
+            patient.id,
+            site.id,
+            product_id(platform, "privigen"),
+            maintenance_dose="0.1",
+        ),
+    )
+    # 0.1 g/kg × 4 kg = 0.4 g; Privigen's smallest vial is 2.5 g: far outside ±10 %.
+    with pytest.raises(grpc.RpcError) as band:
+        calculate(platform, tiny.id)
+    assert band.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition_types(band.value) == ["ROUNDING_BAND"]
+
+
+def test_bad_request_lists_fields(platform: Platform) -> None:
+    with pytest.raises(grpc.RpcError) as bad:
+        platform.scheduler.CalculateDose(pb.CalculateDoseRequest(plan_version=-1))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as missing:
+        calculate(platform, "no-such-plan")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
