@@ -98,6 +98,12 @@ def _request_id(request: Any) -> str:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each method's handler once and reuses the wrapper: gRPC asks the interceptor on
+    every call, and rebuilding handler objects per call cost as much as a small RPC."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler[Any, Any]] = {}
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
@@ -107,6 +113,17 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
+        key = (method, id(handler))
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrap(method, handler)
+            self._wrapped[key] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(
+        method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),

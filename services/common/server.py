@@ -33,6 +33,14 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+class _InProcessQueueHandler(logging.handlers.QueueHandler):
+    """Hands the record over unformatted: the listener thread formats it. (The stdlib handler
+    formats in the caller, to make records picklable for other processes; ours stay here.)"""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 @dataclass
 class GrpcService:
     """A gRPC server with health, reflection, the shared interceptor and a start-up hook."""

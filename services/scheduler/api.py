@@ -321,7 +321,24 @@ def _fraction_str(value: Fraction, places: str = "0.1") -> str:
     return decimal_str(exact.quantize(Decimal(places), ROUND_HALF_UP))
 
 
+_DOSE_MEMO: dict[int, tuple[DoseResult, pb.DoseCalculation]] = {}
+_DOSE_MEMO_LIMIT = 4096
+
+
 def _dose_out(result: DoseResult) -> pb.DoseCalculation:
+    """Memoised per result object: DoseService hands back the same object for the same inputs,
+    and the entry pins it, so its id cannot be reused while the entry lives."""
+    entry = _DOSE_MEMO.get(id(result))
+    if entry is not None and entry[0] is result:
+        return entry[1]
+    if len(_DOSE_MEMO) >= _DOSE_MEMO_LIMIT:
+        _DOSE_MEMO.clear()
+    message = _translate_dose(result)
+    _DOSE_MEMO[id(result)] = (result, message)
+    return message
+
+
+def _translate_dose(result: DoseResult) -> pb.DoseCalculation:
     w = result.weight
     ml_per_gram = Decimal(100) / result.product.concentration_percent
     sizes_ml = dict(result.product.presentations)

@@ -1,10 +1,19 @@
 """The CalculateDose use case: load the plan version, the patient, the measurement that applies
-on the dosing date and the product (from inventory), then run the domain calculation."""
+on the dosing date and the product (from inventory), then run the domain calculation.
+
+A calculation is a pure function of those inputs, and the same dose is asked for again and
+again (the due list, slot search, the chair board, the pharmacy's worklist). Results are kept
+in a bounded memo keyed by the inputs' identities — plan id and version, patient revision,
+measurement id, the cached product object, date and course — which one small query reads;
+any change to an input changes the key, so a stale result is never returned.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
 from services.common.errors import FailedPrecondition, PreconditionViolation
 from services.scheduler.domain.dosing import DoseResult, ProductSpec, calculate_dose
@@ -13,15 +22,63 @@ from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.usecases import SchedulerUseCases
 
+MEMO_SIZE = 4096
+
 
 class DoseService:
     def __init__(
-        self, cases: SchedulerUseCases, product_spec: Callable[[str], ProductSpec | None]
+        self,
+        cases: SchedulerUseCases,
+        product_spec: Callable[[str], ProductSpec | None],
+        memo_size: int = MEMO_SIZE,
     ) -> None:
         self.cases = cases
         self._product_spec = product_spec
+        self._memo: OrderedDict[Hashable, DoseResult] = OrderedDict()
+        self._memo_size = memo_size
+        self._plan_products: dict[tuple[str, int], str] = {}  # plan versions are immutable
+        self._lock = threading.Lock()
 
     def calculate(
+        self, plan_id: str, version: int, dosing_date: dt.date, course: CourseKind | None
+    ) -> DoseResult:
+        with self.cases.db.connect() as connection:
+            identity = repo.dose_input_key(connection, plan_id, version, dosing_date)
+        key: Hashable | None = None
+        if identity is not None and identity[2] is not None:
+            product_id = self._product_of(plan_id, identity[0])
+            product = self._product_spec(product_id) if product_id else None
+            if product is not None:
+                # id(product) is stable while the product cache holds that object, and it
+                # changes when inventory's answer is refreshed.
+                key = (plan_id, *identity, product.id, id(product), dosing_date, course)
+                with self._lock:
+                    hit = self._memo.get(key)
+                    if hit is not None:
+                        self._memo.move_to_end(key)
+                        return hit
+        result = self._calculate(plan_id, version, dosing_date, course)
+        if key is not None:
+            with self._lock:
+                self._memo[key] = result
+                if len(self._memo) > self._memo_size:
+                    self._memo.popitem(last=False)
+        return result
+
+    def _product_of(self, plan_id: str, version: int) -> str:
+        with self._lock:
+            known = self._plan_products.get((plan_id, version))
+        if known is not None:
+            return known
+        with self.cases.db.read() as session:
+            product_id = str(repo.plan_version(session, plan_id, version).spec["product_id"])
+        with self._lock:
+            if len(self._plan_products) >= 8 * self._memo_size:
+                self._plan_products.clear()
+            self._plan_products[(plan_id, version)] = product_id
+        return product_id
+
+    def _calculate(
         self, plan_id: str, version: int, dosing_date: dt.date, course: CourseKind | None
     ) -> DoseResult:
         with self.cases.db.read() as session:

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Connection, Select, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -414,3 +414,47 @@ def _page(session: Session, query: Select[Any], key_column: Any, page: PageReque
     if page.after:
         query = query.where(key_column > page.after[0])
     return list(session.scalars(query.order_by(key_column).limit(page.size + 1)))
+
+
+def _dose_key_statement(specific_version: bool) -> Select[Any]:
+    latest = (
+        select(MeasurementRow.id)
+        .where(
+            MeasurementRow.patient_id == PlanRow.patient_id,
+            MeasurementRow.measured_on <= bindparam("on"),
+        )
+        .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
+        .limit(1)
+        .correlate(PlanRow)
+        .scalar_subquery()
+    )
+    wanted = bindparam("version") if specific_version else PlanRow.current_version
+    return (
+        select(PlanVersionRow.version, PatientRow.revision, latest)
+        .select_from(PlanRow)
+        .join(
+            PlanVersionRow,
+            (PlanVersionRow.plan_id == PlanRow.id) & (PlanVersionRow.version == wanted),
+        )
+        .join(PatientRow, PatientRow.id == PlanRow.patient_id)
+        .where(PlanRow.id == bindparam("plan_id"))
+    )
+
+
+# Built once: this runs on every CalculateDose, and building the statement cost more than
+# executing it.
+_DOSE_KEY = {False: _dose_key_statement(False), True: _dose_key_statement(True)}
+
+
+def dose_input_key(
+    connection: Connection, plan_id: str, version: int, on: dt.date
+) -> tuple[int, int, str | None] | None:
+    """(plan version, patient revision, id of the measurement that applies on ``on``) in one
+    round trip: everything a dose depends on that lives in this database, by identity, so a
+    cached calculation can be reused without loading and parsing the rows. None when the plan
+    or version does not exist (the caller then takes the full path for the precise error)."""
+    params: dict[str, Any] = {"plan_id": plan_id, "on": on}
+    if version:
+        params["version"] = version
+    row = connection.execute(_DOSE_KEY[bool(version)], params).first()
+    return None if row is None else (row[0], row[1], row[2])
