@@ -19,8 +19,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.common import errors
+from services.common.accesslog import ACCESS_LOG
 
-log = logging.getLogger("grpc.access")
+log = logging.getLogger(__name__)
 ERROR_DOMAIN = "infusion.platform"
 
 _CODES: dict[type[errors.DomainError], int] = {
@@ -146,13 +147,7 @@ def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:
 def _log(method: str, request: Any, context: grpc.ServicerContext, started: float) -> None:
     code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    log.info(
-        "rpc method=%s code=%s duration_ms=%.2f request_id=%s",
-        method,
-        name,
-        (time.perf_counter() - started) * 1000,
-        _request_id(request),
-    )
+    ACCESS_LOG.record(method, name, (time.perf_counter() - started) * 1000, _request_id(request))
 
 
 def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,8 +8,11 @@ refuses new calls and lets in-flight ones finish within the grace period.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
+import os
+import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
 from services.common.settings import Settings
 
@@ -29,8 +33,19 @@ log = logging.getLogger(__name__)
 Registrar = Callable[[grpc.Server], Sequence[str]]
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def configure_logging(level: str | None = None) -> None:
+    """Request threads only queue log records; one listener thread formats and writes them, so
+    a slow stderr (a pipe, a container log driver) never holds up a call. ``LOG_LEVEL`` sets
+    the level (default INFO: one access line per call)."""
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, stream)
+    listener.start()
+    atexit.register(listener.stop)
+    root = logging.getLogger()
+    root.handlers[:] = [_InProcessQueueHandler(records)]
+    root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
 
 
 class _InProcessQueueHandler(logging.handlers.QueueHandler):
@@ -95,6 +110,7 @@ class GrpcService:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self._server.stop(grace).wait()
         self._server = None
+        ACCESS_LOG.flush()
         self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)
 

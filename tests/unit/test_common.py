@@ -80,3 +80,21 @@ def test_settings_defaults_and_overrides() -> None:
         {"INVENTORY_LISTEN": "0.0.0.0:6000", "INVENTORY_DATABASE_URL": "postgresql+psycopg://x/y"},
     )
     assert o.listen == "0.0.0.0:6000" and o.database_url == "postgresql+psycopg://x/y"
+
+
+def test_access_log_writes_one_line_per_call_in_order() -> None:
+    import io
+
+    from services.common.accesslog import AccessLog
+
+    out = io.StringIO()
+    log = AccessLog(out)
+    log.record("/pkg.Svc/Get", "OK", 1.234, "")
+    log.record("/pkg.Svc/Create", "INVALID_ARGUMENT", 0.5, "req-1")
+    log.flush()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("rpc method=/pkg.Svc/Get code=OK duration_ms=1.23 request_id=")
+    assert "code=INVALID_ARGUMENT duration_ms=0.50 request_id=req-1" in lines[1]
+    assert lines[0][:4].isdigit() and "Z INFO grpc.access" in lines[0]
+    log.close()
