@@ -59,8 +59,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get("sqlite_immediate", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get("sqlite_single_statement", False):
+            return  # one SELECT is its own consistent snapshot: no BEGIN round trip
+        connection.exec_driver_sql(
+            "BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN"
+        )
 
 
 class Database:
@@ -94,11 +98,12 @@ class Database:
                 session.rollback()
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A plain connection for hot read paths where a Session's bookkeeping costs more than
-        the query (rolled back at the end, like ``read``)."""
+    def single_read(self) -> Iterator[Connection]:
+        """A plain connection for one SELECT on a hot path, where a Session's bookkeeping (and
+        on SQLite an explicit BEGIN) cost more than the query. Use ``read`` for anything that
+        needs several statements to agree."""
         with self.engine.connect() as connection:
-            yield connection
+            yield connection.execution_options(sqlite_single_statement=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

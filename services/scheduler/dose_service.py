@@ -42,7 +42,7 @@ class DoseService:
     def calculate(
         self, plan_id: str, version: int, dosing_date: dt.date, course: CourseKind | None
     ) -> DoseResult:
-        with self.cases.db.connect() as connection:
+        with self.cases.db.single_read() as connection:
             identity = repo.dose_input_key(connection, plan_id, version, dosing_date)
         key: Hashable | None = None
         if identity is not None and identity[2] is not None:

@@ -8,7 +8,17 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import DecimalText, UtcDateTime
@@ -72,6 +82,8 @@ class PatientRow(Revisioned, Base):
 
 class MeasurementRow(Base):
     __tablename__ = "measurements"
+    # dosing asks for "the latest measurement of this patient on or before a date"
+    __table_args__ = (Index("ix_measurements_patient_day", "patient_id", "measured_on", "id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
     measured_on: Mapped[dt.date] = mapped_column(Date)
