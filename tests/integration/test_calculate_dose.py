@@ -7,6 +7,7 @@ import datetime as dt
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from tests.integration.builders import (
@@ -18,7 +19,7 @@ from tests.integration.builders import (
     plan_message,
     product_id,
 )
-from tests.integration.conftest import Platform
+from tests.integration.conftest import Platform, request_id
 from tests.integration.errors import precondition_types
 
 
@@ -146,3 +147,31 @@ def test_bad_request_lists_fields(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         calculate(platform, "no-such-plan")
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_repeated_calculations_follow_every_input_change(platform: Platform) -> None:
+    """The dose memo is keyed by input identities: a new measurement, a new plan version or a
+    patient change must each produce a fresh calculation, never the remembered one."""
+    site = make_site(platform)
+    patient = make_patient(platform, sex=pb.SEX_AT_BIRTH_FEMALE)
+    measure(platform, patient.id, "70", "165", on=date(2026, 10, 1))
+    plan = make_plan(
+        platform, plan_message(patient.id, site.id, product_id(platform, "gammagard-liquid"))
+    )
+    assert calculate(platform, plan.id).total_grams == "70"
+    assert calculate(platform, plan.id).total_grams == "70"  # served again, same answer
+    measure(platform, patient.id, "80", "165", on=date(2026, 11, 20))
+    assert calculate(platform, plan.id).total_grams == "80"  # 1 g/kg × 80 kg
+    v2 = platform.scheduler.UpdateTherapyPlan(
+        pb.UpdateTherapyPlanRequest(
+            therapy_plan=pb.TherapyPlan(id=plan.id, etag=plan.etag, maintenance_dose="0.5"),
+            update_mask=FieldMask(paths=["maintenance_dose"]),
+            request_id=request_id(),
+            reason="minimum effective dose",
+        )
+    ).therapy_plan
+    fresh = calculate(platform, plan.id)
+    assert (fresh.total_grams, fresh.plan_version) == ("40", 2)  # 0.5 g/kg × 80 kg
+    old = calculate(platform, plan.id, plan_version=1)
+    assert (old.total_grams, old.plan_version) == ("80", 1)
+    assert v2.version == 2

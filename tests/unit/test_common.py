@@ -98,3 +98,24 @@ def test_access_log_writes_one_line_per_call_in_order() -> None:
     assert "code=INVALID_ARGUMENT duration_ms=0.50 request_id=req-1" in lines[1]
     assert lines[0][:4].isdigit() and "Z INFO grpc.access" in lines[0]
     log.close()
+
+
+def test_snapshot_reloads_after_invalidate_and_after_max_age() -> None:
+    from services.common.snapshot import Snapshot
+
+    now = [0.0]
+    loads = []
+
+    def load() -> int:
+        loads.append(now[0])
+        return len(loads)
+
+    snap = Snapshot(load, max_age_seconds=1.0, monotonic=lambda: now[0])
+    assert snap.get() == 1 and snap.get() == 1  # cached
+    now[0] = 0.5
+    assert snap.get() == 1
+    snap.invalidate()  # a local write
+    assert snap.get() == 2
+    now[0] = 1.6  # older than max age: another replica may have written
+    assert snap.get() == 3
+    assert loads == [0.0, 0.5, 1.6]
