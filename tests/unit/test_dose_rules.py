@@ -25,15 +25,13 @@ from services.scheduler.domain.infusion import (
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.plans import (
     DoseBasis,
-    Indication,
     Induction,
     RoundingRule,
-    Route,
-    TherapyPlan,
     WeightPolicy,
 )
 from services.scheduler.domain.vials import VialSet
 from services.scheduler.domain.weight import dosing_weight
+from tests.unit.builders import plan
 
 DAY = dt.date(2026, 12, 1)
 GAMMAGARD_MMN = tuple(  # domain.md §5.2: 0.5 → 1 → 2 → 3 → 4 → 5 → 5.4 mL/kg/h, 30 min each
@@ -66,23 +64,6 @@ def patient(sex: SexAtBirth = SexAtBirth.FEMALE, born: dt.date = dt.date(1970, 1
 
 def measurement(kg: str, cm: str, pregnant: bool = False) -> BodyMeasurement:
     return BodyMeasurement("m", "pt", dt.date(2026, 11, 1), D(kg), D(cm), pregnant)
-
-
-def plan(**kw: object) -> TherapyPlan:
-    fields: dict[str, object] = dict(
-        id="plan",
-        patient_id="pt",
-        site_id="s",
-        indication=Indication.MMN,
-        route=Route.IV,
-        product_id="gammagard",
-        dose_basis=DoseBasis.G_PER_KG,
-        maintenance_dose=D(1),
-        interval_days=28,
-        start_date=DAY,
-    )
-    fields.update(kw)
-    return TherapyPlan(**fields)  # type: ignore[arg-type]
 
 
 # --- dosing weight -----------------------------------------------------------------------------

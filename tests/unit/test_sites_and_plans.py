@@ -6,14 +6,11 @@ import datetime as dt
 from decimal import Decimal
 
 from services.scheduler.domain.plans import (
-    DoseBasis,
-    Indication,
     Induction,
-    Route,
-    TherapyPlan,
     validate_plan,
 )
 from services.scheduler.domain.sites import OpeningHours, Site, validate_site
+from tests.unit.builders import plan
 
 T = dt.time
 
@@ -44,23 +41,6 @@ def test_unknown_time_zone_and_overlapping_hours_are_both_reported() -> None:
 def test_closing_before_opening_is_refused() -> None:
     result = validate_site(site(opening_hours=(OpeningHours(3, T(17), T(9)),)))
     assert fields(result) == ["site.opening_hours[0].close"]
-
-
-def plan(**kw: object) -> TherapyPlan:
-    base: dict[str, object] = dict(
-        id="p",
-        patient_id="pt",
-        site_id="s",
-        indication=Indication.MMN,
-        route=Route.IV,
-        product_id="prod",
-        dose_basis=DoseBasis.G_PER_KG,
-        maintenance_dose=Decimal("1"),
-        interval_days=28,
-        start_date=dt.date(2026, 12, 1),
-    )
-    base.update(kw)
-    return TherapyPlan(**base)  # type: ignore[arg-type]
 
 
 def test_typical_mmn_plan_is_valid() -> None:
