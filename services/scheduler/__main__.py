@@ -20,11 +20,14 @@ from services.scheduler.store.models import idempotency_keys
 from services.scheduler.usecases import SchedulerUseCases
 
 
-def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+def build(
+    settings: Settings, clock: Clock | None = None, products: InventoryProducts | None = None
+) -> GrpcService:
+    """Wire the scheduler; ``products`` defaults to a client of the inventory peer."""
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    channel = grpc.insecure_channel(settings.peer("inventory"))
-    products = InventoryProducts(channel)
+    if products is None:
+        products = InventoryProducts(grpc.insecure_channel(settings.peer("inventory")))
     cases = SchedulerUseCases(db, clock, products.exists)
     api = SchedulerApi(
         cases, DoseService(cases, products.spec), IdempotencyStore(db, idempotency_keys, clock)
@@ -35,7 +38,7 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
     def stopped() -> None:
-        channel.close()
+        products.close()
         db.dispose()
 
     return GrpcService(

@@ -58,6 +58,7 @@ class InventoryProducts:
         timeout_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._channel = channel
         self._stub = inv_grpc.InventoryServiceStub(channel)
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
@@ -96,6 +97,14 @@ class InventoryProducts:
         with self._lock:
             self._cache[product_id] = entry
         return entry
+
+    def forget(self) -> None:
+        """Drop every cached answer: the next read asks inventory again."""
+        with self._lock:
+            self._cache.clear()
+
+    def close(self) -> None:
+        self._channel.close()
 
     def exists(self, product_id: str) -> bool:
         product = self.get(product_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -18,6 +18,7 @@ from services.common.settings import load_settings
 from services.inventory.__main__ import build as build_inventory
 from services.inventory.seed import seed_catalogue
 from services.scheduler.__main__ import build as build_scheduler
+from services.scheduler.products import InventoryProducts
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
 _ids = itertools.count()
@@ -36,6 +37,8 @@ class Platform:
     clock: FixedClock
     scheduler_address: str
     inventory_address: str
+    stop_inventory: Callable[[], None]
+    forget_products: Callable[[], None]
 
 
 @pytest.fixture
@@ -70,7 +73,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
         },
     )
-    scheduler = build_scheduler(sched_settings, clock)
+    products = InventoryProducts(grpc.insecure_channel(inventory.address))
+    scheduler = build_scheduler(sched_settings, clock, products)
     scheduler.start()
     sch_channel = grpc.insecure_channel(scheduler.address)
     inv_channel = grpc.insecure_channel(inventory.address)
@@ -83,6 +87,8 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             clock=clock,
             scheduler_address=scheduler.address,
             inventory_address=inventory.address,
+            stop_inventory=lambda: inventory.stop(0),
+            forget_products=products.forget,
         )
     finally:
         sch_channel.close()

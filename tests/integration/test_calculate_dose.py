@@ -175,3 +175,18 @@ def test_repeated_calculations_follow_every_input_change(platform: Platform) -> 
     old = calculate(platform, plan.id, plan_version=1)
     assert (old.total_grams, old.plan_version) == ("80", 1)
     assert v2.version == 2
+
+
+def test_inventory_down_is_unavailable_not_a_guess(platform: Platform) -> None:
+    site = make_site(platform)
+    patient = make_patient(platform)
+    measure(platform, patient.id, "70", "165")
+    privigen = product_id(platform, "privigen")
+    plan = make_plan(platform, plan_message(patient.id, site.id, privigen))
+    # The plan was checked against inventory (product cached as existing); drop the cached
+    # answer so the next calculation must ask inventory again, then stop inventory.
+    platform.stop_inventory()
+    platform.forget_products()
+    with pytest.raises(grpc.RpcError) as down:
+        calculate(platform, plan.id)
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE

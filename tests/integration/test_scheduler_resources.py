@@ -3,6 +3,8 @@ PostgreSQL): validation, idempotency, etags, pagination, versions and the due li
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -229,3 +231,15 @@ def test_due_list_orders_by_due_date_with_induction_days_first(platform: Platfor
         pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=7)
     )
     assert [d.therapy_plan_id for d in short.due_infusions] == [maintenance.id]
+
+
+def test_due_list_uses_the_sites_local_date(platform: Platform) -> None:
+    # 05:00 UTC on 25 Nov is still 21:00 on 24 Nov in Los Angeles (UTC−8 in November)
+    platform.clock.set(dt.datetime(2026, 11, 25, 5, 0, tzinfo=dt.UTC))
+    la = make_site(platform, tz="America/Los_Angeles")
+    london = make_site(platform, tz="Europe/London")
+    as_of_la = platform.scheduler.ListDueInfusions(pb.ListDueInfusionsRequest(site_id=la.id)).as_of
+    as_of_london = platform.scheduler.ListDueInfusions(
+        pb.ListDueInfusionsRequest(site_id=london.id)
+    ).as_of
+    assert (as_of_la.day, as_of_london.day) == (24, 25)
