@@ -30,9 +30,11 @@ from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
 from services.scheduler.domain.dosing import DoseResult
-from services.scheduler.domain.due import CourseKind
+from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS, CourseKind
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.plans import (
+    DEFAULT_PRE_INFUSION_MINUTES,
+    DEFAULT_ROUNDING_BAND_PERCENT,
     DoseBasis,
     Indication,
     Induction,
@@ -47,6 +49,7 @@ from services.scheduler.dose_service import DoseService
 from services.scheduler.usecases import SchedulerUseCases, Stored
 
 R = TypeVar("R", bound=Message)
+T = TypeVar("T")
 DEFAULT_HORIZON_DAYS = 28
 MAX_HORIZON_DAYS = 366
 
@@ -212,7 +215,7 @@ def _plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         induction = Induction(total or Decimal(0), msg.induction.days)
     start = parse_date(msg.start_date, f"{p}.start_date", v)
     band = parse_decimal(
-        msg.rounding_band_percent or "10",
+        msg.rounding_band_percent or str(DEFAULT_ROUNDING_BAND_PERCENT),
         f"{p}.rounding_band_percent",
         v,
         minimum=Decimal(0),
@@ -229,8 +232,12 @@ def _plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         maintenance_dose=dose or Decimal(0),
         interval_days=msg.interval_days,
         start_date=start or dt.date.min,
-        window_days_early=msg.window_days_early if msg.HasField("window_days_early") else 4,
-        window_days_late=msg.window_days_late if msg.HasField("window_days_late") else 4,
+        window_days_early=msg.window_days_early
+        if msg.HasField("window_days_early")
+        else DEFAULT_WINDOW_DAYS,
+        window_days_late=msg.window_days_late
+        if msg.HasField("window_days_late")
+        else DEFAULT_WINDOW_DAYS,
         induction=induction,
         max_grams_per_day=parse_decimal(
             msg.max_grams_per_day, f"{p}.max_grams_per_day", v, required=False
@@ -241,13 +248,13 @@ def _plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         rounding_rule=RoundingRule.NEAREST
         if msg.rounding_rule == pb.ROUNDING_RULE_UNSPECIFIED
         else _enum_in(msg.rounding_rule, pb.RoundingRule, RoundingRule, f"{p}.rounding_rule", v),
-        rounding_band_percent=band if band is not None else Decimal(10),
+        rounding_band_percent=band if band is not None else DEFAULT_ROUNDING_BAND_PERCENT,
         max_rate_ml_per_kg_h=parse_decimal(
             msg.max_rate_ml_per_kg_h, f"{p}.max_rate_ml_per_kg_h", v, required=False
         ),
         pre_infusion_minutes=msg.pre_infusion_minutes
         if msg.HasField("pre_infusion_minutes")
-        else 30,
+        else DEFAULT_PRE_INFUSION_MINUTES,
         observation_minutes=msg.observation_minutes
         if msg.HasField("observation_minutes")
         else None,
@@ -406,6 +413,15 @@ def _translate_dose(result: DoseResult) -> pb.DoseCalculation:
     )
 
 
+_NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _unsaved(value: T) -> Stored[T]:
+    """A domain value as a message for applying an update mask: the mask may only name
+    mutable fields, so the output-only etag and timestamps are never read."""
+    return Stored(value, 0, _NEVER, _NEVER)
+
+
 def _required_id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument([FieldViolation(field, "is required")])
@@ -455,7 +471,7 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
 
         def change(current: Site) -> Site:
             merged = apply_mask(
-                _site_out(Stored(current, 0, dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))),
+                _site_out(_unsaved(current)),
                 request.site,
                 request.update_mask,
                 SITE_MUTABLE,
@@ -505,9 +521,8 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
         chair_id = _required_id(request.chair.id, "chair.id")
 
         def change(current: Chair) -> Chair:
-            now = dt.datetime.now(dt.UTC)
             merged = apply_mask(
-                _chair_out(Stored(current, 0, now, now)),
+                _chair_out(_unsaved(current)),
                 request.chair,
                 request.update_mask,
                 CHAIR_MUTABLE,
@@ -559,9 +574,8 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
         patient_id = _required_id(request.patient.id, "patient.id")
 
         def change(current: Patient) -> Patient:
-            now = dt.datetime.now(dt.UTC)
             merged = apply_mask(
-                _patient_out(Stored(current, 0, now, now)),
+                _patient_out(_unsaved(current)),
                 request.patient,
                 request.update_mask,
                 PATIENT_MUTABLE,
@@ -591,12 +605,8 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
         if not m.patient_id:
             v.add("measurement.patient_id", "is required")
         day = parse_date(m.measured_on, "measurement.measured_on", v)
-        weight = parse_decimal(
-            m.weight_kg, "measurement.weight_kg", v, minimum=Decimal(2), maximum=Decimal(400)
-        )
-        height = parse_decimal(
-            m.height_cm, "measurement.height_cm", v, minimum=Decimal(40), maximum=Decimal(250)
-        )
+        weight = parse_decimal(m.weight_kg, "measurement.weight_kg", v)
+        height = parse_decimal(m.height_cm, "measurement.height_cm", v)
         v.raise_if_any()
         assert day is not None and weight is not None and height is not None
         measurement = BodyMeasurement("", m.patient_id, day, weight, height, m.pregnant)
@@ -677,9 +687,8 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
         plan_id = _required_id(request.therapy_plan.id, "therapy_plan.id")
 
         def change(current: TherapyPlan) -> TherapyPlan:
-            now = dt.datetime.now(dt.UTC)
             merged = apply_mask(
-                _plan_out(Stored(current, 0, now, now)),
+                _plan_out(_unsaved(current)),
                 request.therapy_plan,
                 request.update_mask,
                 PLAN_MUTABLE,

@@ -60,6 +60,12 @@ def validate_measurement(
     measurement: BodyMeasurement, birth_date: dt.date, today: dt.date, prefix: str = "measurement"
 ) -> Violations:
     v = Violations()
+    for name, value, (low, high), unit in (
+        ("weight_kg", measurement.weight_kg, WEIGHT_KG_RANGE, "kg"),
+        ("height_cm", measurement.height_cm, HEIGHT_CM_RANGE, "cm"),
+    ):
+        if not low <= value <= high:
+            v.add(f"{prefix}.{name}", f"{value} {unit} is outside {low}–{high} {unit} (§12.9)")
     if measurement.measured_on > today:
         v.add(f"{prefix}.measured_on", f"{measurement.measured_on} is in the future")
     if measurement.measured_on < birth_date:
