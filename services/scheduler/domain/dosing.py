@@ -199,7 +199,7 @@ def calculate_dose(
             )
         )
     first = results[0]
-    why.append(f"{first.vials.explanation} (§12.5; fewest vials, then larger vials).")
+    why.append(f"{first.vials.explanation} (fewest vials, then larger vials).")
     if schedule is None:
         why.append(f"{schedule_text}: infusion and chair time not computed.")
     else:
