@@ -90,12 +90,11 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only unit of work (rolled back at the end: nothing it does is kept)."""
+        """A read-only unit of work. Closing (not rolling back) ends it: the connection's
+        transaction is rolled back on return to the pool, and the loaded rows stay readable
+        after the block instead of being expired."""
         with self._reader() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextmanager
     def single_read(self) -> Iterator[Connection]:

@@ -18,13 +18,17 @@ from services.common.settings import Settings, load_settings
 from services.inventory.api import InventoryApi
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.seed import seed_catalogue
+from services.inventory.stock_service import StockService
 from services.inventory.store.models import idempotency_keys
 
 
 def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    api = InventoryApi(CatalogueService(db, clock), IdempotencyStore(db, idempotency_keys, clock))
+    catalogue = CatalogueService(db, clock)
+    api = InventoryApi(
+        catalogue, StockService(db, clock, catalogue), IdempotencyStore(db, idempotency_keys, clock)
+    )
 
     def register(server: grpc.Server) -> Sequence[str]:
         inventory_pb2_grpc.add_InventoryServiceServicer_to_server(api, server)

@@ -38,6 +38,8 @@ from services.inventory.domain.catalogue import (
     StorageKind,
     StorageRule,
 )
+from services.inventory.stock_api import StockApi
+from services.inventory.stock_service import StockService
 from services.inventory.store.products import StoredProduct
 
 R = TypeVar("R", bound=Message)
@@ -195,9 +197,12 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
     )
 
 
-class InventoryApi(pb_grpc.InventoryServiceServicer):
-    def __init__(self, catalogue: CatalogueService, idempotency: IdempotencyStore) -> None:
+class InventoryApi(StockApi, pb_grpc.InventoryServiceServicer):
+    def __init__(
+        self, catalogue: CatalogueService, stock: StockService, idempotency: IdempotencyStore
+    ) -> None:
         self.catalogue = catalogue
+        self.stock = stock
         self.idem = idempotency
 
     def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[..., R]) -> R:

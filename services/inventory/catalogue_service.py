@@ -13,7 +13,13 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.common.snapshot import Snapshot
-from services.inventory.domain.catalogue import IgClass, Product, Route, validate_product
+from services.inventory.domain.catalogue import (
+    IgClass,
+    Presentation,
+    Product,
+    Route,
+    validate_product,
+)
 from services.inventory.store import products as store
 from services.inventory.store.products import StoredProduct
 
@@ -50,6 +56,14 @@ class CatalogueService:
             if key in (stored.id, stored.product.code):
                 return stored
         raise NotFound("product", key)
+
+    def find_presentation(self, gtin: str) -> tuple[StoredProduct, Presentation] | None:
+        """The product and vial size a scanned GTIN-14 stands for."""
+        for stored in self._snapshot.get():
+            for presentation in stored.product.presentations:
+                if presentation.gtin == gtin:
+                    return stored, presentation
+        return None
 
     def list(
         self,

@@ -25,7 +25,9 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import TypeVar
 
-from stdnum import ean
+from biip import ParseError
+from biip.checksums import gs1_standard_check_digit as _check_digit
+from biip.gtin import Gtin
 
 from services.common.errors import FieldViolation, InvalidArgument
 
@@ -173,8 +175,10 @@ def gtin_problem(gtin: str) -> str | None:
     """Why ``gtin`` is not a valid GS1 GTIN-14, or None when it is."""
     if not _GTIN_RE.fullmatch(gtin):
         return "must be a GTIN-14: exactly 14 digits"
-    if not ean.is_valid(gtin):
-        expected = ean.calc_check_digit(gtin[:13])
+    try:
+        Gtin.parse(gtin)
+    except ParseError:
+        expected = _check_digit(gtin[:13])
         return f"GS1 check digit is wrong (the 14th digit should be {expected})"
     return None
 

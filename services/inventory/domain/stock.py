@@ -1,0 +1,153 @@
+"""Lots and the stock ledger (issue 3 §3–§4).
+
+Every change to stock is an immutable movement; on-hand and reserved vials of a lot are sums
+over its movements, never stored counters, so they cannot drift from the ledger. Mistakes are
+corrected by a reversing movement, never by editing one. Stock counts are whole vials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from services.common.errors import FailedPrecondition, PreconditionViolation, Violations
+
+
+class LotState(StrEnum):
+    AVAILABLE = "AVAILABLE"
+    QUARANTINED = "QUARANTINED"
+    RECALLED = "RECALLED"
+    EXPIRED = "EXPIRED"
+    DEPLETED = "DEPLETED"
+
+
+# Which state may follow which. RECALLED is final: a recalled lot is never used again, and its
+# trace must stay. An EXPIRED lot can still be recalled (the recall reaches its recipients).
+TRANSITIONS: dict[LotState, frozenset[LotState]] = {
+    LotState.AVAILABLE: frozenset(
+        {LotState.QUARANTINED, LotState.RECALLED, LotState.EXPIRED, LotState.DEPLETED}
+    ),
+    LotState.QUARANTINED: frozenset({LotState.AVAILABLE, LotState.RECALLED, LotState.EXPIRED}),
+    LotState.DEPLETED: frozenset({LotState.AVAILABLE, LotState.RECALLED, LotState.EXPIRED}),
+    LotState.EXPIRED: frozenset({LotState.RECALLED}),
+    LotState.RECALLED: frozenset(),
+}
+
+
+class MovementKind(StrEnum):
+    RECEIPT = "RECEIPT"
+    RESERVATION = "RESERVATION"
+    RELEASE = "RELEASE"
+    DISPENSE = "DISPENSE"
+    WASTE = "WASTE"
+    TRANSFER_OUT = "TRANSFER_OUT"
+    TRANSFER_IN = "TRANSFER_IN"
+    COUNT_ADJUSTMENT = "COUNT_ADJUSTMENT"
+    RETURN_TO_SUPPLIER = "RETURN_TO_SUPPLIER"
+    QUARANTINE = "QUARANTINE"
+    RELEASE_FROM_QUARANTINE = "RELEASE_FROM_QUARANTINE"
+    RECALL = "RECALL"
+    REVERSAL = "REVERSAL"
+
+
+# Movements that only record a change of state carry no vials and are undone by the opposite
+# verb (release a quarantine), not by a reversal.
+STATE_MOVEMENTS = frozenset(
+    {MovementKind.QUARANTINE, MovementKind.RELEASE_FROM_QUARANTINE, MovementKind.RECALL}
+)
+
+
+@dataclass(frozen=True)
+class Balance:
+    on_hand: int = 0
+    reserved: int = 0
+
+    def plus(self, on_hand: int, reserved: int) -> Balance:
+        return Balance(self.on_hand + on_hand, self.reserved + reserved)
+
+    def available(self, state: LotState, expiry: dt.date, on: dt.date) -> int:
+        """Vials that can still be promised: only from an AVAILABLE lot still in date."""
+        if state is not LotState.AVAILABLE or expiry < on:
+            return 0
+        return max(self.on_hand - self.reserved, 0)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    site_id: str
+    product_id: str
+    presentation_grams: Decimal
+    lot_number: str
+    expiry_date: dt.date
+    vials: int
+    unit_cost: Decimal
+    currency: str
+    supplier: str = ""
+    purchase_order_id: str = ""
+    gtin: str = ""
+
+
+def validate_receipt(r: Receipt, today: dt.date, known_expiry: dt.date | None) -> Violations:
+    """Issue 3 §2: a known lot number with another expiry, an expiry in the past, zero or
+    negative quantities are refused, each as its own field violation."""
+    v = Violations()
+    if not r.site_id:
+        v.add("site_id", "is required")
+    if not r.lot_number.strip():
+        v.add("lot_number", "is required (or scan the GS1 element string)")
+    if r.vials <= 0:
+        v.add("vials", f"must be a whole number of vials above 0, not {r.vials}")
+    if r.unit_cost < 0:
+        v.add("unit_cost", "must not be negative")
+    if len(r.currency) != 3 or not r.currency.isalpha() or not r.currency.isupper():
+        v.add("unit_cost.currency_code", "must be an ISO 4217 code such as GBP")
+    if r.expiry_date < today:
+        v.add("expiry_date", f"{r.expiry_date} is in the past: expired stock cannot be received")
+    if known_expiry is not None and known_expiry != r.expiry_date:
+        v.add(
+            "expiry_date",
+            f"lot {r.lot_number} is already known with expiry {known_expiry}; "
+            f"{r.expiry_date} contradicts it",
+        )
+    return v
+
+
+def check_transition(lot_id: str, current: LotState, wanted: LotState) -> None:
+    if wanted not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none"
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "LOT_STATE_TRANSITION",
+                    f"lots/{lot_id}",
+                    f"a {current.value} lot cannot become {wanted.value} (allowed: {allowed})",
+                )
+            ]
+        )
+
+
+def state_after_quantity_change(current: LotState, balance: Balance) -> LotState:
+    """An AVAILABLE lot with nothing left becomes DEPLETED; stock coming back to a DEPLETED lot
+    makes it AVAILABLE again. Other states are not changed by quantities."""
+    if current is LotState.AVAILABLE and balance.on_hand == 0:
+        return LotState.DEPLETED
+    if current is LotState.DEPLETED and balance.on_hand > 0:
+        return LotState.AVAILABLE
+    return current
+
+
+def check_balance(lot_id: str, balance: Balance) -> None:
+    """No movement may leave a lot with negative stock or with more reserved than on hand."""
+    if balance.on_hand < 0 or balance.reserved < 0 or balance.reserved > balance.on_hand:
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "STOCK_BALANCE",
+                    f"lots/{lot_id}",
+                    f"this would leave {balance.on_hand} vial(s) on hand and "
+                    f"{balance.reserved} reserved",
+                )
+            ]
+        )

@@ -1,0 +1,377 @@
+"""Stock use cases: receiving, lot state changes, counts, reversals, levels. One transaction
+each; the ledger is only ever appended to."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
+from services.common.ids import new_id
+from services.common.pagination import PageRequest
+from services.inventory.catalogue_service import CatalogueService
+from services.inventory.domain.gs1 import Scan
+from services.inventory.domain.stock import (
+    STATE_MOVEMENTS,
+    LotState,
+    MovementKind,
+    Receipt,
+    check_balance,
+    check_transition,
+    state_after_quantity_change,
+    validate_receipt,
+)
+from services.inventory.store import stock as store
+from services.inventory.store.models import LotRow, MovementRow
+from services.inventory.store.stock import LotView
+
+
+@dataclass(frozen=True)
+class ProductLevel:
+    product_id: str
+    on_hand_vials: int
+    reserved_vials: int
+    available_vials: int
+    on_hand_grams: Decimal
+    available_grams: Decimal
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it and why, kept on every movement."""
+
+    name: str = ""
+    reason: str = ""
+    request_id: str = ""
+
+
+class StockService:
+    def __init__(self, db: Database, clock: Clock, catalogue: CatalogueService) -> None:
+        self.db = db
+        self.clock = clock
+        self.catalogue = catalogue
+
+    def today(self) -> dt.date:
+        return self.clock.now().date()
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def resolve_scan(self, receipt: Receipt, scan: Scan | None) -> Receipt:
+        """Fill a receipt from a scan; typed fields that disagree with it are refused."""
+        if scan is None:
+            return receipt
+        problems: list[FieldViolation] = []
+        product_id, grams = receipt.product_id, receipt.presentation_grams
+        match = self.catalogue.find_presentation(scan.gtin)
+        if match is None:
+            problems.append(
+                FieldViolation("gs1_element_string", f"GTIN {scan.gtin} matches no presentation")
+            )
+        else:
+            stored, presentation = match
+            if product_id and product_id not in (stored.id, stored.product.code):
+                problems.append(
+                    FieldViolation("product_id", f"the scanned GTIN is {stored.product.brand}")
+                )
+            if grams and grams != presentation.grams:
+                problems.append(
+                    FieldViolation(
+                        "presentation_grams", f"the scan is a {presentation.grams} g vial"
+                    )
+                )
+            product_id, grams = stored.id, presentation.grams
+        lot_number = receipt.lot_number or scan.lot_number
+        if receipt.lot_number and scan.lot_number and receipt.lot_number != scan.lot_number:
+            problems.append(FieldViolation("lot_number", f"the scan says lot {scan.lot_number}"))
+        expiry = receipt.expiry_date
+        if scan.expiry_date is not None:
+            if expiry != dt.date.min and expiry != scan.expiry_date:
+                problems.append(
+                    FieldViolation("expiry_date", f"the scan says expiry {scan.expiry_date}")
+                )
+            expiry = scan.expiry_date
+        if problems:
+            raise InvalidArgument(problems)
+        return dataclasses.replace(
+            receipt,
+            product_id=product_id,
+            presentation_grams=grams,
+            lot_number=lot_number,
+            expiry_date=expiry,
+            gtin=scan.gtin,
+        )
+
+    def receive(
+        self, session: Session, receipt: Receipt, actor: Actor
+    ) -> tuple[LotView, MovementRow]:
+        try:
+            product = self.catalogue.get(receipt.product_id)
+        except NotFound as missing:
+            raise InvalidArgument(
+                [FieldViolation("product_id", f"no product {receipt.product_id!r}")]
+            ) from missing
+        receipt = dataclasses.replace(receipt, product_id=product.id)
+        sizes = {p.grams: p for p in product.product.presentations}
+        known = store.known_expiry(session, product.id, receipt.lot_number)
+        violations = validate_receipt(receipt, self.today(), known)
+        if receipt.presentation_grams not in sizes:
+            offered = ", ".join(f"{g.normalize()} g" for g in sizes)
+            violations.add(
+                "presentation_grams",
+                f"{product.product.brand} comes in {offered}, not {receipt.presentation_grams} g",
+            )
+        violations.raise_if_any()
+        now = self.clock.now()
+        lot = store.find_lot(
+            session,
+            receipt.site_id,
+            product.id,
+            receipt.presentation_grams,
+            receipt.lot_number,
+        )
+        if lot is None:
+            lot = store.insert_lot(
+                session,
+                LotRow(
+                    id=new_id(),
+                    site_id=receipt.site_id,
+                    product_id=product.id,
+                    presentation_grams=receipt.presentation_grams,
+                    gtin=receipt.gtin or (sizes[receipt.presentation_grams].gtin or ""),
+                    lot_number=receipt.lot_number,
+                    expiry_date=receipt.expiry_date,
+                    state=LotState.AVAILABLE.value,
+                    unit_cost=receipt.unit_cost,
+                    currency=receipt.currency,
+                    supplier=receipt.supplier,
+                    purchase_order_id=receipt.purchase_order_id,
+                    revision=1,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+        else:
+            lot = store.lot_row(session, lot.id, for_update=True)
+            if LotState(lot.state) in (LotState.RECALLED, LotState.EXPIRED):
+                raise _precondition(
+                    "LOT_ACCEPTS_RECEIPTS", lot.id, f"lot {lot.lot_number} is {lot.state}"
+                )
+            if lot.currency != receipt.currency:
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "unit_cost.currency_code", f"the lot is costed in {lot.currency}"
+                        )
+                    ]
+                )
+        movement = store.add_movement(
+            session,
+            lot,
+            MovementKind.RECEIPT,
+            receipt.vials,
+            0,
+            now,
+            unit_cost=receipt.unit_cost,
+            reason_code="RECEIVED",
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+        )
+        return self._settle(session, lot, now), movement
+
+    # --- state changes -------------------------------------------------------------------------
+
+    def quarantine(self, session: Session, lot_id: str, actor: Actor) -> LotView:
+        lot = store.lot_row(session, lot_id, for_update=True)
+        check_transition(lot.id, LotState(lot.state), LotState.QUARANTINED)
+        return self._change_state(session, lot, LotState.QUARANTINED, actor)
+
+    def release(self, session: Session, lot_id: str, actor: Actor) -> LotView:
+        lot = store.lot_row(session, lot_id, for_update=True)
+        if LotState(lot.state) is not LotState.QUARANTINED:
+            raise _precondition(
+                "LOT_QUARANTINED", lot.id, f"only a quarantined lot can be released ({lot.state})"
+            )
+        if lot.expiry_date < self.today():
+            raise _precondition(
+                "LOT_IN_DATE", lot.id, f"lot expired on {lot.expiry_date}: it cannot be released"
+            )
+        return self._change_state(session, lot, LotState.AVAILABLE, actor)
+
+    def _change_state(
+        self, session: Session, lot: LotRow, wanted: LotState, actor: Actor
+    ) -> LotView:
+        """Set a checked state and record it as a vial-less movement of the matching kind."""
+        kind, code = _STATE_MOVEMENT[wanted]
+        now = self.clock.now()
+        store.set_state(lot, wanted, now)
+        store.add_movement(
+            session,
+            lot,
+            kind,
+            0,
+            0,
+            now,
+            reason_code=code,
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+        )
+        return self._settle(session, lot, now)
+
+    # --- corrections ---------------------------------------------------------------------------
+
+    def record_count(
+        self, session: Session, lot_id: str, counted: int, actor: Actor
+    ) -> tuple[LotView, MovementRow | None]:
+        if counted < 0:
+            raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
+        lot = store.lot_row(session, lot_id, for_update=True)
+        balance = store.view(session, lot).balance
+        delta = counted - balance.on_hand
+        if delta == 0:
+            return store.view(session, lot), None
+        check_balance(lot.id, balance.plus(delta, 0))
+        now = self.clock.now()
+        movement = store.add_movement(
+            session,
+            lot,
+            MovementKind.COUNT_ADJUSTMENT,
+            delta,
+            0,
+            now,
+            reason_code="COUNT",
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+        )
+        return self._settle(session, lot, now), movement
+
+    def reverse(
+        self, session: Session, movement_id: str, actor: Actor
+    ) -> tuple[MovementRow, LotView]:
+        original = store.movement_row(session, movement_id)
+        kind = MovementKind(original.kind)
+        if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
+            raise _precondition(
+                "MOVEMENT_REVERSIBLE",
+                original.lot_id,
+                f"a {kind.value} movement is not reversed: "
+                + ("use the opposite verb" if kind in STATE_MOVEMENTS else "it is a correction"),
+            )
+        if store.reversal_of(session, [original.id]):
+            raise _precondition(
+                "MOVEMENT_REVERSIBLE", original.lot_id, "the movement was already reversed"
+            )
+        lot = store.lot_row(session, original.lot_id, for_update=True)
+        balance = store.view(session, lot).balance
+        check_balance(lot.id, balance.plus(-original.on_hand_delta, -original.reserved_delta))
+        now = self.clock.now()
+        reversal = store.add_movement(
+            session,
+            lot,
+            MovementKind.REVERSAL,
+            -original.on_hand_delta,
+            -original.reserved_delta,
+            now,
+            unit_cost=original.unit_cost,
+            reason_code="REVERSAL",
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+            reverses=original.id,
+        )
+        return reversal, self._settle(session, lot, now)
+
+    def _settle(self, session: Session, lot: LotRow, now: dt.datetime) -> LotView:
+        """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
+        current = store.view(session, lot)
+        wanted = state_after_quantity_change(current.state, current.balance)
+        if wanted is not current.state:
+            check_transition(lot.id, current.state, wanted)
+            store.set_state(lot, wanted, now)
+        return store.view(session, lot)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get_lot(self, lot_id: str) -> LotView:
+        with self.db.read() as session:
+            return store.view(session, store.lot_row(session, lot_id))
+
+    def list_lots(
+        self,
+        site_id: str,
+        product_id: str,
+        state: LotState | None,
+        lot_number: str,
+        page: PageRequest,
+    ) -> list[LotView]:
+        with self.db.read() as session:
+            rows = store.list_lots(session, site_id, product_id, state, lot_number, page)
+            sums = store.balances(session, [r.id for r in rows])
+            return [LotView(r, sums[r.id]) for r in rows]
+
+    def list_movements(
+        self, lot_id: str, site_id: str, page: PageRequest
+    ) -> list[tuple[MovementRow, str]]:
+        """Movements with the id of the reversal that undid each ('' when none)."""
+        with self.db.read() as session:
+            rows = store.list_movements(session, lot_id, site_id, page)
+            undone = store.reversal_of(session, [r.id for r in rows])
+            return [(r, undone.get(r.id, "")) for r in rows]
+
+    def stock_levels(
+        self, site_id: str, product_id: str, as_of: dt.date | None
+    ) -> tuple[list[ProductLevel], list[LotView]]:
+        day = as_of or self.today()
+        with self.db.read() as session:
+            rows: list[LotRow] = []
+            page = PageRequest(size=500, after=None)
+            while True:
+                batch = store.list_lots(session, site_id, product_id, None, "", page)
+                rows.extend(batch[: page.size])
+                if len(batch) <= page.size:
+                    break
+                last = batch[page.size - 1]
+                page = PageRequest(page.size, [last.expiry_date.isoformat(), last.id])
+            sums = store.balances(session, [r.id for r in rows])
+        lots = [LotView(r, sums[r.id]) for r in rows if sums[r.id].on_hand > 0]
+        totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
+        for lot in lots:
+            grams = lot.row.presentation_grams
+            available = lot.balance.available(lot.state, lot.row.expiry_date, day)
+            t = totals[lot.row.product_id]
+            t[0] += lot.balance.on_hand
+            t[1] += lot.balance.reserved
+            t[2] += available
+            t[3] += lot.balance.on_hand * grams
+            t[4] += available * grams
+        levels = [
+            ProductLevel(pid, int(t[0]), int(t[1]), int(t[2]), t[3], t[4])
+            for pid, t in sorted(totals.items())
+        ]
+        return levels, lots
+
+
+_STATE_MOVEMENT = {
+    LotState.QUARANTINED: (MovementKind.QUARANTINE, "QUARANTINED"),
+    LotState.AVAILABLE: (MovementKind.RELEASE_FROM_QUARANTINE, "RELEASED"),
+    LotState.RECALLED: (MovementKind.RECALL, "RECALLED"),
+}
+
+
+def _precondition(rule: str, lot_id: str, text: str) -> FailedPrecondition:
+    return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

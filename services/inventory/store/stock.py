@@ -1,0 +1,195 @@
+"""Lots and ledger rows ↔ domain values; balances are sums over the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.errors import Aborted, NotFound
+from services.common.ids import new_id
+from services.common.pagination import PageRequest
+from services.inventory.domain.stock import Balance, LotState, MovementKind
+from services.inventory.store.models import LotRow, MovementRow
+
+
+@dataclass(frozen=True)
+class LotView:
+    row: LotRow
+    balance: Balance
+
+    @property
+    def state(self) -> LotState:
+        return LotState(self.row.state)
+
+
+def lot_row(session: Session, lot_id: str, *, for_update: bool = False) -> LotRow:
+    query = select(LotRow).where(LotRow.id == lot_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.scalar(query) if lot_id else None
+    if row is None:
+        raise NotFound("lot", lot_id)
+    return row
+
+
+def find_lot(
+    session: Session, site_id: str, product_id: str, grams: Decimal, lot_number: str
+) -> LotRow | None:
+    return session.scalar(
+        select(LotRow).where(
+            LotRow.site_id == site_id,
+            LotRow.product_id == product_id,
+            LotRow.presentation_grams == grams,
+            LotRow.lot_number == lot_number,
+        )
+    )
+
+
+def known_expiry(session: Session, product_id: str, lot_number: str) -> dt.date | None:
+    """The expiry this product's lot number already has anywhere (a lot has one expiry)."""
+    return session.scalar(
+        select(LotRow.expiry_date)
+        .where(LotRow.product_id == product_id, LotRow.lot_number == lot_number)
+        .limit(1)
+    )
+
+
+def insert_lot(session: Session, row: LotRow) -> LotRow:
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as error:  # a concurrent receipt created the same lot first
+        raise Aborted("the lot was created by a concurrent receipt: retry") from error
+    return row
+
+
+def balances(session: Session, lot_ids: Sequence[str]) -> dict[str, Balance]:
+    if not lot_ids:
+        return {}
+    rows = session.execute(
+        select(
+            MovementRow.lot_id,
+            func.coalesce(func.sum(MovementRow.on_hand_delta), 0),
+            func.coalesce(func.sum(MovementRow.reserved_delta), 0),
+        )
+        .where(MovementRow.lot_id.in_(list(lot_ids)))
+        .group_by(MovementRow.lot_id)
+    )
+    found = {lot_id: Balance(int(on_hand), int(reserved)) for lot_id, on_hand, reserved in rows}
+    return {lot_id: found.get(lot_id, Balance()) for lot_id in lot_ids}
+
+
+def view(session: Session, row: LotRow) -> LotView:
+    return LotView(row, balances(session, [row.id])[row.id])
+
+
+def add_movement(
+    session: Session,
+    lot: LotRow,
+    kind: MovementKind,
+    on_hand_delta: int,
+    reserved_delta: int,
+    now: dt.datetime,
+    *,
+    unit_cost: Decimal | None = None,
+    reason_code: str = "",
+    note: str = "",
+    actor: str = "",
+    request_id: str = "",
+    reverses: str | None = None,
+) -> MovementRow:
+    row = MovementRow(
+        id=new_id(),
+        lot_id=lot.id,
+        site_id=lot.site_id,
+        kind=kind.value,
+        on_hand_delta=on_hand_delta,
+        reserved_delta=reserved_delta,
+        unit_cost=lot.unit_cost if unit_cost is None else unit_cost,
+        currency=lot.currency,
+        reason_code=reason_code,
+        note=note,
+        actor=actor,
+        request_id=request_id,
+        reverses_movement_id=reverses,
+        created_at=now,
+    )
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as error:  # reverses_movement_id is unique: reversed twice at once
+        raise Aborted("the movement was reversed by a concurrent request") from error
+    return row
+
+
+def movement_row(session: Session, movement_id: str) -> MovementRow:
+    row = session.scalar(select(MovementRow).where(MovementRow.id == movement_id))
+    if row is None or not movement_id:
+        raise NotFound("stock movement", movement_id)
+    return row
+
+
+def reversal_of(session: Session, movement_ids: Sequence[str]) -> dict[str, str]:
+    """movement id → id of the REVERSAL that undid it."""
+    if not movement_ids:
+        return {}
+    rows = session.execute(
+        select(MovementRow.reverses_movement_id, MovementRow.id).where(
+            MovementRow.reverses_movement_id.in_(list(movement_ids))
+        )
+    )
+    return {str(original): str(reversal) for original, reversal in rows}
+
+
+def set_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
+    row.state = state.value
+    row.revision += 1
+    row.updated_at = now
+
+
+def list_lots(
+    session: Session,
+    site_id: str,
+    product_id: str,
+    state: LotState | None,
+    lot_number: str,
+    page: PageRequest,
+) -> list[LotRow]:
+    """First expiry first (the order stock should leave the shelf), then id."""
+    query = select(LotRow)
+    if site_id:
+        query = query.where(LotRow.site_id == site_id)
+    if product_id:
+        query = query.where(LotRow.product_id == product_id)
+    if state is not None:
+        query = query.where(LotRow.state == state.value)
+    if lot_number:
+        query = query.where(LotRow.lot_number == lot_number)
+    if page.after:
+        expiry, last_id = dt.date.fromisoformat(page.after[0]), page.after[1]
+        query = query.where(
+            (LotRow.expiry_date > expiry) | ((LotRow.expiry_date == expiry) & (LotRow.id > last_id))
+        )
+    query = query.order_by(LotRow.expiry_date, LotRow.id).limit(page.size + 1)
+    return list(session.scalars(query))
+
+
+def list_movements(
+    session: Session, lot_id: str, site_id: str, page: PageRequest
+) -> list[MovementRow]:
+    query = select(MovementRow)
+    if lot_id:
+        query = query.where(MovementRow.lot_id == lot_id)
+    if site_id:
+        query = query.where(MovementRow.site_id == site_id)
+    if page.after:
+        query = query.where(MovementRow.seq > int(page.after[0]))
+    return list(session.scalars(query.order_by(MovementRow.seq).limit(page.size + 1)))
