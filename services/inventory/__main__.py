@@ -13,21 +13,39 @@ from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
+from services.common.outbox import Outbox
 from services.common.server import GrpcService, configure_logging
 from services.common.settings import Settings, load_settings
-from services.inventory.api import InventoryApi
+from services.inventory.api import InventoryApi, InventoryServices
 from services.inventory.catalogue_service import CatalogueService
+from services.inventory.cost_service import CostService
+from services.inventory.planning_service import PlanningService
+from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
+from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
-from services.inventory.store.models import idempotency_keys
+from services.inventory.store.models import idempotency_keys, outbox
 
 
 def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     catalogue = CatalogueService(db, clock)
+    sites = SiteService(db, clock)
+    stock = StockService(db, clock, catalogue, sites)
+    events = Outbox(outbox)
     api = InventoryApi(
-        catalogue, StockService(db, clock, catalogue), IdempotencyStore(db, idempotency_keys, clock)
+        InventoryServices(
+            db=db,
+            idempotency=IdempotencyStore(db, idempotency_keys, clock),
+            outbox=events,
+            catalogue=catalogue,
+            sites=sites,
+            stock=stock,
+            reservations=ReservationService(db, clock, catalogue, sites, stock, events),
+            planning=PlanningService(db, clock, catalogue, sites, stock, events),
+            costs=CostService(db, clock, sites),
+        )
     )
 
     def register(server: grpc.Server) -> Sequence[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as pb
 from infusion.inventory.v1 import inventory_pb2_grpc as pb_grpc
@@ -18,12 +20,16 @@ from services.common.convert import (
     parse_decimal,
     to_money,
 )
+from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, Violations
 from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
+from services.common.outbox import Outbox
 from services.common.pagination import page_request, split_page
 from services.inventory.catalogue_service import CatalogueService
+from services.inventory.cost_api import CostApi
+from services.inventory.cost_service import CostService
 from services.inventory.domain.catalogue import (
     ConversionFactor,
     IgClass,
@@ -38,6 +44,12 @@ from services.inventory.domain.catalogue import (
     StorageKind,
     StorageRule,
 )
+from services.inventory.planning_api import PlanningApi
+from services.inventory.planning_service import PlanningService
+from services.inventory.reservation_api import ReservationApi
+from services.inventory.reservation_service import ReservationService
+from services.inventory.site_api import SiteApi
+from services.inventory.site_service import SiteService
 from services.inventory.stock_api import StockApi
 from services.inventory.stock_service import StockService
 from services.inventory.store.products import StoredProduct
@@ -197,13 +209,38 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
     )
 
 
-class InventoryApi(StockApi, pb_grpc.InventoryServiceServicer):
-    def __init__(
-        self, catalogue: CatalogueService, stock: StockService, idempotency: IdempotencyStore
-    ) -> None:
-        self.catalogue = catalogue
-        self.stock = stock
-        self.idem = idempotency
+@dataclass(frozen=True)
+class InventoryServices:
+    """Everything the servicer translates to, built by ``__main__``."""
+
+    db: Database
+    idempotency: IdempotencyStore
+    outbox: Outbox
+    catalogue: CatalogueService
+    sites: SiteService
+    stock: StockService
+    reservations: ReservationService
+    planning: PlanningService
+    costs: CostService
+
+
+class InventoryApi(
+    StockApi, SiteApi, ReservationApi, PlanningApi, CostApi, pb_grpc.InventoryServiceServicer
+):
+    def __init__(self, services: InventoryServices) -> None:
+        self.db = services.db
+        self.idem = services.idempotency
+        self.outbox = services.outbox
+        self.catalogue = services.catalogue
+        self.sites = services.sites
+        self.stock = services.stock
+        self.reservations = services.reservations
+        self.planning = services.planning
+        self.costs = services.costs
+
+    def _read(self, fn: Callable[[Session], R]) -> R:
+        with self.db.read() as session:
+            return fn(session)
 
     def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[..., R]) -> R:
         return self.idem.run(f"inventory.{name}", request, rtype, fn)

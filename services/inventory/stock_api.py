@@ -57,6 +57,7 @@ def lot_out(lot: LotView, today: dt.date) -> pb.Lot:
         on_hand_grams=decimal_str(lot.balance.on_hand * r.presentation_grams),
         etag=etag_for(r.revision),
         create_time=from_datetime(r.created_at),
+        storage_unit_id=r.storage_unit_id,
     )
 
 
@@ -110,6 +111,7 @@ def _receipt_in(request: pb.ReceiveStockRequest) -> tuple[Receipt, Scan | None]:
         currency=request.unit_cost.currency_code,
         supplier=request.supplier,
         purchase_order_id=request.purchase_order_id,
+        storage_unit_id=request.storage_unit_id,
     ), scan
 
 
@@ -125,6 +127,10 @@ class StockApi:
     stock: StockService
     _mutate: Callable[..., Any]
 
+    def _lot_out(self, lot: LotView) -> pb.Lot:
+        """A lot as its site sees it: "available" counts only vials in date there today."""
+        return lot_out(lot, self.stock.today(lot.row.site_id))
+
     def ReceiveStock(self, request: pb.ReceiveStockRequest, context: grpc.ServicerContext) -> Any:
         typed, scan = _receipt_in(request)
         receipt = self.stock.resolve_scan(typed, scan)
@@ -132,15 +138,13 @@ class StockApi:
 
         def receive(session: Any) -> pb.ReceiveStockResponse:
             lot, movement = self.stock.receive(session, receipt, actor)
-            return pb.ReceiveStockResponse(
-                lot=lot_out(lot, self.stock.today()), movement=movement_out(movement)
-            )
+            return pb.ReceiveStockResponse(lot=self._lot_out(lot), movement=movement_out(movement))
 
         return self._mutate("ReceiveStock", request, pb.ReceiveStockResponse, receive)
 
     def GetLot(self, request: pb.GetLotRequest, context: grpc.ServicerContext) -> Any:
         lot = self.stock.get_lot(_required(request.id, "id"))
-        return pb.GetLotResponse(lot=lot_out(lot, self.stock.today()))
+        return pb.GetLotResponse(lot=self._lot_out(lot))
 
     def ListLots(self, request: pb.ListLotsRequest, context: grpc.ServicerContext) -> Any:
         state = _LOT_STATE_IN.get(request.state)
@@ -154,8 +158,7 @@ class StockApi:
             lambda lot: [lot.row.expiry_date.isoformat(), lot.row.id],
             scope=scope,
         )
-        today = self.stock.today()
-        return pb.ListLotsResponse(lots=[lot_out(r, today) for r in rows], next_page_token=token)
+        return pb.ListLotsResponse(lots=[self._lot_out(r) for r in rows], next_page_token=token)
 
     def QuarantineLot(self, request: pb.QuarantineLotRequest, context: grpc.ServicerContext) -> Any:
         lot_id = _required(request.lot_id, "lot_id")
@@ -165,7 +168,7 @@ class StockApi:
             request,
             pb.QuarantineLotResponse,
             lambda s: pb.QuarantineLotResponse(
-                lot=lot_out(self.stock.quarantine(s, lot_id, actor), self.stock.today())
+                lot=self._lot_out(self.stock.quarantine(s, lot_id, actor))
             ),
         )
 
@@ -177,7 +180,7 @@ class StockApi:
             request,
             pb.ReleaseLotResponse,
             lambda s: pb.ReleaseLotResponse(
-                lot=lot_out(self.stock.release(s, lot_id, actor), self.stock.today())
+                lot=self._lot_out(self.stock.release(s, lot_id, actor))
             ),
         )
 
@@ -187,7 +190,7 @@ class StockApi:
 
         def count(session: Any) -> pb.RecordCountResponse:
             lot, movement = self.stock.record_count(session, lot_id, request.counted_vials, actor)
-            reply = pb.RecordCountResponse(lot=lot_out(lot, self.stock.today()))
+            reply = pb.RecordCountResponse(lot=self._lot_out(lot))
             if movement is not None:
                 reply.movement.CopyFrom(movement_out(movement))
             return reply
@@ -203,7 +206,7 @@ class StockApi:
         def reverse(session: Any) -> pb.ReverseMovementResponse:
             reversal, lot = self.stock.reverse(session, movement_id, actor)
             return pb.ReverseMovementResponse(
-                reversal=movement_out(reversal), lot=lot_out(lot, self.stock.today())
+                reversal=movement_out(reversal), lot=self._lot_out(lot)
             )
 
         return self._mutate("ReverseMovement", request, pb.ReverseMovementResponse, reverse)
@@ -233,7 +236,7 @@ class StockApi:
         as_of = parse_date(request.as_of, "as_of", v, required=False)
         v.raise_if_any()
         levels, lots = self.stock.stock_levels(site_id, request.product_id, as_of)
-        day = as_of or self.stock.today()
+        day = as_of or self.stock.today(site_id)
         return pb.GetStockLevelsResponse(
             products=[
                 pb.ProductStock(
@@ -247,4 +250,23 @@ class StockApi:
                 for level in levels
             ],
             lots=[lot_out(lot, day) for lot in lots],
+        )
+
+    def ReconcileStock(
+        self, request: pb.ReconcileStockRequest, context: grpc.ServicerContext
+    ) -> Any:
+        report = self.stock.reconcile(request.site_id)
+        return pb.ReconcileStockResponse(
+            lots_checked=report.lots_checked,
+            movements_checked=report.movements_checked,
+            discrepancies=[
+                pb.LotDiscrepancy(
+                    lot_id=lot_id,
+                    projected_on_hand_vials=projected.on_hand,
+                    ledger_on_hand_vials=ledger.on_hand,
+                    projected_reserved_vials=projected.reserved,
+                    ledger_reserved_vials=ledger.reserved,
+                )
+                for lot_id, projected, ledger in report.discrepancies
+            ],
         )

@@ -3,6 +3,7 @@ each; the ledger is only ever appended to."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections import defaultdict
@@ -26,6 +27,7 @@ from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
     STATE_MOVEMENTS,
+    Balance,
     LotState,
     MovementKind,
     Receipt,
@@ -34,6 +36,7 @@ from services.inventory.domain.stock import (
     state_after_quantity_change,
     validate_receipt,
 )
+from services.inventory.site_service import SiteService
 from services.inventory.store import stock as store
 from services.inventory.store.models import LotRow, MovementRow
 from services.inventory.store.stock import LotView
@@ -50,6 +53,13 @@ class ProductLevel:
 
 
 @dataclass(frozen=True)
+class Reconciliation:
+    lots_checked: int
+    movements_checked: int
+    discrepancies: list[tuple[str, Balance, Balance]]  # lot id, projection, ledger sums
+
+
+@dataclass(frozen=True)
 class Actor:
     """Who did it and why, kept on every movement."""
 
@@ -59,13 +69,17 @@ class Actor:
 
 
 class StockService:
-    def __init__(self, db: Database, clock: Clock, catalogue: CatalogueService) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, catalogue: CatalogueService, sites: SiteService
+    ) -> None:
         self.db = db
         self.clock = clock
         self.catalogue = catalogue
+        self.sites = sites
 
-    def today(self) -> dt.date:
-        return self.clock.now().date()
+    def today(self, site_id: str) -> dt.date:
+        """The site's local day: what "in date" is judged on there."""
+        return self.sites.today(site_id)
 
     # --- receiving -----------------------------------------------------------------------------
 
@@ -126,7 +140,21 @@ class StockService:
         receipt = dataclasses.replace(receipt, product_id=product.id)
         sizes = {p.grams: p for p in product.product.presentations}
         known = store.known_expiry(session, product.id, receipt.lot_number)
-        violations = validate_receipt(receipt, self.today(), known)
+        site = None
+        if receipt.site_id:
+            with contextlib.suppress(NotFound):
+                site = self.sites.get(receipt.site_id, session)
+        now = self.clock.now()
+        violations = validate_receipt(receipt, site.local_date(now) if site else now.date(), known)
+        if receipt.site_id and site is None:
+            violations.add("site_id", f"no stock site {receipt.site_id!r}: create it first")
+        if receipt.storage_unit_id and receipt.site_id:
+            try:
+                self.sites.unit(session, receipt.storage_unit_id, receipt.site_id, "")
+            except InvalidArgument:
+                violations.add(
+                    "storage_unit_id", f"no storage unit {receipt.storage_unit_id!r} at the site"
+                )
         if receipt.presentation_grams not in sizes:
             offered = ", ".join(f"{g.normalize()} g" for g in sizes)
             violations.add(
@@ -158,6 +186,9 @@ class StockService:
                     currency=receipt.currency,
                     supplier=receipt.supplier,
                     purchase_order_id=receipt.purchase_order_id,
+                    storage_unit_id=receipt.storage_unit_id,
+                    on_hand_vials=0,
+                    reserved_vials=0,
                     revision=1,
                     created_at=now,
                     updated_at=now,
@@ -205,7 +236,7 @@ class StockService:
             raise _precondition(
                 "LOT_QUARANTINED", lot.id, f"only a quarantined lot can be released ({lot.state})"
             )
-        if lot.expiry_date < self.today():
+        if lot.expiry_date < self.today(lot.site_id):
             raise _precondition(
                 "LOT_IN_DATE", lot.id, f"lot expired on {lot.expiry_date}: it cannot be released"
             )
@@ -307,6 +338,13 @@ class StockService:
 
     # --- reads ---------------------------------------------------------------------------------
 
+    def reconcile(self, site_id: str) -> Reconciliation:
+        """Issue 3 §4: the projections kept for speed must equal the ledger sums, lot by lot."""
+        with self.db.read() as session:
+            rows = store.projections_and_ledger(session, site_id)
+        wrong = [(lot_id, kept, summed) for lot_id, kept, summed, _ in rows if kept != summed]
+        return Reconciliation(len(rows), sum(n for *_, n in rows), wrong)
+
     def get_lot(self, lot_id: str) -> LotView:
         with self.db.read() as session:
             return store.view(session, store.lot_row(session, lot_id))
@@ -336,7 +374,7 @@ class StockService:
     def stock_levels(
         self, site_id: str, product_id: str, as_of: dt.date | None
     ) -> tuple[list[ProductLevel], list[LotView]]:
-        day = as_of or self.today()
+        day = as_of or self.today(site_id)
         with self.db.read() as session:
             rows: list[LotRow] = []
             page = PageRequest(size=500, after=None)

@@ -95,3 +95,15 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         inv_channel.close()
         scheduler.stop(0)
         inventory.stop(0)
+
+
+def stock_site(p: Platform, site_id: str = "site-1", time_zone: str = "Europe/London") -> None:
+    """Create the inventory's record of a site (the scheduler's site id and its zone)."""
+    from infusion.inventory.v1 import inventory_pb2 as inv
+
+    p.inventory.CreateStockSite(
+        inv.CreateStockSiteRequest(
+            site=inv.StockSite(id=site_id, display_name=site_id.title(), time_zone=time_zone),
+            request_id=f"site-{site_id}",
+        )
+    )

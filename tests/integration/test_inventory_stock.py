@@ -10,11 +10,17 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 
 from infusion.inventory.v1 import inventory_pb2 as inv
-from tests.integration.conftest import Platform, request_id
+from tests.integration.conftest import Platform, request_id, stock_site
 from tests.integration.errors import field_violations, precondition_types
 
 GBP_950 = Money(currency_code="GBP", units=950)
 EXPIRY = Date(year=2028, month=6, day=30)
+
+
+@pytest.fixture(autouse=True)
+def sites(platform: Platform) -> None:
+    stock_site(platform, "site-1")
+    stock_site(platform, "site-2")
 
 
 def product(p: Platform, code: str = "gammagard-liquid") -> inv.Product:

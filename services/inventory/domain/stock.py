@@ -87,6 +87,7 @@ class Receipt:
     supplier: str = ""
     purchase_order_id: str = ""
     gtin: str = ""
+    storage_unit_id: str = ""
 
 
 def validate_receipt(r: Receipt, today: dt.date, known_expiry: dt.date | None) -> Violations:

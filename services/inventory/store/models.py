@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
+from services.common.outbox import define_outbox_table
 
 
 class Base(DeclarativeBase):
@@ -37,6 +39,7 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = define_idempotency_table(Base.metadata, "inventory")
+outbox = define_outbox_table(Base.metadata, "inventory")
 
 
 class ProductRow(Base):
@@ -82,6 +85,11 @@ class LotRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     supplier: Mapped[str] = mapped_column(String(200), default="")
     purchase_order_id: Mapped[str] = mapped_column(String(40), default="")
+    storage_unit_id: Mapped[str] = mapped_column(String(40), default="")
+    # Projections of the ledger, updated with every movement in its transaction (the lot row
+    # is locked first); ReconcileStock proves they equal the sums over stock_movements.
+    on_hand_vials: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_vials: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -111,4 +119,141 @@ class MovementRow(Base):
     actor: Mapped[str] = mapped_column(String(200), default="")
     request_id: Mapped[str] = mapped_column(String(128), default="")
     reverses_movement_id: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
+    # grams: what the movement means in product: vials × size, or for a dispense the grams
+    # given and for the waste of an opened vial the grams thrown away.
+    grams: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(0))
+    reservation_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # reference: the purchase order, transfer or recall the movement belongs to.
+    reference: Mapped[str] = mapped_column(String(80), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class StockSiteRow(Base):
+    __tablename__ = "stock_sites"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    expiry_check_time: Mapped[str] = mapped_column(String(5))  # HH:MM local
+    expiry_warning_days: Mapped[list[int]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class StorageUnitRow(Base):
+    __tablename__ = "storage_units"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("stock_sites.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    storage: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ReservationRow(Base):
+    """Vials set aside for one appointment. Grams are kept as integer milligrams so that the
+    forecast can sum thousands of them in SQL."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        Index("ix_reservations_site_product_day", "site_id", "product_id", "needed_on"),
+        Index("ix_reservations_state_day", "state", "needed_on"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[str] = mapped_column(String(40))
+    patient_id: Mapped[str] = mapped_column(String(128), default="", index=True)
+    product_id: Mapped[str] = mapped_column(String(40))
+    alternative_product_ids: Mapped[list[str]] = mapped_column(JSON)
+    grams_mg: Mapped[int] = mapped_column(BigInteger)
+    rounding_band_percent: Mapped[Decimal] = mapped_column(DecimalText)
+    needed_on: Mapped[dt.date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16))
+    allocated_product_id: Mapped[str] = mapped_column(String(40), default="")
+    allocated_mg: Mapped[int] = mapped_column(BigInteger, default=0)
+    at_risk_reason: Mapped[str] = mapped_column(String(1000), default="")
+    revision: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ReservationLineRow(Base):
+    __tablename__ = "reservation_lines"
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), primary_key=True)
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), primary_key=True, index=True)
+    vials: Mapped[int] = mapped_column(Integer)
+
+
+class AdministrationRow(Base):
+    """The trace a recall follows: which patient got how much of which lot, when."""
+
+    __tablename__ = "administrations"
+    __table_args__ = (
+        Index("ix_administrations_product_lot", "product_id", "lot_number"),
+        Index("ix_administrations_site_time", "site_id", "administered_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(40), index=True)
+    patient_id: Mapped[str] = mapped_column(String(128))
+    appointment_id: Mapped[str] = mapped_column(String(128))
+    site_id: Mapped[str] = mapped_column(String(40))
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"))
+    product_id: Mapped[str] = mapped_column(String(40))
+    lot_number: Mapped[str] = mapped_column(String(40))
+    vials: Mapped[int] = mapped_column(Integer)
+    grams_administered: Mapped[Decimal] = mapped_column(DecimalText)
+    grams_wasted: Mapped[Decimal] = mapped_column(DecimalText)
+    unit_cost: Mapped[Decimal] = mapped_column(DecimalText)
+    currency: Mapped[str] = mapped_column(String(3))
+    presentation_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    administered_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class DemandForecastRow(Base):
+    __tablename__ = "demand_forecasts"
+    site_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    grams_mg: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ReorderPolicyRow(Base):
+    __tablename__ = "reorder_policies"
+    site_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    lead_time_days: Mapped[int] = mapped_column(Integer)
+    safety_stock_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    review_period_days: Mapped[int] = mapped_column(Integer)
+    order_presentation_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    case_vials: Mapped[int] = mapped_column(Integer)
+    maximum_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    revision: Mapped[int] = mapped_column(default=1)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class PurchaseOrderRow(Base):
+    __tablename__ = "purchase_orders"
+    __table_args__ = (Index("ix_purchase_orders_site_state", "site_id", "state"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(40))
+    supplier: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(24))
+    expected_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    cancel_reason: Mapped[str] = mapped_column(String(1000), default="")
+    revision: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class PurchaseOrderLineRow(Base):
+    __tablename__ = "purchase_order_lines"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    purchase_order_id: Mapped[str] = mapped_column(ForeignKey("purchase_orders.id"), index=True)
+    line_number: Mapped[int] = mapped_column(Integer)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"))
+    presentation_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    vials_ordered: Mapped[int] = mapped_column(Integer)
+    vials_received: Mapped[int] = mapped_column(Integer, default=0)
+    unit_cost: Mapped[Decimal] = mapped_column(DecimalText)
+    currency: Mapped[str] = mapped_column(String(3))

@@ -71,23 +71,51 @@ def insert_lot(session: Session, row: LotRow) -> LotRow:
 
 
 def balances(session: Session, lot_ids: Sequence[str]) -> dict[str, Balance]:
+    """The projections kept on the lot rows (equal to the ledger sums: see ledger_sums)."""
     if not lot_ids:
         return {}
     rows = session.execute(
-        select(
-            MovementRow.lot_id,
-            func.coalesce(func.sum(MovementRow.on_hand_delta), 0),
-            func.coalesce(func.sum(MovementRow.reserved_delta), 0),
+        select(LotRow.id, LotRow.on_hand_vials, LotRow.reserved_vials).where(
+            LotRow.id.in_(list(lot_ids))
         )
-        .where(MovementRow.lot_id.in_(list(lot_ids)))
-        .group_by(MovementRow.lot_id)
     )
-    found = {lot_id: Balance(int(on_hand), int(reserved)) for lot_id, on_hand, reserved in rows}
+    found = {lot_id: Balance(on_hand, reserved) for lot_id, on_hand, reserved in rows}
     return {lot_id: found.get(lot_id, Balance()) for lot_id in lot_ids}
 
 
+def projections_and_ledger(
+    session: Session, site_id: str
+) -> list[tuple[str, Balance, Balance, int]]:
+    """Each lot's projection beside its ledger sums and movement count, in one statement so
+    both sides are read from the same snapshot."""
+    sums = (
+        select(
+            MovementRow.lot_id.label("lot_id"),
+            func.sum(MovementRow.on_hand_delta).label("on_hand"),
+            func.sum(MovementRow.reserved_delta).label("reserved"),
+            func.count().label("n"),
+        )
+        .group_by(MovementRow.lot_id)
+        .subquery()
+    )
+    query = select(
+        LotRow.id,
+        LotRow.on_hand_vials,
+        LotRow.reserved_vials,
+        func.coalesce(sums.c.on_hand, 0),
+        func.coalesce(sums.c.reserved, 0),
+        func.coalesce(sums.c.n, 0),
+    ).outerjoin(sums, sums.c.lot_id == LotRow.id)
+    if site_id:
+        query = query.where(LotRow.site_id == site_id)
+    return [
+        (lot_id, Balance(a, b), Balance(int(c), int(d)), int(n))
+        for lot_id, a, b, c, d, n in session.execute(query.order_by(LotRow.id))
+    ]
+
+
 def view(session: Session, row: LotRow) -> LotView:
-    return LotView(row, balances(session, [row.id])[row.id])
+    return LotView(row, Balance(row.on_hand_vials, row.reserved_vials))
 
 
 def add_movement(
@@ -104,7 +132,14 @@ def add_movement(
     actor: str = "",
     request_id: str = "",
     reverses: str | None = None,
+    grams: Decimal | None = None,
+    reservation_id: str | None = None,
+    reference: str = "",
 ) -> MovementRow:
+    """Append one movement and move the lot's projections with it. The caller holds the lot
+    row locked (SELECT ... FOR UPDATE, or SQLite's write lock)."""
+    lot.on_hand_vials += on_hand_delta
+    lot.reserved_vials += reserved_delta
     row = MovementRow(
         id=new_id(),
         lot_id=lot.id,
@@ -119,6 +154,9 @@ def add_movement(
         actor=actor,
         request_id=request_id,
         reverses_movement_id=reverses,
+        grams=abs(on_hand_delta) * lot.presentation_grams if grams is None else grams,
+        reservation_id=reservation_id,
+        reference=reference,
         created_at=now,
     )
     session.add(row)
