@@ -1,13 +1,109 @@
-"""Reservations per appointment, dispensing, waste, transfers, recalls and expiry."""
+"""Reservations per appointment, dispensing, waste, transfers, returns, recalls and expiry.
+
+Every use case runs in one write transaction. The lots a reservation may draw on are locked
+(SELECT ... FOR UPDATE, in id order) before their availability is read, so two reservations
+for the same product at the same site queue on the locks and can never promise the same vial
+twice; on SQLite the database write lock does the same.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Violations,
+)
+from services.common.etag import check_etag
+from services.common.ids import new_id
 from services.common.outbox import Outbox
+from services.common.pagination import PageRequest
 from services.inventory.catalogue_service import CatalogueService
+from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
+from services.inventory.domain.reservations import (
+    OPEN_STATES,
+    OpenedVials,
+    ReservationRequest,
+    ReservationState,
+    from_mg,
+    split_waste,
+    to_mg,
+    validate_request,
+)
+from services.inventory.domain.stock import LotState, MovementKind, check_balance
 from services.inventory.site_service import SiteService
-from services.inventory.stock_service import StockService
+from services.inventory.stock_service import Actor, StockService, precondition
+from services.inventory.store import reservations as store
+from services.inventory.store import stock as lots_store
+from services.inventory.store.models import (
+    AdministrationRow,
+    LotRow,
+    MovementRow,
+    ReservationLineRow,
+    ReservationRow,
+)
+from services.inventory.store.stock import LotView
+
+
+@dataclass(frozen=True)
+class ReservationView:
+    row: ReservationRow
+    lines: list[tuple[ReservationLineRow, LotRow]]
+
+    @property
+    def state(self) -> ReservationState:
+        return ReservationState(self.row.state)
+
+
+@dataclass(frozen=True)
+class Dispensed:
+    reservation: ReservationView
+    movements: list[MovementRow]
+    administrations: list[AdministrationRow]
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """Reservations moved to other lots, and those left at risk."""
+
+    reallocated: list[ReservationView]
+    at_risk: list[ReservationView]
+
+
+@dataclass(frozen=True)
+class DispenseInput:
+    reservation_id: str
+    lines: list[tuple[str, int]]  # (lot id, vials); scans already resolved to lot ids
+    grams_administered: Decimal
+    grams_wasted: Decimal
+    patient_id: str
+    appointment_id: str
+    allow_over_reservation: bool
+    override_reason: str
+    administered_at: dt.datetime | None
+
+
+def _fingerprint(r: ReservationRequest) -> str:
+    text = "|".join(
+        [r.site_id, r.patient_id, ",".join(r.products), str(to_mg(r.grams))]
+        + [str(r.band_percent.normalize()), r.needed_on.isoformat()]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ReservationService:
@@ -26,3 +122,812 @@ class ReservationService:
         self.sites = sites
         self.stock = stock
         self.outbox = outbox
+
+    # --- reserve, amend, release ---------------------------------------------------------------
+
+    def reserve(self, request: ReservationRequest, actor: Actor) -> ReservationView:
+        """Idempotent by appointment: the same request again returns the reservation."""
+        request = self._checked(request)
+        digest = _fingerprint(request)
+        try:
+            with self.db.write() as session:
+                existing = store.by_appointment(session, request.appointment_id)
+                if existing is not None:
+                    return self._repeat(session, existing, digest)
+                return self._reserve(session, request, digest, actor)
+        except IntegrityError:  # a concurrent call for the same appointment committed first
+            with self.db.read() as session:
+                existing = store.by_appointment(session, request.appointment_id)
+                if existing is None:
+                    raise
+                return self._repeat(session, existing, digest)
+
+    def _checked(self, r: ReservationRequest) -> ReservationRequest:
+        v = Violations()
+        today = None
+        if r.site_id:
+            try:
+                today = self.sites.today(r.site_id)
+            except NotFound:
+                v.add("site_id", f"no stock site {r.site_id!r}")
+        v.extend(validate_request(r, today).items)
+        ids = []
+        for i, product in enumerate(r.products):
+            if not product:
+                continue
+            try:
+                ids.append(self.catalogue.get(product).id)
+            except NotFound:
+                name = "product_id" if i == 0 else f"alternative_product_ids[{i - 1}]"
+                v.add(name, f"no product {product!r}")
+        v.raise_if_any()
+        return dataclasses.replace(r, products=tuple(ids))
+
+    def _repeat(self, session: Session, row: ReservationRow, digest: str) -> ReservationView:
+        if row.request_hash != digest:
+            raise AlreadyExists(
+                "reservation",
+                row.id,
+                f"appointment {row.appointment_id} already has reservation {row.id} for "
+                "other figures: change it with AmendReservation",
+            )
+        return self._view(session, row)
+
+    def _reserve(
+        self, session: Session, r: ReservationRequest, digest: str, actor: Actor
+    ) -> ReservationView:
+        now = self.clock.now()
+        row = ReservationRow(
+            id=new_id(),
+            appointment_id=r.appointment_id,
+            request_hash=digest,
+            site_id=r.site_id,
+            patient_id=r.patient_id,
+            product_id=r.products[0],
+            alternative_product_ids=list(r.products[1:]),
+            grams_mg=to_mg(r.grams),
+            rounding_band_percent=r.band_percent,
+            needed_on=r.needed_on,
+            state=ReservationState.ACTIVE.value,
+            allocated_product_id="",
+            allocated_mg=0,
+            at_risk_reason="",
+            revision=1,
+            created_at=now,
+            updated_at=now,
+        )
+        locked = self._lock(session, row, ())
+        result = self._choose(row, locked)
+        if not isinstance(result, Allocation):
+            raise self._short(row, result)
+        session.add(row)
+        session.flush()  # the appointment's unique key: a concurrent duplicate fails here
+        self._hold(session, row, result, locked, now, actor)
+        return self._view(session, row)
+
+    def amend(
+        self,
+        session: Session,
+        reservation_id: str,
+        grams: Decimal | None,
+        needed_on: dt.date | None,
+        etag: str,
+        actor: Actor,
+    ) -> ReservationView:
+        row = store.reservation_row(session, reservation_id, for_update=True)
+        if etag:
+            check_etag(etag, row.revision, field="etag", resource=f"reservation {row.id}")
+        self._must_be_open(row)
+        request = ReservationRequest(
+            appointment_id=row.appointment_id,
+            site_id=row.site_id,
+            patient_id=row.patient_id,
+            products=(row.product_id, *row.alternative_product_ids),
+            grams=from_mg(row.grams_mg) if grams is None else grams,
+            band_percent=row.rounding_band_percent,
+            needed_on=needed_on or row.needed_on,
+        )
+        validate_request(request, self.sites.today(row.site_id, session)).raise_if_any()
+        now = self.clock.now()
+        row.grams_mg = to_mg(request.grams)
+        row.needed_on = request.needed_on
+        row.request_hash = _fingerprint(request)
+        held = store.lines(session, [row.id])[row.id]
+        locked = self._lock(session, row, [line.lot_id for line in held])
+        self._release_lines(session, row, held, locked, now, actor, "AMENDED")
+        result = self._choose(row, locked)
+        if not isinstance(result, Allocation):
+            raise self._short(row, result)  # the transaction rolls back: nothing changes
+        self._hold(session, row, result, locked, now, actor)
+        self._touch(row, ReservationState.ACTIVE, now)
+        return self._view(session, row)
+
+    def release(self, session: Session, reservation_id: str, actor: Actor) -> ReservationView:
+        row = store.reservation_row(session, reservation_id, for_update=True)
+        if row.state == ReservationState.RELEASED.value:
+            return self._view(session, row)
+        self._must_be_open(row)
+        held = store.lines(session, [row.id])[row.id]
+        locked = store.lots(session, [line.lot_id for line in held], for_update=True)
+        now = self.clock.now()
+        self._release_lines(session, row, held, locked, now, actor, "RELEASED")
+        row.at_risk_reason = ""
+        self._touch(row, ReservationState.RELEASED, now)
+        return self._view(session, row)
+
+    # --- dispensing, waste, transfers, returns -------------------------------------------------
+
+    def dispense(self, session: Session, d: DispenseInput, actor: Actor) -> Dispensed:
+        row = store.reservation_row(session, d.reservation_id, for_update=True)
+        v = Violations()
+        if d.patient_id and row.patient_id and d.patient_id != row.patient_id:
+            v.add("patient_id", f"the reservation is for patient {row.patient_id}")
+        if d.appointment_id and d.appointment_id != row.appointment_id:
+            v.add("appointment_id", f"the reservation is for appointment {row.appointment_id}")
+        if not d.lines:
+            v.add("vials", "name the lots and vials opened")
+        for i, (lot_id, vials) in enumerate(d.lines):
+            if vials <= 0:
+                v.add(f"vials[{i}].vials", "must be at least 1")
+            if not lot_id:
+                v.add(f"vials[{i}].lot_id", "give a lot_id or scan the vial")
+        if len({lot_id for lot_id, _ in d.lines}) != len(d.lines):
+            v.add("vials", "name each lot once")
+        if d.allow_over_reservation and not d.override_reason.strip():
+            v.add("override_reason", "is required with allow_over_reservation")
+        v.raise_if_any()
+        self._must_be_open(row)
+        held = {line.lot_id: line for line in store.lines(session, [row.id])[row.id]}
+        locked = store.lots(session, set(held) | {lot for lot, _ in d.lines}, for_update=True)
+        missing = [lot for lot, _ in d.lines if lot not in locked]
+        if missing:
+            raise InvalidArgument([FieldViolation("vials", f"no lot {missing[0]!r}")])
+        when = d.administered_at or self.clock.now()
+        day = self.sites.get(row.site_id, session).local_date(when)
+        opened = [OpenedVials(lot, n, locked[lot].presentation_grams) for lot, n in d.lines]
+        shares = split_waste(opened, d.grams_administered, d.grams_wasted, v)
+        v.raise_if_any()
+        problems = []
+        for lot_id, _ in d.lines:
+            lot = locked[lot_id]
+            if lot.site_id != row.site_id:
+                problems.append(_rule("LOT_AT_SITE", lot, f"lot is at site {lot.site_id}"))
+            elif lot.state != LotState.AVAILABLE.value:
+                problems.append(_rule("LOT_USABLE", lot, f"lot {lot.lot_number} is {lot.state}"))
+            elif lot.expiry_date < day:
+                problems.append(
+                    _rule("LOT_IN_DATE", lot, f"lot {lot.lot_number} expired {lot.expiry_date}")
+                )
+        dose = from_mg(row.grams_mg)
+        if d.grams_administered > dose and not d.allow_over_reservation:
+            problems.append(
+                PreconditionViolation(
+                    "DISPENSE_WITHIN_RESERVATION",
+                    f"reservations/{row.id}",
+                    f"{d.grams_administered} g given is more than the {dose} g reserved; "
+                    "set allow_over_reservation with a reason",
+                )
+            )
+        if problems:
+            raise FailedPrecondition(problems)
+        now = self.clock.now()
+        movements: list[MovementRow] = []
+        traces: list[AdministrationRow] = []
+        note = d.override_reason if d.allow_over_reservation else actor.reason
+        for (lot_id, vials), (given, wasted) in zip(d.lines, shares, strict=True):
+            lot = locked[lot_id]
+            from_reserved = min(vials, held[lot_id].vials) if lot_id in held else 0
+            free = lot.on_hand_vials - lot.reserved_vials
+            if vials - from_reserved > free:
+                raise FailedPrecondition(
+                    [
+                        _rule(
+                            "VIALS_FREE",
+                            lot,
+                            f"lot {lot.lot_number} has {free} vial(s) not reserved for other "
+                            f"appointments; {vials - from_reserved} more were asked for",
+                        )
+                    ]
+                )
+            movements.append(
+                self._move(
+                    session,
+                    lot,
+                    MovementKind.DISPENSE,
+                    -vials,
+                    -from_reserved,
+                    now,
+                    actor,
+                    "DISPENSED",
+                    row.id,
+                    grams=given,
+                    note=note,
+                )
+            )
+            if wasted:
+                movements.append(
+                    self._move(
+                        session,
+                        lot,
+                        MovementKind.WASTE,
+                        0,
+                        0,
+                        now,
+                        actor,
+                        "OPENED_UNUSED",
+                        row.id,
+                        grams=wasted,
+                    )
+                )
+            if lot_id in held:
+                held[lot_id].vials -= from_reserved
+            trace = AdministrationRow(
+                id=new_id(),
+                reservation_id=row.id,
+                patient_id=row.patient_id or d.patient_id,
+                appointment_id=row.appointment_id,
+                site_id=row.site_id,
+                lot_id=lot.id,
+                product_id=lot.product_id,
+                lot_number=lot.lot_number,
+                vials=vials,
+                grams_administered=given,
+                grams_wasted=wasted,
+                unit_cost=lot.unit_cost,
+                currency=lot.currency,
+                presentation_grams=lot.presentation_grams,
+                administered_at=when,
+            )
+            session.add(trace)
+            traces.append(trace)
+        leftovers = [line for line in held.values() if line.vials > 0]
+        self._release_lines(session, row, leftovers, locked, now, actor, "NOT_USED")
+        store.clear_lines(session, row.id)
+        for lot in locked.values():
+            check_balance(lot.id, lots_store.view(session, lot).balance)
+            self.stock.settle(session, lot, now)
+        self._touch(row, ReservationState.DISPENSED, now)
+        session.flush()
+        return Dispensed(self._view(session, row), movements, traces)
+
+    def lot_for_scan(
+        self, session: Session, reservation_id: str, gtin: str, lot_number: str, field: str
+    ) -> str:
+        """The lot a scanned vial belongs to, at the reservation's site."""
+        row = store.reservation_row(session, reservation_id)
+        match = self.catalogue.find_presentation(gtin)
+        lot = None
+        if match is not None:
+            stored, presentation = match
+            lot = lots_store.find_lot(
+                session, row.site_id, stored.id, presentation.grams, lot_number
+            )
+        if lot is None:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        f"{field}.gs1_element_string",
+                        f"no lot {lot_number!r} of GTIN {gtin} at site {row.site_id}",
+                    )
+                ]
+            )
+        return lot.id
+
+    def record_waste(
+        self, session: Session, lot_id: str, vials: int, reason: str, actor: Actor
+    ) -> tuple[LotView, MovementRow, list[ReservationView]]:
+        """Whole vials lost (damaged, expired, a temperature excursion...). Vials are physical:
+        if some were reserved, those reservations move to other lots or become at risk."""
+        if vials <= 0:
+            raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
+        lot = lots_store.lot_row(session, lot_id, for_update=True)
+        if vials > lot.on_hand_vials:
+            raise precondition(
+                "VIALS_ON_HAND", lot.id, f"only {lot.on_hand_vials} vial(s) are on hand"
+            )
+        now = self.clock.now()
+        movement = self._move(session, lot, MovementKind.WASTE, -vials, 0, now, actor, reason)
+        repaired = self._displace(session, lot, now, actor)
+        view = self.stock.settle(session, lot, now)
+        return view, movement, repaired
+
+    def transfer(
+        self,
+        session: Session,
+        lot_id: str,
+        to_site_id: str,
+        to_unit_id: str,
+        vials: int,
+        actor: Actor,
+    ) -> tuple[LotView, LotView, list[MovementRow]]:
+        v = Violations()
+        if vials <= 0:
+            v.add("vials", "must be at least 1")
+        if not to_site_id:
+            v.add("to_site_id", "is required")
+        v.raise_if_any()
+        source = lots_store.lot_row(session, lot_id, for_update=True)
+        if to_site_id == source.site_id:
+            raise InvalidArgument([FieldViolation("to_site_id", "is the lot's own site")])
+        self.sites.known(session, to_site_id, "to_site_id")
+        if to_unit_id:
+            self.sites.unit(session, to_unit_id, to_site_id, "to_storage_unit_id")
+        if source.state != LotState.AVAILABLE.value:
+            raise precondition("LOT_USABLE", source.id, f"a {source.state} lot is not moved")
+        free = source.on_hand_vials - source.reserved_vials
+        if vials > free:
+            raise precondition(
+                "VIALS_FREE", source.id, f"{free} vial(s) are not reserved; {vials} asked for"
+            )
+        target = lots_store.find_lot(
+            session,
+            to_site_id,
+            source.product_id,
+            source.presentation_grams,
+            source.lot_number,
+        )
+        now = self.clock.now()
+        if target is None:
+            target = lots_store.insert_lot(
+                session,
+                LotRow(
+                    id=new_id(),
+                    site_id=to_site_id,
+                    product_id=source.product_id,
+                    presentation_grams=source.presentation_grams,
+                    gtin=source.gtin,
+                    lot_number=source.lot_number,
+                    expiry_date=source.expiry_date,
+                    state=LotState.AVAILABLE.value,
+                    unit_cost=source.unit_cost,
+                    currency=source.currency,
+                    supplier=source.supplier,
+                    purchase_order_id=source.purchase_order_id,
+                    storage_unit_id=to_unit_id,
+                    on_hand_vials=0,
+                    reserved_vials=0,
+                    revision=1,
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+        else:
+            target = lots_store.lot_row(session, target.id, for_update=True)
+            if target.state in (LotState.RECALLED.value, LotState.EXPIRED.value):
+                raise precondition("LOT_USABLE", target.id, f"the target lot is {target.state}")
+        reference = f"transfer:{new_id()}"
+        out = self._move(
+            session,
+            source,
+            MovementKind.TRANSFER_OUT,
+            -vials,
+            0,
+            now,
+            actor,
+            "TRANSFER",
+            None,
+            reference=reference,
+        )
+        into = self._move(
+            session,
+            target,
+            MovementKind.TRANSFER_IN,
+            vials,
+            0,
+            now,
+            actor,
+            "TRANSFER",
+            None,
+            reference=reference,
+        )
+        return (
+            self.stock.settle(session, source, now),
+            self.stock.settle(session, target, now),
+            [out, into],
+        )
+
+    def return_to_supplier(
+        self, session: Session, lot_id: str, vials: int, actor: Actor
+    ) -> tuple[LotView, MovementRow]:
+        if vials <= 0:
+            raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
+        lot = lots_store.lot_row(session, lot_id, for_update=True)
+        free = lot.on_hand_vials - lot.reserved_vials
+        if vials > free:
+            raise precondition(
+                "VIALS_FREE", lot.id, f"{free} vial(s) are not reserved; {vials} asked for"
+            )
+        now = self.clock.now()
+        movement = self._move(
+            session, lot, MovementKind.RETURN_TO_SUPPLIER, -vials, 0, now, actor, "RETURNED"
+        )
+        return self.stock.settle(session, lot, now), movement
+
+    # --- recall and expiry ---------------------------------------------------------------------
+
+    def recall(
+        self, session: Session, product_id: str, lot_number: str, actor: Actor
+    ) -> tuple[list[LotView], Repaired, int]:
+        v = Violations()
+        if not product_id:
+            v.add("product_id", "is required")
+        if not lot_number.strip():
+            v.add("lot_number", "is required")
+        if not actor.reason.strip():
+            v.add("reason", "is required: it goes to every site and patient notified")
+        v.raise_if_any()
+        product = self.catalogue.get(product_id)
+        rows = lots_store.list_lots(
+            session, "", product.id, None, lot_number, PageRequest(10_000, None)
+        )
+        if not rows:
+            raise NotFound("lot", f"{product.product.code}/{lot_number}")
+        locked = store.lots(session, [r.id for r in rows], for_update=True)
+        now = self.clock.now()
+        views = []
+        for lot in locked.values():
+            if lot.state != LotState.RECALLED.value:
+                self.stock.change_state(session, lot, LotState.RECALLED, actor)
+            views.append(lots_store.view(session, lot))
+        repaired = self._repair(
+            session, store.holding(session, list(locked), OPEN_STATES), now, actor, "RECALLED"
+        )
+        count = store.recipient_count(session, product.id, lot_number)
+        recipients = store.recipients(session, product.id, lot_number, PageRequest(10_000, None))
+        self.outbox.emit(
+            session,
+            "LOT_RECALLED",
+            {
+                "product_id": product.id,
+                "brand": product.product.brand,
+                "lot_number": lot_number,
+                "reason": actor.reason,
+                "sites": sorted({lot.site_id for lot in locked.values()}),
+                "recipients": [
+                    {
+                        "patient_id": a.patient_id,
+                        "appointment_id": a.appointment_id,
+                        "site_id": a.site_id,
+                        "administered_time": a.administered_at.isoformat(),
+                        "grams": str(a.grams_administered),
+                    }
+                    for a in recipients
+                ],
+            },
+            now,
+            dedupe_key=f"LOT_RECALLED:{product.id}:{lot_number}",
+        )
+        return views, repaired, count
+
+    def expiry_check(
+        self, site_id: str, as_of: dt.date | None = None
+    ) -> tuple[list[LotView], Repaired, list[tuple[LotView, int, int]]]:
+        """The daily job: expired lots become EXPIRED; reservations on lots that will not be
+        usable on their day move to other lots; LOT_EXPIRING once per lot and threshold."""
+        with self.db.write() as session:
+            site = self.sites.known(session, site_id, "site_id")
+            today = as_of or site.local_date(self.clock.now())
+            now = self.clock.now()
+            actor = Actor("expiry-check", f"daily expiry check for {today}")
+            rows = lots_store.list_lots(session, site_id, "", None, "", PageRequest(10_000, None))
+            locked = store.lots(session, [r.id for r in rows], for_update=True)
+            expired = []
+            for lot in locked.values():
+                if lot.expiry_date < today and lot.state in (
+                    LotState.AVAILABLE.value,
+                    LotState.QUARANTINED.value,
+                    LotState.DEPLETED.value,
+                ):
+                    self.stock.change_state(session, lot, LotState.EXPIRED, actor)
+                    expired.append(lots_store.view(session, lot))
+            unusable = [
+                r
+                for r in store.holding(session, list(locked), OPEN_STATES)
+                if self._needs_repair(session, r, locked)
+            ]
+            repaired = self._repair(session, unusable, now, actor, "EXPIRY")
+            warnings = []
+            thresholds = sorted(site.expiry_warning_days)
+            for lot in locked.values():
+                if lot.state not in (LotState.AVAILABLE.value, LotState.QUARANTINED.value):
+                    continue
+                if lot.on_hand_vials <= 0:
+                    continue
+                left = (lot.expiry_date - today).days
+                band = next((t for t in thresholds if left <= t), None)
+                if band is None:
+                    continue
+                raised = self.outbox.emit(
+                    session,
+                    "LOT_EXPIRING",
+                    {
+                        "site_id": site_id,
+                        "lot_id": lot.id,
+                        "product_id": lot.product_id,
+                        "lot_number": lot.lot_number,
+                        "expiry_date": lot.expiry_date.isoformat(),
+                        "days_left": left,
+                        "threshold_days": band,
+                        "on_hand_vials": lot.on_hand_vials,
+                        "reserved_vials": lot.reserved_vials,
+                    },
+                    now,
+                    dedupe_key=f"LOT_EXPIRING:{lot.id}:{band}",
+                )
+                if raised:
+                    warnings.append((lots_store.view(session, lot), left, band))
+            return expired, repaired, warnings
+
+    def _needs_repair(self, session: Session, row: ReservationRow, lots: dict[str, LotRow]) -> bool:
+        if row.state == ReservationState.AT_RISK.value:
+            return True
+        for line in store.lines(session, [row.id])[row.id]:
+            lot = lots.get(line.lot_id)
+            if lot is None or lot.state != LotState.AVAILABLE.value:
+                return True
+            if lot.expiry_date < row.needed_on:
+                return True
+        return False
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get(self, reservation_id: str, appointment_id: str) -> ReservationView:
+        with self.db.read() as session:
+            if reservation_id:
+                return self._view(session, store.reservation_row(session, reservation_id))
+            row = store.by_appointment(session, appointment_id)
+            if row is None:
+                raise NotFound("reservation", f"appointment {appointment_id}")
+            return self._view(session, row)
+
+    def list_reservations(
+        self,
+        site_id: str,
+        product_id: str,
+        patient_id: str,
+        state: ReservationState | None,
+        needed_from: dt.date | None,
+        needed_to: dt.date | None,
+        page: PageRequest,
+    ) -> list[ReservationView]:
+        with self.db.read() as session:
+            rows = store.list_reservations(
+                session, site_id, product_id, patient_id, state, needed_from, needed_to, page
+            )
+            return self._views(session, rows)
+
+    def recipients(
+        self, product_id: str, lot_number: str, page: PageRequest
+    ) -> list[AdministrationRow]:
+        with self.db.read() as session:
+            product = self.catalogue.get(product_id)
+            return store.recipients(session, product.id, lot_number, page)
+
+    # --- the machinery -------------------------------------------------------------------------
+
+    def _lock(
+        self, session: Session, row: ReservationRow, also: Sequence[str]
+    ) -> dict[str, LotRow]:
+        """Lock the lots the reservation may draw on, and ``also`` (lots it will release)."""
+        products = (row.product_id, *row.alternative_product_ids)
+        rows = store.candidate_lots(session, row.site_id, products, row.needed_on, also)
+        return {lot.id: lot for lot in rows}
+
+    def _choose(
+        self, row: ReservationRow, locked: dict[str, LotRow], avoid: str = ""
+    ) -> Allocation | list[Shortfall]:
+        """The rules of domain/allocation.py over the locked lots' current projections; a lot
+        to ``avoid`` (just damaged) is left out if the dose can be covered without it."""
+        products = (row.product_id, *row.alternative_product_ids)
+        candidates = [
+            Candidate(
+                lot.id,
+                lot.product_id,
+                lot.presentation_grams,
+                lot.expiry_date,
+                lot.on_hand_vials - lot.reserved_vials,
+            )
+            for lot in locked.values()
+            if lot.state == LotState.AVAILABLE.value
+            and lot.expiry_date >= row.needed_on
+            and lot.site_id == row.site_id
+            and lot.product_id in products
+        ]
+        dose, band = from_mg(row.grams_mg), row.rounding_band_percent
+        if avoid:
+            without = allocate(dose, band, products, [c for c in candidates if c.lot_id != avoid])
+            if isinstance(without, Allocation):
+                return without
+        return allocate(dose, band, products, candidates)
+
+    def _hold(
+        self,
+        session: Session,
+        row: ReservationRow,
+        chosen: Allocation,
+        locked: dict[str, LotRow],
+        now: dt.datetime,
+        actor: Actor,
+    ) -> None:
+        for lot_id, vials in chosen.lines:
+            lot = locked[lot_id]
+            self._move(
+                session, lot, MovementKind.RESERVATION, 0, vials, now, actor, "RESERVED", row.id
+            )
+            check_balance(lot.id, lots_store.view(session, lot).balance)
+            session.add(ReservationLineRow(reservation_id=row.id, lot_id=lot_id, vials=vials))
+        row.allocated_product_id = chosen.product_id
+        row.allocated_mg = to_mg(chosen.total_grams)
+        row.at_risk_reason = ""
+
+    def _release_lines(
+        self,
+        session: Session,
+        row: ReservationRow,
+        held: Collection[ReservationLineRow],
+        locked: dict[str, LotRow],
+        now: dt.datetime,
+        actor: Actor,
+        code: str,
+    ) -> None:
+        for line in held:
+            if line.vials:
+                self._move(
+                    session,
+                    locked[line.lot_id],
+                    MovementKind.RELEASE,
+                    0,
+                    -line.vials,
+                    now,
+                    actor,
+                    code,
+                    row.id,
+                )
+        store.clear_lines(session, row.id)
+        row.allocated_mg = 0
+        row.allocated_product_id = ""
+
+    def _displace(
+        self, session: Session, lot: LotRow, now: dt.datetime, actor: Actor
+    ) -> list[ReservationView]:
+        """After a loss, move reservations off the lot (latest needed-on day first) until
+        what it holds covers what is reserved on it."""
+        moved: list[ReservationRow] = []
+        for row in store.holding(session, [lot.id], OPEN_STATES):
+            if lot.reserved_vials <= lot.on_hand_vials:
+                break
+            moved.append(row)
+            self._repair(session, [row], now, actor, "LOST", exclude_lot=lot.id)
+        check_balance(lot.id, lots_store.view(session, lot).balance)
+        return self._views(session, moved)
+
+    def _repair(
+        self,
+        session: Session,
+        rows: Sequence[ReservationRow],
+        now: dt.datetime,
+        actor: Actor,
+        code: str,
+        exclude_lot: str = "",
+    ) -> Repaired:
+        """Release each reservation's vials and choose again from what is usable; one that
+        cannot be covered becomes AT_RISK and raises STOCK_AT_RISK."""
+        moved: list[ReservationRow] = []
+        risky: list[ReservationRow] = []
+        for row in rows:
+            held = store.lines(session, [row.id])[row.id]
+            locked = self._lock(session, row, [line.lot_id for line in held])
+            self._release_lines(session, row, held, locked, now, actor, code)
+            result = self._choose(row, locked, avoid=exclude_lot)
+            if isinstance(result, Allocation):
+                self._hold(session, row, result, locked, now, actor)
+                self._touch(row, ReservationState.ACTIVE, now)
+                moved.append(row)
+            else:
+                row.at_risk_reason = self._short(row, result).message
+                self._touch(row, ReservationState.AT_RISK, now)
+                risky.append(row)
+                self.outbox.emit(
+                    session,
+                    "STOCK_AT_RISK",
+                    {
+                        "reservation_id": row.id,
+                        "appointment_id": row.appointment_id,
+                        "patient_id": row.patient_id,
+                        "site_id": row.site_id,
+                        "product_id": row.product_id,
+                        "grams": str(from_mg(row.grams_mg)),
+                        "needed_on": row.needed_on.isoformat(),
+                        "reason": row.at_risk_reason,
+                        "cause": code,
+                    },
+                    now,
+                    dedupe_key=f"STOCK_AT_RISK:{row.id}:{row.revision}",
+                )
+        return Repaired(self._views(session, moved), self._views(session, risky))
+
+    def _move(
+        self,
+        session: Session,
+        lot: LotRow,
+        kind: MovementKind,
+        on_hand: int,
+        reserved: int,
+        now: dt.datetime,
+        actor: Actor,
+        code: str,
+        reservation_id: str | None = None,
+        *,
+        grams: Decimal | None = None,
+        note: str | None = None,
+        reference: str = "",
+    ) -> MovementRow:
+        if grams is None:
+            grams = abs(on_hand or reserved) * lot.presentation_grams
+        return lots_store.add_movement(
+            session,
+            lot,
+            kind,
+            on_hand,
+            reserved,
+            now,
+            reason_code=code,
+            note=actor.reason if note is None else note,
+            actor=actor.name,
+            request_id=actor.request_id,
+            grams=grams,
+            reservation_id=reservation_id,
+            reference=reference or (f"reservation:{reservation_id}" if reservation_id else ""),
+        )
+
+    def _short(self, row: ReservationRow, shortfalls: object) -> FailedPrecondition:
+        dose = from_mg(row.grams_mg)
+        band = row.rounding_band_percent
+        items = []
+        for s in shortfalls if isinstance(shortfalls, list) else []:
+            vials = ", ".join(f"{n} × {g.normalize():f} g" for g, n in s.by_size) or "none"
+            brand = self.catalogue.get(s.product_id).product.brand
+            floor = f" (at least {dose * (1 - band / 100):.1f} g within the band)" if band else ""
+            items.append(
+                PreconditionViolation(
+                    "STOCK_SHORT",
+                    f"products/{s.product_id}",
+                    f"{dose} g{floor} of {brand} needed at {row.site_id} on {row.needed_on}; "
+                    f"in date and unreserved: {s.promisable_grams.normalize():f} g ({vials})",
+                )
+            )
+        return FailedPrecondition(items)
+
+    def _must_be_open(self, row: ReservationRow) -> None:
+        if ReservationState(row.state) not in OPEN_STATES:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "RESERVATION_OPEN",
+                        f"reservations/{row.id}",
+                        f"the reservation is {row.state}",
+                    )
+                ]
+            )
+
+    def _touch(self, row: ReservationRow, state: ReservationState, now: dt.datetime) -> None:
+        row.state = state.value
+        row.revision += 1
+        row.updated_at = now
+
+    def _view(self, session: Session, row: ReservationRow) -> ReservationView:
+        return self._views(session, [row])[0]
+
+    def _views(self, session: Session, rows: Sequence[ReservationRow]) -> list[ReservationView]:
+        session.flush()
+        held = store.lines(session, [r.id for r in rows])
+        lots = store.lots(
+            session, {line.lot_id for lines in held.values() for line in lines}, for_update=False
+        )
+        return [
+            ReservationView(r, [(line, lots[line.lot_id]) for line in held[r.id]]) for r in rows
+        ]
+
+
+def _rule(rule: str, lot: LotRow, text: str) -> PreconditionViolation:
+    return PreconditionViolation(rule, f"lots/{lot.id}", text)

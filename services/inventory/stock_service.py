@@ -197,7 +197,7 @@ class StockService:
         else:
             lot = store.lot_row(session, lot.id, for_update=True)
             if LotState(lot.state) in (LotState.RECALLED, LotState.EXPIRED):
-                raise _precondition(
+                raise precondition(
                     "LOT_ACCEPTS_RECEIPTS", lot.id, f"lot {lot.lot_number} is {lot.state}"
                 )
             if lot.currency != receipt.currency:
@@ -221,28 +221,28 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self._settle(session, lot, now), movement
+        return self.settle(session, lot, now), movement
 
     # --- state changes -------------------------------------------------------------------------
 
     def quarantine(self, session: Session, lot_id: str, actor: Actor) -> LotView:
         lot = store.lot_row(session, lot_id, for_update=True)
         check_transition(lot.id, LotState(lot.state), LotState.QUARANTINED)
-        return self._change_state(session, lot, LotState.QUARANTINED, actor)
+        return self.change_state(session, lot, LotState.QUARANTINED, actor)
 
     def release(self, session: Session, lot_id: str, actor: Actor) -> LotView:
         lot = store.lot_row(session, lot_id, for_update=True)
         if LotState(lot.state) is not LotState.QUARANTINED:
-            raise _precondition(
+            raise precondition(
                 "LOT_QUARANTINED", lot.id, f"only a quarantined lot can be released ({lot.state})"
             )
         if lot.expiry_date < self.today(lot.site_id):
-            raise _precondition(
+            raise precondition(
                 "LOT_IN_DATE", lot.id, f"lot expired on {lot.expiry_date}: it cannot be released"
             )
-        return self._change_state(session, lot, LotState.AVAILABLE, actor)
+        return self.change_state(session, lot, LotState.AVAILABLE, actor)
 
-    def _change_state(
+    def change_state(
         self, session: Session, lot: LotRow, wanted: LotState, actor: Actor
     ) -> LotView:
         """Set a checked state and record it as a vial-less movement of the matching kind."""
@@ -261,7 +261,7 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self._settle(session, lot, now)
+        return self.settle(session, lot, now)
 
     # --- corrections ---------------------------------------------------------------------------
 
@@ -289,7 +289,7 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self._settle(session, lot, now), movement
+        return self.settle(session, lot, now), movement
 
     def reverse(
         self, session: Session, movement_id: str, actor: Actor
@@ -297,14 +297,14 @@ class StockService:
         original = store.movement_row(session, movement_id)
         kind = MovementKind(original.kind)
         if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
-            raise _precondition(
+            raise precondition(
                 "MOVEMENT_REVERSIBLE",
                 original.lot_id,
                 f"a {kind.value} movement is not reversed: "
                 + ("use the opposite verb" if kind in STATE_MOVEMENTS else "it is a correction"),
             )
         if store.reversal_of(session, [original.id]):
-            raise _precondition(
+            raise precondition(
                 "MOVEMENT_REVERSIBLE", original.lot_id, "the movement was already reversed"
             )
         lot = store.lot_row(session, original.lot_id, for_update=True)
@@ -325,9 +325,9 @@ class StockService:
             request_id=actor.request_id,
             reverses=original.id,
         )
-        return reversal, self._settle(session, lot, now)
+        return reversal, self.settle(session, lot, now)
 
-    def _settle(self, session: Session, lot: LotRow, now: dt.datetime) -> LotView:
+    def settle(self, session: Session, lot: LotRow, now: dt.datetime) -> LotView:
         """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
         current = store.view(session, lot)
         wanted = state_after_quantity_change(current.state, current.balance)
@@ -408,8 +408,9 @@ _STATE_MOVEMENT = {
     LotState.QUARANTINED: (MovementKind.QUARANTINE, "QUARANTINED"),
     LotState.AVAILABLE: (MovementKind.RELEASE_FROM_QUARANTINE, "RELEASED"),
     LotState.RECALLED: (MovementKind.RECALL, "RECALLED"),
+    LotState.EXPIRED: (MovementKind.EXPIRY, "EXPIRED"),
 }
 
 
-def _precondition(rule: str, lot_id: str, text: str) -> FailedPrecondition:
+def precondition(rule: str, lot_id: str, text: str) -> FailedPrecondition:
     return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

@@ -50,12 +50,18 @@ class MovementKind(StrEnum):
     RELEASE_FROM_QUARANTINE = "RELEASE_FROM_QUARANTINE"
     RECALL = "RECALL"
     REVERSAL = "REVERSAL"
+    EXPIRY = "EXPIRY"
 
 
 # Movements that only record a change of state carry no vials and are undone by the opposite
 # verb (release a quarantine), not by a reversal.
 STATE_MOVEMENTS = frozenset(
-    {MovementKind.QUARANTINE, MovementKind.RELEASE_FROM_QUARANTINE, MovementKind.RECALL}
+    {
+        MovementKind.QUARANTINE,
+        MovementKind.RELEASE_FROM_QUARANTINE,
+        MovementKind.RECALL,
+        MovementKind.EXPIRY,
+    }
 )
 
 

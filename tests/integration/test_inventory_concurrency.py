@@ -1,0 +1,191 @@
+"""Reservations under contention, and the ledger's invariants under random operations.
+
+64 ReserveStock calls at once against a lot too small for all of them: exactly as many succeed
+as the lot has vials, the rest are refused with FAILED_PRECONDITION, and no lot is ever
+over-committed (run on SQLite and on PostgreSQL, where the lot rows' FOR UPDATE locks are what
+keeps it true). The property test throws random sequences of operations at the service and
+checks after each that the projections equal the ledger and nothing is over-committed."""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from tests.integration.conftest import Platform, stock_site
+
+DAY = Date(year=2026, month=12, day=1)
+_sites = itertools.count()
+
+
+def _receive(p: Platform, site: str, lot: str, vials: int, product_id: str, rid: str) -> inv.Lot:
+    return p.inventory.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id=site,
+            product_id=product_id,
+            presentation_grams="10",
+            lot_number=lot,
+            expiry_date=Date(year=2027, month=6, day=30),
+            vials=vials,
+            unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+            request_id=rid,
+        )
+    ).lot
+
+
+def _reserve(p: Platform, site: str, appointment: str, grams: str, product_id: str) -> object:
+    try:
+        return p.inventory.ReserveStock(
+            inv.ReserveStockRequest(
+                appointment_id=appointment,
+                site_id=site,
+                patient_id="p",
+                product_id=product_id,
+                grams=grams,
+                needed_on=DAY,
+            )
+        ).reservation
+    except grpc.RpcError as error:
+        return error.code()
+
+
+def _check_invariants(p: Platform) -> None:
+    report = p.inventory.ReconcileStock(inv.ReconcileStockRequest())
+    assert list(report.discrepancies) == []
+    for lot in p.inventory.ListLots(inv.ListLotsRequest(page_size=1000)).lots:
+        assert 0 <= lot.reserved_vials <= lot.on_hand_vials, lot
+
+
+def test_64_parallel_reservations_never_over_commit(platform: Platform) -> None:
+    stock_site(platform, "busy")
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    # 12 + 8 = 20 vials of 10 g; 64 appointments each want 10 g: exactly 20 can be served
+    _receive(platform, "busy", "L1", 12, product_id, "r1")
+    _receive(platform, "busy", "L2", 8, product_id, "r2")
+    with ThreadPoolExecutor(64) as pool:
+        results = list(
+            pool.map(lambda i: _reserve(platform, "busy", f"appt-{i}", "10", product_id), range(64))
+        )
+    won = [r for r in results if isinstance(r, inv.Reservation)]
+    lost = [r for r in results if not isinstance(r, inv.Reservation)]
+    assert len(won) == 20
+    assert set(lost) == {grpc.StatusCode.FAILED_PRECONDITION}
+    held = [(line.lot_id, line.vials) for r in won for line in r.lines]
+    assert sum(v for _, v in held) == 20
+    _check_invariants(platform)
+
+
+def test_parallel_retries_of_one_appointment_reserve_once(platform: Platform) -> None:
+    stock_site(platform, "busy")
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    lot = _receive(platform, "busy", "L1", 10, product_id, "r1")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda _: _reserve(platform, "busy", "same", "30", product_id), range(8))
+        )
+    assert all(isinstance(r, inv.Reservation) for r in results)
+    assert len({r.id for r in results}) == 1  # type: ignore[attr-defined]
+    assert platform.inventory.GetLot(inv.GetLotRequest(id=lot.id)).lot.reserved_vials == 3
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["receive", "reserve", "amend", "release", "dispense", "waste", "recall"]),
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=1, max_value=4),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=OPS)
+def test_random_operations_keep_projections_equal_to_the_ledger(
+    platform: Platform, ops: list[tuple[str, int, int]]
+) -> None:
+    site = f"s{next(_sites)}"
+    stock_site(platform, site)
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    lots: list[str] = []
+    reservations: list[str] = []
+    for n, (op, pick, size) in enumerate(ops):
+        rid = f"{site}-{n}"
+        try:
+            if op == "receive":
+                lots.append(_receive(platform, site, f"L{pick}", size, product_id, rid).id)
+            elif op == "reserve":
+                r = _reserve(platform, site, rid, str(size * 10), product_id)
+                if isinstance(r, inv.Reservation):
+                    reservations.append(r.id)
+            elif op == "amend" and reservations:
+                platform.inventory.AmendReservation(
+                    inv.AmendReservationRequest(
+                        reservation_id=reservations[pick % len(reservations)],
+                        grams=str(size * 10),
+                        request_id=rid,
+                    )
+                )
+            elif op == "release" and reservations:
+                platform.inventory.ReleaseReservation(
+                    inv.ReleaseReservationRequest(
+                        reservation_id=reservations[pick % len(reservations)], request_id=rid
+                    )
+                )
+            elif op == "dispense" and reservations:
+                r_id = reservations[pick % len(reservations)]
+                held = platform.inventory.GetReservation(
+                    inv.GetReservationRequest(id=r_id)
+                ).reservation
+                if held.lines:
+                    platform.inventory.DispenseReservation(
+                        inv.DispenseReservationRequest(
+                            reservation_id=r_id,
+                            vials=[
+                                inv.DispensedVials(lot_id=x.lot_id, vials=x.vials)
+                                for x in held.lines
+                            ],
+                            grams_administered=held.allocated_grams,
+                            request_id=rid,
+                        )
+                    )
+            elif op == "waste" and lots:
+                platform.inventory.RecordWaste(
+                    inv.RecordWasteRequest(
+                        lot_id=lots[pick % len(lots)],
+                        vials=size,
+                        reason=inv.WASTE_REASON_DAMAGED,
+                        request_id=rid,
+                    )
+                )
+            elif op == "recall" and lots:
+                platform.inventory.RecallLot(
+                    inv.RecallLotRequest(
+                        product_id=product_id, lot_number=f"L{pick}", reason="test", request_id=rid
+                    )
+                )
+        except grpc.RpcError as error:
+            # refusals are allowed; a refusal must never be the server's fault
+            assert error.code() in {
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.NOT_FOUND,
+            }, error
+        _check_invariants(platform)
