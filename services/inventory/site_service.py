@@ -3,6 +3,7 @@ read: every stock call asks for its site's "today"."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -43,6 +44,9 @@ class SiteService:
 
     def create(self, session: Session, site: StockSite) -> tuple[StockSite, dt.datetime]:
         validate_site(site).raise_if_any()
+        site = dataclasses.replace(
+            site, expiry_warning_days=tuple(sorted(site.expiry_warning_days, reverse=True))
+        )
         if session.get(StockSiteRow, site.id) is not None:
             raise AlreadyExists("stock site", site.id)
         now = self.clock.now()
@@ -52,7 +56,7 @@ class SiteService:
                 display_name=site.display_name,
                 time_zone=site.time_zone,
                 expiry_check_time=site.expiry_check_time.strftime("%H:%M"),
-                expiry_warning_days=sorted(site.expiry_warning_days, reverse=True),
+                expiry_warning_days=list(site.expiry_warning_days),
                 revision=1,
                 created_at=now,
             )
