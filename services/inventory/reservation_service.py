@@ -202,8 +202,8 @@ class ReservationService:
             raise self._short(row, result)
         session.add(row)
         session.flush()  # the appointment's unique key: a concurrent duplicate fails here
-        self._hold(session, row, result, locked, now, actor)
-        return self._view(session, row)
+        held = self._hold(session, row, result, locked, now, actor)
+        return ReservationView(row, [(line, locked[line.lot_id]) for line in held])
 
     def amend(
         self,
@@ -748,17 +748,20 @@ class ReservationService:
         locked: dict[str, LotRow],
         now: dt.datetime,
         actor: Actor,
-    ) -> None:
+    ) -> list[ReservationLineRow]:
+        held = []
         for lot_id, vials in chosen.lines:
             lot = locked[lot_id]
             self._move(
                 session, lot, MovementKind.RESERVATION, 0, vials, now, actor, "RESERVED", row.id
             )
             check_balance(lot.id, lots_store.view(session, lot).balance)
-            session.add(ReservationLineRow(reservation_id=row.id, lot_id=lot_id, vials=vials))
+            held.append(ReservationLineRow(reservation_id=row.id, lot_id=lot_id, vials=vials))
+        session.add_all(held)
         row.allocated_product_id = chosen.product_id
         row.allocated_mg = to_mg(chosen.total_grams)
         row.at_risk_reason = ""
+        return held
 
     def _release_lines(
         self,

@@ -160,6 +160,8 @@ def add_movement(
         created_at=now,
     )
     session.add(row)
+    if reverses is None:
+        return row  # flushed with the transaction's other writes
     try:
         with session.begin_nested():
             session.flush()
