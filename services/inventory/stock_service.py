@@ -217,6 +217,9 @@ class StockService:
             now,
             unit_cost=receipt.unit_cost,
             reason_code="RECEIVED",
+            reference=(
+                f"purchase_order:{receipt.purchase_order_id}" if receipt.purchase_order_id else ""
+            ),
             note=actor.reason,
             actor=actor.name,
             request_id=actor.request_id,

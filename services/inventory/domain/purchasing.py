@@ -1,0 +1,105 @@
+"""Purchase orders (issue 3 §10): lines, states and what a delivery may book.
+
+OPEN → PARTIALLY_RECEIVED → RECEIVED as deliveries arrive; OPEN or PARTIALLY_RECEIVED →
+CANCELLED. RECEIVED and CANCELLED are final. A delivery may not exceed what a line still
+expects: extra vials are a different conversation with the supplier (book them with
+ReceiveStock), and refusing keeps "received" equal to what was ordered and paid for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from services.common.errors import FailedPrecondition, PreconditionViolation, Violations
+
+
+class OrderState(StrEnum):
+    OPEN = "OPEN"
+    PARTIALLY_RECEIVED = "PARTIALLY_RECEIVED"
+    RECEIVED = "RECEIVED"
+    CANCELLED = "CANCELLED"
+
+
+OPEN_STATES = frozenset({OrderState.OPEN, OrderState.PARTIALLY_RECEIVED})
+
+
+@dataclass(frozen=True)
+class DraftLine:
+    product_id: str
+    presentation_grams: Decimal | None
+    vials: int
+    unit_cost: Decimal | None
+    currency: str
+
+
+def valid_currency(code: str) -> bool:
+    return len(code) == 3 and code.isalpha() and code.isupper()
+
+
+def validate_line(
+    line: DraftLine, sizes: Collection[Decimal] | None, brand: str, field: str, v: Violations
+) -> None:
+    """``sizes`` None: the product is unknown (already reported by the caller)."""
+    size = line.presentation_grams
+    if sizes is not None and size is not None and size not in sizes:
+        offered = ", ".join(f"{g.normalize()} g" for g in sorted(sizes))
+        v.add(f"{field}.presentation_grams", f"{brand} comes in {offered}, not {size} g")
+    if line.vials <= 0:
+        v.add(
+            f"{field}.vials_ordered", f"must be a whole number of vials above 0, not {line.vials}"
+        )
+    if line.unit_cost is None:
+        v.add(f"{field}.unit_cost", "is required: the cost of one vial, with its currency")
+    else:
+        if line.unit_cost < 0:
+            v.add(f"{field}.unit_cost", "must not be negative")
+        if not valid_currency(line.currency):
+            v.add(f"{field}.unit_cost.currency_code", "must be an ISO 4217 code such as GBP")
+
+
+def validate_expected(expected: dt.date | None, today: dt.date, field: str, v: Violations) -> None:
+    if expected is not None and expected < today:
+        v.add(field, f"{expected} is in the past: give the day the delivery is expected")
+
+
+def check_open(order_id: str, state: OrderState, verb: str) -> None:
+    if state not in OPEN_STATES:
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "PURCHASE_ORDER_OPEN",
+                    f"purchaseOrders/{order_id}",
+                    f"the order is {state.value}: only an open or partially received order can"
+                    f" be {verb}",
+                )
+            ]
+        )
+
+
+def check_remaining(
+    order_id: str, remaining: Mapping[str, int], delivered: Mapping[str, int]
+) -> None:
+    """Every line's delivered vials (summed over the request) fit what it still expects."""
+    over = [
+        PreconditionViolation(
+            "PURCHASE_ORDER_LINE_REMAINING",
+            f"purchaseOrders/{order_id}/lines/{line_id}",
+            f"{vials} vials delivered but the line expects only {remaining[line_id]} more",
+        )
+        for line_id, vials in delivered.items()
+        if vials > remaining[line_id]
+    ]
+    if over:
+        raise FailedPrecondition(over)
+
+
+def state_after_receipt(remaining_after: Collection[int]) -> OrderState:
+    return (
+        OrderState.RECEIVED
+        if all(r == 0 for r in remaining_after)
+        else (OrderState.PARTIALLY_RECEIVED)
+    )
