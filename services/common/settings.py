@@ -25,6 +25,9 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     peers: Mapping[str, str]
+    # jobs: run this service's background jobs (APScheduler); off in in-process tests, which
+    # call the job bodies with an injected clock instead.
+    jobs: bool = True
 
     def peer(self, name: str) -> str:
         """The address of another service (``INVENTORY_ADDRESS`` etc.)."""
@@ -52,4 +55,5 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         db_pool_size=int(env.get(f"{prefix}_DB_POOL_SIZE", "10")),
         shutdown_grace_seconds=float(env.get(f"{prefix}_SHUTDOWN_GRACE_SECONDS", "10")),
         peers=peers,
+        jobs=env.get(f"{prefix}_JOBS", "1").lower() not in {"0", "false", "no"},
     )

@@ -19,6 +19,7 @@ from services.common.settings import Settings, load_settings
 from services.inventory.api import InventoryApi, InventoryServices
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
+from services.inventory.jobs import InventoryJobs
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
@@ -34,6 +35,8 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
     sites = SiteService(db, clock)
     stock = StockService(db, clock, catalogue, sites)
     events = Outbox(outbox)
+    reservations = ReservationService(db, clock, catalogue, sites, stock, events)
+    planning = PlanningService(db, clock, catalogue, sites, stock, events)
     api = InventoryApi(
         InventoryServices(
             db=db,
@@ -42,11 +45,16 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
             catalogue=catalogue,
             sites=sites,
             stock=stock,
-            reservations=ReservationService(db, clock, catalogue, sites, stock, events),
-            planning=PlanningService(db, clock, catalogue, sites, stock, events),
+            reservations=reservations,
+            planning=planning,
             costs=CostService(db, clock, sites),
         )
     )
+    jobs = InventoryJobs(sites, reservations.expiry_check, planning.check_reorder)
+
+    def stopped() -> None:
+        jobs.shutdown()
+        db.dispose()
 
     def register(server: grpc.Server) -> Sequence[str]:
         inventory_pb2_grpc.add_InventoryServiceServicer_to_server(api, server)
@@ -56,7 +64,8 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
         settings=settings,
         register=register,
         prepare=lambda: upgrade("inventory", db.engine),
-        on_stopped=db.dispose,
+        on_serving=jobs.start if settings.jobs else lambda: None,
+        on_stopped=stopped,
     )
 
 
@@ -67,8 +76,17 @@ def main(argv: Sequence[str]) -> int:
         total, changed = seed_catalogue(settings)
         print(f"product catalogue: {total} products, {changed} created or updated")
         return 0
+    if argv[:1] == ["demo"]:  # stocked demo sites for `make run` (after seed); idempotent
+        from services.inventory.demo import seed_demo
+
+        demo = seed_demo(settings)
+        print(
+            f"demo stock: {demo.sites_created} sites, {demo.units_created} storage units, "
+            f"{demo.lots_received} of {demo.lots_total} lots, {demo.policies_set} policies added"
+        )
+        return 0
     if argv:
-        print("usage: python -m services.inventory [seed]", file=sys.stderr)
+        print("usage: python -m services.inventory [seed|demo]", file=sys.stderr)
         return 2
     build(settings).run_until_signalled()
     return 0

@@ -51,6 +51,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_GRPC_WORKERS": "8",
             "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
+            "INVENTORY_JOBS": "0",
         },
     )
     inventory = build_inventory(inv_settings, clock)

@@ -1,0 +1,96 @@
+"""The inventory's daily jobs (APScheduler 3): at each site's local expiry-check time, the
+expiry check (lots past expiry become EXPIRED, reservations on unusable lots move, LOT_EXPIRING
+at the site's thresholds) and then the reorder check (REORDER_DUE, LOW_STOCK).
+
+Job definitions are derived from the stock sites, so nothing needs persisting: they are made at
+start and a refresh every few minutes adds sites created since (on any replica). Both bodies
+are idempotent — state changes happen once and every event has a dedupe key — so a second
+replica running the same job, or a run repeated after a crash, raises nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from services.common.pagination import PageRequest
+from services.inventory.domain.sites import StockSite
+from services.inventory.site_service import SiteService
+
+log = logging.getLogger(__name__)
+
+REFRESH_MINUTES = 5
+# A daily job missed while the service was down still runs if it restarts within 6 hours.
+MISFIRE_GRACE_SECONDS = 6 * 3600
+
+
+def daily_trigger(site: StockSite) -> CronTrigger:
+    """The site's local check time, whatever the season: APScheduler resolves the IANA zone,
+    so 06:00 in Europe/London is 06:00 UTC in winter and 05:00 UTC in summer."""
+    return CronTrigger(
+        hour=site.expiry_check_time.hour,
+        minute=site.expiry_check_time.minute,
+        timezone=site.zone,
+    )
+
+
+class InventoryJobs:
+    def __init__(
+        self,
+        sites: SiteService,
+        expiry_check: Callable[[str], object],
+        reorder_check: Callable[[str], object],
+        scheduler: BaseScheduler | None = None,
+    ) -> None:
+        self.sites = sites
+        self.expiry_check = expiry_check
+        self.reorder_check = reorder_check
+        self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+
+    def start(self) -> None:
+        self.refresh()
+        self.scheduler.add_job(
+            self.refresh,
+            IntervalTrigger(minutes=REFRESH_MINUTES),
+            id="refresh-sites",
+            replace_existing=True,
+            coalesce=True,
+        )
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def refresh(self) -> None:
+        """A daily job for every site not yet scheduled."""
+        page = PageRequest(1000, None)
+        while True:
+            batch = self.sites.list_sites(page)
+            for site, _ in batch[: page.size]:
+                job_id = f"daily:{site.id}"
+                if self.scheduler.get_job(job_id) is None:
+                    self.scheduler.add_job(
+                        self.daily,
+                        daily_trigger(site),
+                        args=[site.id],
+                        id=job_id,
+                        coalesce=True,
+                        misfire_grace_time=MISFIRE_GRACE_SECONDS,
+                    )
+            if len(batch) <= page.size:
+                return
+            page = PageRequest(page.size, [batch[page.size - 1][0].id])
+
+    def daily(self, site_id: str) -> None:
+        """Expiry first, so that the reorder check sees what is really usable."""
+        for name, job in (("expiry", self.expiry_check), ("reorder", self.reorder_check)):
+            try:
+                job(site_id)
+            except Exception:  # one site's failure must not stop the others' jobs
+                log.exception("%s check failed for site %s", name, site_id)
