@@ -5,26 +5,78 @@ machine's other core. Requests are pre-serialised bytes, so the client does the 
 for every target and the comparison with the echo baseline is fair.
 
 `python -m bench.load ADDRESS METHOD REQUEST_HEX --concurrency 32 --seconds 10`
-prints one JSON line: calls, errors, seconds, calls_per_second, p50_ms, p99_ms.
+prints one JSON line: calls, errors, error_codes, seconds, calls_per_second, p50_ms, p99_ms.
+
+REQUEST_HEX may be ``@FILE``: one hex payload per line, sent in turn. ``--unique-field N``
+appends string field N with a value no other call of the run has (protobuf keeps the last
+occurrence of a field, so this overrides the template's): ReserveStock's appointment_id is its
+idempotency key, and a repeated one would be a cheap replay, not a reservation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import os
 import statistics
 import time
+from collections import Counter
+from pathlib import Path
 
 import grpc
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def string_field(number: int, value: str) -> bytes:
+    """The wire encoding of one length-delimited (string) field."""
+    data = value.encode()
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def payloads_from(arg: str) -> list[bytes]:
+    if arg.startswith("@"):
+        lines = Path(arg[1:]).read_text().split()
+        return [bytes.fromhex(x) for x in lines]
+    return [bytes.fromhex(arg)]
+
+
 async def run(
-    address: str, method: str, payload: bytes, concurrency: int, seconds: float, warmup: float
-) -> dict[str, float]:
+    address: str,
+    method: str,
+    payload: bytes | list[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    unique_field: int = 0,
+) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
+    codes: Counter[str] = Counter()
     last_done = 0.0
+    templates = payload if isinstance(payload, list) else [payload]
+    counter = itertools.count()
+    run_tag = f"{os.getpid()}-{time.time_ns() % 10**9}-"
+
+    def next_payload() -> bytes:
+        n = next(counter)
+        body = templates[n % len(templates)]
+        if unique_field:
+            body += string_field(unique_field, f"{run_tag}{n}")
+        return body
+
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(method, None, None)
         await channel.channel_ready()
@@ -38,9 +90,10 @@ async def run(
                 if started >= deadline:
                     return
                 try:
-                    await call(payload, timeout=30)
-                except grpc.aio.AioRpcError:
+                    await call(next_payload(), timeout=30)
+                except grpc.aio.AioRpcError as error:
                     errors += 1
+                    codes[error.code().name] += 1
                     continue
                 done = time.perf_counter()
                 if started >= deadline_warm:
@@ -54,6 +107,7 @@ async def run(
     return {
         "calls": n,
         "errors": errors,
+        "error_codes": dict(codes),
         "seconds": round(elapsed, 3),
         "calls_per_second": round(n / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(statistics.median(latencies) * 1000, 3) if n else 0.0,
@@ -69,15 +123,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--unique-field", type=int, default=0)
     args = parser.parse_args()
     result = asyncio.run(
         run(
             args.address,
             args.method,
-            bytes.fromhex(args.request_hex),
+            payloads_from(args.request_hex),
             args.concurrency,
             args.seconds,
             args.warmup,
+            args.unique_field,
         )
     )
     print(json.dumps(result), flush=True)

@@ -1,8 +1,12 @@
-"""`make bench`: throughput and p50/p99 latency with 32 calls in flight from a separate load
-process, for CalculateDose and ListProducts, next to a bare grpcio echo server measured in the
-same run. Services run as processes on SQLite in a temporary directory (as under `make run`).
-Results: printed as a Markdown table and written to bench/results/latest.json; copy the table
-into docs/benchmarks.md with the machine and date."""
+"""`make bench`: throughput and p50/p99 latency from a separate load process, next to a bare
+grpcio echo server measured in the same run: CalculateDose and ListProducts (services as
+processes on SQLite in a temporary directory, as under `make run`), and the inventory's
+ReserveStock and GetStockForecast on PostgreSQL (bench/inventory.py). Results: printed as a
+Markdown table and written to bench/results/latest.json; copy the table into
+docs/benchmarks.md with the machine and date.
+
+`python -m bench.run --only inventory` (or `--only scheduler`) runs one part after the echo.
+"""
 
 from __future__ import annotations
 
@@ -11,53 +15,22 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
 import grpc
 from google.type.date_pb2 import Date
 
+from bench import inventory as inventory_bench
+from bench.harness import ROOT, free_port, load
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.health import wait_serving
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def load(
-    address: str, method: str, payload: bytes, seconds: float, concurrency: int
-) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.load",
-            address,
-            method,
-            payload.hex(),
-            "--seconds",
-            str(seconds),
-            "--concurrency",
-            str(concurrency),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def prepare_dose_request(scheduler: str, inventory: str) -> pb.CalculateDoseRequest:
@@ -125,8 +98,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", choices=("scheduler", "inventory"), default=None)
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    checks: dict[str, Any] = {}
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ)
@@ -156,44 +131,51 @@ def main() -> int:
                 echo, "/bench.Echo/Echo", b"\x0a\x05hello", args.seconds, args.concurrency
             )
             procs[-1].terminate()
-            subprocess.run(
-                [sys.executable, "-m", "services.inventory", "seed"],
-                env=env,
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-            for name in ("inventory", "scheduler"):
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", f"services.{name}"],
-                        env=env,
-                        cwd=ROOT,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+            if args.only in (None, "scheduler"):
+                subprocess.run(
+                    [sys.executable, "-m", "services.inventory", "seed"],
+                    env=env,
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
                 )
-            inventory = f"127.0.0.1:{ports['inventory']}"
-            scheduler = f"127.0.0.1:{ports['scheduler']}"
-            for address in (inventory, scheduler):
-                if not wait_serving(address):
-                    raise RuntimeError(f"{address} did not become SERVING")
-            dose = prepare_dose_request(scheduler, inventory)
-            results["CalculateDose (2-day induction)"] = load(
-                scheduler,
-                "/infusion.scheduler.v1.SchedulerService/CalculateDose",
-                dose.SerializeToString(),
-                args.seconds,
-                args.concurrency,
-            )
-            products = inv.ListProductsRequest(page_size=20)
-            results["ListProducts (12 products)"] = load(
-                inventory,
-                "/infusion.inventory.v1.InventoryService/ListProducts",
-                products.SerializeToString(),
-                args.seconds,
-                args.concurrency,
-            )
+                for name in ("inventory", "scheduler"):
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", f"services.{name}"],
+                            env=env,
+                            cwd=ROOT,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+                inventory = f"127.0.0.1:{ports['inventory']}"
+                scheduler = f"127.0.0.1:{ports['scheduler']}"
+                for address in (inventory, scheduler):
+                    if not wait_serving(address):
+                        raise RuntimeError(f"{address} did not become SERVING")
+                dose = prepare_dose_request(scheduler, inventory)
+                results["CalculateDose (2-day induction)"] = load(
+                    scheduler,
+                    "/infusion.scheduler.v1.SchedulerService/CalculateDose",
+                    dose.SerializeToString(),
+                    args.seconds,
+                    args.concurrency,
+                )
+                products = inv.ListProductsRequest(page_size=20)
+                results["ListProducts (12 products)"] = load(
+                    inventory,
+                    "/infusion.inventory.v1.InventoryService/ListProducts",
+                    products.SerializeToString(),
+                    args.seconds,
+                    args.concurrency,
+                )
+            if args.only in (None, "inventory"):
+                inventory_part = inventory_bench.run(
+                    args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
+                )
+                results.update(inventory_part["results"])
+                checks = inventory_part["checks"]
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -210,6 +192,8 @@ def main() -> int:
             f"| {name} | {r['calls_per_second']:.0f} | {share:.0%} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['errors']} |"
         )
+    if checks:
+        print(f"\ninventory checks after the ReserveStock runs: {json.dumps(checks)}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
@@ -220,6 +204,7 @@ def main() -> int:
                 "concurrency": args.concurrency,
                 "seconds": args.seconds,
                 "results": results,
+                "inventory_checks": checks,
             },
             indent=2,
         )

@@ -1,5 +1,6 @@
-"""`make run`: seed the catalogue, start the three services as processes, wait for SERVING,
-print how to call them, and stop them all on Ctrl-C (SIGTERM each, so in-flight calls drain)."""
+"""`make run`: seed the catalogue and the demo stock, start the three services as processes,
+wait for SERVING, print how to call them, and stop them all on Ctrl-C (SIGTERM each, so
+in-flight calls drain)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ SERVICES = ("inventory", "notify", "scheduler")
 
 def main() -> int:
     env = dict(os.environ)
-    seed = subprocess.run([sys.executable, "-m", "services.inventory", "seed"], env=env)
-    if seed.returncode != 0:
-        return seed.returncode
+    for step in ("seed", "demo"):  # the catalogue, then demo sites stocked with lots
+        seed = subprocess.run([sys.executable, "-m", "services.inventory", step], env=env)
+        if seed.returncode != 0:
+            return seed.returncode
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def stop_all(*_: object) -> None:
@@ -58,6 +60,8 @@ Try them (grpcurl, or `npx buf curl`; reflection is on):
   grpcurl -plaintext {i} list
   grpcurl -plaintext -d '{{"page_size": 5}}' {i} infusion.inventory.v1.InventoryService/ListProducts
   grpcurl -plaintext {s} describe infusion.scheduler.v1.SchedulerService
+  grpcurl -plaintext -d '{{"site_id": "demo-london"}}' {i} \
+    infusion.inventory.v1.InventoryService/GetStockLevels
   npx buf curl --protocol grpc --http2-prior-knowledge \\
     http://{i}/infusion.inventory.v1.InventoryService/ListProducts
 See README.md for a walk-through (site, patient, plan, CalculateDose). Ctrl-C stops them.

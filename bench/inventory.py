@@ -1,0 +1,247 @@
+"""Inventory on PostgreSQL (issue 3, "Done when"): ReserveStock throughput and p99 with 32 calls
+in flight, on one hot product (50 lots) and spread over 200 products, then a check that nothing
+was over-committed; GetStockForecast latency with 10,000 open reservations.
+
+The inventory runs as a process (as under `make run`: 16 request threads, a pool of 10
+connections) on a throwaway database created on 127.0.0.1:5432 and dropped afterwards.
+
+Stock is seeded through the RPCs with enough vials that nothing runs out (50 lots × 1,000
+vials of the hot product, 400 vials of each of the 200 others): a refusal is a cheaper path
+than an allocation, so letting stock run out would flatter the numbers. Every call asks for
+20 g (two 10 g vials); FEFO sends every hot call to the same first-expiring lot, so the hot
+run measures the worst case: all 32 requests queue on one lot row's lock.
+
+Each call carries its own appointment id (the idempotency key) via bench.load --unique-field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from sqlalchemy import create_engine, text
+
+from bench.harness import ROOT, free_port, load
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from services.common.health import wait_serving
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+SITE = "bench-site"
+HOT = "gammagard-liquid"
+HOT_LOTS, HOT_VIALS = 50, 1000
+SPREAD_PRODUCTS, SPREAD_VIALS = 200, 400
+DOSE_GRAMS = "20"
+FORECAST_RESERVATIONS = 10_000
+FORECAST_HORIZON_DAYS = 90
+RESERVE = "/infusion.inventory.v1.InventoryService/ReserveStock"
+FORECAST = "/infusion.inventory.v1.InventoryService/GetStockForecast"
+APPOINTMENT_ID = 1  # ReserveStockRequest.appointment_id's field number
+
+
+def _date(day: dt.date) -> Date:
+    return Date(year=day.year, month=day.month, day=day.day)
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    name = f"bench_inventory_{os.getpid()}"
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
+
+
+@contextmanager
+def inventory_process(url: str) -> Iterator[str]:
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ)
+    env.update(
+        INVENTORY_DATABASE_URL=url,
+        INVENTORY_LISTEN=address,
+        INVENTORY_SHUTDOWN_GRACE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [sys.executable, "-m", "services.inventory"]
+    subprocess.run([*cmd, "seed"], env=env, cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        if not wait_serving(address):
+            raise RuntimeError(f"inventory did not become SERVING on {address}")
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _bench_product(i: int) -> inv.Product:
+    return inv.Product(
+        code=f"bench-ivig-{i:03d}",
+        brand=f"Bench IVIg {i:03d}",
+        manufacturer="Bench",
+        ig_class=inv.IG_CLASS_IVIG,
+        concentration_percent="10",
+        routes=[inv.ROUTE_IV],
+        presentations=[
+            inv.Presentation(grams="10", ml="100"),
+            inv.Presentation(grams="5", ml="50"),
+        ],
+        storage=inv.StorageRule(kind=inv.STORAGE_KIND_REFRIGERATED),
+    )
+
+
+def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
+    """The site, the hot product's 50 lots and 200 other products with a lot each, all via
+    the RPCs. Returns (hot product id, spread product ids)."""
+    stub.CreateStockSite(
+        inv.CreateStockSiteRequest(
+            site=inv.StockSite(id=SITE, display_name="Bench site", time_zone="Europe/London"),
+            request_id="bench-site",
+        )
+    )
+    cost = Money(currency_code="GBP", units=340)  # a 10 g vial at £34/g (domain.md §6)
+
+    def receive(product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
+        stub.ReceiveStock(
+            inv.ReceiveStockRequest(
+                site_id=SITE,
+                product_id=product_id,
+                presentation_grams="10",
+                lot_number=lot,
+                expiry_date=_date(expiry),
+                vials=vials,
+                unit_cost=cost,
+                request_id=f"bench-receive-{product_id}-{lot}",
+            )
+        )
+
+    hot = str(stub.GetProduct(inv.GetProductRequest(id=HOT)).product.id)
+    for i in range(HOT_LOTS):
+        receive(hot, f"HOT-{i:03d}", HOT_VIALS, today + dt.timedelta(days=200 + 10 * i))
+    spread = []
+    for i in range(SPREAD_PRODUCTS):
+        product = stub.CreateProduct(
+            inv.CreateProductRequest(product=_bench_product(i), request_id=f"bench-product-{i}")
+        ).product
+        receive(product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
+        spread.append(str(product.id))
+    return hot, spread
+
+
+def reserve_request(product_id: str, needed_on: dt.date, appointment: str = "") -> Any:
+    return inv.ReserveStockRequest(
+        appointment_id=appointment,
+        site_id=SITE,
+        patient_id="bench-patient",
+        product_id=product_id,
+        grams=DOSE_GRAMS,
+        needed_on=_date(needed_on),
+        rounding_band_percent="0",
+    )
+
+
+def verify(url: str, stub: Any, hot: str) -> dict[str, int]:
+    """After the load: the projections equal the ledger (ReconcileStock), no lot has more
+    reserved than on hand, and each lot's reserved vials equal the vials its open
+    reservations hold."""
+    reconcile = stub.ReconcileStock(inv.ReconcileStockRequest(site_id=SITE))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            over = c.scalar(text("SELECT count(*) FROM lots WHERE reserved_vials > on_hand_vials"))
+            mismatched = c.scalar(
+                text(
+                    "SELECT count(*) FROM lots l LEFT JOIN (SELECT lot_id, sum(vials) AS v "
+                    "FROM reservation_lines GROUP BY lot_id) r ON r.lot_id = l.id "
+                    "WHERE l.reserved_vials <> coalesce(r.v, 0)"
+                )
+            )
+            reservations = c.scalar(text("SELECT count(*) FROM reservations"))
+            hot_open = c.scalar(
+                text(
+                    "SELECT count(*) FROM reservations WHERE product_id = :p AND state = 'ACTIVE'"
+                ),
+                {"p": hot},
+            )
+    finally:
+        engine.dispose()
+    return {
+        "lots_checked": reconcile.lots_checked,
+        "movements_checked": reconcile.movements_checked,
+        "reconcile_discrepancies": len(reconcile.discrepancies),
+        "lots_over_committed": int(over or 0),
+        "lots_reserved_not_matching_lines": int(mismatched or 0),
+        "reservations": int(reservations or 0),
+        "hot_open_reservations": int(hot_open or 0),
+    }
+
+
+def top_up(stub: Any, hot: str, today: dt.date, have: int) -> int:
+    """Open reservations of the hot product up to FORECAST_RESERVATIONS, needed on days
+    spread over the forecast horizon."""
+    missing = max(FORECAST_RESERVATIONS - have, 0)
+
+    def one(n: int) -> None:
+        day = today + dt.timedelta(days=1 + n % FORECAST_HORIZON_DAYS)
+        stub.ReserveStock(reserve_request(hot, day, f"topup-{os.getpid()}-{n}"), timeout=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(missing)))
+    return missing
+
+
+def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Returns {"results": {name: load result}, "checks": {...}}."""
+    today = dt.datetime.now(ZoneInfo("Europe/London")).date()
+    results: dict[str, dict[str, Any]] = {}
+    with throwaway_database() as url, inventory_process(url) as address:
+        channel = grpc.insecure_channel(address)
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        log("inventory: seeding 50 hot lots and 200 products through the RPCs")
+        hot, spread = prepare(stub, today)
+        hot_requests = [
+            reserve_request(hot, today + dt.timedelta(days=1 + k)).SerializeToString()
+            for k in range(28)
+        ]
+        spread_requests = [
+            reserve_request(p, today + dt.timedelta(days=7)).SerializeToString() for p in spread
+        ]
+        log("inventory: ReserveStock, hot product")
+        results["ReserveStock, 1 hot product (50 lots), PostgreSQL"] = load(
+            address, RESERVE, hot_requests, seconds, concurrency, unique_field=APPOINTMENT_ID
+        )
+        log("inventory: ReserveStock, 200 products")
+        results["ReserveStock, 200 products spread, PostgreSQL"] = load(
+            address, RESERVE, spread_requests, seconds, concurrency, unique_field=APPOINTMENT_ID
+        )
+        checks = verify(url, stub, hot)
+        log(f"inventory: checks after the ReserveStock runs: {checks}")
+        added = top_up(stub, hot, today, checks["hot_open_reservations"])
+        checks = verify(url, stub, hot) | {"topped_up": added}
+        forecast = inv.GetStockForecastRequest(
+            site_id=SITE, product_id=hot, horizon_days=FORECAST_HORIZON_DAYS
+        ).SerializeToString()
+        stub.GetStockForecast(inv.GetStockForecastRequest.FromString(forecast))
+        n = checks["hot_open_reservations"]
+        for in_flight in (1, concurrency):
+            log(f"inventory: GetStockForecast, {in_flight} in flight")
+            results[
+                f"GetStockForecast {FORECAST_HORIZON_DAYS} d, {n:,} open reservations, "
+                f"{in_flight} in flight"
+            ] = load(address, FORECAST, forecast, seconds, in_flight)
+        channel.close()
+    return {"results": results, "checks": checks}
