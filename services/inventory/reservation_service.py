@@ -98,6 +98,10 @@ class DispenseInput:
     administered_at: dt.datetime | None
 
 
+class _ReservedAlready(Exception):
+    """The appointment has a reservation: answer from it (outside the failed transaction)."""
+
+
 def _fingerprint(r: ReservationRequest) -> str:
     text = "|".join(
         [r.site_id, r.patient_id, ",".join(r.products), str(to_mg(r.grams))]
@@ -131,11 +135,8 @@ class ReservationService:
         digest = _fingerprint(request)
         try:
             with self.db.write() as session:
-                existing = store.by_appointment(session, request.appointment_id)
-                if existing is not None:
-                    return self._repeat(session, existing, digest)
                 return self._reserve(session, request, digest, actor)
-        except IntegrityError:  # a concurrent call for the same appointment committed first
+        except (IntegrityError, _ReservedAlready):  # reserved already (a retry, or a race)
             with self.db.read() as session:
                 existing = store.by_appointment(session, request.appointment_id)
                 if existing is None:
@@ -196,12 +197,15 @@ class ReservationService:
             created_at=now,
             updated_at=now,
         )
-        locked = self._lock(session, row, ())
-        result = self._choose(row, locked)
+        result, locked = self._choose_optimistically(session, row)
         if not isinstance(result, Allocation):
+            if store.by_appointment(session, r.appointment_id) is not None:
+                raise _ReservedAlready  # a retry: answer it, whatever the stock is now
             raise self._short(row, result)
+        row.allocated_product_id = result.product_id
+        row.allocated_mg = to_mg(result.total_grams)
         session.add(row)
-        session.flush()  # the appointment's unique key: a concurrent duplicate fails here
+        session.flush()  # the appointment's unique key: a repeat or a concurrent twin fails here
         held = self._hold(session, row, result, locked, now, actor)
         return ReservationView(row, [(line, locked[line.lot_id]) for line in held])
 
@@ -704,6 +708,35 @@ class ReservationService:
             return store.recipients(session, product.id, lot_number, page)
 
     # --- the machinery -------------------------------------------------------------------------
+
+    def _choose_optimistically(
+        self, session: Session, row: ReservationRow
+    ) -> tuple[Allocation | list[Shortfall], dict[str, LotRow]]:
+        """Choose from an unlocked read, then lock only the lots chosen and check they still
+        hold the vials; if another reservation took them meanwhile, choose again with every
+        candidate lot locked. Reservations of one product then queue only on the lots they
+        actually take, not on all of the product's lots."""
+        products = (row.product_id, *row.alternative_product_ids)
+        seen = [
+            Candidate(lot_id, product, grams, expiry, free)
+            for lot_id, product, grams, expiry, free in store.promisable(
+                session, row.site_id, products, row.needed_on
+            )
+        ]
+        dose, band = from_mg(row.grams_mg), row.rounding_band_percent
+        result = allocate(dose, band, products, seen)
+        if not isinstance(result, Allocation):
+            return result, {}
+        locked = store.lots(session, [lot_id for lot_id, _ in result.lines], for_update=True)
+        if all(
+            (lot := locked.get(lot_id)) is not None
+            and lot.state == LotState.AVAILABLE.value
+            and lot.on_hand_vials - lot.reserved_vials >= vials
+            for lot_id, vials in result.lines
+        ):
+            return result, locked
+        locked = self._lock(session, row, ())
+        return self._choose(row, locked), locked
 
     def _lock(
         self, session: Session, row: ReservationRow, also: Sequence[str]

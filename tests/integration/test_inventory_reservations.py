@@ -124,6 +124,7 @@ def test_least_overfill_then_band_then_refusal_that_writes_nothing(platform: Pla
     assert "in date and unreserved: 0 g" in (short.value.details() or "")
     after = platform.inventory.ListMovements(inv.ListMovementsRequest(site_id="site-1"))
     assert after == before
+    assert reserve(platform, "appt-1", "35") == r  # a retry is answered even with no stock left
     with pytest.raises(grpc.RpcError) as gone:
         platform.inventory.GetReservation(inv.GetReservationRequest(appointment_id="appt-2"))
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND

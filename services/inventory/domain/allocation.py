@@ -20,8 +20,8 @@ The rules, in the order they decide:
 5. Fewest lots: fewer lot numbers to record in the administration trace; within a size, the
    fullest lot is taken first.
 
-Totals are searched as exact sums in units of the greatest common divisor of the vial sizes,
-with Python integers as bitsets of the reachable totals.
+Totals are searched as exact sums in units of the greatest common divisor of the vial sizes in
+milligrams, with Python integers as bitsets of the reachable totals.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from fractions import Fraction
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,12 @@ def _allocate_product(
 ) -> tuple[tuple[tuple[str, int], ...], Decimal, Decimal] | None:
     if not lots:
         return None
-    unit = _unit([c.presentation_grams for c in lots])
-    units = {c.lot_id: int(Fraction(c.presentation_grams) / unit) for c in lots}
-    want = math.ceil(Fraction(dose) / unit)  # the dose in units, rounded up to cover it
-    lowest = math.ceil(Fraction(floor) / unit)
+    # integer milligrams: vial sizes and doses have at most 3 decimals (reservations.py)
+    sizes_mg = {c.lot_id: int(c.presentation_grams * 1000) for c in lots}
+    unit = math.gcd(*sizes_mg.values())
+    units = {lot_id: mg // unit for lot_id, mg in sizes_mg.items()}
+    want = -(-int(dose * 1000) // unit)  # the dose in units, rounded up to cover it
+    lowest = -(-math.ceil(floor * 1000) // unit)
     # first-expiry groups: each a list of (size in units, vials) per vial size
     groups: dict[dt.date, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for c in lots:
@@ -139,20 +140,13 @@ def _allocate_product(
         if amount:
             counts = _fewest_vials(groups[day], amount)
             lines.extend(_fill_lots([c for c in lots if c.expiry_date == day], units, counts))
-    total_grams = _clean(Decimal(total) * Decimal(unit.numerator) / Decimal(unit.denominator))
+    total_grams = _clean(Decimal(total * unit) / 1000)
     return tuple(lines), total_grams, _clean(max(total_grams - dose, Decimal(0)))
 
 
 def _clean(value: Decimal) -> Decimal:
     """2.50 → 2.5 and 40 stays 40 (normalize alone would give 4E+1)."""
     return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
-
-
-def _unit(sizes: list[Decimal]) -> Fraction:
-    """The largest amount every vial size is a whole multiple of."""
-    fractions = [Fraction(s) for s in sizes]
-    denominator = math.lcm(*(f.denominator for f in fractions))
-    return Fraction(math.gcd(*(int(f * denominator) for f in fractions)), denominator)
 
 
 def _reachable(sizes: dict[int, int], mask: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
+from decimal import Decimal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -73,18 +74,41 @@ def candidate_lots(
         & (LotRow.expiry_date >= needed_on)
     )
     condition = usable | LotRow.id.in_(list(also)) if also else usable
-    return list(
-        session.scalars(select(LotRow).where(condition).order_by(LotRow.id).with_for_update())
-    )
+    query = select(LotRow).where(condition).order_by(LotRow.id).with_for_update()
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def lots(session: Session, lot_ids: Collection[str], *, for_update: bool) -> dict[str, LotRow]:
+    """Lot rows by id; locked ones are re-read even if the session holds them already."""
     if not lot_ids:
         return {}
     query = select(LotRow).where(LotRow.id.in_(list(lot_ids))).order_by(LotRow.id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     return {row.id: row for row in session.scalars(query)}
+
+
+def promisable(
+    session: Session, site_id: str, products: Sequence[str], needed_on: dt.date
+) -> list[tuple[str, str, Decimal, dt.date, int]]:
+    """(lot id, product, vial grams, expiry, unreserved vials) of the lots that may be
+    promised for the day, read without locks and without building ORM objects."""
+    rows = session.execute(
+        select(
+            LotRow.id,
+            LotRow.product_id,
+            LotRow.presentation_grams,
+            LotRow.expiry_date,
+            LotRow.on_hand_vials - LotRow.reserved_vials,
+        ).where(
+            LotRow.site_id == site_id,
+            LotRow.product_id.in_(list(products)),
+            LotRow.state == LotState.AVAILABLE.value,
+            LotRow.expiry_date >= needed_on,
+            LotRow.on_hand_vials > LotRow.reserved_vials,
+        )
+    )
+    return [(a, b, c, d, int(e)) for a, b, c, d, e in rows]
 
 
 def holding(
