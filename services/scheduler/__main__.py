@@ -14,6 +14,7 @@ from services.common.migrations import upgrade
 from services.common.server import GrpcService, configure_logging
 from services.common.settings import Settings, load_settings
 from services.scheduler.api import SchedulerApi
+from services.scheduler.booking_service import BookingService
 from services.scheduler.dose_service import DoseService
 from services.scheduler.products import InventoryProducts
 from services.scheduler.store.models import idempotency_keys
@@ -29,8 +30,12 @@ def build(
     if products is None:
         products = InventoryProducts(grpc.insecure_channel(settings.peer("inventory")))
     cases = SchedulerUseCases(db, clock, products.exists)
+    doses = DoseService(cases, products.spec)
     api = SchedulerApi(
-        cases, DoseService(cases, products.spec), IdempotencyStore(db, idempotency_keys, clock)
+        cases,
+        doses,
+        IdempotencyStore(db, idempotency_keys, clock),
+        BookingService(db, clock, cases, doses),
     )
 
     def register(server: grpc.Server) -> Sequence[str]:

@@ -29,6 +29,9 @@ from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
+from services.scheduler.booking_api import BookingApi, due_out
+from services.scheduler.booking_service import BookingService
+from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.dosing import DoseResult
 from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS, CourseKind
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
@@ -53,7 +56,7 @@ T = TypeVar("T")
 DEFAULT_HORIZON_DAYS = 28
 MAX_HORIZON_DAYS = 366
 
-SITE_MUTABLE = ("display_name", "time_zone", "opening_hours", "closure_dates")
+SITE_MUTABLE = ("display_name", "time_zone", "opening_hours", "closure_dates", "capacity")
 CHAIR_MUTABLE = ("display_name", "active")
 PATIENT_MUTABLE = (
     "mrn",
@@ -113,6 +116,51 @@ def _site_in(msg: pb.Site, v: Violations) -> Site:
         time_zone=msg.time_zone,
         opening_hours=tuple(hours),
         closure_dates=tuple(closures),
+        capacity=_capacity_in(msg.capacity, v),
+    )
+
+
+def _capacity_in(msg: pb.SiteCapacity, v: Violations) -> SiteCapacity:
+    """Unset numbers take the defaults of domain/appointments.py."""
+    shifts = []
+    for i, shift in enumerate(msg.nurse_shifts):
+        path = f"site.capacity.nurse_shifts[{i}]"
+        start = parse_time_of_day(shift.start, f"{path}.start", v)
+        end = parse_time_of_day(shift.end, f"{path}.end", v)
+        weekday = 0 if shift.day == dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED else int(shift.day)
+        if start is not None and end is not None:
+            shifts.append(NurseShift(weekday, start, end, shift.nurses))
+    d = SiteCapacity()
+    return SiteCapacity(
+        nurse_shifts=tuple(shifts),
+        nurse_ratio=msg.nurse_ratio or d.nurse_ratio,
+        start_limit=msg.start_limit or d.start_limit,
+        turnover_minutes=msg.turnover_minutes if msg.turnover_minutes else d.turnover_minutes,
+        slot_minutes=msg.slot_minutes or d.slot_minutes,
+        hold_minutes=msg.hold_minutes or d.hold_minutes,
+        holiday_country=msg.holiday_country,
+        holiday_subdivision=msg.holiday_subdivision,
+    )
+
+
+def _capacity_out(c: SiteCapacity) -> pb.SiteCapacity:
+    return pb.SiteCapacity(
+        nurse_shifts=[
+            pb.NurseShift(
+                day=s.weekday,
+                start=from_time_of_day(s.start),
+                end=from_time_of_day(s.end),
+                nurses=s.nurses,
+            )
+            for s in c.nurse_shifts
+        ],
+        nurse_ratio=c.nurse_ratio,
+        start_limit=c.start_limit,
+        turnover_minutes=c.turnover_minutes,
+        slot_minutes=c.slot_minutes,
+        hold_minutes=c.hold_minutes,
+        holiday_country=c.holiday_country,
+        holiday_subdivision=c.holiday_subdivision,
     )
 
 
@@ -130,6 +178,7 @@ def _site_out(stored: Stored[Site]) -> pb.Site:
             for h in s.opening_hours
         ],
         closure_dates=[from_date(d) for d in s.closure_dates],
+        capacity=_capacity_out(s.capacity),
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
@@ -268,6 +317,7 @@ def _plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         else _enum_in(msg.status, pb.PlanStatus, PlanStatus, f"{p}.status", v),
         override_outside_bands=msg.dose_override.allow_outside_bands,
         override_reason=msg.dose_override.reason,
+        keep_cadence=msg.keep_cadence,
     )
     return plan
 
@@ -301,6 +351,7 @@ def _plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
         dose_override=pb.DoseOverride(
             allow_outside_bands=p.override_outside_bands, reason=p.override_reason
         ),
+        keep_cadence=p.keep_cadence,
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
@@ -428,13 +479,18 @@ def _required_id(value: str, field: str) -> str:
     return value
 
 
-class SchedulerApi(pb_grpc.SchedulerServiceServicer):
+class SchedulerApi(BookingApi, pb_grpc.SchedulerServiceServicer):
     def __init__(
-        self, cases: SchedulerUseCases, doses: DoseService, idempotency: IdempotencyStore
+        self,
+        cases: SchedulerUseCases,
+        doses: DoseService,
+        idempotency: IdempotencyStore,
+        bookings: BookingService,
     ) -> None:
         self.cases = cases
         self.doses = doses
         self.idem = idempotency
+        self.bookings = bookings
 
     def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[..., R]) -> R:
         return self.idem.run(f"scheduler.{name}", request, rtype, fn)
@@ -755,23 +811,7 @@ class SchedulerApi(pb_grpc.SchedulerServiceServicer):
             scope=scope,
         )
         return pb.ListDueInfusionsResponse(
-            due_infusions=[
-                pb.DueInfusion(
-                    therapy_plan_id=i.plan_id,
-                    plan_version=i.plan_version,
-                    patient_id=i.patient_id,
-                    product_id=i.product_id,
-                    course=pb.COURSE_KIND_INDUCTION
-                    if i.course is CourseKind.INDUCTION
-                    else pb.COURSE_KIND_MAINTENANCE,
-                    course_day=i.course_day,
-                    due_date=from_date(i.due_date),
-                    window_start=from_date(i.window_start),
-                    window_end=from_date(i.window_end),
-                    overdue=i.overdue,
-                )
-                for i in rows
-            ],
+            due_infusions=[due_out(i) for i in rows],
             next_page_token=token,
             as_of=from_date(today),
         )

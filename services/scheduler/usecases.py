@@ -25,6 +25,7 @@ from services.common.errors import (
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import (
     Administration,
     CourseKind,
@@ -40,6 +41,7 @@ from services.scheduler.domain.patients import (
 )
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan, validate_plan
 from services.scheduler.domain.sites import Chair, Site, validate_chair, validate_site
+from services.scheduler.store import appointments
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec, plan_to_spec
 from services.scheduler.store.models import ChairRow, PatientRow, PlanRow, SiteRow
@@ -300,16 +302,37 @@ class SchedulerUseCases:
             today = site.local_today(self.clock.now())
             pairs = repo.plans_with_versions(session, site_id, PlanStatus.ACTIVE.value)
             plans = [plan_from_spec(row.id, v.version, v.spec) for row, v in pairs]
+            items = self.due_items(session, plans, today)
         until = today + dt.timedelta(days=horizon_days)
-        items: list[DueItem] = []
-        for plan in plans:
-            items.extend(
-                i
-                for i in due_infusions(due_spec(plan), plan_history(plan), today)
-                if i.due_date <= until
-            )
+        items = [i for i in items if i.due_date <= until]
         items.sort(key=lambda i: (i.due_date, i.plan_id, i.course_day))
         return today, items
+
+    def due_items(
+        self, session: Session, plans: Sequence[TherapyPlan], today: dt.date
+    ) -> list[DueItem]:
+        """Each plan's next due item(s): fulfilled appointments are its history, and an item
+        already covered by an active appointment names it."""
+        rows = appointments.for_plans(session, [p.id for p in plans], self.clock.now())
+        given: dict[str, list[Administration]] = {}
+        booked: dict[tuple[str, str, int], str] = {}
+        for row in rows:
+            if row.status == AppointmentStatus.FULFILLED.value:
+                given.setdefault(row.plan_id, []).append(
+                    Administration(row.local_date, CourseKind(row.course), row.due_date)
+                )
+            else:
+                booked[(row.plan_id, row.course, row.course_day)] = row.id
+        items: list[DueItem] = []
+        for plan in plans:
+            history = [*plan_history(plan), *given.get(plan.id, [])]
+            for item in due_infusions(due_spec(plan), history, today):
+                key = (plan.id, item.course.value, item.course_day)
+                items.append(dataclasses.replace(item, booked_appointment_id=booked.get(key, "")))
+        return items
+
+    def load_plan(self, session: Session, plan_id: str) -> TherapyPlan:
+        return self._load_plan(session, plan_id, 0).value
 
 
 def due_spec(plan: TherapyPlan) -> DueSpec:
@@ -323,12 +346,13 @@ def due_spec(plan: TherapyPlan) -> DueSpec:
         window_days_early=plan.window_days_early,
         window_days_late=plan.window_days_late,
         induction_days=plan.induction.days if plan.induction else 0,
+        keep_cadence=plan.keep_cadence,
     )
 
 
 def plan_history(plan: TherapyPlan) -> Sequence[Administration]:
-    """Administrations known for a plan. Until the booking lifecycle records infusions, the
-    only one is the dose given before the plan was entered."""
+    """The dose given before the plan was entered, if any (fulfilled appointments add the
+    rest: see due_items)."""
     if plan.last_infusion_date is None:
         return []
     return [Administration(plan.last_infusion_date, CourseKind.MAINTENANCE)]

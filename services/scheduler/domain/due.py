@@ -6,7 +6,11 @@ Rule, in order:
 2. After an induction course, the first maintenance dose is due one interval after the
    course's first day (§12.10), unless a maintenance dose has been given since.
 3. Otherwise the next dose is due one interval after the last administration (a dose given
-   before the plan was entered counts: the plan's ``last_infusion_date``).
+   before the plan was entered counts: the plan's ``last_infusion_date``). That re-anchors the
+   cadence on the day the infusion was actually given (issue 4 §5); a plan that keeps its
+   original cadence counts the interval from the last infusion's due date instead, and the
+   item says how far that infusion drifted from its due date and whether that was outside the
+   window.
 4. A plan with no history and no induction is due on its start date: nothing has been given
    yet to add an interval to, so the start date is the first dose's date.
 The window is [due − days early, due + days late]; an item is overdue when its window closed
@@ -32,6 +36,7 @@ class CourseKind(StrEnum):
 class Administration:
     given_on: dt.date
     course: CourseKind
+    due_on: dt.date | None = None  # the due date it was booked for, when known
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class DueSpec:
     window_days_early: int = DEFAULT_WINDOW_DAYS
     window_days_late: int = DEFAULT_WINDOW_DAYS
     induction_days: int = 0
+    keep_cadence: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class DueItem:
     window_start: dt.date
     window_end: dt.date
     overdue: bool
+    drift_days: int = 0
+    drifted: bool = False
+    booked_appointment_id: str = ""
 
 
 def due_infusions(
@@ -70,9 +79,11 @@ def due_infusions(
         for a in history
         if a.course is CourseKind.INDUCTION and a.given_on >= spec.start_date
     )
-    maintenance = sorted(a.given_on for a in history if a.course is CourseKind.MAINTENANCE)
+    maintenance = sorted(
+        (a for a in history if a.course is CourseKind.MAINTENANCE), key=lambda a: a.given_on
+    )
 
-    def item(course: CourseKind, day: int, due: dt.date) -> DueItem:
+    def item(course: CourseKind, day: int, due: dt.date, drift: int = 0) -> DueItem:
         start = due - dt.timedelta(days=spec.window_days_early)
         end = due + dt.timedelta(days=spec.window_days_late)
         return DueItem(
@@ -86,6 +97,8 @@ def due_infusions(
             window_start=start,
             window_end=end,
             overdue=end < today,
+            drift_days=drift,
+            drifted=not -spec.window_days_early <= drift <= spec.window_days_late,
         )
 
     if spec.induction_days and len(induction) < spec.induction_days:
@@ -97,10 +110,12 @@ def due_infusions(
         ]
     interval = dt.timedelta(days=spec.interval_days)
     if induction:
-        after_course = [d for d in maintenance if d >= induction[0]]
-        due = after_course[-1] + interval if after_course else induction[0] + interval
-    elif maintenance:
-        due = maintenance[-1] + interval
-    else:
-        due = spec.start_date
-    return [item(CourseKind.MAINTENANCE, 0, due)]
+        maintenance = [a for a in maintenance if a.given_on >= induction[0]]
+    if maintenance:
+        last = maintenance[-1]
+        drift = (last.given_on - last.due_on).days if last.due_on else 0
+        anchor = last.due_on if spec.keep_cadence and last.due_on else last.given_on
+        return [item(CourseKind.MAINTENANCE, 0, anchor + interval, drift)]
+    if induction:
+        return [item(CourseKind.MAINTENANCE, 0, induction[0] + interval)]
+    return [item(CourseKind.MAINTENANCE, 0, spec.start_date)]

@@ -96,6 +96,7 @@ class TherapyPlan:
     status: PlanStatus = PlanStatus.ACTIVE
     override_outside_bands: bool = False
     override_reason: str = ""
+    keep_cadence: bool = False
 
 
 def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from services.common.errors import Violations
+from services.scheduler.domain.appointments import SiteCapacity, validate_capacity
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Site:
     time_zone: str
     opening_hours: tuple[OpeningHours, ...] = ()
     closure_dates: tuple[dt.date, ...] = field(default=())
+    capacity: SiteCapacity = field(default_factory=SiteCapacity)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -60,6 +62,7 @@ def validate_site(site: Site, prefix: str = "site") -> Violations:
         v.add(f"{prefix}.display_name", "is required")
     if not is_valid_time_zone(site.time_zone):
         v.add(f"{prefix}.time_zone", f"{site.time_zone!r} is not an IANA time zone")
+    v.extend(validate_capacity(site.capacity, f"{prefix}.capacity").items)
     by_day: dict[int, list[tuple[int, OpeningHours]]] = {}
     for index, hours in enumerate(site.opening_hours):
         path = f"{prefix}.opening_hours[{index}]"

@@ -67,6 +67,7 @@ def plan_to_spec(plan: TherapyPlan) -> dict[str, Any]:
         "status": plan.status.value,
         "override_outside_bands": plan.override_outside_bands,
         "override_reason": plan.override_reason,
+        "keep_cadence": plan.keep_cadence,
     }
 
 
@@ -108,4 +109,5 @@ def plan_from_spec(plan_id: str, version: int, spec: dict[str, Any]) -> TherapyP
         status=PlanStatus(spec["status"]),
         override_outside_bands=bool(spec.get("override_outside_bands", False)),
         override_reason=spec.get("override_reason", ""),
+        keep_cadence=bool(spec.get("keep_cadence", False)),
     )

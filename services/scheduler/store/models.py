@@ -54,6 +54,8 @@ class SiteRow(Revisioned, Base):
     # [[iso_weekday, "HH:MM:SS", "HH:MM:SS"], ...] in the site's local time
     opening_hours: Mapped[list[Any]] = mapped_column(JSON, default=list)
     closure_dates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # nurse shifts, ratio, start limit, turnover, grid, hold, holiday calendar (SiteCapacity)
+    capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class ChairRow(Revisioned, Base):
@@ -110,3 +112,64 @@ class PlanVersionRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     reason: Mapped[str] = mapped_column(String(1000), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ChairBlockRow(Base):
+    """A chair out of service between two instants (maintenance)."""
+
+    __tablename__ = "chair_blocks"
+    __table_args__ = (Index("ix_chair_blocks_site_start", "site_id", "start_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    chair_id: Mapped[str] = mapped_column(ForeignKey("chairs.id"))
+    start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    end_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AppointmentRow(Revisioned, Base):
+    """A hold or booking. The booked wall-clock time (local_date, start_minute) is the truth;
+    the instants are derived from it in the site's zone, so a daylight-saving change never
+    moves a booking's local time."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        Index("ix_appointments_site_day", "site_id", "local_date"),
+        Index("ix_appointments_patient_day", "patient_id", "local_date"),
+        Index("ix_appointments_plan_status", "plan_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    patient_id: Mapped[str] = mapped_column(String(40))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    plan_version: Mapped[int] = mapped_column(Integer)
+    chair_id: Mapped[str] = mapped_column(ForeignKey("chairs.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    local_date: Mapped[dt.date] = mapped_column(Date)
+    start_minute: Mapped[int] = mapped_column(Integer)  # local wall-clock minutes
+    end_minute: Mapped[int] = mapped_column(Integer)  # local wall clock at start + chair time
+    start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    end_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    chair_minutes: Mapped[int] = mapped_column(Integer)
+    course: Mapped[str] = mapped_column(String(16))
+    course_day: Mapped[int] = mapped_column(Integer, default=0)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    series_id: Mapped[str] = mapped_column(String(40), default="")
+    dose_grams: Mapped[Decimal] = mapped_column(DecimalText)
+    product_id: Mapped[str] = mapped_column(String(40))
+    hold_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    cancel_reason: Mapped[str] = mapped_column(String(1000), default="")
+    grams_given: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    actual_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    actual_end_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    scanned_lots: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class BookingLockRow(Base):
+    """One row per site and local day, locked (FOR UPDATE) by every booking of that day: the
+    nurse rules are per day, so bookings of one day queue while other days book in parallel."""
+
+    __tablename__ = "booking_locks"
+    site_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    local_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import AlreadyExists, NotFound
 from services.common.pagination import PageRequest
+from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
 from services.scheduler.store.models import (
@@ -44,7 +45,32 @@ def site_from_row(row: SiteRow) -> Site:
             for day, start, end in row.opening_hours
         ),
         closure_dates=tuple(dt.date.fromisoformat(d) for d in row.closure_dates),
+        capacity=capacity_from_json(row.capacity or {}),
     )
+
+
+def capacity_from_json(doc: dict[str, Any]) -> SiteCapacity:
+    shifts = tuple(
+        NurseShift(int(day), dt.time.fromisoformat(start), dt.time.fromisoformat(end), int(n))
+        for day, start, end, n in doc.get("nurse_shifts", [])
+    )
+    plain = {k: v for k, v in doc.items() if k != "nurse_shifts"}
+    return SiteCapacity(nurse_shifts=shifts, **plain)
+
+
+def capacity_to_json(c: SiteCapacity) -> dict[str, Any]:
+    return {
+        "nurse_shifts": [
+            [s.weekday, s.start.isoformat(), s.end.isoformat(), s.nurses] for s in c.nurse_shifts
+        ],
+        "nurse_ratio": c.nurse_ratio,
+        "start_limit": c.start_limit,
+        "turnover_minutes": c.turnover_minutes,
+        "slot_minutes": c.slot_minutes,
+        "hold_minutes": c.hold_minutes,
+        "holiday_country": c.holiday_country,
+        "holiday_subdivision": c.holiday_subdivision,
+    }
 
 
 def _site_values(site: Site) -> dict[str, Any]:
@@ -56,6 +82,7 @@ def _site_values(site: Site) -> dict[str, Any]:
             [h.weekday, h.open.isoformat(), h.close.isoformat()] for h in site.opening_hours
         ],
         "closure_dates": sorted(d.isoformat() for d in site.closure_dates),
+        "capacity": capacity_to_json(site.capacity),
     }
 
 

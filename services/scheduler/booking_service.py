@@ -1,0 +1,682 @@
+"""Booking use cases (issue 4 §2–§5, §8): slot search, holds, bookings, the appointment
+lifecycle, induction series and the chair board.
+
+Every booking of a site-day takes that day's lock first (a row locked FOR UPDATE on
+PostgreSQL, the database write lock on SQLite), then re-reads the day and checks the rules of
+domain/slots.py: two clients racing for one chair-minute, or for the last nurse, queue on the
+lock and the second finds the conflict and gets ABORTED naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
+from services.common.etag import check_etag
+from services.common.ids import new_id
+from services.common.pagination import PageRequest
+from services.scheduler.domain.appointments import (
+    AppointmentStatus,
+    check_move,
+    public_holidays,
+    timing,
+)
+from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
+from services.scheduler.domain.due import CourseKind, DueItem
+from services.scheduler.domain.plans import PlanStatus, TherapyPlan
+from services.scheduler.domain.sites import Site
+from services.scheduler.domain.slots import CLOSED, DayBook, Fit, rank, wall_minutes
+from services.scheduler.dose_service import DoseService
+from services.scheduler.store import appointments as store
+from services.scheduler.store import repository as repo
+from services.scheduler.store.models import AppointmentRow, ChairBlockRow
+from services.scheduler.usecases import SchedulerUseCases
+
+S = AppointmentStatus
+MAX_SLOT_RESULTS = 100
+MAX_SEARCH_DAYS = 92
+
+
+@dataclass(frozen=True)
+class Need:
+    """One infusion to place: which plan item, how long, how much."""
+
+    plan: TherapyPlan
+    item: DueItem
+    chair_minutes: int
+    dose_grams: Decimal
+    product_id: str
+
+
+@dataclass(frozen=True)
+class SlotSearch:
+    need: Need
+    slots: list[tuple[dt.date, Fit]]
+    day_limits: list[tuple[dt.date, str, str]]
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """A site day as the slot rules see it."""
+
+    site: Site
+    day: dt.date
+    capacity: DayCapacity | None  # None: closed
+    closed_reason: str
+    book: DayBook | None
+
+
+def site_rules(site: Site) -> SiteRules:
+    c = site.capacity
+    return SiteRules(c.nurse_ratio, c.start_limit, c.turnover_minutes, c.slot_minutes)
+
+
+def effective_status(row: AppointmentRow, now: dt.datetime) -> S:
+    """A hold past its expiry is read as cancelled; nothing needs to sweep it."""
+    status = S(row.status)
+    if status is S.PENDING and row.hold_expires_at is not None and row.hold_expires_at <= now:
+        return S.CANCELLED
+    return status
+
+
+class BookingService:
+    def __init__(
+        self, db: Database, clock: Clock, cases: SchedulerUseCases, doses: DoseService
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.cases = cases
+        self.doses = doses
+
+    # --- the day --------------------------------------------------------------------------------
+
+    def day_plan(self, session: Session, site: Site, day: dt.date, exclude: str = "") -> DayPlan:
+        """Opening hours, chairs, blocks, nurses and the day's active bookings. Several
+        opening intervals on one day become one span with the gaps blocked on every chair."""
+        if day in site.closure_dates:
+            return DayPlan(site, day, None, "closure date", None)
+        if day in public_holidays(site.capacity, range(day.year, day.year + 1)):
+            return DayPlan(site, day, None, "public holiday", None)
+        hours = sorted(
+            (h for h in site.opening_hours if h.weekday == day.isoweekday()),
+            key=lambda h: h.open,
+        )
+        if not hours:
+            return DayPlan(site, day, None, "not open on that weekday", None)
+        chairs = [c.id for c in store.active_chairs(session, site.id)]
+        if not chairs:
+            return DayPlan(site, day, None, "no chair in service", None)
+        open_minute, close_minute = wall_minutes(hours[0].open), wall_minutes(hours[-1].close)
+        if hours[-1].close == dt.time.max.replace(microsecond=0):
+            close_minute = 24 * 60
+        blocks: list[tuple[str, int, int]] = []
+        for before, after in zip(hours, hours[1:], strict=False):
+            gap = (wall_minutes(before.close), wall_minutes(after.open))
+            blocks.extend((c, *gap) for c in chairs)
+        zone = site.zone
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+        next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        for block in store.blocks_between(session, site.id, midnight, next_midnight):
+            start = max(block.start_at, midnight).astimezone(zone)
+            end = min(block.end_at, next_midnight).astimezone(zone)
+            end_minute = 24 * 60 if end.date() > day else end.hour * 60 + end.minute
+            blocks.append((block.chair_id, start.hour * 60 + start.minute, end_minute))
+        shifts = tuple(
+            (wall_minutes(s.start), wall_minutes(s.end), s.nurses)
+            for s in site.capacity.nurse_shifts
+            if s.weekday == day.isoweekday()
+        )
+        capacity = DayCapacity(
+            day=day,
+            open_minute=open_minute,
+            close_minute=close_minute,
+            chairs=tuple(chairs),
+            chair_blocks=tuple(blocks),
+            nurse_shifts=shifts,
+        )
+        now = self.clock.now()
+        bookings = [
+            _fixed(row)
+            for row in store.active_on(session, site.id, day, day, now)
+            if row.id != exclude
+        ]
+        return DayPlan(site, day, capacity, "", DayBook(capacity, site_rules(site), bookings))
+
+    # --- what to book ---------------------------------------------------------------------------
+
+    def open_items(self, session: Session, plan: TherapyPlan) -> list[DueItem]:
+        """The plan's due items with the appointment (if any) that covers each."""
+        site = repo.site_from_row(repo.site_row(session, plan.site_id))
+        today = site.local_today(self.clock.now())
+        return self.cases.due_items(session, [plan], today)
+
+    def need(self, plan: TherapyPlan, item: DueItem, site: Site) -> Need:
+        """Chair minutes (rounded up to the site's booking grid, domain.md §12.8) and the dose
+        for the item's day, from CalculateDose's rules."""
+        course = CourseKind(item.course)
+        result = self.doses.calculate(plan.id, plan.version, item.due_date, course)
+        index = max(item.course_day - 1, 0) if course is CourseKind.INDUCTION else 0
+        day = result.days[min(index, len(result.days) - 1)]
+        if day.chair is None:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "CHAIR_TIME_KNOWN",
+                        f"therapyPlans/{plan.id}",
+                        f"{result.product.brand} has no rate schedule, so its chair time "
+                        "is unknown: it cannot be booked by time",
+                    )
+                ]
+            )
+        grid = site.capacity.slot_minutes
+        minutes = -(-day.chair.chair_minutes // grid) * grid
+        return Need(plan, item, minutes, day.vials.dose_grams, result.product.id)
+
+    def _plan(self, session: Session, plan_id: str, field: str) -> TherapyPlan:
+        if not plan_id:
+            raise InvalidArgument([FieldViolation(field, "is required")])
+        plan = self.cases.load_plan(session, plan_id)
+        if plan.status is not PlanStatus.ACTIVE:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "PLAN_ACTIVE", f"therapyPlans/{plan_id}", f"the plan is {plan.status}"
+                    )
+                ]
+            )
+        return plan
+
+    def _next_item(self, session: Session, plan: TherapyPlan) -> DueItem:
+        items = self.open_items(session, plan)
+        free = [i for i in items if not i.booked_appointment_id]
+        if not free:
+            booked = ", ".join(i.booked_appointment_id for i in items)
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "NOT_BOOKED_YET",
+                        f"therapyPlans/{plan.id}",
+                        f"the plan's next infusion is already booked ({booked})",
+                    )
+                ]
+            )
+        return free[0]
+
+    # --- slot search ----------------------------------------------------------------------------
+
+    def find_slots(
+        self,
+        plan_id: str,
+        site_id: str,
+        first: dt.date | None,
+        last: dt.date | None,
+        morning: bool | None,
+        same_chair: bool,
+        max_results: int,
+    ) -> SlotSearch:
+        with self.db.read() as session:
+            plan = self._plan(session, plan_id, "therapy_plan_id")
+            site = repo.site_from_row(repo.site_row(session, site_id or plan.site_id))
+            item = self._next_item(session, plan)
+            need = self.need(plan, item, site)
+            first = first or item.window_start
+            last = last or item.window_end
+            today = site.local_today(self.clock.now())
+            first = max(first, today)
+            if last < first:
+                raise InvalidArgument(
+                    [FieldViolation("end_date", f"the range ends before {first}")]
+                )
+            if (last - first).days >= MAX_SEARCH_DAYS:
+                raise InvalidArgument(
+                    [FieldViolation("end_date", f"search at most {MAX_SEARCH_DAYS} days")]
+                )
+            last_chair = ""
+            if same_chair:
+                previous = store.last_for_patient(session, plan.patient_id)
+                last_chair = previous.chair_id if previous else ""
+            found: list[tuple[dt.date, Fit]] = []
+            limits: list[tuple[dt.date, str, str]] = []
+            day = first
+            while day <= last:
+                today_plan = self.day_plan(session, site, day)
+                if today_plan.book is None:
+                    limits.append((day, CLOSED, today_plan.closed_reason))
+                else:
+                    fits, limit, text = today_plan.book.fits(need.chair_minutes, plan.patient_id)
+                    if fits:
+                        found.extend((day, f) for f in fits)
+                    else:
+                        limits.append((day, limit, text))
+                day += dt.timedelta(days=1)
+        ranked = rank(found, item.due_date, morning, last_chair)
+        return SlotSearch(need, ranked[: max_results or 10], limits)
+
+    # --- booking --------------------------------------------------------------------------------
+
+    def hold(
+        self, session: Session, plan_id: str, chair_id: str, day: dt.date, start: dt.time
+    ) -> AppointmentRow:
+        plan = self._plan(session, plan_id, "therapy_plan_id")
+        site = repo.site_from_row(repo.site_row(session, plan.site_id))
+        need = self.need(plan, self._next_item(session, plan), site)
+        expires = self.clock.now() + dt.timedelta(minutes=site.capacity.hold_minutes)
+        return self._place(session, site, need, chair_id, day, start, S.PENDING, expires)
+
+    def book(
+        self,
+        session: Session,
+        hold_id: str,
+        plan_id: str,
+        chair_id: str,
+        day: dt.date | None,
+        start: dt.time | None,
+    ) -> AppointmentRow:
+        if hold_id:
+            row = store.appointment_row(session, hold_id, for_update=True)
+            now = self.clock.now()
+            if effective_status(row, now) is S.CANCELLED and row.status == S.PENDING.value:
+                raise FailedPrecondition(
+                    [
+                        PreconditionViolation(
+                            "HOLD_EXPIRED",
+                            f"appointments/{row.id}",
+                            f"the hold lapsed at {row.hold_expires_at:%Y-%m-%d %H:%M} UTC; "
+                            "find a slot again",
+                        )
+                    ]
+                )
+            check_move(row.id, S(row.status), S.BOOKED)
+            row.status = S.BOOKED.value
+            row.hold_expires_at = None
+            _bump(row, now)
+            return row
+        missing = [
+            FieldViolation(name, "is required (or give hold_id)")
+            for name, value in (
+                ("therapy_plan_id", plan_id),
+                ("chair_id", chair_id),
+                ("local_date", day),
+                ("local_start", start),
+            )
+            if not value
+        ]
+        if missing:
+            raise InvalidArgument(missing)
+        assert day is not None and start is not None
+        plan = self._plan(session, plan_id, "therapy_plan_id")
+        site = repo.site_from_row(repo.site_row(session, plan.site_id))
+        need = self.need(plan, self._next_item(session, plan), site)
+        return self._place(session, site, need, chair_id, day, start, S.BOOKED, None)
+
+    def book_course(
+        self,
+        session: Session,
+        plan_id: str,
+        first: dt.date | None,
+        morning: bool | None,
+    ) -> list[AppointmentRow]:
+        """Every remaining induction day on consecutive open days, one transaction: the same
+        chair and start time on every day where possible, else any fit per day."""
+        plan = self._plan(session, plan_id, "therapy_plan_id")
+        site = repo.site_from_row(repo.site_row(session, plan.site_id))
+        items = [
+            i
+            for i in self.open_items(session, plan)
+            if i.course == CourseKind.INDUCTION and not i.booked_appointment_id
+        ]
+        if not items:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "INDUCTION_DUE",
+                        f"therapyPlans/{plan.id}",
+                        "the plan has no unbooked induction days",
+                    )
+                ]
+            )
+        needs = [self.need(plan, i, site) for i in items]
+        start_day = max(first or items[0].due_date, site.local_today(self.clock.now()))
+        for offset in range(MAX_SEARCH_DAYS):
+            days = self._open_run(session, site, start_day + dt.timedelta(days=offset), len(items))
+            if days is None:
+                continue
+            plans = [self.day_plan(session, site, d) for d in days]
+            choice = _common_fit(plans, needs, plan.patient_id, morning)
+            if choice is None:
+                continue
+            series = new_id()
+            store.lock_days(session, site.id, days)
+            return [
+                self._place(session, site, n, chair, d, start, S.BOOKED, None, series_id=series)
+                for n, d, (chair, start) in zip(needs, days, choice, strict=True)
+            ]
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "SERIES_FITS",
+                    f"therapyPlans/{plan.id}",
+                    f"no {len(items)} consecutive open days from {start_day} within "
+                    f"{MAX_SEARCH_DAYS} days have room for the course",
+                )
+            ]
+        )
+
+    def _open_run(
+        self, session: Session, site: Site, day: dt.date, count: int
+    ) -> list[dt.date] | None:
+        """``count`` consecutive OPEN days starting at ``day`` (closed days are skipped
+        between them, as "consecutive open days" means), or None if ``day`` is closed."""
+        if self.day_plan(session, site, day).capacity is None:
+            return None
+        days = [day]
+        probe = day
+        while len(days) < count:
+            probe += dt.timedelta(days=1)
+            if (probe - day).days > 3 * count + 7:
+                return None
+            if self.day_plan(session, site, probe).capacity is not None:
+                days.append(probe)
+        return days
+
+    def _place(
+        self,
+        session: Session,
+        site: Site,
+        need: Need,
+        chair_id: str,
+        day: dt.date,
+        start: dt.time,
+        status: S,
+        hold_expires: dt.datetime | None,
+        series_id: str = "",
+        existing: AppointmentRow | None = None,
+    ) -> AppointmentRow:
+        """Lock the day, re-read it, check every rule, and write (or move) the booking."""
+        chair = repo.chair_row(session, chair_id) if chair_id else None
+        if chair is None or chair.site_id != site.id:
+            raise InvalidArgument([FieldViolation("chair_id", f"no chair {chair_id!r} at site")])
+        if not chair.active:
+            raise FailedPrecondition(
+                [PreconditionViolation("CHAIR_ACTIVE", f"chairs/{chair_id}", "out of service")]
+            )
+        store.lock_days(session, site.id, [day])
+        plan_day = self.day_plan(session, site, day, exclude=existing.id if existing else "")
+        if plan_day.book is None:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "SITE_OPEN",
+                        f"sites/{site.id}",
+                        f"{day} is closed: {plan_day.closed_reason}",
+                    )
+                ]
+            )
+        minute = wall_minutes(start)
+        conflicts = plan_day.book.check(chair_id, minute, need.chair_minutes, need.plan.patient_id)
+        if conflicts:
+            first = conflicts[0]
+            raise Aborted(
+                "; ".join(c.detail for c in conflicts),
+                metadata={
+                    "rule": first.rule,
+                    "conflicting_appointment_id": first.other_id,
+                    "rules": ",".join(c.rule for c in conflicts),
+                },
+            )
+        when = timing(day, minute, need.chair_minutes, site.zone)
+        now = self.clock.now()
+        row = existing or AppointmentRow(id=new_id(), created_at=now, revision=0)
+        row.site_id = site.id
+        row.patient_id = need.plan.patient_id
+        row.plan_id = need.plan.id
+        row.plan_version = need.plan.version
+        row.chair_id = chair_id
+        row.status = status.value
+        row.local_date = day
+        row.start_minute = when.start_minute
+        row.end_minute = when.end_minute
+        row.start_at = when.start_at
+        row.end_at = when.end_at
+        row.chair_minutes = need.chair_minutes
+        row.course = need.item.course.value
+        row.course_day = need.item.course_day
+        row.due_date = need.item.due_date
+        row.series_id = series_id or (existing.series_id if existing else "")
+        row.dose_grams = need.dose_grams
+        row.product_id = need.product_id
+        row.hold_expires_at = hold_expires
+        row.cancel_reason = ""
+        row.scanned_lots = existing.scanned_lots if existing else []
+        _bump(row, now)
+        if existing is None:
+            session.add(row)
+        session.flush()
+        return row
+
+    # --- the lifecycle --------------------------------------------------------------------------
+
+    def move(
+        self, session: Session, appointment_id: str, wanted: S, **fields: Any
+    ) -> AppointmentRow:
+        row = store.appointment_row(session, appointment_id, for_update=True)
+        now = self.clock.now()
+        check_move(row.id, effective_status(row, now), wanted)
+        if wanted is S.NOSHOW and now < row.start_at:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "APPOINTMENT_STARTED",
+                        f"appointments/{row.id}",
+                        f"a no-show is recorded after the booked time ({row.start_at:%H:%M} UTC)",
+                    )
+                ]
+            )
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.status = wanted.value
+        _bump(row, now)
+        session.flush()
+        return row
+
+    def complete(
+        self,
+        session: Session,
+        appointment_id: str,
+        grams: Decimal,
+        started: dt.datetime | None,
+        ended: dt.datetime | None,
+        lots: list[dict[str, Any]],
+    ) -> tuple[AppointmentRow, DueItem | None]:
+        if grams <= 0:
+            raise InvalidArgument([FieldViolation("grams_given", "must be above 0")])
+        if started and ended and ended <= started:
+            raise InvalidArgument([FieldViolation("actual_end_time", "is not after the start")])
+        row = store.appointment_row(session, appointment_id)
+        row = self.move(
+            session,
+            appointment_id,
+            S.FULFILLED,
+            grams_given=grams,
+            actual_start_at=started or row.actual_start_at or row.start_at,
+            actual_end_at=ended or self.clock.now(),
+            scanned_lots=lots,
+        )
+        plan = self.cases.load_plan(session, row.plan_id)
+        items = self.open_items(session, plan)
+        return row, (items[0] if items else None)
+
+    def reschedule(
+        self,
+        session: Session,
+        appointment_id: str,
+        chair_id: str,
+        day: dt.date,
+        start: dt.time,
+        etag: str,
+    ) -> AppointmentRow:
+        """Atomic: the old slot is given up only if the new one is taken (one transaction)."""
+        row = store.appointment_row(session, appointment_id, for_update=True)
+        if etag:
+            check_etag(etag, row.revision, field="etag", resource=f"appointment {row.id}")
+        status = effective_status(row, self.clock.now())
+        if status not in (S.PENDING, S.BOOKED):
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "APPOINTMENT_STATUS",
+                        f"appointments/{row.id}",
+                        f"only a held or booked appointment moves (it is {status.value})",
+                    )
+                ]
+            )
+        site = repo.site_from_row(repo.site_row(session, row.site_id))
+        plan = self.cases.load_plan(session, row.plan_id)
+        item = DueItem(
+            plan_id=plan.id,
+            plan_version=plan.version,
+            patient_id=plan.patient_id,
+            product_id=plan.product_id,
+            course=CourseKind(row.course),
+            course_day=row.course_day,
+            due_date=row.due_date,
+            window_start=row.due_date,
+            window_end=row.due_date,
+            overdue=False,
+        )
+        need = dataclasses.replace(self.need(plan, item, site), item=item)
+        store.lock_days(session, site.id, sorted({row.local_date, day}))
+        return self._place(
+            session,
+            site,
+            need,
+            chair_id or row.chair_id,
+            day,
+            start,
+            status,
+            row.hold_expires_at,
+            existing=row,
+        )
+
+    # --- chair blocks ---------------------------------------------------------------------------
+
+    def create_block(
+        self, session: Session, chair_id: str, start: dt.datetime, end: dt.datetime, reason: str
+    ) -> ChairBlockRow:
+        chair = repo.chair_row(session, chair_id) if chair_id else None
+        if chair is None:
+            raise InvalidArgument([FieldViolation("chair_block.chair_id", "no such chair")])
+        if end <= start:
+            raise InvalidArgument(
+                [FieldViolation("chair_block.end_time", "must be after start_time")]
+            )
+        row = ChairBlockRow(
+            id=new_id(),
+            site_id=chair.site_id,
+            chair_id=chair.id,
+            start_at=start,
+            end_at=end,
+            reason=reason,
+            created_at=self.clock.now(),
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    def list_blocks(self, site_id: str, first: dt.date, last: dt.date) -> list[ChairBlockRow]:
+        with self.db.read() as session:
+            site = repo.site_from_row(repo.site_row(session, site_id))
+            start = dt.datetime.combine(first, dt.time(0), tzinfo=site.zone)
+            end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), tzinfo=site.zone)
+            return store.blocks_between(session, site.id, start, end)
+
+    def delete_block(self, session: Session, block_id: str) -> None:
+        row = session.get(ChairBlockRow, block_id) if block_id else None
+        if row is None:
+            raise NotFound("chair block", block_id)
+        session.delete(row)
+        session.flush()
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, appointment_id: str) -> AppointmentRow:
+        with self.db.read() as session:
+            return store.appointment_row(session, appointment_id)
+
+    def list_appointments(
+        self,
+        site_id: str,
+        patient_id: str,
+        first: dt.date | None,
+        last: dt.date | None,
+        status: S | None,
+        page: PageRequest,
+    ) -> list[AppointmentRow]:
+        with self.db.read() as session:
+            return store.list_appointments(session, site_id, patient_id, first, last, status, page)
+
+    def board(
+        self, site_id: str, day: dt.date
+    ) -> tuple[DayPlan, list[AppointmentRow], dict[str, str]]:
+        with self.db.read() as session:
+            site = repo.site_from_row(repo.site_row(session, site_id))
+            plan_day = self.day_plan(session, site, day)
+            rows = store.active_on(session, site.id, day, day, self.clock.now())
+            names = {c.id: c.display_name for c in store.active_chairs(session, site.id)}
+            return plan_day, rows, names
+
+    def site(self, site_id: str) -> Site:
+        with self.db.read() as session:
+            return repo.site_from_row(repo.site_row(session, site_id))
+
+
+def _fixed(row: AppointmentRow) -> FixedBooking:
+    return FixedBooking(
+        row.id, row.patient_id, row.chair_id, row.local_date, row.start_minute, row.end_minute
+    )
+
+
+def _bump(row: AppointmentRow, now: dt.datetime) -> None:
+    row.revision = (row.revision or 0) + 1
+    row.updated_at = now
+
+
+def _common_fit(
+    days: Sequence[DayPlan], needs: Sequence[Need], patient_id: str, morning: bool | None
+) -> list[tuple[str, dt.time]] | None:
+    """One (chair, start) per day: the same pair on every day if one fits all, else the best
+    fit of each day; None if some day has no fit."""
+    per_day: list[list[Fit]] = []
+    for plan_day, need in zip(days, needs, strict=True):
+        if plan_day.book is None:
+            return None
+        fits, _, _ = plan_day.book.fits(need.chair_minutes, patient_id)
+        if not fits:
+            return None
+        ordered = [f for _, f in rank([(plan_day.day, f) for f in fits], plan_day.day, morning, "")]
+        per_day.append(ordered)
+    common = set.intersection(*({(f.chair_id, f.start) for f in fits} for fits in per_day))
+    if common:
+        chair, start = next(
+            (f.chair_id, f.start) for f in per_day[0] if (f.chair_id, f.start) in common
+        )
+        return [(chair, dt.time(start // 60, start % 60))] * len(per_day)
+    return [
+        (fits[0].chair_id, dt.time(fits[0].start // 60, fits[0].start % 60)) for fits in per_day
+    ]

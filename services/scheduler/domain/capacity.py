@@ -1,0 +1,132 @@
+"""Input and output of the batch schedule optimiser (issue 4 §7); pure data, no behaviour.
+
+Times are LOCAL wall-clock minutes from midnight of the site day, days are ``datetime.date``.
+Conventions every module here follows (the optimiser, the greedy baseline, the validator):
+
+- an infusion occupies its chair over ``[start, end)`` and the chair is cleaned for
+  ``turnover_minutes`` after it, so the chair is taken over ``[start, end + turnover)``; the
+  infusion itself must end by closing time, the cleaning after the last patient may run past it;
+- a chair block ``(chair, start, end)`` takes the chair over ``[start, end)``: no booking's
+  ``[start, end + turnover)`` may meet it;
+- nurses: at every minute ``t`` the infusions running (``start <= t < end``, fixed bookings
+  included) are at most ``nurses_on_duty(t) × nurse_ratio``; shifts add up where they overlap;
+  a minute no shift covers has no nurse, so nothing may run then. A day with no
+  ``nurse_shifts`` at all does not model nurses (no nurse or start limit that day);
+- start limit: the starts in one clock quarter ``[15k, 15k + 15)`` are at most
+  ``min(nurses_on_duty(t) for t in that quarter within opening hours) × start_limit``;
+- starts lie on the clock grid: ``start_minute % granularity_minutes == 0``;
+- an induction series is all or nothing, member ``i + 1`` on the open day right after member
+  ``i``'s (consecutive entries of ``ScheduleProblem.days``);
+- one infusion per patient per day, fixed bookings included;
+- a request is placed only on an open day inside ``[earliest_day, latest_day]``; deviation is
+  ``|day − due_day|`` in calendar days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+START_LIMIT_SLOT_MINUTES = 15  # the start limit counts starts per clock quarter hour
+
+
+@dataclass(frozen=True)
+class SiteRules:
+    nurse_ratio: int  # patients one nurse monitors at once (e.g. 4)
+    start_limit: int  # infusion starts one nurse can set up per 15 minutes (e.g. 2)
+    turnover_minutes: int  # cleaning between patients in a chair
+    granularity_minutes: int = 15  # bookings start on this grid
+
+
+@dataclass(frozen=True)
+class DayCapacity:
+    day: dt.date
+    open_minute: int
+    close_minute: int
+    chairs: tuple[str, ...]  # chair ids usable that day
+    chair_blocks: tuple[tuple[str, int, int], ...] = ()  # (chair, start, end): maintenance
+    nurse_shifts: tuple[tuple[int, int, int], ...] = ()  # (start, end, nurses on duty)
+
+
+@dataclass(frozen=True)
+class FixedBooking:
+    """An existing appointment or hold: fixed; it counts for chairs, nurses, starts, patients."""
+
+    id: str
+    patient_id: str
+    chair_id: str
+    day: dt.date
+    start_minute: int
+    end_minute: int  # chair occupied until end (turnover comes after)
+
+
+@dataclass(frozen=True)
+class InfusionRequest:
+    """A due-but-unbooked infusion."""
+
+    id: str
+    patient_id: str
+    duration_minutes: int  # chair minutes (already computed from the dose and the rate ramp)
+    due_day: dt.date
+    earliest_day: dt.date  # window
+    latest_day: dt.date
+    series_id: str = ""  # induction course: all requests of a series go on consecutive open days
+    series_index: int = 0  # 0, 1, 2... order within the series
+    preferred_chair: str = ""
+    preferred_start_minute: int | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    request_id: str
+    day: dt.date
+    chair_id: str
+    start_minute: int
+    end_minute: int
+
+
+@dataclass(frozen=True)
+class ScheduleProblem:
+    rules: SiteRules
+    days: tuple[DayCapacity, ...]  # the horizon's OPEN days only, ascending
+    fixed: tuple[FixedBooking, ...]
+    requests: tuple[InfusionRequest, ...]
+
+
+@dataclass(frozen=True)
+class ScheduleKpis:
+    placed: int
+    unplaced: int
+    in_window_share: float  # placed within [earliest, latest] / requests
+    mean_deviation_days: float  # mean |day − due_day| over placed
+    chair_utilisation: float  # occupied chair-minutes / open chair-minutes over the horizon
+    peak_concurrent_chairs: int
+    minutes_past_closing: int
+    total_deviation_days: int = 0  # sum |day − due_day| over placed
+    peak_starts_per_slot: int = 0  # most starts in one clock quarter (level loading)
+    preferred_chair_share: float = 0.0  # of placed requests that name a chair: got it
+    preferred_start_share: float = 0.0  # of placed requests that name a start: got it
+
+
+@dataclass(frozen=True)
+class SolvePhase:
+    """One solve of the sequential (lexicographic) optimisation."""
+
+    name: str
+    status: str
+    objective: float | None
+    best_bound: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    placements: tuple[Placement, ...]
+    unplaced: tuple[tuple[str, str], ...]  # (request id, reason a human understands)
+    status: str  # OPTIMAL, FEASIBLE, ... (greedy: "GREEDY")
+    objective: float | None
+    best_bound: float | None
+    solve_seconds: float
+    kpis: ScheduleKpis
+    phases: tuple[SolvePhase, ...] = ()
+    notes: tuple[str, ...] = field(default=())  # e.g. chair-assignment repairs

@@ -1,0 +1,177 @@
+"""Appointment, chair-block and day-lock rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from services.common.errors import NotFound
+from services.common.pagination import PageRequest
+from services.scheduler.domain.appointments import ACTIVE, AppointmentStatus
+from services.scheduler.store.models import (
+    AppointmentRow,
+    BookingLockRow,
+    ChairBlockRow,
+    ChairRow,
+)
+
+
+def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
+    """Take the site-day locks in date order (so two multi-day bookings cannot deadlock).
+    The lock rows are created on first use; SQLite's write lock already serialises writers."""
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        return
+    for day in sorted(set(days)):
+        session.execute(
+            postgresql.insert(BookingLockRow)
+            .values(site_id=site_id, local_date=day)
+            .on_conflict_do_nothing()
+        )
+        session.execute(
+            select(BookingLockRow)
+            .where(BookingLockRow.site_id == site_id, BookingLockRow.local_date == day)
+            .with_for_update()
+        )
+
+
+def appointment_row(
+    session: Session, appointment_id: str, *, for_update: bool = False
+) -> AppointmentRow:
+    query = select(AppointmentRow).where(AppointmentRow.id == appointment_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.scalar(query) if appointment_id else None
+    if row is None:
+        raise NotFound("appointment", appointment_id)
+    return row
+
+
+def _active(now: dt.datetime) -> object:
+    """Holding a chair now: booked or in the chair, or a hold not yet lapsed."""
+    return or_(
+        AppointmentRow.status.in_([s.value for s in ACTIVE if s is not AppointmentStatus.PENDING]),
+        (AppointmentRow.status == AppointmentStatus.PENDING.value)
+        & (AppointmentRow.hold_expires_at > now),
+    )
+
+
+def active_on(
+    session: Session, site_id: str, first: dt.date, last: dt.date, now: dt.datetime
+) -> list[AppointmentRow]:
+    return list(
+        session.scalars(
+            select(AppointmentRow)
+            .where(
+                AppointmentRow.site_id == site_id,
+                AppointmentRow.local_date >= first,
+                AppointmentRow.local_date <= last,
+                _active(now),  # type: ignore[arg-type]
+            )
+            .order_by(AppointmentRow.local_date, AppointmentRow.start_minute, AppointmentRow.id)
+        )
+    )
+
+
+def for_plans(
+    session: Session, plan_ids: Collection[str], now: dt.datetime
+) -> list[AppointmentRow]:
+    """Fulfilled and active appointments of the plans (the due list reads both)."""
+    if not plan_ids:
+        return []
+    return list(
+        session.scalars(
+            select(AppointmentRow)
+            .where(
+                AppointmentRow.plan_id.in_(list(plan_ids)),
+                or_(
+                    AppointmentRow.status == AppointmentStatus.FULFILLED.value,
+                    _active(now),  # type: ignore[arg-type]
+                ),
+            )
+            .order_by(AppointmentRow.local_date, AppointmentRow.id)
+        )
+    )
+
+
+def last_for_patient(session: Session, patient_id: str) -> AppointmentRow | None:
+    return session.scalar(
+        select(AppointmentRow)
+        .where(
+            AppointmentRow.patient_id == patient_id,
+            AppointmentRow.status == AppointmentStatus.FULFILLED.value,
+        )
+        .order_by(AppointmentRow.local_date.desc(), AppointmentRow.id.desc())
+        .limit(1)
+    )
+
+
+def list_appointments(
+    session: Session,
+    site_id: str,
+    patient_id: str,
+    first: dt.date | None,
+    last: dt.date | None,
+    status: AppointmentStatus | None,
+    page: PageRequest,
+) -> list[AppointmentRow]:
+    query = select(AppointmentRow)
+    if site_id:
+        query = query.where(AppointmentRow.site_id == site_id)
+    if patient_id:
+        query = query.where(AppointmentRow.patient_id == patient_id)
+    if first is not None:
+        query = query.where(AppointmentRow.local_date >= first)
+    if last is not None:
+        query = query.where(AppointmentRow.local_date <= last)
+    if status is not None:
+        query = query.where(AppointmentRow.status == status.value)
+    if page.after:
+        day, minute, last_id = (
+            dt.date.fromisoformat(page.after[0]),
+            int(page.after[1]),
+            page.after[2],
+        )
+        query = query.where(
+            (AppointmentRow.local_date > day)
+            | ((AppointmentRow.local_date == day) & (AppointmentRow.start_minute > minute))
+            | (
+                (AppointmentRow.local_date == day)
+                & (AppointmentRow.start_minute == minute)
+                & (AppointmentRow.id > last_id)
+            )
+        )
+    query = query.order_by(
+        AppointmentRow.local_date, AppointmentRow.start_minute, AppointmentRow.id
+    ).limit(page.size + 1)
+    return list(session.scalars(query))
+
+
+def active_chairs(session: Session, site_id: str) -> list[ChairRow]:
+    return list(
+        session.scalars(
+            select(ChairRow)
+            .where(ChairRow.site_id == site_id, ChairRow.active.is_(True))
+            .order_by(ChairRow.display_name, ChairRow.id)
+        )
+    )
+
+
+def blocks_between(
+    session: Session, site_id: str, start: dt.datetime, end: dt.datetime
+) -> list[ChairBlockRow]:
+    return list(
+        session.scalars(
+            select(ChairBlockRow)
+            .where(
+                ChairBlockRow.site_id == site_id,
+                ChairBlockRow.start_at < end,
+                ChairBlockRow.end_at > start,
+            )
+            .order_by(ChairBlockRow.start_at, ChairBlockRow.id)
+        )
+    )

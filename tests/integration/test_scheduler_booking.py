@@ -1,0 +1,398 @@
+"""Slot search and the booking lifecycle through real gRPC servers on SQLite and PostgreSQL:
+ranked slots and day limits, direct and held bookings, conflicts answered with ABORTED naming
+what collided, the FHIR status moves, the next due date after completion, rescheduling,
+induction series, and wall-clock times that daylight saving never moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.type.dayofweek_pb2 import DayOfWeek
+from google.type.timeofday_pb2 import TimeOfDay
+
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from tests.integration.builders import (
+    date,
+    make_patient,
+    make_plan,
+    measure,
+    plan_message,
+    product_id,
+)
+from tests.integration.conftest import Platform, request_id
+from tests.integration.errors import detail, precondition_types
+
+WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+ALL_DAYS = (*WEEKDAYS, "SATURDAY", "SUNDAY")
+
+
+def hours(
+    days: tuple[str, ...] = WEEKDAYS, open_h: int = 8, close_h: int = 18
+) -> list[pb.OpeningHours]:
+    return [
+        pb.OpeningHours(
+            day=DayOfWeek.Value(d),
+            open=TimeOfDay(hours=open_h),
+            close=TimeOfDay(hours=close_h) if close_h < 24 else TimeOfDay(hours=24),
+        )
+        for d in days
+    ]
+
+
+def shifts(
+    nurses: int, days: tuple[str, ...] = WEEKDAYS, start: int = 8, end: int = 18
+) -> list[pb.NurseShift]:
+    return [
+        pb.NurseShift(
+            day=DayOfWeek.Value(d),
+            start=TimeOfDay(hours=start),
+            end=TimeOfDay(hours=end) if end < 24 else TimeOfDay(hours=24),
+            nurses=nurses,
+        )
+        for d in days
+    ]
+
+
+def site_with_chairs(
+    p: Platform,
+    chairs: int = 2,
+    nurses: int = 2,
+    ratio: int = 4,
+    tz: str = "Europe/London",
+    days: tuple[str, ...] = WEEKDAYS,
+    open_h: int = 8,
+    close_h: int = 18,
+) -> tuple[pb.Site, list[pb.Chair]]:
+    site = p.scheduler.CreateSite(
+        pb.CreateSiteRequest(
+            request_id=request_id(),
+            site=pb.Site(
+                organisation_id="org-1",
+                display_name="Day unit",
+                time_zone=tz,
+                opening_hours=hours(days, open_h, close_h),
+                capacity=pb.SiteCapacity(
+                    nurse_shifts=shifts(nurses, days, open_h, close_h),
+                    nurse_ratio=ratio,
+                    start_limit=2,
+                    turnover_minutes=15,
+                ),
+            ),
+        )
+    ).site
+    made = [
+        p.scheduler.CreateChair(
+            pb.CreateChairRequest(
+                request_id=request_id(),
+                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i + 1}", active=True),
+            )
+        ).chair
+        for i in range(chairs)
+    ]
+    return site, made
+
+
+def patient_plan(p: Platform, site: pb.Site, mrn: str, **kw: object) -> pb.TherapyPlan:
+    patient = make_patient(p, mrn=mrn)
+    measure(p, patient.id, "70", "165")
+    return make_plan(p, plan_message(patient.id, site.id, product_id(p, "gammagard-liquid"), **kw))
+
+
+def book(
+    p: Platform,
+    plan: pb.TherapyPlan,
+    chair: pb.Chair,
+    day: dt.date,
+    hh: int,
+    mm: int = 0,
+    rid: str = "",
+) -> pb.Appointment:
+    return p.scheduler.BookAppointment(
+        pb.BookAppointmentRequest(
+            therapy_plan_id=plan.id,
+            chair_id=chair.id,
+            local_date=date(day.year, day.month, day.day),
+            local_start=TimeOfDay(hours=hh, minutes=mm),
+            request_id=rid or request_id(),
+        )
+    ).appointment
+
+
+def test_find_slots_ranks_the_due_day_and_explains_closed_days(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")  # starts (is due) Tue 2026-12-01, ±4 days
+    found = platform.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id))
+    assert found.due_date == date(2026, 12, 1)
+    assert found.chair_minutes % 15 == 0 and found.chair_minutes > 0
+    best = found.slots[0]
+    assert (best.local_date, best.local_start.hours, best.days_from_due) == (
+        date(2026, 12, 1),
+        8,
+        0,
+    )
+    assert best.chair_id in {c.id for c in chairs}
+    # the window 27 Nov–5 Dec (today is 24 Nov): the weekend is closed
+    closed = {(d.local_date.day, d.limit) for d in found.day_limits}
+    assert {(28, "CLOSED"), (29, "CLOSED")} <= closed
+    afternoon = platform.scheduler.FindSlots(
+        pb.FindSlotsRequest(
+            therapy_plan_id=plan.id,
+            preferences=pb.SlotPreferences(time_of_day=pb.TIME_OF_DAY_PREFERENCE_AFTERNOON),
+        )
+    )
+    assert afternoon.slots[0].local_start.hours >= 12
+
+
+def test_booking_conflicts_are_aborted_with_the_collision_named(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    first = patient_plan(platform, site, "MRN-1")
+    second = patient_plan(platform, site, "MRN-2")
+    rid = request_id()
+    booked = book(platform, first, chairs[0], dt.date(2026, 12, 1), 8, rid=rid)
+    assert booked.status == pb.APPOINTMENT_STATUS_BOOKED
+    assert (booked.local_start.hours, booked.start_time.ToDatetime()) == (
+        8,
+        dt.datetime(2026, 12, 1, 8, 0),  # GMT in December
+    )
+    assert book(platform, first, chairs[0], dt.date(2026, 12, 1), 8, rid=rid) == booked
+    with pytest.raises(grpc.RpcError) as clash:
+        book(platform, second, chairs[0], dt.date(2026, 12, 1), 9)
+    assert clash.value.code() == grpc.StatusCode.ABORTED
+    from google.rpc import error_details_pb2
+
+    info = detail(clash.value, error_details_pb2.ErrorInfo)
+    assert info is not None and info.metadata["rule"] == "CHAIRS"
+    assert info.metadata["conflicting_appointment_id"] == booked.id
+    with pytest.raises(grpc.RpcError) as again:  # the plan's next infusion is booked already
+        book(platform, first, chairs[1], dt.date(2026, 12, 2), 8)
+    assert precondition_types(again.value) == ["NOT_BOOKED_YET"]
+    ok = book(platform, second, chairs[1], dt.date(2026, 12, 1), 8)
+    assert ok.chair_id == chairs[1].id
+
+
+def test_nurse_ratio_is_a_conflict_too(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform, chairs=2, nurses=1, ratio=1)
+    a = patient_plan(platform, site, "MRN-1")
+    b = patient_plan(platform, site, "MRN-2")
+    book(platform, a, chairs[0], dt.date(2026, 12, 1), 8)
+    with pytest.raises(grpc.RpcError) as busy:
+        book(platform, b, chairs[1], dt.date(2026, 12, 1), 9)
+    assert busy.value.code() == grpc.StatusCode.ABORTED
+    assert "nurse" in (busy.value.details() or "")
+
+
+def test_hold_then_book_and_an_expired_hold(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    hold = platform.scheduler.HoldSlot(
+        pb.HoldSlotRequest(
+            therapy_plan_id=plan.id,
+            chair_id=chairs[0].id,
+            local_date=date(2026, 12, 1),
+            local_start=TimeOfDay(hours=10),
+            request_id=request_id(),
+        )
+    ).appointment
+    assert hold.status == pb.APPOINTMENT_STATUS_PENDING
+    booked = platform.scheduler.BookAppointment(
+        pb.BookAppointmentRequest(hold_id=hold.id, request_id=request_id())
+    ).appointment
+    assert (booked.id, booked.status) == (hold.id, pb.APPOINTMENT_STATUS_BOOKED)
+    other = patient_plan(platform, site, "MRN-2")
+    late = platform.scheduler.HoldSlot(
+        pb.HoldSlotRequest(
+            therapy_plan_id=other.id,
+            chair_id=chairs[1].id,
+            local_date=date(2026, 12, 1),
+            local_start=TimeOfDay(hours=10),
+            request_id=request_id(),
+        )
+    ).appointment
+    platform.clock.advance(dt.timedelta(minutes=16))  # holds last 15 minutes by default
+    got = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=late.id)).appointment
+    assert got.status == pb.APPOINTMENT_STATUS_CANCELLED and got.cancel_reason == "hold expired"
+    with pytest.raises(grpc.RpcError) as lapsed:
+        platform.scheduler.BookAppointment(
+            pb.BookAppointmentRequest(hold_id=late.id, request_id=request_id())
+        )
+    assert precondition_types(lapsed.value) == ["HOLD_EXPIRED"]
+    # the lapsed hold no longer holds the chair
+    assert book(platform, other, chairs[1], dt.date(2026, 12, 1), 10).status == (
+        pb.APPOINTMENT_STATUS_BOOKED
+    )
+
+
+def test_lifecycle_and_next_due_date(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    appt = book(platform, plan, chairs[0], dt.date(2026, 12, 2), 9)  # a day after due
+    with pytest.raises(grpc.RpcError) as early:
+        platform.scheduler.MarkNoShow(pb.MarkNoShowRequest(id=appt.id, request_id=request_id()))
+    assert precondition_types(early.value) == ["APPOINTMENT_STARTED"]
+    platform.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
+    started = platform.scheduler.StartInfusion(
+        pb.StartInfusionRequest(id=appt.id, request_id=request_id())
+    ).appointment
+    assert started.status == pb.APPOINTMENT_STATUS_IN_PROGRESS
+    with pytest.raises(grpc.RpcError) as cancel:
+        platform.scheduler.CancelAppointment(
+            pb.CancelAppointmentRequest(id=appt.id, reason="x", request_id=request_id())
+        )
+    assert precondition_types(cancel.value) == ["APPOINTMENT_STATUS"]
+    done = platform.scheduler.CompleteInfusion(
+        pb.CompleteInfusionRequest(
+            id=appt.id,
+            grams_given="70",
+            scanned_lots=[pb.ScannedLot(lot_number="LE123", vials=7)],
+            request_id=request_id(),
+        )
+    )
+    assert done.appointment.status == pb.APPOINTMENT_STATUS_FULFILLED
+    assert [x.lot_number for x in done.appointment.scanned_lots] == ["LE123"]
+    # re-anchored on the day actually given: 2 Dec + 28 days = 30 Dec
+    assert done.next_due.due_date == date(2026, 12, 30)
+    due = platform.scheduler.ListDueInfusions(
+        pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=60)
+    )
+    assert [d.due_date for d in due.due_infusions] == [date(2026, 12, 30)]
+
+
+def test_keep_cadence_counts_from_the_due_date_and_flags_drift(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1", keep_cadence=True, window_days_late=4)
+    # due 1 Dec; given 4 Dec (inside ±4): next due 1 Dec + 28 = 29 Dec, drift +3 days
+    appt = book(platform, plan, chairs[0], dt.date(2026, 12, 4), 9)
+    done = platform.scheduler.CompleteInfusion(
+        pb.CompleteInfusionRequest(id=appt.id, grams_given="70", request_id=request_id())
+    )
+    assert (done.next_due.due_date, done.next_due.drift_days, done.next_due.drifted) == (
+        date(2026, 12, 29),
+        3,
+        False,
+    )
+
+
+def test_reschedule_moves_atomically(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    a = patient_plan(platform, site, "MRN-1")
+    b = patient_plan(platform, site, "MRN-2")
+    first = book(platform, a, chairs[0], dt.date(2026, 12, 1), 8)
+    blocker = book(platform, b, chairs[1], dt.date(2026, 12, 2), 8)
+    with pytest.raises(grpc.RpcError) as taken:
+        platform.scheduler.RescheduleAppointment(
+            pb.RescheduleAppointmentRequest(
+                id=first.id,
+                chair_id=chairs[1].id,
+                local_date=date(2026, 12, 2),
+                local_start=TimeOfDay(hours=9),
+                request_id=request_id(),
+            )
+        )
+    assert taken.value.code() == grpc.StatusCode.ABORTED
+    still = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=first.id)).appointment
+    assert still.local_date == date(2026, 12, 1)  # nothing moved
+    moved = platform.scheduler.RescheduleAppointment(
+        pb.RescheduleAppointmentRequest(
+            id=first.id,
+            chair_id=chairs[0].id,
+            local_date=date(2026, 12, 2),
+            local_start=TimeOfDay(hours=8, minutes=15),
+            etag=still.etag,
+            request_id=request_id(),
+        )
+    ).appointment
+    assert (moved.id, moved.local_date, moved.local_start.minutes) == (
+        first.id,
+        date(2026, 12, 2),
+        15,
+    )
+    assert blocker.id != moved.id
+    # the old slot is free again
+    c = patient_plan(platform, site, "MRN-3")
+    assert book(platform, c, chairs[0], dt.date(2026, 12, 1), 8).status == (
+        pb.APPOINTMENT_STATUS_BOOKED
+    )
+
+
+def test_induction_course_books_consecutive_open_days_on_one_chair(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(
+        platform,
+        site,
+        "MRN-1",
+        induction=pb.InductionCourse(total_g_per_kg="2", days=5),
+        start_date=date(2026, 12, 4),  # a Friday: the course runs Fri, Mon, Tue, Wed, Thu
+    )
+    course = platform.scheduler.BookInductionCourse(
+        pb.BookInductionCourseRequest(therapy_plan_id=plan.id, request_id=request_id())
+    ).appointments
+    assert [a.local_date.day for a in course] == [4, 7, 8, 9, 10]
+    assert len({(a.chair_id, a.local_start.hours, a.local_start.minutes) for a in course}) == 1
+    assert len({a.series_id for a in course}) == 1 and course[0].series_id
+    assert [a.course_day for a in course] == [1, 2, 3, 4, 5]
+
+
+def test_wall_clock_times_survive_daylight_saving(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform, days=ALL_DAYS, open_h=0, close_h=24, nurses=2)
+    plans = [
+        patient_plan(platform, site, f"MRN-{i}", start_date=date(*d))
+        for i, d in enumerate([(2027, 3, 26), (2027, 3, 29), (2027, 10, 29), (2027, 11, 1)])
+    ]
+    # booked in November 2026 (GMT) for 09:00 local on each side of both 2027 changes
+    got = [
+        book(platform, plan, chairs[0], dt.date(d.year, d.month, d.day), 9)
+        for plan, d in zip(
+            plans,
+            [
+                dt.date(2027, 3, 26),
+                dt.date(2027, 3, 29),
+                dt.date(2027, 10, 29),
+                dt.date(2027, 11, 1),
+            ],
+            strict=True,
+        )
+    ]
+    assert [a.local_start.hours for a in got] == [9, 9, 9, 9]
+    assert [a.start_time.ToDatetime().hour for a in got] == [9, 8, 8, 9]  # GMT, BST, BST, GMT
+    # the spring-forward night: 00:30 local on 28 March 2027 for N chair minutes ends N real
+    # minutes later, an hour later on the wall clock (01:00–02:00 does not exist)
+    night = patient_plan(platform, site, "MRN-night", start_date=date(2027, 3, 28))
+    appt = book(platform, night, chairs[1], dt.date(2027, 3, 28), 0, 30)
+    elapsed = appt.end_time.ToDatetime() - appt.start_time.ToDatetime()
+    assert elapsed == dt.timedelta(minutes=appt.chair_minutes)
+    wall = (appt.local_end.hours * 60 + appt.local_end.minutes) - 30
+    assert wall == appt.chair_minutes + 60
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_64_parallel_bookings_never_share_a_chair_minute(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform, chairs=3, nurses=4, ratio=4)
+    plans = [patient_plan(platform, site, f"MRN-{i}") for i in range(64)]
+
+    def attempt(i: int) -> object:
+        try:
+            return book(platform, plans[i], chairs[i % 3], dt.date(2026, 12, 1), 8 + (i % 4))
+        except grpc.RpcError as error:
+            return error.code()
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(attempt, range(64)))
+    won = [r for r in results if isinstance(r, pb.Appointment)]
+    assert {r for r in results if not isinstance(r, pb.Appointment)} <= {grpc.StatusCode.ABORTED}
+    assert won
+    listed = platform.scheduler.ListAppointments(
+        pb.ListAppointmentsRequest(site_id=site.id, page_size=1000)
+    ).appointments
+    assert {a.id for a in listed} == {a.id for a in won}  # type: ignore[attr-defined]
+    by_chair: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    for a in listed:
+        by_chair.setdefault(a.chair_id, []).append(
+            (a.start_time.ToDatetime(), a.end_time.ToDatetime() + dt.timedelta(minutes=15))
+        )
+    for spans in by_chair.values():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert end <= start  # no chair-minute (with turnover) booked twice
