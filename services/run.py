@@ -4,12 +4,14 @@ in-flight calls drain)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from services import demo
 from services.common.health import wait_serving
 from services.common.settings import load_settings
 
@@ -49,6 +51,8 @@ def main() -> int:
                 stop_all()
                 return 1
         s, i, n = (load_settings(x).listen for x in ("scheduler", "inventory", "notify"))
+        for line in demo.load(s, i, dt.date.today()):
+            print(line, flush=True)
         print(
             f"""
 All three services are SERVING (SQLite under var/):
@@ -60,11 +64,17 @@ Try them (grpcurl, or `npx buf curl`; reflection is on):
   grpcurl -plaintext {i} list
   grpcurl -plaintext -d '{{"page_size": 5}}' {i} infusion.inventory.v1.InventoryService/ListProducts
   grpcurl -plaintext {s} describe infusion.scheduler.v1.SchedulerService
+  grpcurl -plaintext -d '{{"organisation_id": "demo-org"}}' {s} \
+    infusion.scheduler.v1.SchedulerService/ListSites
+  grpcurl -plaintext \
+    -d '{{"site_id": "<site id>", "horizon_days": 28, "mode": "PLAN_MODE_PROPOSE"}}' \
+    {s} infusion.scheduler.v1.SchedulerService/PlanSchedule
   grpcurl -plaintext -d '{{"site_id": "demo-london"}}' {i} \
     infusion.inventory.v1.InventoryService/GetStockLevels
   npx buf curl --protocol grpc --http2-prior-knowledge \\
     http://{i}/infusion.inventory.v1.InventoryService/ListProducts
-See README.md for a walk-through (site, patient, plan, CalculateDose). Ctrl-C stops them.
+See README.md for a walk-through (site, patient, plan, CalculateDose, booking, stock).
+Ctrl-C stops them.
 """,
             flush=True,
         )

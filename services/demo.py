@@ -1,0 +1,390 @@
+"""The demo infusion centre `make run` loads once its services are up, through their public
+gRPC APIs as a client would: a scheduler site with opening hours, nurses and six chairs;
+twelve patients with measurements and therapy plans coming due over the next weeks (one with an
+induction course); the same site as an inventory stock site with lots of the plans' products;
+and a few booked appointments with their vials reserved. FindSlots, BookAppointment,
+PlanSchedule, GetChairBoard and the inventory's forecast then show something real.
+
+Idempotent: it does nothing if the demo organisation already has a site.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.dayofweek_pb2 import DayOfWeek
+from google.type.money_pb2 import Money
+from google.type.timeofday_pb2 import TimeOfDay
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+
+ORG = "demo-org"
+WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+# £34 per gram, the UK National Ig Database average (domain.md §6 [R52]): pence per vial
+PENCE_PER_GRAM = 3400
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    mrn: str
+    given: str
+    family: str
+    sex: int
+    born: tuple[int, int, int]
+    weight_kg: str
+    height_cm: str
+    product: str
+    g_per_kg: str
+    interval_days: int
+    due_in_days: int  # the first infusion is due this many days from today
+    induction_days: int = 0
+
+
+# Doses and intervals within domain.md §1 (MMN maintenance 1–2 g/kg every 2–6 weeks; an
+# induction of 2 g/kg over 2–5 days) and weights within its §12.9 bands.
+PATIENTS = (
+    DemoPatient(
+        "D-1001",
+        "Ada",
+        "Lovelace",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1968, 3, 4),
+        "62",
+        "165",
+        "gammagard-liquid",
+        "1",
+        28,
+        1,
+    ),
+    DemoPatient(
+        "D-1002",
+        "Ben",
+        "Okafor",
+        pb.SEX_AT_BIRTH_MALE,
+        (1975, 7, 9),
+        "84",
+        "181",
+        "privigen",
+        "1",
+        21,
+        2,
+    ),
+    DemoPatient(
+        "D-1003",
+        "Chloe",
+        "Martin",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1982, 1, 22),
+        "71",
+        "170",
+        "panzyga",
+        "0.8",
+        28,
+        3,
+    ),
+    DemoPatient(
+        "D-1004",
+        "Dev",
+        "Patel",
+        pb.SEX_AT_BIRTH_MALE,
+        (1960, 11, 30),
+        "95",
+        "176",
+        "gammagard-liquid",
+        "1",
+        35,
+        4,
+    ),
+    DemoPatient(
+        "D-1005",
+        "Eve",
+        "Nowak",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1990, 5, 15),
+        "58",
+        "160",
+        "privigen",
+        "1",
+        28,
+        6,
+    ),
+    DemoPatient(
+        "D-1006",
+        "Finn",
+        "Murphy",
+        pb.SEX_AT_BIRTH_MALE,
+        (1971, 9, 2),
+        "102",
+        "188",
+        "octagam-10",
+        "1",
+        28,
+        7,
+    ),
+    DemoPatient(
+        "D-1007",
+        "Grace",
+        "Hughes",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1955, 4, 18),
+        "67",
+        "158",
+        "gammagard-liquid",
+        "0.6",
+        21,
+        8,
+    ),
+    DemoPatient(
+        "D-1008",
+        "Hugo",
+        "Silva",
+        pb.SEX_AT_BIRTH_MALE,
+        (1986, 12, 1),
+        "78",
+        "179",
+        "panzyga",
+        "1",
+        28,
+        9,
+    ),
+    DemoPatient(
+        "D-1009",
+        "Iris",
+        "Chen",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1979, 8, 27),
+        "54",
+        "157",
+        "privigen",
+        "2",
+        42,
+        10,
+    ),
+    DemoPatient(
+        "D-1010",
+        "Jonas",
+        "Berg",
+        pb.SEX_AT_BIRTH_MALE,
+        (1964, 2, 11),
+        "88",
+        "183",
+        "gammagard-liquid",
+        "1",
+        28,
+        13,
+    ),
+    DemoPatient(
+        "D-1011",
+        "Kemi",
+        "Adeyemi",
+        pb.SEX_AT_BIRTH_FEMALE,
+        (1993, 6, 6),
+        "64",
+        "168",
+        "octagam-10",
+        "1",
+        28,
+        15,
+    ),
+    DemoPatient(
+        "D-1012",
+        "Liam",
+        "Walsh",
+        pb.SEX_AT_BIRTH_MALE,
+        (1958, 10, 19),
+        "76",
+        "175",
+        "gammagard-liquid",
+        "0",
+        28,
+        5,
+        induction_days=5,
+    ),
+)
+LOTS = (  # product, vial grams, lot number, months to expiry, vials
+    ("gammagard-liquid", "10", "GL-DEMO-01", 2, 12),
+    ("gammagard-liquid", "10", "GL-DEMO-02", 18, 60),
+    ("gammagard-liquid", "5", "GL-DEMO-03", 20, 20),
+    ("gammagard-liquid", "20", "GL-DEMO-04", 24, 20),
+    ("privigen", "10", "PV-DEMO-01", 14, 40),
+    ("privigen", "20", "PV-DEMO-02", 26, 12),
+    ("panzyga", "10", "PZ-DEMO-01", 16, 30),
+    ("panzyga", "5", "PZ-DEMO-02", 3, 10),
+    ("octagam-10", "10", "OC-DEMO-01", 22, 30),
+    ("octagam-10", "5", "OC-DEMO-02", 22, 10),
+)
+
+
+def _date(d: dt.date) -> Date:
+    return Date(year=d.year, month=d.month, day=d.day)
+
+
+def _rid() -> str:
+    return f"demo-{uuid.uuid4()}"
+
+
+def load(scheduler_address: str, inventory_address: str, today: dt.date) -> list[str]:
+    """Create the demo centre; returns lines saying what was made (empty if already there)."""
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler_address))
+    stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory_address))
+    if sch.ListSites(pb.ListSitesRequest(organisation_id=ORG)).sites:
+        return []
+    site = sch.CreateSite(
+        pb.CreateSiteRequest(
+            request_id=_rid(),
+            site=pb.Site(
+                organisation_id=ORG,
+                display_name="Demo infusion centre",
+                time_zone="Europe/London",
+                opening_hours=[
+                    pb.OpeningHours(
+                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
+                    )
+                    for d in WEEKDAYS
+                ],
+                capacity=pb.SiteCapacity(
+                    nurse_shifts=[
+                        pb.NurseShift(
+                            day=DayOfWeek.Value(d),
+                            start=TimeOfDay(hours=8),
+                            end=TimeOfDay(hours=18),
+                            nurses=2,
+                        )
+                        for d in WEEKDAYS
+                    ]
+                    + [
+                        pb.NurseShift(
+                            day=DayOfWeek.Value(d),
+                            start=TimeOfDay(hours=10),
+                            end=TimeOfDay(hours=16),
+                            nurses=1,
+                        )
+                        for d in WEEKDAYS
+                    ],
+                    nurse_ratio=4,
+                    start_limit=2,
+                    turnover_minutes=15,
+                    holiday_country="GB",
+                    holiday_subdivision="ENG",
+                ),
+            ),
+        )
+    ).site
+    chairs = [
+        sch.CreateChair(
+            pb.CreateChairRequest(
+                request_id=_rid(),
+                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i}", active=True),
+            )
+        ).chair
+        for i in range(1, 7)
+    ]
+    stock.CreateStockSite(
+        inv.CreateStockSiteRequest(
+            request_id=f"demo-stock-site-{site.id}",
+            site=inv.StockSite(
+                id=site.id, display_name="Demo infusion centre pharmacy", time_zone="Europe/London"
+            ),
+        )
+    )
+    products = {
+        code: stock.GetProduct(inv.GetProductRequest(id=code)).product.id
+        for code in {p.product for p in PATIENTS}
+    }
+    for code, grams, lot, months, vials in LOTS:
+        stock.ReceiveStock(
+            inv.ReceiveStockRequest(
+                request_id=f"demo-{site.id}-{lot}",
+                site_id=site.id,
+                product_id=products[code],
+                presentation_grams=grams,
+                lot_number=lot,
+                expiry_date=_date(today + dt.timedelta(days=30 * months)),
+                vials=vials,
+                unit_cost=Money(currency_code="GBP", units=PENCE_PER_GRAM * int(grams) // 100),
+                supplier="Demo wholesaler",
+                actor="demo",
+            )
+        )
+    plans = []
+    for p in PATIENTS:
+        patient = sch.CreatePatient(
+            pb.CreatePatientRequest(
+                request_id=_rid(),
+                patient=pb.Patient(
+                    organisation_id=ORG,
+                    mrn=p.mrn,
+                    given_name=p.given,
+                    family_name=p.family,
+                    birth_date=Date(year=p.born[0], month=p.born[1], day=p.born[2]),
+                    sex_at_birth=p.sex,
+                ),
+            )
+        ).patient
+        sch.RecordMeasurement(
+            pb.RecordMeasurementRequest(
+                request_id=_rid(),
+                measurement=pb.Measurement(
+                    patient_id=patient.id,
+                    measured_on=_date(today - dt.timedelta(days=7)),
+                    weight_kg=p.weight_kg,
+                    height_cm=p.height_cm,
+                ),
+            )
+        )
+        plan = pb.TherapyPlan(
+            patient_id=patient.id,
+            site_id=site.id,
+            indication=pb.INDICATION_MMN,
+            route=pb.ROUTE_IV,
+            product_id=products[p.product],
+            dose_basis=pb.DOSE_BASIS_G_PER_KG,
+            maintenance_dose=p.g_per_kg if p.g_per_kg != "0" else "1",
+            interval_days=p.interval_days,
+            start_date=_date(today + dt.timedelta(days=p.due_in_days)),
+        )
+        if p.induction_days:
+            plan.induction.CopyFrom(pb.InductionCourse(total_g_per_kg="2", days=p.induction_days))
+        plans.append(
+            sch.CreateTherapyPlan(
+                pb.CreateTherapyPlanRequest(request_id=_rid(), therapy_plan=plan)
+            ).therapy_plan
+        )
+    booked = []
+    for plan in plans[:3]:  # the first three patients are booked already, stock reserved
+        slots = sch.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id, max_results=1)).slots
+        if not slots:
+            continue
+        appointment = sch.BookAppointment(
+            pb.BookAppointmentRequest(
+                therapy_plan_id=plan.id,
+                chair_id=slots[0].chair_id,
+                local_date=slots[0].local_date,
+                local_start=slots[0].local_start,
+                request_id=_rid(),
+            )
+        ).appointment
+        stock.ReserveStock(
+            inv.ReserveStockRequest(
+                appointment_id=appointment.id,
+                site_id=site.id,
+                patient_id=plan.patient_id,
+                product_id=plan.product_id,
+                grams=appointment.dose_grams,
+                needed_on=appointment.local_date,
+            )
+        )
+        booked.append(appointment)
+    return [
+        f"demo centre: site {site.id} ({len(chairs)} chairs, 2–3 nurses on weekdays)",
+        f"  {len(plans)} patients with plans due over the next weeks; {len(booked)} booked",
+        f"  {len(LOTS)} lots received at the site; stock reserved for the booked appointments",
+        f"  a plan to try FindSlots with: {plans[3].id}",
+    ]
