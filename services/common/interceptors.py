@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from services.common import errors
 from services.common.accesslog import ACCESS_LOG
@@ -157,6 +158,11 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
             return behaviour(request, context)
         except errors.DomainError as error:
             _abort(context, error)
+        except DBAPIError as error:
+            if not _lost_race(error):
+                log.exception("unhandled error in %s", method)
+                context.abort(grpc.StatusCode.INTERNAL, "internal error (database)")
+            _abort(context, errors.Aborted("lost a race with a concurrent request: retry it"))
         except Exception as error:
             if context.code() is not None:  # type: ignore[attr-defined]  # abort() set it
                 raise
@@ -166,6 +172,16 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
             _log(method, request, context, started)
 
     return handler
+
+
+# PostgreSQL's "try again" errors: deadlock detected, serialization failure, lock not available.
+# They mean two requests raced; the loser's transaction was rolled back, so ABORTED is the honest
+# answer (AIP-193) and a retry with the same request_id is safe.
+_RACE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _lost_race(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
 
 
 def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Any]:

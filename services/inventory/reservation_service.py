@@ -98,6 +98,10 @@ class DispenseInput:
     administered_at: dt.datetime | None
 
 
+class _ChosenLotsChanged(Exception):
+    """The lots an unlocked read chose were taken meanwhile (see _choose_optimistically)."""
+
+
 class _ReservedAlready(Exception):
     """The appointment has a reservation: answer from it (outside the failed transaction)."""
 
@@ -134,8 +138,12 @@ class ReservationService:
         request = self._checked(request)
         digest = _fingerprint(request)
         try:
-            with self.db.write() as session:
-                return self._reserve(session, request, digest, actor)
+            try:
+                with self.db.write() as session:
+                    return self._reserve(session, request, digest, actor, optimistic=True)
+            except _ChosenLotsChanged:  # start again, this time locking every candidate first
+                with self.db.write() as session:
+                    return self._reserve(session, request, digest, actor, optimistic=False)
         except (IntegrityError, _ReservedAlready):  # reserved already (a retry, or a race)
             with self.db.read() as session:
                 existing = store.by_appointment(session, request.appointment_id)
@@ -175,7 +183,13 @@ class ReservationService:
         return self._view(session, row)
 
     def _reserve(
-        self, session: Session, r: ReservationRequest, digest: str, actor: Actor
+        self,
+        session: Session,
+        r: ReservationRequest,
+        digest: str,
+        actor: Actor,
+        *,
+        optimistic: bool,
     ) -> ReservationView:
         now = self.clock.now()
         row = ReservationRow(
@@ -197,7 +211,11 @@ class ReservationService:
             created_at=now,
             updated_at=now,
         )
-        result, locked = self._choose_optimistically(session, row)
+        if optimistic:
+            result, locked = self._choose_optimistically(session, row)
+        else:
+            locked = self._lock(session, row, ())
+            result = self._choose(row, locked)
         if not isinstance(result, Allocation):
             if store.by_appointment(session, r.appointment_id) is not None:
                 raise _ReservedAlready  # a retry: answer it, whatever the stock is now
@@ -713,9 +731,9 @@ class ReservationService:
         self, session: Session, row: ReservationRow
     ) -> tuple[Allocation | list[Shortfall], dict[str, LotRow]]:
         """Choose from an unlocked read, then lock only the lots chosen and check they still
-        hold the vials; if another reservation took them meanwhile, choose again with every
-        candidate lot locked. Reservations of one product then queue only on the lots they
-        actually take, not on all of the product's lots."""
+        hold the vials; if another reservation took them meanwhile, the caller starts again
+        with every candidate lot locked. Reservations of one product then queue only on the
+        lots they actually take, not on all of the product's lots."""
         products = (row.product_id, *row.alternative_product_ids)
         seen = [
             Candidate(lot_id, product, grams, expiry, free)
@@ -735,8 +753,9 @@ class ReservationService:
             for lot_id, vials in result.lines
         ):
             return result, locked
-        locked = self._lock(session, row, ())
-        return self._choose(row, locked), locked
+        # Locking more lots now, while holding these, could deadlock with a transaction that
+        # locks in id order: roll back and start again with every candidate locked first.
+        raise _ChosenLotsChanged
 
     def _lock(
         self, session: Session, row: ReservationRow, also: Sequence[str]
