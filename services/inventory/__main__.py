@@ -20,6 +20,7 @@ from services.inventory.api import InventoryApi, InventoryServices
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
 from services.inventory.jobs import InventoryJobs
+from services.inventory.notify_relay import relay_to_notify
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
@@ -51,9 +52,17 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
         )
     )
     jobs = InventoryJobs(sites, reservations.expiry_check, planning.check_reorder)
+    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
+
+    def serving() -> None:
+        if settings.jobs:
+            jobs.start()
+            relay.start()
 
     def stopped() -> None:
         jobs.shutdown()
+        relay.stop()
+        notify_channel.close()
         db.dispose()
 
     def register(server: grpc.Server) -> Sequence[str]:
@@ -64,7 +73,7 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
         settings=settings,
         register=register,
         prepare=lambda: upgrade("inventory", db.engine),
-        on_serving=jobs.start if settings.jobs else lambda: None,
+        on_serving=serving,
         on_stopped=stopped,
     )
 

@@ -1,25 +1,105 @@
-"""Notify service entry point: ``python -m services.notify``.
+"""Notify entry point: ``python -m services.notify``.
 
-At this stage the process serves grpc.health.v1 and reflection only, so deployments, probes and
-`make run` already treat it as one of the three services; subscribers, Publish, durable delivery
-and the Subscribe stream arrive with the notify issue.
+Wiring only: settings, database, migrations (``prepare``), templates, adapters, the servicer,
+and the dispatcher thread (started in ``on_serving`` when NOTIFY_JOBS is on, stopped after the
+server drains).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc
 
+from infusion.notify.v1 import notify_pb2, notify_pb2_grpc
+from services.common.clock import Clock, SystemClock
+from services.common.db import Database
+from services.common.idempotency import IdempotencyStore
+from services.common.migrations import upgrade
 from services.common.server import GrpcService, configure_logging
 from services.common.settings import Settings, load_settings
+from services.notify.api import EventSignal, NotifyApi
+from services.notify.channels import Adapter, adapters_for
+from services.notify.config import NotifyConfig, load_config
+from services.notify.dispatcher import Dispatcher, DispatchPolicy
+from services.notify.domain.model import Channel
+from services.notify.service import NotificationService, SubscriberService
+from services.notify.store.models import idempotency_keys
+from services.notify.templates import Templates
+
+SERVICE_NAME = notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name
 
 
-def build(settings: Settings) -> GrpcService:
+@dataclass
+class Notify:
+    """The assembled service; tests reach the dispatcher and database through it."""
+
+    service: GrpcService
+    api: NotifyApi
+    dispatcher: Dispatcher
+    db: Database
+    config: NotifyConfig
+
+
+def assemble(
+    settings: Settings,
+    clock: Clock | None = None,
+    config: NotifyConfig | None = None,
+    adapters: Mapping[Channel, Adapter] | None = None,
+) -> Notify:
+    clock = clock or SystemClock()
+    config = config or load_config()
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    templates = Templates(directory=config.template_dir or None)
+    signal = EventSignal()
+    dispatcher = Dispatcher(
+        db,
+        clock,
+        adapters if adapters is not None else adapters_for(config),
+        DispatchPolicy(
+            batch_size=config.dispatch_batch,
+            workers=config.dispatch_workers,
+            max_attempts=config.max_attempts,
+            retry_base=dt.timedelta(seconds=config.retry_base_seconds),
+            retry_max=dt.timedelta(seconds=config.retry_max_seconds),
+            lease=dt.timedelta(seconds=config.lease_seconds),
+            interval_seconds=config.dispatch_interval_seconds,
+        ),
+    )
+    api = NotifyApi(
+        SubscriberService(db, clock),
+        NotificationService(db, clock, templates),
+        IdempotencyStore(db, idempotency_keys, clock),
+        signal,
+        heartbeat_seconds=config.heartbeat_seconds,
+        poll_seconds=config.stream_poll_seconds,
+        on_publish=dispatcher.wake,
+        clock_now=clock.now,
+    )
+
     def register(server: grpc.Server) -> Sequence[str]:
-        return []
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
+        return [SERVICE_NAME]
 
-    return GrpcService(settings=settings, register=register)
+    def stopped() -> None:
+        api.closing.set()
+        dispatcher.stop()
+        db.dispose()
+
+    service = GrpcService(
+        settings=settings,
+        register=register,
+        prepare=lambda: upgrade("notify", db.engine),
+        on_serving=dispatcher.start if settings.jobs else lambda: None,
+        on_stopped=stopped,
+    )
+    return Notify(service, api, dispatcher, db, config)
+
+
+def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+    return assemble(settings, clock).service
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 SERVICES = {
     "scheduler": "infusion.scheduler.v1.SchedulerService",
     "inventory": "infusion.inventory.v1.InventoryService",
-    "notify": None,
+    "notify": "infusion.notify.v1.NotifyService",
 }
 
 

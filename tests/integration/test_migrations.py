@@ -14,7 +14,7 @@ from services.common.db import Database
 from services.common.migrations import upgrade
 
 
-@pytest.mark.parametrize("service", ["scheduler", "inventory"])
+@pytest.mark.parametrize("service", ["scheduler", "inventory", "notify"])
 def test_migrations_match_models_and_are_idempotent(database_url: str, service: str) -> None:
     db = Database(database_url)
     try:

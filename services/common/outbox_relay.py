@@ -1,0 +1,209 @@
+"""The outbox relay: carries a service's outbox rows (services.common.outbox) to their
+receiver, with retries and backoff, using the row id as the receiver's request_id.
+
+It belongs to the sending service. ``deliver(event)`` is supplied by the service (for the
+inventory: a call of notify's Publish over gRPC with ``request_id=event.id``); it returns on
+success and raises on any failure. A row is marked delivered only after ``deliver`` returned,
+so a crash between the two re-delivers it, and the receiver's idempotency on request_id turns
+that repeat into a no-op.
+
+Claiming:
+- PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` in one transaction that also records the
+  outcome, so several replicas each take different rows and none delivers a row another is
+  delivering; the row locks are held for the duration of the ``deliver`` calls.
+- SQLite (one process): rows are read, delivered outside any transaction (a gRPC call must not
+  hold the database's single write lock), and the outcome written afterwards.
+
+Failures: ``attempts`` is incremented and ``last_error`` set; the row is retried after an
+exponential backoff with jitter (base * 2^(attempts-1), capped). The backoff schedule is kept
+in memory, so after a restart a failed row is tried again at once. A failing row does not hold
+back the rows after it (notifications need no strict order; receivers dedupe). With
+``max_attempts`` set, rows that reached it are left alone (still undelivered, visible with
+their last_error) instead of retried for ever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.outbox import OutgoingEvent
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[OutgoingEvent], None]
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    batch_size: int = 100
+    retry_base: dt.timedelta = dt.timedelta(seconds=1)
+    retry_max: dt.timedelta = dt.timedelta(minutes=5)
+    max_attempts: int | None = None
+    interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class RelayRound:
+    delivered: int
+    failed: int
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: Database,
+        table: Table,
+        deliver: Deliver,
+        clock: Clock,
+        policy: RelayPolicy | None = None,
+        *,
+        jitter: Callable[[], float] = random.random,
+        name: str = "outbox-relay",
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.deliver = deliver
+        self.clock = clock
+        self.policy = policy or RelayPolicy()
+        self._jitter = jitter
+        self._name = name
+        self._not_before: dict[str, dt.datetime] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def run_once(self) -> RelayRound:
+        """Deliver the undelivered rows that are due now, in ``seq`` order."""
+        if self.db.dialect == "postgresql":
+            with self.db.write() as session:
+                events = self._due(session, lock=True)
+                return self._deliver_all(session, events)
+        with self.db.read() as session:
+            events = self._due(session, lock=False)
+        return self._deliver_all(None, events)
+
+    def drain(self, limit: int = 1000) -> RelayRound:
+        """``run_once`` until a round delivers nothing (tests, shutdown)."""
+        delivered = failed = 0
+        for _ in range(limit):
+            r = self.run_once()
+            delivered += r.delivered
+            failed += r.failed
+            if r.delivered == 0:
+                break
+        return RelayRound(delivered, failed)
+
+    def _due(self, session: Session, *, lock: bool) -> list[OutgoingEvent]:
+        t = self.table
+        now = self.clock.now()
+        waiting = [k for k, at in self._not_before.items() if at > now]
+        query = select(t).where(t.c.delivered_at.is_(None))
+        if self.policy.max_attempts is not None:
+            query = query.where(t.c.attempts < self.policy.max_attempts)
+        if waiting:
+            query = query.where(t.c.id.not_in(waiting))
+        query = query.order_by(t.c.seq).limit(self.policy.batch_size)
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return [
+            OutgoingEvent(
+                r.seq, r.id, r.topic, r.dedupe_key or "", r.payload, r.created_at, r.delivered_at
+            )
+            for r in session.execute(query)
+        ]
+
+    def _deliver_all(self, session: Session | None, events: list[OutgoingEvent]) -> RelayRound:
+        delivered = failed = 0
+        for event in events:
+            try:
+                self.deliver(event)
+            except Exception as error:  # any failure: count it, back off, keep going
+                failed += 1
+                self._failed(session, event, error)
+            else:
+                delivered += 1
+                self._delivered(session, event)
+        return RelayRound(delivered, failed)
+
+    def _write(self, session: Session | None, statement: object) -> None:
+        if session is not None:
+            session.execute(statement)  # type: ignore[call-overload]
+            return
+        with self.db.write() as own:
+            own.execute(statement)  # type: ignore[call-overload]
+
+    def _delivered(self, session: Session | None, event: OutgoingEvent) -> None:
+        t = self.table
+        self._not_before.pop(event.id, None)
+        self._write(
+            session,
+            update(t)
+            .where(t.c.id == event.id, t.c.delivered_at.is_(None))
+            .values(delivered_at=self.clock.now()),
+        )
+
+    def _failed(self, session: Session | None, event: OutgoingEvent, error: Exception) -> None:
+        t = self.table
+        text = f"{type(error).__name__}: {error}"[:1000]
+        now = self.clock.now()
+        attempts = self._attempts(session, event.id) + 1
+        self._write(
+            session,
+            update(t).where(t.c.id == event.id).values(attempts=t.c.attempts + 1, last_error=text),
+        )
+        exponent = min(attempts - 1, 30)
+        delay = min(self.policy.retry_base * (2**exponent), self.policy.retry_max)
+        self._not_before[event.id] = now + delay * (0.5 + 0.5 * self._jitter())
+        log.warning(
+            "%s: %s %s failed (attempt %d): %s", self._name, event.topic, event.id, attempts, text
+        )
+
+    def _attempts(self, session: Session | None, event_id: str) -> int:
+        t = self.table
+        query = select(t.c.attempts).where(t.c.id == event_id)
+        if session is not None:
+            return int(session.execute(query).scalar() or 0)
+        with self.db.read() as own:
+            return int(own.execute(query).scalar() or 0)
+
+    # -- the background thread ----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once().delivered > 0
+            except Exception:
+                log.exception("%s round failed; retrying", self._name)
+                busy = False
+            if not busy:
+                self._wake.wait(self.policy.interval_seconds)
+                self._wake.clear()

@@ -1,0 +1,125 @@
+"""Notify tables.
+
+A notification's payload is its typed protobuf payload as JSON (read and written whole). Each
+delivery holds what it sends (rendered at Publish, so a template change never alters a message
+already accepted) and its state; every attempt is a row of its own. ``notify_events`` is the
+log the Subscribe stream reads: a global sequence that only grows, written in commit order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import UtcDateTime
+from services.common.idempotency import define_idempotency_table
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+idempotency_keys = define_idempotency_table(Base.metadata, "notify")
+
+
+class SubscriberRow(Base):
+    __tablename__ = "notify_subscribers"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    external_ref: Mapped[str] = mapped_column(String(200), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320))
+    phone: Mapped[str] = mapped_column(String(20))
+    webhook_url: Mapped[str] = mapped_column(String(2000))
+    webhook_secret: Mapped[str] = mapped_column(String(200))
+    # [[topic, [channel, ...]], ...] in the order given
+    preferences: Mapped[list[Any]] = mapped_column(JSON)
+    quiet_start: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "HH:MM:SS"
+    quiet_end: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    site_ids: Mapped[list[str]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class NotificationRow(Base):
+    __tablename__ = "notify_notifications"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(40), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    subscriber_ids: Mapped[list[str]] = mapped_column(JSON)
+    site_ids: Mapped[list[str]] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    send_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class DeliveryRow(Base):
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (
+        Index("ix_notify_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_notify_deliveries_subscriber", "subscriber_id", "notification_id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notify_notifications.id"), index=True)
+    subscriber_id: Mapped[str] = mapped_column(ForeignKey("notify_subscribers.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    destination: Mapped[str] = mapped_column(String(2000))
+    subject: Mapped[str] = mapped_column(String(1000))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    critical: Mapped[bool] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20))
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # a SENDING delivery whose lease has passed was abandoned (crash) and may be claimed again
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    attempt_count: Mapped[int] = mapped_column(Integer)
+    deferred: Mapped[bool] = mapped_column()
+    last_error: Mapped[str] = mapped_column(String(1000))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AttemptRow(Base):
+    __tablename__ = "notify_attempts"
+    __table_args__ = (Index("ix_notify_attempts_delivery", "delivery_id", "number"),)
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("notify_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str] = mapped_column(String(1000))
+
+
+class EventRow(Base):
+    __tablename__ = "notify_events"
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notify_notifications.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    topic: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,274 @@
+"""services.common.outbox_relay on both databases: rows delivered in order and marked, failures
+counted with backoff on the injected clock, a cap on attempts, no double delivery between two
+relays on PostgreSQL (SKIP LOCKED), and the inventory -> notify path end to end: outbox rows
+written the way the inventory writes them, carried by the relay to notify's Publish over gRPC
+with the row id as request_id (a repeat is a no-op).
+
+``publish_request`` is the inventory's translation (services/inventory/notify_relay.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import MetaData, Table, select
+
+from infusion.notify.v1 import notify_pb2 as pb
+from infusion.notify.v1 import notify_pb2_grpc
+from services.common.clock import FixedClock
+from services.common.db import Database
+from services.common.outbox import Outbox, OutgoingEvent, define_outbox_table
+from services.common.outbox_relay import OutboxRelay, RelayPolicy
+from services.inventory.notify_relay import publish_request
+
+pytest.register_assert_rewrite("tests.integration.notify_conftest")
+from tests.integration.notify_conftest import NOW, NotifyServer, create  # noqa: E402
+
+pytest_plugins = ["tests.integration.notify_conftest"]
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+class _Outbox:
+    def __init__(self, db: Database, table: Table, clock: FixedClock) -> None:
+        self.db, self.table, self.clock = db, table, clock
+        self.outbox = Outbox(table)
+
+    def emit(self, topic: str, payload: dict[str, Any], key: str | None = None) -> None:
+        with self.db.write() as session:
+            self.outbox.emit(session, topic, payload, self.clock.now(), key)
+
+    def rows(self) -> list[Any]:
+        with self.db.read() as session:
+            return list(session.execute(select(self.table).order_by(self.table.c.seq)))
+
+
+@pytest.fixture
+def outbox(database_url: str) -> Iterator[_Outbox]:
+    db = Database(database_url)
+    metadata = MetaData()
+    table = define_outbox_table(metadata, "inventory")
+    metadata.create_all(db.engine)
+    try:
+        yield _Outbox(db, table, FixedClock(NOW))
+    finally:
+        db.dispose()
+
+
+def _relay(o: _Outbox, deliver: Any, **policy: Any) -> OutboxRelay:
+    return OutboxRelay(
+        o.db,
+        o.table,
+        deliver,
+        o.clock,
+        RelayPolicy(retry_base=dt.timedelta(seconds=10), **policy),
+        jitter=lambda: 1.0,
+    )
+
+
+# --- the relay ------------------------------------------------------------------------------------
+
+
+def test_rows_are_delivered_in_order_and_marked(outbox: _Outbox) -> None:
+    for i in range(5):
+        outbox.emit("LOW_STOCK", {"site_id": "s1", "n": i}, key=f"k{i}")
+    got: list[OutgoingEvent] = []
+    relay = _relay(outbox, got.append, batch_size=2)
+    assert relay.drain().delivered == 5
+    assert [e.payload["n"] for e in got] == [0, 1, 2, 3, 4]
+    assert all(r.delivered_at == NOW for r in outbox.rows())
+    assert relay.run_once().delivered == 0  # nothing twice
+
+
+def test_failures_back_off_on_the_clock_and_do_not_block_later_rows(outbox: _Outbox) -> None:
+    outbox.emit("LOT_EXPIRING", {"n": 0})
+    outbox.emit("LOT_EXPIRING", {"n": 1})
+    failures = {0: 2}  # row 0 fails twice
+    got: list[int] = []
+
+    def deliver(event: OutgoingEvent) -> None:
+        n = event.payload["n"]
+        if failures.get(n, 0) > 0:
+            failures[n] -= 1
+            raise ConnectionError("notify unavailable")
+        got.append(n)
+
+    relay = _relay(outbox, deliver)
+    r = relay.run_once()
+    assert (r.delivered, r.failed) == (1, 1) and got == [1]
+    first = outbox.rows()[0]
+    assert first.attempts == 1 and "notify unavailable" in first.last_error
+    assert first.delivered_at is None
+    assert relay.run_once().failed == 0  # backing off: not tried again yet
+    outbox.clock.advance(dt.timedelta(seconds=10))
+    assert relay.run_once().failed == 1  # second failure: now 20 s
+    outbox.clock.advance(dt.timedelta(seconds=19))
+    assert relay.run_once().failed == 0
+    outbox.clock.advance(dt.timedelta(seconds=1))
+    assert relay.run_once().delivered == 1
+    assert got == [1, 0]
+    assert [r.attempts for r in outbox.rows()] == [2, 0]
+
+
+def test_max_attempts_leaves_a_row_alone(outbox: _Outbox) -> None:
+    outbox.emit("LOW_STOCK", {"n": 0})
+
+    def deliver(event: OutgoingEvent) -> None:
+        raise RuntimeError("poison")
+
+    relay = _relay(outbox, deliver, max_attempts=2)
+    for _ in range(4):
+        relay.run_once()
+        outbox.clock.advance(dt.timedelta(hours=1))
+    (row,) = outbox.rows()
+    assert row.attempts == 2 and row.delivered_at is None and "poison" in row.last_error
+
+
+@pytest.mark.postgres
+def test_two_relays_on_postgresql_never_deliver_a_row_twice(postgres_url: str) -> None:
+    db = Database(postgres_url)
+    metadata = MetaData()
+    table = define_outbox_table(metadata, "inventory")
+    metadata.create_all(db.engine)
+    o = _Outbox(db, table, FixedClock(NOW))
+    try:
+        for i in range(40):
+            o.emit("LOW_STOCK", {"n": i})
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def deliver(event: OutgoingEvent) -> None:
+            time.sleep(0.002)  # a slow receiver widens the race window
+            with lock:
+                seen.append(event.payload["n"])
+
+        relays = [_relay(o, deliver, batch_size=5) for _ in range(2)]
+        threads = [threading.Thread(target=r.drain) for r in relays]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(seen) == list(range(40))  # each exactly once
+    finally:
+        db.dispose()
+
+
+# --- inventory outbox -> notify Publish over gRPC ----------------------------------------------
+
+
+INVENTORY_EVENTS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "REORDER_DUE",
+        {
+            "site_id": "site-1",
+            "product_id": "p-1",
+            "product_code": "privigen",
+            "brand": "Privigen",
+            "as_of": "2026-11-24",
+            "presentation_grams": "10",
+            "vials": 12,
+            "grams": "120",
+            "estimated_cost": {"amount": "5400.50", "currency": "GBP"},
+            "stockout_date": None,
+            "order_by_date": "2026-12-03",
+            "reason": "4 weeks of demand",
+        },
+        "REORDER_DUE:site-1:p-1:2026-11-24",
+    ),
+    (
+        "LOT_RECALLED",
+        {
+            "product_id": "p-1",
+            "brand": "Privigen",
+            "lot_number": "P123",
+            "reason": "particulates",
+            "sites": ["site-1"],
+            "recipients": [
+                {
+                    "patient_id": "pt-1",
+                    "appointment_id": "a-1",
+                    "site_id": "site-1",
+                    "administered_time": "2026-11-01T10:00:00+00:00",
+                    "grams": "30",
+                }
+            ],
+        },
+        "LOT_RECALLED:p-1:P123",
+    ),
+    (
+        "STOCK_AT_RISK",
+        {
+            "reservation_id": "r-1",
+            "appointment_id": "a-1",
+            "patient_id": "pt-1",
+            "site_id": "site-2",
+            "product_id": "p-1",
+            "grams": "30",
+            "needed_on": "2026-11-30",
+            "reason": "no stock",
+            "cause": "RECALLED",
+        },
+        "STOCK_AT_RISK:r-1:2",
+    ),
+]
+
+
+def test_inventory_events_reach_notify_once(outbox: _Outbox, notify_server: NotifyServer) -> None:
+    channels = [pb.CHANNEL_CONSOLE]
+    pharmacist = create(
+        notify_server,
+        external_ref="pharmacy-site-1",
+        site_ids=["site-1"],
+        preferences=[
+            pb.Preference(topic=pb.TOPIC_REORDER_DUE, channels=channels),
+            pb.Preference(topic=pb.TOPIC_LOT_RECALLED, channels=channels),
+            pb.Preference(topic=pb.TOPIC_STOCK_AT_RISK, channels=channels),
+        ],
+    )
+    for topic, payload, key in INVENTORY_EVENTS:
+        outbox.emit(topic, payload, key)
+    stub = notify_pb2_grpc.NotifyServiceStub(notify_server.channel)
+    replies: list[pb.PublishResponse] = []
+
+    def deliver(event: OutgoingEvent) -> None:
+        replies.append(stub.Publish(publish_request(event), timeout=10))
+
+    relay = _relay(outbox, deliver)
+    assert relay.drain().delivered == 3
+    reorder, recall, at_risk = (r.notification for r in replies)
+    assert reorder.payload.reorder_due.estimated_cost.units == 5400
+    assert reorder.payload.reorder_due.estimated_cost.nanos == 500_000_000
+    assert not reorder.payload.reorder_due.HasField("stockout_date")
+    assert recall.payload.lot_recalled.recipients[0].administered_time.seconds > 0
+    # the site-1 pharmacist gets the site-1 events, not the site-2 one
+    assert [d.subscriber_id for d in reorder.deliveries] == [pharmacist.id]
+    assert [d.subscriber_id for d in recall.deliveries] == [pharmacist.id]
+    assert list(at_risk.deliveries) == []
+    # a crash after Publish but before delivered_at was written: the row goes again, and the
+    # row id as request_id returns the first notification instead of a second one
+    events = [
+        OutgoingEvent(r.seq, r.id, r.topic, r.dedupe_key or "", r.payload, r.created_at, None)
+        for r in outbox.rows()
+    ]
+    again = stub.Publish(publish_request(events[0]), timeout=10)
+    assert again == replies[0]
+    listed = stub.ListNotifications(pb.ListNotificationsRequest()).notifications
+    assert len(listed) == 3
+    assert notify_server.run_once() == 2
+
+
+def test_notify_refusing_an_event_counts_as_a_failure(
+    outbox: _Outbox, notify_server: NotifyServer
+) -> None:
+    outbox.emit("LOT_EXPIRING", {"site_id": "s", "lot_number": ""}, "bad")  # template needs it
+    stub = notify_pb2_grpc.NotifyServiceStub(notify_server.channel)
+    relay = _relay(outbox, lambda e: stub.Publish(publish_request(e), timeout=10))
+    assert relay.run_once().failed == 1
+    (row,) = outbox.rows()
+    assert row.attempts == 1 and "INVALID_ARGUMENT" in row.last_error
