@@ -36,7 +36,7 @@ class DemoPatient:
     mrn: str
     given: str
     family: str
-    sex: int
+    sex: pb.SexAtBirth
     born: tuple[int, int, int]
     weight_kg: str
     height_cm: str

@@ -16,6 +16,7 @@ from services.common.settings import Settings, load_settings
 from services.scheduler.api import SchedulerApi
 from services.scheduler.booking_service import BookingService
 from services.scheduler.dose_service import DoseService
+from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
 from services.scheduler.store.models import idempotency_keys
 from services.scheduler.usecases import SchedulerUseCases
@@ -31,11 +32,13 @@ def build(
         products = InventoryProducts(grpc.insecure_channel(settings.peer("inventory")))
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
+    bookings = BookingService(db, clock, cases, doses)
     api = SchedulerApi(
         cases,
         doses,
         IdempotencyStore(db, idempotency_keys, clock),
-        BookingService(db, clock, cases, doses),
+        bookings,
+        SchedulePlanner(db, clock, cases, bookings),
     )
 
     def register(server: grpc.Server) -> Sequence[str]:

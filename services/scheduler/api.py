@@ -49,6 +49,8 @@ from services.scheduler.domain.plans import (
 )
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
 from services.scheduler.dose_service import DoseService
+from services.scheduler.planning_service import SchedulePlanner
+from services.scheduler.schedule_api import ScheduleApi
 from services.scheduler.usecases import SchedulerUseCases, Stored
 
 R = TypeVar("R", bound=Message)
@@ -479,18 +481,20 @@ def _required_id(value: str, field: str) -> str:
     return value
 
 
-class SchedulerApi(BookingApi, pb_grpc.SchedulerServiceServicer):
+class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
         cases: SchedulerUseCases,
         doses: DoseService,
         idempotency: IdempotencyStore,
         bookings: BookingService,
+        planner: SchedulePlanner,
     ) -> None:
         self.cases = cases
         self.doses = doses
         self.idem = idempotency
         self.bookings = bookings
+        self.planner = planner
 
     def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[..., R]) -> R:
         return self.idem.run(f"scheduler.{name}", request, rtype, fn)

@@ -277,7 +277,7 @@ class BookingService:
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         need = self.need(plan, self._next_item(session, plan), site)
         expires = self.clock.now() + dt.timedelta(minutes=site.capacity.hold_minutes)
-        return self._place(session, site, need, chair_id, day, start, S.PENDING, expires)
+        return self.place(session, site, need, chair_id, day, start, S.PENDING, expires)
 
     def book(
         self,
@@ -323,7 +323,7 @@ class BookingService:
         plan = self._plan(session, plan_id, "therapy_plan_id")
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         need = self.need(plan, self._next_item(session, plan), site)
-        return self._place(session, site, need, chair_id, day, start, S.BOOKED, None)
+        return self.place(session, site, need, chair_id, day, start, S.BOOKED, None)
 
     def book_course(
         self,
@@ -364,7 +364,7 @@ class BookingService:
             series = new_id()
             store.lock_days(session, site.id, days)
             return [
-                self._place(session, site, n, chair, d, start, S.BOOKED, None, series_id=series)
+                self.place(session, site, n, chair, d, start, S.BOOKED, None, series_id=series)
                 for n, d, (chair, start) in zip(needs, days, choice, strict=True)
             ]
         raise FailedPrecondition(
@@ -395,7 +395,7 @@ class BookingService:
                 days.append(probe)
         return days
 
-    def _place(
+    def place(
         self,
         session: Session,
         site: Site,
@@ -408,7 +408,8 @@ class BookingService:
         series_id: str = "",
         existing: AppointmentRow | None = None,
     ) -> AppointmentRow:
-        """Lock the day, re-read it, check every rule, and write (or move) the booking."""
+        """Lock the day, re-read it, check every rule, and write (or move) the booking: the
+        one way a booking is written (slot booking, series, reschedule, PlanSchedule)."""
         chair = repo.chair_row(session, chair_id) if chair_id else None
         if chair is None or chair.site_id != site.id:
             raise InvalidArgument([FieldViolation("chair_id", f"no chair {chair_id!r} at site")])
@@ -562,7 +563,7 @@ class BookingService:
         )
         need = dataclasses.replace(self.need(plan, item, site), item=item)
         store.lock_days(session, site.id, sorted({row.local_date, day}))
-        return self._place(
+        return self.place(
             session,
             site,
             need,
@@ -630,16 +631,6 @@ class BookingService:
     ) -> list[AppointmentRow]:
         with self.db.read() as session:
             return store.list_appointments(session, site_id, patient_id, first, last, status, page)
-
-    def board(
-        self, site_id: str, day: dt.date
-    ) -> tuple[DayPlan, list[AppointmentRow], dict[str, str]]:
-        with self.db.read() as session:
-            site = repo.site_from_row(repo.site_row(session, site_id))
-            plan_day = self.day_plan(session, site, day)
-            rows = store.active_on(session, site.id, day, day, self.clock.now())
-            names = {c.id: c.display_name for c in store.active_chairs(session, site.id)}
-            return plan_day, rows, names
 
     def site(self, site_id: str) -> Site:
         with self.db.read() as session:

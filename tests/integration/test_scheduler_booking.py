@@ -396,3 +396,68 @@ def test_64_parallel_bookings_never_share_a_chair_minute(platform: Platform) -> 
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end <= start  # no chair-minute (with turnover) booked twice
+
+
+def test_plan_schedule_proposes_commits_and_shows_on_the_board(platform: Platform) -> None:
+    site, chairs = site_with_chairs(platform, chairs=2)
+    plans = [patient_plan(platform, site, f"MRN-{i}") for i in range(3)]
+    proposal = platform.scheduler.PlanSchedule(
+        pb.PlanScheduleRequest(
+            site_id=site.id,
+            horizon_days=14,
+            mode=pb.PLAN_MODE_PROPOSE,
+            time_limit_seconds=5,
+            seed=1,
+        )
+    )
+    assert len(proposal.proposals) == 3 and not proposal.unplaced
+    assert proposal.kpis.in_window_share == "1"
+    assert proposal.greedy_kpis.placed == 3
+    assert {p.therapy_plan_id for p in proposal.proposals} == {p.id for p in plans}
+    assert not any(p.appointment_id for p in proposal.proposals)  # nothing written
+    assert not platform.scheduler.ListAppointments(
+        pb.ListAppointmentsRequest(site_id=site.id)
+    ).appointments
+    again = platform.scheduler.PlanSchedule(
+        pb.PlanScheduleRequest(
+            site_id=site.id,
+            horizon_days=14,
+            mode=pb.PLAN_MODE_PROPOSE,
+            time_limit_seconds=5,
+            seed=1,
+        )
+    )
+    assert [p.slot for p in again.proposals] == [p.slot for p in proposal.proposals]  # seeded
+    committed = platform.scheduler.PlanSchedule(
+        pb.PlanScheduleRequest(
+            site_id=site.id,
+            horizon_days=14,
+            mode=pb.PLAN_MODE_COMMIT,
+            time_limit_seconds=5,
+            seed=1,
+            request_id=request_id(),
+        )
+    )
+    ids = {p.appointment_id for p in committed.proposals}
+    assert len(ids) == 3 and "" not in ids
+    booked = platform.scheduler.ListAppointments(
+        pb.ListAppointmentsRequest(site_id=site.id)
+    ).appointments
+    assert {a.id for a in booked} == ids
+    day = booked[0].local_date
+    board = platform.scheduler.GetChairBoard(
+        pb.GetChairBoardRequest(site_id=site.id, local_date=day)
+    )
+    assert [c.chair_id for c in board.chairs] == [c.id for c in chairs]
+    shown = {i.appointment.id for c in board.chairs for i in c.items if i.kind == "APPOINTMENT"}
+    assert shown == {a.id for a in booked if a.local_date == day}
+    assert all(
+        c.items[0].local_start.hours == 8 and c.items[-1].local_end.hours == 18
+        for c in board.chairs
+    )
+    assert board.kpis.placed == len(shown)
+    with pytest.raises(grpc.RpcError) as too_far:
+        platform.scheduler.PlanSchedule(
+            pb.PlanScheduleRequest(site_id=site.id, horizon_days=93, mode=pb.PLAN_MODE_PROPOSE)
+        )
+    assert too_far.value.code() == grpc.StatusCode.INVALID_ARGUMENT

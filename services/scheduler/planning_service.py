@@ -1,0 +1,199 @@
+"""PlanSchedule and the chair board (issue 4 §7–§8): the stored state of a site's horizon as a
+ScheduleProblem for the optimiser and its greedy baseline (domain/optimiser.py, greedy.py),
+and the day's timelines and KPIs a chair-board screen needs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import FieldViolation, InvalidArgument
+from services.scheduler.booking_service import BookingService, DayPlan, Need, site_rules
+from services.scheduler.domain.appointments import AppointmentStatus
+from services.scheduler.domain.capacity import (
+    FixedBooking,
+    InfusionRequest,
+    Placement,
+    ScheduleKpis,
+    ScheduleProblem,
+    ScheduleResult,
+)
+from services.scheduler.domain.due import CourseKind
+from services.scheduler.domain.greedy import greedy
+from services.scheduler.domain.optimiser import solve
+from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.schedule_kpis import kpis
+from services.scheduler.domain.sites import Site
+from services.scheduler.store import appointments as store
+from services.scheduler.store import repository as repo
+from services.scheduler.store.codec import plan_from_spec
+from services.scheduler.store.models import AppointmentRow
+from services.scheduler.usecases import SchedulerUseCases
+
+MAX_HORIZON_DAYS = 92  # issue 4 §9
+MAX_TIME_LIMIT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Planned:
+    site: Site
+    problem: ScheduleProblem
+    needs: dict[str, Need]  # request id → what it books
+    closed_early: list[tuple[str, str]]  # (request id, reason): never reached the solver
+    result: ScheduleResult
+    baseline: ScheduleResult
+    booked: dict[str, str]  # request id → appointment id (COMMIT mode)
+
+
+@dataclass(frozen=True)
+class Board:
+    day: DayPlan
+    appointments: list[AppointmentRow]
+    chair_names: dict[str, str]
+    kpis: ScheduleKpis
+
+
+class SchedulePlanner:
+    def __init__(
+        self, db: Database, clock: Clock, cases: SchedulerUseCases, bookings: BookingService
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.cases = cases
+        self.bookings = bookings
+
+    def problem(
+        self, session: Session, site_id: str, start: dt.date | None, horizon: int
+    ) -> tuple[Site, ScheduleProblem, dict[str, Need], list[tuple[str, str]]]:
+        if not 1 <= horizon <= MAX_HORIZON_DAYS:
+            raise InvalidArgument(
+                [FieldViolation("horizon_days", f"must be 1 to {MAX_HORIZON_DAYS} days")]
+            )
+        site = repo.site_from_row(repo.site_row(session, site_id))
+        today = site.local_today(self.clock.now())
+        first = max(start or today, today)
+        last = first + dt.timedelta(days=horizon - 1)
+        days = []
+        day = first
+        while day <= last:
+            plan_day = self.bookings.day_plan(session, site, day)
+            if plan_day.capacity is not None:
+                days.append(plan_day.capacity)
+            day += dt.timedelta(days=1)
+        now = self.clock.now()
+        fixed = tuple(
+            FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
+            for r in store.active_on(session, site.id, first, last, now)
+        )
+        pairs = repo.plans_with_versions(session, site.id, PlanStatus.ACTIVE.value)
+        plans = [plan_from_spec(row.id, v.version, v.spec) for row, v in pairs]
+        by_id = {p.id: p for p in plans}
+        requests: list[InfusionRequest] = []
+        needs: dict[str, Need] = {}
+        early: list[tuple[str, str]] = []
+        for item in self.cases.due_items(session, plans, today):
+            if item.booked_appointment_id:
+                continue
+            request_id = f"{item.plan_id}:{item.course_day}"
+            earliest, latest = max(item.window_start, first), min(item.window_end, last)
+            if item.window_start > last:
+                continue  # due after the horizon: not this plan's business yet
+            if earliest > latest:
+                early.append((request_id, f"its window closed on {item.window_end}"))
+                continue
+            plan = by_id[item.plan_id]
+            need = self.bookings.need(plan, item, site)
+            needs[request_id] = need
+            previous = store.last_for_patient(session, plan.patient_id)
+            induction = item.course is CourseKind.INDUCTION
+            requests.append(
+                InfusionRequest(
+                    id=request_id,
+                    patient_id=plan.patient_id,
+                    duration_minutes=need.chair_minutes,
+                    due_day=item.due_date,
+                    earliest_day=earliest,
+                    latest_day=latest,
+                    series_id=plan.id if induction else "",
+                    series_index=item.course_day - 1 if induction else 0,
+                    preferred_chair=previous.chair_id if previous else "",
+                    preferred_start_minute=previous.start_minute if previous else None,
+                )
+            )
+        problem = ScheduleProblem(site_rules(site), tuple(days), fixed, tuple(requests))
+        return site, problem, needs, early
+
+    def plan(
+        self,
+        session: Session,
+        site_id: str,
+        start: dt.date | None,
+        horizon: int,
+        commit: bool,
+        time_limit: float,
+        seed: int,
+    ) -> Planned:
+        if not 0 < time_limit <= MAX_TIME_LIMIT_SECONDS:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "time_limit_seconds", f"must be 1 to {MAX_TIME_LIMIT_SECONDS} seconds"
+                    )
+                ]
+            )
+        site, problem, needs, early = self.problem(session, site_id, start, horizon)
+        baseline = greedy(problem)
+        result = solve(problem, time_limit, seed)
+        booked: dict[str, str] = {}
+        if commit:
+            days = sorted({p.day for p in result.placements})
+            store.lock_days(session, site.id, days)
+            for p in sorted(result.placements, key=lambda p: (p.day, p.start_minute)):
+                row = self.bookings.place(
+                    session,
+                    site,
+                    needs[p.request_id],
+                    p.chair_id,
+                    p.day,
+                    dt.time(p.start_minute // 60, p.start_minute % 60),
+                    AppointmentStatus.BOOKED,
+                    None,
+                    series_id=needs[p.request_id].plan.id
+                    if needs[p.request_id].item.course is CourseKind.INDUCTION
+                    else "",
+                )
+                booked[p.request_id] = row.id
+        return Planned(site, problem, needs, early, result, baseline, booked)
+
+    def board(self, site_id: str, day: dt.date) -> Board:
+        with self.db.read() as session:
+            site = repo.site_from_row(repo.site_row(session, site_id))
+            plan_day = self.bookings.day_plan(session, site, day)
+            rows = store.active_on(session, site.id, day, day, self.clock.now())
+            names = {c.id: c.display_name for c in store.active_chairs(session, site.id)}
+            windows = {}
+            for row in rows:
+                if row.plan_id not in windows:
+                    plan = self.cases.load_plan(session, row.plan_id)
+                    windows[row.plan_id] = (plan.window_days_early, plan.window_days_late)
+        requests = tuple(
+            InfusionRequest(
+                id=r.id,
+                patient_id=r.patient_id,
+                duration_minutes=r.chair_minutes,
+                due_day=r.due_date,
+                earliest_day=r.due_date - dt.timedelta(days=windows[r.plan_id][0]),
+                latest_day=r.due_date + dt.timedelta(days=windows[r.plan_id][1]),
+            )
+            for r in rows
+        )
+        placements = [
+            Placement(r.id, r.local_date, r.chair_id, r.start_minute, r.end_minute) for r in rows
+        ]
+        capacity = (plan_day.capacity,) if plan_day.capacity else ()
+        problem = ScheduleProblem(site_rules(site), capacity, (), requests)
+        return Board(plan_day, rows, names, kpis(problem, placements))
