@@ -5,7 +5,8 @@ ReserveStock and GetStockForecast on PostgreSQL (bench/inventory.py). Results: p
 Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
-`python -m bench.run --only inventory` (or `--only scheduler`) runs one part after the echo.
+`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`) runs one part
+after the echo; bench/booking.py measures BookAppointment and FindSlots on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 from google.type.date_pb2 import Date
 
+from bench import booking as booking_bench
 from bench import inventory as inventory_bench
 from bench.harness import ROOT, free_port, load
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -98,7 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", choices=("scheduler", "inventory"), default=None)
+    parser.add_argument("--only", choices=("scheduler", "inventory", "booking"), default=None)
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
@@ -170,12 +172,18 @@ def main() -> int:
                     args.seconds,
                     args.concurrency,
                 )
+            if args.only in (None, "booking"):
+                booking_part = booking_bench.run(
+                    args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
+                )
+                results.update(booking_part["results"])
+                checks.update(booking_part["checks"])
             if args.only in (None, "inventory"):
                 inventory_part = inventory_bench.run(
                     args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
                 )
                 results.update(inventory_part["results"])
-                checks = inventory_part["checks"]
+                checks.update(inventory_part["checks"])
         finally:
             for proc in procs:
                 if proc.poll() is None:

@@ -41,7 +41,7 @@ from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRu
 from services.scheduler.domain.due import CourseKind, DueItem
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.sites import Site
-from services.scheduler.domain.slots import CLOSED, DayBook, Fit, rank, wall_minutes
+from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.dose_service import DoseService
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
@@ -431,6 +431,22 @@ class BookingService:
             )
         minute = wall_minutes(start)
         conflicts = plan_day.book.check(chair_id, minute, need.chair_minutes, need.plan.patient_id)
+        if any(c.rule == HOURS for c in conflicts):  # the caller's mistake, not a race
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "OPENING_HOURS",
+                        f"sites/{site.id}",
+                        f"{need.chair_minutes} chair minutes from {start:%H:%M} on {day} "
+                        f"do not fit the opening hours "
+                        f"({plan_day.book.day.open_minute // 60:02d}:"
+                        f"{plan_day.book.day.open_minute % 60:02d}–"
+                        f"{plan_day.book.day.close_minute // 60:02d}:"
+                        f"{plan_day.book.day.close_minute % 60:02d}) "
+                        f"on the {site.capacity.slot_minutes}-minute grid",
+                    )
+                ]
+            )
         if conflicts:
             first = conflicts[0]
             raise Aborted(

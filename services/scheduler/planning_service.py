@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.scheduler.booking_service import BookingService, DayPlan, Need, site_rules
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import (
@@ -106,7 +106,11 @@ class SchedulePlanner:
                 early.append((request_id, f"its window closed on {item.window_end}"))
                 continue
             plan = by_id[item.plan_id]
-            need = self.bookings.need(plan, item, site)
+            try:
+                need = self.bookings.need(plan, item, site)
+            except FailedPrecondition as unknown:  # e.g. a product with no rate schedule
+                early.append((request_id, unknown.message))
+                continue
             needs[request_id] = need
             previous = store.last_for_patient(session, plan.patient_id)
             induction = item.course is CourseKind.INDUCTION

@@ -169,6 +169,9 @@ def test_booking_conflicts_are_aborted_with_the_collision_named(platform: Platfo
     with pytest.raises(grpc.RpcError) as again:  # the plan's next infusion is booked already
         book(platform, first, chairs[1], dt.date(2026, 12, 2), 8)
     assert precondition_types(again.value) == ["NOT_BOOKED_YET"]
+    with pytest.raises(grpc.RpcError) as late:  # 16:00 + 5 h runs past 18:00: not a race
+        book(platform, second, chairs[1], dt.date(2026, 12, 1), 16)
+    assert precondition_types(late.value) == ["OPENING_HOURS"]
     ok = book(platform, second, chairs[1], dt.date(2026, 12, 1), 8)
     assert ok.chair_id == chairs[1].id
 

@@ -1,0 +1,266 @@
+"""Booking on PostgreSQL (issue 4, "Done when"): BookAppointment throughput and p99 with 32
+calls in flight, and FindSlots p99 for a 14-day window at a 30-chair site.
+
+The scheduler and the inventory (for the product catalogue) run as processes, as under `make
+run`, on a throwaway database created on 127.0.0.1:5432 and dropped afterwards. The site has
+30 chairs, opens 08:00–18:00 on weekdays with 8 nurses at 1:4 and 2 starts per nurse per quarter
+hour. Setup (through the RPCs) makes one patient and plan per booking to come, so every call
+books a real infusion, each on its own chair-day: at 08:00 on the first 15 chairs and 08:15 on
+the others (16 starts per quarter hour are allowed; 30 at once would exceed it). Consecutive
+calls go to different days (see booking_requests), so in-flight calls mostly hold different
+day locks; calls for the same day queue on its lock, as real bookings do. Every request carries
+its own request_id.
+
+FindSlots is measured one call at a time (latency, not throughput) for a plan with a 14-day
+search window over the booked days, so every day has 30 chairs of bookings to search around.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.dayofweek_pb2 import DayOfWeek
+from google.type.timeofday_pb2 import TimeOfDay
+from sqlalchemy import create_engine, text
+
+from bench.harness import ROOT, free_port, load
+from bench.inventory import throwaway_database
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.health import wait_serving
+
+CHAIRS = 30
+BOOKINGS = 6000
+WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+BOOK = "/infusion.scheduler.v1.SchedulerService/BookAppointment"
+FIND = "/infusion.scheduler.v1.SchedulerService/FindSlots"
+
+
+def _date(day: dt.date) -> Date:
+    return Date(year=day.year, month=day.month, day=day.day)
+
+
+@contextmanager
+def services(url: str) -> Iterator[tuple[str, str]]:
+    ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
+    env = dict(os.environ)
+    env.update(
+        {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
+        **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
+        SCHEDULER_DATABASE_URL=url,
+        INVENTORY_DATABASE_URL=f"sqlite:///{tempfile.mkdtemp()}/inventory.db",
+        SCHEDULER_JOBS="0",
+        INVENTORY_JOBS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "services.inventory", "seed"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("inventory", "scheduler")
+    ]
+    scheduler, inventory = (f"127.0.0.1:{ports[n]}" for n in ("scheduler", "inventory"))
+    try:
+        for address in (inventory, scheduler):
+            if not wait_serving(address):
+                raise RuntimeError(f"{address} did not become SERVING")
+        yield scheduler, inventory
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def weekdays_from(first: dt.date) -> Iterator[dt.date]:
+    day = first
+    while True:
+        if day.isoweekday() <= 5:
+            yield day
+        day += dt.timedelta(days=1)
+
+
+def prepare(sch: Any, product_id: str, first: dt.date) -> tuple[pb.Site, list[pb.Chair], list[str]]:
+    site = sch.CreateSite(
+        pb.CreateSiteRequest(
+            request_id="bench-site",
+            site=pb.Site(
+                organisation_id="bench",
+                display_name="Bench centre",
+                time_zone="Europe/London",
+                opening_hours=[
+                    pb.OpeningHours(
+                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
+                    )
+                    for d in WEEKDAYS
+                ],
+                capacity=pb.SiteCapacity(
+                    nurse_shifts=[
+                        pb.NurseShift(
+                            day=DayOfWeek.Value(d),
+                            start=TimeOfDay(hours=8),
+                            end=TimeOfDay(hours=18),
+                            nurses=8,
+                        )
+                        for d in WEEKDAYS
+                    ],
+                    nurse_ratio=4,
+                    start_limit=2,
+                    turnover_minutes=15,
+                ),
+            ),
+        )
+    ).site
+    chairs = [
+        sch.CreateChair(
+            pb.CreateChairRequest(
+                request_id=f"bench-chair-{i}",
+                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i:02d}", active=True),
+            )
+        ).chair
+        for i in range(CHAIRS)
+    ]
+
+    def plan(i: int) -> str:
+        patient = sch.CreatePatient(
+            pb.CreatePatientRequest(
+                request_id=f"bench-patient-{i}",
+                patient=pb.Patient(
+                    organisation_id="bench",
+                    mrn=f"B{i:06d}",
+                    given_name="Bench",
+                    family_name=f"Patient {i}",
+                    birth_date=Date(year=1970, month=1, day=1),
+                    sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
+                ),
+            )
+        ).patient
+        sch.RecordMeasurement(
+            pb.RecordMeasurementRequest(
+                request_id=f"bench-measure-{i}",
+                measurement=pb.Measurement(
+                    patient_id=patient.id,
+                    measured_on=_date(first - dt.timedelta(days=7)),
+                    weight_kg="70",
+                    height_cm="170",
+                ),
+            )
+        )
+        return str(
+            sch.CreateTherapyPlan(
+                pb.CreateTherapyPlanRequest(
+                    request_id=f"bench-plan-{i}",
+                    therapy_plan=pb.TherapyPlan(
+                        patient_id=patient.id,
+                        site_id=site.id,
+                        indication=pb.INDICATION_MMN,
+                        route=pb.ROUTE_IV,
+                        product_id=product_id,
+                        dose_basis=pb.DOSE_BASIS_G_PER_KG,
+                        maintenance_dose="1",
+                        interval_days=28,
+                        start_date=_date(first),
+                    ),
+                )
+            ).therapy_plan.id
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        plans = list(pool.map(plan, range(BOOKINGS + 1)))
+    return site, chairs, plans
+
+
+def booking_requests(chairs: list[pb.Chair], plans: list[str], first: dt.date) -> list[bytes]:
+    """Call i books day i mod D, chair (i div D) mod 30: consecutive calls go to different
+    days, as a booking desk's do, so they take different day locks (one call per chair-day)."""
+    days_needed = -(-len(plans) // CHAIRS)
+    calendar = weekdays_from(first)
+    days = [next(calendar) for _ in range(days_needed)]
+    out = []
+    for i, plan_id in enumerate(plans):
+        day, chair = days[i % days_needed], (i // days_needed) % CHAIRS
+        out.append(
+            pb.BookAppointmentRequest(
+                therapy_plan_id=plan_id,
+                chair_id=chairs[chair].id,
+                local_date=_date(day),
+                local_start=TimeOfDay(hours=8, minutes=0 if chair < CHAIRS // 2 else 15),
+                request_id=f"bench-book-{i}",
+            ).SerializeToString()
+        )
+    return out
+
+
+def overlaps(url: str) -> int:
+    """Pairs of active bookings sharing a chair-minute (with turnover): must be 0."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            return int(
+                c.scalar(
+                    text(
+                        "SELECT count(*) FROM appointments a JOIN appointments b "
+                        "ON a.chair_id = b.chair_id AND a.id < b.id "
+                        "AND a.start_at < b.end_at + interval '15 minutes' "
+                        "AND b.start_at < a.end_at + interval '15 minutes' "
+                        "WHERE a.status = 'BOOKED' AND b.status = 'BOOKED'"
+                    )
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    first = dt.date.today() + dt.timedelta(days=7)
+    with throwaway_database() as url, services(url) as (scheduler, inventory):
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler))
+        stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory))
+        product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
+        log(f"booking bench: creating {BOOKINGS} patients and plans …")
+        site, chairs, plans = prepare(sch, product, first)
+        searcher, plans = plans[-1], plans[:-1]
+        log("booking bench: BookAppointment …")
+        results["BookAppointment (30 chairs, a plan per call)"] = load(
+            scheduler, BOOK, booking_requests(chairs, plans, first), seconds, concurrency
+        )
+        find = pb.FindSlotsRequest(
+            therapy_plan_id=searcher,
+            start_date=_date(first),
+            end_date=_date(first + dt.timedelta(days=13)),
+        )
+        log("booking bench: FindSlots …")
+        results["FindSlots (14 days, 30 chairs, 1 in flight)"] = load(
+            scheduler, FIND, find.SerializeToString(), seconds, 1
+        )
+        booked = len(
+            sch.ListAppointments(
+                pb.ListAppointmentsRequest(site_id=site.id, page_size=1000)
+            ).appointments
+        )
+        checks = {"overlapping_bookings": overlaps(url), "first_page_of_bookings": booked}
+    return {"results": results, "checks": checks}
