@@ -230,12 +230,17 @@ def _rid() -> str:
     return f"demo-{uuid.uuid4()}"
 
 
-def load(scheduler_address: str, inventory_address: str, today: dt.date) -> list[str]:
-    """Create the demo centre; returns lines saying what was made (empty if already there)."""
+def load(
+    scheduler_address: str, inventory_address: str, today: dt.date, notify_address: str = ""
+) -> list[str]:
+    """Create the demo centre; returns lines saying what was made (empty if already there).
+    With ``notify_address``, first make sure the console subscriber exists (load_notify), so
+    the due notices and stock alerts raised from here on reach it."""
     sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler_address))
     stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory_address))
+    notes = load_notify(notify_address) if notify_address else []
     if sch.ListSites(pb.ListSitesRequest(organisation_id=ORG)).sites:
-        return []
+        return notes
     site = sch.CreateSite(
         pb.CreateSiteRequest(
             request_id=_rid(),
@@ -382,9 +387,49 @@ def load(scheduler_address: str, inventory_address: str, today: dt.date) -> list
             )
         )
         booked.append(appointment)
-    return [
+    return notes + [
         f"demo centre: site {site.id} ({len(chairs)} chairs, 2–3 nurses on weekdays)",
         f"  {len(plans)} patients with plans due over the next weeks; {len(booked)} booked",
         f"  {len(LOTS)} lots received at the site; stock reserved for the booked appointments",
         f"  a plan to try FindSlots with: {plans[3].id}",
     ]
+
+
+# --- notify -------------------------------------------------------------------------------------
+
+CONSOLE_REF = "demo-console"
+
+
+def load_notify(notify_address: str) -> list[str]:
+    """The "pharmacy and day-unit console" subscriber: every topic on the CONSOLE channel, for
+    every site (no site filter), so `make run` prints the scheduler's due notices, reminders
+    and missed infusions and the inventory's reorder, low-stock, expiry and recall alerts.
+    Broadcasts reach the subscribers that exist when they are published, so this runs first.
+    Idempotent: found by its external reference."""
+    from infusion.notify.v1 import notify_pb2 as npb
+    from infusion.notify.v1 import notify_pb2_grpc
+
+    channel = grpc.insecure_channel(notify_address)
+    try:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        found = stub.ListSubscribers(npb.ListSubscribersRequest(external_ref=CONSOLE_REF))
+        if found.subscribers:
+            return []
+        topics = [t for t in npb.Topic.values() if t != npb.TOPIC_UNSPECIFIED]
+        made = stub.CreateSubscriber(
+            npb.CreateSubscriberRequest(
+                request_id=f"demo-notify-{CONSOLE_REF}",
+                subscriber=npb.Subscriber(
+                    external_ref=CONSOLE_REF,
+                    display_name="Pharmacy and day-unit console",
+                    time_zone="Europe/London",
+                    preferences=[
+                        npb.Preference(topic=t, channels=[npb.CHANNEL_CONSOLE])  # type: ignore[arg-type]
+                        for t in topics
+                    ],
+                ),
+            )
+        ).subscriber
+        return [f"notify: console subscriber {made.id} for all {len(topics)} topics"]
+    finally:
+        channel.close()

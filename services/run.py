@@ -51,7 +51,7 @@ def main() -> int:
                 stop_all()
                 return 1
         s, i, n = (load_settings(x).listen for x in ("scheduler", "inventory", "notify"))
-        for line in demo.load(s, i, dt.date.today()):
+        for line in demo.load(s, i, dt.date.today(), notify_address=n):
             print(line, flush=True)
         print(
             f"""
@@ -64,16 +64,19 @@ Try them (grpcurl, or `npx buf curl`; reflection is on):
   grpcurl -plaintext {i} list
   grpcurl -plaintext -d '{{"page_size": 5}}' {i} infusion.inventory.v1.InventoryService/ListProducts
   grpcurl -plaintext {s} describe infusion.scheduler.v1.SchedulerService
-  grpcurl -plaintext -d '{{"organisation_id": "demo-org"}}' {s} \
+  grpcurl -plaintext -d '{{"organisation_id": "demo-org"}}' {s} \\
     infusion.scheduler.v1.SchedulerService/ListSites
-  grpcurl -plaintext \
-    -d '{{"site_id": "<site id>", "horizon_days": 28, "mode": "PLAN_MODE_PROPOSE"}}' \
+  grpcurl -plaintext \\
+    -d '{{"site_id": "<site id>", "horizon_days": 28, "mode": "PLAN_MODE_PROPOSE"}}' \\
     {s} infusion.scheduler.v1.SchedulerService/PlanSchedule
-  grpcurl -plaintext -d '{{"site_id": "demo-london"}}' {i} \
+  grpcurl -plaintext -d '{{"site_id": "demo-london"}}' {i} \\
     infusion.inventory.v1.InventoryService/GetStockLevels
   npx buf curl --protocol grpc --http2-prior-knowledge \\
     http://{i}/infusion.inventory.v1.InventoryService/ListProducts
 See README.md for a walk-through (site, patient, plan, CalculateDose, booking, stock).
+Notifications print here as "[notify] console to ...": the scheduler's due notices, reminders
+and missed infusions (its jobs run every minute), and the inventory's stock alerts.
+  grpcurl -plaintext -d '{{"page_size": 5}}' {n} infusion.notify.v1.NotifyService/ListNotifications
 Ctrl-C stops them.
 """,
             flush=True,

@@ -10,12 +10,14 @@ replica running the same job, or a run repeated after a crash, raises nothing tw
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from services.common.pagination import PageRequest
@@ -25,6 +27,7 @@ from services.inventory.site_service import SiteService
 log = logging.getLogger(__name__)
 
 REFRESH_MINUTES = 5
+STARTUP_CHECK_DELAY = dt.timedelta(seconds=20)
 # A daily job missed while the service was down still runs if it restarts within 6 hours.
 MISFIRE_GRACE_SECONDS = 6 * 3600
 
@@ -61,7 +64,26 @@ class InventoryJobs:
             replace_existing=True,
             coalesce=True,
         )
+        # A check shortly after start as well: a service that was down at a site's check time,
+        # or a fresh `make run`, raises today's expiry and reorder events without waiting for
+        # tomorrow. The dedupe keys make a second check of the same day a no-op.
+        self.scheduler.add_job(
+            self.all_sites,
+            DateTrigger(run_date=dt.datetime.now(dt.UTC) + STARTUP_CHECK_DELAY),
+            id="startup-check",
+            replace_existing=True,
+        )
         self.scheduler.start()
+
+    def all_sites(self) -> None:
+        page = PageRequest(1000, None)
+        while True:
+            batch = self.sites.list_sites(page)
+            for site, _ in batch[: page.size]:
+                self.daily(site.id)
+            if len(batch) <= page.size:
+                return
+            page = PageRequest(page.size, [batch[page.size - 1][0].id])
 
     def shutdown(self) -> None:
         if self.scheduler.running:

@@ -5,10 +5,6 @@ preferences ask for the topic (and the site), never to patients (docs/notify.md)
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
-from typing import Any
-
 import grpc
 from google.protobuf import json_format
 
@@ -18,41 +14,10 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay
+from services.common.protojson import to_proto_json
 from services.inventory.store.models import outbox
 
 PUBLISH_TIMEOUT_SECONDS = 10
-
-
-def _proto_json(doc: dict[str, Any], descriptor: Any) -> dict[str, Any]:
-    """Outbox JSON → protobuf JSON: ISO dates to google.type.Date, {amount, currency} to
-    google.type.Money, nested messages recursively; keys notify does not know are dropped."""
-    found: dict[str, Any] = {}
-    for fd in descriptor.fields:
-        value = doc.get(fd.name)
-        if value is None:
-            continue
-        kind = fd.message_type.full_name if fd.message_type else ""
-        if kind == "google.type.Date":
-            day = dt.date.fromisoformat(str(value))
-            found[fd.name] = {"year": day.year, "month": day.month, "day": day.day}
-        elif kind == "google.type.Money":
-            amount = Decimal(str(value["amount"]))
-            units = int(amount)
-            found[fd.name] = {
-                "currency_code": value["currency"],
-                "units": str(units),
-                "nanos": int((amount - units) * 1_000_000_000),
-            }
-        elif kind and kind != "google.protobuf.Timestamp":
-            inner = fd.message_type
-            found[fd.name] = (
-                [_proto_json(x, inner) for x in value]
-                if fd.is_repeated
-                else _proto_json(value, inner)
-            )
-        else:
-            found[fd.name] = value
-    return found
 
 
 def publish_request(
@@ -61,7 +26,7 @@ def publish_request(
     field = event.topic.lower()
     descriptor = pb.Payload.DESCRIPTOR.fields_by_name[field].message_type
     payload = pb.Payload()
-    json_format.ParseDict({field: _proto_json(event.payload, descriptor)}, payload)
+    json_format.ParseDict({field: to_proto_json(event.payload, descriptor)}, payload)
     return pb.PublishRequest(
         topic=f"TOPIC_{event.topic}",
         subscriber_ids=subscriber_ids or [],

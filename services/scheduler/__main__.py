@@ -16,6 +16,8 @@ from services.common.settings import Settings, load_settings
 from services.scheduler.api import SchedulerApi
 from services.scheduler.booking_service import BookingService
 from services.scheduler.dose_service import DoseService
+from services.scheduler.jobs import SchedulerJobs, job_settings
+from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
 from services.scheduler.store.models import idempotency_keys
@@ -41,11 +43,25 @@ def build(
         SchedulePlanner(db, clock, cases, bookings),
     )
 
+    # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
+    # outbox; the relay publishes them to notify.
+    jobs = SchedulerJobs(db, clock, job_settings())
+    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
+    jobs.on_written.append(relay.wake)
+
     def register(server: grpc.Server) -> Sequence[str]:
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(api, server)
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
+    def serving() -> None:
+        if settings.jobs:
+            jobs.start()
+            relay.start()
+
     def stopped() -> None:
+        jobs.shutdown()
+        relay.stop()
+        notify_channel.close()
         products.close()
         db.dispose()
 
@@ -53,6 +69,7 @@ def build(
         settings=settings,
         register=register,
         prepare=lambda: upgrade("scheduler", db.engine),
+        on_serving=serving,
         on_stopped=stopped,
     )
 

@@ -72,6 +72,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "INVENTORY_ADDRESS": inventory.address,
             "SCHEDULER_GRPC_WORKERS": "8",
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
+            "SCHEDULER_JOBS": "0",
         },
     )
     products = InventoryProducts(grpc.insecure_channel(inventory.address))

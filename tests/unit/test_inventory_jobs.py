@@ -69,3 +69,13 @@ def test_every_site_gets_one_daily_job_and_failures_stay_local(
         ("reorder", "site-2"),
     ]
     assert "expiry check failed for site site-1" in caplog.text
+
+
+def test_the_start_up_check_runs_every_site_once() -> None:
+    ran: list[str] = []
+    sites = FakeSites([LONDON, StockSite("site-2", "Site 2", "America/New_York", dt.time(7, 30))])
+    jobs = InventoryJobs(  # type: ignore[arg-type]
+        sites, ran.append, lambda _: None, BackgroundScheduler(timezone="UTC")
+    )
+    jobs.all_sites()
+    assert ran == ["site-1", "site-2"]

@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
+from services.common.outbox import define_outbox_table
 
 
 class Base(DeclarativeBase):
@@ -173,3 +174,39 @@ class BookingLockRow(Base):
     __tablename__ = "booking_locks"
     site_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     local_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+
+
+# --- notifications (issue 5) -------------------------------------------------------------------
+
+# Events owed to notify, written in the transaction that raises them (services.common.outbox).
+outbox = define_outbox_table(Base.metadata, "scheduler")
+
+
+class DueWatchRow(Base):
+    """The due-scan's memory (services/scheduler/jobs.py): per active plan, the next instant
+    its due state can change without any write to the plan or its appointments — the local
+    midnight its next window opens, or a hold's expiry. NULL: only a write can change it. The
+    scan reads the plans whose instant has come plus the plans and appointments written since
+    its last run, so its cost follows the number due, not the number of plans."""
+
+    __tablename__ = "scheduler_due_watch"
+    plan_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_check_at: Mapped[dt.datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, index=True
+    )
+    checked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class JobMarkRow(Base):
+    """When a job last completed a pass (the due-scan's change watermark)."""
+
+    __tablename__ = "scheduler_job_marks"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    mark_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+# The due-scan finds plans and appointments written since its last pass; the reminder and
+# missed-infusion jobs read booked appointments by start time.
+Index("ix_therapy_plans_updated_at", PlanRow.updated_at)
+Index("ix_appointments_updated_at", AppointmentRow.updated_at)
+Index("ix_appointments_status_start", AppointmentRow.status, AppointmentRow.start_at)

@@ -1,0 +1,610 @@
+"""Notify and the scheduler's due scan (issue 5, "Done when"), next to a bare grpcio echo server
+measured in the same run. `python -m bench.notify [--seconds 10] [--plans 100000]`
+
+On a throwaway PostgreSQL database (127.0.0.1:5432, user postgres; created and dropped here):
+
+1. **Publish** throughput: notify as a process (as under `make run`), dispatcher off, 32 calls
+   in flight, each a LOT_EXPIRING for one named subscriber with a webhook (one delivery each),
+   every call its own request_id (bench.load --unique-field).
+2. **Webhook delivery**: the deliveries step 1 left PENDING, drained by a notify process whose
+   dispatcher is on (NOTIFY_DISPATCH_WORKERS 8, batch 50, the defaults) to a local HTTP sink
+   (a threaded http.server in this process, keep-alive, answering 204); then **end to end**: a
+   fixed number of Publish calls while the dispatcher runs, timed from the first call until the
+   sink has every delivery.
+3. **Fan-out**: 50 concurrent Subscribe streams (threads of this process) while notifications
+   are published; every stream must receive every event.
+4. **Due scan** over N active plans (default 100,000) seeded straight into the scheduler's
+   tables, run in this process with a fixed clock: the first pass (no watermark: every plan),
+   a day's pass (the plans whose window opens that day, 1/28 of them), and a pass with
+   nothing due. Target for the day's pass: under 2 s.
+
+Prints a Markdown table and writes bench/results/notify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from google.type.date_pb2 import Date
+from sqlalchemy import create_engine, func, insert, select
+
+from bench.harness import ROOT, free_port, load
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.notify.v1 import notify_pb2_grpc
+from services.common.clock import FixedClock
+from services.common.db import Database
+from services.common.health import wait_serving
+from services.common.migrations import upgrade
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+PUBLISH = "/infusion.notify.v1.NotifyService/Publish"
+ECHO = "/bench.Echo/Echo"
+REQUEST_ID = 7  # PublishRequest.request_id
+RESULTS = ROOT / "bench" / "results" / "notify.json"
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    name = f"bench_notify_{os.getpid()}"
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
+
+
+@contextmanager
+def process(
+    cmd: list[str],
+    address: str,
+    env: dict[str, str] | None = None,
+    ready: Callable[[str], bool] = wait_serving,
+) -> Iterator[str]:
+    full = dict(os.environ)
+    full.update(env or {})
+    proc = subprocess.Popen(
+        cmd, env=full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        if not ready(address):
+            raise RuntimeError(f"{' '.join(cmd)} did not start on {address}")
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_port(address: str, timeout: float = 20) -> bool:
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
+def notify_process(url: str, jobs: bool, workers: int = 8) -> Any:
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        "NOTIFY_DATABASE_URL": url,
+        "NOTIFY_LISTEN": address,
+        "NOTIFY_JOBS": "1" if jobs else "0",
+        "NOTIFY_DISPATCH_WORKERS": str(workers),
+        "NOTIFY_GRPC_WORKERS": "128",  # 50 streams + 32 calls in flight
+        "NOTIFY_DB_POOL_SIZE": "20",
+        "NOTIFY_SHUTDOWN_GRACE_SECONDS": "2",
+        "NOTIFY_HEARTBEAT_SECONDS": "5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return process([sys.executable, "-m", "services.notify"], address, env)
+
+
+# --- the webhook sink ---------------------------------------------------------------------------
+
+
+class Sink:
+    """Counts webhook POSTs (by Idempotency-Key, so a repeat is visible) and answers 204."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys: set[str] = set()
+        self.posts = 0
+        self.last = 0.0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with sink.lock:
+                    sink.posts += 1
+                    sink.keys.add(self.headers.get("Idempotency-Key", ""))
+                    sink.last = time.perf_counter()
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the default 5 refuses connections in a burst
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def received(self) -> int:
+        with self.lock:
+            return len(self.keys)
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        """Seconds (perf_counter) of the last POST once ``count`` arrived; raises on timeout."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with self.lock:
+                if len(self.keys) >= count:
+                    return self.last
+            time.sleep(0.01)
+        raise RuntimeError(f"webhook sink: {self.received()} of {count} after {timeout} s")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- notify -------------------------------------------------------------------------------------
+
+
+def lot_expiring(n: int = 0) -> npb.Payload:
+    return npb.Payload(
+        lot_expiring=npb.LotExpiringPayload(
+            site_id="bench-site",
+            lot_id=f"lot-{n}",
+            product_id="privigen",
+            lot_number=f"LOT{n:05d}",
+            expiry_date=Date(year=2027, month=1, day=31),
+            days_left=30,
+            threshold_days=30,
+            on_hand_vials=12,
+            reserved_vials=3,
+        )
+    )
+
+
+def subscribers(stub: Any, sink_url: str) -> tuple[str, str]:
+    """A webhook subscriber, and one with LOT_EXPIRING switched off (events, no deliveries)."""
+    hook = stub.CreateSubscriber(
+        npb.CreateSubscriberRequest(
+            request_id="bench-hook",
+            subscriber=npb.Subscriber(
+                external_ref="bench-hook",
+                display_name="Bench sink",
+                time_zone="Europe/London",
+                webhook_url=sink_url,
+                webhook_secret="bench-secret",
+                preferences=[
+                    npb.Preference(topic=npb.TOPIC_LOT_EXPIRING, channels=[npb.CHANNEL_WEBHOOK])
+                ],
+            ),
+        )
+    ).subscriber.id
+    quiet = stub.CreateSubscriber(
+        npb.CreateSubscriberRequest(
+            request_id="bench-quiet",
+            subscriber=npb.Subscriber(
+                external_ref="bench-quiet",
+                display_name="Streams only",
+                time_zone="Europe/London",
+                preferences=[npb.Preference(topic=npb.TOPIC_LOT_EXPIRING, channels=[])],
+            ),
+        )
+    ).subscriber.id
+    return hook, quiet
+
+
+def publish_request(subscriber: str, n: int = 0, request_id: str = "") -> npb.PublishRequest:
+    return npb.PublishRequest(
+        topic=npb.TOPIC_LOT_EXPIRING,
+        subscriber_ids=[subscriber],
+        payload=lot_expiring(n),
+        request_id=request_id,
+    )
+
+
+def publish_many(stub: Any, subscriber: str, count: int, tag: str, workers: int = 32) -> None:
+    def one(n: int) -> None:
+        stub.Publish(publish_request(subscriber, n, f"{tag}-{n}"), timeout=60)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+
+
+def deliveries(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            from services.notify.store.models import DeliveryRow
+
+            return int(conn.execute(select(func.count()).select_from(DeliveryRow)).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def last_sequence(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            from services.notify.store.models import EventRow
+
+            return int(conn.execute(select(func.max(EventRow.seq))).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def fan_out(address: str, url: str, subscriber: str, streams: int, events: int) -> dict[str, Any]:
+    after = last_sequence(url)
+    counts = [0] * streams
+    last = [0.0] * streams
+    done = threading.Barrier(streams + 1)
+    ready = threading.Barrier(streams + 1)
+    channels: list[grpc.Channel] = []
+
+    def consume(i: int) -> None:
+        channel = grpc.insecure_channel(address)
+        channels.append(channel)
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        stream = stub.Subscribe(
+            npb.SubscribeRequest(
+                topics=[npb.TOPIC_LOT_EXPIRING], subscriber_ids=[subscriber], after_sequence=after
+            )
+        )
+        ready.wait()
+        try:
+            for item in stream:
+                if item.HasField("event"):
+                    counts[i] += 1
+                    last[i] = time.perf_counter()
+                    if counts[i] >= events:
+                        break
+        finally:
+            stream.cancel()
+            done.wait()
+
+    threads = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(streams)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    time.sleep(1.0)  # every stream has sent its request and is waiting for live events
+    channel = grpc.insecure_channel(address)
+    stub = notify_pb2_grpc.NotifyServiceStub(channel)
+    start = time.perf_counter()
+    publish_many(stub, subscriber, events, f"fanout-{os.getpid()}", workers=16)
+    published = time.perf_counter()
+    done.wait(timeout=300)
+    finished = max(last)
+    channel.close()
+    for c in channels:
+        c.close()
+    seconds = finished - start
+    return {
+        "streams": streams,
+        "events": events,
+        "every_stream_got_every_event": all(c == events for c in counts),
+        "publish_per_second": round(events / (published - start), 1),
+        "stream_messages_per_second": round(streams * events / seconds, 1),
+        "last_event_after_publishing_ms": round((finished - published) * 1000, 1),
+        "seconds": round(seconds, 3),
+    }
+
+
+def notify_benchmarks(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    streams: int,
+    fanout_events: int,
+    e2e: int,
+    log: Callable[[str], None],
+    workers: int = 8,
+) -> dict[str, Any]:
+    upgrade("notify", Database(url).engine)
+    sink = Sink()
+    out: dict[str, Any] = {}
+    try:
+        with notify_process(url, jobs=False) as address:
+            channel = grpc.insecure_channel(address)
+            stub = notify_pb2_grpc.NotifyServiceStub(channel)
+            hook, quiet = subscribers(stub, sink.url)
+            stub.Publish(publish_request(hook, request_id="warm-up"))
+            log(f"notify: Publish, {concurrency} in flight, {seconds} s")
+            out["publish"] = load(
+                address,
+                PUBLISH,
+                publish_request(hook).SerializeToString(),
+                seconds,
+                concurrency,
+                unique_field=REQUEST_ID,
+            )
+            channel.close()
+        pending = deliveries(url)  # the measured calls plus the load's warm-up
+        with notify_process(url, jobs=True, workers=workers) as address:
+            start = time.perf_counter()
+            log(f"notify: draining {pending} webhook deliveries")
+            end = sink.wait_for(pending, timeout=300)
+            out["webhook_drain"] = {
+                "deliveries": pending,
+                "seconds": round(end - start, 3),
+                "per_second": round(pending / (end - start), 1),
+            }
+            channel = grpc.insecure_channel(address)
+            stub = notify_pb2_grpc.NotifyServiceStub(channel)
+            log(f"notify: end to end, {e2e} notifications published while dispatching")
+            start = time.perf_counter()
+            publish_many(stub, hook, e2e, f"e2e-{os.getpid()}")
+            published = time.perf_counter()
+            end = sink.wait_for(deliveries(url), timeout=300)
+            out["webhook_end_to_end"] = {
+                "notifications": e2e,
+                "seconds": round(end - start, 3),
+                "per_second": round(e2e / (end - start), 1),
+                "publish_seconds": round(published - start, 3),
+                "repeats_at_sink": sink.posts - sink.received(),
+            }
+            log(f"notify: fan-out to {streams} streams, {fanout_events} events")
+            out["fan_out"] = fan_out(address, url, quiet, streams, fanout_events)
+            channel.close()
+    finally:
+        sink.close()
+    return out
+
+
+# --- the scheduler's due scan -------------------------------------------------------------------
+
+
+def seed_plans(url: str, plans: int, today: dt.date, now: dt.datetime) -> None:
+    """One London site, ``plans`` patients with an active 28-day plan each, first doses due
+    spread evenly over the next 28 days (so 1/28 of the windows open on any day)."""
+    from services.scheduler.domain.plans import DoseBasis, Indication, Route, TherapyPlan
+    from services.scheduler.store.codec import plan_to_spec
+    from services.scheduler.store.models import PatientRow, PlanRow, PlanVersionRow, SiteRow
+
+    db = Database(url)
+    upgrade("scheduler", db.engine)
+    stamp = {"revision": 1, "created_at": now, "updated_at": now}
+    with db.write() as s:
+        s.execute(
+            insert(SiteRow),
+            [
+                {
+                    "id": "bench-site",
+                    "organisation_id": "bench",
+                    "display_name": "Bench unit",
+                    "time_zone": "Europe/London",
+                    "opening_hours": [],
+                    "closure_dates": [],
+                    "capacity": {},
+                    **stamp,
+                }
+            ],
+        )
+    batch = 10_000
+    for first in range(0, plans, batch):
+        ids = range(first, min(first + batch, plans))
+        patients, rows, versions = [], [], []
+        for i in ids:
+            pid, plan_id = f"bench-patient-{i:06d}", f"bench-plan-{i:06d}"
+            patients.append(
+                {
+                    "id": pid,
+                    "organisation_id": "bench",
+                    "mrn": f"B{i:06d}",
+                    "given_name": "Bench",
+                    "family_name": f"{i:06d}",
+                    "birth_date": dt.date(1970, 1, 1),
+                    "sex_at_birth": "FEMALE",
+                    "notify_subscriber_id": "",
+                    **stamp,
+                }
+            )
+            rows.append(
+                {
+                    "id": plan_id,
+                    "patient_id": pid,
+                    "site_id": "bench-site",
+                    "status": "ACTIVE",
+                    "current_version": 1,
+                    **stamp,
+                }
+            )
+            plan = TherapyPlan(
+                id=plan_id,
+                patient_id=pid,
+                site_id="bench-site",
+                indication=Indication.MMN,
+                route=Route.IV,
+                product_id="privigen",
+                dose_basis=DoseBasis.G_PER_KG,
+                maintenance_dose=Decimal(1),
+                interval_days=28,
+                start_date=today + dt.timedelta(days=5 + i % 28),
+            )
+            versions.append(
+                {
+                    "plan_id": plan_id,
+                    "version": 1,
+                    "spec": plan_to_spec(plan),
+                    "reason": "",
+                    "created_at": now,
+                }
+            )
+        with db.write() as s:
+            s.execute(insert(PatientRow), patients)
+            s.execute(insert(PlanRow), rows)
+            s.execute(insert(PlanVersionRow), versions)
+    db.dispose()
+
+
+def due_scan_benchmark(url: str, plans: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from services.scheduler.jobs import SchedulerJobs
+
+    today = dt.date(2026, 11, 24)
+    now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=dt.UTC)
+    log(f"due scan: seeding {plans:,} active plans")
+    seed_plans(url, plans, today, now - dt.timedelta(days=1))  # written yesterday
+    db = Database(url)
+    clock = FixedClock(now)
+    jobs = SchedulerJobs(db, clock)
+    out: dict[str, Any] = {"plans": plans}
+
+    def timed(name: str) -> None:
+        start = time.perf_counter()
+        scan = jobs.due_scan()
+        out[name] = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "examined": scan.examined,
+            "raised": scan.raised,
+        }
+        log(f"due scan: {name}: {out[name]}")
+
+    # Windows open 4 days before the due date: today's first pass finds none open (the first
+    # doses are 5–32 days ahead), tomorrow's the 1/28 whose window opens then.
+    timed("first_pass")
+    clock.set(dt.datetime(2026, 11, 25, 0, 5, tzinfo=dt.UTC))
+    timed("day_pass")
+    clock.advance(dt.timedelta(minutes=1))
+    timed("idle_pass")
+    db.dispose()
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--fanout-events", type=int, default=1000)
+    parser.add_argument("--e2e", type=int, default=3000)
+    parser.add_argument("--plans", type=int, default=100_000)
+    parser.add_argument("--dispatch-workers", type=int, default=8)
+    args = parser.parse_args()
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    echo_address = f"127.0.0.1:{free_port()}"
+    echo_cmd = [sys.executable, "-m", "bench.echo_server", echo_address]
+    with process(echo_cmd, echo_address, ready=_wait_port):
+        log("echo: bare grpcio")
+        echo = load(echo_address, ECHO, b"\x0a\x05hello", args.seconds, args.concurrency)
+    with throwaway_database() as url:
+        found = notify_benchmarks(
+            url,
+            args.seconds,
+            args.concurrency,
+            args.streams,
+            args.fanout_events,
+            args.e2e,
+            log,
+            args.dispatch_workers,
+        )
+    with throwaway_database() as url:
+        scan = due_scan_benchmark(url, args.plans, log)
+
+    publish = found["publish"]
+    echo_rate = float(echo["calls_per_second"])
+    drain, e2e, fan = found["webhook_drain"], found["webhook_end_to_end"], found["fan_out"]
+    rows = [
+        (
+            "echo (bare grpcio), 32 in flight",
+            f"{echo_rate:,.0f} calls/s",
+            f"p50 {echo['p50_ms']} ms, p99 {echo['p99_ms']} ms",
+        ),
+        (
+            f"Publish (1 webhook delivery each), {args.concurrency} in flight",
+            f"{publish['calls_per_second']:,.0f} calls/s "
+            f"({publish['calls_per_second'] / echo_rate:.1%} of echo)",
+            f"p50 {publish['p50_ms']} ms, p99 {publish['p99_ms']} ms, errors {publish['errors']}",
+        ),
+        (
+            f"webhook delivery, backlog drained ({args.dispatch_workers} dispatch workers)",
+            f"{drain['per_second']:,.0f} deliveries/s",
+            f"{drain['deliveries']:,} in {drain['seconds']} s",
+        ),
+        (
+            "webhook end to end (Publish → sink)",
+            f"{e2e['per_second']:,.0f} notifications/s",
+            f"{e2e['notifications']:,} in {e2e['seconds']} s; repeats at sink "
+            f"{e2e['repeats_at_sink']}",
+        ),
+        (
+            f"fan-out, {fan['streams']} Subscribe streams",
+            f"{fan['stream_messages_per_second']:,.0f} stream messages/s",
+            f"{fan['events']:,} events each, all received: {fan['every_stream_got_every_event']}; "
+            f"last {fan['last_event_after_publishing_ms']} ms after the last Publish",
+        ),
+    ]
+    for name, label in (
+        ("first_pass", "first pass, no watermark"),
+        ("day_pass", "a day's pass"),
+        ("idle_pass", "nothing due"),
+    ):
+        r = scan[name]
+        rows.append(
+            (
+                f"due scan, {scan['plans']:,} active plans: {label}",
+                f"{r['seconds']:.3f} s",
+                f"{r['examined']:,} plans read, {r['raised']:,} INFUSION_DUE",
+            )
+        )
+    print("| benchmark (PostgreSQL) | result | detail |")
+    print("| --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "python": sys.version.split()[0],
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                },
+                "echo": echo,
+                **found,
+                "due_scan": scan,
+                "table": [list(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,491 @@
+"""The scheduler's notification jobs (issue 5), run by APScheduler 3 every
+``SCHEDULER_JOBS_INTERVAL_SECONDS`` (default 60) when ``SCHEDULER_JOBS`` is on:
+
+- **due scan** → INFUSION_DUE when a plan's dosing window has opened (site-local day) and
+  nothing is booked for it: once per due cycle, dedupe key
+  ``INFUSION_DUE:{plan}:{due_date}:{course_day}``.
+- **reminders** → APPOINTMENT_REMINDER at each offset before a BOOKED appointment
+  (``SCHEDULER_REMINDER_OFFSETS_HOURS``, default "72,24"), counted in the site's wall-clock
+  time, dedupe key ``APPOINTMENT_REMINDER:{appointment}:{offset}h:{start}``.
+- **missed** → MISSED_INFUSION when an appointment is still BOOKED (not checked in)
+  ``SCHEDULER_MISSED_AFTER_MINUTES`` (default 30) after its start, dedupe key
+  ``MISSED_INFUSION:{appointment}:{start}``.
+
+Every body takes its time from the injected clock, never sleeps, and writes its events to the
+scheduler's outbox (``scheduler_outbox``) in its own transaction; the outbox relay
+(notify_relay.py) publishes them. The outbox's unique dedupe key (and notify's, behind it)
+makes every body idempotent, so several replicas running the same job, or a pass repeated
+after a crash, raise nothing twice.
+
+Recipients: each event is written twice — once naming the patient's notify subscriber (when
+``PatientRow.notify_subscriber_id`` is set; dedupe key + ``:patient``), once with no
+subscriber ids, which notify routes to the staff who opted in to the topic for the site
+(docs/notify.md, "Recipients").
+
+Reminders are written when their time comes, not ahead with ``send_after``: the job writes a
+reminder only if the appointment is BOOKED at that moment, at the start time it has then, so a
+cancelled appointment gets none and a moved one gets the reminders of its new time (its start
+is part of the key), with nothing to cancel and no dependency on every cancel and reschedule
+path remembering to call CancelNotification. A reminder also expires at the appointment's
+start, so one held back by the patient's quiet hours is never sent after the fact. Only the
+latest offset that has passed is sent, and only if the appointment was booked before that
+offset's time (booked 30 h ahead → the 24 h reminder only; booked an hour ahead → none).
+
+The due scan keeps, per active plan, the next instant its due state can change by itself
+(``scheduler_due_watch.next_check_at``: the local midnight its next window opens, or a hold's
+expiry) and a watermark of its last pass (``scheduler_job_marks``). A pass reads only the
+plans whose instant has come, plus the plans and appointments written since the watermark
+(indexed on ``updated_at``, with a safety margin for transactions that commit late), so its
+cost follows the number of plans coming due, not the number of plans. The very first pass
+(no watermark) reads every active plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Table, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.ids import new_id
+from services.scheduler.domain.appointments import AppointmentStatus
+from services.scheduler.domain.due import Administration, CourseKind, due_infusions
+from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.sites import Site
+from services.scheduler.store import appointments as appointment_store
+from services.scheduler.store import repository as repo
+from services.scheduler.store.codec import plan_from_spec
+from services.scheduler.store.models import (
+    AppointmentRow,
+    DueWatchRow,
+    JobMarkRow,
+    PatientRow,
+    PlanRow,
+    PlanVersionRow,
+    SiteRow,
+    outbox,
+)
+from services.scheduler.usecases import due_spec, plan_history
+
+log = logging.getLogger(__name__)
+
+DUE_SCAN = "due-scan"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    reminder_offsets_hours: tuple[float, ...] = (72.0, 24.0)
+    missed_after: dt.timedelta = dt.timedelta(minutes=30)
+    interval_seconds: float = 60.0
+    # A missed appointment older than this is not reported any more (nor read).
+    missed_lookback: dt.timedelta = dt.timedelta(days=7)
+    # Writes up to this long before the last pass are read again (transactions that were
+    # still open when it read).
+    change_margin: dt.timedelta = dt.timedelta(minutes=10)
+    chunk_size: int = 500
+
+
+def job_settings(environ: Mapping[str, str] | None = None) -> JobSettings:
+    env = os.environ if environ is None else environ
+    offsets = env.get("SCHEDULER_REMINDER_OFFSETS_HOURS", "72,24")
+    hours = tuple(sorted({float(x) for x in offsets.split(",") if x.strip()}, reverse=True))
+    if any(h <= 0 for h in hours):
+        raise ValueError("SCHEDULER_REMINDER_OFFSETS_HOURS: offsets must be above 0")
+    return JobSettings(
+        reminder_offsets_hours=hours,
+        missed_after=dt.timedelta(minutes=float(env.get("SCHEDULER_MISSED_AFTER_MINUTES", "30"))),
+        interval_seconds=float(env.get("SCHEDULER_JOBS_INTERVAL_SECONDS", "60")),
+    )
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    subscriber_ids: tuple[str, ...] = ()
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DueScan:
+    examined: int
+    raised: int
+
+
+def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+
+
+def local_start(row: AppointmentRow, zone: ZoneInfo) -> dt.datetime:
+    """The booked wall-clock start (the truth; start_at derives from it)."""
+    naive = dt.datetime.combine(row.local_date, dt.time(0)) + dt.timedelta(minutes=row.start_minute)
+    return naive.replace(tzinfo=zone)
+
+
+def reminder_time(start: dt.datetime, hours: float) -> dt.datetime:
+    """``hours`` before a local start, on the wall clock: 72 h before Monday 09:00 is Friday
+    09:00 local even when the clocks change in between."""
+    zone = start.tzinfo
+    assert isinstance(zone, ZoneInfo)
+    wall = start.replace(tzinfo=None) - dt.timedelta(hours=hours)
+    return wall.replace(tzinfo=zone).astimezone(dt.UTC)
+
+
+def _stamp(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
+
+
+def _offset(hours: float) -> str:
+    return f"{hours:g}h"
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def write_events(session: Session, table: Table, events: Iterable[Event], now: dt.datetime) -> int:
+    """Append the events to the outbox in the caller's transaction, skipping dedupe keys
+    already there (or written meanwhile by another replica); returns how many were new."""
+    wanted = {e.dedupe_key: e for e in events}
+    if not wanted:
+        return 0
+    keys = sorted(wanted)
+    seen: set[str] = set()
+    for part in _chunks(keys, 500):
+        seen.update(session.scalars(select(table.c.dedupe_key).where(table.c.dedupe_key.in_(part))))
+    rows = [_outbox_row(wanted[k], now) for k in keys if k not in seen]
+    if rows:
+        insert = _insert(session)
+        session.execute(insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
+    return len(rows)
+
+
+def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
+    expires = event.expires_at
+    return {
+        "id": new_id(),
+        "topic": event.topic,
+        "dedupe_key": event.dedupe_key,
+        "payload": {
+            "payload": event.payload,
+            "subscriber_ids": list(event.subscriber_ids),
+            "expires_at": expires.isoformat() if expires is not None else None,
+        },
+        "created_at": now,
+        "attempts": 0,
+        "last_error": "",
+    }
+
+
+def addressed(
+    topic: str, key: str, payload: dict[str, Any], subscriber: str, **extra: Any
+) -> list[Event]:
+    """The staff broadcast, plus the patient's own copy when they have a subscriber."""
+    events = [Event(topic, key, payload, **extra)]
+    if subscriber:
+        events.append(Event(topic, f"{key}:patient", payload, (subscriber,), **extra))
+    return events
+
+
+class SchedulerJobs:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: JobSettings | None = None,
+        *,
+        table: Table = outbox,
+        scheduler: BaseScheduler | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings or JobSettings()
+        self.table = table
+        self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        self.on_written: list[
+            Callable[[], None]
+        ] = []  # callables woken after a pass wrote events (the relay)
+
+    # --- the schedule ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.add_job(
+            self.run_all,
+            IntervalTrigger(seconds=self.settings.interval_seconds),
+            id="scheduler-notifications",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def run_all(self) -> int:
+        """One pass of every job; one job's failure does not stop the others."""
+        written = 0
+        bodies: tuple[tuple[str, Callable[[], int]], ...] = (
+            ("due scan", self._due_scan_count),
+            ("reminders", self.reminders),
+            ("missed infusions", self.missed),
+        )
+        for name, body in bodies:
+            try:
+                written += body()
+            except Exception:
+                log.exception("scheduler job %s failed", name)
+        if written:
+            for wake in self.on_written:
+                wake()
+        return written
+
+    def _due_scan_count(self) -> int:
+        return self.due_scan().raised
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _sites(self, session: Session, ids: Iterable[str]) -> dict[str, tuple[Site, str]]:
+        rows = session.scalars(select(SiteRow).where(SiteRow.id.in_(sorted(set(ids)))))
+        return {r.id: (repo.site_from_row(r), r.display_name) for r in rows}
+
+    def _patients(self, session: Session, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """patient id → (display name, notify subscriber id)"""
+        found: dict[str, tuple[str, str]] = {}
+        for part in _chunks(sorted(set(ids)), 500):
+            for pid, given, family, sub in session.execute(
+                select(
+                    PatientRow.id,
+                    PatientRow.given_name,
+                    PatientRow.family_name,
+                    PatientRow.notify_subscriber_id,
+                ).where(PatientRow.id.in_(part))
+            ):
+                found[pid] = (f"{given} {family}".strip(), sub or "")
+        return found
+
+    # --- INFUSION_DUE ----------------------------------------------------------------------
+
+    def due_scan(self) -> DueScan:
+        now = self.clock.now()
+        with self.db.read() as session:
+            mark = session.scalar(select(JobMarkRow.mark_at).where(JobMarkRow.name == DUE_SCAN))
+            candidates = self._candidates(session, now, mark)
+        examined = raised = 0
+        for part in _chunks(sorted(candidates), self.settings.chunk_size):
+            with self.db.write() as session:
+                raised += self._scan(session, list(part), now)
+            examined += len(part)
+        with self.db.write() as session:
+            insert = _insert(session)
+            stmt = insert(JobMarkRow.__table__).values(name=DUE_SCAN, mark_at=now)
+            session.execute(
+                stmt.on_conflict_do_update(index_elements=["name"], set_={"mark_at": now})
+            )
+        return DueScan(examined, raised)
+
+    def _candidates(self, session: Session, now: dt.datetime, mark: dt.datetime | None) -> set[str]:
+        found = set(
+            session.scalars(select(DueWatchRow.plan_id).where(DueWatchRow.next_check_at <= now))
+        )
+        if mark is None:  # first pass: every active plan
+            found.update(
+                session.scalars(select(PlanRow.id).where(PlanRow.status == PlanStatus.ACTIVE.value))
+            )
+            return found
+        since = mark - self.settings.change_margin
+        found.update(session.scalars(select(PlanRow.id).where(PlanRow.updated_at > since)))
+        found.update(
+            session.scalars(
+                select(AppointmentRow.plan_id).where(AppointmentRow.updated_at > since).distinct()
+            )
+        )
+        return found
+
+    def _scan(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
+        # columns, not ORM objects: a day's pass reads thousands of plans
+        plans = session.execute(
+            select(
+                PlanRow.id,
+                PlanRow.patient_id,
+                PlanRow.site_id,
+                PlanVersionRow.version,
+                PlanVersionRow.spec,
+            )
+            .join(
+                PlanVersionRow,
+                (PlanVersionRow.plan_id == PlanRow.id)
+                & (PlanVersionRow.version == PlanRow.current_version),
+            )
+            .where(PlanRow.id.in_(plan_ids), PlanRow.status == PlanStatus.ACTIVE.value)
+        ).all()
+        active = {row.id for row in plans}
+        gone = [p for p in plan_ids if p not in active]
+        if gone:  # paused, stopped or deleted: nothing to watch until the plan is written again
+            session.execute(delete(DueWatchRow).where(DueWatchRow.plan_id.in_(gone)))
+        sites = self._sites(session, (row.site_id for row in plans))
+        given: dict[str, list[Administration]] = {}
+        booked: dict[tuple[str, str, int], AppointmentRow] = {}
+        for appt in appointment_store.for_plans(session, sorted(active), now):
+            if appt.status == AppointmentStatus.FULFILLED:
+                given.setdefault(appt.plan_id, []).append(
+                    Administration(appt.local_date, CourseKind(appt.course), appt.due_date)
+                )
+            else:
+                booked[(appt.plan_id, appt.course, appt.course_day)] = appt
+        notices: list[tuple[Any, Any]] = []
+        watch: list[dict[str, Any]] = []
+        for row in plans:
+            site = sites.get(row.site_id)
+            if site is None:
+                continue
+            zone = site[0].zone
+            today = site[0].local_today(now)
+            plan = plan_from_spec(row.id, row.version, row.spec)
+            history = [*plan_history(plan), *given.get(row.id, [])]
+            wake: list[dt.datetime] = []
+            noticed = False
+            for item in due_infusions(due_spec(plan), history, today):
+                cover = booked.get((row.id, item.course.value, item.course_day))
+                if cover is not None:
+                    if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
+                        wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
+                elif item.window_start > today:
+                    wake.append(local_midnight(item.window_start, zone))
+                elif not noticed:  # the first open unbooked item; the next after it is handled
+                    notices.append((row, item))
+                    noticed = True
+            watch.append(
+                {"plan_id": row.id, "next_check_at": min(wake, default=None), "checked_at": now}
+            )
+        patients = self._patients(session, (row.patient_id for row, _ in notices))
+        events: list[Event] = []
+        for row, item in notices:
+            name, subscriber = patients.get(row.patient_id, ("", ""))
+            payload = {
+                "patient_id": row.patient_id,
+                "site_id": row.site_id,
+                "therapy_plan_id": row.id,
+                "due_date": item.due_date.isoformat(),
+                "window_opens": item.window_start.isoformat(),
+                "window_closes": item.window_end.isoformat(),
+                "patient_name": name,
+            }
+            key = f"INFUSION_DUE:{row.id}:{item.due_date.isoformat()}:{item.course_day}"
+            events += addressed("INFUSION_DUE", key, payload, subscriber)
+        raised = write_events(session, self.table, events, now)
+        if watch:
+            insert = _insert(session)
+            stmt = insert(DueWatchRow.__table__)
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["plan_id"],
+                    set_={
+                        "next_check_at": stmt.excluded.next_check_at,
+                        "checked_at": stmt.excluded.checked_at,
+                    },
+                ),
+                watch,
+            )
+        return raised
+
+    # --- APPOINTMENT_REMINDER and MISSED_INFUSION -------------------------------------------
+
+    def _booked_between(
+        self, session: Session, first: dt.datetime, last: dt.datetime
+    ) -> list[AppointmentRow]:
+        return list(
+            session.scalars(
+                select(AppointmentRow)
+                .where(
+                    AppointmentRow.status == AppointmentStatus.BOOKED.value,
+                    AppointmentRow.start_at > first,
+                    AppointmentRow.start_at <= last,
+                )
+                .order_by(AppointmentRow.start_at, AppointmentRow.id)
+            )
+        )
+
+    def _appointment_payload(
+        self, row: AppointmentRow, site: tuple[Site, str], name: str
+    ) -> dict[str, Any]:
+        return {
+            "appointment_id": row.id,
+            "patient_id": row.patient_id,
+            "site_id": row.site_id,
+            "site_name": site[1],
+            "start_time": row.start_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "time_zone": site[0].time_zone,
+            "patient_name": name,
+        }
+
+    def reminders(self) -> int:
+        now = self.clock.now()
+        offsets = self.settings.reminder_offsets_hours
+        if not offsets:
+            return 0
+        # a day of slack: wall-clock offsets are up to an hour longer across a DST change
+        horizon = now + dt.timedelta(hours=max(offsets), days=1)
+        with self.db.write() as session:
+            rows = self._booked_between(session, now, horizon)
+            sites = self._sites(session, (r.site_id for r in rows))
+            due: list[tuple[AppointmentRow, float]] = []
+            for row in rows:
+                site = sites.get(row.site_id)
+                if site is None:
+                    continue
+                start = local_start(row, site[0].zone)
+                passed = [h for h in offsets if reminder_time(start, h) <= now]
+                if not passed:
+                    continue
+                hours = min(passed)  # the latest reminder supersedes earlier ones not sent
+                if row.created_at > reminder_time(start, hours):
+                    continue  # booked after this reminder's time: the booking was the notice
+                due.append((row, hours))
+            patients = self._patients(session, (r.patient_id for r, _ in due))
+            events: list[Event] = []
+            for row, hours in due:
+                name, subscriber = patients.get(row.patient_id, ("", ""))
+                key = f"APPOINTMENT_REMINDER:{row.id}:{_offset(hours)}:{_stamp(row.start_at)}"
+                payload = self._appointment_payload(row, sites[row.site_id], name)
+                events += addressed(
+                    "APPOINTMENT_REMINDER", key, payload, subscriber, expires_at=row.start_at
+                )
+            return write_events(session, self.table, events, now)
+
+    def missed(self) -> int:
+        now = self.clock.now()
+        latest = now - self.settings.missed_after
+        with self.db.write() as session:
+            rows = self._booked_between(session, now - self.settings.missed_lookback, latest)
+            sites = self._sites(session, (r.site_id for r in rows))
+            patients = self._patients(session, (r.patient_id for r in rows))
+            events: list[Event] = []
+            for row in rows:
+                site = sites.get(row.site_id)
+                if site is None:
+                    continue
+                name, subscriber = patients.get(row.patient_id, ("", ""))
+                key = f"MISSED_INFUSION:{row.id}:{_stamp(row.start_at)}"
+                payload = self._appointment_payload(row, site, name)
+                events += addressed("MISSED_INFUSION", key, payload, subscriber)
+            return write_events(session, self.table, events, now)

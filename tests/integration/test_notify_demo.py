@@ -1,0 +1,50 @@
+"""`make run`'s notify step (services/demo.py ``load_notify``): the demo loader makes a console
+subscriber for every topic before the centre, and the scheduler's due notices for the demo
+plans then reach its console channel through the outbox, the relay and notify's dispatcher."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services import demo
+from services.notify.domain.model import Channel
+from tests.integration.notify_conftest import notify_factory  # noqa: F401 (fixture)
+from tests.integration.test_scheduler_jobs import Env, env  # noqa: F401 (fixture)
+
+
+def test_demo_console_subscriber_receives_the_due_notices(env: Env) -> None:  # noqa: F811
+    today = dt.date(2026, 11, 24)
+    p = env.p
+    lines = demo.load(
+        p.scheduler_address, p.inventory_address, today, notify_address=env.notify.address
+    )
+    assert lines[0].startswith("notify: console subscriber") and "9 topics" in lines[0]
+    assert demo.load(p.scheduler_address, p.inventory_address, today, env.notify.address) == []
+    console = env.notify.stub.ListSubscribers(
+        npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
+    ).subscribers
+    assert len(console) == 1 and len(console[0].preferences) == 9
+
+    site = p.scheduler.ListSites(pb.ListSitesRequest(organisation_id=demo.ORG)).sites[0]
+    due = p.scheduler.ListDueInfusions(
+        pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=4)
+    ).due_infusions
+    # the window (±4 days) is open for these, and nothing is booked for them
+    open_unbooked = {d.therapy_plan_id for d in due if not d.booked_appointment_id}
+    assert open_unbooked
+
+    env.jobs.run_all()
+    assert env.relay.drain().failed == 0
+    env.notify.drain()
+    sent = env.notify.recorders[Channel.CONSOLE].sent
+    assert {m.topic for m in sent} == {"INFUSION_DUE"}
+    assert len(sent) == len(open_unbooked)
+    assert all(m.subject.startswith("An infusion is due for ") for m in sent)
+    # a second pass (another minute) prints nothing new
+    env.clock.advance(dt.timedelta(minutes=1))
+    env.jobs.run_all()
+    env.relay.drain()
+    env.notify.drain()
+    assert len(env.notify.recorders[Channel.CONSOLE].sent) == len(open_unbooked)

@@ -1,0 +1,484 @@
+"""The scheduler's notification jobs (services/scheduler/jobs.py) driven by an injected clock
+on SQLite and PostgreSQL, against real gRPC servers: INFUSION_DUE once per due cycle and only
+when nothing is booked, reminders at 72 h and 24 h (none for a cancelled appointment, new ones
+for a moved one), MISSED_INFUSION 30 minutes after an unchecked start, two replicas raising
+nothing twice, a due scan that reads only what changed or came due, and the relay carrying the
+scheduler's outbox to a real notify server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.type.timeofday_pb2 import TimeOfDay
+from sqlalchemy import select
+
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.clock import FixedClock
+from services.common.db import Database
+from services.common.outbox_relay import OutboxRelay
+from services.common.settings import load_settings
+from services.inventory.__main__ import build as build_inventory
+from services.inventory.seed import seed_catalogue
+from services.notify.domain.model import Channel
+from services.scheduler.__main__ import build as build_scheduler
+from services.scheduler.jobs import JobSettings, SchedulerJobs
+from services.scheduler.notify_relay import relay_to_notify
+from services.scheduler.products import InventoryProducts
+from services.scheduler.store.models import DueWatchRow, outbox
+from tests.integration.builders import date, make_plan, measure, plan_message, product_id
+from tests.integration.conftest import Platform, request_id
+from tests.integration.notify_conftest import (  # noqa: F401 (fixtures)
+    Factory,
+    NotifyServer,
+    create,
+    notify_factory,
+)
+from tests.integration.test_scheduler_booking import site_with_chairs
+
+NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)  # Tuesday; London is on UTC in winter
+
+
+@dataclass
+class Env:
+    p: Platform
+    notify: NotifyServer
+    db: Database
+    jobs: SchedulerJobs
+    relay: OutboxRelay
+    clock: FixedClock
+    url: str
+
+    def replica(self) -> tuple[SchedulerJobs, Database]:
+        db = Database(self.url)
+        return SchedulerJobs(db, self.clock, JobSettings()), db
+
+
+@pytest.fixture
+def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F811
+    clock = FixedClock(NOW)
+    notify = notify_factory(clock=clock)
+    inv_settings = load_settings(
+        "inventory",
+        {
+            "INVENTORY_DATABASE_URL": database_url,
+            "INVENTORY_LISTEN": "127.0.0.1:0",
+            "INVENTORY_GRPC_WORKERS": "8",
+            "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
+            "INVENTORY_JOBS": "0",
+            "NOTIFY_ADDRESS": notify.address,
+        },
+    )
+    inventory = build_inventory(inv_settings, clock)
+    inventory.start()
+    seed_catalogue(inv_settings, clock)
+    url = (
+        database_url.replace("test.db", "scheduler.db")
+        if database_url.startswith("sqlite")
+        else database_url
+    )
+    settings = load_settings(
+        "scheduler",
+        {
+            "SCHEDULER_DATABASE_URL": url,
+            "SCHEDULER_LISTEN": "127.0.0.1:0",
+            "SCHEDULER_GRPC_WORKERS": "8",
+            "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
+            "SCHEDULER_JOBS": "0",  # the test calls the job bodies
+            "INVENTORY_ADDRESS": inventory.address,
+            "NOTIFY_ADDRESS": notify.address,
+        },
+    )
+    products = InventoryProducts(grpc.insecure_channel(inventory.address))
+    scheduler = build_scheduler(settings, clock, products)
+    scheduler.start()
+    sch_channel = grpc.insecure_channel(scheduler.address)
+    inv_channel = grpc.insecure_channel(inventory.address)
+    db = Database(url)
+    relay, relay_channel = relay_to_notify(db, clock, notify.address)
+    try:
+        yield Env(
+            p=Platform(
+                scheduler=scheduler_pb2_grpc.SchedulerServiceStub(sch_channel),
+                inventory=inventory_pb2_grpc.InventoryServiceStub(inv_channel),
+                scheduler_channel=sch_channel,
+                inventory_channel=inv_channel,
+                clock=clock,
+                scheduler_address=scheduler.address,
+                inventory_address=inventory.address,
+                stop_inventory=lambda: inventory.stop(0),
+                forget_products=products.forget,
+            ),
+            notify=notify,
+            db=db,
+            jobs=SchedulerJobs(db, clock, JobSettings()),
+            relay=relay,
+            clock=clock,
+            url=url,
+        )
+    finally:
+        relay_channel.close()
+        sch_channel.close()
+        inv_channel.close()
+        scheduler.stop(0)
+        inventory.stop(0)
+        db.dispose()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def rows(e: Env, topic: str = "") -> list[Any]:
+    with e.db.read() as session:
+        query = select(outbox).order_by(outbox.c.seq)
+        if topic:
+            query = query.where(outbox.c.topic == topic)
+        return list(session.execute(query))
+
+
+def keys(e: Env, topic: str = "") -> list[str]:
+    return [r.dedupe_key for r in rows(e, topic)]
+
+
+def patient_plan(
+    e: Env, site: pb.Site, mrn: str, subscriber: str = "", **kw: object
+) -> pb.TherapyPlan:
+    patient = e.p.scheduler.CreatePatient(
+        pb.CreatePatientRequest(
+            request_id=request_id(),
+            patient=pb.Patient(
+                organisation_id="org-1",
+                mrn=mrn,
+                given_name="Ada",
+                family_name=mrn,
+                birth_date=date(1970, 5, 1),
+                sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
+                notify_subscriber_id=subscriber,
+            ),
+        )
+    ).patient
+    measure(e.p, patient.id, "70", "165")
+    return make_plan(
+        e.p, plan_message(patient.id, site.id, product_id(e.p, "gammagard-liquid"), **kw)
+    )
+
+
+def book(e: Env, plan: pb.TherapyPlan, chair: pb.Chair, day: dt.date, hh: int) -> pb.Appointment:
+    return e.p.scheduler.BookAppointment(
+        pb.BookAppointmentRequest(
+            therapy_plan_id=plan.id,
+            chair_id=chair.id,
+            local_date=date(day.year, day.month, day.day),
+            local_start=TimeOfDay(hours=hh),
+            request_id=request_id(),
+        )
+    ).appointment
+
+
+def at(e: Env, *args: int) -> None:
+    e.clock.set(dt.datetime(*args, tzinfo=dt.UTC))  # type: ignore[misc]
+
+
+def patient_subscriber(e: Env) -> str:
+    return create(
+        e.notify, external_ref="patient-1", display_name="Ada", email="ada@example.org"
+    ).id
+
+
+# --- INFUSION_DUE -------------------------------------------------------------------------------
+
+
+def test_due_notice_once_per_cycle_and_only_when_nothing_is_booked(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
+    # both due Tue 1 Dec, window 27 Nov – 5 Dec
+    a = patient_plan(env, site, "MRN-A", subscriber=sub)
+    b = patient_plan(env, site, "MRN-B")
+    b_appt = book(env, b, chairs[1], dt.date(2026, 12, 1), 10)
+
+    first = env.jobs.due_scan()
+    assert (first.examined, first.raised) == (2, 0)  # windows not open yet
+    with env.db.read() as session:
+        watch = {r.plan_id: r.next_check_at for r in session.scalars(select(DueWatchRow))}
+    # A wakes at its window's local midnight; B is booked: only a write can change it
+    assert watch == {a.id: dt.datetime(2026, 11, 27, tzinfo=dt.UTC), b.id: None}
+
+    at(env, 2026, 11, 26, 23, 59)
+    assert env.jobs.due_scan().raised == 0  # reads the plans written near its last pass
+    assert env.jobs.due_scan().examined == 0  # then nothing: no write, no window opening
+
+    at(env, 2026, 11, 27, 0, 0)
+    scan = env.jobs.due_scan()
+    assert (scan.examined, scan.raised) == (1, 2)
+    key = f"INFUSION_DUE:{a.id}:2026-12-01:0"
+    assert keys(env) == [key, f"{key}:patient"]
+    envelope = rows(env)[1].payload
+    assert envelope["subscriber_ids"] == [sub]
+    assert envelope["payload"]["window_opens"] == "2026-11-27"
+    assert envelope["payload"]["patient_name"] == "Ada MRN-A"
+    assert rows(env)[0].payload["subscriber_ids"] == []  # staff: notify's opt-in broadcast
+
+    # the same cycle never raises again, however often the scan runs
+    for hours in (1, 24, 48):
+        env.clock.advance(dt.timedelta(hours=hours))
+        assert env.jobs.due_scan().raised == 0
+
+    # B's booking is cancelled inside the window: B is due with nothing booked
+    env.p.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=b_appt.id, reason="patient ill", request_id=request_id())
+    )
+    assert env.jobs.due_scan().raised == 1
+    assert keys(env)[-1] == f"INFUSION_DUE:{b.id}:2026-12-01:0"
+
+    # A is given on 1 Dec: the next cycle (due 29 Dec, window from 25 Dec) raises once more
+    at(env, 2026, 12, 1, 9, 0)
+    appt = book(env, a, chairs[0], dt.date(2026, 12, 1), 10)
+    at(env, 2026, 12, 1, 10, 0)
+    env.p.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
+    env.p.scheduler.CompleteInfusion(
+        pb.CompleteInfusionRequest(id=appt.id, grams_given="70", request_id=request_id())
+    )
+    assert env.jobs.due_scan().raised == 0
+    at(env, 2026, 12, 24, 23, 0)
+    assert env.jobs.due_scan().raised == 0
+    at(env, 2026, 12, 25, 0, 0)
+    assert env.jobs.due_scan().raised == 2
+    assert keys(env)[-2:] == [
+        f"INFUSION_DUE:{a.id}:2026-12-29:0",
+        f"INFUSION_DUE:{a.id}:2026-12-29:0:patient",
+    ]
+
+
+def test_a_paused_plan_is_not_due(env: Env) -> None:
+    site, _ = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A")
+    env.jobs.due_scan()
+    got = env.p.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=plan.id)).therapy_plan
+    got.status = pb.PLAN_STATUS_PAUSED
+    env.p.scheduler.UpdateTherapyPlan(
+        pb.UpdateTherapyPlanRequest(therapy_plan=got, request_id=request_id(), reason="paused")
+    )
+    at(env, 2026, 11, 28, 9, 0)
+    assert env.jobs.due_scan().raised == 0
+    assert keys(env) == []
+
+
+# --- APPOINTMENT_REMINDER -----------------------------------------------------------------------
+
+
+def test_reminders_at_72_and_24_hours_none_when_cancelled_new_ones_when_moved(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
+    a = patient_plan(env, site, "MRN-A", subscriber=sub)
+    b = patient_plan(env, site, "MRN-B")
+    a_appt = book(env, a, chairs[0], dt.date(2026, 12, 2), 10)  # Wed 10:00 London = UTC
+    b_appt = book(env, b, chairs[1], dt.date(2026, 12, 2), 11)
+
+    at(env, 2026, 11, 29, 9, 59)
+    assert env.jobs.reminders() == 0
+    at(env, 2026, 11, 29, 10, 0)  # 72 h before A
+    assert env.jobs.reminders() == 2  # A to the staff and to the patient
+    at(env, 2026, 11, 29, 11, 0)  # 72 h before B
+    assert env.jobs.reminders() == 1
+    assert env.jobs.reminders() == 0
+    assert keys(env) == [
+        f"APPOINTMENT_REMINDER:{a_appt.id}:72h:20261202T1000Z",
+        f"APPOINTMENT_REMINDER:{a_appt.id}:72h:20261202T1000Z:patient",
+        f"APPOINTMENT_REMINDER:{b_appt.id}:72h:20261202T1100Z",
+    ]
+    first = rows(env)[1].payload
+    assert first["subscriber_ids"] == [sub]
+    assert first["expires_at"] == "2026-12-02T10:00:00+00:00"
+    assert first["payload"]["start_time"] == "2026-12-02T10:00:00Z"
+    assert first["payload"]["time_zone"] == "Europe/London"
+
+    # B is cancelled and A moves to Friday 4 Dec 10:00
+    env.p.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=b_appt.id, reason="x", request_id=request_id())
+    )
+    env.p.scheduler.RescheduleAppointment(
+        pb.RescheduleAppointmentRequest(
+            id=a_appt.id,
+            chair_id=chairs[0].id,
+            local_date=date(2026, 12, 4),
+            local_start=TimeOfDay(hours=10),
+            request_id=request_id(),
+        )
+    )
+    before = len(rows(env))
+    at(env, 2026, 12, 1, 9, 59)
+    assert env.jobs.reminders() == 0
+    at(env, 2026, 12, 1, 10, 0)  # A's new 72 h mark (and its old 24 h mark)
+    assert env.jobs.reminders() == 2
+    at(env, 2026, 12, 1, 11, 0)  # B's 24 h mark: cancelled, nothing
+    assert env.jobs.reminders() == 0
+    at(env, 2026, 12, 3, 10, 0)  # A's new 24 h mark
+    assert env.jobs.reminders() == 2
+    at(env, 2026, 12, 4, 10, 0)  # the appointment itself: nothing more
+    assert env.jobs.reminders() == 0
+    assert keys(env)[before:] == [
+        f"APPOINTMENT_REMINDER:{a_appt.id}:72h:20261204T1000Z",
+        f"APPOINTMENT_REMINDER:{a_appt.id}:72h:20261204T1000Z:patient",
+        f"APPOINTMENT_REMINDER:{a_appt.id}:24h:20261204T1000Z",
+        f"APPOINTMENT_REMINDER:{a_appt.id}:24h:20261204T1000Z:patient",
+    ]
+    assert not any(b_appt.id in k for k in keys(env)[before:])
+
+
+def test_a_booking_made_after_a_reminder_time_skips_that_reminder(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A")
+    at(env, 2026, 11, 30, 8, 0)  # 50 h before: the 72 h reminder time has passed
+    appt = book(env, plan, chairs[0], dt.date(2026, 12, 2), 10)
+    assert env.jobs.reminders() == 0
+    at(env, 2026, 12, 1, 10, 0)
+    assert env.jobs.reminders() == 1
+    assert keys(env) == [f"APPOINTMENT_REMINDER:{appt.id}:24h:20261202T1000Z"]
+
+
+def test_reminder_offsets_follow_the_sites_wall_clock_across_dst(env: Env) -> None:
+    """Mon 29 Mar 2027 09:00 BST (08:00 UTC); London sprang forward on Sun 28 Mar. The 72 h
+    reminder is Fri 26 Mar 09:00 local = 09:00 UTC (71 real hours before)."""
+    at(env, 2027, 3, 1, 9, 0)
+    site, chairs = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A", start_date=date(2027, 3, 29))
+    appt = book(env, plan, chairs[0], dt.date(2027, 3, 29), 9)
+    at(env, 2027, 3, 26, 8, 59)
+    assert env.jobs.reminders() == 0
+    at(env, 2027, 3, 26, 9, 0)
+    assert env.jobs.reminders() == 1
+    assert keys(env) == [f"APPOINTMENT_REMINDER:{appt.id}:72h:20270329T0800Z"]
+
+
+# --- MISSED_INFUSION ----------------------------------------------------------------------------
+
+
+def test_missed_infusion_30_minutes_after_an_unchecked_start(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    a = patient_plan(env, site, "MRN-A")
+    b = patient_plan(env, site, "MRN-B")
+    missed = book(env, a, chairs[0], dt.date(2026, 12, 1), 10)
+    came = book(env, b, chairs[1], dt.date(2026, 12, 1), 10)
+    at(env, 2026, 12, 1, 10, 5)
+    env.p.scheduler.CheckIn(pb.CheckInRequest(id=came.id, request_id=request_id()))
+    at(env, 2026, 12, 1, 10, 29)
+    assert env.jobs.missed() == 0
+    at(env, 2026, 12, 1, 10, 30)
+    assert env.jobs.missed() == 1
+    env.clock.advance(dt.timedelta(hours=2))
+    assert env.jobs.missed() == 0
+    assert keys(env) == [f"MISSED_INFUSION:{missed.id}:20261201T1000Z"]
+    payload = rows(env)[0].payload["payload"]
+    assert (payload["appointment_id"], payload["site_name"]) == (missed.id, "Day unit")
+
+
+# --- replicas -----------------------------------------------------------------------------------
+
+
+def test_two_replicas_running_every_job_raise_nothing_twice(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
+    plans = [patient_plan(env, site, f"MRN-{i}", subscriber=sub) for i in range(4)]
+    book(env, plans[0], chairs[0], dt.date(2026, 12, 1), 10)
+    book(env, plans[1], chairs[1], dt.date(2026, 12, 1), 10)
+    replicas = [env.replica(), env.replica()]
+    try:
+        for instant in (
+            dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC),  # windows open: 2 due
+            dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC),  # 72 h reminders
+            dt.datetime(2026, 12, 1, 10, 30, tzinfo=dt.UTC),  # both missed
+        ):
+            env.clock.set(instant)
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda r: r[0].run_all(), replicas * 2))
+        topics = [r.topic for r in rows(env)]
+        assert len(keys(env)) == len(set(keys(env)))
+        # each event twice: to the staff and to the patient's own subscriber
+        assert topics.count("INFUSION_DUE") == 4
+        assert topics.count("APPOINTMENT_REMINDER") == 4
+        assert topics.count("MISSED_INFUSION") == 4
+    finally:
+        for _, db in replicas:
+            db.dispose()
+
+
+# --- the relay ----------------------------------------------------------------------------------
+
+
+def test_the_relay_delivers_the_outbox_to_notify(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    staff = create(
+        env.notify,
+        external_ref="day-unit",
+        display_name="Day unit desk",
+        email="",
+        preferences=[
+            npb.Preference(topic=t, channels=[npb.CHANNEL_CONSOLE])
+            for t in (npb.TOPIC_INFUSION_DUE, npb.TOPIC_APPOINTMENT_REMINDER)
+        ],
+        site_ids=[site.id],
+    )
+    elsewhere = create(
+        env.notify,
+        external_ref="other-unit",
+        display_name="Other unit",
+        email="",
+        preferences=[npb.Preference(topic=npb.TOPIC_INFUSION_DUE, channels=[npb.CHANNEL_CONSOLE])],
+        site_ids=["another-site"],
+    )
+    sub = patient_subscriber(env)
+    plan = patient_plan(env, site, "MRN-A", subscriber=sub)
+    other = patient_plan(env, site, "MRN-B")
+    appt = book(env, other, chairs[0], dt.date(2026, 12, 2), 10)
+    at(env, 2026, 11, 29, 10, 0)
+    assert env.jobs.run_all() == 3  # plan due (staff + patient), other's 72 h reminder
+    delivered = env.relay.drain()
+    assert (delivered.delivered, delivered.failed) == (3, 0)
+    assert all(r.delivered_at is not None for r in rows(env))
+    assert env.relay.drain().delivered == 0  # nothing twice
+
+    due = env.notify.stub.ListNotifications(
+        npb.ListNotificationsRequest(topic=npb.TOPIC_INFUSION_DUE)
+    ).notifications
+    by_key = {n.dedupe_key: n for n in due}
+    key = f"INFUSION_DUE:{plan.id}:2026-12-01:0"
+    assert set(by_key) == {key, f"{key}:patient"}
+    assert [d.subscriber_id for d in by_key[key].deliveries] == [staff.id]
+    assert elsewhere.id not in {d.subscriber_id for d in by_key[key].deliveries}
+    assert list(by_key[f"{key}:patient"].subscriber_ids) == [sub]
+    assert by_key[key].payload.infusion_due.due_date == date(2026, 12, 1)
+    reminder = env.notify.stub.ListNotifications(
+        npb.ListNotificationsRequest(topic=npb.TOPIC_APPOINTMENT_REMINDER)
+    ).notifications
+    assert [n.payload.appointment_reminder.appointment_id for n in reminder] == [appt.id]
+    assert reminder[0].expires_at.ToDatetime(dt.UTC) == dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC)
+
+    env.notify.drain()
+    console = env.notify.recorders[Channel.CONSOLE].sent
+    email = env.notify.recorders[Channel.EMAIL].sent
+    assert sorted(m.subject for m in console) == sorted(
+        [
+            "An infusion is due for Ada MRN-A",
+            "Reminder: your appointment on Wed 02 Dec 2026 10:00 GMT",
+        ]
+    )
+    assert [m.destination for m in email] == ["ada@example.org"]
+
+
+def test_a_reminder_relayed_after_the_appointment_began_is_dropped(env: Env) -> None:
+    site, chairs = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A")
+    book(env, plan, chairs[0], dt.date(2026, 12, 2), 10)
+    at(env, 2026, 12, 1, 10, 0)
+    assert env.jobs.reminders() == 1
+    at(env, 2026, 12, 2, 10, 0)  # notify was unreachable until the appointment began
+    assert env.relay.drain().delivered == 1
+    assert not env.notify.stub.ListNotifications(npb.ListNotificationsRequest()).notifications
