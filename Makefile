@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup gen run seed test test-unit lint bench clean
+.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ test: setup $(BUF) ## Run the whole suite (unit, integration on SQLite and Postg
 
 test-unit: setup ## Run only the fast unit tests
 	$(PY) -m pytest tests/unit
+
+deploy-check: setup ## Validate deploy/ (Kubernetes and compose schemas) and run the image's entrypoints
+	$(PY) -m pytest tests/test_deploy.py
 
 lint: setup $(BUF) ## ruff, mypy and buf lint
 	$(BIN)/ruff check services tests bench
