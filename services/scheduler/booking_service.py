@@ -45,7 +45,8 @@ from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, w
 from services.scheduler.dose_service import DoseService
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.models import AppointmentRow, ChairBlockRow
+from services.scheduler.store.events import addressed, write_events
+from services.scheduler.store.models import AppointmentRow, ChairBlockRow, outbox
 from services.scheduler.usecases import SchedulerUseCases
 
 S = AppointmentStatus
@@ -510,6 +511,8 @@ class BookingService:
         row.status = wanted.value
         _bump(row, now)
         session.flush()
+        if wanted is S.CANCELLED:
+            self._announce(session, row, row.start_at, cancelled=True)
         return row
 
     def complete(
@@ -579,7 +582,8 @@ class BookingService:
         )
         need = dataclasses.replace(self.need(plan, item, site), item=item)
         store.lock_days(session, site.id, sorted({row.local_date, day}))
-        return self.place(
+        previous = row.start_at
+        moved = self.place(
             session,
             site,
             need,
@@ -590,6 +594,36 @@ class BookingService:
             row.hold_expires_at,
             existing=row,
         )
+        if moved.start_at != previous and status is S.BOOKED:
+            self._announce(session, moved, previous, cancelled=False)
+        return moved
+
+    def _announce(
+        self, session: Session, row: AppointmentRow, previous: dt.datetime, cancelled: bool
+    ) -> None:
+        """APPOINTMENT_CHANGED to the patient (if they have a notify subscriber) and to the
+        site's staff, in the transaction of the change (the outbox)."""
+        site = repo.site_row(session, row.site_id)
+        patient = repo.patient_row(session, row.patient_id)
+        payload = {
+            "appointment_id": row.id,
+            "patient_id": row.patient_id,
+            "site_id": row.site_id,
+            "site_name": site.display_name,
+            "previous_start_time": previous.isoformat(),
+            "time_zone": site.time_zone,
+            "cancelled": cancelled,
+            "patient_name": f"{patient.given_name} {patient.family_name}",
+        }
+        if not cancelled:
+            payload["start_time"] = row.start_at.isoformat()
+        events = addressed(
+            "APPOINTMENT_CHANGED",
+            f"APPOINTMENT_CHANGED:{row.id}:{row.revision}",
+            payload,
+            patient.notify_subscriber_id,
+        )
+        write_events(session, outbox, events, self.clock.now())
 
     # --- chair blocks ---------------------------------------------------------------------------
 

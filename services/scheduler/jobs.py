@@ -45,7 +45,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -54,12 +54,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Table, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.ids import new_id
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
@@ -67,6 +65,13 @@ from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
+from services.scheduler.store.events import (
+    Event,
+    addressed,
+    chunks,
+    upsert_insert,
+    write_events,
+)
 from services.scheduler.store.models import (
     AppointmentRow,
     DueWatchRow,
@@ -111,15 +116,6 @@ def job_settings(environ: Mapping[str, str] | None = None) -> JobSettings:
 
 
 @dataclass(frozen=True)
-class Event:
-    topic: str
-    dedupe_key: str
-    payload: dict[str, Any]
-    subscriber_ids: tuple[str, ...] = ()
-    expires_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
 class DueScan:
     examined: int
     raised: int
@@ -150,59 +146,6 @@ def _stamp(instant: dt.datetime) -> str:
 
 def _offset(hours: float) -> str:
     return f"{hours:g}h"
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-def write_events(session: Session, table: Table, events: Iterable[Event], now: dt.datetime) -> int:
-    """Append the events to the outbox in the caller's transaction, skipping dedupe keys
-    already there (or written meanwhile by another replica); returns how many were new."""
-    wanted = {e.dedupe_key: e for e in events}
-    if not wanted:
-        return 0
-    keys = sorted(wanted)
-    seen: set[str] = set()
-    for part in _chunks(keys, 500):
-        seen.update(session.scalars(select(table.c.dedupe_key).where(table.c.dedupe_key.in_(part))))
-    rows = [_outbox_row(wanted[k], now) for k in keys if k not in seen]
-    if rows:
-        insert = _insert(session)
-        session.execute(insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
-    return len(rows)
-
-
-def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
-    expires = event.expires_at
-    return {
-        "id": new_id(),
-        "topic": event.topic,
-        "dedupe_key": event.dedupe_key,
-        "payload": {
-            "payload": event.payload,
-            "subscriber_ids": list(event.subscriber_ids),
-            "expires_at": expires.isoformat() if expires is not None else None,
-        },
-        "created_at": now,
-        "attempts": 0,
-        "last_error": "",
-    }
-
-
-def addressed(
-    topic: str, key: str, payload: dict[str, Any], subscriber: str, **extra: Any
-) -> list[Event]:
-    """The staff broadcast, plus the patient's own copy when they have a subscriber."""
-    events = [Event(topic, key, payload, **extra)]
-    if subscriber:
-        events.append(Event(topic, f"{key}:patient", payload, (subscriber,), **extra))
-    return events
 
 
 class SchedulerJobs:
@@ -271,7 +214,7 @@ class SchedulerJobs:
     def _patients(self, session: Session, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """patient id → (display name, notify subscriber id)"""
         found: dict[str, tuple[str, str]] = {}
-        for part in _chunks(sorted(set(ids)), 500):
+        for part in chunks(sorted(set(ids)), 500):
             for pid, given, family, sub in session.execute(
                 select(
                     PatientRow.id,
@@ -291,12 +234,12 @@ class SchedulerJobs:
             mark = session.scalar(select(JobMarkRow.mark_at).where(JobMarkRow.name == DUE_SCAN))
             candidates = self._candidates(session, now, mark)
         examined = raised = 0
-        for part in _chunks(sorted(candidates), self.settings.chunk_size):
+        for part in chunks(sorted(candidates), self.settings.chunk_size):
             with self.db.write() as session:
                 raised += self._scan(session, list(part), now)
             examined += len(part)
         with self.db.write() as session:
-            insert = _insert(session)
+            insert = upsert_insert(session)
             stmt = insert(JobMarkRow.__table__).values(name=DUE_SCAN, mark_at=now)
             session.execute(
                 stmt.on_conflict_do_update(index_elements=["name"], set_={"mark_at": now})
@@ -394,7 +337,7 @@ class SchedulerJobs:
             events += addressed("INFUSION_DUE", key, payload, subscriber)
         raised = write_events(session, self.table, events, now)
         if watch:
-            insert = _insert(session)
+            insert = upsert_insert(session)
             stmt = insert(DueWatchRow.__table__)
             session.execute(
                 stmt.on_conflict_do_update(

@@ -464,3 +464,48 @@ def test_plan_schedule_proposes_commits_and_shows_on_the_board(platform: Platfor
             pb.PlanScheduleRequest(site_id=site.id, horizon_days=93, mode=pb.PLAN_MODE_PROPOSE)
         )
     assert too_far.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_moves_and_cancellations_raise_appointment_changed(
+    platform: Platform, database_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    appt = book(platform, plan, chairs[0], dt.date(2026, 12, 1), 8)
+    platform.scheduler.RescheduleAppointment(
+        pb.RescheduleAppointmentRequest(
+            id=appt.id,
+            chair_id=chairs[0].id,
+            local_date=date(2026, 12, 2),
+            local_start=TimeOfDay(hours=9),
+            request_id=request_id(),
+        )
+    )
+    platform.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=appt.id, reason="patient unwell", request_id=request_id())
+    )
+    url = (
+        database_url.replace("test.db", "scheduler.db")
+        if database_url.startswith("sqlite")
+        else database_url
+    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(
+                text(
+                    "SELECT payload FROM scheduler_outbox "
+                    "WHERE topic = 'APPOINTMENT_CHANGED' ORDER BY seq"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    import json
+
+    payloads = [r[0] if isinstance(r[0], dict) else json.loads(r[0]) for r in rows]
+    assert [p["payload"]["cancelled"] for p in payloads] == [False, True]
+    moved = payloads[0]["payload"]
+    assert moved["start_time"].startswith("2026-12-02T09:00")
+    assert moved["previous_start_time"].startswith("2026-12-01T08:00")

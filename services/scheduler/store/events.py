@@ -1,0 +1,79 @@
+"""Events the scheduler owes notify, written to its outbox in the caller's transaction (the
+jobs' notifications, and APPOINTMENT_CHANGED from bookings); the relay (notify_relay.py)
+publishes them. The outbox's unique dedupe key makes a second write of one event a no-op."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.common.ids import new_id
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    subscriber_ids: tuple[str, ...] = ()
+    expires_at: dt.datetime | None = None
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def upsert_insert(session: Session) -> Any:
+    """The dialect's insert, which has on_conflict_do_nothing."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def write_events(session: Session, table: Table, events: Iterable[Event], now: dt.datetime) -> int:
+    """Append the events to the outbox in the caller's transaction, skipping dedupe keys
+    already there (or written meanwhile by another replica); returns how many were new."""
+    wanted = {e.dedupe_key: e for e in events}
+    if not wanted:
+        return 0
+    keys = sorted(wanted)
+    seen: set[str] = set()
+    for part in chunks(keys, 500):
+        seen.update(session.scalars(select(table.c.dedupe_key).where(table.c.dedupe_key.in_(part))))
+    rows = [_outbox_row(wanted[k], now) for k in keys if k not in seen]
+    if rows:
+        insert = upsert_insert(session)
+        session.execute(insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
+    return len(rows)
+
+
+def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
+    expires = event.expires_at
+    return {
+        "id": new_id(),
+        "topic": event.topic,
+        "dedupe_key": event.dedupe_key,
+        "payload": {
+            "payload": event.payload,
+            "subscriber_ids": list(event.subscriber_ids),
+            "expires_at": expires.isoformat() if expires is not None else None,
+        },
+        "created_at": now,
+        "attempts": 0,
+        "last_error": "",
+    }
+
+
+def addressed(
+    topic: str, key: str, payload: dict[str, Any], subscriber: str, **extra: Any
+) -> list[Event]:
+    """The staff broadcast, plus the patient's own copy when they have a subscriber."""
+    events = [Event(topic, key, payload, **extra)]
+    if subscriber:
+        events.append(Event(topic, f"{key}:patient", payload, (subscriber,), **extra))
+    return events
