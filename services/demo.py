@@ -318,6 +318,23 @@ def load(
                 actor="demo",
             )
         )
+    # A reorder policy whose safety stock the shelf is under: the first reorder check (shortly
+    # after start) raises REORDER_DUE and LOW_STOCK, which `make run` prints on the console.
+    stock.SetReorderPolicy(
+        inv.SetReorderPolicyRequest(
+            request_id=f"demo-policy-{site.id}",
+            policy=inv.ReorderPolicy(
+                site_id=site.id,
+                product_id=products["privigen"],
+                lead_time_days=14,
+                safety_stock_grams="800",
+                review_period_days=7,
+                order_presentation_grams="10",
+                case_vials=10,
+                maximum_grams="2000",
+            ),
+        )
+    )
     plans = []
     for p in PATIENTS:
         patient = sch.CreatePatient(
