@@ -20,6 +20,11 @@ in memory, so after a restart a failed row is tried again at once. A failing row
 back the rows after it (notifications need no strict order; receivers dedupe). With
 ``max_attempts`` set, rows that reached it are left alone (still undelivered, visible with
 their last_error) instead of retried for ever.
+
+A receiver's refusal that no retry can change (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION:
+``deliver`` raises PermanentFailure, see ``publish_or_dead_letter``) dead-letters the row at
+once: it stays undelivered with ``attempts = DEAD_LETTER_ATTEMPTS`` and its last_error, for a
+person to look at, instead of being retried every few minutes for ever.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
@@ -39,6 +45,35 @@ from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTER_ATTEMPTS = 1_000_000
+# Codes that say "this request is wrong", not "try later" (AIP-194).
+_PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+class PermanentFailure(Exception):
+    """The receiver refused the event for good: dead-letter it, don't retry."""
+
+
+def publish_or_dead_letter(call: Callable[[], object]) -> None:
+    """Run a gRPC call for ``deliver``; a refusal no retry can change becomes
+    PermanentFailure, anything else (UNAVAILABLE, DEADLINE_EXCEEDED...) stays retryable."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        code = error.code()
+        if code in _PERMANENT:
+            raise PermanentFailure(f"{code.name}: {error.details()}") from error
+        raise
+
 
 Deliver = Callable[[OutgoingEvent], None]
 
@@ -110,8 +145,8 @@ class OutboxRelay:
         now = self.clock.now()
         waiting = [k for k, at in self._not_before.items() if at > now]
         query = select(t).where(t.c.delivered_at.is_(None))
-        if self.policy.max_attempts is not None:
-            query = query.where(t.c.attempts < self.policy.max_attempts)
+        limit = min(self.policy.max_attempts or DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ATTEMPTS)
+        query = query.where(t.c.attempts < limit)
         if waiting:
             query = query.where(t.c.id.not_in(waiting))
         query = query.order_by(t.c.seq).limit(self.policy.batch_size)
@@ -129,7 +164,10 @@ class OutboxRelay:
         for event in events:
             try:
                 self.deliver(event)
-            except Exception as error:  # any failure: count it, back off, keep going
+            except PermanentFailure as refused:
+                failed += 1
+                self._dead(session, event, refused)
+            except Exception as error:  # any other failure: count it, back off, keep going
                 failed += 1
                 self._failed(session, event, error)
             else:
@@ -169,6 +207,18 @@ class OutboxRelay:
         log.warning(
             "%s: %s %s failed (attempt %d): %s", self._name, event.topic, event.id, attempts, text
         )
+
+    def _dead(self, session: Session | None, event: OutgoingEvent, error: Exception) -> None:
+        t = self.table
+        text = f"dead-lettered: {error}"[:1000]
+        self._not_before.pop(event.id, None)
+        self._write(
+            session,
+            update(t)
+            .where(t.c.id == event.id)
+            .values(attempts=DEAD_LETTER_ATTEMPTS, last_error=text),
+        )
+        log.error("%s: %s %s %s", self._name, event.topic, event.id, text)
 
     def _attempts(self, session: Session | None, event_id: str) -> int:
         t = self.table

@@ -13,7 +13,7 @@ from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
-from services.common.outbox_relay import OutboxRelay
+from services.common.outbox_relay import OutboxRelay, publish_or_dead_letter
 from services.common.protojson import to_proto_json
 from services.inventory.store.models import outbox
 
@@ -41,6 +41,8 @@ def relay_to_notify(db: Database, clock: Clock, address: str) -> tuple[OutboxRel
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:
-        stub.Publish(publish_request(event), timeout=PUBLISH_TIMEOUT_SECONDS)
+        publish_or_dead_letter(
+            lambda: stub.Publish(publish_request(event), timeout=PUBLISH_TIMEOUT_SECONDS)
+        )
 
     return OutboxRelay(db, outbox, deliver, clock, name="inventory-outbox-relay"), channel

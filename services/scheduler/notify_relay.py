@@ -21,7 +21,7 @@ from services.common.clock import Clock
 from services.common.convert import to_datetime
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
-from services.common.outbox_relay import OutboxRelay, RelayPolicy
+from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
 from services.scheduler.store.models import outbox
 
@@ -64,7 +64,7 @@ def relay_to_notify(
             # notify would refuse it (expires_at must lie ahead); the row counts as delivered.
             log.info("scheduler outbox %s %s expired before relaying", event.topic, event.id)
             return
-        stub.Publish(request, timeout=PUBLISH_TIMEOUT_SECONDS)
+        publish_or_dead_letter(lambda: stub.Publish(request, timeout=PUBLISH_TIMEOUT_SECONDS))
 
     relay = OutboxRelay(db, outbox, deliver, clock, policy, name="scheduler-outbox-relay")
     return relay, channel

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import MetaData, Table, select
 
@@ -23,7 +24,12 @@ from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
 from services.common.db import Database
 from services.common.outbox import Outbox, OutgoingEvent, define_outbox_table
-from services.common.outbox_relay import OutboxRelay, RelayPolicy
+from services.common.outbox_relay import (
+    DEAD_LETTER_ATTEMPTS,
+    OutboxRelay,
+    RelayPolicy,
+    publish_or_dead_letter,
+)
 from services.inventory.notify_relay import publish_request
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
@@ -268,7 +274,36 @@ def test_notify_refusing_an_event_counts_as_a_failure(
 ) -> None:
     outbox.emit("LOT_EXPIRING", {"site_id": "s", "lot_number": ""}, "bad")  # template needs it
     stub = notify_pb2_grpc.NotifyServiceStub(notify_server.channel)
-    relay = _relay(outbox, lambda e: stub.Publish(publish_request(e), timeout=10))
+    relay = _relay(
+        outbox,
+        lambda e: publish_or_dead_letter(lambda: stub.Publish(publish_request(e), timeout=10)),
+    )
     assert relay.run_once().failed == 1
     (row,) = outbox.rows()
-    assert row.attempts == 1 and "INVALID_ARGUMENT" in row.last_error
+    # INVALID_ARGUMENT will not change on a retry: the row is dead-lettered, not retried
+    assert row.attempts == DEAD_LETTER_ATTEMPTS and "INVALID_ARGUMENT" in row.last_error
+    assert row.delivered_at is None
+    outbox.clock.advance(dt.timedelta(hours=1))
+    assert relay.run_once().failed == 0
+
+
+def test_an_outage_is_retried_not_dead_lettered(outbox: _Outbox) -> None:
+    outbox.emit("LOW_STOCK", {"site_id": "s1"}, key="k")
+
+    class Down(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self) -> str:
+            return "connection refused"
+
+    def deliver(_: OutgoingEvent) -> None:
+        def call() -> None:
+            raise Down()
+
+        publish_or_dead_letter(call)
+
+    relay = _relay(outbox, deliver)
+    assert relay.run_once().failed == 1
+    (row,) = outbox.rows()
+    assert row.attempts == 1 and "Down" in row.last_error
