@@ -12,6 +12,7 @@ from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
+from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.server import GrpcService, configure_logging
@@ -26,7 +27,7 @@ from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
-from services.inventory.store.models import idempotency_keys, outbox
+from services.inventory.store.models import idempotency_keys, job_table, outbox
 
 
 def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
@@ -51,7 +52,12 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
             costs=CostService(db, clock, sites),
         )
     )
-    jobs = InventoryJobs(sites, reservations.expiry_check, planning.check_reorder)
+    jobs = InventoryJobs(
+        sites,
+        reservations.expiry_check,
+        planning.check_reorder,
+        database_scheduler(db, job_table),
+    )
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
 
     def serving() -> None:

@@ -2,8 +2,9 @@
 expiry check (lots past expiry become EXPIRED, reservations on unusable lots move, LOT_EXPIRING
 at the site's thresholds) and then the reorder check (REORDER_DUE, LOW_STOCK).
 
-Job definitions are derived from the stock sites, so nothing needs persisting: they are made at
-start and a refresh every few minutes adds sites created since (on any replica). Both bodies
+Jobs live in the service's database (services/common/jobstore.py), so a check missed while the
+service was down runs when it returns; a refresh every few minutes adds a daily job for each
+stock site created since (on any replica). Both bodies
 are idempotent — state changes happen once and every event has a dedupe key — so a second
 replica running the same job, or a run repeated after a crash, raises nothing twice.
 """
@@ -20,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from services.common.jobstore import register, run
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
 from services.inventory.site_service import SiteService
@@ -49,17 +51,23 @@ class InventoryJobs:
         expiry_check: Callable[[str], object],
         reorder_check: Callable[[str], object],
         scheduler: BaseScheduler | None = None,
+        name: str = "inventory",
     ) -> None:
         self.sites = sites
         self.expiry_check = expiry_check
         self.reorder_check = reorder_check
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        self.name = name
+        for job, body in (("daily", self.daily), ("refresh", self.refresh)):
+            register(f"{name}.{job}", body)
+        register(f"{name}.all_sites", self.all_sites)
 
     def start(self) -> None:
         self.refresh()
         self.scheduler.add_job(
-            self.refresh,
+            run,
             IntervalTrigger(minutes=REFRESH_MINUTES),
+            args=[f"{self.name}.refresh"],
             id="refresh-sites",
             replace_existing=True,
             coalesce=True,
@@ -68,8 +76,9 @@ class InventoryJobs:
         # or a fresh `make run`, raises today's expiry and reorder events without waiting for
         # tomorrow. The dedupe keys make a second check of the same day a no-op.
         self.scheduler.add_job(
-            self.all_sites,
+            run,
             DateTrigger(run_date=dt.datetime.now(dt.UTC) + STARTUP_CHECK_DELAY),
+            args=[f"{self.name}.all_sites"],
             id="startup-check",
             replace_existing=True,
         )
@@ -98,9 +107,9 @@ class InventoryJobs:
                 job_id = f"daily:{site.id}"
                 if self.scheduler.get_job(job_id) is None:
                     self.scheduler.add_job(
-                        self.daily,
+                        run,
                         daily_trigger(site),
-                        args=[site.id],
+                        args=[f"{self.name}.daily", site.id],
                         id=job_id,
                         coalesce=True,
                         misfire_grace_time=MISFIRE_GRACE_SECONDS,

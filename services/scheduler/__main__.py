@@ -10,6 +10,7 @@ from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
+from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, configure_logging
 from services.common.settings import Settings, load_settings
@@ -20,7 +21,7 @@ from services.scheduler.jobs import SchedulerJobs, job_settings
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
-from services.scheduler.store.models import idempotency_keys
+from services.scheduler.store.models import idempotency_keys, job_table
 from services.scheduler.usecases import SchedulerUseCases
 
 
@@ -45,7 +46,7 @@ def build(
 
     # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
     # outbox; the relay publishes them to notify.
-    jobs = SchedulerJobs(db, clock, job_settings())
+    jobs = SchedulerJobs(db, clock, job_settings(), scheduler=database_scheduler(db, job_table))
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
     jobs.on_written.append(relay.wake)
 

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.jobstore import register, run
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
@@ -163,6 +164,7 @@ class SchedulerJobs:
         self.settings = settings or JobSettings()
         self.table = table
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        register("scheduler.notifications", self.run_all)
         self.on_written: list[
             Callable[[], None]
         ] = []  # callables woken after a pass wrote events (the relay)
@@ -171,8 +173,9 @@ class SchedulerJobs:
 
     def start(self) -> None:
         self.scheduler.add_job(
-            self.run_all,
+            run,
             IntervalTrigger(seconds=self.settings.interval_seconds),
+            args=["scheduler.notifications"],
             id="scheduler-notifications",
             replace_existing=True,
             coalesce=True,

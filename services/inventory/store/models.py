@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
+from services.common.jobstore import define_job_table
 from services.common.outbox import define_outbox_table
 
 
@@ -40,6 +41,7 @@ class Base(DeclarativeBase):
 
 idempotency_keys = define_idempotency_table(Base.metadata, "inventory")
 outbox = define_outbox_table(Base.metadata, "inventory")
+job_table = define_job_table(Base.metadata, "inventory")
 
 
 class ProductRow(Base):

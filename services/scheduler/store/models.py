@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
+from services.common.jobstore import define_job_table
 from services.common.outbox import define_outbox_table
 
 
@@ -180,6 +181,7 @@ class BookingLockRow(Base):
 
 # Events owed to notify, written in the transaction that raises them (services.common.outbox).
 outbox = define_outbox_table(Base.metadata, "scheduler")
+job_table = define_job_table(Base.metadata, "scheduler")
 
 
 class DueWatchRow(Base):

@@ -1,0 +1,53 @@
+"""APScheduler 3 with its jobs kept in the service's own database (issue 5 §6), so the schedule
+and each job's next run time survive a restart: a daily check missed while the service was
+down still runs when it comes back (within the job's misfire grace time).
+
+Jobs are stored pickled, so they must name a module-level function: every job runs
+``run(name, *args)``, and the service registers the callable behind each name at start-up
+(its bound methods hold connections and cannot be pickled). Several replicas may share one
+store; each then runs the jobs too, which is why every job body here is idempotent (dedupe keys,
+state changes that happen once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Column, Float, LargeBinary, MetaData, Table, Unicode
+
+from services.common.db import Database
+
+_REGISTRY: dict[str, Callable[..., object]] = {}
+
+
+def register(name: str, job: Callable[..., object]) -> None:
+    _REGISTRY[name] = job
+
+
+def run(name: str, *args: object) -> None:
+    """What every stored job calls (a picklable module-level reference)."""
+    job = _REGISTRY.get(name)
+    if job is None:
+        raise LookupError(f"no job {name!r} registered in this process")
+    job(*args)
+
+
+def define_job_table(metadata: MetaData, service: str) -> Table:
+    """The table APScheduler's SQLAlchemyJobStore uses, declared here too so that Alembic
+    creates it and the migrations-match-models check covers it."""
+    return Table(
+        f"{service}_apscheduler_jobs",
+        metadata,
+        Column("id", Unicode(191), primary_key=True),
+        Column("next_run_time", Float(25), index=True),
+        Column("job_state", LargeBinary, nullable=False),
+    )
+
+
+def database_scheduler(db: Database, table: Table) -> BackgroundScheduler:
+    # Its own MetaData: the store declares the same table itself, and the service's metadata
+    # already has it (define_job_table).
+    store = SQLAlchemyJobStore(engine=db.engine, tablename=table.name, metadata=MetaData())
+    return BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
