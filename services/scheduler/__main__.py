@@ -21,6 +21,7 @@ from services.scheduler.jobs import SchedulerJobs, job_settings
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
+from services.scheduler.stock_relay import StockRelay
 from services.scheduler.store.models import idempotency_keys, job_table
 from services.scheduler.usecases import SchedulerUseCases
 
@@ -47,7 +48,9 @@ def build(
     # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
     # outbox; the relay publishes them to notify.
     jobs = SchedulerJobs(db, clock, job_settings(), scheduler=database_scheduler(db, job_table))
-    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
+    inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
+    stock = StockRelay(db, clock, inventory_channel)
+    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"), stock=stock.deliver)
     jobs.on_written.append(relay.wake)
 
     def register(server: grpc.Server) -> Sequence[str]:
@@ -63,6 +66,7 @@ def build(
         jobs.shutdown()
         relay.stop()
         notify_channel.close()
+        inventory_channel.close()
         products.close()
         db.dispose()
 

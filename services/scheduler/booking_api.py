@@ -63,6 +63,9 @@ def appointment_out(row: AppointmentRow, now: dt.datetime) -> pb.Appointment:
         etag=etag_for(row.revision),
         create_time=from_datetime(row.created_at),
         update_time=from_datetime(row.updated_at),
+        stock_status=row.stock_status,
+        stock_note=row.stock_note,
+        stock_at_risk=row.stock_status == "AT_RISK",
     )
     for field, value in (
         ("hold_expire_time", row.hold_expires_at),

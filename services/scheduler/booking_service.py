@@ -45,7 +45,7 @@ from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, w
 from services.scheduler.dose_service import DoseService
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.events import addressed, write_events
+from services.scheduler.store.events import Event, addressed, write_events
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow, outbox
 from services.scheduler.usecases import SchedulerUseCases
 
@@ -307,6 +307,7 @@ class BookingService:
             row.status = S.BOOKED.value
             row.hold_expires_at = None
             _bump(row, now)
+            self._stock(session, row, "RESERVE_STOCK")
             return row
         missing = [
             FieldViolation(name, "is required (or give hold_id)")
@@ -486,6 +487,8 @@ class BookingService:
         if existing is None:
             session.add(row)
         session.flush()
+        if existing is None and status is S.BOOKED:
+            self._stock(session, row, "RESERVE_STOCK")
         return row
 
     # --- the lifecycle --------------------------------------------------------------------------
@@ -513,6 +516,8 @@ class BookingService:
         session.flush()
         if wanted is S.CANCELLED:
             self._announce(session, row, row.start_at, cancelled=True)
+        if wanted in (S.CANCELLED, S.NOSHOW):
+            self._stock(session, row, "RELEASE_RESERVATION")
         return row
 
     def complete(
@@ -596,7 +601,23 @@ class BookingService:
         )
         if moved.start_at != previous and status is S.BOOKED:
             self._announce(session, moved, previous, cancelled=False)
+            self._stock(session, moved, "AMEND_RESERVATION")
         return moved
+
+    def _stock(self, session: Session, row: AppointmentRow, topic: str) -> None:
+        """What the inventory owes this booking (issue 6): written to the outbox with the
+        booking, so a booking never fails because the pharmacy service is down; the relay
+        (notify_relay.py) calls the inventory, and a refusal marks the booking AT_RISK."""
+        payload = {
+            "appointment_id": row.id,
+            "site_id": row.site_id,
+            "patient_id": row.patient_id,
+            "product_id": row.product_id,
+            "grams": str(row.dose_grams),
+            "needed_on": row.local_date.isoformat(),
+        }
+        event = Event(topic, f"{topic}:{row.id}:{row.revision}", payload)
+        write_events(session, outbox, [event], self.clock.now())
 
     def _announce(
         self, session: Session, row: AppointmentRow, previous: dt.datetime, cancelled: bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format
@@ -23,6 +24,7 @@ from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
+from services.scheduler.stock_relay import STOCK_TOPICS
 from services.scheduler.store.models import outbox
 
 log = logging.getLogger(__name__)
@@ -52,12 +54,23 @@ def publish_request(event: OutgoingEvent) -> pb.PublishRequest:
 
 
 def relay_to_notify(
-    db: Database, clock: Clock, address: str, policy: RelayPolicy | None = None
+    db: Database,
+    clock: Clock,
+    address: str,
+    policy: RelayPolicy | None = None,
+    stock: Callable[[OutgoingEvent], None] | None = None,
 ) -> tuple[OutboxRelay, grpc.Channel]:
+    """``stock`` takes the rows meant for the inventory (stock_relay.STOCK_TOPICS)."""
     channel = grpc.insecure_channel(address)
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:
+        if event.topic in STOCK_TOPICS:
+            if stock is None:
+                log.warning("no inventory relay: %s %s not sent", event.topic, event.id)
+            else:
+                stock(event)
+            return
         request = publish_request(event)
         if request.HasField("expires_at") and to_datetime(request.expires_at) <= clock.now():
             # e.g. a reminder relayed after the appointment began (notify was down): moot, and

@@ -166,6 +166,9 @@ class AppointmentRow(Revisioned, Base):
     actual_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     actual_end_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     scanned_lots: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # the inventory's answer to this booking's reservation (issue 6): "", RESERVED or AT_RISK
+    stock_status: Mapped[str] = mapped_column(String(16), default="")
+    stock_note: Mapped[str] = mapped_column(String(1000), default="")
 
 
 class BookingLockRow(Base):

@@ -1,0 +1,151 @@
+"""Bookings → the inventory's reservations (issue 6, DESIGN.md "Reliability shape").
+
+BookAppointment, RescheduleAppointment, CancelAppointment and MarkNoShow write RESERVE_STOCK,
+AMEND_RESERVATION or RELEASE_RESERVATION to the scheduler's outbox in the booking's own
+transaction; the outbox relay hands those rows to ``StockRelay.deliver``, which calls the
+inventory. A booking therefore never fails because the pharmacy service is down: its
+reservation follows when the inventory is back. Every call is idempotent at the inventory
+(the appointment id is ReserveStock's key; Amend and Release carry the outbox row id as
+request_id), so a redelivery after a crash changes nothing.
+
+The outcome is written back on the appointment: RESERVED, or AT_RISK with the inventory's
+explanation, plus a STOCK_AT_RISK notification to the pharmacy; a later successful reservation
+(an amend after new stock arrived, say) clears it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import grpc
+from google.type.date_pb2 import Date
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.outbox import OutgoingEvent
+from services.common.outbox_relay import PermanentFailure
+from services.scheduler.store.events import Event, write_events
+from services.scheduler.store.models import AppointmentRow, outbox
+
+log = logging.getLogger(__name__)
+
+STOCK_TOPICS = frozenset({"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION"})
+TIMEOUT_SECONDS = 10
+RESERVED, AT_RISK = "RESERVED", "AT_RISK"
+
+
+def _date(text: str) -> Date:
+    day = dt.date.fromisoformat(text)
+    return Date(year=day.year, month=day.month, day=day.day)
+
+
+class StockRelay:
+    def __init__(self, db: Database, clock: Clock, channel: grpc.Channel) -> None:
+        self.db = db
+        self.clock = clock
+        self.stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+
+    def deliver(self, event: OutgoingEvent) -> None:
+        """Raises on an outage (the relay retries); a refusal is an answer, recorded."""
+        body: dict[str, Any] = event.payload["payload"]
+        if event.topic == "RELEASE_RESERVATION":
+            self._release(body, event.id)
+            return
+        try:
+            if event.topic == "AMEND_RESERVATION" and (existing := self._find(body)):
+                self.stub.AmendReservation(
+                    inv.AmendReservationRequest(
+                        reservation_id=existing.id,
+                        grams=body["grams"],
+                        needed_on=_date(body["needed_on"]),
+                        request_id=event.id,
+                        actor="scheduler",
+                    ),
+                    timeout=TIMEOUT_SECONDS,
+                )
+            else:  # a booking, or an amend of a booking whose reservation was never made
+                self.stub.ReserveStock(
+                    inv.ReserveStockRequest(
+                        appointment_id=body["appointment_id"],
+                        site_id=body["site_id"],
+                        patient_id=body["patient_id"],
+                        product_id=body["product_id"],
+                        grams=body["grams"],
+                        needed_on=_date(body["needed_on"]),
+                        actor="scheduler",
+                    ),
+                    timeout=TIMEOUT_SECONDS,
+                )
+        except grpc.RpcError as error:
+            code = error.code()
+            if code is grpc.StatusCode.FAILED_PRECONDITION:  # not enough stock, or no site
+                self._record(body, AT_RISK, error.details() or "refused by the inventory")
+                return
+            if code is grpc.StatusCode.ALREADY_EXISTS:  # reserved already, later amended
+                self._record(body, RESERVED, "")
+                return
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                self._record(body, AT_RISK, error.details() or "refused by the inventory")
+                raise PermanentFailure(f"{code.name}: {error.details()}") from error
+            raise
+        self._record(body, RESERVED, "")
+
+    def _find(self, body: dict[str, Any]) -> Any:
+        try:
+            return self.stub.GetReservation(
+                inv.GetReservationRequest(appointment_id=body["appointment_id"]),
+                timeout=TIMEOUT_SECONDS,
+            ).reservation
+        except grpc.RpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    def _release(self, body: dict[str, Any], request_id: str) -> None:
+        existing = self._find(body)
+        if existing is None:
+            return  # never reserved (a hold, or a refused reservation): nothing to give back
+        try:
+            self.stub.ReleaseReservation(
+                inv.ReleaseReservationRequest(
+                    reservation_id=existing.id,
+                    reason="appointment cancelled or missed",
+                    actor="scheduler",
+                    request_id=request_id,
+                ),
+                timeout=TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:  # dispensed already
+                raise
+
+    def _record(self, body: dict[str, Any], status: str, note: str) -> None:
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = session.get(AppointmentRow, body["appointment_id"])
+            if row is None:
+                return
+            row.stock_status = status
+            row.stock_note = note[:1000]
+            if status == AT_RISK:
+                event = Event(
+                    "STOCK_AT_RISK",
+                    f"STOCK_AT_RISK:{row.id}:{row.revision}",
+                    {
+                        "appointment_id": row.id,
+                        "patient_id": row.patient_id,
+                        "site_id": row.site_id,
+                        "product_id": row.product_id,
+                        "grams": body["grams"],
+                        "needed_on": body["needed_on"],
+                        "reason": note,
+                        "cause": "BOOKING",
+                    },
+                )
+                write_events(session, outbox, [event], now)
+        if status == AT_RISK:
+            log.warning("appointment %s is at risk: %s", body["appointment_id"], note)

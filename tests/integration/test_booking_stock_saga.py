@@ -1,0 +1,113 @@
+"""Bookings reach the inventory through the scheduler's outbox (issue 6): a booking reserves
+its vials, a refused reservation marks the appointment at risk (and notifies), a reschedule
+amends, a cancellation releases, and redelivering the same rows changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from google.type.timeofday_pb2 import TimeOfDay
+from sqlalchemy import text
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.common.db import Database
+from services.scheduler.notify_relay import relay_to_notify
+from services.scheduler.stock_relay import StockRelay
+from tests.integration.conftest import Platform, request_id, stock_site
+from tests.integration.test_scheduler_booking import book, patient_plan, site_with_chairs
+
+
+def test_bookings_reserve_release_amend_and_flag_shortages(
+    platform: Platform, database_url: str
+) -> None:
+    site, chairs = site_with_chairs(platform)
+    stock_site(platform, site.id)
+    a = patient_plan(platform, site, "MRN-A")
+    b = patient_plan(platform, site, "MRN-B")
+    product = a.product_id
+    platform.inventory.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id=site.id,
+            product_id=product,
+            presentation_grams="10",
+            lot_number="ONLY",
+            expiry_date=Date(year=2028, month=1, day=31),
+            vials=7,  # 70 g: one 70 kg patient's 1 g/kg dose
+            unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+            request_id=request_id(),
+        )
+    )
+    url = (
+        database_url.replace("test.db", "scheduler.db")
+        if database_url.startswith("sqlite")
+        else database_url
+    )
+    db = Database(url)
+    channel = grpc.insecure_channel(platform.inventory_address)
+    stock = StockRelay(db, platform.clock, channel)
+    relay, notify_channel = relay_to_notify(db, platform.clock, "127.0.0.1:9", stock=stock.deliver)
+
+    def flush() -> None:
+        for _ in range(3):
+            relay.run_once()
+
+    def appointment(appointment_id: str) -> pb.Appointment:
+        return platform.scheduler.GetAppointment(
+            pb.GetAppointmentRequest(id=appointment_id)
+        ).appointment
+
+    def reservation(appointment_id: str) -> inv.Reservation:
+        return platform.inventory.GetReservation(
+            inv.GetReservationRequest(appointment_id=appointment_id)
+        ).reservation
+
+    try:
+        first = book(platform, a, chairs[0], dt.date(2026, 12, 1), 8)
+        flush()
+        assert reservation(first.id).state == inv.RESERVATION_STATE_ACTIVE
+        assert appointment(first.id).stock_status == "RESERVED"
+
+        second = book(platform, b, chairs[1], dt.date(2026, 12, 1), 8)
+        flush()
+        shown = appointment(second.id)
+        assert shown.stock_at_risk and "in date and unreserved: 0 g" in shown.stock_note
+        with db.read() as session:
+            at_risk = session.execute(
+                text("SELECT count(*) FROM scheduler_outbox WHERE topic = 'STOCK_AT_RISK'")
+            ).scalar()
+        assert at_risk == 1
+
+        platform.scheduler.CancelAppointment(
+            pb.CancelAppointmentRequest(id=first.id, reason="unwell", request_id=request_id())
+        )
+        flush()
+        assert reservation(first.id).state == inv.RESERVATION_STATE_RELEASED
+
+        platform.scheduler.RescheduleAppointment(
+            pb.RescheduleAppointmentRequest(
+                id=second.id,
+                chair_id=chairs[1].id,
+                local_date=Date(year=2026, month=12, day=2),
+                local_start=TimeOfDay(hours=8),
+                request_id=request_id(),
+            )
+        )
+        flush()  # the amend finds no reservation and reserves: the freed vials cover it
+        cleared = appointment(second.id)
+        assert (cleared.stock_status, cleared.stock_at_risk) == ("RESERVED", False)
+        assert reservation(second.id).needed_on == Date(year=2026, month=12, day=2)
+
+        flush()  # nothing left to do; a repeat changes nothing
+        levels = platform.inventory.GetStockLevels(inv.GetStockLevelsRequest(site_id=site.id))
+        assert levels.products[0].reserved_vials == 7
+        report = platform.inventory.ReconcileStock(inv.ReconcileStockRequest(site_id=site.id))
+        assert list(report.discrepancies) == []
+    finally:
+        relay.stop()
+        notify_channel.close()
+        channel.close()
+        db.dispose()
