@@ -543,6 +543,7 @@ class BookingService:
             actual_end_at=ended or self.clock.now(),
             scanned_lots=lots,
         )
+        self._stock(session, row, "DISPENSE", grams_given=str(grams), scanned_lots=lots)
         plan = self.cases.load_plan(session, row.plan_id)
         items = self.open_items(session, plan)
         return row, (items[0] if items else None)
@@ -604,10 +605,11 @@ class BookingService:
             self._stock(session, moved, "AMEND_RESERVATION")
         return moved
 
-    def _stock(self, session: Session, row: AppointmentRow, topic: str) -> None:
-        """What the inventory owes this booking (issue 6): written to the outbox with the
-        booking, so a booking never fails because the pharmacy service is down; the relay
-        (notify_relay.py) calls the inventory, and a refusal marks the booking AT_RISK."""
+    def _stock(self, session: Session, row: AppointmentRow, topic: str, **extra: Any) -> None:
+        """What the inventory owes this booking (issue 6; DISPENSE carries what was given),
+        written to the outbox with the booking, so a booking never fails because the pharmacy
+        service is down; stock_relay.py calls the inventory, and a refusal marks the booking
+        AT_RISK."""
         payload = {
             "appointment_id": row.id,
             "site_id": row.site_id,
@@ -615,6 +617,7 @@ class BookingService:
             "product_id": row.product_id,
             "grams": str(row.dose_grams),
             "needed_on": row.local_date.isoformat(),
+            **extra,
         }
         event = Event(topic, f"{topic}:{row.id}:{row.revision}", payload)
         write_events(session, outbox, [event], self.clock.now())

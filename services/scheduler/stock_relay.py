@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -33,9 +34,9 @@ from services.scheduler.store.models import AppointmentRow, outbox
 
 log = logging.getLogger(__name__)
 
-STOCK_TOPICS = frozenset({"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION"})
+STOCK_TOPICS = frozenset({"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE"})
 TIMEOUT_SECONDS = 10
-RESERVED, AT_RISK = "RESERVED", "AT_RISK"
+RESERVED, AT_RISK, DISPENSED = "RESERVED", "AT_RISK", "DISPENSED"
 
 
 def _date(text: str) -> Date:
@@ -54,6 +55,9 @@ class StockRelay:
         body: dict[str, Any] = event.payload["payload"]
         if event.topic == "RELEASE_RESERVATION":
             self._release(body, event.id)
+            return
+        if event.topic == "DISPENSE":
+            self._dispense(body, event.id)
             return
         try:
             if event.topic == "AMEND_RESERVATION" and (existing := self._find(body)):
@@ -122,6 +126,72 @@ class StockRelay:
         except grpc.RpcError as error:
             if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:  # dispensed already
                 raise
+
+    def _dispense(self, body: dict[str, Any], request_id: str) -> None:
+        """CompleteInfusion → DispenseReservation: the lots scanned at the chair (by lot
+        number at the site, or the GS1 string), else the reserved vials; what was opened and
+        not given is waste. A dispense the inventory refuses is noted on the appointment."""
+        reservation = self._find(body)
+        if reservation is None:
+            self._record(body, AT_RISK, "completed without a reservation: dispense not recorded")
+            return
+        given = Decimal(body["grams_given"])
+        opened = Decimal(0)
+        vials: list[inv.DispensedVials] = []
+        for scan in body.get("scanned_lots") or []:
+            if scan.get("gs1_element_string"):
+                vials.append(
+                    inv.DispensedVials(
+                        gs1_element_string=scan["gs1_element_string"], vials=scan["vials"]
+                    )
+                )
+                opened = Decimal(-1)  # the vial size is the inventory's to know
+                continue
+            lot = self._lot(body["site_id"], scan.get("lot_number", ""), reservation)
+            if lot is None:
+                self._record(body, AT_RISK, f"lot {scan.get('lot_number')!r} is not at the site")
+                return
+            vials.append(inv.DispensedVials(lot_id=lot.id, vials=scan["vials"]))
+            if opened >= 0:
+                opened += Decimal(lot.presentation_grams) * scan["vials"]
+        if not vials:  # nothing scanned: the reserved vials were used
+            for line in reservation.lines:
+                vials.append(inv.DispensedVials(lot_id=line.lot_id, vials=line.vials))
+                opened += Decimal(line.presentation_grams) * line.vials
+        wasted = max(opened - given, Decimal(0)) if opened >= 0 else Decimal(0)
+        try:
+            self.stub.DispenseReservation(
+                inv.DispenseReservationRequest(
+                    reservation_id=reservation.id,
+                    vials=vials,
+                    grams_administered=str(given),
+                    grams_wasted=str(wasted),
+                    patient_id=body["patient_id"],
+                    appointment_id=body["appointment_id"],
+                    allow_over_reservation=True,
+                    override_reason="recorded at the chair (CompleteInfusion)",
+                    actor="scheduler",
+                    request_id=request_id,
+                ),
+                timeout=TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as error:
+            if error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.NOT_FOUND,
+            ):
+                self._record(body, AT_RISK, f"dispense not recorded: {error.details()}")
+                return
+            raise
+        self._record(body, DISPENSED, "")
+
+    def _lot(self, site_id: str, lot_number: str, reservation: Any) -> Any:
+        found = self.stub.ListLots(
+            inv.ListLotsRequest(site_id=site_id, lot_number=lot_number), timeout=TIMEOUT_SECONDS
+        ).lots
+        preferred = [lot for lot in found if lot.product_id == reservation.allocated_product_id]
+        return (preferred or list(found) or [None])[0]
 
     def _record(self, body: dict[str, Any], status: str, note: str) -> None:
         now = self.clock.now()

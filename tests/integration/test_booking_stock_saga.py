@@ -104,6 +104,25 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
         flush()  # nothing left to do; a repeat changes nothing
         levels = platform.inventory.GetStockLevels(inv.GetStockLevelsRequest(site_id=site.id))
         assert levels.products[0].reserved_vials == 7
+
+        platform.scheduler.CompleteInfusion(
+            pb.CompleteInfusionRequest(
+                id=second.id,
+                grams_given="68",
+                scanned_lots=[pb.ScannedLot(lot_number="ONLY", vials=7)],
+                request_id=request_id(),
+            )
+        )
+        flush()
+        assert reservation(second.id).state == inv.RESERVATION_STATE_DISPENSED
+        assert appointment(second.id).stock_status == "DISPENSED"
+        recipients = platform.inventory.ListLotRecipients(
+            inv.ListLotRecipientsRequest(product_id=product, lot_number="ONLY")
+        ).administrations
+        # 7 × 10 g opened, 68 g given: 2 g of the last vial wasted
+        assert [(r.appointment_id, r.grams_administered, r.grams_wasted) for r in recipients] == [
+            (second.id, "68", "2")
+        ]
         report = platform.inventory.ReconcileStock(inv.ReconcileStockRequest(site_id=site.id))
         assert list(report.discrepancies) == []
     finally:
