@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import grpc
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.common import jobstore
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
-from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, configure_logging
 from services.common.settings import Settings, load_settings
 from services.scheduler.api import SchedulerApi
 from services.scheduler.booking_service import BookingService
 from services.scheduler.dose_service import DoseService
+from services.scheduler.forecast_push import ForecastPush
 from services.scheduler.jobs import SchedulerJobs, job_settings
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
@@ -47,7 +51,9 @@ def build(
 
     # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
     # outbox; the relay publishes them to notify.
-    jobs = SchedulerJobs(db, clock, job_settings(), scheduler=database_scheduler(db, job_table))
+    jobs = SchedulerJobs(
+        db, clock, job_settings(), scheduler=jobstore.database_scheduler(db, job_table)
+    )
     inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
     stock = StockRelay(db, clock, inventory_channel)
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"), stock=stock.deliver)
@@ -57,9 +63,30 @@ def build(
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(api, server)
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
+    forecast = ForecastPush(db, clock, cases, bookings)
+    jobstore.register("scheduler.forecast", forecast.push)
+
     def serving() -> None:
         if settings.jobs:
             jobs.start()
+            # nightly, and once shortly after start (the dedupe key makes a second push of
+            # the same day a no-op)
+            jobs.scheduler.add_job(
+                jobstore.run,
+                CronTrigger(hour=2, minute=0, timezone="UTC"),
+                args=["scheduler.forecast"],
+                id="forecast-push",
+                replace_existing=True,
+                coalesce=True,
+                misfire_grace_time=6 * 3600,
+            )
+            jobs.scheduler.add_job(
+                jobstore.run,
+                DateTrigger(run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)),
+                args=["scheduler.forecast"],
+                id="forecast-push-at-start",
+                replace_existing=True,
+            )
             relay.start()
 
     def stopped() -> None:

@@ -28,13 +28,15 @@ from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
-from services.common.outbox_relay import PermanentFailure
+from services.common.outbox_relay import PermanentFailure, publish_or_dead_letter
 from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import AppointmentRow, outbox
 
 log = logging.getLogger(__name__)
 
-STOCK_TOPICS = frozenset({"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE"})
+STOCK_TOPICS = frozenset(
+    {"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE", "DEMAND_FORECAST"}
+)
 TIMEOUT_SECONDS = 10
 RESERVED, AT_RISK, DISPENSED = "RESERVED", "AT_RISK", "DISPENSED"
 
@@ -58,6 +60,23 @@ class StockRelay:
             return
         if event.topic == "DISPENSE":
             self._dispense(body, event.id)
+            return
+        if event.topic == "DEMAND_FORECAST":
+            request = inv.UpsertDemandForecastRequest(
+                forecasts=[
+                    inv.DemandForecast(
+                        site_id=f["site_id"],
+                        product_id=f["product_id"],
+                        day=_date(f["day"]),
+                        grams=f["grams"],
+                    )
+                    for f in body["forecasts"]
+                ],
+                request_id=event.id,
+            )
+            publish_or_dead_letter(
+                lambda: self.stub.UpsertDemandForecast(request, timeout=TIMEOUT_SECONDS)
+            )
             return
         try:
             if event.topic == "AMEND_RESERVATION" and (existing := self._find(body)):

@@ -130,3 +130,47 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
         notify_channel.close()
         channel.close()
         db.dispose()
+
+
+def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_url: str) -> None:
+    from services.scheduler.forecast_push import ForecastPush
+    from services.scheduler.usecases import SchedulerUseCases
+
+    site, _ = site_with_chairs(platform)
+    stock_site(platform, site.id)
+    plan = patient_plan(platform, site, "MRN-F")  # 70 kg, 1 g/kg = 70 g, due 1 Dec, every 28 days
+    url = (
+        database_url.replace("test.db", "scheduler.db")
+        if database_url.startswith("sqlite")
+        else database_url
+    )
+    db = Database(url)
+    channel = grpc.insecure_channel(platform.inventory_address)
+    stock = StockRelay(db, platform.clock, channel)
+    relay, notify_channel = relay_to_notify(db, platform.clock, "127.0.0.1:9", stock=stock.deliver)
+    try:
+        from services.scheduler.booking_service import BookingService
+        from services.scheduler.dose_service import DoseService
+        from services.scheduler.products import InventoryProducts
+
+        products = InventoryProducts(grpc.insecure_channel(platform.inventory_address))
+        cases = SchedulerUseCases(db, platform.clock, products.exists)
+        bookings = BookingService(db, platform.clock, cases, DoseService(cases, products.spec))
+        push = ForecastPush(db, platform.clock, cases, bookings)
+        assert push.push(horizon_days=60) == 1
+        assert push.push(horizon_days=60) == 0  # once a day per site
+        relay.run_once()
+        forecast = platform.inventory.GetStockForecast(
+            inv.GetStockForecastRequest(
+                site_id=site.id, product_id=plan.product_id, horizon_days=40
+            )
+        ).days
+        by_day = {(d.date.month, d.date.day): d.forecast_demand_grams for d in forecast}
+        # due 1 Dec, then every 28 days: 29 Dec; nothing in between
+        assert (by_day[(12, 1)], by_day[(12, 29)], by_day[(12, 15)]) == ("70", "70", "0")
+        products.close()
+    finally:
+        relay.stop()
+        notify_channel.close()
+        channel.close()
+        db.dispose()
