@@ -26,6 +26,7 @@ from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
 from services.scheduler.stock_relay import StockRelay
+from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store.models import idempotency_keys, job_table
 from services.scheduler.usecases import SchedulerUseCases
 
@@ -40,7 +41,8 @@ def build(
         products = InventoryProducts(grpc.insecure_channel(settings.peer("inventory")))
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
-    bookings = BookingService(db, clock, cases, doses)
+    inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
+    bookings = BookingService(db, clock, cases, doses, InventoryStock(inventory_channel))
     api = SchedulerApi(
         cases,
         doses,
@@ -54,7 +56,6 @@ def build(
     jobs = SchedulerJobs(
         db, clock, job_settings(), scheduler=jobstore.database_scheduler(db, job_table)
     )
-    inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
     stock = StockRelay(db, clock, inventory_channel)
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"), stock=stock.deliver)
     jobs.on_written.append(relay.wake)

@@ -213,14 +213,20 @@ class BookingApi:
             _morning(request.preferences),
             request.preferences.same_chair_as_last,
             request.max_results,
+            request.skip_without_stock,
         )
         site = self.bookings.site(request.site_id or found.need.plan.site_id)
         due = found.need.item.due_date
+        slots = []
+        for day, fit in found.slots:
+            slot = slot_out(day, fit, due, site.zone, found.need.chair_minutes)
+            if day in found.stock_short:
+                slot.stock_short = True
+                slot.stock_note = found.stock_short[day]
+            slots.append(slot)
         return pb.FindSlotsResponse(
-            slots=[
-                slot_out(day, fit, due, site.zone, found.need.chair_minutes)
-                for day, fit in found.slots
-            ],
+            slots=slots,
+            stock_checked=found.stock_checked,
             day_limits=[
                 pb.DayLimit(local_date=from_date(day), limit=limit, detail=detail)
                 for day, limit, detail in found.day_limits

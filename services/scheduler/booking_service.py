@@ -43,6 +43,7 @@ from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.sites import Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.dose_service import DoseService
+from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.events import Event, addressed, write_events
@@ -63,6 +64,7 @@ class Need:
     chair_minutes: int
     dose_grams: Decimal
     product_id: str
+    product_brand: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class SlotSearch:
     need: Need
     slots: list[tuple[dt.date, Fit]]
     day_limits: list[tuple[dt.date, str, str]]
+    stock_short: dict[dt.date, str] = dataclasses.field(default_factory=dict)
+    stock_checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,18 @@ def effective_status(row: AppointmentRow, now: dt.datetime) -> S:
 
 class BookingService:
     def __init__(
-        self, db: Database, clock: Clock, cases: SchedulerUseCases, doses: DoseService
+        self,
+        db: Database,
+        clock: Clock,
+        cases: SchedulerUseCases,
+        doses: DoseService,
+        stock: InventoryStock | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.cases = cases
         self.doses = doses
+        self.stock = stock
 
     # --- the day --------------------------------------------------------------------------------
 
@@ -187,7 +197,9 @@ class BookingService:
             )
         grid = site.capacity.slot_minutes
         minutes = -(-day.chair.chair_minutes // grid) * grid
-        return Need(plan, item, minutes, day.vials.dose_grams, result.product.id)
+        return Need(
+            plan, item, minutes, day.vials.dose_grams, result.product.id, result.product.brand
+        )
 
     def _plan(self, session: Session, plan_id: str, field: str) -> TherapyPlan:
         if not plan_id:
@@ -230,6 +242,7 @@ class BookingService:
         morning: bool | None,
         same_chair: bool,
         max_results: int,
+        skip_without_stock: bool = False,
     ) -> SlotSearch:
         with self.db.read() as session:
             plan = self._plan(session, plan_id, "therapy_plan_id")
@@ -267,7 +280,20 @@ class BookingService:
                         limits.append((day, limit, text))
                 day += dt.timedelta(days=1)
         ranked = rank(found, item.due_date, morning, last_chair)
-        return SlotSearch(need, ranked[: max_results or 10], limits)
+        available = (
+            self.stock.available(site.id, need.product_id, first, last) if self.stock else None
+        )
+        short: dict[dt.date, str] = {}
+        for day in sorted({d for d, _ in found}) if available is not None else []:
+            grams = (available or {}).get(day, Decimal(0))
+            if grams < need.dose_grams:
+                short[day] = (
+                    f"{need.product_brand or need.product_id}: {grams.normalize():f} g in date "
+                    f"and unreserved at the site on {day}; the dose is {need.dose_grams} g"
+                )
+        if skip_without_stock and available is not None:
+            ranked = [(d, f) for d, f in ranked if d not in short]
+        return SlotSearch(need, ranked[: max_results or 10], limits, short, available is not None)
 
     # --- booking --------------------------------------------------------------------------------
 

@@ -174,3 +174,43 @@ def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_ur
         notify_channel.close()
         channel.close()
         db.dispose()
+
+
+def test_find_slots_flags_or_skips_days_without_stock(platform: Platform) -> None:
+    site, _ = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-S")  # 70 g due 1 Dec; window 27 Nov–5 Dec
+    no_site = platform.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id))
+    assert not no_site.stock_checked and not any(s.stock_short for s in no_site.slots)
+    stock_site(platform, site.id)
+    platform.inventory.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id=site.id,
+            product_id=plan.product_id,
+            presentation_grams="10",
+            lot_number="S1",
+            expiry_date=Date(year=2028, month=1, day=31),
+            vials=7,
+            unit_cost=Money(currency_code="GBP", units=340),
+            request_id=request_id(),
+        )
+    )
+    enough = platform.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id))
+    assert enough.stock_checked and enough.slots and not any(s.stock_short for s in enough.slots)
+    # another patient's booking takes the 70 g on 26 November: nothing is left in the window
+    platform.inventory.ReserveStock(
+        inv.ReserveStockRequest(
+            appointment_id="other",
+            site_id=site.id,
+            patient_id="other",
+            product_id=plan.product_id,
+            grams="70",
+            needed_on=Date(year=2026, month=11, day=26),
+        )
+    )
+    flagged = platform.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id))
+    assert flagged.slots and all(s.stock_short for s in flagged.slots)
+    assert "Gammagard" in flagged.slots[0].stock_note and "0 g" in flagged.slots[0].stock_note
+    skipped = platform.scheduler.FindSlots(
+        pb.FindSlotsRequest(therapy_plan_id=plan.id, skip_without_stock=True)
+    )
+    assert skipped.stock_checked and not skipped.slots
