@@ -42,6 +42,7 @@ def free_port() -> int:
 class System:
     addresses: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]]
+    logs: dict[str, Path]
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +60,31 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         check=True,
         capture_output=True,
     )
+    # Output goes to files: a pipe nobody reads fills up (64 KiB of logs) and blocks the
+    # service on its next log line, which would look like a service that cannot shut down.
+    logs = {name: (Path(var) / f"{name}.log").open("wb") for name in SERVICES}
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=logs[name],
             stderr=subprocess.STDOUT,
         )
         for name in SERVICES
     }
     try:
-        yield System({name: f"127.0.0.1:{port}" for name, port in ports.items()}, procs)
+        yield System(
+            {name: f"127.0.0.1:{port}" for name, port in ports.items()},
+            procs,
+            {name: Path(var) / f"{name}.log" for name in SERVICES},
+        )
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        for log in logs.values():
+            log.close()
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
@@ -108,5 +118,5 @@ def test_sigterm_drains_and_exits_cleanly(system: System) -> None:
         proc.send_signal(signal.SIGTERM)
     for name, proc in procs.items():
         assert proc.wait(timeout=20) == 0, name
-        output = proc.stdout.read().decode() if proc.stdout else ""
+        output = system.logs[name].read_text(errors="replace")
         assert "received SIGTERM: draining" in output and f"{name} stopped" in output
