@@ -4,8 +4,10 @@ and the day's timelines and KPIs a chair-board screen needs."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -47,6 +49,8 @@ class Planned:
     result: ScheduleResult
     baseline: ScheduleResult
     booked: dict[str, str]  # request id → appointment id (COMMIT mode)
+    stock_short: dict[str, str] = dataclasses.field(default_factory=dict)  # request → note
+    stock_checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,33 @@ class SchedulePlanner:
                     else "",
                 )
                 booked[p.request_id] = row.id
-        return Planned(site, problem, needs, early, result, baseline, booked)
+        short, checked = self._stock(site, needs, result)
+        return Planned(site, problem, needs, early, result, baseline, booked, short, checked)
+
+    def _stock(
+        self, site: Site, needs: dict[str, Need], result: ScheduleResult
+    ) -> tuple[dict[str, str], bool]:
+        """Each placed infusion whose day the site's stock cannot cover (as FindSlots judges
+        it: each infusion against the day's available grams, not the proposals together)."""
+        stock = self.bookings.stock
+        if stock is None or not result.placements:
+            return {}, False
+        first = min(p.day for p in result.placements)
+        last = max(p.day for p in result.placements)
+        short: dict[str, str] = {}
+        for product in sorted({needs[p.request_id].product_id for p in result.placements}):
+            available = stock.available(site.id, product, first, last)
+            if available is None:
+                return {}, False
+            for p in result.placements:
+                need = needs[p.request_id]
+                grams = available.get(p.day, Decimal(0))
+                if need.product_id == product and grams < need.dose_grams:
+                    short[p.request_id] = (
+                        f"{need.product_brand or product}: {grams.normalize():f} g in date and "
+                        f"unreserved on {p.day}; the dose is {need.dose_grams} g"
+                    )
+        return short, True
 
     def board(self, site_id: str, day: dt.date) -> Board:
         with self.db.read() as session:

@@ -47,19 +47,19 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
     for p in sorted(result.placements, key=lambda p: (p.day, p.start_minute, p.chair_id)):
         need = planned.needs[p.request_id]
         fit = Fit(p.chair_id, p.start_minute, p.end_minute, 0, 0)
+        slot = slot_out(
+            p.day, fit, requests[p.request_id].due_day, planned.site.zone, need.chair_minutes
+        )
+        if p.request_id in planned.stock_short:
+            slot.stock_short = True
+            slot.stock_note = planned.stock_short[p.request_id]
         proposals.append(
             pb.ProposedAppointment(
                 therapy_plan_id=need.plan.id,
                 patient_id=need.plan.patient_id,
                 course=COURSE[need.item.course.value],
                 course_day=need.item.course_day,
-                slot=slot_out(
-                    p.day,
-                    fit,
-                    requests[p.request_id].due_day,
-                    planned.site.zone,
-                    need.chair_minutes,
-                ),
+                slot=slot,
                 appointment_id=planned.booked.get(p.request_id, ""),
             )
         )
@@ -80,6 +80,7 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
         objective=_number(result.objective),
         best_bound=_number(result.best_bound),
         solve_seconds=_number(result.solve_seconds),
+        stock_checked=planned.stock_checked,
     )
 
 

@@ -214,3 +214,17 @@ def test_find_slots_flags_or_skips_days_without_stock(platform: Platform) -> Non
         pb.FindSlotsRequest(therapy_plan_id=plan.id, skip_without_stock=True)
     )
     assert skipped.stock_checked and not skipped.slots
+
+
+def test_plan_schedule_flags_proposals_without_stock(platform: Platform) -> None:
+    site, _ = site_with_chairs(platform)
+    stock_site(platform, site.id)  # a stock site with nothing on the shelf
+    patient_plan(platform, site, "MRN-P")
+    proposal = platform.scheduler.PlanSchedule(
+        pb.PlanScheduleRequest(
+            site_id=site.id, horizon_days=14, mode=pb.PLAN_MODE_PROPOSE, time_limit_seconds=2
+        )
+    )
+    assert proposal.stock_checked and len(proposal.proposals) == 1
+    slot = proposal.proposals[0].slot
+    assert slot.stock_short and "0 g" in slot.stock_note
