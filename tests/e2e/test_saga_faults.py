@@ -248,3 +248,57 @@ def test_bookings_continue_while_the_inventory_is_down(services: Services) -> No
     level = stock().GetStockLevels(inv.GetStockLevelsRequest(site_id=site.id)).products[0]
     assert level.reserved_vials == 42
     assert list(stock().ReconcileStock(inv.ReconcileStockRequest()).discrepancies) == []
+
+
+def test_a_recall_reaches_notify_after_it_comes_back(services: Services) -> None:
+    from infusion.notify.v1 import notify_pb2 as npb
+    from infusion.notify.v1 import notify_pb2_grpc
+    from services.demo import load_notify
+
+    load_notify(services.address("notify"))  # a console subscriber for every topic
+
+    def notify() -> notify_pb2_grpc.NotifyServiceStub:
+        return notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(services.address("notify")))
+
+    stock = inventory_pb2_grpc.InventoryServiceStub(
+        grpc.insecure_channel(services.address("inventory"))
+    )
+    stock.CreateStockSite(
+        inv.CreateStockSiteRequest(
+            request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")
+        )
+    )
+    product = stock.GetProduct(inv.GetProductRequest(id="privigen")).product.id
+    expiry = dt.date.today() + dt.timedelta(days=400)
+    stock.ReceiveStock(
+        inv.ReceiveStockRequest(
+            request_id="r",
+            site_id="s",
+            product_id=product,
+            presentation_grams="10",
+            lot_number="BAD-1",
+            expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
+            vials=5,
+            unit_cost=Money(currency_code="GBP", units=340),
+        )
+    )
+    services.kill("notify")
+    recall = stock.RecallLot(
+        inv.RecallLotRequest(
+            product_id=product, lot_number="BAD-1", reason="manufacturer withdrawal", request_id="x"
+        )
+    )
+    assert [lot.state for lot in recall.lots] == [inv.LOT_STATE_RECALLED]  # not held up
+
+    def recalled() -> bool:
+        found = (
+            notify()
+            .ListNotifications(npb.ListNotificationsRequest(topic=npb.TOPIC_LOT_RECALLED))
+            .notifications
+        )
+        return len(found) == 1
+
+    services.start("notify")
+    assert eventually(recalled)
+    time.sleep(2)  # a retry after the first delivery must not make a second notification
+    assert recalled()
