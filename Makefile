@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check
+.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check demo
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
 run: setup ## Start scheduler, inventory and notify on localhost (SQLite under var/), seeded
 	$(PY) -m services.run
+
+demo: setup ## Walk through a day (plan, book, reserve, complete, dispense, reorder, recall), printing what each service did
+	$(PY) -m services.walkthrough
 
 seed: setup ## Load the shipped product catalogue into inventory's database
 	$(PY) -m services.inventory seed

@@ -1,0 +1,347 @@
+"""`make demo`: a day at an infusion centre, through the three services' public APIs, printing
+what each service did: a plan and its dose, stock received, a slot found and booked, the
+vials reserved (through the scheduler's outbox), the infusion given and the vials dispensed
+with the lot trace, a reorder suggestion, and a recall that reaches the patient's record and
+the pharmacy's notifications.
+
+The services run as processes on SQLite in a temporary directory (nothing of `make run`'s data
+is touched) and stop at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.dayofweek_pb2 import DayOfWeek
+from google.type.money_pb2 import Money
+from google.type.timeofday_pb2 import TimeOfDay
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.notify.v1 import notify_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.health import wait_serving
+from services.demo import load_notify
+
+SERVICES = ("inventory", "notify", "scheduler")
+WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+PORTS = {"scheduler": 50061, "inventory": 50062, "notify": 50063}
+
+
+def _date(day: dt.date) -> Date:
+    return Date(year=day.year, month=day.month, day=day.day)
+
+
+def say(step: str, text: str) -> None:
+    print(f"\n[{step}] {text}", flush=True)
+
+
+def detail(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+@contextmanager
+def running_services() -> Iterator[dict[str, str]]:
+    var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
+    env = dict(os.environ)
+    for name, port in PORTS.items():
+        env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
+        env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
+        env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"] = "1"
+    subprocess.run(
+        [sys.executable, "-m", "services.inventory", "seed"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            stdout=(var / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for name in SERVICES
+    ]
+    try:
+        addresses = {name: f"127.0.0.1:{port}" for name, port in PORTS.items()}
+        for name, address in addresses.items():
+            if not wait_serving(address):
+                raise RuntimeError(f"{name} did not start; see {var / name}.log")
+        yield addresses
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+        print(f"\n(service logs: {var})", flush=True)
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def walk(addresses: dict[str, str]) -> None:
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(addresses["scheduler"]))
+    stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(addresses["inventory"]))
+    note = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(addresses["notify"]))
+    load_notify(addresses["notify"])
+    today = dt.date.today()
+    day = today + dt.timedelta(days=3)
+    while day.isoweekday() > 5:
+        day += dt.timedelta(days=1)
+
+    say("site", "the scheduler gets a day unit; the inventory a pharmacy with the same id")
+    site = sch.CreateSite(
+        pb.CreateSiteRequest(
+            request_id="demo-site",
+            site=pb.Site(
+                organisation_id="walkthrough",
+                display_name="Walk-through day unit",
+                time_zone="Europe/London",
+                opening_hours=[
+                    pb.OpeningHours(
+                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
+                    )
+                    for d in WEEKDAYS
+                ],
+                capacity=pb.SiteCapacity(
+                    nurse_shifts=[
+                        pb.NurseShift(
+                            day=DayOfWeek.Value(d),
+                            start=TimeOfDay(hours=8),
+                            end=TimeOfDay(hours=18),
+                            nurses=2,
+                        )
+                        for d in WEEKDAYS
+                    ]
+                ),
+            ),
+        )
+    ).site
+    chair = sch.CreateChair(
+        pb.CreateChairRequest(
+            request_id="demo-chair",
+            chair=pb.Chair(site_id=site.id, display_name="Chair 1", active=True),
+        )
+    ).chair
+    stock.CreateStockSite(
+        inv.CreateStockSiteRequest(
+            request_id="demo-stock-site",
+            site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone="Europe/London"),
+        )
+    )
+    detail(f"site {site.id}, {chair.display_name}, 2 nurses at 1:4 on weekdays")
+
+    say("stock", "the pharmacy receives two lots of Gammagard Liquid 10 g vials")
+    product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product
+    for lot, months, vials in (("GL-WALK-A", 6, 5), ("GL-WALK-B", 20, 40)):
+        expiry = today + dt.timedelta(days=30 * months)
+        received = stock.ReceiveStock(
+            inv.ReceiveStockRequest(
+                request_id=f"demo-{lot}",
+                site_id=site.id,
+                product_id=product.id,
+                presentation_grams="10",
+                lot_number=lot,
+                expiry_date=_date(expiry),
+                vials=vials,
+                unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                supplier="Wholesaler",
+            )
+        ).lot
+        detail(f"lot {lot}: {received.on_hand_vials} vials, expires {expiry}")
+
+    say("plan", "a 70 kg patient with MMN: 1 g/kg every 4 weeks")
+    patient = sch.CreatePatient(
+        pb.CreatePatientRequest(
+            request_id="demo-patient",
+            patient=pb.Patient(
+                organisation_id="walkthrough",
+                mrn="WALK-1",
+                given_name="Ada",
+                family_name="Example",
+                birth_date=Date(year=1970, month=5, day=1),
+                sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
+            ),
+        )
+    ).patient
+    sch.RecordMeasurement(
+        pb.RecordMeasurementRequest(
+            request_id="demo-measure",
+            measurement=pb.Measurement(
+                patient_id=patient.id,
+                measured_on=_date(today),
+                weight_kg="70",
+                height_cm="165",
+            ),
+        )
+    )
+    plan = sch.CreateTherapyPlan(
+        pb.CreateTherapyPlanRequest(
+            request_id="demo-plan",
+            therapy_plan=pb.TherapyPlan(
+                patient_id=patient.id,
+                site_id=site.id,
+                indication=pb.INDICATION_MMN,
+                route=pb.ROUTE_IV,
+                product_id=product.id,
+                dose_basis=pb.DOSE_BASIS_G_PER_KG,
+                maintenance_dose="1",
+                interval_days=28,
+                start_date=_date(day),
+            ),
+        )
+    ).therapy_plan
+    dose = sch.CalculateDose(
+        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=_date(day))
+    ).calculation
+    detail(
+        f"dose {dose.total_grams} g as "
+        + ", ".join(f"{v.count} × {v.grams} g" for v in dose.days[0].vials)
+        + f"; {dose.days[0].chair_minutes} chair minutes"
+    )
+
+    say("book", "FindSlots in the due window, then BookAppointment on the best slot")
+    slots = sch.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id, max_results=3)).slots
+    best = slots[0]
+    detail(
+        f"best slot: {best.local_date.day:02d}/{best.local_date.month:02d} "
+        f"{best.local_start.hours:02d}:{best.local_start.minutes:02d}, stock short: "
+        f"{best.stock_short}"
+    )
+    appointment = sch.BookAppointment(
+        pb.BookAppointmentRequest(
+            request_id="demo-book",
+            therapy_plan_id=plan.id,
+            chair_id=best.chair_id,
+            local_date=best.local_date,
+            local_start=best.local_start,
+        )
+    ).appointment
+    detail(f"appointment {appointment.id}: {pb.AppointmentStatus.Name(appointment.status)}")
+
+    say("reserve", "the scheduler's outbox relay asks the inventory to reserve the vials")
+    reservation = wait_for(
+        "the reservation",
+        lambda: next(
+            iter(stock.ListReservations(inv.ListReservationsRequest(site_id=site.id)).reservations),
+            None,
+        ),
+    )
+    detail(
+        "reserved "
+        + ", ".join(
+            f"{x.vials} × {x.presentation_grams} g of lot {x.lot_number}" for x in reservation.lines
+        )
+        + " (first expiry first)"
+    )
+    shown = sch.GetAppointment(pb.GetAppointmentRequest(id=appointment.id)).appointment
+    detail(f"the appointment shows stock {shown.stock_status}")
+
+    say(
+        "remind",
+        "reminders go 72 h and 24 h before (the scheduler's job, on the console channel)",
+    )
+    detail("on the day, the nurse checks the patient in and starts the infusion")
+    sch.CheckIn(pb.CheckInRequest(id=appointment.id, request_id="demo-checkin"))
+    sch.StartInfusion(pb.StartInfusionRequest(id=appointment.id, request_id="demo-start"))
+
+    say("complete", "CompleteInfusion with the lots scanned at the chair")
+    done = sch.CompleteInfusion(
+        pb.CompleteInfusionRequest(
+            id=appointment.id,
+            grams_given=dose.total_grams,
+            scanned_lots=[
+                pb.ScannedLot(lot_number=x.lot_number, vials=x.vials) for x in reservation.lines
+            ],
+            request_id="demo-complete",
+        )
+    )
+    due = done.next_due.due_date
+    detail(f"next infusion due {due.day:02d}/{due.month:02d}/{due.year}")
+
+    say("dispense", "the relay records the dispense: who got which lot")
+    lot_number = reservation.lines[0].lot_number
+    recipients = wait_for(
+        "the lot trace",
+        lambda: (
+            stock.ListLotRecipients(
+                inv.ListLotRecipientsRequest(product_id=product.id, lot_number=lot_number)
+            ).administrations
+        ),
+    )
+    for a in recipients:
+        detail(f"lot {a.lot_number}: {a.grams_administered} g to patient {a.patient_id}")
+
+    say("reorder", "a reorder policy: keep 500 g, order in cases of 10 vials")
+    stock.SetReorderPolicy(
+        inv.SetReorderPolicyRequest(
+            request_id="demo-policy",
+            policy=inv.ReorderPolicy(
+                site_id=site.id,
+                product_id=product.id,
+                lead_time_days=14,
+                safety_stock_grams="500",
+                review_period_days=7,
+                order_presentation_grams="10",
+                case_vials=10,
+                maximum_grams="1000",
+            ),
+        )
+    )
+    for s in stock.ListReorderSuggestions(
+        inv.ListReorderSuggestionsRequest(site_id=site.id)
+    ).suggestions:
+        detail(f"order {s.vials} × {s.presentation_grams} g: {s.reason}")
+
+    say("recall", f"the manufacturer recalls lot {lot_number}")
+    recall = stock.RecallLot(
+        inv.RecallLotRequest(
+            product_id=product.id,
+            lot_number=lot_number,
+            reason="manufacturer withdrawal",
+            request_id="demo-recall",
+        )
+    )
+    detail(f"{len(recall.lots)} lot(s) RECALLED; {recall.recipients} recipient(s) on record")
+    notified = wait_for(
+        "the recall notification",
+        lambda: (
+            note.ListNotifications(
+                npb.ListNotificationsRequest(topic=npb.TOPIC_LOT_RECALLED)
+            ).notifications
+        ),
+    )
+    detail(f"notify holds {len(notified)} LOT_RECALLED notification(s) for the pharmacy")
+    print("\nDone: plan → book → reserve → complete → dispense → reorder → recall.", flush=True)
+
+
+def main() -> int:
+    with running_services() as addresses:
+        walk(addresses)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
