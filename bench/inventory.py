@@ -54,8 +54,8 @@ def _date(day: dt.date) -> Date:
 
 
 @contextmanager
-def throwaway_database() -> Iterator[str]:
-    name = f"bench_inventory_{os.getpid()}"
+def throwaway_database(label: str = "inventory") -> Iterator[str]:
+    name = f"bench_{label}_{os.getpid()}"
     pg = ["-h", "127.0.0.1", "-U", "postgres"]
     subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
     try:

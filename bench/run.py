@@ -5,8 +5,9 @@ ReserveStock and GetStockForecast on PostgreSQL (bench/inventory.py). Results: p
 Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
-`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`) runs one part
-after the echo; bench/booking.py measures BookAppointment and FindSlots on PostgreSQL.
+`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`)
+runs one part after the echo; bench/booking.py measures BookAppointment and FindSlots on
+PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import grpc
 from google.type.date_pb2 import Date
 
 from bench import booking as booking_bench
+from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
 from bench.harness import ROOT, free_port, load
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -100,7 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", choices=("scheduler", "inventory", "booking"), default=None)
+    parser.add_argument(
+        "--only", choices=("scheduler", "inventory", "booking", "e2e"), default=None
+    )
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
@@ -178,6 +182,10 @@ def main() -> int:
                 )
                 results.update(booking_part["results"])
                 checks.update(booking_part["checks"])
+            if args.only in (None, "e2e"):
+                e2e_part = e2e_bench.run(args.seconds, 16, lambda m: print(m, file=sys.stderr))
+                results.update(e2e_part["results"])
+                checks.update(e2e_part["checks"])
             if args.only in (None, "inventory"):
                 inventory_part = inventory_bench.run(
                     args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)

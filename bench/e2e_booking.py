@@ -1,0 +1,175 @@
+"""End-to-end booking on PostgreSQL (issue 6, "Done when"): 16 clients book appointments while
+the scheduler's outbox relay turns every booking into an inventory reservation. The rate is
+bookings whose vials are reserved per second, from the first call until the last reservation
+exists. The three services run as processes, the scheduler and the inventory each on its own
+throwaway database; setup is bench/booking.py's (30 chairs, one plan per booking), with enough
+stock that no reservation is refused.
+
+"Reminder scheduled" in the issue's wording: reminders here are written by the scheduler's job
+when their time comes (docs/notify.md), not at booking, so the booking path has no reminder
+step to time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+
+from bench.booking import BOOK, booking_requests, prepare
+from bench.harness import ROOT, free_port, load
+from bench.inventory import throwaway_database
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.health import wait_serving
+
+LOTS, VIALS_PER_LOT = 40, 1000
+
+
+@contextmanager
+def system(scheduler_url: str, inventory_url: str) -> Iterator[dict[str, str]]:
+    ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
+    env = dict(os.environ)
+    env.update(
+        {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
+        **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
+        SCHEDULER_DATABASE_URL=scheduler_url,
+        INVENTORY_DATABASE_URL=inventory_url,
+        NOTIFY_DATABASE_URL=f"sqlite:///{tempfile.mkdtemp()}/notify.db",
+        PYTHONUNBUFFERED="1",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "services.inventory", "seed"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("notify", "inventory", "scheduler")
+    ]
+    addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
+    try:
+        for address in addresses.values():
+            if not wait_serving(address):
+                raise RuntimeError(f"{address} did not become SERVING")
+        yield addresses
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
+    first = dt.date.today() + dt.timedelta(days=7)
+    with (
+        throwaway_database("e2e_scheduler") as sched_url,
+        throwaway_database("e2e_inventory") as inv_url,
+        system(sched_url, inv_url) as addresses,
+    ):
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(addresses["scheduler"]))
+        stock = inventory_pb2_grpc.InventoryServiceStub(
+            grpc.insecure_channel(addresses["inventory"])
+        )
+        product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
+        log("e2e booking bench: creating patients and plans …")
+        site, chairs, plans = prepare(sch, product, first)
+        stock.CreateStockSite(
+            inv.CreateStockSiteRequest(
+                request_id="e2e-site",
+                site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone="Europe/London"),
+            )
+        )
+        expiry = first + dt.timedelta(days=700)
+        for n in range(LOTS):
+            stock.ReceiveStock(
+                inv.ReceiveStockRequest(
+                    request_id=f"e2e-lot-{n}",
+                    site_id=site.id,
+                    product_id=product,
+                    presentation_grams="10",
+                    lot_number=f"E2E-{n:03d}",
+                    expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
+                    vials=VIALS_PER_LOT,
+                    unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                )
+            )
+        log(f"e2e booking bench: BookAppointment with {concurrency} clients …")
+        began = time.monotonic()
+        booked = load(
+            addresses["scheduler"],
+            BOOK,
+            booking_requests(chairs, plans[:-1], first),
+            seconds,
+            concurrency,
+        )
+
+        def appointments() -> int:
+            total, token = 0, ""
+            while True:
+                page = sch.ListAppointments(
+                    pb.ListAppointmentsRequest(site_id=site.id, page_size=1000, page_token=token)
+                )
+                total += len(page.appointments)
+                token = page.next_page_token
+                if not token:
+                    return total
+
+        # calls still in flight when the load stopped may have committed too: count bookings
+        # in the scheduler, not the load's answers
+        wanted = appointments()
+
+        def reserved() -> int:
+            total, token = 0, ""
+            while True:
+                page = stock.ListReservations(
+                    inv.ListReservationsRequest(site_id=site.id, page_size=1000, page_token=token)
+                )
+                total += len(page.reservations)
+                token = page.next_page_token
+                if not token:
+                    return total
+
+        deadline = time.monotonic() + 600
+        count = reserved()
+        while count < wanted and time.monotonic() < deadline:
+            time.sleep(1)
+            count = reserved()
+        elapsed = time.monotonic() - began
+        result = {
+            "calls": count,
+            "errors": booked["errors"],
+            "seconds": elapsed,
+            "calls_per_second": count / elapsed,
+            "p50_ms": booked["p50_ms"],
+            "p99_ms": booked["p99_ms"],
+        }
+        checks = {
+            "bookings": wanted,
+            "answered_by_the_load": int(booked["calls"] - booked["errors"]),
+            "reserved": count,
+        }
+    return {
+        "results": {f"booked and reserved end to end ({concurrency} clients)": result},
+        "checks": checks,
+    }
