@@ -41,14 +41,13 @@ from services.inventory.domain.catalogue import (
     RateUnit,
     Route,
     Source,
-    StorageKind,
     StorageRule,
 )
 from services.inventory.planning_api import PlanningApi
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_api import ReservationApi
 from services.inventory.reservation_service import ReservationService
-from services.inventory.site_api import SiteApi
+from services.inventory.site_api import STORAGE_KIND, SiteApi
 from services.inventory.site_service import SiteService
 from services.inventory.stock_api import StockApi
 from services.inventory.stock_service import StockService
@@ -62,11 +61,6 @@ IG_CLASS = {
     IgClass.FSCIG: pb.IG_CLASS_FACILITATED_SCIG,
 }
 ROUTE = {Route.IV: pb.ROUTE_IV, Route.SC: pb.ROUTE_SC, Route.FSC: pb.ROUTE_FACILITATED_SC}
-STORAGE = {
-    StorageKind.REFRIGERATED: pb.STORAGE_KIND_REFRIGERATED,
-    StorageKind.ROOM_TEMPERATURE: pb.STORAGE_KIND_ROOM_TEMPERATURE,
-    StorageKind.REFRIGERATED_WITH_RT_ALLOWANCE: pb.STORAGE_KIND_REFRIGERATED_WITH_RT_ALLOWANCE,
-}
 RATE_UNIT = {
     RateUnit.ML_PER_KG_H: pb.RATE_UNIT_ML_PER_KG_H,
     RateUnit.MG_PER_KG_MIN: pb.RATE_UNIT_MG_PER_KG_MIN,
@@ -121,7 +115,7 @@ def _translate(stored: StoredProduct) -> pb.Product:
             for x in p.presentations
         ],
         storage=pb.StorageRule(
-            kind=STORAGE[p.storage.kind] if p.storage.kind else pb.STORAGE_KIND_UNSPECIFIED,
+            kind=STORAGE_KIND[p.storage.kind] if p.storage.kind else pb.STORAGE_KIND_UNSPECIFIED,
             room_temperature_months=p.storage.room_temperature_months or 0,
             note=p.storage.note,
         ),
@@ -188,7 +182,7 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
         chosen = _choice(route, ROUTE, f"{f}.routes[{i}]", v)
         if chosen is not None:
             routes.append(chosen)
-    storage_kind = _reverse(STORAGE).get(msg.storage.kind)
+    storage_kind = _reverse(STORAGE_KIND).get(msg.storage.kind)
     concentration = parse_decimal(msg.concentration_percent, f"{f}.concentration_percent", v)
     return Product(
         code=msg.code,

@@ -24,7 +24,7 @@ from services.common.errors import FieldViolation, InvalidArgument, Violations
 from services.common.etag import etag_for
 from services.common.pagination import page_request, split_page
 from services.scheduler.booking_service import BookingService, effective_status
-from services.scheduler.domain.appointments import AppointmentStatus
+from services.scheduler.domain.appointments import AppointmentStatus, timing
 from services.scheduler.domain.due import DueItem
 from services.scheduler.domain.slots import Fit, wall_time
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow
@@ -96,8 +96,6 @@ def due_out(item: DueItem) -> pb.DueInfusion:
 
 
 def slot_out(day: dt.date, fit: Fit, due: dt.date, zone: Any, minutes: int) -> pb.Slot:
-    from services.scheduler.domain.appointments import timing
-
     when = timing(day, fit.start, minutes, zone)
     return pb.Slot(
         chair_id=fit.chair_id,
