@@ -42,7 +42,15 @@ def build(
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
     inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
-    bookings = BookingService(db, clock, cases, doses, InventoryStock(inventory_channel))
+    job_config = job_settings()
+    bookings = BookingService(
+        db,
+        clock,
+        cases,
+        doses,
+        InventoryStock(inventory_channel),
+        reminder_offsets_hours=job_config.reminder_offsets_hours,
+    )
     api = SchedulerApi(
         cases,
         doses,
@@ -54,7 +62,7 @@ def build(
     # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
     # outbox; the relay publishes them to notify.
     jobs = SchedulerJobs(
-        db, clock, job_settings(), scheduler=jobstore.database_scheduler(db, job_table)
+        db, clock, job_config, scheduler=jobstore.database_scheduler(db, job_table)
     )
     stock = StockRelay(db, clock, inventory_channel)
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"), stock=stock.deliver)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from sqlalchemy import inspect as sa_inspect
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import (
@@ -26,6 +27,7 @@ from services.common.pagination import page_request, split_page
 from services.scheduler.booking_service import BookingService, effective_status
 from services.scheduler.domain.appointments import AppointmentStatus, timing
 from services.scheduler.domain.due import DueItem
+from services.scheduler.domain.reminders import ReminderStatus
 from services.scheduler.domain.slots import Fit, wall_time
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow
 
@@ -33,6 +35,9 @@ STATUS: dict[AppointmentStatus, Any] = {
     s: pb.AppointmentStatus.Value(f"APPOINTMENT_STATUS_{s.value}") for s in AppointmentStatus
 }
 _STATUS_IN = {v: k for k, v in STATUS.items()}
+REMINDER_STATUS: dict[ReminderStatus, Any] = {
+    s: pb.ReminderStatus.Value(f"REMINDER_STATUS_{s.value}") for s in ReminderStatus
+}
 COURSE = {"MAINTENANCE": pb.COURSE_KIND_MAINTENANCE, "INDUCTION": pb.COURSE_KIND_INDUCTION}
 
 
@@ -67,6 +72,15 @@ def appointment_out(row: AppointmentRow, now: dt.datetime) -> pb.Appointment:
         stock_note=row.stock_note,
         stock_at_risk=row.stock_status == "AT_RISK",
     )
+    if "reminders" not in sa_inspect(row).unloaded:  # loaded by the reads and the writes
+        msg.reminders.extend(
+            pb.AppointmentReminder(
+                offset=r.offset_label,
+                due_time=from_datetime(r.due_at),
+                status=REMINDER_STATUS[ReminderStatus(r.status)],
+            )
+            for r in row.reminders
+        )
     for field, value in (
         ("hold_expire_time", row.hold_expires_at),
         ("actual_start_time", row.actual_start_at),

@@ -40,11 +40,13 @@ from services.scheduler.domain.appointments import (
 from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
 from services.scheduler.domain.due import CourseKind, DueItem
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan
+from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
 from services.scheduler.domain.sites import Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.dose_service import DoseService
 from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store import appointments as store
+from services.scheduler.store import reminders
 from services.scheduler.store import repository as repo
 from services.scheduler.store.events import Event, addressed, write_events
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow, outbox
@@ -108,12 +110,14 @@ class BookingService:
         cases: SchedulerUseCases,
         doses: DoseService,
         stock: InventoryStock | None = None,
+        reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
     ) -> None:
         self.db = db
         self.clock = clock
         self.cases = cases
         self.doses = doses
         self.stock = stock
+        self.reminder_offsets_hours = tuple(reminder_offsets_hours)
 
     # --- the day --------------------------------------------------------------------------------
 
@@ -333,7 +337,7 @@ class BookingService:
             row.status = S.BOOKED.value
             row.hold_expires_at = None
             _bump(row, now)
-            self._stock(session, row, "RESERVE_STOCK")
+            self._booked(session, row, repo.site_from_row(repo.site_row(session, row.site_id)))
             return row
         missing = [
             FieldViolation(name, "is required (or give hold_id)")
@@ -514,7 +518,7 @@ class BookingService:
             session.add(row)
         session.flush()
         if existing is None and status is S.BOOKED:
-            self._stock(session, row, "RESERVE_STOCK")
+            self._booked(session, row, site)
         return row
 
     # --- the lifecycle --------------------------------------------------------------------------
@@ -544,6 +548,7 @@ class BookingService:
             self._announce(session, row, row.start_at, cancelled=True)
         if wanted in (S.CANCELLED, S.NOSHOW):
             self._stock(session, row, "RELEASE_RESERVATION")
+            reminders.cancel(session, row, now)
         return row
 
     def complete(
@@ -629,7 +634,16 @@ class BookingService:
         if moved.start_at != previous and status is S.BOOKED:
             self._announce(session, moved, previous, cancelled=False)
             self._stock(session, moved, "AMEND_RESERVATION")
+            now = self.clock.now()
+            reminders.cancel(session, moved, now)
+            reminders.schedule(session, moved, site.zone, self.reminder_offsets_hours, now)
         return moved
+
+    def _booked(self, session: Session, row: AppointmentRow, site: Site) -> None:
+        """What a new booking sets going, in its transaction: the inventory's reservation and
+        the patient's reminders."""
+        self._stock(session, row, "RESERVE_STOCK")
+        reminders.schedule(session, row, site.zone, self.reminder_offsets_hours, self.clock.now())
 
     def _stock(self, session: Session, row: AppointmentRow, topic: str, **extra: Any) -> None:
         """What the inventory owes this booking (issue 6; DISPENSE carries what was given),

@@ -6,7 +6,8 @@
   ``INFUSION_DUE:{plan}:{due_date}:{course_day}``.
 - **reminders** → APPOINTMENT_REMINDER at each offset before a BOOKED appointment
   (``SCHEDULER_REMINDER_OFFSETS_HOURS``, default "72,24"), counted in the site's wall-clock
-  time, dedupe key ``APPOINTMENT_REMINDER:{appointment}:{offset}h:{start}``.
+  time, dedupe key ``APPOINTMENT_REMINDER:{appointment}:{offset}h:{start}`` (``:2``... when
+  an appointment moved back to a time it had before).
 - **missed** → MISSED_INFUSION when an appointment is still BOOKED (not checked in)
   ``SCHEDULER_MISSED_AFTER_MINUTES`` (default 30) after its start, dedupe key
   ``MISSED_INFUSION:{appointment}:{start}``.
@@ -22,14 +23,14 @@ Recipients: each event is written twice — once naming the patient's notify sub
 subscriber ids, which notify routes to the staff who opted in to the topic for the site
 (docs/notify.md, "Recipients").
 
-Reminders are written when their time comes, not ahead with ``send_after``: the job writes a
-reminder only if the appointment is BOOKED at that moment, at the start time it has then, so a
-cancelled appointment gets none and a moved one gets the reminders of its new time (its start
-is part of the key), with nothing to cancel and no dependency on every cancel and reschedule
-path remembering to call CancelNotification. A reminder also expires at the appointment's
-start, so one held back by the patient's quiet hours is never sent after the fact. Only the
-latest offset that has passed is sent, and only if the appointment was booked before that
-offset's time (booked 30 h ahead → the 24 h reminder only; booked an hour ahead → none).
+Reminders are scheduled by the booking itself (store/reminders.py, in the booking's
+transaction: one row per offset, visible on the appointment), cancelled by a cancellation, a
+no-show or a move (which schedules the new time's), and raised here when their time comes,
+only while the appointment is still booked. A reminder also expires at the appointment's
+start, so one held back by the patient's quiet hours is never sent after the fact, and one
+already handed to notify when the appointment is cancelled is cancelled there too. Only the
+latest reminder due is sent, and only offsets whose time was still ahead at booking are
+scheduled (booked 30 h ahead → the 24 h reminder only; booked an hour ahead → none).
 
 The due scan keeps, per active plan, the next instant its due state can change by itself
 (``scheduler_due_watch.next_check_at``: the local midnight its next window opens, or a hold's
@@ -62,8 +63,10 @@ from services.common.jobstore import register, run
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
+from services.scheduler.store import reminders as reminder_store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import (
@@ -92,7 +95,7 @@ DUE_SCAN = "due-scan"
 
 @dataclass(frozen=True)
 class JobSettings:
-    reminder_offsets_hours: tuple[float, ...] = (72.0, 24.0)
+    reminder_offsets_hours: tuple[float, ...] = DEFAULT_REMINDER_OFFSETS_HOURS  # at booking
     missed_after: dt.timedelta = dt.timedelta(minutes=30)
     interval_seconds: float = 60.0
     # A missed appointment older than this is not reported any more (nor read).
@@ -126,27 +129,8 @@ def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
 
 
-def local_start(row: AppointmentRow, zone: ZoneInfo) -> dt.datetime:
-    """The booked wall-clock start (the truth; start_at derives from it)."""
-    naive = dt.datetime.combine(row.local_date, dt.time(0)) + dt.timedelta(minutes=row.start_minute)
-    return naive.replace(tzinfo=zone)
-
-
-def reminder_time(start: dt.datetime, hours: float) -> dt.datetime:
-    """``hours`` before a local start, on the wall clock: 72 h before Monday 09:00 is Friday
-    09:00 local even when the clocks change in between."""
-    zone = start.tzinfo
-    assert isinstance(zone, ZoneInfo)
-    wall = start.replace(tzinfo=None) - dt.timedelta(hours=hours)
-    return wall.replace(tzinfo=zone).astimezone(dt.UTC)
-
-
 def _stamp(instant: dt.datetime) -> str:
     return instant.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
-
-
-def _offset(hours: float) -> str:
-    return f"{hours:g}h"
 
 
 class SchedulerJobs:
@@ -385,36 +369,22 @@ class SchedulerJobs:
         }
 
     def reminders(self) -> int:
+        """Raise the reminders bookings scheduled (store/reminders.py) whose time has come."""
         now = self.clock.now()
-        offsets = self.settings.reminder_offsets_hours
-        if not offsets:
-            return 0
-        # a day of slack: wall-clock offsets are up to an hour longer across a DST change
-        horizon = now + dt.timedelta(hours=max(offsets), days=1)
         with self.db.write() as session:
-            rows = self._booked_between(session, now, horizon)
-            sites = self._sites(session, (r.site_id for r in rows))
-            due: list[tuple[AppointmentRow, float]] = []
-            for row in rows:
-                site = sites.get(row.site_id)
-                if site is None:
-                    continue
-                start = local_start(row, site[0].zone)
-                passed = [h for h in offsets if reminder_time(start, h) <= now]
-                if not passed:
-                    continue
-                hours = min(passed)  # the latest reminder supersedes earlier ones not sent
-                if row.created_at > reminder_time(start, hours):
-                    continue  # booked after this reminder's time: the booking was the notice
-                due.append((row, hours))
-            patients = self._patients(session, (r.patient_id for r, _ in due))
+            claimed = reminder_store.claim_due(session, now)
+            sites = self._sites(session, (a.site_id for a, _ in claimed))
+            patients = self._patients(session, (a.patient_id for a, _ in claimed))
             events: list[Event] = []
-            for row, hours in due:
+            for row, reminder in claimed:
                 name, subscriber = patients.get(row.patient_id, ("", ""))
-                key = f"APPOINTMENT_REMINDER:{row.id}:{_offset(hours)}:{_stamp(row.start_at)}"
                 payload = self._appointment_payload(row, sites[row.site_id], name)
                 events += addressed(
-                    "APPOINTMENT_REMINDER", key, payload, subscriber, expires_at=row.start_at
+                    "APPOINTMENT_REMINDER",
+                    reminder.dedupe_key,
+                    payload,
+                    subscriber,
+                    expires_at=row.start_at,
                 )
             return write_events(session, self.table, events, now)
 

@@ -4,7 +4,8 @@ so a retry after a lost reply is a no-op at notify, and whose dedupe_key is the 
 
 A scheduler outbox row's payload is an envelope written by services/scheduler/jobs.py:
 ``{"payload": {...topic fields...}, "subscriber_ids": [...], "expires_at": ISO | null}``.
-No subscriber ids = notify's opt-in broadcast to the staff subscribed to the topic and site."""
+No subscriber ids = notify's opt-in broadcast to the staff subscribed to the topic and site.
+A CANCEL_NOTIFICATION row (store/reminders.py) becomes a CancelNotification by dedupe key."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
+from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.stock_relay import STOCK_TOPICS
-from services.scheduler.store.models import outbox
+from services.scheduler.store.models import AppointmentRow, outbox
+from services.scheduler.store.reminders import CANCEL_NOTIFICATION
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,36 @@ def publish_request(event: OutgoingEvent) -> pb.PublishRequest:
     return request
 
 
+def cancel_notification(stub: notify_pb2_grpc.NotifyServiceStub, event: OutgoingEvent) -> None:
+    """A reminder of a cancelled or moved appointment, held back at notify: cancel what it has
+    not sent. NOT_FOUND (never published, e.g. no patient copy) leaves nothing to cancel."""
+    key = event.payload["payload"]["dedupe_key"]
+
+    def cancel() -> None:
+        try:
+            stub.CancelNotification(
+                pb.CancelNotificationRequest(dedupe_key=key, request_id=event.id),
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    publish_or_dead_letter(cancel)
+
+
+def still_booked(db: Database, event: OutgoingEvent) -> bool:
+    """The reminder's appointment is booked, at the start the reminder names."""
+    payload = event.payload.get("payload", {})
+    with db.read() as session:
+        row = session.get(AppointmentRow, payload.get("appointment_id", ""))
+    return (
+        row is not None
+        and row.status == AppointmentStatus.BOOKED.value
+        and row.start_at == dt.datetime.fromisoformat(payload["start_time"].replace("Z", "+00:00"))
+    )
+
+
 def relay_to_notify(
     db: Database,
     clock: Clock,
@@ -70,6 +103,14 @@ def relay_to_notify(
                 log.warning("no inventory relay: %s %s not sent", event.topic, event.id)
             else:
                 stock(event)
+            return
+        if event.topic == CANCEL_NOTIFICATION:
+            cancel_notification(stub, event)
+            return
+        if event.topic == "APPOINTMENT_REMINDER" and not still_booked(db, event):
+            # cancelled or moved after the reminder was raised, before it was relayed (its
+            # CANCEL_NOTIFICATION may have found nothing yet at notify): never send it
+            log.info("scheduler outbox %s %s: appointment no longer booked", event.topic, event.id)
             return
         request = publish_request(event)
         if request.HasField("expires_at") and to_datetime(request.expires_at) <= clock.now():

@@ -17,8 +17,8 @@ from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.db import Database
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.stock_relay import StockRelay
+from tests.integration.builders import book, patient_plan, site_with_chairs
 from tests.integration.conftest import Platform, request_id, stock_site
-from tests.integration.test_scheduler_booking import book, patient_plan, site_with_chairs
 
 
 def test_bookings_reserve_release_amend_and_flag_shortages(

@@ -10,115 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from tests.integration.builders import (
+    ALL_DAYS,
+    book,
     date,
-    make_patient,
-    make_plan,
-    measure,
-    plan_message,
-    product_id,
+    patient_plan,
+    site_with_chairs,
 )
 from tests.integration.conftest import Platform, request_id
 from tests.integration.errors import detail, precondition_types
-
-WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-ALL_DAYS = (*WEEKDAYS, "SATURDAY", "SUNDAY")
-
-
-def hours(
-    days: tuple[str, ...] = WEEKDAYS, open_h: int = 8, close_h: int = 18
-) -> list[pb.OpeningHours]:
-    return [
-        pb.OpeningHours(
-            day=DayOfWeek.Value(d),
-            open=TimeOfDay(hours=open_h),
-            close=TimeOfDay(hours=close_h) if close_h < 24 else TimeOfDay(hours=24),
-        )
-        for d in days
-    ]
-
-
-def shifts(
-    nurses: int, days: tuple[str, ...] = WEEKDAYS, start: int = 8, end: int = 18
-) -> list[pb.NurseShift]:
-    return [
-        pb.NurseShift(
-            day=DayOfWeek.Value(d),
-            start=TimeOfDay(hours=start),
-            end=TimeOfDay(hours=end) if end < 24 else TimeOfDay(hours=24),
-            nurses=nurses,
-        )
-        for d in days
-    ]
-
-
-def site_with_chairs(
-    p: Platform,
-    chairs: int = 2,
-    nurses: int = 2,
-    ratio: int = 4,
-    tz: str = "Europe/London",
-    days: tuple[str, ...] = WEEKDAYS,
-    open_h: int = 8,
-    close_h: int = 18,
-) -> tuple[pb.Site, list[pb.Chair]]:
-    site = p.scheduler.CreateSite(
-        pb.CreateSiteRequest(
-            request_id=request_id(),
-            site=pb.Site(
-                organisation_id="org-1",
-                display_name="Day unit",
-                time_zone=tz,
-                opening_hours=hours(days, open_h, close_h),
-                capacity=pb.SiteCapacity(
-                    nurse_shifts=shifts(nurses, days, open_h, close_h),
-                    nurse_ratio=ratio,
-                    start_limit=2,
-                    turnover_minutes=15,
-                ),
-            ),
-        )
-    ).site
-    made = [
-        p.scheduler.CreateChair(
-            pb.CreateChairRequest(
-                request_id=request_id(),
-                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i + 1}", active=True),
-            )
-        ).chair
-        for i in range(chairs)
-    ]
-    return site, made
-
-
-def patient_plan(p: Platform, site: pb.Site, mrn: str, **kw: object) -> pb.TherapyPlan:
-    patient = make_patient(p, mrn=mrn)
-    measure(p, patient.id, "70", "165")
-    return make_plan(p, plan_message(patient.id, site.id, product_id(p, "gammagard-liquid"), **kw))
-
-
-def book(
-    p: Platform,
-    plan: pb.TherapyPlan,
-    chair: pb.Chair,
-    day: dt.date,
-    hh: int,
-    mm: int = 0,
-    rid: str = "",
-) -> pb.Appointment:
-    return p.scheduler.BookAppointment(
-        pb.BookAppointmentRequest(
-            therapy_plan_id=plan.id,
-            chair_id=chair.id,
-            local_date=date(day.year, day.month, day.day),
-            local_start=TimeOfDay(hours=hh, minutes=mm),
-            request_id=rid or request_id(),
-        )
-    ).appointment
 
 
 def test_find_slots_ranks_the_due_day_and_explains_closed_days(platform: Platform) -> None:

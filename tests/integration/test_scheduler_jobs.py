@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from google.type.timeofday_pb2 import TimeOfDay
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -33,8 +33,16 @@ from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.jobs import JobSettings, SchedulerJobs
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.products import InventoryProducts
-from services.scheduler.store.models import DueWatchRow, outbox
-from tests.integration.builders import date, make_plan, measure, plan_message, product_id
+from services.scheduler.store.models import DueWatchRow, ReminderRow, outbox
+from services.scheduler.store.reminders import schedule_booked
+from tests.integration.builders import (
+    date,
+    make_plan,
+    measure,
+    plan_message,
+    product_id,
+    site_with_chairs,
+)
 from tests.integration.conftest import Platform, request_id
 from tests.integration.notify_conftest import (  # noqa: F401 (fixtures)
     Factory,
@@ -42,7 +50,6 @@ from tests.integration.notify_conftest import (  # noqa: F401 (fixtures)
     create,
     notify_factory,
 )
-from tests.integration.test_scheduler_booking import site_with_chairs
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)  # Tuesday; London is on UTC in winter
 
@@ -191,6 +198,18 @@ def book(e: Env, plan: pb.TherapyPlan, chair: pb.Chair, day: dt.date, hh: int) -
     ).appointment
 
 
+def move(e: Env, appt: pb.Appointment, chair: pb.Chair, day: dt.date, hh: int) -> None:
+    e.p.scheduler.RescheduleAppointment(
+        pb.RescheduleAppointmentRequest(
+            id=appt.id,
+            chair_id=chair.id,
+            local_date=date(day.year, day.month, day.day),
+            local_start=TimeOfDay(hours=hh),
+            request_id=request_id(),
+        )
+    )
+
+
 def at(e: Env, *args: int) -> None:
     e.clock.set(dt.datetime(*args, tzinfo=dt.UTC))  # type: ignore[misc]
 
@@ -312,15 +331,7 @@ def test_reminders_at_72_and_24_hours_none_when_cancelled_new_ones_when_moved(en
     env.p.scheduler.CancelAppointment(
         pb.CancelAppointmentRequest(id=b_appt.id, reason="x", request_id=request_id())
     )
-    env.p.scheduler.RescheduleAppointment(
-        pb.RescheduleAppointmentRequest(
-            id=a_appt.id,
-            chair_id=chairs[0].id,
-            local_date=date(2026, 12, 4),
-            local_start=TimeOfDay(hours=10),
-            request_id=request_id(),
-        )
-    )
+    move(env, a_appt, chairs[0], dt.date(2026, 12, 4), 10)
     before = len(rows(env))
     at(env, 2026, 12, 1, 9, 59)
     assert env.jobs.reminders() == 0
@@ -364,6 +375,161 @@ def test_reminder_offsets_follow_the_sites_wall_clock_across_dst(env: Env) -> No
     at(env, 2027, 3, 26, 9, 0)
     assert env.jobs.reminders() == 1
     assert keys(env) == [f"APPOINTMENT_REMINDER:{appt.id}:72h:20270329T0800Z"]
+
+
+# --- reminders scheduled at booking (issue 6) ----------------------------------------------------
+
+
+def reminders_of(e: Env, appointment_id: str) -> list[tuple[str, dt.datetime, str]]:
+    got = e.p.scheduler.GetAppointment(pb.GetAppointmentRequest(id=appointment_id)).appointment
+    return [
+        (r.offset, r.due_time.ToDatetime(dt.UTC), pb.ReminderStatus.Name(r.status)[16:])
+        for r in got.reminders
+    ]
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)  # type: ignore[misc]
+
+
+def test_a_booking_schedules_its_reminders_a_move_replaces_them_a_cancel_cancels_them(
+    env: Env,
+) -> None:
+    """Booked Tue 24 Nov 09:00 for Wed 2 Dec 10:00 London (GMT = UTC): 72 h before is Sun 29
+    Nov 10:00, 24 h before is Tue 1 Dec 10:00."""
+    site, chairs = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A")
+    appt = book(env, plan, chairs[0], dt.date(2026, 12, 2), 10)
+    scheduled = [
+        ("72h", utc(2026, 11, 29, 10), "SCHEDULED"),
+        ("24h", utc(2026, 12, 1, 10), "SCHEDULED"),
+    ]
+    assert [
+        (r.offset, r.due_time.ToDatetime(dt.UTC), pb.ReminderStatus.Name(r.status)[16:])
+        for r in appt.reminders
+    ] == scheduled  # in the booking's reply
+    assert reminders_of(env, appt.id) == scheduled
+
+    at(env, 2026, 11, 29, 10, 0)
+    assert env.jobs.reminders() == 1
+    assert [s for _, _, s in reminders_of(env, appt.id)] == ["RAISED", "SCHEDULED"]
+
+    # moved at 10:30 to Fri 4 Dec 10:00: 72 h before is Tue 1 Dec 10:00, 24 h Thu 3 Dec 10:00
+    at(env, 2026, 11, 29, 10, 30)
+    move(env, appt, chairs[0], dt.date(2026, 12, 4), 10)
+    assert reminders_of(env, appt.id) == [
+        ("72h", utc(2026, 11, 29, 10), "CANCELLED"),
+        ("24h", utc(2026, 12, 1, 10), "CANCELLED"),
+        ("72h", utc(2026, 12, 1, 10), "SCHEDULED"),
+        ("24h", utc(2026, 12, 3, 10), "SCHEDULED"),
+    ]
+    # the 72 h reminder already handed to notify is cancelled there (it may be held back)
+    old = f"APPOINTMENT_REMINDER:{appt.id}:72h:20261202T1000Z"
+    assert keys(env, "CANCEL_NOTIFICATION") == [f"CANCEL:{old}", f"CANCEL:{old}:patient"]
+
+    # and back to Wed 2 Dec 10:00 at 11:00: its 72 h mark has passed, so only the 24 h one,
+    # under a new key (the old one may be cancelled at notify)
+    at(env, 2026, 11, 29, 11, 0)
+    move(env, appt, chairs[0], dt.date(2026, 12, 2), 10)
+    assert [r for r in reminders_of(env, appt.id) if r[2] == "SCHEDULED"] == [
+        ("24h", utc(2026, 12, 1, 10), "SCHEDULED")
+    ]
+    at(env, 2026, 12, 1, 10, 0)
+    assert env.jobs.reminders() == 1
+    assert keys(env, "APPOINTMENT_REMINDER")[-1] == (
+        f"APPOINTMENT_REMINDER:{appt.id}:24h:20261202T1000Z:2"
+    )
+
+    book_b = book(env, patient_plan(env, site, "MRN-B"), chairs[1], dt.date(2026, 12, 3), 10)
+    env.p.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=book_b.id, reason="x", request_id=request_id())
+    )
+    assert [s for _, _, s in reminders_of(env, book_b.id)] == ["CANCELLED"]  # only the 24 h
+    at(env, 2026, 12, 2, 10, 0)
+    assert env.jobs.reminders() == 0
+
+
+def test_a_reminder_held_back_at_notify_is_cancelled_with_the_appointment(env: Env) -> None:
+    """The patient's quiet hours (09:00–12:00 London) hold the 72 h reminder raised at Sun 29
+    Nov 10:00 until 12:00; the appointment is cancelled at 10:30: the held delivery is
+    cancelled at notify and never sent."""
+    site, chairs = site_with_chairs(env.p)
+    sub = create(
+        env.notify,
+        external_ref="patient-1",
+        display_name="Ada",
+        email="ada@example.org",
+        quiet_hours=npb.QuietHours(start=TimeOfDay(hours=9), end=TimeOfDay(hours=12)),
+    ).id
+    plan = patient_plan(env, site, "MRN-A", subscriber=sub)
+    appt = book(env, plan, chairs[0], dt.date(2026, 12, 2), 10)
+    at(env, 2026, 11, 29, 10, 0)
+    assert env.jobs.reminders() == 2  # the staff broadcast and the patient's copy
+    env.relay.drain()
+    key = f"APPOINTMENT_REMINDER:{appt.id}:72h:20261202T1000Z:patient"
+
+    def deliveries() -> list[Any]:
+        found = env.notify.stub.ListNotifications(
+            npb.ListNotificationsRequest(topic=npb.TOPIC_APPOINTMENT_REMINDER)
+        ).notifications
+        return [d for n in found if n.dedupe_key == key for d in n.deliveries]
+
+    held = deliveries()
+    assert [(d.status, d.deferred_by_quiet_hours) for d in held] == [
+        (npb.DELIVERY_STATUS_PENDING, True)
+    ]
+    at(env, 2026, 11, 29, 10, 30)
+    env.p.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=appt.id, reason="unwell", request_id=request_id())
+    )
+    drained = env.relay.drain()
+    assert drained.failed == 0
+    assert [d.status for d in deliveries()] == [npb.DELIVERY_STATUS_CANCELLED]
+    at(env, 2026, 11, 29, 12, 0)
+    env.notify.drain()
+    sent = env.notify.recorders[Channel.EMAIL].sent
+    assert len(sent) == 1 and sent[0].subject.endswith("was cancelled")  # that notice only
+
+
+def test_a_reminder_raised_but_not_yet_relayed_is_not_sent_after_a_cancel(env: Env) -> None:
+    """Notify was unreachable when the reminder was raised; the appointment is cancelled
+    before the relay gets through: the reminder is dropped, the cancellation finds nothing to
+    cancel, and every row counts as delivered."""
+    site, chairs = site_with_chairs(env.p)
+    plan = patient_plan(env, site, "MRN-A")
+    appt = book(env, plan, chairs[0], dt.date(2026, 12, 2), 10)
+    at(env, 2026, 11, 29, 10, 0)
+    assert env.jobs.reminders() == 1
+    env.p.scheduler.CancelAppointment(
+        pb.CancelAppointmentRequest(id=appt.id, reason="x", request_id=request_id())
+    )
+    drained = env.relay.drain()
+    assert drained.failed == 0
+    assert all(r.delivered_at is not None for r in rows(env))
+    assert not env.notify.stub.ListNotifications(
+        npb.ListNotificationsRequest(topic=npb.TOPIC_APPOINTMENT_REMINDER)
+    ).notifications
+
+
+def test_appointments_booked_before_reminders_were_stored_get_theirs_from_migration_0007(
+    env: Env,
+) -> None:
+    """The backfill migration 0007 runs (schedule_booked), on a database whose appointments
+    have no reminder rows: as if booked at the migration's time, Sat 28 Nov 09:00."""
+    site, chairs = site_with_chairs(env.p)
+    appt = book(env, patient_plan(env, site, "MRN-A"), chairs[0], dt.date(2026, 12, 2), 10)
+    with env.db.engine.begin() as connection:
+        connection.execute(delete(ReminderRow))
+        schedule_booked(connection, (72.0, 24.0), utc(2026, 11, 28, 9))
+        schedule_booked(connection, (72.0, 24.0), utc(2026, 11, 28, 9))  # a re-run adds none
+    assert reminders_of(env, appt.id) == [
+        ("72h", utc(2026, 11, 29, 10), "SCHEDULED"),
+        ("24h", utc(2026, 12, 1, 10), "SCHEDULED"),
+    ]
+    with env.db.engine.begin() as connection:
+        connection.execute(delete(ReminderRow))
+        schedule_booked(connection, (72.0, 24.0), utc(2026, 11, 30, 9))  # 72 h mark passed
+    assert reminders_of(env, appt.id) == [("24h", utc(2026, 12, 1, 10), "SCHEDULED")]
 
 
 # --- MISSED_INFUSION ----------------------------------------------------------------------------

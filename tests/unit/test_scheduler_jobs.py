@@ -12,12 +12,8 @@ from google.type.date_pb2 import Date
 
 from infusion.notify.v1 import notify_pb2 as pb
 from services.common.outbox import OutgoingEvent
-from services.scheduler.jobs import (
-    JobSettings,
-    job_settings,
-    local_midnight,
-    reminder_time,
-)
+from services.scheduler.domain.reminders import reminder_time
+from services.scheduler.jobs import JobSettings, job_settings, local_midnight
 from services.scheduler.notify_relay import publish_request
 
 LONDON = ZoneInfo("Europe/London")

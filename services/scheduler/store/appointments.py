@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
@@ -42,7 +42,11 @@ def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None
 def appointment_row(
     session: Session, appointment_id: str, *, for_update: bool = False
 ) -> AppointmentRow:
-    query = select(AppointmentRow).where(AppointmentRow.id == appointment_id)
+    query = (
+        select(AppointmentRow)
+        .where(AppointmentRow.id == appointment_id)
+        .options(selectinload(AppointmentRow.reminders))
+    )
     if for_update:
         query = query.with_for_update()
     row = session.scalar(query) if appointment_id else None
@@ -119,7 +123,7 @@ def list_appointments(
     status: AppointmentStatus | None,
     page: PageRequest,
 ) -> list[AppointmentRow]:
-    query = select(AppointmentRow)
+    query = select(AppointmentRow).options(selectinload(AppointmentRow.reminders))
     if site_id:
         query = query.where(AppointmentRow.site_id == site_id)
     if patient_id:

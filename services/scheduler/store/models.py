@@ -19,7 +19,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
@@ -169,6 +169,29 @@ class AppointmentRow(Revisioned, Base):
     # the inventory's answer to this booking's reservation (issue 6): "", RESERVED or AT_RISK
     stock_status: Mapped[str] = mapped_column(String(16), default="")
     stock_note: Mapped[str] = mapped_column(String(1000), default="")
+    # scheduled at booking, cancelled with it (issue 6); loaded on access or by selectinload
+    reminders: Mapped[list[ReminderRow]] = relationship(
+        order_by="(ReminderRow.due_at, ReminderRow.created_at)", back_populates="appointment"
+    )
+
+
+class ReminderRow(Base):
+    """One APPOINTMENT_REMINDER a booking scheduled (domain/reminders.py): the reminder job
+    raises the SCHEDULED rows whose time has come (indexed on status and time), a cancel or a
+    move marks them CANCELLED. The dedupe key is the notification's, so a reminder already
+    handed to notify can be cancelled there by key."""
+
+    __tablename__ = "appointment_reminders"
+    __table_args__ = (Index("ix_appointment_reminders_status_due", "status", "due_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id"), index=True)
+    offset_label: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(12))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    appointment: Mapped[AppointmentRow] = relationship(back_populates="reminders")
 
 
 class BookingLockRow(Base):
