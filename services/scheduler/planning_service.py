@@ -1,6 +1,15 @@
 """PlanSchedule and the chair board (issue 4 §7–§8): the stored state of a site's horizon as a
 ScheduleProblem for the optimiser and its greedy baseline (domain/optimiser.py, greedy.py),
-and the day's timelines and KPIs a chair-board screen needs."""
+and the day's timelines and KPIs a chair-board screen needs.
+
+Stock (issue 6): by default the proposals are planned regardless of stock and each is flagged
+when its day's available grams cannot cover it. With ``skip_without_stock`` the inventory is
+asked first (every product of the due infusions, over their windows) and its per-day grams
+become the problem's stock budget, so the optimiser, the greedy baseline and the validator keep
+infusions off days without stock and share a day's grams among that day's infusions. When the
+inventory cannot be asked for every product, the plan is made without the budget and
+``stock_checked`` is false, as FindSlots does.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from services.common.errors import FailedPrecondition, FieldViolation, InvalidAr
 from services.scheduler.booking_service import BookingService, DayPlan, Need, site_rules
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import (
+    DayStock,
     FixedBooking,
     InfusionRequest,
     Placement,
@@ -25,7 +35,7 @@ from services.scheduler.domain.capacity import (
     ScheduleResult,
 )
 from services.scheduler.domain.due import CourseKind
-from services.scheduler.domain.greedy import greedy
+from services.scheduler.domain.greedy import greedy, stock_budget
 from services.scheduler.domain.optimiser import solve
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.domain.schedule_kpis import kpis
@@ -39,6 +49,40 @@ from services.scheduler.usecases import SchedulerUseCases
 MAX_HORIZON_DAYS = 92  # issue 4 §9
 MAX_TIME_LIMIT_SECONDS = 120
 
+Available = dict[str, dict[dt.date, Decimal]]  # product → day → grams (InventoryStock)
+
+
+def _budget(available: Available) -> tuple[DayStock, ...]:
+    return tuple(
+        DayStock(product, day, grams)
+        for product, days in sorted(available.items())
+        for day, grams in sorted(days.items())
+    )
+
+
+def _stock_limited(problem: ScheduleProblem, result: ScheduleResult) -> dict[str, str]:
+    """Unplaced request → its product, when that product's grams left after the placements
+    fall short of its dose on at least one open day of its window."""
+    budget = stock_budget(problem)
+    if budget is None:
+        return {}
+    requests = {r.id: r for r in problem.requests}
+    left = dict(budget)
+    for p in result.placements:
+        r = requests[p.request_id]
+        key = (r.product_id, p.day)
+        left[key] = left.get(key, Decimal(0)) - r.grams
+    out: dict[str, str] = {}
+    for request_id, _ in result.unplaced:
+        r = requests[request_id]
+        if r.grams > 0 and any(
+            left.get((r.product_id, d.day), Decimal(0)) < r.grams
+            for d in problem.days
+            if r.earliest_day <= d.day <= r.latest_day
+        ):
+            out[request_id] = r.product_id
+    return out
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -51,6 +95,8 @@ class Planned:
     booked: dict[str, str]  # request id → appointment id (COMMIT mode)
     stock_short: dict[str, str] = dataclasses.field(default_factory=dict)  # request → note
     stock_checked: bool = False
+    # skip_without_stock: request → the product whose stock kept it off a day of its window
+    stock_limited: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +176,9 @@ class SchedulePlanner:
                     series_index=item.course_day - 1 if induction else 0,
                     preferred_chair=previous.chair_id if previous else "",
                     preferred_start_minute=previous.start_minute if previous else None,
+                    product_id=need.product_id,
+                    grams=need.dose_grams,
+                    product_name=need.product_brand or need.product_id,
                 )
             )
         problem = ScheduleProblem(site_rules(site), tuple(days), fixed, tuple(requests))
@@ -144,6 +193,7 @@ class SchedulePlanner:
         commit: bool,
         time_limit: float,
         seed: int,
+        skip_without_stock: bool = False,
     ) -> Planned:
         if not 0 < time_limit <= MAX_TIME_LIMIT_SECONDS:
             raise InvalidArgument(
@@ -154,6 +204,11 @@ class SchedulePlanner:
                 ]
             )
         site, problem, needs, early = self.problem(session, site_id, start, horizon)
+        available: Available | None = None
+        if skip_without_stock:
+            available = self._available(site, problem)
+            if available is not None:
+                problem = dataclasses.replace(problem, stock=_budget(available))
         baseline = greedy(problem)
         result = solve(problem, time_limit, seed)
         booked: dict[str, str] = {}
@@ -175,22 +230,58 @@ class SchedulePlanner:
                     else "",
                 )
                 booked[p.request_id] = row.id
-        short, checked = self._stock(site, needs, result)
-        return Planned(site, problem, needs, early, result, baseline, booked, short, checked)
+        short: dict[str, str]
+        if skip_without_stock:
+            # not checked (inventory down, no stock site, nothing due): nothing flagged or
+            # held back, as FindSlots; checked even when nothing could be placed
+            checked = available is not None
+            short = self._stock(site, needs, result, available)[0] if available else {}
+            limited = _stock_limited(problem, result)
+        else:
+            short, checked = self._stock(site, needs, result)
+            limited = {}
+        return Planned(
+            site, problem, needs, early, result, baseline, booked, short, checked, limited
+        )
+
+    def _available(self, site: Site, problem: ScheduleProblem) -> Available | None:
+        """Grams per product and day over the requests' windows, or None when the inventory
+        cannot say for one of the products (then nothing is held against stock)."""
+        stock = self.bookings.stock
+        if stock is None or not problem.requests:
+            return None
+        first = min(r.earliest_day for r in problem.requests)
+        last = max(r.latest_day for r in problem.requests)
+        out: Available = {}
+        for product in sorted({r.product_id for r in problem.requests}):
+            days = stock.available(site.id, product, first, last)
+            if days is None:
+                return None
+            out[product] = days
+        return out
 
     def _stock(
-        self, site: Site, needs: dict[str, Need], result: ScheduleResult
+        self,
+        site: Site,
+        needs: dict[str, Need],
+        result: ScheduleResult,
+        known: Available | None = None,
     ) -> tuple[dict[str, str], bool]:
         """Each placed infusion whose day the site's stock cannot cover (as FindSlots judges
-        it: each infusion against the day's available grams, not the proposals together)."""
+        it: each infusion against the day's available grams, not the proposals together).
+        ``known``: grams already read from the inventory (skip_without_stock)."""
         stock = self.bookings.stock
-        if stock is None or not result.placements:
+        if (known is None and stock is None) or not result.placements:
             return {}, False
         first = min(p.day for p in result.placements)
         last = max(p.day for p in result.placements)
         short: dict[str, str] = {}
         for product in sorted({needs[p.request_id].product_id for p in result.placements}):
-            available = stock.available(site.id, product, first, last)
+            if known is not None:
+                available: dict[dt.date, Decimal] | None = known.get(product, {})
+            else:
+                assert stock is not None
+                available = stock.available(site.id, product, first, last)
             if available is None:
                 return {}, False
             for p in result.placements:

@@ -68,6 +68,7 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
             therapy_plan_id=request_id.split(":")[0],
             course_day=int(request_id.split(":")[1]),
             reason=reason,
+            stock_product_id=planned.stock_limited.get(request_id, ""),
         )
         for request_id, reason in [*planned.closed_early, *result.unplaced]
     ]
@@ -113,6 +114,7 @@ class ScheduleApi:
                     commit,
                     limit,
                     request.seed,
+                    request.skip_without_stock,
                 )
             )
 

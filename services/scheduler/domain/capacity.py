@@ -19,13 +19,20 @@ Conventions every module here follows (the optimiser, the greedy baseline, the v
   ``i``'s (consecutive entries of ``ScheduleProblem.days``);
 - one infusion per patient per day, fixed bookings included;
 - a request is placed only on an open day inside ``[earliest_day, latest_day]``; deviation is
-  ``|day − due_day|`` in calendar days.
+  ``|day − due_day|`` in calendar days;
+- stock, only when ``ScheduleProblem.stock`` is given (PlanSchedule's ``skip_without_stock``):
+  for every product and day, the grams of the placements of that product on that day are at
+  most that day's ``DayStock.grams`` (0 g when the day has no entry). Fixed bookings do not
+  count: their reservations are already out of the grams given. Each day is its own budget;
+  grams placed on one day are not taken off the next day's (see docs/optimiser.md). A request
+  with no grams (``grams == 0``) is not limited by stock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 START_LIMIT_SLOT_MINUTES = 15  # the start limit counts starts per clock quarter hour
 
@@ -74,6 +81,19 @@ class InfusionRequest:
     series_index: int = 0  # 0, 1, 2... order within the series
     preferred_chair: str = ""
     preferred_start_minute: int | None = None
+    product_id: str = ""  # the plan's product: whose stock the dose draws on
+    grams: Decimal = Decimal(0)  # the dose, in grams of product_id
+    product_name: str = ""  # for reasons a human reads (default: product_id)
+
+
+@dataclass(frozen=True)
+class DayStock:
+    """Grams of one product in date and unreserved at the site on one day: the most that the
+    placements of that product may take that day."""
+
+    product_id: str
+    day: dt.date
+    grams: Decimal
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,9 @@ class ScheduleProblem:
     days: tuple[DayCapacity, ...]  # the horizon's OPEN days only, ascending
     fixed: tuple[FixedBooking, ...]
     requests: tuple[InfusionRequest, ...]
+    # None: stock is not a rule (the default). Otherwise the per-product, per-day gram budget
+    # of the stock rule above; a (product, day) without an entry has 0 g.
+    stock: tuple[DayStock, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 ``Board`` keeps, per open day, which minutes each chair is taken (turnover included), the nurse
 room left per minute, the start room left per clock quarter and which patients already have an
-infusion that day; fixed bookings and blocks are on it from the start. ``greedy`` sorts the
+infusion that day, and (when the problem has a stock budget) the grams of each product left
+per day; fixed bookings and blocks are on it from the start. ``greedy`` sorts the
 requests by (earliest day, due day, longer first) and gives each the earliest (day, start) of
 its window where every hard rule holds, on the first free chair; an induction series is placed
 whole at the earliest first day where all its members fit on consecutive open days. The
@@ -17,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 
@@ -74,6 +76,20 @@ def first_start(day: DayCapacity, granularity: int) -> int:
     return -(-day.open_minute // granularity) * granularity
 
 
+def stock_budget(problem: ScheduleProblem) -> dict[tuple[str, dt.date], Decimal] | None:
+    """Grams per (product, day) the placements may take; None when stock is not a rule."""
+    if problem.stock is None:
+        return None
+    budget: dict[tuple[str, dt.date], Decimal] = {}
+    for s in problem.stock:
+        budget[(s.product_id, s.day)] = budget.get((s.product_id, s.day), Decimal(0)) + s.grams
+    return budget
+
+
+def grams_text(grams: Decimal) -> str:
+    return f"{grams.normalize():f}"
+
+
 @dataclass
 class _Day:
     cap: DayCapacity
@@ -89,6 +105,8 @@ class Board:
         self.rules = problem.rules
         self.index = {d.day: i for i, d in enumerate(problem.days)}
         self.days: list[_Day] = []
+        self.stock = stock_budget(problem)  # what the problem gives, per (product, day)
+        self.stock_left = dict(self.stock or {})  # what the placements on the board leave
         turn = self.rules.turnover_minutes
         for cap in problem.days:
             free = {c: np.ones(DAY_MINUTES + turn + 1, dtype=bool) for c in cap.chairs}
@@ -120,12 +138,20 @@ class Board:
         stop = end + self.rules.turnover_minutes
         return [c for c in d.cap.chairs if bool(d.chair_free[c][start:stop].all())]
 
+    def stock_ok(self, req: InfusionRequest, i: int) -> bool:
+        """The stock of the request's product left on day ``i`` covers its dose."""
+        if self.stock is None or req.grams <= 0:
+            return True
+        key = (req.product_id, self.days[i].cap.day)
+        return self.stock_left.get(key, Decimal(0)) >= req.grams
+
     def resources_ok(self, req: InfusionRequest, i: int, start: int) -> bool:
-        """Everything but the chair: hours, grid, nurses, starts, patient."""
+        """Everything but the chair: hours, grid, nurses, starts, patient, stock."""
         d = self.days[i]
         end = start + req.duration_minutes
         return (
-            start >= d.cap.open_minute
+            self.stock_ok(req, i)
+            and start >= d.cap.open_minute
             and end <= d.cap.close_minute
             and start % self.rules.granularity_minutes == 0
             and req.patient_id not in d.patients
@@ -145,6 +171,8 @@ class Board:
         return range(first_start(d, g), d.close_minute - req.duration_minutes + 1, g)
 
     def earliest(self, req: InfusionRequest, i: int) -> tuple[int, str] | None:
+        if not self.stock_ok(req, i):
+            return None
         for start in self.starts(req, i):
             chair = self.fit_chair(req, i, start)
             if chair is not None:
@@ -166,7 +194,13 @@ class Board:
         d.nurse_room[start:end] -= 1
         d.start_room[start // START_LIMIT_SLOT_MINUTES] -= 1
         d.patients.add(req.patient_id)
+        self._take_stock(req, d.cap.day, req.grams)
         return Placement(req.id, d.cap.day, chair, start, end)
+
+    def _take_stock(self, req: InfusionRequest, day: dt.date, grams: Decimal) -> None:
+        if self.stock is not None and req.grams > 0:
+            key = (req.product_id, day)
+            self.stock_left[key] = self.stock_left.get(key, Decimal(0)) - grams
 
     def remove(self, req: InfusionRequest, p: Placement) -> None:
         d = self.days[self.index[p.day]]
@@ -174,6 +208,7 @@ class Board:
         d.nurse_room[p.start_minute : p.end_minute] += 1
         d.start_room[p.start_minute // START_LIMIT_SLOT_MINUTES] += 1
         d.patients.discard(req.patient_id)
+        self._take_stock(req, p.day, -req.grams)
 
     # -- explanations -------------------------------------------------------------------------
     def why_not(self, req: InfusionRequest) -> str:
@@ -188,6 +223,8 @@ class Board:
         d = self.days[i]
         if req.patient_id in d.patients:
             return "the patient already has an infusion that day"
+        if not self.stock_ok(req, i):
+            return self.why_no_stock(req, i)
         starts = list(self.starts(req, i))
         if not starts:
             hours = d.cap.close_minute - d.cap.open_minute
@@ -206,6 +243,19 @@ class Board:
         if not nurse_ok:
             return "chairs free only when the nurse ratio is full"
         return "chairs and nurses free only in quarters where the start limit is reached"
+
+    def why_no_stock(self, req: InfusionRequest, i: int) -> str:
+        """E.g. "Gammagard Liquid: 20 g in date and unreserved left (50 g of 70 g go to other
+        proposals); the dose is 35 g"."""
+        key = (req.product_id, self.days[i].cap.day)
+        given = (self.stock or {}).get(key, Decimal(0))
+        left = self.stock_left.get(key, Decimal(0))
+        taken = given - left
+        others = f" ({grams_text(taken)} g of {grams_text(given)} g go to other proposals)"
+        return (
+            f"{req.product_name or req.product_id}: {grams_text(left)} g in date and "
+            f"unreserved left{others if taken > 0 else ''}; the dose is {grams_text(req.grams)} g"
+        )
 
     def why_not_series(self, members: Sequence[InfusionRequest]) -> str:
         return (

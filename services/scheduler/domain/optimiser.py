@@ -10,7 +10,10 @@ Per day, three cumulatives: chairs (capacity = chairs; fixed bookings and blocks
 demand profiles), nurses (capacity = the day's most nurses × ratio; minutes with fewer nurses,
 and fixed bookings, as fixed demand) and starts (per quarter, likewise). At most one x per
 request and per patient-day (days with a fixed booking of the patient are not offered). A
-series picks a first day y[F]; member k is on day F + k with the same literal.
+series picks a first day y[F]; member k is on day F + k with the same literal. With a stock
+budget (``ScheduleProblem.stock``), a day whose grams of the request's product cannot cover its
+dose is not offered, and per product and day  Σ milligrams · x ≤ the day's milligrams  (a
+knapsack: several infusions on one day draw on the same stock).
 
 Objective, lexicographic by two sequential solves (the second hinted with the first and bound
 by its result):
@@ -32,10 +35,13 @@ instead and the notes say so.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -57,6 +63,7 @@ from services.scheduler.domain.greedy import (
     nurse_curve,
     quarter_caps,
     series_groups,
+    stock_budget,
 )
 from services.scheduler.domain.schedule_check import violations
 from services.scheduler.domain.schedule_kpis import kpis
@@ -68,6 +75,7 @@ DETERMINISTIC_UNITS_PER_SECOND = 0.05
 
 Q = START_LIMIT_SLOT_MINUTES
 CHAIR_STAGE_RESERVE_S = 2.0  # kept back from the time limit for the chair stage
+MG_PER_GRAM = 1000  # CP-SAT wants integers: doses rounded up, budgets down, in milligrams
 
 
 @dataclass
@@ -114,8 +122,16 @@ def _fixed_profile(
     return intervals, [v for _, _, v in segments]
 
 
+def _mg(grams: Decimal, up: bool) -> int:
+    scaled = grams * MG_PER_GRAM
+    return int(math.ceil(scaled) if up else math.floor(scaled))
+
+
 def _request_days(
-    problem: ScheduleProblem, req: InfusionRequest, fixed_patients: set[tuple[str, int]]
+    problem: ScheduleProblem,
+    req: InfusionRequest,
+    fixed_patients: set[tuple[str, int]],
+    stock: dict[tuple[str, dt.date], Decimal] | None,
 ) -> list[int]:
     g = problem.rules.granularity_minutes
     out = []
@@ -126,6 +142,13 @@ def _request_days(
             continue
         if first_start(d, g) + req.duration_minutes > d.close_minute:
             continue
+        if (
+            stock is not None
+            and req.grams > 0
+            and _mg(stock.get((req.product_id, d.day), Decimal(0)), up=False)
+            < _mg(req.grams, up=True)
+        ):
+            continue  # the day's stock cannot cover this dose even alone
         out.append(i)
     return out
 
@@ -138,10 +161,11 @@ def _build(problem: ScheduleProblem) -> _Model:
     fixed_patients = {(f.patient_id, index[f.day]) for f in problem.fixed if f.day in index}
     m = _Model(cp_model.CpModel())
     model = m.model
+    stock = stock_budget(problem)
 
     # which days each request may take; series members are tied to their first day
     allowed: dict[str, list[int]] = {
-        r.id: _request_days(problem, r, fixed_patients) for r in problem.requests
+        r.id: _request_days(problem, r, fixed_patients, stock) for r in problem.requests
     }
     tied: dict[tuple[str, int], cp_model.IntVar] = {}
     for sid, members in series_groups(problem.requests).items():
@@ -201,6 +225,18 @@ def _build(problem: ScheduleProblem) -> _Model:
     for lits in per_patient_day.values():
         if len(lits) > 1:
             model.add_at_most_one(lits)
+
+    # stock: per product and day, the doses placed fit the day's grams (a knapsack)
+    if stock is not None:
+        per_product_day: dict[tuple[str, int], list[_Option]] = defaultdict(list)
+        for o in m.options:
+            if o.request.grams > 0:
+                per_product_day[(o.request.product_id, o.day)].append(o)
+        for (product, i), opts in sorted(per_product_day.items()):
+            need = [_mg(o.request.grams, up=True) for o in opts]
+            budget = _mg(stock.get((product, problem.days[i].day), Decimal(0)), up=False)
+            if sum(need) > budget:
+                model.add(cp_model.LinearExpr.weighted_sum([o.x for o in opts], need) <= budget)
 
     # per-day resources
     fixed_by_day: dict[int, list[tuple[str, int, int]]] = defaultdict(list)

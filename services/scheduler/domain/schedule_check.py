@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from decimal import Decimal
 
 from services.scheduler.domain.capacity import (
     START_LIMIT_SLOT_MINUTES,
@@ -163,4 +164,25 @@ def violations(problem: ScheduleProblem, placements: Sequence[Placement]) -> lis
             da, db = placed_at[a].day, placed_at[b].day
             if day_index.get(db, -99) != day_index.get(da, -99) + 1:
                 out.append(f"series {sid}: {b} on {db} is not the open day after {a} on {da}")
+
+    # stock (when given): per product and day, the placed doses within the day's grams
+    if problem.stock is not None:
+        given: dict[tuple[str, dt.date], Decimal] = defaultdict(Decimal)
+        for ds in problem.stock:
+            given[(ds.product_id, ds.day)] += ds.grams
+        drawn: dict[tuple[str, dt.date], list[tuple[str, Decimal]]] = defaultdict(list)
+        for p in good:
+            req = requests[p.request_id]
+            if req.grams > 0:
+                drawn[(req.product_id, p.day)].append((p.request_id, req.grams))
+        for (product, day), doses in sorted(drawn.items()):
+            total = sum((g for _, g in doses), Decimal(0))
+            have = given.get((product, day), Decimal(0))
+            if total > have:
+                names = ", ".join(n for n, _ in doses)
+                verb = "takes" if len(doses) == 1 else "take"
+                out.append(
+                    f"stock of {product} on {day}: {names} {verb} {total.normalize():f} g, "
+                    f"{have.normalize():f} g available"
+                )
     return out
