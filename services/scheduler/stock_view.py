@@ -1,10 +1,10 @@
 """What the inventory says about stock on the days FindSlots offers (issue 6): a slot on a day
 the site's in-date stock of the plan's product cannot cover is flagged (or skipped).
 
-Read from the inventory's GetStockForecast: a day's available grams are its projected
-available grams at the end of the day plus that day's forecast demand. Forecasts are the
-scheduler's own pushes of unbooked doses, this patient's among them, so they are not held
-against the slot; bookings' reservations are. An approximation on purpose: it answers "is there
+Read from the inventory's GetStockForecast: a day's available grams are what its stock holds
+once that day's reservations are met (bookable_grams). Forecasts are the scheduler's own
+pushes of unbooked doses, this patient's among them, so they are not held against the slot;
+bookings' reservations are. An approximation on purpose: it answers "is there
 stock for this dose that day", not "which vials". When the inventory cannot be asked, slots are
 not flagged and the reply says the stock was not checked.
 """
@@ -48,9 +48,19 @@ class InventoryStock:
             log.info("stock not checked for %s at %s: %s", product_id, site_id, error.code())
             return None
         return {
-            dt.date(d.date.year, d.date.month, d.date.day): Decimal(
-                d.projected_available_grams or "0"
+            dt.date(d.date.year, d.date.month, d.date.day): bookable_grams(
+                Decimal(d.projected_available_grams or "0"),
+                Decimal(d.forecast_demand_grams or "0"),
+                Decimal(d.shortfall_grams or "0"),
             )
-            + Decimal(d.forecast_demand_grams or "0")
             for d in days
         }
+
+
+def bookable_grams(projected: Decimal, forecast: Decimal, shortfall: Decimal) -> Decimal:
+    """The day's stock left after its reservations, from the forecast's figures. The forecast
+    met reservations and forecast demand from the day's stock S: projected = S − met, and
+    shortfall = demand − met. Forecast grams it met are not held against a slot (they are
+    this kind of unbooked dose), so S − reserved = projected + forecast − shortfall, and never
+    below 0 (reservations alone may exceed S)."""
+    return max(Decimal(0), projected + forecast - shortfall)
