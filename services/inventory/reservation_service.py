@@ -604,7 +604,10 @@ class ReservationService:
                 "brand": product.product.brand,
                 "lot_number": lot_number,
                 "reason": actor.reason,
-                "sites": sorted({lot.site_id for lot in locked.values()}),
+                # the sites holding the lot and the sites that treated patients with it
+                "sites": sorted(
+                    {lot.site_id for lot in locked.values()} | {a.site_id for a in recipients}
+                ),
                 "recipients": [
                     {
                         "patient_id": a.patient_id,
@@ -947,7 +950,7 @@ class ReservationService:
                 PreconditionViolation(
                     "STOCK_SHORT",
                     f"products/{s.product_id}",
-                    f"{dose} g{floor} of {brand} needed at {row.site_id} on {row.needed_on}; "
+                    f"{dose:f} g{floor} of {brand} needed at {row.site_id} on {row.needed_on}; "
                     f"in date and unreserved: {s.promisable_grams.normalize():f} g ({vials})",
                 )
             )

@@ -362,6 +362,9 @@ def test_recall_reallocates_marks_at_risk_and_names_recipients(platform: Platfor
     recalled = events(platform, "LOT_RECALLED")
     assert len(recalled) == 1 and recalled[0]["lot_number"] == "BAD"
     assert [x["patient_id"] for x in recalled[0]["recipients"]] == ["patient-1"]  # type: ignore[index]
+    # notify routes it to the staff of every site holding the lot or that treated with it
+    assert recalled[0]["sites"] == ["site-1", "site-2"]
+    assert [x["site_id"] for x in recalled[0]["recipients"]] == ["site-1"]  # type: ignore[index]
     at_risk = events(platform, "STOCK_AT_RISK")
     assert len(at_risk) == 1
     with pytest.raises(grpc.RpcError) as unknown:
