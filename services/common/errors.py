@@ -97,9 +97,23 @@ class Violations:
     def extend(self, other: Iterable[FieldViolation]) -> None:
         self.items.extend(other)
 
+    def require(self, value: str, field_path: str) -> str:
+        """Note the field if it is empty (or only blanks); the value, for chaining."""
+        if not value.strip():
+            self.add(field_path, "is required")
+        return value
+
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+def required(value: str, field_path: str) -> str:
+    """The value of a field that must be given; INVALID_ARGUMENT naming it when empty."""
+    v = Violations()
+    v.require(value, field_path)
+    v.raise_if_any()
+    return value

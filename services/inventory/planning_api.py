@@ -19,7 +19,7 @@ from services.common.convert import (
     parse_decimal,
     to_money,
 )
-from services.common.errors import FieldViolation, InvalidArgument, Violations
+from services.common.errors import Violations, required
 from services.common.etag import etag_for
 from services.common.pagination import page_request, split_page
 from services.inventory.domain.forecast import Policy
@@ -39,12 +39,6 @@ ORDER_STATE: dict[OrderState, Any] = {
     s: pb.PurchaseOrderState.Value(f"PURCHASE_ORDER_STATE_{s.value}") for s in OrderState
 }
 _ORDER_STATE_IN = {v: k for k, v in ORDER_STATE.items()}
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument([FieldViolation(field, "is required")])
-    return value
 
 
 def policy_out(stored: StoredPolicy) -> pb.ReorderPolicy:
@@ -291,7 +285,7 @@ class PlanningApi:
     def GetPurchaseOrder(
         self, request: pb.GetPurchaseOrderRequest, context: grpc.ServicerContext
     ) -> Any:
-        view = self.planning.orders.get(_required(request.id, "id"))
+        view = self.planning.orders.get(required(request.id, "id"))
         return pb.GetPurchaseOrderResponse(purchase_order=order_out(view))
 
     def ListPurchaseOrders(
@@ -313,7 +307,7 @@ class PlanningApi:
     def ReceivePurchaseOrder(
         self, request: pb.ReceivePurchaseOrderRequest, context: grpc.ServicerContext
     ) -> Any:
-        order_id = _required(request.purchase_order_id, "purchase_order_id")
+        order_id = required(request.purchase_order_id, "purchase_order_id")
         deliveries = _deliveries_in(request)
         actor = Actor(request.actor, f"purchase order {order_id}", request.request_id)
         stock = self.planning.stock
@@ -332,8 +326,8 @@ class PlanningApi:
     def CancelPurchaseOrder(
         self, request: pb.CancelPurchaseOrderRequest, context: grpc.ServicerContext
     ) -> Any:
-        order_id = _required(request.id, "id")
-        reason = _required(request.reason.strip(), "reason")
+        order_id = required(request.id, "id")
+        reason = required(request.reason.strip(), "reason")
         return self._mutate(
             "CancelPurchaseOrder",
             request,

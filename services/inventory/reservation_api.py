@@ -100,12 +100,6 @@ def administration_out(a: AdministrationRow) -> pb.Administration:
     )
 
 
-def _required(value: str, field: str, v: Violations) -> str:
-    if not value.strip():
-        v.add(field, "is required")
-    return value
-
-
 class ReservationApi:
     """Mixed into InventoryApi; ``reservations``, ``_lot_out`` and ``_mutate`` come from it."""
 
@@ -143,7 +137,7 @@ class ReservationApi:
         self, request: pb.AmendReservationRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        reservation_id = _required(request.reservation_id, "reservation_id", v)
+        reservation_id = v.require(request.reservation_id, "reservation_id")
         grams = parse_decimal(request.grams, "grams", v, required=False)
         needed_on = (
             parse_date(request.needed_on, "needed_on", v) if request.HasField("needed_on") else None
@@ -169,7 +163,7 @@ class ReservationApi:
         self, request: pb.ReleaseReservationRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        reservation_id = _required(request.reservation_id, "reservation_id", v)
+        reservation_id = v.require(request.reservation_id, "reservation_id")
         v.raise_if_any()
         actor = Actor(request.actor, request.reason, request.request_id)
         return self._mutate(
@@ -225,7 +219,7 @@ class ReservationApi:
         self, request: pb.DispenseReservationRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        reservation_id = _required(request.reservation_id, "reservation_id", v)
+        reservation_id = v.require(request.reservation_id, "reservation_id")
         given = parse_decimal(request.grams_administered, "grams_administered", v)
         wasted = parse_decimal(request.grams_wasted or "0", "grams_wasted", v)
         scans: list[tuple[int, str, str]] = []  # (line, gtin, lot number)
@@ -281,7 +275,7 @@ class ReservationApi:
 
     def RecordWaste(self, request: pb.RecordWasteRequest, context: grpc.ServicerContext) -> Any:
         v = Violations()
-        lot_id = _required(request.lot_id, "lot_id", v)
+        lot_id = v.require(request.lot_id, "lot_id")
         reason = WASTE_REASON.get(request.reason)
         if reason is None:
             v.add("reason", "is required: opened unused, damaged, expired, temperature, other")
@@ -305,7 +299,7 @@ class ReservationApi:
 
     def TransferStock(self, request: pb.TransferStockRequest, context: grpc.ServicerContext) -> Any:
         v = Violations()
-        lot_id = _required(request.lot_id, "lot_id", v)
+        lot_id = v.require(request.lot_id, "lot_id")
         v.raise_if_any()
         actor = Actor(request.actor, request.reason, request.request_id)
 
@@ -330,8 +324,8 @@ class ReservationApi:
         self, request: pb.ReturnToSupplierRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        lot_id = _required(request.lot_id, "lot_id", v)
-        _required(request.reason, "reason", v)
+        lot_id = v.require(request.lot_id, "lot_id")
+        v.require(request.reason, "reason")
         v.raise_if_any()
         actor = Actor(request.actor, request.reason, request.request_id)
 
@@ -366,8 +360,8 @@ class ReservationApi:
         self, request: pb.ListLotRecipientsRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        _required(request.product_id, "product_id", v)
-        _required(request.lot_number, "lot_number", v)
+        v.require(request.product_id, "product_id")
+        v.require(request.lot_number, "lot_number")
         v.raise_if_any()
         scope = f"recipients:{request.product_id}:{request.lot_number}"
         page = page_request(request.page_size, request.page_token, scope=scope)
@@ -385,7 +379,7 @@ class ReservationApi:
         self, request: pb.RunExpiryCheckRequest, context: grpc.ServicerContext
     ) -> Any:
         v = Violations()
-        _required(request.site_id, "site_id", v)
+        v.require(request.site_id, "site_id")
         as_of = parse_date(request.as_of, "as_of", v, required=False)
         v.raise_if_any()
         expired, repaired, warnings = self.reservations.expiry_check(request.site_id, as_of)

@@ -20,7 +20,7 @@ from services.common.convert import (
     parse_decimal,
     to_money,
 )
-from services.common.errors import FieldViolation, InvalidArgument, Violations
+from services.common.errors import FieldViolation, InvalidArgument, Violations, required
 from services.common.etag import etag_for
 from services.common.pagination import page_request, split_page
 from services.inventory.domain.gs1 import Scan, ScanError, read_scan
@@ -115,12 +115,6 @@ def _receipt_in(request: pb.ReceiveStockRequest) -> tuple[Receipt, Scan | None]:
     ), scan
 
 
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument([FieldViolation(field, "is required")])
-    return value
-
-
 class StockApi:
     """Mixed into InventoryApi; ``stock`` and ``_mutate`` come from it."""
 
@@ -143,7 +137,7 @@ class StockApi:
         return self._mutate("ReceiveStock", request, pb.ReceiveStockResponse, receive)
 
     def GetLot(self, request: pb.GetLotRequest, context: grpc.ServicerContext) -> Any:
-        lot = self.stock.get_lot(_required(request.id, "id"))
+        lot = self.stock.get_lot(required(request.id, "id"))
         return pb.GetLotResponse(lot=self._lot_out(lot))
 
     def ListLots(self, request: pb.ListLotsRequest, context: grpc.ServicerContext) -> Any:
@@ -161,8 +155,8 @@ class StockApi:
         return pb.ListLotsResponse(lots=[self._lot_out(r) for r in rows], next_page_token=token)
 
     def QuarantineLot(self, request: pb.QuarantineLotRequest, context: grpc.ServicerContext) -> Any:
-        lot_id = _required(request.lot_id, "lot_id")
-        actor = Actor(request.actor, _required(request.reason, "reason"), request.request_id)
+        lot_id = required(request.lot_id, "lot_id")
+        actor = Actor(request.actor, required(request.reason, "reason"), request.request_id)
         return self._mutate(
             "QuarantineLot",
             request,
@@ -173,8 +167,8 @@ class StockApi:
         )
 
     def ReleaseLot(self, request: pb.ReleaseLotRequest, context: grpc.ServicerContext) -> Any:
-        lot_id = _required(request.lot_id, "lot_id")
-        actor = Actor(request.actor, _required(request.reason, "reason"), request.request_id)
+        lot_id = required(request.lot_id, "lot_id")
+        actor = Actor(request.actor, required(request.reason, "reason"), request.request_id)
         return self._mutate(
             "ReleaseLot",
             request,
@@ -185,7 +179,7 @@ class StockApi:
         )
 
     def RecordCount(self, request: pb.RecordCountRequest, context: grpc.ServicerContext) -> Any:
-        lot_id = _required(request.lot_id, "lot_id")
+        lot_id = required(request.lot_id, "lot_id")
         actor = Actor(request.actor, request.reason, request.request_id)
 
         def count(session: Any) -> pb.RecordCountResponse:
@@ -200,8 +194,8 @@ class StockApi:
     def ReverseMovement(
         self, request: pb.ReverseMovementRequest, context: grpc.ServicerContext
     ) -> Any:
-        movement_id = _required(request.movement_id, "movement_id")
-        actor = Actor(request.actor, _required(request.reason, "reason"), request.request_id)
+        movement_id = required(request.movement_id, "movement_id")
+        actor = Actor(request.actor, required(request.reason, "reason"), request.request_id)
 
         def reverse(session: Any) -> pb.ReverseMovementResponse:
             reversal, lot = self.stock.reverse(session, movement_id, actor)

@@ -24,7 +24,7 @@ from services.common.convert import (
     parse_decimal,
     parse_time_of_day,
 )
-from services.common.errors import FieldViolation, InvalidArgument, Violations
+from services.common.errors import FieldViolation, InvalidArgument, Violations, required
 from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
@@ -475,12 +475,6 @@ def _unsaved(value: T) -> Stored[T]:
     return Stored(value, 0, _NEVER, _NEVER)
 
 
-def _required_id(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument([FieldViolation(field, "is required")])
-    return value
-
-
 class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
@@ -512,7 +506,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         )
 
     def GetSite(self, request: pb.GetSiteRequest, context: grpc.ServicerContext) -> Any:
-        site_id = _required_id(request.id, "id")
+        site_id = required(request.id, "id")
         return pb.GetSiteResponse(site=_site_out(self.cases.get_site(site_id)))
 
     def ListSites(self, request: pb.ListSitesRequest, context: grpc.ServicerContext) -> Any:
@@ -527,7 +521,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         return pb.ListSitesResponse(sites=[_site_out(s) for s in rows], next_page_token=token)
 
     def UpdateSite(self, request: pb.UpdateSiteRequest, context: grpc.ServicerContext) -> Any:
-        site_id = _required_id(request.site.id, "site.id")
+        site_id = required(request.site.id, "site.id")
 
         def change(current: Site) -> Site:
             merged = apply_mask(
@@ -562,11 +556,11 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         )
 
     def GetChair(self, request: pb.GetChairRequest, context: grpc.ServicerContext) -> Any:
-        chair_id = _required_id(request.id, "id")
+        chair_id = required(request.id, "id")
         return pb.GetChairResponse(chair=_chair_out(self.cases.get_chair(chair_id)))
 
     def ListChairs(self, request: pb.ListChairsRequest, context: grpc.ServicerContext) -> Any:
-        site_id = _required_id(request.site_id, "site_id")
+        site_id = required(request.site_id, "site_id")
         scope = f"chairs:{site_id}:{request.active_only}"
         page = page_request(request.page_size, request.page_token, scope=scope)
         rows, token = split_page(
@@ -578,7 +572,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         return pb.ListChairsResponse(chairs=[_chair_out(c) for c in rows], next_page_token=token)
 
     def UpdateChair(self, request: pb.UpdateChairRequest, context: grpc.ServicerContext) -> Any:
-        chair_id = _required_id(request.chair.id, "chair.id")
+        chair_id = required(request.chair.id, "chair.id")
 
         def change(current: Chair) -> Chair:
             merged = apply_mask(
@@ -614,7 +608,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         )
 
     def GetPatient(self, request: pb.GetPatientRequest, context: grpc.ServicerContext) -> Any:
-        patient_id = _required_id(request.id, "id")
+        patient_id = required(request.id, "id")
         return pb.GetPatientResponse(patient=_patient_out(self.cases.get_patient(patient_id)))
 
     def ListPatients(self, request: pb.ListPatientsRequest, context: grpc.ServicerContext) -> Any:
@@ -631,7 +625,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
         )
 
     def UpdatePatient(self, request: pb.UpdatePatientRequest, context: grpc.ServicerContext) -> Any:
-        patient_id = _required_id(request.patient.id, "patient.id")
+        patient_id = required(request.patient.id, "patient.id")
 
         def change(current: Patient) -> Patient:
             merged = apply_mask(
@@ -680,7 +674,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def ListMeasurements(
         self, request: pb.ListMeasurementsRequest, context: grpc.ServicerContext
     ) -> Any:
-        patient_id = _required_id(request.patient_id, "patient_id")
+        patient_id = required(request.patient_id, "patient_id")
         scope = f"measurements:{patient_id}"
         page = page_request(request.page_size, request.page_token, scope=scope)
         rows, token = split_page(
@@ -712,7 +706,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def GetTherapyPlan(
         self, request: pb.GetTherapyPlanRequest, context: grpc.ServicerContext
     ) -> Any:
-        plan_id = _required_id(request.id, "id")
+        plan_id = required(request.id, "id")
         if request.version < 0:
             raise InvalidArgument([FieldViolation("version", "must not be negative")])
         return pb.GetTherapyPlanResponse(
@@ -744,7 +738,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def UpdateTherapyPlan(
         self, request: pb.UpdateTherapyPlanRequest, context: grpc.ServicerContext
     ) -> Any:
-        plan_id = _required_id(request.therapy_plan.id, "therapy_plan.id")
+        plan_id = required(request.therapy_plan.id, "therapy_plan.id")
 
         def change(current: TherapyPlan) -> TherapyPlan:
             merged = apply_mask(
@@ -792,7 +786,7 @@ class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def ListDueInfusions(
         self, request: pb.ListDueInfusionsRequest, context: grpc.ServicerContext
     ) -> Any:
-        site_id = _required_id(request.site_id, "site_id")
+        site_id = required(request.site_id, "site_id")
         horizon = request.horizon_days or DEFAULT_HORIZON_DAYS
         if not 1 <= horizon <= MAX_HORIZON_DAYS:
             raise InvalidArgument(
