@@ -259,10 +259,12 @@ def walk(addresses: dict[str, str]) -> None:
     shown = sch.GetAppointment(pb.GetAppointmentRequest(id=appointment.id)).appointment
     detail(f"the appointment shows stock {shown.stock_status}")
 
-    say(
-        "remind",
-        "reminders go 72 h and 24 h before (the scheduler's job, on the console channel)",
-    )
+    say("remind", "the booking scheduled the patient's reminders; the job sends each at its time")
+    for r in shown.reminders:
+        when = r.due_time.ToDatetime(dt.UTC)
+        detail(
+            f"{r.offset} before: {when:%a %d %b %H:%M} UTC, {pb.ReminderStatus.Name(r.status)[16:]}"
+        )
     detail("on the day, the nurse checks the patient in and starts the infusion")
     sch.CheckIn(pb.CheckInRequest(id=appointment.id, request_id="demo-checkin"))
     sch.StartInfusion(pb.StartInfusionRequest(id=appointment.id, request_id="demo-start"))
@@ -334,7 +336,7 @@ def walk(addresses: dict[str, str]) -> None:
         ),
     )
     detail(f"notify holds {len(notified)} LOT_RECALLED notification(s) for the pharmacy")
-    print("\nDone: plan → book → reserve → complete → dispense → reorder → recall.", flush=True)
+    print("\nDone: plan → book → reserve → remind → complete → dispense → reorder → recall.", flush=True)
 
 
 def main() -> int:

@@ -19,7 +19,9 @@ def test_the_walkthrough_runs_every_step() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for step in ("[book]", "[reserve]", "[complete]", "[dispense]", "[reorder]", "[recall]"):
+    for step in ("[book]", "[reserve]", "[remind]", "[complete]", "[dispense]", "[reorder]"):
         assert step in out
+    assert "[recall]" in out
+    assert "24h before:" in out and "SCHEDULED" in out  # the booking's reminders
     assert "the appointment shows stock RESERVED" in out
     assert "1 LOT_RECALLED notification(s)" in out
