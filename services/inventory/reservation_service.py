@@ -715,6 +715,7 @@ class ReservationService:
         needed_to: dt.date | None,
         page: PageRequest,
     ) -> list[ReservationView]:
+        product_id = self.stock.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_reservations(
                 session, site_id, product_id, patient_id, state, needed_from, needed_to, page

@@ -352,6 +352,11 @@ class StockService:
         with self.db.read() as session:
             return store.view(session, store.lot_row(session, lot_id))
 
+    def product_filter(self, key: str) -> str:
+        """A list filter's product, given by id or by catalogue code (as every other call
+        accepts it): the id, or "" for no filter; NOT_FOUND for an unknown product."""
+        return self.catalogue.get(key).id if key else ""
+
     def list_lots(
         self,
         site_id: str,
@@ -360,6 +365,7 @@ class StockService:
         lot_number: str,
         page: PageRequest,
     ) -> list[LotView]:
+        product_id = self.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_lots(session, site_id, product_id, state, lot_number, page)
             sums = store.balances(session, [r.id for r in rows])
@@ -378,6 +384,7 @@ class StockService:
         self, site_id: str, product_id: str, as_of: dt.date | None
     ) -> tuple[list[ProductLevel], list[LotView]]:
         day = as_of or self.today(site_id)
+        product_id = self.product_filter(product_id)
         with self.db.read() as session:
             rows: list[LotRow] = []
             page = PageRequest(size=500, after=None)

@@ -212,3 +212,20 @@ def test_stock_levels_sum_the_ledger_and_respect_expiry(platform: Platform) -> N
         inv.GetStockLevelsRequest(site_id="site-1", as_of=Date(year=2027, month=2, day=1))
     ).products[0]
     assert (later.available_vials, later.available_grams) == (10, "100")  # lot B has expired
+
+
+def test_list_filters_take_a_product_by_catalogue_code_as_other_calls_do(
+    platform: Platform,
+) -> None:
+    receive(platform, lot_number="A", vials=10, presentation_grams="10")
+    by_code = platform.inventory.GetStockLevels(
+        inv.GetStockLevelsRequest(site_id="site-1", product_id="gammagard-liquid")
+    )
+    assert [p.on_hand_vials for p in by_code.products] == [10]
+    lots = platform.inventory.ListLots(
+        inv.ListLotsRequest(site_id="site-1", product_id="gammagard-liquid")
+    ).lots
+    assert [x.lot_number for x in lots] == ["A"]
+    with pytest.raises(grpc.RpcError) as unknown:
+        platform.inventory.ListLots(inv.ListLotsRequest(site_id="site-1", product_id="nope"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
