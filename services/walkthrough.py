@@ -336,7 +336,10 @@ def walk(addresses: dict[str, str]) -> None:
         ),
     )
     detail(f"notify holds {len(notified)} LOT_RECALLED notification(s) for the pharmacy")
-    print("\nDone: plan → book → reserve → remind → complete → dispense → reorder → recall.", flush=True)
+    print(
+        "\nDone: plan → book → reserve → remind → complete → dispense → reorder → recall.",
+        flush=True,
+    )
 
 
 def main() -> int:
