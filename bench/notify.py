@@ -201,6 +201,7 @@ def subscribers(stub: Any, sink_url: str) -> tuple[str, str]:
                 external_ref="bench-hook",
                 display_name="Bench sink",
                 time_zone="Europe/London",
+                kind=npb.SUBSCRIBER_KIND_STAFF,
                 webhook_url=sink_url,
                 webhook_secret="bench-secret",
                 preferences=[
@@ -216,6 +217,7 @@ def subscribers(stub: Any, sink_url: str) -> tuple[str, str]:
                 external_ref="bench-quiet",
                 display_name="Streams only",
                 time_zone="Europe/London",
+                kind=npb.SUBSCRIBER_KIND_STAFF,
                 preferences=[npb.Preference(topic=npb.TOPIC_LOT_EXPIRING, channels=[])],
             ),
         )

@@ -440,6 +440,7 @@ def load_notify(notify_address: str) -> list[str]:
                     external_ref=CONSOLE_REF,
                     display_name="Pharmacy and day-unit console",
                     time_zone="Europe/London",
+                    kind=npb.SUBSCRIBER_KIND_STAFF,
                     preferences=[
                         npb.Preference(topic=t, channels=[npb.CHANNEL_CONSOLE])  # type: ignore[arg-type]
                         for t in topics

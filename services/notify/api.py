@@ -32,6 +32,7 @@ from services.notify.domain.model import (
     QuietHours,
     Status,
     Subscriber,
+    SubscriberKind,
     Topic,
     preference_list,
 )
@@ -57,6 +58,10 @@ EVENT_KIND = {
     "PUBLISHED": pb.NotificationEvent.KIND_PUBLISHED,
     "CANCELLED": pb.NotificationEvent.KIND_CANCELLED,
 }
+KIND: dict[SubscriberKind, Any] = {
+    k: pb.SubscriberKind.Value(f"SUBSCRIBER_KIND_{k.value}") for k in SubscriberKind
+}
+KIND_IN = {v: k for k, v in KIND.items()}
 MUTABLE = tuple(
     f.name
     for f in pb.Subscriber.DESCRIPTOR.fields
@@ -83,6 +88,7 @@ def subscriber_in(msg: pb.Subscriber, v: Violations, prefix: str = "subscriber")
                 channels.append(channel)
         items.append((topic, channels))
     preferences = preference_list(items, f"{prefix}.preferences", v)
+    kind = KIND_IN.get(msg.kind)  # None when unspecified: validate_subscriber says so
     quiet = None
     if msg.HasField("quiet_hours"):
         start = parse_time_of_day(msg.quiet_hours.start, f"{prefix}.quiet_hours.start", v)
@@ -100,6 +106,7 @@ def subscriber_in(msg: pb.Subscriber, v: Violations, prefix: str = "subscriber")
         preferences=preferences,
         quiet_hours=quiet,
         site_ids=tuple(msg.site_ids),
+        kind=kind,
     )
 
 
@@ -120,6 +127,7 @@ def subscriber_out(stored: StoredSubscriber, *, with_secret: bool = False) -> pb
             for t, chans in s.preferences.items()
         ],
         site_ids=list(s.site_ids),
+        kind=KIND[s.kind] if s.kind else pb.SUBSCRIBER_KIND_UNSPECIFIED,
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),

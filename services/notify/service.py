@@ -30,6 +30,7 @@ from services.notify.domain.model import (
     QuietHours,
     Status,
     Subscriber,
+    SubscriberKind,
     Topic,
     validate_subscriber,
 )
@@ -154,6 +155,7 @@ def _subscriber_from(row: SubscriberRow) -> StoredSubscriber:
             preferences=prefs,
             quiet_hours=quiet,
             site_ids=tuple(row.site_ids),
+            kind=SubscriberKind(row.kind),
         ),
         revision=row.revision,
         created_at=row.created_at,
@@ -173,6 +175,8 @@ def _write_subscriber(row: SubscriberRow, s: Subscriber) -> None:
     row.quiet_start = s.quiet_hours.start.isoformat() if s.quiet_hours else None
     row.quiet_end = s.quiet_hours.end.isoformat() if s.quiet_hours else None
     row.site_ids = list(s.site_ids)
+    assert s.kind is not None  # validated
+    row.kind = s.kind.value
 
 
 class SubscriberService:

@@ -101,6 +101,7 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
                     subscriber=pb.Subscriber(
                         display_name="Pharmacy system",
                         time_zone="UTC",
+                        kind=pb.SUBSCRIBER_KIND_STAFF,
                         webhook_url=url,
                         webhook_secret="k",
                     ),

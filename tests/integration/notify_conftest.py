@@ -143,6 +143,7 @@ def subscriber(**fields: object) -> pb.Subscriber:
         "display_name": "Pat Pharmacist",
         "time_zone": "Europe/London",
         "email": "pat@example.org",
+        "kind": pb.SUBSCRIBER_KIND_STAFF,
     }
     base.update(fields)
     return pb.Subscriber(**base)  # type: ignore[arg-type]

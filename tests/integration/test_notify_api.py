@@ -98,9 +98,11 @@ def test_bad_contact_points_are_all_reported_and_nothing_is_written(
             webhook_secret="s",
             time_zone="Europe/Atlantis",
             preferences=[pb.Preference(topic=pb.TOPIC_LOT_RECALLED, channels=[])],
+            kind=pb.SUBSCRIBER_KIND_UNSPECIFIED,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(caught.value)) == {
+        "subscriber.kind",
         "subscriber.email",
         "subscriber.phone",
         "subscriber.webhook_url",
@@ -302,6 +304,24 @@ def test_broadcast_reaches_opted_in_subscribers_of_the_site(notify_server: Notif
     assert sorted(d.subscriber_id for d in n.deliveries) == sorted([here.id, anywhere.id])
     assert {d.channel for d in n.deliveries} == {pb.CHANNEL_CONSOLE}
     assert notify_server.run_once() == 2
+
+
+def test_a_patient_gets_only_what_names_them_never_a_broadcast(
+    notify_server: NotifyServer,
+) -> None:
+    """A reminder broadcast to the site's staff names a patient: another patient who chose
+    email for reminders must not receive it; their own, published naming them, arrives."""
+    pref = [pb.Preference(topic=pb.TOPIC_APPOINTMENT_REMINDER, channels=[pb.CHANNEL_EMAIL])]
+    staff = create(notify_server, external_ref="desk", preferences=pref)
+    ada = create(
+        notify_server, external_ref="MRN-A", preferences=pref, kind=pb.SUBSCRIBER_KIND_PATIENT
+    )
+    assert ada.kind == pb.SUBSCRIBER_KIND_PATIENT
+    start = dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC)
+    broadcast = publish(notify_server, pb.TOPIC_APPOINTMENT_REMINDER, reminder(start))
+    assert [d.subscriber_id for d in broadcast.notification.deliveries] == [staff.id]
+    own = publish(notify_server, pb.TOPIC_APPOINTMENT_REMINDER, reminder(start), [ada.id])
+    assert [d.subscriber_id for d in own.notification.deliveries] == [ada.id]
 
 
 def test_quiet_hours_defer_ordinary_topics_but_not_critical_ones(

@@ -216,7 +216,11 @@ def at(e: Env, *args: int) -> None:
 
 def patient_subscriber(e: Env) -> str:
     return create(
-        e.notify, external_ref="patient-1", display_name="Ada", email="ada@example.org"
+        e.notify,
+        external_ref="patient-1",
+        display_name="Ada",
+        email="ada@example.org",
+        kind=npb.SUBSCRIBER_KIND_PATIENT,
     ).id
 
 
@@ -459,6 +463,7 @@ def test_a_reminder_held_back_at_notify_is_cancelled_with_the_appointment(env: E
         external_ref="patient-1",
         display_name="Ada",
         email="ada@example.org",
+        kind=npb.SUBSCRIBER_KIND_PATIENT,
         quiet_hours=npb.QuietHours(start=TimeOfDay(hours=9), end=TimeOfDay(hours=12)),
     ).id
     plan = patient_plan(env, site, "MRN-A", subscriber=sub)

@@ -3,6 +3,7 @@ saving changes, retry backoff, SMS length, templates, webhook signatures."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -16,6 +17,7 @@ from services.notify.domain.model import (
     Channel,
     QuietHours,
     Subscriber,
+    SubscriberKind,
     Topic,
     validate_subscriber,
 )
@@ -37,6 +39,7 @@ def person(**fields: object) -> Subscriber:
         "external_ref": "p-1",
         "display_name": "Alex",
         "time_zone": "Europe/London",
+        "kind": SubscriberKind.STAFF,
     }
     base.update(fields)
     return Subscriber(**base)  # type: ignore[arg-type]
@@ -112,6 +115,9 @@ def test_channels_for_named_and_broadcast_recipients() -> None:
     assert s.wants_broadcast(Topic.LOW_STOCK, ["site-1"])
     assert not s.wants_broadcast(Topic.LOW_STOCK, ["site-2"])
     assert not s.wants_broadcast(Topic.REORDER_DUE, ["site-1"])
+    patient = dataclasses.replace(s, kind=SubscriberKind.PATIENT)
+    assert not patient.wants_broadcast(Topic.LOW_STOCK, ["site-1"])  # never another's news
+    assert patient.channels_for(Topic.LOW_STOCK, named=True) == [Channel.EMAIL]
 
 
 # --- quiet hours --------------------------------------------------------------------------------

@@ -60,6 +60,15 @@ OPEN = (Status.PENDING, Status.TEMPORARY_FAILURE)
 """Statuses a dispatcher may still claim (and a cancel may still stop)."""
 
 
+class SubscriberKind(enum.Enum):
+    """Staff opt in to broadcasts by topic and site; a patient receives only what names them:
+    a broadcast (a reminder or a change sent to the site's staff) names some patient, and a
+    patient must never see another patient's."""
+
+    STAFF = "STAFF"
+    PATIENT = "PATIENT"
+
+
 @dataclass(frozen=True)
 class QuietHours:
     start: dt.time
@@ -79,6 +88,7 @@ class Subscriber:
     preferences: Mapping[Topic, tuple[Channel, ...]] = field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     site_ids: tuple[str, ...] = ()
+    kind: SubscriberKind | None = None  # required: None only until validated
 
     @property
     def zone(self) -> ZoneInfo:
@@ -113,8 +123,8 @@ class Subscriber:
 
     def wants_broadcast(self, topic: Topic, sites: Iterable[str]) -> bool:
         """A broadcast reaches subscribers with a preference naming a channel for the topic
-        whose site filter is empty or shares a site with the event."""
-        if not self.preferences.get(topic):
+        whose site filter is empty or shares a site with the event; never patients."""
+        if self.kind is SubscriberKind.PATIENT or not self.preferences.get(topic):
             return False
         site_set = set(sites)
         return not self.site_ids or not site_set or bool(site_set & set(self.site_ids))
@@ -128,6 +138,12 @@ def validate_subscriber(s: Subscriber, prefix: str = "subscriber") -> Subscriber
     phone = s.phone
     if not s.display_name.strip():
         v.add(f"{prefix}.display_name", "is required")
+    if s.kind is None:
+        v.add(
+            f"{prefix}.kind",
+            "is required: STAFF receives the broadcasts its preferences ask for, PATIENT only "
+            "the notifications that name it",
+        )
     if len(s.display_name) > 200:
         v.add(f"{prefix}.display_name", "must be at most 200 characters")
     if len(s.external_ref) > 200:
@@ -188,6 +204,7 @@ def validate_subscriber(s: Subscriber, prefix: str = "subscriber") -> Subscriber
         preferences=dict(s.preferences),
         quiet_hours=s.quiet_hours,
         site_ids=tuple(dict.fromkeys(s.site_ids)),
+        kind=s.kind,
     )
 
 

@@ -59,6 +59,7 @@ class SubscriberRow(Base):
     quiet_start: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "HH:MM:SS"
     quiet_end: Mapped[str | None] = mapped_column(String(8), nullable=True)
     site_ids: Mapped[list[str]] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(8), server_default="STAFF")  # SubscriberKind
     revision: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
