@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ import grpc
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
+from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
@@ -113,9 +113,9 @@ class OutboxRelay:
         self._jitter = jitter
         self._name = name
         self._not_before: dict[str, dt.datetime] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            name, lambda: self.run_once().delivered > 0, self.policy.interval_seconds
+        )
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -231,29 +231,10 @@ class OutboxRelay:
     # -- the background thread ----------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once().delivered > 0
-            except Exception:
-                log.exception("%s round failed; retrying", self._name)
-                busy = False
-            if not busy:
-                self._wake.wait(self.policy.interval_seconds)
-                self._wake.clear()
+        self._loop.stop(timeout)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
 from services.notify.channels import (
@@ -87,9 +87,9 @@ class Dispatcher:
         self.policy = policy or DispatchPolicy()
         self._jitter = jitter
         self._on_change = on_change
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "notify-dispatcher", lambda: self.run_once() > 0, self.policy.interval_seconds
+        )
         self._pool: ThreadPoolExecutor | None = None
 
     # -- one round ----------------------------------------------------------------------------
@@ -289,35 +289,16 @@ class Dispatcher:
     # -- the background thread ----------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        if self.policy.workers > 1:
+        if self.policy.workers > 1 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.policy.workers, thread_name_prefix="notify-send")
-        self._thread = threading.Thread(target=self._loop, name="notify-dispatcher", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def wake(self) -> None:
         """Something was published: look now instead of at the next interval."""
-        self._wake.set()
+        self._loop.wake()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once() > 0
-            except Exception:
-                log.exception("dispatcher round failed; retrying")
-                busy = False
-            if not busy:
-                self._wake.wait(self.policy.interval_seconds)
-                self._wake.clear()
