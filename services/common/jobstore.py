@@ -7,19 +7,59 @@ Jobs are stored pickled, so they must name a module-level function: every job ru
 (its bound methods hold connections and cannot be pickled). Several replicas may share one
 store; each then runs the jobs too, which is why every job body here is idempotent (dedupe keys,
 state changes that happen once).
+
+APScheduler 3 does not expect a shared store: when two replicas run a one-off job, the second
+one's removal finds nothing and raises in the scheduler's own thread, which dies silently (no
+more jobs, health still SERVING). The store here treats "already gone" as done, and the
+scheduler survives any error in a round of its own bookkeeping (a database restart too): it
+logs it and tries again after ``jobstore_retry_interval``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Column, Float, LargeBinary, MetaData, Table, Unicode
 
 from services.common.db import Database
 
+log = logging.getLogger(__name__)
+
 _REGISTRY: dict[str, Callable[..., object]] = {}
+
+
+class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]  # untyped library
+    """A store several replicas share: a job another replica already updated away or
+    removed is not an error."""
+
+    def update_job(self, job: Job) -> None:
+        try:
+            super().update_job(job)
+        except JobLookupError:
+            log.debug("job %s was removed by another replica", job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        try:
+            super().remove_job(job_id)
+        except JobLookupError:
+            log.debug("job %s was removed by another replica", job_id)
+
+
+class ResilientScheduler(BackgroundScheduler):  # type: ignore[misc]  # untyped library
+    """A failed round of the scheduler's own bookkeeping is logged and retried, never the
+    end of the thread."""
+
+    def _process_jobs(self) -> float | None:
+        try:
+            return super()._process_jobs()  # type: ignore[no-any-return]
+        except Exception:
+            log.exception("job scheduler round failed; retrying")
+            return float(self.jobstore_retry_interval)
 
 
 def register(name: str, job: Callable[..., object]) -> None:
@@ -49,5 +89,5 @@ def define_job_table(metadata: MetaData, service: str) -> Table:
 def database_scheduler(db: Database, table: Table) -> BackgroundScheduler:
     # Its own MetaData: the store declares the same table itself, and the service's metadata
     # already has it (define_job_table).
-    store = SQLAlchemyJobStore(engine=db.engine, tablename=table.name, metadata=MetaData())
-    return BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    store = SharedJobStore(engine=db.engine, tablename=table.name, metadata=MetaData())
+    return ResilientScheduler(jobstores={"default": store}, timezone="UTC")
