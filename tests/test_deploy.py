@@ -16,7 +16,6 @@ import copy
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from tests.deploy_support import (
     settings_names,
     start_order,
 )
+from tests.e2e.harness import free_port
 
 K8S_VERSION = "1.30.0"
 # The variables deploy/ may set besides those the services read: Python's own.
@@ -323,12 +323,6 @@ def test_dockerfile_generates_code_as_the_makefile_does() -> None:
 # ---- the image's commands, run as processes -------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def build_tree(tmp: Path) -> tuple[ImageTree, Path]:
     """Replay the Dockerfile into ``tmp``: every COPY, then the builder's code generation."""
     tree = ImageTree({s.name: tmp / s.name for s in STAGES})
@@ -495,13 +489,13 @@ def test_interpolation_forms() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.postgres
-def test_replicas_racing_on_the_first_migration_recover_by_restart(
+def test_replicas_starting_together_on_an_empty_database_all_come_up(
     tmp_path: Path, postgres_databases: dict[str, str]
 ) -> None:
     """docs/operations.md, "Migrations": two replicas of each service start at once on an empty
-    database. The migration is one PostgreSQL transaction, so a replica that loses the race
-    exits non-zero with nothing half-applied; started again (as the kubelet does), it finds
-    the schema at head and serves."""
+    database. Migrations take a per-service advisory lock: one replica migrates, the other
+    waits and finds the schema at head; none exits (a restart, as the kubelet would do, is
+    recorded and fails the test)."""
     tree, workdir = build_tree(tmp_path / "image")
     base = image_env(tree)
     entrypoint = runtime_exec("ENTRYPOINT")
@@ -555,4 +549,4 @@ def test_replicas_racing_on_the_first_migration_recover_by_restart(
                 assert len(versions.all()) == 1
         finally:
             engine.dispose()
-    print(f"replicas restarted after losing the migration race: {restarted or 'none'}")
+    assert restarted == []

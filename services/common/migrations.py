@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, text
 
 
 def alembic_config(service: str, engine: Engine | None = None) -> Config:
@@ -28,6 +28,13 @@ def upgrade(service: str, engine: Engine, revision: str = "head") -> None:
     """Apply every pending migration of ``service`` to the engine's database."""
     cfg = alembic_config(service, engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # replicas starting together on a database that is behind: one migrates, the
+            # others wait here and then find it at head (a per-service key, held to commit)
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"migrate:{service}"},
+            )
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
