@@ -2,8 +2,10 @@
 
 Logged per call: method, status code, duration and the request_id when the request has one.
 A DomainError becomes its status code with google.rpc details (BadRequest field violations,
-PreconditionFailure, ResourceInfo, ErrorInfo with a stable reason); anything else is logged
-with its traceback and answered INTERNAL without leaking internals.
+PreconditionFailure, ResourceInfo, ErrorInfo with a stable reason). A database race is ABORTED
+and a database that cannot be reached (restarting, failing over) UNAVAILABLE, both safe to
+retry with the same request_id; anything else is logged with its traceback and answered
+INTERNAL without leaking internals.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.common import errors
 from services.common.accesslog import ACCESS_LOG
@@ -159,10 +161,7 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
         except errors.DomainError as error:
             _abort(context, error)
         except DBAPIError as error:
-            if not _lost_race(error):
-                log.exception("unhandled error in %s", method)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error (database)")
-            _abort(context, errors.Aborted("lost a race with a concurrent request: retry it"))
+            _database_error(method, context, error)
         except Exception as error:
             if context.code() is not None:  # type: ignore[attr-defined]  # abort() set it
                 raise
@@ -184,6 +183,30 @@ def _lost_race(error: DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
 
 
+def _database_away(error: DBAPIError) -> bool:
+    """The database cannot be reached or is shutting down or starting (SQLSTATE class 08,
+    57P01-57P03), or the driver lost the connection: UNAVAILABLE, which clients retry (with
+    the same request_id, safely) until it is back; the pool pings its connections, so the
+    first call after it returns succeeds."""
+    state = getattr(error.orig, "sqlstate", None) or ""
+    return (
+        error.connection_invalidated
+        or state.startswith("08")
+        or state in {"57P01", "57P02", "57P03"}
+        or (isinstance(error, OperationalError) and not state)
+    )
+
+
+def _database_error(method: str, context: grpc.ServicerContext, error: DBAPIError) -> None:
+    if _lost_race(error):
+        _abort(context, errors.Aborted("lost a race with a concurrent request: retry it"))
+    if _database_away(error):
+        log.warning("database unavailable in %s: %s", method, error.orig)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable: retry shortly")
+    log.exception("unhandled error in %s", method)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error (database)")
+
+
 def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
@@ -191,6 +214,8 @@ def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callab
             yield from behaviour(request, context)
         except errors.DomainError as error:
             _abort(context, error)
+        except DBAPIError as error:
+            _database_error(method, context, error)
         except Exception as error:
             if context.code() is not None:  # type: ignore[attr-defined]
                 raise
