@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.health import wait_serving
+from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,6 @@ SERVICES = {
     "inventory": "infusion.inventory.v1.InventoryService",
     "notify": "infusion.notify.v1.NotifyService",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

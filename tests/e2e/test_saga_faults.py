@@ -26,7 +26,7 @@ from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.health import wait_serving
-from tests.e2e.test_processes import free_port
+from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("inventory", "notify", "scheduler")
