@@ -46,10 +46,16 @@ def write_events(session: Session, table: Table, events: Iterable[Event], now: d
     for part in chunks(keys, 500):
         seen.update(session.scalars(select(table.c.dedupe_key).where(table.c.dedupe_key.in_(part))))
     rows = [_outbox_row(wanted[k], now) for k in keys if k not in seen]
-    if rows:
-        insert = upsert_insert(session)
-        session.execute(insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
-    return len(rows)
+    if not rows:
+        return 0
+    insert = upsert_insert(session)
+    written = session.execute(
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(table.c.dedupe_key),  # only the rows inserted: not another replica's
+        rows,
+    )
+    return len(written.all())
 
 
 def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
