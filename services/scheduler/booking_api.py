@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from sqlalchemy import inspect as sa_inspect
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import (
@@ -72,15 +71,14 @@ def appointment_out(row: AppointmentRow, now: dt.datetime) -> pb.Appointment:
         stock_note=row.stock_note,
         stock_at_risk=row.stock_status == "AT_RISK",
     )
-    if "reminders" not in sa_inspect(row).unloaded:  # loaded by the reads and the writes
-        msg.reminders.extend(
-            pb.AppointmentReminder(
-                offset=r.offset_label,
-                due_time=from_datetime(r.due_at),
-                status=REMINDER_STATUS[ReminderStatus(r.status)],
-            )
-            for r in row.reminders
+    msg.reminders.extend(
+        pb.AppointmentReminder(
+            offset=r.offset_label,
+            due_time=from_datetime(r.due_at),
+            status=REMINDER_STATUS[ReminderStatus(r.status)],
         )
+        for r in row.reminders
+    )
     for field, value in (
         ("hold_expire_time", row.hold_expires_at),
         ("actual_start_time", row.actual_start_at),

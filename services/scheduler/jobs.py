@@ -63,7 +63,7 @@ from services.common.jobstore import register, run
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
-from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
+from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
 from services.scheduler.store import reminders as reminder_store
@@ -127,10 +127,6 @@ class DueScan:
 
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
-
-
-def _stamp(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
 
 
 class SchedulerJobs:
@@ -401,7 +397,7 @@ class SchedulerJobs:
                 if site is None:
                     continue
                 name, subscriber = patients.get(row.patient_id, ("", ""))
-                key = f"MISSED_INFUSION:{row.id}:{_stamp(row.start_at)}"
+                key = f"MISSED_INFUSION:{row.id}:{utc_stamp(row.start_at)}"
                 payload = self._appointment_payload(row, site, name)
                 events += addressed("MISSED_INFUSION", key, payload, subscriber)
             return write_events(session, self.table, events, now)

@@ -82,7 +82,7 @@ def still_booked(db: Database, event: OutgoingEvent) -> bool:
     return (
         row is not None
         and row.status == AppointmentStatus.BOOKED.value
-        and row.start_at == dt.datetime.fromisoformat(payload["start_time"].replace("Z", "+00:00"))
+        and row.start_at == dt.datetime.fromisoformat(payload["start_time"])
     )
 
 

@@ -298,7 +298,9 @@ class SchedulePlanner:
         with self.db.read() as session:
             site = repo.site_from_row(repo.site_row(session, site_id))
             plan_day = self.bookings.day_plan(session, site, day)
-            rows = store.active_on(session, site.id, day, day, self.clock.now())
+            rows = store.active_on(
+                session, site.id, day, day, self.clock.now(), with_reminders=True
+            )
             names = {c.id: c.display_name for c in store.active_chairs(session, site.id)}
             windows = {}
             for row in rows:

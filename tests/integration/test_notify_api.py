@@ -324,6 +324,37 @@ def test_a_patient_gets_only_what_names_them_never_a_broadcast(
     assert [d.subscriber_id for d in own.notification.deliveries] == [ada.id]
 
 
+def test_a_subscriber_made_staff_before_kind_existed_is_made_a_patient(
+    notify_server: NotifyServer,
+) -> None:
+    """What the notify 0002 release note asks of operators: UpdateSubscriber with
+    update_mask kind; from then on the subscriber receives no broadcast."""
+    pref = [pb.Preference(topic=pb.TOPIC_APPOINTMENT_REMINDER, channels=[pb.CHANNEL_EMAIL])]
+    ada = create(notify_server, external_ref="MRN-A", preferences=pref)
+    start = dt.datetime(2026, 12, 2, 10, tzinfo=dt.UTC)
+    before = publish(notify_server, pb.TOPIC_APPOINTMENT_REMINDER, reminder(start))
+    assert [d.subscriber_id for d in before.notification.deliveries] == [ada.id]
+    updated = notify_server.stub.UpdateSubscriber(
+        pb.UpdateSubscriberRequest(
+            subscriber=pb.Subscriber(id=ada.id, etag=ada.etag, kind=pb.SUBSCRIBER_KIND_PATIENT),
+            update_mask=FieldMask(paths=["kind"]),
+            request_id=rid(),
+        )
+    ).subscriber
+    assert updated.kind == pb.SUBSCRIBER_KIND_PATIENT
+    after = publish(notify_server, pb.TOPIC_APPOINTMENT_REMINDER, reminder(start))
+    assert list(after.notification.deliveries) == []
+    with pytest.raises(grpc.RpcError) as caught:  # the kind cannot be unset
+        notify_server.stub.UpdateSubscriber(
+            pb.UpdateSubscriberRequest(
+                subscriber=pb.Subscriber(id=ada.id, etag=updated.etag),
+                update_mask=FieldMask(paths=["kind"]),
+                request_id=rid(),
+            )
+        )
+    assert field_violations(caught.value) == ["subscriber.kind"]
+
+
 def test_quiet_hours_defer_ordinary_topics_but_not_critical_ones(
     notify_server: NotifyServer,
 ) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import code_pb2, error_details_pb2
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common import errors
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
-from services.common.interceptors import to_status
+from services.common.interceptors import _database_away, to_status
 from services.common.pagination import page_request, page_token
 from services.common.settings import load_settings
 
@@ -119,3 +120,30 @@ def test_snapshot_reloads_after_invalidate_and_after_max_age() -> None:
     now[0] = 1.6  # older than max age: another replica may have written
     assert snap.get() == 3
     assert loads == [0.0, 0.5, 1.6]
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__("driver error")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("error", "away"),
+    [
+        (OperationalError("SELECT 1", {}, _DriverError("08006")), True),  # connection failure
+        (OperationalError("SELECT 1", {}, _DriverError("57P01")), True),  # admin shutdown
+        (OperationalError("SELECT 1", {}, _DriverError("57P03")), True),  # starting up
+        (OperationalError("SELECT 1", {}, _DriverError(None)), True),  # no server answer
+        (
+            DBAPIError("SELECT 1", {}, _DriverError(None), connection_invalidated=True),
+            True,
+        ),
+        (IntegrityError("INSERT", {}, _DriverError("23505")), False),  # a bug, not an outage
+        (OperationalError("SELECT 1", {}, _DriverError("40P01")), False),  # a race: ABORTED
+    ],
+)
+def test_a_database_that_cannot_be_reached_is_unavailable_not_internal(
+    error: DBAPIError, away: bool
+) -> None:
+    assert _database_away(error) is away

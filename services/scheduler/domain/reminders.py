@@ -61,8 +61,12 @@ def plan_reminders(
     return sorted((p for p in planned if p.due_at > booked_at), key=lambda p: p.due_at)
 
 
+def utc_stamp(instant: dt.datetime) -> str:
+    """An instant in dedupe keys: minutes in UTC, e.g. 20261202T1000Z."""
+    return instant.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
+
+
 def reminder_key(appointment_id: str, offset: str, start_at: dt.datetime) -> str:
     """The notification's dedupe key: the start is part of it, so a moved appointment's
     reminders are new notifications, and the old ones can be cancelled by key."""
-    stamp = start_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
-    return f"APPOINTMENT_REMINDER:{appointment_id}:{offset}:{stamp}"
+    return f"APPOINTMENT_REMINDER:{appointment_id}:{offset}:{utc_stamp(start_at)}"

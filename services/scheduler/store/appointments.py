@@ -65,18 +65,27 @@ def _active(now: dt.datetime) -> object:
 
 
 def active_on(
-    session: Session, site_id: str, first: dt.date, last: dt.date, now: dt.datetime
+    session: Session,
+    site_id: str,
+    first: dt.date,
+    last: dt.date,
+    now: dt.datetime,
+    *,
+    with_reminders: bool = False,
 ) -> list[AppointmentRow]:
+    """``with_reminders`` for rows shown after the session (the board); the slot rules
+    never read them."""
+    query = select(AppointmentRow)
+    if with_reminders:
+        query = query.options(selectinload(AppointmentRow.reminders))
     return list(
         session.scalars(
-            select(AppointmentRow)
-            .where(
+            query.where(
                 AppointmentRow.site_id == site_id,
                 AppointmentRow.local_date >= first,
                 AppointmentRow.local_date <= last,
                 _active(now),  # type: ignore[arg-type]
-            )
-            .order_by(AppointmentRow.local_date, AppointmentRow.start_minute, AppointmentRow.id)
+            ).order_by(AppointmentRow.local_date, AppointmentRow.start_minute, AppointmentRow.id)
         )
     )
 

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from services.common.ids import new_id
 
+PATIENT_COPY = ":patient"  # the dedupe-key suffix of the patient's own copy (addressed())
+
 
 @dataclass(frozen=True)
 class Event:
@@ -81,5 +83,5 @@ def addressed(
     """The staff broadcast, plus the patient's own copy when they have a subscriber."""
     events = [Event(topic, key, payload, **extra)]
     if subscriber:
-        events.append(Event(topic, f"{key}:patient", payload, (subscriber,), **extra))
+        events.append(Event(topic, key + PATIENT_COPY, payload, (subscriber,), **extra))
     return events

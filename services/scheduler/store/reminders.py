@@ -24,11 +24,10 @@ from services.scheduler.domain.reminders import (
     plan_reminders,
     reminder_key,
 )
-from services.scheduler.store.events import Event, write_events
+from services.scheduler.store.events import PATIENT_COPY, Event, write_events
 from services.scheduler.store.models import AppointmentRow, ReminderRow, SiteRow, outbox
 
 CANCEL_NOTIFICATION = "CANCEL_NOTIFICATION"
-PATIENT_COPY = ":patient"  # store/events.py addressed(): the patient's own copy of an event
 
 
 def schedule(
@@ -42,12 +41,12 @@ def schedule(
     start = local_start(row.local_date, row.start_minute, zone)
     taken = {r.dedupe_key for r in row.reminders}
     for planned in plan_reminders(start, offsets_hours, now):
-        key = reminder_key(row.id, planned.offset, row.start_at)
+        base = key = reminder_key(row.id, planned.offset, row.start_at)
         # moved away and back to the same time: the old key may be cancelled at notify
         n = 1
         while key in taken:
             n += 1
-            key = f"{reminder_key(row.id, planned.offset, row.start_at)}:{n}"
+            key = f"{base}:{n}"
         row.reminders.append(
             ReminderRow(
                 id=new_id(),
