@@ -50,6 +50,15 @@ def test_offsets_are_counted_on_the_wall_clock_across_the_spring_change() -> Non
     assert start.astimezone(UTC) - planned.due_at == dt.timedelta(hours=71)
 
 
+def test_offsets_are_counted_on_the_wall_clock_across_the_autumn_change() -> None:
+    # Mon 26 Oct 2026 09:00 GMT = 09:00 UTC; clocks went back on Sun 25 Oct. 72 h before on
+    # the wall clock is Fri 23 Oct 09:00 BST = 08:00 UTC: 73 elapsed hours.
+    start = local_start(dt.date(2026, 10, 26), 9 * 60, LONDON)
+    (planned,) = plan_reminders(start, (72.0,), dt.datetime(2026, 10, 1, tzinfo=UTC))
+    assert planned.due_at == dt.datetime(2026, 10, 23, 8, tzinfo=UTC)
+    assert start.astimezone(UTC) - planned.due_at == dt.timedelta(hours=73)
+
+
 def test_the_key_names_the_appointment_the_offset_and_the_utc_start() -> None:
     start_at = dt.datetime(2027, 3, 29, 8, tzinfo=UTC)
     assert reminder_key("a1", "72h", start_at) == "APPOINTMENT_REMINDER:a1:72h:20270329T0800Z"
