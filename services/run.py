@@ -13,13 +13,25 @@ import time
 
 from services import demo
 from services.common.health import wait_serving
-from services.common.settings import load_settings
+from services.common.settings import ServiceSettings, SettingsError
+from services.inventory.settings import load_settings as inventory_settings
+from services.notify.settings import load_settings as notify_settings
+from services.scheduler.settings import load_settings as scheduler_settings
 
 SERVICES = ("inventory", "notify", "scheduler")
 
 
 def main() -> int:
     env = dict(os.environ)
+    try:  # every service's settings, checked before anything starts
+        settings: dict[str, ServiceSettings] = {
+            "scheduler": scheduler_settings(env),
+            "inventory": inventory_settings(env),
+            "notify": notify_settings(env),
+        }
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
     for step in ("seed", "demo"):  # the catalogue, then demo sites stocked with lots
         seed = subprocess.run([sys.executable, "-m", "services.inventory", step], env=env)
         if seed.returncode != 0:
@@ -45,12 +57,12 @@ def main() -> int:
         for name in SERVICES:
             procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)
         for name in SERVICES:
-            address = load_settings(name).listen
+            address = settings[name].listen
             if not wait_serving(address):
                 print(f"{name} did not become SERVING on {address}", file=sys.stderr)
                 stop_all()
                 return 1
-        s, i, n = (load_settings(x).listen for x in ("scheduler", "inventory", "notify"))
+        s, i, n = (settings[x].listen for x in ("scheduler", "inventory", "notify"))
         for line in demo.load(s, i, dt.date.today(), notify_address=n):
             print(line, flush=True)
         print(

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from services.common.settings import ServiceSettings
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -27,48 +29,26 @@ _DIRECT_READ = re.compile(r"""\b(?:environ|env)\.get\(\s*["']([A-Z][A-Z0-9_]+)["
 # ---- environment variables the services read ---------------------------------------------
 
 
-class _RecordingEnv(dict[str, str]):
-    """An empty environment that remembers every name a loader asks for."""
+def _settings_class(service: str) -> type[ServiceSettings]:
+    from services.inventory.settings import InventorySettings
+    from services.notify.settings import NotifySettings
+    from services.scheduler.settings import SchedulerSettings
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.asked.add(key)
-        return default
-
-    def __getitem__(self, key: str) -> str:
-        self.asked.add(key)
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        if isinstance(key, str):
-            self.asked.add(key)
-        return False
+    classes: dict[str, type[ServiceSettings]] = {
+        "scheduler": SchedulerSettings,
+        "inventory": InventorySettings,
+        "notify": NotifySettings,
+    }
+    return classes[service]
 
 
 def settings_names(service: str) -> set[str]:
-    """What services.common.settings.load_settings reads for ``service``: the shape every
-    service shares (DATABASE_URL, LISTEN, ... and the peers' *_ADDRESS)."""
-    from services.common.settings import load_settings
-
-    env = _RecordingEnv()
-    load_settings(service, env)
-    return env.asked
-
-
-def _service_specific_names(service: str) -> set[str]:
-    env = _RecordingEnv()
-    if service == "notify":
-        from services.notify.config import load_config
-
-        load_config(env)
-    elif service == "scheduler":
-        from services.scheduler.jobs import job_settings
-
-        job_settings(env)
-    return env.asked
+    """The shape every service shares (DATABASE_URL, LISTEN, ... and the peers' *_ADDRESS)."""
+    cls = _settings_class(service)
+    shared = {
+        cls.variable(f) for f in ServiceSettings.model_fields if f not in ("peers", "log_level")
+    }
+    return shared | {f"{p.upper()}_ADDRESS" for p in SERVICES if p != service}
 
 
 def _direct_names(service: str) -> set[str]:
@@ -83,7 +63,7 @@ def _direct_names(service: str) -> set[str]:
 
 def env_names(service: str) -> set[str]:
     """Every environment variable ``python -m services.<service>`` reads."""
-    return settings_names(service) | _service_specific_names(service) | _direct_names(service)
+    return _settings_class(service).variables() | _direct_names(service)
 
 
 # ---- Dockerfile ------------------------------------------------------------------------------

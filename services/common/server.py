@@ -14,11 +14,13 @@ import logging.handlers
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,11 +28,30 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
-from services.common.settings import Settings
+from services.common.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.Server], Sequence[str]]
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def start_up(load: Callable[[], S]) -> S:
+    """Settings first, then logging: a wrong or unknown variable is named and the process
+    exits with status 2 before it does anything else."""
+    try:
+        settings = load()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
+    """A service's ``main``: start up, then serve until SIGTERM or SIGINT."""
+    build(start_up(load)).run_until_signalled()
+    return 0
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -60,7 +81,7 @@ class _InProcessQueueHandler(logging.handlers.QueueHandler):
 class GrpcService:
     """A gRPC server with health, reflection, the shared interceptor and a start-up hook."""
 
-    settings: Settings
+    settings: ServiceSettings
     register: Registrar
     prepare: Callable[[], None] = lambda: None
     on_serving: Callable[[], None] = lambda: None

@@ -1,37 +1,101 @@
-"""Settings from the environment, read once at start-up.
+"""Settings from the environment: typed, validated once at start-up, refused when wrong.
 
 Every service reads the same shape of settings, prefixed by its name, so one page of docs
 (README "Configuration") covers all three: ``SCHEDULER_DATABASE_URL``, ``INVENTORY_LISTEN``,
-``NOTIFY_GRPC_WORKERS`` and so on. Peers are addressed as ``<PEER>_ADDRESS``.
+``NOTIFY_GRPC_WORKERS`` and so on. Peers are addressed as ``<PEER>_ADDRESS``; ``LOG_LEVEL`` is
+shared. Each service declares its own settings class (``services/<name>/settings.py``) on top
+of :class:`ServiceSettings`; pydantic-settings types and validates the fields.
+
+Why the loader is stricter than pydantic-settings alone: a misspelt variable
+(``SCHEDULER_GRPC_WORKER=4``) would otherwise be ignored and the service would start with a
+default the operator did not choose. Every ``<SERVICE>_*`` variable must name a setting, and
+a bad value names its variable; either refuses the start with :class:`SettingsError`.
+
+Settings are built from an explicit mapping (``os.environ`` by default) rather than read by
+the library from the process environment, so in-process tests can start several servers with
+different settings side by side.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_PORTS = {"scheduler": 50051, "inventory": 50052, "notify": 50053}
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    service: str
-    database_url: str
-    listen: str
-    grpc_workers: int
-    db_pool_size: int
-    shutdown_grace_seconds: float
-    peers: Mapping[str, str]
-    # jobs: run this service's background jobs (APScheduler); off in in-process tests, which
-    # call the job bodies with an injected clock instead.
+class SettingsError(ValueError):
+    """One or more environment variables are unknown or hold a bad value: the service must
+    not start. The message names every variable at fault."""
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads. Subclasses set ``service`` and add their own fields; a field
+    ``grpc_workers`` of the scheduler is the variable ``SCHEDULER_GRPC_WORKERS``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    service: ClassVar[str]
+
+    database_url: str = ""  # empty: SQLite under var/ (see ``default_database_url``)
+    listen: str = ""  # empty: 127.0.0.1 on the service's default port
+    grpc_workers: int = Field(16, ge=1, le=512, description="request threads")
+    db_pool_size: int = Field(10, ge=1, le=500, description="database connections")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    # run this service's background jobs (APScheduler); off in in-process tests, which call
+    # the job bodies with an injected clock instead.
     jobs: bool = True
+    # the peers' addresses, read from ``<PEER>_ADDRESS`` (not prefixed with this service)
+    peers: Mapping[str, str] = Field(default_factory=dict)
+    log_level: LogLevel = "INFO"  # ``LOG_LEVEL``, shared by the three services
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # only what ``load`` passes in: it has already read the given environment mapping
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_of_this_service(cls, data: Any) -> Any:
+        """The database and address defaults depend on which service this is."""
+        if isinstance(data, dict):
+            data = dict(data)
+            data["database_url"] = data.get("database_url") or default_database_url(cls.service)
+            data["listen"] = data.get("listen") or f"127.0.0.1:{DEFAULT_PORTS[cls.service]}"
+        return data
 
     def peer(self, name: str) -> str:
         """The address of another service (``INVENTORY_ADDRESS`` etc.)."""
         return self.peers[name]
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable behind a field."""
+        if field == "log_level":
+            return "LOG_LEVEL"
+        return f"{cls.service.upper()}_{field.upper()}"
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """Every variable this service reads (the deploy checks compare manifests with it)."""
+        own = {cls.variable(f) for f in cls.model_fields if f != "peers"}
+        return own | {f"{name.upper()}_ADDRESS" for name in DEFAULT_PORTS if name != cls.service}
+
+
+S = TypeVar("S", bound=ServiceSettings)
 
 
 def default_database_url(service: str) -> str:
@@ -39,21 +103,38 @@ def default_database_url(service: str) -> str:
     return f"sqlite:///{var / f'{service}.db'}"
 
 
-def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Settings:
+def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """The settings of ``cls.service`` from ``environ`` (the process environment by default).
+
+    Raises SettingsError naming every unknown ``<SERVICE>_*`` variable and every bad value.
+    ``<SERVICE>_ADDRESS`` is allowed: it is how the *other* services find this one, and
+    launchers pass one environment to all three.
+    """
     env = os.environ if environ is None else environ
-    prefix = service.upper()
-    peers = {
-        name: env.get(f"{name.upper()}_ADDRESS", f"127.0.0.1:{port}")
-        for name, port in DEFAULT_PORTS.items()
-        if name != service
+    prefix = f"{cls.service.upper()}_"
+    by_variable = {cls.variable(f): f for f in cls.model_fields if f != "peers"}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in env.items():
+        if name in by_variable:
+            values[by_variable[name]] = value
+        elif name.startswith(prefix) and name != f"{prefix}ADDRESS":
+            problems.append(f"{name}: unknown setting (see README, Configuration)")
+    values["peers"] = {
+        peer: env.get(f"{peer.upper()}_ADDRESS", f"127.0.0.1:{port}")
+        for peer, port in DEFAULT_PORTS.items()
+        if peer != cls.service
     }
-    return Settings(
-        service=service,
-        database_url=env.get(f"{prefix}_DATABASE_URL", default_database_url(service)),
-        listen=env.get(f"{prefix}_LISTEN", f"127.0.0.1:{DEFAULT_PORTS[service]}"),
-        grpc_workers=int(env.get(f"{prefix}_GRPC_WORKERS", "16")),
-        db_pool_size=int(env.get(f"{prefix}_DB_POOL_SIZE", "10")),
-        shutdown_grace_seconds=float(env.get(f"{prefix}_SHUTDOWN_GRACE_SECONDS", "10")),
-        peers=peers,
-        jobs=env.get(f"{prefix}_JOBS", "1").lower() not in {"0", "false", "no"},
-    )
+    try:
+        settings = cls(**values)
+    except ValidationError as error:
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            variable = cls.variable(field) if field in by_variable.values() else field
+            shown = f"={values[field]!r}" if field in values else ""
+            problems.append(f"{variable}{shown}: {item['msg']}")
+        settings = None
+    if problems:
+        raise SettingsError(f"{cls.service} cannot start: " + "; ".join(sorted(problems)))
+    assert settings is not None
+    return settings

@@ -15,8 +15,7 @@ from services.common.idempotency import IdempotencyStore
 from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
-from services.common.server import GrpcService, configure_logging
-from services.common.settings import Settings, load_settings
+from services.common.server import GrpcService, serve, start_up
 from services.inventory.api import InventoryApi, InventoryServices
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
@@ -25,12 +24,13 @@ from services.inventory.notify_relay import relay_to_notify
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
+from services.inventory.settings import InventorySettings, load_settings
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
 from services.inventory.store.models import idempotency_keys, job_table, outbox
 
 
-def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+def build(settings: InventorySettings, clock: Clock | None = None) -> GrpcService:
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     catalogue = CatalogueService(db, clock)
@@ -85,8 +85,9 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
 
 
 def main(argv: Sequence[str]) -> int:
-    configure_logging()
-    settings = load_settings("inventory")
+    if not argv:
+        return serve(load_settings, build)
+    settings = start_up(load_settings)
     if argv[:1] == ["seed"]:
         total, changed = seed_catalogue(settings)
         print(f"product catalogue: {total} products, {changed} created or updated")
@@ -100,11 +101,8 @@ def main(argv: Sequence[str]) -> int:
             f"{demo.lots_received} of {demo.lots_total} lots, {demo.policies_set} policies added"
         )
         return 0
-    if argv:
-        print("usage: python -m services.inventory [seed|demo]", file=sys.stderr)
-        return 2
-    build(settings).run_until_signalled()
-    return 0
+    print("usage: python -m services.inventory [seed|demo]", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

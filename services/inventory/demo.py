@@ -32,7 +32,7 @@ from services.common.errors import NotFound, Violations
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
-from services.common.settings import Settings
+from services.common.settings import ServiceSettings
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.catalogue import StorageKind
 from services.inventory.domain.forecast import Policy
@@ -125,7 +125,7 @@ def vial_cost(lot: DemoLot) -> Decimal:
     )
 
 
-def seed_demo(settings: Settings, clock: Clock | None = None) -> DemoResult:
+def seed_demo(settings: ServiceSettings, clock: Clock | None = None) -> DemoResult:
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=2)
     try:

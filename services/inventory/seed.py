@@ -8,13 +8,13 @@ from pathlib import Path
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.migrations import upgrade
-from services.common.settings import Settings
+from services.common.settings import ServiceSettings
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.data import load_products
 
 
 def seed_catalogue(
-    settings: Settings, clock: Clock | None = None, path: Path | None = None
+    settings: ServiceSettings, clock: Clock | None = None, path: Path | None = None
 ) -> tuple[int, int]:
     """Returns (products in the file, products created or changed)."""
     products = load_products(path)

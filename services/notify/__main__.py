@@ -18,14 +18,13 @@ from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
-from services.common.server import GrpcService, configure_logging
-from services.common.settings import Settings, load_settings
+from services.common.server import GrpcService, serve
 from services.notify.api import EventSignal, NotifyApi
 from services.notify.channels import Adapter, adapters_for
-from services.notify.config import NotifyConfig, load_config
 from services.notify.dispatcher import Dispatcher, DispatchPolicy
 from services.notify.domain.model import Channel
 from services.notify.service import NotificationService, SubscriberService
+from services.notify.settings import NotifySettings, load_settings
 from services.notify.store.models import idempotency_keys
 from services.notify.templates import Templates
 
@@ -40,32 +39,30 @@ class Notify:
     api: NotifyApi
     dispatcher: Dispatcher
     db: Database
-    config: NotifyConfig
+    settings: NotifySettings
 
 
 def assemble(
-    settings: Settings,
+    settings: NotifySettings,
     clock: Clock | None = None,
-    config: NotifyConfig | None = None,
     adapters: Mapping[Channel, Adapter] | None = None,
 ) -> Notify:
     clock = clock or SystemClock()
-    config = config or load_config()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    templates = Templates(directory=config.template_dir or None)
+    templates = Templates(directory=settings.template_dir or None)
     signal = EventSignal()
     dispatcher = Dispatcher(
         db,
         clock,
-        adapters if adapters is not None else adapters_for(config),
+        adapters if adapters is not None else adapters_for(settings),
         DispatchPolicy(
-            batch_size=config.dispatch_batch,
-            workers=config.dispatch_workers,
-            max_attempts=config.max_attempts,
-            retry_base=dt.timedelta(seconds=config.retry_base_seconds),
-            retry_max=dt.timedelta(seconds=config.retry_max_seconds),
-            lease=dt.timedelta(seconds=config.lease_seconds),
-            interval_seconds=config.dispatch_interval_seconds,
+            batch_size=settings.dispatch_batch,
+            workers=settings.dispatch_workers,
+            max_attempts=settings.max_attempts,
+            retry_base=dt.timedelta(seconds=settings.retry_base_seconds),
+            retry_max=dt.timedelta(seconds=settings.retry_max_seconds),
+            lease=dt.timedelta(seconds=settings.lease_seconds),
+            interval_seconds=settings.dispatch_interval_seconds,
         ),
     )
     api = NotifyApi(
@@ -73,8 +70,8 @@ def assemble(
         NotificationService(db, clock, templates),
         IdempotencyStore(db, idempotency_keys, clock),
         signal,
-        heartbeat_seconds=config.heartbeat_seconds,
-        poll_seconds=config.stream_poll_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        poll_seconds=settings.stream_poll_seconds,
         on_publish=dispatcher.wake,
         clock_now=clock.now,
     )
@@ -95,17 +92,12 @@ def assemble(
         on_serving=dispatcher.start if settings.jobs else lambda: None,
         on_stopped=stopped,
     )
-    return Notify(service, api, dispatcher, db, config)
+    return Notify(service, api, dispatcher, db, settings)
 
 
-def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
+def build(settings: NotifySettings, clock: Clock | None = None) -> GrpcService:
     return assemble(settings, clock).service
 
 
-def main() -> None:
-    configure_logging()
-    build(load_settings("notify")).run_until_signalled()
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(serve(load_settings, build))

@@ -20,8 +20,8 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from services.notify.config import NotifyConfig
 from services.notify.domain.model import Channel
+from services.notify.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ConsoleAdapter:
 
 
 class SmtpAdapter:
-    def __init__(self, config: NotifyConfig) -> None:
+    def __init__(self, config: NotifySettings) -> None:
         self.config = config
 
     def build(self, message: OutgoingMessage) -> EmailMessage:
@@ -100,7 +100,7 @@ class SmtpAdapter:
                 if c.smtp_starttls:
                     smtp.starttls()
                 if c.smtp_user:
-                    smtp.login(c.smtp_user, c.smtp_password)
+                    smtp.login(c.smtp_user, c.smtp_password.get_secret_value())
                 smtp.send_message(email)
         except smtplib.SMTPRecipientsRefused as error:
             codes = [code for code, _ in error.recipients.values()]
@@ -135,7 +135,7 @@ class WebhookAdapter:
     """POSTs the JSON body with a signature over timestamp and body, and the delivery id as
     Idempotency-Key so a receiver can drop a repeat after a crash or a lost reply."""
 
-    def __init__(self, config: NotifyConfig, client: httpx.Client | None = None) -> None:
+    def __init__(self, config: NotifySettings, client: httpx.Client | None = None) -> None:
         self._client = client or httpx.Client(timeout=config.http_timeout)
 
     def send(self, message: OutgoingMessage) -> None:
@@ -161,14 +161,15 @@ class WebhookAdapter:
 class SmsAdapter:
     """A provider HTTP API: POST {to, body, from, reference} as JSON with a bearer token."""
 
-    def __init__(self, config: NotifyConfig, client: httpx.Client | None = None) -> None:
+    def __init__(self, config: NotifySettings, client: httpx.Client | None = None) -> None:
         self.config = config
         self._client = client or httpx.Client(timeout=config.http_timeout)
 
     def send(self, message: OutgoingMessage) -> None:
         headers = {IDEMPOTENCY_HEADER: message.delivery_id}
-        if self.config.sms_token:
-            headers["Authorization"] = f"Bearer {self.config.sms_token}"
+        token = self.config.sms_token.get_secret_value()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         body = {
             "to": message.destination,
             "body": message.text,
@@ -185,7 +186,7 @@ class SmsAdapter:
         self._client.close()
 
 
-def adapters_for(config: NotifyConfig) -> dict[Channel, Adapter]:
+def adapters_for(config: NotifySettings) -> dict[Channel, Adapter]:
     console = ConsoleAdapter()
     return {
         Channel.EMAIL: SmtpAdapter(config) if config.smtp_host else console,

@@ -15,16 +15,16 @@ from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
-from services.common.server import GrpcService, configure_logging
-from services.common.settings import Settings, load_settings
+from services.common.server import GrpcService, serve
 from services.scheduler.api import SchedulerApi
 from services.scheduler.booking_service import BookingService
 from services.scheduler.dose_service import DoseService
 from services.scheduler.forecast_push import ForecastPush
-from services.scheduler.jobs import SchedulerJobs, job_settings
+from services.scheduler.jobs import SchedulerJobs
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.planning_service import SchedulePlanner
 from services.scheduler.products import InventoryProducts
+from services.scheduler.settings import SchedulerSettings, load_settings
 from services.scheduler.stock_relay import StockRelay
 from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store.models import idempotency_keys, job_table
@@ -32,7 +32,9 @@ from services.scheduler.usecases import SchedulerUseCases
 
 
 def build(
-    settings: Settings, clock: Clock | None = None, products: InventoryProducts | None = None
+    settings: SchedulerSettings,
+    clock: Clock | None = None,
+    products: InventoryProducts | None = None,
 ) -> GrpcService:
     """Wire the scheduler; ``products`` defaults to a client of the inventory peer."""
     clock = clock or SystemClock()
@@ -42,7 +44,7 @@ def build(
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
     inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
-    job_config = job_settings()
+    job_config = settings.job_settings()
     bookings = BookingService(
         db,
         clock,
@@ -115,10 +117,5 @@ def build(
     )
 
 
-def main() -> None:
-    configure_logging()
-    build(load_settings("scheduler")).run_until_signalled()
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(serve(load_settings, build))

@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -104,19 +103,6 @@ class JobSettings:
     # still open when it read).
     change_margin: dt.timedelta = dt.timedelta(minutes=10)
     chunk_size: int = 500
-
-
-def job_settings(environ: Mapping[str, str] | None = None) -> JobSettings:
-    env = os.environ if environ is None else environ
-    offsets = env.get("SCHEDULER_REMINDER_OFFSETS_HOURS", "72,24")
-    hours = tuple(sorted({float(x) for x in offsets.split(",") if x.strip()}, reverse=True))
-    if any(h <= 0 for h in hours):
-        raise ValueError("SCHEDULER_REMINDER_OFFSETS_HOURS: offsets must be above 0")
-    return JobSettings(
-        reminder_offsets_hours=hours,
-        missed_after=dt.timedelta(minutes=float(env.get("SCHEDULER_MISSED_AFTER_MINUTES", "30"))),
-        interval_seconds=float(env.get("SCHEDULER_JOBS_INTERVAL_SECONDS", "60")),
-    )
 
 
 @dataclass(frozen=True)

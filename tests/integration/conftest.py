@@ -14,11 +14,12 @@ import pytest
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.clock import FixedClock
-from services.common.settings import load_settings
 from services.inventory.__main__ import build as build_inventory
 from services.inventory.seed import seed_catalogue
+from services.inventory.settings import load_settings as inventory_settings
 from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.products import InventoryProducts
+from services.scheduler.settings import load_settings as scheduler_settings
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
 _ids = itertools.count()
@@ -44,8 +45,7 @@ class Platform:
 @pytest.fixture
 def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     clock = FixedClock(NOW)
-    inv_settings = load_settings(
-        "inventory",
+    inv_settings = inventory_settings(
         {
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
@@ -64,8 +64,7 @@ def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         if database_url.startswith("sqlite")
         else database_url
     )
-    sched_settings = load_settings(
-        "scheduler",
+    sched_settings = scheduler_settings(
         {
             "SCHEDULER_DATABASE_URL": sched_url,
             "SCHEDULER_LISTEN": "127.0.0.1:0",

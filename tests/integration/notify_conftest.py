@@ -12,7 +12,7 @@ import datetime as dt
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import grpc
 import pytest
@@ -20,11 +20,10 @@ import pytest
 from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
-from services.common.settings import load_settings
 from services.notify.__main__ import Notify, assemble
 from services.notify.channels import Adapter, OutgoingMessage
-from services.notify.config import NotifyConfig
 from services.notify.domain.model import Channel
+from services.notify.settings import NotifySettings
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)  # a Tuesday, noon in London
 _ids = itertools.count()
@@ -65,7 +64,11 @@ class NotifyServer:
         return self.app.dispatcher.drain()
 
 
-TEST_CONFIG = NotifyConfig(
+TEST_SETTINGS = NotifySettings(
+    listen="127.0.0.1:0",
+    jobs=False,
+    grpc_workers=16,
+    shutdown_grace_seconds=1,
     heartbeat_seconds=0.3,
     stream_poll_seconds=0.05,
     retry_base_seconds=60,
@@ -84,26 +87,17 @@ def notify_factory(database_url: str) -> Iterator[Factory]:
     made: list[NotifyServer] = []
 
     def make(
-        config: NotifyConfig | None = None,
+        config: NotifySettings | None = None,
         adapters: Mapping[Channel, Adapter] | None = None,
         clock: FixedClock | None = None,
     ) -> NotifyServer:
-        settings = load_settings(
-            "notify",
-            {
-                "NOTIFY_DATABASE_URL": database_url,
-                "NOTIFY_LISTEN": "127.0.0.1:0",
-                "NOTIFY_JOBS": "0",
-                "NOTIFY_GRPC_WORKERS": "16",
-                "NOTIFY_SHUTDOWN_GRACE_SECONDS": "1",
-            },
-        )
+        settings = with_changes(config or TEST_SETTINGS, database_url=database_url)
         clock = clock or FixedClock(NOW)
         recorders: dict[Channel, Recorder] = {}
         if adapters is None:
             recorders = {c: Recorder() for c in Channel}
             adapters = dict(recorders)
-        app = assemble(settings, clock, config or TEST_CONFIG, adapters)
+        app = assemble(settings, clock, adapters)
         app.service.start()
         channel = grpc.insecure_channel(app.service.address)
         server = NotifyServer(
@@ -130,8 +124,13 @@ def notify_server(notify_factory: Factory) -> NotifyServer:
     return notify_factory()
 
 
-def config(**changes: object) -> NotifyConfig:
-    return replace(TEST_CONFIG, **changes)  # type: ignore[arg-type]
+def with_changes(settings: NotifySettings, **changes: object) -> NotifySettings:
+    """A copy with some fields changed, validated as the environment's would be."""
+    return NotifySettings(**{**settings.model_dump(), **changes})
+
+
+def config(**changes: object) -> NotifySettings:
+    return with_changes(TEST_SETTINGS, **changes)
 
 
 # --- request builders ---------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from services.common.clock import FixedClock
 from services.common.db import Database
-from services.common.settings import load_settings
 from services.inventory.demo import LOTS, seed_demo
 from services.inventory.seed import seed_catalogue
+from services.inventory.settings import load_settings
 from services.inventory.store.models import (
     LotRow,
     MovementRow,
@@ -47,7 +47,7 @@ def snapshot(url: str) -> dict[str, object]:
 
 def test_demo_stock_is_realistic_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'inventory.db'}"
-    settings = load_settings("inventory", {"INVENTORY_DATABASE_URL": url})
+    settings = load_settings({"INVENTORY_DATABASE_URL": url})
     clock = FixedClock(NOW)
     seed_catalogue(settings, clock)
     first = seed_demo(settings, clock)

@@ -29,7 +29,7 @@ from services.notify.channels import (
     TIMESTAMP_HEADER,
     adapters_for,
 )
-from services.notify.config import NotifyConfig
+from services.notify.settings import NotifySettings
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
 from tests.integration.notify_conftest import (  # noqa: E402
@@ -159,7 +159,7 @@ def http() -> Iterator[_Http]:
         httpd.server_close()
 
 
-def _real(factory: Factory, cfg: NotifyConfig) -> NotifyServer:
+def _real(factory: Factory, cfg: NotifySettings) -> NotifyServer:
     """A server with the real adapters its config selects, not the fixture's recorders."""
     return factory(cfg, adapters_for(cfg))
 

@@ -25,14 +25,15 @@ from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.clock import FixedClock
 from services.common.db import Database
 from services.common.outbox_relay import OutboxRelay
-from services.common.settings import load_settings
 from services.inventory.__main__ import build as build_inventory
 from services.inventory.seed import seed_catalogue
+from services.inventory.settings import load_settings as inventory_settings
 from services.notify.domain.model import Channel
 from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.jobs import JobSettings, SchedulerJobs
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.products import InventoryProducts
+from services.scheduler.settings import load_settings as scheduler_settings
 from services.scheduler.store.models import DueWatchRow, ReminderRow, outbox
 from services.scheduler.store.reminders import schedule_booked
 from tests.integration.builders import (
@@ -73,8 +74,7 @@ class Env:
 def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F811
     clock = FixedClock(NOW)
     notify = notify_factory(clock=clock)
-    inv_settings = load_settings(
-        "inventory",
+    inv_settings = inventory_settings(
         {
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
@@ -92,8 +92,7 @@ def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F
         if database_url.startswith("sqlite")
         else database_url
     )
-    settings = load_settings(
-        "scheduler",
+    settings = scheduler_settings(
         {
             "SCHEDULER_DATABASE_URL": url,
             "SCHEDULER_LISTEN": "127.0.0.1:0",

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import GrpcService
-from services.common.settings import load_settings
+from services.notify.settings import load_settings
 from tests.integration.builders import date
 from tests.integration.conftest import Platform, request_id
 from tests.integration.errors import error_reason, field_violations
@@ -46,7 +46,7 @@ def _probe_service(release: threading.Event) -> GrpcService:
         server.add_generic_rpc_handlers((handler,))
         return ["test.Probe"]
 
-    settings = load_settings("notify", {"NOTIFY_LISTEN": "127.0.0.1:0"})
+    settings = load_settings({"NOTIFY_LISTEN": "127.0.0.1:0"})
     return GrpcService(settings=settings, register=register)
 
 

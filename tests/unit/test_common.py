@@ -13,7 +13,6 @@ from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
 from services.common.interceptors import _database_away, to_status
 from services.common.pagination import page_request, page_token
-from services.common.settings import load_settings
 
 
 def test_invalid_argument_carries_one_field_violation_per_field() -> None:
@@ -70,17 +69,6 @@ def test_field_mask_applies_only_named_mutable_fields() -> None:
     assert merged.display_name == "Window chair" and merged.active  # type: ignore[attr-defined]
     with pytest.raises(errors.InvalidArgument):
         apply_mask(current, patch, FieldMask(paths=["site_id"]), ("display_name",), prefix="chair")
-
-
-def test_settings_defaults_and_overrides() -> None:
-    s = load_settings("scheduler", {})
-    assert s.listen == "127.0.0.1:50051" and s.peer("inventory") == "127.0.0.1:50052"
-    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("var/scheduler.db")
-    o = load_settings(
-        "inventory",
-        {"INVENTORY_LISTEN": "0.0.0.0:6000", "INVENTORY_DATABASE_URL": "postgresql+psycopg://x/y"},
-    )
-    assert o.listen == "0.0.0.0:6000" and o.database_url == "postgresql+psycopg://x/y"
 
 
 def test_access_log_writes_one_line_per_call_in_order() -> None:

@@ -12,16 +12,18 @@ from google.type.date_pb2 import Date
 
 from infusion.notify.v1 import notify_pb2 as pb
 from services.common.outbox import OutgoingEvent
+from services.common.settings import SettingsError
 from services.scheduler.domain.reminders import reminder_time
-from services.scheduler.jobs import JobSettings, job_settings, local_midnight
+from services.scheduler.jobs import JobSettings, local_midnight
 from services.scheduler.notify_relay import publish_request
+from services.scheduler.settings import load_settings
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
 def test_settings_default_to_72_and_24_hours_and_30_minutes() -> None:
-    s = job_settings({})
+    s = load_settings({}).job_settings()
     assert s.reminder_offsets_hours == (72.0, 24.0)
     assert s.missed_after == dt.timedelta(minutes=30)
     assert s.interval_seconds == 60
@@ -29,19 +31,20 @@ def test_settings_default_to_72_and_24_hours_and_30_minutes() -> None:
 
 
 def test_settings_from_the_environment() -> None:
-    s = job_settings(
+    s = load_settings(
         {
             "SCHEDULER_REMINDER_OFFSETS_HOURS": "2, 48,2",
             "SCHEDULER_MISSED_AFTER_MINUTES": "45",
             "SCHEDULER_JOBS_INTERVAL_SECONDS": "15",
         }
-    )
+    ).job_settings()
     assert s.reminder_offsets_hours == (48.0, 2.0)
     assert s.missed_after == dt.timedelta(minutes=45)
     assert s.interval_seconds == 15
-    assert job_settings({"SCHEDULER_REMINDER_OFFSETS_HOURS": ""}).reminder_offsets_hours == ()
-    with pytest.raises(ValueError):
-        job_settings({"SCHEDULER_REMINDER_OFFSETS_HOURS": "24,0"})
+    none = load_settings({"SCHEDULER_REMINDER_OFFSETS_HOURS": ""}).job_settings()
+    assert none.reminder_offsets_hours == ()
+    with pytest.raises(SettingsError, match="SCHEDULER_REMINDER_OFFSETS_HOURS='24,0'"):
+        load_settings({"SCHEDULER_REMINDER_OFFSETS_HOURS": "24,0"})
 
 
 def test_reminder_time_is_wall_clock_in_the_sites_zone() -> None:

@@ -10,12 +10,12 @@ revision the reminder job derived them from the bookings at their time.
 """
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-from services.scheduler.jobs import job_settings
 from services.scheduler.store.reminders import schedule_booked
 
 # revision identifiers, used by Alembic.
@@ -52,7 +52,11 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_appointment_reminders_status_due", ["status", "due_at"], unique=False
         )
-    schedule_booked(op.get_bind(), job_settings().reminder_offsets_hours, dt.datetime.now(dt.UTC))
+    # the offsets a booking uses (SCHEDULER_REMINDER_OFFSETS_HOURS, validated by the service's
+    # settings before migrations run), read here so the migration does not load the settings
+    offsets = os.environ.get("SCHEDULER_REMINDER_OFFSETS_HOURS", "72,24")
+    hours = tuple(sorted({float(x) for x in offsets.split(",") if x.strip()}, reverse=True))
+    schedule_booked(op.get_bind(), hours, dt.datetime.now(dt.UTC))
 
 
 def downgrade() -> None:
