@@ -1,9 +1,12 @@
 """The one way every service starts, serves and stops.
 
-Synchronous grpcio with a bounded thread pool (docs/architecture.md says why). Order at start:
+Synchronous grpcio with one bounded thread pool, shared out between unary calls, streams and
+health checks by admission, with keepalive, connection and message limits as gRPC options
+(services/common/limits.py; docs/architecture.md says why). Order at start:
 listen with health NOT_SERVING, apply migrations, then SERVING; on SIGTERM/SIGINT: NOT_SERVING
 first (so load balancers and Kubernetes probes stop sending), then ``server.stop(grace)``, which
-refuses new calls and lets in-flight ones finish within the grace period.
+refuses new calls and lets in-flight ones finish within the grace period; ``on_draining`` ends
+what would not finish by itself (open streams) right away.
 """
 
 from __future__ import annotations

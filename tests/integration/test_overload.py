@@ -294,3 +294,11 @@ def _timed(call: Callable[..., Any]) -> tuple[grpc.StatusCode, float]:
     except grpc.RpcError as error:
         code = error.code()
     return code, time.monotonic() - started
+
+
+def test_a_request_over_the_message_limit_is_refused(notify_factory: Factory) -> None:
+    server = notify_factory(config(grpc_max_message_bytes=4096))
+    with pytest.raises(grpc.RpcError) as caught:
+        create(server, display_name="x" * 5000)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert create(server, display_name="x" * 100).id  # a normal one still passes
