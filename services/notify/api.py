@@ -302,16 +302,15 @@ class EventWatcher:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seen = -1
+        self._seen = 0
 
     def check(self) -> None:
         if not self._signal.listening:
             return
         latest = self._last_sequence()
-        if latest > self._seen:
-            if self._seen >= 0:
-                self._signal.notify()
+        if latest > self._seen:  # (the first look wakes the streams once: harmless)
             self._seen = latest
+            self._signal.notify()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
