@@ -108,7 +108,11 @@ def notify_process(url: str, jobs: bool, workers: int = 8) -> Any:
         "NOTIFY_LISTEN": address,
         "NOTIFY_JOBS": "1" if jobs else "0",
         "NOTIFY_DISPATCH_WORKERS": str(workers),
-        "NOTIFY_GRPC_WORKERS": "128",  # 50 streams + 32 calls in flight
+        "NOTIFY_GRPC_WORKERS": "32",  # 32 calls in flight
+        # the fan-out's streams, all from this process (one caller)
+        "NOTIFY_GRPC_MAX_STREAMS": "128",
+        "NOTIFY_GRPC_MAX_STREAMS_PER_CALLER": "128",
+        "NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1",  # the local sink
         "NOTIFY_DB_POOL_SIZE": "20",
         "NOTIFY_SHUTDOWN_GRACE_SECONDS": "2",
         "NOTIFY_HEARTBEAT_SECONDS": "5",

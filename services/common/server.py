@@ -1,9 +1,12 @@
 """The one way every service starts, serves and stops.
 
-Synchronous grpcio with a bounded thread pool (docs/architecture.md says why). Order at start:
+Synchronous grpcio with one bounded thread pool, shared out between unary calls, streams and
+health checks by admission, with keepalive, connection and message limits as gRPC options
+(services/common/limits.py; docs/architecture.md says why). Order at start:
 listen with health NOT_SERVING, apply migrations, then SERVING; on SIGTERM/SIGINT: NOT_SERVING
 first (so load balancers and Kubernetes probes stop sending), then ``server.stop(grace)``, which
-refuses new calls and lets in-flight ones finish within the grace period.
+refuses new calls and lets in-flight ones finish within the grace period; ``on_draining`` ends
+what would not finish by itself (open streams) right away.
 """
 
 from __future__ import annotations
@@ -17,17 +20,18 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import limits
 from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
+from services.common.limits import LimitsInterceptor
 from services.common.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,18 @@ class _InProcessQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+def _limited_server(settings: ServiceSettings, interceptors: list[Any]) -> grpc.Server:
+    """The thread model and every limit (services/common/limits.py says why): one pool
+    partitioned between unary calls, streams and a reserve for health checks; transport
+    limits as gRPC options."""
+    return grpc.server(
+        limits.executor(settings),
+        interceptors=interceptors,
+        options=limits.server_options(settings),
+        maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs(settings),
+    )
+
+
 @dataclass
 class GrpcService:
     """A gRPC server with health, reflection, the shared interceptor and a start-up hook."""
@@ -86,21 +102,19 @@ class GrpcService:
     prepare: Callable[[], None] = lambda: None
     on_serving: Callable[[], None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
+    # once new calls are refused, before the drain: end what would never finish by itself
+    # (notify's Subscribe streams), so the drain does not wait out the grace for them
+    on_draining: Callable[[], None] = lambda: None
     port: int = 0
+    admission: LimitsInterceptor | None = field(default=None, init=False)
     _server: grpc.Server | None = field(default=None, init=False)
     _health: health.HealthServicer | None = field(default=None, init=False)
     _service_names: list[str] = field(default_factory=list, init=False)
 
     def start(self) -> int:
         """Listen, migrate/prepare, then report SERVING. Returns the bound port."""
-        server = grpc.server(
-            ThreadPoolExecutor(
-                max_workers=self.settings.grpc_workers,
-                thread_name_prefix=f"{self.settings.service}-rpc",
-            ),
-            interceptors=[ServerInterceptor()],
-            options=[("grpc.so_reuseport", 0)],
-        )
+        self.admission = LimitsInterceptor(self.settings)
+        server = _limited_server(self.settings, [ServerInterceptor(), self.admission])
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._service_names = list(self.register(server))
@@ -129,7 +143,9 @@ class GrpcService:
             return
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
-        self._server.stop(grace).wait()
+        drained = self._server.stop(grace)
+        self.on_draining()
+        drained.wait()
         self._server = None
         ACCESS_LOG.flush()
         self.on_stopped()  # after the drain: in-flight calls still needed their resources

@@ -45,7 +45,20 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = ""  # empty: SQLite under var/ (see ``default_database_url``)
     listen: str = ""  # empty: 127.0.0.1 on the service's default port
-    grpc_workers: int = Field(16, ge=1, le=512, description="request threads")
+    # capacity and limits of the gRPC server (services/common/limits.py, docs/operations.md
+    # "Limits"): unary calls run on ``grpc_workers`` threads, streams on their own slots
+    grpc_workers: int = Field(16, ge=1, le=512, description="unary calls served at once")
+    grpc_max_queued: int = Field(64, ge=0, le=10_000, description="unary calls that may wait")
+    grpc_queue_timeout_seconds: float = Field(5.0, ge=0, le=600)
+    grpc_max_streams: int = Field(100, ge=1, le=10_000, description="streams open at once")
+    grpc_max_streams_per_caller: int = Field(20, ge=1, le=10_000)
+    grpc_max_message_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    grpc_keepalive_seconds: float = Field(60.0, gt=0, le=24 * 3600)
+    grpc_keepalive_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    grpc_min_ping_interval_seconds: float = Field(10.0, ge=0, le=3600)
+    grpc_max_connection_idle_seconds: float = Field(600.0, ge=0)  # 0: never closed for idling
+    grpc_max_connection_age_seconds: float = Field(1800.0, ge=0)  # 0: no age limit
+    grpc_max_connection_age_grace_seconds: float = Field(60.0, ge=0, le=3600)
     db_pool_size: int = Field(10, ge=1, le=500, description="database connections")
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
     # run this service's background jobs (APScheduler); off in in-process tests, which call

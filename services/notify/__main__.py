@@ -19,7 +19,7 @@ from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, serve
-from services.notify.api import EventSignal, NotifyApi
+from services.notify.api import EventSignal, EventWatcher, NotifyApi
 from services.notify.channels import Adapter, adapters_for
 from services.notify.dispatcher import Dispatcher, DispatchPolicy
 from services.notify.domain.model import Channel
@@ -66,12 +66,12 @@ def assemble(
         ),
     )
     api = NotifyApi(
-        SubscriberService(db, clock),
+        SubscriberService(db, clock, settings.webhook_allow()),
         NotificationService(db, clock, templates),
         IdempotencyStore(db, idempotency_keys, clock),
         signal,
         heartbeat_seconds=settings.heartbeat_seconds,
-        poll_seconds=settings.stream_poll_seconds,
+        idle_seconds=settings.stream_idle_seconds,
         on_publish=dispatcher.wake,
         clock_now=clock.now,
     )
@@ -80,8 +80,16 @@ def assemble(
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
         return [SERVICE_NAME]
 
+    watcher = EventWatcher(api.notifications.last_sequence, signal, settings.stream_poll_seconds)
+
+    def serving() -> None:
+        watcher.start()
+        if settings.jobs:
+            dispatcher.start()
+
     def stopped() -> None:
-        api.closing.set()
+        api.close_streams()
+        watcher.stop()
         dispatcher.stop()
         db.dispose()
 
@@ -89,7 +97,8 @@ def assemble(
         settings=settings,
         register=register,
         prepare=lambda: upgrade("notify", db.engine),
-        on_serving=dispatcher.start if settings.jobs else lambda: None,
+        on_serving=serving,
+        on_draining=api.close_streams,
         on_stopped=stopped,
     )
     return Notify(service, api, dispatcher, db, settings)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -46,6 +48,7 @@ from services.notify.service import (
 )
 
 R = TypeVar("R", bound=Message)
+log = logging.getLogger(__name__)
 
 TOPIC = {t: getattr(pb, f"TOPIC_{t.value}") for t in Topic}
 TOPIC_IN = {v: k for k, v in TOPIC.items()}
@@ -255,26 +258,75 @@ def _topic(value: int, field: str, v: Violations) -> Topic | None:
 
 
 class EventSignal:
-    """Wakes Subscribe streams of this process when an event is written."""
+    """Wakes this process's Subscribe streams: each stream listens on its own event, set when
+    Publish or Cancel writes here, when :class:`EventWatcher` sees another replica's events,
+    or when the stream's call ends (so a stream never sleeps on a gone client)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation = 0
+        self._lock = threading.Lock()
+        self._listeners: set[threading.Event] = set()
 
     def notify(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
+        with self._lock:
+            for wake in self._listeners:
+                wake.set()
 
-    def wait(self, generation: int, timeout: float) -> int:
-        with self._cond:
-            if self._generation == generation:
-                self._cond.wait(timeout)
-            return self._generation
+    @contextmanager
+    def listener(self) -> Iterator[threading.Event]:
+        wake = threading.Event()
+        with self._lock:
+            self._listeners.add(wake)
+        try:
+            yield wake
+        finally:
+            with self._lock:
+                self._listeners.discard(wake)
 
     @property
-    def generation(self) -> int:
-        return self._generation
+    def listening(self) -> int:
+        with self._lock:
+            return len(self._listeners)
+
+
+class EventWatcher:
+    """One thread for all of a process's streams: every ``interval`` seconds, while any stream
+    listens, it reads the last event sequence and wakes the streams when another replica has
+    written past it. (Each stream polling the database itself cost a query per stream per
+    interval: 400 a second for 200 idle streams.)"""
+
+    def __init__(
+        self, last_sequence: Callable[[], int], signal: EventSignal, interval: float
+    ) -> None:
+        self._last_sequence = last_sequence
+        self._signal = signal
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen = 0
+
+    def check(self) -> None:
+        if not self._signal.listening:
+            return
+        latest = self._last_sequence()
+        if latest > self._seen:  # (the first look wakes the streams once: harmless)
+            self._seen = latest
+            self._signal.notify()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:  # the database away: streams keep their heartbeats
+                log.warning("event watcher could not read the event log", exc_info=True)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="notify-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class NotifyApi(pb_grpc.NotifyServiceServicer):
@@ -286,7 +338,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         signal: EventSignal,
         *,
         heartbeat_seconds: float,
-        poll_seconds: float,
+        idle_seconds: float,
         on_publish: Callable[[], None] = lambda: None,
         clock_now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
@@ -295,7 +347,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         self.idem = idempotency
         self.signal = signal
         self.heartbeat_seconds = heartbeat_seconds
-        self.poll_seconds = poll_seconds
+        self.idle_seconds = idle_seconds
         self.on_publish = on_publish
         self.clock_now = clock_now
         self.closing = threading.Event()
@@ -484,9 +536,6 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
             v.add("after_sequence", "must not be negative")
         v.raise_if_any()
         wanted_subscribers = set(request.subscriber_ids)
-        cursor = request.after_sequence
-        last_beat = time.monotonic()
-        batch = 200
 
         def matches(e: EventView) -> bool:
             n = e.notification
@@ -496,12 +545,30 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
                 return False
             return not wanted_subscribers or bool(wanted_subscribers & e.recipients)
 
+        with self.signal.listener() as wake:
+            context.add_callback(wake.set)
+            yield from self._events(request.after_sequence, matches, wake, context)
+
+    def _events(
+        self,
+        cursor: int,
+        matches: Callable[[EventView], bool],
+        wake: threading.Event,
+        context: grpc.ServicerContext,
+    ) -> Iterator[pb.SubscribeResponse]:
+        """Replay after ``cursor``, then live events, heartbeats between them. The stream ends
+        cleanly (status OK, after a heartbeat carrying the cursor to resume from) when it has
+        had no event for ``idle_seconds`` or the server is shutting down; it ends at once when
+        the client goes away."""
+        batch = 200
+        last_beat = last_event = time.monotonic()
         while context.is_active() and not self.closing.is_set():
-            generation = self.signal.generation
+            wake.clear()
             events = self.notifications.events_after(cursor, batch)
             for e in events:
                 cursor = e.seq
                 if matches(e):
+                    last_event = time.monotonic()
                     yield pb.SubscribeResponse(
                         event=pb.NotificationEvent(
                             sequence=e.seq,
@@ -513,10 +580,22 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
             if len(events) == batch:
                 continue
             now = time.monotonic()
+            if now - last_event >= self.idle_seconds:
+                break
             if now - last_beat >= self.heartbeat_seconds:
                 last_beat = now
-                yield pb.SubscribeResponse(
-                    heartbeat=pb.Heartbeat(sequence=cursor, time=from_datetime(self.clock_now()))
-                )
-            wait = min(self.poll_seconds, max(self.heartbeat_seconds - (now - last_beat), 0.01))
-            self.signal.wait(generation, wait)
+                yield self._heartbeat(cursor)
+            due = min(last_beat + self.heartbeat_seconds, last_event + self.idle_seconds)
+            wake.wait(max(due - now, 0))
+        if context.is_active():
+            yield self._heartbeat(cursor)
+
+    def _heartbeat(self, cursor: int) -> pb.SubscribeResponse:
+        return pb.SubscribeResponse(
+            heartbeat=pb.Heartbeat(sequence=cursor, time=from_datetime(self.clock_now()))
+        )
+
+    def close_streams(self) -> None:
+        """Server shutting down: every stream sends its cursor and ends."""
+        self.closing.set()
+        self.signal.notify()

@@ -2,7 +2,12 @@
 
 The failure taxonomy decides retries: a refused recipient, a 4xx from a provider (other than
 408/429) or a malformed address is permanent; a connection error, a timeout, a 5xx, 408/429 or
-an SMTP 4xx reply is temporary and retried with backoff.
+an SMTP 4xx reply is temporary and retried with backoff. A webhook whose target is not allowed
+(webhook_target.py) or that answers with a redirect is permanent.
+
+The SMS endpoint and the SMTP server are the operator's configuration and trusted; a webhook URL
+is user data: it is checked again at each send, connected to only at the address checked, and
+what the receiver answers is reduced to its status code.
 """
 
 from __future__ import annotations
@@ -12,15 +17,21 @@ import hashlib
 import hmac
 import logging
 import smtplib
+import socket
 import sys
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
+from ipaddress import ip_address
 from typing import Protocol, TextIO
 
+import httpcore
 import httpx
 
 from services.notify.domain.model import Channel
+from services.notify.domain.webhook_target import IPAddress, WebhookAllowList, address_refusal
 from services.notify.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -131,12 +142,114 @@ def _classify(response: httpx.Response, what: str) -> None:
     raise PermanentFailure(text)
 
 
+class WebhookTargetRefused(Exception):
+    """The webhook's host resolved to an address webhooks may not reach (webhook_target.py)."""
+
+
+Resolver = Callable[[str, int], list[IPAddress]]
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to, in the resolver's order."""
+    found: dict[IPAddress, None] = {}
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        found[ip_address(str(sockaddr[0]))] = None
+    return list(found)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's connector for webhooks: resolves the host once, refuses the connection if any
+    address it resolves to is forbidden, and connects to the checked address itself — a DNS
+    answer that changes between check and use (rebinding) cannot redirect it. TLS is started
+    by httpcore afterwards with the URL's host name (SNI and certificate check), and the Host
+    header is the URL's, so nothing else changes for the receiver."""
+
+    def __init__(self, allow: WebhookAllowList, resolver: Resolver = resolve) -> None:
+        self._allow = allow
+        self._resolve = resolver
+        self._connect = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            addresses = self._resolve(host, port)
+        except OSError as error:
+            raise httpcore.ConnectError(f"could not resolve {host}") from error
+        for ip in addresses:
+            refusal = address_refusal(ip, port, host, self._allow)
+            if refusal is not None:
+                raise WebhookTargetRefused(f"the host resolves to {refusal}")
+        failure: Exception = httpcore.ConnectError(f"{host} resolves to no address")
+        for ip in addresses:
+            try:
+                return self._connect.connect_tcp(
+                    str(ip), port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        raise failure
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise WebhookTargetRefused("webhooks are sent over TCP only")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport with :class:`GuardedBackend` as its connector, no proxy from the
+    environment (a proxy would connect instead of us, unchecked) and no redirects (the client
+    does not follow them)."""
+
+    def __init__(self, allow: WebhookAllowList, resolver: Resolver = resolve) -> None:
+        super().__init__(trust_env=False)
+        # httpx builds its httpcore pool without a way to pass a network backend: rebuild it
+        # with ours (tests/unit/test_webhook_targets.py shows every connection goes through it)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=GuardedBackend(allow, resolver),
+        )
+
+
+def _webhook_failure(status: int) -> Exception:
+    """A fixed reason from the status alone: the receiver's body is never read, kept or shown
+    (it could be anything an internal service answers)."""
+    text = f"webhook answered HTTP {status}"
+    if 300 <= status < 400:
+        return PermanentFailure(f"{text}: redirects are not followed")
+    if status in (408, 425, 429) or status >= 500:
+        return TemporaryFailure(text)
+    return PermanentFailure(text)
+
+
 class WebhookAdapter:
     """POSTs the JSON body with a signature over timestamp and body, and the delivery id as
-    Idempotency-Key so a receiver can drop a repeat after a crash or a lost reply."""
+    Idempotency-Key so a receiver can drop a repeat after a crash or a lost reply. The target
+    is checked at each send (``GuardedTransport``); errors are stored as fixed reasons."""
 
-    def __init__(self, config: NotifySettings, client: httpx.Client | None = None) -> None:
-        self._client = client or httpx.Client(timeout=config.http_timeout)
+    def __init__(
+        self,
+        config: NotifySettings,
+        client: httpx.Client | None = None,
+        resolver: Resolver = resolve,
+    ) -> None:
+        self._client = client or httpx.Client(
+            timeout=config.http_timeout,
+            transport=GuardedTransport(config.webhook_allow(), resolver),
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     def send(self, message: OutgoingMessage) -> None:
         body = message.text.encode()
@@ -149,10 +262,18 @@ class WebhookAdapter:
             "User-Agent": "infusion-notify/1",
         }
         try:
-            response = self._client.post(message.destination, content=body, headers=headers)
+            with self._client.stream(
+                "POST", message.destination, content=body, headers=headers
+            ) as response:
+                status = response.status_code  # the body is left unread
+        except WebhookTargetRefused as error:
+            raise PermanentFailure(f"webhook target refused: {error}") from None
+        except httpx.TimeoutException:
+            raise TemporaryFailure("webhook timed out") from None
         except httpx.HTTPError as error:
-            raise TemporaryFailure(f"webhook unreachable: {error}") from error
-        _classify(response, "webhook")
+            raise TemporaryFailure(f"webhook unreachable ({type(error).__name__})") from None
+        if not 200 <= status < 300:
+            raise _webhook_failure(status)
 
     def close(self) -> None:
         self._client.close()
@@ -186,11 +307,11 @@ class SmsAdapter:
         self._client.close()
 
 
-def adapters_for(config: NotifySettings) -> dict[Channel, Adapter]:
+def adapters_for(config: NotifySettings, resolver: Resolver = resolve) -> dict[Channel, Adapter]:
     console = ConsoleAdapter()
     return {
         Channel.EMAIL: SmtpAdapter(config) if config.smtp_host else console,
         Channel.SMS: SmsAdapter(config) if config.sms_endpoint else console,
-        Channel.WEBHOOK: WebhookAdapter(config),
+        Channel.WEBHOOK: WebhookAdapter(config, resolver=resolver),
         Channel.CONSOLE: console,
     }

@@ -25,6 +25,7 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.notify.domain.model import (
+    NO_EXCEPTIONS,
     OPEN,
     Channel,
     QuietHours,
@@ -35,6 +36,7 @@ from services.notify.domain.model import (
     validate_subscriber,
 )
 from services.notify.domain.timing import quiet_until
+from services.notify.domain.webhook_target import WebhookAllowList
 from services.notify.store.models import (
     AttemptRow,
     DeliveryRow,
@@ -180,12 +182,15 @@ def _write_subscriber(row: SubscriberRow, s: Subscriber) -> None:
 
 
 class SubscriberService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, webhooks: WebhookAllowList = NO_EXCEPTIONS
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.webhooks = webhooks  # the operator's allow-list for webhook targets
 
     def create(self, session: Session, subscriber: Subscriber) -> StoredSubscriber:
-        clean = validate_subscriber(subscriber)
+        clean = validate_subscriber(subscriber, webhooks=self.webhooks)
         now = self.clock.now()
         row = SubscriberRow(id=new_id(), revision=1, created_at=now, updated_at=now)
         _write_subscriber(row, clean)
@@ -236,7 +241,9 @@ class SubscriberService:
         if row is None:
             raise NotFound("subscriber", subscriber_id)
         check_etag(etag, row.revision, field="subscriber.etag", resource="subscriber")
-        clean = validate_subscriber(change(_subscriber_from(row)))
+        changed = change(_subscriber_from(row))
+        url_changed = changed.webhook_url != row.webhook_url
+        clean = validate_subscriber(changed, webhooks=self.webhooks if url_changed else None)
         _write_subscriber(row, clean)
         row.revision += 1
         row.updated_at = self.clock.now()

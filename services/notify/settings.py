@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import ServiceSettings, load
+from services.notify.domain.webhook_target import WebhookAllowList
 
 
 class NotifySettings(ServiceSettings):
@@ -27,6 +28,9 @@ class NotifySettings(ServiceSettings):
     sms_token: SecretStr = SecretStr("")
     sms_sender: str = ""
     http_timeout: float = Field(10.0, gt=0, le=300)
+    # webhooks reach public addresses only; these networks / host:port are allowed anyway
+    # (services/notify/domain/webhook_target.py, docs/notify.md "Webhook targets")
+    webhook_allow_list: str = ""
     # dispatcher
     dispatch_interval_seconds: float = Field(1.0, gt=0, le=3600)
     dispatch_batch: int = Field(50, ge=1, le=10_000)
@@ -38,7 +42,17 @@ class NotifySettings(ServiceSettings):
     # Subscribe stream
     heartbeat_seconds: float = Field(15.0, gt=0, le=3600)
     stream_poll_seconds: float = Field(0.5, gt=0, le=60)
+    stream_idle_seconds: float = Field(1800.0, gt=0, le=7 * 24 * 3600)
     template_dir: str = ""
+
+    @field_validator("webhook_allow_list")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        WebhookAllowList.parse(value)  # a bad entry refuses the start, naming the variable
+        return value
+
+    def webhook_allow(self) -> WebhookAllowList:
+        return WebhookAllowList.parse(self.webhook_allow_list)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> NotifySettings:

@@ -167,6 +167,12 @@ class WebhookSink:
         assert self._server is not None
         return int(self._server.server_address[1])
 
+    @property
+    def allow_list(self) -> str:
+        """NOTIFY_WEBHOOK_ALLOW_LIST naming this sink: notify refuses loopback webhooks
+        otherwise (docs/notify.md, "Webhook targets")."""
+        return f"127.0.0.1:{self.port}"
+
     def register(self, name: str, secret: str) -> str:
         """The URL to give the subscriber whose webhook secret is ``secret``."""
         with self._lock:

@@ -89,6 +89,7 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
             "NOTIFY_DISPATCH_INTERVAL_SECONDS": "0.1",
             "NOTIFY_DISPATCH_WORKERS": "4",
             "NOTIFY_DISPATCH_BATCH": "8",
+            "NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1",  # the sink (loopback is refused otherwise)
         }
     )
     proc = _start(env)

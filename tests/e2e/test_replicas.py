@@ -413,6 +413,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
         NOTIFY_DATABASE_URL=postgres_url,
         NOTIFY_HEARTBEAT_SECONDS="1",
         NOTIFY_DISPATCH_INTERVAL_SECONDS="0.5",
+        NOTIFY_WEBHOOK_ALLOW_LIST="127.0.0.1",  # the local sink (loopback is refused otherwise)
     )
     streams: list[Stream] = []
     try:

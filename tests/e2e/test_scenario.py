@@ -148,6 +148,7 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
                 "NOTIFY_SMTP_HOST": smtp.host,
                 "NOTIFY_SMTP_PORT": str(smtp.port),
                 "NOTIFY_SMTP_FROM": "notify@hospital.example",
+                "NOTIFY_WEBHOOK_ALLOW_LIST": webhooks.allow_list,
                 "NOTIFY_RETRY_BASE_SECONDS": "1",
                 "NOTIFY_RETRY_MAX_SECONDS": "5",
             },

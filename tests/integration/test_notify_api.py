@@ -146,7 +146,7 @@ def test_list_pages_and_filters(notify_server: NotifyServer) -> None:
 
 
 def test_update_with_mask_etag_and_secret_kept(notify_server: NotifyServer) -> None:
-    s = create(notify_server, webhook_url="http://127.0.0.1:9/hook", webhook_secret="keep-me")
+    s = create(notify_server, webhook_url="https://hooks.example.org/h", webhook_secret="keep-me")
     request = pb.UpdateSubscriberRequest(
         subscriber=pb.Subscriber(
             id=s.id, etag=s.etag, display_name="Renamed", phone="+14155552671"

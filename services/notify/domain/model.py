@@ -17,6 +17,9 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from services.common.errors import Violations
+from services.notify.domain.webhook_target import WebhookAllowList, url_refusal
+
+NO_EXCEPTIONS = WebhookAllowList()
 
 
 class Topic(enum.Enum):
@@ -130,9 +133,19 @@ class Subscriber:
         return not self.site_ids or not site_set or bool(site_set & set(self.site_ids))
 
 
-def validate_subscriber(s: Subscriber, prefix: str = "subscriber") -> Subscriber:
+def validate_subscriber(
+    s: Subscriber,
+    prefix: str = "subscriber",
+    *,
+    webhooks: WebhookAllowList | None = NO_EXCEPTIONS,
+) -> Subscriber:
     """Every bad field of ``s`` at once (InvalidArgument); the normalised subscriber otherwise
-    (email as email-validator normalises it, phone in E.164)."""
+    (email as email-validator normalises it, phone in E.164).
+
+    ``webhooks``: the operator's allow-list the webhook target is checked against
+    (webhook_target.py); None leaves the target unchecked, for a stored URL an update does not
+    change (it is checked again at each delivery, so a URL refused since is dead-lettered
+    there rather than blocking every other edit of the subscriber)."""
     v = Violations()
     email = s.email
     phone = s.phone
@@ -166,6 +179,8 @@ def validate_subscriber(s: Subscriber, prefix: str = "subscriber") -> Subscriber
         parts = urlsplit(s.webhook_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             v.add(f"{prefix}.webhook_url", f"{s.webhook_url!r} is not an http(s) URL")
+        elif webhooks is not None and (refusal := url_refusal(s.webhook_url, webhooks)):
+            v.add(f"{prefix}.webhook_url", f"{s.webhook_url!r} {refusal}")
         if not s.webhook_secret:
             v.add(f"{prefix}.webhook_secret", "is required with a webhook_url (signs each POST)")
     elif s.webhook_secret:
