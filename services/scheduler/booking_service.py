@@ -488,6 +488,7 @@ class BookingService:
                     "conflicting_appointment_id": first.other_id,
                     "rules": ",".join(c.rule for c in conflicts),
                 },
+                reason="SLOT_TAKEN",
             )
         when = timing(day, minute, need.chair_minutes, site.zone)
         now = self.clock.now()

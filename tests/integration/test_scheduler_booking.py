@@ -68,6 +68,7 @@ def test_booking_conflicts_are_aborted_with_the_collision_named(platform: Platfo
 
     info = detail(clash.value, error_details_pb2.ErrorInfo)
     assert info is not None and info.metadata["rule"] == "CHAIRS"
+    assert info.reason == "SLOT_TAKEN"
     assert info.metadata["conflicting_appointment_id"] == booked.id
     with pytest.raises(grpc.RpcError) as again:  # the plan's next infusion is booked already
         book(platform, first, chairs[1], dt.date(2026, 12, 2), 8)
