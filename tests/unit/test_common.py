@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -10,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common import errors
+from services.common.clock import zone_where_the_day_begins
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
 from services.common.interceptors import _database_away, _database_error, to_status
@@ -249,3 +253,9 @@ def test_database_races_and_outages_carry_their_reason(
     assert context.status.details[-1].Unpack(info)
     assert info.reason == reason
 
+
+@pytest.mark.parametrize("hour", range(24))
+def test_a_zone_where_the_day_has_just_begun_for_every_utc_hour(hour: int) -> None:
+    now = dt.datetime(2026, 12, 2, hour, 59, tzinfo=dt.UTC)
+    local = now.astimezone(ZoneInfo(zone_where_the_day_begins(now)))
+    assert (local.hour, local.minute) == (0, 59)
