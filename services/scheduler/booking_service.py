@@ -570,12 +570,13 @@ class BookingService:
             return
         zone = ZoneInfo(repo.site_row(session, row.site_id).time_zone)
         window = visit_window(row.id, row.local_date, row.end_at, zone)
+        started = fields.get("actual_start_at", now)
         if wanted is S.CHECKED_IN:
             check_check_in(window, now)
         elif wanted is S.IN_PROGRESS:
-            check_start(window, now, fields["actual_start_at"])
+            check_start(window, now, started)
         else:
-            check_complete(window, now, fields["actual_start_at"], fields["actual_end_at"])
+            check_complete(window, now, started, fields.get("actual_end_at", now))
 
     def complete(
         self,
