@@ -33,3 +33,14 @@ class FixedClock:
 
     def set(self, instant: datetime) -> None:
         self._now = instant.astimezone(UTC)
+
+
+def zone_where_the_day_begins(instant: datetime) -> str:
+    """A fixed-offset IANA zone (``Etc/GMT±N``) in which ``instant`` falls in the first hour of
+    the local day. For runs on the real clock (the end-to-end test, the walk-through): a visit
+    booked for that local day is hours ahead, and can still be checked in, started and completed
+    now, as the chair's steps are only accepted on the visit's local day."""
+    offset = -instant.astimezone(UTC).hour % 24  # local hour 0 at UTC+offset
+    if offset > 14:  # Etc zones run from UTC-12 to UTC+14
+        offset -= 24
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"

@@ -2,22 +2,57 @@
 
 The server interceptor (services.common.interceptors) turns each into its status code with
 google.rpc error details, so a caller always learns which field or rule was wrong.
+
+Each error carries a ``reason`` (services.common.reasons) and ErrorInfo ``metadata``. Both are
+derived from what the error holds, so a raise site cannot leave them out: the first violated
+rule, the bad fields, the kind of resource. A raise site passes ``reason=`` only where it knows
+a more specific name (a duplicate MRN rather than any existing resource).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from services.common.reasons import (
+    AbortReason,
+    ExistsReason,
+    InvalidReason,
+    Reason,
+    Rule,
+    UnavailableReason,
+)
+
+# ErrorInfo metadata lists at most this many bad fields (BadRequest has them all): metadata is
+# for branching on, and a reply stays small however many fields a request got wrong.
+MAX_LISTED_FIELDS = 10
 
 
 class DomainError(Exception):
     """Base of every error that is the caller's to fix (never INTERNAL)."""
 
-    reason: str = "DOMAIN_ERROR"
+    default_reason: ClassVar[Reason]
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.reason: Reason = reason or self.derived_reason()
+        self.metadata: dict[str, str] = {**self.derived_metadata(), **(metadata or {})}
+
+    def derived_reason(self) -> Reason:
+        """The reason when the raise site names none."""
+        return self.default_reason
+
+    def derived_metadata(self) -> dict[str, str]:
+        """ErrorInfo metadata that follows from the error itself."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -27,62 +62,115 @@ class FieldViolation:
 
 
 class InvalidArgument(DomainError):
-    reason = "INVALID_ARGUMENT"
+    default_reason = "INVALID_FIELDS"
 
-    def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
+    def __init__(
+        self,
+        violations: Iterable[FieldViolation],
+        message: str | None = None,
+        *,
+        reason: InvalidReason | None = None,
+    ) -> None:
         self.violations = list(violations)
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(text or "invalid request")
+        super().__init__(text or "invalid request", reason=reason)
+
+    def derived_metadata(self) -> dict[str, str]:
+        names = list(dict.fromkeys(v.field for v in self.violations))
+        return {"fields": ",".join(names[:MAX_LISTED_FIELDS]), "field_count": str(len(names))}
 
 
 class NotFound(DomainError):
-    reason = "NOT_FOUND"
+    default_reason = "RESOURCE_NOT_FOUND"
 
     def __init__(self, resource_type: str, resource_id: str) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
         super().__init__(f"{resource_type} {resource_id!r} not found")
 
+    def derived_metadata(self) -> dict[str, str]:
+        return {"resource_type": self.resource_type}
+
 
 class AlreadyExists(DomainError):
-    reason = "ALREADY_EXISTS"
+    default_reason = "RESOURCE_EXISTS"
 
-    def __init__(self, resource_type: str, resource_id: str, message: str | None = None) -> None:
+    def __init__(
+        self,
+        resource_type: str,
+        resource_id: str,
+        message: str | None = None,
+        *,
+        reason: ExistsReason | None = None,
+    ) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
-        super().__init__(message or f"{resource_type} {resource_id!r} already exists")
+        super().__init__(
+            message or f"{resource_type} {resource_id!r} already exists", reason=reason
+        )
+
+    def derived_metadata(self) -> dict[str, str]:
+        return {"resource_type": self.resource_type}
 
 
 @dataclass(frozen=True)
 class PreconditionViolation:
-    type: str
+    type: Rule
     subject: str
     description: str
 
 
 class FailedPrecondition(DomainError):
-    reason = "FAILED_PRECONDITION"
+    """A rule about state is broken; the reason is the (first) rule's name."""
 
-    def __init__(self, violations: Iterable[PreconditionViolation], message: str | None = None):
+    def __init__(
+        self,
+        violations: Iterable[PreconditionViolation],
+        message: str | None = None,
+        *,
+        reason: Rule | None = None,
+    ):
         self.violations = list(violations)
         text = message or "; ".join(f"{v.type}: {v.description}" for v in self.violations)
-        super().__init__(text)
+        super().__init__(text, reason=reason)
+
+    def derived_reason(self) -> Reason:
+        if not self.violations:
+            raise ValueError("a FailedPrecondition names the rule it breaks")
+        return self.violations[0].type
+
+    def derived_metadata(self) -> dict[str, str]:
+        return {"rule": self.violations[0].type} if self.violations else {}
 
 
 class Aborted(DomainError):
     """A stale etag or a lost race: the caller should re-read and retry."""
 
-    reason = "ABORTED"
+    default_reason = "CONCURRENT_UPDATE"
 
-    def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
-        self.metadata = dict(metadata or {})
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        reason: AbortReason | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
 
 
 class Unavailable(DomainError):
-    """A peer service could not be reached; retrying later may succeed."""
+    """A peer service or the database could not be reached; retrying later may succeed."""
 
-    reason = "UNAVAILABLE"
+    default_reason = "PEER_UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: UnavailableReason | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
 
 
 @dataclass

@@ -129,6 +129,7 @@ class IdempotencyStore:
                         "request_id",
                         "was already used for a different request; use a new request_id",
                     )
-                ]
+                ],
+                reason="REQUEST_ID_REUSED",
             )
         return rtype.FromString(row.response)

@@ -2,10 +2,10 @@
 
 Logged per call: method, status code, duration and the request_id when the request has one.
 A DomainError becomes its status code with google.rpc details (BadRequest field violations,
-PreconditionFailure, ResourceInfo, ErrorInfo with a stable reason). A database race is ABORTED
-and a database that cannot be reached (restarting, failing over) UNAVAILABLE, both safe to
-retry with the same request_id; anything else is logged with its traceback and answered
-INTERNAL without leaking internals.
+PreconditionFailure, ResourceInfo, ErrorInfo with a reason from services.common.reasons).
+A database race is ABORTED and a database that cannot be reached (restarting, failing over)
+UNAVAILABLE, both safe to retry with the same request_id; anything else is logged with its
+traceback and answered INTERNAL without leaking internals.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
     code = next(
         (c for cls, c in _CODES.items() if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION
     )
-    metadata: dict[str, str] = {}
     details: list[any_pb2.Any] = []
     if isinstance(error, errors.InvalidArgument):
         details.append(
@@ -75,8 +74,6 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
                 )
             )
         )
-        if error.violations:
-            metadata["rule"] = error.violations[0].type
     elif isinstance(error, errors.NotFound | errors.AlreadyExists):
         details.append(
             _pack(
@@ -87,11 +84,11 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
                 )
             )
         )
-    elif isinstance(error, errors.Aborted):
-        metadata.update(error.metadata)
     details.append(
         _pack(
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
         )
     )
     return status_pb2.Status(code=code, message=error.message, details=details)
@@ -199,10 +196,18 @@ def _database_away(error: DBAPIError) -> bool:
 
 def _database_error(method: str, context: grpc.ServicerContext, error: DBAPIError) -> None:
     if _lost_race(error):
-        _abort(context, errors.Aborted("lost a race with a concurrent request: retry it"))
+        _abort(
+            context,
+            errors.Aborted("lost a race with a concurrent request: retry it", reason="LOST_RACE"),
+        )
     if _database_away(error):
         log.warning("database unavailable in %s: %s", method, error.orig)
-        context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable: retry shortly")
+        _abort(
+            context,
+            errors.Unavailable(
+                "the database is unavailable: retry shortly", reason="DATABASE_UNAVAILABLE"
+            ),
+        )
     log.exception("unhandled error in %s", method)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (database)")
 

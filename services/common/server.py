@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -37,6 +38,13 @@ from services.common.settings import ServiceSettings, SettingsError
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.Server], Sequence[str]]
+
+# Reflection answers from the process's default descriptor pool, which holds a proto file once
+# its generated module is imported. Error replies carry google.rpc.Status with details packed in
+# Any (BadRequest, PreconditionFailure, ResourceInfo, ErrorInfo); a client that knows only
+# reflection (grpcurl) decodes them by asking for their symbols, so their files are imported
+# here, where reflection is set up, rather than left to whichever module happens to use them.
+ERROR_DETAIL_FILES = (status_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)
 S = TypeVar("S", bound=ServiceSettings)
 
 

@@ -244,6 +244,7 @@ class PlanningService:
                     "no reorder policy exists yet for this site and product: omit the etag to"
                     " create one",
                     metadata={"current_etag": ""},
+                    reason="STALE_ETAG",
                 )
             row = store.insert_policy(
                 session,

@@ -33,6 +33,7 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
+from services.common.reasons import Rule
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
 from services.inventory.domain.reservations import (
@@ -179,6 +180,7 @@ class ReservationService:
                 row.id,
                 f"appointment {row.appointment_id} already has reservation {row.id} for "
                 "other figures: change it with AmendReservation",
+                reason="APPOINTMENT_RESERVED",
             )
         return self._view(session, row)
 
@@ -955,7 +957,7 @@ class ReservationService:
                     f"in date and unreserved: {s.promisable_grams.normalize():f} g ({vials})",
                 )
             )
-        return FailedPrecondition(items)
+        return FailedPrecondition(items, reason="STOCK_SHORT")
 
     def _must_be_open(self, row: ReservationRow) -> None:
         if ReservationState(row.state) not in OPEN_STATES:
@@ -988,5 +990,5 @@ class ReservationService:
         ]
 
 
-def _rule(rule: str, lot: LotRow, text: str) -> PreconditionViolation:
+def _rule(rule: Rule, lot: LotRow, text: str) -> PreconditionViolation:
     return PreconditionViolation(rule, f"lots/{lot.id}", text)

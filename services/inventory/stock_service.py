@@ -23,6 +23,7 @@ from services.common.errors import (
 )
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.reasons import Rule
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
@@ -422,5 +423,5 @@ _STATE_MOVEMENT = {
 }
 
 
-def precondition(rule: str, lot_id: str, text: str) -> FailedPrecondition:
+def precondition(rule: Rule, lot_id: str, text: str) -> FailedPrecondition:
     return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,12 @@ from services.scheduler.domain.appointments import (
     check_move,
     public_holidays,
     timing,
+)
+from services.scheduler.domain.attendance import (
+    check_check_in,
+    check_complete,
+    check_start,
+    visit_window,
 )
 from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
 from services.scheduler.domain.due import CourseKind, DueItem
@@ -488,6 +495,7 @@ class BookingService:
                     "conflicting_appointment_id": first.other_id,
                     "rules": ",".join(c.rule for c in conflicts),
                 },
+                reason="SLOT_TAKEN",
             )
         when = timing(day, minute, need.chair_minutes, site.zone)
         now = self.clock.now()
@@ -529,6 +537,7 @@ class BookingService:
         row = store.appointment_row(session, appointment_id, for_update=True)
         now = self.clock.now()
         check_move(row.id, effective_status(row, now), wanted)
+        self._check_visit_window(session, row, wanted, now, fields)
         if wanted is S.NOSHOW and now < row.start_at:
             raise FailedPrecondition(
                 [
@@ -550,6 +559,24 @@ class BookingService:
             self._stock(session, row, "RELEASE_RESERVATION")
             reminders.cancel(session, row, now)
         return row
+
+    @staticmethod
+    def _check_visit_window(
+        session: Session, row: AppointmentRow, wanted: S, now: dt.datetime, fields: dict[str, Any]
+    ) -> None:
+        """Check-in, start and completion only around the booked local day
+        (domain/attendance.py): never days early, as a clerk's slip or a wrong id would."""
+        if wanted not in (S.CHECKED_IN, S.IN_PROGRESS, S.FULFILLED):
+            return
+        zone = ZoneInfo(repo.site_row(session, row.site_id).time_zone)
+        window = visit_window(row.id, row.local_date, row.end_at, zone)
+        started = fields.get("actual_start_at", now)
+        if wanted is S.CHECKED_IN:
+            check_check_in(window, now)
+        elif wanted is S.IN_PROGRESS:
+            check_start(window, now, started)
+        else:
+            check_complete(window, now, started, fields.get("actual_end_at", now))
 
     def complete(
         self,

@@ -91,7 +91,8 @@ class InventoryProducts:
             else:
                 raise Unavailable(
                     f"the inventory service could not be asked for product {product_id!r} "
-                    f"({code.name}); try again shortly"
+                    f"({code.name}); try again shortly",
+                    metadata={"peer": "inventory"},
                 ) from error
         entry = (now, product, None if product is None else product_spec(product))
         with self._lock:

@@ -1,9 +1,11 @@
 """The three services as separate processes, started the way `make run` starts them: each
-reaches SERVING, answers reflection (what grpcurl and buf curl use), and stops cleanly on
-SIGTERM."""
+reaches SERVING, answers reflection (what grpcurl and buf curl use) for its services and for the
+google.rpc error detail types, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +16,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.any_pb2 import Any
+from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.health import wait_serving
+from services.common.server import ERROR_DETAIL_FILES
+from services.common.settings import REPO_ROOT
 from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
@@ -102,6 +110,95 @@ def test_inventory_process_serves_the_seeded_catalogue(system: System) -> None:
     # domain.md §3: Privigen 10 %, 2.5/5/10/20/40 g [R30]
     assert product.concentration_percent == "10"
     assert [p.grams for p in product.presentations] == ["2.5", "5", "10", "20", "40"]
+
+
+ERROR_DETAIL_TYPES = (
+    "google.rpc.Status",
+    "google.rpc.BadRequest",
+    "google.rpc.PreconditionFailure",
+    "google.rpc.ResourceInfo",
+    "google.rpc.ErrorInfo",
+)
+BUF = REPO_ROOT / "node_modules" / ".bin" / "buf"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_reflection_serves_the_error_detail_types(system: System, name: str) -> None:
+    """What `grpcurl describe google.rpc.BadRequest` asks: the file holding each symbol. In a
+    service's own process the pool holds only what the service imported."""
+    assert wait_serving(system.addresses[name])
+    with grpc.insecure_channel(system.addresses[name]) as channel:
+        reflected = ProtoReflectionDescriptorDatabase(channel)
+        for symbol in ERROR_DETAIL_TYPES:
+            file = reflected.FindFileContainingSymbol(symbol)
+            assert file.name in {f.name for f in ERROR_DETAIL_FILES}
+            assert symbol.rsplit(".", 1)[1] in {m.name for m in file.message_type}
+
+
+def _decode(channel: grpc.Channel, type_name: str, value: bytes) -> dict[str, object]:
+    """A detail decoded as grpcurl does it: with descriptors from the server's reflection
+    only (a fresh pool, not this process's generated classes)."""
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    message: Message = message_factory.GetMessageClass(pool.FindMessageTypeByName(type_name))()
+    message.ParseFromString(value)
+    return json_format.MessageToDict(message)
+
+
+def test_error_details_decode_with_reflection_alone(system: System) -> None:
+    address = system.addresses["inventory"]
+    assert wait_serving(address)
+    with grpc.insecure_channel(address) as channel:
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateProduct(inv.CreateProductRequest(product=inv.Product()), timeout=5)
+        status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+        assert status is not None
+        details: list[Any] = list(status.details)
+        decoded = {d.TypeName(): _decode(channel, d.TypeName(), d.value) for d in details}
+    assert set(decoded) == {"google.rpc.BadRequest", "google.rpc.ErrorInfo"}
+    violations = decoded["google.rpc.BadRequest"]["fieldViolations"]
+    assert isinstance(violations, list) and violations
+    info = decoded["google.rpc.ErrorInfo"]
+    assert info["reason"] == "INVALID_FIELDS"
+    assert info["metadata"] == {
+        "fields": ",".join(v["field"] for v in violations),
+        "field_count": str(len(violations)),
+    }
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf is installed by `make lint` / `make test`")
+def test_buf_curl_error_details_decode_with_the_servers_reflection(system: System) -> None:
+    """buf curl finds the method by reflection and prints a failed call's details as type and
+    base64 value: it decodes a detail only when buf itself was built with its type, which the
+    google.rpc error details are not. The values it prints decode with reflection alone."""
+    address = system.addresses["inventory"]
+    assert wait_serving(address)
+    done = subprocess.run(
+        [
+            str(BUF),
+            "curl",
+            "--protocol=grpc",
+            "--http2-prior-knowledge",
+            "--data",
+            '{"id": "no-such-product"}',
+            f"http://{address}/infusion.inventory.v1.InventoryService/GetProduct",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 5 * 8, done.stderr  # buf curl exits with the gRPC code × 8
+    error = json.loads(done.stderr)
+    assert error["code"] == "not_found"
+    with grpc.insecure_channel(address) as channel:
+        decoded = {
+            d["type"]: _decode(channel, d["type"], base64.b64decode(d["value"] + "=="))
+            for d in error["details"]
+        }
+    assert decoded["google.rpc.ResourceInfo"]["resourceType"] == "product"
+    info = decoded["google.rpc.ErrorInfo"]
+    assert info["reason"] == "RESOURCE_NOT_FOUND"
+    assert info["metadata"] == {"resource_type": "product"}
 
 
 def test_sigterm_drains_and_exits_cleanly(system: System) -> None:

@@ -55,6 +55,7 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.clock import zone_where_the_day_begins
 from tests.e2e.harness import Processes, eventually, postgres_databases
 from tests.e2e.sinks import (
     ReceivedEmail,
@@ -67,8 +68,10 @@ from tests.e2e.sinks import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-ZONE = "Europe/London"
-WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+# The services run on the real clock, and a visit is checked in, started and completed only on
+# its local day (docs/scheduling.md): the site is in a zone where the day has just begun, open
+# every day, and the visits are booked for 09:00 that day, hours ahead.
+DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 # The reminder falls due this long after the services are started: long enough for the
 # bookings to be made before it (a reminder is only sent for a booking older than its time).
 REMINDER_LEAD = dt.timedelta(seconds=60)
@@ -96,17 +99,12 @@ def from_pb(day: Date) -> dt.date:
     return dt.date(day.year, day.month, day.day)
 
 
-def weekday_on_or_after(day: dt.date) -> dt.date:
-    while day.isoweekday() > 5:
-        day += dt.timedelta(days=1)
-    return day
-
-
 @dataclass
 class System:
     processes: Processes
     smtp: SmtpSink
     webhooks: WebhookSink
+    zone: str  # the site's IANA time zone
     start: dt.datetime  # the booked start of the reminded appointments (site-local, aware)
     reminder_at: dt.datetime  # when their reminder falls due (UTC)
     started: float  # time.monotonic() at start-up, for the step log
@@ -124,9 +122,9 @@ class System:
 
 @pytest.fixture
 def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
-    zone = ZoneInfo(ZONE)
     now = dt.datetime.now(dt.UTC)
-    day = weekday_on_or_after(now.astimezone(zone).date() + dt.timedelta(days=2))
+    zone = ZoneInfo(zone_where_the_day_begins(now))
+    day = now.astimezone(zone).date()
     start = dt.datetime.combine(day, dt.time(9), tzinfo=zone)
     reminder_at = now + REMINDER_LEAD
     # Offsets are hours on the site's wall clock (docs/notify.md): measured on the wall too.
@@ -153,7 +151,7 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
                 "NOTIFY_RETRY_MAX_SECONDS": "5",
             },
         )
-        system = System(processes, smtp, webhooks, start, reminder_at, time.monotonic())
+        system = System(processes, smtp, webhooks, zone.key, start, reminder_at, time.monotonic())
         processes.seed_inventory()
         try:
             processes.start("notify", "inventory", "scheduler")
@@ -176,10 +174,12 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     # the catalogue's ids (a code is an alias some reads do not resolve)
     gammagard = stock.GetProduct(inv.GetProductRequest(id=GAMMAGARD_CODE)).product.id
     privigen = stock.GetProduct(inv.GetProductRequest(id=PRIVIGEN_CODE)).product.id
-    today = dt.datetime.now(ZoneInfo(ZONE)).date()
+    zone = system.zone
+    today = dt.datetime.now(ZoneInfo(zone)).date()
     day = system.start.date()
-    later_day = weekday_on_or_after(day + dt.timedelta(days=7))
-    step(f"services up; appointments on {day} 09:00 {ZONE}, reminder at {system.reminder_at}")
+    assert day == today  # the visits are today's: checked in, started and completed below
+    later_day = day + dt.timedelta(days=7)
+    step(f"services up; appointments on {day} 09:00 {zone}, reminder at {system.reminder_at}")
 
     # --- the centre: a site and its chairs, the pharmacy with the same id, stock ----------------
     site = sch.CreateSite(
@@ -188,12 +188,12 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
             site=pb.Site(
                 organisation_id="e2e-org",
                 display_name="E2E Day Unit",
-                time_zone=ZONE,
+                time_zone=zone,
                 opening_hours=[
                     pb.OpeningHours(
                         day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
                     )
-                    for d in WEEKDAYS
+                    for d in DAYS
                 ],
                 capacity=pb.SiteCapacity(
                     nurse_shifts=[
@@ -203,7 +203,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
                             end=TimeOfDay(hours=18),
                             nurses=2,
                         )
-                        for d in WEEKDAYS
+                        for d in DAYS
                     ]
                 ),
             ),
@@ -221,7 +221,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     stock.CreateStockSite(
         inv.CreateStockSiteRequest(
             request_id=rid(),
-            site=inv.StockSite(id=site.id, display_name="E2E Pharmacy", time_zone=ZONE),
+            site=inv.StockSite(id=site.id, display_name="E2E Pharmacy", time_zone=zone),
         )
     )
     lots = {}
@@ -247,7 +247,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
             subscriber=npb.Subscriber(
                 external_ref="pharmacy",
                 display_name="E2E Pharmacy",
-                time_zone=ZONE,
+                time_zone=zone,
                 email=PHARMACY_EMAIL,
                 webhook_url=webhooks.register("pharmacy", "whsec-pharmacy"),
                 webhook_secret="whsec-pharmacy",
@@ -273,7 +273,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
                 subscriber=npb.Subscriber(
                     external_ref=f"MRN-{key}",
                     display_name=f"{given} Example",
-                    time_zone=ZONE,
+                    time_zone=zone,
                     email=address,
                     webhook_url=webhooks.register(key, f"whsec-{key}"),
                     webhook_secret=f"whsec-{key}",

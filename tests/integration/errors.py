@@ -36,3 +36,8 @@ def precondition_types(error: grpc.RpcError) -> list[str]:
 def error_reason(error: grpc.RpcError) -> str:
     info = detail(error, error_details_pb2.ErrorInfo)
     return info.reason if info else ""
+
+
+def error_metadata(error: grpc.RpcError) -> dict[str, str]:
+    info = detail(error, error_details_pb2.ErrorInfo)
+    return dict(info.metadata) if info else {}

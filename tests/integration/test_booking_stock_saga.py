@@ -105,6 +105,7 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
         levels = platform.inventory.GetStockLevels(inv.GetStockLevelsRequest(site_id=site.id))
         assert levels.products[0].reserved_vials == 7
 
+        platform.clock.set(dt.datetime(2026, 12, 2, 13, 30, tzinfo=dt.UTC))  # the day it is given
         platform.scheduler.CompleteInfusion(
             pb.CompleteInfusionRequest(
                 id=second.id,

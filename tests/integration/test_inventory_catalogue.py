@@ -8,7 +8,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from tests.integration.conftest import Platform, request_id
-from tests.integration.errors import field_violations
+from tests.integration.errors import error_reason, field_violations
 
 
 def test_seeded_catalogue_lists_real_products_with_sources(platform: Platform) -> None:
@@ -71,6 +71,7 @@ def test_create_is_idempotent_and_duplicate_code_is_already_exists(platform: Pla
             inv.CreateProductRequest(product=new_product(), request_id=request_id())
         )
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(caught.value) == "DUPLICATE_PRODUCT_CODE"
 
 
 def test_invalid_product_reports_every_bad_field_and_writes_nothing(platform: Platform) -> None:

@@ -25,7 +25,7 @@ from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
 from services.inventory.store.models import outbox
 from tests.integration.conftest import Platform, request_id, stock_site
-from tests.integration.errors import field_violations, precondition_types
+from tests.integration.errors import error_reason, field_violations, precondition_types
 
 GBP_950 = Money(currency_code="GBP", units=950)
 TODAY = dt.date(2026, 11, 24)  # the platform clock: 2026-11-24 09:00 UTC, London
@@ -276,9 +276,11 @@ def test_reorder_policy_set_get_and_etags(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as stale:
         set_policy(platform, safety_stock_grams="40", etag=created.etag)
     assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert error_reason(stale.value) == "STALE_ETAG"
     with pytest.raises(grpc.RpcError) as none_yet:
         set_policy(platform, product_id="privigen", etag=created.etag)
     assert none_yet.value.code() == grpc.StatusCode.ABORTED
+    assert error_reason(none_yet.value) == "STALE_ETAG"
     overwritten = set_policy(platform, lead_time_days=3)  # no etag: last writer wins
     assert overwritten.lead_time_days == 3 and overwritten.safety_stock_grams == "20"
     rid = request_id()

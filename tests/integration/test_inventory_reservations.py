@@ -14,7 +14,7 @@ from google.type.money_pb2 import Money
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from tests.integration.conftest import Platform, request_id, stock_site
-from tests.integration.errors import field_violations, precondition_types
+from tests.integration.errors import error_reason, field_violations, precondition_types
 
 GAMMAGARD = "gammagard-liquid"
 PRIVIGEN = "privigen"
@@ -107,6 +107,7 @@ def test_fefo_mix_for_35_g_from_5_10_20_g_vials(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as other:
         reserve(platform, "appt-1", "40")
     assert other.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(other.value) == "APPOINTMENT_RESERVED"
     assert_ledger_matches(platform)
 
 
@@ -121,6 +122,7 @@ def test_least_overfill_then_band_then_refusal_that_writes_nothing(platform: Pla
         reserve(platform, "appt-2", "20")
     assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert precondition_types(short.value) == ["STOCK_SHORT"]
+    assert error_reason(short.value) == "STOCK_SHORT"
     assert "in date and unreserved: 0 g" in (short.value.details() or "")
     after = platform.inventory.ListMovements(inv.ListMovementsRequest(site_id="site-1"))
     assert after == before

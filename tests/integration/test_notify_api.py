@@ -16,7 +16,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from services.common.convert import from_datetime
 from services.notify.channels import PermanentFailure, TemporaryFailure
 from services.notify.domain.model import Channel
-from tests.integration.errors import error_reason, field_violations
+from tests.integration.errors import error_metadata, error_reason, field_violations
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
 from tests.integration.notify_conftest import (  # noqa: E402
@@ -468,7 +468,8 @@ def test_get_and_list_notifications(notify_server: NotifyServer) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         notify_server.stub.GetNotification(pb.GetNotificationRequest(id="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_reason(caught.value) == "NOT_FOUND"
+    assert error_reason(caught.value) == "RESOURCE_NOT_FOUND"
+    assert error_metadata(caught.value)["resource_type"] == "notification"
     with pytest.raises(grpc.RpcError) as caught:
         notify_server.stub.ListNotifications(pb.ListNotificationsRequest(topic=99))
     assert field_violations(caught.value) == ["topic"]

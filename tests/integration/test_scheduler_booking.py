@@ -6,10 +6,12 @@ induction series, and wall-clock times that daylight saving never moves."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.timeofday_pb2 import TimeOfDay
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -21,7 +23,7 @@ from tests.integration.builders import (
     site_with_chairs,
 )
 from tests.integration.conftest import Platform, request_id
-from tests.integration.errors import detail, precondition_types
+from tests.integration.errors import detail, error_reason, precondition_types
 
 
 def test_find_slots_ranks_the_due_day_and_explains_closed_days(platform: Platform) -> None:
@@ -68,6 +70,7 @@ def test_booking_conflicts_are_aborted_with_the_collision_named(platform: Platfo
 
     info = detail(clash.value, error_details_pb2.ErrorInfo)
     assert info is not None and info.metadata["rule"] == "CHAIRS"
+    assert info.reason == "SLOT_TAKEN"
     assert info.metadata["conflicting_appointment_id"] == booked.id
     with pytest.raises(grpc.RpcError) as again:  # the plan's next infusion is booked already
         book(platform, first, chairs[1], dt.date(2026, 12, 2), 8)
@@ -138,7 +141,9 @@ def test_lifecycle_and_next_due_date(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as early:
         platform.scheduler.MarkNoShow(pb.MarkNoShowRequest(id=appt.id, request_id=request_id()))
     assert precondition_types(early.value) == ["APPOINTMENT_STARTED"]
+    platform.clock.set(dt.datetime(2026, 12, 2, 8, 45, tzinfo=dt.UTC))  # the day, 08:45 GMT
     platform.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
+    platform.clock.set(dt.datetime(2026, 12, 2, 9, 5, tzinfo=dt.UTC))
     started = platform.scheduler.StartInfusion(
         pb.StartInfusionRequest(id=appt.id, request_id=request_id())
     ).appointment
@@ -148,6 +153,7 @@ def test_lifecycle_and_next_due_date(platform: Platform) -> None:
             pb.CancelAppointmentRequest(id=appt.id, reason="x", request_id=request_id())
         )
     assert precondition_types(cancel.value) == ["APPOINTMENT_STATUS"]
+    platform.clock.set(dt.datetime(2026, 12, 2, 14, 10, tzinfo=dt.UTC))
     done = platform.scheduler.CompleteInfusion(
         pb.CompleteInfusionRequest(
             id=appt.id,
@@ -166,11 +172,91 @@ def test_lifecycle_and_next_due_date(platform: Platform) -> None:
     assert [d.due_date for d in due.due_infusions] == [date(2026, 12, 30)]
 
 
+def test_check_in_start_and_complete_only_on_the_sites_day(platform: Platform) -> None:
+    """Sydney (UTC+11 in December): the 09:00 chair on Tue 1 Dec starts at 22:00 UTC on 30 Nov;
+    the local day runs 13:00 UTC 30 Nov to 13:00 UTC 1 Dec. The clock starts on 24 Nov."""
+    site, chairs = site_with_chairs(platform, tz="Australia/Sydney")
+    plan = patient_plan(platform, site, "MRN-1")
+    appt = book(platform, plan, chairs[0], dt.date(2026, 12, 1), 9)
+    assert appt.start_time.ToDatetime(dt.UTC) == dt.datetime(2026, 11, 30, 22, 0, tzinfo=dt.UTC)
+
+    def status() -> int:
+        return int(
+            platform.scheduler.GetAppointment(
+                pb.GetAppointmentRequest(id=appt.id)
+            ).appointment.status
+        )
+
+    def refused(call: Callable[[], object], rule: str) -> str:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert precondition_types(caught.value) == [rule]
+        assert error_reason(caught.value) == rule
+        return caught.value.details() or ""
+
+    def check_in() -> object:
+        return platform.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
+
+    # a week early, and one minute before the local day: refused, nothing changed
+    text = refused(check_in, "CHECK_IN_WINDOW")
+    assert "2026-12-01 00:00 to 2026-12-02 00:00 (Australia/Sydney)" in text
+    platform.clock.set(dt.datetime(2026, 11, 30, 12, 59, tzinfo=dt.UTC))
+    refused(check_in, "CHECK_IN_WINDOW")
+    assert status() == pb.APPOINTMENT_STATUS_BOOKED
+    # 08:30 in Sydney, though still 30 Nov in UTC: checked in
+    platform.clock.set(dt.datetime(2026, 11, 30, 21, 30, tzinfo=dt.UTC))
+    check_in()
+    assert status() == pb.APPOINTMENT_STATUS_CHECKED_IN
+
+    # a start recorded before it happens is refused; the start itself is taken
+    ahead = Timestamp()
+    ahead.FromDatetime(dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC))
+    refused(
+        lambda: platform.scheduler.StartInfusion(
+            pb.StartInfusionRequest(id=appt.id, actual_start_time=ahead, request_id=request_id())
+        ),
+        "START_WINDOW",
+    )
+    assert status() == pb.APPOINTMENT_STATUS_CHECKED_IN
+    platform.clock.set(dt.datetime(2026, 11, 30, 22, 5, tzinfo=dt.UTC))
+    platform.scheduler.StartInfusion(pb.StartInfusionRequest(id=appt.id, request_id=request_id()))
+
+    def complete(end: dt.datetime | None = None) -> object:
+        ended = Timestamp()
+        if end is not None:
+            ended.FromDatetime(end)
+        return platform.scheduler.CompleteInfusion(
+            pb.CompleteInfusionRequest(
+                id=appt.id,
+                grams_given="70",
+                actual_end_time=ended if end is not None else None,
+                request_id=request_id(),
+            )
+        )
+
+    # at 11:00 in Sydney, an end recorded for 14:00 has not happened yet
+    platform.clock.set(dt.datetime(2026, 12, 1, 0, 0, tzinfo=dt.UTC))
+    text = refused(
+        lambda: complete(dt.datetime(2026, 12, 1, 3, 0, tzinfo=dt.UTC)), "COMPLETE_WINDOW"
+    )
+    assert "ahead of the clock" in text
+    assert status() == pb.APPOINTMENT_STATUS_IN_PROGRESS
+    platform.clock.set(dt.datetime(2026, 12, 1, 3, 10, tzinfo=dt.UTC))  # 14:10 in Sydney
+    done = complete()
+    assert isinstance(done, pb.CompleteInfusionResponse)
+    assert done.appointment.status == pb.APPOINTMENT_STATUS_FULFILLED
+    assert done.appointment.actual_start_time.ToDatetime(dt.UTC) == dt.datetime(
+        2026, 11, 30, 22, 5, tzinfo=dt.UTC
+    )
+
+
 def test_keep_cadence_counts_from_the_due_date_and_flags_drift(platform: Platform) -> None:
     site, chairs = site_with_chairs(platform)
     plan = patient_plan(platform, site, "MRN-1", keep_cadence=True, window_days_late=4)
     # due 1 Dec; given 4 Dec (inside ±4): next due 1 Dec + 28 = 29 Dec, drift +3 days
     appt = book(platform, plan, chairs[0], dt.date(2026, 12, 4), 9)
+    platform.clock.set(dt.datetime(2026, 12, 4, 14, 30, tzinfo=dt.UTC))  # recorded at the end
     done = platform.scheduler.CompleteInfusion(
         pb.CompleteInfusionRequest(id=appt.id, grams_given="70", request_id=request_id())
     )

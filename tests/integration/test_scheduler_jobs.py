@@ -273,6 +273,7 @@ def test_due_notice_once_per_cycle_and_only_when_nothing_is_booked(env: Env) -> 
     appt = book(env, a, chairs[0], dt.date(2026, 12, 1), 10)
     at(env, 2026, 12, 1, 10, 0)
     env.p.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
+    at(env, 2026, 12, 1, 15, 30)  # completed after its chair time
     env.p.scheduler.CompleteInfusion(
         pb.CompleteInfusionRequest(id=appt.id, grams_given="70", request_id=request_id())
     )

@@ -22,7 +22,12 @@ from tests.integration.builders import (
     product_id,
 )
 from tests.integration.conftest import Platform, request_id
-from tests.integration.errors import field_violations, precondition_types
+from tests.integration.errors import (
+    error_metadata,
+    error_reason,
+    field_violations,
+    precondition_types,
+)
 
 
 def test_site_bad_time_zone_and_overlapping_hours_list_both_fields(platform: Platform) -> None:
@@ -71,6 +76,8 @@ def test_site_update_with_etag_and_pagination(platform: Platform) -> None:
             )
         )
     assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert error_reason(stale.value) == "STALE_ETAG"
+    assert error_metadata(stale.value)["current_etag"] == updated.etag
 
 
 def test_chairs_belong_to_an_existing_site(platform: Platform) -> None:
@@ -89,6 +96,7 @@ def test_chairs_belong_to_an_existing_site(platform: Platform) -> None:
             )
         )
     assert dup.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(dup.value) == "DUPLICATE_CHAIR_NAME"
     with pytest.raises(grpc.RpcError) as missing:
         platform.scheduler.CreateChair(
             pb.CreateChairRequest(
@@ -96,6 +104,8 @@ def test_chairs_belong_to_an_existing_site(platform: Platform) -> None:
             )
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(missing.value) == "RESOURCE_NOT_FOUND"
+    assert error_metadata(missing.value)["resource_type"] == "site"
     chairs = platform.scheduler.ListChairs(pb.ListChairsRequest(site_id=site.id)).chairs
     assert [c.id for c in chairs] == [chair.id]
 
@@ -117,6 +127,7 @@ def test_patient_idempotency_and_duplicate_mrn(platform: Platform) -> None:
             pb.CreatePatientRequest(patient=body, request_id=request_id())
         )
     assert dup.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(dup.value) == "DUPLICATE_MRN"
     other_org = pb.Patient()
     other_org.CopyFrom(body)
     other_org.organisation_id = "org-2"

@@ -103,7 +103,7 @@ def test_interceptor_maps_domain_errors_and_hides_internals() -> None:
                 channel.unary_unary("/test.Probe/Invalid")(b"", timeout=5)
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert field_violations(invalid.value) == ["thing"]
-            assert error_reason(invalid.value) == "INVALID_ARGUMENT"
+            assert error_reason(invalid.value) == "INVALID_FIELDS"
             with pytest.raises(grpc.RpcError) as crash:
                 channel.unary_unary("/test.Probe/Crash")(b"", timeout=5)
             assert crash.value.code() == grpc.StatusCode.INTERNAL

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.rpc import code_pb2, error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common import errors
+from services.common.clock import zone_where_the_day_begins
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
-from services.common.interceptors import _database_away, to_status
+from services.common.interceptors import _database_away, _database_error, to_status
 from services.common.pagination import page_request, page_token
 
 
@@ -135,3 +140,122 @@ def test_a_database_that_cannot_be_reached_is_unavailable_not_internal(
     error: DBAPIError, away: bool
 ) -> None:
     assert _database_away(error) is away
+
+
+# --- reasons and ErrorInfo metadata -------------------------------------------------------------
+
+
+def _error_info(error: errors.DomainError) -> error_details_pb2.ErrorInfo:
+    info = error_details_pb2.ErrorInfo()
+    assert to_status(error).details[-1].Unpack(info)
+    assert info.domain == "infusion.platform"
+    return info
+
+
+def test_each_error_derives_a_reason_and_metadata_from_what_it_holds() -> None:
+    bad = errors.InvalidArgument(
+        [errors.FieldViolation("a", "x"), errors.FieldViolation("b", "y")]
+        + [errors.FieldViolation("a", "z")]  # one field, two problems: listed once
+    )
+    info = _error_info(bad)
+    assert (info.reason, dict(info.metadata)) == (
+        "INVALID_FIELDS",
+        {"fields": "a,b", "field_count": "2"},
+    )
+    info = _error_info(errors.NotFound("patient", "p-1"))
+    assert (info.reason, dict(info.metadata)) == (
+        "RESOURCE_NOT_FOUND",
+        {"resource_type": "patient"},
+    )
+    info = _error_info(errors.AlreadyExists("stock site", "s-1"))
+    assert (info.reason, dict(info.metadata)) == (
+        "RESOURCE_EXISTS",
+        {"resource_type": "stock site"},
+    )
+    info = _error_info(errors.Aborted("someone else wrote first"))
+    assert (info.reason, dict(info.metadata)) == ("CONCURRENT_UPDATE", {})
+    assert _error_info(errors.Unavailable("inventory down")).reason == "PEER_UNAVAILABLE"
+
+
+def test_a_failed_precondition_is_its_first_rule() -> None:
+    error = errors.FailedPrecondition(
+        [
+            errors.PreconditionViolation("LOT_AT_SITE", "lots/1", "elsewhere"),
+            errors.PreconditionViolation("LOT_IN_DATE", "lots/2", "expired"),
+        ]
+    )
+    info = _error_info(error)
+    assert (info.reason, info.metadata["rule"]) == ("LOT_AT_SITE", "LOT_AT_SITE")
+    with pytest.raises(ValueError, match="names the rule"):
+        errors.FailedPrecondition([])
+
+
+def test_a_raise_site_names_a_more_specific_reason() -> None:
+    info = _error_info(errors.AlreadyExists("patient", "org/MRN-1", reason="DUPLICATE_MRN"))
+    assert (info.reason, info.metadata["resource_type"]) == ("DUPLICATE_MRN", "patient")
+    with pytest.raises(errors.Aborted) as stale:
+        check_etag(etag_for(2), 3, field="x.etag", resource="x")
+    info = _error_info(stale.value)
+    assert (info.reason, info.metadata["current_etag"]) == ("STALE_ETAG", etag_for(3))
+    with pytest.raises(errors.InvalidArgument) as missing:
+        check_etag("", 3, field="x.etag", resource="x")
+    assert _error_info(missing.value).reason == "ETAG_REQUIRED"
+
+
+def test_errorinfo_lists_a_bounded_number_of_fields() -> None:
+    many = errors.InvalidArgument(
+        [errors.FieldViolation(f"lines[{i}].vials", "must be at least 1") for i in range(40)]
+    )
+    metadata = _error_info(many).metadata
+    assert metadata["fields"].split(",") == [f"lines[{i}].vials" for i in range(10)]
+    assert metadata["field_count"] == "40"
+    bad = error_details_pb2.BadRequest()
+    assert to_status(many).details[0].Unpack(bad)
+    assert len(bad.field_violations) == 40  # BadRequest keeps them all
+
+
+class _Abort(Exception):
+    pass
+
+
+class _Context:
+    """Stands in for grpc.ServicerContext: records what the interceptor aborts with."""
+
+    def __init__(self) -> None:
+        self.status: status_pb2.Status | None = None
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        details = dict(status.trailing_metadata)["grpc-status-details-bin"]
+        self.status = status_pb2.Status.FromString(details)
+        raise _Abort
+
+    def abort(self, code: grpc.StatusCode, message: str) -> None:
+        raise _Abort
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "code", "reason"),
+    [
+        ("40P01", code_pb2.ABORTED, "LOST_RACE"),  # deadlock detected
+        ("40001", code_pb2.ABORTED, "LOST_RACE"),  # serialization failure
+        ("57P01", code_pb2.UNAVAILABLE, "DATABASE_UNAVAILABLE"),  # admin shutdown
+        ("08006", code_pb2.UNAVAILABLE, "DATABASE_UNAVAILABLE"),  # connection failure
+    ],
+)
+def test_database_races_and_outages_carry_their_reason(
+    sqlstate: str, code: int, reason: str
+) -> None:
+    context = _Context()
+    with pytest.raises(_Abort):
+        _database_error("/x.X/Y", context, OperationalError("SELECT 1", {}, _DriverError(sqlstate)))  # type: ignore[arg-type]
+    assert context.status is not None and context.status.code == code
+    info = error_details_pb2.ErrorInfo()
+    assert context.status.details[-1].Unpack(info)
+    assert info.reason == reason
+
+
+@pytest.mark.parametrize("hour", range(24))
+def test_a_zone_where_the_day_has_just_begun_for_every_utc_hour(hour: int) -> None:
+    now = dt.datetime(2026, 12, 2, hour, 59, tzinfo=dt.UTC)
+    local = now.astimezone(ZoneInfo(zone_where_the_day_begins(now)))
+    assert (local.hour, local.minute) == (0, 59)

@@ -139,14 +139,21 @@ def _flush(session: Session, code: str) -> None:
         with session.begin_nested():
             session.flush()
     except IntegrityError as error:
-        raise AlreadyExists("product", code, f"a product with code {code!r} exists") from error
+        raise AlreadyExists(
+            "product", code, f"a product with code {code!r} exists", reason="DUPLICATE_PRODUCT_CODE"
+        ) from error
 
 
 def insert_product(
     session: Session, product_id: str, product: Product, active: bool, now: dt.datetime
 ) -> ProductRow:
     if session.scalar(select(ProductRow.id).where(ProductRow.code == product.code)):
-        raise AlreadyExists("product", product.code, f"a product with code {product.code!r} exists")
+        raise AlreadyExists(
+            "product",
+            product.code,
+            f"a product with code {product.code!r} exists",
+            reason="DUPLICATE_PRODUCT_CODE",
+        )
     row = ProductRow(
         id=product_id,
         active=active,
@@ -167,7 +174,12 @@ def update_product(
         select(ProductRow.id).where(ProductRow.code == product.code, ProductRow.id != row.id)
     )
     if clash:
-        raise AlreadyExists("product", product.code, f"a product with code {product.code!r} exists")
+        raise AlreadyExists(
+            "product",
+            product.code,
+            f"a product with code {product.code!r} exists",
+            reason="DUPLICATE_PRODUCT_CODE",
+        )
     for key, value in _columns(product).items():
         setattr(row, key, value)
     row.active = active

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from services.common.errors import FailedPrecondition, PreconditionViolation
+from services.common.reasons import Rule
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.infusion import (
     ChairTime,
@@ -78,7 +79,7 @@ class DoseResult:
         return sum((d.vials.dose_grams for d in self.days), Decimal(0))
 
 
-def _rule(rule: str, subject: str, text: str) -> FailedPrecondition:
+def _rule(rule: Rule, subject: str, text: str) -> FailedPrecondition:
     return FailedPrecondition([PreconditionViolation(rule, subject, text)])
 
 

@@ -18,6 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 
 from services.common.errors import FailedPrecondition, PreconditionViolation
+from services.common.reasons import Rule
 from services.scheduler.domain.plans import RoundingRule
 
 MG_PER_G = Decimal(1000)
@@ -42,7 +43,7 @@ class VialChoice:
         return sum(count for _, count in self.vials)
 
 
-def _violation(rule: str, text: str) -> FailedPrecondition:
+def _violation(rule: Rule, text: str) -> FailedPrecondition:
     return FailedPrecondition([PreconditionViolation(rule, "dose", text)])
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import AlreadyExists, NotFound
 from services.common.pagination import PageRequest
+from services.common.reasons import ExistsReason
 from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
@@ -138,6 +139,7 @@ def insert_chair(session: Session, chair: Chair, now: dt.datetime) -> ChairRow:
         "chair",
         f"{chair.site_id}/{chair.display_name}",
         "a chair with this display_name already exists at the site",
+        "DUPLICATE_CHAIR_NAME",
     )
     return row
 
@@ -159,6 +161,7 @@ def update_chair(session: Session, row: ChairRow, chair: Chair, now: dt.datetime
         "chair",
         f"{chair.site_id}/{chair.display_name}",
         "a chair with this display_name already exists at the site",
+        "DUPLICATE_CHAIR_NAME",
     )
     return row
 
@@ -213,6 +216,7 @@ def _mrn_taken(session: Session, patient: Patient) -> None:
             "patient",
             f"{patient.organisation_id}/{patient.mrn}",
             f"MRN {patient.mrn!r} is already used by patient {clash} in this organisation",
+            reason="DUPLICATE_MRN",
         )
 
 
@@ -227,6 +231,7 @@ def insert_patient(session: Session, patient: Patient, now: dt.datetime) -> Pati
         "patient",
         f"{patient.organisation_id}/{patient.mrn}",
         "the MRN is already used in this organisation",
+        "DUPLICATE_MRN",
     )
     return row
 
@@ -251,6 +256,7 @@ def update_patient(
         "patient",
         f"{patient.organisation_id}/{patient.mrn}",
         "the MRN is already used in this organisation",
+        "DUPLICATE_MRN",
     )
     return row
 
@@ -427,14 +433,16 @@ def _bump(row: Any, now: dt.datetime) -> None:
     row.updated_at = now
 
 
-def _flush_unique(session: Session, row: Any, kind: str, key: str, message: str) -> None:
+def _flush_unique(
+    session: Session, row: Any, kind: str, key: str, message: str, reason: ExistsReason
+) -> None:
     """Flush; a unique-constraint race lost to a concurrent writer becomes ALREADY_EXISTS."""
     session.add(row)
     try:
         with session.begin_nested():
             session.flush()
     except IntegrityError as error:
-        raise AlreadyExists(kind, key, message) from error
+        raise AlreadyExists(kind, key, message, reason=reason) from error
 
 
 def _page(session: Session, query: Select[Any], key_column: Any, page: PageRequest) -> list[Any]:

@@ -1,0 +1,80 @@
+"""Every reason an error can give: the ``google.rpc.ErrorInfo.reason`` of each reply.
+
+A reason is what a client branches on (AIP-193): a stable UPPER_SNAKE name of the specific
+cause, unique within the ``infusion.platform`` domain, never the status code again. The names
+are ``Literal`` types so mypy refuses a reason or a rule that is not listed here, and a test
+holds this list and the table in docs/api.md ("Error reasons") to each other.
+
+A FAILED_PRECONDITION's reason is the type of its first violated rule (:data:`Rule`); the other
+codes have a default derived from the error (services.common.errors) that a raise site replaces
+where a more specific name exists.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# FAILED_PRECONDITION: google.rpc.PreconditionFailure violation types, each a rule about state.
+SchedulerRule = Literal[
+    "APPOINTMENT_STARTED",
+    "APPOINTMENT_STATUS",
+    "CHAIR_ACTIVE",
+    "CHAIR_TIME_KNOWN",
+    "CHECK_IN_WINDOW",
+    "COMPLETE_WINDOW",
+    "DOSE_BAND",
+    "DOSE_POSITIVE",
+    "DOSING_WEIGHT_UNDEFINED",
+    "HOLD_EXPIRED",
+    "INDUCTION_DUE",
+    "MAX_GRAMS_PER_DAY",
+    "MEASUREMENT_ON_OR_BEFORE_DOSING_DATE",
+    "NOT_BOOKED_YET",
+    "NO_INDUCTION_COURSE",
+    "NO_WHOLE_VIAL_AT_OR_BELOW",
+    "OPENING_HOURS",
+    "PATIENT_EXISTS",
+    "PLAN_ACTIVE",
+    "PRODUCT_EXISTS",
+    "ROUNDING_BAND",
+    "SERIES_FITS",
+    "SITE_EXISTS",
+    "SITE_OPEN",
+    "START_WINDOW",
+]
+InventoryRule = Literal[
+    "DISPENSE_WITHIN_RESERVATION",
+    "LOT_ACCEPTS_RECEIPTS",
+    "LOT_AT_SITE",
+    "LOT_IN_DATE",
+    "LOT_QUARANTINED",
+    "LOT_STATE_TRANSITION",
+    "LOT_USABLE",
+    "MOVEMENT_REVERSIBLE",
+    "PURCHASE_ORDER_LINE_REMAINING",
+    "PURCHASE_ORDER_OPEN",
+    "RESERVATION_OPEN",
+    "STOCK_BALANCE",
+    "STOCK_SHORT",
+    "VIALS_FREE",
+    "VIALS_ON_HAND",
+]
+Rule = Literal[SchedulerRule, InventoryRule]
+
+# INVALID_ARGUMENT
+InvalidReason = Literal["INVALID_FIELDS", "REQUEST_ID_REUSED", "ETAG_REQUIRED"]
+# NOT_FOUND and ALREADY_EXISTS: the resource's kind is in metadata ``resource_type``
+NotFoundReason = Literal["RESOURCE_NOT_FOUND"]
+ExistsReason = Literal[
+    "RESOURCE_EXISTS",
+    "DUPLICATE_MRN",
+    "DUPLICATE_CHAIR_NAME",
+    "DUPLICATE_PRODUCT_CODE",
+    "APPOINTMENT_RESERVED",
+]
+# ABORTED: re-read (or simply retry with the same request_id) and try again
+AbortReason = Literal["STALE_ETAG", "CONCURRENT_UPDATE", "LOST_RACE", "SLOT_TAKEN"]
+# UNAVAILABLE: retry later with the same request_id
+UnavailableReason = Literal["PEER_UNAVAILABLE", "DATABASE_UNAVAILABLE"]
+
+Reason = Literal[Rule, InvalidReason, NotFoundReason, ExistsReason, AbortReason, UnavailableReason]
