@@ -20,7 +20,7 @@ from services.common.settings import Settings, load_settings
 from services.inventory.api import InventoryApi, InventoryServices
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
-from services.inventory.jobs import InventoryJobs
+from services.inventory.jobs import InventoryJobs, refresh_interval
 from services.inventory.notify_relay import relay_to_notify
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_service import ReservationService
@@ -57,6 +57,7 @@ def build(settings: Settings, clock: Clock | None = None) -> GrpcService:
         reservations.expiry_check,
         planning.check_reorder,
         database_scheduler(db, job_table),
+        refresh_seconds=refresh_interval(),
     )
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
 

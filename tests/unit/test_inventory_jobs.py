@@ -11,7 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
-from services.inventory.jobs import InventoryJobs, daily_trigger
+from services.inventory.jobs import InventoryJobs, daily_trigger, refresh_interval
 
 UTC = dt.UTC
 LONDON = StockSite("site-1", "Site 1", "Europe/London", dt.time(6, 0))
@@ -53,11 +53,15 @@ def test_every_site_gets_one_daily_job_and_failures_stay_local(
 
     sites = FakeSites([LONDON])
     jobs = InventoryJobs(sites, expiry, reorder, BackgroundScheduler(timezone="UTC"))  # type: ignore[arg-type]
-    jobs.refresh()
-    sites.sites.append(StockSite("site-2", "Site 2", "America/New_York", dt.time(7, 30)))
-    jobs.refresh()
-    jobs.refresh()  # nothing new: no duplicate jobs
-    ids = sorted(j.id for j in jobs.scheduler.get_jobs())
+    jobs.scheduler.start(paused=True)
+    try:
+        jobs.refresh()
+        sites.sites.append(StockSite("site-2", "Site 2", "America/New_York", dt.time(7, 30)))
+        jobs.refresh()
+        jobs.refresh()  # nothing new: no duplicate jobs
+        ids = sorted(j.id for j in jobs.scheduler.get_jobs())
+    finally:
+        jobs.scheduler.shutdown(wait=False)
     assert ids == ["daily:site-1", "daily:site-2"]
     jobs.daily("site-1")
     jobs.daily("site-2")
@@ -79,3 +83,10 @@ def test_the_start_up_check_runs_every_site_once() -> None:
     )
     jobs.all_sites()
     assert ran == ["site-1", "site-2"]
+
+
+def test_the_refresh_interval_is_a_setting() -> None:
+    assert refresh_interval({}) == 300
+    assert refresh_interval({"INVENTORY_JOBS_INTERVAL_SECONDS": "2"}) == 2
+    with pytest.raises(ValueError, match="above 0"):
+        refresh_interval({"INVENTORY_JOBS_INTERVAL_SECONDS": "0"})
