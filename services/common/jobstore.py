@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -56,7 +56,12 @@ LOCAL_STORE = "local"
 
 class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]  # untyped library
     """A store several replicas share: a job another replica already updated away or
-    removed is not an error."""
+    removed is not an error. Starting it touches no database: the migrations made its table
+    (define_job_table), so a database that blinks as the service starts fails only the
+    scheduling, which is retried (start_scheduler)."""
+
+    def start(self, scheduler: BaseScheduler, alias: str) -> None:
+        BaseJobStore.start(self, scheduler, alias)  # not SQLAlchemyJobStore's CREATE TABLE
 
     def update_job(self, job: Job) -> None:
         try:

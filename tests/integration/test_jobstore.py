@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from services.inventory.domain.sites import StockSite
 from services.inventory.jobs import InventoryJobs
 from services.inventory.site_service import SiteService
 from services.inventory.store.models import job_table
+from tests.e2e.harness import free_port
 
 
 def test_a_job_survives_a_restart(database_url: str) -> None:
@@ -212,5 +214,25 @@ def test_two_replicas_scheduling_the_same_job_at_once_store_it_once(
             for replica in replicas:
                 replica.shutdown(wait=False)
         assert list(_stored(db)) == ["daily:site-1"]
+    finally:
+        db.dispose()
+
+
+def test_a_database_away_at_start_delays_the_scheduling_and_ends_nothing() -> None:
+    """Between the migrations and the scheduling the database went away: the service keeps
+    serving with its scheduler running, and schedules its jobs once the database is back."""
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")  # refused
+    try:
+        scheduler = jobstore.database_scheduler(db, job_table)
+        jobstore.start_scheduler(
+            scheduler,
+            lambda: jobstore.ensure_job(scheduler, "scan", CronTrigger(hour=6), "test.tick"),
+        )
+        try:
+            assert scheduler.state == STATE_RUNNING
+            (retry,) = scheduler.get_jobs(jobstore.LOCAL_STORE)
+            assert retry.id == "schedule-jobs"
+        finally:
+            scheduler.shutdown(wait=False)
     finally:
         db.dispose()
