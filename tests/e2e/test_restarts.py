@@ -80,6 +80,7 @@ JOB_ENV = {
     "NOTIFY_RETRY_MAX_SECONDS": "2",
     "NOTIFY_MAX_ATTEMPTS": "1000",
     "NOTIFY_LEASE_SECONDS": "5",  # a delivery SIGKILL cut mid-send is taken up again soon
+    "NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1",  # the test's webhook (loopback is refused else)
 }
 HOOK_SECRET = "whsec-restarts"
 DUE = dt.date.today() + dt.timedelta(days=3)  # a plan starting then is due at once
