@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR
@@ -23,7 +24,7 @@ PAST = dt.datetime(2026, 1, 1, 6, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def scheduler() -> BackgroundScheduler:
+def scheduler() -> Iterator[BackgroundScheduler]:
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.start(paused=True)
     yield scheduler
