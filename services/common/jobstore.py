@@ -8,22 +8,41 @@ Jobs are stored pickled, so they must name a module-level function: every job ru
 store; each then runs the jobs too, which is why every job body here is idempotent (dedupe keys,
 state changes that happen once).
 
+A service (re)starts on a store that already holds its jobs, perhaps while another replica
+starts too. So jobs are put in the store only through ``ensure_job``, and only once the
+scheduler has started (``start_scheduler``): before that APScheduler sees only the jobs added in
+this process, not the stored ones, and adding one the store holds fails the start with
+ConflictingIdError. ``ensure_job`` keeps a stored job that is already as asked, next run time
+included (a daily check missed while the service was down still runs), replaces one that
+differs (a new interval, a new one-off time), and takes "another replica just added it" as
+done.
+
 APScheduler 3 does not expect a shared store: when two replicas run a one-off job, the second
 one's removal finds nothing and raises in the scheduler's own thread, which dies silently (no
 more jobs, health still SERVING). The store here treats "already gone" as done, and the
 scheduler survives any error in a round of its own bookkeeping (a database restart too): it
-logs it and tries again after ``jobstore_retry_interval``.
+logs it and tries again after ``jobstore_retry_interval``. A job that raises is APScheduler's
+to log (its executor catches everything); neither it nor a failure to schedule the jobs at
+start ends the process or the scheduler's thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Column, Float, LargeBinary, MetaData, Table, Unicode
 
 from services.common.db import Database
@@ -31,11 +50,18 @@ from services.common.db import Database
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, Callable[..., object]] = {}
+# This process's own housekeeping (retrying the start-up scheduling), never stored or shared.
+LOCAL_STORE = "local"
 
 
 class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]  # untyped library
     """A store several replicas share: a job another replica already updated away or
-    removed is not an error."""
+    removed is not an error. Starting it touches no database: the migrations made its table
+    (define_job_table), so a database that blinks as the service starts fails only the
+    scheduling, which is retried (start_scheduler)."""
+
+    def start(self, scheduler: BaseScheduler, alias: str) -> None:
+        BaseJobStore.start(self, scheduler, alias)  # not SQLAlchemyJobStore's CREATE TABLE
 
     def update_job(self, job: Job) -> None:
         try:
@@ -52,9 +78,13 @@ class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]  # untyped libra
 
 class ResilientScheduler(BackgroundScheduler):  # type: ignore[misc]  # untyped library
     """A failed round of the scheduler's own bookkeeping is logged and retried, never the
-    end of the thread."""
+    end of the thread. No round once shut down: APScheduler's thread, woken by ``shutdown``,
+    would otherwise run one more round, fail to hand the due jobs to the executor it just
+    closed, and store them as run (a job due as the service stops would be lost)."""
 
     def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
         try:
             return super()._process_jobs()  # type: ignore[no-any-return]
         except Exception:
@@ -72,6 +102,89 @@ def run(name: str, *args: object) -> None:
     if job is None:
         raise LookupError(f"no job {name!r} registered in this process")
     job(*args)
+
+
+def ensure_job(
+    scheduler: BaseScheduler,
+    job_id: str,
+    trigger: BaseTrigger,
+    name: str,
+    *args: object,
+    **options: Any,
+) -> None:
+    """Have the store hold ``job_id`` calling ``run(name, *args)`` on ``trigger`` with
+    ``options`` (coalesce, misfire_grace_time, max_instances): the one way a service schedules
+    a stored job, so that doing it again — at every start, on every replica — is harmless.
+
+    A stored job already like that is left alone, its next run time too (one that came while
+    the service was down still runs, within its misfire grace time); one that differs is
+    replaced; one another replica adds at the same moment is not an error."""
+    if not scheduler.running:
+        raise RuntimeError(
+            f"schedule {job_id} after the scheduler started: before, the stored jobs are unseen"
+        )
+    stored = scheduler.get_job(job_id)
+    if stored is not None and _same(stored, trigger, (name, *args), options):
+        return
+    try:
+        scheduler.add_job(
+            run,
+            trigger,
+            args=[name, *args],
+            id=job_id,
+            replace_existing=stored is not None,
+            **options,
+        )
+    except ConflictingIdError:  # stored by another replica since get_job
+        log.debug("job %s was added by another replica", job_id)
+
+
+def _same(job: Job, trigger: BaseTrigger, args: tuple[object, ...], options: Any) -> bool:
+    return (
+        job.func is run
+        and tuple(job.args) == args
+        and _fires(job.trigger) == _fires(trigger)
+        and all(getattr(job, key, None) == value for key, value in options.items())
+    )
+
+
+def _fires(trigger: BaseTrigger) -> str:
+    """What decides when a trigger fires. An interval's start date is only "when it was made",
+    so an interval is its length; the others' repr holds every field, time zone included."""
+    return str(trigger) if isinstance(trigger, IntervalTrigger) else repr(trigger)
+
+
+def start_scheduler(scheduler: BaseScheduler, *schedules: Callable[[], None]) -> None:
+    """Start ``scheduler``, then run ``schedules`` (each puts jobs in the store with
+    ``ensure_job``), paused meanwhile so that no stored job runs on a half-made schedule.
+
+    Scheduling that fails (the database gone between the migrations and now) is logged and
+    tried again every ``jobstore_retry_interval`` from a job kept in this process's memory
+    until it succeeds: the service keeps serving and its scheduler keeps running."""
+    with contextlib.suppress(ValueError):  # there already: started before (and shut down)
+        scheduler.add_jobstore(MemoryJobStore(), LOCAL_STORE)
+    scheduler.start(paused=True)
+    try:
+        _schedule(scheduler, schedules)
+    finally:
+        scheduler.resume()
+
+
+def _schedule(scheduler: BaseScheduler, schedules: Sequence[Callable[[], None]]) -> None:
+    try:
+        for schedule in schedules:
+            schedule()
+    except Exception:
+        retry = float(scheduler.jobstore_retry_interval)
+        log.exception("could not schedule the jobs; trying again in %g s", retry)
+        scheduler.add_job(
+            _schedule,
+            DateTrigger(run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry)),
+            args=[scheduler, schedules],
+            id="schedule-jobs",
+            jobstore=LOCAL_STORE,
+            replace_existing=True,
+        )
 
 
 def define_job_table(metadata: MetaData, service: str) -> Table:

@@ -57,6 +57,7 @@ def build(settings: InventorySettings, clock: Clock | None = None) -> GrpcServic
         reservations.expiry_check,
         planning.check_reorder,
         database_scheduler(db, job_table),
+        refresh_seconds=settings.jobs_interval_seconds,
     )
     relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
 

@@ -3,8 +3,10 @@ expiry check (lots past expiry become EXPIRED, reservations on unusable lots mov
 at the site's thresholds) and then the reorder check (REORDER_DUE, LOW_STOCK).
 
 Jobs live in the service's database (services/common/jobstore.py), so a check missed while the
-service was down runs when it returns; a refresh every few minutes adds a daily job for each
-stock site created since (on any replica). Both bodies
+service was down runs when it returns; at start and every ``INVENTORY_JOBS_INTERVAL_SECONDS``
+(default 300) a refresh adds a daily job for each stock site created since (on any replica).
+Scheduling goes through ``ensure_job``, so a restart, or a second replica, on a store that
+already holds the jobs keeps them as they are. Both bodies
 are idempotent — state changes happen once and every event has a dedupe key — so a second
 replica running the same job, or a run repeated after a crash, raises nothing twice.
 """
@@ -21,14 +23,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from services.common.jobstore import register, run
+from services.common.jobstore import ensure_job, register, start_scheduler
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
 from services.inventory.site_service import SiteService
 
 log = logging.getLogger(__name__)
 
-REFRESH_MINUTES = 5
+REFRESH_SECONDS = 300.0
 STARTUP_CHECK_DELAY = dt.timedelta(seconds=20)
 # A daily job missed while the service was down still runs if it restarts within 6 hours.
 MISFIRE_GRACE_SECONDS = 6 * 3600
@@ -52,37 +54,40 @@ class InventoryJobs:
         reorder_check: Callable[[str], object],
         scheduler: BaseScheduler | None = None,
         name: str = "inventory",
+        refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
         self.sites = sites
         self.expiry_check = expiry_check
         self.reorder_check = reorder_check
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self.name = name
+        self.refresh_seconds = refresh_seconds
         for job, body in (("daily", self.daily), ("refresh", self.refresh)):
             register(f"{name}.{job}", body)
         register(f"{name}.all_sites", self.all_sites)
 
     def start(self) -> None:
-        self.refresh()
-        self.scheduler.add_job(
-            run,
-            IntervalTrigger(minutes=REFRESH_MINUTES),
-            args=[f"{self.name}.refresh"],
-            id="refresh-sites",
-            replace_existing=True,
+        start_scheduler(self.scheduler, self.schedule)
+
+    def schedule(self) -> None:
+        """The jobs this service keeps in its store (see services/common/jobstore.py)."""
+        ensure_job(
+            self.scheduler,
+            "refresh-sites",
+            IntervalTrigger(seconds=self.refresh_seconds),
+            f"{self.name}.refresh",
             coalesce=True,
         )
         # A check shortly after start as well: a service that was down at a site's check time,
         # or a fresh `make run`, raises today's expiry and reorder events without waiting for
         # tomorrow. The dedupe keys make a second check of the same day a no-op.
-        self.scheduler.add_job(
-            run,
+        ensure_job(
+            self.scheduler,
+            "startup-check",
             DateTrigger(run_date=dt.datetime.now(dt.UTC) + STARTUP_CHECK_DELAY),
-            args=[f"{self.name}.all_sites"],
-            id="startup-check",
-            replace_existing=True,
+            f"{self.name}.all_sites",
         )
-        self.scheduler.start()
+        self.refresh()
 
     def all_sites(self) -> None:
         page = PageRequest(1000, None)
@@ -99,21 +104,20 @@ class InventoryJobs:
             self.scheduler.shutdown(wait=False)
 
     def refresh(self) -> None:
-        """A daily job for every site not yet scheduled."""
+        """A daily job for every site (those already stored are kept as they are)."""
         page = PageRequest(1000, None)
         while True:
             batch = self.sites.list_sites(page)
             for site, _ in batch[: page.size]:
-                job_id = f"daily:{site.id}"
-                if self.scheduler.get_job(job_id) is None:
-                    self.scheduler.add_job(
-                        run,
-                        daily_trigger(site),
-                        args=[f"{self.name}.daily", site.id],
-                        id=job_id,
-                        coalesce=True,
-                        misfire_grace_time=MISFIRE_GRACE_SECONDS,
-                    )
+                ensure_job(
+                    self.scheduler,
+                    f"daily:{site.id}",
+                    daily_trigger(site),
+                    f"{self.name}.daily",
+                    site.id,
+                    coalesce=True,
+                    misfire_grace_time=MISFIRE_GRACE_SECONDS,
+                )
             if len(batch) <= page.size:
                 return
             page = PageRequest(page.size, [batch[page.size - 1][0].id])

@@ -77,27 +77,27 @@ def build(
     forecast = ForecastPush(db, clock, cases, bookings)
     jobstore.register("scheduler.forecast", forecast.push)
 
+    def schedule_forecast() -> None:
+        # nightly, and once shortly after start (the dedupe key makes a second push of the
+        # same day a no-op)
+        jobstore.ensure_job(
+            jobs.scheduler,
+            "forecast-push",
+            CronTrigger(hour=2, minute=0, timezone="UTC"),
+            "scheduler.forecast",
+            coalesce=True,
+            misfire_grace_time=6 * 3600,
+        )
+        jobstore.ensure_job(
+            jobs.scheduler,
+            "forecast-push-at-start",
+            DateTrigger(run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)),
+            "scheduler.forecast",
+        )
+
     def serving() -> None:
         if settings.jobs:
-            jobs.start()
-            # nightly, and once shortly after start (the dedupe key makes a second push of
-            # the same day a no-op)
-            jobs.scheduler.add_job(
-                jobstore.run,
-                CronTrigger(hour=2, minute=0, timezone="UTC"),
-                args=["scheduler.forecast"],
-                id="forecast-push",
-                replace_existing=True,
-                coalesce=True,
-                misfire_grace_time=6 * 3600,
-            )
-            jobs.scheduler.add_job(
-                jobstore.run,
-                DateTrigger(run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)),
-                args=["scheduler.forecast"],
-                id="forecast-push-at-start",
-                replace_existing=True,
-            )
+            jobs.start(schedule_forecast)
             relay.start()
 
     def stopped() -> None:

@@ -58,7 +58,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.jobstore import register, run
+from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
@@ -137,17 +137,19 @@ class SchedulerJobs:
 
     # --- the schedule ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.scheduler.add_job(
-            run,
+    def start(self, *more: Callable[[], None]) -> None:
+        """Start the scheduler with this job and those ``more`` schedules (ensure_job calls)."""
+        start_scheduler(self.scheduler, self.schedule, *more)
+
+    def schedule(self) -> None:
+        ensure_job(
+            self.scheduler,
+            "scheduler-notifications",
             IntervalTrigger(seconds=self.settings.interval_seconds),
-            args=["scheduler.notifications"],
-            id="scheduler-notifications",
-            replace_existing=True,
+            "scheduler.notifications",
             coalesce=True,
             max_instances=1,
         )
-        self.scheduler.start()
 
     def shutdown(self) -> None:
         if self.scheduler.running:

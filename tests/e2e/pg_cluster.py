@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -314,10 +315,10 @@ class Fleet:
         path = self.var / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop(self, name: str) -> int:
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
         proc = self.procs[name]
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
         try:
             return proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -424,20 +425,32 @@ class Clinic:
         clinic.receive("MAIN", vials, days=400)
         return clinic
 
-    def receive(self, lot_number: str, vials: int, *, days: int) -> inv.Lot:
+    def receive(
+        self,
+        lot_number: str,
+        vials: int,
+        *,
+        days: int,
+        via: inventory_pb2_grpc.InventoryServiceStub | None = None,
+    ) -> inv.Lot:
+        """A lot expiring in ``days``; ``via``: another inventory replica to receive it through."""
         expiry = dt.date.today() + dt.timedelta(days=days)
-        lot: inv.Lot = self.inventory.ReceiveStock(
-            inv.ReceiveStockRequest(
-                request_id=f"receive-{lot_number}",
-                site_id=self.site_id,
-                product_id=PRODUCT,
-                presentation_grams="10",
-                lot_number=lot_number,
-                expiry_date=pb_date(expiry),
-                vials=vials,
-                unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+        lot: inv.Lot = (
+            (via or self.inventory)
+            .ReceiveStock(
+                inv.ReceiveStockRequest(
+                    request_id=f"receive-{lot_number}",
+                    site_id=self.site_id,
+                    product_id=PRODUCT,
+                    presentation_grams="10",
+                    lot_number=lot_number,
+                    expiry_date=pb_date(expiry),
+                    vials=vials,
+                    unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+                )
             )
-        ).lot
+            .lot
+        )
         return lot
 
     def add_plan(
@@ -532,16 +545,17 @@ def notifications(stub: notify_pb2_grpc.NotifyServiceStub, topic: int) -> list[n
             return found
 
 
-def undelivered(url: str, table: str) -> int:
-    """Rows of an outbox table not delivered yet (dead letters included)."""
+def query(url: str, sql: str, **params: object) -> list[Any]:
+    """The rows of one statement on a service's database, read from outside the service."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return int(
-                conn.execute(
-                    text(f"SELECT count(*) FROM {table} WHERE delivered_at IS NULL")
-                ).scalar()
-                or 0
-            )
+            return list(conn.execute(text(sql), params))
     finally:
         engine.dispose()
+
+
+def undelivered(url: str, table: str) -> int:
+    """Rows of an outbox table not delivered yet (dead letters included)."""
+    ((count,),) = query(url, f"SELECT count(*) FROM {table} WHERE delivered_at IS NULL")
+    return int(count)

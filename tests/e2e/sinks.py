@@ -175,9 +175,13 @@ class WebhookSink:
 
     def register(self, name: str, secret: str) -> str:
         """The URL to give the subscriber whose webhook secret is ``secret``."""
+        return self.url_on(self.port, name, secret)
+
+    def url_on(self, port: int, name: str, secret: str) -> str:
+        """``register`` before the sink listens (on ``port``)."""
         with self._lock:
             self._secrets[name] = secret
-        return f"http://127.0.0.1:{self.port}/hook/{name}"
+        return f"http://127.0.0.1:{port}/hook/{name}"
 
     def calls(self, hook: str = "", topic: str = "") -> list[WebhookCall]:
         with self._lock:
@@ -205,7 +209,9 @@ class WebhookSink:
             self._calls.append(WebhookCall(name, headers, body, doc, time.time()))
         return 204
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Listen on ``port`` (0: any free one); a test may hand out the URL first
+        (``url_on``) and start the sink later, so that deliveries wait for it meanwhile."""
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -220,7 +226,7 @@ class WebhookSink:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

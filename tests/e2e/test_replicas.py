@@ -13,7 +13,8 @@ outbox row delivered twice with a different effect").
 
 Every replica's background threads must survive (Fleet.assert_no_crashed_threads): both pick
 up the one-off start-up jobs of the job store they share. Two replicas started at once on an
-empty database both come up (migrations take an advisory lock).
+empty database both come up (migrations take an advisory lock); on a populated one, holding
+every kind of stored job, after a SIGKILL: tests/e2e/test_restarts.py.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import pytest
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
-from sqlalchemy import create_engine, text
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -53,19 +53,11 @@ from tests.e2e.pg_cluster import (  # noqa: E402
     eventually,
     notifications,
     pb_date,
+    query,
     undelivered,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-def _query(url: str, sql: str) -> list[Any]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)))
-    finally:
-        engine.dispose()
 
 
 def test_two_inventory_replicas_raise_and_deliver_each_event_once(
@@ -115,7 +107,7 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
                 )
             )
         assert sum(len(r.warnings) for r in runs) == 5  # each lot warned by exactly one run
-        (rows,) = _query(
+        (rows,) = query(
             postgres_url, "SELECT count(*) FROM inventory_outbox WHERE topic = 'LOT_EXPIRING'"
         )
         assert rows[0] == 5
@@ -176,7 +168,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
 
         # INFUSION_DUE: both replicas scan every second; one outbox row per plan
         def raised() -> Counter[str]:
-            rows = _query(
+            rows = query(
                 postgres_url,
                 "SELECT payload FROM scheduler_outbox WHERE topic = 'INFUSION_DUE'",
             )
@@ -252,12 +244,12 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
             lost = sum(pool.map(settle, range(PLANS)))
         print(f"lost races after the first round: {lost}")
 
-        booked = _query(
+        booked = query(
             postgres_url,
             "SELECT id, plan_id FROM appointments WHERE status = 'BOOKED'",
         )
         assert sorted(plan for _, plan in booked) == sorted(p.id for p in plans)
-        overlapping = _query(
+        overlapping = query(
             postgres_url,
             "SELECT a.id, b.id FROM appointments a JOIN appointments b"
             " ON a.chair_id = b.chair_id AND a.local_date = b.local_date AND a.id < b.id"
@@ -272,7 +264,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
             lambda: sorted(r.appointment_id for r in clinic.reservations()) == wanted
         ), clinic.reservations()
         assert eventually(lambda: undelivered(postgres_url, "scheduler_outbox") == 0)
-        (stock_rows,) = _query(
+        (stock_rows,) = query(
             postgres_url, "SELECT count(*) FROM scheduler_outbox WHERE topic = 'RESERVE_STOCK'"
         )
         assert stock_rows[0] == PLANS
@@ -288,7 +280,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
         # the start-up forecast push (one stored job, 30 s after the last replica started,
         # seen by both schedulers): one DEMAND_FORECAST for the site's day, delivered
         def forecasts() -> list[Any]:
-            return _query(
+            return query(
                 postgres_url,
                 "SELECT dedupe_key, delivered_at FROM scheduler_outbox"
                 " WHERE topic = 'DEMAND_FORECAST'",
@@ -491,7 +483,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
         time.sleep(1.5)  # a stream that would repeat an event gets the chance to
         logged = [
             (int(seq), nid)
-            for seq, nid in _query(
+            for seq, nid in query(
                 postgres_url, "SELECT seq, notification_id FROM notify_events ORDER BY seq"
             )
         ]

@@ -5,16 +5,26 @@ registered by name."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from services.common import jobstore
+from services.common.clock import SystemClock
 from services.common.db import Database
 from services.common.migrations import upgrade
+from services.inventory.domain.sites import StockSite
+from services.inventory.jobs import InventoryJobs
+from services.inventory.site_service import SiteService
 from services.inventory.store.models import job_table
+from tests.e2e.harness import free_port
 
 
 def test_a_job_survives_a_restart(database_url: str) -> None:
@@ -84,6 +94,145 @@ def test_a_failing_round_does_not_end_the_scheduler(
             raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
         monkeypatch.setattr(BackgroundScheduler, "_process_jobs", database_away)
-        assert scheduler._process_jobs() == scheduler.jobstore_retry_interval
+        scheduler.start()
+        try:
+            assert scheduler._process_jobs() == scheduler.jobstore_retry_interval
+        finally:
+            scheduler.shutdown(wait=False)
+    finally:
+        db.dispose()
+
+
+# --- restarting on a store that already holds the jobs -----------------------------------------
+
+
+def _inventory_jobs(db: Database, checked: Callable[[str], object]) -> InventoryJobs:
+    return InventoryJobs(
+        SiteService(db, SystemClock()),
+        checked,
+        lambda _: None,
+        jobstore.database_scheduler(db, job_table),
+    )
+
+
+def _stored(db: Database) -> dict[str, float | None]:
+    with db.engine.connect() as conn:
+        return {row.id: row.next_run_time for row in conn.execute(select(job_table))}
+
+
+def test_inventory_restarts_on_a_store_holding_its_daily_jobs(database_url: str) -> None:
+    """The restart `make run` and a crash-looping pod hit: the second start found
+    ``daily:<site>`` in the store and failed with ConflictingIdError after SERVING. It now
+    keeps the stored jobs as they are: no error, no duplicate, and a check that came due while
+    the service was down runs when it is back."""
+    db = Database(database_url)
+    checked: list[str] = []
+    site_1_checked = threading.Event()
+
+    def expiry_check(site_id: str) -> None:
+        checked.append(site_id)
+        if site_id == "site-1":
+            site_1_checked.set()
+
+    try:
+        upgrade("inventory", db.engine)
+        sites = SiteService(db, SystemClock())
+        for site_id in ("site-1", "site-2"):
+            with db.write() as session:
+                sites.create(session, StockSite(site_id, site_id, "Europe/London", dt.time(6)))
+        first = _inventory_jobs(db, expiry_check)
+        first.start()
+        first.shutdown()
+        stored = _stored(db)
+        assert set(stored) == {"daily:site-1", "daily:site-2", "refresh-sites", "startup-check"}
+        # site-1's check came due while the service was down
+        down = jobstore.database_scheduler(db, job_table)
+        down.start(paused=True)
+        missed = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        down.modify_job("daily:site-1", next_run_time=missed)
+        down.shutdown(wait=False)
+
+        again = _inventory_jobs(db, expiry_check)
+        again.start()
+        try:
+            assert site_1_checked.wait(10), "the check missed while down did not run"
+        finally:
+            again.shutdown()
+        assert checked == ["site-1"]
+        after = _stored(db)
+        assert set(after) == set(stored)
+        assert after["daily:site-2"] == stored["daily:site-2"]  # kept, not rescheduled
+        assert after["daily:site-1"] == stored["daily:site-1"]  # ran, and set for tomorrow
+        again = _inventory_jobs(db, expiry_check)  # and again: nothing changes
+        again.start()
+        again.shutdown()
+        assert {k: v for k, v in _stored(db).items() if k != "startup-check"} == {
+            k: v for k, v in after.items() if k != "startup-check"
+        }
+    finally:
+        db.dispose()
+
+
+def test_a_job_due_as_the_scheduler_stops_is_left_for_the_next_start(database_url: str) -> None:
+    """APScheduler's thread runs one more round when ``shutdown`` wakes it; that round could
+    not hand a due job to the closed executor, yet stored it as run (a daily check due as the
+    service stopped was lost). A stopped scheduler runs no round."""
+    db = Database(database_url)
+    try:
+        upgrade("inventory", db.engine)
+        due = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        scheduler = jobstore.database_scheduler(db, job_table)
+        scheduler.start(paused=True)
+        scheduler.add_job(
+            jobstore.run, "interval", hours=1, next_run_time=due, args=["test.tick"], id="tick"
+        )
+        scheduler.shutdown(wait=False)
+        assert scheduler._process_jobs() is None  # what the woken thread runs
+        assert _stored(db) == {"tick": due.timestamp()}
+    finally:
+        db.dispose()
+
+
+def test_two_replicas_scheduling_the_same_job_at_once_store_it_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both looked before either stored it: the second insert violates the job table's key,
+    which is the other replica's job, not an error."""
+    db = Database(database_url)
+    try:
+        upgrade("inventory", db.engine)
+        replicas = [jobstore.database_scheduler(db, job_table) for _ in range(2)]
+        for replica in replicas:
+            replica.start(paused=True)
+        try:
+            for replica in replicas:
+                monkeypatch.setattr(replica, "get_job", lambda job_id, jobstore=None: None)
+                jobstore.ensure_job(
+                    replica, "daily:site-1", CronTrigger(hour=6), "test.tick", "site-1"
+                )
+        finally:
+            for replica in replicas:
+                replica.shutdown(wait=False)
+        assert list(_stored(db)) == ["daily:site-1"]
+    finally:
+        db.dispose()
+
+
+def test_a_database_away_at_start_delays_the_scheduling_and_ends_nothing() -> None:
+    """Between the migrations and the scheduling the database went away: the service keeps
+    serving with its scheduler running, and schedules its jobs once the database is back."""
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")  # refused
+    try:
+        scheduler = jobstore.database_scheduler(db, job_table)
+        jobstore.start_scheduler(
+            scheduler,
+            lambda: jobstore.ensure_job(scheduler, "scan", CronTrigger(hour=6), "test.tick"),
+        )
+        try:
+            assert scheduler.state == STATE_RUNNING
+            (retry,) = scheduler.get_jobs(jobstore.LOCAL_STORE)
+            assert retry.id == "schedule-jobs"
+        finally:
+            scheduler.shutdown(wait=False)
     finally:
         db.dispose()

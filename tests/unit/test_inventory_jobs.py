@@ -53,11 +53,15 @@ def test_every_site_gets_one_daily_job_and_failures_stay_local(
 
     sites = FakeSites([LONDON])
     jobs = InventoryJobs(sites, expiry, reorder, BackgroundScheduler(timezone="UTC"))  # type: ignore[arg-type]
-    jobs.refresh()
-    sites.sites.append(StockSite("site-2", "Site 2", "America/New_York", dt.time(7, 30)))
-    jobs.refresh()
-    jobs.refresh()  # nothing new: no duplicate jobs
-    ids = sorted(j.id for j in jobs.scheduler.get_jobs())
+    jobs.scheduler.start(paused=True)
+    try:
+        jobs.refresh()
+        sites.sites.append(StockSite("site-2", "Site 2", "America/New_York", dt.time(7, 30)))
+        jobs.refresh()
+        jobs.refresh()  # nothing new: no duplicate jobs
+        ids = sorted(j.id for j in jobs.scheduler.get_jobs())
+    finally:
+        jobs.scheduler.shutdown(wait=False)
     assert ids == ["daily:site-1", "daily:site-2"]
     jobs.daily("site-1")
     jobs.daily("site-2")

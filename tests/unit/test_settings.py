@@ -103,3 +103,10 @@ def test_a_service_with_a_bad_setting_refuses_to_start(service: str) -> None:
     )
     assert done.returncode == 2
     assert f"{variable}='sixteen'" in done.stderr
+
+
+def test_the_inventory_refresh_interval_is_a_setting() -> None:
+    assert inventory_settings({}).jobs_interval_seconds == 300
+    assert inventory_settings({"INVENTORY_JOBS_INTERVAL_SECONDS": "2"}).jobs_interval_seconds == 2
+    with pytest.raises(SettingsError, match="INVENTORY_JOBS_INTERVAL_SECONDS='0'"):
+        inventory_settings({"INVENTORY_JOBS_INTERVAL_SECONDS": "0"})
