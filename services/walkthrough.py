@@ -5,19 +5,18 @@ with the lot trace, a reorder suggestion, and a recall that reaches the patient'
 the pharmacy's notifications.
 
 The services run as processes on SQLite in a temporary directory (nothing of `make run`'s data
-is touched) and stop at the end.
+is touched), on free ports unless ``<SERVICE>_LISTEN`` says where, and stop at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,17 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
 from services.demo import load_notify
+from services.launcher import (
+    SERVICES,
+    LaunchError,
+    ServiceProcesses,
+    free_endpoints,
+    running,
+    service_environment,
+)
 
-SERVICES = ("inventory", "notify", "scheduler")
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-PORTS = {"scheduler": 50061, "inventory": 50062, "notify": 50063}
 
 
 def _date(day: dt.date) -> Date:
@@ -55,11 +59,13 @@ def detail(text: str) -> None:
 
 @contextmanager
 def running_services() -> Iterator[dict[str, str]]:
+    """The three services on ``<SERVICE>_LISTEN`` where set, else on ports free now (so a
+    `make run`, another demo or a test run elsewhere on the machine is never in the way), with
+    SQLite and their logs in a new temporary directory."""
     var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
-    env = dict(os.environ)
-    for name, port in PORTS.items():
-        env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
-        env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    endpoints = free_endpoints()
+    env = service_environment(endpoints)
+    for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
         env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"] = "1"
     subprocess.run(
@@ -68,27 +74,20 @@ def running_services() -> Iterator[dict[str, str]]:
         check=True,
         capture_output=True,
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            stdout=(var / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for name in SERVICES
-    ]
-    try:
-        addresses = {name: f"127.0.0.1:{port}" for name, port in PORTS.items()}
-        for name, address in addresses.items():
-            if not wait_serving(address):
-                raise RuntimeError(f"{name} did not start; see {var / name}.log")
-        yield addresses
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=15)
-        print(f"\n(service logs: {var})", flush=True)
+    with ExitStack() as logs:
+        files = {name: logs.enter_context((var / f"{name}.log").open("ab")) for name in SERVICES}
+
+        def to_log(service: str, line: str) -> None:
+            files[service].write(f"{line}\n".encode())
+            files[service].flush()
+
+        try:
+            with running(ServiceProcesses(endpoints, env, to_log, files.get)) as services:
+                yield services.addresses
+        except LaunchError as e:
+            raise SystemExit(f"make demo: {e} (logs: {var})") from None
+        finally:
+            print(f"\n(service logs: {var})", flush=True)
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
