@@ -15,7 +15,7 @@ SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()[
 .PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Running needs the runtime dependencies only; tests and linters add the `dev` extra.
 $(RUNTIME_STAMP): pyproject.toml
@@ -48,10 +48,10 @@ setup: runtime $(DEV_STAMP) $(BUF) ## Everything for development: .venv with the
 
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
-run: runtime $(BUF) ## Start scheduler, inventory and notify on <SERVICE>_LISTEN (default 127.0.0.1:5005x; SQLite under var/), seeded with a demo centre; refuses if a port is taken
+run: runtime $(BUF) ## Start the three services with a demo centre (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/)
 	$(PY) -m services.run
 
-demo: runtime ## Walk through a day (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services on free ports
+demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
 	$(PY) -m services.walkthrough
 
 seed: runtime ## Load the shipped product catalogue into inventory's database

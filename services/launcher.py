@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from services.common.settings import load_settings
+from services.common.settings import DEFAULT_PORTS
 
 SERVICES = ("inventory", "notify", "scheduler")
 SERVING_LINE = re.compile(r"^(\w+) SERVING on (\S+)$")
@@ -96,8 +96,12 @@ class Endpoint:
 
 
 def endpoints_from_environment(environ: Mapping[str, str] | None = None) -> list[Endpoint]:
-    """Each service's ``<SERVICE>_LISTEN`` (or its default port)."""
-    return [Endpoint(name, load_settings(name, environ).listen) for name in SERVICES]
+    """Each service's ``<SERVICE>_LISTEN``, or 127.0.0.1 on its default port."""
+    env = os.environ if environ is None else environ
+    return [
+        Endpoint(name, env.get(f"{name.upper()}_LISTEN") or f"127.0.0.1:{DEFAULT_PORTS[name]}")
+        for name in SERVICES
+    ]
 
 
 def free_endpoints(environ: Mapping[str, str] | None = None) -> list[Endpoint]:

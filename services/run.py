@@ -46,6 +46,8 @@ def _run(signals: SignalWaiter) -> int:
         if seed.returncode != 0:
             return seed.returncode
     with running(processes):
+        if signals.received is not None:  # asked to stop while they were starting
+            return 0
         s, i, n = (processes.addresses[x] for x in ("scheduler", "inventory", "notify"))
         try:
             for line in demo.load(s, i, dt.date.today(), notify_address=n):

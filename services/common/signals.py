@@ -34,15 +34,20 @@ class SignalWaiter:
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
         self._write.setblocking(False)
-        self.received: signal.Signals | None = None
+        self._received: signal.Signals | None = None
         self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
         self._previous = {sig: signal.signal(sig, _ignore) for sig in signals}
+
+    @property
+    def received(self) -> signal.Signals | None:
+        """The first stop signal received so far, without waiting."""
+        self._drain()
+        return self._received
 
     def wait(self, timeout: float | None = None) -> signal.Signals | None:
         """Block until a stop signal, ``wake()`` or ``timeout`` seconds; the signal, or None."""
         if self.received is None:
             select.select([self._read], [], [], timeout)
-            self._drain()
         return self.received
 
     def wake(self) -> None:
@@ -75,8 +80,8 @@ class SignalWaiter:
             except BlockingIOError:
                 return
             for number in data:
-                if self.received is None and number in self._signals:
-                    self.received = signal.Signals(number)
+                if self._received is None and number in self._signals:
+                    self._received = signal.Signals(number)
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
