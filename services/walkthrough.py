@@ -62,8 +62,13 @@ def running_services() -> Iterator[dict[str, str]]:
     """The three services on ``<SERVICE>_LISTEN`` where set, else on ports free now (so a
     `make run`, another demo or a test run elsewhere on the machine is never in the way), with
     SQLite and their logs in a new temporary directory."""
-    var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
     endpoints = free_endpoints()
+    try:
+        for endpoint in endpoints:  # before any work: a taken port is refused at once
+            endpoint.check_free()
+    except LaunchError as e:
+        raise SystemExit(f"make demo: {e}") from None
+    var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
     env = service_environment(endpoints)
     for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
