@@ -183,7 +183,7 @@ class ServiceProcesses:
         deadline = time.monotonic() + timeout
         with self._changed:
             while len(self._serving) < len(self.endpoints):
-                self._check_alive(before_serving=True)
+                self.check_alive()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     late = sorted(set(self.endpoints) - set(self._serving))
@@ -203,7 +203,13 @@ class ServiceProcesses:
 
     def check_alive(self) -> None:
         """LaunchError naming any child that has stopped."""
-        self._check_alive(before_serving=False)
+        for name, code in self.exited().items():
+            endpoint = self.endpoints[name]
+            when = "while serving" if name in self._serving else "before it was SERVING"
+            raise LaunchError(
+                f"{name} exited with status {code} {when} on {endpoint.listen} "
+                f"({endpoint.variable}); its output says why"
+            )
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """SIGTERM to each child still running (each drains its calls), SIGKILL to any still
@@ -220,15 +226,6 @@ class ServiceProcesses:
                 proc.wait()
         for relay in self._relays:
             relay.join(timeout=5)
-
-    def _check_alive(self, *, before_serving: bool) -> None:
-        for name, code in self.exited().items():
-            endpoint = self.endpoints[name]
-            when = "before it was SERVING" if before_serving else "while serving"
-            raise LaunchError(
-                f"{name} exited with status {code} {when} on {endpoint.listen} "
-                f"({endpoint.variable}); its output says why"
-            )
 
     def _relay(self, name: str, stream: IO[str] | None) -> None:
         assert stream is not None
