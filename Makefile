@@ -4,29 +4,37 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 GEN_STAMP := gen/.stamp
 BUF := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto')
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check demo
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# Running needs the runtime dependencies only; tests and linters add the `dev` extra.
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# buf: proto lint, and `buf curl` to call the services (README "Calling the services")
 $(BUF): package.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-$(GEN_STAMP): $(STAMP) $(PROTOS)
+$(GEN_STAMP): $(RUNTIME_STAMP) $(PROTOS)
 	rm -rf gen && mkdir -p gen
 	$(PY) -m grpc_tools.protoc -I protos -I third_party/googleapis \
 	  --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
@@ -34,20 +42,22 @@ $(GEN_STAMP): $(STAMP) $(PROTOS)
 	echo "$(CURDIR)/gen" > "$(SITE_PACKAGES)/infusion-generated.pth"
 	touch $@
 
-setup: $(STAMP) $(GEN_STAMP) ## Create .venv, install dependencies, generate gRPC code from protos/
+runtime: $(RUNTIME_STAMP) $(GEN_STAMP)
+
+setup: runtime $(DEV_STAMP) $(BUF) ## Everything for development: .venv with the dev tools, generated code, buf
 
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
-run: setup ## Start scheduler, inventory and notify on localhost (SQLite under var/), seeded
+run: runtime $(BUF) ## Start the three services with a demo centre (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/)
 	$(PY) -m services.run
 
-demo: setup ## Walk through a day (plan, book, reserve, complete, dispense, reorder, recall), printing what each service did
+demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
 	$(PY) -m services.walkthrough
 
-seed: setup ## Load the shipped product catalogue into inventory's database
+seed: runtime ## Load the shipped product catalogue into inventory's database
 	$(PY) -m services.inventory seed
 
-test: setup $(BUF) ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e)
+test: setup ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e, README examples)
 	$(PY) -m pytest
 
 test-unit: setup ## Run only the fast unit tests
@@ -56,7 +66,7 @@ test-unit: setup ## Run only the fast unit tests
 deploy-check: setup ## Validate deploy/ (Kubernetes and compose schemas) and run the image's entrypoints
 	$(PY) -m pytest tests/test_deploy.py
 
-lint: setup $(BUF) ## ruff, mypy and buf lint
+lint: setup ## ruff, mypy and buf lint
 	$(BIN)/ruff check services tests bench
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy services bench

@@ -5,21 +5,21 @@ with the lot trace, a reorder suggestion, and a recall that reaches the patient'
 the pharmacy's notifications.
 
 The services run as processes on SQLite in a temporary directory (nothing of `make run`'s data
-is touched) and stop at the end.
+is touched), on free ports unless ``<SERVICE>_LISTEN`` says where, and stop at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 from google.type.date_pb2 import Date
@@ -33,12 +33,19 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
+from services.common.clock import zone_where_the_day_begins
 from services.demo import load_notify
+from services.launcher import (
+    SERVICES,
+    LaunchError,
+    ServiceProcesses,
+    check_settings,
+    free_endpoints,
+    running,
+    service_environment,
+)
 
-SERVICES = ("inventory", "notify", "scheduler")
-WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-PORTS = {"scheduler": 50061, "inventory": 50062, "notify": 50063}
+EVERY_DAY = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 
 
 def _date(day: dt.date) -> Date:
@@ -55,40 +62,46 @@ def detail(text: str) -> None:
 
 @contextmanager
 def running_services() -> Iterator[dict[str, str]]:
+    """The three services on ``<SERVICE>_LISTEN`` where set, else on ports free now (so a
+    `make run`, another demo or a test run elsewhere on the machine is never in the way), with
+    SQLite and their logs in a new temporary directory."""
+    endpoints = free_endpoints()
+    try:
+        for endpoint in endpoints:  # before any work: a taken port is refused at once
+            endpoint.check_free()
+    except LaunchError as e:
+        raise SystemExit(f"make demo: {e}") from None
     var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
-    env = dict(os.environ)
-    for name, port in PORTS.items():
-        env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
-        env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    env = service_environment(endpoints)
+    for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
         env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"] = "1"
+    # today's visit is hours away: a 2 h reminder as well as the usual 72 h and 24 h ones
+    env["SCHEDULER_REMINDER_OFFSETS_HOURS"] = "72,24,2"
+    try:
+        check_settings(env)
+    except LaunchError as e:
+        raise SystemExit(f"make demo: {e}") from None
     subprocess.run(
         [sys.executable, "-m", "services.inventory", "seed"],
         env=env,
         check=True,
         capture_output=True,
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            stdout=(var / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for name in SERVICES
-    ]
-    try:
-        addresses = {name: f"127.0.0.1:{port}" for name, port in PORTS.items()}
-        for name, address in addresses.items():
-            if not wait_serving(address):
-                raise RuntimeError(f"{name} did not start; see {var / name}.log")
-        yield addresses
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=15)
-        print(f"\n(service logs: {var})", flush=True)
+    with ExitStack() as logs:
+        files = {name: logs.enter_context((var / f"{name}.log").open("ab")) for name in SERVICES}
+
+        def to_log(service: str, line: str) -> None:
+            files[service].write(f"{line}\n".encode())
+            files[service].flush()
+
+        try:
+            with running(ServiceProcesses(endpoints, env, to_log, files.get)) as services:
+                yield services.addresses
+        except LaunchError as e:
+            raise SystemExit(f"make demo: {e} (logs: {var})") from None
+        finally:
+            print(f"\n(service logs: {var})", flush=True)
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
@@ -106,10 +119,12 @@ def walk(addresses: dict[str, str]) -> None:
     stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(addresses["inventory"]))
     note = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(addresses["notify"]))
     load_notify(addresses["notify"])
-    today = dt.date.today()
-    day = today + dt.timedelta(days=3)
-    while day.isoweekday() > 5:
-        day += dt.timedelta(days=1)
+    # The chair's steps are accepted only on the visit's local day, and the walk-through runs
+    # on the real clock: its unit is in a zone whose day has just begun, so the visit it books
+    # for today is hours ahead (with a reminder still to come) and can be attended now.
+    zone = zone_where_the_day_begins(dt.datetime.now(dt.UTC))
+    today = dt.datetime.now(ZoneInfo(zone)).date()
+    day = today
 
     say("site", "the scheduler gets a day unit; the inventory a pharmacy with the same id")
     site = sch.CreateSite(
@@ -118,12 +133,12 @@ def walk(addresses: dict[str, str]) -> None:
             site=pb.Site(
                 organisation_id="walkthrough",
                 display_name="Walk-through day unit",
-                time_zone="Europe/London",
+                time_zone=zone,
                 opening_hours=[
                     pb.OpeningHours(
                         day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
                     )
-                    for d in WEEKDAYS
+                    for d in EVERY_DAY
                 ],
                 capacity=pb.SiteCapacity(
                     nurse_shifts=[
@@ -133,7 +148,7 @@ def walk(addresses: dict[str, str]) -> None:
                             end=TimeOfDay(hours=18),
                             nurses=2,
                         )
-                        for d in WEEKDAYS
+                        for d in EVERY_DAY
                     ]
                 ),
             ),
@@ -148,10 +163,10 @@ def walk(addresses: dict[str, str]) -> None:
     stock.CreateStockSite(
         inv.CreateStockSiteRequest(
             request_id="demo-stock-site",
-            site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone="Europe/London"),
+            site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone=zone),
         )
     )
-    detail(f"site {site.id}, {chair.display_name}, 2 nurses at 1:4 on weekdays")
+    detail(f"site {site.id} ({zone}), {chair.display_name}, 2 nurses at 1:4 every day")
 
     say("stock", "the pharmacy receives two lots of Gammagard Liquid 10 g vials")
     product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product

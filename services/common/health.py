@@ -1,5 +1,6 @@
-"""Client side of grpc.health.v1: wait until a server reports SERVING (used by `make run`,
-the e2e tests and the benchmarks)."""
+"""Client side of grpc.health.v1: wait until a server reports SERVING (used by the e2e tests
+and the benchmarks). It cannot tell which process answered: `make run` and `make demo` wait
+for their own children's word instead (services/launcher.py)."""
 
 from __future__ import annotations
 

@@ -16,12 +16,9 @@ import logging
 import logging.handlers
 import os
 import queue
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
@@ -34,6 +31,7 @@ from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
 from services.common.settings import ServiceSettings, SettingsError
+from services.common.signals import SignalWaiter
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +163,17 @@ class GrpcService:
             self._health.set(name, status)
 
     def run_until_signalled(self) -> None:
-        """Start, then block until SIGTERM or SIGINT, then drain and stop."""
-        stop = threading.Event()
-
-        def _handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s received %s: draining", self.settings.service, signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _handle)
-        signal.signal(signal.SIGINT, _handle)
-        self.start()
-        print(f"{self.settings.service} SERVING on {self.address}", flush=True)
-        stop.wait()
-        self.stop()
+        """Start, then block until SIGTERM or SIGINT, then drain and stop. The handlers go in
+        first, so a signal during migrations stops the service as soon as it has started. The
+        "SERVING on" line is what `make run` and `make demo` wait for (services/launcher.py):
+        it comes from this process, after it bound its port, so no other server can pass for it."""
+        with SignalWaiter() as signals:
+            self.start()
+            # one write, so no other thread's output can land inside the line
+            sys.stdout.write(f"{self.settings.service} SERVING on {self.address}\n")
+            sys.stdout.flush()
+            received = None
+            while received is None:
+                received = signals.wait()
+            log.info("%s received %s: draining", self.settings.service, received.name)
+            self.stop()
