@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+BRIEF_CHARS = 64
+MAX_VIOLATIONS = 20
+"""An error lists at most this many field violations; the message says how many more."""
+
+
+def brief(value: str, limit: int = BRIEF_CHARS) -> str:
+    """The caller's input as an error may quote it: at most ``limit`` characters, cut with an
+    ellipsis, so an error never grows with the request."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
 
 class DomainError(Exception):
     """Base of every error that is the caller's to fix (never INTERNAL)."""
@@ -24,14 +34,19 @@ class DomainError(Exception):
 class FieldViolation:
     field: str
     description: str
+    rule: str = ""  # the contract rule broken, e.g. "string.max_len" (BadRequest's reason)
 
 
 class InvalidArgument(DomainError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
-        self.violations = list(violations)
+        every = list(violations)
+        self.violations = every[:MAX_VIOLATIONS]
+        self.omitted = len(every) - len(self.violations)
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        if self.omitted:
+            text += f"; and {self.omitted} more"
         super().__init__(text or "invalid request")
 
 
@@ -41,7 +56,7 @@ class NotFound(DomainError):
     def __init__(self, resource_type: str, resource_id: str) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
-        super().__init__(f"{resource_type} {resource_id!r} not found")
+        super().__init__(f"{resource_type} {brief(resource_id)!r} not found")
 
 
 class AlreadyExists(DomainError):
@@ -50,7 +65,7 @@ class AlreadyExists(DomainError):
     def __init__(self, resource_type: str, resource_id: str, message: str | None = None) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
-        super().__init__(message or f"{resource_type} {resource_id!r} already exists")
+        super().__init__(message or f"{resource_type} {brief(resource_id)!r} already exists")
 
 
 @dataclass(frozen=True)

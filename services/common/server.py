@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
 from services.common.settings import Settings
+from services.common.validation_interceptor import ValidationInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class GrpcService:
                 max_workers=self.settings.grpc_workers,
                 thread_name_prefix=f"{self.settings.service}-rpc",
             ),
-            interceptors=[ServerInterceptor()],
+            # outermost first: errors and the access log, then the request contract
+            interceptors=[ServerInterceptor(), ValidationInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
