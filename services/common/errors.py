@@ -40,10 +40,12 @@ class FieldViolation:
 class InvalidArgument(DomainError):
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
+    def __init__(
+        self, violations: Iterable[FieldViolation], message: str | None = None, *, omitted: int = 0
+    ) -> None:
         every = list(violations)
         self.violations = every[:MAX_VIOLATIONS]
-        self.omitted = len(every) - len(self.violations)
+        self.omitted = len(every) - len(self.violations) + omitted  # found, but not listed
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         if self.omitted:
             text += f"; and {self.omitted} more"

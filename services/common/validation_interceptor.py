@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import InvalidArgument
 from services.common.interceptors import ServerInterceptor
 from services.common.validation import RequestValidator
 
@@ -27,16 +26,10 @@ class ValidationInterceptor(ServerInterceptor):
         super().__init__()
         self._validator = validator or RequestValidator()
 
-    def check(self, request: Any) -> None:
-        """Raise InvalidArgument listing every violation of the contract."""
-        violations = self._validator.violations(request)
-        if violations:
-            raise InvalidArgument(violations)
-
     def _wrap(  # type: ignore[override]  # an instance method: it needs the validator
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        check = self.check
+        check = self._validator.check
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
