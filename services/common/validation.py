@@ -14,7 +14,7 @@ Two sources, one answer (docs/api.md, "The input contract"):
 The defaults run first because they are cheap and bound the rest: a repeated field over its
 limit is reported without looking at its items, and protovalidate is then not asked (it would
 walk every item of a 4 MB request). Each violation names the field's path
-(``forecasts[3].grams``) and the rule (``string.grams``), never the value sent.
+(``forecasts[3].grams``) and the rule (``string.pattern``), never the value sent.
 """
 
 from __future__ import annotations

@@ -163,13 +163,25 @@ def _set_message(fd: FieldDescriptor, kwargs: dict[str, Any]) -> Filler:
     return fill
 
 
-def hostile_requests(descriptor: Descriptor) -> Iterator[tuple[str, Message]]:
+def hostile_requests(
+    descriptor: Descriptor, base: Message | None = None
+) -> Iterator[tuple[str, Message]]:
     """(field path and value, request) for each field of the request and of its direct message
-    fields, each hostile value of its type."""
+    fields, each hostile value of its type; each request starts empty, or as a copy of ``base``
+    (a valid request, so that the value meets the service's own rules, not only the contract's)."""
     cls = request_class(descriptor)
+
+    def start() -> Message:
+        request = cls()
+        if base is not None:
+            request.CopyFrom(base)
+        return request
+
     for fd in descriptor.fields:
         for label, fill in _hostile_fillers(fd):
-            request = cls()
+            request = start()
+            if base is not None and not fd.is_repeated:
+                request.ClearField(fd.name)
             fill(request)
             yield f"{fd.name}={label}", request
         nested = fd.message_type
@@ -177,8 +189,11 @@ def hostile_requests(descriptor: Descriptor) -> Iterator[tuple[str, Message]]:
             continue
         for inner in nested.fields:
             for label, fill in _hostile_fillers(inner):
-                request = cls()
-                fill(getattr(request, fd.name))
+                request = start()
+                holder = getattr(request, fd.name)
+                if not inner.is_repeated:
+                    holder.ClearField(inner.name)
+                fill(holder)
                 yield f"{fd.name}.{inner.name}={label}", request
 
 

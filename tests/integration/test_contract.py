@@ -4,6 +4,8 @@ the same on both databases, and errors stay small whatever the request held."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -236,3 +238,9 @@ def test_enums_must_be_defined_and_a_patient_outside_the_calendar_is_refused(
         Date(year=1899, month=12, day=31),
     )
     assert field_violations(old) == ["patient.birth_date"]
+
+
+def test_a_forged_page_token_with_a_nul_key_is_refused(platform: Platform) -> None:
+    forged = base64.urlsafe_b64encode(json.dumps({"s": "sites:", "k": ["A\x00B"]}).encode())
+    request = pb.ListSitesRequest(page_token=forged.decode())
+    assert field_violations(refused(platform.scheduler.ListSites, request)) == ["page_token"]
