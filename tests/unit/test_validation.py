@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -249,19 +250,30 @@ def test_violations_past_twenty_are_counted_not_listed() -> None:
     assert refused.value.message.endswith("; and 9980 more")
 
 
-@given(st.lists(st.sampled_from(["1", "x", "2.5", "1e3", ""]), min_size=1, max_size=4000))
+@given(
+    st.lists(st.sampled_from(["1", "x", "2.5", "1e3", ""]), min_size=1, max_size=300),
+    st.sampled_from(["r-1", "r 1"]),
+)
 def test_a_large_request_validated_node_by_node_reports_what_one_call_would(
-    grams: list[str],
+    grams: list[str], request_id: str
 ) -> None:
     request = inv.UpsertDemandForecastRequest(
-        forecasts=[inv.DemandForecast(site_id="site-1", grams=g) for g in grams]
+        request_id=request_id,
+        forecasts=[
+            inv.DemandForecast(site_id="site-1", grams=g, day=Date(year=2026, month=12, day=1))
+            for g in grams
+        ],
     )
-    split = validation.Found()
-    VALIDATOR._declared(request, "", split)
-    whole = validation.Found()
-    VALIDATOR._collect(request, "", whole)
-    assert split.total == whole.total
-    assert [(v.field, v.rule) for v in split.kept] == [(v.field, v.rule) for v in whole.kept]
+    with patch.object(validation, "MAX_VIOLATIONS", 10**6):  # keep all, to compare them all
+        split = validation.Found()
+        with patch.object(validation, "VALIDATE_AT_ONCE_BYTES", 64):  # split nearly every node
+            VALIDATOR._declared(request, "", split)
+        whole = validation.Found()
+        VALIDATOR._collect(request, "", whole)
+    assert split.total == whole.total == len(whole.kept)
+    assert sorted((v.field, v.rule) for v in split.kept) == sorted(
+        (v.field, v.rule) for v in whole.kept
+    )
 
 
 def test_brief_cuts_long_input_with_an_ellipsis() -> None:
