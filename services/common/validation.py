@@ -109,20 +109,20 @@ class RequestValidator:
         if message.ByteSize() <= VALIDATE_AT_ONCE_BYTES:
             self._collect(message, prefix, found)
             return
+        held = [
+            (fd, v) for fd, v in message.ListFields() if fd.type == FieldDescriptor.TYPE_MESSAGE
+        ]
         own = type(message)()
         own.CopyFrom(message)
-        held: list[tuple[str, Message]] = []
-        for fd, value in message.ListFields():
-            if fd.type != FieldDescriptor.TYPE_MESSAGE:
-                continue
+        for fd, _ in held:
             own.ClearField(fd.name)
-            if not fd.is_repeated:
-                held.append((f"{prefix}{fd.name}.", value))
-            elif not _is_map(fd):
-                held.extend((f"{prefix}{fd.name}[{i}].", item) for i, item in enumerate(value))
         self._collect(own, prefix, found)
-        for path, item in held:
-            self._declared(item, path, found)
+        for fd, value in held:
+            if not fd.is_repeated:
+                self._declared(value, f"{prefix}{fd.name}.", found)
+            elif not _is_map(fd):
+                for i, item in enumerate(value):
+                    self._declared(item, f"{prefix}{fd.name}[{i}].", found)
 
     def _collect(self, message: Message, prefix: str, found: Found) -> None:
         for v in self._protovalidate.collect_violations(message):
