@@ -206,7 +206,8 @@ def _trailer_bytes(error: grpc.RpcError) -> int:
 
 def test_errors_never_echo_the_input_at_length(platform: Platform) -> None:
     i = platform.inventory
-    huge_id = refused(i.GetProduct, inv.GetProductRequest(id="x" * 3_000_000))
+    # 900,000 characters: under a 1 MB message limit, far over any field's
+    huge_id = refused(i.GetProduct, inv.GetProductRequest(id="x" * 900_000))
     assert rules(huge_id) == {"id": "string.max_len"}
     assert _trailer_bytes(huge_id) < 1_000 and "xxxxx" not in (huge_id.details() or "")
     absent = refused(i.GetProduct, inv.GetProductRequest(id="y" * 40))

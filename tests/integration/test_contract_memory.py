@@ -39,7 +39,7 @@ def _kib(name: str) -> int:
 
 def _worst_requests(p: Platform) -> list[tuple[Any, Any]]:
     s, i = p.scheduler, p.inventory
-    megabytes = "9" * 3_000_000
+    megabytes = "9" * 900_000  # the largest that fits a 1 MB message limit with room
     return [
         (i.ReserveStock, inv.ReserveStockRequest(grams="10", rounding_band_percent="1E-999999999")),
         (
@@ -59,7 +59,7 @@ def _worst_requests(p: Platform) -> list[tuple[Any, Any]]:
         ),
         (
             i.UpsertDemandForecast,
-            inv.UpsertDemandForecastRequest(forecasts=[inv.DemandForecast(grams="1")] * 200_000),
+            inv.UpsertDemandForecastRequest(forecasts=[inv.DemandForecast(grams="1")] * 150_000),
         ),
         (i.GetProduct, inv.GetProductRequest(id=megabytes)),
         (s.CreatePatient, pb.CreatePatientRequest(patient=pb.Patient(mrn=megabytes))),
