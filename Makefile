@@ -9,10 +9,13 @@ DEV_STAMP := $(VENV)/.installed-dev
 GEN_STAMP := gen/.stamp
 BUF := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto')
+# protovalidate's rules (buf.validate field options), vendored at the version the protovalidate
+# package implements; generated too, since our protos import it.
+VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,10 +37,10 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-$(GEN_STAMP): $(RUNTIME_STAMP) $(PROTOS)
+$(GEN_STAMP): $(RUNTIME_STAMP) $(PROTOS) $(VALIDATE_PROTO)
 	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -I protos -I third_party/googleapis \
-	  --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protos -I third_party/googleapis -I third_party/protovalidate \
+	  --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS) $(VALIDATE_PROTO)
 	find gen -type d -exec touch {}/__init__.py \;
 	echo "$(CURDIR)/gen" > "$(SITE_PACKAGES)/infusion-generated.pth"
 	touch $@
@@ -71,6 +74,9 @@ lint: setup ## ruff, mypy and buf lint
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy services bench
 	$(BUF) lint
+
+fuzz: setup ## Fuzz every RPC of the three services on SQLite and PostgreSQL (FUZZ_EXAMPLES, default 2000)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest tests/fuzz -q
 
 bench: setup ## Benchmarks: CalculateDose, ListProducts and a bare grpcio echo server, 32 in flight
 	$(PY) -m bench.run

@@ -27,6 +27,7 @@ import grpc
 from google.type.date_pb2 import Date
 
 from bench import booking as booking_bench
+from bench import contract as contract_bench
 from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
 from bench.harness import ROOT, free_port, load
@@ -103,7 +104,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--only", choices=("scheduler", "inventory", "booking", "e2e"), default=None
+        "--only", choices=("scheduler", "inventory", "booking", "e2e", "contract"), default=None
     )
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
@@ -210,6 +211,13 @@ def main() -> int:
         )
     if checks:
         print(f"\ninventory checks after the ReserveStock runs: {json.dumps(checks)}")
+    contract: dict[str, Any] = {}
+    if args.only in (None, "scheduler", "inventory", "contract"):
+        contract = contract_bench.run()
+        print("\n| request contract, per call | checked µs | bare µs | cost µs |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, c in contract.items():
+            print(f"| {name} | {c['checked_us']:.1f} | {c['bare_us']:.1f} | {c['cost_us']:.1f} |")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
@@ -221,6 +229,7 @@ def main() -> int:
                 "seconds": args.seconds,
                 "results": results,
                 "inventory_checks": checks,
+                "contract_us": contract,
             },
             indent=2,
         )

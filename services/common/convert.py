@@ -1,20 +1,37 @@
 """Conversions between protobuf well-known/common types and Python values.
 
 Grams, kilograms and millilitres travel as decimal strings (DESIGN.md: never floats); parsing
-them here reports a field violation instead of raising a bare ValueError.
+them here reports a field violation instead of raising a bare ValueError. The request contract
+(services.common.validation) already refused malformed input; the checks here hold on their own
+too, so that nothing parsed from a request can cost more than its few characters: a decimal is
+plain notation of bounded size before ``Decimal`` sees it (``Decimal("1E-999999999")`` is
+cheap, but formatting it writes a billion digits), and a date lies in the platform's range
+before any date arithmetic can overflow.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2, money_pb2, timeofday_pb2
 
-from services.common.errors import Violations
+from services.common.errors import Violations, brief
 
 NANOS = Decimal(1_000_000_000)
+
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2200, 12, 31)
+"""Dates a request may carry: room for birth dates and plans, far from the calendar's edges."""
+EARLIEST_INSTANT = int(dt.datetime(1900, 1, 1, tzinfo=dt.UTC).timestamp())
+LATEST_INSTANT = int(dt.datetime(2200, 1, 1, tzinfo=dt.UTC).timestamp())
+"""Timestamps a request may carry, in seconds since the epoch: [EARLIEST, LATEST)."""
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?[0-9]{1,15}(?:\.[0-9]{1,9})?")
+"""Plain notation, at most 15 digits before the point and 9 after: no exponent, so the value's
+size is its text's."""
 
 
 def parse_decimal(
@@ -31,14 +48,14 @@ def parse_decimal(
         if required:
             violations.add(field, 'is required (a decimal string such as "70.5")')
         return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        violations.add(field, f"{text!r} is not a decimal number")
+    if not _PLAIN_DECIMAL.fullmatch(text):
+        violations.add(
+            field,
+            f"{brief(text)!r} is not a plain decimal number (digits and at most one point, "
+            "no exponent)",
+        )
         return None
-    if not value.is_finite():
-        violations.add(field, f"{text!r} is not a finite number")
-        return None
+    value = Decimal(text)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         low = "" if minimum is None else f"{minimum}"
         high = "" if maximum is None else f"{maximum}"
@@ -67,10 +84,14 @@ def parse_date(
             violations.add(field, "is required")
         return None
     try:
-        return to_date(value)
+        day = to_date(value)
     except ValueError:
         violations.add(field, f"{value.year:04d}-{value.month:02d}-{value.day:02d} is not a date")
         return None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        violations.add(field, f"must be a date from {EARLIEST_DATE} to {LATEST_DATE}")
+        return None
+    return day
 
 
 def from_date(value: dt.date | None) -> date_pb2.Date:

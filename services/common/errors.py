@@ -28,6 +28,16 @@ from services.common.reasons import (
 # for branching on, and a reply stays small however many fields a request got wrong.
 MAX_LISTED_FIELDS = 10
 
+BRIEF_CHARS = 64
+MAX_VIOLATIONS = 20
+"""An error lists at most this many field violations; the message says how many more."""
+
+
+def brief(value: str, limit: int = BRIEF_CHARS) -> str:
+    """The caller's input as an error may quote it: at most ``limit`` characters, cut with an
+    ellipsis, so an error never grows with the request."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
 
 class DomainError(Exception):
     """Base of every error that is the caller's to fix (never INTERNAL)."""
@@ -59,6 +69,7 @@ class DomainError(Exception):
 class FieldViolation:
     field: str
     description: str
+    rule: str = ""  # the contract rule broken, e.g. "string.max_len" (BadRequest's reason)
 
 
 class InvalidArgument(DomainError):
@@ -69,15 +80,21 @@ class InvalidArgument(DomainError):
         violations: Iterable[FieldViolation],
         message: str | None = None,
         *,
+        omitted: int = 0,
         reason: InvalidReason | None = None,
     ) -> None:
-        self.violations = list(violations)
+        every = list(violations)
+        self.violations = every[:MAX_VIOLATIONS]
+        self.omitted = len(every) - len(self.violations) + omitted  # found, but not listed
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        if self.omitted:
+            text += f"; and {self.omitted} more"
         super().__init__(text or "invalid request", reason=reason)
 
     def derived_metadata(self) -> dict[str, str]:
         names = list(dict.fromkeys(v.field for v in self.violations))
-        return {"fields": ",".join(names[:MAX_LISTED_FIELDS]), "field_count": str(len(names))}
+        listed = names[:MAX_LISTED_FIELDS]
+        return {"fields": ",".join(listed), "field_count": str(len(names) + self.omitted)}
 
 
 class NotFound(DomainError):
@@ -86,7 +103,7 @@ class NotFound(DomainError):
     def __init__(self, resource_type: str, resource_id: str) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
-        super().__init__(f"{resource_type} {resource_id!r} not found")
+        super().__init__(f"{resource_type} {brief(resource_id)!r} not found")
 
     def derived_metadata(self) -> dict[str, str]:
         return {"resource_type": self.resource_type}
@@ -106,7 +123,7 @@ class AlreadyExists(DomainError):
         self.resource_type = resource_type
         self.resource_id = resource_id
         super().__init__(
-            message or f"{resource_type} {resource_id!r} already exists", reason=reason
+            message or f"{resource_type} {brief(resource_id)!r} already exists", reason=reason
         )
 
     def derived_metadata(self) -> dict[str, str]:

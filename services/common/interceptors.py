@@ -26,6 +26,9 @@ from services.common.accesslog import ACCESS_LOG
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "infusion.platform"
+MAX_MESSAGE_CHARS = 2000
+MAX_DESCRIPTION_CHARS = 300
+"""An error's text is bounded whatever a service put in it (docs/api.md, "Errors")."""
 
 _CODES: dict[type[errors.DomainError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
@@ -54,7 +57,9 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=v.field,
+                            description=errors.brief(v.description, MAX_DESCRIPTION_CHARS),
+                            reason=v.rule,
                         )
                         for v in error.violations
                     ]
@@ -79,7 +84,7 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
             _pack(
                 error_details_pb2.ResourceInfo(
                     resource_type=error.resource_type,
-                    resource_name=error.resource_id,
+                    resource_name=errors.brief(error.resource_id),
                     description=error.message,
                 )
             )
@@ -91,7 +96,9 @@ def to_status(error: errors.DomainError) -> status_pb2.Status:
             )
         )
     )
-    return status_pb2.Status(code=code, message=error.message, details=details)
+    return status_pb2.Status(
+        code=code, message=errors.brief(error.message, MAX_MESSAGE_CHARS), details=details
+    )
 
 
 def _request_id(request: Any) -> str:
@@ -150,6 +157,13 @@ def _log(method: str, request: Any, context: grpc.ServicerContext, started: floa
     ACCESS_LOG.record(method, name, (time.perf_counter() - started) * 1000, _request_id(request))
 
 
+def _internal(method: str, request: Any, context: grpc.ServicerContext) -> None:
+    """A bug, not the caller's mistake: the traceback goes to the log under the request_id;
+    the caller learns only that, never the exception's class or text."""
+    log.exception("unhandled error in %s (request_id %r)", method, _request_id(request))
+    context.abort(grpc.StatusCode.INTERNAL, "internal error: logged with the call's request_id")
+
+
 def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -159,11 +173,10 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
             _abort(context, error)
         except DBAPIError as error:
             _database_error(method, context, error)
-        except Exception as error:
+        except Exception:
             if context.code() is not None:  # type: ignore[attr-defined]  # abort() set it
                 raise
-            log.exception("unhandled error in %s", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
+            _internal(method, request, context)
         finally:
             _log(method, request, context, started)
 
@@ -221,11 +234,10 @@ def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callab
             _abort(context, error)
         except DBAPIError as error:
             _database_error(method, context, error)
-        except Exception as error:
+        except Exception:
             if context.code() is not None:  # type: ignore[attr-defined]
                 raise
-            log.exception("unhandled error in %s", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__})")
+            _internal(method, request, context)
         finally:
             _log(method, request, context, started)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -13,6 +14,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 
 T = TypeVar("T")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -36,6 +38,8 @@ def page_request(page_size: int, page_token: str, *, scope: str) -> PageRequest:
             if data.get("s") != scope or not isinstance(data.get("k"), list):
                 raise ValueError("token from another query")
             after = [str(part) for part in data["k"]]
+            if any(_CONTROL.search(part) for part in after):
+                raise ValueError("a key no list issues")  # e.g. a NUL PostgreSQL refuses
         except (ValueError, binascii.Error, AttributeError):
             problems.append(
                 FieldViolation("page_token", "is not a token this list issued; start again")

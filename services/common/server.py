@@ -32,6 +32,7 @@ from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.signals import SignalWaiter
+from services.common.validation_interceptor import ValidationInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,10 @@ class GrpcService:
     def start(self) -> int:
         """Listen, migrate/prepare, then report SERVING. Returns the bound port."""
         self.admission = LimitsInterceptor(self.settings)
-        server = _limited_server(self.settings, [ServerInterceptor(), self.admission])
+        # outermost first: errors and the access log, admission (capacity), the request contract
+        server = _limited_server(
+            self.settings, [ServerInterceptor(), self.admission, ValidationInterceptor()]
+        )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._service_names = list(self.register(server))

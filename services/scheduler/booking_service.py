@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
+from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.errors import (
     Aborted,
@@ -601,7 +602,7 @@ class BookingService:
             actual_end_at=ended or self.clock.now(),
             scanned_lots=lots,
         )
-        self._stock(session, row, "DISPENSE", grams_given=str(grams), scanned_lots=lots)
+        self._stock(session, row, "DISPENSE", grams_given=decimal_str(grams), scanned_lots=lots)
         plan = self.cases.load_plan(session, row.plan_id)
         items = self.open_items(session, plan)
         return row, (items[0] if items else None)
@@ -682,7 +683,7 @@ class BookingService:
             "site_id": row.site_id,
             "patient_id": row.patient_id,
             "product_id": row.product_id,
-            "grams": str(row.dose_grams),
+            "grams": decimal_str(row.dose_grams),
             "needed_on": row.local_date.isoformat(),
             **extra,
         }

@@ -19,6 +19,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from services.common.clock import Clock
+from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.scheduler.booking_service import BookingService
@@ -90,7 +91,7 @@ class ForecastPush:
                     "site_id": site_id,
                     "product_id": product,
                     "day": day.isoformat(),
-                    "grams": str(grams.get((product, day), Decimal(0))),
+                    "grams": decimal_str(grams.get((product, day), Decimal(0))),
                 }
                 for product in products
                 for day in days

@@ -26,6 +26,7 @@ from google.type.date_pb2 import Date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.clock import Clock
+from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import PermanentFailure, publish_or_dead_letter
@@ -183,8 +184,8 @@ class StockRelay:
                 inv.DispenseReservationRequest(
                     reservation_id=reservation.id,
                     vials=vials,
-                    grams_administered=str(given),
-                    grams_wasted=str(wasted),
+                    grams_administered=decimal_str(given),
+                    grams_wasted=decimal_str(wasted),
                     patient_id=body["patient_id"],
                     appointment_id=body["appointment_id"],
                     allow_over_reservation=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -43,7 +44,14 @@ class Platform:
 
 
 @pytest.fixture
-def platform(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(database_url: str) -> Iterator[Platform]:
+    with running_platform(database_url) as running:
+        yield running
+
+
+@contextmanager
+def running_platform(database_url: str) -> Iterator[Platform]:
+    """Inventory (seeded) and a scheduler reading products from it, on ``database_url``."""
     clock = FixedClock(NOW)
     inv_settings = inventory_settings(
         {

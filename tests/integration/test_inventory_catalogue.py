@@ -76,7 +76,7 @@ def test_create_is_idempotent_and_duplicate_code_is_already_exists(platform: Pla
 
 def test_invalid_product_reports_every_bad_field_and_writes_nothing(platform: Platform) -> None:
     bad = new_product("bad-one")
-    bad.concentration_percent = "abc"
+    bad.concentration_percent = ""
     bad.presentations[0].ml = "70"  # 5 g of a 10 % product is 50 mL, not 70
     del bad.routes[:]
     bad.ClearField("ig_class")

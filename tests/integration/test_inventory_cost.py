@@ -165,10 +165,14 @@ def write_off(db: Database, p: Platform, lot_id: str, vials: int) -> str:
 
 
 def test_a_bad_request_lists_every_bad_field(platform: Platform) -> None:
-    with pytest.raises(grpc.RpcError) as bad:
+    with pytest.raises(grpc.RpcError) as no_date:  # the request contract: a calendar date
         platform.inventory.GetCostReport(
             inv.GetCostReportRequest(site_id="nowhere", end_date=Date(year=2026, month=2, day=30))
         )
+    assert no_date.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(no_date.value) == ["end_date"]
+    with pytest.raises(grpc.RpcError) as bad:
+        platform.inventory.GetCostReport(inv.GetCostReportRequest(site_id="nowhere"))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(bad.value) == ["start_date", "end_date", "group_by", "site_id"]
     with pytest.raises(grpc.RpcError) as backwards:

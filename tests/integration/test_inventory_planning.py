@@ -192,30 +192,40 @@ def test_bad_forecast_entries_name_each_field_and_write_nothing(platform: Platfo
             e.day.CopyFrom(day)
         return e
 
-    with pytest.raises(grpc.RpcError) as bad:
+    def upsert(*entries: inv.DemandForecast) -> None:
         platform.inventory.UpsertDemandForecast(
-            inv.UpsertDemandForecastRequest(
-                forecasts=[
-                    entry("site-1", g, d(1), "9"),
-                    entry("nowhere", g, d(1), "1"),
-                    entry("site-1", "nothing", d(2), "1"),
-                    entry("site-1", g, d(3), "-1"),
-                    entry("site-1", g, d(4), "0.0001"),  # below a milligram
-                    entry("site-1", g, None, "abc"),
-                    entry("site-1", g, d(1), "2"),  # day 1 twice
-                ],
-                request_id=request_id(),
-            )
+            inv.UpsertDemandForecastRequest(forecasts=entries, request_id=request_id())
+        )
+
+    # the request contract refuses malformed grams first (signs, places, text), by path
+    with pytest.raises(grpc.RpcError) as malformed:
+        upsert(
+            entry("site-1", g, d(1), "9"),
+            entry("site-1", g, d(3), "-1"),
+            entry("site-1", g, d(4), "0.0001"),  # below a milligram
+            entry("site-1", g, d(5), "abc"),
+        )
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(malformed.value) == [
+        "forecasts[1].grams",
+        "forecasts[2].grams",
+        "forecasts[3].grams",
+    ]
+    with pytest.raises(grpc.RpcError) as bad:
+        upsert(
+            entry("site-1", g, d(1), "9"),
+            entry("nowhere", g, d(1), "1"),
+            entry("site-1", "nothing", d(2), "1"),
+            entry("site-1", g, d(3), "0"),
+            entry("site-1", g, None, "1"),
+            entry("site-1", g, d(1), "2"),  # day 1 twice
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(bad.value) == [
-        "forecasts[5].day",
-        "forecasts[5].grams",
+        "forecasts[4].day",
         "forecasts[1].site_id",
         "forecasts[2].product_id",
-        "forecasts[3].grams",
-        "forecasts[4].grams",
-        "forecasts[6].day",
+        "forecasts[5].day",
     ]
     assert all(x.forecast_demand_grams == "0" for x in forecast(platform, 5).days)
     with pytest.raises(grpc.RpcError) as empty:
@@ -293,22 +303,25 @@ def test_reorder_policy_set_get_and_etags(platform: Platform) -> None:
 
 
 def test_bad_reorder_policies_write_nothing(platform: Platform) -> None:
+    with pytest.raises(grpc.RpcError) as malformed:  # the request contract: plain decimals
+        set_policy(platform, safety_stock_grams="-5", maximum_grams="x")
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(malformed.value) == [
+        "policy.safety_stock_grams",
+        "policy.maximum_grams",
+    ]
     with pytest.raises(grpc.RpcError) as bad:
         set_policy(
             platform,
             lead_time_days=-1,
             review_period_days=0,
-            safety_stock_grams="-5",
             order_presentation_grams="7",
             case_vials=0,
-            maximum_grams="x",
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(bad.value) == [
-        "policy.maximum_grams",
         "policy.lead_time_days",
         "policy.review_period_days",
-        "policy.safety_stock_grams",
         "policy.order_presentation_grams",
         "policy.case_vials",
     ]
@@ -458,6 +471,16 @@ def line(product: str, grams: str, vials: int, cost: Money | None) -> inv.Purcha
 
 
 def test_bad_purchase_orders_write_nothing(platform: Platform) -> None:
+    with pytest.raises(grpc.RpcError) as malformed:  # the request contract comes first
+        order(
+            platform,
+            lines=[line(pid(platform), "x", 1, Money(currency_code="gbp", units=1))],
+        )
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(malformed.value) == [
+        "purchase_order.lines[0].unit_cost.currency_code",
+        "purchase_order.lines[0].presentation_grams",
+    ]
     with pytest.raises(grpc.RpcError) as bad:
         order(
             platform,
@@ -466,12 +489,11 @@ def test_bad_purchase_orders_write_nothing(platform: Platform) -> None:
             lines=[
                 line("nothing", "10", 1, GBP_950),
                 line(pid(platform), "7", 0, None),
-                line(pid(platform), "x", 1, Money(currency_code="gbp", units=-1)),
+                line(pid(platform), "10", 1, Money(currency_code="GBP", units=-1)),
             ],
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(bad.value) == [
-        "purchase_order.lines[2].presentation_grams",
         "purchase_order.site_id",
         "purchase_order.supplier",
         "purchase_order.lines[0].product_id",
@@ -479,7 +501,6 @@ def test_bad_purchase_orders_write_nothing(platform: Platform) -> None:
         "purchase_order.lines[1].vials_ordered",
         "purchase_order.lines[1].unit_cost",
         "purchase_order.lines[2].unit_cost",
-        "purchase_order.lines[2].unit_cost.currency_code",
     ]
     for change, fields in (
         (dict(lines=[]), ["purchase_order.lines"]),

@@ -167,7 +167,7 @@ def test_bad_requests_list_every_field(platform: Platform) -> None:
         reserve(
             platform,
             "",
-            "-3",
+            "0",
             site_id="nowhere",
             needed_on=Date(year=2026, month=11, day=1),
             rounding_band_percent="80",

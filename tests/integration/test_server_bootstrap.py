@@ -108,6 +108,7 @@ def test_interceptor_maps_domain_errors_and_hides_internals() -> None:
                 channel.unary_unary("/test.Probe/Crash")(b"", timeout=5)
             assert crash.value.code() == grpc.StatusCode.INTERNAL
             assert "secret" not in (crash.value.details() or "")
+            assert "RuntimeError" not in (crash.value.details() or "")  # nor the class
     finally:
         service.stop(0)
 

@@ -1,0 +1,139 @@
+"""Valid requests for the mutating RPCs whose ids the caller chooses (or that need none), so the
+fuzz can change one field at a time and reach the services' own rules and the databases: a
+hostile value that the contract lets through (an extreme integer, a far date) must still not be
+INTERNAL. Ids the servers issue differ between the two databases, so no seed names one."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from google.type.timeofday_pb2 import TimeOfDay
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+
+PRODUCT = "gammagard-liquid"
+DAY = Date(year=2026, month=12, day=1)
+GBP = Money(currency_code="GBP", units=34)
+
+
+def seeds() -> dict[str, Message]:
+    """Method name → a request the service accepts (on an empty database with the catalogue)."""
+    return {
+        "CreateSite": pb.CreateSiteRequest(
+            request_id="seed-site",
+            site=pb.Site(
+                organisation_id="org-1",
+                display_name="Day unit",
+                time_zone="Europe/London",
+                opening_hours=[
+                    pb.OpeningHours(day=2, open=TimeOfDay(hours=8), close=TimeOfDay(hours=18))
+                ],
+                capacity=pb.SiteCapacity(nurse_ratio=4, slot_minutes=15),
+            ),
+        ),
+        "CreatePatient": pb.CreatePatientRequest(
+            request_id="seed-patient",
+            patient=pb.Patient(
+                organisation_id="org-1",
+                mrn="MRN-1",
+                given_name="Ada",
+                family_name="Example",
+                birth_date=Date(year=1970, month=5, day=1),
+                sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
+            ),
+        ),
+        "CreateStockSite": inv.CreateStockSiteRequest(
+            request_id="seed-stock-site",
+            site=inv.StockSite(id="site-2", display_name="Site 2", time_zone="Europe/Paris"),
+        ),
+        "ReceiveStock": inv.ReceiveStockRequest(
+            site_id="site-1",
+            product_id=PRODUCT,
+            presentation_grams="10",
+            lot_number="LOT-1",
+            expiry_date=Date(year=2027, month=6, day=30),
+            vials=10,
+            unit_cost=GBP,
+            request_id="seed-receive",
+        ),
+        "ReserveStock": inv.ReserveStockRequest(
+            appointment_id="seed-appointment",
+            site_id="site-1",
+            patient_id="seed-patient",
+            product_id=PRODUCT,
+            grams="20",
+            needed_on=DAY,
+        ),
+        "UpsertDemandForecast": inv.UpsertDemandForecastRequest(
+            request_id="seed-forecast",
+            forecasts=[
+                inv.DemandForecast(site_id="site-1", product_id=PRODUCT, day=DAY, grams="30")
+            ],
+        ),
+        "GetStockForecast": inv.GetStockForecastRequest(
+            site_id="site-1", product_id=PRODUCT, horizon_days=30, start_date=DAY
+        ),
+        "SetReorderPolicy": inv.SetReorderPolicyRequest(
+            request_id="seed-policy",
+            policy=inv.ReorderPolicy(
+                site_id="site-1",
+                product_id=PRODUCT,
+                lead_time_days=7,
+                safety_stock_grams="100",
+                review_period_days=7,
+                order_presentation_grams="10",
+                case_vials=10,
+            ),
+        ),
+        "CreatePurchaseOrder": inv.CreatePurchaseOrderRequest(
+            request_id="seed-order",
+            purchase_order=inv.PurchaseOrder(
+                site_id="site-1",
+                supplier="Supplier",
+                expected_date=DAY,
+                lines=[
+                    inv.PurchaseOrderLine(
+                        product_id=PRODUCT, presentation_grams="10", vials_ordered=5, unit_cost=GBP
+                    )
+                ],
+            ),
+        ),
+        "CreateStorageUnit": inv.CreateStorageUnitRequest(
+            request_id="seed-unit",
+            storage_unit=inv.StorageUnit(
+                site_id="site-1", display_name="Fridge 1", storage=inv.STORAGE_KIND_REFRIGERATED
+            ),
+        ),
+        "GetCostReport": inv.GetCostReportRequest(
+            site_id="site-1",
+            start_date=Date(year=2026, month=11, day=1),
+            end_date=DAY,
+            group_by=inv.COST_GROUPING_PRODUCT,
+        ),
+        "RunExpiryCheck": inv.RunExpiryCheckRequest(site_id="site-1", as_of=DAY),
+        "CreateSubscriber": npb.CreateSubscriberRequest(
+            request_id="seed-subscriber",
+            subscriber=npb.Subscriber(
+                external_ref="staff-1",
+                display_name="Pat",
+                time_zone="Europe/London",
+                email="pat@example.org",
+                kind=npb.SUBSCRIBER_KIND_STAFF,
+                quiet_hours=npb.QuietHours(start=TimeOfDay(hours=22), end=TimeOfDay(hours=7)),
+            ),
+        ),
+        "Publish": npb.PublishRequest(
+            topic=npb.TOPIC_LOT_EXPIRING,
+            request_id="seed-publish",
+            dedupe_key="seed-publish",
+            payload=npb.Payload(
+                lot_expiring=npb.LotExpiringPayload(
+                    site_id="site-1", lot_id="lot-1", lot_number="LOT-1", expiry_date=DAY,
+                    days_left=30, threshold_days=30, on_hand_vials=3,
+                )
+            ),
+        ),
+    }  # fmt: skip
