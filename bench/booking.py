@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +31,12 @@ from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 
-from bench.harness import ROOT, free_port, load
+from bench.harness import free_port, load, running
 from bench.inventory import throwaway_database
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
 
 CHAIRS = 30
 BOOKINGS = 6000
@@ -65,33 +62,9 @@ def services(url: str) -> Iterator[tuple[str, str]]:
         INVENTORY_JOBS="0",
         PYTHONUNBUFFERED="1",
     )
-    subprocess.run(
-        [sys.executable, "-m", "services.inventory", "seed"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in ("inventory", "scheduler")
-    ]
     scheduler, inventory = (f"127.0.0.1:{ports[n]}" for n in ("scheduler", "inventory"))
-    try:
-        for address in (inventory, scheduler):
-            if not wait_serving(address):
-                raise RuntimeError(f"{address} did not become SERVING")
+    with running(env, ("inventory", "scheduler")):
         yield scheduler, inventory
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def weekdays_from(first: dt.date) -> Iterator[dt.date]:

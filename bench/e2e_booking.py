@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,13 +24,12 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 
 from bench.booking import BOOK, booking_requests, prepare
-from bench.harness import ROOT, free_port, load
+from bench.harness import free_port, load, running
 from bench.inventory import throwaway_database
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
 
 LOTS, VIALS_PER_LOT = 40, 1000
 
@@ -49,34 +46,9 @@ def system(scheduler_url: str, inventory_url: str) -> Iterator[dict[str, str]]:
         NOTIFY_DATABASE_URL=f"sqlite:///{tempfile.mkdtemp()}/notify.db",
         PYTHONUNBUFFERED="1",
     )
-    subprocess.run(
-        [sys.executable, "-m", "services.inventory", "seed"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in ("notify", "inventory", "scheduler")
-    ]
     addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-    try:
-        for address in addresses.values():
-            if not wait_serving(address):
-                raise RuntimeError(f"{address} did not become SERVING")
+    with running(env, ("notify", "inventory", "scheduler")):
         yield addresses
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
 
 
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:

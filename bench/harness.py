@@ -7,8 +7,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from services.common.health import wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,3 +62,40 @@ def load(
             cwd=ROOT,
         )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@contextmanager
+def running(
+    env: Mapping[str, str], names: Sequence[str]
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """The product catalogue seeded (``python -m services.inventory seed``), then the services
+    ``names`` as processes with ``env``, each waited on until SERVING at its ``<NAME>_LISTEN``;
+    terminated (and waited for) afterwards."""
+    subprocess.run(
+        [sys.executable, "-m", "services.inventory", "seed"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in names
+    }
+    try:
+        for name in names:
+            address = env[f"{name.upper()}_LISTEN"]
+            if not wait_serving(address):
+                raise RuntimeError(f"{name} did not become SERVING on {address}")
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=30)

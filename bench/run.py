@@ -5,9 +5,10 @@ ReserveStock and GetStockForecast on PostgreSQL (bench/inventory.py). Results: p
 Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
-`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`)
-runs one part after the echo; bench/booking.py measures BookAppointment and FindSlots on
-PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox.
+`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
+`--only tracing`) runs one part after the echo; bench/booking.py measures BookAppointment and
+FindSlots on PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
+bench/tracing.py CalculateDose with OpenTelemetry tracing off and on.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from bench import booking as booking_bench
 from bench import contract as contract_bench
 from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
-from bench.harness import ROOT, free_port, load
+from bench import tracing as tracing_bench
+from bench.harness import ROOT, free_port, load, running
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
 
 
 def prepare_dose_request(scheduler: str, inventory: str) -> pb.CalculateDoseRequest:
@@ -104,7 +105,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--only", choices=("scheduler", "inventory", "booking", "e2e", "contract"), default=None
+        "--only",
+        choices=("scheduler", "inventory", "booking", "e2e", "contract", "tracing"),
+        default=None,
     )
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
@@ -139,44 +142,31 @@ def main() -> int:
             )
             procs[-1].terminate()
             if args.only in (None, "scheduler"):
-                subprocess.run(
-                    [sys.executable, "-m", "services.inventory", "seed"],
-                    env=env,
-                    cwd=ROOT,
-                    check=True,
-                    capture_output=True,
-                )
-                for name in ("inventory", "scheduler"):
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", f"services.{name}"],
-                            env=env,
-                            cwd=ROOT,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                        )
+                with running(env, ("inventory", "scheduler")):
+                    inventory = f"127.0.0.1:{ports['inventory']}"
+                    scheduler = f"127.0.0.1:{ports['scheduler']}"
+                    dose = prepare_dose_request(scheduler, inventory)
+                    results["CalculateDose (2-day induction)"] = load(
+                        scheduler,
+                        "/infusion.scheduler.v1.SchedulerService/CalculateDose",
+                        dose.SerializeToString(),
+                        args.seconds,
+                        args.concurrency,
                     )
-                inventory = f"127.0.0.1:{ports['inventory']}"
-                scheduler = f"127.0.0.1:{ports['scheduler']}"
-                for address in (inventory, scheduler):
-                    if not wait_serving(address):
-                        raise RuntimeError(f"{address} did not become SERVING")
-                dose = prepare_dose_request(scheduler, inventory)
-                results["CalculateDose (2-day induction)"] = load(
-                    scheduler,
-                    "/infusion.scheduler.v1.SchedulerService/CalculateDose",
-                    dose.SerializeToString(),
-                    args.seconds,
-                    args.concurrency,
+                    products = inv.ListProductsRequest(page_size=20)
+                    results["ListProducts (12 products)"] = load(
+                        inventory,
+                        "/infusion.inventory.v1.InventoryService/ListProducts",
+                        products.SerializeToString(),
+                        args.seconds,
+                        args.concurrency,
+                    )
+            if args.only in (None, "tracing"):
+                tracing_part = tracing_bench.run(
+                    args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
                 )
-                products = inv.ListProductsRequest(page_size=20)
-                results["ListProducts (12 products)"] = load(
-                    inventory,
-                    "/infusion.inventory.v1.InventoryService/ListProducts",
-                    products.SerializeToString(),
-                    args.seconds,
-                    args.concurrency,
-                )
+                results.update(tracing_part["results"])
+                checks.update(tracing_part["checks"])
             if args.only in (None, "booking"):
                 booking_part = booking_bench.run(
                     args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)

@@ -17,6 +17,7 @@ file for `make demo`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -246,7 +247,7 @@ class ServiceProcesses:
         assert stream is not None
         for raw in stream:
             line = raw.rstrip("\n")
-            said = SERVING_LINE.match(line)
+            said = SERVING_LINE.match(_message(line))
             if said and said.group(1) == name:
                 with self._changed:
                     self._serving[name] = said.group(2)
@@ -256,6 +257,19 @@ class ServiceProcesses:
         with self._changed:
             self._changed.notify_all()
         self._on_exit()
+
+
+def _message(line: str) -> str:
+    """A line's message: the line itself, or the ``message`` of a JSON log object (a service
+    started with ``LOG_FORMAT=json`` says it is serving in that form)."""
+    if line.startswith("{"):
+        try:
+            said = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(said, dict):
+            return str(said.get("message", ""))
+    return line
 
 
 @contextmanager

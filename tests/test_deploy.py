@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,7 +170,14 @@ def test_deployment_probes_ports_and_replicas(name: str) -> None:
     c = container(name)
     listen_port = int(CONFIGMAP["data"][f"{name.upper()}_LISTEN"].rpartition(":")[2])
     assert listen_port == DEFAULT_PORTS[name]
-    assert [p["containerPort"] for p in c["ports"]] == [listen_port]
+    metrics_port = int(CONFIGMAP["data"][f"{name.upper()}_METRICS_LISTEN"].rpartition(":")[2])
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
+        ("grpc", listen_port),
+        ("metrics", metrics_port),
+    ]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(metrics_port)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"] == {"port": listen_port}, probe
     # migrations run while NOT_SERVING: the startup probe must allow for them
@@ -185,8 +193,13 @@ def test_deployment_probes_ports_and_replicas(name: str) -> None:
     # the Service and the peers' address point at the same port
     service = K8S_SERVICES[name]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    (port,) = service["spec"]["ports"]
+    port, metrics = service["spec"]["ports"]
     assert port["port"] == listen_port and port["targetPort"] == "grpc"
+    assert (metrics["name"], metrics["port"], metrics["targetPort"]) == (
+        "metrics",
+        metrics_port,
+        "metrics",
+    )
     assert CONFIGMAP["data"][f"{name.upper()}_ADDRESS"] == f"{name}:{listen_port}"
 
 
@@ -267,7 +280,13 @@ def test_compose_service_env_health_and_grace(name: str) -> None:
     assert set(env) - env_names(name) == set()
     assert env[f"{name.upper()}_DATABASE_URL"].endswith(f"@postgres:5432/{name}")
     listen_port = int(env[f"{name.upper()}_LISTEN"].rpartition(":")[2])
-    assert service["ports"] == [f"127.0.0.1:{listen_port}:{listen_port}"]
+    metrics_port = int(env[f"{name.upper()}_METRICS_LISTEN"].rpartition(":")[2])
+    assert service["ports"] == [
+        f"127.0.0.1:{listen_port}:{listen_port}",
+        f"127.0.0.1:{metrics_port}:{metrics_port}",
+    ]
+    assert f"{metrics_port}" in runtime("EXPOSE").split()
+    assert env["LOG_FORMAT"] == "json"
     for peer in SERVICES:
         if peer != name:
             assert env[f"{peer.upper()}_ADDRESS"] == f"{peer}:{DEFAULT_PORTS[peer]}"
@@ -410,6 +429,7 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
     assert all(line.startswith(str(tmp_path)) for line in probe.stdout.split()), probe.stdout
 
     ports = {name: free_port() for name in SERVICES}
+    metrics_ports = {name: free_port() for name in SERVICES}
     services = {n: s for n, s in COMPOSE["services"].items() if n != "postgres"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs: dict[str, dict[str, str]] = {}
@@ -426,6 +446,8 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
                     env[key] = databases[owner]
                 elif owner in ports and setting in ("LISTEN", "ADDRESS"):
                     env[key] = f"127.0.0.1:{ports[owner]}"
+                elif owner in ports and setting == "METRICS_LISTEN":
+                    env[key] = f"127.0.0.1:{metrics_ports[owner]}"
             assert "@postgres:" not in " ".join(env.values())
             envs[name] = env
             for dependency, rule in service.get("depends_on", {}).items():
@@ -444,6 +466,12 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
         for name in SERVICES:
             assert healthy(services[name], envs[name], workdir), name
             assert wait_serving(f"127.0.0.1:{ports[name]}", timeout=5)
+            # the health checks were calls: the metrics endpoint counts them
+            url = f"http://127.0.0.1:{metrics_ports[name]}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                scraped = reply.read().decode()
+            assert 'grpc_service="grpc.health.v1.Health"' in scraped, name
+            assert "db_pool_max_connections" in scraped, name
         for name in reversed(start_order(COMPOSE["services"])):
             if name in SERVICES:
                 procs[name].send_signal(signal.SIGTERM)

@@ -1,35 +1,61 @@
-"""The access log: one line per call (time, method, status code, duration, request_id).
+"""The access log: one line per call, in the process's log format (services.common.logs):
+``method``, ``code``, ``duration_ms``, ``request_id``, ``peer`` and, when the call is traced,
+``trace_id`` and ``span_id``. Ids only: never a request's fields.
 
-It bypasses the ``logging`` module on purpose. A LogRecord per call cost about 40 % of a small
-RPC's throughput on our 2-core machines; here a request thread only enqueues a tuple, and one
-writer thread formats and writes lines in batches (one write per batch).
+A request thread does not go through ``logging``: a LogRecord per call, made and handed over in
+the caller, cost about 40 % of a small RPC's throughput on our 2-core machines. Here the caller
+only enqueues a tuple; one writer thread turns each into a record, formats it with the same
+formatter as every other line and writes them in batches (one write per batch).
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime as dt
+import logging
 import queue
 import sys
 import threading
 import time
 from typing import TextIO
 
+from services.common.logs import TextLines, record_for
+
 _STOP = object()
+_Entry = tuple[float, str, str, float, str, str, str, str]
 
 
 class AccessLog:
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
         self._stream = stream
         self.enabled = enabled
+        self._formatter: logging.Formatter = TextLines("-")
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="access-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
-    def record(self, method: str, code: str, duration_ms: float, request_id: str) -> None:
+    def configure(
+        self, formatter: logging.Formatter, *, stream: TextIO | None = None, enabled: bool = True
+    ) -> None:
+        """Write with the process's formatter (services.common.logs.configure_logging)."""
+        self._formatter = formatter
+        self._stream = stream
+        self.enabled = enabled
+
+    def record(
+        self,
+        method: str,
+        code: str,
+        duration_ms: float,
+        request_id: str,
+        peer: str = "",
+        trace_id: str = "",
+        span_id: str = "",
+    ) -> None:
         if self.enabled:
-            self._queue.put((time.time(), method, code, duration_ms, request_id))
+            self._queue.put(
+                (time.time(), method, code, duration_ms, request_id, peer, trace_id, span_id)
+            )
 
     def flush(self, timeout: float = 5.0) -> None:
         """Return once every line recorded so far is written (used at shutdown)."""
@@ -44,21 +70,20 @@ class AccessLog:
             self._queue.put(_STOP)
             self._thread.join(5)
 
-    _second = -1
-    _prefix = ""
-
     def _format(self, item: object) -> str:
-        entry: tuple[float, str, str, float, str] = item  # type: ignore[assignment]
-        when, method, code, duration_ms, request_id = entry
-        second = int(when)
-        if second != self._second:  # the date part changes once a second: format it once
-            self._second = second
-            self._prefix = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        millis = int((when - second) * 1000)
-        return (
-            f"{self._prefix}.{millis:03d}Z INFO grpc.access rpc method={method} code={code} "
-            f"duration_ms={duration_ms:.2f} request_id={request_id}\n"
-        )
+        entry: _Entry = item  # type: ignore[assignment]
+        when, method, code, duration_ms, request_id, peer, trace_id, span_id = entry
+        fields: dict[str, object] = {
+            "method": method,
+            "code": code,
+            "duration_ms": round(duration_ms, 2),
+            "request_id": request_id,
+            "peer": peer,
+        }
+        if trace_id:
+            fields["trace_id"] = trace_id
+            fields["span_id"] = span_id
+        return self._formatter.format(record_for("grpc.access", "rpc", when, **fields)) + "\n"
 
     def _write(self) -> None:
         while True:

@@ -1,12 +1,15 @@
 """One background thread that repeats a round of work: at once while rounds find work, else
 after an interval or as soon as someone wakes it (the outbox relays, notify's dispatcher).
-A round that raises is logged and retried after the interval, never kills the thread."""
+A round that raises is logged and retried after the interval, never kills the thread. Each
+round is a run of the job named after the loop (``job_runs_total``, ``job_failures_total``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+
+from services.common import metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,8 @@ class BackgroundLoop:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self._round()
+                with metrics.job(self.name):
+                    busy = self._round()
             except Exception:
                 log.exception("%s round failed; retrying", self.name)
                 busy = False

@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    QueuePool,
     String,
     TypeDecorator,
     create_engine,
@@ -28,8 +29,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import metrics, tracing
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine with ``pool_size`` connections and as many again of overflow. Its errors
+    never show the statement's parameters (``hide_parameters``): an error's text reaches the
+    log and an outbox row's last_error, and parameters can be a patient's name."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -39,10 +45,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -68,11 +77,18 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """One engine and its sessions; a service holds exactly one."""
+    """One engine and its sessions; a service holds exactly one. Its pool's use is reported
+    to Prometheus at each scrape, labelled with the database's name."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
+        tracing.instrument_engine(self.engine)  # a span per statement, when tracing is on
+        self.max_connections = 2 * pool_size  # pool plus overflow (make_engine)
+        parsed = make_url(url)
+        database = parsed.database or ""
+        self.name = Path(database).stem if parsed.get_backend_name() == "sqlite" else database
+        metrics.watch(f"db-pool:{self.name}", self.pool_use)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
@@ -105,7 +121,20 @@ class Database:
             yield connection.execution_options(sqlite_single_statement=True)
 
     def dispose(self) -> None:
+        metrics.unwatch(f"db-pool:{self.name}", self.pool_use)
         self.engine.dispose()
+
+    def pool_use(self) -> list[metrics.Reading]:
+        """Connections in use and idle, and the most the pool opens (no query)."""
+        pool = self.engine.pool
+        labels = {"pool": self.name}
+        if not isinstance(pool, QueuePool):
+            return []
+        return [
+            metrics.Reading("db_pool_checked_out_connections", labels, pool.checkedout()),
+            metrics.Reading("db_pool_idle_connections", labels, pool.checkedin()),
+            metrics.Reading("db_pool_max_connections", labels, self.max_connections),
+        ]
 
 
 class DecimalText(TypeDecorator[Decimal]):

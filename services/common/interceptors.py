@@ -1,6 +1,9 @@
-"""One server interceptor: logs every call and turns domain errors into rich gRPC statuses.
+"""One server interceptor: logs and counts every call and turns domain errors into rich gRPC
+statuses.
 
-Logged per call: method, status code, duration and the request_id when the request has one.
+Per call: the access line (method, status code, duration, the request_id when the request has
+one, the peer, and the trace and span ids when tracing is on) and the Prometheus call counter
+and latency histogram (services.common.metrics).
 A DomainError becomes its status code with google.rpc details (BadRequest field violations,
 PreconditionFailure, ResourceInfo, ErrorInfo with a reason from services.common.reasons).
 A database race is ABORTED and a database that cannot be reached (restarting, failing over)
@@ -21,8 +24,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.common import errors
+from services.common import errors, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
+from services.common.logs import trace_fields
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "infusion.platform"
@@ -151,10 +155,31 @@ def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:
     context.abort_with_status(rpc_status.to_status(to_status(error)))
 
 
-def _log(method: str, request: Any, context: grpc.ServicerContext, started: float) -> None:
+def _log(
+    calls: metrics.MethodMetrics,
+    method: str,
+    request: Any,
+    context: grpc.ServicerContext,
+    started: float,
+) -> None:
+    seconds = time.perf_counter() - started
     code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    ACCESS_LOG.record(method, name, (time.perf_counter() - started) * 1000, _request_id(request))
+    calls.observe(name, seconds)
+    ids: dict[str, str] = {}
+    if tracing.enabled():
+        tracing.record_code(code)
+        ids = trace_fields()
+    if ACCESS_LOG.enabled:
+        ACCESS_LOG.record(
+            method,
+            name,
+            seconds * 1000,
+            _request_id(request),
+            context.peer(),
+            ids.get("trace_id", ""),
+            ids.get("span_id", ""),
+        )
 
 
 def _internal(method: str, request: Any, context: grpc.ServicerContext) -> None:
@@ -165,6 +190,8 @@ def _internal(method: str, request: Any, context: grpc.ServicerContext) -> None:
 
 
 def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    calls = metrics.rpc(method, "unary")
+
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
@@ -178,7 +205,7 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
                 raise
             _internal(method, request, context)
         finally:
-            _log(method, request, context, started)
+            _log(calls, method, request, context, started)
 
     return handler
 
@@ -226,6 +253,8 @@ def _database_error(method: str, context: grpc.ServicerContext, error: DBAPIErro
 
 
 def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+    calls = metrics.rpc(method, "server_stream")
+
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         try:
@@ -239,6 +268,6 @@ def _wrap_stream(method: str, behaviour: Callable[..., Iterator[Any]]) -> Callab
                 raise
             _internal(method, request, context)
         finally:
-            _log(method, request, context, started)
+            _log(calls, method, request, context, started)
 
     return handler

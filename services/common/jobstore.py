@@ -45,6 +45,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Column, Float, LargeBinary, MetaData, Table, Unicode
 
+from services.common import metrics, tracing
 from services.common.db import Database
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,13 @@ def register(name: str, job: Callable[..., object]) -> None:
 
 
 def run(name: str, *args: object) -> None:
-    """What every stored job calls (a picklable module-level reference)."""
+    """What every stored job calls (a picklable module-level reference): counted and timed by
+    name, and traced as the root of its own trace (what it writes to an outbox carries it)."""
     job = _REGISTRY.get(name)
     if job is None:
         raise LookupError(f"no job {name!r} registered in this process")
-    job(*args)
+    with metrics.job(name), tracing.span(f"job {name}"):
+        job(*args)
 
 
 def ensure_job(

@@ -2,7 +2,12 @@
 transaction as the change that causes it, so both commit or neither does (DESIGN.md,
 "Reliability shape"). A relay (the notify issue) delivers rows in ``seq`` order, using the row
 id as the receiver's request_id; a dedupe key makes an event that may be raised many times
-(LOT_EXPIRING at 30 days, LOW_STOCK today) be written once."""
+(LOT_EXPIRING at 30 days, LOW_STOCK today) be written once.
+
+Each row keeps the W3C ``traceparent`` of the call or job that wrote it (when tracing is on),
+so its delivery joins that trace (services.common.tracing). A partial index holds the
+undelivered rows only: the relay's claim and the backlog gauges read it, however many
+delivered rows the table keeps."""
 
 from __future__ import annotations
 
@@ -15,15 +20,18 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common import tracing
 from services.common.db import UtcDateTime
 from services.common.ids import new_id
 
@@ -45,6 +53,13 @@ def define_outbox_table(metadata: MetaData, service: str) -> Table:
         Column("delivered_at", UtcDateTime(), nullable=True),
         Column("attempts", Integer, nullable=False, default=0),
         Column("last_error", String(1000), nullable=False, default=""),
+        Column("traceparent", String(55), nullable=True),
+        Index(
+            f"ix_{service}_outbox_undelivered",
+            "seq",
+            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL"),
+        ),
     )
 
 
@@ -57,6 +72,7 @@ class OutgoingEvent:
     payload: dict[str, Any]
     created_at: dt.datetime
     delivered_at: dt.datetime | None
+    traceparent: str | None = None  # of the call or job that wrote it
 
 
 class Outbox:
@@ -90,6 +106,7 @@ class Outbox:
                         created_at=now,
                         attempts=0,
                         last_error="",
+                        traceparent=tracing.current_traceparent(),
                     )
                 )
         except IntegrityError:  # the same key written by a concurrent transaction
@@ -104,9 +121,18 @@ class Outbox:
         if topic:
             query = query.where(t.c.topic == topic)
         rows = session.execute(query.order_by(t.c.seq).limit(limit))
-        return [
-            OutgoingEvent(
-                r.seq, r.id, r.topic, r.dedupe_key or "", r.payload, r.created_at, r.delivered_at
-            )
-            for r in rows
-        ]
+        return [outgoing(r) for r in rows]
+
+
+def outgoing(row: Any) -> OutgoingEvent:
+    """An outbox row as the relay hands it to ``deliver``."""
+    return OutgoingEvent(
+        row.seq,
+        row.id,
+        row.topic,
+        row.dedupe_key or "",
+        row.payload,
+        row.created_at,
+        row.delivered_at,
+        row.traceparent,
+    )

@@ -25,6 +25,11 @@ A receiver's refusal that no retry can change (INVALID_ARGUMENT, NOT_FOUND, FAIL
 ``deliver`` raises PermanentFailure, see ``publish_or_dead_letter``) dead-letters the row at
 once: it stays undelivered with ``attempts = DEAD_LETTER_ATTEMPTS`` and its last_error, for a
 person to look at, instead of being retried every few minutes for ever.
+
+Observed: each row is delivered in a span whose parent is the row's traceparent (so the
+receiver's work joins the trace of the call that wrote the row); deliveries are counted by
+result (``outbox_deliveries_total``), each round is a run of the job named after the relay,
+and the backlog (rows pending, the oldest one's age, dead letters) is read at each scrape.
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
+from services.common import metrics, tracing
 from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.outbox import OutgoingEvent
+from services.common.outbox import OutgoingEvent, outgoing
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,11 @@ class OutboxRelay:
         self._loop = BackgroundLoop(
             name, lambda: self.run_once().delivered > 0, self.policy.interval_seconds
         )
+        self._counted = {
+            result: metrics.OUTBOX_DELIVERIES.labels(name, result)
+            for result in ("delivered", "failed", "dead_lettered")
+        }
+        metrics.watch(f"outbox:{name}", self.backlog)
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -152,28 +163,52 @@ class OutboxRelay:
         query = query.order_by(t.c.seq).limit(self.policy.batch_size)
         if lock:
             query = query.with_for_update(skip_locked=True)
-        return [
-            OutgoingEvent(
-                r.seq, r.id, r.topic, r.dedupe_key or "", r.payload, r.created_at, r.delivered_at
-            )
-            for r in session.execute(query)
-        ]
+        return [outgoing(r) for r in session.execute(query)]
 
     def _deliver_all(self, session: Session | None, events: list[OutgoingEvent]) -> RelayRound:
         delivered = failed = 0
         for event in events:
             try:
-                self.deliver(event)
+                with tracing.span(
+                    f"outbox {event.topic}",
+                    event.traceparent,
+                    {"outbox.relay": self._name, "outbox.row_id": event.id},
+                ):
+                    self.deliver(event)
             except PermanentFailure as refused:
                 failed += 1
+                self._counted["dead_lettered"].inc()
                 self._dead(session, event, refused)
             except Exception as error:  # any other failure: count it, back off, keep going
                 failed += 1
+                self._counted["failed"].inc()
                 self._failed(session, event, error)
             else:
                 delivered += 1
+                self._counted["delivered"].inc()
                 self._delivered(session, event)
         return RelayRound(delivered, failed)
+
+    def backlog(self) -> list[metrics.Reading]:
+        """The gauges of this relay's outbox (one query over the undelivered rows' index)."""
+        t = self.table
+        dead = t.c.attempts >= min(
+            self.policy.max_attempts or DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ATTEMPTS
+        )
+        query = select(
+            func.count().filter(~dead),
+            func.min(t.c.created_at).filter(~dead),
+            func.count().filter(dead),
+        ).where(t.c.delivered_at.is_(None))
+        with self.db.single_read() as connection:
+            pending, oldest, dead_letters = connection.execute(query).one()
+        age = 0.0 if oldest is None else max((self.clock.now() - oldest).total_seconds(), 0.0)
+        labels = {"relay": self._name}
+        return [
+            metrics.Reading("outbox_pending_rows", labels, pending),
+            metrics.Reading("outbox_oldest_pending_age_seconds", labels, age),
+            metrics.Reading("outbox_dead_letter_rows", labels, dead_letters),
+        ]
 
     def _write(self, session: Session | None, statement: object) -> None:
         if session is not None:
@@ -238,3 +273,4 @@ class OutboxRelay:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
+        metrics.unwatch(f"outbox:{self._name}", self.backlog)

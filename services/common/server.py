@@ -11,11 +11,7 @@ what would not finish by itself (open streams) right away.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import logging.handlers
-import os
-import queue
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +22,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import limits
+from services.common import limits, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
 from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
+from services.common.logs import configure_logging, readiness_line
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.signals import SignalWaiter
 from services.common.validation_interceptor import ValidationInterceptor
@@ -48,14 +45,16 @@ S = TypeVar("S", bound=ServiceSettings)
 
 
 def start_up(load: Callable[[], S]) -> S:
-    """Settings first, then logging: a wrong or unknown variable is named and the process
-    exits with status 2 before it does anything else."""
+    """Settings first, then logging and tracing: a wrong or unknown variable (ours or an
+    ``OTEL_*`` one this build cannot honour) is named and the process exits with status 2
+    before it does anything else."""
     try:
         settings = load()
-    except SettingsError as error:
+        configure_logging(settings.service, settings.log_level, settings.log_format)
+        tracing.configure(settings.service)
+    except (SettingsError, tracing.TracingConfigError) as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
     return settings
 
 
@@ -63,29 +62,6 @@ def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
     """A service's ``main``: start up, then serve until SIGTERM or SIGINT."""
     build(start_up(load)).run_until_signalled()
     return 0
-
-
-def configure_logging(level: str | None = None) -> None:
-    """Request threads only queue log records; one listener thread formats and writes them, so
-    a slow stderr (a pipe, a container log driver) never holds up a call. ``LOG_LEVEL`` sets
-    the level (default INFO: one access line per call)."""
-    stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, stream)
-    listener.start()
-    atexit.register(listener.stop)
-    root = logging.getLogger()
-    root.handlers[:] = [_InProcessQueueHandler(records)]
-    root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
-
-
-class _InProcessQueueHandler(logging.handlers.QueueHandler):
-    """Hands the record over unformatted: the listener thread formats it. (The stdlib handler
-    formats in the caller, to make records picklable for other processes; ours stay here.)"""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
 
 
 def _limited_server(settings: ServiceSettings, interceptors: list[Any]) -> grpc.Server:
@@ -102,7 +78,9 @@ def _limited_server(settings: ServiceSettings, interceptors: list[Any]) -> grpc.
 
 @dataclass
 class GrpcService:
-    """A gRPC server with health, reflection, the shared interceptor and a start-up hook."""
+    """A gRPC server with health, reflection, the shared interceptor (after OpenTelemetry's
+    when tracing is on), a start-up hook and, when ``metrics_listen`` is set, the Prometheus
+    endpoint."""
 
     settings: ServiceSettings
     register: Registrar
@@ -115,15 +93,24 @@ class GrpcService:
     port: int = 0
     admission: LimitsInterceptor | None = field(default=None, init=False)
     _server: grpc.Server | None = field(default=None, init=False)
+    _metrics: metrics.MetricsServer | None = field(default=None, init=False)
     _health: health.HealthServicer | None = field(default=None, init=False)
     _service_names: list[str] = field(default_factory=list, init=False)
 
     def start(self) -> int:
         """Listen, migrate/prepare, then report SERVING. Returns the bound port."""
         self.admission = LimitsInterceptor(self.settings)
-        # outermost first: errors and the access log, admission (capacity), the request contract
+        # outermost first: OpenTelemetry's (so our handler, its logs and the outbox rows it
+        # writes run inside the call's server span), errors and the access log, admission
+        # (capacity), the request contract
         server = _limited_server(
-            self.settings, [ServerInterceptor(), self.admission, ValidationInterceptor()]
+            self.settings,
+            [
+                *tracing.server_interceptors(),
+                ServerInterceptor(),
+                self.admission,
+                ValidationInterceptor(),
+            ],
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -135,18 +122,33 @@ class GrpcService:
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.settings.listen}")
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.metrics_listen:
+            self._metrics = metrics.serve(self.settings.metrics_listen)
         server.start()
         self._server = server
         self.prepare()
         self._set_status(health_pb2.HealthCheckResponse.SERVING)
         self.on_serving()
         log.info("%s serving on %s", self.settings.service, self.address)
+        if self._metrics is not None:
+            host = self.settings.metrics_listen.rpartition(":")[0]
+            log.info(
+                "%s metrics on http://%s:%d/metrics",
+                self.settings.service,
+                host,
+                self._metrics.port,
+            )
         return self.port
 
     @property
     def address(self) -> str:
         host = self.settings.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of ``/metrics`` (``<SERVICE>_METRICS_LISTEN`` may ask for port 0)."""
+        return self._metrics.port if self._metrics is not None else None
 
     def stop(self, grace: float | None = None) -> None:
         if self._server is None:
@@ -157,6 +159,9 @@ class GrpcService:
         self.on_draining()
         drained.wait()
         self._server = None
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         ACCESS_LOG.flush()
         self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)
@@ -174,7 +179,8 @@ class GrpcService:
         with SignalWaiter() as signals:
             self.start()
             # one write, so no other thread's output can land inside the line
-            sys.stdout.write(f"{self.settings.service} SERVING on {self.address}\n")
+            ready = readiness_line(self.settings.service, self.address, self.settings.log_format)
+            sys.stdout.write(f"{ready}\n")
             sys.stdout.flush()
             received = None
             while received is None:

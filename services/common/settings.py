@@ -2,9 +2,11 @@
 
 Every service reads the same shape of settings, prefixed by its name, so one page of docs
 (README "Configuration") covers all three: ``SCHEDULER_DATABASE_URL``, ``INVENTORY_LISTEN``,
-``NOTIFY_GRPC_WORKERS`` and so on. Peers are addressed as ``<PEER>_ADDRESS``; ``LOG_LEVEL`` is
-shared. Each service declares its own settings class (``services/<name>/settings.py``) on top
-of :class:`ServiceSettings`; pydantic-settings types and validates the fields.
+``NOTIFY_GRPC_WORKERS`` and so on. Peers are addressed as ``<PEER>_ADDRESS``; ``LOG_LEVEL`` and
+``LOG_FORMAT`` are shared (tracing reads the standard ``OTEL_*`` variables:
+services/common/tracing.py). Each service declares its own settings class
+(``services/<name>/settings.py``) on top of :class:`ServiceSettings`; pydantic-settings types
+and validates the fields.
 
 Why the loader is stricter than pydantic-settings alone: a misspelt variable
 (``SCHEDULER_GRPC_WORKER=4``) would otherwise be ignored and the service would start with a
@@ -29,6 +31,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_PORTS = {"scheduler": 50051, "inventory": 50052, "notify": 50053}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["json", "text"]
+_SHARED = frozenset({"log_level", "log_format"})  # one variable for all three services
 
 
 class SettingsError(ValueError):
@@ -67,6 +71,12 @@ class ServiceSettings(BaseSettings):
     # the peers' addresses, read from ``<PEER>_ADDRESS`` (not prefixed with this service)
     peers: Mapping[str, str] = Field(default_factory=dict)
     log_level: LogLevel = "INFO"  # ``LOG_LEVEL``, shared by the three services
+    # ``LOG_FORMAT``, shared: one JSON object per line (every deployment file sets it) or one
+    # readable line (the default: a terminal, ``make run``); services/common/logs.py
+    log_format: LogFormat = "text"
+    # Prometheus ``/metrics`` on host:port (port 0: any free port); empty: not served. Off by
+    # default so that tests and a second checkout never fight over a port; deploy/ sets it.
+    metrics_listen: str = ""
 
     @classmethod
     def settings_customise_sources(
@@ -97,8 +107,8 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def variable(cls, field: str) -> str:
         """The environment variable behind a field."""
-        if field == "log_level":
-            return "LOG_LEVEL"
+        if field in _SHARED:
+            return field.upper()
         return f"{cls.service.upper()}_{field.upper()}"
 
     @classmethod

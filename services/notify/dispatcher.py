@@ -11,6 +11,12 @@ with the same Idempotency-Key / Message-ID so the receiver can tell.
 
 The clock is injected; ``run_once`` does one claim-send-record round, so tests drive delivery
 without sleeping.
+
+Observed: each send runs in a span whose parent is the notification's traceparent (the Publish
+that accepted it, itself part of the caller's trace); every attempt's outcome, and every
+delivery that expired unsent, is counted by channel and result (``notify_deliveries_total``);
+the open deliveries by status and how long the oldest due one has waited are read at each
+scrape (``backlog``).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.common import metrics, tracing
 from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
@@ -62,6 +69,7 @@ class DispatchPolicy:
 class _Claimed:
     message: OutgoingMessage
     attempt: int
+    traceparent: str | None = None  # the notification's: its Publish call
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class Dispatcher:
             "notify-dispatcher", lambda: self.run_once() > 0, self.policy.interval_seconds
         )
         self._pool: ThreadPoolExecutor | None = None
+        metrics.watch("notify-deliveries", self.backlog)
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -172,6 +181,7 @@ class Dispatcher:
                         row.updated_at = now
                         continue
                 if note.expires_at is not None and now >= note.expires_at:
+                    metrics.NOTIFY_DELIVERIES.labels(row.channel, "expired").inc()
                     row.status = Status.EXPIRED.value
                     row.lease_until = None
                     row.updated_at = now
@@ -221,11 +231,18 @@ class Dispatcher:
                             sent_at=now,
                         ),
                         row.attempt_count,
+                        note.traceparent,
                     )
                 )
         return claimed
 
     def _send(self, item: _Claimed) -> _Outcome:
+        message = item.message
+        attributes = {"notify.delivery_id": message.delivery_id, "notify.attempt": item.attempt}
+        with tracing.span(f"deliver {message.channel.value}", item.traceparent, attributes):
+            return self._send_now(item)
+
+    def _send_now(self, item: _Claimed) -> _Outcome:
         adapter = self.adapters.get(item.message.channel)
         if adapter is None:
             return _Outcome(Status.PERMANENT_FAILURE, f"no adapter for {item.message.channel}")
@@ -256,6 +273,7 @@ class Dispatcher:
             if status is Status.TEMPORARY_FAILURE and row.attempt_count >= p.max_attempts:
                 status = Status.PERMANENT_FAILURE
                 error = f"retries exhausted after {row.attempt_count} attempts: {error}"[:1000]
+            metrics.NOTIFY_DELIVERIES.labels(row.channel, status.value.lower()).inc()
             row.status = status.value
             row.lease_until = None
             row.updated_at = now
@@ -286,6 +304,32 @@ class Dispatcher:
             .values(finished_at=now, outcome=outcome.value, error=error[:1000])
         )
 
+    def backlog(self) -> list[metrics.Reading]:
+        """Open deliveries by status, and how long the oldest due one has been due (one query
+        over the (status, next_attempt_at) index)."""
+        now = self.clock.now()
+        open_ = [s.value for s in OPEN] + [Status.SENDING.value]
+        query = (
+            select(DeliveryRow.status, func.count(), func.min(DeliveryRow.next_attempt_at))
+            .where(DeliveryRow.status.in_(open_))
+            .group_by(DeliveryRow.status)
+        )
+        with self.db.single_read() as connection:
+            rows = connection.execute(query).all()
+        counts = dict.fromkeys(open_, 0)
+        oldest_due = now
+        for status, count, first in rows:
+            counts[status] = count
+            if status != Status.SENDING.value and first is not None:
+                oldest_due = min(oldest_due, first)
+        readings = [
+            metrics.Reading("notify_deliveries_open", {"status": status}, count)
+            for status, count in counts.items()
+        ]
+        waited = (now - oldest_due).total_seconds()
+        readings.append(metrics.Reading("notify_oldest_due_delivery_age_seconds", {}, waited))
+        return readings
+
     # -- the background thread ----------------------------------------------------------------
 
     def start(self) -> None:
@@ -299,6 +343,7 @@ class Dispatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
+        metrics.unwatch("notify-deliveries", self.backlog)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -18,6 +18,7 @@ from sqlalchemy import exists, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common import tracing
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, NotFound, Violations
@@ -409,6 +410,7 @@ class NotificationService:
             expires_at=cmd.expires_at,
             created_at=now,
             cancelled_at=None,
+            traceparent=tracing.current_traceparent(),
         )
         try:
             with session.begin_nested():

@@ -27,12 +27,17 @@ lost or doubled:
 - **at the end**: every appointment has exactly one reservation, in the state its booking
   calls for; the stock ledger reconciles, reserved each booking's vials once and released the
   cancelled one's once; every email and webhook delivery notify recorded arrived exactly once,
-  and nothing else arrived.
+  and nothing else arrived;
+- **the logs** (LOG_FORMAT=json, as deployed): every line each service wrote is a JSON object
+  with the documented keys, one access line per call, and no line names a patient, their birth
+  date, MRN or contact address.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -149,6 +154,7 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
                 "NOTIFY_WEBHOOK_ALLOW_LIST": webhooks.allow_list,
                 "NOTIFY_RETRY_BASE_SECONDS": "1",
                 "NOTIFY_RETRY_MAX_SECONDS": "5",
+                "LOG_FORMAT": "json",
             },
         )
         system = System(processes, smtp, webhooks, zone.key, start, reminder_at, time.monotonic())
@@ -702,6 +708,42 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     assert Counter(m.topic for m in smtp.emails(to=ben.email)) == {"APPOINTMENT_CHANGED": 1}
     assert Counter(m.topic for m in smtp.emails(to=cleo.email)) == {"APPOINTMENT_CHANGED": 1}
     step("ledger, reservations and deliveries agree")
+
+    # --- the logs: JSON lines, ids only ---------------------------------------------------------
+    processes.stop_all()  # every line written
+    identifying = []
+    for who in (ada, ben, cleo):
+        p = who.patient
+        birth = f"{p.birth_date.year:04d}-{p.birth_date.month:02d}-{p.birth_date.day:02d}"
+        words = [rf"\b{re.escape(n)}\b" for n in (p.given_name, p.family_name)]
+        identifying += [*words, *map(re.escape, (birth, p.mrn, who.email))]
+    lines = check_logs(processes, identifying)
+    step(f"{lines} log lines: JSON, and none names a patient")
+
+
+LOG_KEYS = ["time", "level", "service", "logger", "message"]  # docs/operations.md
+
+
+def check_logs(processes: Processes, identifying: list[str]) -> int:
+    """Every line of every service's log is a JSON object that starts with the documented
+    keys and names its service; access lines have their fields; no line matches any of the
+    ``identifying`` patterns. Returns how many lines were read."""
+    pattern = re.compile("|".join(identifying))
+    read = 0
+    for name in processes.services:
+        calls = 0
+        for text in processes.log_path(name).read_text().splitlines():
+            read += 1
+            found = pattern.search(text)
+            assert found is None, f"{name} logged {found.group()!r}: {text}"
+            line = json.loads(text)
+            assert list(line)[:5] == LOG_KEYS, text
+            assert line["service"] == name, text
+            if line["logger"] == "grpc.access":
+                calls += 1
+                assert {"method", "code", "duration_ms", "request_id", "peer"} <= set(line)
+        assert calls > 0, f"no access lines from {name}"
+    return read
 
 
 def list_notifications(

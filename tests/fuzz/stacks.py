@@ -15,11 +15,10 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.notify.v1 import notify_pb2
 from infusion.scheduler.v1 import scheduler_pb2
 from services.common.clock import FixedClock
-from services.common.settings import load_settings
 from services.notify.__main__ import assemble
 from services.notify.domain.model import Channel
 from tests.integration.conftest import NOW, running_platform
-from tests.integration.notify_conftest import TEST_CONFIG, Recorder
+from tests.integration.notify_conftest import TEST_SETTINGS, Recorder, with_changes
 
 SERVICES = [
     service
@@ -62,17 +61,8 @@ def running_stack(name: str, database_url: str) -> Iterator[Stack]:
     """Scheduler, inventory (seeded, with stock site "site-1") and notify on one database."""
     with ExitStack() as stack:
         platform = stack.enter_context(running_platform(database_url))
-        settings = load_settings(
-            "notify",
-            {
-                "NOTIFY_DATABASE_URL": database_url,
-                "NOTIFY_LISTEN": "127.0.0.1:0",
-                "NOTIFY_JOBS": "0",
-                "NOTIFY_GRPC_WORKERS": "8",
-                "NOTIFY_SHUTDOWN_GRACE_SECONDS": "1",
-            },
-        )
-        notify = assemble(settings, FixedClock(NOW), TEST_CONFIG, {c: Recorder() for c in Channel})
+        settings = with_changes(TEST_SETTINGS, database_url=database_url, grpc_workers=8)
+        notify = assemble(settings, FixedClock(NOW), {c: Recorder() for c in Channel})
         notify.service.start()
         stack.callback(notify.service.stop, 0)
         notify_channel = stack.enter_context(grpc.insecure_channel(notify.service.address))

@@ -71,3 +71,17 @@ def test_the_demo_takes_free_ports_unless_told() -> None:
     assert chosen["notify"].listen == "127.0.0.1:7003"
     assert chosen["scheduler"].port not in (0, 50051, 50061)
     assert chosen["scheduler"].port != chosen["inventory"].port
+
+
+def test_a_service_logging_json_is_seen_serving() -> None:
+    import json
+
+    from services.common.logs import readiness_line
+    from services.launcher import SERVING_LINE, _message
+
+    line = readiness_line("notify", "127.0.0.1:7003", "json")
+    assert json.loads(line)["service"] == "notify"
+    said = SERVING_LINE.match(_message(line))
+    assert said is not None and said.groups() == ("notify", "127.0.0.1:7003")
+    text = readiness_line("notify", "127.0.0.1:7003", "text")
+    assert _message(text) == text == "notify SERVING on 127.0.0.1:7003"

@@ -77,6 +77,8 @@ class NotificationRow(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # W3C traceparent of the Publish that accepted it: the dispatcher's sends join its trace
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
 
 class DeliveryRow(Base):

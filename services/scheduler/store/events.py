@@ -1,6 +1,7 @@
 """Events the scheduler owes notify, written to its outbox in the caller's transaction (the
 jobs' notifications, and APPOINTMENT_CHANGED from bookings); the relay (notify_relay.py)
-publishes them. The outbox's unique dedupe key makes a second write of one event a no-op."""
+publishes them. The outbox's unique dedupe key makes a second write of one event a no-op.
+Each row keeps the traceparent of the call or job that wrote it (services.common.outbox)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from services.common import tracing
 from services.common.ids import new_id
 
 PATIENT_COPY = ":patient"  # the dedupe-key suffix of the patient's own copy (addressed())
@@ -47,7 +49,8 @@ def write_events(session: Session, table: Table, events: Iterable[Event], now: d
     seen: set[str] = set()
     for part in chunks(keys, 500):
         seen.update(session.scalars(select(table.c.dedupe_key).where(table.c.dedupe_key.in_(part))))
-    rows = [_outbox_row(wanted[k], now) for k in keys if k not in seen]
+    traceparent = tracing.current_traceparent()
+    rows = [_outbox_row(wanted[k], now, traceparent) for k in keys if k not in seen]
     if not rows:
         return 0
     insert = upsert_insert(session)
@@ -60,7 +63,7 @@ def write_events(session: Session, table: Table, events: Iterable[Event], now: d
     return len(written.all())
 
 
-def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
+def _outbox_row(event: Event, now: dt.datetime, traceparent: str | None) -> dict[str, Any]:
     expires = event.expires_at
     return {
         "id": new_id(),
@@ -74,6 +77,7 @@ def _outbox_row(event: Event, now: dt.datetime) -> dict[str, Any]:
         "created_at": now,
         "attempts": 0,
         "last_error": "",
+        "traceparent": traceparent,
     }
 
 

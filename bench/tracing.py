@@ -1,0 +1,113 @@
+"""What tracing costs a call: CalculateDose with tracing off (no OTLP endpoint: no SDK, no
+interceptor, no database listener), on (every call and statement traced, batches exported over
+OTLP/gRPC to a local sink that accepts and drops them, as a collector would), and on with 10 %
+of traces sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio); the scheduler and inventory
+as processes on SQLite under a temporary directory, as `make bench` runs them. Besides calls/s,
+the scheduler process's CPU time per call.
+``python -m bench.run --only tracing``; the echo baseline is measured in the same run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+
+from bench.harness import free_port, load, running
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@contextmanager
+def otlp_sink() -> Iterator[tuple[str, Callable[[], int]]]:
+    """An OTLP/gRPC trace receiver on a free port that counts the spans it is sent."""
+    spans = 0
+    lock = threading.Lock()
+
+    def export(
+        request: otlp.ExportTraceServiceRequest, _context: grpc.ServicerContext
+    ) -> otlp.ExportTraceServiceResponse:
+        nonlocal spans
+        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        with lock:
+            spans += count
+        return otlp.ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    service, method = EXPORT.lstrip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(
+        export,
+        request_deserializer=otlp.ExportTraceServiceRequest.FromString,
+        response_serializer=otlp.ExportTraceServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
+    )
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        yield address, lambda: spans
+    finally:
+        server.stop(1).wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): CPU per call is steadier than
+    calls/s on a machine shared with other work."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[str, Any]:
+    from bench.run import prepare_dose_request
+
+    results: dict[str, dict[str, Any]] = {}
+    checks: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as (sink, exported):
+        endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink}"}
+        ratio = {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+        rounds: list[tuple[str, dict[str, str]]] = [
+            ("off", {}),
+            ("on", endpoint),
+            ("on, 10 % sampled", {**endpoint, **ratio}),
+        ]
+        for n, (label, traced) in enumerate(rounds):
+            env = dict(os.environ)
+            for name in ("inventory", "scheduler"):
+                address = f"127.0.0.1:{free_port()}"
+                env[f"{name.upper()}_LISTEN"] = env[f"{name.upper()}_ADDRESS"] = address
+                env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{tmp}/{n}-{name}.db"
+            env.update(traced)
+            # the exporter flushes its last batch when the processes are stopped
+            with running(env, ("inventory", "scheduler")) as procs:
+                scheduler = env["SCHEDULER_LISTEN"]
+                dose = prepare_dose_request(scheduler, env["INVENTORY_LISTEN"])
+                say(f"CalculateDose, tracing {label}")
+                before, cpu = exported(), cpu_seconds(procs["scheduler"].pid)
+                result = load(
+                    scheduler,
+                    "/infusion.scheduler.v1.SchedulerService/CalculateDose",
+                    dose.SerializeToString(),
+                    seconds,
+                    concurrency,
+                )
+                results[f"CalculateDose (2-day induction), tracing {label}"] = result
+                # bench.load's 2 s of warm-up are served too, at about the measured rate
+                calls = result["calls_per_second"] * (seconds + 2.0)
+                used = cpu_seconds(procs["scheduler"].pid) - cpu
+                checks[f"scheduler CPU ms per call, tracing {label}"] = round(
+                    1000 * used / calls, 3
+                )
+            checks[f"spans exported, tracing {label}"] = exported() - before
+    return {"results": results, "checks": checks}
