@@ -35,7 +35,7 @@ class NotifySettings(ServiceSettings):
     dispatch_interval_seconds: float = Field(1.0, gt=0, le=3600)
     dispatch_batch: int = Field(50, ge=1, le=10_000)
     dispatch_workers: int = Field(8, ge=1, le=256)
-    max_attempts: int = Field(8, ge=1, le=100)
+    max_attempts: int = Field(8, ge=1, le=1000)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(3600.0, gt=0)
     lease_seconds: float = Field(120.0, gt=0)
