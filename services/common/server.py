@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.accesslog import ACCESS_LOG
+from services.common.auth.service import ServiceAuth
 from services.common.interceptors import ServerInterceptor
 from services.common.settings import ServiceSettings, SettingsError
 
@@ -49,8 +50,15 @@ def start_up(load: Callable[[], S]) -> S:
 
 
 def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
-    """A service's ``main``: start up, then serve until SIGTERM or SIGINT."""
-    build(start_up(load)).run_until_signalled()
+    """A service's ``main``: start up, then serve until SIGTERM or SIGINT. Building checks
+    what only serving needs (the token issuer): missing, it exits 2 like a bad setting."""
+    settings = start_up(load)
+    try:
+        service = build(settings)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    service.run_until_signalled()
     return 0
 
 
@@ -79,10 +87,12 @@ class _InProcessQueueHandler(logging.handlers.QueueHandler):
 
 @dataclass
 class GrpcService:
-    """A gRPC server with health, reflection, the shared interceptor and a start-up hook."""
+    """A gRPC server with health, reflection, the shared interceptors (errors and access
+    log, then authentication) and a start-up hook."""
 
     settings: ServiceSettings
     register: Registrar
+    auth: ServiceAuth
     prepare: Callable[[], None] = lambda: None
     on_serving: Callable[[], None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
@@ -98,15 +108,16 @@ class GrpcService:
                 max_workers=self.settings.grpc_workers,
                 thread_name_prefix=f"{self.settings.service}-rpc",
             ),
-            interceptors=[ServerInterceptor()],
+            interceptors=[ServerInterceptor(), self.auth.interceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._service_names = list(self.register(server))
-        reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         self.port = server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.settings.listen}")

@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from services.common.identity import service_caller
 from services.common.jobstore import register, run
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
@@ -58,12 +59,13 @@ class InventoryJobs:
         self.reorder_check = reorder_check
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self.name = name
+        caller = service_caller("inventory")
         for job, body in (("daily", self.daily), ("refresh", self.refresh)):
-            register(f"{name}.{job}", body)
-        register(f"{name}.all_sites", self.all_sites)
+            register(f"{name}.{job}", body, caller)
+        register(f"{name}.all_sites", self.all_sites, caller)
 
     def start(self) -> None:
-        self.refresh()
+        run(f"{self.name}.refresh")
         self.scheduler.add_job(
             run,
             IntervalTrigger(minutes=REFRESH_MINUTES),
