@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check demo
+.PHONY: help setup gen run seed test test-unit lint bench clean deploy-check demo token
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,8 +38,11 @@ setup: $(STAMP) $(GEN_STAMP) ## Create .venv, install dependencies, generate gRP
 
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
-run: setup ## Start scheduler, inventory and notify on localhost (SQLite under var/), seeded
+run: setup ## Start scheduler, inventory and notify on localhost (SQLite under var/), seeded, with a development token issuer; prints a token per role
 	$(PY) -m services.run
+
+token: setup ## Print a fresh development token as the last line: make token ROLE=nurse [ORG=demo-org]
+	@$(PY) -m services.issuer token "$(ROLE)" $(if $(ORG),--org "$(ORG)")
 
 demo: setup ## Walk through a day (plan, book, reserve, complete, dispense, reorder, recall), printing what each service did
 	$(PY) -m services.walkthrough

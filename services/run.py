@@ -1,6 +1,6 @@
-"""`make run`: seed the catalogue and the demo stock, start the three services as processes,
-wait for SERVING, print how to call them, and stop them all on Ctrl-C (SIGTERM each, so
-in-flight calls drain)."""
+"""`make run`: seed the catalogue and the demo stock, start the development token issuer and
+the three services as processes, wait for SERVING, print a token per role and how to call
+them, and stop them all on Ctrl-C (SIGTERM each, so in-flight calls drain)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import sys
 import time
 
 from services import demo
+from services.common.auth.roles import Roles
+from services.common.auth.tokens import StaticToken
 from services.common.health import wait_serving
 from services.common.settings import ServiceSettings, SettingsError
 from services.inventory.settings import load_settings as inventory_settings
+from services.issuer.issuer import OPERATOR_ROLES
+from services.issuer.local import LocalIssuer
 from services.notify.settings import load_settings as notify_settings
 from services.scheduler.settings import load_settings as scheduler_settings
 
@@ -22,7 +26,9 @@ SERVICES = ("inventory", "notify", "scheduler")
 
 
 def main() -> int:
-    env = dict(os.environ)
+    # the services trust the development issuer (var/issuer/) and get their own tokens there
+    issuer = LocalIssuer()
+    env = {**os.environ, **issuer.service_environment()}
     try:  # every service's settings, checked before anything starts
         settings: dict[str, ServiceSettings] = {
             "scheduler": scheduler_settings(env),
@@ -47,6 +53,7 @@ def main() -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        issuer.stop()
 
     def on_sigterm(*_: object) -> None:
         stop_all()
@@ -54,6 +61,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        issuer.start()
         for name in SERVICES:
             procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)
         for name in SERVICES:
@@ -63,32 +71,50 @@ def main() -> int:
                 stop_all()
                 return 1
         s, i, n = (settings[x].listen for x in ("scheduler", "inventory", "notify"))
-        for line in demo.load(s, i, dt.date.today(), notify_address=n):
+        operator = StaticToken(issuer.issuer.user_token(OPERATOR_ROLES))
+        for line in demo.load(s, i, dt.date.today(), notify_address=n, tokens=operator):
             print(line, flush=True)
+        tokens = "\n".join(
+            f"export {role.upper()}='{issuer.token(role)}'" for role in Roles.default().specs
+        )
+        bearer = '-H "authorization: Bearer $'
         print(
             f"""
-All three services are SERVING (SQLite under var/):
+All three services are SERVING (SQLite under var/), trusting the development issuer at
+{issuer.url} (keys under var/issuer/). A token per role, of organisation {demo.ORG} and every
+site, valid 8 hours (`make token ROLE=<role> [ORG=<organisation>]` prints a fresh one):
+
+{tokens}
+
   scheduler  {s}
   inventory  {i}
   notify     {n}
 
-Try them (grpcurl, or `npx buf curl`; reflection is on):
+Try them (paste the exports above first; grpcurl, or `npx buf curl`). Every call needs a
+token; reflection (`list`, `describe`) and health do not:
   grpcurl -plaintext {i} list
-  grpcurl -plaintext -d '{{"page_size": 5}}' {i} infusion.inventory.v1.InventoryService/ListProducts
+  grpcurl -plaintext {bearer}PHARMACIST" -d '{{"page_size": 5}}' {i} \\
+    infusion.inventory.v1.InventoryService/ListProducts
   grpcurl -plaintext {s} describe infusion.scheduler.v1.SchedulerService
-  grpcurl -plaintext -d '{{"organisation_id": "demo-org"}}' {s} \\
-    infusion.scheduler.v1.SchedulerService/ListSites
-  grpcurl -plaintext \\
+  grpcurl -plaintext {bearer}SCHEDULING_COORDINATOR" \\
+    -d '{{"organisation_id": "{demo.ORG}"}}' {s} infusion.scheduler.v1.SchedulerService/ListSites
+  grpcurl -plaintext {bearer}SCHEDULING_COORDINATOR" \\
     -d '{{"site_id": "<site id>", "horizon_days": 28, "mode": "PLAN_MODE_PROPOSE"}}' \\
     {s} infusion.scheduler.v1.SchedulerService/PlanSchedule
-  grpcurl -plaintext -d '{{"site_id": "demo-london"}}' {i} \\
+  grpcurl -plaintext {bearer}PHARMACIST" -d '{{"site_id": "demo-london"}}' {i} \\
     infusion.inventory.v1.InventoryService/GetStockLevels
-  npx buf curl --protocol grpc --http2-prior-knowledge \\
+  npx buf curl --protocol grpc --http2-prior-knowledge {bearer}PHARMACIST" \\
     http://{i}/infusion.inventory.v1.InventoryService/ListProducts
-See README.md for a walk-through (site, patient, plan, CalculateDose, booking, stock).
+A nurse may not change the catalogue (PERMISSION_DENIED); no token is UNAUTHENTICATED:
+  grpcurl -plaintext {bearer}NURSE" -d '{{"product": {{"id": "x"}}}}' {i} \\
+    infusion.inventory.v1.InventoryService/UpdateProduct
+See README.md for a walk-through (site, patient, plan, CalculateDose, booking, stock) and
+docs/security.md for roles and tokens.
 Notifications print here as "[notify] console to ...": the scheduler's due notices, reminders
-and missed infusions (its jobs run every minute), and the inventory's stock alerts.
-  grpcurl -plaintext -d '{{"page_size": 5}}' {n} infusion.notify.v1.NotifyService/ListNotifications
+and missed infusions (its jobs run every minute), and the inventory's stock alerts. A hospital
+system (the integration role) reads them:
+  grpcurl -plaintext {bearer}INTEGRATION" -d '{{"page_size": 5}}' {n} \\
+    infusion.notify.v1.NotifyService/ListNotifications
 Ctrl-C stops them.
 """,
             flush=True,

@@ -5,7 +5,9 @@ with the lot trace, a reorder suggestion, and a recall that reaches the patient'
 the pharmacy's notifications.
 
 The services run as processes on SQLite in a temporary directory (nothing of `make run`'s data
-is touched) and stop at the end.
+is touched), with a development token issuer of their own there, and stop at the end. The
+walk-through calls as a day unit's operator (the roles of its steps) and reads notify as a
+hospital system would (the integration role).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.money_pb2 import Money
@@ -33,12 +34,18 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
 from services.common.health import wait_serving
 from services.demo import load_notify
+from services.issuer.issuer import OPERATOR_ROLES
+from services.issuer.local import LocalIssuer
 
 SERVICES = ("inventory", "notify", "scheduler")
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
 PORTS = {"scheduler": 50061, "inventory": 50062, "notify": 50063}
+ISSUER_LISTEN = "127.0.0.1:50060"
+ORG = "walkthrough"
 
 
 def _date(day: dt.date) -> Date:
@@ -54,9 +61,11 @@ def detail(text: str) -> None:
 
 
 @contextmanager
-def running_services() -> Iterator[dict[str, str]]:
+def running_services() -> Iterator[tuple[dict[str, str], LocalIssuer]]:
     var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
-    env = dict(os.environ)
+    issuer = LocalIssuer(var / "issuer", ISSUER_LISTEN)
+    issuer.start((var / "issuer.log").open("wb"))
+    env = {**os.environ, **issuer.service_environment()}
     for name, port in PORTS.items():
         env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
         env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
@@ -82,12 +91,13 @@ def running_services() -> Iterator[dict[str, str]]:
         for name, address in addresses.items():
             if not wait_serving(address):
                 raise RuntimeError(f"{name} did not start; see {var / name}.log")
-        yield addresses
+        yield addresses, issuer
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=15)
+        issuer.stop()
         print(f"\n(service logs: {var})", flush=True)
 
 
@@ -101,11 +111,19 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def walk(addresses: dict[str, str]) -> None:
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(addresses["scheduler"]))
-    stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(addresses["inventory"]))
-    note = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(addresses["notify"]))
-    load_notify(addresses["notify"])
+def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
+    operator = StaticToken(issuer.issuer.user_token(OPERATOR_ROLES, ORG))
+    hospital_system = StaticToken(issuer.token("integration", ORG))
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(
+        open_channel(addresses["scheduler"], None, operator)
+    )
+    stock = inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(addresses["inventory"], None, operator)
+    )
+    note = notify_pb2_grpc.NotifyServiceStub(
+        open_channel(addresses["notify"], None, hospital_system)
+    )
+    load_notify(addresses["notify"], operator)
     today = dt.date.today()
     day = today + dt.timedelta(days=3)
     while day.isoweekday() > 5:
@@ -343,8 +361,8 @@ def walk(addresses: dict[str, str]) -> None:
 
 
 def main() -> int:
-    with running_services() as addresses:
-        walk(addresses)
+    with running_services() as (addresses, issuer):
+        walk(addresses, issuer)
     return 0
 
 
