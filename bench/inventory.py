@@ -65,10 +65,7 @@ def throwaway_database(label: str = "inventory") -> Iterator[str]:
 
 
 @contextmanager
-def inventory_process(
-    url: str, issuer: LocalIssuer, module: str = "services.inventory"
-) -> Iterator[str]:
-    """The inventory (``module``: bench.unauthenticated serves it without authentication)."""
+def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, **issuer.service_environment()}
     env.update(
@@ -78,7 +75,7 @@ def inventory_process(
         PYTHONUNBUFFERED="1",
     )
     seed(env)
-    cmd = [sys.executable, "-m", *module.split()]
+    cmd = [sys.executable, "-m", "services.inventory"]
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -5,9 +5,11 @@ ReserveStock and GetStockForecast on PostgreSQL (bench/inventory.py). Results: p
 Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
-`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`)
-runs one part after the echo; bench/booking.py measures BookAppointment and FindSlots on
-PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox.
+`python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
+`--only auth`) runs one part after the echo; bench/booking.py measures BookAppointment and
+FindSlots on PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
+bench/auth.py CalculateDose and ReserveStock with authentication on and off. Every part's
+services trust a development token issuer of their own; every call carries a token.
 """
 
 from __future__ import annotations

@@ -8,12 +8,8 @@ role they ask for (services.common.channels.open_channel).
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import grpc
 
-from services.common.auth.jwks import JwksKeys
 from services.common.auth.roles import Roles
 from services.common.auth.service import ServiceAuth
 from services.common.auth.tokens import StaticToken
@@ -21,23 +17,10 @@ from services.common.auth.verifier import TokenVerifier
 from services.common.channels import open_channel
 from services.common.identity import Caller
 from services.issuer.issuer import OPERATOR_ROLES, Issuer
+from services.issuer.memory import InMemoryKeys
 
 URL = "https://issuer.test"
 TEST_ORGANISATION = "org-1"
-
-
-class InMemoryKeys(JwksKeys):
-    """PyJWKClient's caching and rotation, fed from the issuer instead of over HTTP."""
-
-    def __init__(self, issuer: Issuer, cooldown: float) -> None:
-        super().__init__(f"{issuer.url}/jwks.json", cooldown=cooldown)
-        self.issuer = issuer
-
-    def _download(self) -> Any:
-        data = self.issuer.jwks()
-        # what PyJWKClient.fetch_data records after its HTTP fetch (the refetch cooldown)
-        self._last_successful_fetch = time.monotonic()
-        return data
 
 
 class Recorded:

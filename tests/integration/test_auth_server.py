@@ -28,6 +28,7 @@ from services.common.identity import current_caller
 from services.common.server import GrpcService
 from services.inventory.__main__ import build as build_inventory
 from services.inventory.settings import load_settings as inventory_settings
+from services.issuer.memory import InMemoryKeys
 from services.notify.settings import load_settings as notify_settings
 from tests.auth_tokens import unknown_kid
 from tests.integration.builders import (
@@ -39,7 +40,7 @@ from tests.integration.builders import (
     site_with_chairs,
 )
 from tests.integration.conftest import Platform
-from tests.issuer import InMemoryKeys, TestIssuer
+from tests.issuer import TestIssuer
 
 PROBE = "test.Probe"
 

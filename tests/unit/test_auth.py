@@ -18,8 +18,9 @@ from services.common.auth.roles import Roles, RolesError
 from services.common.auth.verifier import AuthUnavailable, InvalidToken, TokenVerifier
 from services.common.identity import acting_as, current_caller, running_as, service_caller
 from services.issuer.issuer import SigningKey
+from services.issuer.memory import InMemoryKeys
 from tests.auth_tokens import BAD_TOKENS
-from tests.issuer import InMemoryKeys, TestIssuer
+from tests.issuer import TestIssuer
 
 ROLES = Roles.default()
 
