@@ -15,7 +15,7 @@ VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,8 +51,11 @@ setup: runtime $(DEV_STAMP) $(BUF) ## Everything for development: .venv with the
 
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
-run: runtime $(BUF) ## Start the three services with a demo centre (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/)
+run: runtime $(BUF) ## Start the three services with a demo centre and a development token issuer (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/); prints a token per role
 	$(PY) -m services.run
+
+token: runtime ## Print a fresh development token as the last line: make token ROLE=nurse [ORG=demo-org]
+	@$(PY) -m services.issuer token "$(ROLE)" $(if $(ORG),--org "$(ORG)")
 
 demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
 	$(PY) -m services.walkthrough

@@ -25,18 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 
-from bench.harness import free_port, load, running
+from bench.harness import ORG, channel, dev_issuer, free_port, load, operator_token, running
 from bench.inventory import throwaway_database
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.issuer.local import LocalIssuer
 
 CHAIRS = 30
 BOOKINGS = 6000
@@ -50,9 +50,9 @@ def _date(day: dt.date) -> Date:
 
 
 @contextmanager
-def services(url: str) -> Iterator[tuple[str, str]]:
+def services(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, str]]:
     ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
-    env = dict(os.environ)
+    env = {**os.environ, **issuer.service_environment()}
     env.update(
         {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
         **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
@@ -80,7 +80,7 @@ def prepare(sch: Any, product_id: str, first: dt.date) -> tuple[pb.Site, list[pb
         pb.CreateSiteRequest(
             request_id="bench-site",
             site=pb.Site(
-                organisation_id="bench",
+                organisation_id=ORG,
                 display_name="Bench centre",
                 time_zone="Europe/London",
                 opening_hours=[
@@ -210,16 +210,26 @@ def overlaps(url: str) -> int:
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     first = dt.date.today() + dt.timedelta(days=7)
-    with throwaway_database() as url, services(url) as (scheduler, inventory):
-        sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler))
-        stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory))
+    with (
+        dev_issuer() as issuer,
+        throwaway_database() as url,
+        services(url, issuer) as (scheduler, inventory),
+    ):
+        token = operator_token(issuer)
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(channel(scheduler, token))
+        stock = inventory_pb2_grpc.InventoryServiceStub(channel(inventory, token))
         product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
         log(f"booking bench: creating {BOOKINGS} patients and plans …")
         site, chairs, plans = prepare(sch, product, first)
         searcher, plans = plans[-1], plans[:-1]
         log("booking bench: BookAppointment …")
         results["BookAppointment (30 chairs, a plan per call)"] = load(
-            scheduler, BOOK, booking_requests(chairs, plans, first), seconds, concurrency
+            scheduler,
+            BOOK,
+            booking_requests(chairs, plans, first),
+            seconds,
+            concurrency,
+            token=token,
         )
         find = pb.FindSlotsRequest(
             therapy_plan_id=searcher,
@@ -228,7 +238,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         )
         log("booking bench: FindSlots …")
         results["FindSlots (14 days, 30 chairs, 1 in flight)"] = load(
-            scheduler, FIND, find.SerializeToString(), seconds, 1
+            scheduler, FIND, find.SerializeToString(), seconds, 1, token=token
         )
         booked = len(
             sch.ListAppointments(

@@ -19,25 +19,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 
 from bench.booking import BOOK, booking_requests, prepare
-from bench.harness import free_port, load, running
+from bench.harness import channel, dev_issuer, free_port, load, operator_token, running
 from bench.inventory import throwaway_database
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.issuer.local import LocalIssuer
 
 LOTS, VIALS_PER_LOT = 40, 1000
 
 
 @contextmanager
-def system(scheduler_url: str, inventory_url: str) -> Iterator[dict[str, str]]:
+def system(scheduler_url: str, inventory_url: str, issuer: LocalIssuer) -> Iterator[dict[str, str]]:
     ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
-    env = dict(os.environ)
+    env = {**os.environ, **issuer.service_environment()}
     env.update(
         {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
         **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
@@ -54,14 +54,14 @@ def system(scheduler_url: str, inventory_url: str) -> Iterator[dict[str, str]]:
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
     first = dt.date.today() + dt.timedelta(days=7)
     with (
+        dev_issuer() as issuer,
         throwaway_database("e2e_scheduler") as sched_url,
         throwaway_database("e2e_inventory") as inv_url,
-        system(sched_url, inv_url) as addresses,
+        system(sched_url, inv_url, issuer) as addresses,
     ):
-        sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(addresses["scheduler"]))
-        stock = inventory_pb2_grpc.InventoryServiceStub(
-            grpc.insecure_channel(addresses["inventory"])
-        )
+        token = operator_token(issuer)
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(channel(addresses["scheduler"], token))
+        stock = inventory_pb2_grpc.InventoryServiceStub(channel(addresses["inventory"], token))
         product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
         log("e2e booking bench: creating patients and plans …")
         site, chairs, plans = prepare(sch, product, first)
@@ -93,6 +93,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             booking_requests(chairs, plans[:-1], first),
             seconds,
             concurrency,
+            token=token,
         )
 
         def appointments() -> tuple[int, int]:

@@ -26,15 +26,15 @@ from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from sqlalchemy import create_engine, text
 
-from bench.harness import ROOT, free_port, load
+from bench.harness import ROOT, channel, dev_issuer, free_port, load, operator_token, seed
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.health import wait_serving
+from services.issuer.local import LocalIssuer
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 SITE = "bench-site"
@@ -65,17 +65,17 @@ def throwaway_database(label: str = "inventory") -> Iterator[str]:
 
 
 @contextmanager
-def inventory_process(url: str) -> Iterator[str]:
+def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ)
+    env = {**os.environ, **issuer.service_environment()}
     env.update(
         INVENTORY_DATABASE_URL=url,
         INVENTORY_LISTEN=address,
         INVENTORY_SHUTDOWN_GRACE_SECONDS="2",
         PYTHONUNBUFFERED="1",
     )
+    seed(env)
     cmd = [sys.executable, "-m", "services.inventory"]
-    subprocess.run([*cmd, "seed"], env=env, cwd=ROOT, check=True, capture_output=True)
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -208,9 +208,14 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
     """Returns {"results": {name: load result}, "checks": {...}}."""
     today = dt.datetime.now(ZoneInfo("Europe/London")).date()
     results: dict[str, dict[str, Any]] = {}
-    with throwaway_database() as url, inventory_process(url) as address:
-        channel = grpc.insecure_channel(address)
-        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+    with (
+        dev_issuer() as issuer,
+        throwaway_database() as url,
+        inventory_process(url, issuer) as address,
+    ):
+        token = operator_token(issuer)
+        opened = channel(address, token)
+        stub = inventory_pb2_grpc.InventoryServiceStub(opened)
         log("inventory: seeding 50 hot lots and 200 products through the RPCs")
         hot, spread = prepare(stub, today)
         hot_requests = [
@@ -222,11 +227,23 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         ]
         log("inventory: ReserveStock, hot product")
         results["ReserveStock, 1 hot product (50 lots), PostgreSQL"] = load(
-            address, RESERVE, hot_requests, seconds, concurrency, unique_field=APPOINTMENT_ID
+            address,
+            RESERVE,
+            hot_requests,
+            seconds,
+            concurrency,
+            unique_field=APPOINTMENT_ID,
+            token=token,
         )
         log("inventory: ReserveStock, 200 products")
         results["ReserveStock, 200 products spread, PostgreSQL"] = load(
-            address, RESERVE, spread_requests, seconds, concurrency, unique_field=APPOINTMENT_ID
+            address,
+            RESERVE,
+            spread_requests,
+            seconds,
+            concurrency,
+            unique_field=APPOINTMENT_ID,
+            token=token,
         )
         checks = verify(url, stub, hot)
         log(f"inventory: checks after the ReserveStock runs: {checks}")
@@ -242,6 +259,6 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             results[
                 f"GetStockForecast {FORECAST_HORIZON_DAYS} d, {n:,} open reservations, "
                 f"{in_flight} in flight"
-            ] = load(address, FORECAST, forecast, seconds, in_flight)
-        channel.close()
+            ] = load(address, FORECAST, forecast, seconds, in_flight, token=token)
+        opened.close()
     return {"results": results, "checks": checks}

@@ -4,7 +4,7 @@ Runs in its own process (grpc.aio client, one event loop) so the server under te
 machine's other core. Requests are pre-serialised bytes, so the client does the same tiny work
 for every target and the comparison with the echo baseline is fair.
 
-`python -m bench.load ADDRESS METHOD REQUEST_HEX --concurrency 32 --seconds 10`
+`python -m bench.load ADDRESS METHOD REQUEST_HEX --concurrency 32 --seconds 10 --token JWT`
 prints one JSON line: calls, errors, error_codes, seconds, calls_per_second, p50_ms, p99_ms.
 
 REQUEST_HEX may be ``@FILE``: one hex payload per line, sent in turn. ``--unique-field N``
@@ -61,6 +61,7 @@ async def run(
     seconds: float,
     warmup: float,
     unique_field: int = 0,
+    token: str = "",
 ) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
@@ -77,6 +78,7 @@ async def run(
             body += string_field(unique_field, f"{run_tag}{n}")
         return body
 
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(method, None, None)
         await channel.channel_ready()
@@ -90,7 +92,7 @@ async def run(
                 if started >= deadline:
                     return
                 try:
-                    await call(next_payload(), timeout=30)
+                    await call(next_payload(), timeout=30, metadata=metadata)
                 except grpc.aio.AioRpcError as error:
                     errors += 1
                     codes[error.code().name] += 1
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--unique-field", type=int, default=0)
+    parser.add_argument("--token", default="", help="a bearer token every call carries")
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -134,6 +137,7 @@ def main() -> None:
             args.seconds,
             args.warmup,
             args.unique_field,
+            args.token,
         )
     )
     print(json.dumps(result), flush=True)

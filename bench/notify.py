@@ -43,13 +43,14 @@ import grpc
 from google.type.date_pb2 import Date
 from sqlalchemy import create_engine, func, insert, select
 
-from bench.harness import ROOT, free_port, load
+from bench.harness import ROOT, channel, dev_issuer, free_port, load
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
 from services.common.db import Database
 from services.common.health import wait_serving
 from services.common.migrations import upgrade
+from services.issuer.local import LocalIssuer
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PUBLISH = "/infusion.notify.v1.NotifyService/Publish"
@@ -101,9 +102,10 @@ def _wait_port(address: str, timeout: float = 20) -> bool:
         channel.close()
 
 
-def notify_process(url: str, jobs: bool, workers: int = 8) -> Any:
+def notify_process(url: str, jobs: bool, issuer: LocalIssuer, workers: int = 8) -> Any:
     address = f"127.0.0.1:{free_port()}"
     env = {
+        **issuer.service_environment(),
         "NOTIFY_DATABASE_URL": url,
         "NOTIFY_LISTEN": address,
         "NOTIFY_JOBS": "1" if jobs else "0",
@@ -268,7 +270,9 @@ def last_sequence(url: str) -> int:
         engine.dispose()
 
 
-def fan_out(address: str, url: str, subscriber: str, streams: int, events: int) -> dict[str, Any]:
+def fan_out(
+    address: str, url: str, subscriber: str, streams: int, events: int, token: str
+) -> dict[str, Any]:
     after = last_sequence(url)
     counts = [0] * streams
     last = [0.0] * streams
@@ -277,9 +281,9 @@ def fan_out(address: str, url: str, subscriber: str, streams: int, events: int) 
     channels: list[grpc.Channel] = []
 
     def consume(i: int) -> None:
-        channel = grpc.insecure_channel(address)
-        channels.append(channel)
-        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        opened = channel(address, token)
+        channels.append(opened)
+        stub = notify_pb2_grpc.NotifyServiceStub(opened)
         stream = stub.Subscribe(
             npb.SubscribeRequest(
                 topics=[npb.TOPIC_LOT_EXPIRING], subscriber_ids=[subscriber], after_sequence=after
@@ -302,14 +306,14 @@ def fan_out(address: str, url: str, subscriber: str, streams: int, events: int) 
         t.start()
     ready.wait()
     time.sleep(1.0)  # every stream has sent its request and is waiting for live events
-    channel = grpc.insecure_channel(address)
-    stub = notify_pb2_grpc.NotifyServiceStub(channel)
+    publisher = channel(address, token)
+    stub = notify_pb2_grpc.NotifyServiceStub(publisher)
     start = time.perf_counter()
     publish_many(stub, subscriber, events, f"fanout-{os.getpid()}", workers=16)
     published = time.perf_counter()
     done.wait(timeout=300)
     finished = max(last)
-    channel.close()
+    publisher.close()
     for c in channels:
         c.close()
     seconds = finished - start
@@ -332,15 +336,18 @@ def notify_benchmarks(
     fanout_events: int,
     e2e: int,
     log: Callable[[str], None],
+    issuer: LocalIssuer,
     workers: int = 8,
 ) -> dict[str, Any]:
+    """Notify's calls come from a hospital system (the integration role)."""
+    token = issuer.token("integration", "bench")
     upgrade("notify", Database(url).engine)
     sink = Sink()
     out: dict[str, Any] = {}
     try:
-        with notify_process(url, jobs=False) as address:
-            channel = grpc.insecure_channel(address)
-            stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        with notify_process(url, jobs=False, issuer=issuer) as address:
+            opened = channel(address, token)
+            stub = notify_pb2_grpc.NotifyServiceStub(opened)
             hook, quiet = subscribers(stub, sink.url)
             stub.Publish(publish_request(hook, request_id="warm-up"))
             log(f"notify: Publish, {concurrency} in flight, {seconds} s")
@@ -351,10 +358,11 @@ def notify_benchmarks(
                 seconds,
                 concurrency,
                 unique_field=REQUEST_ID,
+                token=token,
             )
-            channel.close()
+            opened.close()
         pending = deliveries(url)  # the measured calls plus the load's warm-up
-        with notify_process(url, jobs=True, workers=workers) as address:
+        with notify_process(url, jobs=True, issuer=issuer, workers=workers) as address:
             start = time.perf_counter()
             log(f"notify: draining {pending} webhook deliveries")
             end = sink.wait_for(pending, timeout=300)
@@ -363,8 +371,8 @@ def notify_benchmarks(
                 "seconds": round(end - start, 3),
                 "per_second": round(pending / (end - start), 1),
             }
-            channel = grpc.insecure_channel(address)
-            stub = notify_pb2_grpc.NotifyServiceStub(channel)
+            opened = channel(address, token)
+            stub = notify_pb2_grpc.NotifyServiceStub(opened)
             log(f"notify: end to end, {e2e} notifications published while dispatching")
             start = time.perf_counter()
             publish_many(stub, hook, e2e, f"e2e-{os.getpid()}")
@@ -378,8 +386,8 @@ def notify_benchmarks(
                 "repeats_at_sink": sink.posts - sink.received(),
             }
             log(f"notify: fan-out to {streams} streams, {fanout_events} events")
-            out["fan_out"] = fan_out(address, url, quiet, streams, fanout_events)
-            channel.close()
+            out["fan_out"] = fan_out(address, url, quiet, streams, fanout_events, token)
+            opened.close()
     finally:
         sink.close()
     return out
@@ -526,7 +534,7 @@ def main() -> int:
     with process(echo_cmd, echo_address, ready=_wait_port):
         log("echo: bare grpcio")
         echo = load(echo_address, ECHO, b"\x0a\x05hello", args.seconds, args.concurrency)
-    with throwaway_database() as url:
+    with throwaway_database() as url, dev_issuer() as issuer:
         found = notify_benchmarks(
             url,
             args.seconds,
@@ -535,6 +543,7 @@ def main() -> int:
             args.fanout_events,
             args.e2e,
             log,
+            issuer,
             args.dispatch_workers,
         )
     with throwaway_database() as url:

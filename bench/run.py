@@ -6,9 +6,12 @@ Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
 `python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
-`--only tracing`) runs one part after the echo; bench/booking.py measures BookAppointment and
-FindSlots on PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
-bench/tracing.py CalculateDose with OpenTelemetry tracing off and on.
+`--only contract`, `--only tracing`, `--only auth`) runs one part after the echo;
+bench/booking.py measures BookAppointment and FindSlots on PostgreSQL, bench/e2e_booking.py
+bookings reserved end to end through the outbox, bench/tracing.py CalculateDose with
+OpenTelemetry tracing off and on, bench/auth.py CalculateDose and ReserveStock with
+authentication on and off. Every part's services trust a development token issuer of their
+own; every call carries a token.
 """
 
 from __future__ import annotations
@@ -24,80 +27,15 @@ import tempfile
 import time
 from typing import Any
 
-import grpc
-from google.type.date_pb2 import Date
-
+from bench import auth as auth_bench
 from bench import booking as booking_bench
 from bench import contract as contract_bench
 from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
 from bench import tracing as tracing_bench
-from bench.harness import ROOT, free_port, load, running
+from bench.dose import prepare_dose_request
+from bench.harness import ROOT, dev_issuer, free_port, load, operator_token, running
 from infusion.inventory.v1 import inventory_pb2 as inv
-from infusion.inventory.v1 import inventory_pb2_grpc
-from infusion.scheduler.v1 import scheduler_pb2 as pb
-from infusion.scheduler.v1 import scheduler_pb2_grpc
-
-
-def prepare_dose_request(scheduler: str, inventory: str) -> pb.CalculateDoseRequest:
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler))
-    inv_stub = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory))
-    product = inv_stub.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product
-    site = sch.CreateSite(
-        pb.CreateSiteRequest(
-            request_id="bench-site",
-            site=pb.Site(
-                organisation_id="bench", display_name="Bench unit", time_zone="Europe/London"
-            ),
-        )
-    ).site
-    patient = sch.CreatePatient(
-        pb.CreatePatientRequest(
-            request_id="bench-patient",
-            patient=pb.Patient(
-                organisation_id="bench",
-                mrn="B-1",
-                family_name="Bench",
-                birth_date=Date(year=1970, month=1, day=1),
-                sex_at_birth=pb.SEX_AT_BIRTH_MALE,
-            ),
-        )
-    ).patient
-    sch.RecordMeasurement(
-        pb.RecordMeasurementRequest(
-            request_id="bench-m",
-            measurement=pb.Measurement(
-                patient_id=patient.id,
-                measured_on=Date(year=2026, month=1, day=1),
-                weight_kg="100",
-                height_cm="175",
-            ),
-        )
-    )
-    plan = sch.CreateTherapyPlan(
-        pb.CreateTherapyPlanRequest(
-            request_id="bench-plan",
-            therapy_plan=pb.TherapyPlan(
-                patient_id=patient.id,
-                site_id=site.id,
-                indication=pb.INDICATION_MMN,
-                route=pb.ROUTE_IV,
-                product_id=product.id,
-                dose_basis=pb.DOSE_BASIS_G_PER_KG,
-                maintenance_dose="1",
-                interval_days=28,
-                start_date=Date(year=2026, month=2, day=1),
-                induction=pb.InductionCourse(total_g_per_kg="2", days=2),
-            ),
-        )
-    ).therapy_plan
-    request = pb.CalculateDoseRequest(
-        therapy_plan_id=plan.id,
-        dosing_date=Date(year=2026, month=2, day=1),
-        course=pb.COURSE_KIND_INDUCTION,
-    )
-    sch.CalculateDose(request)  # fails loudly here rather than as load errors
-    return request
 
 
 def main() -> int:
@@ -106,15 +44,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--only",
-        choices=("scheduler", "inventory", "booking", "e2e", "contract", "tracing"),
+        choices=("scheduler", "inventory", "booking", "e2e", "contract", "tracing", "auth"),
         default=None,
     )
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
     procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp, dev_issuer() as issuer:
+        env = {**os.environ, **issuer.service_environment()}
+        token = operator_token(issuer)
         ports = {
             "echo": free_port(),
             "inventory": free_port(),
@@ -145,13 +84,14 @@ def main() -> int:
                 with running(env, ("inventory", "scheduler")):
                     inventory = f"127.0.0.1:{ports['inventory']}"
                     scheduler = f"127.0.0.1:{ports['scheduler']}"
-                    dose = prepare_dose_request(scheduler, inventory)
+                    dose = prepare_dose_request(scheduler, inventory, token)
                     results["CalculateDose (2-day induction)"] = load(
                         scheduler,
                         "/infusion.scheduler.v1.SchedulerService/CalculateDose",
                         dose.SerializeToString(),
                         args.seconds,
                         args.concurrency,
+                        token=token,
                     )
                     products = inv.ListProductsRequest(page_size=20)
                     results["ListProducts (12 products)"] = load(
@@ -160,6 +100,7 @@ def main() -> int:
                         products.SerializeToString(),
                         args.seconds,
                         args.concurrency,
+                        token=token,
                     )
             if args.only in (None, "tracing"):
                 tracing_part = tracing_bench.run(
@@ -177,6 +118,12 @@ def main() -> int:
                 e2e_part = e2e_bench.run(args.seconds, 16, lambda m: print(m, file=sys.stderr))
                 results.update(e2e_part["results"])
                 checks.update(e2e_part["checks"])
+            if args.only in (None, "auth"):
+                auth_part = auth_bench.run(
+                    args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
+                )
+                results.update(auth_part["results"])
+                checks["auth_overhead"] = auth_part["overhead"]
             if args.only in (None, "inventory"):
                 inventory_part = inventory_bench.run(
                     args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)

@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
-from bench.harness import free_port, load, running
+from bench.dose import prepare_dose_request
+from bench.harness import dev_issuer, free_port, load, operator_token, running
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -67,11 +68,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[str, Any]:
-    from bench.run import prepare_dose_request
-
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as (sink, exported):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        otlp_sink() as (sink, exported),
+        dev_issuer() as issuer,
+    ):
+        token = operator_token(issuer)
         endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink}"}
         ratio = {
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -83,7 +87,7 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
             ("on, 10 % sampled", {**endpoint, **ratio}),
         ]
         for n, (label, traced) in enumerate(rounds):
-            env = dict(os.environ)
+            env = {**os.environ, **issuer.service_environment()}
             for name in ("inventory", "scheduler"):
                 address = f"127.0.0.1:{free_port()}"
                 env[f"{name.upper()}_LISTEN"] = env[f"{name.upper()}_ADDRESS"] = address
@@ -92,7 +96,7 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
             # the exporter flushes its last batch when the processes are stopped
             with running(env, ("inventory", "scheduler")) as procs:
                 scheduler = env["SCHEDULER_LISTEN"]
-                dose = prepare_dose_request(scheduler, env["INVENTORY_LISTEN"])
+                dose = prepare_dose_request(scheduler, env["INVENTORY_LISTEN"], token)
                 say(f"CalculateDose, tracing {label}")
                 before, cpu = exported(), cpu_seconds(procs["scheduler"].pid)
                 result = load(
@@ -101,6 +105,7 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
                     dose.SerializeToString(),
                     seconds,
                     concurrency,
+                    token=token,
                 )
                 results[f"CalculateDose (2-day induction), tracing {label}"] = result
                 # bench.load's 2 s of warm-up are served too, at about the measured rate

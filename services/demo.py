@@ -5,7 +5,8 @@ induction course); the same site as an inventory stock site with lots of the pla
 and a few booked appointments with their vials reserved. FindSlots, BookAppointment,
 PlanSchedule, GetChairBoard and the inventory's forecast then show something real.
 
-Idempotent: it does nothing if the demo organisation already has a site.
+Idempotent: it does nothing if the demo organisation already has a site. It calls as the
+demo's operator, whose token (``tokens``) holds the roles these steps need.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.money_pb2 import Money
@@ -24,6 +24,8 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import TokenSource
+from services.common.channels import open_channel
 
 ORG = "demo-org"
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
@@ -231,14 +233,19 @@ def _rid() -> str:
 
 
 def load(
-    scheduler_address: str, inventory_address: str, today: dt.date, notify_address: str = ""
+    scheduler_address: str,
+    inventory_address: str,
+    today: dt.date,
+    notify_address: str = "",
+    *,
+    tokens: TokenSource,
 ) -> list[str]:
     """Create the demo centre; returns lines saying what was made (empty if already there).
     With ``notify_address``, first make sure the console subscriber exists (load_notify), so
     the due notices and stock alerts raised from here on reach it."""
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(scheduler_address))
-    stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(inventory_address))
-    notes = load_notify(notify_address) if notify_address else []
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(open_channel(scheduler_address, None, tokens))
+    stock = inventory_pb2_grpc.InventoryServiceStub(open_channel(inventory_address, None, tokens))
+    notes = load_notify(notify_address, tokens) if notify_address else []
     if sch.ListSites(pb.ListSitesRequest(organisation_id=ORG)).sites:
         return notes
     site = sch.CreateSite(
@@ -417,7 +424,7 @@ def load(
 CONSOLE_REF = "demo-console"
 
 
-def load_notify(notify_address: str) -> list[str]:
+def load_notify(notify_address: str, tokens: TokenSource) -> list[str]:
     """The "pharmacy and day-unit console" subscriber: every topic on the CONSOLE channel, for
     every site (no site filter), so `make run` prints the scheduler's due notices, reminders
     and missed infusions and the inventory's reorder, low-stock, expiry and recall alerts.
@@ -426,7 +433,7 @@ def load_notify(notify_address: str) -> list[str]:
     from infusion.notify.v1 import notify_pb2 as npb
     from infusion.notify.v1 import notify_pb2_grpc
 
-    channel = grpc.insecure_channel(notify_address)
+    channel = open_channel(notify_address, None, tokens)
     try:
         stub = notify_pb2_grpc.NotifyServiceStub(channel)
         found = stub.ListSubscribers(npb.ListSubscribersRequest(external_ref=CONSOLE_REF))

@@ -5,12 +5,16 @@ with the lot trace, a reorder suggestion, and a recall that reaches the patient'
 the pharmacy's notifications.
 
 The services run as processes on SQLite in a temporary directory (nothing of `make run`'s data
-is touched), on free ports unless ``<SERVICE>_LISTEN`` says where, and stop at the end.
+is touched), on free ports unless ``<SERVICE>_LISTEN`` says where, with a development token
+issuer of their own there, and stop at the end. The walk-through calls as a day unit's
+operator (the roles of its steps) and reads notify as a hospital system would (the
+integration role).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.money_pb2 import Money
@@ -33,19 +36,25 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
 from services.common.clock import zone_where_the_day_begins
 from services.demo import load_notify
+from services.issuer.issuer import OPERATOR_ROLES
+from services.issuer.local import LocalIssuer
 from services.launcher import (
     SERVICES,
     LaunchError,
     ServiceProcesses,
     check_settings,
     free_endpoints,
+    free_port,
     running,
     service_environment,
 )
 
 EVERY_DAY = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+ORG = "walkthrough"
 
 
 def _date(day: dt.date) -> Date:
@@ -61,10 +70,10 @@ def detail(text: str) -> None:
 
 
 @contextmanager
-def running_services() -> Iterator[dict[str, str]]:
+def running_services() -> Iterator[tuple[dict[str, str], LocalIssuer]]:
     """The three services on ``<SERVICE>_LISTEN`` where set, else on ports free now (so a
     `make run`, another demo or a test run elsewhere on the machine is never in the way), with
-    SQLite and their logs in a new temporary directory."""
+    SQLite, their logs and a development token issuer in a new temporary directory."""
     endpoints = free_endpoints()
     try:
         for endpoint in endpoints:  # before any work: a taken port is refused at once
@@ -72,7 +81,8 @@ def running_services() -> Iterator[dict[str, str]]:
     except LaunchError as e:
         raise SystemExit(f"make demo: {e}") from None
     var = Path(tempfile.mkdtemp(prefix="infusion-demo-"))
-    env = service_environment(endpoints)
+    issuer = LocalIssuer(var / "issuer", f"127.0.0.1:{free_port()}")
+    env = service_environment(endpoints, {**os.environ, **issuer.service_environment()})
     for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
         env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"] = "1"
@@ -96,9 +106,11 @@ def running_services() -> Iterator[dict[str, str]]:
             files[service].flush()
 
         try:
+            issuer.start(logs.enter_context((var / "issuer.log").open("wb")))
+            logs.callback(issuer.stop)
             with running(ServiceProcesses(endpoints, env, to_log, files.get)) as services:
-                yield services.addresses
-        except LaunchError as e:
+                yield services.addresses, issuer
+        except (LaunchError, RuntimeError) as e:
             raise SystemExit(f"make demo: {e} (logs: {var})") from None
         finally:
             print(f"\n(service logs: {var})", flush=True)
@@ -114,11 +126,19 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def walk(addresses: dict[str, str]) -> None:
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(addresses["scheduler"]))
-    stock = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(addresses["inventory"]))
-    note = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(addresses["notify"]))
-    load_notify(addresses["notify"])
+def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
+    operator = StaticToken(issuer.issuer.user_token(OPERATOR_ROLES, ORG))
+    hospital_system = StaticToken(issuer.token("integration", ORG))
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(
+        open_channel(addresses["scheduler"], None, operator)
+    )
+    stock = inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(addresses["inventory"], None, operator)
+    )
+    note = notify_pb2_grpc.NotifyServiceStub(
+        open_channel(addresses["notify"], None, hospital_system)
+    )
+    load_notify(addresses["notify"], operator)
     # The chair's steps are accepted only on the visit's local day, and the walk-through runs
     # on the real clock: its unit is in a zone whose day has just begun, so the visit it books
     # for today is hours ahead (with a reminder still to come) and can be attended now.
@@ -131,7 +151,7 @@ def walk(addresses: dict[str, str]) -> None:
         pb.CreateSiteRequest(
             request_id="demo-site",
             site=pb.Site(
-                organisation_id="walkthrough",
+                organisation_id=ORG,
                 display_name="Walk-through day unit",
                 time_zone=zone,
                 opening_hours=[
@@ -192,7 +212,7 @@ def walk(addresses: dict[str, str]) -> None:
         pb.CreatePatientRequest(
             request_id="demo-patient",
             patient=pb.Patient(
-                organisation_id="walkthrough",
+                organisation_id=ORG,
                 mrn="WALK-1",
                 given_name="Ada",
                 family_name="Example",
@@ -358,8 +378,8 @@ def walk(addresses: dict[str, str]) -> None:
 
 
 def main() -> int:
-    with running_services() as addresses:
-        walk(addresses)
+    with running_services() as (addresses, issuer):
+        walk(addresses, issuer)
     return 0
 
 

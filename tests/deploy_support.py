@@ -43,10 +43,13 @@ def _settings_class(service: str) -> type[ServiceSettings]:
 
 
 def settings_names(service: str) -> set[str]:
-    """The shape every service shares (DATABASE_URL, LISTEN, ... and the peers' *_ADDRESS)."""
+    """The shape every service shares (DATABASE_URL, LISTEN, ... and the peers' *_ADDRESS);
+    not the unprefixed LOG_LEVEL and AUTH_* (defaults that hold for every service)."""
     cls = _settings_class(service)
     shared = {
-        cls.variable(f) for f in ServiceSettings.model_fields if f not in ("peers", "log_level")
+        cls.variable(f)
+        for f in ServiceSettings.model_fields
+        if f not in ("peers", "log_level") and not f.startswith("auth_")
     }
     return shared | {f"{p.upper()}_ADDRESS" for p in SERVICES if p != service}
 

@@ -221,7 +221,10 @@ def test_every_env_var_is_provided_in_kubernetes(name: str) -> None:
     database = next(e for e in c["env"] if e["name"] == f"{name.upper()}_DATABASE_URL")
     assert database["valueFrom"]["secretKeyRef"]["name"] == "infusion-database"
     assert not any(d["kind"] == "Secret" for _, d in K8S_DOCS)
-    assert not any("PASSWORD" in k or "TOKEN" in k for k in CONFIGMAP["data"])
+    assert not any(k.endswith(("_PASSWORD", "_TOKEN", "_SECRET")) for k in CONFIGMAP["data"])
+    # the service's client secret (its identity towards its peers) comes from a Secret too
+    secret = next(e for e in c["env"] if e["name"] == f"{name.upper()}_CLIENT_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"]["name"] == "infusion-auth"
 
 
 def test_database_connections_fit_postgres_default_max_connections() -> None:
@@ -258,6 +261,14 @@ def test_seed_job_runs_inventory_seed() -> None:
 # ---- compose: what matters -------------------------------------------------------------------
 
 APP_SERVICES = [n for n in COMPOSE["services"] if n != "postgres"]
+# what the operator gives compose (docs/operations.md); the services start without reaching the
+# issuer (keys and tokens are fetched on first need), so any URL does for these checks
+COMPOSE_VARIABLES = {
+    "POSTGRES_PASSWORD": "pw",
+    "AUTH_ISSUER": "http://127.0.0.1:9/realms/infusion",
+    "SCHEDULER_CLIENT_SECRET": "unused",
+    "INVENTORY_CLIENT_SECRET": "unused",
+}
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -274,7 +285,7 @@ def test_compose_services_are_locked_down(name: str) -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_compose_service_env_health_and_grace(name: str) -> None:
     service = COMPOSE["services"][name]
-    env = compose_environment(service, {"POSTGRES_PASSWORD": "pw"})
+    env = compose_environment(service, COMPOSE_VARIABLES)
     # the shape every service reads (settings.py) is set, and nothing the services don't read
     assert settings_names(name) - set(env) == set()
     assert set(env) - env_names(name) == set()
@@ -438,7 +449,7 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
     try:
         for name in [n for n in start_order(COMPOSE["services"]) if n in services]:
             service = services[name]
-            env = {**base, **compose_environment(service, {"POSTGRES_PASSWORD": "unused"})}
+            env = {**base, **compose_environment(service, COMPOSE_VARIABLES)}
             for key in list(env):
                 prefix, _, setting = key.partition("_")
                 owner = prefix.lower()
@@ -539,6 +550,8 @@ def test_replicas_starting_together_on_an_empty_database_all_come_up(
                 f"{prefix}_DATABASE_URL": postgres_databases[name],
                 f"{prefix}_LISTEN": address,
                 f"{prefix}_JOBS": "0",  # this test is about start-up only
+                "AUTH_ISSUER": COMPOSE_VARIABLES["AUTH_ISSUER"],
+                f"{prefix}_CLIENT_SECRET": "unused",
             }
             replicas.append((f"{name}-{replica}", entrypoint + [f"services.{name}"], env, address))
 

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from services.common import errors, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
 from services.common.logs import trace_fields
+from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "infusion.platform"
@@ -109,46 +110,14 @@ def _request_id(request: Any) -> str:
     return str(getattr(request, "request_id", "") or "")
 
 
-class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps each method's handler once and reuses the wrapper: gRPC asks the interceptor on
-    every call, and rebuilding handler objects per call cost as much as a small RPC."""
+class ServerInterceptor(WrappingInterceptor):
+    """Error mapping and the access line around every method."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler[Any, Any]] = {}
+    def wrap_unary(self, method: str, behaviour: Behaviour) -> Behaviour:
+        return _wrap_unary(method, behaviour)
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        key = (method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrap(method, handler)
-            self._wrapped[key] = wrapped
-        return wrapped
-
-    @staticmethod
-    def _wrap(
-        method: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def wrap_stream(self, method: str, behaviour: StreamBehaviour) -> StreamBehaviour:
+        return _wrap_stream(method, behaviour)
 
 
 def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:

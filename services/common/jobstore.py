@@ -47,6 +47,7 @@ from sqlalchemy import Column, Float, LargeBinary, MetaData, Table, Unicode
 
 from services.common import metrics, tracing
 from services.common.db import Database
+from services.common.identity import Caller, running_as
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ class ResilientScheduler(BackgroundScheduler):  # type: ignore[misc]  # untyped 
             return float(self.jobstore_retry_interval)
 
 
-def register(name: str, job: Callable[..., object]) -> None:
-    _REGISTRY[name] = job
+def register(name: str, job: Callable[..., object], caller: Caller) -> None:
+    """``job`` runs as ``caller`` (its service: services.common.identity.service_caller)."""
+    _REGISTRY[name] = running_as(caller, job)
 
 
 def run(name: str, *args: object) -> None:

@@ -38,6 +38,7 @@ from grpc_status import rpc_status
 
 from services.common.interceptors import ERROR_DOMAIN
 from services.common.settings import ServiceSettings
+from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
 
 RESERVE = 4
 """Threads no admitted call can take: health checks and refusals always find one."""
@@ -203,42 +204,34 @@ def _refuse(context: grpc.ServicerContext, reason: str, limit: int) -> NoReturn:
     raise AssertionError("abort_with_status raises")  # pragma: no cover
 
 
-class LimitsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class LimitsInterceptor(WrappingInterceptor):
     """Admits each call to its share of the pool (module docstring). Handlers are wrapped once
-    per method and reused."""
+    per method and reused (services/common/wrapping.py)."""
 
     def __init__(self, settings: ServiceSettings, caller: Caller = peer_host) -> None:
+        super().__init__()
         self.unary = UnaryGate(settings.grpc_workers, settings.grpc_max_queued)
         self.streams = StreamSlots(settings.grpc_max_streams, settings.grpc_max_streams_per_caller)
         self.queue_timeout = settings.grpc_queue_timeout_seconds
         self.caller = caller
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method in NEVER_LIMITED:
-            return handler
-        key = (method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrap(handler)
-            self._wrapped[key] = wrapped
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        return method not in NEVER_LIMITED
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap_unary(self, method: str, behaviour: Behaviour) -> Behaviour:
+        return self._unary(behaviour)
+
+    def wrap_stream(self, method: str, behaviour: StreamBehaviour) -> StreamBehaviour:
+        return self._stream(behaviour)
+
+    def wrap_other(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Client and bidirectional streams (reflection) count as streams too."""
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **codec)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream), **codec)
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._client_stream(handler.stream_unary), **codec

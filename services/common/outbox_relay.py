@@ -48,6 +48,7 @@ from services.common import metrics, tracing
 from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.identity import Caller, running_as
 from services.common.outbox import OutgoingEvent, outgoing
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,11 @@ class OutboxRelay:
         clock: Clock,
         policy: RelayPolicy | None = None,
         *,
+        caller: Caller,
         jitter: Callable[[], float] = random.random,
         name: str = "outbox-relay",
     ) -> None:
+        """The background rounds act as ``caller``, the sending service."""
         self.db = db
         self.table = table
         self.deliver = deliver
@@ -120,7 +123,9 @@ class OutboxRelay:
         self._name = name
         self._not_before: dict[str, dt.datetime] = {}
         self._loop = BackgroundLoop(
-            name, lambda: self.run_once().delivered > 0, self.policy.interval_seconds
+            name,
+            running_as(caller, lambda: self.run_once().delivered > 0),
+            self.policy.interval_seconds,
         )
         self._counted = {
             result: metrics.OUTBOX_DELIVERIES.labels(name, result)

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import limits, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
+from services.common.auth.service import ServiceAuth
 from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
 from services.common.logs import configure_logging, readiness_line
@@ -59,8 +60,15 @@ def start_up(load: Callable[[], S]) -> S:
 
 
 def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
-    """A service's ``main``: start up, then serve until SIGTERM or SIGINT."""
-    build(start_up(load)).run_until_signalled()
+    """A service's ``main``: start up, then serve until SIGTERM or SIGINT. Building checks
+    what only serving needs (the token issuer): missing, it exits 2 like a bad setting."""
+    settings = start_up(load)
+    try:
+        service = build(settings)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    service.run_until_signalled()
     return 0
 
 
@@ -78,12 +86,12 @@ def _limited_server(settings: ServiceSettings, interceptors: list[Any]) -> grpc.
 
 @dataclass
 class GrpcService:
-    """A gRPC server with health, reflection, the shared interceptor (after OpenTelemetry's
-    when tracing is on), a start-up hook and, when ``metrics_listen`` is set, the Prometheus
-    endpoint."""
+    """A gRPC server with health, reflection, the shared interceptors (below, in ``start``), a
+    start-up hook and, when ``metrics_listen`` is set, the Prometheus endpoint."""
 
     settings: ServiceSettings
     register: Registrar
+    auth: ServiceAuth
     prepare: Callable[[], None] = lambda: None
     on_serving: Callable[[], None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
@@ -101,23 +109,27 @@ class GrpcService:
         """Listen, migrate/prepare, then report SERVING. Returns the bound port."""
         self.admission = LimitsInterceptor(self.settings)
         # outermost first: OpenTelemetry's (so our handler, its logs and the outbox rows it
-        # writes run inside the call's server span), errors and the access log, admission
-        # (capacity), the request contract
+        # writes run inside the call's server span); errors and the access log; admission
+        # (capacity: refused before any token is verified); authentication and permissions;
+        # the request contract (after authentication: an anonymous caller learns nothing
+        # about the fields it got wrong)
         server = _limited_server(
             self.settings,
             [
                 *tracing.server_interceptors(),
                 ServerInterceptor(),
                 self.admission,
+                self.auth.interceptor(),
                 ValidationInterceptor(),
             ],
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._service_names = list(self.register(server))
-        reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         self.port = server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {self.settings.listen}")

@@ -3,10 +3,10 @@
 Every service reads the same shape of settings, prefixed by its name, so one page of docs
 (README "Configuration") covers all three: ``SCHEDULER_DATABASE_URL``, ``INVENTORY_LISTEN``,
 ``NOTIFY_GRPC_WORKERS`` and so on. Peers are addressed as ``<PEER>_ADDRESS``; ``LOG_LEVEL`` and
-``LOG_FORMAT`` are shared (tracing reads the standard ``OTEL_*`` variables:
-services/common/tracing.py). Each service declares its own settings class
-(``services/<name>/settings.py``) on top of :class:`ServiceSettings`; pydantic-settings types
-and validates the fields.
+``LOG_FORMAT`` and the token settings ``AUTH_*`` (docs/security.md) are shared (tracing reads
+the standard ``OTEL_*`` variables: services/common/tracing.py). Each service declares its own
+settings class (``services/<name>/settings.py``) on top of :class:`ServiceSettings`;
+pydantic-settings types and validates the fields.
 
 Why the loader is stricter than pydantic-settings alone: a misspelt variable
 (``SCHEDULER_GRPC_WORKER=4``) would otherwise be ignored and the service would start with a
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_PORTS = {"scheduler": 50051, "inventory": 50052, "notify": 50053}
@@ -77,6 +77,24 @@ class ServiceSettings(BaseSettings):
     # Prometheus ``/metrics`` on host:port (port 0: any free port); empty: not served. Off by
     # default so that tests and a second checkout never fight over a port; deploy/ sets it.
     metrics_listen: str = ""
+    # answer server reflection (grpcurl, buf curl); like health, it needs no token
+    reflection: bool = True
+    # Bearer tokens (docs/security.md): shared, unprefixed ``AUTH_*`` variables. The issuer is
+    # required to serve (checked when the service is built, not here: ``seed`` needs none).
+    auth_issuer: str = ""
+    auth_audience: str = Field("infusion-platform", min_length=1)
+    auth_jwks_url: str = ""  # empty: the issuer's discovery document names it
+    auth_token_url: str = ""  # empty: the issuer's discovery document names it
+    auth_roles_file: str = ""  # empty: services/common/auth/roles.yaml
+    auth_leeway_seconds: float = Field(30.0, ge=0, le=300)
+    auth_claim_organisation: str = Field("org", min_length=1)
+    auth_claim_sites: str = Field("sites", min_length=1)
+    auth_claim_roles: str = Field("roles", min_length=1)
+    auth_claim_scope: str = Field("scope", min_length=1)
+    auth_claim_client_id: str = Field("azp", min_length=1)
+    # this service's own identity for its calls to peers (client credentials)
+    client_id: str = ""  # empty: the service's name
+    client_secret: SecretStr = SecretStr("")
 
     @classmethod
     def settings_customise_sources(
@@ -100,6 +118,15 @@ class ServiceSettings(BaseSettings):
             data["listen"] = data.get("listen") or f"127.0.0.1:{DEFAULT_PORTS[cls.service]}"
         return data
 
+    @field_validator("auth_issuer", "auth_jwks_url", "auth_token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # kept exactly as given: a token's ``iss`` must equal AUTH_ISSUER character for
+        # character (some providers end it with a slash)
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("an http(s):// URL")
+        return value
+
     def peer(self, name: str) -> str:
         """The address of another service (``INVENTORY_ADDRESS`` etc.)."""
         return self.peers[name]
@@ -107,7 +134,7 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def variable(cls, field: str) -> str:
         """The environment variable behind a field."""
-        if field in _SHARED:
+        if field in _SHARED or field.startswith("auth_"):
             return field.upper()
         return f"{cls.service.upper()}_{field.upper()}"
 
@@ -141,7 +168,7 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
     for name, value in env.items():
         if name in by_variable:
             values[by_variable[name]] = value
-        elif name.startswith(prefix) and name != f"{prefix}ADDRESS":
+        elif (name.startswith(prefix) and name != f"{prefix}ADDRESS") or name.startswith("AUTH_"):
             problems.append(f"{name}: unknown setting (see README, Configuration)")
     values["peers"] = {
         peer: env.get(f"{peer.upper()}_ADDRESS", f"127.0.0.1:{port}")

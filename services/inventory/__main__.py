@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import grpc
 
 from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from services.common.auth.service import ServiceAuth
+from services.common.channels import open_channel
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
@@ -30,8 +32,13 @@ from services.inventory.stock_service import StockService
 from services.inventory.store.models import idempotency_keys, job_table, outbox
 
 
-def build(settings: InventorySettings, clock: Clock | None = None) -> GrpcService:
+def build(
+    settings: InventorySettings, clock: Clock | None = None, auth: ServiceAuth | None = None
+) -> GrpcService:
+    """Wire the inventory; ``auth`` defaults to the token settings (in-process tests pass
+    their issuer's)."""
     clock = clock or SystemClock()
+    auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     catalogue = CatalogueService(db, clock)
     sites = SiteService(db, clock)
@@ -59,7 +66,8 @@ def build(settings: InventorySettings, clock: Clock | None = None) -> GrpcServic
         database_scheduler(db, job_table),
         refresh_seconds=settings.jobs_interval_seconds,
     )
-    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"))
+    notify_channel = open_channel(settings.peer("notify"), settings, auth.tokens)
+    relay = relay_to_notify(db, clock, notify_channel)
 
     def serving() -> None:
         if settings.jobs:
@@ -79,6 +87,7 @@ def build(settings: InventorySettings, clock: Clock | None = None) -> GrpcServic
     return GrpcService(
         settings=settings,
         register=register,
+        auth=auth,
         prepare=lambda: upgrade("inventory", db.engine),
         on_serving=serving,
         on_stopped=stopped,

@@ -23,7 +23,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from services.common.jobstore import ensure_job, register, start_scheduler
+from services.common.identity import service_caller
+from services.common.jobstore import ensure_job, register, run, start_scheduler
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
 from services.inventory.site_service import SiteService
@@ -62,9 +63,10 @@ class InventoryJobs:
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self.name = name
         self.refresh_seconds = refresh_seconds
+        caller = service_caller("inventory")
         for job, body in (("daily", self.daily), ("refresh", self.refresh)):
-            register(f"{name}.{job}", body)
-        register(f"{name}.all_sites", self.all_sites)
+            register(f"{name}.{job}", body, caller)
+        register(f"{name}.all_sites", self.all_sites, caller)
 
     def start(self) -> None:
         start_scheduler(self.scheduler, self.schedule)
@@ -87,7 +89,7 @@ class InventoryJobs:
             DateTrigger(run_date=dt.datetime.now(dt.UTC) + STARTUP_CHECK_DELAY),
             f"{self.name}.all_sites",
         )
-        self.refresh()
+        run(f"{self.name}.refresh")  # as the service, like every stored job
 
     def all_sites(self) -> None:
         page = PageRequest(1000, None)

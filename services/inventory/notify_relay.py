@@ -12,6 +12,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, publish_or_dead_letter
 from services.common.protojson import to_proto_json
@@ -36,8 +37,8 @@ def publish_request(
     )
 
 
-def relay_to_notify(db: Database, clock: Clock, address: str) -> tuple[OutboxRelay, grpc.Channel]:
-    channel = grpc.insecure_channel(address)
+def relay_to_notify(db: Database, clock: Clock, channel: grpc.Channel) -> OutboxRelay:
+    """``channel``: to notify, carrying the inventory's own token (services.common.channels)."""
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:
@@ -45,4 +46,11 @@ def relay_to_notify(db: Database, clock: Clock, address: str) -> tuple[OutboxRel
             lambda: stub.Publish(publish_request(event), timeout=PUBLISH_TIMEOUT_SECONDS)
         )
 
-    return OutboxRelay(db, outbox, deliver, clock, name="inventory-outbox-relay"), channel
+    return OutboxRelay(
+        db,
+        outbox,
+        deliver,
+        clock,
+        caller=service_caller("inventory"),
+        name="inventory-outbox-relay",
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from infusion.notify.v1 import notify_pb2, notify_pb2_grpc
+from services.common.auth.service import ServiceAuth
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
@@ -46,8 +47,11 @@ def assemble(
     settings: NotifySettings,
     clock: Clock | None = None,
     adapters: Mapping[Channel, Adapter] | None = None,
+    auth: ServiceAuth | None = None,
 ) -> Notify:
+    """``auth`` defaults to the token settings (in-process tests pass their issuer's)."""
     clock = clock or SystemClock()
+    auth = auth or ServiceAuth.from_settings(settings, calls_peers=False)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     templates = Templates(directory=settings.template_dir or None)
     signal = EventSignal()
@@ -96,6 +100,7 @@ def assemble(
     service = GrpcService(
         settings=settings,
         register=register,
+        auth=auth,
         prepare=lambda: upgrade("notify", db.engine),
         on_serving=serving,
         on_draining=api.close_streams,

@@ -36,6 +36,7 @@ from services.common import metrics, tracing
 from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.identity import running_as, service_caller
 from services.notify.channels import (
     Adapter,
     OutgoingMessage,
@@ -96,7 +97,9 @@ class Dispatcher:
         self._jitter = jitter
         self._on_change = on_change
         self._loop = BackgroundLoop(
-            "notify-dispatcher", lambda: self.run_once() > 0, self.policy.interval_seconds
+            "notify-dispatcher",
+            running_as(service_caller("notify"), lambda: self.run_once() > 0),
+            self.policy.interval_seconds,
         )
         self._pool: ThreadPoolExecutor | None = None
         metrics.watch("notify-deliveries", self.backlog)

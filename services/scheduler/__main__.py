@@ -11,9 +11,12 @@ from apscheduler.triggers.date import DateTrigger
 
 from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.common import jobstore
+from services.common.auth.service import ServiceAuth
+from services.common.channels import open_channel
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
+from services.common.identity import service_caller
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, serve
 from services.scheduler.api import SchedulerApi
@@ -35,15 +38,22 @@ def build(
     settings: SchedulerSettings,
     clock: Clock | None = None,
     products: InventoryProducts | None = None,
+    auth: ServiceAuth | None = None,
 ) -> GrpcService:
-    """Wire the scheduler; ``products`` defaults to a client of the inventory peer."""
+    """Wire the scheduler; ``products`` defaults to a client of the inventory peer, ``auth``
+    to the token settings (in-process tests pass their issuer's)."""
     clock = clock or SystemClock()
+    auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    # every call to a peer carries the scheduler's own token (the dose lookup, the stock
+    # view, the stock relay and the forecast push through it, notifications)
+    inventory_channel = open_channel(settings.peer("inventory"), settings, auth.tokens)
     if products is None:
-        products = InventoryProducts(grpc.insecure_channel(settings.peer("inventory")))
+        products = InventoryProducts(
+            open_channel(settings.peer("inventory"), settings, auth.tokens)
+        )
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
-    inventory_channel = grpc.insecure_channel(settings.peer("inventory"))
     job_config = settings.job_settings()
     bookings = BookingService(
         db,
@@ -67,7 +77,8 @@ def build(
         db, clock, job_config, scheduler=jobstore.database_scheduler(db, job_table)
     )
     stock = StockRelay(db, clock, inventory_channel)
-    relay, notify_channel = relay_to_notify(db, clock, settings.peer("notify"), stock=stock.deliver)
+    notify_channel = open_channel(settings.peer("notify"), settings, auth.tokens)
+    relay = relay_to_notify(db, clock, notify_channel, stock=stock.deliver)
     jobs.on_written.append(relay.wake)
 
     def register(server: grpc.Server) -> Sequence[str]:
@@ -75,7 +86,7 @@ def build(
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
     forecast = ForecastPush(db, clock, cases, bookings)
-    jobstore.register("scheduler.forecast", forecast.push)
+    jobstore.register("scheduler.forecast", forecast.push, service_caller("scheduler"))
 
     def schedule_forecast() -> None:
         # nightly, and once shortly after start (the dedupe key makes a second push of the
@@ -111,6 +122,7 @@ def build(
     return GrpcService(
         settings=settings,
         register=register,
+        auth=auth,
         prepare=lambda: upgrade("scheduler", db.engine),
         on_serving=serving,
         on_stopped=stopped,

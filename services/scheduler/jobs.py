@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.identity import service_caller
 from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
@@ -130,7 +131,7 @@ class SchedulerJobs:
         self.settings = settings or JobSettings()
         self.table = table
         self.scheduler = scheduler or BackgroundScheduler(timezone="UTC")
-        register("scheduler.notifications", self.run_all)
+        register("scheduler.notifications", self.run_all, service_caller("scheduler"))
         self.on_written: list[
             Callable[[], None]
         ] = []  # callables woken after a pass wrote events (the relay)

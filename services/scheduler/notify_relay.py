@@ -22,6 +22,7 @@ from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import Clock
 from services.common.convert import to_datetime
 from services.common.db import Database
+from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
@@ -89,12 +90,12 @@ def still_booked(db: Database, event: OutgoingEvent) -> bool:
 def relay_to_notify(
     db: Database,
     clock: Clock,
-    address: str,
+    channel: grpc.Channel,
     policy: RelayPolicy | None = None,
     stock: Callable[[OutgoingEvent], None] | None = None,
-) -> tuple[OutboxRelay, grpc.Channel]:
-    """``stock`` takes the rows meant for the inventory (stock_relay.STOCK_TOPICS)."""
-    channel = grpc.insecure_channel(address)
+) -> OutboxRelay:
+    """``channel``: to notify, carrying the scheduler's own token (services.common.channels);
+    ``stock`` takes the rows meant for the inventory (stock_relay.STOCK_TOPICS)."""
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:
@@ -120,5 +121,12 @@ def relay_to_notify(
             return
         publish_or_dead_letter(lambda: stub.Publish(request, timeout=PUBLISH_TIMEOUT_SECONDS))
 
-    relay = OutboxRelay(db, outbox, deliver, clock, policy, name="scheduler-outbox-relay")
-    return relay, channel
+    return OutboxRelay(
+        db,
+        outbox,
+        deliver,
+        clock,
+        policy,
+        caller=service_caller("scheduler"),
+        name="scheduler-outbox-relay",
+    )

@@ -1,8 +1,9 @@
 """Running the three services as separate processes for end-to-end tests: one PostgreSQL
 database per service (created on the test server, dropped afterwards), processes started the
-way `make run` starts them (``<SVC>_LISTEN``, ``<SVC>_ADDRESS``, ``<SVC>_DATABASE_URL``) with
-their output in log files, stopped or restarted one at a time, and ``eventually`` for waiting
-on what happens asynchronously (outbox relays, jobs, deliveries) with a deadline."""
+way `make run` starts them (``<SVC>_LISTEN``, ``<SVC>_ADDRESS``, ``<SVC>_DATABASE_URL``, and a
+development token issuer of their own) with their output in log files, stopped or restarted
+one at a time, channels whose calls carry a token, and ``eventually`` for waiting on what
+happens asynchronously (outbox relays, jobs, deliveries) with a deadline."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ import grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
 from services.common.health import wait_serving
+from services.issuer.issuer import OPERATOR_ROLES
+from services.issuer.local import LocalIssuer
 
 SERVICES = ("notify", "inventory", "scheduler")
 T = TypeVar("T")
@@ -32,6 +37,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_issuer(var: Path) -> LocalIssuer:
+    """A development issuer of the test's own (keys under ``var``, a free port), serving."""
+    issuer = LocalIssuer(var / "issuer", f"127.0.0.1:{free_port()}")
+    with (var / "issuer.log").open("ab") as log:
+        issuer.start(log)
+    return issuer
+
+
+def caller_token(issuer: LocalIssuer, service: str, org: str) -> StaticToken:
+    """How the tests call a service: as a day unit's operator (every person's role in
+    ``org``), and notify as a hospital system (the integration role) would."""
+    if service == "notify":
+        return StaticToken(issuer.token("integration", org))
+    return StaticToken(issuer.issuer.user_token(OPERATOR_ROLES, org))
+
+
+def caller_channel(issuer: LocalIssuer, service: str, address: str, org: str) -> grpc.Channel:
+    return open_channel(address, None, caller_token(issuer, service, org))
 
 
 @contextmanager
@@ -75,7 +100,8 @@ class Processes:
         self.var = var
         self.services = tuple(services)
         self.ports = {name: free_port() for name in self.services}
-        self.env = dict(os.environ)
+        self.issuer = start_issuer(var)
+        self.env = {**os.environ, **self.issuer.service_environment()}
         for name, port in self.ports.items():
             prefix = name.upper()
             self.env[f"{prefix}_LISTEN"] = f"127.0.0.1:{port}"
@@ -87,6 +113,9 @@ class Processes:
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+    def channel(self, name: str, org: str = "e2e-org") -> grpc.Channel:
+        return caller_channel(self.issuer, name, self.address(name), org)
 
     def log_path(self, name: str) -> Path:
         return self.var / f"{name}.log"
@@ -146,6 +175,7 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.issuer.stop()
 
 
 def eventually(

@@ -44,8 +44,9 @@ from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import StaticToken
 from services.common.health import wait_serving
-from tests.e2e.harness import free_port
+from tests.e2e.harness import caller_channel, caller_token, free_port, start_issuer
 
 OS_USER = "postgres"
 START_TIMEOUT_SECONDS = 60
@@ -261,7 +262,8 @@ class Fleet:
 
     def __init__(self, var: Path) -> None:
         self.var = var
-        self.env: dict[str, str] = dict(os.environ)
+        self.issuer = start_issuer(var)
+        self.env: dict[str, str] = {**os.environ, **self.issuer.service_environment()}
         self.ports: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -269,6 +271,17 @@ class Fleet:
         if name not in self.ports:
             self.ports[name] = free_port()
         return f"127.0.0.1:{self.ports[name]}"
+
+    def channel(self, name: str, *, start: bool = False) -> grpc.Channel:
+        """A channel to instance ``name`` (``scheduler-2``, started first with ``start``)
+        whose calls carry a test caller's token (harness.caller_token)."""
+        address = self.start(name) if start else self.address(name)
+        return caller_channel(self.issuer, name.split("-")[0], address, "org")
+
+    @property
+    def operator(self) -> StaticToken:
+        """The day unit operator's token (demo.load_notify makes its subscriber with it)."""
+        return caller_token(self.issuer, "scheduler", "org")
 
     def start(self, name: str, *, wait: bool = True, **env: str) -> str:
         service = name.split("-")[0]
@@ -329,7 +342,9 @@ class Fleet:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        return {name: self.stop(name) for name in self.procs}
+        codes = {name: self.stop(name) for name in self.procs}
+        self.issuer.stop()
+        return codes
 
     def crashed_threads(self) -> dict[str, list[str]]:
         """Background threads that died of an exception, per instance: "<thread>: <exception>".

@@ -43,7 +43,7 @@ from services.common.health import wait_serving
 from services.demo import load_notify
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")
-from tests.e2e.harness import free_port  # noqa: E402
+from tests.e2e.harness import caller_channel, free_port, start_issuer  # noqa: E402
 from tests.e2e.pg_cluster import (  # noqa: E402
     PRODUCT,
     Clinic,
@@ -66,7 +66,8 @@ def test_the_inventory_survives_its_connections_being_cut(
     url = make_url(postgres_url)
     url = url.set(query={**url.query, "application_name": APP})
     address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ)
+    issuer = start_issuer(tmp_path)
+    env = {**os.environ, **issuer.service_environment()}
     env.update(
         INVENTORY_DATABASE_URL=url.render_as_string(hide_password=False),
         INVENTORY_LISTEN=address,
@@ -88,7 +89,9 @@ def test_the_inventory_survives_its_connections_being_cut(
         )
         try:
             assert wait_serving(address)
-            stub = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(address))
+            stub = inventory_pb2_grpc.InventoryServiceStub(
+                caller_channel(issuer, "inventory", address, "org")
+            )
             stub.CreateStockSite(
                 inv.CreateStockSiteRequest(
                     request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")
@@ -131,6 +134,7 @@ def test_the_inventory_survives_its_connections_being_cut(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
+            issuer.stop()
 
 
 # --- a real restart of a private PostgreSQL ------------------------------------------------------
@@ -174,14 +178,10 @@ def test_the_system_recovers_from_a_postgresql_restart(
     try:
         for name in SERVICES:
             fleet.start(name)
-        load_notify(fleet.address("notify"))  # a console subscriber for every topic
-        sch = scheduler_pb2_grpc.SchedulerServiceStub(
-            grpc.insecure_channel(fleet.address("scheduler"))
-        )
-        stock = inventory_pb2_grpc.InventoryServiceStub(
-            grpc.insecure_channel(fleet.address("inventory"))
-        )
-        notify = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(fleet.address("notify")))
+        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(fleet.channel("scheduler"))
+        stock = inventory_pb2_grpc.InventoryServiceStub(fleet.channel("inventory"))
+        notify = notify_pb2_grpc.NotifyServiceStub(fleet.channel("notify"))
         clinic = Clinic.open(sch, stock, chairs=BOOKINGS)
         clinic.receive("RECALL-ME", 10, days=700)  # expires last: never picked for a booking
         due = dt.date.today() + dt.timedelta(days=3)  # window open: INFUSION_DUE at once
@@ -314,13 +314,9 @@ def test_calls_while_postgresql_is_down_are_unavailable(
     try:
         for name in SERVICES:
             fleet.start(name)
-        sch = scheduler_pb2_grpc.SchedulerServiceStub(
-            grpc.insecure_channel(fleet.address("scheduler"))
-        )
-        stock = inventory_pb2_grpc.InventoryServiceStub(
-            grpc.insecure_channel(fleet.address("inventory"))
-        )
-        notify = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(fleet.address("notify")))
+        sch = scheduler_pb2_grpc.SchedulerServiceStub(fleet.channel("scheduler"))
+        stock = inventory_pb2_grpc.InventoryServiceStub(fleet.channel("inventory"))
+        notify = notify_pb2_grpc.NotifyServiceStub(fleet.channel("notify"))
         clinic = Clinic.open(sch, stock, chairs=1)
         pg_cluster.stop("fast")
         seen = {

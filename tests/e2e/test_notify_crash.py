@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import grpc
 import pytest
 
 from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.health import wait_serving
+from tests.e2e.harness import caller_channel, start_issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +79,8 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
     state, url = sink
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = dict(os.environ)
+    issuer = start_issuer(tmp_path)
+    env = {**os.environ, **issuer.service_environment()}
     env.update(
         {
             "NOTIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'notify.db'}",
@@ -95,7 +96,7 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
     proc = _start(env)
     try:
         assert wait_serving(address, timeout=30)
-        with grpc.insecure_channel(address) as channel:
+        with caller_channel(issuer, "notify", address, "org") as channel:
             stub = notify_pb2_grpc.NotifyServiceStub(channel)
             sub = stub.CreateSubscriber(
                 pb.CreateSubscriberRequest(
@@ -133,7 +134,7 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
 
         proc = _start(env)  # the same database: the restarted dispatcher picks up the rest
         assert wait_serving(address, timeout=30)
-        with grpc.insecure_channel(address) as channel:
+        with caller_channel(issuer, "notify", address, "org") as channel:
             stub = notify_pb2_grpc.NotifyServiceStub(channel)
             deadline = time.monotonic() + 60
             while True:
@@ -158,3 +159,4 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        issuer.stop()

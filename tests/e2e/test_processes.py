@@ -1,6 +1,7 @@
-"""The three services as separate processes, started the way `make run` starts them: each
-reaches SERVING, answers reflection (what grpcurl and buf curl use) for its services and for the
-google.rpc error detail types, and stops cleanly on SIGTERM."""
+"""The three services as separate processes, started the way `make run` starts them (with a
+development token issuer): each reaches SERVING, answers reflection (what grpcurl and buf
+curl use) without a token, for its services and for the google.rpc error detail types, serves
+a caller holding a `make token` token and refuses one without, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ from grpc_status import rpc_status
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
 from services.common.health import wait_serving
 from services.common.server import ERROR_DETAIL_FILES
 from services.common.settings import REPO_ROOT
-from tests.e2e.harness import free_port
+from services.issuer.local import LocalIssuer
+from tests.e2e.harness import free_port, start_issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -45,13 +49,15 @@ class System:
     addresses: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]]
     logs: dict[str, Path]
+    issuer: LocalIssuer
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     var = tmp_path_factory.mktemp("var")
     ports = {name: free_port() for name in SERVICES}
-    env = dict(os.environ)
+    issuer = start_issuer(Path(var))
+    env = {**os.environ, **issuer.service_environment()}
     for name, port in ports.items():
         env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
         env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
@@ -79,6 +85,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             {name: f"127.0.0.1:{port}" for name, port in ports.items()},
             procs,
             {name: Path(var) / f"{name}.log" for name in SERVICES},
+            issuer,
         )
     finally:
         for proc in procs.values():
@@ -87,6 +94,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
                 proc.wait()
         for log in logs.values():
             log.close()
+        issuer.stop()
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
@@ -102,9 +110,22 @@ def test_each_service_is_serving_with_reflection(system: System, name: str) -> N
         assert wait_serving(address, expected)
 
 
+def make_token(system: System, role: str) -> str:
+    """What `make token ROLE=<role>` prints as its last line (the same command)."""
+    directory = str(system.issuer.directory)
+    printed = subprocess.run(
+        [sys.executable, "-m", "services.issuer", "--dir", directory, "token", role],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return printed.strip().splitlines()[-1]
+
+
 def test_inventory_process_serves_the_seeded_catalogue(system: System) -> None:
     assert wait_serving(system.addresses["inventory"])
-    with grpc.insecure_channel(system.addresses["inventory"]) as channel:
+    token = StaticToken(make_token(system, "pharmacist"))
+    with open_channel(system.addresses["inventory"], None, token) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         product = stub.GetProduct(inv.GetProductRequest(id="privigen"), timeout=5).product
     # domain.md §3: Privigen 10 %, 2.5/5/10/20/40 g [R30]
@@ -147,7 +168,8 @@ def _decode(channel: grpc.Channel, type_name: str, value: bytes) -> dict[str, ob
 def test_error_details_decode_with_reflection_alone(system: System) -> None:
     address = system.addresses["inventory"]
     assert wait_serving(address)
-    with grpc.insecure_channel(address) as channel:
+    administrator = StaticToken(make_token(system, "administrator"))
+    with open_channel(address, None, administrator) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.CreateProduct(inv.CreateProductRequest(product=inv.Product()), timeout=5)
@@ -179,6 +201,8 @@ def test_buf_curl_error_details_decode_with_the_servers_reflection(system: Syste
             "curl",
             "--protocol=grpc",
             "--http2-prior-knowledge",
+            "-H",
+            f"authorization: Bearer {make_token(system, 'pharmacist')}",
             "--data",
             '{"id": "no-such-product"}',
             f"http://{address}/infusion.inventory.v1.InventoryService/GetProduct",
@@ -199,6 +223,18 @@ def test_buf_curl_error_details_decode_with_the_servers_reflection(system: Syste
     info = decoded["google.rpc.ErrorInfo"]
     assert info["reason"] == "RESOURCE_NOT_FOUND"
     assert info["metadata"] == {"resource_type": "product"}
+
+
+def test_a_call_without_a_token_or_the_permission_is_refused(system: System) -> None:
+    request = inv.UpdateProductRequest(product=inv.Product(id="privigen"))
+    address = system.addresses["inventory"]
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as anonymous:
+        inventory_pb2_grpc.InventoryServiceStub(channel).UpdateProduct(request, timeout=5)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    nurse = StaticToken(make_token(system, "nurse"))
+    with open_channel(address, None, nurse) as channel, pytest.raises(grpc.RpcError) as denied:
+        inventory_pb2_grpc.InventoryServiceStub(channel).UpdateProduct(request, timeout=5)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_sigterm_drains_and_exits_cleanly(system: System) -> None:

@@ -72,11 +72,11 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
     fleet.run("services.inventory", "seed")
     try:
         fleet.start("notify")
-        load_notify(fleet.address("notify"))  # a console subscriber for every topic
+        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
         names = ("inventory-1", "inventory-2")
         # one after the other (two at once: test_two_scheduler_replicas_started_at_once...)
         stubs = [
-            inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(fleet.start(name)))
+            inventory_pb2_grpc.InventoryServiceStub(fleet.channel(name, start=True))
             for name in names
         ]
         stubs[0].CreateStockSite(
@@ -111,7 +111,7 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
             postgres_url, "SELECT count(*) FROM inventory_outbox WHERE topic = 'LOT_EXPIRING'"
         )
         assert rows[0] == 5
-        notify = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(fleet.address("notify")))
+        notify = notify_pb2_grpc.NotifyServiceStub(fleet.channel("notify"))
 
         def notified() -> int:
             return len(notifications(notify, npb.TOPIC_LOT_EXPIRING))
@@ -152,16 +152,14 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
     try:
         fleet.start("notify")
         fleet.start("inventory")
-        load_notify(fleet.address("notify"))  # a console subscriber for every topic
+        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
         # one after the other (two at once: test_two_scheduler_replicas_started_at_once...)
         replicas = [
-            scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(fleet.start(name)))
+            scheduler_pb2_grpc.SchedulerServiceStub(fleet.channel(name, start=True))
             for name in ("scheduler-1", "scheduler-2")
         ]
-        stock = inventory_pb2_grpc.InventoryServiceStub(
-            grpc.insecure_channel(fleet.address("inventory"))
-        )
-        notify = notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(fleet.address("notify")))
+        stock = inventory_pb2_grpc.InventoryServiceStub(fleet.channel("inventory"))
+        notify = notify_pb2_grpc.NotifyServiceStub(fleet.channel("notify"))
         clinic = Clinic.open(replicas[0], stock, chairs=CHAIRS)
         due = dt.date.today() + dt.timedelta(days=3)  # the window is open: due now
         plans = [clinic.add_plan(str(i), due, via=replicas[i % 2]) for i in range(PLANS)]
@@ -410,7 +408,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
     streams: list[Stream] = []
     try:
         stubs = [
-            notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(fleet.start(name)))
+            notify_pb2_grpc.NotifyServiceStub(fleet.channel(name, start=True))
             for name in ("notify-1", "notify-2")  # one after the other: each migrates first
         ]
         subscriber = (

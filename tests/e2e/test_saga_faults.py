@@ -26,7 +26,7 @@ from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.health import wait_serving
-from tests.e2e.harness import free_port
+from tests.e2e.harness import caller_channel, caller_token, free_port, start_issuer
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("inventory", "notify", "scheduler")
@@ -37,7 +37,8 @@ class Services:
     def __init__(self, var: Path) -> None:
         self.var = var
         self.ports = {name: free_port() for name in SERVICES}
-        self.env = dict(os.environ)
+        self.issuer = start_issuer(var)
+        self.env = {**os.environ, **self.issuer.service_environment()}
         for name, port in self.ports.items():
             self.env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
             self.env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
@@ -47,6 +48,9 @@ class Services:
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+    def channel(self, name: str) -> grpc.Channel:
+        return caller_channel(self.issuer, name, self.address(name), "org")
 
     def start(self, name: str) -> None:
         log = (self.var / f"{name}.log").open("ab")
@@ -71,6 +75,7 @@ class Services:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.issuer.stop()
 
 
 @pytest.fixture
@@ -103,14 +108,10 @@ def eventually(check: Callable[[], bool], seconds: float = 40) -> bool:
 
 
 def test_bookings_continue_while_the_inventory_is_down(services: Services) -> None:
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(
-        grpc.insecure_channel(services.address("scheduler"))
-    )
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(services.channel("scheduler"))
 
     def stock() -> inventory_pb2_grpc.InventoryServiceStub:
-        return inventory_pb2_grpc.InventoryServiceStub(
-            grpc.insecure_channel(services.address("inventory"))
-        )
+        return inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory"))
 
     site = sch.CreateSite(
         pb.CreateSiteRequest(
@@ -255,14 +256,14 @@ def test_a_recall_reaches_notify_after_it_comes_back(services: Services) -> None
     from infusion.notify.v1 import notify_pb2_grpc
     from services.demo import load_notify
 
-    load_notify(services.address("notify"))  # a console subscriber for every topic
+    load_notify(
+        services.address("notify"), caller_token(services.issuer, "scheduler", "org")
+    )  # a console subscriber for every topic
 
     def notify() -> notify_pb2_grpc.NotifyServiceStub:
-        return notify_pb2_grpc.NotifyServiceStub(grpc.insecure_channel(services.address("notify")))
+        return notify_pb2_grpc.NotifyServiceStub(services.channel("notify"))
 
-    stock = inventory_pb2_grpc.InventoryServiceStub(
-        grpc.insecure_channel(services.address("inventory"))
-    )
+    stock = inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory"))
     stock.CreateStockSite(
         inv.CreateStockSiteRequest(
             request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")

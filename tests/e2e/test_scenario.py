@@ -121,7 +121,7 @@ class System:
     def channel(self, name: str) -> grpc.Channel:
         """A new channel to a service (closed at the end): after a restart, a fresh one
         connects at once instead of waiting out the old one's reconnect backoff."""
-        self.channels.append(grpc.insecure_channel(self.processes.address(name)))
+        self.channels.append(self.processes.channel(name))
         return self.channels[-1]
 
 

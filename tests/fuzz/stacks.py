@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -14,11 +14,14 @@ from google.protobuf.descriptor import MethodDescriptor
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.notify.v1 import notify_pb2
 from infusion.scheduler.v1 import scheduler_pb2
+from services.common.auth.policy import policy_of
+from services.common.auth.roles import Roles
 from services.common.clock import FixedClock
 from services.notify.__main__ import assemble
 from services.notify.domain.model import Channel
 from tests.integration.conftest import NOW, running_platform
 from tests.integration.notify_conftest import TEST_SETTINGS, Recorder, with_changes
+from tests.issuer import TEST_ORGANISATION, TestIssuer
 
 SERVICES = [
     service
@@ -31,15 +34,40 @@ METHODS: list[MethodDescriptor] = [m for s in SERVICES for m in s.methods]
 CALL_TIMEOUT = 30.0
 
 
+def allowed_role(path: str) -> str:
+    """A shipped role whose permissions include the method's: the fuzz reaches the handler,
+    past authentication and permissions, as a caller allowed to make the call."""
+    policy = policy_of(path)
+    assert policy is not None, f"{path} declares no policy"
+    roles = Roles.default()
+    if policy.permission in roles.authenticated:  # every valid token holds it
+        return "nurse"
+    return next(name for name, spec in roles.specs.items() if policy.permission in spec.permissions)
+
+
 @dataclass
 class Stack:
     name: str
-    channels: dict[str, grpc.Channel]  # by service full name
+    addresses: dict[str, str]  # by service full name
+    issuer: TestIssuer
+    _channels: dict[tuple[str, str], grpc.Channel] = field(default_factory=dict)
+
+    def channel(self, path: str, service: str) -> grpc.Channel:
+        role = allowed_role(path)
+        key = (service, role)
+        if key not in self._channels:
+            token = self.issuer.issuer.role_token(role, TEST_ORGANISATION)
+            self._channels[key] = self.issuer.channel(self.addresses[service], token)
+        return self._channels[key]
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
 
     def call(self, method: MethodDescriptor, request: Any) -> grpc.StatusCode:
         """Send the request; the status code it got (a stream: after its first message)."""
-        channel = self.channels[method.containing_service.full_name]
         path = f"/{method.containing_service.full_name}/{method.name}"
+        channel = self.channel(path, method.containing_service.full_name)
         payload = request.SerializeToString()
         try:
             if method.server_streaming:
@@ -60,23 +88,31 @@ class Stack:
 def running_stack(name: str, database_url: str) -> Iterator[Stack]:
     """Scheduler, inventory (seeded, with stock site "site-1") and notify on one database."""
     with ExitStack() as stack:
-        platform = stack.enter_context(running_platform(database_url))
+        issuer = TestIssuer()
+        platform = stack.enter_context(running_platform(database_url, issuer))
         settings = with_changes(TEST_SETTINGS, database_url=database_url, grpc_workers=8)
-        notify = assemble(settings, FixedClock(NOW), {c: Recorder() for c in Channel})
+        notify = assemble(
+            settings,
+            FixedClock(NOW),
+            {c: Recorder() for c in Channel},
+            issuer.service_auth("notify"),
+        )
         notify.service.start()
         stack.callback(notify.service.stop, 0)
-        notify_channel = stack.enter_context(grpc.insecure_channel(notify.service.address))
         platform.inventory.CreateStockSite(
             inv.CreateStockSiteRequest(
                 site=inv.StockSite(id="site-1", display_name="Site 1", time_zone="Europe/London"),
                 request_id="fuzz-site-1",
             )
         )
-        yield Stack(
+        running = Stack(
             name=name,
-            channels={
-                "infusion.scheduler.v1.SchedulerService": platform.scheduler_channel,
-                "infusion.inventory.v1.InventoryService": platform.inventory_channel,
-                "infusion.notify.v1.NotifyService": notify_channel,
+            addresses={
+                "infusion.scheduler.v1.SchedulerService": platform.scheduler_address,
+                "infusion.inventory.v1.InventoryService": platform.inventory_address,
+                "infusion.notify.v1.NotifyService": notify.service.address,
             },
+            issuer=issuer,
         )
+        stack.callback(running.close)
+        yield running

@@ -1,5 +1,7 @@
 """In-process servers on real ports: inventory (seeded with the shipped catalogue) and a
-scheduler that reads products from it over gRPC, each on its own database."""
+scheduler that reads products from it over gRPC, each on its own database; both trust the
+test's in-memory issuer, the scheduler calls the inventory with its service token, and the
+stubs carry a token of the test operator (every role a person may hold, in org-1)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.channels import open_channel
 from services.common.clock import FixedClock
 from services.inventory.__main__ import build as build_inventory
 from services.inventory.seed import seed_catalogue
@@ -21,6 +24,7 @@ from services.inventory.settings import load_settings as inventory_settings
 from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.products import InventoryProducts
 from services.scheduler.settings import load_settings as scheduler_settings
+from tests.issuer import TestIssuer
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
 _ids = itertools.count()
@@ -41,17 +45,28 @@ class Platform:
     inventory_address: str
     stop_inventory: Callable[[], None]
     forget_products: Callable[[], None]
+    issuer: TestIssuer
+    # the inventory as the scheduler service calls it (forecast pushes are the scheduler's)
+    scheduler_service: inventory_pb2_grpc.InventoryServiceStub
 
 
 @pytest.fixture
-def platform(database_url: str) -> Iterator[Platform]:
-    with running_platform(database_url) as running:
+def issuer() -> TestIssuer:
+    """The test's token issuer: every in-process server of the test trusts it."""
+    return TestIssuer()
+
+
+@pytest.fixture
+def platform(database_url: str, issuer: TestIssuer) -> Iterator[Platform]:
+    with running_platform(database_url, issuer) as running:
         yield running
 
 
 @contextmanager
-def running_platform(database_url: str) -> Iterator[Platform]:
-    """Inventory (seeded) and a scheduler reading products from it, on ``database_url``."""
+def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Iterator[Platform]:
+    """Inventory (seeded) and a scheduler reading products from it, on ``database_url``, both
+    trusting ``issuer`` (a new one by default)."""
+    issuer = issuer or TestIssuer()
     clock = FixedClock(NOW)
     inv_settings = inventory_settings(
         {
@@ -62,7 +77,7 @@ def running_platform(database_url: str) -> Iterator[Platform]:
             "INVENTORY_JOBS": "0",
         },
     )
-    inventory = build_inventory(inv_settings, clock)
+    inventory = build_inventory(inv_settings, clock, issuer.service_auth("inventory"))
     inventory.start()
     seed_catalogue(inv_settings, clock)
     # The scheduler gets its own database: SQLite file next to inventory's, or the same
@@ -82,11 +97,13 @@ def running_platform(database_url: str) -> Iterator[Platform]:
             "SCHEDULER_JOBS": "0",
         },
     )
-    products = InventoryProducts(grpc.insecure_channel(inventory.address))
-    scheduler = build_scheduler(sched_settings, clock, products)
+    scheduler_auth = issuer.service_auth("scheduler")
+    products = InventoryProducts(open_channel(inventory.address, None, scheduler_auth.tokens))
+    scheduler = build_scheduler(sched_settings, clock, products, scheduler_auth)
     scheduler.start()
-    sch_channel = grpc.insecure_channel(scheduler.address)
-    inv_channel = grpc.insecure_channel(inventory.address)
+    sch_channel = issuer.channel(scheduler.address)
+    inv_channel = issuer.channel(inventory.address)
+    service_channel = issuer.service_channel("scheduler", inventory.address)
     try:
         yield Platform(
             scheduler=scheduler_pb2_grpc.SchedulerServiceStub(sch_channel),
@@ -98,8 +115,11 @@ def running_platform(database_url: str) -> Iterator[Platform]:
             inventory_address=inventory.address,
             stop_inventory=lambda: inventory.stop(0),
             forget_products=products.forget,
+            issuer=issuer,
+            scheduler_service=inventory_pb2_grpc.InventoryServiceStub(service_channel),
         )
     finally:
+        service_channel.close()
         sch_channel.close()
         inv_channel.close()
         scheduler.stop(0)

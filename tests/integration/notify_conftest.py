@@ -1,7 +1,8 @@
 """Fixtures for the notify integration tests: an in-process notify server on a real port and
 database (SQLite and PostgreSQL through ``database_url``), with an injected clock, the
 dispatcher NOT running (NOTIFY_JOBS=0: tests call ``run_once``), and recording adapters
-unless a test passes real ones.
+unless a test passes real ones. The server trusts the test's issuer (fixture ``issuer``); the
+stub calls as a hospital system (the integration role) granted all it may be.
 
 Import what you use: ``from tests.integration.notify_conftest import notify_server  # noqa``.
 """
@@ -24,6 +25,7 @@ from services.notify.__main__ import Notify, assemble
 from services.notify.channels import Adapter, OutgoingMessage
 from services.notify.domain.model import Channel
 from services.notify.settings import NotifySettings
+from tests.issuer import TestIssuer
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)  # a Tuesday, noon in London
 _ids = itertools.count()
@@ -81,7 +83,7 @@ Factory = Callable[..., NotifyServer]
 
 
 @pytest.fixture
-def notify_factory(database_url: str) -> Iterator[Factory]:
+def notify_factory(database_url: str, issuer: TestIssuer) -> Iterator[Factory]:
     """Builds (and afterwards stops) notify servers; each call may pass its own config and
     adapters. Servers built by one test share its database."""
     made: list[NotifyServer] = []
@@ -97,9 +99,9 @@ def notify_factory(database_url: str) -> Iterator[Factory]:
         if adapters is None:
             recorders = {c: Recorder() for c in Channel}
             adapters = dict(recorders)
-        app = assemble(settings, clock, adapters)
+        app = assemble(settings, clock, adapters, issuer.service_auth("notify"))
         app.service.start()
-        channel = grpc.insecure_channel(app.service.address)
+        channel = issuer.channel(app.service.address, issuer.integration_token())
         server = NotifyServer(
             app=app,
             stub=notify_pb2_grpc.NotifyServiceStub(channel),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import grpc
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
@@ -47,9 +46,10 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
         else database_url
     )
     db = Database(url)
-    channel = grpc.insecure_channel(platform.inventory_address)
+    channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
     stock = StockRelay(db, platform.clock, channel)
-    relay, notify_channel = relay_to_notify(db, platform.clock, "127.0.0.1:9", stock=stock.deliver)
+    notify_channel = platform.issuer.service_channel("scheduler", "127.0.0.1:9")
+    relay = relay_to_notify(db, platform.clock, notify_channel, stock=stock.deliver)
 
     def flush() -> None:
         for _ in range(3):
@@ -146,15 +146,18 @@ def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_ur
         else database_url
     )
     db = Database(url)
-    channel = grpc.insecure_channel(platform.inventory_address)
+    channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
     stock = StockRelay(db, platform.clock, channel)
-    relay, notify_channel = relay_to_notify(db, platform.clock, "127.0.0.1:9", stock=stock.deliver)
+    notify_channel = platform.issuer.service_channel("scheduler", "127.0.0.1:9")
+    relay = relay_to_notify(db, platform.clock, notify_channel, stock=stock.deliver)
     try:
         from services.scheduler.booking_service import BookingService
         from services.scheduler.dose_service import DoseService
         from services.scheduler.products import InventoryProducts
 
-        products = InventoryProducts(grpc.insecure_channel(platform.inventory_address))
+        products = InventoryProducts(
+            platform.issuer.service_channel("scheduler", platform.inventory_address)
+        )
         cases = SchedulerUseCases(db, platform.clock, products.exists)
         bookings = BookingService(db, platform.clock, cases, DoseService(cases, products.spec))
         push = ForecastPush(db, platform.clock, cases, bookings)

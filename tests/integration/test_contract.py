@@ -103,7 +103,7 @@ def test_huge_and_tiny_decimals_are_refused_before_any_arithmetic(platform: Plat
         upsert = inv.UpsertDemandForecastRequest(
             request_id="r2", forecasts=[inv.DemandForecast(grams=grams)]
         )
-        assert rules(refused(i.UpsertDemandForecast, upsert)) == {
+        assert rules(refused(platform.scheduler_service.UpsertDemandForecast, upsert)) == {
             "forecasts[0].grams": "string.pattern"
         }
         reserve = inv.ReserveStockRequest(appointment_id="a", grams=grams)
@@ -217,14 +217,16 @@ def test_errors_never_echo_the_input_at_length(platform: Platform) -> None:
     many = inv.UpsertDemandForecastRequest(
         request_id="r9", forecasts=[inv.DemandForecast(grams="x")] * 10_000
     )
-    bad = refused(i.UpsertDemandForecast, many)
+    bad = refused(platform.scheduler_service.UpsertDemandForecast, many)
     assert len(rules(bad)) == 20
     assert (bad.details() or "").endswith("; and 9980 more")
     assert _trailer_bytes(bad) < 10_000
     too_many = inv.UpsertDemandForecastRequest(
         request_id="r9", forecasts=[inv.DemandForecast(grams="x")] * 20_001
     )
-    assert rules(refused(i.UpsertDemandForecast, too_many)) == {"forecasts": "repeated.max_items"}
+    assert rules(refused(platform.scheduler_service.UpsertDemandForecast, too_many)) == {
+        "forecasts": "repeated.max_items"
+    }
 
 
 def test_enums_must_be_defined_and_a_patient_outside_the_calendar_is_refused(

@@ -52,13 +52,13 @@ def _worst_requests(p: Platform) -> list[tuple[Any, Any]]:
         (i.ReserveStock, inv.ReserveStockRequest(grams="1e999999999", appointment_id="a")),
         (i.AmendReservation, inv.AmendReservationRequest(reservation_id="r", grams=megabytes)),
         (
-            i.UpsertDemandForecast,
+            p.scheduler_service.UpsertDemandForecast,
             inv.UpsertDemandForecastRequest(
                 forecasts=[inv.DemandForecast(grams="1e309", site_id="\x00")] * 20_000
             ),
         ),
         (
-            i.UpsertDemandForecast,
+            p.scheduler_service.UpsertDemandForecast,
             inv.UpsertDemandForecastRequest(forecasts=[inv.DemandForecast(grams="1")] * 150_000),
         ),
         (i.GetProduct, inv.GetProductRequest(id=megabytes)),

@@ -7,14 +7,19 @@ import datetime as dt
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services import demo
+from services.common.auth.tokens import StaticToken
 from tests.integration.conftest import Platform
 
 
 def test_demo_centre_loads_once_and_is_usable(platform: Platform) -> None:
     today = dt.date(2026, 11, 24)
-    lines = demo.load(platform.scheduler_address, platform.inventory_address, today)
+    tokens = StaticToken(platform.issuer.operator_token())
+    lines = demo.load(platform.scheduler_address, platform.inventory_address, today, tokens=tokens)
     assert lines and "12 patients" in lines[1]
-    assert demo.load(platform.scheduler_address, platform.inventory_address, today) == []
+    assert (
+        demo.load(platform.scheduler_address, platform.inventory_address, today, tokens=tokens)
+        == []
+    )
     site = platform.scheduler.ListSites(pb.ListSitesRequest(organisation_id="demo-org")).sites[0]
     booked = platform.scheduler.ListAppointments(
         pb.ListAppointmentsRequest(site_id=site.id)

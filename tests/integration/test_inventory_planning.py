@@ -83,7 +83,7 @@ def order(p: Platform, vials: int = 4, **kw: object) -> inv.PurchaseOrder:
 
 
 def upsert(p: Platform, *entries: tuple[int, str], site: str = "site-1") -> int:
-    return p.inventory.UpsertDemandForecast(
+    return p.scheduler_service.UpsertDemandForecast(
         inv.UpsertDemandForecastRequest(
             forecasts=[
                 inv.DemandForecast(site_id=site, product_id=pid(p), day=d(n), grams=g)
@@ -171,8 +171,8 @@ def test_forecast_upsert_replaces_deletes_and_retries(platform: Platform) -> Non
         ],
         request_id=rid,
     )
-    assert platform.inventory.UpsertDemandForecast(request).upserted == 1
-    assert platform.inventory.UpsertDemandForecast(request).upserted == 1  # a retry: same
+    assert platform.scheduler_service.UpsertDemandForecast(request).upserted == 1
+    assert platform.scheduler_service.UpsertDemandForecast(request).upserted == 1  # a retry: same
     f = forecast(platform, 2)
     assert [x.forecast_demand_grams for x in f.days] == ["0", "0"]  # another product
     upsert(platform, (1, "12.25"))
@@ -193,7 +193,7 @@ def test_bad_forecast_entries_name_each_field_and_write_nothing(platform: Platfo
         return e
 
     def upsert(*entries: inv.DemandForecast) -> None:
-        platform.inventory.UpsertDemandForecast(
+        platform.scheduler_service.UpsertDemandForecast(
             inv.UpsertDemandForecastRequest(forecasts=entries, request_id=request_id())
         )
 
@@ -229,7 +229,7 @@ def test_bad_forecast_entries_name_each_field_and_write_nothing(platform: Platfo
     ]
     assert all(x.forecast_demand_grams == "0" for x in forecast(platform, 5).days)
     with pytest.raises(grpc.RpcError) as empty:
-        platform.inventory.UpsertDemandForecast(inv.UpsertDemandForecastRequest())
+        platform.scheduler_service.UpsertDemandForecast(inv.UpsertDemandForecastRequest())
     assert field_violations(empty.value) == ["forecasts"]
 
 

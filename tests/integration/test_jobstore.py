@@ -1,6 +1,6 @@
 """Jobs kept in the service's database (services/common/jobstore.py): a job and its next run
 time survive a restart of the scheduler, on SQLite and PostgreSQL; stored jobs call functions
-registered by name."""
+registered by name, acting as the service that registered them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from services.common import jobstore
 from services.common.clock import SystemClock
 from services.common.db import Database
+from services.common.identity import current_caller, service_caller
 from services.common.migrations import upgrade
 from services.inventory.domain.sites import StockSite
 from services.inventory.jobs import InventoryJobs
@@ -31,8 +32,12 @@ def test_a_job_survives_a_restart(database_url: str) -> None:
     db = Database(database_url)
     try:
         upgrade("inventory", db.engine)
-        ran: list[str] = []
-        jobstore.register("test.tick", ran.append)
+        ran: list[tuple[str, str]] = []
+        jobstore.register(
+            "test.tick",
+            lambda x: ran.append((x, current_caller().subject)),
+            service_caller("inventory"),
+        )
         when = dt.datetime(2030, 1, 1, 6, 0, tzinfo=dt.UTC)
         first = jobstore.database_scheduler(db, job_table)
         first.start(paused=True)
@@ -44,7 +49,7 @@ def test_a_job_survives_a_restart(database_url: str) -> None:
             job = again.get_job("x")
             assert job is not None and job.next_run_time == when
             job.func(*job.args)  # what the scheduler will call at that time
-            assert ran == ["x"]
+            assert ran == [("x", "inventory")]
         finally:
             again.shutdown(wait=False)
     finally:

@@ -9,6 +9,7 @@ import datetime as dt
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services import demo
+from services.common.auth.tokens import StaticToken
 from services.notify.domain.model import Channel
 from tests.integration.notify_conftest import notify_factory  # noqa: F401 (fixture)
 from tests.integration.test_scheduler_jobs import Env, env  # noqa: F401 (fixture)
@@ -17,11 +18,19 @@ from tests.integration.test_scheduler_jobs import Env, env  # noqa: F401 (fixtur
 def test_demo_console_subscriber_receives_the_due_notices(env: Env) -> None:  # noqa: F811
     today = dt.date(2026, 11, 24)
     p = env.p
+    tokens = StaticToken(p.issuer.operator_token())
     lines = demo.load(
-        p.scheduler_address, p.inventory_address, today, notify_address=env.notify.address
+        p.scheduler_address,
+        p.inventory_address,
+        today,
+        notify_address=env.notify.address,
+        tokens=tokens,
     )
     assert lines[0].startswith("notify: console subscriber") and "9 topics" in lines[0]
-    assert demo.load(p.scheduler_address, p.inventory_address, today, env.notify.address) == []
+    again = demo.load(
+        p.scheduler_address, p.inventory_address, today, env.notify.address, tokens=tokens
+    )
+    assert again == []
     console = env.notify.stub.ListSubscribers(
         npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
     ).subscribers

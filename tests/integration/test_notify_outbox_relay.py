@@ -23,6 +23,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
 from services.common.db import Database
+from services.common.identity import service_caller
 from services.common.outbox import Outbox, OutgoingEvent, define_outbox_table
 from services.common.outbox_relay import (
     DEAD_LETTER_ATTEMPTS,
@@ -74,6 +75,7 @@ def _relay(o: _Outbox, deliver: Any, **policy: Any) -> OutboxRelay:
         deliver,
         o.clock,
         RelayPolicy(retry_base=dt.timedelta(seconds=10), **policy),
+        caller=service_caller("inventory"),
         jitter=lambda: 1.0,
     )
 

@@ -52,6 +52,7 @@ from tests.integration.notify_conftest import (
     create,
     notify_factory,  # noqa: F401  (a fixture)
 )
+from tests.issuer import TestIssuer  # noqa: E402
 
 SPANS = InMemorySpanExporter()
 # One SDK provider for the whole test process: the gRPC client instrumentation takes the global
@@ -119,9 +120,10 @@ def test_a_booking_is_one_trace_across_the_three_services(
     pharmacy(notify, site.id)
     plan = patient_plan(platform, site, "MRN-T")
     db = Database(scheduler_url(database_url))
-    inventory_channel = grpc.insecure_channel(platform.inventory_address)
+    inventory_channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
     stock = StockRelay(db, platform.clock, inventory_channel)
-    relay, notify_channel = scheduler_relay(db, platform.clock, notify.address, stock=stock.deliver)
+    notify_channel = platform.issuer.service_channel("scheduler", notify.address)
+    relay = scheduler_relay(db, platform.clock, notify_channel, stock=stock.deliver)
     try:
         SPANS.clear()  # the set-up's calls are traces of their own
         book(platform, plan, chairs[0], dt.date(2026, 12, 1), 9)
@@ -181,7 +183,8 @@ def test_a_recall_reaches_notify_in_its_trace_through_the_inventory_outbox(
         )
     )
     db = Database(database_url)
-    relay, channel = inventory_relay(db, platform.clock, notify.address)
+    channel = platform.issuer.service_channel("inventory", notify.address)
+    relay = inventory_relay(db, platform.clock, channel)
     try:
         SPANS.clear()
         platform.inventory.RecallLot(
@@ -225,7 +228,9 @@ def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **lab
     return matches[0] if matches else 0.0
 
 
-def test_the_metrics_endpoint_serves_the_call_and_outbox_series(database_url: str) -> None:
+def test_the_metrics_endpoint_serves_the_call_and_outbox_series(
+    database_url: str, issuer: TestIssuer
+) -> None:
     tracing.uninstall()  # metrics alone
     clock = FixedClock(NOW)
     settings = scheduler_settings(
@@ -238,9 +243,9 @@ def test_the_metrics_endpoint_serves_the_call_and_outbox_series(database_url: st
         }
     )
     products = InventoryProducts(grpc.insecure_channel("127.0.0.1:9"))  # not called here
-    service = build_scheduler(settings, clock, products)
+    service = build_scheduler(settings, clock, products, issuer.service_auth("scheduler"))
     service.start()
-    channel = grpc.insecure_channel(service.address)
+    channel = issuer.channel(service.address)
     db = Database(database_url)
     try:
         assert service.metrics_port

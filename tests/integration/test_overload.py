@@ -46,6 +46,7 @@ from tests.integration.notify_conftest import (  # noqa: E402
     lot_expiring,
     publish,
 )
+from tests.issuer import TestIssuer  # noqa: E402
 
 pytest_plugins = ["tests.integration.notify_conftest"]
 
@@ -113,12 +114,13 @@ def crowded(notify_factory: Factory) -> Iterator[NotifyServer]:
 
 
 def test_streams_and_a_burst_leave_health_answering_and_nothing_hangs(
-    crowded: NotifyServer, monkeypatch: pytest.MonkeyPatch
+    crowded: NotifyServer, issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = crowded
     s = create(server)
     publish(server, pb.TOPIC_LOT_EXPIRING, lot_expiring(), [s.id])
-    channels = [grpc.insecure_channel(server.address) for _ in range(4)]
+    token = issuer.integration_token()
+    channels = [issuer.channel(server.address, token) for _ in range(4)]
     stubs = [notify_pb2_grpc.NotifyServiceStub(c) for c in channels]
     streams = []
     try:
@@ -227,9 +229,10 @@ def _inventory(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
             **{f"INVENTORY_{k}": v for k, v in limits.items()},
         }
     )
-    service = build_inventory(settings, FixedClock(NOW))
+    issuer = TestIssuer()
+    service = build_inventory(settings, FixedClock(NOW), issuer.service_auth("inventory"))
     service.start()
-    stub = inventory_pb2_grpc.InventoryServiceStub(grpc.insecure_channel(service.address))
+    stub = inventory_pb2_grpc.InventoryServiceStub(issuer.channel(service.address))
     return service, lambda **kw: stub.ListProducts(inventory_pb2.ListProductsRequest(), **kw)
 
 
@@ -242,10 +245,11 @@ def _scheduler(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
             **{f"SCHEDULER_{k}": v for k, v in limits.items()},
         }
     )
-    products = InventoryProducts(grpc.insecure_channel("127.0.0.1:9"))
-    service = build_scheduler(settings, FixedClock(NOW), products)
+    issuer = TestIssuer()
+    products = InventoryProducts(grpc.insecure_channel("127.0.0.1:9"))  # not called here
+    service = build_scheduler(settings, FixedClock(NOW), products, issuer.service_auth("scheduler"))
     service.start()
-    stub = scheduler_pb2_grpc.SchedulerServiceStub(grpc.insecure_channel(service.address))
+    stub = scheduler_pb2_grpc.SchedulerServiceStub(issuer.channel(service.address))
     return service, lambda **kw: stub.GetSite(scheduler_pb2.GetSiteRequest(id="site-x"), **kw)
 
 

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import pytest
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import delete, select
@@ -22,6 +21,7 @@ from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.channels import open_channel
 from services.common.clock import FixedClock
 from services.common.db import Database
 from services.common.outbox_relay import OutboxRelay
@@ -51,6 +51,7 @@ from tests.integration.notify_conftest import (  # noqa: F401 (fixtures)
     create,
     notify_factory,
 )
+from tests.issuer import TestIssuer
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)  # Tuesday; London is on UTC in winter
 
@@ -71,7 +72,11 @@ class Env:
 
 
 @pytest.fixture
-def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F811
+def env(
+    database_url: str,
+    issuer: TestIssuer,
+    notify_factory: Factory,  # noqa: F811
+) -> Iterator[Env]:
     clock = FixedClock(NOW)
     notify = notify_factory(clock=clock)
     inv_settings = inventory_settings(
@@ -84,7 +89,7 @@ def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F
             "NOTIFY_ADDRESS": notify.address,
         },
     )
-    inventory = build_inventory(inv_settings, clock)
+    inventory = build_inventory(inv_settings, clock, issuer.service_auth("inventory"))
     inventory.start()
     seed_catalogue(inv_settings, clock)
     url = (
@@ -103,13 +108,16 @@ def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F
             "NOTIFY_ADDRESS": notify.address,
         },
     )
-    products = InventoryProducts(grpc.insecure_channel(inventory.address))
-    scheduler = build_scheduler(settings, clock, products)
+    scheduler_auth = issuer.service_auth("scheduler")
+    products = InventoryProducts(open_channel(inventory.address, None, scheduler_auth.tokens))
+    scheduler = build_scheduler(settings, clock, products, scheduler_auth)
     scheduler.start()
-    sch_channel = grpc.insecure_channel(scheduler.address)
-    inv_channel = grpc.insecure_channel(inventory.address)
+    sch_channel = issuer.channel(scheduler.address)
+    inv_channel = issuer.channel(inventory.address)
     db = Database(url)
-    relay, relay_channel = relay_to_notify(db, clock, notify.address)
+    relay_channel = open_channel(notify.address, None, scheduler_auth.tokens)
+    service_channel = open_channel(inventory.address, None, scheduler_auth.tokens)
+    relay = relay_to_notify(db, clock, relay_channel)
     try:
         yield Env(
             p=Platform(
@@ -122,6 +130,8 @@ def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F
                 inventory_address=inventory.address,
                 stop_inventory=lambda: inventory.stop(0),
                 forget_products=products.forget,
+                issuer=issuer,
+                scheduler_service=inventory_pb2_grpc.InventoryServiceStub(service_channel),
             ),
             notify=notify,
             db=db,
@@ -132,6 +142,7 @@ def env(database_url: str, notify_factory: Factory) -> Iterator[Env]:  # noqa: F
         )
     finally:
         relay_channel.close()
+        service_channel.close()
         sch_channel.close()
         inv_channel.close()
         scheduler.stop(0)

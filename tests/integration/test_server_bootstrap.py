@@ -13,17 +13,28 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.common.auth.policy import MethodPolicy
+from services.common.auth.service import ServiceAuth
+from services.common.auth.tokens import StaticToken
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import GrpcService
 from services.notify.settings import load_settings
 from tests.integration.builders import date
 from tests.integration.conftest import Platform, request_id
 from tests.integration.errors import error_reason, field_violations
+from tests.issuer import TestIssuer
 
 SLOW = "/test.Probe/Slow"
 
 
-def _probe_service(release: threading.Event) -> GrpcService:
+def _probe_policy(method: str) -> MethodPolicy | None:
+    """The probe's methods need a permission the test operator holds."""
+    if method.startswith("/test.Probe/"):
+        return MethodPolicy(permission="inventory.products.read")
+    return None
+
+
+def _probe_service(release: threading.Event, issuer: TestIssuer) -> GrpcService:
     def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
         release.wait(5)
         return request
@@ -47,7 +58,8 @@ def _probe_service(release: threading.Event) -> GrpcService:
         return ["test.Probe"]
 
     settings = load_settings({"NOTIFY_LISTEN": "127.0.0.1:0"})
-    return GrpcService(settings=settings, register=register)
+    auth = ServiceAuth("notify", issuer.verifier(), StaticToken(""), policies=_probe_policy)
+    return GrpcService(settings=settings, register=register, auth=auth)
 
 
 def _status(channel: grpc.Channel) -> int:
@@ -55,9 +67,9 @@ def _status(channel: grpc.Channel) -> int:
     return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
 
 
-def test_health_is_not_serving_until_prepare_finishes() -> None:
+def test_health_is_not_serving_until_prepare_finishes(issuer: TestIssuer) -> None:
     gate = threading.Event()
-    service = _probe_service(threading.Event())
+    service = _probe_service(threading.Event(), issuer)
     service.prepare = lambda: gate.wait(10)  # stands in for slow migrations
     starter = threading.Thread(target=service.start)
     starter.start()
@@ -76,11 +88,11 @@ def test_health_is_not_serving_until_prepare_finishes() -> None:
         service.stop(0)
 
 
-def test_stop_drains_in_flight_calls() -> None:
+def test_stop_drains_in_flight_calls(issuer: TestIssuer) -> None:
     release = threading.Event()
-    service = _probe_service(release)
+    service = _probe_service(release, issuer)
     service.start()
-    channel = grpc.insecure_channel(service.address)
+    channel = issuer.channel(service.address)
     slow = channel.unary_unary(SLOW)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(slow, b"payload", timeout=10)
@@ -94,11 +106,11 @@ def test_stop_drains_in_flight_calls() -> None:
     channel.close()
 
 
-def test_interceptor_maps_domain_errors_and_hides_internals() -> None:
-    service = _probe_service(threading.Event())
+def test_interceptor_maps_domain_errors_and_hides_internals(issuer: TestIssuer) -> None:
+    service = _probe_service(threading.Event(), issuer)
     service.start()
     try:
-        with grpc.insecure_channel(service.address) as channel:
+        with issuer.channel(service.address) as channel:
             with pytest.raises(grpc.RpcError) as invalid:
                 channel.unary_unary("/test.Probe/Invalid")(b"", timeout=5)
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT

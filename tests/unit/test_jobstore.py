@@ -19,6 +19,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from services.common import jobstore
+from services.common.identity import service_caller
 
 PAST = dt.datetime(2026, 1, 1, 6, 0, tzinfo=dt.UTC)
 
@@ -131,8 +132,8 @@ def test_a_job_that_raises_leaves_the_scheduler_running_the_others() -> None:
     def broken() -> None:
         raise RuntimeError("a job's own bug")
 
-    jobstore.register("test.broken", broken)
-    jobstore.register("test.after", ran.set)
+    jobstore.register("test.broken", broken, service_caller("inventory"))
+    jobstore.register("test.after", ran.set, service_caller("inventory"))
     scheduler = jobstore.ResilientScheduler(timezone="UTC")
     scheduler.add_listener(lambda _: failed.release(), EVENT_JOB_ERROR)
     scheduler.start()

@@ -246,12 +246,13 @@ def test_health_checks_and_reflection_are_not_traced() -> None:
 
 def test_every_stored_job_is_counted_by_name() -> None:
     from services.common import jobstore
+    from services.common.identity import service_caller
 
     def broken() -> None:
         raise RuntimeError("database away")
 
-    jobstore.register("unit.ok", lambda: None)
-    jobstore.register("unit.broken", broken)
+    jobstore.register("unit.ok", lambda: None, service_caller("inventory"))
+    jobstore.register("unit.broken", broken, service_caller("inventory"))
     runs = sample("job_runs_total", {"job": "unit.broken"})
     jobstore.run("unit.ok")
     with pytest.raises(RuntimeError):
