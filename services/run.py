@@ -19,7 +19,7 @@ from services.common.auth.roles import Roles
 from services.common.auth.tokens import StaticToken
 from services.common.signals import SignalWaiter
 from services.issuer.issuer import OPERATOR_ROLES
-from services.issuer.local import DEFAULT_LISTEN, LocalIssuer
+from services.issuer.local import LocalIssuer
 from services.launcher import (
     Endpoint,
     LaunchError,
@@ -50,7 +50,7 @@ def _run(signals: SignalWaiter) -> int:
     check_settings(env)
     processes = ServiceProcesses(endpoints, env, sink=_print, on_exit=signals.wake)
     processes.check_ports()  # before seeding: refuse at once, not after a minute of work
-    _check_issuer_port()
+    _check_issuer_port(issuer.listen)
     for step in ("seed", "demo"):  # the catalogue, then demo sites stocked with lots
         seed = subprocess.run([sys.executable, "-m", "services.inventory", step], env=env)
         if signals.received is not None:
@@ -87,13 +87,14 @@ def _run(signals: SignalWaiter) -> int:
     return 0
 
 
-def _check_issuer_port() -> None:
+def _check_issuer_port(listen: str) -> None:
     try:
-        Endpoint("issuer", DEFAULT_LISTEN).check_free()
+        Endpoint("issuer", listen).check_free()
     except LaunchError:
         raise LaunchError(
-            f"the development token issuer cannot listen on {DEFAULT_LISTEN}: another process "
-            "holds the port (`make run` already running?)"
+            f"the development token issuer cannot listen on {listen}: another process holds "
+            "the port (`make run` already running?); ISSUER_DIR and ISSUER_LISTEN give `make "
+            "run` an issuer of its own (docs/security.md)"
         ) from None
 
 

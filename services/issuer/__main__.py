@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from services.issuer.endpoints import make_server
 from services.issuer.issuer import DEV_ORGANISATION, Issuer
-from services.issuer.local import DEFAULT_DIR, DEFAULT_LISTEN
+from services.issuer.local import DevIssuerSettings
 
 
 def serve(issuer: Issuer) -> int:
@@ -38,7 +38,8 @@ def serve(issuer: Issuer) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.issuer")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the issuer's keys")
+    settings = DevIssuerSettings()
+    parser.add_argument("--dir", type=Path, default=settings.dir, help="the issuer's keys")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve discovery, keys and client credentials over HTTP")
     token = commands.add_parser("token", help="print a fresh token for a role (last line)")
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     token.add_argument("--sites", default="*", help="comma-separated site ids, or * (all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    issuer = Issuer.load_or_create(args.dir, f"http://{DEFAULT_LISTEN}")
+    issuer = Issuer.load_or_create(args.dir, f"http://{settings.listen}")
     if args.command == "serve":
         return serve(issuer)
     sites = "*" if args.sites == "*" else [s for s in args.sites.split(",") if s]

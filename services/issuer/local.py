@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import REPO_ROOT
 from services.issuer.issuer import DEV_ORGANISATION, Issuer
@@ -20,22 +21,41 @@ DEFAULT_LISTEN = "127.0.0.1:50050"
 DEFAULT_DIR = REPO_ROOT / "var" / "issuer"
 
 
+class DevIssuerSettings(BaseSettings):
+    """Where `make run`'s development issuer keeps its keys (``ISSUER_DIR``) and, when it
+    creates them, where it will listen (``ISSUER_LISTEN``; afterwards the URL stored with the
+    keys holds). `make token` reads the same, so its tokens are the running issuer's; tests
+    point both at a directory and a free port of their own."""
+
+    model_config = SettingsConfigDict(env_prefix="ISSUER_", frozen=True)
+
+    dir: Path = DEFAULT_DIR
+    listen: str = DEFAULT_LISTEN
+
+
 def development_issuer() -> Issuer:
-    """The issuer `make run` serves and `make token` signs with (var/issuer/)."""
-    return Issuer.load_or_create(DEFAULT_DIR, f"http://{DEFAULT_LISTEN}")
+    """The issuer `make run` serves and `make token` signs with (var/issuer/ by default)."""
+    settings = DevIssuerSettings()
+    return Issuer.load_or_create(settings.dir, f"http://{settings.listen}")
 
 
 class LocalIssuer:
-    def __init__(self, directory: Path = DEFAULT_DIR, listen: str = DEFAULT_LISTEN) -> None:
+    def __init__(self, directory: Path | None = None, listen: str | None = None) -> None:
         """The issuer kept in ``directory`` (created there, to be served on ``listen``, the
-        first time)."""
-        self.directory = directory
-        self.issuer = Issuer.load_or_create(directory, f"http://{listen}")
+        first time); by default where DevIssuerSettings say."""
+        settings = DevIssuerSettings()
+        self.directory = directory or settings.dir
+        self.issuer = Issuer.load_or_create(self.directory, f"http://{listen or settings.listen}")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return self.issuer.url
+
+    @property
+    def listen(self) -> str:
+        """host:port of the URL the issuer serves."""
+        return self.url.split("://", 1)[1].rstrip("/")
 
     def start(self, output: IO[bytes] | int | None = None, timeout: float = 30) -> None:
         """``python -m services.issuer serve`` on its URL's port, until it answers."""

@@ -15,6 +15,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.issuer.local import LocalIssuer
 from services.launcher import SERVICES, free_port
 
 READY = "Ctrl-C stops them."
@@ -24,6 +25,7 @@ READY = "Ctrl-C stops them."
 class Launcher:
     proc: subprocess.Popen[str]
     addresses: dict[str, str]
+    env: dict[str, str]  # what it was started with (its issuer's ISSUER_DIR too)
     lines: list[str] = field(default_factory=list)
     _reading: bool = True
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -63,8 +65,13 @@ class Launcher:
 
 
 def run_environment(var: Path, ports: Mapping[str, int] | None = None) -> dict[str, str]:
-    """Free ports (or ``ports``) and SQLite under ``var`` for each service."""
+    """Free ports (or ``ports``) and SQLite under ``var`` for each service, and a development
+    issuer of the run's own there (``ISSUER_DIR``, ``ISSUER_LISTEN``), whose settings the
+    services get too (for tests that start them without the launcher)."""
     env = dict(os.environ)
+    env["ISSUER_DIR"] = str(var / "issuer")
+    env["ISSUER_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env.update(LocalIssuer(var / "issuer", env["ISSUER_LISTEN"]).service_environment())
     for name in SERVICES:
         prefix = name.upper()
         port = (ports or {}).get(name) or free_port()
@@ -86,7 +93,7 @@ def start(env: Mapping[str, str]) -> Launcher:
         start_new_session=True,
     )
     addresses = {name: env[f"{name.upper()}_LISTEN"] for name in SERVICES}
-    launcher = Launcher(proc, addresses)
+    launcher = Launcher(proc, addresses, dict(env))
     threading.Thread(target=launcher._read, daemon=True).start()
     return launcher
 

@@ -38,7 +38,7 @@ def blocks(language: str) -> list[str]:
 
 
 def shell_blocks(grpcurl: bool) -> list[str]:
-    return [code for code in blocks("sh") if code.startswith("grpcurl") == grpcurl]
+    return [code for code in blocks("sh") if ("grpcurl " in code) == grpcurl]
 
 
 def on_ports(code: str, launcher: Launcher) -> str:
@@ -53,10 +53,13 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
         yield running
 
 
-def run_shell(code: str) -> subprocess.CompletedProcess[str]:
+def run_shell(code: str, launcher: Launcher) -> subprocess.CompletedProcess[str]:
+    """As a user would in the repository, with the launcher's environment (so `make token`
+    signs with the issuer that run started)."""
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code],
         cwd=REPO_ROOT,
+        env=launcher.env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,7 +75,7 @@ def test_the_readme_has_examples_to_run() -> None:
 def test_the_buf_curl_examples_run_with_the_projects_buf(launcher: Launcher) -> None:
     assert (REPO_ROOT / "node_modules/.bin/buf").exists(), "make run installs buf (npm)"
     for code in shell_blocks(grpcurl=False):
-        done = run_shell(on_ports(code, launcher))
+        done = run_shell(on_ports(code, launcher), launcher)
         assert done.returncode == 0, f"{code}\n{done.stdout}\n{done.stderr}"
         out = done.stdout
         assert "infusion.inventory.v1.InventoryService" in out  # --list-services
@@ -87,7 +90,7 @@ def test_the_grpcurl_examples(launcher: Launcher) -> None:
     if shutil.which("grpcurl") is None:
         pytest.skip("grpcurl is not installed (the README says how to get it)")
     for code in shell_blocks(grpcurl=True):
-        done = run_shell(on_ports(code, launcher))
+        done = run_shell(on_ports(code, launcher), launcher)
         assert done.returncode == 0, f"{code}\n{done.stdout}\n{done.stderr}"
 
 
@@ -98,6 +101,7 @@ def test_the_python_examples_run_and_run_again(launcher: Launcher, tmp_path: Pat
         done = subprocess.run(
             [sys.executable, str(script)],
             cwd=tmp_path,
+            env=launcher.env,
             capture_output=True,
             text=True,
             timeout=120,
