@@ -51,7 +51,7 @@ from services.common.db import Database
 from services.common.health import wait_serving
 from services.inventory.store.models import job_table as inventory_jobs
 from services.scheduler.store.models import job_table as scheduler_jobs
-from tests.e2e.harness import SERVICES, free_port, postgres_databases
+from tests.e2e.harness import SERVICES, caller_token, free_port, postgres_databases
 from tests.e2e.sinks import WebhookSink
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")
@@ -105,7 +105,7 @@ class System:
 
     def channel(self, name: str) -> grpc.Channel:
         if name not in self.channels:
-            self.channels[name] = grpc.insecure_channel(self.fleet.address(name))
+            self.channels[name] = self.fleet.channel(name)
         return self.channels[name]
 
     def scheduler(self, name: str = "scheduler") -> scheduler_pb2_grpc.SchedulerServiceStub:
@@ -175,6 +175,7 @@ def _populate(system: System) -> Seeded:
         fleet.address("inventory"),
         dt.date.today(),
         fleet.address("notify"),
+        tokens=caller_token(fleet.issuer, "scheduler", demo.ORG),
     )
     hook_port = free_port()  # nothing listens there until the last start: deliveries wait
     hook = npb.CreateSubscriberRequest(
