@@ -55,7 +55,7 @@ HORIZON_SHARE = 0.8  # of the time limit: the first horizon solve's wall-clock s
 NODES_PER_SECOND = 100
 GAP = 1e-4
 DAY_NODES = 200  # a day's MIP (starts per request, or its exact chairs)
-DAY_SHARE = 0.02  # of the time limit: a day's MIP wall-clock safety net
+DAY_SECONDS = 2.0  # a day's MIP: its CPU-time safety net (they take well under a second)
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,9 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
             day_requests = [requests[rid] for rid, j in sorted(chosen.items()) if j == i]
             if not day_requests:
                 continue
-            got = _plan_day(
-                problem, grid, board, day_requests, model.starts(i), i in exact, time_limit_s
-            )
+            got = _plan_day(problem, grid, board, day_requests, model.starts(i), i in exact)
             if got is None and i not in exact:
-                got = _exact_day(problem, grid, board, day_requests, time_limit_s, phases)
+                got = _exact_day(problem, grid, board, day_requests, phases)
                 if got is not None:
                     notes.append(f"{grid.cap.day}: colouring failed, chairs re-solved exactly")
             if got is None:
@@ -190,7 +188,6 @@ def _plan_day(
     day_requests: list[InfusionRequest],
     arcs: list[tuple[int, int, int]],
     exact: bool,
-    time_limit_s: float,
 ) -> list[Placement] | None:
     """The horizon's starts matched to the day's requests (moved for usual start times when
     that is worth anything) and put on chairs; None when no chair assignment exists for them."""
@@ -199,7 +196,7 @@ def _plan_day(
         slots[duration].append(_Slot(t, group))
     matched = _match(problem, day_requests, slots)
     if not exact and _wants_starts(problem, day_requests):
-        matched = _day_starts(problem, grid, day_requests, matched, time_limit_s) or matched
+        matched = _day_starts(problem, grid, day_requests, matched) or matched
     by_request = {r: (matched[r.id].start, matched[r.id].group) for r in day_requests}
     got = chairs.colour(board, grid, by_request)
     if exact or (got is not None and not _wants_chairs(problem, day_requests)):
@@ -208,7 +205,7 @@ def _plan_day(
         board.remove(next(r for r in day_requests if r.id == p.request_id), p)
     hint = {p.request_id: p.chair_id for p in got} if got else None
     starts = {r: matched[r.id].start for r in day_requests}
-    better = chairs.assign(board, grid, starts, max(0.5, time_limit_s * DAY_SHARE), hint)
+    better = chairs.assign(board, grid, starts, DAY_SECONDS, hint)
     if better is None and got is not None:  # pragma: no cover - the hint is a solution
         return chairs.colour(board, grid, by_request)
     return better
@@ -256,7 +253,6 @@ def _day_starts(
     grid: DayGrid,
     day_requests: list[InfusionRequest],
     matched: dict[str, _Slot],
-    time_limit_s: float,
 ) -> dict[str, _Slot] | None:
     """The day's starts again with one family per request, so a start may move towards the
     patient's usual time; the day's rules, start peak and overtime as in the horizon model."""
@@ -273,7 +269,7 @@ def _day_starts(
             mip.cost(v, cost)
             hint[v] = 1.0 if matched[r.id].start == t else 0.0
     mip.hint(hint)
-    outcome = mip.solve(MipLimits(max(0.5, time_limit_s * DAY_SHARE), DAY_NODES, GAP))
+    outcome = mip.solve(MipLimits(DAY_SECONDS, DAY_NODES, GAP))
     if not outcome.found:
         return None
     out = {}
@@ -289,7 +285,6 @@ def _exact_day(
     grid: DayGrid,
     board: Board,
     day_requests: list[InfusionRequest],
-    time_limit_s: float,
     phases: list[SolvePhase],
 ) -> list[Placement] | None:
     """The day with one flow per group of identical free stretches (exact chairs), the same
@@ -305,7 +300,7 @@ def _exact_day(
         mip.row(n, n, [(v, 1.0) for _, _, v in arcs.arcs[D]])
         for t, _, v in arcs.arcs[D]:
             mip.cost(v, o.overtime_per_minute * expected_overtime(o, grid.cap, t, D))
-    limits = MipLimits(max(1.0, time_limit_s * DAY_SHARE * 5), DAY_NODES * 5, GAP)
+    limits = MipLimits(5 * DAY_SECONDS, DAY_NODES * 5, GAP)
     outcome = mip.solve(limits)
     phases.append(_phase(f"{grid.cap.day}: chairs exactly", outcome))
     if not outcome.found:
