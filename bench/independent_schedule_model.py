@@ -100,6 +100,7 @@ def optimum(problem: ScheduleProblem, seconds: float = 120) -> tuple[str, float,
     Anyive.SetOffset(weight * len(problem.requests))
     Anyive.SetMinimization()
     solver.SetTimeLimit(int(seconds * 1000))
+    solver.SetSolverSpecificParametersAsString("timing/clocktype = 1\n")
     status = solver.Solve()
     names = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.FEASIBLE: "FEASIBLE"}
     return names.get(status, "OTHER"), Anyive.Value(), Anyive.BestBound()

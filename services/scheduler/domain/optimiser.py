@@ -43,7 +43,12 @@ from services.scheduler.domain.day_grid import DayGrid, Family, add_day
 from services.scheduler.domain.greedy import Board, greedy, series_groups
 from services.scheduler.domain.horizon_model import HorizonModel
 from services.scheduler.domain.mip import Mip, MipLimits, MipOutcome, Var
-from services.scheduler.domain.objective import expected_overtime, start_cost, terms
+from services.scheduler.domain.objective import (
+    expected_overtime,
+    priority_extra,
+    start_cost,
+    terms,
+)
 from services.scheduler.domain.schedule_check import violations
 from services.scheduler.domain.schedule_kpis import kpis
 
@@ -94,8 +99,8 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
         phases.append(_phase(f"horizon, round {round_}", outcome))
         if outcome.clock_stopped:
             notes.append(
-                f"round {round_}: the wall-clock limit stopped the solve before its "
-                "deterministic limits, so another machine may find another schedule"
+                f"round {round_}: the time limit (CPU seconds) stopped the solve before its "
+                "deterministic limits, so a faster or slower processor may find another schedule"
             )
         if not outcome.found:
             notes.append(f"the horizon model found no schedule ({outcome.status})")
@@ -319,10 +324,11 @@ def _exact_day(
 def _repair(
     problem: ScheduleProblem, placements: list[Placement], left_out: Sequence[str], notes: list[str]
 ) -> list[Placement]:
-    """Requests of days that stayed unplaceable after the last round (and a series member's
-    whole series): the board puts them where every rule holds, closest to the due day."""
-    if not left_out:
-        return placements
+    """Whatever is not placed — requests of days that stayed unplaceable after the last round
+    (with a member's whole series), and any the solve left out when a limit stopped it — is
+    offered to the board, clinical priority first, at the feasible spot closest to its due
+    day. A placement is worth more than any day it could cost, so this never makes the
+    schedule worse."""
     board = Board(problem)
     requests = {r.id: r for r in problem.requests}
     groups = series_groups(problem.requests)
@@ -333,14 +339,21 @@ def _repair(
     kept = [p for p in placements if p.request_id not in gone]
     for p in kept:
         board.place(requests[p.request_id], board.index[p.day], p.start_minute, p.chair_id)
-    for rid in sorted(gone):
-        r = requests[rid]
-        if r.series_id and groups[r.series_id][0].id != rid:
-            continue
-        unit = groups[r.series_id] if r.series_id else [r]
+    placed = {p.request_id for p in kept}
+    units = [
+        groups[r.series_id] if r.series_id else [r]
+        for r in problem.requests
+        if r.id not in placed and (not r.series_id or groups[r.series_id][0] is r)
+    ]
+    units.sort(key=lambda u: (-priority_extra(problem, u[0]), u[0].due_day, u[0].id))
+    added = 0
+    for unit in units:
         got = board.closest(unit)
-        notes.append(f"{rid}: placed by the board after the rounds" if got else f"{rid}: no room")
-        kept += got or []
+        if got:
+            kept += got
+            added += len(got)
+    if added:
+        notes.append(f"{added} placed by the board after the solve, where it found room")
     return kept
 
 
