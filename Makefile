@@ -81,7 +81,7 @@ lint: setup ## ruff, mypy and buf lint
 fuzz: setup ## Fuzz every RPC of the three services on SQLite and PostgreSQL (FUZZ_EXAMPLES, default 2000)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest tests/fuzz -q
 
-bench: setup ## Benchmarks: CalculateDose, ListProducts and a bare grpcio echo server, 32 in flight
+bench: setup ## Benchmarks: services against a bare grpcio echo server (32 in flight), then the schedule optimiser (bench/optimiser.py)
 	$(PY) -m bench.run
 
 clean: ## Remove the virtualenv, generated code and local databases

@@ -7,11 +7,12 @@ docs/benchmarks.md with the machine and date.
 
 `python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
 `--only contract`, `--only tracing`, `--only auth`) runs one part after the echo;
-bench/booking.py measures BookAppointment and FindSlots on PostgreSQL, bench/e2e_booking.py
-bookings reserved end to end through the outbox, bench/tracing.py CalculateDose with
-OpenTelemetry tracing off and on, bench/auth.py CalculateDose and ReserveStock with
-authentication on and off. Every part's services trust a development token issuer of their
-own; every call carries a token.
+`--only optimiser` runs bench/optimiser.py's schedule benchmarks alone (no services, no echo;
+the full run ends with them); bench/booking.py measures BookAppointment and FindSlots on
+PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
+bench/tracing.py CalculateDose with OpenTelemetry tracing off and on, bench/auth.py
+CalculateDose and ReserveStock with authentication on and off. Every part's services trust a
+development token issuer of their own; every call carries a token.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from bench import booking as booking_bench
 from bench import contract as contract_bench
 from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
+from bench import optimiser as optimiser_bench
 from bench import tracing as tracing_bench
 from bench.dose import prepare_dose_request
 from bench.harness import ROOT, dev_issuer, free_port, load, operator_token, running
 from infusion.inventory.v1 import inventory_pb2 as inv
+
+OPTIMISER_PARTS = ("deviation", "centre", "nurse", "small")
 
 
 def main() -> int:
@@ -44,10 +48,22 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--only",
-        choices=("scheduler", "inventory", "booking", "e2e", "contract", "tracing", "auth"),
+        choices=(
+            "scheduler",
+            "inventory",
+            "booking",
+            "e2e",
+            "contract",
+            "tracing",
+            "auth",
+            "optimiser",
+        ),
         default=None,
     )
     args = parser.parse_args()
+    if args.only == "optimiser":
+        optimiser_bench.run(OPTIMISER_PARTS, 3, 30.0)
+        return 0
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
     procs: list[subprocess.Popen[bytes]] = []
@@ -155,6 +171,8 @@ def main() -> int:
         print("| --- | ---: | ---: | ---: |")
         for name, c in contract.items():
             print(f"| {name} | {c['checked_us']:.1f} | {c['bare_us']:.1f} | {c['cost_us']:.1f} |")
+    if args.only is None:
+        optimiser_bench.run(OPTIMISER_PARTS, 3, 30.0)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(

@@ -17,6 +17,7 @@ typical neurology/immunology infusion unit, not a real centre's data.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from dataclasses import dataclass
@@ -51,8 +52,18 @@ class InstanceSpec:
     first_day: dt.date = dt.date(2026, 3, 2)  # a Monday
     blocks: int = 4
     weekend_due_share: float = 0.08  # due days that fall on a weekend (re-anchored cycles)
-    preferred_share: float = 0.6
+    preferred_share: float = 0.6  # requests with a usual chair and start time
     patients_with_fixed_share: float = 0.03  # requests of patients already booked nearby
+    # nurses on duty: all day, plus one group for all but the last hour, plus one from the
+    # second hour to the last (7 / 8 / 6 with the defaults)
+    nurses: tuple[int, int, int] = (6, 1, 1)
+    closed_weekdays: tuple[int, ...] = ()  # indices (0 = first weekday) of closure days
+    # cumulative shares of PID, CIDP/MMN maintenance, 2-day and (the rest) 5-day inductions
+    kinds: tuple[float, float, float] = (0.45, 0.96, 0.99)
+    # of the requests with a usual chair and start: also a usual weekday, drawn apart (so the
+    # rest of the instance is the same with or without it); most keep their due day's weekday
+    usual_weekday_share: float = 1.0
+    usual_weekday_moved: float = 0.25  # ... of those, a weekday other than the due day's
 
 
 def chair_minutes(rng: random.Random, grams_per_kg: Decimal, first: bool = False) -> int:
@@ -68,14 +79,14 @@ def chair_minutes(rng: random.Random, grams_per_kg: Decimal, first: bool = False
     return min(chair_time(30, minutes, obs).booked_minutes, 9 * 60)
 
 
-def _kind(rng: random.Random) -> tuple[str, Decimal, int]:
+def _kind(rng: random.Random, kinds: tuple[float, float, float]) -> tuple[str, Decimal, int]:
     """(indication, g/kg per day, days in the course)."""
     u = rng.random()
-    if u < 0.45:
+    if u < kinds[0]:
         return "PID", Decimal(rng.choice(["0.4", "0.5", "0.6"])), 1
-    if u < 0.96:
+    if u < kinds[1]:
         return "CIDP", Decimal(1), 1
-    if u < 0.99:
+    if u < kinds[2]:
         return "INDUCTION2", Decimal(1), 2
     return "INDUCTION5", Decimal("0.4"), 5
 
@@ -84,9 +95,17 @@ def _days(spec: InstanceSpec) -> tuple[tuple[DayCapacity, ...], list[dt.date]]:
     calendar = [spec.first_day + dt.timedelta(days=k) for k in range(7 * spec.weeks)]
     chairs = tuple(f"C{k + 1:02d}" for k in range(spec.chairs))
     o, c = spec.open_minute, spec.close_minute
-    shifts = ((o, c, 6), (o, c - 60, 1), (o + 60, c - 60, 1))  # 7 / 8 / 6 nurses
+    base, early, middle = spec.nurses
+    shifts = tuple(
+        shift
+        for shift in ((o, c, base), (o, c - 60, early), (o + 60, c - 60, middle))
+        if shift[2] > 0
+    )
+    weekdays = [day for day in calendar if day.weekday() < 5]
     days = tuple(
-        DayCapacity(day, o, c, chairs, (), shifts) for day in calendar if day.weekday() < 5
+        DayCapacity(day, o, c, chairs, (), shifts)
+        for k, day in enumerate(weekdays)
+        if k not in spec.closed_weekdays
     )
     return days, calendar
 
@@ -113,13 +132,13 @@ def generate(seed: int, spec: InstanceSpec | None = None) -> ScheduleProblem:
         for d in days
     )
     rules = SiteRules(spec.nurse_ratio, spec.start_limit, spec.turnover)
-    weekdays = [d.day for d in days]
+    weekdays = [day for day in calendar if day.weekday() < 5]  # closure days are due days too
     weekend = [day for day in calendar if day.weekday() >= 5]
 
     requests: list[InfusionRequest] = []
     n = 0
     while len(requests) < spec.requests:
-        kind, gpk, course = _kind(rng)
+        kind, gpk, course = _kind(rng, spec.kinds)
         patient = f"P{n:04d}"
         n += 1
         if course > 1:
@@ -155,8 +174,8 @@ def generate(seed: int, spec: InstanceSpec | None = None) -> ScheduleProblem:
                 due_day=due,
                 earliest_day=due - dt.timedelta(days=spec.window_days),
                 latest_day=due + dt.timedelta(days=spec.window_days),
-                preferred_chair=pref_chair,
-                preferred_start_minute=pref_start,
+                usual_chair=pref_chair,
+                usual_start_minute=pref_start,
             )
         )
     requests = requests[: spec.requests]
@@ -174,7 +193,7 @@ def generate(seed: int, spec: InstanceSpec | None = None) -> ScheduleProblem:
     fixed: list[FixedBooking] = []
     misses = 0
     while need > 0 and misses < 200:
-        kind, gpk, _ = _kind(rng)
+        kind, gpk, _ = _kind(rng, spec.kinds)
         duration = chair_minutes(rng, gpk if kind != "INDUCTION5" else Decimal(1))
         i = rng.randrange(len(days))
         probe = InfusionRequest(
@@ -218,10 +237,27 @@ def generate(seed: int, spec: InstanceSpec | None = None) -> ScheduleProblem:
             due,
             due - dt.timedelta(days=spec.window_days),
             due + dt.timedelta(days=spec.window_days),
-            preferred_chair=r.preferred_chair,
-            preferred_start_minute=r.preferred_start_minute,
+            usual_chair=r.usual_chair,
+            usual_start_minute=r.usual_start_minute,
         )
-    return ScheduleProblem(rules, days, tuple(by_id.values()), tuple(requests))
+    return ScheduleProblem(rules, days, tuple(by_id.values()), _weekdays(seed, spec, requests))
+
+
+def _weekdays(
+    seed: int, spec: InstanceSpec, requests: list[InfusionRequest]
+) -> tuple[InfusionRequest, ...]:
+    """Usual weekdays from a generator of their own: the due day's weekday (a weekend due day:
+    a random one), another one for ``usual_weekday_moved`` of them."""
+    rng = random.Random(f"weekday-{seed}")
+    out = []
+    for r in requests:
+        if r.usual_start_minute is not None and rng.random() < spec.usual_weekday_share:
+            weekday = r.due_day.isoweekday() if r.due_day.weekday() < 5 else rng.randint(1, 5)
+            if rng.random() < spec.usual_weekday_moved:
+                weekday = rng.choice([w for w in range(1, 6) if w != weekday])
+            r = dataclasses.replace(r, usual_weekday=weekday)
+        out.append(r)
+    return tuple(out)
 
 
 def describe(problem: ScheduleProblem) -> dict[str, object]:
@@ -245,3 +281,31 @@ def describe(problem: ScheduleProblem) -> dict[str, object]:
         "duration_mean": round(sum(durations) / len(durations), 1) if durations else 0,
         "duration_max": durations[-1] if durations else 0,
     }
+
+
+# A nurse-limited month of our own: 30 chairs but 5 nurses at 1:4 all day (20 infusions at
+# once; 24 with a sixth nurse in the middle of the day), a closure day (the second Wednesday),
+# many inductions (a fifth of the patients start a 2- or 5-day course) and more requests than
+# the nurses can take.
+NURSE_LIMITED = InstanceSpec(
+    requests=1000,
+    load=0.0,
+    nurses=(4, 0, 1),
+    closed_weekdays=(7,),
+    kinds=(0.35, 0.8, 0.93),
+    blocks=4,
+)
+
+
+def small(chairs: int, nurses: tuple[int, int, int] = (6, 1, 1)) -> InstanceSpec:
+    """10 open days, 2.1 requests a chair-day (more than fit), no fixed bookings or blocks,
+    so that a formulation counting chairs is exact (the regression tests' independent check)."""
+    return InstanceSpec(
+        chairs=chairs,
+        weeks=2,
+        requests=21 * chairs,
+        load=0.0,
+        blocks=0,
+        patients_with_fixed_share=0.0,
+        nurses=nurses,
+    )

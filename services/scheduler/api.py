@@ -34,6 +34,7 @@ from services.scheduler.booking_service import BookingService
 from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.dosing import DoseResult
 from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS, CourseKind
+from services.scheduler.domain.habits import Habits
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.plans import (
     DEFAULT_PRE_INFUSION_MINUTES,
@@ -48,9 +49,10 @@ from services.scheduler.domain.plans import (
     WeightPolicy,
 )
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
+from services.scheduler.domain.slots import wall_time
 from services.scheduler.dose_service import DoseService
 from services.scheduler.planning_service import SchedulePlanner
-from services.scheduler.schedule_api import ScheduleApi
+from services.scheduler.schedule_api import ScheduleApi, objective_in, objective_out
 from services.scheduler.usecases import SchedulerUseCases, Stored
 
 R = TypeVar("R", bound=Message)
@@ -58,7 +60,14 @@ T = TypeVar("T")
 DEFAULT_HORIZON_DAYS = 28
 MAX_HORIZON_DAYS = 366
 
-SITE_MUTABLE = ("display_name", "time_zone", "opening_hours", "closure_dates", "capacity")
+SITE_MUTABLE = (
+    "display_name",
+    "time_zone",
+    "opening_hours",
+    "closure_dates",
+    "capacity",
+    "schedule_objective",
+)
 CHAIR_MUTABLE = ("display_name", "active")
 PATIENT_MUTABLE = (
     "mrn",
@@ -119,6 +128,7 @@ def _site_in(msg: pb.Site, v: Violations) -> Site:
         opening_hours=tuple(hours),
         closure_dates=tuple(closures),
         capacity=_capacity_in(msg.capacity, v),
+        schedule_objective=objective_in(msg.schedule_objective),
     )
 
 
@@ -181,6 +191,7 @@ def _site_out(stored: Stored[Site]) -> pb.Site:
         ],
         closure_dates=[from_date(d) for d in s.closure_dates],
         capacity=_capacity_out(s.capacity),
+        schedule_objective=objective_out(s.schedule_objective),
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
@@ -320,8 +331,22 @@ def _plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         override_outside_bands=msg.dose_override.allow_outside_bands,
         override_reason=msg.dose_override.reason,
         keep_cadence=msg.keep_cadence,
+        usual=Habits(
+            weekday=None
+            if msg.usual_weekday == dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED
+            else int(msg.usual_weekday),
+            start_minute=_minute_of(msg.usual_start, f"{p}.usual_start", v)
+            if msg.HasField("usual_start")
+            else None,
+            chair_id=msg.usual_chair_id,
+        ),
     )
     return plan
+
+
+def _minute_of(msg: Any, field: str, v: Violations) -> int | None:
+    at = parse_time_of_day(msg, field, v)
+    return None if at is None else at.hour * 60 + at.minute
 
 
 def _plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
@@ -354,12 +379,16 @@ def _plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
             allow_outside_bands=p.override_outside_bands, reason=p.override_reason
         ),
         keep_cadence=p.keep_cadence,
+        usual_weekday=p.usual.weekday or dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED,
+        usual_chair_id=p.usual.chair_id,
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
     )
     if p.observation_minutes is not None:
         msg.observation_minutes = p.observation_minutes
+    if p.usual.start_minute is not None:
+        msg.usual_start.CopyFrom(from_time_of_day(wall_time(p.usual.start_minute)))
     if p.induction is not None:
         msg.induction.CopyFrom(
             pb.InductionCourse(

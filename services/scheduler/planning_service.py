@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,51 +36,59 @@ from services.scheduler.domain.capacity import (
     ScheduleResult,
 )
 from services.scheduler.domain.due import CourseKind
-from services.scheduler.domain.greedy import greedy, stock_budget
+from services.scheduler.domain.greedy import Board as ResourceBoard
+from services.scheduler.domain.greedy import greedy
+from services.scheduler.domain.habits import RECENT_VISITS, Visit, learned
+from services.scheduler.domain.objective import (
+    ObjectiveTerm,
+    objective_with,
+    terms,
+    validate_objective,
+)
 from services.scheduler.domain.optimiser import solve
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.domain.schedule_kpis import kpis
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.codec import plan_from_spec
+from services.scheduler.store.codec import plan_of
 from services.scheduler.store.models import AppointmentRow
 from services.scheduler.usecases import SchedulerUseCases
 
 MAX_HORIZON_DAYS = 92  # issue 4 §9
 MAX_TIME_LIMIT_SECONDS = 120
+HABIT_DAYS = 365  # habits are learned from the fulfilled visits of the last year
 
 Available = dict[str, dict[dt.date, Decimal]]  # product → day → grams (InventoryStock)
+# product → day → (grams available, grams expiring unused at its start)
+Figures = dict[str, dict[dt.date, tuple[Decimal, Decimal]]]
 
 
-def _budget(available: Available) -> tuple[DayStock, ...]:
+def _budget(figures: Figures) -> tuple[DayStock, ...]:
     return tuple(
-        DayStock(product, day, grams)
-        for product, days in sorted(available.items())
-        for day, grams in sorted(days.items())
+        DayStock(product, day, grams, expiring)
+        for product, days in sorted(figures.items())
+        for day, (grams, expiring) in sorted(days.items())
     )
 
 
+def _grams(figures: Figures) -> Available:
+    return {p: {d: grams for d, (grams, _) in days.items()} for p, days in figures.items()}
+
+
 def _stock_limited(problem: ScheduleProblem, result: ScheduleResult) -> dict[str, str]:
-    """Unplaced request → its product, when that product's grams left after the placements
-    fall short of its dose on at least one open day of its window."""
-    budget = stock_budget(problem)
-    if budget is None:
+    """Unplaced request → its product, when that product's stock left after the placements
+    falls short of its dose on at least one open day of its window."""
+    if problem.stock is None:
         return {}
     requests = {r.id: r for r in problem.requests}
-    left = dict(budget)
+    board = ResourceBoard(problem)
     for p in result.placements:
-        r = requests[p.request_id]
-        key = (r.product_id, p.day)
-        left[key] = left.get(key, Decimal(0)) - r.grams
+        board.place(requests[p.request_id], board.index[p.day], p.start_minute, p.chair_id)
     out: dict[str, str] = {}
     for request_id, _ in result.unplaced:
         r = requests[request_id]
-        if r.grams > 0 and any(
-            left.get((r.product_id, d.day), Decimal(0)) < r.grams
-            for d in problem.days
-            if r.earliest_day <= d.day <= r.latest_day
-        ):
+        if r.grams > 0 and any(not board.stock_ok(r, i) for i in board.window_days(r)):
             out[request_id] = r.product_id
     return out
 
@@ -97,6 +106,11 @@ class Planned:
     stock_checked: bool = False
     # skip_without_stock: request → the product whose stock kept it off a day of its window
     stock_limited: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def baseline_terms(self) -> tuple[ObjectiveTerm, ...]:
+        """The greedy baseline on the proposal's objective, term by term."""
+        return terms(self.problem, self.baseline.placements)
 
 
 @dataclass(frozen=True)
@@ -117,13 +131,22 @@ class SchedulePlanner:
         self.bookings = bookings
 
     def problem(
-        self, session: Session, site_id: str, start: dt.date | None, horizon: int
+        self,
+        session: Session,
+        site_id: str,
+        start: dt.date | None,
+        horizon: int,
+        objective: Mapping[str, int] | None = None,
     ) -> tuple[Site, ScheduleProblem, dict[str, Need], list[tuple[str, str]]]:
+        """The site's horizon as a problem; ``objective``: this call's weights over the
+        site's."""
         if not 1 <= horizon <= MAX_HORIZON_DAYS:
             raise InvalidArgument(
                 [FieldViolation("horizon_days", f"must be 1 to {MAX_HORIZON_DAYS} days")]
             )
         site = repo.site_from_row(repo.site_row(session, site_id))
+        validate_objective(objective or {}, "objective").raise_if_any()
+        settings = {**site.schedule_objective, **(objective or {})}
         today = site.local_today(self.clock.now())
         first = max(start or today, today)
         last = first + dt.timedelta(days=horizon - 1)
@@ -140,11 +163,18 @@ class SchedulePlanner:
             for r in store.active_on(session, site.id, first, last, now)
         )
         pairs = repo.plans_with_versions(session, site.id, PlanStatus.ACTIVE.value)
-        plans = [plan_from_spec(row.id, v.version, v.spec) for row, v in pairs]
+        plans = [plan_of(row, v) for row, v in pairs]
         by_id = {p.id: p for p in plans}
         requests: list[InfusionRequest] = []
         needs: dict[str, Need] = {}
         early: list[tuple[str, str]] = []
+        visits = store.recent_fulfilled(
+            session,
+            site.id,
+            {p.patient_id for p in plans},
+            today - dt.timedelta(days=HABIT_DAYS),
+            RECENT_VISITS,
+        )
         for item in self.cases.due_items(session, plans, today):
             if item.booked_appointment_id:
                 continue
@@ -162,7 +192,11 @@ class SchedulePlanner:
                 early.append((request_id, unknown.message))
                 continue
             needs[request_id] = need
-            previous = store.last_for_patient(session, plan.patient_id)
+            seen = [
+                Visit(r.local_date, r.start_minute, r.chair_id)
+                for r in visits.get(plan.patient_id, [])
+            ]
+            usual = plan.usual.over(learned(seen))
             induction = item.course is CourseKind.INDUCTION
             requests.append(
                 InfusionRequest(
@@ -174,14 +208,21 @@ class SchedulePlanner:
                     latest_day=latest,
                     series_id=plan.id if induction else "",
                     series_index=item.course_day - 1 if induction else 0,
-                    preferred_chair=previous.chair_id if previous else "",
-                    preferred_start_minute=previous.start_minute if previous else None,
+                    usual_chair=usual.chair_id,
+                    usual_start_minute=usual.start_minute,
+                    usual_weekday=usual.weekday,
                     product_id=need.product_id,
                     grams=need.dose_grams,
                     product_name=need.product_brand or need.product_id,
                 )
             )
-        problem = ScheduleProblem(site_rules(site), tuple(days), fixed, tuple(requests))
+        problem = ScheduleProblem(
+            site_rules(site),
+            tuple(days),
+            fixed,
+            tuple(requests),
+            objective=objective_with(settings),
+        )
         return site, problem, needs, early
 
     def plan(
@@ -194,6 +235,7 @@ class SchedulePlanner:
         time_limit: float,
         seed: int,
         skip_without_stock: bool = False,
+        objective: Mapping[str, int] | None = None,
     ) -> Planned:
         if not 0 < time_limit <= MAX_TIME_LIMIT_SECONDS:
             raise InvalidArgument(
@@ -203,12 +245,12 @@ class SchedulePlanner:
                     )
                 ]
             )
-        site, problem, needs, early = self.problem(session, site_id, start, horizon)
-        available: Available | None = None
+        site, problem, needs, early = self.problem(session, site_id, start, horizon, objective)
+        figures: Figures | None = None
         if skip_without_stock:
-            available = self._available(site, problem)
-            if available is not None:
-                problem = dataclasses.replace(problem, stock=_budget(available))
+            figures = self._available(site, problem)
+            if figures is not None:
+                problem = dataclasses.replace(problem, stock=_budget(figures))
         baseline = greedy(problem)
         result = solve(problem, time_limit, seed)
         booked: dict[str, str] = {}
@@ -234,8 +276,8 @@ class SchedulePlanner:
         if skip_without_stock:
             # not checked (inventory down, no stock site, nothing due): nothing flagged or
             # held back, as FindSlots; checked even when nothing could be placed
-            checked = available is not None
-            short = self._stock(site, needs, result, available)[0] if available else {}
+            checked = figures is not None
+            short = self._stock(site, needs, result, _grams(figures))[0] if figures else {}
             limited = _stock_limited(problem, result)
         else:
             short, checked = self._stock(site, needs, result)
@@ -244,17 +286,18 @@ class SchedulePlanner:
             site, problem, needs, early, result, baseline, booked, short, checked, limited
         )
 
-    def _available(self, site: Site, problem: ScheduleProblem) -> Available | None:
-        """Grams per product and day over the requests' windows, or None when the inventory
-        cannot say for one of the products (then nothing is held against stock)."""
+    def _available(self, site: Site, problem: ScheduleProblem) -> Figures | None:
+        """Grams (and expiring grams) per product and day over the requests' windows, or None
+        when the inventory cannot say for one of the products (then nothing is held against
+        stock)."""
         stock = self.bookings.stock
         if stock is None or not problem.requests:
             return None
         first = min(r.earliest_day for r in problem.requests)
         last = max(r.latest_day for r in problem.requests)
-        out: Available = {}
+        out: Figures = {}
         for product in sorted({r.product_id for r in problem.requests}):
-            days = stock.available(site.id, product, first, last)
+            days = stock.days(site.id, product, first, last)
             if days is None:
                 return None
             out[product] = days

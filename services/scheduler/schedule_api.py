@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from services.common.errors import Violations
 from services.scheduler.booking_api import COURSE, appointment_out, slot_out
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import ScheduleKpis
+from services.scheduler.domain.objective import ObjectiveTerm, ScheduleObjective
 from services.scheduler.domain.slots import Fit, wall_time
 from services.scheduler.planning_service import Planned, SchedulePlanner
 
@@ -21,7 +23,19 @@ DEFAULT_TIME_LIMIT_SECONDS = 10
 
 
 def _share(value: float) -> str:
-    return str(Decimal(str(round(value, 4))).normalize())
+    return format(Decimal(str(round(value, 4))).normalize(), "f")
+
+
+OBJECTIVE_FIELDS = tuple(f.name for f in dataclasses.fields(ScheduleObjective))
+
+
+def objective_in(msg: pb.ScheduleObjective) -> dict[str, int]:
+    """The weights the message sets (its optional fields that are present)."""
+    return {name: getattr(msg, name) for name in OBJECTIVE_FIELDS if msg.HasField(name)}
+
+
+def objective_out(settings: dict[str, int]) -> pb.ScheduleObjective:
+    return pb.ScheduleObjective(**settings)
 
 
 def kpis_out(k: ScheduleKpis) -> pb.ScheduleKpis:
@@ -33,7 +47,26 @@ def kpis_out(k: ScheduleKpis) -> pb.ScheduleKpis:
         chair_utilisation=_share(k.chair_utilisation),
         peak_concurrent_chairs=k.peak_concurrent_chairs,
         minutes_past_closing=k.minutes_past_closing,
+        total_deviation_days=k.total_deviation_days,
+        series_dropped=k.series_dropped,
+        mean_lateness_days=_share(k.mean_lateness_days),
+        max_lateness_days=k.max_lateness_days,
+        on_due_day_share=_share(k.on_due_day_share),
+        usual_weekday_share=_share(k.usual_weekday_share),
+        usual_start_share=_share(k.usual_start_share),
+        usual_chair_share=_share(k.usual_chair_share),
+        daily_utilisation_spread=_share(k.daily_utilisation_spread),
+        peak_starts_per_slot=k.peak_starts_per_slot,
+        mean_daily_peak_starts=_share(k.mean_daily_peak_starts),
+        expected_overtime_minutes=_share(k.expected_overtime_minutes),
+        expected_overtime_worst_day=_share(k.expected_overtime_worst_day),
     )
+
+
+def terms_out(terms: tuple[ObjectiveTerm, ...]) -> list[pb.ObjectiveTerm]:
+    return [
+        pb.ObjectiveTerm(name=t.name, value=_share(t.value), cost=_share(t.cost)) for t in terms
+    ]
 
 
 def _number(value: float | None) -> str:
@@ -82,6 +115,11 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
         best_bound=_number(result.best_bound),
         solve_seconds=_number(result.solve_seconds),
         stock_checked=planned.stock_checked,
+        objective_terms=terms_out(result.terms),
+        greedy_objective=_number(sum(t.cost for t in planned.baseline_terms)),
+        greedy_objective_terms=terms_out(planned.baseline_terms),
+        gap=_number(result.gap),
+        notes=list(result.notes),
     )
 
 
@@ -115,6 +153,7 @@ class ScheduleApi:
                     limit,
                     request.seed,
                     request.skip_without_stock,
+                    objective_in(request.objective),
                 )
             )
 

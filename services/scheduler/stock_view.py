@@ -34,6 +34,15 @@ class InventoryStock:
         self, site_id: str, product_id: str, first: dt.date, last: dt.date
     ) -> dict[dt.date, Decimal] | None:
         """Grams available per day, or None if the inventory cannot say."""
+        days = self.days(site_id, product_id, first, last)
+        return None if days is None else {day: grams for day, (grams, _) in days.items()}
+
+    def days(
+        self, site_id: str, product_id: str, first: dt.date, last: dt.date
+    ) -> dict[dt.date, tuple[Decimal, Decimal]] | None:
+        """Per day, (grams available, grams expiring unused at its start); None if the
+        inventory cannot say. PlanSchedule's stock rule needs the expiry to let a dose use up
+        a short-dated lot without counting it against the days after."""
         try:
             days = self.stub.GetStockForecast(
                 inv.GetStockForecastRequest(
@@ -48,10 +57,13 @@ class InventoryStock:
             log.info("stock not checked for %s at %s: %s", product_id, site_id, error.code())
             return None
         return {
-            dt.date(d.date.year, d.date.month, d.date.day): bookable_grams(
-                Decimal(d.projected_available_grams or "0"),
-                Decimal(d.forecast_demand_grams or "0"),
-                Decimal(d.shortfall_grams or "0"),
+            dt.date(d.date.year, d.date.month, d.date.day): (
+                bookable_grams(
+                    Decimal(d.projected_available_grams or "0"),
+                    Decimal(d.forecast_demand_grams or "0"),
+                    Decimal(d.shortfall_grams or "0"),
+                ),
+                Decimal(d.expiring_grams or "0"),
             )
             for d in days
         }

@@ -43,7 +43,7 @@ from services.scheduler.domain.plans import PlanStatus, TherapyPlan, validate_pl
 from services.scheduler.domain.sites import Chair, Site, validate_chair, validate_site
 from services.scheduler.store import appointments
 from services.scheduler.store import repository as repo
-from services.scheduler.store.codec import plan_from_spec, plan_to_spec
+from services.scheduler.store.codec import plan_of, plan_to_spec
 from services.scheduler.store.models import ChairRow, PatientRow, PlanRow, SiteRow
 
 T = TypeVar("T")
@@ -215,6 +215,16 @@ class SchedulerUseCases:
                         "SITE_EXISTS", f"sites/{plan.site_id}", "the site does not exist"
                     )
                 )
+        if plan.usual.chair_id and plan.site_id:
+            chair = session.get(ChairRow, plan.usual.chair_id)
+            if chair is None or chair.site_id != plan.site_id:
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "therapy_plan.usual_chair_id", "is not a chair of the plan's site"
+                        )
+                    ]
+                )
         if plan.product_id and not self._product_exists(plan.product_id):
             problems.append(
                 PreconditionViolation(
@@ -240,6 +250,7 @@ class SchedulerUseCases:
             reason,
             self.clock.now(),
         )
+        repo.set_plan_usual(row, plan.usual)
         return _stored(plan, row)
 
     def get_plan(self, plan_id: str, version: int = 0) -> Stored[TherapyPlan]:
@@ -249,7 +260,7 @@ class SchedulerUseCases:
     def _load_plan(self, session: Session, plan_id: str, version: int) -> Stored[TherapyPlan]:
         row = repo.plan_row(session, plan_id)
         stored = repo.plan_version(session, plan_id, version or row.current_version)
-        return _stored(plan_from_spec(plan_id, stored.version, stored.spec), row)
+        return _stored(plan_of(row, stored), row)
 
     def list_plans(
         self, patient_id: str, site_id: str, status: PlanStatus | None, page: PageRequest
@@ -258,10 +269,7 @@ class SchedulerUseCases:
             pairs = repo.list_plans(
                 session, patient_id, site_id, status.value if status else "", page
             )
-            return [
-                _stored(plan_from_spec(row.id, version.version, version.spec), row)
-                for row, version in pairs
-            ]
+            return [_stored(plan_of(row, version), row) for row, version in pairs]
 
     def update_plan(
         self,
@@ -273,8 +281,7 @@ class SchedulerUseCases:
     ) -> Stored[TherapyPlan]:
         row = repo.plan_row(session, plan_id, for_update=True)
         check_etag(etag, row.revision, field="therapy_plan.etag", resource=f"plan {plan_id}")
-        current_spec = repo.plan_version(session, plan_id, row.current_version).spec
-        current = plan_from_spec(plan_id, row.current_version, current_spec)
+        current = plan_of(row, repo.plan_version(session, plan_id, row.current_version))
         updated = dataclasses.replace(change(current), id=plan_id, version=row.current_version + 1)
         if updated.patient_id != current.patient_id:
             raise InvalidArgument(
@@ -291,6 +298,7 @@ class SchedulerUseCases:
             reason,
             self.clock.now(),
         )
+        repo.set_plan_usual(row, updated.usual)
         return _stored(updated, row)
 
     # --- due list ------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ class SchedulerUseCases:
             site = repo.site_from_row(repo.site_row(session, site_id))
             today = site.local_today(self.clock.now())
             pairs = repo.plans_with_versions(session, site_id, PlanStatus.ACTIVE.value)
-            plans = [plan_from_spec(row.id, v.version, v.spec) for row, v in pairs]
+            plans = [plan_of(row, v) for row, v in pairs]
             items = self.due_items(session, plans, today)
         until = today + dt.timedelta(days=horizon_days)
         items = [i for i in items if i.due_date <= until]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from google.type.date_pb2 import Date
 from google.type.dayofweek_pb2 import DayOfWeek
@@ -204,3 +205,18 @@ def book(
             request_id=rid or request_id(),
         )
     ).appointment
+
+
+def assert_no_chair_minute_twice(
+    appointments: Iterable[pb.Appointment], turnover: int = 15
+) -> None:
+    """No two appointments share a chair-minute, turnover included."""
+    by_chair: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    for a in appointments:
+        by_chair.setdefault(a.chair_id, []).append(
+            (a.start_time.ToDatetime(), a.end_time.ToDatetime() + dt.timedelta(minutes=turnover))
+        )
+    for spans in by_chair.values():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert end <= start

@@ -17,6 +17,7 @@ from google.type.timeofday_pb2 import TimeOfDay
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from tests.integration.builders import (
     ALL_DAYS,
+    assert_no_chair_minute_twice,
     book,
     date,
     patient_plan,
@@ -379,15 +380,7 @@ def test_64_parallel_bookings_never_share_a_chair_minute(platform: Platform) -> 
         pb.ListAppointmentsRequest(site_id=site.id, page_size=1000)
     ).appointments
     assert {a.id for a in listed} == {a.id for a in won}  # type: ignore[attr-defined]
-    by_chair: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
-    for a in listed:
-        by_chair.setdefault(a.chair_id, []).append(
-            (a.start_time.ToDatetime(), a.end_time.ToDatetime() + dt.timedelta(minutes=15))
-        )
-    for spans in by_chair.values():
-        spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
-            assert end <= start  # no chair-minute (with turnover) booked twice
+    assert_no_chair_minute_twice(listed)
 
 
 def test_plan_schedule_proposes_commits_and_shows_on_the_board(platform: Platform) -> None:

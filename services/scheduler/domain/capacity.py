@@ -1,4 +1,4 @@
-"""Input and output of the batch schedule optimiser (issue 4 §7); pure data, no behaviour.
+"""Input and output of the batch schedule optimiser; pure data, no behaviour.
 
 Times are LOCAL wall-clock minutes from midnight of the site day, days are ``datetime.date``.
 Conventions every module here follows (the optimiser, the greedy baseline, the validator):
@@ -21,11 +21,15 @@ Conventions every module here follows (the optimiser, the greedy baseline, the v
 - a request is placed only on an open day inside ``[earliest_day, latest_day]``; deviation is
   ``|day − due_day|`` in calendar days;
 - stock, only when ``ScheduleProblem.stock`` is given (PlanSchedule's ``skip_without_stock``):
-  for every product and day, the grams of the placements of that product on that day are at
-  most that day's ``DayStock.grams`` (0 g when the day has no entry). Fixed bookings do not
-  count: their reservations are already out of the grams given. Each day is its own budget;
-  grams placed on one day are not taken off the next day's (see docs/optimiser.md). A request
-  with no grams (``grams == 0``) is not limited by stock.
+  a dose of a product goes only on a day with a ``DayStock`` entry for that product, and what
+  is placed runs the stock down: on every entry day, the grams placed that day plus those
+  placed earlier that did not come out of stock expiring in between are at most the day's
+  grams (stock_rule.py has the arithmetic; placements draw the soonest-expiring stock first).
+  Fixed bookings do not count: their reservations are already out of the grams given. A
+  request with no grams (``grams == 0``) is not limited by stock.
+
+The objective is not a rule: ``ScheduleProblem.objective`` (domain/objective.py) says what a
+better schedule is; every module checks the rules above the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from services.scheduler.domain.objective import ObjectiveTerm, ScheduleObjective
 
 START_LIMIT_SLOT_MINUTES = 15  # the start limit counts starts per clock quarter hour
 
@@ -79,8 +85,10 @@ class InfusionRequest:
     latest_day: dt.date
     series_id: str = ""  # induction course: all requests of a series go on consecutive open days
     series_index: int = 0  # 0, 1, 2... order within the series
-    preferred_chair: str = ""
-    preferred_start_minute: int | None = None
+    # the patient's habits (learned from recent visits or set on the plan): soft, see objective
+    usual_chair: str = ""
+    usual_start_minute: int | None = None
+    usual_weekday: int | None = None  # ISO weekday, Monday = 1
     product_id: str = ""  # the plan's product: whose stock the dose draws on
     grams: Decimal = Decimal(0)  # the dose, in grams of product_id
     product_name: str = ""  # for reasons a human reads (default: product_id)
@@ -88,12 +96,13 @@ class InfusionRequest:
 
 @dataclass(frozen=True)
 class DayStock:
-    """Grams of one product in date and unreserved at the site on one day: the most that the
-    placements of that product may take that day."""
+    """Grams of one product in date and unreserved at the site on one day, and the grams that
+    expire unused at the start of that day (lots whose last in-date day was the day before)."""
 
     product_id: str
     day: dt.date
     grams: Decimal
+    expiring: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -111,13 +120,16 @@ class ScheduleProblem:
     days: tuple[DayCapacity, ...]  # the horizon's OPEN days only, ascending
     fixed: tuple[FixedBooking, ...]
     requests: tuple[InfusionRequest, ...]
-    # None: stock is not a rule (the default). Otherwise the per-product, per-day gram budget
-    # of the stock rule above; a (product, day) without an entry has 0 g.
+    # None: stock is not a rule (the default). Otherwise the per-product, per-day grams of the
+    # stock rule above (running down with what is placed); a day without an entry has none.
     stock: tuple[DayStock, ...] | None = None
+    objective: ScheduleObjective = field(default_factory=ScheduleObjective)
 
 
 @dataclass(frozen=True)
 class ScheduleKpis:
+    """What a coordinator compares two schedules by (domain/schedule_kpis.py computes them)."""
+
     placed: int
     unplaced: int
     in_window_share: float  # placed within [earliest, latest] / requests
@@ -127,19 +139,32 @@ class ScheduleKpis:
     minutes_past_closing: int
     total_deviation_days: int = 0  # sum |day − due_day| over placed
     peak_starts_per_slot: int = 0  # most starts in one clock quarter (level loading)
-    preferred_chair_share: float = 0.0  # of placed requests that name a chair: got it
-    preferred_start_share: float = 0.0  # of placed requests that name a start: got it
+    usual_chair_share: float = 0.0  # of placed requests with a usual chair: on it
+    usual_start_share: float = 0.0  # ... with a usual start: within USUAL_START_KEPT_MINUTES
+    usual_weekday_share: float = 0.0  # ... with a usual weekday: on it
+    series_dropped: int = 0  # induction series with no member placed
+    mean_lateness_days: float = 0.0  # mean max(0, day − due_day) over placed
+    max_lateness_days: int = 0
+    on_due_day_share: float = 0.0  # of placed: on the due day
+    daily_utilisation_spread: float = 0.0  # standard deviation of the days' utilisation
+    mean_daily_peak_starts: float = 0.0  # each day's busiest quarter, averaged over days
+    # simulated: durations vary (lognormal, OVERTIME_DURATION_CV), each chair's next patient
+    # waits for the previous one; mean over samples and open days of minutes past closing
+    # until the last patient leaves
+    expected_overtime_minutes: float = 0.0
+    expected_overtime_worst_day: float = 0.0  # the open day with the most expected overtime
 
 
 @dataclass(frozen=True)
 class SolvePhase:
-    """One solve of the sequential (lexicographic) optimisation."""
+    """One solve: the horizon model (per round) or a day's exact re-solve."""
 
     name: str
     status: str
     objective: float | None
     best_bound: float | None
     seconds: float
+    nodes: int = 0  # branch-and-bound nodes: the solver's deterministic measure of work
 
 
 @dataclass(frozen=True)
@@ -153,3 +178,13 @@ class ScheduleResult:
     kpis: ScheduleKpis
     phases: tuple[SolvePhase, ...] = ()
     notes: tuple[str, ...] = field(default=())  # e.g. chair-assignment repairs
+    terms: tuple[ObjectiveTerm, ...] = ()  # the objective, term by term (sums to objective)
+
+    @property
+    def gap(self) -> float | None:
+        """(objective − bound) / objective: how far from proven optimal at most."""
+        if self.objective is None or self.best_bound is None:
+            return None
+        if self.objective <= 0:
+            return 0.0
+        return max(0.0, (self.objective - self.best_bound) / self.objective)

@@ -1,14 +1,15 @@
-"""Greedy earliest-fit baseline (issue 4 §7) and the resource board it books on.
+"""Greedy earliest-fit baseline and the resource board it books on.
 
 ``Board`` keeps, per open day, which minutes each chair is taken (turnover included), the nurse
 room left per minute, the start room left per clock quarter and which patients already have an
 infusion that day, and (when the problem has a stock budget) the grams of each product left
-per day; fixed bookings and blocks are on it from the start. ``greedy`` sorts the
+on each day with an entry, a placement taking its grams off its day and every later one (the
+stock runs down); fixed bookings and blocks are on it from the start. ``greedy`` sorts the
 requests by (earliest day, due day, longer first) and gives each the earliest (day, start) of
 its window where every hard rule holds, on the first free chair; an induction series is placed
 whole at the earliest first day where all its members fit on consecutive open days. The
-optimiser uses the same board to explain why a request could not be placed and to repair chair
-assignments.
+optimiser uses the same board to colour chairs, to explain why a request could not be placed
+and to place what its rounds left over.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.scheduler.domain.capacity import (
     ScheduleResult,
 )
 from services.scheduler.domain.schedule_kpis import kpis
+from services.scheduler.domain.stock_rule import StockDay, first_short, usage
 
 DAY_MINUTES = 24 * 60
 UNLIMITED = 10**6
@@ -76,14 +78,18 @@ def first_start(day: DayCapacity, granularity: int) -> int:
     return -(-day.open_minute // granularity) * granularity
 
 
-def stock_budget(problem: ScheduleProblem) -> dict[tuple[str, dt.date], Decimal] | None:
-    """Grams per (product, day) the placements may take; None when stock is not a rule."""
+def stock_days(problem: ScheduleProblem) -> dict[str, list[StockDay]] | None:
+    """Per product, its entry days in date order; None when stock is not a rule."""
     if problem.stock is None:
         return None
-    budget: dict[tuple[str, dt.date], Decimal] = {}
+    merged: dict[tuple[str, dt.date], tuple[Decimal, Decimal]] = {}
     for s in problem.stock:
-        budget[(s.product_id, s.day)] = budget.get((s.product_id, s.day), Decimal(0)) + s.grams
-    return budget
+        grams, expiring = merged.get((s.product_id, s.day), (Decimal(0), Decimal(0)))
+        merged[(s.product_id, s.day)] = (grams + s.grams, expiring + s.expiring)
+    out: dict[str, list[StockDay]] = defaultdict(list)
+    for (product, day), (grams, expiring) in sorted(merged.items()):
+        out[product].append(StockDay(day, grams, expiring))
+    return dict(out)
 
 
 def grams_text(grams: Decimal) -> str:
@@ -93,7 +99,8 @@ def grams_text(grams: Decimal) -> str:
 @dataclass
 class _Day:
     cap: DayCapacity
-    chair_free: dict[str, np.ndarray]  # True where the chair is free (length DAY + turnover)
+    free: np.ndarray  # chairs × minutes, True where the chair is free (length DAY + turnover)
+    chair_free: dict[str, np.ndarray]  # the rows of ``free``, by chair id
     nurse_room: np.ndarray  # per minute
     start_room: np.ndarray  # per clock quarter
     patients: set[str]
@@ -105,11 +112,13 @@ class Board:
         self.rules = problem.rules
         self.index = {d.day: i for i, d in enumerate(problem.days)}
         self.days: list[_Day] = []
-        self.stock = stock_budget(problem)  # what the problem gives, per (product, day)
-        self.stock_left = dict(self.stock or {})  # what the placements on the board leave
+        self.stock = stock_days(problem)  # per product, its days' grams and expiry
+        # grams the placements on the board take, per product and day
+        self.drawn: dict[str, dict[dt.date, Decimal]] = defaultdict(dict)
         turn = self.rules.turnover_minutes
         for cap in problem.days:
-            free = {c: np.ones(DAY_MINUTES + turn + 1, dtype=bool) for c in cap.chairs}
+            grid = np.ones((len(cap.chairs), DAY_MINUTES + turn + 1), dtype=bool)
+            free = {c: grid[k] for k, c in enumerate(cap.chairs)}  # views: one array
             for chair, s, e in cap.chair_blocks:
                 if chair in free:
                     free[chair][max(0, s) : max(0, e)] = False
@@ -120,7 +129,7 @@ class Board:
             else:
                 room = np.full(DAY_MINUTES, UNLIMITED, dtype=np.int64)
                 starts = np.full(DAY_MINUTES // START_LIMIT_SLOT_MINUTES, UNLIMITED, np.int64)
-            self.days.append(_Day(cap, free, room, starts, set()))
+            self.days.append(_Day(cap, grid, free, room, starts, set()))
         for f in problem.fixed:
             i = self.index.get(f.day)
             if i is None:
@@ -136,14 +145,15 @@ class Board:
     def chairs_free(self, i: int, start: int, end: int) -> list[str]:
         d = self.days[i]
         stop = end + self.rules.turnover_minutes
-        return [c for c in d.cap.chairs if bool(d.chair_free[c][start:stop].all())]
+        return [d.cap.chairs[k] for k in np.flatnonzero(d.free[:, start:stop].all(axis=1))]
 
     def stock_ok(self, req: InfusionRequest, i: int) -> bool:
-        """The stock of the request's product left on day ``i`` covers its dose."""
+        """The stock rule still holds with the request's dose placed on day ``i``."""
         if self.stock is None or req.grams <= 0:
             return True
-        key = (req.product_id, self.days[i].cap.day)
-        return self.stock_left.get(key, Decimal(0)) >= req.grams
+        days = self.stock.get(req.product_id, [])
+        drawn = self.drawn[req.product_id]
+        return first_short(days, drawn, self.days[i].cap.day, req.grams) is None
 
     def resources_ok(self, req: InfusionRequest, i: int, start: int) -> bool:
         """Everything but the chair: hours, grid, nurses, starts, patient, stock."""
@@ -186,6 +196,43 @@ class Board:
             if req.earliest_day <= d.day <= req.latest_day
         ]
 
+    def tightest(self, i: int, free: Sequence[str], start: int, req: InfusionRequest) -> str:
+        """Of the ``free`` chairs, the one whose next taken minute after the infusion comes
+        soonest, then the one freed most recently before it (keeps long gaps whole)."""
+        day = self.days[i]
+        end = start + req.duration_minutes + self.rules.turnover_minutes
+
+        def fit(c: str) -> tuple[int, int, int]:
+            arr = day.chair_free[c]
+            after = np.flatnonzero(~arr[end:])
+            before = np.flatnonzero(~arr[:start])
+            return (
+                int(after[0]) if len(after) else DAY_MINUTES,
+                -(int(before[-1]) if len(before) else -1),
+                day.cap.chairs.index(c),
+            )
+
+        return min(free, key=fit)
+
+    def closest(self, unit: Sequence[InfusionRequest]) -> list[Placement] | None:
+        """Place a request (or a whole series) at the feasible spot closest to its due day."""
+        head = unit[0]
+        if len(unit) == 1 and not head.series_id:
+            days = sorted(
+                self.window_days(head),
+                key=lambda i: (abs((self.problem.days[i].day - head.due_day).days), i),
+            )
+            for i in days:
+                spot = self.earliest(head, i)
+                if spot is not None:
+                    return [self.place(head, i, *spot)]
+            return None
+        firsts = sorted(
+            self.series_first_days(unit),
+            key=lambda f: (abs((self.problem.days[f].day - head.due_day).days), f),
+        )
+        return self.try_series(unit, firsts)
+
     # -- changes ------------------------------------------------------------------------------
     def place(self, req: InfusionRequest, i: int, start: int, chair: str) -> Placement:
         d = self.days[i]
@@ -199,8 +246,8 @@ class Board:
 
     def _take_stock(self, req: InfusionRequest, day: dt.date, grams: Decimal) -> None:
         if self.stock is not None and req.grams > 0:
-            key = (req.product_id, day)
-            self.stock_left[key] = self.stock_left.get(key, Decimal(0)) - grams
+            drawn = self.drawn[req.product_id]
+            drawn[day] = drawn.get(day, Decimal(0)) + grams
 
     def remove(self, req: InfusionRequest, p: Placement) -> None:
         d = self.days[self.index[p.day]]
@@ -246,15 +293,23 @@ class Board:
 
     def why_no_stock(self, req: InfusionRequest, i: int) -> str:
         """E.g. "Gammagard Liquid: 20 g in date and unreserved left (50 g of 70 g go to other
-        proposals); the dose is 35 g"."""
-        key = (req.product_id, self.days[i].cap.day)
-        given = (self.stock or {}).get(key, Decimal(0))
-        left = self.stock_left.get(key, Decimal(0))
-        taken = given - left
+        proposals); the dose is 35 g", naming the later day whose stock is the limit when it
+        is not this one."""
+        name = req.product_name or req.product_id
+        day = self.days[i].cap.day
+        days = (self.stock or {}).get(req.product_id, [])
+        drawn = self.drawn[req.product_id]
+        k = first_short(days, drawn, day, req.grams)
+        if k is None or k < 0:  # no figure for the day: nothing known to be there
+            return f"{name}: 0 g in date and unreserved left; the dose is {grams_text(req.grams)} g"
+        given = days[k].grams
+        taken = usage(days, drawn)[k]
+        left = given - taken
         others = f" ({grams_text(taken)} g of {grams_text(given)} g go to other proposals)"
+        by = "" if days[k].day == day else f" by {days[k].day}"
         return (
-            f"{req.product_name or req.product_id}: {grams_text(left)} g in date and "
-            f"unreserved left{others if taken > 0 else ''}; the dose is {grams_text(req.grams)} g"
+            f"{name}: {grams_text(max(left, Decimal(0)))} g in date and unreserved left{by}"
+            f"{others if taken > 0 else ''}; the dose is {grams_text(req.grams)} g"
         )
 
     def why_not_series(self, members: Sequence[InfusionRequest]) -> str:

@@ -5,12 +5,13 @@ override carrying a reason."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
 from services.common.errors import Violations
 from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS
+from services.scheduler.domain.habits import Habits, validate_habits
 
 # domain.md §12.9 validation bands
 DOSE_G_PER_KG_BAND = (Decimal("0.1"), Decimal("2.5"))  # per course or maintenance infusion
@@ -97,6 +98,8 @@ class TherapyPlan:
     override_outside_bands: bool = False
     override_reason: str = ""
     keep_cadence: bool = False
+    # scheduling preferences (not clinical content): stored with the plan row, not its versions
+    usual: Habits = field(default_factory=Habits)
 
 
 def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations:
@@ -104,6 +107,7 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
     case's job (it needs the store and the inventory service)."""
     v = Violations()
     p = prefix
+    v.extend(validate_habits(plan.usual, f"{p}.").items)
     for name in ("patient_id", "site_id", "product_id"):
         if not getattr(plan, name):
             v.add(f"{p}.{name}", "is required")

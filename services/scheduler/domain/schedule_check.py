@@ -1,4 +1,4 @@
-"""An independent validator of a proposed schedule (issue 4 §7, Tests).
+"""An independent validator of a proposed schedule.
 
 Written from the rules in ``capacity``'s docstring, minute by minute and pair by pair, without
 the optimiser's model or the greedy's bookkeeping, so that a bug in either shows up here.
@@ -165,24 +165,37 @@ def violations(problem: ScheduleProblem, placements: Sequence[Placement]) -> lis
             if day_index.get(db, -99) != day_index.get(da, -99) + 1:
                 out.append(f"series {sid}: {b} on {db} is not the open day after {a} on {da}")
 
-    # stock (when given): per product and day, the placed doses within the day's grams
+    # stock (when given): a dose only on a day with an entry; on every entry day, the grams
+    # placed that day and those placed earlier that did not come out of stock expiring in
+    # between (soonest-expiring stock is drawn first) within the day's grams
     if problem.stock is not None:
-        given: dict[tuple[str, dt.date], Decimal] = defaultdict(Decimal)
+        given: dict[str, dict[dt.date, list[Decimal]]] = defaultdict(dict)
         for ds in problem.stock:
-            given[(ds.product_id, ds.day)] += ds.grams
-        drawn: dict[tuple[str, dt.date], list[tuple[str, Decimal]]] = defaultdict(list)
+            have = given[ds.product_id].setdefault(ds.day, [Decimal(0), Decimal(0)])
+            have[0] += ds.grams
+            have[1] += ds.expiring
+        drawn: dict[str, list[tuple[dt.date, str, Decimal]]] = defaultdict(list)
         for p in good:
             req = requests[p.request_id]
             if req.grams > 0:
-                drawn[(req.product_id, p.day)].append((p.request_id, req.grams))
-        for (product, day), doses in sorted(drawn.items()):
-            total = sum((g for _, g in doses), Decimal(0))
-            have = given.get((product, day), Decimal(0))
-            if total > have:
-                names = ", ".join(n for n, _ in doses)
-                verb = "takes" if len(doses) == 1 else "take"
-                out.append(
-                    f"stock of {product} on {day}: {names} {verb} {total.normalize():f} g, "
-                    f"{have.normalize():f} g available"
-                )
+                drawn[req.product_id].append((p.day, p.request_id, req.grams))
+                if p.day not in given.get(req.product_id, {}):
+                    out.append(
+                        f"stock of {req.product_id} on {p.day}: none known, {p.request_id} placed"
+                    )
+        for product, doses in sorted(drawn.items()):
+            carried = Decimal(0)
+            before = Decimal(0)
+            for k, (day, (grams, expiring)) in enumerate(sorted(given[product].items())):
+                if k:
+                    carried = max(Decimal(0), carried + before - expiring)
+                today = [(n, g) for d, n, g in sorted(doses) if d == day]
+                before = sum((g for _, g in today), Decimal(0))
+                if before + carried > grams:
+                    names = f" ({', '.join(n for n, _ in today)})" if today else ""
+                    out.append(
+                        f"stock of {product} on {day}: {before.normalize():f} g placed that "
+                        f"day{names} and {carried.normalize():f} g placed before, "
+                        f"{grams.normalize():f} g available"
+                    )
     return out

@@ -8,6 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from services.common.errors import Violations
 from services.scheduler.domain.appointments import SiteCapacity, validate_capacity
+from services.scheduler.domain.objective import (
+    ScheduleObjective,
+    objective_with,
+    validate_objective,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class Site:
     opening_hours: tuple[OpeningHours, ...] = ()
     closure_dates: tuple[dt.date, ...] = field(default=())
     capacity: SiteCapacity = field(default_factory=SiteCapacity)
+    # PlanSchedule's objective weights this site sets (name → points); the rest are defaults
+    schedule_objective: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def objective(self) -> ScheduleObjective:
+        return objective_with(self.schedule_objective)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -63,6 +74,7 @@ def validate_site(site: Site, prefix: str = "site") -> Violations:
     if not is_valid_time_zone(site.time_zone):
         v.add(f"{prefix}.time_zone", f"{site.time_zone!r} is not an IANA time zone")
     v.extend(validate_capacity(site.capacity, f"{prefix}.capacity").items)
+    v.extend(validate_objective(site.schedule_objective, f"{prefix}.schedule_objective").items)
     by_day: dict[int, list[tuple[int, OpeningHours]]] = {}
     for index, hours in enumerate(site.opening_hours):
         path = f"{prefix}.opening_hours[{index}]"

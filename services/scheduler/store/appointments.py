@@ -111,6 +111,33 @@ def for_plans(
     )
 
 
+def recent_fulfilled(
+    session: Session, site_id: str, patient_ids: Collection[str], since: dt.date, per_patient: int
+) -> dict[str, list[AppointmentRow]]:
+    """Each patient's latest fulfilled appointments at the site from ``since`` on, most recent
+    first, at most ``per_patient`` each (the habits PlanSchedule learns from)."""
+    out: dict[str, list[AppointmentRow]] = {}
+    if not patient_ids:
+        return out
+    rows = session.scalars(
+        select(AppointmentRow)
+        .where(
+            AppointmentRow.site_id == site_id,
+            AppointmentRow.patient_id.in_(sorted(set(patient_ids))),
+            AppointmentRow.status == AppointmentStatus.FULFILLED.value,
+            AppointmentRow.local_date >= since,
+        )
+        .order_by(
+            AppointmentRow.patient_id, AppointmentRow.local_date.desc(), AppointmentRow.id.desc()
+        )
+    )
+    for row in rows:
+        mine = out.setdefault(row.patient_id, [])
+        if len(mine) < per_patient:
+            mine.append(row)
+    return out
+
+
 def last_for_patient(session: Session, patient_id: str) -> AppointmentRow | None:
     return session.scalar(
         select(AppointmentRow)

@@ -6,10 +6,12 @@ read back exactly, which is what makes every calculation reproducible from store
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+from services.scheduler.domain.habits import Habits
 from services.scheduler.domain.plans import (
     DoseBasis,
     Indication,
@@ -20,6 +22,7 @@ from services.scheduler.domain.plans import (
     TherapyPlan,
     WeightPolicy,
 )
+from services.scheduler.store.models import PlanRow, PlanVersionRow
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -69,6 +72,13 @@ def plan_to_spec(plan: TherapyPlan) -> dict[str, Any]:
         "override_reason": plan.override_reason,
         "keep_cadence": plan.keep_cadence,
     }
+
+
+def plan_of(row: PlanRow, version: PlanVersionRow) -> TherapyPlan:
+    """A stored plan: its version's specification and the row's scheduling preferences."""
+    plan = plan_from_spec(row.id, version.version, version.spec)
+    usual = Habits(row.usual_weekday, row.usual_start_minute, row.usual_chair_id or "")
+    return dataclasses.replace(plan, usual=usual)
 
 
 def plan_from_spec(plan_id: str, version: int, spec: dict[str, Any]) -> TherapyPlan:

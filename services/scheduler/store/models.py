@@ -58,6 +58,8 @@ class SiteRow(Revisioned, Base):
     closure_dates: Mapped[list[str]] = mapped_column(JSON, default=list)
     # nurse shifts, ratio, start limit, turnover, grid, hold, holiday calendar (SiteCapacity)
     capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # PlanSchedule's objective weights the site sets (name → points); NULL or {}: defaults
+    schedule_objective: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
 
 
 class ChairRow(Revisioned, Base):
@@ -104,6 +106,11 @@ class PlanRow(Revisioned, Base):
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     current_version: Mapped[int] = mapped_column(Integer)
+    # the patient's usual weekday (ISO), start (local minutes) and chair, when set on the plan:
+    # scheduling preferences, so on the plan row rather than in its versioned specification
+    usual_weekday: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usual_start_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usual_chair_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class PlanVersionRow(Base):

@@ -19,6 +19,7 @@ from services.common.errors import AlreadyExists, NotFound
 from services.common.pagination import PageRequest
 from services.common.reasons import ExistsReason
 from services.scheduler.domain.appointments import NurseShift, SiteCapacity
+from services.scheduler.domain.habits import Habits
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
 from services.scheduler.store.models import (
@@ -47,6 +48,7 @@ def site_from_row(row: SiteRow) -> Site:
         ),
         closure_dates=tuple(dt.date.fromisoformat(d) for d in row.closure_dates),
         capacity=capacity_from_json(row.capacity or {}),
+        schedule_objective=dict(row.schedule_objective or {}),
     )
 
 
@@ -84,6 +86,7 @@ def _site_values(site: Site) -> dict[str, Any]:
         ],
         "closure_dates": sorted(d.isoformat() for d in site.closure_dates),
         "capacity": capacity_to_json(site.capacity),
+        "schedule_objective": dict(sorted(site.schedule_objective.items())),
     }
 
 
@@ -372,6 +375,12 @@ def add_plan_version(
     _bump(row, now)
     session.flush()
     return version
+
+
+def set_plan_usual(row: PlanRow, usual: Habits) -> None:
+    row.usual_weekday = usual.weekday
+    row.usual_start_minute = usual.start_minute
+    row.usual_chair_id = usual.chair_id
 
 
 def plan_row(session: Session, plan_id: str, *, for_update: bool = False) -> PlanRow:
