@@ -15,7 +15,7 @@ VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token certs
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ run: runtime $(BUF) ## Start the three services with a demo centre and a develop
 
 token: runtime ## Print a fresh development token as the last line: make token ROLE=nurse [ORG=demo-org]
 	@$(PY) -m services.issuer token "$(ROLE)" $(if $(ORG),--org "$(ORG)")
+
+certs: runtime ## A development CA and TLS certificates for the services and a client in var/tls/<name>/ (docs/security.md "Transport")
+	$(PY) -m services.issuer certs var/tls --dns localhost
 
 demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
 	$(PY) -m services.walkthrough

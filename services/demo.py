@@ -26,6 +26,7 @@ from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import TokenSource
 from services.common.channels import open_channel
+from services.common.tls import ClientTls
 
 ORG = "demo-org"
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
@@ -424,16 +425,18 @@ def load(
 CONSOLE_REF = "demo-console"
 
 
-def load_notify(notify_address: str, tokens: TokenSource) -> list[str]:
+def load_notify(
+    notify_address: str, tokens: TokenSource, *, tls: ClientTls | None = None
+) -> list[str]:
     """The "pharmacy and day-unit console" subscriber: every topic on the CONSOLE channel, for
     every site (no site filter), so `make run` prints the scheduler's due notices, reminders
     and missed infusions and the inventory's reorder, low-stock, expiry and recall alerts.
     Broadcasts reach the subscribers that exist when they are published, so this runs first.
-    Idempotent: found by its external reference."""
+    Idempotent: found by its external reference. ``tls``: notify serves TLS (the e2e tests)."""
     from infusion.notify.v1 import notify_pb2 as npb
     from infusion.notify.v1 import notify_pb2_grpc
 
-    channel = open_channel(notify_address, None, tokens)
+    channel = open_channel(notify_address, tls, tokens)
     try:
         stub = notify_pb2_grpc.NotifyServiceStub(channel)
         found = stub.ListSubscribers(npb.ListSubscribersRequest(external_ref=CONSOLE_REF))

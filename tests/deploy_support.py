@@ -29,7 +29,7 @@ _DIRECT_READ = re.compile(r"""\b(?:environ|env)\.get\(\s*["']([A-Z][A-Z0-9_]+)["
 # ---- environment variables the services read ---------------------------------------------
 
 
-def _settings_class(service: str) -> type[ServiceSettings]:
+def settings_class(service: str) -> type[ServiceSettings]:
     from services.inventory.settings import InventorySettings
     from services.notify.settings import NotifySettings
     from services.scheduler.settings import SchedulerSettings
@@ -45,7 +45,7 @@ def _settings_class(service: str) -> type[ServiceSettings]:
 def settings_names(service: str) -> set[str]:
     """The shape every service shares (DATABASE_URL, LISTEN, ... and the peers' *_ADDRESS);
     not the unprefixed LOG_LEVEL and AUTH_* (defaults that hold for every service)."""
-    cls = _settings_class(service)
+    cls = settings_class(service)
     shared = {
         cls.variable(f)
         for f in ServiceSettings.model_fields
@@ -66,7 +66,7 @@ def _direct_names(service: str) -> set[str]:
 
 def env_names(service: str) -> set[str]:
     """Every environment variable ``python -m services.<service>`` reads."""
-    return _settings_class(service).variables() | _direct_names(service)
+    return settings_class(service).variables() | _direct_names(service)
 
 
 # ---- Dockerfile ------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 - every Kubernetes manifest validates against the Kubernetes 1.30 schema (kubernetes-validate,
   strict: unknown fields fail), and the compose file against the compose-spec schema;
-- the properties that matter: non-root, read-only root filesystem, gRPC probes on the port the
-  service listens on, resources, replicas, shutdown grace, every env var the services read;
+- the properties that matter: non-root, read-only root filesystem, gRPC probes on the plaintext
+  health port, TLS files from the mounted Secret (and cert-manager issuing that Secret),
+  resources, replicas, shutdown grace, every env var the services read;
 - the image: the Dockerfile's COPY steps and its code generation are replayed into a temporary
   directory, and each service is started from there with ENTRYPOINT + the compose command and
-  the compose environment (SQLite in a temp dir, free ports), in depends_on order, checked with
-  the compose health checks, then stopped with SIGTERM.
+  the compose environment (SQLite in a temp dir, free ports, the `tls` volume a temp dir), in
+  depends_on order — the certificates first — checked with the compose health checks, called
+  over mTLS, then stopped with SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import copy
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -32,8 +35,9 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from services.common import tls
 from services.common.health import wait_serving
-from services.common.settings import DEFAULT_PORTS
+from services.common.settings import DEFAULT_PORTS, SettingsError, load
 from tests.deploy_support import (
     DEPLOY,
     K8S,
@@ -50,12 +54,15 @@ from tests.deploy_support import (
     parse_dockerfile,
     pod_specs,
     replay_copies,
+    settings_class,
     settings_names,
     start_order,
 )
 from tests.e2e.harness import free_port
 
 K8S_VERSION = "1.30.0"
+TLS_DIR = "/etc/infusion/tls"  # where the images' certificates are (compose and Kubernetes)
+TLS_PARTS = ("CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE", "CA_FILE")
 # The variables deploy/ may set besides those the services read: Python's own.
 PYTHON_VARS = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PATH"}
 
@@ -171,15 +178,19 @@ def test_deployment_probes_ports_and_replicas(name: str) -> None:
     listen_port = int(CONFIGMAP["data"][f"{name.upper()}_LISTEN"].rpartition(":")[2])
     assert listen_port == DEFAULT_PORTS[name]
     metrics_port = int(CONFIGMAP["data"][f"{name.upper()}_METRICS_LISTEN"].rpartition(":")[2])
+    health_port = int(CONFIGMAP["data"][f"{name.upper()}_HEALTH_LISTEN"].rpartition(":")[2])
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
         ("grpc", listen_port),
         ("metrics", metrics_port),
+        ("health", health_port),
     ]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(metrics_port)
+    assert annotations["prometheus.io/scheme"] == "https"  # /metrics speaks TLS
+    # the kubelet's gRPC probe cannot do TLS: it asks the plaintext health-only listener
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": listen_port}, probe
+        assert c[probe]["grpc"] == {"port": health_port}, probe
     # migrations run while NOT_SERVING: the startup probe must allow for them
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -209,6 +220,60 @@ def test_termination_grace_exceeds_the_services_drain(name: str) -> None:
     pause = float(container(name)["lifecycle"]["preStop"]["exec"]["command"][1])
     grace = float(CONFIGMAP["data"][f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"])
     assert spec["terminationGracePeriodSeconds"] >= pause + grace + 10
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_pods_serve_mutual_tls_from_their_mounted_secret(name: str) -> None:
+    """The ConfigMap's TLS paths are the files of the Secret the pod mounts (whole, read-only,
+    not by subPath, which the kubelet never updates: renewals would not reach the service)."""
+    prefix = name.upper()
+    config = CONFIGMAP["data"]
+    spec = DEPLOYMENTS[name]["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == f"{name}-tls"
+    (mount,) = [m for m in container(name)["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    directory = mount["mountPath"]
+    assert config[f"{prefix}_TLS_CERT_FILE"] == f"{directory}/tls.crt"
+    assert config[f"{prefix}_TLS_KEY_FILE"] == f"{directory}/tls.key"
+    # client certificates required, and peers verified, against the CA of the same Secret
+    assert config[f"{prefix}_TLS_CLIENT_CA_FILE"] == f"{directory}/ca.crt"
+    assert config[f"{prefix}_TLS_CA_FILE"] == f"{directory}/ca.crt"
+    assert config[f"{prefix}_INSECURE_LISTEN"] == "false"
+    assert spec["securityContext"]["fsGroup"] == UID  # the key file is group-readable only
+    assert volume["secret"]["defaultMode"] == 0o440
+
+
+CERT_MANAGER = K8S / "cert-manager"
+CERT_MANAGER_DOCS = [
+    d
+    for name in yaml.safe_load((CERT_MANAGER / "kustomization.yaml").read_text())["resources"]
+    for d in yaml.safe_load_all((CERT_MANAGER / name).read_text())
+    if d
+]
+
+
+def test_cert_manager_issues_what_the_pods_mount() -> None:
+    """deploy/k8s/cert-manager: a CA Issuer backed by a CA certificate, and a certificate per
+    service into the Secret its pods mount, naming the Service its peers call (the name they
+    check) and usable as server and client certificate."""
+    assert {d["apiVersion"] for d in CERT_MANAGER_DOCS} == {"cert-manager.io/v1"}
+    issuers = {d["metadata"]["name"]: d["spec"] for d in CERT_MANAGER_DOCS if d["kind"] == "Issuer"}
+    certificates = {
+        d["spec"]["secretName"]: d["spec"] for d in CERT_MANAGER_DOCS if d["kind"] == "Certificate"
+    }
+    for name in SERVICES:
+        spec = certificates[f"{name}-tls"]
+        host = CONFIGMAP["data"][f"{name.upper()}_ADDRESS"].rpartition(":")[0]
+        assert name in spec["dnsNames"] and host in spec["dnsNames"]
+        assert f"{name}.infusion.svc.cluster.local" in spec["dnsNames"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["privateKey"]["rotationPolicy"] == "Always"
+        issuer = issuers[spec["issuerRef"]["name"]]
+        ca = certificates[issuer["ca"]["secretName"]]
+        assert ca["isCA"] is True and ca["issuerRef"]["name"] in issuers
+    assert "client auth" in certificates["prometheus-client-tls"]["usages"]
+    assert all(d["metadata"]["namespace"] == "infusion" for d in CERT_MANAGER_DOCS)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -279,7 +344,8 @@ def test_compose_services_are_locked_down(name: str) -> None:
     assert "/tmp" in service["tmpfs"]
     assert service["cap_drop"] == ["ALL"]
     assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
-    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    if name != "certs":  # the one-shot that makes certificates needs no database
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -306,10 +372,48 @@ def test_compose_service_env_health_and_grace(name: str) -> None:
         env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"]
     )
     for dependency, condition in service["depends_on"].items():
-        expected = (
-            "service_completed_successfully" if dependency.endswith("-seed") else "service_healthy"
-        )
+        one_shot = COMPOSE["services"][dependency].get("restart") == "no"
+        expected = "service_completed_successfully" if one_shot else "service_healthy"
         assert condition == {"condition": expected}
+    # mTLS from the certificates the `certs` step made in the shared volume, read-only
+    assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+    (volume,) = service["volumes"]
+    assert volume == f"tls:{TLS_DIR}:ro"
+    assert COMPOSE["services"]["certs"]["volumes"] == [f"tls:{TLS_DIR}"]
+    assert COMPOSE["services"]["certs"]["command"] == ["services.issuer", "certs", TLS_DIR]
+    prefix = name.upper()
+    assert env[f"{prefix}_TLS_CERT_FILE"] == f"{TLS_DIR}/{name}/tls.crt"
+    assert env[f"{prefix}_TLS_KEY_FILE"] == f"{TLS_DIR}/{name}/tls.key"
+    assert env[f"{prefix}_TLS_CLIENT_CA_FILE"] == env[f"{prefix}_TLS_CA_FILE"]
+    assert env[f"{prefix}_TLS_CA_FILE"] == f"{TLS_DIR}/{name}/ca.crt"
+    assert env[f"{prefix}_INSECURE_LISTEN"] == "false"
+    # the health check asks the plaintext health listener, inside the container only
+    assert tls.is_loopback(env[f"{prefix}_HEALTH_LISTEN"])
+    assert f"os.environ['{prefix}_HEALTH_LISTEN']" in service["healthcheck"]["test"][-1]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_insecure_compose_override_is_explicit(name: str) -> None:
+    """deploy/compose.insecure.yaml turns TLS off for a service only together with its
+    INSECURE_LISTEN switch; so merged, the service accepts listening and calling off loopback
+    in plaintext (and without the override, with TLS off, it refuses)."""
+    override = yaml.safe_load((DEPLOY / "compose.insecure.yaml").read_text())
+    schema = compose_schema()
+    assert list(jsonschema.validators.validator_for(schema)(schema).iter_errors(override)) == []
+    base = compose_environment(COMPOSE["services"][name], COMPOSE_VARIABLES)
+    merged = {**base, **compose_environment(override["services"][name], {})}
+    prefix = name.upper()
+    assert merged[f"{prefix}_INSECURE_LISTEN"] == "true"
+    assert not any(merged[f"{prefix}_TLS_{part}"] for part in TLS_PARTS)
+    settings = settings_class(name)
+    insecure = load(settings, merged)
+    assert tls.server_tls(insecure) is None
+    for peer in SERVICES:
+        if peer != name:
+            assert tls.ClientTls.to_peer(insecure, peer) is None
+    refused = load(settings, {**merged, f"{prefix}_INSECURE_LISTEN": "false"})
+    with pytest.raises(SettingsError):
+        tls.server_tls(refused)
 
 
 def test_compose_databases_are_created_by_the_init_script() -> None:
@@ -441,6 +545,8 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
 
     ports = {name: free_port() for name in SERVICES}
     metrics_ports = {name: free_port() for name in SERVICES}
+    health_ports = {name: free_port() for name in SERVICES}
+    certificates = tmp_path / "tls"  # the `tls` volume: the certs step writes it
     services = {n: s for n, s in COMPOSE["services"].items() if n != "postgres"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs: dict[str, dict[str, str]] = {}
@@ -459,6 +565,9 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
                     env[key] = f"127.0.0.1:{ports[owner]}"
                 elif owner in ports and setting == "METRICS_LISTEN":
                     env[key] = f"127.0.0.1:{metrics_ports[owner]}"
+                elif owner in ports and setting == "HEALTH_LISTEN":
+                    env[key] = f"127.0.0.1:{health_ports[owner]}"
+                env[key] = env[key].replace(TLS_DIR, str(certificates))
             assert "@postgres:" not in " ".join(env.values())
             envs[name] = env
             for dependency, rule in service.get("depends_on", {}).items():
@@ -469,17 +578,34 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
                 else:
                     assert rule["condition"] == "service_healthy"
                     assert healthy(services[dependency], envs[dependency], workdir), dependency
-            command = entrypoint + service.get("command", runtime_exec("CMD"))
+            command = [
+                word.replace(TLS_DIR, str(certificates))
+                for word in entrypoint + service.get("command", runtime_exec("CMD"))
+            ]
             with (logs / f"{name}.log").open("wb") as log:
                 procs[name] = subprocess.Popen(
                     argv(command), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
+        client = certificates / "client"  # what the certs step made for tools
+        https = ssl.create_default_context(cafile=client / "ca.crt")
+        https.check_hostname = False  # the certificate names the service, not 127.0.0.1
+        https.load_cert_chain(client / "tls.crt", client / "tls.key")
         for name in SERVICES:
             assert healthy(services[name], envs[name], workdir), name
-            assert wait_serving(f"127.0.0.1:{ports[name]}", timeout=5)
+            address = f"127.0.0.1:{ports[name]}"
+            assert not wait_serving(address, timeout=1)  # no plaintext,
+            tls_client = tls.ClientTls(str(client / "ca.crt"), server_name=name)
+            assert not wait_serving(address, timeout=1, tls=tls_client)  # no anonymous TLS,
+            assert wait_serving(  # a client certificate of the certs step's CA
+                address,
+                timeout=5,
+                tls=tls.ClientTls(
+                    str(client / "ca.crt"), str(client / "tls.crt"), str(client / "tls.key"), name
+                ),
+            )
             # the health checks were calls: the metrics endpoint counts them
-            url = f"http://127.0.0.1:{metrics_ports[name]}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as reply:
+            url = f"https://127.0.0.1:{metrics_ports[name]}/metrics"
+            with urllib.request.urlopen(url, timeout=5, context=https) as reply:
                 scraped = reply.read().decode()
             assert 'grpc_service="grpc.health.v1.Health"' in scraped, name
             assert "db_pool_max_connections" in scraped, name
@@ -492,6 +618,10 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
             output = (logs / f"{name}.log").read_text()
             assert "received SIGTERM: draining" in output and f"{name} stopped" in output
         assert "product catalogue:" in (logs / "inventory-seed.log").read_text()
+        assert "issued scheduler, inventory, notify, client" in (logs / "certs.log").read_text()
+        for name in SERVICES:
+            log = (logs / f"{name}.log").read_text()
+            assert "(TLS, client certificates required)" in log, name
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -1,5 +1,6 @@
 """Prometheus metrics (prometheus-client), served on their own HTTP port
-(``<SERVICE>_METRICS_LISTEN``; docs/operations.md, "Observability", lists every series).
+(``<SERVICE>_METRICS_LISTEN``; docs/operations.md, "Observability", lists every series), over
+HTTPS with the service's certificate when it has one (docs/security.md, "Transport").
 
 - Calls: ``grpc_server_handled_total`` and ``grpc_server_handling_seconds`` with the labels of
   go-grpc-prometheus / py-grpc-prometheus (``grpc_type``, ``grpc_service``, ``grpc_method``,
@@ -24,22 +25,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     REGISTRY,
     Counter,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
+
+from services.common.tls import Reloading, ServerTls
 
 log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` series: half as many, and nothing reads them
@@ -247,8 +254,59 @@ class MetricsServer:
         self.thread.join(5)
 
 
-def serve(listen: str) -> MetricsServer:
-    """``/metrics`` on ``host:port`` (port 0: any free port), in a daemon thread."""
+HANDSHAKE_SECONDS = 10.0  # a client that connects and says nothing is dropped after this
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (prometheus-client's own server does the same)."""
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus-client's threading WSGI server, with TLS made per connection from the
+    current certificate files (services/common/tls.py): its own ``start_http_server`` loads
+    them once. The handshake runs on the connection's thread, so a slow or refused client
+    holds up no other."""
+
+    contexts: Reloading[ssl.SSLContext] | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        if self.contexts is None:
+            return connection, address
+        self.contexts.refresh()
+        connection.settimeout(HANDSHAKE_SECONDS)
+        wrapped = self.contexts.value.wrap_socket(
+            connection, server_side=True, do_handshake_on_connect=False
+        )
+        return wrapped, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as error:
+                log.debug("metrics: TLS handshake with %s failed: %s", client_address, error)
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+def serve(listen: str, tls: ServerTls | None = None) -> MetricsServer:
+    """``/metrics`` on ``host:port`` (port 0: any free port), in a daemon thread; over TLS
+    with the service's certificate (and its callers' CA: client certificates required) when
+    ``tls`` is given."""
     host, _, port = listen.rpartition(":")
-    server, thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+    family, _, _, _, address = socket.getaddrinfo(
+        host.strip("[]") or "0.0.0.0", int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_Server):
+        address_family = family
+
+    server = make_server(str(address[0]), int(port), make_wsgi_app(), Server, handler_class=_Quiet)
+    if tls is not None:
+        server.contexts = tls.ssl_contexts("metrics")
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)

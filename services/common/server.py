@@ -2,7 +2,9 @@
 
 Synchronous grpcio with one bounded thread pool, shared out between unary calls, streams and
 health checks by admission, with keepalive, connection and message limits as gRPC options
-(services/common/limits.py; docs/architecture.md says why). Order at start:
+(services/common/limits.py; docs/architecture.md says why), and TLS from the service's
+certificate files, reloaded when they change (services/common/tls.py; plaintext off loopback
+refused). Order at start:
 listen with health NOT_SERVING, apply migrations, then SERVING; on SIGTERM/SIGINT: NOT_SERVING
 first (so load balancers and Kubernetes probes stop sending), then ``server.stop(grace)``, which
 refuses new calls and lets in-flight ones finish within the grace period; ``on_draining`` ends
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,6 +33,7 @@ from services.common.limits import LimitsInterceptor
 from services.common.logs import configure_logging, readiness_line
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.signals import SignalWaiter
+from services.common.tls import ServerTls, server_tls
 from services.common.validation_interceptor import ValidationInterceptor
 
 log = logging.getLogger(__name__)
@@ -60,15 +64,15 @@ def start_up(load: Callable[[], S]) -> S:
 
 
 def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
-    """A service's ``main``: start up, then serve until SIGTERM or SIGINT. Building checks
-    what only serving needs (the token issuer): missing, it exits 2 like a bad setting."""
+    """A service's ``main``: start up, then serve until SIGTERM or SIGINT. Building and
+    starting check what only serving needs (the token issuer, the certificates, TLS off
+    loopback): missing, it exits 2 like a bad setting, before it listens."""
     settings = start_up(load)
     try:
-        service = build(settings)
+        build(settings).run_until_signalled()
     except SettingsError as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
-    service.run_until_signalled()
     return 0
 
 
@@ -82,6 +86,38 @@ def _limited_server(settings: ServiceSettings, interceptors: list[Any]) -> grpc.
         options=limits.server_options(settings),
         maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs(settings),
     )
+
+
+HEALTH_THREADS = 4
+
+
+def _health_server(settings: ServiceSettings, servicer: health.HealthServicer) -> grpc.Server:
+    """The plaintext listener for probes that cannot do TLS (``<SERVICE>_HEALTH_LISTEN``):
+    grpc.health.v1 and nothing else (no service, no reflection), the same statuses as the
+    main listener, a few threads of its own."""
+    server = grpc.server(
+        ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health"),
+        options=limits.server_options(settings),
+        maximum_concurrent_rpcs=2 * HEALTH_THREADS,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return server
+
+
+def _described(tls: ServerTls | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return "TLS, client certificates required" if tls.client_certificates_required else "TLS"
+
+
+def _listen(server: grpc.Server, address: str, tls: ServerTls | None) -> int:
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.grpc_credentials())
+    if port == 0:
+        raise RuntimeError(f"could not listen on {address}")
+    return port
 
 
 @dataclass
@@ -103,10 +139,14 @@ class GrpcService:
     _server: grpc.Server | None = field(default=None, init=False)
     _metrics: metrics.MetricsServer | None = field(default=None, init=False)
     _health: health.HealthServicer | None = field(default=None, init=False)
+    _health_server: grpc.Server | None = field(default=None, init=False)
+    health_port: int | None = field(default=None, init=False)
     _service_names: list[str] = field(default_factory=list, init=False)
 
     def start(self) -> int:
-        """Listen, migrate/prepare, then report SERVING. Returns the bound port."""
+        """Listen, migrate/prepare, then report SERVING. Returns the bound port. SettingsError
+        (before anything listens): a certificate file is wrong, or plaintext is not allowed."""
+        tls = server_tls(self.settings)
         self.admission = LimitsInterceptor(self.settings)
         # outermost first: OpenTelemetry's (so our handler, its logs and the outbox rows it
         # writes run inside the call's server span); errors and the access log; admission
@@ -130,12 +170,15 @@ class GrpcService:
             reflection.enable_server_reflection(
                 [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
             )
-        self.port = server.add_insecure_port(self.settings.listen)
-        if self.port == 0:
-            raise RuntimeError(f"could not listen on {self.settings.listen}")
+        self.port = _listen(server, self.settings.listen, tls)
+        log.info("%s listening on %s (%s)", self.settings.service, self.address, _described(tls))
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.health_listen:
+            self._health_server = _health_server(self.settings, self._health)
+            self.health_port = _listen(self._health_server, self.settings.health_listen, None)
+            self._health_server.start()
         if self.settings.metrics_listen:
-            self._metrics = metrics.serve(self.settings.metrics_listen)
+            self._metrics = metrics.serve(self.settings.metrics_listen, tls)
         server.start()
         self._server = server
         self.prepare()
@@ -174,6 +217,9 @@ class GrpcService:
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
+        if self._health_server is not None:  # last: probes see NOT_SERVING through the drain
+            self._health_server.stop(0)
+            self._health_server = None
         ACCESS_LOG.flush()
         self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)

@@ -25,7 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_PORTS = {"scheduler": 50051, "inventory": 50052, "notify": 50053}
@@ -95,6 +102,20 @@ class ServiceSettings(BaseSettings):
     # this service's own identity for its calls to peers (client credentials)
     client_id: str = ""  # empty: the service's name
     client_secret: SecretStr = SecretStr("")
+    # TLS (services/common/tls.py, docs/security.md "Transport"), PEM files re-read when they
+    # change: the service's certificate chain and key, served on its gRPC and metrics
+    # listeners and presented to peers as its client certificate (one identity per service)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # set: callers must present a certificate that chains to one of these CAs (mTLS)
+    tls_client_ca_file: str = ""
+    # set: calls to peers use TLS and verify them against these CAs (by their service name)
+    tls_ca_file: str = ""
+    # plaintext off loopback is refused at start (a listener, a call to a peer) unless this
+    insecure_listen: bool = False
+    # a plaintext listener answering grpc.health.v1 only, for probes that cannot do TLS
+    # (Kubernetes' gRPC probe); empty: none (health is served on LISTEN as well)
+    health_listen: str = ""
 
     @classmethod
     def settings_customise_sources(
@@ -117,6 +138,17 @@ class ServiceSettings(BaseSettings):
             data["database_url"] = data.get("database_url") or default_database_url(cls.service)
             data["listen"] = data.get("listen") or f"127.0.0.1:{DEFAULT_PORTS[cls.service]}"
         return data
+
+    @field_validator("tls_key_file", "tls_client_ca_file")
+    @classmethod
+    def _needs_certificate(cls, value: str, info: ValidationInfo) -> str:
+        """A key goes with a certificate, and requiring client certificates needs TLS."""
+        certificate = info.data.get("tls_cert_file", "")
+        if value and not certificate:
+            raise ValueError(f"needs {cls.variable('tls_cert_file')} as well")
+        if info.field_name == "tls_key_file" and certificate and not value:
+            raise ValueError(f"required with {cls.variable('tls_cert_file')}")
+        return value
 
     @field_validator("auth_issuer", "auth_jwks_url", "auth_token_url")
     @classmethod

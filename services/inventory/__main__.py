@@ -10,7 +10,7 @@ import grpc
 
 from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.common.auth.service import ServiceAuth
-from services.common.channels import open_channel
+from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
@@ -66,7 +66,7 @@ def build(
         database_scheduler(db, job_table),
         refresh_seconds=settings.jobs_interval_seconds,
     )
-    notify_channel = open_channel(settings.peer("notify"), settings, auth.tokens)
+    notify_channel = peer_channel(settings, "notify", auth.tokens)
     relay = relay_to_notify(db, clock, notify_channel)
 
     def serving() -> None:

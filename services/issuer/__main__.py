@@ -1,7 +1,8 @@
 """``python -m services.issuer serve`` runs the development issuer (``make run`` does);
 ``python -m services.issuer token ROLE [--org ORG] [--sites a,b]`` prints a fresh token for a
 role as its last line (``make token``). Both use the issuer kept under var/issuer/ (created on
-first use)."""
+first use). ``python -m services.issuer certs DIR`` makes (or renews) a development CA and TLS
+certificates for the three services and a client under DIR (``make certs``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
+from services.issuer.certificates import SERVICES, development_certificates
 from services.issuer.endpoints import make_server
 from services.issuer.issuer import DEV_ORGANISATION, Issuer
 from services.issuer.local import DevIssuerSettings
@@ -46,8 +48,22 @@ def main(argv: list[str]) -> int:
     token.add_argument("role")
     token.add_argument("--org", default=DEV_ORGANISATION, help="the organisation (claim org)")
     token.add_argument("--sites", default="*", help="comma-separated site ids, or * (all)")
+    certs = commands.add_parser(
+        "certs",
+        help="a development CA and TLS certificates (DIR/<name>/tls.crt, tls.key, ca.crt) for "
+        "the services and a client; issues again what is missing or expires within 30 days",
+    )
+    certs.add_argument("directory", type=Path)
+    certs.add_argument(
+        "--dns", default="", help="comma-separated extra names for the services' certificates"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "certs":
+        extra = [n for n in args.dns.split(",") if n]
+        issued = development_certificates(args.directory, SERVICES, dns_names=extra)
+        print(f"certificates in {args.directory}: issued {', '.join(issued) or 'none (all valid)'}")
+        return 0
     issuer = Issuer.load_or_create(args.dir, f"http://{settings.listen}")
     if args.command == "serve":
         return serve(issuer)

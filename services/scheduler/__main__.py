@@ -12,7 +12,7 @@ from apscheduler.triggers.date import DateTrigger
 from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.common import jobstore
 from services.common.auth.service import ServiceAuth
-from services.common.channels import open_channel
+from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
@@ -45,13 +45,12 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    # every call to a peer carries the scheduler's own token (the dose lookup, the stock
-    # view, the stock relay and the forecast push through it, notifications)
-    inventory_channel = open_channel(settings.peer("inventory"), settings, auth.tokens)
+    # every call to a peer carries the scheduler's own token, over TLS when it has a CA
+    # bundle (the dose lookup, the stock view, the stock relay and the forecast push through
+    # it, notifications)
+    inventory_channel = peer_channel(settings, "inventory", auth.tokens)
     if products is None:
-        products = InventoryProducts(
-            open_channel(settings.peer("inventory"), settings, auth.tokens)
-        )
+        products = InventoryProducts(peer_channel(settings, "inventory", auth.tokens))
     cases = SchedulerUseCases(db, clock, products.exists)
     doses = DoseService(cases, products.spec)
     job_config = settings.job_settings()
@@ -77,7 +76,7 @@ def build(
         db, clock, job_config, scheduler=jobstore.database_scheduler(db, job_table)
     )
     stock = StockRelay(db, clock, inventory_channel)
-    notify_channel = open_channel(settings.peer("notify"), settings, auth.tokens)
+    notify_channel = peer_channel(settings, "notify", auth.tokens)
     relay = relay_to_notify(db, clock, notify_channel, stock=stock.deliver)
     jobs.on_written.append(relay.wake)
 

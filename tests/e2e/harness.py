@@ -3,7 +3,11 @@ database per service (created on the test server, dropped afterwards), processes
 way `make run` starts them (``<SVC>_LISTEN``, ``<SVC>_ADDRESS``, ``<SVC>_DATABASE_URL``, and a
 development token issuer of their own) with their output in log files, stopped or restarted
 one at a time, channels whose calls carry a token, and ``eventually`` for waiting on what
-happens asynchronously (outbox relays, jobs, deliveries) with a deadline."""
+happens asynchronously (outbox relays, jobs, deliveries) with a deadline.
+
+With ``tls=True`` (:class:`Pki`) every process serves TLS and requires client certificates
+from a throwaway CA, calls its peers over TLS with its own certificate, and the test's
+channels (health checks included) present a client certificate of the same CA."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,10 +31,13 @@ from sqlalchemy.engine import make_url
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
 from services.common.health import wait_serving
+from services.common.tls import ClientTls
+from services.issuer.certificates import CLIENT, development_certificates
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
 
 SERVICES = ("notify", "inventory", "scheduler")
+MUTUAL_TLS = "(TLS, client certificates required)"  # what a service logs when it serves mTLS
 T = TypeVar("T")
 
 
@@ -55,8 +63,46 @@ def caller_token(issuer: LocalIssuer, service: str, org: str) -> StaticToken:
     return StaticToken(issuer.issuer.user_token(OPERATOR_ROLES, org))
 
 
-def caller_channel(issuer: LocalIssuer, service: str, address: str, org: str) -> grpc.Channel:
-    return open_channel(address, None, caller_token(issuer, service, org))
+@dataclass(frozen=True)
+class Pki:
+    """A throwaway CA with a certificate per service and one for the test's client
+    (services/issuer/certificates.py), in ``directory`` as cert-manager lays them out."""
+
+    directory: Path
+
+    @classmethod
+    def create(cls, var: Path) -> Pki:
+        development_certificates(var / "tls")
+        return cls(var / "tls")
+
+    def environment(self, services: Sequence[str] = SERVICES) -> dict[str, str]:
+        """TLS on every listener, client certificates required, peers called over TLS."""
+        env = {}
+        for name in services:
+            files = self.directory / name
+            prefix = name.upper()
+            env[f"{prefix}_TLS_CERT_FILE"] = str(files / "tls.crt")
+            env[f"{prefix}_TLS_KEY_FILE"] = str(files / "tls.key")
+            env[f"{prefix}_TLS_CLIENT_CA_FILE"] = str(files / "ca.crt")
+            env[f"{prefix}_TLS_CA_FILE"] = str(files / "ca.crt")
+        return env
+
+    def client(self, service: str) -> ClientTls:
+        """The test's client certificate, checking that the server is ``service``."""
+        files = self.directory / CLIENT
+        return ClientTls(
+            str(files / "ca.crt"), str(files / "tls.crt"), str(files / "tls.key"), service
+        )
+
+
+def client_tls(pki: Pki | None, service: str) -> ClientTls | None:
+    return pki.client(service) if pki is not None else None
+
+
+def caller_channel(
+    issuer: LocalIssuer, service: str, address: str, org: str, pki: Pki | None = None
+) -> grpc.Channel:
+    return open_channel(address, client_tls(pki, service), caller_token(issuer, service, org))
 
 
 @contextmanager
@@ -88,7 +134,8 @@ def postgres_databases(
 
 
 class Processes:
-    """The services as processes on free ports; ``env`` is what every one of them gets."""
+    """The services as processes on free ports; ``env`` is what every one of them gets
+    (with ``tls``, certificates of a :class:`Pki` of their own)."""
 
     def __init__(
         self,
@@ -96,12 +143,17 @@ class Processes:
         databases: Mapping[str, str],
         extra_env: Mapping[str, str] | None = None,
         services: Sequence[str] = SERVICES,
+        *,
+        tls: bool = False,
     ) -> None:
         self.var = var
         self.services = tuple(services)
         self.ports = {name: free_port() for name in self.services}
         self.issuer = start_issuer(var)
+        self.pki = Pki.create(var) if tls else None
         self.env = {**os.environ, **self.issuer.service_environment()}
+        if self.pki is not None:
+            self.env.update(self.pki.environment(self.services))
         for name, port in self.ports.items():
             prefix = name.upper()
             self.env[f"{prefix}_LISTEN"] = f"127.0.0.1:{port}"
@@ -115,7 +167,10 @@ class Processes:
         return f"127.0.0.1:{self.ports[name]}"
 
     def channel(self, name: str, org: str = "e2e-org") -> grpc.Channel:
-        return caller_channel(self.issuer, name, self.address(name), org)
+        return caller_channel(self.issuer, name, self.address(name), org, self.pki)
+
+    def serving(self, name: str, timeout: float = 5) -> bool:
+        return wait_serving(self.address(name), timeout=timeout, tls=client_tls(self.pki, name))
 
     def log_path(self, name: str) -> Path:
         return self.var / f"{name}.log"
@@ -146,10 +201,12 @@ class Processes:
                     stderr=subprocess.STDOUT,
                 )
         for name in names:
-            if not wait_serving(self.address(name), timeout=timeout):
+            if not self.serving(name, timeout):
                 raise AssertionError(
                     f"{name} did not reach SERVING in {timeout:g} s:\n{self.log_tail(name)}"
                 )
+            if self.pki is not None:
+                assert MUTUAL_TLS in self.log_path(name).read_text(), self.log_tail(name)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         proc = self.procs[name]

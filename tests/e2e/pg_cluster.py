@@ -46,7 +46,16 @@ from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import StaticToken
 from services.common.health import wait_serving
-from tests.e2e.harness import caller_channel, caller_token, free_port, start_issuer
+from services.common.tls import ClientTls
+from tests.e2e.harness import (
+    MUTUAL_TLS,
+    Pki,
+    caller_channel,
+    caller_token,
+    client_tls,
+    free_port,
+    start_issuer,
+)
 
 OS_USER = "postgres"
 START_TIMEOUT_SECONDS = 60
@@ -257,13 +266,17 @@ def eventually(check: Callable[[], bool], seconds: float = 60) -> bool:
 
 class Fleet:
     """Service processes, each a named instance (``scheduler-2``) of a service with its own port
-    and log file under ``var``; ``env`` is the environment every instance starts with. Stopped
-    with SIGTERM (SIGKILL after 20 s) by ``stop_all``."""
+    and log file under ``var``; ``env`` is the environment every instance starts with (with
+    ``tls``: TLS and client certificates everywhere, harness.Pki). Stopped with SIGTERM
+    (SIGKILL after 20 s) by ``stop_all``."""
 
-    def __init__(self, var: Path) -> None:
+    def __init__(self, var: Path, *, tls: bool = False) -> None:
         self.var = var
         self.issuer = start_issuer(var)
+        self.pki = Pki.create(var) if tls else None
         self.env: dict[str, str] = {**os.environ, **self.issuer.service_environment()}
+        if self.pki is not None:
+            self.env.update(self.pki.environment())
         self.ports: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -276,7 +289,11 @@ class Fleet:
         """A channel to instance ``name`` (``scheduler-2``, started first with ``start``)
         whose calls carry a test caller's token (harness.caller_token)."""
         address = self.start(name) if start else self.address(name)
-        return caller_channel(self.issuer, name.split("-")[0], address, "org")
+        return caller_channel(self.issuer, name.split("-")[0], address, "org", self.pki)
+
+    def client_tls(self, name: str) -> ClientTls | None:
+        """How the test reaches instance ``name`` (health checks too): None for plaintext."""
+        return client_tls(self.pki, name.split("-")[0])
 
     @property
     def operator(self) -> StaticToken:
@@ -302,6 +319,7 @@ class Fleet:
             )
         if wait:
             assert self.serving(name), self.log(name)[-3000:]
+            assert self.pki is None or MUTUAL_TLS in self.log(name), self.log(name)[-3000:]
         return address
 
     def serving(self, name: str, timeout: float = 120) -> bool:
@@ -310,7 +328,7 @@ class Fleet:
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
                 return False
-            if wait_serving(self.address(name), timeout=2):
+            if wait_serving(self.address(name), timeout=2, tls=self.client_tls(name)):
                 return True
         return False
 

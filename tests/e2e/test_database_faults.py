@@ -10,6 +10,8 @@ connections cut) — services recover without a manual step").
   afterwards succeed, bookings retried with their request_id exist once, every reservation
   reaches the inventory once, both outboxes drain and the scheduler's jobs go on.
 - What a call gets while the database is down: UNAVAILABLE (retry later), never INTERNAL.
+
+Every process serves TLS and requires client certificates (tests/e2e/harness.py, Pki).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from services.common.health import wait_serving
 from services.demo import load_notify
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")
-from tests.e2e.harness import caller_channel, free_port, start_issuer  # noqa: E402
+from tests.e2e.harness import Pki, caller_channel, free_port, start_issuer  # noqa: E402
 from tests.e2e.pg_cluster import (  # noqa: E402
     PRODUCT,
     Clinic,
@@ -67,7 +69,8 @@ def test_the_inventory_survives_its_connections_being_cut(
     url = url.set(query={**url.query, "application_name": APP})
     address = f"127.0.0.1:{free_port()}"
     issuer = start_issuer(tmp_path)
-    env = {**os.environ, **issuer.service_environment()}
+    pki = Pki.create(tmp_path)
+    env = {**os.environ, **issuer.service_environment(), **pki.environment(["inventory"])}
     env.update(
         INVENTORY_DATABASE_URL=url.render_as_string(hide_password=False),
         INVENTORY_LISTEN=address,
@@ -88,9 +91,9 @@ def test_the_inventory_survives_its_connections_being_cut(
             stderr=subprocess.STDOUT,
         )
         try:
-            assert wait_serving(address)
+            assert wait_serving(address, tls=pki.client("inventory"))
             stub = inventory_pb2_grpc.InventoryServiceStub(
-                caller_channel(issuer, "inventory", address, "org")
+                caller_channel(issuer, "inventory", address, "org", pki)
             )
             stub.CreateStockSite(
                 inv.CreateStockSiteRequest(
@@ -155,7 +158,7 @@ def _outcome(call: Callable[[], object]) -> str:
 def _system_on(cluster: PgCluster, var: Path) -> Fleet:
     """The three services as processes, each on its own database of ``cluster``, with the
     scheduler's jobs every second."""
-    fleet = Fleet(var)
+    fleet = Fleet(var, tls=True)
     for name in SERVICES:
         fleet.env[f"{name.upper()}_DATABASE_URL"] = cluster.create_database(name)
         fleet.env[f"{name.upper()}_ADDRESS"] = fleet.address(name)
@@ -178,7 +181,9 @@ def test_the_system_recovers_from_a_postgresql_restart(
     try:
         for name in SERVICES:
             fleet.start(name)
-        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
+        load_notify(  # a console subscriber for every topic
+            fleet.address("notify"), fleet.operator, tls=fleet.client_tls("notify")
+        )
         sch = scheduler_pb2_grpc.SchedulerServiceStub(fleet.channel("scheduler"))
         stock = inventory_pb2_grpc.InventoryServiceStub(fleet.channel("inventory"))
         notify = notify_pb2_grpc.NotifyServiceStub(fleet.channel("notify"))

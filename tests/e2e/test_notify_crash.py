@@ -1,6 +1,7 @@
 """The notify dispatcher is killed with SIGKILL mid-delivery and restarted: every notification
 ends DELIVERED and none is lost. Deliveries in flight at the kill are re-sent after their lease
-(with the same Idempotency-Key, so the receiver can drop the repeat)."""
+(with the same Idempotency-Key, so the receiver can drop the repeat). Notify serves TLS and
+requires client certificates."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.health import wait_serving
-from tests.e2e.harness import caller_channel, start_issuer
+from tests.e2e.harness import Pki, caller_channel, start_issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +81,8 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
     port = free_port()
     address = f"127.0.0.1:{port}"
     issuer = start_issuer(tmp_path)
-    env = {**os.environ, **issuer.service_environment()}
+    pki = Pki.create(tmp_path)  # TLS, client certificates required
+    env = {**os.environ, **issuer.service_environment(), **pki.environment(["notify"])}
     env.update(
         {
             "NOTIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'notify.db'}",
@@ -95,8 +97,8 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
     )
     proc = _start(env)
     try:
-        assert wait_serving(address, timeout=30)
-        with caller_channel(issuer, "notify", address, "org") as channel:
+        assert wait_serving(address, timeout=30, tls=pki.client("notify"))
+        with caller_channel(issuer, "notify", address, "org", pki) as channel:
             stub = notify_pb2_grpc.NotifyServiceStub(channel)
             sub = stub.CreateSubscriber(
                 pb.CreateSubscriberRequest(
@@ -133,8 +135,8 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, sink: tuple[Sink, st
         assert len(before) < TOTAL, "everything was sent before the kill; nothing was tested"
 
         proc = _start(env)  # the same database: the restarted dispatcher picks up the rest
-        assert wait_serving(address, timeout=30)
-        with caller_channel(issuer, "notify", address, "org") as channel:
+        assert wait_serving(address, timeout=30, tls=pki.client("notify"))
+        with caller_channel(issuer, "notify", address, "org", pki) as channel:
             stub = notify_pb2_grpc.NotifyServiceStub(channel)
             deadline = time.monotonic() + 60
             while True:

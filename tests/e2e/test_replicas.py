@@ -63,7 +63,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 def test_two_inventory_replicas_raise_and_deliver_each_event_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    fleet = Fleet(tmp_path)
+    fleet = Fleet(tmp_path, tls=True)
     fleet.env.update(
         INVENTORY_DATABASE_URL=postgres_url,
         NOTIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'notify.db'}",
@@ -72,7 +72,9 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
     fleet.run("services.inventory", "seed")
     try:
         fleet.start("notify")
-        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
+        load_notify(  # a console subscriber for every topic
+            fleet.address("notify"), fleet.operator, tls=fleet.client_tls("notify")
+        )
         names = ("inventory-1", "inventory-2")
         # one after the other (two at once: test_two_scheduler_replicas_started_at_once...)
         stubs = [
@@ -139,7 +141,7 @@ CHAIRS = 4
 def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    fleet = Fleet(tmp_path)
+    fleet = Fleet(tmp_path, tls=True)
     fleet.env.update(
         SCHEDULER_DATABASE_URL=postgres_url,
         INVENTORY_DATABASE_URL=f"sqlite:///{tmp_path / 'inventory.db'}",
@@ -152,7 +154,9 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
     try:
         fleet.start("notify")
         fleet.start("inventory")
-        load_notify(fleet.address("notify"), fleet.operator)  # a console subscriber for every topic
+        load_notify(  # a console subscriber for every topic
+            fleet.address("notify"), fleet.operator, tls=fleet.client_tls("notify")
+        )
         # one after the other (two at once: test_two_scheduler_replicas_started_at_once...)
         replicas = [
             scheduler_pb2_grpc.SchedulerServiceStub(fleet.channel(name, start=True))
@@ -300,7 +304,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
 def test_two_scheduler_replicas_started_at_once_both_come_up(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    fleet = Fleet(tmp_path)
+    fleet = Fleet(tmp_path, tls=True)
     fleet.env.update(SCHEDULER_DATABASE_URL=postgres_url, SCHEDULER_JOBS="0")
     try:
         for name in ("scheduler-1", "scheduler-2"):
@@ -398,7 +402,7 @@ def _lot_expiring(n: int) -> npb.Payload:
 def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
     postgres_url: str, tmp_path: Path, sink: WebhookSink
 ) -> None:
-    fleet = Fleet(tmp_path)
+    fleet = Fleet(tmp_path, tls=True)
     fleet.env.update(
         NOTIFY_DATABASE_URL=postgres_url,
         NOTIFY_HEARTBEAT_SECONDS="1",

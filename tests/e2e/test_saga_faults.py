@@ -1,15 +1,13 @@
 """The booking → reservation flow survives the inventory dying (issue 6): the three services
-run as processes; the inventory is killed with SIGKILL while bookings go on; the bookings
-succeed, and after the inventory restarts every booking's reservation arrives through the
-scheduler's outbox, none lost and none doubled (checked against the inventory's ledger)."""
+run as processes, over mTLS with each other and with the test; the inventory is killed with
+SIGKILL while bookings go on; the bookings succeed, and after the inventory restarts every
+booking's reservation arrives through the scheduler's outbox, none lost and none doubled
+(checked against the inventory's ledger)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,68 +23,20 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.common.health import wait_serving
-from tests.e2e.harness import caller_channel, caller_token, free_port, start_issuer
+from tests.e2e.harness import Processes, caller_token, client_tls
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("inventory", "notify", "scheduler")
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-
-
-class Services:
-    def __init__(self, var: Path) -> None:
-        self.var = var
-        self.ports = {name: free_port() for name in SERVICES}
-        self.issuer = start_issuer(var)
-        self.env = {**os.environ, **self.issuer.service_environment()}
-        for name, port in self.ports.items():
-            self.env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{port}"
-            self.env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
-            self.env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
-            self.env[f"{name.upper()}_SHUTDOWN_GRACE_SECONDS"] = "1"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def address(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def channel(self, name: str) -> grpc.Channel:
-        return caller_channel(self.issuer, name, self.address(name), "org")
-
-    def start(self, name: str) -> None:
-        log = (self.var / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        assert wait_serving(self.address(name)), name
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.issuer.stop()
+ORG = "org"
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    s = Services(tmp_path)
-    subprocess.run(
-        [sys.executable, "-m", "services.inventory", "seed"],
-        env=s.env,
-        check=True,
-        capture_output=True,
-    )
+def services(tmp_path: Path) -> Iterator[Processes]:
+    """The three services on SQLite, TLS everywhere with client certificates required."""
+    databases = {name: f"sqlite:///{tmp_path / name}.db" for name in SERVICES}
+    s = Processes(tmp_path, databases, services=SERVICES, tls=True)
+    s.seed_inventory()
     try:
         for name in SERVICES:
             s.start(name)
@@ -107,11 +57,11 @@ def eventually(check: Callable[[], bool], seconds: float = 40) -> bool:
     return False
 
 
-def test_bookings_continue_while_the_inventory_is_down(services: Services) -> None:
-    sch = scheduler_pb2_grpc.SchedulerServiceStub(services.channel("scheduler"))
+def test_bookings_continue_while_the_inventory_is_down(services: Processes) -> None:
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(services.channel("scheduler", ORG))
 
     def stock() -> inventory_pb2_grpc.InventoryServiceStub:
-        return inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory"))
+        return inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory", ORG))
 
     site = sch.CreateSite(
         pb.CreateSiteRequest(
@@ -228,7 +178,7 @@ def test_bookings_continue_while_the_inventory_is_down(services: Services) -> No
     booked = [book(i) for i in range(3)]
     assert eventually(lambda: reserved([a.id for a in booked]))
 
-    services.kill("inventory")  # SIGKILL: no drain, no goodbye
+    services.stop("inventory", signal.SIGKILL)  # SIGKILL: no drain, no goodbye
     booked += [book(i) for i in range(3, 6)]  # bookings do not wait for the pharmacy
     assert all(a.status == pb.APPOINTMENT_STATUS_BOOKED for a in booked)
 
@@ -251,19 +201,21 @@ def test_bookings_continue_while_the_inventory_is_down(services: Services) -> No
     assert list(stock().ReconcileStock(inv.ReconcileStockRequest()).discrepancies) == []
 
 
-def test_a_recall_reaches_notify_after_it_comes_back(services: Services) -> None:
+def test_a_recall_reaches_notify_after_it_comes_back(services: Processes) -> None:
     from infusion.notify.v1 import notify_pb2 as npb
     from infusion.notify.v1 import notify_pb2_grpc
     from services.demo import load_notify
 
-    load_notify(
-        services.address("notify"), caller_token(services.issuer, "scheduler", "org")
-    )  # a console subscriber for every topic
+    load_notify(  # a console subscriber for every topic
+        services.address("notify"),
+        caller_token(services.issuer, "scheduler", ORG),
+        tls=client_tls(services.pki, "notify"),
+    )
 
     def notify() -> notify_pb2_grpc.NotifyServiceStub:
-        return notify_pb2_grpc.NotifyServiceStub(services.channel("notify"))
+        return notify_pb2_grpc.NotifyServiceStub(services.channel("notify", ORG))
 
-    stock = inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory"))
+    stock = inventory_pb2_grpc.InventoryServiceStub(services.channel("inventory", ORG))
     stock.CreateStockSite(
         inv.CreateStockSiteRequest(
             request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")
@@ -283,7 +235,7 @@ def test_a_recall_reaches_notify_after_it_comes_back(services: Services) -> None
             unit_cost=Money(currency_code="GBP", units=340),
         )
     )
-    services.kill("notify")
+    services.stop("notify", signal.SIGKILL)
     recall = stock.RecallLot(
         inv.RecallLotRequest(
             product_id=product, lot_number="BAD-1", reason="manufacturer withdrawal", request_id="x"

@@ -156,6 +156,7 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
                 "NOTIFY_RETRY_MAX_SECONDS": "5",
                 "LOG_FORMAT": "json",
             },
+            tls=True,  # TLS everywhere, client certificates required (harness.Pki)
         )
         system = System(processes, smtp, webhooks, zone.key, start, reminder_at, time.monotonic())
         processes.seed_inventory()

@@ -62,6 +62,14 @@ def platform(database_url: str, issuer: TestIssuer) -> Iterator[Platform]:
         yield running
 
 
+def scheduler_database_url(database_url: str) -> str:
+    """The scheduler's own database beside the inventory's: a SQLite file next to it, or the
+    same PostgreSQL schema (tables and Alembic version tables do not collide)."""
+    if database_url.startswith("sqlite"):
+        return database_url.replace("test.db", "scheduler.db")
+    return database_url
+
+
 @contextmanager
 def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Iterator[Platform]:
     """Inventory (seeded) and a scheduler reading products from it, on ``database_url``, both
@@ -80,13 +88,7 @@ def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Ite
     inventory = build_inventory(inv_settings, clock, issuer.service_auth("inventory"))
     inventory.start()
     seed_catalogue(inv_settings, clock)
-    # The scheduler gets its own database: SQLite file next to inventory's, or the same
-    # PostgreSQL schema (tables and Alembic version tables do not collide).
-    sched_url = (
-        database_url.replace("test.db", "scheduler.db")
-        if database_url.startswith("sqlite")
-        else database_url
-    )
+    sched_url = scheduler_database_url(database_url)
     sched_settings = scheduler_settings(
         {
             "SCHEDULER_DATABASE_URL": sched_url,
