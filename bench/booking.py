@@ -1,4 +1,4 @@
-"""Booking on PostgreSQL (issue 4, "Done when"): BookAppointment throughput and p99 with 32
+"""Booking on PostgreSQL: BookAppointment throughput and p99 with 32
 calls in flight, and FindSlots p99 for a 14-day window at a 30-chair site.
 
 The scheduler and the inventory (for the product catalogue) run as processes, as under `make

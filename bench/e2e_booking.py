@@ -1,4 +1,4 @@
-"""End-to-end booking on PostgreSQL (issue 6, "Done when"): 16 clients book appointments while
+"""End-to-end booking on PostgreSQL: 16 clients book appointments while
 the scheduler's outbox relay turns every booking into an inventory reservation. The rate is
 bookings whose vials are reserved per second, from the first call until the last reservation
 exists. The three services run as processes, the scheduler and the inventory each on its own
@@ -82,7 +82,8 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
                     lot_number=f"E2E-{n:03d}",
                     expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
                     vials=VIALS_PER_LOT,
-                    unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                    # £34/g (docs/clinical-rules.md#cost)
+                    unit_cost=Money(currency_code="GBP", units=340),
                 )
             )
         log(f"e2e booking bench: BookAppointment with {concurrency} clients …")

@@ -1,4 +1,4 @@
-"""Inventory on PostgreSQL (issue 3, "Done when"): ReserveStock throughput and p99 with 32 calls
+"""Inventory on PostgreSQL: ReserveStock throughput and p99 with 32 calls
 in flight, on one hot product (50 lots) and spread over 200 products, then a check that nothing
 was over-committed; GetStockForecast latency with 10,000 open reservations.
 
@@ -113,7 +113,8 @@ def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
             request_id="bench-site",
         )
     )
-    cost = Money(currency_code="GBP", units=340)  # a 10 g vial at £34/g (domain.md §6)
+    # a 10 g vial at £34/g (docs/clinical-rules.md#cost)
+    cost = Money(currency_code="GBP", units=340)
 
     def receive(product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
         stub.ReceiveStock(

@@ -1,4 +1,4 @@
-"""Notify and the scheduler's due scan (issue 5, "Done when"), next to a bare grpcio echo server
+"""Notify and the scheduler's due scan, next to a bare grpcio echo server
 measured in the same run. `python -m bench.notify [--seconds 10] [--plans 100000]`
 
 On a throwaway PostgreSQL database (127.0.0.1:5432, user postgres; created and dropped here):

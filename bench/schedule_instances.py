@@ -1,4 +1,4 @@
-"""Reproducible schedule-optimiser instances (issue 4, Done when): the same seed, the same problem.
+"""Reproducible schedule-optimiser instances: the same seed, the same problem.
 
 The benchmark instance: 30 chairs, 08:00-18:00 on the 20 weekdays of four weeks, turnover 15 min,
 nurses at 1:4 with a start limit of 2 per nurse per quarter (7 nurses 08:00-09:00, 8 until

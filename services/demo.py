@@ -30,7 +30,7 @@ from services.common.tls import ClientTls
 
 ORG = "demo-org"
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-# £34 per gram, the UK National Ig Database average (domain.md §6 [R52]): pence per vial
+# £34 per gram, the UK National Ig Database average (docs/clinical-rules.md#cost): pence per vial
 PENCE_PER_GRAM = 3400
 
 
@@ -50,8 +50,9 @@ class DemoPatient:
     induction_days: int = 0
 
 
-# Doses and intervals within domain.md §1 (MMN maintenance 1–2 g/kg every 2–6 weeks; an
-# induction of 2 g/kg over 2–5 days) and weights within its §12.9 bands.
+# Doses and intervals within docs/clinical-rules.md#regimen (MMN maintenance 1–2 g/kg every 2–6
+# weeks; an induction of 2 g/kg over 2–5 days) and weights within the bands of
+# docs/clinical-rules.md#validation-bands.
 PATIENTS = (
     DemoPatient(
         "D-1001",

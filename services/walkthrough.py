@@ -201,7 +201,8 @@ def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
                 lot_number=lot,
                 expiry_date=_date(expiry),
                 vials=vials,
-                unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                # £34/g (docs/clinical-rules.md#cost)
+                unit_cost=Money(currency_code="GBP", units=340),
                 supplier="Wholesaler",
             )
         ).lot

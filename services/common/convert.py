@@ -1,6 +1,6 @@
 """Conversions between protobuf well-known/common types and Python values.
 
-Grams, kilograms and millilitres travel as decimal strings (DESIGN.md: never floats); parsing
+Grams, kilograms and millilitres travel as decimal strings (docs/api.md: never floats); parsing
 them here reports a field violation instead of raising a bare ValueError. The request contract
 (services.common.validation) already refused malformed input; the checks here hold on their own
 too, so that nothing parsed from a request can cost more than its few characters: a decimal is

@@ -1,4 +1,4 @@
-"""APScheduler 3 with its jobs kept in the service's own database (issue 5 §6), so the schedule
+"""APScheduler 3 with its jobs kept in the service's own database, so the schedule
 and each job's next run time survive a restart: a daily check missed while the service was
 down still runs when it comes back (within the job's misfire grace time).
 

@@ -7,9 +7,9 @@ Everything goes through the service layer (the same validation and ledger as Rec
 it is idempotent: sites, storage units and policies are created only when missing, and a lot is
 received only when its lot number is not yet at the site, so a second run changes nothing.
 
-Costs: the UK National Ig Database average is £34 per gram (2018/19, domain.md §6 [R52]), so a
-10 g vial costs about £340. Each product's lots sit a few per cent either side of that, as
-contract prices do (the catalogue's price_per_gram is the same national average for all).
+Costs: the UK National Ig Database average is £34 per gram (2018/19, docs/clinical-rules.md#cost
+[R52]), so a 10 g vial costs about £340. Each product's lots sit a few per cent either side of that,
+as contract prices do (the catalogue's price_per_gram is the same national average for all).
 
 Expiries are counted from the day the demo first runs: a few lots expire within 30–90 days
 (they trigger LOT_EXPIRING warnings and are first out under FEFO), most 12–30 months out, which
@@ -43,7 +43,8 @@ from services.inventory.site_service import SiteService
 from services.inventory.stock_service import Actor, StockService
 from services.inventory.store.models import outbox
 
-GBP_PER_GRAM = Decimal("34.00")  # UK average, National Ig Database 2018/19 (domain.md §6, R52)
+# UK average, National Ig Database 2018/19 (docs/clinical-rules.md#cost, R52)
+GBP_PER_GRAM = Decimal("34.00")
 FRIDGE = "Pharmacy fridge (2–8 °C)"
 ROOM = "Room-temperature store (≤ 25 °C)"
 

@@ -1,7 +1,7 @@
-"""The inventory's outbox → notify's Publish (DESIGN.md, transactional outbox): each outbox row
-becomes one PublishRequest whose request_id is the row id, so a retry after a lost reply is a
-no-op at notify. Stock events name no subscribers: notify sends them to the subscribers whose
-preferences ask for the topic (and the site), never to patients (docs/notify.md)."""
+"""The inventory's outbox → notify's Publish (the transactional outbox, services/common/outbox.py):
+each outbox row becomes one PublishRequest whose request_id is the row id, so a retry after a lost
+reply is a no-op at notify. Stock events name no subscribers: notify sends them to the subscribers
+whose preferences ask for the topic (and the site), never to patients (docs/notify.md)."""
 
 from __future__ import annotations
 

@@ -343,7 +343,7 @@ class StockService:
     # --- reads ---------------------------------------------------------------------------------
 
     def reconcile(self, site_id: str) -> Reconciliation:
-        """Issue 3 §4: the projections kept for speed must equal the ledger sums, lot by lot."""
+        """ReconcileStock: the projections kept for speed must equal the ledger sums, lot by lot."""
         with self.db.read() as session:
             rows = store.projections_and_ledger(session, site_id)
         wrong = [(lot_id, kept, summed) for lot_id, kept, summed, _ in rows if kept != summed]

@@ -70,7 +70,7 @@ def make_server(issuer: Issuer, host: str, port: int) -> ThreadingHTTPServer:
 
 
 def _client(authorization: str, form: dict[str, str]) -> tuple[str, str]:
-    """client_secret_basic (RFC 6749 §2.3.1), else client_secret_post."""
+    """client_secret_basic (RFC 6749 section 2.3.1), else client_secret_post."""
     scheme, _, encoded = authorization.partition(" ")
     if scheme.lower() == "basic":
         try:

@@ -70,7 +70,7 @@ def build(
         SchedulePlanner(db, clock, cases, bookings),
     )
 
-    # Notifications (issue 5): INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
+    # Notifications: INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
     # outbox; the relay publishes them to notify.
     jobs = SchedulerJobs(
         db, clock, job_config, scheduler=jobstore.database_scheduler(db, job_table)

@@ -1,4 +1,4 @@
-"""Booking use cases (issue 4 §2–§5, §8): slot search, holds, bookings, the appointment
+"""Booking use cases: slot search, holds, bookings, the appointment
 lifecycle, induction series and the chair board.
 
 Every booking of a site-day takes that day's lock first (a row locked FOR UPDATE on
@@ -190,8 +190,8 @@ class BookingService:
         return self.cases.due_items(session, [plan], today)
 
     def need(self, plan: TherapyPlan, item: DueItem, site: Site) -> Need:
-        """Chair minutes (rounded up to the site's booking grid, domain.md §12.8) and the dose
-        for the item's day, from CalculateDose's rules."""
+        """Chair minutes (rounded up to the site's booking grid, docs/clinical-rules.md#chair-time)
+        and the dose for the item's day, from CalculateDose's rules."""
         course = CourseKind(item.course)
         result = self.doses.calculate(plan.id, plan.version, item.due_date, course)
         index = max(item.course_day - 1, 0) if course is CourseKind.INDUCTION else 0
@@ -674,7 +674,7 @@ class BookingService:
         reminders.schedule(session, row, site.zone, self.reminder_offsets_hours, self.clock.now())
 
     def _stock(self, session: Session, row: AppointmentRow, topic: str, **extra: Any) -> None:
-        """What the inventory owes this booking (issue 6; DISPENSE carries what was given),
+        """What the inventory owes this booking (DISPENSE carries what was given),
         written to the outbox with the booking, so a booking never fails because the pharmacy
         service is down; stock_relay.py calls the inventory, and a refusal marks the booking
         AT_RISK."""

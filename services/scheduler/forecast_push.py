@@ -1,4 +1,4 @@
-"""The nightly forecast the scheduler owes the inventory (issue 6): the doses it expects but has
+"""The nightly forecast the scheduler owes the inventory: the doses it expects but has
 not booked, per site, product and day, so reorder suggestions see the months ahead.
 
 For each active plan: its next due infusion if nothing books it yet, then one infusion every

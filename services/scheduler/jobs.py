@@ -1,4 +1,4 @@
-"""The scheduler's notification jobs (issue 5), run by APScheduler 3 every
+"""The scheduler's notification jobs, run by APScheduler 3 every
 ``SCHEDULER_JOBS_INTERVAL_SECONDS`` (default 60) when ``SCHEDULER_JOBS`` is on:
 
 - **due scan** → INFUSION_DUE when a plan's dosing window has opened (site-local day) and

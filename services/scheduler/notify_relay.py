@@ -1,6 +1,6 @@
-"""The scheduler's outbox → notify's Publish (DESIGN.md, transactional outbox), like the
-inventory's relay: each outbox row becomes one PublishRequest whose request_id is the row id,
-so a retry after a lost reply is a no-op at notify, and whose dedupe_key is the row's.
+"""The scheduler's outbox → notify's Publish (the transactional outbox, services/common/outbox.py),
+like the inventory's relay: each outbox row becomes one PublishRequest whose request_id is the row
+id, so a retry after a lost reply is a no-op at notify, and whose dedupe_key is the row's.
 
 A scheduler outbox row's payload is an envelope written by services/scheduler/jobs.py:
 ``{"payload": {...topic fields...}, "subscriber_ids": [...], "expires_at": ISO | null}``.

@@ -1,8 +1,8 @@
-"""PlanSchedule and the chair board (issue 4 §7–§8): the stored state of a site's horizon as a
+"""PlanSchedule and the chair board: the stored state of a site's horizon as a
 ScheduleProblem for the optimiser and its greedy baseline (domain/optimiser.py, greedy.py),
 and the day's timelines and KPIs a chair-board screen needs.
 
-Stock (issue 6): by default the proposals are planned regardless of stock and each is flagged
+Stock: by default the proposals are planned regardless of stock and each is flagged
 when its day's available grams cannot cover it. With ``skip_without_stock`` the inventory is
 asked first (every product of the due infusions, over their windows) and its per-day grams
 become the problem's stock budget, so the optimiser, the greedy baseline and the validator keep
@@ -55,7 +55,7 @@ from services.scheduler.store.codec import plan_of
 from services.scheduler.store.models import AppointmentRow
 from services.scheduler.usecases import SchedulerUseCases
 
-MAX_HORIZON_DAYS = 92  # issue 4 §9
+MAX_HORIZON_DAYS = 92  # the longest horizon one PlanSchedule call plans: a quarter
 MAX_TIME_LIMIT_SECONDS = 120
 HABIT_DAYS = 365  # habits are learned from the fulfilled visits of the last year
 

@@ -1,7 +1,7 @@
 """The scheduler's view of the product catalogue, read from the inventory service over gRPC.
 
-Inventory owns product master data (DESIGN.md); the scheduler never stores products. Products
-change rarely and every dose calculation needs one, so answers are cached for a short time
+Inventory owns product master data (docs/architecture.md); the scheduler never stores products.
+Products change rarely and every dose calculation needs one, so answers are cached for a short time
 (``ttl_seconds``); an inventory outage turns into UNAVAILABLE for calls that need a product the
 cache does not hold, never into a wrong dose.
 """

@@ -1,4 +1,5 @@
-"""Bookings → the inventory's reservations (issue 6, DESIGN.md "Reliability shape").
+"""Bookings → the inventory's reservations, through the transactional outbox
+(services/common/outbox.py).
 
 BookAppointment, RescheduleAppointment, CancelAppointment and MarkNoShow write RESERVE_STOCK,
 AMEND_RESERVATION or RELEASE_RESERVATION to the scheduler's outbox in the booking's own

@@ -1,4 +1,4 @@
-"""What the inventory says about stock on the days FindSlots offers (issue 6): a slot on a day
+"""What the inventory says about stock on the days FindSlots offers: a slot on a day
 the site's in-date stock of the plan's product cannot cover is flagged (or skipped).
 
 Read from the inventory's GetStockForecast: a day's available grams are what its stock holds

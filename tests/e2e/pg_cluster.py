@@ -1,5 +1,5 @@
-"""A private, throwaway PostgreSQL cluster for fault tests that must restart the server (issue 6,
-"PostgreSQL restarted mid-run"). The shared server (TEST_DATABASE_URL) belongs to other test
+"""A private, throwaway PostgreSQL cluster for fault tests that must restart the server
+(PostgreSQL restarted mid-run). The shared server (TEST_DATABASE_URL) belongs to other test
 runs and to CI and must never be restarted, so these tests get their own: ``initdb`` into a
 temporary directory, ``pg_ctl`` on a free port on 127.0.0.1 with the unix socket in the same
 directory, trust authentication, and ``stop`` / ``start`` / ``restart`` for the test to call.
@@ -479,7 +479,8 @@ class Clinic:
                     lot_number=lot_number,
                     expiry_date=pb_date(expiry),
                     vials=vials,
-                    unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+                    # £34/g × 10 g (docs/clinical-rules.md#cost)
+                    unit_cost=Money(currency_code="GBP", units=340),
                 )
             )
             .lot

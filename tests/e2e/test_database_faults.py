@@ -1,5 +1,5 @@
-"""PostgreSQL going away needs no manual step (issue 6: "PostgreSQL restarted mid-run (or
-connections cut) — services recover without a manual step").
+"""PostgreSQL going away needs no manual step: PostgreSQL restarted
+mid-run (or connections cut), the services recover by themselves.
 
 - Connections cut (a failover, an idle timeout): the inventory runs as a process on the shared
   test server, every one of its connections is terminated by the server, and its next calls
@@ -113,7 +113,8 @@ def test_the_inventory_survives_its_connections_being_cut(
                         lot_number="L1",
                         expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
                         vials=5,
-                        unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                        # £34/g (docs/clinical-rules.md#cost)
+                        unit_cost=Money(currency_code="GBP", units=340),
                     )
                 ).lot
 

@@ -128,7 +128,7 @@ def test_inventory_process_serves_the_seeded_catalogue(system: System) -> None:
     with open_channel(system.addresses["inventory"], None, token) as channel:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         product = stub.GetProduct(inv.GetProductRequest(id="privigen"), timeout=5).product
-    # domain.md §3: Privigen 10 %, 2.5/5/10/20/40 g [R30]
+    # docs/clinical-rules.md#products: Privigen 10 %, 2.5/5/10/20/40 g [R30]
     assert product.concentration_percent == "10"
     assert [p.grams for p in product.presentations] == ["2.5", "5", "10", "20", "40"]
 

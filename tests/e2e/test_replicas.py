@@ -1,5 +1,5 @@
-"""Two replicas of each service on one PostgreSQL database (issue 6: "no job runs twice, no
-outbox row delivered twice with a different effect").
+"""Two replicas of each service on one PostgreSQL database: no job runs twice, no
+outbox row is delivered twice with a different effect.
 
 - inventory: both run the daily check at once and both relays carry the outbox to notify, yet
   every event is raised once and notified once (dedupe keys in the outbox, SKIP LOCKED in the
@@ -98,7 +98,8 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
                     lot_number=f"SOON-{n}",
                     expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
                     vials=2,
-                    unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                    # £34/g (docs/clinical-rules.md#cost)
+                    unit_cost=Money(currency_code="GBP", units=340),
                 )
             )
         with ThreadPoolExecutor(4) as pool:  # both replicas, twice each, at once

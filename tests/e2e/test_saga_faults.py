@@ -1,4 +1,4 @@
-"""The booking → reservation flow survives the inventory dying (issue 6): the three services
+"""The booking → reservation flow survives the inventory dying: the three services
 run as processes, over mTLS with each other and with the test; the inventory is killed with
 SIGKILL while bookings go on; the bookings succeed, and after the inventory restarts every
 booking's reservation arrives through the scheduler's outbox, none lost and none doubled
@@ -105,7 +105,8 @@ def test_bookings_continue_while_the_inventory_is_down(services: Processes) -> N
             lot_number="E2E",
             expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
             vials=100,
-            unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+            # £34/g × 10 g (docs/clinical-rules.md#cost)
+            unit_cost=Money(currency_code="GBP", units=340),
         )
     )
     day = dt.date.today() + dt.timedelta(days=7)

@@ -1,4 +1,4 @@
-"""The whole system, end to end (issue 6): scheduler, inventory and notify as separate
+"""The whole system, end to end: scheduler, inventory and notify as separate
 processes, each on its own PostgreSQL database, notify delivering through its real adapters to
 an SMTP server and a webhook receiver that checks every signature. One run of a day at an
 infusion centre proves that the flows between the services happen, once each, with nothing
@@ -242,7 +242,8 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
                 lot_number=lot_number,
                 expiry_date=date_pb(today + dt.timedelta(days=days)),
                 vials=vials,
-                unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+                # £34/g (docs/clinical-rules.md#cost)
+                unit_cost=Money(currency_code="GBP", units=340),
                 supplier="Wholesaler",
             )
         ).lot

@@ -1,4 +1,4 @@
-"""Bookings reach the inventory through the scheduler's outbox (issue 6): a booking reserves
+"""Bookings reach the inventory through the scheduler's outbox: a booking reserves
 its vials, a refused reservation marks the appointment at risk (and notifies), a reschedule
 amends, a cancellation releases, and redelivering the same rows changes nothing."""
 
@@ -36,7 +36,7 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
             lot_number="ONLY",
             expiry_date=Date(year=2028, month=1, day=31),
             vials=7,  # 70 g: one 70 kg patient's 1 g/kg dose
-            unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+            unit_cost=Money(currency_code="GBP", units=340),  # £34/g (docs/clinical-rules.md#cost)
             request_id=request_id(),
         )
     )

@@ -45,7 +45,8 @@ def test_70kg_1g_per_kg_gammagard_mmn(platform: Platform) -> None:
         ),
     )
     calc = calculate(platform, plan.id)
-    # 1 g/kg × 70 kg = 70 g = 2 × 30 g + 1 × 10 g (domain.md §4.3 example), 700 mL at 10 %.
+    # 1 g/kg × 70 kg = 70 g = 2 × 30 g + 1 × 10 g (docs/clinical-rules.md#dose-rounding example),
+    # 700 mL at 10 %.
     assert calc.dosing_weight.dosing_weight_kg == "70"
     assert calc.dosing_weight.policy_applied == pb.WEIGHT_POLICY_ACTUAL
     [day] = calc.days
@@ -53,7 +54,8 @@ def test_70kg_1g_per_kg_gammagard_mmn(platform: Platform) -> None:
     assert [(v.grams, v.count) for v in day.vials] == [("30", 2), ("10", 1)]
     assert day.volume_ml == "700"
     # Ramp 0.5,1,2,3,4,5 mL/kg/h × 30 min at 70 kg = 17.5+35+70+105+140+175 = 542.5 mL in
-    # 180 min; 157.5 mL left at 5.4 × 70 = 378 mL/h = 25 min → 205 min (§5.3: 3.4 h).
+    # 180 min; 157.5 mL left at 5.4 × 70 = 378 mL/h = 25 min → 205 min
+    # (docs/clinical-rules.md#infusion-time-examples: 3.4 h).
     assert day.infusion_minutes == 205
     assert [s.rate_ml_per_h for s in day.rate_steps] == [
         "35",
@@ -67,11 +69,12 @@ def test_70kg_1g_per_kg_gammagard_mmn(platform: Platform) -> None:
     # 30 pre + 205 + 60 observation (first infusion on record) = 295 → booked 300.
     assert (day.chair_minutes, day.booked_chair_minutes) == (295, 300)
     assert calc.plan_version == 1 and calc.product_brand == "Gammagard Liquid"
-    assert any("§12.5" in line for line in calc.rationale)
+    assert any("docs/clinical-rules.md#dose-rounding" in line for line in calc.rationale)
 
 
 def test_obese_patient_automatic_policy_two_day_induction(platform: Platform) -> None:
-    # domain.md §4.1: a 100 kg man, 175 cm (BMI 32.7) → IBW 70.4 kg, AdjBW 82.2 kg;
+    # docs/clinical-rules.md#weight-precision: a 100 kg man, 175 cm (BMI 32.7) → IBW 70.4 kg, AdjBW
+    # 82.2 kg;
     # 2 g/kg → 164.4 g, 82.2 g a day over 2 days.
     site = make_site(platform)
     patient = make_patient(platform, sex=pb.SEX_AT_BIRTH_MALE, birth=date(1980, 6, 1))

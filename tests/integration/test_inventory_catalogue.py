@@ -24,7 +24,7 @@ def test_seeded_catalogue_lists_real_products_with_sources(platform: Platform) -
             break
     assert len(codes) == len(set(codes)) >= 10
     gammagard = platform.inventory.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product
-    # domain.md §3: Gammagard Liquid 10 %, vials 1, 2.5, 5, 10, 20, 30 g [R11]
+    # docs/clinical-rules.md#products: Gammagard Liquid 10 %, vials 1, 2.5, 5, 10, 20, 30 g [R11]
     assert gammagard.concentration_percent == "10"
     assert [p.grams for p in gammagard.presentations] == ["1", "2.5", "5", "10", "20", "30"]
     assert [p.ml for p in gammagard.presentations] == ["10", "25", "50", "100", "200", "300"]

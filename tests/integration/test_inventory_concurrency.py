@@ -34,7 +34,8 @@ def _receive(p: Platform, site: str, lot: str, vials: int, product_id: str, rid:
             lot_number=lot,
             expiry_date=Date(year=2027, month=6, day=30),
             vials=vials,
-            unit_cost=Money(currency_code="GBP", units=340),  # £34/g × 10 g (domain.md §6)
+            # £34/g × 10 g (docs/clinical-rules.md#cost)
+            unit_cost=Money(currency_code="GBP", units=340),
             request_id=rid,
         )
     ).lot

@@ -73,7 +73,7 @@ def test_demo_stock_is_realistic_and_a_second_run_changes_nothing(tmp_path: Path
     assert len(later) > len(rows) / 2
     for r in rows:
         per_gram = r.unit_cost / r.presentation_grams
-        # £34/g national average (domain.md §6), give or take contract prices
+        # £34/g national average (docs/clinical-rules.md#cost), give or take contract prices
         assert Decimal("30") <= per_gram <= Decimal("38"), (r.lot_number, per_gram)
         assert r.currency == "GBP" and r.on_hand_vials > 0 and r.storage_unit_id
     ten_g = [r.unit_cost for r in rows if r.lot_number == "LE25B044"]

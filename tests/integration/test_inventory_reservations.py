@@ -49,7 +49,8 @@ def receive(
             lot_number=lot,
             expiry_date=expiry,
             vials=vials,
-            # £34 per gram (domain.md §6): a 10 g vial costs £340; pence scale with size
+            # £34 per gram (docs/clinical-rules.md#cost): a 10 g vial costs £340; pence scale with
+            # size
             unit_cost=Money(currency_code="GBP", units=pence // 100 * int(float(grams)) // 10),
             request_id=request_id(),
         )

@@ -91,7 +91,8 @@ def test_sites_and_storage_units(platform: Platform) -> None:
             lot_number="P1",
             expiry_date=Date(year=2028, month=1, day=31),
             vials=2,
-            unit_cost=Money(currency_code="USD", units=1000),  # ~$100/g (domain.md §6)
+            # ~$100/g (docs/clinical-rules.md#cost)
+            unit_cost=Money(currency_code="USD", units=1000),
             request_id=request_id(),
         )
     ).lot

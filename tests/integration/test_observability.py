@@ -178,7 +178,7 @@ def test_a_recall_reaches_notify_in_its_trace_through_the_inventory_outbox(
             lot_number="RC-1",
             expiry_date=Date(year=2028, month=1, day=31),
             vials=3,
-            unit_cost=Money(currency_code="GBP", units=340),  # £34/g (domain.md §6)
+            unit_cost=Money(currency_code="GBP", units=340),  # £34/g (docs/clinical-rules.md#cost)
             request_id=request_id(),
         )
     )

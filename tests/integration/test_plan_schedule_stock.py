@@ -1,4 +1,4 @@
-"""PlanSchedule with skip_without_stock through gRPC, the inventory in process (issue 6): the
+"""PlanSchedule with skip_without_stock through gRPC, the inventory in process: the
 proposals move to days whose in-date, unreserved stock covers them, infusions of one day share
 its grams, one with no stocked day left is unplaced naming the product, and with the inventory
 down the plan is made without stock and says so (stock_checked false), as FindSlots does."""

@@ -392,7 +392,7 @@ def test_reminder_offsets_follow_the_sites_wall_clock_across_dst(env: Env) -> No
     assert keys(env) == [f"APPOINTMENT_REMINDER:{appt.id}:72h:20270329T0800Z"]
 
 
-# --- reminders scheduled at booking (issue 6) ----------------------------------------------------
+# --- reminders scheduled at booking ------------------------------------------------------------
 
 
 def reminders_of(e: Env, appointment_id: str) -> list[tuple[str, dt.datetime, str]]:

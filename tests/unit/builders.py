@@ -1,4 +1,5 @@
-"""Domain objects for unit tests: a typical MMN plan (1 g/kg every 4 weeks, domain.md §1.1)."""
+"""Domain objects for unit tests: a typical MMN plan (1 g/kg every 4 weeks,
+docs/clinical-rules.md#regimen)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The product catalogue (domain.md §3): the shipped products.yaml and the parser's validation."""
+"""The product catalogue (docs/clinical-rules.md#products): the shipped products.yaml and the
+parser's validation."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def test_storage_conversion_and_sources(products: dict[str, Product]) -> None:
     assert products["panzyga"].storage.room_temperature_months == 12
     assert products["octagam-10"].storage.room_temperature_months == 9
     assert products["privigen"].storage.kind is StorageKind.ROOM_TEMPERATURE
-    assert products["gammagard-liquid"].storage.kind is None  # NF in domain.md
+    assert products["gammagard-liquid"].storage.kind is None  # NF: docs/clinical-rules.md#products
     factors = {
         code: [cf.factor for cf in product.conversion_factors]
         for code, product in products.items()

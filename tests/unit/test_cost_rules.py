@@ -1,4 +1,4 @@
-"""Cost report rules (issue 3 §9): pricing grams from a lot's own cost per vial, rounding,
+"""Cost report rules: pricing grams from a lot's own cost per vial, rounding,
 reversals, grouping, the site-local period and the valuation, with the arithmetic by hand."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _movement(kind: CostKind, grams: str, **kw: object) -> CostMovement:
         product_id="gammagard",
         grams=D(grams),
         vial_grams=D(10),
-        vial_cost=D("340.00"),  # £34/g × 10 g (domain.md §6)
+        vial_cost=D("340.00"),  # £34/g × 10 g (docs/clinical-rules.md#cost)
         currency="GBP",
         reservation_id="",
     )

@@ -1,4 +1,5 @@
-"""Dosing rules of domain.md §12 against hand-worked examples; the arithmetic is in comments."""
+"""Dosing rules of docs/clinical-rules.md#dose-calculation against hand-worked examples; the
+arithmetic is in comments."""
 
 from __future__ import annotations
 
@@ -34,17 +35,20 @@ from services.scheduler.domain.weight import dosing_weight
 from tests.unit.builders import plan
 
 DAY = dt.date(2026, 12, 1)
-GAMMAGARD_MMN = tuple(  # domain.md §5.2: 0.5 → 1 → 2 → 3 → 4 → 5 → 5.4 mL/kg/h, 30 min each
+# docs/clinical-rules.md#infusion-time: 0.5 → 1 → 2 → 3 → 4 → 5 → 5.4 mL/kg/h, 30 min each
+GAMMAGARD_MMN = tuple(
     RateStepSpec(D(r), RateUnit.ML_PER_KG_H, 30) for r in ("0.5", "1", "2", "3", "4", "5", "5.4")
 )
 GAMMAGARD = ProductSpec(
     id="gammagard",
     brand="Gammagard Liquid",
     concentration_percent=D(10),
-    presentations=tuple((D(g), D(g) * 10) for g in ("1", "2.5", "5", "10", "20", "30")),  # §3
+    # docs/clinical-rules.md#products
+    presentations=tuple((D(g), D(g) * 10) for g in ("1", "2.5", "5", "10", "20", "30")),
     rate_schedules=(RateSchedule("MMN", GAMMAGARD_MMN),),
 )
-OCTAGAM_10 = tuple(  # §3: 1 → 2 → 4 → 8 → 12 mg/kg/min, 30 min per step
+# docs/clinical-rules.md#products: 1 → 2 → 4 → 8 → 12 mg/kg/min, 30 min per step
+OCTAGAM_10 = tuple(
     RateStepSpec(D(r), RateUnit.MG_PER_KG_MIN, 30) for r in ("1", "2", "4", "8", "12")
 )
 
@@ -53,9 +57,11 @@ def vials(sizes: tuple[str, ...]) -> VialSet:
     return VialSet(tuple(D(s) for s in sizes))
 
 
-GAMMAGARD_VIALS = vials(("1", "2.5", "5", "10", "20", "30"))  # §3 [R11]
-PRIVIGEN_VIALS = vials(("2.5", "5", "10", "20", "40"))  # §3 [R30]
-CUTAQUIG_VIALS = vials(("1", "1.65", "2", "3.3", "4", "8"))  # §3 [R22c]
+# docs/clinical-rules.md#products [R11]
+GAMMAGARD_VIALS = vials(("1", "2.5", "5", "10", "20", "30"))
+PRIVIGEN_VIALS = vials(("2.5", "5", "10", "20", "40"))  # docs/clinical-rules.md#products [R30]
+# docs/clinical-rules.md#products [R22c]
+CUTAQUIG_VIALS = vials(("1", "1.65", "2", "3.3", "4", "8"))
 
 
 def patient(sex: SexAtBirth = SexAtBirth.FEMALE, born: dt.date = dt.date(1970, 1, 1)) -> Patient:
@@ -70,7 +76,7 @@ def measurement(kg: str, cm: str, pregnant: bool = False) -> BodyMeasurement:
 
 
 def test_obese_man_under_the_automatic_policy_gets_adjusted_weight() -> None:
-    # domain.md §4.1: 100 kg man, 175 cm. 175 × 0.393701 = 68.898 in;
+    # docs/clinical-rules.md#weight-precision: 100 kg man, 175 cm. 175 × 0.393701 = 68.898 in;
     # IBW = 50 + 2.3 × 8.898 = 70.46 → 70.4 kg (truncated, as the cited calculator shows);
     # AdjBW = 70.4 + 0.4 × (100 − 70.4) = 82.24 → 82.2 kg; BMI 100 / 1.75² = 32.65 > 30.
     w = dosing_weight(
@@ -114,7 +120,7 @@ def combo(choice: object) -> list[tuple[str, int]]:
 
 
 def test_70g_is_two_30s_and_a_10_without_waste() -> None:
-    # domain.md §4.3: 70 g = 30 + 30 + 10 g Gammagard, no waste
+    # docs/clinical-rules.md#dose-rounding: 70 g = 30 + 30 + 10 g Gammagard, no waste
     c = GAMMAGARD_VIALS.choose(D(70), RoundingRule.NEAREST, D(10))
     assert c.dose_grams == D(70) and combo(c) == [("30", 2), ("10", 1)] and c.waste_grams == 0
 
@@ -157,7 +163,8 @@ def test_down_up_nearest_5g_and_none_for_82_2g() -> None:
 
 def test_cutaquig_odd_sizes() -> None:
     # 23.975 g (the SCIg conversion below): 23.95 = 2×8 + 3.3 + 2 + 1.65 + 1 (6 vials) is
-    # 0.025 g below; 24 = 3×8 (3 vials) is 0.025 g above: a tie → the lower amount (§12.5)
+    # 0.025 g below; 24 = 3×8 (3 vials) is 0.025 g above: a tie → the lower amount
+    # (docs/clinical-rules.md#dose-rounding)
     c = CUTAQUIG_VIALS.choose(D("23.975"), RoundingRule.NEAREST, D(10))
     assert c.dose_grams == D("23.95")
     assert combo(c) == [("8", 2), ("3.3", 1), ("2", 1), ("1.65", 1), ("1", 1)]
@@ -169,7 +176,8 @@ def test_cutaquig_odd_sizes() -> None:
 
 
 def test_ivig_to_weekly_scig_conversion_hizentra_pi() -> None:
-    # §2.2: weekly g = 1.37 × 70 g ÷ (28 days / 7 = 4 weeks) = 95.9 / 4 = 23.975 g
+    # docs/clinical-rules.md#sc-conversion: weekly g = 1.37 × 70 g ÷ (28 days / 7 = 4 weeks) = 95.9
+    # / 4 = 23.975 g
     result = ivig_to_scig_weekly(D(70), 28, D("1.37"))
     assert result.weekly_grams == D("23.975")
     assert "1.37 × 70 g ÷ 4 weeks" in result.rationale
@@ -181,7 +189,8 @@ def test_ivig_to_weekly_scig_conversion_hizentra_pi() -> None:
 def test_gammagard_ramp_to_label_maximum_70kg_70g() -> None:
     # 70 g at 10 % = 700 mL. At 70 kg the steps are 35, 70, 140, 210, 280, 350, 378 mL/h.
     # 30 min each gives 17.5 + 35 + 70 + 105 + 140 + 175 = 542.5 mL in 180 min;
-    # 700 − 542.5 = 157.5 mL at 378 mL/h = 0.41667 h = 25 min → 205 min (§5.3: 3.4 h).
+    # 700 − 542.5 = 157.5 mL at 378 mL/h = 0.41667 h = 25 min → 205 min
+    # (docs/clinical-rules.md#infusion-time-examples: 3.4 h).
     t = infusion_time(D(70), D(10), GAMMAGARD_MMN, D(70))
     assert t.minutes == 205
     assert [s.rate_ml_per_h for s in t.steps][-1] == D(378)
@@ -199,9 +208,10 @@ def test_patient_maximum_caps_the_ramp() -> None:
 
 
 def test_octagam_mg_per_kg_min_converts_at_10_percent() -> None:
-    # §3: at 10 %, 1 mg/kg/min = 0.6 mL/kg/h. 70 kg: 42, 84, 168, 336, 504 mL/h.
+    # docs/clinical-rules.md#products: at 10 %, 1 mg/kg/min = 0.6 mL/kg/h. 70 kg: 42, 84, 168, 336,
+    # 504 mL/h.
     # 1 g/kg = 700 mL: 21 + 42 + 84 + 168 = 315 mL in 120 min; 385 mL at 504 mL/h = 45.8 min
-    # → 166 min = 2.8 h (§5.3 table: 2.8 h).
+    # → 166 min = 2.8 h (docs/clinical-rules.md#infusion-time-examples table: 2.8 h).
     t = infusion_time(D(70), D(10), OCTAGAM_10, D(70))
     assert [s.rate_ml_per_h for s in t.steps] == [D(42), D(84), D(168), D(336), D(504)]
     assert t.minutes == 166
@@ -225,7 +235,8 @@ def test_chair_minutes_and_observation_rule() -> None:
 
 
 def test_70kg_2g_per_kg_induction_over_5_days() -> None:
-    # 2 g/kg × 70 kg = 140 g over 5 days = 28 g a day, each day rounded on its own (§12.6):
+    # 2 g/kg × 70 kg = 140 g over 5 days = 28 g a day, each day rounded on its own
+    # (docs/clinical-rules.md#induction-split):
     # 28 g = 20 + 5 + 3 × 1 (5 vials; no 4-vial set of 1/2.5/5/10/20/30 g makes 28 g).
     p = plan(induction=Induction(D(2), 5))
     result = calculate_dose(
@@ -236,12 +247,14 @@ def test_70kg_2g_per_kg_induction_over_5_days() -> None:
     assert result.total_grams == D(140)
     assert [d.date for d in result.days] == [DAY + dt.timedelta(days=i) for i in range(5)]
     # 28 g = 280 mL: 17.5 + 35 + 70 + 105 = 227.5 mL in 120 min; 52.5 mL at 4 × 70 = 280 mL/h
-    # = 11.25 min → 131.25, rounded up to 132 min (§5.3: 0.4 g/kg, 28 g ≈ 2.2 h)
+    # = 11.25 min → 131.25, rounded up to 132 min (docs/clinical-rules.md#infusion-time-examples:
+    # 0.4 g/kg, 28 g ≈ 2.2 h)
     assert result.days[0].infusion is not None and result.days[0].infusion.minutes == 132
 
 
 def test_fixed_dose_outside_the_band_needs_an_override() -> None:
-    # 200 g fixed for a 70 kg patient = 2.86 g/kg > 2.5 g/kg (§12.9)
+    # 200 g fixed for a 70 kg patient = 2.86 g/kg > 2.5 g/kg
+    # (docs/clinical-rules.md#validation-bands)
     fixed = plan(dose_basis=DoseBasis.FIXED_GRAMS, maintenance_dose=D(200))
     with pytest.raises(FailedPrecondition) as refused:
         calculate_dose(

@@ -1,4 +1,4 @@
-"""Due dates and windows (domain.md §12.10, §12.9), worked by hand."""
+"""Due dates and windows (docs/clinical-rules.md#next-due-date, #due-window), worked by hand."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_partly_given_induction_lists_the_remaining_days() -> None:
 def test_first_maintenance_after_induction_is_one_interval_after_the_first_course_day() -> None:
     history = [Administration(D(2026, 12, d), CourseKind.INDUCTION) for d in range(1, 6)]
     [item] = due_infusions(spec(induction_days=5), history, today=D(2026, 12, 6))
-    # §12.10: course day 1 = 1 Dec, + 28 days = 29 Dec (not 5 Dec + 28 = 2 Jan)
+    # docs/clinical-rules.md#next-due-date: course day 1 = 1 Dec, + 28 days = 29 Dec (not 5 Dec + 28
+    # = 2 Jan)
     assert item.due_date == D(2026, 12, 29)
 
 

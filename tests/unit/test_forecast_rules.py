@@ -1,4 +1,4 @@
-"""Stock forecast simulation, reorder arithmetic and purchase-order rules (issue 3 §10), with
+"""Stock forecast simulation, reorder arithmetic and purchase-order rules, with
 the hand-worked examples of docs/forecast-and-reorder.md: the arithmetic is in the comments."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_closing_before_opening_is_refused() -> None:
 
 
 def test_typical_mmn_plan_is_valid() -> None:
-    # EFNS/PNS 2010: 1 g/kg every 2–4 weeks (domain.md §1.1)
+    # EFNS/PNS 2010: 1 g/kg every 2–4 weeks (docs/clinical-rules.md#regimen)
     assert not validate_plan(plan())
 
 
@@ -65,7 +65,7 @@ def test_override_with_reason_allows_a_dose_outside_the_band() -> None:
 
 
 def test_induction_over_one_day_above_2_g_per_kg_is_refused() -> None:
-    # 2.5 g/kg in 1 day > 2.0 g/kg on one day (§12.9)
+    # 2.5 g/kg in 1 day > 2.0 g/kg on one day (docs/clinical-rules.md#validation-bands)
     result = validate_plan(plan(induction=Induction(Decimal("2.5"), 1)))
     assert fields(result) == ["therapy_plan.induction.days"]
     # 2 g/kg over 5 days = 0.4 g/kg a day: fine

@@ -1,4 +1,4 @@
-"""Lot states, ledger balances, receipt validation and GS1 scans (issue 3 §2–§4)."""
+"""Lot states, ledger balances, receipt validation and GS1 scans."""
 
 from __future__ import annotations
 

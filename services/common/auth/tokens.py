@@ -2,7 +2,7 @@
 
 A service calls its peers as itself, never with the token of the user whose request led to
 the call: in deployments its token comes from the identity provider by the OAuth 2.0 client
-credentials grant (RFC 6749 §4.4), cached until shortly before it expires.
+credentials grant (RFC 6749 section 4.4), cached until shortly before it expires.
 """
 
 from __future__ import annotations

@@ -1,21 +1,23 @@
-"""Choosing the vials for one appointment's reservation (issue 3 §5).
+"""Choosing the vials for one appointment's reservation (docs/clinical-rules.md#reservations).
 
 The rules, in the order they decide:
 
 0. Only vials that can be promised: lots AVAILABLE, in date on the needed-on day (expiry date
    on or after it), not reserved for another appointment.
-1. One product per infusion: the product asked for first, then each allowed alternative in the
-   order given. A brand switch is a clinical event (domain.md §12.8 gives a first infusion of a
-   product 60 minutes of observation), so a substitute is used only when the product asked for
-   cannot cover the dose at all.
-2. Amount: the smallest total that covers the dose, so the fewest grams are opened but not
-   given (vials are single-use, partly used vials are discarded, and payers refuse waste caused
-   by a poor vial choice: domain.md §6 [R31b][R32b][R40]). Only when the stock cannot cover
-   the dose, the largest total at or above dose × (1 − rounding band) (the plan's band: §12.5).
-3. First expiry first out: among mixes of that total, the one that takes the most grams from
-   the earliest-expiring stock, then the next expiry, and so on (use the oldest stock first:
-   domain.md §8.1 [R76]). Ranked after the amount because an extra opened vial is certain
-   waste today, while later-expiring stock can still go to the next booking before it expires.
+1. One product per infusion: the product asked for first, then each allowed alternative in the order
+   given. A brand switch is a clinical event (docs/clinical-rules.md#chair-time gives a first
+   infusion of a product 60 minutes of observation), so a substitute is used only when the product
+   asked for cannot cover the dose at all.
+2. Amount: the smallest total that covers the dose, so the fewest grams are opened but not given
+   (vials are single-use, partly used vials are discarded, and payers refuse waste caused by a poor
+   vial choice: docs/clinical-rules.md#single-use-vials). Only when the stock cannot cover the dose,
+   the largest total at or above dose × (1 − rounding band) (the plan's band:
+   docs/clinical-rules.md#dose-rounding).
+3. First expiry first out: among mixes of that total, the one that takes the most grams from the
+   earliest-expiring stock, then the next expiry, and so on (use the oldest stock first:
+   docs/clinical-rules.md#first-expiry-first-out). Ranked after the amount because an extra opened
+   vial is certain waste today, while later-expiring stock can still go to the next booking before
+   it expires.
 4. Fewest vials: fewer spikes and less handling for the nurse.
 5. Fewest lots: fewer lot numbers to record in the administration trace; within a size, the
    fullest lot is taken first.

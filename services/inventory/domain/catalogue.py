@@ -1,5 +1,6 @@
-"""The immunoglobulin product catalogue (domain.md §3): product master data as frozen dataclasses,
-the parser for the shipped YAML document and the validation rules the inventory gRPC API reuses.
+"""The immunoglobulin product catalogue (docs/clinical-rules.md#products): product master data as
+frozen dataclasses, the parser for the shipped YAML document and the validation rules the inventory
+gRPC API reuses.
 
 Pure: no I/O. ``services.inventory.data.load_products`` reads the file and calls
 ``parse_catalogue``.
@@ -37,9 +38,10 @@ Problem = tuple[str, str]
 MAX_CONCENTRATION_PERCENT = Decimal(30)
 ML_TOLERANCE = Decimal("0.01")
 """mL may differ from grams × 100 / concentration by at most 1 % (label rounding, e.g.
-Cutaquig's 1 g / 6 mL at 16.5 %, domain.md §2.2)."""
+Cutaquig's 1 g / 6 mL at 16.5 %, docs/clinical-rules.md#products)."""
 DEFAULT_STEP_MINUTES = 30
-"""domain.md §12.7: a rate step without a labelled hold time is held 30 minutes."""
+"""docs/clinical-rules.md#infusion-time: a rate step without a labelled hold time is held 30
+minutes."""
 
 _CODE_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _GTIN_RE = re.compile(r"[0-9]{14}")
@@ -62,7 +64,8 @@ class Route(StrEnum):
 class StorageKind(StrEnum):
     REFRIGERATED = "REFRIGERATED"
     ROOM_TEMPERATURE = "ROOM_TEMPERATURE"
-    # 2–8 °C, but may be kept at room temperature once, for a limited time (domain.md §11.8)
+    # 2–8 °C, but may be kept at room temperature once, for a limited time
+    # (docs/clinical-rules.md#storage-and-expiry)
     REFRIGERATED_WITH_RT_ALLOWANCE = "REFRIGERATED_WITH_RT_ALLOWANCE"
 
 
@@ -86,7 +89,7 @@ class Presentation:
 
 @dataclass(frozen=True)
 class StorageRule:
-    """kind None: the storage rule is not known (domain.md gives none); take it from the label.
+    """kind None: the storage rule is not known (the sources give none: NF); take it from the label.
     room_temperature_months: for REFRIGERATED_WITH_RT_ALLOWANCE the allowance at ≤25 °C within
     shelf life; for ROOM_TEMPERATURE the shelf life at room temperature; otherwise None."""
 
@@ -98,7 +101,8 @@ class StorageRule:
 @dataclass(frozen=True)
 class RateStep:
     rate: Decimal
-    minutes: int | None = None  # None: the label gives no hold time (§12.7 default 30)
+    # None: the label gives no hold time (docs/clinical-rules.md#infusion-time default 30)
+    minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,8 @@ class Price:
 
 @dataclass(frozen=True)
 class ConversionFactor:
-    """IVIg→SCIg weekly dose factor (domain.md §2.2): weekly SC g = factor × IVIg g ÷ weeks."""
+    """IVIg→SCIg weekly dose factor (docs/clinical-rules.md#sc-conversion): weekly SC g = factor ×
+    IVIg g ÷ weeks."""
 
     indication: str
     factor: Decimal
@@ -129,7 +134,7 @@ class ConversionFactor:
 
 @dataclass(frozen=True)
 class Source:
-    tag: str  # reference tag in domain.md §10, e.g. "R10"
+    tag: str  # reference tag in docs/clinical-rules.md#sources, e.g. "R10"
     url: str
 
 
@@ -150,7 +155,8 @@ class Product:
     note: str = ""
 
     def ml_for_grams(self, grams: Decimal) -> Decimal:
-        """Volume of ``grams`` of this product: grams × 100 / concentration (domain.md §5.2)."""
+        """Volume of ``grams`` of this product: grams × 100 / concentration
+        (docs/clinical-rules.md#infusion-volume)."""
         return grams * 100 / self.concentration_percent
 
 

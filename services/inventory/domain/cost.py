@@ -1,4 +1,4 @@
-"""Cost of what was dispensed and wasted, and the value of what is on the shelf (issue 3 §9).
+"""Cost of what was dispensed and wasted, and the value of what is on the shelf.
 
 Pure rules: no SQL, no gRPC, no clock. The store hands in ledger facts; these functions decide
 what counts, what it costs, and how it is grouped.

@@ -1,4 +1,4 @@
-"""Stock forecast and reorder arithmetic (issue 3 §10; docs/forecast-and-reorder.md).
+"""Stock forecast and reorder arithmetic (docs/forecast-and-reorder.md).
 
 Pure rules: the caller reads lots, reservations, forecasts and open purchase orders, and passes
 the site's "today"; nothing here touches SQL, gRPC or a clock. Grams are Decimals throughout.

@@ -1,5 +1,6 @@
-"""Reading the GS1 element string scanned from a vial or carton (domain.md §11.9: (01) GTIN,
-(17) expiry, (10) lot, (21) serial), with biip doing the parsing and check-digit work."""
+"""Reading the GS1 element string scanned from a vial or carton
+(docs/clinical-rules.md#gs1-barcodes: (01) GTIN, (17) expiry, (10) lot, (21) serial), with biip
+doing the parsing and check-digit work."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Purchase orders (issue 3 §10): lines, states and what a delivery may book.
+"""Purchase orders: lines, states and what a delivery may book.
 
 OPEN → PARTIALLY_RECEIVED → RECEIVED as deliveries arrive; OPEN or PARTIALLY_RECEIVED →
 CANCELLED. RECEIVED and CANCELLED are final. A delivery may not exceed what a line still

@@ -1,4 +1,4 @@
-"""Reservation states and the arithmetic of a dispense (issue 3 §5–§6)."""
+"""Reservation states and the arithmetic of a dispense."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from enum import StrEnum
 from services.common.errors import Violations
 
 MG_PER_GRAM = 1000
-# The plan's rounding band defaults to ±10 % (domain.md §12.5); a reservation may carry any
+# The plan's rounding band defaults to ±10 % (docs/clinical-rules.md#dose-rounding); a reservation
+# may carry any
 # band a plan may, and no plan band above 50 % is sensible.
 MAX_BAND_PERCENT = Decimal(50)
 
@@ -79,10 +80,10 @@ class OpenedVials:
 def split_waste(
     lines: list[OpenedVials], administered: Decimal, wasted: Decimal, v: Violations
 ) -> list[tuple[Decimal, Decimal]]:
-    """(grams given, grams wasted) per line. Opened grams must equal given plus wasted: a vial
-    is single-use, so whatever is opened and not given is waste (domain.md §6 [R31b]). The
-    waste is put on the lines from the last backwards, each up to what it opened: the last
-    vial spiked is the one left part-used."""
+    """(grams given, grams wasted) per line. Opened grams must equal given plus wasted: a vial is
+    single-use, so whatever is opened and not given is waste
+    (docs/clinical-rules.md#single-use-vials). The waste is put on the lines from the last
+    backwards, each up to what it opened: the last vial spiked is the one left part-used."""
     opened = sum((line.grams for line in lines), Decimal(0))
     if administered < 0:
         v.add("grams_administered", "must not be negative")

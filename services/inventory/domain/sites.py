@@ -1,4 +1,4 @@
-"""Stock sites and storage units (issue 3 §1). A stock site carries the scheduler's site id and
+"""Stock sites and storage units. A stock site carries the scheduler's site id and
 the site's IANA time zone: "today", "in date" and the expiry job's hour are the site's local
 ones, never the server's."""
 
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from services.common.errors import Violations
 
 DEFAULT_EXPIRY_CHECK_TIME = dt.time(6, 0)
-# Issue 3 §7: LOT_EXPIRING "at configurable thresholds (e.g. 90/60/30 days)".
+# LOT_EXPIRING warnings, days before expiry, per site (docs/clinical-rules.md#notification-timing).
 DEFAULT_EXPIRY_WARNING_DAYS = (90, 60, 30)
 
 

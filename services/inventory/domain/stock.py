@@ -1,4 +1,4 @@
-"""Lots and the stock ledger (issue 3 §3–§4).
+"""Lots and the stock ledger.
 
 Every change to stock is an immutable movement; on-hand and reserved vials of a lot are sums
 over its movements, never stored counters, so they cannot drift from the ledger. Mistakes are
@@ -97,7 +97,7 @@ class Receipt:
 
 
 def validate_receipt(r: Receipt, today: dt.date, known_expiry: dt.date | None) -> Violations:
-    """Issue 3 §2: a known lot number with another expiry, an expiry in the past, zero or
+    """Receipts: a known lot number with another expiry, an expiry in the past, zero or
     negative quantities are refused, each as its own field violation."""
     v = Violations()
     if not r.site_id:

@@ -1,13 +1,13 @@
 """Where a webhook may be sent: public addresses only, unless the operator allows more.
 
 A subscriber's ``webhook_url`` is user data, and notify POSTs to it from inside the network: an
-unchecked URL would let any caller reach loopback, the cluster's private services or the
-cloud's metadata endpoint through notify. A target is refused when its address is loopback,
-private (RFC 1918, IPv6 unique-local), link-local, shared/CGNAT (100.64.0.0/10), multicast,
+unchecked URL would let any caller reach loopback, the cluster's private services or the cloud's
+metadata endpoint through notify. A target is refused when its address is loopback, private (RFC
+1918, IPv6 unique-local), link-local, shared address space (CGNAT, 100.64.0.0/10), multicast,
 unspecified, a cloud metadata endpoint, or otherwise not globally reachable (the IANA
-special-purpose registries) — IPv4 and IPv6 alike. An IPv6 address carrying an IPv4 one
-(mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) is judged by the IPv4
-address as well.
+special-purpose registries) — IPv4 and IPv6 alike. An IPv6 address carrying an IPv4 one (mapped
+``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) is judged by the IPv4 address as
+well.
 
 The operator's allow-list (``NOTIFY_WEBHOOK_ALLOW_LIST``) names networks (CIDR, or one
 address) and ``host:port`` endpoints that are allowed anyway. A metadata address is allowed only

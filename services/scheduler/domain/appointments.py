@@ -1,4 +1,4 @@
-"""Appointment statuses and the moves between them (issue 4 §3), and a site's capacity settings.
+"""Appointment statuses and the moves between them, and a site's capacity settings.
 
 Statuses follow FHIR R5 Appointment.status: a hold is ``pending`` and lapses at its expiry; the
 infusion chair's day adds IN_PROGRESS (FHIR keeps that on the Encounter). Any other move is
@@ -64,12 +64,13 @@ class NurseShift:
     nurses: int
 
 
-# Defaults where a site says nothing. The ratio and start limit are typical day-unit figures
-# (issue 4 §1 names the rules, domain.md gives no number); slot minutes are §12.8's 15.
+# Defaults where a site says nothing. The ratio (patients per nurse) and the start limit (infusions
+# starting together) are typical day-unit figures: no source gives a number. Slot minutes are the
+# booking granularity of docs/clinical-rules.md#chair-time.
 DEFAULT_NURSE_RATIO = 4
 DEFAULT_START_LIMIT = 2
 DEFAULT_TURNOVER_MINUTES = 15
-DEFAULT_SLOT_MINUTES = 15  # domain.md §12.8
+DEFAULT_SLOT_MINUTES = 15  # docs/clinical-rules.md#chair-time
 DEFAULT_HOLD_MINUTES = 15
 
 

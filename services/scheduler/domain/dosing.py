@@ -1,10 +1,13 @@
 """CalculateDose: a plan, a patient's measurement and a product → grams, vials, volume, rate
 steps and chair minutes per course day, with the rules named and a rationale to check.
 
-Order (each step a named rule of domain.md §12): dosing weight (§12.1–§12.4) → raw grams
+Order (each step a named rule of docs/clinical-rules.md#dose-calculation): dosing weight
+(#ideal-body-weight, #adjusted-body-weight, #dosing-weight-policy, #rate-per-kg) → raw grams
 (g/kg × dosing weight, or fixed grams; an induction course total split equally over its days,
-§12.6) → validation bands (§12.9) → rounding into whole vials (§12.5) → plan's maximum grams per
-day → volume and rate ramp (§12.7) → chair minutes (§12.8).
+#induction-split) → validation bands (#validation-bands) → rounding into whole vials
+(#dose-rounding) → plan's maximum grams per day (#daily-maximum) → volume and rate ramp
+(#infusion-volume, #infusion-time) → chair minutes (#chair-time); every # is an anchor of
+docs/clinical-rules.md.
 """
 
 from __future__ import annotations
@@ -117,7 +120,10 @@ def calculate_dose(
         measurement.height_cm,
         measurement.pregnant,
     )
-    rules.append(f"dosing weight: {weight.policy_requested.value.lower()} (§12.1–§12.3)")
+    rules.append(
+        f"dosing weight: {weight.policy_requested.value.lower()} "
+        "(docs/clinical-rules.md#ideal-body-weight, #adjusted-body-weight, #dosing-weight-policy)"
+    )
     why.append(
         f"Dosing weight {weight.dosing_kg} kg from the measurement of "
         f"{measurement.measured_on.isoformat()} ({measurement.weight_kg} kg, "
@@ -131,10 +137,13 @@ def calculate_dose(
         total_g_per_kg = plan.induction.total_g_per_kg
         course_raw = total_g_per_kg * kg
         day_raw = course_raw / days
-        rules.append("induction split equally over course days, each rounded (§12.6)")
+        rules.append(
+            "induction split equally over course days, each rounded "
+            "(docs/clinical-rules.md#induction-split)"
+        )
         why.append(
             f"Induction {total_g_per_kg} g/kg × {kg} kg = {_g(course_raw)} g over {days} "
-            f"day(s) = {_g(day_raw)} g a day (§12.6)."
+            f"day(s) = {_g(day_raw)} g a day (docs/clinical-rules.md#induction-split)."
         )
         course_g_per_kg, day_g_per_kg = total_g_per_kg, total_g_per_kg / days
     else:
@@ -157,7 +166,9 @@ def calculate_dose(
         plan.last_product_id,
         plan.observation_minutes,
     )
-    rules.append(f"rounding: {plan.rounding_rule.value.lower()} (§12.5)")
+    rules.append(
+        f"rounding: {plan.rounding_rule.value.lower()} (docs/clinical-rules.md#dose-rounding)"
+    )
     results: list[DoseDay] = []
     for index in range(days):
         choice = vial_set.choose(
@@ -205,13 +216,20 @@ def calculate_dose(
         why.append(f"{schedule_text}: infusion and chair time not computed.")
     else:
         assert first.infusion is not None and first.chair is not None
-        rules.append("infusion time: label steps, capped at patient maximum (§12.7)")
-        rules.append("chair minutes: pre + infusion + observation, slot 15 min (§12.8)")
+        rules.append(
+            "infusion time: label steps, capped at patient maximum "
+            "(docs/clinical-rules.md#infusion-time)"
+        )
+        rules.append(
+            "chair minutes: pre + infusion + observation, slot 15 min "
+            "(docs/clinical-rules.md#chair-time)"
+        )
         capped = any(s.capped for s in first.infusion.steps)
         given = first.infusion.volume_ml
         volume = _g(Decimal(given.numerator) / given.denominator)
         why.append(
-            f"Volume {volume} mL at {_g(product.concentration_percent)} % (§12.7); "
+            f"Volume {volume} mL at {_g(product.concentration_percent)} % "
+            "(docs/clinical-rules.md#infusion-volume); "
             f"{schedule_text}, {len(first.infusion.steps)} step(s)"
             + (
                 f", capped at the patient maximum {plan.max_rate_ml_per_kg_h} mL/kg/h"
@@ -245,7 +263,8 @@ def _check_bands(
     rules: list[str],
     why: list[str],
 ) -> None:
-    """§12.9: 0.1–2.5 g/kg per course or maintenance infusion, at most 2.0 g/kg on one day."""
+    """docs/clinical-rules.md#validation-bands: 0.1–2.5 g/kg per course or maintenance infusion,
+    at most 2.0 g/kg on one day."""
     low, high = DOSE_G_PER_KG_BAND
     inside = low <= course_g_per_kg <= high and day_g_per_kg <= MAX_G_PER_KG_ONE_DAY
     if inside:
@@ -255,8 +274,12 @@ def _check_bands(
         f"outside the {low}–{high} g/kg band or the {MAX_G_PER_KG_ONE_DAY} g/kg daily limit"
     )
     if not plan.override_outside_bands:
-        raise _rule("DOSE_BAND", f"plans/{plan.id}", f"{text} (§12.9)")
-    rules.append("dose outside §12.9 bands by clinician override")
+        raise _rule(
+            "DOSE_BAND", f"plans/{plan.id}", f"{text} (docs/clinical-rules.md#validation-bands)"
+        )
+    rules.append(
+        "dose outside the bands by clinician override (docs/clinical-rules.md#validation-bands)"
+    )
     why.append(f"Override: {text}; reason given: {plan.override_reason}.")
 
 
@@ -269,13 +292,17 @@ class ScigConversion:
 def ivig_to_scig_weekly(
     ivig_grams: Decimal, ivig_interval_days: int, factor: Decimal
 ) -> ScigConversion:
-    """§2.2: weekly SCIg g = factor × previous IVIg g ÷ weeks between IVIg doses (e.g. 1.37 for
+    """docs/clinical-rules.md#sc-conversion: weekly SCIg g = factor × previous IVIg g ÷ weeks
+    between IVIg doses (e.g. 1.37 for
     Hizentra and Gammagard SC in PI, 1.30 for Cuvitru and Cutaquig; 1:1 in the MMN trials)."""
     if ivig_grams <= 0 or ivig_interval_days <= 0 or factor <= 0:
         raise ValueError("IVIg grams, interval and factor must be positive")
     weeks = Decimal(ivig_interval_days) / 7
     weekly = factor * ivig_grams / weeks
-    text = f"{_g(factor)} × {_g(ivig_grams)} g ÷ {_g(weeks)} weeks = {_g(weekly)} g a week (§2.2)"
+    text = (
+        f"{_g(factor)} × {_g(ivig_grams)} g ÷ {_g(weeks)} weeks = {_g(weekly)} g a week "
+        "(docs/clinical-rules.md#sc-conversion)"
+    )
     return ScigConversion(weekly, text)
 
 

@@ -1,13 +1,15 @@
-"""When a plan's next infusion is due, and its tolerance window (domain.md §12.10, §12.9).
+"""When a plan's next infusion is due, and its tolerance window
+(docs/clinical-rules.md#next-due-date, #due-window).
 
 Rule, in order:
 1. An induction course not yet completed comes first: its days fall on consecutive days from
    the plan's start (or from the course's first given day once it has begun).
 2. After an induction course, the first maintenance dose is due one interval after the
-   course's first day (§12.10), unless a maintenance dose has been given since.
+   course's first day (docs/clinical-rules.md#next-due-date), unless a maintenance dose has
+   been given since.
 3. Otherwise the next dose is due one interval after the last administration (a dose given
    before the plan was entered counts: the plan's ``last_infusion_date``). That re-anchors the
-   cadence on the day the infusion was actually given (issue 4 §5); a plan that keeps its
+   cadence on the day the infusion was actually given; a plan that keeps its
    original cadence counts the interval from the last infusion's due date instead, and the
    item says how far that infusion drifted from its due date and whether that was outside the
    window.
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-DEFAULT_WINDOW_DAYS = 4  # domain.md §12.9: ±4 days (§4.3 order form)
+DEFAULT_WINDOW_DAYS = 4  # ±4 days: docs/clinical-rules.md#due-window
 
 
 class CourseKind(StrEnum):

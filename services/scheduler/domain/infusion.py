@@ -1,4 +1,5 @@
-"""Infusion time and chair time (domain.md §12.7, §12.8, §5.2).
+"""Infusion time and chair time (docs/clinical-rules.md#infusion-volume, #infusion-time,
+#chair-time).
 
 volume mL = grams × 100 / concentration %. The label's rate steps are held for their minutes
 (30 when the label gives none), the last step runs until the volume is given, and a step above
@@ -15,12 +16,14 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
-DEFAULT_STEP_MINUTES = 30  # §12.7
-DEFAULT_PRE_INFUSION_MINUTES = 30  # §12.8 (premedication 30–60 min before, §5.1)
-LONG_OBSERVATION_MINUTES = 60  # §12.8: first infusion, product switch or gap over 8 weeks
-SHORT_OBSERVATION_MINUTES = 15  # §12.8: otherwise
-LONG_GAP = dt.timedelta(weeks=8)  # §12.8
-SLOT_MINUTES = 15  # §12.8: bookings round chair minutes up to the slot granularity
+DEFAULT_STEP_MINUTES = 30  # docs/clinical-rules.md#infusion-time
+DEFAULT_PRE_INFUSION_MINUTES = 30  # premedication: docs/clinical-rules.md#chair-time
+# docs/clinical-rules.md#chair-time: first infusion, product switch or gap over 8 weeks
+LONG_OBSERVATION_MINUTES = 60
+SHORT_OBSERVATION_MINUTES = 15  # docs/clinical-rules.md#chair-time: otherwise
+LONG_GAP = dt.timedelta(weeks=8)  # docs/clinical-rules.md#chair-time
+# docs/clinical-rules.md#chair-time: bookings round chair minutes up to the slot granularity
+SLOT_MINUTES = 15
 
 
 class RateUnit(StrEnum):
@@ -53,7 +56,7 @@ class InfusionTime:
 
 
 def volume_ml(grams: Decimal, concentration_percent: Decimal) -> Fraction:
-    """§5.2: 10 % → 10 mL/g, 5 % → 20 mL/g, 20 % → 5 mL/g."""
+    """docs/clinical-rules.md#infusion-volume: 10 % → 10 mL/g, 5 % → 20 mL/g, 20 % → 5 mL/g."""
     return Fraction(grams) * 100 / Fraction(concentration_percent)
 
 
@@ -64,7 +67,8 @@ def _per_kg_h(
     if step.unit is RateUnit.ML_PER_KG_H:
         return rate
     if step.unit is RateUnit.MG_PER_KG_MIN:
-        # mg/kg/min × 60 min/h ÷ (mg per mL = concentration % × 10); at 10 %: × 0.6 (§3)
+        # mg/kg/min × 60 min/h ÷ (mg per mL = concentration % × 10); at 10 %: × 0.6
+        # (docs/clinical-rules.md#infusion-volume)
         return rate * 60 / (Fraction(concentration_percent) * 10)
     return rate * sites / Fraction(dosing_kg)
 
@@ -129,18 +133,30 @@ def observation_minutes(
     last_product_id: str,
     override: int | None = None,
 ) -> tuple[int, str]:
-    """§12.8 (from the EU SmPC wording, §5.1): 60 min after a first infusion, a switch of
-    product or a gap over 8 weeks; otherwise 15."""
+    """docs/clinical-rules.md#chair-time (from the EU SmPC wording): 60 min after a first
+    infusion, a switch of product or a gap over 8 weeks; otherwise 15."""
     if override is not None:
         return override, f"plan sets {override} min observation"
     if last_infusion_date is None:
-        return LONG_OBSERVATION_MINUTES, "first infusion on record: 60 min observation (§12.8)"
+        return (
+            LONG_OBSERVATION_MINUTES,
+            "first infusion on record: 60 min observation (docs/clinical-rules.md#chair-time)",
+        )
     if last_product_id and last_product_id != product_id:
-        return LONG_OBSERVATION_MINUTES, "product switch: 60 min observation (§12.8)"
+        return (
+            LONG_OBSERVATION_MINUTES,
+            "product switch: 60 min observation (docs/clinical-rules.md#chair-time)",
+        )
     gap = dosing_date - last_infusion_date
     if gap > LONG_GAP:
-        return LONG_OBSERVATION_MINUTES, f"{gap.days}-day gap > 8 weeks: 60 min (§12.8)"
-    return SHORT_OBSERVATION_MINUTES, f"{gap.days}-day gap, same product: 15 min (§12.8)"
+        return (
+            LONG_OBSERVATION_MINUTES,
+            f"{gap.days}-day gap > 8 weeks: 60 min (docs/clinical-rules.md#chair-time)",
+        )
+    return (
+        SHORT_OBSERVATION_MINUTES,
+        f"{gap.days}-day gap, same product: 15 min (docs/clinical-rules.md#chair-time)",
+    )
 
 
 def chair_time(

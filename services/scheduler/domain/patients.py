@@ -1,8 +1,8 @@
 """Patients and their dated body measurements.
 
-Measurement bands are domain.md §12.9: weight 2–400 kg, height 40–250 cm. Dosing uses the
-latest measurement on or before the dosing date, so a later weigh-in never changes a past
-calculation.
+Measurement bands (docs/clinical-rules.md#validation-bands): weight 2–400 kg, height 40–250 cm.
+Dosing uses the latest measurement on or before the dosing date, so a later weigh-in never
+changes a past calculation.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from services.common.errors import Violations
 
-WEIGHT_KG_RANGE = (Decimal("2"), Decimal("400"))  # domain.md §12.9
-HEIGHT_CM_RANGE = (Decimal("40"), Decimal("250"))  # domain.md §12.9
+WEIGHT_KG_RANGE = (Decimal("2"), Decimal("400"))  # docs/clinical-rules.md#validation-bands
+HEIGHT_CM_RANGE = (Decimal("40"), Decimal("250"))  # docs/clinical-rules.md#validation-bands
 
 
 class SexAtBirth(StrEnum):
@@ -65,7 +65,11 @@ def validate_measurement(
         ("height_cm", measurement.height_cm, HEIGHT_CM_RANGE, "cm"),
     ):
         if not low <= value <= high:
-            v.add(f"{prefix}.{name}", f"{value} {unit} is outside {low}–{high} {unit} (§12.9)")
+            v.add(
+                f"{prefix}.{name}",
+                f"{value} {unit} is outside {low}–{high} {unit} "
+                "(docs/clinical-rules.md#validation-bands)",
+            )
     if measurement.measured_on > today:
         v.add(f"{prefix}.measured_on", f"{measurement.measured_on} is in the future")
     if measurement.measured_on < birth_date:

@@ -1,6 +1,7 @@
-"""Therapy plans: a per-patient regimen (domain.md §11.1), versioned because regimens change as
-response wears off (§11.2). Validation bands are §12.9; outside them only with an explicit
-override carrying a reason."""
+"""Therapy plans: a per-patient regimen (docs/clinical-rules.md#regimen), versioned because
+regimens change as response wears off (docs/clinical-rules.md#regimen-versions). Validation
+bands are docs/clinical-rules.md#validation-bands; outside them only with an explicit override
+carrying a reason."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from services.common.errors import Violations
 from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS
 from services.scheduler.domain.habits import Habits, validate_habits
 
-# domain.md §12.9 validation bands
+# validation bands: docs/clinical-rules.md#validation-bands
 DOSE_G_PER_KG_BAND = (Decimal("0.1"), Decimal("2.5"))  # per course or maintenance infusion
 MAX_G_PER_KG_ONE_DAY = Decimal("2.0")
 INTERVAL_DAYS_BAND = (1, 182)
-# domain.md §12.8 defaults
+# defaults: docs/clinical-rules.md#chair-time
 DEFAULT_PRE_INFUSION_MINUTES = 30
-DEFAULT_ROUNDING_BAND_PERCENT = Decimal("10")  # §12.5 nearest: ±10 %
-MAX_INDUCTION_DAYS = 10  # §1.1 gives 2–5 days; 10 leaves room for slower splits
+DEFAULT_ROUNDING_BAND_PERCENT = Decimal("10")  # docs/clinical-rules.md#dose-rounding nearest: ±10 %
+MAX_INDUCTION_DAYS = 10  # sources give 2–5 days; 10 leaves room: docs/clinical-rules.md#regimen
 
 
 class Indication(StrEnum):
@@ -113,7 +114,7 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
             v.add(f"{p}.{name}", "is required")
     override = plan.override_outside_bands
     if override and not plan.override_reason.strip():
-        v.add(f"{p}.dose_override.reason", "is required when dosing outside the §12.9 bands")
+        v.add(f"{p}.dose_override.reason", "is required when dosing outside the validation bands")
     low, high = DOSE_G_PER_KG_BAND
     if plan.maintenance_dose <= 0:
         v.add(f"{p}.maintenance_dose", "must be greater than 0")
@@ -122,13 +123,15 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
             v.add(
                 f"{p}.maintenance_dose",
                 f"{plan.maintenance_dose} g/kg is outside the {low}–{high} g/kg band "
-                "(domain.md §12.9); set dose_override with a reason to allow it",
+                "(docs/clinical-rules.md#validation-bands); "
+                "set dose_override with a reason to allow it",
             )
         elif plan.maintenance_dose > MAX_G_PER_KG_ONE_DAY:
             v.add(
                 f"{p}.maintenance_dose",
                 f"{plan.maintenance_dose} g/kg on one day exceeds {MAX_G_PER_KG_ONE_DAY} g/kg "
-                "(domain.md §12.9); set dose_override with a reason to allow it",
+                "(docs/clinical-rules.md#validation-bands); "
+                "set dose_override with a reason to allow it",
             )
     if plan.interval_days < INTERVAL_DAYS_BAND[0]:
         v.add(f"{p}.interval_days", "must be at least 1 day")
@@ -136,7 +139,8 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
         v.add(
             f"{p}.interval_days",
             f"{plan.interval_days} days is over the {INTERVAL_DAYS_BAND[1]}-day band "
-            "(domain.md §12.9); set dose_override with a reason to allow it",
+            "(docs/clinical-rules.md#validation-bands); "
+            "set dose_override with a reason to allow it",
         )
     for name in ("window_days_early", "window_days_late"):
         value = getattr(plan, name)
@@ -155,13 +159,14 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
                 v.add(
                     f"{p}.induction.total_g_per_kg",
                     f"{ind.total_g_per_kg} g/kg is outside the {low}–{high} g/kg course band "
-                    "(domain.md §12.9)",
+                    "(docs/clinical-rules.md#validation-bands)",
                 )
             elif ind.days >= 1 and ind.total_g_per_kg / ind.days > MAX_G_PER_KG_ONE_DAY:
                 v.add(
                     f"{p}.induction.days",
                     f"{ind.total_g_per_kg} g/kg over {ind.days} day(s) is more than "
-                    f"{MAX_G_PER_KG_ONE_DAY} g/kg on one day (domain.md §12.9)",
+                    f"{MAX_G_PER_KG_ONE_DAY} g/kg on one day "
+                    "(docs/clinical-rules.md#validation-bands)",
                 )
     if plan.max_grams_per_day is not None and plan.max_grams_per_day <= 0:
         v.add(f"{p}.max_grams_per_day", "must be greater than 0")

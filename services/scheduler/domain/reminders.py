@@ -1,4 +1,4 @@
-"""When an appointment's reminders go (issue 6): a booking schedules them, a cancellation or a
+"""When an appointment's reminders go: a booking schedules them, a cancellation or a
 move cancels them, and the reminder job raises each when its time comes.
 
 Offsets are counted on the site's wall clock, not in elapsed hours: the 72 h reminder of

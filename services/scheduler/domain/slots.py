@@ -1,4 +1,4 @@
-"""Where one infusion fits on one day (issue 4 §2): the hard rules a booking must keep, checked
+"""Where one infusion fits on one day : the hard rules a booking must keep, checked
 the same way by slot search, by booking (a race loser learns what it collided with) and by the
 chair board.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
 
-START_SLOT_MINUTES = 15  # the start limit is counted per quarter hour (issue 4 §1)
+START_SLOT_MINUTES = 15  # the start limit counts starts per quarter hour
 
 CLOSED = "CLOSED"
 HOURS = "HOURS"

@@ -1,9 +1,10 @@
-"""Rounding a dose to what whole vials can make, and choosing the vials (domain.md §12.5).
+"""Rounding a dose to what whole vials can make, and choosing the vials
+(docs/clinical-rules.md#dose-rounding, #vial-selection).
 
-Vials are single-use (§3, §6), so a dose is either a whole-vial amount or covered by vials with
-the overfill reported as expected waste. Among vial sets making the same amount, the fewest
-vials wins, then the larger vials (fewer vials to open and scan; §4.3's "least waste" is the
-amount rule, this is the tie-break).
+Vials are single-use (docs/clinical-rules.md#single-use-vials), so a dose is either a whole-vial
+amount or covered by vials with the overfill reported as expected waste. Among vial sets making
+the same amount, the fewest vials wins, then the larger vials (fewer vials to open and scan; the
+"least waste" of the sources is the amount rule, this is the tie-break).
 
 Amounts are worked in integer units of the greatest common divisor of the vial sizes (in mg),
 so a minimum-vials table over every amount up to the largest dose is small and exact; it is
@@ -22,7 +23,7 @@ from services.common.reasons import Rule
 from services.scheduler.domain.plans import RoundingRule
 
 MG_PER_G = Decimal(1000)
-FIVE_GRAMS = Decimal(5)  # §12.5 nearest_5g (Ontario, §4.3)
+FIVE_GRAMS = Decimal(5)  # nearest_5g (Ontario): docs/clinical-rules.md#dose-rounding
 TABLE_LIMIT_GRAMS = 600  # covers 2.5 g/kg × 240 kg; larger doses extend the table on demand
 
 
@@ -120,13 +121,22 @@ class VialSet:
         if raw_grams <= 0:
             raise _violation("DOSE_POSITIVE", "the raw dose must be above 0 g")
         if rule is RoundingRule.NONE:
-            return self._cover(raw_grams, raw_grams, rule, "§12.5 none: the exact dose")
+            return self._cover(
+                raw_grams,
+                raw_grams,
+                rule,
+                "none: the exact dose (docs/clinical-rules.md#dose-rounding)",
+            )
         if rule is RoundingRule.NEAREST_5G:
             multiple = (raw_grams / FIVE_GRAMS).quantize(Decimal(1), rounding=ROUND_FLOOR)
             low, high = multiple * FIVE_GRAMS, (multiple + 1) * FIVE_GRAMS
             target = low if raw_grams - low <= high - raw_grams and low > 0 else high
             return self._cover(
-                raw_grams, target, rule, f"§12.5 nearest_5g: {_g(raw_grams)} g → {_g(target)} g"
+                raw_grams,
+                target,
+                rule,
+                "nearest_5g (docs/clinical-rules.md#dose-rounding): "
+                f"{_g(raw_grams)} g → {_g(target)} g",
             )
         below = self.at_or_below(raw_grams)
         above = self.at_or_above(raw_grams)
@@ -137,9 +147,11 @@ class VialSet:
                     f"no whole-vial amount is at or below {_g(raw_grams)} g "
                     f"(smallest vial {_g(self.sizes[-1])} g)",
                 )
-            return self._exact(raw_grams, below, rule, "§12.5 down")
+            return self._exact(
+                raw_grams, below, rule, "down (docs/clinical-rules.md#dose-rounding)"
+            )
         if rule is RoundingRule.UP:
-            return self._exact(raw_grams, above, rule, "§12.5 up")
+            return self._exact(raw_grams, above, rule, "up (docs/clinical-rules.md#dose-rounding)")
         # NEAREST: closest whole-vial amount, ties to the lower, within the band
         chosen = above
         if below is not None and raw_grams - self._grams(below) <= self._grams(above) - raw_grams:
@@ -154,7 +166,12 @@ class VialSet:
                 f"band ({_g(allowed.quantize(Decimal('0.01')))} g); choose another rounding rule "
                 "or product",
             )
-        return self._exact(raw_grams, chosen, rule, f"§12.5 nearest (±{_g(band_percent)} %)")
+        return self._exact(
+            raw_grams,
+            chosen,
+            rule,
+            f"nearest, ±{_g(band_percent)} % (docs/clinical-rules.md#dose-rounding)",
+        )
 
     def _exact(self, raw: Decimal, units: int, rule: RoundingRule, label: str) -> VialChoice:
         grams = self._grams(units)

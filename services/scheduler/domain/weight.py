@@ -1,9 +1,10 @@
-"""Dosing weight (domain.md §12.1–§12.4, §4.1–§4.2).
+"""Dosing weight (docs/clinical-rules.md#ideal-body-weight, #adjusted-body-weight,
+#weight-precision, #dosing-weight-policy, #rate-per-kg).
 
-Weights are truncated to 0.1 kg at each step, which is what the calculator behind the worked
-example of domain.md §4.1 shows: a 100 kg man of 175 cm has an exact Devine weight of 70.46 kg,
-shown as IBW 70.4 kg (rounding would give 70.5), and AdjBW 70.4 + 0.4 × 29.6 = 82.24, shown as
-82.2 kg. The adjusted weight is computed from the shown ideal weight so a pharmacist can
+Weights are truncated to 0.1 kg at each step, which is what the calculator behind the worked example
+of docs/clinical-rules.md#weight-precision shows: a 100 kg man of 175 cm has an exact Devine weight
+of 70.46 kg, shown as IBW 70.4 kg (rounding would give 70.5), and AdjBW 70.4 + 0.4 × 29.6 = 82.24,
+shown as 82.2 kg. The adjusted weight is computed from the shown ideal weight so a pharmacist can
 reproduce it from the printed figures.
 """
 
@@ -17,13 +18,16 @@ from services.common.errors import FailedPrecondition, PreconditionViolation
 from services.scheduler.domain.patients import SexAtBirth
 from services.scheduler.domain.plans import WeightPolicy
 
-INCHES_PER_CM = Decimal("0.393701")  # §12.1 (BloodSTAR conversion, §4.1)
-DEVINE_BASE_KG = {SexAtBirth.MALE: Decimal("50"), SexAtBirth.FEMALE: Decimal("45.5")}  # §12.1
-DEVINE_KG_PER_INCH_OVER_60 = Decimal("2.3")  # §12.1
-ADJUSTMENT_FACTOR = Decimal("0.4")  # §12.2: IBW + 0.4 × (actual − IBW)
-BMI_TRIGGER = Decimal("30")  # §12.3 (Ontario trigger, §4.2)
-ADULT_AGE = 18  # §12.3 (Australian exclusion, §4.2)
-MIN_HEIGHT_CM = Decimal("152")  # §12.3 (Australian exclusion, §4.2)
+# docs/clinical-rules.md#ideal-body-weight (BloodSTAR conversion)
+INCHES_PER_CM = Decimal("0.393701")
+# docs/clinical-rules.md#ideal-body-weight
+DEVINE_BASE_KG = {SexAtBirth.MALE: Decimal("50"), SexAtBirth.FEMALE: Decimal("45.5")}
+DEVINE_KG_PER_INCH_OVER_60 = Decimal("2.3")  # docs/clinical-rules.md#ideal-body-weight
+# docs/clinical-rules.md#adjusted-body-weight: IBW + 0.4 × (actual − IBW)
+ADJUSTMENT_FACTOR = Decimal("0.4")
+BMI_TRIGGER = Decimal("30")  # Ontario trigger: docs/clinical-rules.md#dosing-weight-policy
+ADULT_AGE = 18  # Australian exclusion: docs/clinical-rules.md#dosing-weight-policy
+MIN_HEIGHT_CM = Decimal("152")  # Australian exclusion: docs/clinical-rules.md#dosing-weight-policy
 KG = Decimal("0.1")
 
 
@@ -33,13 +37,14 @@ def round_kg(value: Decimal) -> Decimal:
 
 
 def ideal_body_weight(sex: SexAtBirth, height_cm: Decimal) -> Decimal:
-    """Devine: male 50 + 2.3 × (in − 60), female 45.5 + 2.3 × (in − 60) (§12.1)."""
+    """Devine: male 50 + 2.3 × (in − 60), female 45.5 + 2.3 × (in − 60)
+    (docs/clinical-rules.md#ideal-body-weight)."""
     inches = height_cm * INCHES_PER_CM
     return round_kg(DEVINE_BASE_KG[sex] + DEVINE_KG_PER_INCH_OVER_60 * (inches - 60))
 
 
 def adjusted_body_weight(ideal_kg: Decimal, actual_kg: Decimal) -> Decimal:
-    """IBW + 0.4 × (actual − IBW) (§12.2)."""
+    """IBW + 0.4 × (actual − IBW) (docs/clinical-rules.md#adjusted-body-weight)."""
     return round_kg(ideal_kg + ADJUSTMENT_FACTOR * (actual_kg - ideal_kg))
 
 
@@ -98,10 +103,16 @@ def dosing_weight(
     if policy is WeightPolicy.ACTUAL:
         return result(WeightPolicy.ACTUAL, actual, f"plan fixes actual weight ({figures})")
     if policy is WeightPolicy.IDEAL:
-        return result(WeightPolicy.IDEAL, ideal, f"plan fixes ideal weight, §12.1 ({figures})")
+        return result(
+            WeightPolicy.IDEAL,
+            ideal,
+            f"plan fixes ideal weight, docs/clinical-rules.md#ideal-body-weight ({figures})",
+        )
     if policy is WeightPolicy.ADJUSTED:
         return result(
-            WeightPolicy.ADJUSTED, adjusted, f"plan fixes adjusted weight, §12.2 ({figures})"
+            WeightPolicy.ADJUSTED,
+            adjusted,
+            f"plan fixes adjusted weight, docs/clinical-rules.md#adjusted-body-weight ({figures})",
         )
     checks = [
         (bmi_exact > BMI_TRIGGER, f"BMI {bmi} {'>' if bmi_exact > BMI_TRIGGER else '≤'} 30"),
@@ -121,11 +132,14 @@ def dosing_weight(
         return result(
             WeightPolicy.ADJUSTED,
             adjusted,
-            f"automatic rule §12.3: {why}, so the adjusted weight is used",
+            "automatic rule "
+            f"docs/clinical-rules.md#dosing-weight-policy: {why}, so the adjusted weight is used",
         )
     failed = ", ".join(text for ok, text in checks if not ok)
     return result(
         WeightPolicy.ACTUAL,
         actual,
-        f"automatic rule §12.3: {failed}, so the actual weight is used ({figures})",
+        "automatic rule "
+        f"docs/clinical-rules.md#dosing-weight-policy: {failed}, "
+        f"so the actual weight is used ({figures})",
     )

@@ -173,10 +173,10 @@ class AppointmentRow(Revisioned, Base):
     actual_start_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     actual_end_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     scanned_lots: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    # the inventory's answer to this booking's reservation (issue 6): "", RESERVED or AT_RISK
+    # the inventory's answer to this booking's reservation: "", RESERVED or AT_RISK
     stock_status: Mapped[str] = mapped_column(String(16), default="")
     stock_note: Mapped[str] = mapped_column(String(1000), default="")
-    # scheduled at booking, cancelled with it (issue 6); loaded on access or by selectinload
+    # scheduled at booking, cancelled with it; loaded on access or by selectinload
     reminders: Mapped[list[ReminderRow]] = relationship(
         order_by="(ReminderRow.due_at, ReminderRow.created_at)", back_populates="appointment"
     )
@@ -210,7 +210,7 @@ class BookingLockRow(Base):
     local_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
 
 
-# --- notifications (issue 5) -------------------------------------------------------------------
+# --- notifications -------------------------------------------------------------------------------
 
 # Events owed to notify, written in the transaction that raises them (services.common.outbox).
 outbox = define_outbox_table(Base.metadata, "scheduler")

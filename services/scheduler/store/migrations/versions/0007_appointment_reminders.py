@@ -1,4 +1,4 @@
-"""appointment reminders, scheduled at booking (issue 6)
+"""appointment reminders, scheduled at booking
 
 Revision ID: 0007
 Revises: 0006
