@@ -53,7 +53,19 @@ from services.scheduler.domain.schedule_check import violations
 from services.scheduler.domain.schedule_kpis import kpis
 
 MAX_ROUNDS = 3  # horizon solves: the first, and one per round of days made exact
-HORIZON_SHARE = 0.8  # of the time limit: the first horizon solve's wall-clock safety net
+HORIZON_SHARE = 0.45  # of the time limit: the first horizon solve's CPU-time safety net
+LATER_SHARE = 0.2 / MAX_ROUNDS  # ... and that of each later round's
+# When a limit stopped the first horizon solve short of its gap, the window search
+# (large-neighbourhood search) solves the horizon again window by window: SEARCH_DAYS open
+# days at a time, SEARCH_STEP days apart, SEARCH_SHARE of the time limit in all, split evenly
+# (a fixed share, not what is left, so that the same input gets the same limits); none is
+# started once SEARCH_UNTIL of the time limit is spent (CPU seconds since solve began), as the
+# day stage after it needs the rest (docs/optimiser.md "Window search").
+SEARCH_DAYS = 5
+SEARCH_STEP = 4
+SEARCH_SHARE = 0.3
+SEARCH_UNTIL = 0.75
+SEARCH_NODES = 200  # per window (deterministic; its time share is the safety net)
 # Deterministic limits: branch-and-bound nodes per second of the time limit, and the relative
 # gap at which a solve counts as done. The benchmark's horizon closes at the root node; these
 # only bound the rare instance that branches (docs/optimiser.md "Determinism").
@@ -72,7 +84,7 @@ class _Slot:
 def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleResult:
     """The best schedule the deterministic limits reach; ``time_limit_s`` scales them and is
     the wall-clock safety net."""
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     base = greedy(problem)
     base_terms = terms(problem, base.placements)
     notes: list[str] = []
@@ -88,7 +100,7 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
     for round_ in range(1, MAX_ROUNDS + 1):
         model = HorizonModel(problem, grids, exact)
         model.hint(base.placements, grids)
-        share = HORIZON_SHARE if round_ == 1 else (1 - HORIZON_SHARE) / MAX_ROUNDS
+        share = HORIZON_SHARE if round_ == 1 else LATER_SHARE
         limits = MipLimits(
             seconds=max(1.0, time_limit_s * share),
             nodes=max(1, int(NODES_PER_SECOND * time_limit_s)),
@@ -105,6 +117,9 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
         if not outcome.found:
             notes.append(f"the horizon model found no schedule ({outcome.status})")
             return _finish(problem, base, "GREEDY_FALLBACK", None, phases, notes, began)
+        if round_ == 1 and outcome.status != "OPTIMAL":
+            deadline = cpu_began + SEARCH_UNTIL * time_limit_s
+            _search(model, seed, SEARCH_SHARE * time_limit_s, deadline, phases, notes)
         chosen = model.chosen()
         board = Board(problem)
         placements, failed = [], []
@@ -153,6 +168,42 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
         notes=tuple(notes),
         terms=mine,
     )
+
+
+def _search(
+    model: HorizonModel,
+    seed: int,
+    seconds: float,
+    deadline: float,
+    phases: list[SolvePhase],
+    notes: list[str],
+) -> None:
+    """The window search: the horizon solved again SEARCH_DAYS open days at a time, the rest
+    of the incumbent kept (HorizonModel.resolve_window), ``seconds`` of CPU time split evenly
+    over the windows. A stopped solve of the whole horizon spends its time in the root's cut
+    rounds and in strong branching; a window's model is small enough that SCIP's heuristics
+    and a few nodes improve it (docs/optimiser.md "Window search")."""
+    n = len(model.problem.days)
+    if n <= SEARCH_DAYS:
+        return
+    firsts = list(range(0, n - SEARCH_DAYS + 1, SEARCH_STEP))
+    if firsts[-1] != n - SEARCH_DAYS:
+        firsts.append(n - SEARCH_DAYS)
+    each = seconds / len(firsts)
+    before = model.incumbent
+    for k, first in enumerate(firsts):
+        if time.process_time() + each > deadline:
+            notes.append(f"window search stopped after {k} of {len(firsts)} windows: no time left")
+            break
+        window = range(first, first + SEARCH_DAYS)
+        outcome = model.resolve_window(window, MipLimits(each, SEARCH_NODES, GAP, seed))
+        days = model.problem.days
+        phases.append(_phase(f"window {days[first].day}–{days[window[-1]].day}", outcome))
+    if before is not None and model.incumbent is not None and model.incumbent < before:
+        notes.append(
+            f"window search ({SEARCH_DAYS} open days at a time): horizon objective "
+            f"{before:,.0f} → {model.incumbent:,.0f}"
+        )
 
 
 def _phase(name: str, outcome: MipOutcome) -> SolvePhase:
