@@ -3,8 +3,13 @@ keeps, and that it never makes the incumbent worse (docs/optimiser.md "Window se
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+import pytest
+
+from bench.schedule_instances import generate, small
+from services.scheduler.domain import optimiser
 from services.scheduler.domain.capacity import (
     DayCapacity,
     InfusionRequest,
@@ -15,6 +20,7 @@ from services.scheduler.domain.day_grid import DayGrid
 from services.scheduler.domain.horizon_model import HorizonModel
 from services.scheduler.domain.mip import MipLimits
 from services.scheduler.domain.objective import ScheduleObjective
+from services.scheduler.domain.schedule_check import violations
 
 MON = dt.date(2026, 3, 2)
 DAYS = tuple(MON + dt.timedelta(days=k) for k in range(5))  # Monday to Friday
@@ -77,3 +83,23 @@ def test_a_window_without_a_gain_keeps_the_incumbent_and_the_bounds() -> None:
     assert [(v.lb(), v.ub()) for v in model.mip.variables()] == bounds
     # the whole model is as it was: solved again, it finds the optimum
     assert model.solve(LIMITS).objective == 0
+
+
+def test_the_optimiser_searches_windows_when_a_limit_stops_the_first_solve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5 chairs × 10 open days, seed 2: the first solve needs 2 nodes to prove its optimum, so
+    # a limit of 1 node stops it short and the window search runs: 5 windows of up to 5 days
+    monkeypatch.setattr(optimiser, "NODES_PER_SECOND", 0)  # node limit max(1, 0) = 1
+    spec = small(5, (1, 0, 1))
+    p = dataclasses.replace(generate(2, spec), objective=ScheduleObjective.deviation_only())
+    result = optimiser.solve(p, time_limit_s=60, seed=2)
+    first, *windows = [ph for ph in result.phases if ph.name.startswith(("horizon", "window"))]
+    assert first.status == "FEASIBLE" and first.nodes == 1
+    assert [w.name.split()[0] for w in windows] == ["window"] * 3  # days 1-5, 5-9, 9-10
+    assert all(w.nodes <= 1 and w.objective is not None for w in windows)
+    # never worse than the incumbent before it, and every rule kept
+    assert first.objective is not None
+    assert windows[-1].objective is not None and windows[-1].objective <= first.objective + 1e-6
+    assert violations(p, result.placements) == []
+    assert result.best_bound == first.best_bound
