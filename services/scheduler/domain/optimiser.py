@@ -6,6 +6,8 @@ measures). docs/optimiser.md has the formulation and the measurements; in short:
    duration start at each grid minute of each day, with every hard rule as rows and the
    centre's objective (domain/objective.py) less the usual start and chair. Chairs are one flow
    per day, exact for days in ``exact`` (one flow per group of identical free stretches).
+   When a limit stops this solve short of its gap, the **window search** solves the same model
+   again a few open days at a time, the rest of the incumbent fixed (``_search``).
 2. **Starts per request**, per day: the day's requests are matched to the day's starts (a
    linear assignment on the usual start time), and when the objective values usual start times
    the day is re-solved as a small MIP with one family per request (starts may move within the
