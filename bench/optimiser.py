@@ -11,8 +11,10 @@ and writes bench/results/optimiser.json; docs/benchmarks.md and docs/optimiser.m
 - centre: the same instance with the centre's objective (domain/objective.py defaults): every
   KPI for the greedy and the optimiser side by side, and the objective term by term.
 - nurse: NURSE_LIMITED (a closure day, a fifth of the patients on induction courses, nurses
-  short of demand) with the centre's objective and 60 s; next to it two bounds from the same
-  model: the most infusions that can be placed at all, and the most induction series.
+  short of demand) with the centre's objective and 60 s (the first horizon solve stops on its
+  time limit, so the window search runs; its phases are in the JSON); next to it two bounds
+  from the same model: the most infusions that can be placed at all, and the most induction
+  series.
 - small: 5 and 10 chairs × 10 open days, several seeds, the deviation objective: the greedy,
   the optimiser, and the independent formulation's proven optimum (the regression tests'
   check, bench/independent_schedule_model.py).
@@ -187,6 +189,7 @@ def nurse(limit: float) -> dict[str, Any]:
                 cpu_s=round(cpu, 1),
                 load=load,
                 notes=list(best.notes),
+                phases=[dataclasses.asdict(p) for p in best.phases],
             ),
         ],
         "series": len(groups),
@@ -260,6 +263,8 @@ def run(parts: tuple[str, ...], repeats: int, limit: float) -> dict[str, Any]:
         print(_table(n["rows"], [*cols, "gap", "wall_s", "cpu_s", "load"]))
         keys = ("most_placed_proven", "placed_within_of_most", "series_members_that_must_go")
         print({k: n[k] for k in (*keys, "series_members_dropped")})
+        for note in n["rows"][1]["notes"]:
+            print(f"- {note}")
     if "small" in parts:
         out["small"] = s = small_instances(limit)
         print("\n## Small instances, deviation objective\n")

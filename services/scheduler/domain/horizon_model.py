@@ -144,6 +144,9 @@ class HorizonModel:
                 mip.row(-base, mip.solver.infinity(), [(off, 1.0)] + placed)
                 mip.cost(off, o.load_per_chair_hour / 60)
 
+        self.values: list[float] = []  # the incumbent, per variable index (``keep``)
+        self.incumbent: float | None = None
+
     def _request(self, rid: str) -> InfusionRequest:
         return self._by_id[rid]
 
@@ -198,13 +201,55 @@ class HorizonModel:
         self.mip.hint(values)
 
     def solve(self, limits: MipLimits) -> MipOutcome:
-        return self.mip.solve(limits)
+        outcome = self.mip.solve(limits)
+        if outcome.found:
+            self.values, self.incumbent = self.mip.values(), outcome.objective
+        return outcome
+
+    def resolve_window(self, window: range, limits: MipLimits) -> MipOutcome:
+        """Large-neighbourhood search: the incumbent kept outside the open days ``window``
+        and the window solved again. Free are the requests placed in the window or not at
+        all (a series only when all of its days are in it) and the starts of the window's
+        days; every other day and start stays as it is. The incumbent is the hint, so the
+        result is never worse; it becomes the incumbent when it is better. The model's rows
+        are unchanged, so whatever it finds keeps every rule."""
+        assert self.incumbent is not None, "solve first"
+        chosen = self.chosen()
+        pairs: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        by_index: dict[int, Var] = {}
+        for (rid, i), v in self.y.items():
+            pairs[v.index()].append((rid, i))
+            by_index[v.index()] = v
+        fixed: list[Var] = []
+        for k, members in pairs.items():
+            free = all(i in window and chosen.get(rid, i) in window for rid, i in members)
+            if not free:
+                fixed.append(by_index[k])
+        for i, arcs in enumerate(self.days):
+            if i not in window:
+                fixed += [v for family in arcs.arcs.values() for _, _, v in family]
+        bounds = [(v, v.lb(), v.ub()) for v in fixed]
+        for v in fixed:
+            x = float(round(self.values[v.index()]))
+            v.SetBounds(x, x)
+        variables = self.mip.variables()
+        self.mip.hint({v: self.values[v.index()] for v in variables})
+        outcome = self.mip.solve(limits)
+        if (
+            outcome.found
+            and outcome.objective is not None
+            and outcome.objective < self.incumbent - 1e-6
+        ):  # read before the bounds change: that discards the solver's solution
+            self.values, self.incumbent = self.mip.values(), outcome.objective
+        for v, lb, ub in bounds:
+            v.SetBounds(lb, ub)
+        return outcome
 
     def chosen(self) -> dict[str, int]:
-        """Request → open day index of the solution."""
+        """Request → open day index of the incumbent."""
         out = {}
         for (rid, i), v in self.y.items():
-            if Mip.value(v) > 0.5:
+            if self.values[v.index()] > 0.5:
                 out[rid] = i
         return out
 
@@ -214,5 +259,5 @@ class HorizonModel:
         out = []
         for D in self.durations[i]:
             for t, group, v in self.days[i].arcs[D]:
-                out += [(D, t, group)] * round(Mip.value(v))
+                out += [(D, t, group)] * round(self.values[v.index()])
         return sorted(out, key=lambda a: (a[1], -a[0], a[2]))

@@ -27,6 +27,12 @@ class Var(Protocol):
 
     def solution_value(self) -> float: ...
 
+    def lb(self) -> float: ...
+
+    def ub(self) -> float: ...
+
+    def SetBounds(self, lb: float, ub: float) -> None: ...  # noqa: N802 - pywraplp's name
+
 
 _STATUS = {
     pywraplp.Solver.OPTIMAL: "OPTIMAL",
@@ -72,6 +78,7 @@ class Mip:
         self._costs: dict[int, float] = {}
         self._vars: list[Var] = []
         self._offset = 0.0
+        self._objective_set = False
 
     def var(self, lb: float, ub: float, integer: bool = True) -> Var:
         v = cast(Var, self.solver.Var(lb, ub, integer, ""))
@@ -96,10 +103,12 @@ class Mip:
 
     def solve(self, limits: MipLimits) -> MipOutcome:
         objective = self.solver.Objective()
-        for index, coef in self._costs.items():
-            objective.SetCoefficient(self._vars[index], coef)
-        objective.SetOffset(self._offset)
-        objective.SetMinimization()
+        if not self._objective_set:  # once: a model may be solved again with other bounds
+            for index, coef in self._costs.items():
+                objective.SetCoefficient(self._vars[index], coef)
+            objective.SetOffset(self._offset)
+            objective.SetMinimization()
+            self._objective_set = True
         self.solver.SetTimeLimit(max(1, int(limits.seconds * 1000)))
         accepted = self.solver.SetSolverSpecificParametersAsString(
             "timing/clocktype = 1\n"  # the time limit counts this solve's CPU seconds
@@ -129,3 +138,10 @@ class Mip:
     @staticmethod
     def value(v: Var) -> float:
         return float(v.solution_value())
+
+    def values(self) -> list[float]:
+        """The last solution, every variable in creation order (``Var.index()``)."""
+        return [float(v.solution_value()) for v in self._vars]
+
+    def variables(self) -> list[Var]:
+        return list(self._vars)

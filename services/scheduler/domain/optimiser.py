@@ -6,6 +6,8 @@ measures). docs/optimiser.md has the formulation and the measurements; in short:
    duration start at each grid minute of each day, with every hard rule as rows and the
    centre's objective (domain/objective.py) less the usual start and chair. Chairs are one flow
    per day, exact for days in ``exact`` (one flow per group of identical free stretches).
+   When a limit stops this solve short of its gap, the **window search** solves the same model
+   again a few open days at a time, the rest of the incumbent fixed (``_search``).
 2. **Starts per request**, per day: the day's requests are matched to the day's starts (a
    linear assignment on the usual start time), and when the objective values usual start times
    the day is re-solved as a small MIP with one family per request (starts may move within the
@@ -53,7 +55,21 @@ from services.scheduler.domain.schedule_check import violations
 from services.scheduler.domain.schedule_kpis import kpis
 
 MAX_ROUNDS = 3  # horizon solves: the first, and one per round of days made exact
-HORIZON_SHARE = 0.8  # of the time limit: the first horizon solve's wall-clock safety net
+HORIZON_SHARE = 0.45  # of the time limit: the first horizon solve's CPU-time safety net
+LATER_SHARE = 0.2 / MAX_ROUNDS  # ... and that of each later round's
+# When a limit stopped the first horizon solve short of its gap, the window search
+# (large-neighbourhood search) solves the horizon again window by window: SEARCH_DAYS open
+# days at a time, one starting every SEARCH_STEP open days (the last one cut at the horizon's
+# end). Each window stops after its root node (SEARCH_NODES), which takes a few seconds, so
+# its result does not depend on the machine's speed or load; its time limit, SEARCH_SHARE of
+# the time limit split over the windows, is only the safety net, and none is started once
+# SEARCH_UNTIL of the time limit is spent (CPU seconds since solve began): the day stage after
+# it needs the rest (docs/optimiser.md "Window search").
+SEARCH_DAYS = 5
+SEARCH_STEP = 4
+SEARCH_NODES = 1
+SEARCH_SHARE = 0.5
+SEARCH_UNTIL = 0.8
 # Deterministic limits: branch-and-bound nodes per second of the time limit, and the relative
 # gap at which a solve counts as done. The benchmark's horizon closes at the root node; these
 # only bound the rare instance that branches (docs/optimiser.md "Determinism").
@@ -72,7 +88,7 @@ class _Slot:
 def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleResult:
     """The best schedule the deterministic limits reach; ``time_limit_s`` scales them and is
     the wall-clock safety net."""
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     base = greedy(problem)
     base_terms = terms(problem, base.placements)
     notes: list[str] = []
@@ -88,7 +104,7 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
     for round_ in range(1, MAX_ROUNDS + 1):
         model = HorizonModel(problem, grids, exact)
         model.hint(base.placements, grids)
-        share = HORIZON_SHARE if round_ == 1 else (1 - HORIZON_SHARE) / MAX_ROUNDS
+        share = HORIZON_SHARE if round_ == 1 else LATER_SHARE
         limits = MipLimits(
             seconds=max(1.0, time_limit_s * share),
             nodes=max(1, int(NODES_PER_SECOND * time_limit_s)),
@@ -105,6 +121,9 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
         if not outcome.found:
             notes.append(f"the horizon model found no schedule ({outcome.status})")
             return _finish(problem, base, "GREEDY_FALLBACK", None, phases, notes, began)
+        if round_ == 1 and outcome.status != "OPTIMAL":
+            deadline = cpu_began + SEARCH_UNTIL * time_limit_s
+            _search(model, seed, SEARCH_SHARE * time_limit_s, deadline, phases, notes)
         chosen = model.chosen()
         board = Board(problem)
         placements, failed = [], []
@@ -153,6 +172,40 @@ def solve(problem: ScheduleProblem, time_limit_s: float, seed: int) -> ScheduleR
         notes=tuple(notes),
         terms=mine,
     )
+
+
+def _search(
+    model: HorizonModel,
+    seed: int,
+    seconds: float,
+    deadline: float,
+    phases: list[SolvePhase],
+    notes: list[str],
+) -> None:
+    """The window search: the horizon solved again SEARCH_DAYS open days at a time, the rest
+    of the incumbent kept (HorizonModel.resolve_window), each up to the end of its root node
+    (``seconds`` of CPU time split evenly over the windows are the safety net). A stopped
+    solve of the whole horizon spends its time in the root's cut rounds and in strong
+    branching; a window's model is small enough that the heuristics of its root improve it
+    within seconds (docs/optimiser.md "Window search")."""
+    n = len(model.problem.days)
+    if n <= SEARCH_DAYS:
+        return
+    windows = [range(a, min(a + SEARCH_DAYS, n)) for a in range(0, n - 1, SEARCH_STEP)]
+    each = seconds / len(windows)
+    before = model.incumbent
+    for k, window in enumerate(windows):
+        if time.process_time() > deadline:
+            notes.append(f"window search stopped after {k} of {len(windows)} windows: no time left")
+            break
+        outcome = model.resolve_window(window, MipLimits(each, SEARCH_NODES, GAP, seed))
+        days = model.problem.days
+        phases.append(_phase(f"window {days[window[0]].day}–{days[window[-1]].day}", outcome))
+    if before is not None and model.incumbent is not None and model.incumbent < before:
+        notes.append(
+            f"window search ({SEARCH_DAYS} open days at a time): horizon objective "
+            f"{before:,.0f} → {model.incumbent:,.0f}"
+        )
 
 
 def _phase(name: str, outcome: MipOutcome) -> SolvePhase:
