@@ -9,6 +9,7 @@ resource is a message or row named like its declared ``resource_type`` with an `
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,9 +78,16 @@ def _message_ids(found: Concerned, message: Message, resource_type: str) -> None
             _note(found, descriptor.name, value, name, resource_type)
 
 
+def reference_field(resource_type: str) -> str:
+    """The field that names a resource of this type elsewhere: TherapyPlan -> therapy_plan_id."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", resource_type).lower() + "_id"
+
+
 def _note(found: Concerned, field_name: str, value: str, owner: str, resource_type: str) -> None:
     if field_name == "patient_id":
         found.patient_ids.add(value)
+    elif field_name == reference_field(resource_type):
+        found.resource_ids.add(value)
     elif field_name == "id" and owner == resource_type:
         found.resource_ids.add(value)
         if owner == "Patient":

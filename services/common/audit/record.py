@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -66,6 +68,17 @@ def record_hash(record: AuditRecord) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
-def bounded(ids: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Sorted, without empties, at most MAX_IDS."""
-    return tuple(sorted(i for i in ids if i))[:MAX_IDS]
+MAX_ID_CHARS = 128
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def clean(value: str, limit: int = MAX_ID_CHARS) -> str:
+    """A value from a request as a record keeps it: a refused request's id may hold anything,
+    so control characters and spaces become ``?`` (PostgreSQL stores no NUL; ids are separated
+    by spaces) and it is cut at ``limit``."""
+    return _UNPRINTABLE.sub("?", value[:limit])
+
+
+def bounded(ids: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, cleaned, without empties, at most MAX_IDS."""
+    return tuple(sorted({clean(i) for i in ids if i}))[:MAX_IDS]

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from services.common.audit.group_commit import GroupCommit
 from services.common.audit.ids import Concerned, from_request, from_response, from_rows
-from services.common.audit.record import MUTATION, AuditRecord, bounded
+from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
 from services.common.db import Database
@@ -70,15 +70,15 @@ class AuditCall:
             resource_type=self.resource_type,
             resource_ids=bounded(concerned.resource_ids),
             patient_ids=bounded(concerned.patient_ids),
-            subject=self.caller.subject,
+            subject=clean(self.caller.subject, 256),
             caller_kind=self.caller.kind,
-            client_id=self.caller.client_id,
-            roles=tuple(sorted(self.caller.roles)),
-            token_id=self.caller.token_id,
-            organisation_id=organisation,
-            peer=self.peer[:300],
+            client_id=clean(self.caller.client_id, 256),
+            roles=bounded(self.caller.roles),
+            token_id=clean(self.caller.token_id, 256),
+            organisation_id=clean(organisation, 100),
+            peer=clean(self.peer, 300),
             outcome=outcome,
-            request_id=str(getattr(self.request, "request_id", "") or "")[:128],
+            request_id=clean(str(getattr(self.request, "request_id", "") or "")),
             purpose=self.purpose,
         )
 
