@@ -162,7 +162,10 @@ class GrpcService:
         # the audit trail (it needs the caller; a patient read refused by the contract is
         # still recorded); the request contract (after authentication: an anonymous caller
         # learns nothing about the fields it got wrong)
-        audited = [] if self.audit is None else [AuditInterceptor(self.audit, self.auth.policies)]
+        audited = []
+        if self.audit is not None:
+            self.audit.install()
+            audited.append(AuditInterceptor(self.audit, self.auth.policies))
         server = _limited_server(
             self.settings,
             [

@@ -114,11 +114,22 @@ class AuditTrail:
         self.store = store
         self.clock = clock
         self._group: GroupCommit[AuditRecord] = GroupCommit(self._write)
-        db.on_write_session("do_orm_execute", self._on_execute)
-        db.on_write_session("after_flush", self._after_flush)
-        db.on_write_session("before_commit", self._before_commit)
-        db.on_write_session("after_commit", self._after_commit)
-        db.on_write_session("after_rollback", self._after_rollback)
+        self._installed = False
+
+    def install(self) -> None:
+        """Hook the write sessions (once; the server does it when it starts serving the
+        trail: a build without the trail, bench's baseline, carries no hook at all)."""
+        if self._installed:
+            return
+        self._installed = True
+        for name, listener in (
+            ("do_orm_execute", self._on_execute),
+            ("after_flush", self._after_flush),
+            ("before_commit", self._before_commit),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+        ):
+            self.db.on_write_session(name, listener)
 
     # --- a mutation's record, in its own transaction ---------------------------------------
 
@@ -173,8 +184,13 @@ class AuditTrail:
             extra = (
                 from_response(response, call.resource_type) if response is not None else Concerned()
             )
-        self._group.submit(call.record(self.service, self.clock, outcome, extra))
+        self.store_now(call.record(self.service, self.clock, outcome, extra))
         call.recorded = True
+
+    def store_now(self, record: AuditRecord) -> None:
+        """Append ``record`` in a transaction shared with whichever concurrent calls are
+        storing theirs; return once it is committed."""
+        self._group.submit(record)
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
         with self.db.write() as session:
