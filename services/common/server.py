@@ -201,6 +201,8 @@ class GrpcService:
         server.start()
         self._server = server
         self.prepare()
+        if self.audit is not None:
+            self.audit.start()  # migrated: its tables exist
         self._set_status(health_pb2.HealthCheckResponse.SERVING)
         self.on_serving()
         log.info("%s serving on %s", self.settings.service, self.address)
@@ -240,6 +242,8 @@ class GrpcService:
             self._health_server.stop(0)
             self._health_server = None
         ACCESS_LOG.flush()
+        if self.audit is not None:
+            self.audit.stop()  # links what the drained calls recorded
         self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)
 

@@ -31,7 +31,7 @@ from services.inventory.seed import seed_catalogue
 from services.inventory.settings import InventorySettings, load_settings
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
-from services.inventory.store.models import audit_events, idempotency_keys, job_table, outbox
+from services.inventory.store.models import audit_tables, idempotency_keys, job_table, outbox
 
 
 def build(
@@ -42,7 +42,7 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("inventory", db, AuditStore("inventory", audit_events), clock)
+    audit = AuditTrail("inventory", db, AuditStore("inventory", audit_tables), clock)
     catalogue = CatalogueService(db, clock)
     sites = SiteService(db, clock)
     stock = StockService(db, clock, catalogue, sites)

@@ -28,7 +28,7 @@ from services.notify.dispatcher import Dispatcher, DispatchPolicy
 from services.notify.domain.model import Channel
 from services.notify.service import NotificationService, SubscriberService
 from services.notify.settings import NotifySettings, load_settings
-from services.notify.store.models import audit_events, idempotency_keys
+from services.notify.store.models import audit_tables, idempotency_keys
 from services.notify.templates import Templates
 
 SERVICE_NAME = notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name
@@ -55,7 +55,7 @@ def assemble(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=False)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("notify", db, AuditStore("notify", audit_events), clock)
+    audit = AuditTrail("notify", db, AuditStore("notify", audit_tables), clock)
     templates = Templates(directory=settings.template_dir or None)
     signal = EventSignal()
     dispatcher = Dispatcher(

@@ -32,7 +32,7 @@ from services.scheduler.products import InventoryProducts
 from services.scheduler.settings import SchedulerSettings, load_settings
 from services.scheduler.stock_relay import StockRelay
 from services.scheduler.stock_view import InventoryStock
-from services.scheduler.store.models import audit_events, idempotency_keys, job_table
+from services.scheduler.store.models import audit_tables, idempotency_keys, job_table
 from services.scheduler.usecases import SchedulerUseCases
 
 
@@ -47,7 +47,7 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("scheduler", db, AuditStore("scheduler", audit_events), clock)
+    audit = AuditTrail("scheduler", db, AuditStore("scheduler", audit_tables), clock)
     # every call to a peer carries the scheduler's own token, over TLS when it has a CA
     # bundle (the dose lookup, the stock view, the stock relay and the forecast push through
     # it, notifications)

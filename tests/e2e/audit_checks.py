@@ -17,6 +17,7 @@ from sqlalchemy import create_engine
 from services.common.audit.__main__ import store_for
 from services.common.audit.fhir import bundle_json
 from services.common.audit.record import MUTATION, PATIENT_READ, AuditRecord
+from services.common.audit.store import Link
 from services.common.audit.verify import verify
 from services.common.auth.policy import AuditKind, policy_of
 from tests.e2e.harness import Processes
@@ -57,11 +58,18 @@ def access_lines(processes: Processes, name: str) -> list[dict[str, Any]]:
     return lines
 
 
-def records(processes: Processes, name: str) -> list[AuditRecord]:
+def chain(processes: Processes, name: str) -> tuple[list[Link], list[str], int]:
+    """The service's chain, records outside it, records pending (after the services stopped:
+    each linked what it had left)."""
     engine = create_engine(processes.env[f"{name.upper()}_DATABASE_URL"])
+    store = store_for(name)
     try:
         with engine.connect() as connection:
-            return list(store_for(name).walk(connection))
+            return (
+                list(store.walk(connection)),
+                store.outside_chain(connection),
+                store.pending_count(connection),
+            )
     finally:
         engine.dispose()
 
@@ -70,9 +78,11 @@ def check_audit(processes: Processes) -> dict[str, int]:
     """Per service: the trail against the access log. Returns the records per service."""
     counted = {}
     for name in processes.services:
-        trail = records(processes, name)
-        verdict = verify(trail)
+        links, outside, pending = chain(processes, name)
+        verdict = verify(links, outside)
         assert verdict.intact, f"{name}: {verdict.broken}"
+        assert pending == 0, f"{name}: {pending} records left unlinked"
+        trail: list[AuditRecord] = [link.record for link in links if link.record is not None]
         assert len(bundle_json(trail)["entry"]) == len(trail)  # valid FHIR R4 AuditEvents
         answered: Counter[tuple[str, str]] = Counter()  # mutations answered OK, by request
         reads: Counter[str] = Counter()

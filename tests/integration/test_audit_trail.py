@@ -6,6 +6,7 @@ chain verified and tampering found."""
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -15,7 +16,7 @@ from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.audit.__main__ import main as audit_main
 from services.common.audit.fhir import bundle_json
-from services.common.audit.store import AuditStore, define_audit_table
+from services.common.audit.store import AuditStore, define_audit_tables
 from services.common.audit.verify import verify
 from tests.integration.builders import date, make_patient
 from tests.integration.conftest import Platform, request_id, scheduler_database_url
@@ -50,7 +51,22 @@ def of_method(found: list[audit_pb2.AuditEvent], method: str) -> list[audit_pb2.
 
 def scheduler_store(database_url: str) -> tuple[AuditStore, str]:
     url = scheduler_database_url(database_url)
-    return AuditStore("scheduler", define_audit_table(MetaData(), "scheduler")), url
+    return AuditStore("scheduler", define_audit_tables(MetaData(), "scheduler")), url
+
+
+def linked(store: AuditStore, url: str) -> None:
+    """Wait until the scheduler's linker has chained every record written so far."""
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with engine.connect() as connection:
+                if store.pending_count(connection) == 0:
+                    return
+            assert time.monotonic() < deadline, "records left unlinked"
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
 
 
 def test_mutation_once_replay_none_rollback_none_read_recorded(platform: Platform) -> None:
@@ -130,23 +146,28 @@ def test_chain_verifies_and_tampering_is_found(
     for _ in range(3):
         platform.scheduler.GetPatient(pb.GetPatientRequest(id=patient.id))
     store, url = scheduler_store(database_url)
+    linked(store, url)
     assert audit_main(["verify", "scheduler", "--database-url", url]) == 0
     assert "intact: 4 records" in capsys.readouterr().out
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
-            records = list(store.walk(connection))
+            records = [link.record for link in store.walk(connection) if link.record]
             bundle = bundle_json(records)  # validated against fhirclient's R4 model
             assert len(bundle["entry"]) == 4
             with pytest.raises(Exception, match="append-only"), connection.begin_nested():
                 connection.execute(text("UPDATE scheduler_audit_events SET outcome = 'X'"))
+            with pytest.raises(Exception, match="append-only"), connection.begin_nested():
+                connection.execute(text("DELETE FROM scheduler_audit_chain"))
         with engine.begin() as connection:  # an owner who drops the guard first
             if connection.dialect.name == "postgresql":
                 connection.execute(text("ALTER TABLE scheduler_audit_events DISABLE TRIGGER USER"))
             else:
                 connection.execute(text("DROP TRIGGER scheduler_audit_events_no_update"))
+            third = records[2].id
             connection.execute(
-                text("UPDATE scheduler_audit_events SET peer = 'elsewhere' WHERE sequence = 3")
+                text("UPDATE scheduler_audit_events SET peer = 'elsewhere' WHERE id = :id"),
+                {"id": third},
             )
     finally:
         engine.dispose()
@@ -174,10 +195,11 @@ def test_chain_holds_under_concurrent_writers(platform: Platform, database_url: 
         t.join()
     assert errors == []
     store, url = scheduler_store(database_url)
+    linked(store, url)
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            verdict = verify(store.walk(connection))
+            verdict = verify(store.walk(connection), store.outside_chain(connection))
     finally:
         engine.dispose()
     assert verdict.intact, verdict.broken

@@ -26,6 +26,7 @@ from services.common.audit.record import (
     canonical,
     record_hash,
 )
+from services.common.audit.store import Link
 from services.common.audit.verify import verify
 
 T0 = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
@@ -33,6 +34,7 @@ T0 = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
 
 def record(n: int = 0, **changes: object) -> AuditRecord:
     base = AuditRecord(
+        id=f"0190-{n:04d}",
         service="scheduler",
         occurred_at=T0 + dt.timedelta(seconds=n),
         method="/infusion.scheduler.v1.SchedulerService/CreatePatient",
@@ -63,6 +65,10 @@ def chain(count: int) -> list[AuditRecord]:
     return out
 
 
+def links(records: list[AuditRecord]) -> list[Link]:
+    return [Link(r.sequence, r.id, r.previous_hash, r.hash, r) for r in records]
+
+
 def test_hash_covers_every_field_and_the_previous_hash() -> None:
     linked = record().chained(1, GENESIS)
     assert linked.hash == record_hash(linked) and len(linked.hash) == 64
@@ -89,7 +95,7 @@ def test_canonical_form_is_stable_json() -> None:
 
 
 def test_an_intact_chain_verifies() -> None:
-    verdict = verify(chain(5))
+    verdict = verify(links(chain(5)))
     assert verdict.intact and verdict.checked == 5
     assert verify([]).intact
 
@@ -108,7 +114,7 @@ def test_an_intact_chain_verifies() -> None:
     ],
 )
 def test_the_first_broken_link_is_reported(damage: object, broken_at: int, words: str) -> None:
-    verdict = verify(damage(chain(6)))  # type: ignore[operator]
+    verdict = verify(links(damage(chain(6))))  # type: ignore[operator]
     assert verdict.broken is not None
     assert verdict.broken.sequence == broken_at
     assert words in verdict.broken.problem
@@ -116,11 +122,21 @@ def test_the_first_broken_link_is_reported(damage: object, broken_at: int, words
 
 
 def test_a_rehashed_altered_record_still_breaks_the_next_link() -> None:
-    links = chain(4)
-    forged = dataclasses.replace(links[1], subject="someone", hash="")
+    chained = chain(4)
+    forged = dataclasses.replace(chained[1], subject="someone", hash="")
     forged = dataclasses.replace(forged, hash=record_hash(forged))
-    verdict = verify([links[0], forged, *links[2:]])
+    verdict = verify(links([chained[0], forged, *chained[2:]]))
     assert verdict.broken is not None and verdict.broken.sequence == 3
+
+
+def test_a_removed_record_and_a_record_outside_the_chain_are_reported() -> None:
+    damaged = links(chain(3))
+    damaged[1] = dataclasses.replace(damaged[1], record=None)
+    verdict = verify(damaged)
+    assert verdict.broken is not None and verdict.broken.sequence == 2
+    assert "gone" in verdict.broken.problem
+    stray = verify(links(chain(2)), ["0190-9999"])
+    assert stray.broken is not None and "0190-9999" in str(stray.broken)
 
 
 def test_ids_are_cleaned_sorted_and_bounded() -> None:

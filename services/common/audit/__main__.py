@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import MetaData
 
 from services.common.audit.fhir import bundle_json
-from services.common.audit.store import AuditFilter, AuditStore, define_audit_table
+from services.common.audit.store import AuditFilter, AuditStore, define_audit_tables
 from services.common.audit.verify import verify
 from services.common.db import Database
 from services.common.settings import default_database_url
@@ -26,7 +26,7 @@ SERVICES = ("scheduler", "inventory", "notify")
 
 
 def store_for(service: str) -> AuditStore:
-    return AuditStore(service, define_audit_table(MetaData(), service))
+    return AuditStore(service, define_audit_tables(MetaData(), service))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,20 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with db.engine.connect() as connection:
             if args.command == "verify":
-                verdict = verify(store.walk(connection))
+                verdict = verify(store.walk(connection), store.outside_chain(connection))
+                waiting = store.pending_count(connection)
                 if verdict.broken is not None:
                     print(
                         f"{args.service} audit chain BROKEN at {verdict.broken} "
                         f"({verdict.checked} records before it intact)"
                     )
                     return 1
-                print(f"{args.service} audit chain intact: {verdict.checked} records")
+                print(
+                    f"{args.service} audit chain intact: {verdict.checked} records"
+                    + (f" ({waiting} more waiting to be linked)" if waiting else "")
+                )
                 return 0
             if args.patient:
                 where = AuditFilter(None, patient_id=args.patient)
                 records = store.find(connection, where, sys.maxsize)
             else:
-                records = list(store.walk(connection))
+                records = [link.record for link in store.walk(connection) if link.record]
             text = json.dumps(bundle_json(records), indent=2)
     finally:
         db.dispose()

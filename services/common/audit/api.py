@@ -23,6 +23,7 @@ from services.common.pagination import page_request, split_page
 
 def event_out(r: AuditRecord) -> pb.AuditEvent:
     return pb.AuditEvent(
+        id=r.id,
         service=r.service,
         sequence=r.sequence,
         time=from_datetime(r.occurred_at),
@@ -63,23 +64,18 @@ class AuditApi(pb_grpc.AuditServiceServicer):
             f"{start.isoformat() if start else ''}:{end.isoformat() if end else ''}"
         )
         page = page_request(request.page_size, request.page_token, scope=scope)
-        try:
-            after = int(page.after[0]) if page.after else 0
-        except ValueError:
-            raise InvalidArgument(
-                [FieldViolation("page_token", "is not a token this list issued; start again")]
-            ) from None
+        after = page.after[0] if page.after else ""
         where = AuditFilter(
             organisation_id=current_caller().organisation_id,
             patient_id=request.patient_id,
             actor=request.actor,
             start=start,
             end=end,
-            after_sequence=after,
+            after_id=after,
         )
         with self._db.single_read() as connection:
             found = self._store.find(connection, where, page.size + 1)
-        rows, token = split_page(found, page, lambda r: [str(r.sequence)], scope=scope)
+        rows, token = split_page(found, page, lambda r: [r.id], scope=scope)
         return pb.ListAuditEventsResponse(
             audit_events=[event_out(r) for r in rows], next_page_token=token
         )

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 MAX_DEPTH = 4
@@ -53,31 +53,83 @@ def from_request(request: Message, resource_type: str) -> Concerned:
 
 
 def from_response(response: Message, resource_type: str) -> Concerned:
-    """Every resource of the declared type and every patient the answer carries."""
+    """Every resource of the declared type and every patient the answer carries. Only the
+    fields that can lead to an id are visited (worked out once per message type), so a large
+    answer with no ids deep inside (a dose's days and rate steps) costs a few lookups."""
     found = Concerned()
     visited = 0
     pending: list[tuple[Message, int]] = [(response, 0)]
     while pending and visited < MAX_VISITED:
         message, depth = pending.pop()
         visited += 1
-        _message_ids(found, message, resource_type)
+        descriptor = message.DESCRIPTOR
+        strings, nested = _plan(descriptor, resource_type)
+        for name in strings:
+            value = getattr(message, name)
+            if value:
+                _note(found, name, value, descriptor.name, resource_type)
         if depth >= MAX_DEPTH:
             continue
-        for descriptor, value in message.ListFields():
-            if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
-                continue
-            items: Iterable[Any] = value if descriptor.is_repeated else (value,)
-            pending.extend((item, depth + 1) for item in items)
+        for name, repeated in nested:
+            if repeated:
+                pending.extend((item, depth + 1) for item in getattr(message, name))
+            elif message.HasField(name):
+                pending.append((getattr(message, name), depth + 1))
     return found
 
 
 def _message_ids(found: Concerned, message: Message, resource_type: str) -> None:
-    name = message.DESCRIPTOR.name
-    for descriptor, value in message.ListFields():
-        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
-            _note(found, descriptor.name, value, name, resource_type)
+    descriptor = message.DESCRIPTOR
+    for name in _plan(descriptor, resource_type)[0]:
+        value = getattr(message, name)
+        if value:
+            _note(found, name, value, descriptor.name, resource_type)
 
 
+@cache
+def _plan(
+    descriptor: Descriptor, resource_type: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    """(string fields that name an id here, message fields through which one can be reached)."""
+    strings = tuple(
+        f.name
+        for f in descriptor.fields
+        if f.type == FieldDescriptor.TYPE_STRING
+        and not f.is_repeated
+        and _names_an_id(f.name, descriptor.name, resource_type)
+    )
+    nested = tuple(
+        (f.name, f.is_repeated)
+        for f in descriptor.fields
+        if f.message_type is not None
+        and not f.message_type.GetOptions().map_entry
+        and _reaches(f.message_type, resource_type, frozenset({descriptor.full_name}))
+    )
+    return strings, nested
+
+
+def _names_an_id(field_name: str, owner: str, resource_type: str) -> bool:
+    return field_name in ("patient_id", reference_field(resource_type)) or (
+        field_name == "id" and owner in (resource_type, "Patient")
+    )
+
+
+def _reaches(descriptor: Descriptor, resource_type: str, seen: frozenset[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False
+    for f in descriptor.fields:
+        if f.type == FieldDescriptor.TYPE_STRING and _names_an_id(
+            f.name, descriptor.name, resource_type
+        ):
+            return True
+        if f.message_type is not None and _reaches(
+            f.message_type, resource_type, seen | {descriptor.full_name}
+        ):
+            return True
+    return False
+
+
+@cache
 def reference_field(resource_type: str) -> str:
     """The field that names a resource of this type elsewhere: TherapyPlan -> therapy_plan_id."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", resource_type).lower() + "_id"

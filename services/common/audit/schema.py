@@ -2,9 +2,10 @@
 inventory 0006, notify 0004). Frozen: a later change to the table is a new migration, not an
 edit here.
 
-On PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE (append-only, whoever the
-database user); on SQLite triggers refuse UPDATE and DELETE. Tampering then needs a database
-owner who drops the trigger first, and ``verify`` still finds what was changed.
+The records and the chain are append-only: on PostgreSQL a trigger refuses UPDATE, DELETE and
+TRUNCATE (whoever the database user), on SQLite triggers refuse UPDATE and DELETE. Tampering
+then needs a database owner who drops the triggers first, and ``verify`` still finds what was
+changed. The pending table is the linker's work list, deleted from as records are linked.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import MetaData
 
-from services.common.audit.store import define_audit_table, table_name
+from services.common.audit.store import define_audit_tables, table_names
 
 
 def upgrade(service: str) -> None:
-    table = define_audit_table(MetaData(), service)
-    table.create(op.get_bind())
-    name = table_name(service)
+    tables = define_audit_tables(MetaData(), service)
+    for table in (tables.events, tables.chain, tables.pending):
+        table.create(op.get_bind())
+    for table in (tables.events, tables.chain):
+        _append_only(table.name)
+
+
+def _append_only(name: str) -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             f"""
@@ -45,7 +51,9 @@ def upgrade(service: str) -> None:
 
 
 def downgrade(service: str) -> None:
-    name = table_name(service)
-    op.drop_table(name)  # its triggers go with it
+    events, chain, pending = table_names(service)
+    for name in (pending, chain, events):
+        op.drop_table(name)  # its triggers go with it
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP FUNCTION IF EXISTS {name}_append_only()")
+        for name in (chain, events):
+            op.execute(f"DROP FUNCTION IF EXISTS {name}_append_only()")

@@ -1,11 +1,21 @@
-"""Where a service keeps its audit trail: one append-only table per service
-(``<service>_audit_events``, so services may share a database), in sequence order.
+"""Where a service keeps its audit trail: three tables per service (prefixed with the service,
+so services may share a database).
 
-Appending serialises on the chain's head for as short as possible: the writer takes a lock
-(PostgreSQL: a transaction-level advisory lock keyed by the service, held by every replica
-alike; SQLite: the database's write lock, which every write transaction takes at BEGIN), reads
-the last record's sequence and hash, inserts and commits. The sequence is the primary key, so
-two writers that somehow passed the lock together could not both append the same link.
+- ``<service>_audit_events``: the records, append-only. A record is inserted in the
+  transaction it records (a mutation's own) without any lock, so writing it costs a mutation
+  one insert and serialises nothing.
+- ``<service>_audit_pending``: the id of each record not yet in the chain, inserted with it.
+- ``<service>_audit_chain``: the hash chain, append-only: link ``n`` names a record and holds
+  the previous link's hash and the hash of (its record, ``n``, that previous hash). The linker
+  (:mod:`services.common.audit.linker`) appends links for pending records in batches and
+  deletes their pending rows in the same transaction.
+
+Linking serialises on the chain's head, for one short transaction per batch: the linker takes
+a lock (PostgreSQL: a transaction-level advisory lock keyed by the service, so replicas sharing
+the database take turns; SQLite: the database's write lock, which every write transaction takes
+at BEGIN), reads the last link, inserts the new ones and commits. The sequence is the chain's
+primary key and a record can be linked once (unique), so no race can fork the chain or link a
+record twice.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -25,50 +36,72 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    delete,
+    func,
     select,
     text,
 )
-from sqlalchemy.orm import Session
 
-from services.common.audit.record import GENESIS, AuditRecord
+from services.common.audit.record import GENESIS, AuditRecord, content_hash, link_hash
 from services.common.db import UtcDateTime
 
 READ_BATCH = 1000
 
 
-def table_name(service: str) -> str:
-    return f"{service}_audit_events"
+def table_names(service: str) -> tuple[str, str, str]:
+    """(events, chain, pending)."""
+    return (f"{service}_audit_events", f"{service}_audit_chain", f"{service}_audit_pending")
 
 
-def define_audit_table(metadata: MetaData, service: str) -> Table:
-    """The trail's table. ``patient_ids`` is kept as text with a space around every id
-    (" p1 p2 ") so "records naming this patient" is one portable LIKE on either database."""
-    name = table_name(service)
-    return Table(
-        name,
-        metadata,
-        Column("sequence", BigInteger, primary_key=True, autoincrement=False),
-        Column("occurred_at", UtcDateTime, nullable=False),
-        Column("method", String(200), nullable=False),
-        Column("kind", String(20), nullable=False),
-        Column("resource_type", String(60), nullable=False),
-        Column("resource_ids", JSON, nullable=False),
-        Column("patient_ids", Text, nullable=False),
-        Column("subject", String(256), nullable=False),
-        Column("caller_kind", String(10), nullable=False),
-        Column("client_id", String(256), nullable=False),
-        Column("roles", JSON, nullable=False),
-        Column("token_id", String(256), nullable=False),
-        Column("organisation_id", String(100), nullable=False),
-        Column("peer", String(300), nullable=False),
-        Column("outcome", String(40), nullable=False),
-        Column("request_id", String(128), nullable=False),
-        Column("purpose", String(64), nullable=False),
-        Column("previous_hash", String(64), nullable=False),
-        Column("hash", String(64), nullable=False),
-        Index(f"ix_{name}_organisation", "organisation_id", "sequence"),
-        Index(f"ix_{name}_subject", "subject", "sequence"),
-        Index(f"ix_{name}_occurred_at", "occurred_at"),
+@dataclass(frozen=True)
+class AuditTables:
+    events: Table
+    chain: Table
+    pending: Table
+
+
+def define_audit_tables(metadata: MetaData, service: str) -> AuditTables:
+    """``patient_ids`` is kept as text with a space around every id (" p1 p2 ") so "records
+    naming this patient" is one portable LIKE on either database."""
+    events, chain, pending = table_names(service)
+    return AuditTables(
+        Table(
+            events,
+            metadata,
+            Column("id", String(40), primary_key=True),
+            Column("occurred_at", UtcDateTime, nullable=False),
+            Column("method", String(200), nullable=False),
+            Column("kind", String(20), nullable=False),
+            Column("resource_type", String(60), nullable=False),
+            Column("resource_ids", JSON, nullable=False),
+            Column("patient_ids", Text, nullable=False),
+            Column("subject", String(256), nullable=False),
+            Column("caller_kind", String(10), nullable=False),
+            Column("client_id", String(256), nullable=False),
+            Column("roles", JSON, nullable=False),
+            Column("token_id", String(256), nullable=False),
+            Column("organisation_id", String(100), nullable=False),
+            Column("peer", String(300), nullable=False),
+            Column("outcome", String(40), nullable=False),
+            Column("request_id", String(128), nullable=False),
+            Column("purpose", String(64), nullable=False),
+            # the content hash the record was linked with (verify recomputes it, never trusts it)
+            Column("content_hash", String(64), nullable=False),
+            Index(f"ix_{events}_organisation", "organisation_id", "id"),
+            Index(f"ix_{events}_subject", "subject", "id"),
+            Index(f"ix_{events}_occurred_at", "occurred_at"),
+        ),
+        Table(
+            chain,
+            metadata,
+            Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+            Column("event_id", String(40), nullable=False),
+            Column("previous_hash", String(64), nullable=False),
+            Column("hash", String(64), nullable=False),
+            UniqueConstraint("event_id", name=f"uq_{chain}_event_id"),
+        ),
+        Table(pending, metadata, Column("event_id", String(40), primary_key=True)),
     )
 
 
@@ -84,62 +117,76 @@ class AuditFilter:
     actor: str = ""
     start: dt.datetime | None = None
     end: dt.datetime | None = None
-    after_sequence: int = 0
+    after_id: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of the chain as stored, with its record (None: the record is gone)."""
+
+    sequence: int
+    event_id: str
+    previous_hash: str
+    hash: str
+    record: AuditRecord | None
 
 
 class AuditStore:
-    def __init__(self, service: str, table: Table) -> None:
+    def __init__(self, service: str, tables: AuditTables) -> None:
         self.service = service
-        self.table = table
+        self.tables = tables
         self._lock_key = _lock_key(service)
+        events = tables.events
+        self._event_columns = [c for c in events.c if c.name != "id"]
 
-    def append(self, session: Session, records: Sequence[AuditRecord]) -> list[AuditRecord]:
-        """Link ``records`` after the chain's head and insert them, in ``session``'s
-        transaction: they are stored exactly when it commits."""
-        connection = session.connection()
+    # --- writing ---------------------------------------------------------------------------
+
+    def insert(self, connection: Connection, records: Sequence[AuditRecord]) -> None:
+        """Store ``records`` (not yet linked) in ``connection``'s transaction."""
+        connection.execute(self.tables.events.insert(), [_row(r) for r in records])
+        connection.execute(self.tables.pending.insert(), [{"event_id": r.id} for r in records])
+
+    def link_pending(self, connection: Connection, limit: int = 500) -> int:
+        """Append chain links for up to ``limit`` pending records, oldest first, in
+        ``connection``'s transaction (which the caller commits at once). Returns how many."""
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
+        chain, events, pending = self.tables.chain, self.tables.events, self.tables.pending
         head = connection.execute(
-            select(self.table.c.sequence, self.table.c.hash)
-            .order_by(self.table.c.sequence.desc())
-            .limit(1)
+            select(chain.c.sequence, chain.c.hash).order_by(chain.c.sequence.desc()).limit(1)
         ).first()
         sequence, previous = (head.sequence, head.hash) if head is not None else (0, GENESIS)
-        linked = []
-        for record in records:
+        rows = connection.execute(
+            select(events.c.id, events.c.content_hash)
+            .join(pending, pending.c.event_id == events.c.id)
+            .order_by(events.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            return 0
+        links = []
+        for event_id, content in rows:
             sequence += 1
-            link = record.chained(sequence, previous)
-            previous = link.hash
-            linked.append(link)
-        connection.execute(self.table.insert(), [self._row(r) for r in linked])
-        return linked
+            current = link_hash(sequence, previous, content)
+            links.append(
+                {
+                    "sequence": sequence,
+                    "event_id": event_id,
+                    "previous_hash": previous,
+                    "hash": current,
+                }
+            )
+            previous = current
+        connection.execute(chain.insert(), links)
+        ids = [link["event_id"] for link in links]
+        connection.execute(delete(pending).where(pending.c.event_id.in_(ids)))
+        return len(links)
 
-    def _row(self, r: AuditRecord) -> dict[str, object]:
-        return {
-            "sequence": r.sequence,
-            "occurred_at": r.occurred_at,
-            "method": r.method,
-            "kind": r.kind,
-            "resource_type": r.resource_type,
-            "resource_ids": list(r.resource_ids),
-            "patient_ids": "".join(f" {p}" for p in r.patient_ids) + " ",
-            "subject": r.subject,
-            "caller_kind": r.caller_kind,
-            "client_id": r.client_id,
-            "roles": list(r.roles),
-            "token_id": r.token_id,
-            "organisation_id": r.organisation_id,
-            "peer": r.peer,
-            "outcome": r.outcome,
-            "request_id": r.request_id,
-            "purpose": r.purpose,
-            "previous_hash": r.previous_hash,
-            "hash": r.hash,
-        }
+    # --- reading ---------------------------------------------------------------------------
 
-    def _record(self, row: object) -> AuditRecord:
-        m = row._mapping  # type: ignore[attr-defined]
+    def _record(self, m: Any, link: Any = None) -> AuditRecord:
         return AuditRecord(
+            id=m["id"],
             service=self.service,
             occurred_at=m["occurred_at"],
             method=m["method"],
@@ -157,34 +204,96 @@ class AuditStore:
             outcome=m["outcome"],
             request_id=m["request_id"],
             purpose=m["purpose"],
-            sequence=m["sequence"],
-            previous_hash=m["previous_hash"],
-            hash=m["hash"],
+            sequence=(link["sequence"] or 0) if link is not None else 0,
+            previous_hash=(link["previous_hash"] or "") if link is not None else "",
+            hash=(link["hash"] or "") if link is not None else "",
         )
 
     def find(self, connection: Connection, where: AuditFilter, limit: int) -> list[AuditRecord]:
-        """Records matching ``where`` in chain order, after ``where.after_sequence``."""
-        t = self.table
-        query = select(t).where(t.c.sequence > where.after_sequence)
+        """Records matching ``where``, oldest first, after ``where.after_id``, with their
+        place in the chain when they are linked."""
+        events, chain = self.tables.events, self.tables.chain
+        query = (
+            select(events, chain.c.sequence, chain.c.previous_hash, chain.c.hash)
+            .outerjoin(chain, chain.c.event_id == events.c.id)
+            .where(events.c.id > where.after_id)
+        )
         if where.organisation_id is not None:
-            query = query.where(t.c.organisation_id == where.organisation_id)
+            query = query.where(events.c.organisation_id == where.organisation_id)
         if where.patient_id:
-            query = query.where(t.c.patient_ids.contains(f" {where.patient_id} ", autoescape=True))
+            query = query.where(
+                events.c.patient_ids.contains(f" {where.patient_id} ", autoescape=True)
+            )
         if where.actor:
-            query = query.where(t.c.subject == where.actor)
+            query = query.where(events.c.subject == where.actor)
         if where.start is not None:
-            query = query.where(t.c.occurred_at >= where.start)
+            query = query.where(events.c.occurred_at >= where.start)
         if where.end is not None:
-            query = query.where(t.c.occurred_at < where.end)
-        rows = connection.execute(query.order_by(t.c.sequence).limit(limit))
-        return [self._record(row) for row in rows]
+            query = query.where(events.c.occurred_at < where.end)
+        rows = connection.execute(query.order_by(events.c.id).limit(limit))
+        return [self._record(row._mapping, row._mapping) for row in rows]
 
-    def walk(self, connection: Connection) -> Iterator[AuditRecord]:
-        """Every record in chain order, a batch at a time."""
+    def walk(self, connection: Connection) -> Iterator[Link]:
+        """The chain in sequence order, a batch at a time, each link with its record."""
+        events, chain = self.tables.events, self.tables.chain
         after = 0
         while True:
-            batch = self.find(connection, AuditFilter(None, after_sequence=after), READ_BATCH)
-            yield from batch
-            if len(batch) < READ_BATCH:
+            rows = connection.execute(
+                select(chain, events)
+                .outerjoin(events, events.c.id == chain.c.event_id)
+                .where(chain.c.sequence > after)
+                .order_by(chain.c.sequence)
+                .limit(READ_BATCH)
+            ).all()
+            for row in rows:
+                m = row._mapping
+                record = self._record(m, m) if m[events.c.id] is not None else None
+                yield Link(
+                    m[chain.c.sequence],
+                    m[chain.c.event_id],
+                    m[chain.c.previous_hash],
+                    m[chain.c.hash],
+                    record,
+                )
+            if len(rows) < READ_BATCH:
                 return
-            after = batch[-1].sequence
+            after = rows[-1]._mapping[chain.c.sequence]
+
+    def outside_chain(self, connection: Connection, limit: int = 10) -> list[str]:
+        """Ids of records neither linked nor pending: written around the trail."""
+        events, chain, pending = self.tables.events, self.tables.chain, self.tables.pending
+        query = (
+            select(events.c.id)
+            .outerjoin(chain, chain.c.event_id == events.c.id)
+            .outerjoin(pending, pending.c.event_id == events.c.id)
+            .where(chain.c.event_id.is_(None), pending.c.event_id.is_(None))
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        return list(connection.scalars(query))
+
+    def pending_count(self, connection: Connection) -> int:
+        return int(connection.scalar(select(func.count()).select_from(self.tables.pending)) or 0)
+
+
+def _row(r: AuditRecord) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "occurred_at": r.occurred_at,
+        "method": r.method,
+        "kind": r.kind,
+        "resource_type": r.resource_type,
+        "resource_ids": list(r.resource_ids),
+        "patient_ids": "".join(f" {p}" for p in r.patient_ids) + " ",
+        "subject": r.subject,
+        "caller_kind": r.caller_kind,
+        "client_id": r.client_id,
+        "roles": list(r.roles),
+        "token_id": r.token_id,
+        "organisation_id": r.organisation_id,
+        "peer": r.peer,
+        "outcome": r.outcome,
+        "request_id": r.request_id,
+        "purpose": r.purpose,
+        "content_hash": content_hash(r),
+    }

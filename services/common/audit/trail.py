@@ -11,6 +11,9 @@ made elsewhere) gets its record in a transaction of its own at the end of the ca
 successful mutation has exactly one. Reads: the record is written after the handler, before
 the response is returned to gRPC, through a group commit shared by concurrent calls; if it
 cannot be stored, the call fails instead of answering unaudited.
+
+Storing a record takes no lock on the chain: the linker (services/common/audit/linker.py)
+appends new records to the hash chain in batches right after they commit.
 """
 
 from __future__ import annotations
@@ -27,17 +30,18 @@ from sqlalchemy.orm import Session
 
 from services.common.audit.group_commit import GroupCommit
 from services.common.audit.ids import Concerned, from_request, from_response, from_rows
+from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import Caller
+from services.common.ids import new_id
 
 log = logging.getLogger(__name__)
 
 _WRITTEN = "audit.written"  # session.info: the call whose record this transaction holds
 _CHANGED = "audit.changed"  # session.info: the transaction inserted, updated or deleted
-_OWN = "audit.own"  # session.info: the trail's own transaction (records of reads)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class AuditCall:
         if organisation is None:  # a service acting for whichever organisation owns the rows
             organisation = min(concerned.organisation_ids, default="")
         return AuditRecord(
+            id=new_id(),
             service=service,
             occurred_at=clock.now(),
             method=self.method,
@@ -114,6 +119,8 @@ class AuditTrail:
         self.store = store
         self.clock = clock
         self._group: GroupCommit[AuditRecord] = GroupCommit(self._write)
+        self._immediate = db.engine.execution_options(sqlite_immediate=True)
+        self.linker = ChainLinker(db, store)
         self._installed = False
 
     def install(self) -> None:
@@ -150,24 +157,23 @@ class AuditTrail:
         call = _current.get()
         if call is None or call.kind != MUTATION or call.recorded or call.replayed:
             return
-        if session.info.get(_OWN):
-            return
         if session.new or session.dirty or session.deleted:
             session.flush()  # the rows it would flush on commit, so their ids are known
         if not session.info.get(_CHANGED):
             return
-        self.store.append(session, [call.record(self.service, self.clock, "OK", Concerned())])
+        record = call.record(self.service, self.clock, "OK", Concerned())
+        self.store.insert(session.connection(), [record])
         session.info[_WRITTEN] = call
 
     def _after_commit(self, session: Session) -> None:
         call = session.info.pop(_WRITTEN, None)
         session.info.pop(_CHANGED, None)
-        session.info.pop(_OWN, None)
         if call is not None:
             call.recorded = True
+            self.linker.stored(1)
 
     def _after_rollback(self, session: Session) -> None:
-        for key in (_WRITTEN, _CHANGED, _OWN):
+        for key in (_WRITTEN, _CHANGED):
             session.info.pop(key, None)
 
     # --- the end of a call ----------------------------------------------------------------
@@ -193,6 +199,14 @@ class AuditTrail:
         self._group.submit(record)
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
-        with self.db.write() as session:
-            session.info[_OWN] = True
-            self.store.append(session, records)
+        with self._immediate.begin() as connection:  # not a session: no hook runs here
+            self.store.insert(connection, records)
+        self.linker.stored(len(records))
+
+    def start(self) -> None:
+        """Link records into the chain from now on (the server, once migrated)."""
+        self.linker.start()
+
+    def stop(self) -> None:
+        """Stop linking, after linking what is pending (the server, after its drain)."""
+        self.linker.stop()
