@@ -98,14 +98,18 @@ class AuditInterceptor(WrappingInterceptor):
 
         def handler(request: Any, context: grpc.ServicerContext) -> Any:
             call = open_call(request, context)
-            with auditing(call):
-                try:
-                    response = behaviour(request, context)
-                except BaseException as error:
-                    trail.finish(call, outcome_of(error, context), None)
-                    raise
-                trail.finish(call, "OK", response)
-                return response
+            trail.opening(call)
+            try:
+                with auditing(call):
+                    try:
+                        response = behaviour(request, context)
+                    except BaseException as error:
+                        trail.finish(call, outcome_of(error, context), None)
+                        raise
+                    trail.finish(call, "OK", response)
+                    return response
+            finally:
+                trail.closing(call)
 
         return handler
 

@@ -12,8 +12,10 @@ successful mutation has exactly one. Reads: the record is written after the hand
 the response is returned to gRPC, through a group commit shared by concurrent calls; if it
 cannot be stored, the call fails instead of answering unaudited.
 
-Storing a record takes no lock on the chain: the linker (services/common/audit/linker.py)
-appends new records to the hash chain in batches right after they commit.
+A mutation's record takes no lock on the chain (a link needs its predecessor committed: every
+mutation would wait for the one before it): the linker (services/common/audit/linker.py) links
+it in a batch right after. The reads' group commit is a transaction of records only, so it
+links its records itself, holding the chain's head for its few statements.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class AuditCall:
     purpose: str
     recorded: bool = False
     replayed: bool = False
+    expected: bool = False  # announced to the group commit (reads)
     touched: Concerned = field(default_factory=Concerned)
 
     def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
@@ -190,18 +193,31 @@ class AuditTrail:
             extra = (
                 from_response(response, call.resource_type) if response is not None else Concerned()
             )
-        self.store_now(call.record(self.service, self.clock, outcome, extra))
+        self.store_now(call.record(self.service, self.clock, outcome, extra), call.expected)
+        call.expected = False
         call.recorded = True
 
-    def store_now(self, record: AuditRecord) -> None:
+    def opening(self, call: AuditCall) -> None:
+        """A call started that will store a record at its end (a read): a group commit under
+        way may wait a moment for it."""
+        if call.kind != MUTATION:
+            self._group.expect()
+            call.expected = True
+
+    def closing(self, call: AuditCall) -> None:
+        """The call ended; if it never stored its record, it is no longer waited for."""
+        if call.expected:
+            call.expected = False
+            self._group.unexpect()
+
+    def store_now(self, record: AuditRecord, expected: bool = False) -> None:
         """Append ``record`` in a transaction shared with whichever concurrent calls are
         storing theirs; return once it is committed."""
-        self._group.submit(record)
+        self._group.submit(record, expected)
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
         with self._immediate.begin() as connection:  # not a session: no hook runs here
-            self.store.insert(connection, records)
-        self.linker.stored(len(records))
+            self.store.insert_linked(connection, records)
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""
