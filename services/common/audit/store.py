@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Dialect,
     Index,
     MetaData,
     String,
@@ -105,6 +106,32 @@ def define_audit_tables(metadata: MetaData, service: str) -> AuditTables:
     )
 
 
+class _DriverInsert:
+    """One table's INSERT compiled once per dialect and sent to the driver as it is
+    (``exec_driver_sql``, an executemany of values already through the columns' bind
+    processors): records are written on every audited call, and compiling and processing a
+    Core insert per commit cost about as much as the commit itself."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        compiled = table.insert().compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        names = list(compiled.positiontup or ()) if self.positional else list(compiled.params)
+        self.columns = [
+            (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in names
+        ]
+
+    def execute(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if self.positional:
+            values: Any = [
+                tuple(p(row[n]) if p else row[n] for n, p in self.columns) for row in rows
+            ]
+        else:
+            values = [{n: p(row[n]) if p else row[n] for n, p in self.columns} for row in rows]
+        connection.exec_driver_sql(self.sql, values)
+
+
 def _lock_key(service: str) -> int:
     """A stable signed 64-bit advisory-lock key per service's chain."""
     return int.from_bytes(hashlib.sha256(f"audit:{service}".encode()).digest()[:8], signed=True)
@@ -136,15 +163,21 @@ class AuditStore:
         self.service = service
         self.tables = tables
         self._lock_key = _lock_key(service)
-        events = tables.events
-        self._event_columns = [c for c in events.c if c.name != "id"]
+        self._inserts: dict[tuple[str, str], _DriverInsert] = {}
+
+    def _insert(self, connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        key = (connection.dialect.name, table.name)
+        insert = self._inserts.get(key)
+        if insert is None:
+            insert = self._inserts[key] = _DriverInsert(table, connection.dialect)
+        insert.execute(connection, rows)
 
     # --- writing ---------------------------------------------------------------------------
 
     def insert(self, connection: Connection, records: Sequence[AuditRecord]) -> None:
         """Store ``records`` (not yet linked) in ``connection``'s transaction."""
-        connection.execute(self.tables.events.insert(), [_row(r) for r in records])
-        connection.execute(self.tables.pending.insert(), [{"event_id": r.id} for r in records])
+        self._insert(connection, self.tables.events, [_row(r) for r in records])
+        self._insert(connection, self.tables.pending, [{"event_id": r.id} for r in records])
 
     def _head(self, connection: Connection) -> tuple[int, str]:
         """Lock the chain's head for this transaction and read it."""
@@ -158,9 +191,9 @@ class AuditStore:
 
     def _links(
         self, head: tuple[int, str], records: Sequence[tuple[str, str]]
-    ) -> list[dict[str, object]]:
+    ) -> list[dict[str, Any]]:
         sequence, previous = head
-        links: list[dict[str, object]] = []
+        links: list[dict[str, Any]] = []
         for event_id, content in records:
             sequence += 1
             current = link_hash(sequence, previous, content)
@@ -183,8 +216,8 @@ class AuditStore:
         links = self._links(
             self._head(connection), [(str(r["id"]), str(r["content_hash"])) for r in rows]
         )
-        connection.execute(self.tables.events.insert(), rows)
-        connection.execute(self.tables.chain.insert(), links)
+        self._insert(connection, self.tables.events, rows)
+        self._insert(connection, self.tables.chain, links)
 
     def link_pending(self, connection: Connection, limit: int = 500) -> int:
         """Append chain links for up to ``limit`` pending records, oldest first, in
@@ -200,7 +233,7 @@ class AuditStore:
         if not rows:
             return 0
         links = self._links(head, [(row.id, row.content_hash) for row in rows])
-        connection.execute(self.tables.chain.insert(), links)
+        self._insert(connection, self.tables.chain, links)
         ids = [link["event_id"] for link in links]
         connection.execute(delete(pending).where(pending.c.event_id.in_(ids)))
         return len(links)
@@ -299,7 +332,7 @@ class AuditStore:
         return int(connection.scalar(select(func.count()).select_from(self.tables.pending)) or 0)
 
 
-def _row(r: AuditRecord) -> dict[str, object]:
+def _row(r: AuditRecord) -> dict[str, Any]:
     return {
         "id": r.id,
         "occurred_at": r.occurred_at,
