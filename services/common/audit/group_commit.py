@@ -30,11 +30,16 @@ class WriteFailed(Exception):
 
 
 class _Slot:
-    __slots__ = ("done", "error")
+    """One caller's item: the caller sleeps on its own event, set when the item is stored (or
+    its write failed), or when the caller is handed the lead."""
+
+    __slots__ = ("done", "error", "event", "lead")
 
     def __init__(self) -> None:
         self.done = False
+        self.lead = False
         self.error: BaseException | None = None
+        self.event = threading.Event()
 
 
 class GroupCommit(Generic[T]):
@@ -47,58 +52,73 @@ class GroupCommit(Generic[T]):
         self._write = write
         self._max_batch = max_batch
         self._linger = linger
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # only a lingering leader waits on it
         self._queue: list[tuple[T, _Slot]] = []
         self._writing = False
         self._expected = 0  # callers on their way that have not submitted
 
     def expect(self) -> None:
         """A caller will submit soon (or call ``unexpect``)."""
-        with self._changed:
+        with self._lock:
             self._expected += 1
 
     def unexpect(self) -> None:
         """An expected caller will not submit after all."""
-        with self._changed:
+        with self._lock:
             self._expected -= 1
 
     def submit(self, item: T, expected: bool = False) -> None:
         """Return once ``item`` is stored; WriteFailed when its batch's write failed.
         ``expected``: this caller announced itself with ``expect``."""
         slot = _Slot()
-        with self._changed:
+        with self._lock:
             if expected:
                 self._expected -= 1
             self._queue.append((item, slot))
-            self._changed.notify_all()  # a lingering leader counts it
+            lead = not self._writing
+            if lead:
+                self._writing = True
+            else:
+                self._arrived.notify()  # a lingering leader counts it
         while True:
-            with self._changed:
-                while not slot.done and self._writing:
-                    self._changed.wait()
-                if slot.done:
-                    break
-                self._writing = True  # lead: the queue's oldest items, ours among them or next
-                deadline = time.monotonic() + self._linger
-                while self._expected > 0 and len(self._queue) < self._max_batch:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._changed.wait(left)
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-            self._lead(batch)
+            if lead:
+                self._lead()
+            if slot.done:
+                break
+            slot.event.wait()
+            slot.event.clear()
+            if slot.done:
+                break
+            lead, slot.lead = slot.lead, False
         if slot.error is not None:
             raise WriteFailed("the audit record could not be stored") from slot.error
 
-    def _lead(self, batch: list[tuple[T, _Slot]]) -> None:
+    def _lead(self) -> None:
+        """Write the queue's oldest items (after lingering for expected callers), then hand
+        the lead to the oldest item still queued, or end the writing."""
+        with self._lock:
+            deadline = time.monotonic() + self._linger
+            while self._expected > 0 and len(self._queue) < self._max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrived.wait(left)
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
         error: BaseException | None = None
         try:
             self._write([queued for queued, _ in batch])
         except BaseException as failure:  # every waiter of the batch must learn it
             error = failure
-        with self._changed:
+        with self._lock:
             for _, waiting in batch:
                 waiting.done = True
                 waiting.error = error
-            self._writing = False
-            self._changed.notify_all()
+                waiting.event.set()
+            if self._queue:
+                successor = self._queue[0][1]
+                successor.lead = True
+                successor.event.set()
+            else:
+                self._writing = False
