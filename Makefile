@@ -15,7 +15,7 @@ VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token certs
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token certs audit-verify
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ certs: runtime ## A development CA and TLS certificates for the services and a c
 
 demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
 	$(PY) -m services.walkthrough
+
+audit-verify: runtime ## Walk a service's audit chain and report the first broken link: make audit-verify SERVICE=scheduler [DATABASE_URL=...]
+	$(PY) -m services.common.audit verify "$(SERVICE)" $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)")
 
 seed: runtime ## Load the shipped product catalogue into inventory's database
 	$(PY) -m services.inventory seed

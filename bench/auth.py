@@ -116,6 +116,7 @@ def compare(
     targets: dict[str, Target],
     measure: Callable[[str, float], dict[str, Any]],
     seconds: float,
+    what: str = "auth",
 ) -> Comparison:
     """Warm both up, then alternate rounds on the ``on`` and ``off`` targets."""
     for target in targets.values():
@@ -133,7 +134,7 @@ def compare(
             result["server_cpu_ms_per_call"] = round(
                 (cpu_seconds(target.pid) - before) * 1000 / max(calls, 1), 3
             )
-            results[f"{label}, auth {which} (round {n})"] = result
+            results[f"{label}, {what} {which} (round {n})"] = result
             rates[which].append(float(result["calls_per_second"]))
             cpu[which].append(result["server_cpu_ms_per_call"])
     return Comparison(
@@ -144,8 +145,15 @@ def compare(
 
 
 def calculate_dose(
-    issuer: LocalIssuer, seconds: float, concurrency: int, log: Callable[[str], None]
+    issuer: LocalIssuer,
+    seconds: float,
+    concurrency: int,
+    log: Callable[[str], None],
+    baseline: str = OFF,
+    what: str = "auth",
 ) -> Comparison:
+    """``baseline``: the module serving the "off" build (bench.unauthenticated here,
+    bench.unaudited for bench/audit.py)."""
     token = operator_token(issuer)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **issuer.service_environment(), "PYTHONUNBUFFERED": "1"}
@@ -165,20 +173,26 @@ def calculate_dose(
         with (
             process(ON, "inventory", env),
             process(ON, "scheduler", on) as on_pid,
-            process(OFF, "scheduler", off) as off_pid,  # after the first: migrations done
+            process(baseline, "scheduler", off) as off_pid,  # after the first: migrated
         ):
             dose = prepare_dose_request(addresses["on"], inventory, token).SerializeToString()
-            log("auth: CalculateDose, on and off")
+            log(f"{what}: CalculateDose, on and off")
             return compare(
                 "CalculateDose (2-day induction)",
                 {"on": Target(addresses["on"], on_pid), "off": Target(addresses["off"], off_pid)},
                 lambda address, s: load(address, DOSE, dose, s, concurrency, token=token),
                 seconds,
+                what,
             )
 
 
 def reserve_stock(
-    issuer: LocalIssuer, seconds: float, concurrency: int, log: Callable[[str], None]
+    issuer: LocalIssuer,
+    seconds: float,
+    concurrency: int,
+    log: Callable[[str], None],
+    baseline: str = OFF,
+    what: str = "auth",
 ) -> Comparison:
     token = operator_token(issuer)
     today = dt.datetime.now(ZoneInfo("Europe/London")).date()
@@ -194,7 +208,9 @@ def reserve_stock(
         seed(env)
         with (
             process(ON, "inventory", {**env, "INVENTORY_LISTEN": addresses["on"]}) as on_pid,
-            process(OFF, "inventory", {**env, "INVENTORY_LISTEN": addresses["off"]}) as off_pid,
+            process(
+                baseline, "inventory", {**env, "INVENTORY_LISTEN": addresses["off"]}
+            ) as off_pid,
         ):
             return _reserve(
                 {"on": Target(addresses["on"], on_pid), "off": Target(addresses["off"], off_pid)},
@@ -203,6 +219,7 @@ def reserve_stock(
                 seconds,
                 concurrency,
                 log,
+                what,
             )
 
 
@@ -213,15 +230,16 @@ def _reserve(
     seconds: float,
     concurrency: int,
     log: Callable[[str], None],
+    what: str,
 ) -> Comparison:
     opened = channel(targets["on"].address, token)
-    log("auth: seeding the inventory's shelf through the RPCs")
+    log(f"{what}: seeding the inventory's shelf through the RPCs")
     _, spread = prepare(inventory_pb2_grpc.InventoryServiceStub(opened), today)
     opened.close()
     requests = [
         reserve_request(p, today + dt.timedelta(days=7)).SerializeToString() for p in spread
     ]
-    log("auth: ReserveStock, on and off")
+    log(f"{what}: ReserveStock, on and off")
     return compare(
         "ReserveStock, 200 products spread, PostgreSQL",
         targets,
@@ -235,6 +253,7 @@ def _reserve(
             token=token,
         ),
         seconds,
+        what,
     )
 
 

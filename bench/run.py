@@ -6,12 +6,14 @@ Markdown table and written to bench/results/latest.json; copy the table into
 docs/benchmarks.md with the machine and date.
 
 `python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
-`--only contract`, `--only tracing`, `--only auth`) runs one part after the echo;
+`--only contract`, `--only tracing`, `--only auth`, `--only audit`) runs one part after the
+echo;
 `--only optimiser` runs bench/optimiser.py's schedule benchmarks alone (no services, no echo;
 the full run ends with them); bench/booking.py measures BookAppointment and FindSlots on
 PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
 bench/tracing.py CalculateDose with OpenTelemetry tracing off and on, bench/auth.py
-CalculateDose and ReserveStock with authentication on and off. Every part's services trust a
+CalculateDose and ReserveStock with authentication on and off, bench/audit.py the same with
+authentication and the audit trail on and both off. Every part's services trust a
 development token issuer of their own; every call carries a token.
 """
 
@@ -28,6 +30,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench import audit as audit_bench
 from bench import auth as auth_bench
 from bench import booking as booking_bench
 from bench import contract as contract_bench
@@ -56,6 +59,7 @@ def main() -> int:
             "contract",
             "tracing",
             "auth",
+            "audit",
             "optimiser",
         ),
         default=None,
@@ -140,6 +144,12 @@ def main() -> int:
                 )
                 results.update(auth_part["results"])
                 checks["auth_overhead"] = auth_part["overhead"]
+            if args.only in (None, "audit"):
+                audit_part = audit_bench.run(
+                    args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)
+                )
+                results.update(audit_part["results"])
+                checks["audit_overhead"] = audit_part["overhead"]
             if args.only in (None, "inventory"):
                 inventory_part = inventory_bench.run(
                     args.seconds, args.concurrency, lambda m: print(m, file=sys.stderr)

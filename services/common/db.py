@@ -8,7 +8,7 @@ race into a short wait (busy_timeout) instead of a "database is locked" failure 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -93,6 +93,11 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+
+    def on_write_session(self, name: str, listener: Callable[..., None]) -> None:
+        """Listen to a session event (``before_commit``, ``after_flush``...) of the write
+        sessions only: the audit trail writes a mutation's record into its own transaction."""
+        event.listen(self._writer, name, listener)
 
     @property
     def dialect(self) -> str:

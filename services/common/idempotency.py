@@ -19,6 +19,7 @@ from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common.audit.trail import mark_replayed
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument
@@ -74,11 +75,13 @@ class IdempotencyStore:
         digest = _fingerprint(request)
         stored = self._lookup(method, request_id, digest, response_type)
         if stored is not None:
+            mark_replayed()
             return stored
         try:
             with self._db.write() as session:
                 stored = self._lookup_in(session, method, request_id, digest, response_type)
                 if stored is not None:
+                    mark_replayed()
                     return stored
                 # Claim the key before any effect: a concurrent call with the same request_id
                 # blocks on this row (PostgreSQL) or on the write lock (SQLite) until we commit,
@@ -103,6 +106,7 @@ class IdempotencyStore:
             stored = self._lookup(method, request_id, digest, response_type)
             if stored is None:
                 raise
+            mark_replayed()
             return stored
 
     def _now(self) -> datetime:

@@ -25,8 +25,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.common import limits, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
+from services.common.audit.api import AuditApi
+from services.common.audit.interceptor import AuditInterceptor
+from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
@@ -37,6 +41,7 @@ from services.common.tls import ServerTls, server_tls
 from services.common.validation_interceptor import ValidationInterceptor
 
 log = logging.getLogger(__name__)
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 Registrar = Callable[[grpc.Server], Sequence[str]]
 
@@ -134,6 +139,9 @@ class GrpcService:
     # once new calls are refused, before the drain: end what would never finish by itself
     # (notify's Subscribe streams), so the drain does not wait out the grace for them
     on_draining: Callable[[], None] = lambda: None
+    # the service's audit trail: its interceptor and AuditService (None only in bench/, which
+    # measures the cost of auditing against a build without it)
+    audit: AuditTrail | None = None
     port: int = 0
     admission: LimitsInterceptor | None = field(default=None, init=False)
     _server: grpc.Server | None = field(default=None, init=False)
@@ -151,8 +159,13 @@ class GrpcService:
         # outermost first: OpenTelemetry's (so our handler, its logs and the outbox rows it
         # writes run inside the call's server span); errors and the access log; admission
         # (capacity: refused before any token is verified); authentication and permissions;
-        # the request contract (after authentication: an anonymous caller learns nothing
-        # about the fields it got wrong)
+        # the audit trail (it needs the caller; a patient read refused by the contract is
+        # still recorded); the request contract (after authentication: an anonymous caller
+        # learns nothing about the fields it got wrong)
+        audited = []
+        if self.audit is not None:
+            self.audit.install()
+            audited.append(AuditInterceptor(self.audit, self.auth.policies))
         server = _limited_server(
             self.settings,
             [
@@ -160,12 +173,18 @@ class GrpcService:
                 ServerInterceptor(),
                 self.admission,
                 self.auth.interceptor(),
+                *audited,
                 ValidationInterceptor(),
             ],
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self._service_names = list(self.register(server))
+        if self.audit is not None:
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(
+                AuditApi(self.audit.db, self.audit.store), server
+            )
+            self._service_names.append(AUDIT_SERVICE)
         if self.settings.reflection:
             reflection.enable_server_reflection(
                 [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -182,6 +201,8 @@ class GrpcService:
         server.start()
         self._server = server
         self.prepare()
+        if self.audit is not None:
+            self.audit.start()  # migrated: its tables exist
         self._set_status(health_pb2.HealthCheckResponse.SERVING)
         self.on_serving()
         log.info("%s serving on %s", self.settings.service, self.address)
@@ -221,6 +242,8 @@ class GrpcService:
             self._health_server.stop(0)
             self._health_server = None
         ACCESS_LOG.flush()
+        if self.audit is not None:
+            self.audit.stop()  # links what the drained calls recorded
         self.on_stopped()  # after the drain: in-flight calls still needed their resources
         log.info("%s stopped", self.settings.service)
 

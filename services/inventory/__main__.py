@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import grpc
 
 from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from services.common.audit.store import AuditStore
+from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
@@ -29,7 +31,7 @@ from services.inventory.seed import seed_catalogue
 from services.inventory.settings import InventorySettings, load_settings
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import StockService
-from services.inventory.store.models import idempotency_keys, job_table, outbox
+from services.inventory.store.models import audit_tables, idempotency_keys, job_table, outbox
 
 
 def build(
@@ -40,6 +42,7 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    audit = AuditTrail("inventory", db, AuditStore("inventory", audit_tables), clock)
     catalogue = CatalogueService(db, clock)
     sites = SiteService(db, clock)
     stock = StockService(db, clock, catalogue, sites)
@@ -88,6 +91,7 @@ def build(
         settings=settings,
         register=register,
         auth=auth,
+        audit=audit,
         prepare=lambda: upgrade("inventory", db.engine),
         on_serving=serving,
         on_stopped=stopped,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import grpc
 
 from infusion.notify.v1 import notify_pb2, notify_pb2_grpc
+from services.common.audit.store import AuditStore
+from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
@@ -26,7 +28,7 @@ from services.notify.dispatcher import Dispatcher, DispatchPolicy
 from services.notify.domain.model import Channel
 from services.notify.service import NotificationService, SubscriberService
 from services.notify.settings import NotifySettings, load_settings
-from services.notify.store.models import idempotency_keys
+from services.notify.store.models import audit_tables, idempotency_keys
 from services.notify.templates import Templates
 
 SERVICE_NAME = notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name
@@ -53,6 +55,7 @@ def assemble(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=False)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    audit = AuditTrail("notify", db, AuditStore("notify", audit_tables), clock)
     templates = Templates(directory=settings.template_dir or None)
     signal = EventSignal()
     dispatcher = Dispatcher(
@@ -101,6 +104,7 @@ def assemble(
         settings=settings,
         register=register,
         auth=auth,
+        audit=audit,
         prepare=lambda: upgrade("notify", db.engine),
         on_serving=serving,
         on_draining=api.close_streams,

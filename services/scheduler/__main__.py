@@ -11,6 +11,8 @@ from apscheduler.triggers.date import DateTrigger
 
 from infusion.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.common import jobstore
+from services.common.audit.store import AuditStore
+from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
@@ -30,7 +32,7 @@ from services.scheduler.products import InventoryProducts
 from services.scheduler.settings import SchedulerSettings, load_settings
 from services.scheduler.stock_relay import StockRelay
 from services.scheduler.stock_view import InventoryStock
-from services.scheduler.store.models import idempotency_keys, job_table
+from services.scheduler.store.models import audit_tables, idempotency_keys, job_table
 from services.scheduler.usecases import SchedulerUseCases
 
 
@@ -45,6 +47,7 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    audit = AuditTrail("scheduler", db, AuditStore("scheduler", audit_tables), clock)
     # every call to a peer carries the scheduler's own token, over TLS when it has a CA
     # bundle (the dose lookup, the stock view, the stock relay and the forecast push through
     # it, notifications)
@@ -122,6 +125,7 @@ def build(
         settings=settings,
         register=register,
         auth=auth,
+        audit=audit,
         prepare=lambda: upgrade("scheduler", db.engine),
         on_serving=serving,
         on_stopped=stopped,

@@ -472,6 +472,7 @@ def _translate_dose(result: DoseResult) -> pb.DoseCalculation:
         days.append(day)
     return pb.DoseCalculation(
         therapy_plan_id=result.plan_id,
+        patient_id=result.measurement.patient_id,
         plan_version=result.plan_version,
         product_id=result.product.id,
         product_brand=result.product.brand,

@@ -169,6 +169,11 @@ class Processes:
     def channel(self, name: str, org: str = "e2e-org") -> grpc.Channel:
         return caller_channel(self.issuer, name, self.address(name), org, self.pki)
 
+    def channel_as(self, name: str, role: str, org: str = "e2e-org") -> grpc.Channel:
+        """A channel to ``name`` whose calls carry a token of ``role`` in ``org``."""
+        token = StaticToken(self.issuer.token(role, org))
+        return open_channel(self.address(name), client_tls(self.pki, name), token)
+
     def serving(self, name: str, timeout: float = 5) -> bool:
         return wait_serving(self.address(name), timeout=timeout, tls=client_tls(self.pki, name))
 

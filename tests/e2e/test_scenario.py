@@ -54,6 +54,7 @@ from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -61,6 +62,7 @@ from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.clock import zone_where_the_day_begins
+from tests.e2e.audit_checks import ResponseRecorder, check_audit
 from tests.e2e.harness import Processes, eventually, postgres_databases
 from tests.e2e.sinks import (
     ReceivedEmail,
@@ -114,6 +116,7 @@ class System:
     reminder_at: dt.datetime  # when their reminder falls due (UTC)
     started: float  # time.monotonic() at start-up, for the step log
     channels: list[grpc.Channel] = field(default_factory=list)
+    answers: ResponseRecorder = field(default_factory=ResponseRecorder)  # every Get/List's
 
     def step(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f} s] {text}", flush=True)
@@ -122,7 +125,7 @@ class System:
         """A new channel to a service (closed at the end): after a restart, a fresh one
         connects at once instead of waiting out the old one's reconnect backoff."""
         self.channels.append(self.processes.channel(name))
-        return self.channels[-1]
+        return grpc.intercept_channel(self.channels[-1], self.answers)
 
 
 @pytest.fixture
@@ -351,6 +354,13 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     ).calculation
     assert Decimal(dose.total_grams) == 70
     assert sum(Decimal(v.grams) * v.count for v in dose.days[0].vials) == 70
+    # secrets are write-only: a subscriber says it has a webhook secret, never what it is
+    ada_subscriber = note.GetSubscriber(
+        npb.GetSubscriberRequest(id=ada.patient.notify_subscriber_id)
+    ).subscriber
+    assert (ada_subscriber.webhook_secret, ada_subscriber.webhook_secret_set) == ("", True)
+    listed = note.ListSubscribers(npb.ListSubscribersRequest(page_size=100)).subscribers
+    assert listed and not any(s.webhook_secret for s in listed)
     step("site, stock, subscribers, patients and plans made")
 
     # --- book --------------------------------------------------------------------------------
@@ -711,9 +721,30 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     assert Counter(m.topic for m in smtp.emails(to=cleo.email)) == {"APPOINTMENT_CHANGED": 1}
     step("ledger, reservations and deliveries agree")
 
+    # --- the audit trail: an auditor of the organisation reads Ada's ------------------------------
+    system.channels.append(processes.channel_as("scheduler", "auditor"))
+    auditor = audit_pb2_grpc.AuditServiceStub(
+        grpc.intercept_channel(system.channels[-1], system.answers)
+    )
+    ada_trail = auditor.ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(patient_id=ada.patient.id, page_size=500)
+    ).audit_events
+    ada_calls = {e.method.rpartition("/")[2] for e in ada_trail}
+    assert {"CreatePatient", "CreateTherapyPlan", "CalculateDose", "BookAppointment"} <= ada_calls
+    assert all(e.organisation_id == "e2e-org" for e in ada_trail)
+
     # --- the logs: JSON lines, ids only ---------------------------------------------------------
     processes.stop_all()  # every line written
-    identifying = []
+    trails = check_audit(processes)
+    step(f"audit trails {trails}: every mutation once, every patient read once, chains intact")
+    secrets = [
+        "whsec-pharmacy",
+        *(f"whsec-{who.key}" for who in (ada, ben, cleo)),
+        *(v for k, v in processes.env.items() if k.endswith("_CLIENT_SECRET") and v),
+    ]
+    answers = system.answers.check(secrets)
+    step(f"{answers} Get/List answers, none with a secret")
+    identifying = [*map(re.escape, secrets)]
     for who in (ada, ben, cleo):
         p = who.patient
         birth = f"{p.birth_date.year:04d}-{p.birth_date.month:02d}-{p.birth_date.day:02d}"

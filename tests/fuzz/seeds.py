@@ -10,6 +10,7 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from infusion.audit.v1 import audit_pb2
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -135,5 +136,8 @@ def seeds() -> dict[str, Message]:
                     days_left=30, threshold_days=30, on_hand_vials=3,
                 )
             ),
+        ),
+        "ListAuditEvents": audit_pb2.ListAuditEventsRequest(
+            page_size=10, patient_id="patient-1", actor="test-operator"
         ),
     }  # fmt: skip

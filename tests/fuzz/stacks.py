@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 
+from infusion.audit.v1 import audit_pb2
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.notify.v1 import notify_pb2
 from infusion.scheduler.v1 import scheduler_pb2
@@ -25,7 +26,7 @@ from tests.issuer import TEST_ORGANISATION, TestIssuer
 
 SERVICES = [
     service
-    for module in (scheduler_pb2, inv, notify_pb2)
+    for module in (scheduler_pb2, inv, notify_pb2, audit_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 ]
 METHODS: list[MethodDescriptor] = [m for s in SERVICES for m in s.methods]
@@ -111,6 +112,8 @@ def running_stack(name: str, database_url: str) -> Iterator[Stack]:
                 "infusion.scheduler.v1.SchedulerService": platform.scheduler_address,
                 "infusion.inventory.v1.InventoryService": platform.inventory_address,
                 "infusion.notify.v1.NotifyService": notify.service.address,
+                # served by all three from their own trails; the scheduler's is fuzzed
+                "infusion.audit.v1.AuditService": platform.scheduler_address,
             },
             issuer=issuer,
         )

@@ -118,6 +118,8 @@ def test_every_rpc_refuses_bad_tokens_and_enforces_each_role(
         "infusion.scheduler.v1.SchedulerService": platform.scheduler_address,
         "infusion.inventory.v1.InventoryService": platform.inventory_address,
         "infusion.notify.v1.NotifyService": notify.address,
+        # every service serves the audit trail (of its own); the scheduler's answers here
+        "infusion.audit.v1.AuditService": platform.scheduler_address,
     }
     bad = {name: make(issuer) for name, make in BAD_TOKENS.items()}
     who = callers(issuer)

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from infusion.audit.v1 import audit_pb2
 from infusion.auth.v1 import auth_pb2
 from infusion.inventory.v1 import inventory_pb2
 from infusion.notify.v1 import notify_pb2
@@ -28,6 +29,8 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"],
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"],
     notify_pb2.DESCRIPTOR.services_by_name["NotifyService"],
+    # served by all three, each from its own trail
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 
 # Answer without a token: load balancers and Kubernetes probe health, and grpcurl / buf curl

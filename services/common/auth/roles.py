@@ -22,9 +22,9 @@ from services.common.auth.policy import declared_permissions
 Kind = Literal["user", "client", "service"]
 DEFAULT_FILE = Path(__file__).with_name("roles.yaml")
 
-# Permissions held by roles that no RPC of the three services declares yet: the audit trail's
-# own RPCs (ListAuditEvents) declare this one.
-RESERVED_PERMISSIONS = frozenset({"audit.events.read"})
+# Permissions a role may hold before any RPC declares them (none now: the audit trail's
+# ListAuditEvents declares audit.events.read).
+RESERVED_PERMISSIONS: frozenset[str] = frozenset()
 
 
 class RoleSpec(BaseModel):

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit.store import define_audit_tables
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
 from services.common.jobstore import define_job_table
@@ -40,6 +41,7 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = define_idempotency_table(Base.metadata, "inventory")
+audit_tables = define_audit_tables(Base.metadata, "inventory")
 outbox = define_outbox_table(Base.metadata, "inventory")
 job_table = define_job_table(Base.metadata, "inventory")
 

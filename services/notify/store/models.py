@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit.store import define_audit_tables
 from services.common.db import UtcDateTime
 from services.common.idempotency import define_idempotency_table
 
@@ -42,6 +43,7 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = define_idempotency_table(Base.metadata, "notify")
+audit_tables = define_audit_tables(Base.metadata, "notify")
 
 
 class SubscriberRow(Base):

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from services.common.audit.store import define_audit_tables
 from services.common.db import DecimalText, UtcDateTime
 from services.common.idempotency import define_idempotency_table
 from services.common.jobstore import define_job_table
@@ -39,6 +40,7 @@ class Base(DeclarativeBase):
 
 
 idempotency_keys = define_idempotency_table(Base.metadata, "scheduler")
+audit_tables = define_audit_tables(Base.metadata, "scheduler")
 
 
 class Revisioned:

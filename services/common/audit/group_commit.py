@@ -1,0 +1,124 @@
+"""Group commit: concurrent callers that each need an item durable share one transaction.
+
+The first caller to find no write under way becomes the leader, takes everything queued so far
+(its own item included) and writes it in one transaction; the others wait for that write, and
+whoever is still waiting when it ends leads the next. One commit serves every call that
+arrived meanwhile, and nobody returns before its own item is stored. No thread of its own:
+nothing to start or stop.
+
+Calls on their way (``expect``: a patient read has started and will submit) make a leader
+linger up to ``linger`` seconds for them, so a busy service writes a few records per commit
+instead of one per call (measured: without it, 1.2 records per commit at 700 reads/s, each
+commit costing as much as the read); an idle one, with nobody on the way, writes at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_BATCH = 256
+LINGER_SECONDS = 0.005
+
+
+class WriteFailed(Exception):
+    """The shared write failed; no item of its batch was stored."""
+
+
+class _Slot:
+    """One caller's item: the caller sleeps on its own event, set when the item is stored (or
+    its write failed), or when the caller is handed the lead."""
+
+    __slots__ = ("done", "error", "event", "lead")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.lead = False
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+
+
+class GroupCommit(Generic[T]):
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], None],
+        max_batch: int = MAX_BATCH,
+        linger: float = LINGER_SECONDS,
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._linger = linger
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # only a lingering leader waits on it
+        self._queue: list[tuple[T, _Slot]] = []
+        self._writing = False
+        self._expected = 0  # callers on their way that have not submitted
+
+    def expect(self) -> None:
+        """A caller will submit soon (or call ``unexpect``)."""
+        with self._lock:
+            self._expected += 1
+
+    def unexpect(self) -> None:
+        """An expected caller will not submit after all."""
+        with self._lock:
+            self._expected -= 1
+
+    def submit(self, item: T, expected: bool = False) -> None:
+        """Return once ``item`` is stored; WriteFailed when its batch's write failed.
+        ``expected``: this caller announced itself with ``expect``."""
+        slot = _Slot()
+        with self._lock:
+            if expected:
+                self._expected -= 1
+            self._queue.append((item, slot))
+            lead = not self._writing
+            if lead:
+                self._writing = True
+            else:
+                self._arrived.notify()  # a lingering leader counts it
+        while True:
+            if lead:
+                self._lead()
+            if slot.done:
+                break
+            slot.event.wait()
+            slot.event.clear()
+            if slot.done:
+                break
+            lead, slot.lead = slot.lead, False
+        if slot.error is not None:
+            raise WriteFailed("the audit record could not be stored") from slot.error
+
+    def _lead(self) -> None:
+        """Write the queue's oldest items (after lingering for expected callers), then hand
+        the lead to the oldest item still queued, or end the writing."""
+        with self._lock:
+            deadline = time.monotonic() + self._linger
+            while self._expected > 0 and len(self._queue) < self._max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrived.wait(left)
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+        error: BaseException | None = None
+        try:
+            self._write([queued for queued, _ in batch])
+        except BaseException as failure:  # every waiter of the batch must learn it
+            error = failure
+        with self._lock:
+            for _, waiting in batch:
+                waiting.done = True
+                waiting.error = error
+                waiting.event.set()
+            if self._queue:
+                successor = self._queue[0][1]
+                successor.lead = True
+                successor.event.set()
+            else:
+                self._writing = False

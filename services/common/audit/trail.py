@@ -1,0 +1,228 @@
+"""The audit trail of one service: a record for every mutation, in the mutation's own
+transaction, and for every read of patient data, stored before the answer leaves.
+
+The interceptor opens an :class:`AuditCall` for each audited call (a context variable, like the
+caller). Mutations: the write sessions' ``before_commit`` hook appends the call's one record to
+the first transaction of the call that changed something, so the record commits with the change
+or rolls back with it; a call whose transactions all rolled back leaves none. A replayed
+idempotent request (``mark_replayed``) changed nothing and is not a new mutation: no record. A
+mutation that succeeded without a transaction of its own changes (nothing to change, a change
+made elsewhere) gets its record in a transaction of its own at the end of the call, so every
+successful mutation has exactly one. Reads: the record is written after the handler, before
+the response is returned to gRPC, through a group commit shared by concurrent calls; if it
+cannot be stored, the call fails instead of answering unaudited.
+
+A mutation's record takes no lock on the chain (a link needs its predecessor committed: every
+mutation would wait for the one before it): the linker (services/common/audit/linker.py) links
+it in a batch right after. The reads' group commit is a transaction of records only, so it
+links its records itself, holding the chain's head for its few statements.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+from sqlalchemy.orm import Session
+
+from services.common.audit.group_commit import GroupCommit
+from services.common.audit.ids import Concerned, from_request, from_response, from_rows
+from services.common.audit.linker import ChainLinker
+from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
+from services.common.audit.store import AuditStore
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.identity import Caller
+from services.common.ids import new_id
+
+log = logging.getLogger(__name__)
+
+_WRITTEN = "audit.written"  # session.info: the call whose record this transaction holds
+_CHANGED = "audit.changed"  # session.info: the transaction inserted, updated or deleted
+
+
+@dataclass
+class AuditCall:
+    """One audited call in progress."""
+
+    method: str
+    kind: str  # MUTATION or PATIENT_READ
+    resource_type: str
+    caller: Caller
+    peer: str
+    request: Message
+    purpose: str
+    recorded: bool = False
+    replayed: bool = False
+    expected: bool = False  # announced to the group commit (reads)
+    touched: Concerned = field(default_factory=Concerned)
+
+    def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
+        concerned = from_request(self.request, self.resource_type)
+        concerned.add(self.touched)
+        concerned.add(extra)
+        organisation = self.caller.organisation_id
+        if organisation is None:  # a service acting for whichever organisation owns the rows
+            organisation = min(concerned.organisation_ids, default="")
+        return AuditRecord(
+            id=new_id(),
+            service=service,
+            occurred_at=clock.now(),
+            method=self.method,
+            kind=self.kind,
+            resource_type=self.resource_type,
+            resource_ids=bounded(concerned.resource_ids),
+            patient_ids=bounded(concerned.patient_ids),
+            subject=clean(self.caller.subject, 256),
+            caller_kind=self.caller.kind,
+            client_id=clean(self.caller.client_id, 256),
+            roles=bounded(self.caller.roles),
+            token_id=clean(self.caller.token_id, 256),
+            organisation_id=clean(organisation, 100),
+            peer=clean(self.peer, 300),
+            outcome=outcome,
+            request_id=clean(str(getattr(self.request, "request_id", "") or "")),
+            purpose=self.purpose,
+        )
+
+
+_current: ContextVar[AuditCall | None] = ContextVar("audit_call", default=None)
+
+
+@contextmanager
+def auditing(call: AuditCall) -> Iterator[AuditCall]:
+    token = _current.set(call)
+    try:
+        yield call
+    finally:
+        _current.reset(token)
+
+
+def current_call() -> AuditCall | None:
+    return _current.get()
+
+
+def mark_replayed() -> None:
+    """The running call answered a repeated request_id with its first result: it changed
+    nothing now, so it is not recorded again (services.common.idempotency)."""
+    call = _current.get()
+    if call is not None:
+        call.replayed = True
+
+
+class AuditTrail:
+    def __init__(self, service: str, db: Database, store: AuditStore, clock: Clock) -> None:
+        self.service = service
+        self.db = db
+        self.store = store
+        self.clock = clock
+        self._group: GroupCommit[AuditRecord] = GroupCommit(self._write)
+        self._immediate = db.engine.execution_options(sqlite_immediate=True)
+        self.linker = ChainLinker(db, store)
+        self._installed = False
+
+    def install(self) -> None:
+        """Hook the write sessions (once; the server does it when it starts serving the
+        trail: a build without the trail, bench's baseline, carries no hook at all)."""
+        if self._installed:
+            return
+        self._installed = True
+        for name, listener in (
+            ("do_orm_execute", self._on_execute),
+            ("after_flush", self._after_flush),
+            ("before_commit", self._before_commit),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+        ):
+            self.db.on_write_session(name, listener)
+
+    # --- a mutation's record, in its own transaction ---------------------------------------
+
+    def _on_execute(self, state: Any) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            state.session.info[_CHANGED] = True
+
+    def _after_flush(self, session: Session, _context: Any) -> None:
+        call = _current.get()
+        if call is None or call.kind != MUTATION:
+            return
+        rows = [*session.new, *session.dirty, *session.deleted]
+        if rows:
+            session.info[_CHANGED] = True
+            call.touched.add(from_rows(rows, call.resource_type))
+
+    def _before_commit(self, session: Session) -> None:
+        call = _current.get()
+        if call is None or call.kind != MUTATION or call.recorded or call.replayed:
+            return
+        if session.new or session.dirty or session.deleted:
+            session.flush()  # the rows it would flush on commit, so their ids are known
+        if not session.info.get(_CHANGED):
+            return
+        record = call.record(self.service, self.clock, "OK", Concerned())
+        self.store.insert(session.connection(), [record])
+        session.info[_WRITTEN] = call
+
+    def _after_commit(self, session: Session) -> None:
+        call = session.info.pop(_WRITTEN, None)
+        session.info.pop(_CHANGED, None)
+        if call is not None:
+            call.recorded = True
+            self.linker.stored(1)
+
+    def _after_rollback(self, session: Session) -> None:
+        for key in (_WRITTEN, _CHANGED):
+            session.info.pop(key, None)
+
+    # --- the end of a call ----------------------------------------------------------------
+
+    def finish(self, call: AuditCall, outcome: str, response: Message | None) -> None:
+        """Store what the call still owes the trail before its answer leaves: a read's
+        record (whatever its outcome), a successful mutation's when no transaction of the
+        call carried it. Raises when it cannot be stored."""
+        if call.kind == MUTATION:
+            if call.recorded or call.replayed or outcome != "OK":
+                return
+            extra = Concerned()
+        else:
+            extra = (
+                from_response(response, call.resource_type) if response is not None else Concerned()
+            )
+        self.store_now(call.record(self.service, self.clock, outcome, extra), call.expected)
+        call.expected = False
+        call.recorded = True
+
+    def opening(self, call: AuditCall) -> None:
+        """A call started that will store a record at its end (a read): a group commit under
+        way may wait a moment for it."""
+        if call.kind != MUTATION:
+            self._group.expect()
+            call.expected = True
+
+    def closing(self, call: AuditCall) -> None:
+        """The call ended; if it never stored its record, it is no longer waited for."""
+        if call.expected:
+            call.expected = False
+            self._group.unexpect()
+
+    def store_now(self, record: AuditRecord, expected: bool = False) -> None:
+        """Append ``record`` in a transaction shared with whichever concurrent calls are
+        storing theirs; return once it is committed."""
+        self._group.submit(record, expected)
+
+    def _write(self, records: Sequence[AuditRecord]) -> None:
+        with self._immediate.begin() as connection:  # not a session: no hook runs here
+            self.store.insert_linked(connection, records)
+
+    def start(self) -> None:
+        """Link records into the chain from now on (the server, once migrated)."""
+        self.linker.start()
+
+    def stop(self) -> None:
+        """Stop linking, after linking what is pending (the server, after its drain)."""
+        self.linker.stop()

@@ -1,0 +1,238 @@
+"""The audit trail's pure parts: canonical hashing, the chain and its verification, the FHIR R4
+mapping (checked by fhirclient's models), which ids a call concerns, and group commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from fhirclient.models.auditevent import AuditEvent
+from fhirclient.models.fhirabstractbase import FHIRValidationError
+
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.common.audit.fhir import audit_event_json, bundle_json
+from services.common.audit.group_commit import GroupCommit, WriteFailed
+from services.common.audit.ids import from_request, from_response, reference_field
+from services.common.audit.record import (
+    GENESIS,
+    MUTATION,
+    PATIENT_READ,
+    AuditRecord,
+    bounded,
+    canonical,
+    record_hash,
+)
+from services.common.audit.store import Link
+from services.common.audit.verify import verify
+
+T0 = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
+
+
+def record(n: int = 0, **changes: object) -> AuditRecord:
+    base = AuditRecord(
+        id=f"0190-{n:04d}",
+        service="scheduler",
+        occurred_at=T0 + dt.timedelta(seconds=n),
+        method="/infusion.scheduler.v1.SchedulerService/CreatePatient",
+        kind=MUTATION,
+        resource_type="Patient",
+        resource_ids=("pat-1",),
+        patient_ids=("pat-1",),
+        subject="user-7",
+        caller_kind="user",
+        client_id="ward-app",
+        roles=("prescriber",),
+        token_id="jti-1",
+        organisation_id="org-1",
+        peer="ipv4:10.0.0.7:53122",
+        outcome="OK",
+        request_id=f"req-{n}",
+        purpose="TREAT",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def chain(count: int) -> list[AuditRecord]:
+    out, previous = [], GENESIS
+    for n in range(1, count + 1):
+        link = record(n).chained(n, previous)
+        previous = link.hash
+        out.append(link)
+    return out
+
+
+def links(records: list[AuditRecord]) -> list[Link]:
+    return [Link(r.sequence, r.id, r.previous_hash, r.hash, r) for r in records]
+
+
+def test_hash_covers_every_field_and_the_previous_hash() -> None:
+    linked = record().chained(1, GENESIS)
+    assert linked.hash == record_hash(linked) and len(linked.hash) == 64
+    changes = [
+        ("subject", "user-8"),
+        ("outcome", "NOT_FOUND"),
+        ("previous_hash", "1" * 64),
+        ("patient_ids", ("pat-2",)),
+        ("occurred_at", T0 + dt.timedelta(microseconds=1)),
+    ]
+    for name, value in changes:
+        assert record_hash(dataclasses.replace(linked, **{name: value})) != linked.hash, name
+
+
+def test_canonical_form_is_stable_json() -> None:
+    linked = record().chained(1, GENESIS)
+    text = canonical(linked).decode()
+    assert '"occurred_at":"2026-12-02T09:30:00.000000+00:00"' in text
+    assert '"hash"' not in text and " " not in text.replace("ipv4:", "")
+    same_instant = dataclasses.replace(
+        linked, occurred_at=T0.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    )
+    assert record_hash(same_instant) == linked.hash
+
+
+def test_an_intact_chain_verifies() -> None:
+    verdict = verify(links(chain(5)))
+    assert verdict.intact and verdict.checked == 5
+    assert verify([]).intact
+
+
+@pytest.mark.parametrize(
+    ("damage", "broken_at", "words"),
+    [
+        (lambda c: c[:2] + [dataclasses.replace(c[2], subject="someone")] + c[3:], 3, "altered"),
+        (lambda c: c[:2] + c[3:], 4, "missing"),
+        (lambda c: c[:1] + [c[2], c[1]] + c[3:], 3, "missing or was inserted"),
+        (
+            lambda c: c[:3] + [dataclasses.replace(c[3], previous_hash=GENESIS)] + c[4:],
+            4,
+            "previous",
+        ),
+    ],
+)
+def test_the_first_broken_link_is_reported(damage: object, broken_at: int, words: str) -> None:
+    verdict = verify(links(damage(chain(6))))  # type: ignore[operator]
+    assert verdict.broken is not None
+    assert verdict.broken.sequence == broken_at
+    assert words in verdict.broken.problem
+    assert verdict.checked == broken_at - 1 or words.startswith("missing")
+
+
+def test_a_rehashed_altered_record_still_breaks_the_next_link() -> None:
+    chained = chain(4)
+    forged = dataclasses.replace(chained[1], subject="someone", hash="")
+    forged = dataclasses.replace(forged, hash=record_hash(forged))
+    verdict = verify(links([chained[0], forged, *chained[2:]]))
+    assert verdict.broken is not None and verdict.broken.sequence == 3
+
+
+def test_a_removed_record_and_a_record_outside_the_chain_are_reported() -> None:
+    damaged = links(chain(3))
+    damaged[1] = dataclasses.replace(damaged[1], record=None)
+    verdict = verify(damaged)
+    assert verdict.broken is not None and verdict.broken.sequence == 2
+    assert "gone" in verdict.broken.problem
+    stray = verify(links(chain(2)), ["0190-9999"])
+    assert stray.broken is not None and "0190-9999" in str(stray.broken)
+
+
+def test_ids_are_cleaned_sorted_and_bounded() -> None:
+    assert bounded({"b", "a", "", "x\x00y", "with space"}) == ("a", "b", "with?space", "x?y")
+    assert len(bounded({f"id-{n}" for n in range(900)})) == 500
+
+
+def test_fhir_r4_audit_event_mapping() -> None:
+    linked = record().chained(7, "a" * 64)
+    event = audit_event_json(linked)
+    assert AuditEvent(event, strict=True).as_json() == event  # the model accepts it as is
+    assert event["resourceType"] == "AuditEvent" and event["id"] == "scheduler-7"
+    assert event["action"] == "C" and event["outcome"] == "0"
+    assert event["recorded"] == "2026-12-02T09:30:00.000000Z"
+    (agent,) = event["agent"]
+    assert agent["requestor"] is True and agent["who"]["identifier"]["value"] == "user-7"
+    assert agent["network"] == {"address": "ipv4:10.0.0.7:53122", "type": "2"}
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    patients = [e for e in event["entity"] if e["role"]["code"] == "1"]
+    assert [p["what"]["reference"] for p in patients] == ["Patient/pat-1"]
+    hashes = {x["url"].rsplit("/", 1)[1]: x for x in event["extension"]}
+    assert hashes["audit-hash"]["valueString"] == linked.hash
+    read = audit_event_json(
+        dataclasses.replace(linked, kind=PATIENT_READ, outcome="NOT_FOUND", purpose="")
+    )
+    assert (read["action"], read["outcome"], "purposeOfEvent" in read) == ("R", "4", False)
+    failed = audit_event_json(dataclasses.replace(linked, outcome="INTERNAL"))
+    assert failed["outcome"] == "8"
+    bundle = bundle_json(chain(3))
+    assert bundle["type"] == "collection" and len(bundle["entry"]) == 3
+
+
+def test_the_fhir_model_refuses_what_r4_does_not_allow() -> None:
+    event = audit_event_json(record().chained(1, GENESIS))
+    with pytest.raises(FHIRValidationError):
+        AuditEvent({**event, "recorded": 12}, strict=True)
+    with pytest.raises(FHIRValidationError):
+        AuditEvent({**event, "category": [{"text": "R5 only"}]}, strict=True)
+
+
+def test_which_ids_a_call_concerns() -> None:
+    assert reference_field("TherapyPlan") == "therapy_plan_id"
+    got = from_request(pb.GetPatientRequest(id="pat-1"), "Patient")
+    assert (got.resource_ids, got.patient_ids) == ({"pat-1"}, {"pat-1"})
+    plan = pb.CreateTherapyPlanRequest(
+        request_id="r", therapy_plan=pb.TherapyPlan(id="plan-1", patient_id="pat-2")
+    )
+    got = from_request(plan, "TherapyPlan")
+    assert (got.resource_ids, got.patient_ids) == ({"plan-1"}, {"pat-2"})
+    dose = pb.CalculateDoseResponse(
+        calculation=pb.DoseCalculation(therapy_plan_id="plan-1", patient_id="pat-2")
+    )
+    got = from_response(dose, "TherapyPlan")
+    assert (got.resource_ids, got.patient_ids) == ({"plan-1"}, {"pat-2"})
+    page = pb.ListPatientsResponse(patients=[pb.Patient(id=f"p{n}", mrn="MRN") for n in range(3)])
+    assert from_response(page, "Patient").patient_ids == {"p0", "p1", "p2"}
+
+
+def test_group_commit_shares_writes_and_returns_only_when_stored() -> None:
+    batches: list[list[int]] = []
+    stored: set[int] = set()
+    gate = threading.Event()
+
+    def write(items: Sequence[int]) -> None:
+        if not batches:
+            gate.wait(5)  # the first write is slow: the others queue behind it
+        batches.append(list(items))
+        stored.update(items)
+
+    group: GroupCommit[int] = GroupCommit(write)
+    seen_stored: dict[int, bool] = {}
+
+    def submit(n: int) -> None:
+        group.submit(n)
+        seen_stored[n] = n in stored
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(10)]
+    threads[0].start()
+    time.sleep(0.05)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert sorted(n for b in batches for n in b) == list(range(10))
+    assert len(batches) < 10  # the nine that queued shared a commit
+    assert seen_stored == {n: True for n in range(10)}
+
+
+def test_group_commit_failure_reaches_every_waiter_of_the_batch() -> None:
+    def write(items: Sequence[int]) -> None:
+        raise RuntimeError("database down")
+
+    group: GroupCommit[int] = GroupCommit(write)
+    with pytest.raises(WriteFailed):
+        group.submit(1)
+    with pytest.raises(WriteFailed):  # and the next caller leads a new write
+        group.submit(2)
