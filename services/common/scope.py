@@ -120,6 +120,11 @@ class Scope:
         if self.organisation_id is not None and not self.sees_site(site_id):
             raise PermissionDenied(f"{field}: the caller does not act for site {site_id!r}")
 
+    def sees_any_site(self, site_ids: Collection[str]) -> bool:
+        """For a row that concerns several sites (a notification): in scope when it concerns
+        none (organisation-wide) or one of the caller's."""
+        return self.site_ids is None or not site_ids or any(s in self.site_ids for s in site_ids)
+
     def visible_sites(self, site_ids: Collection[str]) -> list[str]:
         return [s for s in site_ids if self.sees_site(s)]
 
