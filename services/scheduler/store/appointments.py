@@ -13,13 +13,13 @@ from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
 from services.scheduler.domain.appointments import ACTIVE, AppointmentStatus
-from services.scheduler.store.repository import check_site_scope, site_scope_clause
 from services.scheduler.store.models import (
     AppointmentRow,
     BookingLockRow,
     ChairBlockRow,
     ChairRow,
 )
+from services.scheduler.store.repository import check_site_scope, site_scope_clause
 
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
