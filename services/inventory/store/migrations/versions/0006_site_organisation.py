@@ -9,11 +9,13 @@ reservations, administrations, forecasts, reorder policies, purchase orders): re
 and writes are limited to the caller's organisation (docs/security.md, "Scope").
 
 The inventory cannot know whose the sites created before this migration were (the
-organisation lives in the scheduler's database): they get "" (nobody), which only our own
-services see, until an operator assigns each to its organisation with one UPDATE
-(docs/operations.md, "Assigning stock sites to organisations").
+organisation lives in the scheduler's database). A deployment that served one organisation
+names it in LEGACY_ORGANISATION_ID and every existing site becomes that organisation's;
+otherwise they get "" (nobody), which only our own services see, until an operator assigns
+each to its organisation (docs/operations.md, "Assigning data to organisations").
 """
 
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -35,6 +37,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_stock_sites_organisation_id"), ["organisation_id"], unique=False
         )
+    legacy = os.environ.get("LEGACY_ORGANISATION_ID", "")
+    if legacy:
+        op.execute(sa.text("UPDATE stock_sites SET organisation_id = :o").bindparams(o=legacy))
 
 
 def downgrade() -> None:

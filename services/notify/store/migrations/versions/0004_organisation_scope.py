@@ -9,10 +9,13 @@ reads, recipients and the Subscribe stream show the caller's organisation's only
 key becomes the publishing organisation's (unique per organisation, not globally), so one
 organisation's keys can neither collide with nor reveal another's.
 
-Rows written before this migration get the organisation "" (none): notify cannot know whose
-they were, so only our own services see them; a person or hospital system sees none of them.
+Notify cannot know whose the rows written before this migration were. A deployment that served
+one organisation names it in LEGACY_ORGANISATION_ID and they become that organisation's;
+otherwise they get "" (none), which only our own services see, until an operator assigns them
+(docs/operations.md, "Assigning data to organisations").
 """
 
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -47,6 +50,10 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             "uq_notify_notifications_organisation_dedupe", ["organisation_id", "dedupe_key"]
         )
+    legacy = os.environ.get("LEGACY_ORGANISATION_ID", "")
+    if legacy:
+        for table in ("notify_subscribers", "notify_notifications"):
+            op.execute(sa.text(f"UPDATE {table} SET organisation_id = :o").bindparams(o=legacy))
 
 
 def downgrade() -> None:
