@@ -68,8 +68,9 @@ class Scope:
         self, organisation: Any | None = None, site: Any | None = None
     ) -> ColumnElement[bool]:
         """A WHERE clause keeping the rows in scope: ``organisation`` is the row's
-        organisation column (or a site column ``IN`` a subquery of the organisation's sites,
-        see :meth:`organisation_sites`), ``site`` its site column when it has one."""
+        organisation column, ``site`` its site column when it has one. (Rows that reach their
+        organisation through their site combine :meth:`site_filter` with a subquery of the
+        organisation's sites in their store.)"""
         clauses: list[ColumnElement[bool]] = []
         if self.organisation_id is not None:
             if not self.organisation_id:
@@ -124,9 +125,6 @@ class Scope:
         """For a row that concerns several sites (a notification): in scope when it concerns
         none (organisation-wide) or one of the caller's."""
         return self.site_ids is None or not site_ids or any(s in self.site_ids for s in site_ids)
-
-    def visible_sites(self, site_ids: Collection[str]) -> list[str]:
-        return [s for s in site_ids if self.sees_site(s)]
 
 
 def current_scope() -> Scope:
