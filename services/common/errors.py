@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from services.common.reasons import (
     AbortReason,
+    DeniedReason,
     ExistsReason,
     InvalidReason,
     Reason,
@@ -107,6 +108,17 @@ class NotFound(DomainError):
 
     def derived_metadata(self) -> dict[str, str]:
         return {"resource_type": self.resource_type}
+
+
+class PermissionDenied(DomainError):
+    """The caller may make this call but not for what it named: an organisation or a site it
+    does not act for, where it creates something (docs/security.md, "Scope"). Reading or
+    changing an existing resource out of scope is NOT_FOUND instead, so no id leaks."""
+
+    default_reason = "OUT_OF_SCOPE"
+
+    def __init__(self, message: str, *, reason: DeniedReason | None = None) -> None:
+        super().__init__(message, reason=reason)
 
 
 class AlreadyExists(DomainError):

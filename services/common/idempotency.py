@@ -23,6 +23,7 @@ from services.common.audit.trail import mark_replayed
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.scope import current_scope
 
 R = TypeVar("R", bound=Message)
 
@@ -40,6 +41,17 @@ def define_idempotency_table(metadata: MetaData, service: str) -> Table:
         Column("response", LargeBinary, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
     )
+
+
+def _keyed_by_organisation(method: str) -> str:
+    """``<organisation>/<method>`` for a person or hospital system; the bare method for our
+    own services (their relays retry across restarts and act for every organisation)."""
+    organisation = current_scope().organisation_id
+    if organisation is None:
+        return method
+    if len(organisation) > 64:  # the key column is 200 characters; claims are unbounded
+        organisation = hashlib.sha256(organisation.encode()).hexdigest()
+    return f"{organisation}/{method}"
 
 
 def _fingerprint(request: Message) -> str:
@@ -63,7 +75,10 @@ class IdempotencyStore:
         response_type: type[R],
         mutate: Callable[[Session], R],
     ) -> R:
-        """Run ``mutate`` in a write transaction once per (method, request.request_id)."""
+        """Run ``mutate`` in a write transaction once per (method, request.request_id) within
+        the caller's organisation: two organisations' request ids never meet, so a replay
+        cannot hand one organisation the response to another's request."""
+        method = _keyed_by_organisation(method)
         request_id: str = getattr(request, "request_id", "")
         if not request_id:
             with self._db.write() as session:

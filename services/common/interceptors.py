@@ -39,6 +39,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
     errors.NotFound: code_pb2.NOT_FOUND,
     errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
+    errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Aborted: code_pb2.ABORTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,

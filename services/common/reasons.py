@@ -72,9 +72,14 @@ ExistsReason = Literal[
     "DUPLICATE_PRODUCT_CODE",
     "APPOINTMENT_RESERVED",
 ]
+# PERMISSION_DENIED raised by a service (the interceptor's own denials carry no reason): a
+# caller naming an organisation or site it does not act for where it creates something
+DeniedReason = Literal["OUT_OF_SCOPE"]
 # ABORTED: re-read (or simply retry with the same request_id) and try again
 AbortReason = Literal["STALE_ETAG", "CONCURRENT_UPDATE", "LOST_RACE", "SLOT_TAKEN"]
 # UNAVAILABLE: retry later with the same request_id
 UnavailableReason = Literal["PEER_UNAVAILABLE", "DATABASE_UNAVAILABLE"]
 
-Reason = Literal[Rule, InvalidReason, NotFoundReason, ExistsReason, AbortReason, UnavailableReason]
+Reason = Literal[
+    Rule, InvalidReason, NotFoundReason, ExistsReason, DeniedReason, AbortReason, UnavailableReason
+]

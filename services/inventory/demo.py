@@ -29,6 +29,7 @@ from decimal import Decimal
 from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.errors import NotFound, Violations
+from services.common.identity import acting_as, service_caller
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
@@ -42,6 +43,7 @@ from services.inventory.planning_service import PlanningService
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import Actor, StockService
 from services.inventory.store.models import outbox
+from services.issuer.issuer import DEV_ORGANISATION
 
 # UK average, National Ig Database 2018/19 (docs/clinical-rules.md#cost, R52)
 GBP_PER_GRAM = Decimal("34.00")
@@ -127,6 +129,13 @@ def vial_cost(lot: DemoLot) -> Decimal:
 
 
 def seed_demo(settings: ServiceSettings, clock: Clock | None = None) -> DemoResult:
+    """Load the demo pharmacy as the inventory service itself, for the demo organisation
+    (`make run`'s, services/demo.py): its sites and stock are that organisation's."""
+    with acting_as(service_caller("inventory")):
+        return _seed_demo(settings, clock)
+
+
+def _seed_demo(settings: ServiceSettings, clock: Clock | None) -> DemoResult:
     clock = clock or SystemClock()
     db = Database(settings.database_url, pool_size=2)
     try:
@@ -142,7 +151,15 @@ def seed_demo(settings: ServiceSettings, clock: Clock | None = None) -> DemoResu
                 try:
                     sites.get(site.id, session)
                 except NotFound:
-                    sites.create(session, StockSite(site.id, site.display_name, site.time_zone))
+                    sites.create(
+                        session,
+                        StockSite(
+                            site.id,
+                            site.display_name,
+                            site.time_zone,
+                            organisation_id=DEV_ORGANISATION,
+                        ),
+                    )
                     made_sites += 1
             have = {u.display_name for u, _ in sites.units(site.id)}
             for name, kind in site.units:

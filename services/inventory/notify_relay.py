@@ -17,6 +17,7 @@ from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, publish_or_dead_letter
 from services.common.protojson import to_proto_json
 from services.inventory.store.models import outbox
+from services.inventory.store.site_scope import organisation_of
 
 PUBLISH_TIMEOUT_SECONDS = 10
 
@@ -37,14 +38,27 @@ def publish_request(
     )
 
 
+def event_organisation(db: Database, event: OutgoingEvent) -> str:
+    """The organisation of the site(s) the event concerns: the inventory publishes as itself,
+    for that organisation (docs/security.md, "Scope"). "" for a site nobody has claimed: notify
+    refuses the row and the relay dead-letters it."""
+    sites = [event.payload.get("site_id") or "", *event.payload.get("sites", [])]
+    with db.read() as session:
+        for site_id in sites:
+            owner = organisation_of(session, str(site_id)) if site_id else None
+            if owner:
+                return owner
+    return ""
+
+
 def relay_to_notify(db: Database, clock: Clock, channel: grpc.Channel) -> OutboxRelay:
     """``channel``: to notify, carrying the inventory's own token (services.common.channels)."""
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:
-        publish_or_dead_letter(
-            lambda: stub.Publish(publish_request(event), timeout=PUBLISH_TIMEOUT_SECONDS)
-        )
+        request = publish_request(event)
+        request.organisation_id = event_organisation(db, event)
+        publish_or_dead_letter(lambda: stub.Publish(request, timeout=PUBLISH_TIMEOUT_SECONDS))
 
     return OutboxRelay(
         db,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -58,6 +58,7 @@ from services.inventory.store.models import (
     ReservationLineRow,
     ReservationRow,
 )
+from services.inventory.store.site_scope import organisation_of
 from services.inventory.store.stock import LotView
 
 
@@ -622,7 +623,9 @@ class ReservationService:
                 ],
             },
             now,
-            dedupe_key=f"LOT_RECALLED:{product.id}:{lot_number}",
+            # one recall per organisation: another organisation's recall of the same lot
+            # number is its own event, not a duplicate of this one
+            dedupe_key=_recall_key(session, product.id, lot_number, locked.values()),
         )
         return views, repaired, count
 
@@ -992,3 +995,11 @@ class ReservationService:
 
 def _rule(rule: Rule, lot: LotRow, text: str) -> PreconditionViolation:
     return PreconditionViolation(rule, f"lots/{lot.id}", text)
+
+
+def _recall_key(session: Session, product_id: str, lot_number: str, lots: Iterable[LotRow]) -> str:
+    """``LOT_RECALLED:<product>:<lot number>``, with ``:<organisation>`` of the recalled lots'
+    sites where they have one."""
+    owners = sorted({organisation_of(session, lot.site_id) or "" for lot in lots} - {""})
+    key = f"LOT_RECALLED:{product_id}:{lot_number}"
+    return f"{key}:{','.join(owners)}" if owners else key

@@ -23,6 +23,7 @@ from services.inventory.domain.sites import (
     StorageUnit,
 )
 from services.inventory.site_service import SiteService
+from services.inventory.store.site_scope import scoped_events
 
 STORAGE_KIND: Mapping[StorageKind, Any] = {
     k: pb.StorageKind.Value(f"STORAGE_KIND_{k.name}") for k in StorageKind
@@ -37,6 +38,7 @@ def site_out(site: StockSite, created: dt.datetime) -> pb.StockSite:
         time_zone=site.time_zone,
         expiry_check_time=from_time_of_day(site.expiry_check_time),
         expiry_warning_days=list(site.expiry_warning_days),
+        organisation_id=site.organisation_id,
         etag=etag_for(1),
         create_time=from_datetime(created),
     )
@@ -91,6 +93,7 @@ class SiteApi:
             time_zone=msg.time_zone,
             expiry_check_time=check_time or DEFAULT_EXPIRY_CHECK_TIME,
             expiry_warning_days=tuple(msg.expiry_warning_days) or DEFAULT_EXPIRY_WARNING_DAYS,
+            organisation_id=msg.organisation_id,
         )
         return self._mutate(
             "CreateStockSite",
@@ -147,6 +150,11 @@ class SiteApi:
             )
         size = min(request.page_size or 100, 1000)
         events = self._read(
-            lambda s: self.outbox.list(s, request.after_sequence, request.topic, size)
+            lambda s: scoped_events(
+                s,
+                lambda after: self.outbox.list(s, after, request.topic, size),
+                request.after_sequence,
+                size,
+            )
         )
         return pb.ListOutgoingEventsResponse(events=[event_out(e) for e in events])

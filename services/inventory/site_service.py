@@ -16,8 +16,10 @@ from services.common.db import Database
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.scope import current_scope
 from services.inventory.domain.sites import StockSite, StorageUnit, validate_site
 from services.inventory.store.models import StockSiteRow, StorageUnitRow
+from services.inventory.store.site_scope import in_scope
 
 
 def _site(row: StockSiteRow) -> StockSite:
@@ -28,6 +30,7 @@ def _site(row: StockSiteRow) -> StockSite:
         time_zone=row.time_zone,
         expiry_check_time=dt.time(hour, minute),
         expiry_warning_days=tuple(row.expiry_warning_days),
+        organisation_id=row.organisation_id,
     )
 
 
@@ -44,8 +47,12 @@ class SiteService:
 
     def create(self, session: Session, site: StockSite) -> tuple[StockSite, dt.datetime]:
         validate_site(site).raise_if_any()
+        scope = current_scope()
+        scope.require_site(site.id, "site.id")
         site = dataclasses.replace(
-            site, expiry_warning_days=tuple(sorted(site.expiry_warning_days, reverse=True))
+            site,
+            expiry_warning_days=tuple(sorted(site.expiry_warning_days, reverse=True)),
+            organisation_id=scope.organisation_for(site.organisation_id, "site.organisation_id"),
         )
         if session.get(StockSiteRow, site.id) is not None:
             raise AlreadyExists("stock site", site.id)
@@ -53,6 +60,7 @@ class SiteService:
         session.add(
             StockSiteRow(
                 id=site.id,
+                organisation_id=site.organisation_id,
                 display_name=site.display_name,
                 time_zone=site.time_zone,
                 expiry_check_time=site.expiry_check_time.strftime("%H:%M"),
@@ -69,6 +77,15 @@ class SiteService:
         return site, now
 
     def get(self, site_id: str, session: Session | None = None) -> StockSite:
+        """The stock site; NOT_FOUND when there is none or it is out of the caller's scope
+        (so every use of a site, as a target or a field, reads another organisation's site as
+        missing)."""
+        site = self._get(site_id, session)
+        if not current_scope().sees(site.organisation_id, site.id):
+            raise NotFound("stock site", site_id)
+        return site
+
+    def _get(self, site_id: str, session: Session | None) -> StockSite:
         with self._lock:
             cached = self._cache.get(site_id)
         if cached is not None:
@@ -94,7 +111,7 @@ class SiteService:
 
     def list_sites(self, page: PageRequest) -> list[tuple[StockSite, dt.datetime]]:
         with self.db.read() as s:
-            query = select(StockSiteRow)
+            query = select(StockSiteRow).where(in_scope(StockSiteRow.id))
             if page.after:
                 query = query.where(StockSiteRow.id > page.after[0])
             rows = s.scalars(query.order_by(StockSiteRow.id).limit(page.size + 1))

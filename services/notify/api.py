@@ -29,6 +29,7 @@ from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
+from services.common.scope import current_scope
 from services.notify.domain.model import (
     Channel,
     QuietHours,
@@ -110,6 +111,7 @@ def subscriber_in(msg: pb.Subscriber, v: Violations, prefix: str = "subscriber")
         quiet_hours=quiet,
         site_ids=tuple(msg.site_ids),
         kind=kind,
+        organisation_id=msg.organisation_id,
     )
 
 
@@ -131,6 +133,7 @@ def subscriber_out(stored: StoredSubscriber, *, with_secret: bool = False) -> pb
         ],
         site_ids=list(s.site_ids),
         kind=KIND[s.kind] if s.kind else pb.SUBSCRIBER_KIND_UNSPECIFIED,
+        organisation_id=s.organisation_id,
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
@@ -214,6 +217,7 @@ def notification_out(n: NotificationView) -> pb.Notification:
         send_after=from_datetime(n.send_after),
         create_time=from_datetime(n.created_at),
         site_ids=list(n.site_ids),
+        organisation_id=n.organisation_id,
     )
     if n.expires_at is not None:
         msg.expires_at.CopyFrom(from_datetime(n.expires_at))
@@ -451,6 +455,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
             dedupe_key=request.dedupe_key,
             send_after=to_datetime(request.send_after) if request.HasField("send_after") else None,
             expires_at=to_datetime(request.expires_at) if request.HasField("expires_at") else None,
+            organisation_id=request.organisation_id,
         )
 
         def publish(session: Any) -> pb.PublishResponse:
@@ -536,9 +541,12 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
             v.add("after_sequence", "must not be negative")
         v.raise_if_any()
         wanted_subscribers = set(request.subscriber_ids)
+        scope = current_scope()  # the stream's caller: only its organisation's events
 
         def matches(e: EventView) -> bool:
             n = e.notification
+            if not scope.sees(n.organisation_id) or not scope.sees_any_site(n.site_ids):
+                return False
             if topics and n.topic not in topics:
                 return False
             if request.site_id and request.site_id not in n.site_ids:

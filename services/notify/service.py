@@ -11,7 +11,7 @@ import builtins
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import exists, select, text
@@ -25,6 +25,7 @@ from services.common.errors import FieldViolation, InvalidArgument, NotFound, Vi
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.scope import current_scope
 from services.notify.domain.model import (
     NO_EXCEPTIONS,
     OPEN,
@@ -101,6 +102,7 @@ class NotificationView:
     created_at: dt.datetime
     cancelled_at: dt.datetime | None
     deliveries: tuple[DeliveryView, ...] = ()
+    organisation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class PublishCommand:
     dedupe_key: str = ""
     send_after: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    # as requested: empty for a person's or hospital system's own organisation
+    organisation_id: str = ""
 
 
 @dataclass
@@ -159,6 +163,7 @@ def _subscriber_from(row: SubscriberRow) -> StoredSubscriber:
             quiet_hours=quiet,
             site_ids=tuple(row.site_ids),
             kind=SubscriberKind(row.kind),
+            organisation_id=row.organisation_id,
         ),
         revision=row.revision,
         created_at=row.created_at,
@@ -180,6 +185,7 @@ def _write_subscriber(row: SubscriberRow, s: Subscriber) -> None:
     row.site_ids = list(s.site_ids)
     assert s.kind is not None  # validated
     row.kind = s.kind.value
+    row.organisation_id = s.organisation_id
 
 
 class SubscriberService:
@@ -191,7 +197,12 @@ class SubscriberService:
         self.webhooks = webhooks  # the operator's allow-list for webhook targets
 
     def create(self, session: Session, subscriber: Subscriber) -> StoredSubscriber:
-        clean = validate_subscriber(subscriber, webhooks=self.webhooks)
+        organisation = current_scope().organisation_for(
+            subscriber.organisation_id, "subscriber.organisation_id"
+        )
+        clean = validate_subscriber(
+            replace(subscriber, organisation_id=organisation), webhooks=self.webhooks
+        )
         now = self.clock.now()
         row = SubscriberRow(id=new_id(), revision=1, created_at=now, updated_at=now)
         _write_subscriber(row, clean)
@@ -204,11 +215,16 @@ class SubscriberService:
             row = session.get(SubscriberRow, subscriber_id)
             if row is None:
                 raise NotFound("subscriber", subscriber_id)
+            current_scope().check("subscriber", subscriber_id, row.organisation_id)
             return _subscriber_from(row)
 
     def list(self, external_ref: str, site_id: str, page: PageRequest) -> list[StoredSubscriber]:
         with self.db.read() as session:
-            query = select(SubscriberRow).order_by(SubscriberRow.id)
+            query = (
+                select(SubscriberRow)
+                .where(current_scope().where(SubscriberRow.organisation_id))
+                .order_by(SubscriberRow.id)
+            )
             if external_ref:
                 query = query.where(SubscriberRow.external_ref == external_ref)
             if page.after:
@@ -241,8 +257,10 @@ class SubscriberService:
         row = session.scalars(query).first()
         if row is None:
             raise NotFound("subscriber", subscriber_id)
+        current_scope().check("subscriber", subscriber_id, row.organisation_id)
         check_etag(etag, row.revision, field="subscriber.etag", resource="subscriber")
-        changed = change(_subscriber_from(row))
+        # the organisation is not the caller's to move
+        changed = replace(change(_subscriber_from(row)), organisation_id=row.organisation_id)
         url_changed = changed.webhook_url != row.webhook_url
         clean = validate_subscriber(changed, webhooks=self.webhooks if url_changed else None)
         _write_subscriber(row, clean)
@@ -309,6 +327,7 @@ def _view(row: NotificationRow, deliveries: Iterable[DeliveryView] = ()) -> Noti
         created_at=row.created_at,
         cancelled_at=row.cancelled_at,
         deliveries=tuple(deliveries),
+        organisation_id=row.organisation_id,
     )
 
 
@@ -332,8 +351,13 @@ class NotificationService:
     # -- Publish ------------------------------------------------------------------------------
 
     def publish(self, session: Session, cmd: PublishCommand) -> Published:
+        scope = current_scope()
+        organisation = scope.organisation_for(cmd.organisation_id, "organisation_id")
+        for i, site_id in enumerate(cmd.site_ids):
+            scope.require_site(site_id, f"payload site_ids[{i}]")
+        cmd = replace(cmd, organisation_id=organisation)
         if cmd.dedupe_key:
-            seen = self._by_dedupe(session, cmd.dedupe_key)
+            seen = self._by_dedupe(session, organisation, cmd.dedupe_key)
             if seen is not None:
                 return Published(_views(session, [seen])[0], True)
         now = self.clock.now()
@@ -405,6 +429,7 @@ class NotificationService:
             payload=dict(cmd.payload_json),
             subscriber_ids=list(dict.fromkeys(cmd.subscriber_ids)),
             site_ids=list(dict.fromkeys(cmd.site_ids)),
+            organisation_id=organisation,
             dedupe_key=cmd.dedupe_key or None,
             send_after=send_after,
             expires_at=cmd.expires_at,
@@ -417,7 +442,9 @@ class NotificationService:
                 session.add(row)
                 session.flush()
         except IntegrityError:  # the same dedupe_key committed by a concurrent Publish
-            seen = self._by_dedupe(session, cmd.dedupe_key) if cmd.dedupe_key else None
+            seen = (
+                self._by_dedupe(session, organisation, cmd.dedupe_key) if cmd.dedupe_key else None
+            )
             if seen is None:
                 raise
             return Published(_views(session, [seen])[0], True)
@@ -452,22 +479,34 @@ class NotificationService:
             ids = list(dict.fromkeys(cmd.subscriber_ids))
             rows = {
                 r.id: r
-                for r in session.scalars(select(SubscriberRow).where(SubscriberRow.id.in_(ids)))
+                for r in session.scalars(
+                    select(SubscriberRow).where(
+                        SubscriberRow.id.in_(ids),
+                        SubscriberRow.organisation_id == cmd.organisation_id,
+                    )
+                )
             }
+            # another organisation's subscriber reads as missing (no existence leak)
             for i, sid in enumerate(cmd.subscriber_ids):
                 if sid not in rows:
                     v.add(f"subscriber_ids[{i}]", f"no subscriber {sid!r}")
             return [_subscriber_from(rows[i]) for i in ids if i in rows]
-        everyone = session.scalars(select(SubscriberRow).order_by(SubscriberRow.id))
+        everyone = session.scalars(
+            select(SubscriberRow)
+            .where(SubscriberRow.organisation_id == cmd.organisation_id)
+            .order_by(SubscriberRow.id)
+        )
         return [
             s
             for s in map(_subscriber_from, everyone)
             if s.subscriber.wants_broadcast(cmd.topic, cmd.site_ids)
         ]
 
-    def _by_dedupe(self, session: Session, key: str) -> NotificationRow | None:
+    def _by_dedupe(self, session: Session, organisation: str, key: str) -> NotificationRow | None:
         return session.scalars(
-            select(NotificationRow).where(NotificationRow.dedupe_key == key)
+            select(NotificationRow).where(
+                NotificationRow.organisation_id == organisation, NotificationRow.dedupe_key == key
+            )
         ).first()
 
     def _event(self, session: Session, row: NotificationRow, kind: str, now: dt.datetime) -> None:
@@ -481,7 +520,9 @@ class NotificationService:
     def cancel(self, session: Session, notification_id: str, dedupe_key: str) -> NotificationView:
         if bool(notification_id) == bool(dedupe_key):
             raise InvalidArgument([FieldViolation("id", "give exactly one of id or dedupe_key")])
-        query = select(NotificationRow)
+        query = select(NotificationRow).where(
+            current_scope().where(NotificationRow.organisation_id)
+        )
         query = (
             query.where(NotificationRow.id == notification_id)
             if notification_id
@@ -515,6 +556,10 @@ class NotificationService:
             row = session.get(NotificationRow, notification_id)
             if row is None:
                 raise NotFound("notification", notification_id)
+            scope = current_scope()
+            scope.check("notification", notification_id, row.organisation_id)
+            if not scope.sees_any_site(row.site_ids):
+                raise NotFound("notification", notification_id)
             return _views(session, [row])[0]
 
     def list(
@@ -527,7 +572,11 @@ class NotificationService:
         dedupe_key: str,
     ) -> list[NotificationView]:
         with self.db.read() as session:
-            query = select(NotificationRow).order_by(NotificationRow.id)
+            query = (
+                select(NotificationRow)
+                .where(current_scope().where(NotificationRow.organisation_id))
+                .order_by(NotificationRow.id)
+            )
             if topic is not None:
                 query = query.where(NotificationRow.topic == topic.value)
             if dedupe_key:

@@ -753,6 +753,7 @@ class BookingService:
         row = session.get(ChairBlockRow, block_id) if block_id else None
         if row is None:
             raise NotFound("chair block", block_id)
+        repo.check_site_scope(session, row.site_id, "chair block", block_id)
         session.delete(row)
         session.flush()
 

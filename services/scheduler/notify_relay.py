@@ -28,7 +28,7 @@ from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_de
 from services.common.protojson import to_proto_json
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.stock_relay import STOCK_TOPICS
-from services.scheduler.store.models import AppointmentRow, outbox
+from services.scheduler.store.models import AppointmentRow, SiteRow, outbox
 from services.scheduler.store.reminders import CANCEL_NOTIFICATION
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,16 @@ def still_booked(db: Database, event: OutgoingEvent) -> bool:
     )
 
 
+def organisation_of(db: Database, event: OutgoingEvent) -> str:
+    """The organisation of the site the event concerns: the scheduler publishes as itself, for
+    that organisation (docs/security.md, "Scope"). "" when the site is gone: notify then
+    refuses the row (INVALID_ARGUMENT) and the relay dead-letters it."""
+    site_id = str(event.payload.get("payload", {}).get("site_id") or "")
+    with db.read() as session:
+        site = session.get(SiteRow, site_id) if site_id else None
+    return site.organisation_id if site is not None else ""
+
+
 def relay_to_notify(
     db: Database,
     clock: Clock,
@@ -119,6 +129,7 @@ def relay_to_notify(
             # notify would refuse it (expires_at must lie ahead); the row counts as delivered.
             log.info("scheduler outbox %s %s expired before relaying", event.topic, event.id)
             return
+        request.organisation_id = organisation_of(db, event)
         publish_or_dead_letter(lambda: stub.Publish(request, timeout=PUBLISH_TIMEOUT_SECONDS))
 
     return OutboxRelay(

@@ -25,6 +25,7 @@ from services.common.errors import (
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.scope import current_scope
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import (
     Administration,
@@ -72,7 +73,10 @@ class SchedulerUseCases:
     # --- sites ---------------------------------------------------------------------------------
 
     def create_site(self, session: Session, site: Site) -> Stored[Site]:
-        site = dataclasses.replace(site, id=new_id())
+        scope = current_scope()
+        scope.require_all_sites("creating a site")
+        organisation = scope.organisation_for(site.organisation_id, "site.organisation_id")
+        site = dataclasses.replace(site, id=new_id(), organisation_id=organisation)
         validate_site(site).raise_if_any()
         row = repo.insert_site(session, site, self.clock.now())
         return _stored(repo.site_from_row(row), row)
@@ -143,7 +147,10 @@ class SchedulerUseCases:
         return self.clock.now().date()
 
     def create_patient(self, session: Session, patient: Patient) -> Stored[Patient]:
-        patient = dataclasses.replace(patient, id=new_id())
+        organisation = current_scope().organisation_for(
+            patient.organisation_id, "patient.organisation_id"
+        )
+        patient = dataclasses.replace(patient, id=new_id(), organisation_id=organisation)
         validate_patient(patient, self._today() + dt.timedelta(days=1)).raise_if_any()
         row = repo.insert_patient(session, patient, self.clock.now())
         return _stored(repo.patient_from_row(row), row)
@@ -165,7 +172,12 @@ class SchedulerUseCases:
     ) -> Stored[Patient]:
         row = repo.patient_row(session, patient_id, for_update=True)
         check_etag(etag, row.revision, field="patient.etag", resource=f"patient {patient_id}")
-        updated = dataclasses.replace(change(repo.patient_from_row(row)), id=patient_id)
+        current = repo.patient_from_row(row)
+        updated = dataclasses.replace(change(current), id=patient_id)
+        if updated.organisation_id != current.organisation_id:
+            raise InvalidArgument(
+                [FieldViolation("patient.organisation_id", "cannot change after creation")]
+            )
         validate_patient(updated, self._today() + dt.timedelta(days=1)).raise_if_any()
         row = repo.update_patient(session, row, updated, self.clock.now())
         return _stored(repo.patient_from_row(row), row)

@@ -285,11 +285,11 @@ class Fleet:
             self.ports[name] = free_port()
         return f"127.0.0.1:{self.ports[name]}"
 
-    def channel(self, name: str, *, start: bool = False) -> grpc.Channel:
+    def channel(self, name: str, *, start: bool = False, org: str = "org") -> grpc.Channel:
         """A channel to instance ``name`` (``scheduler-2``, started first with ``start``)
-        whose calls carry a test caller's token (harness.caller_token)."""
+        whose calls carry a test caller's token of ``org`` (harness.caller_token)."""
         address = self.start(name) if start else self.address(name)
-        return caller_channel(self.issuer, name.split("-")[0], address, "org", self.pki)
+        return caller_channel(self.issuer, name.split("-")[0], address, org, self.pki)
 
     def client_tls(self, name: str) -> ClientTls | None:
         """How the test reaches instance ``name`` (health checks too): None for plaintext."""
@@ -426,7 +426,7 @@ class Clinic:
             pb.CreateSiteRequest(
                 request_id="site",
                 site=pb.Site(
-                    organisation_id="org",
+                    organisation_id="",  # the caller's own organisation
                     display_name="Day unit",
                     time_zone="UTC",
                     opening_hours=[
@@ -501,7 +501,7 @@ class Clinic:
             pb.CreatePatientRequest(
                 request_id=f"patient-{key}",
                 patient=pb.Patient(
-                    organisation_id="org",
+                    organisation_id="",  # the caller's own organisation
                     mrn=f"MRN-{key}",
                     given_name="Pat",
                     family_name=key,

@@ -151,12 +151,13 @@ def site_with_chairs(
     days: tuple[str, ...] = WEEKDAYS,
     open_h: int = 8,
     close_h: int = 18,
+    org: str = "org-1",
 ) -> tuple[pb.Site, list[pb.Chair]]:
     site = p.scheduler.CreateSite(
         pb.CreateSiteRequest(
             request_id=request_id(),
             site=pb.Site(
-                organisation_id="org-1",
+                organisation_id=org,
                 display_name="Day unit",
                 time_zone=tz,
                 opening_hours=hours(days, open_h, close_h),
@@ -181,8 +182,10 @@ def site_with_chairs(
     return site, made
 
 
-def patient_plan(p: Platform, site: pb.Site, mrn: str, **kw: object) -> pb.TherapyPlan:
-    patient = make_patient(p, mrn=mrn)
+def patient_plan(
+    p: Platform, site: pb.Site, mrn: str, org: str = "org-1", **kw: object
+) -> pb.TherapyPlan:
+    patient = make_patient(p, mrn=mrn, org=org)
     measure(p, patient.id, "70", "165")
     return make_plan(p, plan_message(patient.id, site.id, product_id(p, "gammagard-liquid"), **kw))
 

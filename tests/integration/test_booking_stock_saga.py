@@ -14,6 +14,7 @@ from sqlalchemy import text
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.db import Database
+from services.common.identity import acting_as, service_caller
 from services.scheduler.notify_relay import relay_to_notify
 from services.scheduler.stock_relay import StockRelay
 from tests.integration.builders import book, patient_plan, site_with_chairs
@@ -161,8 +162,9 @@ def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_ur
         cases = SchedulerUseCases(db, platform.clock, products.exists)
         bookings = BookingService(db, platform.clock, cases, DoseService(cases, products.spec))
         push = ForecastPush(db, platform.clock, cases, bookings)
-        assert push.push(horizon_days=60) == 1
-        assert push.push(horizon_days=60) == 0  # once a day per site
+        with acting_as(service_caller("scheduler")):  # as the nightly job does
+            assert push.push(horizon_days=60) == 1
+            assert push.push(horizon_days=60) == 0  # once a day per site
         relay.run_once()
         forecast = platform.inventory.GetStockForecast(
             inv.GetStockForecastRequest(

@@ -15,6 +15,7 @@ from google.type.money_pb2 import Money
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.common.db import Database
+from services.common.identity import acting_as, service_caller
 from services.common.ids import new_id
 from services.inventory.domain.stock import MovementKind
 from services.inventory.store import stock as ledger
@@ -107,7 +108,8 @@ def dispense(
     store's own append; returns the DISPENSE movement's id."""
     reservation = new_id()
     now = p.clock.now()
-    with db.write() as s:
+    # the store's own writes, as the inventory service (which sees every organisation)
+    with acting_as(service_caller("inventory")), db.write() as s:
         lot = ledger.lot_row(s, lot_id, for_update=True)
         moved = ledger.add_movement(
             s,
@@ -154,7 +156,8 @@ def dispense(
 
 def write_off(db: Database, p: Platform, lot_id: str, vials: int) -> str:
     """What RecordWaste writes: whole vials out, no patient."""
-    with db.write() as s:
+    # the store's own writes, as the inventory service (which sees every organisation)
+    with acting_as(service_caller("inventory")), db.write() as s:
         lot = ledger.lot_row(s, lot_id, for_update=True)
         return ledger.add_movement(
             s, lot, MovementKind.WASTE, -vials, 0, p.clock.now(), reason_code="DAMAGED"

@@ -18,6 +18,7 @@ from google.type.money_pb2 import Money
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.common.db import Database
+from services.common.identity import acting_as, service_caller
 from services.common.outbox import Outbox
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.planning_service import PlanningService
@@ -372,12 +373,14 @@ def test_reorder_suggestion_follows_the_worked_example(platform: Platform) -> No
 
 @pytest.fixture
 def planning(platform: Platform, database_url: str) -> Iterator[PlanningService]:
-    """The daily job's entry point, wired like __main__ on the test's own database."""
+    """The daily job's entry point, wired like __main__ on the test's own database, acting as
+    the inventory service as the job does."""
     db = Database(database_url)
     catalogue = CatalogueService(db, platform.clock)
     sites = SiteService(db, platform.clock)
     stock = StockService(db, platform.clock, catalogue, sites)
-    yield PlanningService(db, platform.clock, catalogue, sites, stock, Outbox(outbox))
+    with acting_as(service_caller("inventory")):
+        yield PlanningService(db, platform.clock, catalogue, sites, stock, Outbox(outbox))
     db.dispose()
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from services.common import jobstore
 from services.common.clock import SystemClock
 from services.common.db import Database
-from services.common.identity import current_caller, service_caller
+from services.common.identity import acting_as, current_caller, service_caller
 from services.common.migrations import upgrade
 from services.inventory.domain.sites import StockSite
 from services.inventory.jobs import InventoryJobs
@@ -143,8 +143,9 @@ def test_inventory_restarts_on_a_store_holding_its_daily_jobs(database_url: str)
         upgrade("inventory", db.engine)
         sites = SiteService(db, SystemClock())
         for site_id in ("site-1", "site-2"):
-            with db.write() as session:
-                sites.create(session, StockSite(site_id, site_id, "Europe/London", dt.time(6)))
+            with acting_as(service_caller("inventory")), db.write() as session:
+                site = StockSite(site_id, site_id, "Europe/London", dt.time(6), organisation_id="o")
+                sites.create(session, site)
         first = _inventory_jobs(db, expiry_check)
         first.start()
         first.shutdown()

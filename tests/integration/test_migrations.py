@@ -3,15 +3,17 @@ databases, and applying it twice is harmless (start-up runs it every time)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from services.common.db import Database
-from services.common.migrations import upgrade
+from services.common.migrations import alembic_config, upgrade
 
 
 @pytest.mark.parametrize("service", ["scheduler", "inventory", "notify"])
@@ -27,5 +29,57 @@ def test_migrations_match_models_and_are_idempotent(database_url: str, service: 
             )
             assert compare_metadata(ctx, models.Base.metadata) == []
         assert f"alembic_version_{service}" in inspect(db.engine).get_table_names()
+    finally:
+        db.dispose()
+
+
+def _migrate(db: Database, service: str, revision: str, down: bool = False) -> None:
+    cfg = alembic_config(service, db.engine)
+    with db.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+@pytest.mark.parametrize(("service", "before"), [("inventory", "0006"), ("notify", "0004")])
+def test_the_scope_migrations_reverse_and_give_old_rows_the_legacy_organisation(
+    database_url: str, service: str, before: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inventory 0007 and notify 0005 (docs/security.md, "Scope"): down and up again, and the
+    rows that were there before become LEGACY_ORGANISATION_ID's (docs/operations.md)."""
+    db = Database(database_url)
+    try:
+        _migrate(db, service, "head")
+        _migrate(db, service, before, down=True)
+        table = "stock_sites" if service == "inventory" else "notify_subscribers"
+        assert "organisation_id" not in {c["name"] for c in inspect(db.engine).get_columns(table)}
+        now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        with db.engine.begin() as connection:
+            if service == "inventory":
+                connection.execute(
+                    text(
+                        "INSERT INTO stock_sites (id, display_name, time_zone, expiry_check_time,"
+                        " expiry_warning_days, revision, created_at)"
+                        " VALUES ('old-site', 'Old', 'UTC', '06:00', '[90]', 1, :now)"
+                    ),
+                    {"now": now},
+                )
+            else:
+                connection.execute(
+                    text(
+                        "INSERT INTO notify_subscribers (id, external_ref, display_name,"
+                        " time_zone, email, phone, webhook_url, webhook_secret, preferences,"
+                        " site_ids, kind, revision, created_at, updated_at) VALUES ('old-site',"
+                        " 'r', 'Old', 'UTC', 'a@example.org', '', '', '', '[]', '[]', 'STAFF',"
+                        " 1, :now, :now)"
+                    ),
+                    {"now": now},
+                )
+        monkeypatch.setenv("LEGACY_ORGANISATION_ID", "org-old")
+        _migrate(db, service, "head")
+        with db.engine.connect() as connection:
+            owner = connection.scalar(
+                text(f"SELECT organisation_id FROM {table} WHERE id = 'old-site'")
+            )
+        assert owner == "org-old"
     finally:
         db.dispose()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import grpc
+
 from infusion.notify.v1 import notify_pb2 as npb
+from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services import demo
 from services.common.auth.tokens import StaticToken
 from services.notify.domain.model import Channel
@@ -18,7 +22,28 @@ from tests.integration.test_scheduler_jobs import Env, env  # noqa: F401 (fixtur
 def test_demo_console_subscriber_receives_the_due_notices(env: Env) -> None:  # noqa: F811
     today = dt.date(2026, 11, 24)
     p = env.p
-    tokens = StaticToken(p.issuer.operator_token())
+    # the demo centre is its organisation's: loaded and read by that organisation's operator
+    token = p.issuer.operator_token(demo.ORG)
+    tokens = StaticToken(token)
+    notify_channel = p.issuer.channel(env.notify.address, token)
+    scheduler_channel = p.issuer.channel(p.scheduler_address, token)
+    try:
+        _load_and_check(env, today, tokens, notify_channel, scheduler_channel)
+    finally:
+        notify_channel.close()
+        scheduler_channel.close()
+
+
+def _load_and_check(
+    env: Env,  # noqa: F811
+    today: dt.date,
+    tokens: StaticToken,
+    notify_channel: grpc.Channel,
+    scheduler_channel: grpc.Channel,
+) -> None:
+    p = env.p
+    notify = notify_pb2_grpc.NotifyServiceStub(notify_channel)
+    scheduler = scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel)
     lines = demo.load(
         p.scheduler_address,
         p.inventory_address,
@@ -31,13 +56,13 @@ def test_demo_console_subscriber_receives_the_due_notices(env: Env) -> None:  # 
         p.scheduler_address, p.inventory_address, today, env.notify.address, tokens=tokens
     )
     assert again == []
-    console = env.notify.stub.ListSubscribers(
+    console = notify.ListSubscribers(
         npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
     ).subscribers
     assert len(console) == 1 and len(console[0].preferences) == 9
 
-    site = p.scheduler.ListSites(pb.ListSitesRequest(organisation_id=demo.ORG)).sites[0]
-    due = p.scheduler.ListDueInfusions(
+    site = scheduler.ListSites(pb.ListSitesRequest(organisation_id=demo.ORG)).sites[0]
+    due = scheduler.ListDueInfusions(
         pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=4)
     ).due_infusions
     # the window (±4 days) is open for these, and nothing is booked for them

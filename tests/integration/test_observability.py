@@ -256,7 +256,7 @@ def test_the_metrics_endpoint_serves_the_call_and_outbox_series(
                 pb.CreateSiteRequest(
                     request_id=f"metrics-site-{n}",
                     site=pb.Site(
-                        organisation_id="org-m", display_name=f"Unit {n}", time_zone="UTC"
+                        organisation_id="org-1", display_name=f"Unit {n}", time_zone="UTC"
                     ),
                 )
             )

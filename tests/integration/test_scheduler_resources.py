@@ -12,6 +12,7 @@ from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
 from tests.integration.builders import (
     date,
     make_patient,
@@ -131,9 +132,25 @@ def test_patient_idempotency_and_duplicate_mrn(platform: Platform) -> None:
     other_org = pb.Patient()
     other_org.CopyFrom(body)
     other_org.organisation_id = "org-2"
-    platform.scheduler.CreatePatient(
-        pb.CreatePatientRequest(patient=other_org, request_id=request_id())
+    # org-1's operator cannot create in org-2 (docs/security.md, "Scope") ...
+    with pytest.raises(grpc.RpcError) as denied:
+        platform.scheduler.CreatePatient(
+            pb.CreatePatientRequest(patient=other_org, request_id=request_id())
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(denied.value) == "OUT_OF_SCOPE"
+    # ... org-2's may, with the same MRN and even the same request_id
+    org_2 = platform.issuer.channel(
+        platform.scheduler_address, platform.issuer.operator_token("org-2")
     )
+    try:
+        created = scheduler_pb2_grpc.SchedulerServiceStub(org_2).CreatePatient(
+            pb.CreatePatientRequest(patient=other_org, request_id=rid)
+        )
+    finally:
+        org_2.close()
+    assert created.patient.id != first.patient.id
+    assert created.patient.organisation_id == "org-2"
     body.mrn = "MRN-8"
     with pytest.raises(grpc.RpcError) as reused:
         platform.scheduler.CreatePatient(pb.CreatePatientRequest(patient=body, request_id=rid))

@@ -128,7 +128,7 @@ def test_interceptor_maps_domain_errors_and_hides_internals(issuer: TestIssuer) 
 def test_concurrent_retries_of_one_request_create_one_patient(platform: Platform) -> None:
     rid = request_id()
     body = pb.Patient(
-        organisation_id="org-race",
+        organisation_id="org-1",
         mrn="R-1",
         family_name="Race",
         birth_date=date(1990, 3, 4),
@@ -138,5 +138,5 @@ def test_concurrent_retries_of_one_request_create_one_patient(platform: Platform
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: platform.scheduler.CreatePatient(request), range(8)))
     assert len({r.patient.id for r in replies}) == 1
-    listed = platform.scheduler.ListPatients(pb.ListPatientsRequest(organisation_id="org-race"))
+    listed = platform.scheduler.ListPatients(pb.ListPatientsRequest(organisation_id="org-1"))
     assert len(listed.patients) == 1

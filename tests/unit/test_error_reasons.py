@@ -16,6 +16,7 @@ CODES = {
     reasons.InvalidReason: "INVALID_ARGUMENT",
     reasons.NotFoundReason: "NOT_FOUND",
     reasons.ExistsReason: "ALREADY_EXISTS",
+    reasons.DeniedReason: "PERMISSION_DENIED",
     reasons.AbortReason: "ABORTED",
     reasons.UnavailableReason: "UNAVAILABLE",
 }

@@ -22,6 +22,8 @@ class StockSite:
     time_zone: str
     expiry_check_time: dt.time = DEFAULT_EXPIRY_CHECK_TIME
     expiry_warning_days: tuple[int, ...] = field(default=DEFAULT_EXPIRY_WARNING_DAYS)
+    # the organisation the site, and everything at it, belongs to (docs/security.md, "Scope")
+    organisation_id: str = ""
 
     @property
     def zone(self) -> ZoneInfo:

@@ -133,8 +133,15 @@ class MovementRow(Base):
 
 
 class StockSiteRow(Base):
+    """A site the inventory keeps stock for (the scheduler's site id). Every write at a site
+    needs its stock site, so the stock site's organisation is the organisation of every row
+    at the site: lots, movements, reservations, administrations, forecasts, policies and
+    orders (docs/security.md, "Scope"). Sites created before scoping have "" (nobody): only
+    our services see them until an operator assigns them (docs/operations.md)."""
+
     __tablename__ = "stock_sites"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(String(100), server_default="", index=True)
     display_name: Mapped[str] = mapped_column(String(200))
     time_zone: Mapped[str] = mapped_column(String(64))
     expiry_check_time: Mapped[str] = mapped_column(String(5))  # HH:MM local

@@ -27,6 +27,7 @@ from services.inventory.store.models import (
     ReorderPolicyRow,
     ReservationRow,
 )
+from services.inventory.store.site_scope import check_site, in_scope
 
 MG_PER_G = Decimal(1000)
 OPEN_STATES = ("OPEN", "PARTIALLY_RECEIVED")
@@ -194,6 +195,7 @@ def _flush(session: Session, clash: str) -> None:
 def policy_row(
     session: Session, site_id: str, product_id: str, *, for_update: bool = False
 ) -> ReorderPolicyRow | None:
+    check_site(session, site_id, "reorder policy", f"{site_id}/{product_id}")
     query = select(ReorderPolicyRow).where(
         ReorderPolicyRow.site_id == site_id, ReorderPolicyRow.product_id == product_id
     )
@@ -228,6 +230,7 @@ def order_row(session: Session, order_id: str, *, for_update: bool = False) -> P
     row = session.scalar(query) if order_id else None
     if row is None:
         raise NotFound("purchase order", order_id)
+    check_site(session, row.site_id, "purchase order", order_id)
     return row
 
 
@@ -260,7 +263,7 @@ def list_orders(
     session: Session, site_id: str, state: str, page: PageRequest
 ) -> list[PurchaseOrderRow]:
     """Newest first (ids are UUIDv7, so id order is creation order)."""
-    query = select(PurchaseOrderRow)
+    query = select(PurchaseOrderRow).where(in_scope(PurchaseOrderRow.site_id))
     if site_id:
         query = query.where(PurchaseOrderRow.site_id == site_id)
     if state:

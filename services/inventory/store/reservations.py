@@ -19,12 +19,17 @@ from services.inventory.store.models import (
     ReservationLineRow,
     ReservationRow,
 )
+from services.inventory.store.site_scope import check_site, in_scope
 
 
 def by_appointment(session: Session, appointment_id: str) -> ReservationRow | None:
-    return session.scalar(
+    """The appointment's reservation; NOT_FOUND when it is another organisation's."""
+    row = session.scalar(
         select(ReservationRow).where(ReservationRow.appointment_id == appointment_id)
     )
+    if row is not None:
+        check_site(session, row.site_id, "reservation", appointment_id)
+    return row
 
 
 def reservation_row(
@@ -36,6 +41,7 @@ def reservation_row(
     row = session.scalar(query) if reservation_id else None
     if row is None:
         raise NotFound("reservation", reservation_id)
+    check_site(session, row.site_id, "reservation", reservation_id)
     return row
 
 
@@ -143,7 +149,7 @@ def list_reservations(
     page: PageRequest,
 ) -> list[ReservationRow]:
     """By needed-on day, then id: the order a pharmacy prepares them."""
-    query = select(ReservationRow)
+    query = select(ReservationRow).where(in_scope(ReservationRow.site_id))
     if site_id:
         query = query.where(ReservationRow.site_id == site_id)
     if product_id:
@@ -170,7 +176,9 @@ def recipients(
     session: Session, product_id: str, lot_number: str, page: PageRequest
 ) -> list[AdministrationRow]:
     query = select(AdministrationRow).where(
-        AdministrationRow.product_id == product_id, AdministrationRow.lot_number == lot_number
+        AdministrationRow.product_id == product_id,
+        AdministrationRow.lot_number == lot_number,
+        in_scope(AdministrationRow.site_id),
     )
     if page.after:
         query = query.where(AdministrationRow.id > page.after[0])
@@ -183,6 +191,7 @@ def recipient_count(session: Session, product_id: str, lot_number: str) -> int:
             select(func.count()).where(
                 AdministrationRow.product_id == product_id,
                 AdministrationRow.lot_number == lot_number,
+                in_scope(AdministrationRow.site_id),
             )
         )
         or 0

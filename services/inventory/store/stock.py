@@ -16,6 +16,7 @@ from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.inventory.domain.stock import Balance, LotState, MovementKind
 from services.inventory.store.models import LotRow, MovementRow
+from services.inventory.store.site_scope import check_site, in_scope
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def lot_row(session: Session, lot_id: str, *, for_update: bool = False) -> LotRo
     row = session.scalar(query) if lot_id else None
     if row is None:
         raise NotFound("lot", lot_id)
+    check_site(session, row.site_id, "lot", lot_id)
     return row
 
 
@@ -106,6 +108,7 @@ def projections_and_ledger(
         func.coalesce(sums.c.reserved, 0),
         func.coalesce(sums.c.n, 0),
     ).outerjoin(sums, sums.c.lot_id == LotRow.id)
+    query = query.where(in_scope(LotRow.site_id))
     if site_id:
         query = query.where(LotRow.site_id == site_id)
     return [
@@ -174,6 +177,7 @@ def movement_row(session: Session, movement_id: str) -> MovementRow:
     row = session.scalar(select(MovementRow).where(MovementRow.id == movement_id))
     if row is None or not movement_id:
         raise NotFound("stock movement", movement_id)
+    check_site(session, row.site_id, "stock movement", movement_id)
     return row
 
 
@@ -204,7 +208,7 @@ def list_lots(
     page: PageRequest,
 ) -> list[LotRow]:
     """First expiry first (the order stock should leave the shelf), then id."""
-    query = select(LotRow)
+    query = select(LotRow).where(in_scope(LotRow.site_id))
     if site_id:
         query = query.where(LotRow.site_id == site_id)
     if product_id:
@@ -225,7 +229,7 @@ def list_lots(
 def list_movements(
     session: Session, lot_id: str, site_id: str, page: PageRequest
 ) -> list[MovementRow]:
-    query = select(MovementRow)
+    query = select(MovementRow).where(in_scope(MovementRow.site_id))
     if lot_id:
         query = query.where(MovementRow.lot_id == lot_id)
     if site_id:

@@ -92,6 +92,8 @@ class Subscriber:
     quiet_hours: QuietHours | None = None
     site_ids: tuple[str, ...] = ()
     kind: SubscriberKind | None = None  # required: None only until validated
+    # the organisation it belongs to (docs/security.md, "Scope"): set by the service layer
+    organisation_id: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -220,6 +222,7 @@ def validate_subscriber(
         quiet_hours=s.quiet_hours,
         site_ids=tuple(dict.fromkeys(s.site_ids)),
         kind=s.kind,
+        organisation_id=s.organisation_id,
     )
 
 

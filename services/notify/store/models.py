@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,6 +63,9 @@ class SubscriberRow(Base):
     quiet_end: Mapped[str | None] = mapped_column(String(8), nullable=True)
     site_ids: Mapped[list[str]] = mapped_column(JSON)
     kind: Mapped[str] = mapped_column(String(8), server_default="STAFF")  # SubscriberKind
+    # the organisation it belongs to (docs/security.md, "Scope"); "" for rows older than
+    # scoping: seen by our services only
+    organisation_id: Mapped[str] = mapped_column(String(100), server_default="", index=True)
     revision: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -69,12 +73,19 @@ class SubscriberRow(Base):
 
 class NotificationRow(Base):
     __tablename__ = "notify_notifications"
+    # a dedupe key is the publishing organisation's: two organisations' keys never meet
+    __table_args__ = (
+        UniqueConstraint(
+            "organisation_id", "dedupe_key", name="uq_notify_notifications_organisation_dedupe"
+        ),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(String(100), server_default="", index=True)
     topic: Mapped[str] = mapped_column(String(40), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     subscriber_ids: Mapped[list[str]] = mapped_column(JSON)
     site_ids: Mapped[list[str]] = mapped_column(JSON)
-    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     send_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
+from services.common.scope import current_scope
 from services.scheduler.domain.appointments import ACTIVE, AppointmentStatus
 from services.scheduler.store.models import (
     AppointmentRow,
@@ -18,6 +19,7 @@ from services.scheduler.store.models import (
     ChairBlockRow,
     ChairRow,
 )
+from services.scheduler.store.repository import check_site_scope, site_scope_clause
 
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
@@ -52,6 +54,7 @@ def appointment_row(
     row = session.scalar(query) if appointment_id else None
     if row is None:
         raise NotFound("appointment", appointment_id)
+    check_site_scope(session, row.site_id, "appointment", appointment_id)
     return row
 
 
@@ -159,7 +162,11 @@ def list_appointments(
     status: AppointmentStatus | None,
     page: PageRequest,
 ) -> list[AppointmentRow]:
-    query = select(AppointmentRow).options(selectinload(AppointmentRow.reminders))
+    query = (
+        select(AppointmentRow)
+        .options(selectinload(AppointmentRow.reminders))
+        .where(site_scope_clause(current_scope(), AppointmentRow.site_id))
+    )
     if site_id:
         query = query.where(AppointmentRow.site_id == site_id)
     if patient_id:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from services.common.errors import AlreadyExists, NotFound
 from services.common.pagination import PageRequest
 from services.common.reasons import ExistsReason
+from services.common.scope import Scope, current_scope
 from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.habits import Habits
 from services.scheduler.domain.patients import BodyMeasurement, Patient, SexAtBirth
@@ -98,10 +99,35 @@ def insert_site(session: Session, site: Site, now: dt.datetime) -> SiteRow:
 
 
 def site_row(session: Session, site_id: str, *, for_update: bool = False) -> SiteRow:
+    """The site, NOT_FOUND when it does not exist or is out of the caller's scope."""
     row = _get(session, SiteRow, site_id, for_update)
     if row is None:
         raise NotFound("site", site_id)
+    current_scope().check("site", site_id, row.organisation_id, row.id)
     return row
+
+
+def check_site_scope(session: Session, site_id: str, kind: str, key: str) -> None:
+    """NOT_FOUND for a ``kind`` row ``key`` (a chair, a plan, an appointment...) unless its
+    site is in the caller's scope: rows below a site belong to the site's organisation."""
+    scope = current_scope()
+    if scope.unrestricted:
+        return
+    site = session.get(SiteRow, site_id)
+    if site is None or not scope.sees(site.organisation_id, site.id):
+        raise NotFound(kind, key)
+
+
+def organisation_sites(scope: Scope) -> Any:
+    """The ids of the scope's organisation's sites, as a subquery for ``site_id IN (...)``."""
+    return select(SiteRow.id).where(SiteRow.organisation_id == scope.organisation_id)
+
+
+def site_scope_clause(scope: Scope, site_column: Any) -> Any:
+    """WHERE clause keeping rows whose site is in ``scope`` (true for services)."""
+    if scope.unrestricted:
+        return scope.where()
+    return site_column.in_(organisation_sites(scope)) & scope.site_filter(site_column)
 
 
 def update_site(session: Session, row: SiteRow, site: Site, now: dt.datetime) -> SiteRow:
@@ -113,7 +139,7 @@ def update_site(session: Session, row: SiteRow, site: Site, now: dt.datetime) ->
 
 
 def list_sites(session: Session, organisation_id: str, page: PageRequest) -> list[SiteRow]:
-    query = select(SiteRow)
+    query = select(SiteRow).where(current_scope().where(SiteRow.organisation_id, SiteRow.id))
     if organisation_id:
         query = query.where(SiteRow.organisation_id == organisation_id)
     return _page(session, query, SiteRow.id, page)
@@ -151,6 +177,7 @@ def chair_row(session: Session, chair_id: str, *, for_update: bool = False) -> C
     row = _get(session, ChairRow, chair_id, for_update)
     if row is None:
         raise NotFound("chair", chair_id)
+    check_site_scope(session, row.site_id, "chair", chair_id)
     return row
 
 
@@ -243,6 +270,8 @@ def patient_row(session: Session, patient_id: str, *, for_update: bool = False) 
     row = _get(session, PatientRow, patient_id, for_update)
     if row is None:
         raise NotFound("patient", patient_id)
+    # a patient belongs to the organisation, not to a site: every site of it may treat them
+    current_scope().check("patient", patient_id, row.organisation_id)
     return row
 
 
@@ -267,7 +296,7 @@ def update_patient(
 def list_patients(
     session: Session, organisation_id: str, mrn: str, page: PageRequest
 ) -> list[PatientRow]:
-    query = select(PatientRow)
+    query = select(PatientRow).where(current_scope().where(PatientRow.organisation_id))
     if organisation_id:
         query = query.where(PatientRow.organisation_id == organisation_id)
     if mrn:
@@ -387,6 +416,7 @@ def plan_row(session: Session, plan_id: str, *, for_update: bool = False) -> Pla
     row = _get(session, PlanRow, plan_id, for_update)
     if row is None:
         raise NotFound("therapy plan", plan_id)
+    check_site_scope(session, row.site_id, "therapy plan", plan_id)
     return row
 
 
@@ -400,7 +430,7 @@ def plan_version(session: Session, plan_id: str, version: int) -> PlanVersionRow
 def list_plans(
     session: Session, patient_id: str, site_id: str, status: str, page: PageRequest
 ) -> list[tuple[PlanRow, PlanVersionRow]]:
-    query = select(PlanRow)
+    query = select(PlanRow).where(site_scope_clause(current_scope(), PlanRow.site_id))
     if patient_id:
         query = query.where(PlanRow.patient_id == patient_id)
     if site_id:
@@ -474,13 +504,20 @@ def _dose_key_statement(specific_version: bool) -> Select[Any]:
     )
     wanted = bindparam("version") if specific_version else PlanRow.current_version
     return (
-        select(PlanVersionRow.version, PatientRow.revision, latest)
+        select(
+            PlanVersionRow.version,
+            PatientRow.revision,
+            latest,
+            SiteRow.organisation_id,
+            PlanRow.site_id,
+        )
         .select_from(PlanRow)
         .join(
             PlanVersionRow,
             (PlanVersionRow.plan_id == PlanRow.id) & (PlanVersionRow.version == wanted),
         )
         .join(PatientRow, PatientRow.id == PlanRow.patient_id)
+        .join(SiteRow, SiteRow.id == PlanRow.site_id)
         .where(PlanRow.id == bindparam("plan_id"))
     )
 
@@ -496,9 +533,14 @@ def dose_input_key(
     """(plan version, patient revision, id of the measurement that applies on ``on``) in one
     round trip: everything a dose depends on that lives in this database, by identity, so a
     cached calculation can be reused without loading and parsing the rows. None when the plan
-    or version does not exist (the caller then takes the full path for the precise error)."""
+    or version does not exist, or the plan is out of the caller's scope (the caller then takes
+    the full path for the precise error: NOT_FOUND for both)."""
     params: dict[str, Any] = {"plan_id": plan_id, "on": on}
     if version:
         params["version"] = version
     row = connection.execute(_DOSE_KEY[bool(version)], params).first()
-    return None if row is None else (row[0], row[1], row[2])
+    if row is None:
+        return None
+    if not current_scope().sees(row[3], row[4]):
+        return None
+    return (row[0], row[1], row[2])
