@@ -30,6 +30,7 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -63,6 +64,8 @@ DAY = dt.date(2026, 12, 1)
 
 # RPCs with nothing of an organisation's: the catalogue is shared reference data
 ORGANISATION_LESS = {"CreateProduct", "GetProduct", "ListProducts", "UpdateProduct"}
+# The audit trail: every service serves it, only to auditors (its own test below)
+AUDIT_TRAIL = {"ListAuditEvents"}
 # Naming another organisation where one creates: PERMISSION_DENIED (OUT_OF_SCOPE), with
 # nothing to hide (the caller named it)
 DENIED = {"CreateSite", "CreatePatient", "CreateSubscriber"}
@@ -823,7 +826,7 @@ def test_every_rpc_keeps_organisations_apart(world: World) -> None:
     for service in SERVICES:
         for method in service.methods:
             name = method.name
-            if name in ORGANISATION_LESS:
+            if name in ORGANISATION_LESS or name in AUDIT_TRAIL:
                 continue
             policy = declared(method)
             assert policy is not None, name
@@ -1008,3 +1011,37 @@ def test_a_service_publishes_for_the_organisation_it_names(world: World) -> None
     # A's staff subscriber (LOT_EXPIRING by email) receives it, B's does not
     assert {d.subscriber_id for d in sent.deliveries} == {world.a_ids["subscriber"]}
     measure(world.a.p, world.a_ids["patient"], "71", "165")  # A still works on its own data
+
+
+def _trail_text(platform: Platform, notify_address: str, token: str, request: Any) -> str:
+    """Every service's ListAuditEvents answer to ``request`` as ``token``, as text."""
+    texts = []
+    for address in (platform.scheduler_address, platform.inventory_address, notify_address):
+        channel = platform.issuer.channel(address, token)
+        try:
+            texts.append(str(audit_pb2_grpc.AuditServiceStub(channel).ListAuditEvents(request)))
+        finally:
+            channel.close()
+    return "\n".join(texts)
+
+
+def test_an_auditor_reads_only_its_organisations_trail(world: World) -> None:
+    """B's auditor asks every service's trail, unfiltered and for A's patient: nothing of A's
+    comes back, while A's auditor finds A's patient in the scheduler's records (so the records
+    exist and the filter is what keeps them apart)."""
+    issuer, a_ids = world.platform.issuer, world.a_ids
+    b_auditor = issuer.issuer.role_token("auditor", ORG_B)
+    a_auditor = issuer.issuer.role_token("auditor", ORG_A)
+    for request in (
+        audit_pb2.ListAuditEventsRequest(page_size=1000),
+        audit_pb2.ListAuditEventsRequest(patient_id=a_ids["patient"]),
+    ):
+        text = _trail_text(world.platform, world.notify_address, b_auditor, request)
+        assert not _leaks(text, a_ids), _leaks(text, a_ids)
+    mine = _trail_text(
+        world.platform,
+        world.notify_address,
+        a_auditor,
+        audit_pb2.ListAuditEventsRequest(patient_id=a_ids["patient"]),
+    )
+    assert a_ids["patient"] in mine
