@@ -190,7 +190,7 @@ def _lost_race(error: DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
 
 
-def _database_away(error: DBAPIError) -> bool:
+def database_away(error: DBAPIError) -> bool:
     """The database cannot be reached or is shutting down or starting (SQLSTATE class 08,
     57P01-57P03), or the driver lost the connection: UNAVAILABLE, which clients retry (with
     the same request_id, safely) until it is back; the pool pings its connections, so the
@@ -210,7 +210,7 @@ def _database_error(method: str, context: grpc.ServicerContext, error: DBAPIErro
             context,
             errors.Aborted("lost a race with a concurrent request: retry it", reason="LOST_RACE"),
         )
-    if _database_away(error):
+    if database_away(error):
         log.warning("database unavailable in %s: %s", method, error.orig)
         _abort(
             context,

@@ -16,7 +16,7 @@ from services.common import errors
 from services.common.clock import zone_where_the_day_begins
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
-from services.common.interceptors import _database_away, _database_error, to_status
+from services.common.interceptors import database_away, _database_error, to_status
 from services.common.pagination import page_request, page_token
 
 
@@ -139,7 +139,7 @@ class _DriverError(Exception):
 def test_a_database_that_cannot_be_reached_is_unavailable_not_internal(
     error: DBAPIError, away: bool
 ) -> None:
-    assert _database_away(error) is away
+    assert database_away(error) is away
 
 
 # --- reasons and ErrorInfo metadata -------------------------------------------------------------

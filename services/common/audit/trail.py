@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from services.common.audit.group_commit import GroupCommit
+from services.common import errors
+from services.common.audit.group_commit import GroupCommit, WriteFailed
 from services.common.audit.ids import Concerned, from_request, from_response, from_rows
 from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
@@ -38,6 +40,7 @@ from services.common.audit.store import AuditStore
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import Caller
+from services.common.interceptors import database_away
 from services.common.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -212,8 +215,17 @@ class AuditTrail:
 
     def store_now(self, record: AuditRecord, expected: bool = False) -> None:
         """Append ``record`` in a transaction shared with whichever concurrent calls are
-        storing theirs; return once it is committed."""
-        self._group.submit(record, expected)
+        storing theirs; return once it is committed. The database gone away under the
+        shared write answers as any call then does: UNAVAILABLE, which clients retry."""
+        try:
+            self._group.submit(record, expected)
+        except WriteFailed as failed:
+            cause = failed.__cause__
+            if isinstance(cause, DBAPIError) and database_away(cause):
+                raise errors.Unavailable(
+                    "the database is unavailable: retry shortly", reason="DATABASE_UNAVAILABLE"
+                ) from failed
+            raise
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
         with self._immediate.begin() as connection:  # not a session: no hook runs here
