@@ -40,8 +40,8 @@ from services.common.audit.store import AuditStore
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import Caller
-from services.common.interceptors import database_away
 from services.common.ids import new_id
+from services.common.interceptors import database_away
 
 log = logging.getLogger(__name__)
 
