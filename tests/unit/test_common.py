@@ -16,7 +16,7 @@ from services.common import errors
 from services.common.clock import zone_where_the_day_begins
 from services.common.etag import check_etag, etag_for
 from services.common.fieldmask import apply_mask
-from services.common.interceptors import database_away, _database_error, to_status
+from services.common.interceptors import _database_error, database_away, to_status
 from services.common.pagination import page_request, page_token
 
 
