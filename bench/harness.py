@@ -4,7 +4,6 @@ call carries a token, as under `make run`), and running the load process against
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,10 @@ from services.common.channels import open_channel
 from services.common.health import wait_serving
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
+from services.launcher import free_port as free_port  # one way to pick a port, re-exported
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "bench"  # the organisation the benchmarks' sites and patients belong to
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seed(env: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -129,8 +130,34 @@ def free_endpoints(environ: Mapping[str, str] | None = None) -> list[Endpoint]:
     ]
 
 
+# Ports handed out by free_port: below the kernel's ephemeral range, so that no outgoing
+# connection (a database client's, a peer channel's) can take one between the check and the
+# child's bind, as one bound to port 0 (which comes from that range) could; the services'
+# default ports (5005x) lie above it.
+_PORTS_FROM = 20000
+_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open(_EPHEMERAL_RANGE) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nobody listens on now, chosen at random below the ephemeral range."""
+    high = max(_ephemeral_low(), _PORTS_FROM + 1000)
+    for _ in range(200):
+        port = random.randrange(_PORTS_FROM, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,16 +34,11 @@ from services.common.tls import ClientTls
 from services.issuer.certificates import CLIENT, development_certificates
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
+from services.launcher import free_port as free_port  # one way to pick a port, re-exported
 
 SERVICES = ("notify", "inventory", "scheduler")
 MUTUAL_TLS = "(TLS, client certificates required)"  # what a service logs when it serves mTLS
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_issuer(var: Path) -> LocalIssuer:
