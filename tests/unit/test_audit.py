@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from fhirclient.models.auditevent import AuditEvent
 from fhirclient.models.fhirabstractbase import FHIRValidationError
+from sqlalchemy import text
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.common import errors
 from services.common.audit.fhir import audit_event_json, bundle_json
 from services.common.audit.group_commit import GroupCommit, WriteFailed
 from services.common.audit.ids import from_request, from_response, reference_field
@@ -26,8 +30,13 @@ from services.common.audit.record import (
     canonical,
     record_hash,
 )
-from services.common.audit.store import Link
+from services.common.audit.store import AuditStore, Link
+from services.common.audit.trail import AuditTrail
 from services.common.audit.verify import verify
+from services.common.clock import SystemClock
+from services.common.db import Database
+from services.common.migrations import upgrade
+from services.scheduler.store.models import audit_tables
 
 T0 = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
 
@@ -236,3 +245,37 @@ def test_group_commit_failure_reaches_every_waiter_of_the_batch() -> None:
         group.submit(1)
     with pytest.raises(WriteFailed):  # and the next caller leads a new write
         group.submit(2)
+
+
+def test_a_read_record_the_database_cannot_take_answers_unavailable_and_returns_the_connection(
+    tmp_path: Path,
+) -> None:
+    """The reads' group commit speaks to the driver directly: a driver error still reads as
+    SQLAlchemy's (a lost database: UNAVAILABLE, which clients retry), the pooled connection
+    goes back, and the next record is stored and linked."""
+    db = Database(f"sqlite:///{tmp_path}/scheduler.db", pool_size=1)
+    try:
+        upgrade("scheduler", db.engine)
+        store = AuditStore("scheduler", audit_tables)
+        trail = AuditTrail("scheduler", db, store, SystemClock())
+        append = store.append_linked
+
+        def lost(*_: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store.append_linked = lost  # type: ignore[method-assign,assignment]
+        with pytest.raises(errors.Unavailable):
+            trail.store_now(record(1))
+        store.append_linked = append  # type: ignore[method-assign]
+        trail.store_now(record(2))
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        with db.engine.connect() as connection:
+            linked = connection.execute(
+                text(
+                    "SELECT e.id FROM scheduler_audit_events e "
+                    "JOIN scheduler_audit_chain c ON c.event_id = e.id"
+                )
+            )
+            assert linked.scalars().all() == [record(2).id]
+    finally:
+        db.dispose()

@@ -30,16 +30,24 @@ class WriteFailed(Exception):
 
 
 class _Slot:
-    """One caller's item: the caller sleeps on its own event, set when the item is stored (or
-    its write failed), or when the caller is handed the lead."""
+    """One caller's item: the caller sleeps on its own gate, opened when the item is stored (or
+    its write failed), or when the caller is handed the lead. The gate is a bare lock, taken
+    at birth and released to wake the caller: a threading.Event would build a Condition and a
+    fresh waiter lock for every wait, measurable at a thousand reads a second."""
 
-    __slots__ = ("done", "error", "event", "lead")
+    __slots__ = ("done", "error", "gate", "lead")
 
     def __init__(self) -> None:
         self.done = False
         self.lead = False
         self.error: BaseException | None = None
-        self.event = threading.Event()
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+    def wake(self) -> None:
+        """Open the gate (at most once per wait: the lock guards itself)."""
+        if self.gate.locked():
+            self.gate.release()
 
 
 class GroupCommit(Generic[T]):
@@ -86,8 +94,7 @@ class GroupCommit(Generic[T]):
                 self._lead()
             if slot.done:
                 break
-            slot.event.wait()
-            slot.event.clear()
+            slot.gate.acquire()
             if slot.done:
                 break
             lead, slot.lead = slot.lead, False
@@ -115,10 +122,10 @@ class GroupCommit(Generic[T]):
             for _, waiting in batch:
                 waiting.done = True
                 waiting.error = error
-                waiting.event.set()
+                waiting.wake()
             if self._queue:
                 successor = self._queue[0][1]
                 successor.lead = True
-                successor.event.set()
+                successor.wake()
             else:
                 self._writing = False

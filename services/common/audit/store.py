@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,14 +123,15 @@ class _DriverInsert:
             for name in names
         ]
 
-    def execute(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def values(self, rows: Sequence[dict[str, Any]]) -> Any:
+        """``rows`` as the driver takes them: through the bind processors, in the statement's
+        parameter style."""
         if self.positional:
-            values: Any = [
-                tuple(p(row[n]) if p else row[n] for n, p in self.columns) for row in rows
-            ]
-        else:
-            values = [{n: p(row[n]) if p else row[n] for n, p in self.columns} for row in rows]
-        connection.exec_driver_sql(self.sql, values)
+            return [tuple(p(row[n]) if p else row[n] for n, p in self.columns) for row in rows]
+        return [{n: p(row[n]) if p else row[n] for n, p in self.columns} for row in rows]
+
+    def execute(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        connection.exec_driver_sql(self.sql, self.values(rows))
 
 
 def _lock_key(service: str) -> int:
@@ -164,13 +166,11 @@ class AuditStore:
         self.tables = tables
         self._lock_key = _lock_key(service)
         self._inserts: dict[tuple[str, str], _DriverInsert] = {}
+        chain = tables.chain.name
+        self._head_sql = f"SELECT sequence, hash FROM {chain} ORDER BY sequence DESC LIMIT 1"
 
     def _insert(self, connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        key = (connection.dialect.name, table.name)
-        insert = self._inserts.get(key)
-        if insert is None:
-            insert = self._inserts[key] = _DriverInsert(table, connection.dialect)
-        insert.execute(connection, rows)
+        self._compiled(connection.dialect, table).execute(connection, rows)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -208,16 +208,47 @@ class AuditStore:
             previous = current
         return links
 
-    def insert_linked(self, connection: Connection, records: Sequence[AuditRecord]) -> None:
-        """Store ``records`` and link them at once, in ``connection``'s transaction, which
-        holds the chain's head until it commits: for a transaction of records only (the reads'
-        group commit), never for one that changes anything else."""
+    def append_linked(self, raw: Any, dialect: Dialect, records: Sequence[AuditRecord]) -> None:
+        """Store ``records`` and link them at once, in a transaction of records only, on
+        ``raw``, a DB-API connection (SQLite's in autocommit mode, as the engine configures it;
+        psycopg's in a transaction from its first statement): it holds the chain's head until
+        it commits, before this returns, and rolls back on any error. The reads' group commit
+        writes one before every patient read answers: spoken straight to the driver (four
+        statements, compiled once) it costs 180 µs of CPU for one record and 320 µs for four,
+        against 506 µs and 710 µs through SQLAlchemy's Connection, whose per-statement events,
+        cache keys and result set-up were most of it (bench/audit.py's in-process figures)."""
         rows = [_row(r) for r in records]
-        links = self._links(
-            self._head(connection), [(str(r["id"]), str(r["content_hash"])) for r in rows]
-        )
-        self._insert(connection, self.tables.events, rows)
-        self._insert(connection, self.tables.chain, links)
+        events = self._compiled(dialect, self.tables.events)
+        chain = self._compiled(dialect, self.tables.chain)
+        cursor = raw.cursor()
+        try:
+            if dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            cursor.execute(self._head_sql)
+            head = cursor.fetchone()
+            links = self._links(
+                (int(head[0]), str(head[1])) if head is not None else (0, GENESIS),
+                [(str(r["id"]), str(r["content_hash"])) for r in rows],
+            )
+            cursor.executemany(events.sql, events.values(rows))
+            cursor.executemany(chain.sql, chain.values(links))
+            raw.commit()
+        except BaseException:
+            with suppress(Exception):  # a lost connection cannot roll back: the error stands
+                raw.rollback()
+            raise
+        finally:
+            with suppress(Exception):
+                cursor.close()
+
+    def _compiled(self, dialect: Dialect, table: Table) -> _DriverInsert:
+        key = (dialect.name, table.name)
+        insert = self._inserts.get(key)
+        if insert is None:
+            insert = self._inserts[key] = _DriverInsert(table, dialect)
+        return insert
 
     def link_pending(self, connection: Connection, limit: int = 500) -> int:
         """Append chain links for up to ``limit`` pending records, oldest first, in

@@ -125,7 +125,6 @@ class AuditTrail:
         self.store = store
         self.clock = clock
         self._group: GroupCommit[AuditRecord] = GroupCommit(self._write)
-        self._immediate = db.engine.execution_options(sqlite_immediate=True)
         self.linker = ChainLinker(db, store)
         self._installed = False
 
@@ -228,8 +227,24 @@ class AuditTrail:
             raise
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
-        with self._immediate.begin() as connection:  # not a session: no hook runs here
-            self.store.insert_linked(connection, records)
+        """One group commit's transaction, on a connection of the pool spoken to through its
+        driver (AuditStore.append_linked says why). A driver error comes out as SQLAlchemy's
+        DBAPIError, as through a Session, so a lost database reads as one everywhere; a
+        connection it broke is not put back in the pool."""
+        engine = self.db.engine
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        raw = engine.raw_connection()
+        try:
+            self.store.append_linked(raw, engine.dialect, records)
+        except dbapi_error as error:
+            lost = engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
+            if lost:
+                raw.invalidate(error)
+            raise DBAPIError.instance(
+                None, None, error, dbapi_error, hide_parameters=True, connection_invalidated=lost
+            ) from error
+        finally:
+            raw.close()
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""
