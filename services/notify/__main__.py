@@ -26,7 +26,7 @@ from services.notify.api import EventSignal, EventWatcher, NotifyApi
 from services.notify.channels import Adapter, adapters_for
 from services.notify.dispatcher import Dispatcher, DispatchPolicy
 from services.notify.domain.model import Channel
-from services.notify.service import NotificationService, SubscriberService
+from services.notify.service import EventLog, NotificationService, SubscriberService
 from services.notify.settings import NotifySettings, load_settings
 from services.notify.store.models import audit_tables, idempotency_keys
 from services.notify.templates import Templates
@@ -75,6 +75,7 @@ def assemble(
     api = NotifyApi(
         SubscriberService(db, clock, settings.webhook_allow()),
         NotificationService(db, clock, templates),
+        EventLog(db),
         IdempotencyStore(db, idempotency_keys, clock),
         signal,
         heartbeat_seconds=settings.heartbeat_seconds,
@@ -87,7 +88,7 @@ def assemble(
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
         return [SERVICE_NAME]
 
-    watcher = EventWatcher(api.notifications.last_sequence, signal, settings.stream_poll_seconds)
+    watcher = EventWatcher(api.events.last_sequence, signal, settings.stream_poll_seconds)
 
     def serving() -> None:
         watcher.start()

@@ -29,7 +29,6 @@ from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
-from services.common.scope import current_scope
 from services.notify.domain.model import (
     Channel,
     QuietHours,
@@ -39,12 +38,11 @@ from services.notify.domain.model import (
     Topic,
     preference_list,
 )
+from services.notify.domain.views import EventView, NotificationView, StoredSubscriber
 from services.notify.service import (
-    EventView,
+    EventLog,
     NotificationService,
-    NotificationView,
     PublishCommand,
-    StoredSubscriber,
     SubscriberService,
 )
 
@@ -338,6 +336,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         self,
         subscribers: SubscriberService,
         notifications: NotificationService,
+        events: EventLog,
         idempotency: IdempotencyStore,
         signal: EventSignal,
         *,
@@ -348,6 +347,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
     ) -> None:
         self.subscribers = subscribers
         self.notifications = notifications
+        self.events = events
         self.idem = idempotency
         self.signal = signal
         self.heartbeat_seconds = heartbeat_seconds
@@ -540,19 +540,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         if request.after_sequence < 0:
             v.add("after_sequence", "must not be negative")
         v.raise_if_any()
-        wanted_subscribers = set(request.subscriber_ids)
-        scope = current_scope()  # the stream's caller: only its organisation's events
-
-        def matches(e: EventView) -> bool:
-            n = e.notification
-            if not scope.sees(n.organisation_id) or not scope.sees_any_site(n.site_ids):
-                return False
-            if topics and n.topic not in topics:
-                return False
-            if request.site_id and request.site_id not in n.site_ids:
-                return False
-            return not wanted_subscribers or bool(wanted_subscribers & e.recipients)
-
+        matches = self.events.filter(topics, request.site_id, request.subscriber_ids)
         with self.signal.listener() as wake:
             context.add_callback(wake.set)
             yield from self._events(request.after_sequence, matches, wake, context)
@@ -572,7 +560,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         last_beat = last_event = time.monotonic()
         while context.is_active() and not self.closing.is_set():
             wake.clear()
-            events = self.notifications.events_after(cursor, batch)
+            events = self.events.after(cursor, batch)
             for e in events:
                 cursor = e.seq
                 if matches(e):
