@@ -14,7 +14,7 @@ from google.type import timeofday_pb2
 
 from infusion.notify.v1 import notify_pb2 as pb
 from services.common.convert import from_datetime
-from services.notify.channels import PermanentFailure, TemporaryFailure
+from services.notify.adapters.channels import PermanentFailure, TemporaryFailure
 from services.notify.domain.model import Channel
 from tests.integration.errors import error_metadata, error_reason, field_violations
 

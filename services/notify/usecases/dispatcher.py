@@ -34,7 +34,7 @@ from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import running_as, service_caller
-from services.notify.channels import (
+from services.notify.adapters.channels import (
     Adapter,
     OutgoingMessage,
     PermanentFailure,

@@ -1,8 +1,10 @@
-"""Notify's use cases: subscribers, Publish, Cancel, reads, and the event log the stream reads.
+"""Notifications: Publish (who receives what on which channel, rendered now), Cancel, and the
+reads.
 
-Each mutating method runs inside the caller's write transaction (the idempotency store's), so
-its effects and the stored response commit together. Validation collects every bad field and
-raises before anything is written.
+Publish and Cancel run inside the caller's write transaction (the idempotency store's), so
+their effects and the stored response commit together; each writes an event to the log the
+Subscribe stream reads. Validation collects every bad field and raises before anything is
+written.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,33 +20,17 @@ from sqlalchemy.orm import Session
 
 from services.common import tracing
 from services.common.clock import Clock
+from services.common.crud import found
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, NotFound, Violations
-from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
-from services.notify.domain.model import (
-    NO_EXCEPTIONS,
-    Channel,
-    Status,
-    Subscriber,
-    Topic,
-    validate_subscriber,
-)
+from services.notify.domain.model import Channel, Status, Topic
+from services.notify.domain.templates import RenderError, Templates
 from services.notify.domain.timing import quiet_until
-from services.notify.domain.views import (
-    EventView,
-    NotificationView,
-    PlannedDelivery,
-    StoredSubscriber,
-)
-from services.notify.domain.webhook_target import WebhookAllowList
+from services.notify.domain.views import NotificationView, PlannedDelivery, StoredSubscriber
 from services.notify.store import events, notifications, subscribers
-from services.notify.templates import RenderError, Templates
-
-# ---------------------------------------------------------------------------------------------
-# commands
 
 
 @dataclass(frozen=True)
@@ -71,66 +57,7 @@ class Published:
     duplicate: bool
 
 
-# ---------------------------------------------------------------------------------------------
-# subscribers
-
-
-class SubscriberService:
-    def __init__(
-        self, db: Database, clock: Clock, webhooks: WebhookAllowList = NO_EXCEPTIONS
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.webhooks = webhooks  # the operator's allow-list for webhook targets
-
-    def create(self, session: Session, subscriber: Subscriber) -> StoredSubscriber:
-        organisation = current_scope().organisation_for(
-            subscriber.organisation_id, "subscriber.organisation_id"
-        )
-        clean = validate_subscriber(
-            replace(subscriber, organisation_id=organisation), webhooks=self.webhooks
-        )
-        return subscribers.add(session, clean, self.clock.now())
-
-    def get(self, subscriber_id: str) -> StoredSubscriber:
-        with self.db.read() as session:
-            return self._visible(subscribers.get(session, subscriber_id), subscriber_id)
-
-    def list(self, external_ref: str, site_id: str, page: PageRequest) -> list[StoredSubscriber]:
-        with self.db.read() as session:
-            return subscribers.page(session, external_ref, site_id, page)
-
-    def update(
-        self,
-        session: Session,
-        subscriber_id: str,
-        etag: str,
-        change: Callable[[StoredSubscriber], Subscriber],
-    ) -> StoredSubscriber:
-        current = self._visible(
-            subscribers.get(session, subscriber_id, for_update=True), subscriber_id
-        )
-        check_etag(etag, current.revision, field="subscriber.etag", resource="subscriber")
-        organisation = current.subscriber.organisation_id  # not the caller's to move
-        changed = replace(change(current), organisation_id=organisation)
-        # the allow-list is checked when the URL changes (a target allowed once stays so)
-        url_changed = changed.webhook_url != current.subscriber.webhook_url
-        clean = validate_subscriber(changed, webhooks=self.webhooks if url_changed else None)
-        return subscribers.replace(session, subscriber_id, clean, self.clock.now())
-
-    @staticmethod
-    def _visible(found: StoredSubscriber | None, subscriber_id: str) -> StoredSubscriber:
-        if found is None:
-            raise NotFound("subscriber", subscriber_id)
-        current_scope().check("subscriber", subscriber_id, found.subscriber.organisation_id)
-        return found
-
-
-# ---------------------------------------------------------------------------------------------
-# notifications
-
-
-class NotificationService:
+class Notifications:
     def __init__(self, db: Database, clock: Clock, templates: Templates) -> None:
         self.db = db
         self.clock = clock
@@ -259,12 +186,12 @@ class NotificationService:
     ) -> list[StoredSubscriber]:
         if cmd.subscriber_ids:
             ids = list(dict.fromkeys(cmd.subscriber_ids))
-            found = subscribers.named(session, ids, cmd.organisation_id)
+            named = subscribers.named(session, ids, cmd.organisation_id)
             # another organisation's subscriber reads as missing (no existence leak)
             for i, sid in enumerate(cmd.subscriber_ids):
-                if sid not in found:
+                if sid not in named:
                     v.add(f"subscriber_ids[{i}]", f"no subscriber {sid!r}")
-            return [found[i] for i in ids if i in found]
+            return [named[i] for i in ids if i in named]
         return [
             s
             for s in subscribers.of_organisation(session, cmd.organisation_id)
@@ -273,36 +200,38 @@ class NotificationService:
 
     @staticmethod
     def _read(session: Session, notification_id: str) -> NotificationView:
-        found = notifications.get(session, notification_id)
-        assert found is not None  # written in this transaction
-        return found
+        written = notifications.get(session, notification_id)
+        assert written is not None  # written in this transaction
+        return written
 
     # -- Cancel -------------------------------------------------------------------------------
 
     def cancel(self, session: Session, notification_id: str, dedupe_key: str) -> NotificationView:
         if bool(notification_id) == bool(dedupe_key):
             raise InvalidArgument([FieldViolation("id", "give exactly one of id or dedupe_key")])
-        found = notifications.locked(session, notification_id, dedupe_key)
-        if found is None:
-            raise NotFound("notification", notification_id or f"dedupe_key={dedupe_key}")
-        if found.cancelled_at is None:
+        target = found(
+            notifications.locked(session, notification_id, dedupe_key),
+            "notification",
+            notification_id or f"dedupe_key={dedupe_key}",
+        )
+        if target.cancelled_at is None:
             now = self.clock.now()
-            notifications.cancel(session, found.id, now)
-            events.append(session, found.id, found.topic.value, "CANCELLED", now)
-        return self._read(session, found.id)
+            notifications.cancel(session, target.id, now)
+            events.append(session, target.id, target.topic.value, "CANCELLED", now)
+        return self._read(session, target.id)
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, notification_id: str) -> NotificationView:
         with self.db.read() as session:
-            found = notifications.get(session, notification_id)
-            if found is None:
-                raise NotFound("notification", notification_id)
+            stored = found(
+                notifications.get(session, notification_id), "notification", notification_id
+            )
             scope = current_scope()
-            scope.check("notification", notification_id, found.organisation_id)
-            if not scope.sees_any_site(found.site_ids):
+            scope.check("notification", notification_id, stored.organisation_id)
+            if not scope.sees_any_site(stored.site_ids):
                 raise NotFound("notification", notification_id)
-            return found
+            return stored
 
     def list(
         self,
@@ -322,46 +251,3 @@ class NotificationService:
                 status=status,
                 dedupe_key=dedupe_key,
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# the event log
-
-
-class EventLog:
-    """What the Subscribe stream reads: the log after a cursor, its last sequence (for the
-    watcher that wakes streams when another replica writes), and which events a stream's
-    caller may see and asked for."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def after(self, cursor: int, limit: int) -> list[EventView]:
-        with self.db.read() as session:
-            return events.after(session, cursor, limit)
-
-    def last_sequence(self) -> int:
-        with self.db.read() as session:
-            return events.last_sequence(session)
-
-    @staticmethod
-    def filter(
-        topics: Collection[Topic], site_id: str, subscriber_ids: Collection[str]
-    ) -> Callable[[EventView], bool]:
-        """The events a stream sends: those of notifications the caller (the one calling now,
-        whose scope is captured here) may see, of the topics asked for (all when none), at
-        ``site_id`` when given, and concerning one of ``subscriber_ids`` when given."""
-        scope = current_scope()
-        wanted = frozenset(subscriber_ids)
-
-        def matches(e: EventView) -> bool:
-            n = e.notification
-            if not scope.sees(n.organisation_id) or not scope.sees_any_site(n.site_ids):
-                return False
-            if topics and n.topic not in topics:
-                return False
-            if site_id and site_id not in n.site_ids:
-                return False
-            return not wanted or bool(wanted & e.recipients)
-
-        return matches
