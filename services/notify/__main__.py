@@ -18,18 +18,22 @@ from services.common.audit.store import AuditStore
 from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.clock import Clock, SystemClock
+from services.common.crud import Mutations
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, serve
-from services.notify.api import EventSignal, EventWatcher, NotifyApi
-from services.notify.channels import Adapter, adapters_for
-from services.notify.dispatcher import Dispatcher, DispatchPolicy
+from services.notify.adapters.channels import Adapter, adapters_for
+from services.notify.api.servicer import NotifyApi
+from services.notify.api.stream import EventSignal, EventStreams, EventWatcher
 from services.notify.domain.model import Channel
-from services.notify.service import NotificationService, SubscriberService
+from services.notify.domain.templates import Templates
 from services.notify.settings import NotifySettings, load_settings
 from services.notify.store.models import audit_tables, idempotency_keys
-from services.notify.templates import Templates
+from services.notify.usecases.dispatcher import Dispatcher, DispatchPolicy
+from services.notify.usecases.events import EventLog
+from services.notify.usecases.notifications import Notifications
+from services.notify.usecases.subscribers import Subscribers
 
 SERVICE_NAME = notify_pb2.DESCRIPTOR.services_by_name["NotifyService"].full_name
 
@@ -72,22 +76,28 @@ def assemble(
             interval_seconds=settings.dispatch_interval_seconds,
         ),
     )
-    api = NotifyApi(
-        SubscriberService(db, clock, settings.webhook_allow()),
-        NotificationService(db, clock, templates),
-        IdempotencyStore(db, idempotency_keys, clock),
+    events = EventLog(db)
+    streams = EventStreams(
+        events,
         signal,
         heartbeat_seconds=settings.heartbeat_seconds,
         idle_seconds=settings.stream_idle_seconds,
-        on_publish=dispatcher.wake,
         clock_now=clock.now,
+    )
+    api = NotifyApi(
+        Subscribers(db, clock, settings.webhook_allow()),
+        Notifications(db, clock, templates),
+        events,
+        Mutations(IdempotencyStore(db, idempotency_keys, clock), "notify"),
+        streams,
+        on_publish=dispatcher.wake,
     )
 
     def register(server: grpc.Server) -> Sequence[str]:
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
         return [SERVICE_NAME]
 
-    watcher = EventWatcher(api.notifications.last_sequence, signal, settings.stream_poll_seconds)
+    watcher = EventWatcher(events.last_sequence, signal, settings.stream_poll_seconds)
 
     def serving() -> None:
         watcher.start()
@@ -95,7 +105,7 @@ def assemble(
             dispatcher.start()
 
     def stopped() -> None:
-        api.close_streams()
+        streams.close()
         watcher.stop()
         dispatcher.stop()
         db.dispose()
@@ -107,7 +117,7 @@ def assemble(
         audit=audit,
         prepare=lambda: upgrade("notify", db.engine),
         on_serving=serving,
-        on_draining=api.close_streams,
+        on_draining=streams.close,
         on_stopped=stopped,
     )
     return Notify(service, api, dispatcher, db, settings)

@@ -44,7 +44,7 @@ from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.demo import load_notify
-from services.notify.channels import IDEMPOTENCY_HEADER
+from services.notify.adapters.channels import IDEMPOTENCY_HEADER
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")
 from tests.e2e.pg_cluster import (  # noqa: E402

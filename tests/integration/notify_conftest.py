@@ -22,7 +22,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
 from services.notify.__main__ import Notify, assemble
-from services.notify.channels import Adapter, OutgoingMessage
+from services.notify.adapters.channels import Adapter, OutgoingMessage
 from services.notify.domain.model import Channel
 from services.notify.settings import NotifySettings
 from tests.issuer import TestIssuer

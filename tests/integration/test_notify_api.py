@@ -14,7 +14,7 @@ from google.type import timeofday_pb2
 
 from infusion.notify.v1 import notify_pb2 as pb
 from services.common.convert import from_datetime
-from services.notify.channels import PermanentFailure, TemporaryFailure
+from services.notify.adapters.channels import PermanentFailure, TemporaryFailure
 from services.notify.domain.model import Channel
 from tests.integration.errors import error_metadata, error_reason, field_violations
 
@@ -528,7 +528,7 @@ def test_an_abandoned_attempt_is_taken_up_again_after_its_lease(
 ) -> None:
     s = create(notify_server)
     n = publish(notify_server, LOT_EXPIRING, lot_expiring(), [s.id]).notification
-    claimed = notify_server.app.dispatcher._claim()  # a dispatcher claims, then dies
+    claimed = notify_server.app.dispatcher.claim()  # a dispatcher claims, then dies
     assert len(claimed) == 1
     assert _deliveries(notify_server, n.id)[0].status == pb.DELIVERY_STATUS_SENDING
     assert notify_server.run_once() == 0  # leased: nobody else takes it

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from infusion.notify.v1 import notify_pb2 as pb
-from services.notify.channels import (
+from services.notify.adapters.channels import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -295,7 +295,7 @@ def test_notify_counts_its_deliveries_and_reports_its_queue(
 ) -> None:
     from prometheus_client import REGISTRY
 
-    from services.notify.channels import TemporaryFailure
+    from services.notify.adapters.channels import TemporaryFailure
     from tests.integration.notify_conftest import lot_expiring, publish
 
     def sample(name: str, **labels: str) -> float:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.notify.channels import sign
+from services.notify.adapters.channels import sign
 from services.notify.domain.model import (
     Channel,
     QuietHours,
@@ -22,8 +22,8 @@ from services.notify.domain.model import (
     validate_subscriber,
 )
 from services.notify.domain.sms import SEGMENT, fit_sms, gsm7_length
+from services.notify.domain.templates import SMS_HIDDEN, RenderError, Templates
 from services.notify.domain.timing import backoff, quiet_until
-from services.notify.templates import SMS_HIDDEN, RenderError, Templates
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -3,7 +3,7 @@ by the one watcher that reads the event log for every stream (other replicas' ev
 
 from __future__ import annotations
 
-from services.notify.api import EventSignal, EventWatcher
+from services.notify.api.stream import EventSignal, EventWatcher
 
 
 def test_the_watcher_reads_only_while_streams_listen_and_wakes_them_on_news() -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
 from services.common.settings import SettingsError
-from services.notify.channels import GuardedBackend, GuardedTransport, WebhookTargetRefused
+from services.notify.adapters.channels import GuardedBackend, GuardedTransport, WebhookTargetRefused
 from services.notify.domain.model import Subscriber, SubscriberKind, validate_subscriber
 from services.notify.domain.webhook_target import (
     IPAddress,

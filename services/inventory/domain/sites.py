@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 from services.common.errors import Violations
+from services.common.time_zones import is_valid_time_zone
 
 DEFAULT_EXPIRY_CHECK_TIME = dt.time(6, 0)
 # LOT_EXPIRING warnings, days before expiry, per site (docs/clinical-rules.md#notification-timing).
@@ -41,23 +42,13 @@ class StorageUnit:
     storage: str
 
 
-def _valid_zone(name: str) -> bool:
-    if not name or name not in available_timezones():
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 def validate_site(site: StockSite, prefix: str = "site") -> Violations:
     v = Violations()
     if not site.id.strip():
         v.add(f"{prefix}.id", "is required: use the scheduler's site id")
     if not site.display_name.strip():
         v.add(f"{prefix}.display_name", "is required")
-    if not _valid_zone(site.time_zone):
+    if not is_valid_time_zone(site.time_zone):
         v.add(f"{prefix}.time_zone", f"{site.time_zone!r} is not an IANA time zone name")
     days = site.expiry_warning_days
     if any(d <= 0 or d > 730 for d in days):

@@ -11,12 +11,13 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from services.common.errors import Violations
+from services.common.time_zones import is_valid_time_zone
 from services.notify.domain.webhook_target import WebhookAllowList, url_refusal
 
 NO_EXCEPTIONS = WebhookAllowList()
@@ -165,11 +166,8 @@ def validate_subscriber(
         v.add(f"{prefix}.external_ref", "must be at most 200 characters")
     if not s.time_zone:
         v.add(f"{prefix}.time_zone", 'is required (an IANA zone such as "Europe/London")')
-    else:
-        try:
-            ZoneInfo(s.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            v.add(f"{prefix}.time_zone", f"{s.time_zone!r} is not an IANA time zone")
+    elif not is_valid_time_zone(s.time_zone):
+        v.add(f"{prefix}.time_zone", f"{s.time_zone!r} is not an IANA time zone")
     if s.email:
         try:
             email = validate_email(s.email, check_deliverability=False).normalized

@@ -16,7 +16,7 @@ when the list names that very address, never by a wider range that happens to co
 The rules apply twice: to the URL when a subscriber is created or its URL changes
 (:func:`url_refusal`: a literal address in any notation, and names that are loopback by
 definition such as ``localhost``; no DNS), and to every address the host resolves to when a
-webhook is sent (:func:`address_refusal`; services/notify/channels.py then connects to the
+webhook is sent (:func:`address_refusal`; services/notify/adapters/channels.py then connects to the
 address it checked, so a DNS answer cannot change between the check and the connection).
 """
 

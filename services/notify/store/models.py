@@ -17,34 +17,24 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.audit.store import define_audit_tables
 from services.common.db import UtcDateTime
-from services.common.idempotency import define_idempotency_table
+from services.common.store_base import define_request_tables, service_metadata
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = service_metadata()
 
 
-idempotency_keys = define_idempotency_table(Base.metadata, "notify")
-audit_tables = define_audit_tables(Base.metadata, "notify")
+idempotency_keys, audit_tables = define_request_tables(Base.metadata, "notify")
 
 
 class SubscriberRow(Base):

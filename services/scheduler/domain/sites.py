@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 from services.common.errors import Violations
+from services.common.time_zones import is_valid_time_zone
 from services.scheduler.domain.appointments import SiteCapacity, validate_capacity
 from services.scheduler.domain.objective import (
     ScheduleObjective,
@@ -52,16 +53,6 @@ class Chair:
     site_id: str
     display_name: str
     active: bool = True
-
-
-def is_valid_time_zone(name: str) -> bool:
-    if not name or name not in available_timezones():
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 def validate_site(site: Site, prefix: str = "site") -> Violations:

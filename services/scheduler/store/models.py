@@ -15,38 +15,22 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from services.common.audit.store import define_audit_tables
 from services.common.db import DecimalText, UtcDateTime
-from services.common.idempotency import define_idempotency_table
 from services.common.jobstore import define_job_table
 from services.common.outbox import define_outbox_table
+from services.common.store_base import Revisioned, define_request_tables, service_metadata
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = service_metadata()
 
 
-idempotency_keys = define_idempotency_table(Base.metadata, "scheduler")
-audit_tables = define_audit_tables(Base.metadata, "scheduler")
-
-
-class Revisioned:
-    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
-    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False)
+idempotency_keys, audit_tables = define_request_tables(Base.metadata, "scheduler")
 
 
 class SiteRow(Revisioned, Base):

@@ -29,28 +29,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
-
 from services.common import metrics, tracing
 from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import running_as, service_caller
-from services.notify.channels import (
+from services.notify.adapters.channels import (
     Adapter,
     OutgoingMessage,
     PermanentFailure,
     TemporaryFailure,
 )
-from services.notify.domain.model import OPEN, Channel, QuietHours, Status
+from services.notify.domain.model import Channel, Status
 from services.notify.domain.timing import backoff, quiet_until
-from services.notify.store.models import (
-    AttemptRow,
-    DeliveryRow,
-    NotificationRow,
-    SubscriberRow,
-)
+from services.notify.domain.views import DueDelivery
+from services.notify.store import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +70,21 @@ class _Claimed:
 class _Outcome:
     status: Status
     error: str
+
+
+def _message(d: DueDelivery, now: dt.datetime) -> OutgoingMessage:
+    return OutgoingMessage(
+        delivery_id=d.id,
+        notification_id=d.notification_id,
+        topic=d.topic,
+        channel=d.channel,
+        destination=d.destination,
+        subject=d.subject,
+        text=d.body_text,
+        html=d.body_html,
+        webhook_secret=d.webhook_secret,
+        sent_at=now,
+    )
 
 
 class Dispatcher:
@@ -108,7 +116,7 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """Claim what is due now, send it, record the outcomes. Returns how many were sent."""
-        claimed = self._claim()
+        claimed = self.claim()
         if not claimed:
             return 0
         if self._pool is not None and len(claimed) > 1:
@@ -130,113 +138,46 @@ class Dispatcher:
             total += n
         return total
 
-    def _claim(self) -> list[_Claimed]:
+    def claim(self) -> list[_Claimed]:
+        """In one short transaction, decide about every due delivery: an attempt abandoned by a
+        stopped dispatcher is closed as a temporary failure (and the delivery given up when
+        that was its last); an expired notification's delivery expires; a non-critical one in
+        its subscriber's quiet hours (perhaps set after Publish) waits for their end; the rest
+        are leased to this dispatcher, each with a new attempt, and returned to be sent."""
         now = self.clock.now()
         p = self.policy
-        due = or_(
-            and_(
-                DeliveryRow.status.in_([s.value for s in OPEN]),
-                DeliveryRow.next_attempt_at <= now,
-            ),
-            and_(DeliveryRow.status == Status.SENDING.value, DeliveryRow.lease_until <= now),
-        )
-        query = select(DeliveryRow).where(due).order_by(DeliveryRow.next_attempt_at)
-        query = query.limit(p.batch_size)
-        if self.db.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
         claimed: list[_Claimed] = []
         with self.db.write() as session:
-            rows = list(session.scalars(query))
-            if not rows:
-                return []
-            notes = {
-                n.id: n
-                for n in session.scalars(
-                    select(NotificationRow).where(
-                        NotificationRow.id.in_({r.notification_id for r in rows})
-                    )
-                )
-            }
-            subs = {
-                s.id: s
-                for s in session.scalars(
-                    select(SubscriberRow).where(
-                        SubscriberRow.id.in_({r.subscriber_id for r in rows})
-                    )
-                )
-            }
-            for row in rows:
-                note = notes[row.notification_id]
-                sub = subs[row.subscriber_id]
-                if row.status == Status.SENDING.value:  # abandoned mid-attempt (crash)
-                    self._close_attempt(
+            for d in deliveries.due(session, now, p.batch_size):
+                if d.status is Status.SENDING:  # abandoned mid-attempt (crash)
+                    deliveries.close_attempt(
                         session,
-                        row.id,
-                        row.attempt_count,
+                        d.id,
+                        d.attempt_count,
                         Status.TEMPORARY_FAILURE,
                         now,
                         "abandoned: the dispatcher stopped before recording the outcome",
                     )
-                    if row.attempt_count >= p.max_attempts:
-                        row.status = Status.PERMANENT_FAILURE.value
-                        row.last_error = "retries exhausted (last attempt abandoned)"
-                        row.lease_until = None
-                        row.updated_at = now
-                        continue
-                if note.expires_at is not None and now >= note.expires_at:
-                    metrics.NOTIFY_DELIVERIES.labels(row.channel, "expired").inc()
-                    row.status = Status.EXPIRED.value
-                    row.lease_until = None
-                    row.updated_at = now
-                    continue
-                if not row.critical:
-                    quiet = None
-                    if sub.quiet_start is not None and sub.quiet_end is not None:
-                        quiet = QuietHours(
-                            dt.time.fromisoformat(sub.quiet_start),
-                            dt.time.fromisoformat(sub.quiet_end),
+                    if d.attempt_count >= p.max_attempts:
+                        deliveries.end(
+                            session,
+                            d.id,
+                            Status.PERMANENT_FAILURE,
+                            now,
+                            "retries exhausted (last attempt abandoned)",
                         )
-                    release = quiet_until(now, ZoneInfo(sub.time_zone), quiet)
-                    if release > now:  # quiet hours (perhaps set after Publish): wait
-                        if row.status == Status.SENDING.value:
-                            row.status = Status.TEMPORARY_FAILURE.value
-                        row.next_attempt_at = release
-                        row.deferred = True
-                        row.lease_until = None
-                        row.updated_at = now
                         continue
-                row.status = Status.SENDING.value
-                row.attempt_count += 1
-                row.lease_until = now + p.lease
-                row.updated_at = now
-                session.add(
-                    AttemptRow(
-                        delivery_id=row.id,
-                        number=row.attempt_count,
-                        started_at=now,
-                        finished_at=None,
-                        outcome=Status.SENDING.value,
-                        error="",
-                    )
-                )
-                claimed.append(
-                    _Claimed(
-                        OutgoingMessage(
-                            delivery_id=row.id,
-                            notification_id=row.notification_id,
-                            topic=note.topic,
-                            channel=Channel(row.channel),
-                            destination=row.destination,
-                            subject=row.subject,
-                            text=row.body_text,
-                            html=row.body_html,
-                            webhook_secret=sub.webhook_secret,
-                            sent_at=now,
-                        ),
-                        row.attempt_count,
-                        note.traceparent,
-                    )
-                )
+                if d.expires_at is not None and now >= d.expires_at:
+                    metrics.NOTIFY_DELIVERIES.labels(d.channel.value, "expired").inc()
+                    deliveries.end(session, d.id, Status.EXPIRED, now)
+                    continue
+                if not d.critical:
+                    release = quiet_until(now, ZoneInfo(d.time_zone), d.quiet_hours)
+                    if release > now:
+                        deliveries.defer(session, d.id, release, now)
+                        continue
+                attempt = deliveries.start_attempt(session, d.id, now, now + p.lease)
+                claimed.append(_Claimed(_message(d, now), attempt, d.traceparent))
         return claimed
 
     def _send(self, item: _Claimed) -> _Outcome:
@@ -261,65 +202,36 @@ class Dispatcher:
         return _Outcome(Status.DELIVERED, "")
 
     def _record(self, item: _Claimed, outcome: _Outcome) -> None:
+        """Write the outcome, unless another dispatcher has taken the delivery up since (our
+        lease passed): a temporary failure is retried after a backoff with jitter until
+        ``max_attempts``, then given up as a permanent one."""
         now = self.clock.now()
         p = self.policy
+        delivery_id = item.message.delivery_id
         with self.db.write() as session:
-            query = select(DeliveryRow).where(DeliveryRow.id == item.message.delivery_id)
-            if self.db.dialect == "postgresql":
-                query = query.with_for_update()
-            row = session.scalars(query).one()
-            if row.status != Status.SENDING.value or row.attempt_count != item.attempt:
+            current = deliveries.sending(session, delivery_id)
+            if current.status is not Status.SENDING or current.attempt_count != item.attempt:
                 return  # reclaimed by another dispatcher after our lease passed
             status = outcome.status
             error = outcome.error
-            self._close_attempt(session, row.id, item.attempt, status, now, error)
-            if status is Status.TEMPORARY_FAILURE and row.attempt_count >= p.max_attempts:
+            deliveries.close_attempt(session, delivery_id, item.attempt, status, now, error)
+            if status is Status.TEMPORARY_FAILURE and current.attempt_count >= p.max_attempts:
                 status = Status.PERMANENT_FAILURE
-                error = f"retries exhausted after {row.attempt_count} attempts: {error}"[:1000]
-            metrics.NOTIFY_DELIVERIES.labels(row.channel, status.value.lower()).inc()
-            row.status = status.value
-            row.lease_until = None
-            row.updated_at = now
-            row.last_error = error
-            if status is Status.DELIVERED:
-                row.delivered_at = now
-            elif status is Status.TEMPORARY_FAILURE:
-                row.next_attempt_at = now + backoff(
-                    row.attempt_count, base=p.retry_base, cap=p.retry_max, jitter=self._jitter()
+                error = f"retries exhausted after {current.attempt_count} attempts: {error}"[:1000]
+            metrics.NOTIFY_DELIVERIES.labels(current.channel.value, status.value.lower()).inc()
+            retry_at = None
+            if status is Status.TEMPORARY_FAILURE:
+                retry_at = now + backoff(
+                    current.attempt_count, base=p.retry_base, cap=p.retry_max, jitter=self._jitter()
                 )
-
-    @staticmethod
-    def _close_attempt(
-        session: Session,
-        delivery_id: str,
-        number: int,
-        outcome: Status,
-        now: dt.datetime,
-        error: str,
-    ) -> None:
-        session.execute(
-            update(AttemptRow)
-            .where(
-                AttemptRow.delivery_id == delivery_id,
-                AttemptRow.number == number,
-                AttemptRow.finished_at.is_(None),
-            )
-            .values(finished_at=now, outcome=outcome.value, error=error[:1000])
-        )
+            deliveries.record(session, delivery_id, status, error, now, retry_at)
 
     def backlog(self) -> list[metrics.Reading]:
-        """Open deliveries by status, and how long the oldest due one has been due (one query
-        over the (status, next_attempt_at) index)."""
+        """Open deliveries by status, and how long the oldest due one has been due."""
         now = self.clock.now()
-        open_ = [s.value for s in OPEN] + [Status.SENDING.value]
-        query = (
-            select(DeliveryRow.status, func.count(), func.min(DeliveryRow.next_attempt_at))
-            .where(DeliveryRow.status.in_(open_))
-            .group_by(DeliveryRow.status)
-        )
         with self.db.single_read() as connection:
-            rows = connection.execute(query).all()
-        counts = dict.fromkeys(open_, 0)
+            rows = deliveries.backlog(connection)
+        counts = dict.fromkeys(deliveries.OPEN_OR_SENDING, 0)
         oldest_due = now
         for status, count, first in rows:
             counts[status] = count

@@ -1,0 +1,194 @@
+"""NotifyService's servicer: every RPC of the service, each translating its request (api/
+messages.py), calling one use case and translating the answer. No rules live here.
+
+Mutations run through ``mutate`` (services/common/crud.py): once per request_id, in one write
+transaction with the stored response. Subscribe hands its stream to ``streams``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from sqlalchemy.orm import Session
+
+from infusion.notify.v1 import notify_pb2 as pb
+from infusion.notify.v1 import notify_pb2_grpc as pb_grpc
+from services.common.crud import Mutations, listed, masked, parsed
+from services.common.errors import FieldViolation, InvalidArgument, Violations
+from services.notify.api.messages import (
+    MUTABLE,
+    notification_out,
+    publish_in,
+    status_in,
+    subscriber_in,
+    subscriber_out,
+    topic_in,
+    topics_in,
+)
+from services.notify.api.stream import EventStreams
+from services.notify.domain.model import Subscriber
+from services.notify.domain.views import StoredSubscriber
+from services.notify.usecases.events import EventLog
+from services.notify.usecases.notifications import Notifications
+from services.notify.usecases.subscribers import Subscribers
+
+
+class NotifyApi(pb_grpc.NotifyServiceServicer):
+    def __init__(
+        self,
+        subscribers: Subscribers,
+        notifications: Notifications,
+        events: EventLog,
+        mutate: Mutations,
+        streams: EventStreams,
+        *,
+        on_publish: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.subscribers = subscribers
+        self.notifications = notifications
+        self.events = events
+        self.mutate = mutate
+        self.streams = streams
+        self.on_publish = on_publish  # wakes the dispatcher
+
+    # --- subscribers --------------------------------------------------------------------------
+
+    def CreateSubscriber(
+        self, request: pb.CreateSubscriberRequest, context: grpc.ServicerContext
+    ) -> Any:
+        subscriber = parsed(subscriber_in, request.subscriber)
+        return self.mutate(
+            "CreateSubscriber",
+            request,
+            pb.CreateSubscriberResponse,
+            lambda s: pb.CreateSubscriberResponse(
+                subscriber=subscriber_out(self.subscribers.create(s, subscriber))
+            ),
+        )
+
+    def GetSubscriber(self, request: pb.GetSubscriberRequest, context: grpc.ServicerContext) -> Any:
+        if not request.id:
+            raise InvalidArgument([FieldViolation("id", "is required")])
+        return pb.GetSubscriberResponse(subscriber=subscriber_out(self.subscribers.get(request.id)))
+
+    def ListSubscribers(
+        self, request: pb.ListSubscribersRequest, context: grpc.ServicerContext
+    ) -> Any:
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope=f"subscribers:{request.external_ref}:{request.site_id}",
+            fetch=lambda page: self.subscribers.list(request.external_ref, request.site_id, page),
+            key=lambda s: [s.id],
+        )
+        return pb.ListSubscribersResponse(
+            subscribers=[subscriber_out(s) for s in rows], next_page_token=token
+        )
+
+    def UpdateSubscriber(
+        self, request: pb.UpdateSubscriberRequest, context: grpc.ServicerContext
+    ) -> Any:
+        patch = request.subscriber
+        if not patch.id:
+            raise InvalidArgument([FieldViolation("subscriber.id", "is required")])
+
+        def change(current: StoredSubscriber) -> Subscriber:
+            return masked(
+                subscriber_out(current, with_secret=True),
+                patch,
+                request.update_mask,
+                MUTABLE,
+                prefix="subscriber",
+                translate=subscriber_in,
+            )
+
+        def update(session: Session) -> pb.UpdateSubscriberResponse:
+            stored = self.subscribers.update(session, patch.id, patch.etag, change)
+            return pb.UpdateSubscriberResponse(subscriber=subscriber_out(stored))
+
+        return self.mutate("UpdateSubscriber", request, pb.UpdateSubscriberResponse, update)
+
+    # --- notifications ------------------------------------------------------------------------
+
+    def Publish(self, request: pb.PublishRequest, context: grpc.ServicerContext) -> Any:
+        v = Violations()
+        command = publish_in(request, v)
+        v.raise_if_any()
+        assert command is not None  # None only with violations
+
+        def publish(session: Session) -> pb.PublishResponse:
+            result = self.notifications.publish(session, command)
+            return pb.PublishResponse(
+                notification=notification_out(result.notification), duplicate=result.duplicate
+            )
+
+        response = self.mutate("Publish", request, pb.PublishResponse, publish)
+        self.streams.signal.notify()
+        self.on_publish()
+        return response
+
+    def CancelNotification(
+        self, request: pb.CancelNotificationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        response = self.mutate(
+            "CancelNotification",
+            request,
+            pb.CancelNotificationResponse,
+            lambda s: pb.CancelNotificationResponse(
+                notification=notification_out(
+                    self.notifications.cancel(s, request.id, request.dedupe_key)
+                )
+            ),
+        )
+        self.streams.signal.notify()
+        return response
+
+    def GetNotification(
+        self, request: pb.GetNotificationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        if not request.id:
+            raise InvalidArgument([FieldViolation("id", "is required")])
+        return pb.GetNotificationResponse(
+            notification=notification_out(self.notifications.get(request.id))
+        )
+
+    def ListNotifications(
+        self, request: pb.ListNotificationsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        v = Violations()
+        topic = topic_in(request.topic, "topic", v) if request.topic else None
+        status = status_in(request.status, "status", v)
+        v.raise_if_any()
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope=(
+                f"notifications:{request.topic}:{request.subscriber_id}:{request.status}:"
+                f"{request.dedupe_key}"
+            ),
+            fetch=lambda page: self.notifications.list(
+                page,
+                topic=topic,
+                subscriber_id=request.subscriber_id,
+                status=status,
+                dedupe_key=request.dedupe_key,
+            ),
+            key=lambda n: [n.id],
+        )
+        return pb.ListNotificationsResponse(
+            notifications=[notification_out(n) for n in rows], next_page_token=token
+        )
+
+    # --- the stream ---------------------------------------------------------------------------
+
+    def Subscribe(
+        self, request: pb.SubscribeRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.SubscribeResponse]:
+        v = Violations()
+        topics = topics_in(request.topics, "topics", v)
+        if request.after_sequence < 0:
+            v.add("after_sequence", "must not be negative")
+        v.raise_if_any()
+        matches = self.events.filter(topics, request.site_id, request.subscriber_ids)
+        yield from self.streams.stream(request.after_sequence, matches, context)

@@ -1,0 +1,224 @@
+"""Notification rows and the deliveries and attempts a notification is read with.
+
+A notification is read whole (its deliveries, each with its attempts in order) in two more
+queries however many there are; a dedupe key is unique within the publishing organisation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.pagination import PageRequest
+from services.common.scope import current_scope
+from services.notify.domain.model import OPEN, Channel, Status, Topic
+from services.notify.domain.views import (
+    AttemptView,
+    DeliveryView,
+    NotificationView,
+    PlannedDelivery,
+)
+from services.notify.store.models import AttemptRow, DeliveryRow, NotificationRow
+
+
+def _deliveries(session: Session, ids: Sequence[str]) -> dict[str, list[DeliveryView]]:
+    if not ids:
+        return {}
+    rows = list(
+        session.scalars(
+            select(DeliveryRow)
+            .where(DeliveryRow.notification_id.in_(ids))
+            .order_by(DeliveryRow.notification_id, DeliveryRow.id)
+        )
+    )
+    attempts: dict[str, list[AttemptView]] = {}
+    if rows:
+        for a in session.scalars(
+            select(AttemptRow)
+            .where(AttemptRow.delivery_id.in_([r.id for r in rows]))
+            .order_by(AttemptRow.delivery_id, AttemptRow.number, AttemptRow.seq)
+        ):
+            attempts.setdefault(a.delivery_id, []).append(
+                AttemptView(a.number, a.started_at, a.finished_at, a.outcome, a.error)
+            )
+    found: dict[str, list[DeliveryView]] = {}
+    for r in rows:
+        status = Status(r.status)
+        found.setdefault(r.notification_id, []).append(
+            DeliveryView(
+                id=r.id,
+                subscriber_id=r.subscriber_id,
+                channel=Channel(r.channel),
+                destination=r.destination,
+                status=status,
+                next_attempt_at=r.next_attempt_at if status in OPEN else None,
+                attempts=tuple(attempts.get(r.id, ())),
+                delivered_at=r.delivered_at,
+                last_error=r.last_error,
+                deferred=r.deferred,
+            )
+        )
+    return found
+
+
+def view(row: NotificationRow, deliveries: Sequence[DeliveryView] = ()) -> NotificationView:
+    """The notification alone (the event log's reads), or with the deliveries given."""
+    return NotificationView(
+        id=row.id,
+        topic=Topic(row.topic),
+        payload=row.payload,
+        subscriber_ids=tuple(row.subscriber_ids),
+        site_ids=tuple(row.site_ids),
+        dedupe_key=row.dedupe_key or "",
+        send_after=row.send_after,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        cancelled_at=row.cancelled_at,
+        deliveries=tuple(deliveries),
+        organisation_id=row.organisation_id,
+    )
+
+
+def _whole(session: Session, rows: Sequence[NotificationRow]) -> list[NotificationView]:
+    deliveries = _deliveries(session, [r.id for r in rows])
+    return [view(r, deliveries.get(r.id, ())) for r in rows]
+
+
+def get(session: Session, notification_id: str) -> NotificationView | None:
+    """With its deliveries; any organisation's (the caller checks the scope)."""
+    row = session.get(NotificationRow, notification_id)
+    return _whole(session, [row])[0] if row is not None else None
+
+
+def by_dedupe(session: Session, organisation_id: str, key: str) -> NotificationView | None:
+    row = session.scalars(
+        select(NotificationRow).where(
+            NotificationRow.organisation_id == organisation_id, NotificationRow.dedupe_key == key
+        )
+    ).first()
+    return _whole(session, [row])[0] if row is not None else None
+
+
+def add(
+    session: Session,
+    notification: NotificationView,
+    deliveries: Sequence[PlannedDelivery],
+    traceparent: str | None,
+) -> NotificationView | None:
+    """Adds the notification and its deliveries (PENDING, due when planned) and returns None;
+    when a concurrent Publish committed the same dedupe key first, adds nothing and returns
+    that one's notification."""
+    n = notification
+    row = NotificationRow(
+        id=n.id,
+        topic=n.topic.value,
+        payload=dict(n.payload),
+        subscriber_ids=list(n.subscriber_ids),
+        site_ids=list(n.site_ids),
+        organisation_id=n.organisation_id,
+        dedupe_key=n.dedupe_key or None,
+        send_after=n.send_after,
+        expires_at=n.expires_at,
+        created_at=n.created_at,
+        cancelled_at=None,
+        traceparent=traceparent,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        seen = by_dedupe(session, n.organisation_id, n.dedupe_key) if n.dedupe_key else None
+        if seen is None:
+            raise
+        return seen
+    session.add_all(
+        DeliveryRow(
+            id=d.id,
+            notification_id=n.id,
+            subscriber_id=d.subscriber_id,
+            channel=d.channel.value,
+            destination=d.destination,
+            subject=d.subject[:1000],
+            body_text=d.body_text,
+            body_html=d.body_html,
+            critical=d.critical,
+            status=Status.PENDING.value,
+            next_attempt_at=d.due,
+            lease_until=None,
+            attempt_count=0,
+            deferred=d.deferred,
+            last_error="",
+            delivered_at=None,
+            updated_at=n.created_at,
+        )
+        for d in deliveries
+    )
+    session.flush()
+    return None
+
+
+def locked(session: Session, notification_id: str, dedupe_key: str) -> NotificationView | None:
+    """The caller's organisation's notification by id or by dedupe key, locked for a change
+    (on PostgreSQL; SQLite's write transaction holds the database's lock); None when there is
+    none the caller may see. Without its deliveries."""
+    query = select(NotificationRow).where(current_scope().where(NotificationRow.organisation_id))
+    query = (
+        query.where(NotificationRow.id == notification_id)
+        if notification_id
+        else query.where(NotificationRow.dedupe_key == dedupe_key)
+    )
+    row = session.scalars(query.with_for_update()).first()
+    return view(row) if row is not None else None
+
+
+def cancel(session: Session, notification_id: str, now: dt.datetime) -> None:
+    """Marks a notification (read and locked in this transaction) cancelled, and every
+    delivery of it still open CANCELLED: a dispatcher's claim skips them from now on."""
+    session.get_one(NotificationRow, notification_id).cancelled_at = now
+    open_rows = select(DeliveryRow).where(
+        DeliveryRow.notification_id == notification_id,
+        DeliveryRow.status.in_([s.value for s in OPEN]),
+    )
+    for d in session.scalars(open_rows.with_for_update()):
+        d.status = Status.CANCELLED.value
+        d.updated_at = now
+    session.flush()
+
+
+def page(
+    session: Session,
+    page: PageRequest,
+    *,
+    topic: Topic | None,
+    subscriber_id: str,
+    status: Status | None,
+    dedupe_key: str,
+) -> list[NotificationView]:
+    """Up to ``page.size + 1`` of the caller's organisation's notifications after the page's
+    cursor, in id order, each with its deliveries; ``subscriber_id`` and ``status`` keep those
+    with a delivery to that subscriber / in that status (one delivery with both, when both)."""
+    query = (
+        select(NotificationRow)
+        .where(current_scope().where(NotificationRow.organisation_id))
+        .order_by(NotificationRow.id)
+    )
+    if topic is not None:
+        query = query.where(NotificationRow.topic == topic.value)
+    if dedupe_key:
+        query = query.where(NotificationRow.dedupe_key == dedupe_key)
+    conditions = []
+    if subscriber_id:
+        conditions.append(DeliveryRow.subscriber_id == subscriber_id)
+    if status is not None:
+        conditions.append(DeliveryRow.status == status.value)
+    if conditions:
+        query = query.where(
+            exists().where(DeliveryRow.notification_id == NotificationRow.id, *conditions)
+        )
+    if page.after:
+        query = query.where(NotificationRow.id > page.after[0])
+    return _whole(session, list(session.scalars(query.limit(page.size + 1))))
