@@ -163,16 +163,19 @@ class GrpcService:
         # still recorded); the request contract (after authentication: an anonymous caller
         # learns nothing about the fields it got wrong)
         audited = []
+        on_denied = None
         if self.audit is not None:
             self.audit.install()
-            audited.append(AuditInterceptor(self.audit, self.auth.policies))
+            audit = AuditInterceptor(self.audit, self.auth.policies)
+            audited.append(audit)
+            on_denied = audit.denied
         server = _limited_server(
             self.settings,
             [
                 *tracing.server_interceptors(),
                 ServerInterceptor(),
                 self.admission,
-                self.auth.interceptor(),
+                self.auth.interceptor(on_denied),
                 *audited,
                 ValidationInterceptor(),
             ],

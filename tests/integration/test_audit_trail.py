@@ -14,6 +14,7 @@ from sqlalchemy import MetaData, create_engine, text
 
 from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from services.common.audit.__main__ import main as audit_main
 from services.common.audit.fhir import bundle_json
 from services.common.audit.store import AuditStore, define_audit_tables
@@ -204,3 +205,32 @@ def test_chain_holds_under_concurrent_writers(platform: Platform, database_url: 
         engine.dispose()
     assert verdict.intact, verdict.broken
     assert verdict.checked == 1 + 30 + 30
+
+
+def test_a_refused_attempt_on_patient_data_is_recorded_with_its_outcome(
+    platform: Platform,
+) -> None:
+    """An authenticated caller without the permission is refused, and the attempt is in the
+    trail (who, what, which patient, PERMISSION_DENIED); a call without a valid token is
+    refused without a record (nobody to name; a flood must not become writes)."""
+    p = platform
+    patient = make_patient(p)
+    token = p.issuer.issuer.role_token("auditor", TEST_ORGANISATION)
+    stranger = pb_grpc.SchedulerServiceStub(p.issuer.channel(p.scheduler_address, token))
+    with pytest.raises(grpc.RpcError) as refused:
+        stranger.GetPatient(pb.GetPatientRequest(id=patient.id))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as refused:
+        stranger.CreatePatient(pb.CreatePatientRequest(request_id=request_id()))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    anonymous = pb_grpc.SchedulerServiceStub(grpc.insecure_channel(p.scheduler_address))
+    with pytest.raises(grpc.RpcError) as refused:
+        anonymous.GetPatient(pb.GetPatientRequest(id=patient.id))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    denied = [e for e in events(p) if e.outcome == "PERMISSION_DENIED"]
+    assert [(e.method, e.kind, list(e.patient_ids)) for e in denied] == [
+        (GET_PATIENT, "patient-read", [patient.id]),
+        (CREATE_PATIENT, "mutation", []),
+    ]
+    assert all("auditor" in e.roles and e.organisation_id == TEST_ORGANISATION for e in denied)

@@ -10,6 +10,7 @@ most 64. It is kept on the record; a malformed value is INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import grpc
 from google.rpc import code_pb2
 
 from services.common import errors
+from services.common.audit.ids import Concerned
 from services.common.audit.record import MUTATION, PATIENT_READ
 from services.common.audit.trail import AuditCall, AuditTrail, auditing
 from services.common.auth.policy import (
@@ -27,9 +29,11 @@ from services.common.auth.policy import (
     policy_of,
     service_of,
 )
-from services.common.identity import current_caller
+from services.common.identity import Caller, current_caller
 from services.common.interceptors import to_status
 from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
+
+log = logging.getLogger(__name__)
 
 PURPOSE_HEADER = "x-purpose-of-use"
 _PURPOSE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -48,8 +52,12 @@ def outcome_of(error: BaseException, context: grpc.ServicerContext) -> str:
     return "INTERNAL"
 
 
+def _stated_purpose(context: grpc.ServicerContext) -> str:
+    return next((str(v) for k, v in context.invocation_metadata() if k == PURPOSE_HEADER), "")
+
+
 def _purpose(context: grpc.ServicerContext) -> str:
-    value = next((str(v) for k, v in context.invocation_metadata() if k == PURPOSE_HEADER), "")
+    value = _stated_purpose(context)
     if value and not _PURPOSE.match(value):
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -89,6 +97,35 @@ class AuditInterceptor(WrappingInterceptor):
             )
 
         return open_call
+
+    def denied(
+        self, method: str, caller: Caller, request: Any, context: grpc.ServicerContext
+    ) -> None:
+        """An authenticated caller was refused ``method`` for want of its permission (the
+        auth interceptor tells, before the call ends): an audited method's attempt is recorded
+        with the outcome PERMISSION_DENIED, so the trail shows who tried to read or change
+        what they may not. The refusal stands whether or not the record can be stored."""
+        policy = self._policies(method)
+        kind = _KINDS.get(policy.audit) if policy is not None else None
+        if policy is None or kind is None or request is None:
+            return
+        purpose = _stated_purpose(context)
+        call = AuditCall(
+            method=method,
+            kind=kind,
+            resource_type=policy.resource_type,
+            caller=caller,
+            peer=context.peer() or "",
+            request=request,
+            purpose=purpose if _PURPOSE.match(purpose) else "",
+        )
+        trail = self._trail
+        try:
+            trail.store_now(
+                call.record(trail.service, trail.clock, "PERMISSION_DENIED", Concerned())
+            )
+        except Exception:  # the refusal is the answer; a lost record is logged, not raised
+            log.exception("%s: the refused call's audit record could not be stored", method)
 
     def wrap_unary(self, method: str, behaviour: Behaviour) -> Behaviour:
         open_call = self._opener(method)

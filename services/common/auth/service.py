@@ -11,7 +11,7 @@ import grpc
 
 from services.common.auth.claims import ClaimNames
 from services.common.auth.discovery import Discovery
-from services.common.auth.interceptor import AuthInterceptor
+from services.common.auth.interceptor import AuthInterceptor, Denied
 from services.common.auth.jwks import JwksKeys
 from services.common.auth.policy import MethodPolicy, policy_of
 from services.common.auth.roles import Roles, RolesError
@@ -38,8 +38,9 @@ class ServiceAuth:
     # what each method requires: the protos' declarations
     policies: Callable[[str], MethodPolicy | None] = policy_of
 
-    def interceptor(self) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
-        return AuthInterceptor(self.verifier, self.policies)
+    def interceptor(self, on_denied: Denied | None = None) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
+        """``on_denied``: told of each refused authenticated call (the audit trail's)."""
+        return AuthInterceptor(self.verifier, self.policies, on_denied)
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings, *, calls_peers: bool) -> ServiceAuth:
