@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from bench.harness import ORG
+from services.common.auth.interceptor import Denied
 from services.common.auth.roles import Roles
 from services.common.auth.service import ServiceAuth
 from services.common.identity import Caller, acting_as
@@ -56,8 +57,8 @@ class FixedCaller(WrappingInterceptor):
 
 @dataclass(frozen=True)
 class Unauthenticated(ServiceAuth):
-    def interceptor(self) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
-        return FixedCaller()
+    def interceptor(self, on_denied: Denied | None = None) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
+        return FixedCaller()  # nobody is refused: nothing to report
 
 
 def without_authentication(settings: ServiceSettings) -> ServiceAuth:
