@@ -83,6 +83,9 @@ def test_whole_days_and_the_seven_day_floor() -> None:
     low = shorter_interval(r, 8)
     assert low.interval_days == 7 and low.flags == ("at_minimum_interval",)
     assert "raising the dose is the clinician's decision" in "\n".join(low.rationale)
+    # a 5-day plan stays at 5 days: never longer than the current interval, flagged
+    five = shorter_interval(regimen(5, ("35",), "0.5"), 4)
+    assert five.interval_days == 5 and five.flags == ("at_minimum_interval",)
 
 
 def test_a_stable_patient_on_1_g_per_kg_every_3_weeks_gets_a_reduction_trial() -> None:
