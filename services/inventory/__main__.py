@@ -20,11 +20,12 @@ from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.server import GrpcService, serve, start_up
-from services.inventory.api import InventoryApi, InventoryServices
+from services.inventory.api.servicer import InventoryServicer
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
 from services.inventory.jobs import InventoryJobs
 from services.inventory.notify_relay import relay_to_notify
+from services.inventory.outgoing_events import OutgoingEvents
 from services.inventory.planning_service import PlanningService
 from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
@@ -49,18 +50,16 @@ def build(
     events = Outbox(outbox)
     reservations = ReservationService(db, clock, catalogue, sites, stock, events)
     planning = PlanningService(db, clock, catalogue, sites, stock, events)
-    api = InventoryApi(
-        InventoryServices(
-            db=db,
-            idempotency=IdempotencyStore(db, idempotency_keys, clock),
-            outbox=events,
-            catalogue=catalogue,
-            sites=sites,
-            stock=stock,
-            reservations=reservations,
-            planning=planning,
-            costs=CostService(db, clock, sites),
-        )
+    api = InventoryServicer(
+        idempotency=IdempotencyStore(db, idempotency_keys, clock),
+        catalogue=catalogue,
+        sites=sites,
+        stock=stock,
+        reservations=reservations,
+        planning=planning,
+        orders=planning.orders,
+        costs=CostService(db, clock, sites),
+        events=OutgoingEvents(db, events),
     )
     jobs = InventoryJobs(
         sites,

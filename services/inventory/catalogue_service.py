@@ -18,10 +18,10 @@ from services.inventory.domain.catalogue import (
     Presentation,
     Product,
     Route,
+    StoredProduct,
     validate_product,
 )
 from services.inventory.store import products as store
-from services.inventory.store.products import StoredProduct
 
 
 def _validate(product: Product) -> None:

@@ -21,24 +21,18 @@ from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.purchasing import (
     DraftLine,
     OrderState,
+    PurchaseOrder,
     check_open,
     check_remaining,
     state_after_receipt,
     validate_expected,
     validate_line,
 )
-from services.inventory.domain.stock import Receipt
+from services.inventory.domain.stock import Lot, Receipt
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import Actor, StockService
 from services.inventory.store import planning as store
 from services.inventory.store.models import PurchaseOrderLineRow, PurchaseOrderRow
-from services.inventory.store.stock import LotView
-
-
-@dataclass(frozen=True)
-class OrderView:
-    row: PurchaseOrderRow
-    lines: list[PurchaseOrderLineRow]
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class PurchaseOrders:
         self.sites = sites
         self.stock = stock
 
-    def create(self, session: Session, draft: DraftOrder, v: Violations) -> OrderView:
+    def create(self, session: Session, draft: DraftOrder, v: Violations) -> PurchaseOrder:
         """``v`` carries what the API could not parse, so one reply lists every mistake."""
         f = "purchase_order"
         today = None
@@ -159,24 +153,24 @@ class PurchaseOrders:
             for n, line in enumerate(lines, start=1)
         ]
         store.insert_order(session, order, rows)
-        return OrderView(order, rows)
+        return store.to_order(order, rows)
 
-    def get(self, order_id: str) -> OrderView:
+    def get(self, order_id: str) -> PurchaseOrder:
         with self.db.read() as session:
             row = store.order_row(session, order_id)
-            return OrderView(row, store.order_lines(session, [row.id])[row.id])
+            return store.to_order(row, store.order_lines(session, [row.id])[row.id])
 
     def list_orders(
         self, site_id: str, state: OrderState | None, page: PageRequest
-    ) -> list[OrderView]:
+    ) -> list[PurchaseOrder]:
         with self.db.read() as session:
             rows = store.list_orders(session, site_id, state.value if state else "", page)
             lines = store.order_lines(session, [r.id for r in rows])
-            return [OrderView(r, lines[r.id]) for r in rows]
+            return [store.to_order(r, lines[r.id]) for r in rows]
 
     def receive(
         self, session: Session, order_id: str, deliveries: list[Delivery], actor: Actor
-    ) -> tuple[OrderView, list[LotView]]:
+    ) -> tuple[PurchaseOrder, list[Lot]]:
         """Each delivery becomes (or tops up) a lot through the stock ledger, in this one
         transaction with the order's line counts: a refused delivery books nothing."""
         order = store.order_row(session, order_id, for_update=True)
@@ -228,9 +222,9 @@ class PurchaseOrders:
         state = state_after_receipt([x.vials_ordered - x.vials_received for x in lines.values()])
         self._touch(order, state)
         session.flush()
-        return OrderView(order, sorted(lines.values(), key=lambda x: x.line_number)), lots
+        return store.to_order(order, list(lines.values())), lots
 
-    def cancel(self, session: Session, order_id: str, reason: str, etag: str) -> OrderView:
+    def cancel(self, session: Session, order_id: str, reason: str, etag: str) -> PurchaseOrder:
         order = store.order_row(session, order_id, for_update=True)
         if etag:
             check_etag(etag, order.revision, field="etag", resource="purchase order")
@@ -238,7 +232,7 @@ class PurchaseOrders:
         order.cancel_reason = reason
         self._touch(order, OrderState.CANCELLED)
         session.flush()
-        return OrderView(order, store.order_lines(session, [order.id])[order.id])
+        return store.to_order(order, store.order_lines(session, [order.id])[order.id])
 
     def _touch(self, order: PurchaseOrderRow, state: OrderState) -> None:
         order.state = state.value

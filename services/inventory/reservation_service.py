@@ -38,7 +38,9 @@ from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
 from services.inventory.domain.reservations import (
     OPEN_STATES,
+    Administration,
     OpenedVials,
+    Reservation,
     ReservationRequest,
     ReservationState,
     from_mg,
@@ -46,7 +48,7 @@ from services.inventory.domain.reservations import (
     to_mg,
     validate_request,
 )
-from services.inventory.domain.stock import LotState, MovementKind, check_balance
+from services.inventory.domain.stock import Lot, LotState, Movement, MovementKind, check_balance
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import Actor, StockService, precondition
 from services.inventory.store import reservations as store
@@ -59,32 +61,21 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import organisation_of
-from services.inventory.store.stock import LotView
-
-
-@dataclass(frozen=True)
-class ReservationView:
-    row: ReservationRow
-    lines: list[tuple[ReservationLineRow, LotRow]]
-
-    @property
-    def state(self) -> ReservationState:
-        return ReservationState(self.row.state)
 
 
 @dataclass(frozen=True)
 class Dispensed:
-    reservation: ReservationView
-    movements: list[MovementRow]
-    administrations: list[AdministrationRow]
+    reservation: Reservation
+    movements: list[Movement]
+    administrations: list[Administration]
 
 
 @dataclass(frozen=True)
 class Repaired:
     """Reservations moved to other lots, and those left at risk."""
 
-    reallocated: list[ReservationView]
-    at_risk: list[ReservationView]
+    reallocated: list[Reservation]
+    at_risk: list[Reservation]
 
 
 @dataclass(frozen=True)
@@ -135,7 +126,7 @@ class ReservationService:
 
     # --- reserve, amend, release ---------------------------------------------------------------
 
-    def reserve(self, request: ReservationRequest, actor: Actor) -> ReservationView:
+    def reserve(self, request: ReservationRequest, actor: Actor) -> Reservation:
         """Idempotent by appointment: the same request again returns the reservation."""
         request = self._checked(request)
         digest = _fingerprint(request)
@@ -174,7 +165,7 @@ class ReservationService:
         v.raise_if_any()
         return dataclasses.replace(r, products=tuple(ids))
 
-    def _repeat(self, session: Session, row: ReservationRow, digest: str) -> ReservationView:
+    def _repeat(self, session: Session, row: ReservationRow, digest: str) -> Reservation:
         if row.request_hash != digest:
             raise AlreadyExists(
                 "reservation",
@@ -193,7 +184,7 @@ class ReservationService:
         actor: Actor,
         *,
         optimistic: bool,
-    ) -> ReservationView:
+    ) -> Reservation:
         now = self.clock.now()
         row = ReservationRow(
             id=new_id(),
@@ -228,7 +219,7 @@ class ReservationService:
         session.add(row)
         session.flush()  # the appointment's unique key: a repeat or a concurrent twin fails here
         held = self._hold(session, row, result, locked, now, actor)
-        return ReservationView(row, [(line, locked[line.lot_id]) for line in held])
+        return store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
 
     def amend(
         self,
@@ -238,7 +229,7 @@ class ReservationService:
         needed_on: dt.date | None,
         etag: str,
         actor: Actor,
-    ) -> ReservationView:
+    ) -> Reservation:
         row = store.reservation_row(session, reservation_id, for_update=True)
         if etag:
             check_etag(etag, row.revision, field="etag", resource=f"reservation {row.id}")
@@ -267,7 +258,7 @@ class ReservationService:
         self._touch(row, ReservationState.ACTIVE, now)
         return self._view(session, row)
 
-    def release(self, session: Session, reservation_id: str, actor: Actor) -> ReservationView:
+    def release(self, session: Session, reservation_id: str, actor: Actor) -> Reservation:
         row = store.reservation_row(session, reservation_id, for_update=True)
         if row.state == ReservationState.RELEASED.value:
             return self._view(session, row)
@@ -413,7 +404,11 @@ class ReservationService:
             self.stock.settle(session, lot, now)
         self._touch(row, ReservationState.DISPENSED, now)
         session.flush()
-        return Dispensed(self._view(session, row), movements, traces)
+        return Dispensed(
+            self._view(session, row),
+            lots_store.recorded(session, movements),
+            [store.to_administration(a) for a in traces],
+        )
 
     def lot_for_scan(
         self, session: Session, reservation_id: str, gtin: str, lot_number: str, field: str
@@ -440,7 +435,7 @@ class ReservationService:
 
     def record_waste(
         self, session: Session, lot_id: str, vials: int, reason: str, actor: Actor
-    ) -> tuple[LotView, MovementRow, list[ReservationView]]:
+    ) -> tuple[Lot, Movement, list[Reservation]]:
         """Whole vials lost (damaged, expired, a temperature excursion...). Vials are physical:
         if some were reserved, those reservations move to other lots or become at risk."""
         if vials <= 0:
@@ -454,7 +449,7 @@ class ReservationService:
         movement = self._move(session, lot, MovementKind.WASTE, -vials, 0, now, actor, reason)
         repaired = self._displace(session, lot, now, actor)
         view = self.stock.settle(session, lot, now)
-        return view, movement, repaired
+        return view, lots_store.recorded(session, [movement])[0], repaired
 
     def transfer(
         self,
@@ -464,7 +459,7 @@ class ReservationService:
         to_unit_id: str,
         vials: int,
         actor: Actor,
-    ) -> tuple[LotView, LotView, list[MovementRow]]:
+    ) -> tuple[Lot, Lot, list[Movement]]:
         v = Violations()
         if vials <= 0:
             v.add("vials", "must be at least 1")
@@ -548,12 +543,12 @@ class ReservationService:
         return (
             self.stock.settle(session, source, now),
             self.stock.settle(session, target, now),
-            [out, into],
+            lots_store.recorded(session, [out, into]),
         )
 
     def return_to_supplier(
         self, session: Session, lot_id: str, vials: int, actor: Actor
-    ) -> tuple[LotView, MovementRow]:
+    ) -> tuple[Lot, Movement]:
         if vials <= 0:
             raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
         lot = lots_store.lot_row(session, lot_id, for_update=True)
@@ -566,13 +561,13 @@ class ReservationService:
         movement = self._move(
             session, lot, MovementKind.RETURN_TO_SUPPLIER, -vials, 0, now, actor, "RETURNED"
         )
-        return self.stock.settle(session, lot, now), movement
+        return self.stock.settle(session, lot, now), lots_store.recorded(session, [movement])[0]
 
     # --- recall and expiry ---------------------------------------------------------------------
 
     def recall(
         self, session: Session, product_id: str, lot_number: str, actor: Actor
-    ) -> tuple[list[LotView], Repaired, int]:
+    ) -> tuple[list[Lot], Repaired, int]:
         v = Violations()
         if not product_id:
             v.add("product_id", "is required")
@@ -631,7 +626,7 @@ class ReservationService:
 
     def expiry_check(
         self, site_id: str, as_of: dt.date | None = None
-    ) -> tuple[list[LotView], Repaired, list[tuple[LotView, int, int]]]:
+    ) -> tuple[list[Lot], Repaired, list[tuple[Lot, int, int]]]:
         """The daily job: expired lots become EXPIRED; reservations on lots that will not be
         usable on their day move to other lots; LOT_EXPIRING once per lot and threshold."""
         with self.db.write() as session:
@@ -701,7 +696,7 @@ class ReservationService:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def get(self, reservation_id: str, appointment_id: str) -> ReservationView:
+    def get(self, reservation_id: str, appointment_id: str) -> Reservation:
         with self.db.read() as session:
             if reservation_id:
                 return self._view(session, store.reservation_row(session, reservation_id))
@@ -719,7 +714,7 @@ class ReservationService:
         needed_from: dt.date | None,
         needed_to: dt.date | None,
         page: PageRequest,
-    ) -> list[ReservationView]:
+    ) -> list[Reservation]:
         product_id = self.stock.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_reservations(
@@ -729,10 +724,11 @@ class ReservationService:
 
     def recipients(
         self, product_id: str, lot_number: str, page: PageRequest
-    ) -> list[AdministrationRow]:
+    ) -> list[Administration]:
         with self.db.read() as session:
             product = self.catalogue.get(product_id)
-            return store.recipients(session, product.id, lot_number, page)
+            rows = store.recipients(session, product.id, lot_number, page)
+            return [store.to_administration(a) for a in rows]
 
     # --- the machinery -------------------------------------------------------------------------
 
@@ -853,7 +849,7 @@ class ReservationService:
 
     def _displace(
         self, session: Session, lot: LotRow, now: dt.datetime, actor: Actor
-    ) -> list[ReservationView]:
+    ) -> list[Reservation]:
         """After a loss, move reservations off the lot (latest needed-on day first) until
         what it holds covers what is reserved on it."""
         moved: list[ReservationRow] = []
@@ -979,17 +975,18 @@ class ReservationService:
         row.revision += 1
         row.updated_at = now
 
-    def _view(self, session: Session, row: ReservationRow) -> ReservationView:
+    def _view(self, session: Session, row: ReservationRow) -> Reservation:
         return self._views(session, [row])[0]
 
-    def _views(self, session: Session, rows: Sequence[ReservationRow]) -> list[ReservationView]:
+    def _views(self, session: Session, rows: Sequence[ReservationRow]) -> list[Reservation]:
         session.flush()
         held = store.lines(session, [r.id for r in rows])
         lots = store.lots(
             session, {line.lot_id for lines in held.values() for line in lines}, for_update=False
         )
         return [
-            ReservationView(r, [(line, lots[line.lot_id]) for line in held[r.id]]) for r in rows
+            store.to_reservation(r, [(line, lots[line.lot_id]) for line in held[r.id]])
+            for r in rows
         ]
 
 

@@ -29,7 +29,9 @@ from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
     STATE_MOVEMENTS,
     Balance,
+    Lot,
     LotState,
+    Movement,
     MovementKind,
     Receipt,
     check_balance,
@@ -39,8 +41,7 @@ from services.inventory.domain.stock import (
 )
 from services.inventory.site_service import SiteService
 from services.inventory.store import stock as store
-from services.inventory.store.models import LotRow, MovementRow
-from services.inventory.store.stock import LotView
+from services.inventory.store.models import LotRow
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,7 @@ class StockService:
             gtin=scan.gtin,
         )
 
-    def receive(
-        self, session: Session, receipt: Receipt, actor: Actor
-    ) -> tuple[LotView, MovementRow]:
+    def receive(self, session: Session, receipt: Receipt, actor: Actor) -> tuple[Lot, Movement]:
         try:
             product = self.catalogue.get(receipt.product_id)
         except NotFound as missing:
@@ -225,16 +224,16 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self.settle(session, lot, now), movement
+        return self.settle(session, lot, now), store.recorded(session, [movement])[0]
 
     # --- state changes -------------------------------------------------------------------------
 
-    def quarantine(self, session: Session, lot_id: str, actor: Actor) -> LotView:
+    def quarantine(self, session: Session, lot_id: str, actor: Actor) -> Lot:
         lot = store.lot_row(session, lot_id, for_update=True)
         check_transition(lot.id, LotState(lot.state), LotState.QUARANTINED)
         return self.change_state(session, lot, LotState.QUARANTINED, actor)
 
-    def release(self, session: Session, lot_id: str, actor: Actor) -> LotView:
+    def release(self, session: Session, lot_id: str, actor: Actor) -> Lot:
         lot = store.lot_row(session, lot_id, for_update=True)
         if LotState(lot.state) is not LotState.QUARANTINED:
             raise precondition(
@@ -246,9 +245,7 @@ class StockService:
             )
         return self.change_state(session, lot, LotState.AVAILABLE, actor)
 
-    def change_state(
-        self, session: Session, lot: LotRow, wanted: LotState, actor: Actor
-    ) -> LotView:
+    def change_state(self, session: Session, lot: LotRow, wanted: LotState, actor: Actor) -> Lot:
         """Set a checked state and record it as a vial-less movement of the matching kind."""
         kind, code = _STATE_MOVEMENT[wanted]
         now = self.clock.now()
@@ -271,7 +268,7 @@ class StockService:
 
     def record_count(
         self, session: Session, lot_id: str, counted: int, actor: Actor
-    ) -> tuple[LotView, MovementRow | None]:
+    ) -> tuple[Lot, Movement | None]:
         if counted < 0:
             raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
         lot = store.lot_row(session, lot_id, for_update=True)
@@ -293,11 +290,9 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self.settle(session, lot, now), movement
+        return self.settle(session, lot, now), store.recorded(session, [movement])[0]
 
-    def reverse(
-        self, session: Session, movement_id: str, actor: Actor
-    ) -> tuple[MovementRow, LotView]:
+    def reverse(self, session: Session, movement_id: str, actor: Actor) -> tuple[Movement, Lot]:
         original = store.movement_row(session, movement_id)
         kind = MovementKind(original.kind)
         if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
@@ -329,9 +324,9 @@ class StockService:
             request_id=actor.request_id,
             reverses=original.id,
         )
-        return reversal, self.settle(session, lot, now)
+        return store.recorded(session, [reversal])[0], self.settle(session, lot, now)
 
-    def settle(self, session: Session, lot: LotRow, now: dt.datetime) -> LotView:
+    def settle(self, session: Session, lot: LotRow, now: dt.datetime) -> Lot:
         """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
         current = store.view(session, lot)
         wanted = state_after_quantity_change(current.state, current.balance)
@@ -349,7 +344,7 @@ class StockService:
         wrong = [(lot_id, kept, summed) for lot_id, kept, summed, _ in rows if kept != summed]
         return Reconciliation(len(rows), sum(n for *_, n in rows), wrong)
 
-    def get_lot(self, lot_id: str) -> LotView:
+    def get_lot(self, lot_id: str) -> Lot:
         with self.db.read() as session:
             return store.view(session, store.lot_row(session, lot_id))
 
@@ -365,25 +360,25 @@ class StockService:
         state: LotState | None,
         lot_number: str,
         page: PageRequest,
-    ) -> list[LotView]:
+    ) -> list[Lot]:
         product_id = self.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_lots(session, site_id, product_id, state, lot_number, page)
             sums = store.balances(session, [r.id for r in rows])
-            return [LotView(r, sums[r.id]) for r in rows]
+            return [store.to_lot(r, sums[r.id]) for r in rows]
 
     def list_movements(
         self, lot_id: str, site_id: str, page: PageRequest
-    ) -> list[tuple[MovementRow, str]]:
+    ) -> list[tuple[Movement, str]]:
         """Movements with the id of the reversal that undid each ('' when none)."""
         with self.db.read() as session:
             rows = store.list_movements(session, lot_id, site_id, page)
             undone = store.reversal_of(session, [r.id for r in rows])
-            return [(r, undone.get(r.id, "")) for r in rows]
+            return [(store.to_movement(r), undone.get(r.id, "")) for r in rows]
 
     def stock_levels(
         self, site_id: str, product_id: str, as_of: dt.date | None
-    ) -> tuple[list[ProductLevel], list[LotView]]:
+    ) -> tuple[list[ProductLevel], list[Lot]]:
         day = as_of or self.today(site_id)
         product_id = self.product_filter(product_id)
         with self.db.read() as session:
@@ -397,12 +392,12 @@ class StockService:
                 last = batch[page.size - 1]
                 page = PageRequest(page.size, [last.expiry_date.isoformat(), last.id])
             sums = store.balances(session, [r.id for r in rows])
-        lots = [LotView(r, sums[r.id]) for r in rows if sums[r.id].on_hand > 0]
+        lots = [store.to_lot(r, sums[r.id]) for r in rows if sums[r.id].on_hand > 0]
         totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
         for lot in lots:
-            grams = lot.row.presentation_grams
-            available = lot.balance.available(lot.state, lot.row.expiry_date, day)
-            t = totals[lot.row.product_id]
+            grams = lot.presentation_grams
+            available = lot.available(day)
+            t = totals[lot.product_id]
             t[0] += lot.balance.on_hand
             t[1] += lot.balance.reserved
             t[2] += available

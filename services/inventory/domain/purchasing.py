@@ -28,6 +28,37 @@ OPEN_STATES = frozenset({OrderState.OPEN, OrderState.PARTIALLY_RECEIVED})
 
 
 @dataclass(frozen=True)
+class OrderLine:
+    id: str
+    line_number: int
+    product_id: str
+    presentation_grams: Decimal
+    vials_ordered: int
+    vials_received: int
+    unit_cost: Decimal
+    currency: str
+
+    @property
+    def remaining(self) -> int:
+        return self.vials_ordered - self.vials_received
+
+
+@dataclass
+class PurchaseOrder:
+    id: str
+    site_id: str
+    supplier: str
+    state: OrderState
+    expected_date: dt.date | None
+    reference: str
+    cancel_reason: str
+    revision: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    lines: list[OrderLine]
+
+
+@dataclass(frozen=True)
 class DraftLine:
     product_id: str
     presentation_grams: Decimal | None

@@ -67,6 +67,74 @@ def validate_request(r: ReservationRequest, site_today: dt.date | None) -> Viola
 
 
 @dataclass(frozen=True)
+class HeldLine:
+    """Vials of one lot held for a reservation, with the lot facts a pharmacy reads."""
+
+    lot_id: str
+    product_id: str
+    lot_number: str
+    presentation_grams: Decimal
+    expiry_date: dt.date
+    vials: int
+
+
+@dataclass
+class Reservation:
+    """Vials set aside for one appointment. Grams are integer milligrams, as stored."""
+
+    id: str
+    appointment_id: str
+    site_id: str
+    patient_id: str
+    product_id: str
+    alternative_product_ids: tuple[str, ...]
+    grams_mg: int
+    rounding_band_percent: Decimal
+    needed_on: dt.date
+    state: ReservationState
+    allocated_product_id: str
+    allocated_mg: int
+    at_risk_reason: str
+    revision: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    lines: list[HeldLine]
+
+    @property
+    def grams(self) -> Decimal:
+        return from_mg(self.grams_mg)
+
+    @property
+    def allocated_grams(self) -> Decimal:
+        return from_mg(self.allocated_mg)
+
+    @property
+    def overfill_grams(self) -> Decimal:
+        """What the vials held give beyond the dose (0 when nothing is held)."""
+        if not self.allocated_mg:
+            return Decimal(0)
+        return max(self.allocated_grams - self.grams, Decimal(0))
+
+
+@dataclass(frozen=True)
+class Administration:
+    """The trace a recall follows: which patient got how much of which lot, when."""
+
+    id: str
+    reservation_id: str
+    patient_id: str
+    appointment_id: str
+    site_id: str
+    lot_id: str
+    product_id: str
+    lot_number: str
+    vials: int
+    grams_administered: Decimal
+    grams_wasted: Decimal
+    administered_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class OpenedVials:
     lot_id: str
     vials: int

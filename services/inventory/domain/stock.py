@@ -80,6 +80,59 @@ class Balance:
         return max(self.on_hand - self.reserved, 0)
 
 
+@dataclass
+class Lot:
+    """One manufacturer lot of one presentation at one site, with its balance (the ledger's
+    sums). The use cases load it, ask it what a change means, and store what it answers."""
+
+    id: str
+    site_id: str
+    product_id: str
+    presentation_grams: Decimal
+    gtin: str
+    lot_number: str
+    expiry_date: dt.date
+    state: LotState
+    unit_cost: Decimal
+    currency: str
+    supplier: str
+    purchase_order_id: str
+    storage_unit_id: str
+    balance: Balance
+    revision: int
+    created_at: dt.datetime
+
+    def available(self, on: dt.date) -> int:
+        """Vials that can still be promised for a day at the lot's site."""
+        return self.balance.available(self.state, self.expiry_date, on)
+
+    @property
+    def free(self) -> int:
+        """On hand and not reserved for any appointment, whatever the lot's state."""
+        return self.balance.on_hand - self.balance.reserved
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One ledger entry as recorded: never changed; a mistake is undone by a REVERSAL."""
+
+    id: str
+    lot_id: str
+    site_id: str
+    kind: MovementKind
+    on_hand_delta: int
+    reserved_delta: int
+    unit_cost: Decimal
+    currency: str
+    reason_code: str
+    note: str
+    actor: str
+    request_id: str
+    created_at: dt.datetime
+    seq: int
+    reverses_movement_id: str = ""
+
+
 @dataclass(frozen=True)
 class Receipt:
     site_id: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -14,19 +13,58 @@ from sqlalchemy.orm import Session
 from services.common.errors import Aborted, NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.domain.stock import Balance, LotState, MovementKind
+from services.inventory.domain.stock import Balance, Lot, LotState, Movement, MovementKind
 from services.inventory.store.models import LotRow, MovementRow
 from services.inventory.store.site_scope import check_site, in_scope
 
 
-@dataclass(frozen=True)
-class LotView:
-    row: LotRow
-    balance: Balance
+def to_lot(row: LotRow, balance: Balance | None = None) -> Lot:
+    """The domain lot of a row; ``balance`` defaults to the projections kept on the row."""
+    return Lot(
+        id=row.id,
+        site_id=row.site_id,
+        product_id=row.product_id,
+        presentation_grams=row.presentation_grams,
+        gtin=row.gtin,
+        lot_number=row.lot_number,
+        expiry_date=row.expiry_date,
+        state=LotState(row.state),
+        unit_cost=row.unit_cost,
+        currency=row.currency,
+        supplier=row.supplier,
+        purchase_order_id=row.purchase_order_id,
+        storage_unit_id=row.storage_unit_id,
+        balance=balance or Balance(row.on_hand_vials, row.reserved_vials),
+        revision=row.revision,
+        created_at=row.created_at,
+    )
 
-    @property
-    def state(self) -> LotState:
-        return LotState(self.row.state)
+
+def to_movement(row: MovementRow) -> Movement:
+    return Movement(
+        id=row.id,
+        lot_id=row.lot_id,
+        site_id=row.site_id,
+        kind=MovementKind(row.kind),
+        on_hand_delta=row.on_hand_delta,
+        reserved_delta=row.reserved_delta,
+        unit_cost=row.unit_cost,
+        currency=row.currency,
+        reason_code=row.reason_code,
+        note=row.note,
+        actor=row.actor,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        seq=row.seq,
+        reverses_movement_id=row.reverses_movement_id or "",
+    )
+
+
+def recorded(session: Session, rows: Sequence[MovementRow]) -> list[Movement]:
+    """Movements just appended, as domain values: flushed first, so each has its ledger
+    sequence number."""
+    session.flush()
+    return [to_movement(row) for row in rows]
 
 
 def lot_row(session: Session, lot_id: str, *, for_update: bool = False) -> LotRow:
@@ -117,8 +155,8 @@ def projections_and_ledger(
     ]
 
 
-def view(session: Session, row: LotRow) -> LotView:
-    return LotView(row, Balance(row.on_hand_vials, row.reserved_vials))
+def view(session: Session, row: LotRow) -> Lot:
+    return to_lot(row)
 
 
 def add_movement(
