@@ -8,20 +8,17 @@ opens the write transaction and answers a repeated request_id with the stored re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as pb
 from infusion.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from services.common.convert import parse_date
+from services.common.crud import Mutations, listed, masked, parsed
 from services.common.errors import FieldViolation, InvalidArgument, Violations, required
-from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
-from services.common.pagination import page_request, split_page
 from services.inventory.api import cost, planning, products, reservations, sites, stock
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.cost_service import CostService
@@ -33,8 +30,6 @@ from services.inventory.purchase_orders import PurchaseOrders
 from services.inventory.reservation_service import ReservationService
 from services.inventory.site_service import SiteService
 from services.inventory.stock_service import Actor, StockService
-
-R = TypeVar("R", bound=Message)
 
 
 class InventoryServicer(pb_grpc.InventoryServiceServicer):
@@ -51,7 +46,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         costs: CostService,
         events: OutgoingEvents,
     ) -> None:
-        self.idempotency = idempotency
+        self._mutate = Mutations(idempotency, "inventory")
         self.catalogue = catalogue
         self.sites = sites
         self.stock = stock
@@ -61,9 +56,6 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         self.costs = costs
         self.events = events
 
-    def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[[Session], R]) -> R:
-        return self.idempotency.run(f"inventory.{name}", request, rtype, fn)
-
     def _lot_out(self, lot: Lot) -> pb.Lot:
         """A lot as its site sees it: "available" counts only vials in date there today."""
         return stock.lot_out(lot, self.stock.today(lot.site_id))
@@ -71,9 +63,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     # --- products ------------------------------------------------------------------------------
 
     def CreateProduct(self, request: pb.CreateProductRequest, context: grpc.ServicerContext) -> Any:
-        v = Violations()
-        product = products.product_in(request.product, v)
-        v.raise_if_any()
+        product = parsed(products.product_in, request.product)
         active = True  # a new product is active; UpdateProduct can retire it
         return self._mutate(
             "CreateProduct",
@@ -93,12 +83,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         ig_class = products.reverse(products.IG_CLASS).get(request.ig_class)
         route = products.reverse(products.ROUTE).get(request.route)
         scope = f"products:{request.ig_class}:{request.route}:{request.include_inactive}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.catalogue.list(ig_class, route, request.include_inactive, page),
-            page,
-            lambda p: [p.id],
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
             scope=scope,
+            fetch=lambda page: self.catalogue.list(ig_class, route, request.include_inactive, page),
+            key=lambda p: [p.id],
         )
         return pb.ListProductsResponse(
             products=[products.product_out(p) for p in rows], next_page_token=token
@@ -109,17 +99,14 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             raise InvalidArgument([FieldViolation("product.id", "is required")])
 
         def change(current: StoredProduct) -> tuple[Product, bool]:
-            merged: pb.Product = apply_mask(  # type: ignore[assignment]
+            return masked(
                 products.product_out(current),
                 request.product,
                 request.update_mask,
                 products.MUTABLE,
                 prefix="product",
+                translate=lambda merged, v: (products.product_in(merged, v), merged.active),
             )
-            v = Violations()
-            product = products.product_in(merged, v)
-            v.raise_if_any()
-            return product, merged.active
 
         return self._mutate(
             "UpdateProduct",
@@ -154,14 +141,14 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     def ListLots(self, request: pb.ListLotsRequest, context: grpc.ServicerContext) -> Any:
         state = stock.LOT_STATE_IN.get(request.state)
         scope = f"lots:{request.site_id}:{request.product_id}:{request.state}:{request.lot_number}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.stock.list_lots(
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope=scope,
+            fetch=lambda page: self.stock.list_lots(
                 request.site_id, request.product_id, state, request.lot_number, page
             ),
-            page,
-            lambda lot: [lot.expiry_date.isoformat(), lot.id],
-            scope=scope,
+            key=lambda lot: [lot.expiry_date.isoformat(), lot.id],
         )
         return pb.ListLotsResponse(lots=[self._lot_out(r) for r in rows], next_page_token=token)
 
@@ -220,12 +207,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         if not request.lot_id and not request.site_id:
             raise InvalidArgument([FieldViolation("lot_id", "give a lot_id or a site_id")])
         scope = f"movements:{request.lot_id}:{request.site_id}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.stock.list_movements(request.lot_id, request.site_id, page),
-            page,
-            lambda pair: [str(pair[0].seq)],
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
             scope=scope,
+            fetch=lambda page: self.stock.list_movements(request.lot_id, request.site_id, page),
+            key=lambda pair: [str(pair[0].seq)],
         )
         return pb.ListMovementsResponse(
             movements=[stock.movement_out(m, by) for m, by in rows], next_page_token=token
@@ -268,9 +255,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     def ListStockSites(
         self, request: pb.ListStockSitesRequest, context: grpc.ServicerContext
     ) -> Any:
-        page = page_request(request.page_size, request.page_token, scope="stock-sites")
-        rows, token = split_page(
-            self.sites.list_sites(page), page, lambda pair: [pair[0].id], scope="stock-sites"
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope="stock-sites",
+            fetch=self.sites.list_sites,
+            key=lambda pair: [pair[0].id],
         )
         return pb.ListStockSitesResponse(
             sites=[sites.site_out(site, created) for site, created in rows], next_page_token=token
@@ -362,9 +352,11 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             f"reservations:{request.site_id}:{request.product_id}:{request.patient_id}:"
             f"{request.state}:{start}:{end}"
         )
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.reservations.list_reservations(
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope=scope,
+            fetch=lambda page: self.reservations.list_reservations(
                 request.site_id,
                 request.product_id,
                 request.patient_id,
@@ -373,9 +365,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                 end,
                 page,
             ),
-            page,
-            lambda r: [r.needed_on.isoformat(), r.id],
-            scope=scope,
+            key=lambda r: [r.needed_on.isoformat(), r.id],
         )
         return pb.ListReservationsResponse(
             reservations=[reservations.reservation_out(r) for r in rows], next_page_token=token
@@ -488,12 +478,14 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         v.require(request.lot_number, "lot_number")
         v.raise_if_any()
         scope = f"recipients:{request.product_id}:{request.lot_number}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.reservations.recipients(request.product_id, request.lot_number, page),
-            page,
-            lambda a: [a.id],
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
             scope=scope,
+            fetch=lambda page: self.reservations.recipients(
+                request.product_id, request.lot_number, page
+            ),
+            key=lambda a: [a.id],
         )
         return pb.ListLotRecipientsResponse(
             administrations=[reservations.administration_out(a) for a in rows],
@@ -617,12 +609,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     ) -> Any:
         state = planning.ORDER_STATE_IN.get(request.state)
         scope = f"purchase-orders:{request.site_id}:{request.state}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.orders.list_orders(request.site_id, state, page),
-            page,
-            lambda order: [order.id],
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
             scope=scope,
+            fetch=lambda page: self.orders.list_orders(request.site_id, state, page),
+            key=lambda order: [order.id],
         )
         return pb.ListPurchaseOrdersResponse(
             purchase_orders=[planning.order_out(x) for x in rows], next_page_token=token
