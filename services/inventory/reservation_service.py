@@ -33,24 +33,29 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
-from services.common.reasons import Rule
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
 from services.inventory.domain.reservations import (
     OPEN_STATES,
     Administration,
-    OpenedVials,
+    DispenseInput,
     Reservation,
     ReservationRequest,
     ReservationState,
     from_mg,
-    split_waste,
     to_mg,
     validate_request,
 )
-from services.inventory.domain.stock import Lot, LotState, Movement, MovementKind, check_balance
+from services.inventory.domain.stock import (
+    Lot,
+    LotState,
+    Movement,
+    MovementKind,
+    check_balance,
+    precondition,
+)
 from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService, precondition
+from services.inventory.stock_service import Actor, StockService
 from services.inventory.store import reservations as store
 from services.inventory.store import stock as lots_store
 from services.inventory.store.models import (
@@ -76,19 +81,6 @@ class Repaired:
 
     reallocated: list[Reservation]
     at_risk: list[Reservation]
-
-
-@dataclass(frozen=True)
-class DispenseInput:
-    reservation_id: str
-    lines: list[tuple[str, int]]  # (lot id, vials); scans already resolved to lot ids
-    grams_administered: Decimal
-    grams_wasted: Decimal
-    patient_id: str
-    appointment_id: str
-    allow_over_reservation: bool
-    override_reason: str
-    administered_at: dt.datetime | None
 
 
 class _ChosenLotsChanged(Exception):
@@ -233,20 +225,12 @@ class ReservationService:
         row = store.reservation_row(session, reservation_id, for_update=True)
         if etag:
             check_etag(etag, row.revision, field="etag", resource=f"reservation {row.id}")
-        self._must_be_open(row)
-        request = ReservationRequest(
-            appointment_id=row.appointment_id,
-            site_id=row.site_id,
-            patient_id=row.patient_id,
-            products=(row.product_id, *row.alternative_product_ids),
-            grams=from_mg(row.grams_mg) if grams is None else grams,
-            band_percent=row.rounding_band_percent,
-            needed_on=needed_on or row.needed_on,
-        )
-        validate_request(request, self.sites.today(row.site_id, session)).raise_if_any()
+        # the figures only: the vials held are released and chosen again below, in the ledger
+        reservation = store.to_reservation(row, [])
+        request = reservation.amend(grams, needed_on, self.sites.today(row.site_id, session))
         now = self.clock.now()
-        row.grams_mg = to_mg(request.grams)
-        row.needed_on = request.needed_on
+        row.grams_mg = reservation.grams_mg
+        row.needed_on = reservation.needed_on
         row.request_hash = _fingerprint(request)
         held = store.lines(session, [row.id])[row.id]
         locked = self._lock(session, row, [line.lot_id for line in held])
@@ -260,107 +244,54 @@ class ReservationService:
 
     def release(self, session: Session, reservation_id: str, actor: Actor) -> Reservation:
         row = store.reservation_row(session, reservation_id, for_update=True)
-        if row.state == ReservationState.RELEASED.value:
-            return self._view(session, row)
-        self._must_be_open(row)
         held = store.lines(session, [row.id])[row.id]
         locked = store.lots(session, [line.lot_id for line in held], for_update=True)
+        reservation = store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
+        if not reservation.release():
+            return reservation
         now = self.clock.now()
         self._release_lines(session, row, held, locked, now, actor, "RELEASED")
-        row.at_risk_reason = ""
-        self._touch(row, ReservationState.RELEASED, now)
+        row.at_risk_reason = reservation.at_risk_reason
+        self._touch(row, reservation.state, now)
         return self._view(session, row)
 
     # --- dispensing, waste, transfers, returns -------------------------------------------------
 
     def dispense(self, session: Session, d: DispenseInput, actor: Actor) -> Dispensed:
+        """Load the reservation and the lots it holds or names, let the reservation check and
+        book the dispense, then write the ledger and the administration traces."""
         row = store.reservation_row(session, d.reservation_id, for_update=True)
-        v = Violations()
-        if d.patient_id and row.patient_id and d.patient_id != row.patient_id:
-            v.add("patient_id", f"the reservation is for patient {row.patient_id}")
-        if d.appointment_id and d.appointment_id != row.appointment_id:
-            v.add("appointment_id", f"the reservation is for appointment {row.appointment_id}")
-        if not d.lines:
-            v.add("vials", "name the lots and vials opened")
-        for i, (lot_id, vials) in enumerate(d.lines):
-            if vials <= 0:
-                v.add(f"vials[{i}].vials", "must be at least 1")
-            if not lot_id:
-                v.add(f"vials[{i}].lot_id", "give a lot_id or scan the vial")
-        if len({lot_id for lot_id, _ in d.lines}) != len(d.lines):
-            v.add("vials", "name each lot once")
-        if d.allow_over_reservation and not d.override_reason.strip():
-            v.add("override_reason", "is required with allow_over_reservation")
-        v.raise_if_any()
-        self._must_be_open(row)
-        held = {line.lot_id: line for line in store.lines(session, [row.id])[row.id]}
-        locked = store.lots(session, set(held) | {lot for lot, _ in d.lines}, for_update=True)
-        missing = [lot for lot, _ in d.lines if lot not in locked]
-        if missing:
-            raise InvalidArgument([FieldViolation("vials", f"no lot {missing[0]!r}")])
+        held = store.lines(session, [row.id])[row.id]
+        locked = store.lots(
+            session, {line.lot_id for line in held} | {lot for lot, _ in d.lines}, for_update=True
+        )
+        reservation = store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
         when = d.administered_at or self.clock.now()
         day = self.sites.get(row.site_id, session).local_date(when)
-        opened = [OpenedVials(lot, n, locked[lot].presentation_grams) for lot, n in d.lines]
-        shares = split_waste(opened, d.grams_administered, d.grams_wasted, v)
-        v.raise_if_any()
-        problems = []
-        for lot_id, _ in d.lines:
-            lot = locked[lot_id]
-            if lot.site_id != row.site_id:
-                problems.append(_rule("LOT_AT_SITE", lot, f"lot is at site {lot.site_id}"))
-            elif lot.state != LotState.AVAILABLE.value:
-                problems.append(_rule("LOT_USABLE", lot, f"lot {lot.lot_number} is {lot.state}"))
-            elif lot.expiry_date < day:
-                problems.append(
-                    _rule("LOT_IN_DATE", lot, f"lot {lot.lot_number} expired {lot.expiry_date}")
-                )
-        dose = from_mg(row.grams_mg)
-        if d.grams_administered > dose and not d.allow_over_reservation:
-            problems.append(
-                PreconditionViolation(
-                    "DISPENSE_WITHIN_RESERVATION",
-                    f"reservations/{row.id}",
-                    f"{d.grams_administered} g given is more than the {dose} g reserved; "
-                    "set allow_over_reservation with a reason",
-                )
-            )
-        if problems:
-            raise FailedPrecondition(problems)
+        lots = {lot_id: lots_store.to_lot(lot) for lot_id, lot in locked.items()}
+        done = reservation.dispense(d, lots, day)
         now = self.clock.now()
         movements: list[MovementRow] = []
         traces: list[AdministrationRow] = []
-        note = d.override_reason if d.allow_over_reservation else actor.reason
-        for (lot_id, vials), (given, wasted) in zip(d.lines, shares, strict=True):
-            lot = locked[lot_id]
-            from_reserved = min(vials, held[lot_id].vials) if lot_id in held else 0
-            free = lot.on_hand_vials - lot.reserved_vials
-            if vials - from_reserved > free:
-                raise FailedPrecondition(
-                    [
-                        _rule(
-                            "VIALS_FREE",
-                            lot,
-                            f"lot {lot.lot_number} has {free} vial(s) not reserved for other "
-                            f"appointments; {vials - from_reserved} more were asked for",
-                        )
-                    ]
-                )
+        note = actor.reason if done.override_reason is None else done.override_reason
+        for opened in done.opened:
+            lot = locked[opened.lot.id]
             movements.append(
                 self._move(
                     session,
                     lot,
                     MovementKind.DISPENSE,
-                    -vials,
-                    -from_reserved,
+                    -opened.vials,
+                    -opened.from_reserved,
                     now,
                     actor,
                     "DISPENSED",
                     row.id,
-                    grams=given,
+                    grams=opened.grams_given,
                     note=note,
                 )
             )
-            if wasted:
+            if opened.grams_wasted:
                 movements.append(
                     self._move(
                         session,
@@ -372,11 +303,9 @@ class ReservationService:
                         actor,
                         "OPENED_UNUSED",
                         row.id,
-                        grams=wasted,
+                        grams=opened.grams_wasted,
                     )
                 )
-            if lot_id in held:
-                held[lot_id].vials -= from_reserved
             trace = AdministrationRow(
                 id=new_id(),
                 reservation_id=row.id,
@@ -386,9 +315,9 @@ class ReservationService:
                 lot_id=lot.id,
                 product_id=lot.product_id,
                 lot_number=lot.lot_number,
-                vials=vials,
-                grams_administered=given,
-                grams_wasted=wasted,
+                vials=opened.vials,
+                grams_administered=opened.grams_given,
+                grams_wasted=opened.grams_wasted,
                 unit_cost=lot.unit_cost,
                 currency=lot.currency,
                 presentation_grams=lot.presentation_grams,
@@ -396,13 +325,15 @@ class ReservationService:
             )
             session.add(trace)
             traces.append(trace)
-        leftovers = [line for line in held.values() if line.vials > 0]
+        for line in held:
+            line.vials = done.unused[line.lot_id]
+        leftovers = [line for line in held if line.vials > 0]
         self._release_lines(session, row, leftovers, locked, now, actor, "NOT_USED")
         store.clear_lines(session, row.id)
         for lot in locked.values():
             check_balance(lot.id, lots_store.view(session, lot).balance)
             self.stock.settle(session, lot, now)
-        self._touch(row, ReservationState.DISPENSED, now)
+        self._touch(row, reservation.state, now)
         session.flush()
         return Dispensed(
             self._view(session, row),
@@ -585,10 +516,12 @@ class ReservationService:
         locked = store.lots(session, [r.id for r in rows], for_update=True)
         now = self.clock.now()
         views = []
-        for lot in locked.values():
-            if lot.state != LotState.RECALLED.value:
-                self.stock.change_state(session, lot, LotState.RECALLED, actor)
-            views.append(lots_store.view(session, lot))
+        for row in locked.values():
+            current = lots_store.to_lot(row)
+            entry = current.recall()
+            if entry is not None:
+                self.stock.record(session, row, current, entry, actor)
+            views.append(lots_store.view(session, row))
         repaired = self._repair(
             session, store.holding(session, list(locked), OPEN_STATES), now, actor, "RECALLED"
         )
@@ -637,14 +570,12 @@ class ReservationService:
             rows = lots_store.list_lots(session, site_id, "", None, "", PageRequest(10_000, None))
             locked = store.lots(session, [r.id for r in rows], for_update=True)
             expired = []
-            for lot in locked.values():
-                if lot.expiry_date < today and lot.state in (
-                    LotState.AVAILABLE.value,
-                    LotState.QUARANTINED.value,
-                    LotState.DEPLETED.value,
-                ):
-                    self.stock.change_state(session, lot, LotState.EXPIRED, actor)
-                    expired.append(lots_store.view(session, lot))
+            for row in locked.values():
+                current = lots_store.to_lot(row)
+                entry = current.expire(today)
+                if entry is not None:
+                    self.stock.record(session, row, current, entry, actor)
+                    expired.append(lots_store.view(session, row))
             unusable = [
                 r
                 for r in store.holding(session, list(locked), OPEN_STATES)
@@ -958,18 +889,6 @@ class ReservationService:
             )
         return FailedPrecondition(items, reason="STOCK_SHORT")
 
-    def _must_be_open(self, row: ReservationRow) -> None:
-        if ReservationState(row.state) not in OPEN_STATES:
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "RESERVATION_OPEN",
-                        f"reservations/{row.id}",
-                        f"the reservation is {row.state}",
-                    )
-                ]
-            )
-
     def _touch(self, row: ReservationRow, state: ReservationState, now: dt.datetime) -> None:
         row.state = state.value
         row.revision += 1
@@ -988,10 +907,6 @@ class ReservationService:
             store.to_reservation(r, [(line, lots[line.lot_id]) for line in held[r.id]])
             for r in rows
         ]
-
-
-def _rule(rule: Rule, lot: LotRow, text: str) -> PreconditionViolation:
-    return PreconditionViolation(rule, f"lots/{lot.id}", text)
 
 
 def _recall_key(session: Session, product_id: str, lot_number: str, lots: Iterable[LotRow]) -> str:

@@ -15,33 +15,30 @@ from sqlalchemy.orm import Session
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PreconditionViolation,
 )
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.common.reasons import Rule
 from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
     STATE_MOVEMENTS,
     Balance,
+    Entry,
     Lot,
     LotState,
     Movement,
     MovementKind,
     Receipt,
     check_balance,
-    check_transition,
-    state_after_quantity_change,
+    precondition,
     validate_receipt,
 )
 from services.inventory.site_service import SiteService
 from services.inventory.store import stock as store
-from services.inventory.store.models import LotRow
+from services.inventory.store.models import LotRow, MovementRow
 
 
 @dataclass(frozen=True)
@@ -226,71 +223,55 @@ class StockService:
         )
         return self.settle(session, lot, now), store.recorded(session, [movement])[0]
 
-    # --- state changes -------------------------------------------------------------------------
+    # --- state changes and counts: the lot decides, this stores what it decided -----------
 
     def quarantine(self, session: Session, lot_id: str, actor: Actor) -> Lot:
-        lot = store.lot_row(session, lot_id, for_update=True)
-        check_transition(lot.id, LotState(lot.state), LotState.QUARANTINED)
-        return self.change_state(session, lot, LotState.QUARANTINED, actor)
+        row = store.lot_row(session, lot_id, for_update=True)
+        lot = store.to_lot(row)
+        entry = lot.quarantine()
+        return self.record(session, row, lot, entry, actor)[0]
 
     def release(self, session: Session, lot_id: str, actor: Actor) -> Lot:
-        lot = store.lot_row(session, lot_id, for_update=True)
-        if LotState(lot.state) is not LotState.QUARANTINED:
-            raise precondition(
-                "LOT_QUARANTINED", lot.id, f"only a quarantined lot can be released ({lot.state})"
-            )
-        if lot.expiry_date < self.today(lot.site_id):
-            raise precondition(
-                "LOT_IN_DATE", lot.id, f"lot expired on {lot.expiry_date}: it cannot be released"
-            )
-        return self.change_state(session, lot, LotState.AVAILABLE, actor)
-
-    def change_state(self, session: Session, lot: LotRow, wanted: LotState, actor: Actor) -> Lot:
-        """Set a checked state and record it as a vial-less movement of the matching kind."""
-        kind, code = _STATE_MOVEMENT[wanted]
-        now = self.clock.now()
-        store.set_state(lot, wanted, now)
-        store.add_movement(
-            session,
-            lot,
-            kind,
-            0,
-            0,
-            now,
-            reason_code=code,
-            note=actor.reason,
-            actor=actor.name,
-            request_id=actor.request_id,
-        )
-        return self.settle(session, lot, now)
-
-    # --- corrections ---------------------------------------------------------------------------
+        row = store.lot_row(session, lot_id, for_update=True)
+        lot = store.to_lot(row)
+        entry = lot.release(self.today(lot.site_id))
+        return self.record(session, row, lot, entry, actor)[0]
 
     def record_count(
         self, session: Session, lot_id: str, counted: int, actor: Actor
     ) -> tuple[Lot, Movement | None]:
-        if counted < 0:
+        if counted < 0:  # before the lot is looked up, as the field is wrong whatever the lot
             raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
-        lot = store.lot_row(session, lot_id, for_update=True)
-        balance = store.view(session, lot).balance
-        delta = counted - balance.on_hand
-        if delta == 0:
-            return store.view(session, lot), None
-        check_balance(lot.id, balance.plus(delta, 0))
+        row = store.lot_row(session, lot_id, for_update=True)
+        lot = store.to_lot(row)
+        entry = lot.count(counted)
+        if entry is None:
+            return lot, None
+        saved, movement = self.record(session, row, lot, entry, actor)
+        return saved, store.recorded(session, [movement])[0]
+
+    def record(
+        self, session: Session, row: LotRow, lot: Lot, entry: Entry, actor: Actor
+    ) -> tuple[Lot, MovementRow]:
+        """Save the state ``lot`` reached and append the ledger entry it raised; then the
+        quantity-driven state, as after any movement."""
         now = self.clock.now()
+        store.save_state(row, lot.state, now)
         movement = store.add_movement(
             session,
-            lot,
-            MovementKind.COUNT_ADJUSTMENT,
-            delta,
-            0,
+            row,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
             now,
-            reason_code="COUNT",
+            reason_code=entry.code,
             note=actor.reason,
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self.settle(session, lot, now), store.recorded(session, [movement])[0]
+        return self.settle(session, row, now), movement
+
+    # --- corrections ---------------------------------------------------------------------------
 
     def reverse(self, session: Session, movement_id: str, actor: Actor) -> tuple[Movement, Lot]:
         original = store.movement_row(session, movement_id)
@@ -326,14 +307,12 @@ class StockService:
         )
         return store.recorded(session, [reversal])[0], self.settle(session, lot, now)
 
-    def settle(self, session: Session, lot: LotRow, now: dt.datetime) -> Lot:
+    def settle(self, session: Session, row: LotRow, now: dt.datetime) -> Lot:
         """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
-        current = store.view(session, lot)
-        wanted = state_after_quantity_change(current.state, current.balance)
-        if wanted is not current.state:
-            check_transition(lot.id, current.state, wanted)
-            store.set_state(lot, wanted, now)
-        return store.view(session, lot)
+        lot = store.to_lot(row)
+        lot.settle()
+        store.save_state(row, lot.state, now)
+        return store.to_lot(row)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -408,15 +387,3 @@ class StockService:
             for pid, t in sorted(totals.items())
         ]
         return levels, lots
-
-
-_STATE_MOVEMENT = {
-    LotState.QUARANTINED: (MovementKind.QUARANTINE, "QUARANTINED"),
-    LotState.AVAILABLE: (MovementKind.RELEASE_FROM_QUARANTINE, "RELEASED"),
-    LotState.RECALLED: (MovementKind.RECALL, "RECALLED"),
-    LotState.EXPIRED: (MovementKind.EXPIRY, "EXPIRED"),
-}
-
-
-def precondition(rule: Rule, lot_id: str, text: str) -> FailedPrecondition:
-    return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

@@ -22,11 +22,12 @@ from services.common.etag import etag_for
 from services.inventory.domain.gs1 import ScanError, read_scan
 from services.inventory.domain.reservations import (
     Administration,
+    DispenseInput,
     Reservation,
     ReservationRequest,
     ReservationState,
 )
-from services.inventory.reservation_service import DispenseInput, Repaired
+from services.inventory.reservation_service import Repaired
 
 STATE: dict[ReservationState, Any] = {
     s: pb.ReservationState.Value(f"RESERVATION_STATE_{s.value}") for s in ReservationState

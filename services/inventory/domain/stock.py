@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from services.common.errors import FailedPrecondition, PreconditionViolation, Violations
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+    Violations,
+)
+from services.common.reasons import Rule
 
 
 class LotState(StrEnum):
@@ -65,6 +72,15 @@ STATE_MOVEMENTS = frozenset(
 )
 
 
+# The vial-less movement, and its reason code, that records each change of state by a verb.
+STATE_MOVEMENT = {
+    LotState.QUARANTINED: (MovementKind.QUARANTINE, "QUARANTINED"),
+    LotState.AVAILABLE: (MovementKind.RELEASE_FROM_QUARANTINE, "RELEASED"),
+    LotState.RECALLED: (MovementKind.RECALL, "RECALLED"),
+    LotState.EXPIRED: (MovementKind.EXPIRY, "EXPIRED"),
+}
+
+
 @dataclass(frozen=True)
 class Balance:
     on_hand: int = 0
@@ -110,6 +126,70 @@ class Lot:
     def free(self) -> int:
         """On hand and not reserved for any appointment, whatever the lot's state."""
         return self.balance.on_hand - self.balance.reserved
+
+    # --- lifecycle: each method checks, changes the lot, and returns the ledger entries ------
+
+    def quarantine(self) -> Entry:
+        return self._become(LotState.QUARANTINED)
+
+    def release(self, today: dt.date) -> Entry:
+        """Out of quarantine, only while still in date at the lot's site."""
+        if self.state is not LotState.QUARANTINED:
+            raise precondition(
+                "LOT_QUARANTINED", self.id, f"only a quarantined lot can be released ({self.state})"
+            )
+        if self.expiry_date < today:
+            raise precondition(
+                "LOT_IN_DATE", self.id, f"lot expired on {self.expiry_date}: it cannot be released"
+            )
+        return self._become(LotState.AVAILABLE, checked=False)
+
+    def recall(self) -> Entry | None:
+        """A recall reaches a lot in any state; a lot recalled already records nothing."""
+        if self.state is LotState.RECALLED:
+            return None
+        return self._become(LotState.RECALLED, checked=False)
+
+    def expire(self, today: dt.date) -> Entry | None:
+        """The daily check: a lot past its expiry that could still be used becomes EXPIRED."""
+        usable = (LotState.AVAILABLE, LotState.QUARANTINED, LotState.DEPLETED)
+        if self.expiry_date < today and self.state in usable:
+            return self._become(LotState.EXPIRED, checked=False)
+        return None
+
+    def count(self, counted: int) -> Entry | None:
+        """A stock count: the difference to the vials on hand, booked as an adjustment."""
+        if counted < 0:
+            raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
+        delta = counted - self.balance.on_hand
+        if delta == 0:
+            return None
+        check_balance(self.id, self.balance.plus(delta, 0))
+        return Entry(MovementKind.COUNT_ADJUSTMENT, "COUNT", on_hand=delta)
+
+    def settle(self) -> None:
+        """The quantity-driven state after a movement (DEPLETED ↔ AVAILABLE)."""
+        wanted = state_after_quantity_change(self.state, self.balance)
+        if wanted is not self.state:
+            check_transition(self.id, self.state, wanted)
+            self.state = wanted
+
+    def _become(self, wanted: LotState, *, checked: bool = True) -> Entry:
+        if checked:
+            check_transition(self.id, self.state, wanted)
+        self.state = wanted
+        kind, code = STATE_MOVEMENT[wanted]
+        return Entry(kind, code)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A movement a lot asks the ledger to append (vial-less for a change of state)."""
+
+    kind: MovementKind
+    code: str
+    on_hand: int = 0
+    reserved: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,3 +291,7 @@ def check_balance(lot_id: str, balance: Balance) -> None:
                 )
             ]
         )
+
+
+def precondition(rule: Rule, lot_id: str, text: str) -> FailedPrecondition:
+    return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

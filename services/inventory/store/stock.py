@@ -231,10 +231,12 @@ def reversal_of(session: Session, movement_ids: Sequence[str]) -> dict[str, str]
     return {str(original): str(reversal) for original, reversal in rows}
 
 
-def set_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
-    row.state = state.value
-    row.revision += 1
-    row.updated_at = now
+def save_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
+    """Store a lot's new state; every change of state is a new revision of the lot."""
+    if row.state != state.value:
+        row.state = state.value
+        row.revision += 1
+        row.updated_at = now
 
 
 def list_lots(
