@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -17,14 +16,11 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.inventory.catalogue_service import CatalogueService
-from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.purchasing import (
+    Delivery,
     DraftLine,
     OrderState,
     PurchaseOrder,
-    check_open,
-    check_remaining,
-    state_after_receipt,
     validate_expected,
     validate_line,
 )
@@ -42,18 +38,6 @@ class DraftOrder:
     expected_date: dt.date | None
     reference: str
     lines: list[DraftLine]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One PurchaseOrderReceipt: vials of one line that arrived as one lot."""
-
-    line_id: str
-    lot_number: str
-    expiry_date: dt.date | None
-    vials: int
-    storage_unit_id: str = ""
-    scan: Scan | None = None
 
 
 # Where a stock.receive complaint belongs in a ReceivePurchaseOrder request.
@@ -173,29 +157,14 @@ class PurchaseOrders:
     ) -> tuple[PurchaseOrder, list[Lot]]:
         """Each delivery becomes (or tops up) a lot through the stock ledger, in this one
         transaction with the order's line counts: a refused delivery books nothing."""
-        order = store.order_row(session, order_id, for_update=True)
-        check_open(order.id, OrderState(order.state), "received")
-        lines = {line.id: line for line in store.order_lines(session, [order.id])[order.id]}
+        row = store.order_row(session, order_id, for_update=True)
+        line_rows = store.order_lines(session, [row.id])[row.id]
+        order = store.to_order(row, line_rows)
+        order.receive(deliveries)
         v = Violations()
-        if not deliveries:
-            v.add("receipts", "give at least one receipt")
-        delivered: dict[str, int] = defaultdict(int)
-        for i, d in enumerate(deliveries):
-            if d.line_id not in lines:
-                v.add(f"receipts[{i}].line_id", f"no line {d.line_id!r} on this order")
-            if d.vials <= 0:
-                v.add(f"receipts[{i}].vials", f"must be a whole number above 0, not {d.vials}")
-            if d.scan is None and d.expiry_date is None:
-                v.add(f"receipts[{i}].expiry_date", "is required (or scan the GS1 string)")
-            if d.line_id in lines and d.vials > 0:
-                delivered[d.line_id] += d.vials
-        v.raise_if_any()
-        check_remaining(
-            order.id, {k: x.vials_ordered - x.vials_received for k, x in lines.items()}, delivered
-        )
         lots = []
         for i, d in enumerate(deliveries):
-            line = lines[d.line_id]
+            line = order.line(d.line_id)
             receipt = Receipt(
                 site_id=order.site_id,
                 product_id=line.product_id,
@@ -217,24 +186,17 @@ class PurchaseOrders:
             except InvalidArgument as bad:
                 v.extend(_relocate(bad, f"receipts[{i}]", d.scan is not None))
         v.raise_if_any()
-        for line_id, vials in delivered.items():
-            lines[line_id].vials_received += vials
-        state = state_after_receipt([x.vials_ordered - x.vials_received for x in lines.values()])
-        self._touch(order, state)
+        store.save_order(row, line_rows, order, self.clock.now())
         session.flush()
-        return store.to_order(order, list(lines.values())), lots
+        return store.to_order(row, line_rows), lots
 
     def cancel(self, session: Session, order_id: str, reason: str, etag: str) -> PurchaseOrder:
-        order = store.order_row(session, order_id, for_update=True)
+        row = store.order_row(session, order_id, for_update=True)
         if etag:
-            check_etag(etag, order.revision, field="etag", resource="purchase order")
-        check_open(order.id, OrderState(order.state), "cancelled")
-        order.cancel_reason = reason
-        self._touch(order, OrderState.CANCELLED)
+            check_etag(etag, row.revision, field="etag", resource="purchase order")
+        line_rows = store.order_lines(session, [row.id])[row.id]
+        order = store.to_order(row, line_rows)
+        order.cancel(reason)
+        store.save_order(row, line_rows, order, self.clock.now())
         session.flush()
-        return store.to_order(order, store.order_lines(session, [order.id])[order.id])
-
-    def _touch(self, order: PurchaseOrderRow, state: OrderState) -> None:
-        order.state = state.value
-        order.revision += 1
-        order.updated_at = self.clock.now()
+        return store.to_order(row, line_rows)

@@ -252,6 +252,22 @@ def to_order(row: PurchaseOrderRow, lines: Sequence[PurchaseOrderLineRow]) -> Pu
     )
 
 
+def save_order(
+    row: PurchaseOrderRow,
+    lines: Sequence[PurchaseOrderLineRow],
+    order: PurchaseOrder,
+    now: dt.datetime,
+) -> None:
+    """Store an order's new state and line counts: a new revision of the order."""
+    received = {x.id: x.vials_received for x in order.lines}
+    for line in lines:
+        line.vials_received = received[line.id]
+    row.state = order.state.value
+    row.cancel_reason = order.cancel_reason
+    row.revision += 1
+    row.updated_at = now
+
+
 def order_row(session: Session, order_id: str, *, for_update: bool = False) -> PurchaseOrderRow:
     query = select(PurchaseOrderRow).where(PurchaseOrderRow.id == order_id)
     if for_update:
