@@ -5,8 +5,8 @@ from __future__ import annotations
 from infusion.inventory.v1 import inventory_pb2 as pb
 from services.common.convert import decimal_str, parse_date, to_money
 from services.common.errors import Violations
-from services.inventory.cost_service import CostQuery, CostReport
 from services.inventory.domain.cost import CostLine, Grouping
+from services.inventory.usecases.costs import CostQuery, CostReport
 
 GROUPING_IN = {
     pb.COST_GROUPING_PRODUCT: Grouping.PRODUCT,

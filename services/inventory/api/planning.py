@@ -21,8 +21,8 @@ from services.common.etag import etag_for
 from services.inventory.domain.forecast import Policy, StockForecast
 from services.inventory.domain.gs1 import ScanError, read_scan
 from services.inventory.domain.purchasing import Delivery, DraftLine, OrderState, PurchaseOrder
-from services.inventory.planning_service import DemandEntry, StoredPolicy, Suggestion
-from services.inventory.purchase_orders import DraftOrder
+from services.inventory.usecases.planning import DemandEntry, StoredPolicy, Suggestion
+from services.inventory.usecases.purchase_orders import DraftOrder
 
 ORDER_STATE: dict[OrderState, Any] = {
     s: pb.PurchaseOrderState.Value(f"PURCHASE_ORDER_STATE_{s.value}") for s in OrderState

@@ -27,7 +27,7 @@ from services.inventory.domain.reservations import (
     ReservationRequest,
     ReservationState,
 )
-from services.inventory.reservation_service import Repaired
+from services.inventory.usecases.reservations import Repaired
 
 STATE: dict[ReservationState, Any] = {
     s: pb.ReservationState.Value(f"RESERVATION_STATE_{s.value}") for s in ReservationState

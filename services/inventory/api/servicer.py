@@ -20,16 +20,16 @@ from services.common.crud import Mutations, listed, masked, parsed
 from services.common.errors import FieldViolation, InvalidArgument, Violations, required
 from services.common.idempotency import IdempotencyStore
 from services.inventory.api import cost, planning, products, reservations, sites, stock
-from services.inventory.catalogue_service import CatalogueService
-from services.inventory.cost_service import CostService
 from services.inventory.domain.catalogue import Product, StoredProduct
 from services.inventory.domain.stock import Lot
-from services.inventory.outgoing_events import OutgoingEvents
-from services.inventory.planning_service import PlanningService
-from services.inventory.purchase_orders import PurchaseOrders
-from services.inventory.reservation_service import ReservationService
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.costs import Costs
+from services.inventory.usecases.outgoing_events import OutgoingEvents
+from services.inventory.usecases.planning import Planning
+from services.inventory.usecases.purchase_orders import PurchaseOrders
+from services.inventory.usecases.reservations import Reservations
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Actor, Stock
 
 
 class InventoryServicer(pb_grpc.InventoryServiceServicer):
@@ -37,13 +37,13 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         self,
         *,
         idempotency: IdempotencyStore,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
-        reservations: ReservationService,
-        planning: PlanningService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
+        reservations: Reservations,
+        planning: Planning,
         orders: PurchaseOrders,
-        costs: CostService,
+        costs: Costs,
         events: OutgoingEvents,
     ) -> None:
         self._mutate = Mutations(idempotency, "inventory")

@@ -20,7 +20,7 @@ from services.common.errors import Violations
 from services.common.etag import etag_for
 from services.inventory.domain.gs1 import Scan, ScanError, read_scan
 from services.inventory.domain.stock import Lot, LotState, Movement, MovementKind, Receipt
-from services.inventory.stock_service import ProductLevel, Reconciliation
+from services.inventory.usecases.stock import ProductLevel, Reconciliation
 
 LOT_STATE: dict[LotState, Any] = {s: pb.LotState.Value(f"LOT_STATE_{s.value}") for s in LotState}
 MOVEMENT_KIND: dict[MovementKind, Any] = {

@@ -21,7 +21,6 @@ from services.common.errors import (
 )
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
     STATE_MOVEMENTS,
@@ -36,9 +35,10 @@ from services.inventory.domain.stock import (
     precondition,
     validate_receipt,
 )
-from services.inventory.site_service import SiteService
 from services.inventory.store import stock as store
 from services.inventory.store.models import LotRow, MovementRow
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,8 @@ class Actor:
     request_id: str = ""
 
 
-class StockService:
-    def __init__(
-        self, db: Database, clock: Clock, catalogue: CatalogueService, sites: SiteService
-    ) -> None:
+class Stock:
+    def __init__(self, db: Database, clock: Clock, catalogue: Catalogue, sites: Sites) -> None:
         self.db = db
         self.clock = clock
         self.catalogue = catalogue

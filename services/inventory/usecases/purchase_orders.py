@@ -1,5 +1,5 @@
 """Purchase-order use cases: create, read, receive deliveries as lots, cancel. Part of
-PlanningService (``planning.orders``); each mutation runs in the caller's one transaction."""
+Planning (``planning.orders``); each mutation runs in the caller's one transaction."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from services.common.errors import FieldViolation, InvalidArgument, NotFound, Vi
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.purchasing import (
     Delivery,
     DraftLine,
@@ -25,10 +24,11 @@ from services.inventory.domain.purchasing import (
     validate_line,
 )
 from services.inventory.domain.stock import Lot, Receipt
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService
 from services.inventory.store import planning as store
 from services.inventory.store.models import PurchaseOrderLineRow, PurchaseOrderRow
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Actor, Stock
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ class PurchaseOrders:
         self,
         db: Database,
         clock: Clock,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
     ) -> None:
         self.db = db
         self.clock = clock

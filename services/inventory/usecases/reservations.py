@@ -33,7 +33,6 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
 from services.inventory.domain.reservations import (
     OPEN_STATES,
@@ -54,8 +53,6 @@ from services.inventory.domain.stock import (
     check_balance,
     precondition,
 )
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService
 from services.inventory.store import reservations as store
 from services.inventory.store import stock as lots_store
 from services.inventory.store.models import (
@@ -66,6 +63,9 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import organisation_of
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Actor, Stock
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,14 @@ def _fingerprint(r: ReservationRequest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class ReservationService:
+class Reservations:
     def __init__(
         self,
         db: Database,
         clock: Clock,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
         outbox: Outbox,
     ) -> None:
         self.db = db
