@@ -26,7 +26,7 @@ from services.inventory.domain.reservations import (
     to_mg,
     validate_request,
 )
-from services.inventory.domain.stock import Balance, Lot, LotState, MovementKind
+from services.inventory.domain.stock import Balance, Lot, LotState, Movement, MovementKind
 
 TODAY = dt.date(2026, 11, 24)
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
@@ -354,6 +354,70 @@ def test_an_empty_lot_is_depleted_and_comes_back_with_stock() -> None:
     a.balance = Balance(2, 0)
     a.settle()
     assert a.state is LotState.AVAILABLE
+
+
+def test_waste_takes_only_vials_on_hand_reserved_or_not() -> None:
+    a = lot(balance=Balance(4, 4))
+    entry = a.waste(4, "DAMAGED")
+    assert (entry.kind, entry.code, entry.on_hand) == (MovementKind.WASTE, "DAMAGED", -4)
+    assert a.balance == Balance(0, 4)  # the caller moves the reservations off the lot
+    with pytest.raises(FailedPrecondition) as refused:
+        lot(balance=Balance(2, 0)).waste(3, "DAMAGED")
+    assert rules(refused.value) == ["VIALS_ON_HAND"]
+
+
+def test_only_vials_nobody_holds_go_back_to_the_supplier_or_to_another_site() -> None:
+    for give in (lambda a: a.give_back(8), lambda a: a.send(8)):
+        with pytest.raises(FailedPrecondition) as refused:
+            give(lot(balance=Balance(10, 3)))
+        assert rules(refused.value) == ["VIALS_FREE"]
+    entry = lot(balance=Balance(10, 3)).give_back(7)
+    assert (entry.kind, entry.code, entry.on_hand) == (
+        MovementKind.RETURN_TO_SUPPLIER,
+        "RETURNED",
+        -7,
+    )
+
+
+def test_a_transfer_leaves_an_available_lot_and_never_enters_a_recalled_one() -> None:
+    with pytest.raises(FailedPrecondition) as refused:
+        lot(state=LotState.QUARANTINED).send(1)
+    assert rules(refused.value) == ["LOT_USABLE"]
+    with pytest.raises(FailedPrecondition) as refused:
+        lot(state=LotState.RECALLED).take_in(1)
+    assert rules(refused.value) == ["LOT_USABLE"]
+    assert lot(state=LotState.DEPLETED, balance=Balance()).take_in(2).on_hand == 2
+
+
+def test_a_known_lot_takes_receipts_in_its_own_currency_unless_recalled_or_expired() -> None:
+    lot().check_receipt("GBP")
+    with pytest.raises(InvalidArgument) as refused:
+        lot().check_receipt("EUR")
+    assert fields(refused.value) == ["unit_cost.currency_code"]
+    with pytest.raises(FailedPrecondition) as closed:
+        lot(state=LotState.EXPIRED).check_receipt("GBP")
+    assert rules(closed.value) == ["LOT_ACCEPTS_RECEIPTS"]
+
+
+def movement(kind: MovementKind, on_hand: int, reserved: int = 0) -> Movement:
+    return Movement(
+        "m-1", "lot-a", "site", kind, on_hand, reserved, D(500), "GBP", "", "", "", "", NOW, 1
+    )
+
+
+def test_a_movement_is_undone_by_its_opposite_once() -> None:
+    entry = lot().undo(movement(MovementKind.RECEIPT, 4), reversed_already=False)
+    assert (entry.kind, entry.on_hand) == (MovementKind.REVERSAL, -4)
+    for kind in (MovementKind.QUARANTINE, MovementKind.REVERSAL):
+        with pytest.raises(FailedPrecondition) as refused:
+            lot().undo(movement(kind, 0), reversed_already=False)
+        assert rules(refused.value) == ["MOVEMENT_REVERSIBLE"]
+    with pytest.raises(FailedPrecondition) as twice:
+        lot().undo(movement(MovementKind.RECEIPT, 4), reversed_already=True)
+    assert "already reversed" in str(twice.value)
+    with pytest.raises(FailedPrecondition) as short:
+        lot().undo(movement(MovementKind.RECEIPT, 9), reversed_already=False)  # 3 are held
+    assert rules(short.value) == ["STOCK_BALANCE"]
 
 
 # --- purchase orders ----------------------------------------------------------------------------

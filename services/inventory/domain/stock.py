@@ -167,6 +167,80 @@ class Lot:
         check_balance(self.id, self.balance.plus(delta, 0))
         return Entry(MovementKind.COUNT_ADJUSTMENT, "COUNT", on_hand=delta)
 
+    def waste(self, vials: int, reason: str) -> Entry:
+        """Whole vials lost (damaged, expired, a temperature excursion...). Reserved vials may
+        be among them: the caller then moves those reservations to other lots."""
+        if vials > self.balance.on_hand:
+            raise precondition(
+                "VIALS_ON_HAND", self.id, f"only {self.balance.on_hand} vial(s) are on hand"
+            )
+        return self._book(Entry(MovementKind.WASTE, reason, on_hand=-vials))
+
+    def give_back(self, vials: int) -> Entry:
+        """Return vials to the supplier: only vials no appointment holds."""
+        self._check_free(vials)
+        return self._book(Entry(MovementKind.RETURN_TO_SUPPLIER, "RETURNED", on_hand=-vials))
+
+    def send(self, vials: int) -> Entry:
+        """The outgoing half of a transfer: an AVAILABLE lot's vials that nobody holds."""
+        if self.state is not LotState.AVAILABLE:
+            raise precondition("LOT_USABLE", self.id, f"a {self.state.value} lot is not moved")
+        self._check_free(vials)
+        return self._book(Entry(MovementKind.TRANSFER_OUT, "TRANSFER", on_hand=-vials))
+
+    def take_in(self, vials: int) -> Entry:
+        """The incoming half of a transfer: never into a recalled or expired lot."""
+        if self.state in (LotState.RECALLED, LotState.EXPIRED):
+            raise precondition("LOT_USABLE", self.id, f"the target lot is {self.state.value}")
+        return self._book(Entry(MovementKind.TRANSFER_IN, "TRANSFER", on_hand=vials))
+
+    def check_receipt(self, currency: str) -> None:
+        """More vials of a known lot: not into a recalled or expired lot, and in its currency
+        (a lot has one unit cost currency, so its value stays one sum)."""
+        if self.state in (LotState.RECALLED, LotState.EXPIRED):
+            raise precondition(
+                "LOT_ACCEPTS_RECEIPTS", self.id, f"lot {self.lot_number} is {self.state.value}"
+            )
+        if self.currency != currency:
+            raise InvalidArgument(
+                [FieldViolation("unit_cost.currency_code", f"the lot is costed in {self.currency}")]
+            )
+
+    def undo(self, movement: Movement, reversed_already: bool) -> Entry:
+        """The REVERSAL of one of this lot's movements: a change of state is undone by the
+        opposite verb and a reversal is not reversed; neither is a movement twice; and the
+        reversal may not leave the lot short."""
+        kind = movement.kind
+        if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
+            raise precondition(
+                "MOVEMENT_REVERSIBLE",
+                movement.lot_id,
+                f"a {kind.value} movement is not reversed: "
+                + ("use the opposite verb" if kind in STATE_MOVEMENTS else "it is a correction"),
+            )
+        if reversed_already:
+            raise precondition(
+                "MOVEMENT_REVERSIBLE", movement.lot_id, "the movement was already reversed"
+            )
+        entry = Entry(
+            MovementKind.REVERSAL,
+            "REVERSAL",
+            on_hand=-movement.on_hand_delta,
+            reserved=-movement.reserved_delta,
+        )
+        check_balance(self.id, self.balance.plus(entry.on_hand, entry.reserved))
+        return self._book(entry)
+
+    def _check_free(self, vials: int) -> None:
+        if vials > self.free:
+            raise precondition(
+                "VIALS_FREE", self.id, f"{self.free} vial(s) are not reserved; {vials} asked for"
+            )
+
+    def _book(self, entry: Entry) -> Entry:
+        self.balance = self.balance.plus(entry.on_hand, entry.reserved)
+        return entry
+
     def settle(self) -> None:
         """The quantity-driven state after a movement (DEPLETED ↔ AVAILABLE)."""
         wanted = state_after_quantity_change(self.state, self.balance)

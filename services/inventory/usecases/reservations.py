@@ -46,12 +46,12 @@ from services.inventory.domain.reservations import (
     validate_request,
 )
 from services.inventory.domain.stock import (
+    Entry,
     Lot,
     LotState,
     Movement,
     MovementKind,
     check_balance,
-    precondition,
 )
 from services.inventory.store import reservations as store
 from services.inventory.store import stock as lots_store
@@ -372,12 +372,9 @@ class Reservations:
         if vials <= 0:
             raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
         lot = lots_store.lot_row(session, lot_id, for_update=True)
-        if vials > lot.on_hand_vials:
-            raise precondition(
-                "VIALS_ON_HAND", lot.id, f"only {lot.on_hand_vials} vial(s) are on hand"
-            )
+        entry = lots_store.to_lot(lot).waste(vials, reason)
         now = self.clock.now()
-        movement = self._move(session, lot, MovementKind.WASTE, -vials, 0, now, actor, reason)
+        movement = self._book(session, lot, entry, now, actor)
         repaired = self._displace(session, lot, now, actor)
         view = self.stock.settle(session, lot, now)
         return view, lots_store.recorded(session, [movement])[0], repaired
@@ -403,13 +400,7 @@ class Reservations:
         self.sites.known(session, to_site_id, "to_site_id")
         if to_unit_id:
             self.sites.unit(session, to_unit_id, to_site_id, "to_storage_unit_id")
-        if source.state != LotState.AVAILABLE.value:
-            raise precondition("LOT_USABLE", source.id, f"a {source.state} lot is not moved")
-        free = source.on_hand_vials - source.reserved_vials
-        if vials > free:
-            raise precondition(
-                "VIALS_FREE", source.id, f"{free} vial(s) are not reserved; {vials} asked for"
-            )
+        sent = lots_store.to_lot(source).send(vials)
         target = lots_store.find_lot(
             session,
             to_site_id,
@@ -444,33 +435,10 @@ class Reservations:
             )
         else:
             target = lots_store.lot_row(session, target.id, for_update=True)
-            if target.state in (LotState.RECALLED.value, LotState.EXPIRED.value):
-                raise precondition("LOT_USABLE", target.id, f"the target lot is {target.state}")
+        received = lots_store.to_lot(target).take_in(vials)
         reference = f"transfer:{new_id()}"
-        out = self._move(
-            session,
-            source,
-            MovementKind.TRANSFER_OUT,
-            -vials,
-            0,
-            now,
-            actor,
-            "TRANSFER",
-            None,
-            reference=reference,
-        )
-        into = self._move(
-            session,
-            target,
-            MovementKind.TRANSFER_IN,
-            vials,
-            0,
-            now,
-            actor,
-            "TRANSFER",
-            None,
-            reference=reference,
-        )
+        out = self._book(session, source, sent, now, actor, reference)
+        into = self._book(session, target, received, now, actor, reference)
         return (
             self.stock.settle(session, source, now),
             self.stock.settle(session, target, now),
@@ -483,15 +451,9 @@ class Reservations:
         if vials <= 0:
             raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
         lot = lots_store.lot_row(session, lot_id, for_update=True)
-        free = lot.on_hand_vials - lot.reserved_vials
-        if vials > free:
-            raise precondition(
-                "VIALS_FREE", lot.id, f"{free} vial(s) are not reserved; {vials} asked for"
-            )
+        entry = lots_store.to_lot(lot).give_back(vials)
         now = self.clock.now()
-        movement = self._move(
-            session, lot, MovementKind.RETURN_TO_SUPPLIER, -vials, 0, now, actor, "RETURNED"
-        )
+        movement = self._book(session, lot, entry, now, actor)
         return self.stock.settle(session, lot, now), lots_store.recorded(session, [movement])[0]
 
     # --- recall and expiry ---------------------------------------------------------------------
@@ -836,6 +798,28 @@ class Reservations:
                     dedupe_key=f"STOCK_AT_RISK:{row.id}:{row.revision}",
                 )
         return Repaired(self._views(session, moved), self._views(session, risky))
+
+    def _book(
+        self,
+        session: Session,
+        lot: LotRow,
+        entry: Entry,
+        now: dt.datetime,
+        actor: Actor,
+        reference: str = "",
+    ) -> MovementRow:
+        """Append the ledger entry a lot raised (not a reservation's)."""
+        return self._move(
+            session,
+            lot,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
+            now,
+            actor,
+            entry.code,
+            reference=reference,
+        )
 
     def _move(
         self,

@@ -23,7 +23,6 @@ from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
-    STATE_MOVEMENTS,
     Balance,
     Entry,
     Lot,
@@ -31,8 +30,6 @@ from services.inventory.domain.stock import (
     Movement,
     MovementKind,
     Receipt,
-    check_balance,
-    precondition,
     validate_receipt,
 )
 from services.inventory.store import stock as store
@@ -191,18 +188,7 @@ class Stock:
             )
         else:
             lot = store.lot_row(session, lot.id, for_update=True)
-            if LotState(lot.state) in (LotState.RECALLED, LotState.EXPIRED):
-                raise precondition(
-                    "LOT_ACCEPTS_RECEIPTS", lot.id, f"lot {lot.lot_number} is {lot.state}"
-                )
-            if lot.currency != receipt.currency:
-                raise InvalidArgument(
-                    [
-                        FieldViolation(
-                            "unit_cost.currency_code", f"the lot is costed in {lot.currency}"
-                        )
-                    ]
-                )
+            store.to_lot(lot).check_receipt(receipt.currency)
         movement = store.add_movement(
             session,
             lot,
@@ -273,31 +259,19 @@ class Stock:
 
     def reverse(self, session: Session, movement_id: str, actor: Actor) -> tuple[Movement, Lot]:
         original = store.movement_row(session, movement_id)
-        kind = MovementKind(original.kind)
-        if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
-            raise precondition(
-                "MOVEMENT_REVERSIBLE",
-                original.lot_id,
-                f"a {kind.value} movement is not reversed: "
-                + ("use the opposite verb" if kind in STATE_MOVEMENTS else "it is a correction"),
-            )
-        if store.reversal_of(session, [original.id]):
-            raise precondition(
-                "MOVEMENT_REVERSIBLE", original.lot_id, "the movement was already reversed"
-            )
+        undone = bool(store.reversal_of(session, [original.id]))
         lot = store.lot_row(session, original.lot_id, for_update=True)
-        balance = store.view(session, lot).balance
-        check_balance(lot.id, balance.plus(-original.on_hand_delta, -original.reserved_delta))
+        entry = store.to_lot(lot).undo(store.to_movement(original), undone)
         now = self.clock.now()
         reversal = store.add_movement(
             session,
             lot,
-            MovementKind.REVERSAL,
-            -original.on_hand_delta,
-            -original.reserved_delta,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
             now,
             unit_cost=original.unit_cost,
-            reason_code="REVERSAL",
+            reason_code=entry.code,
             note=actor.reason,
             actor=actor.name,
             request_id=actor.request_id,
