@@ -46,7 +46,6 @@ from services.inventory.domain.reservations import (
     validate_request,
 )
 from services.inventory.domain.stock import (
-    Entry,
     Lot,
     LotState,
     Movement,
@@ -374,7 +373,7 @@ class Reservations:
         lot = lots_store.lot_row(session, lot_id, for_update=True)
         entry = lots_store.to_lot(lot).waste(vials, reason)
         now = self.clock.now()
-        movement = self._book(session, lot, entry, now, actor)
+        movement = self.stock.book(session, lot, entry, now, actor)
         repaired = self._displace(session, lot, now, actor)
         view = self.stock.settle(session, lot, now)
         return view, lots_store.recorded(session, [movement])[0], repaired
@@ -437,8 +436,8 @@ class Reservations:
             target = lots_store.lot_row(session, target.id, for_update=True)
         received = lots_store.to_lot(target).take_in(vials)
         reference = f"transfer:{new_id()}"
-        out = self._book(session, source, sent, now, actor, reference)
-        into = self._book(session, target, received, now, actor, reference)
+        out = self.stock.book(session, source, sent, now, actor, reference=reference)
+        into = self.stock.book(session, target, received, now, actor, reference=reference)
         return (
             self.stock.settle(session, source, now),
             self.stock.settle(session, target, now),
@@ -453,7 +452,7 @@ class Reservations:
         lot = lots_store.lot_row(session, lot_id, for_update=True)
         entry = lots_store.to_lot(lot).give_back(vials)
         now = self.clock.now()
-        movement = self._book(session, lot, entry, now, actor)
+        movement = self.stock.book(session, lot, entry, now, actor)
         return self.stock.settle(session, lot, now), lots_store.recorded(session, [movement])[0]
 
     # --- recall and expiry ---------------------------------------------------------------------
@@ -798,28 +797,6 @@ class Reservations:
                     dedupe_key=f"STOCK_AT_RISK:{row.id}:{row.revision}",
                 )
         return Repaired(self._views(session, moved), self._views(session, risky))
-
-    def _book(
-        self,
-        session: Session,
-        lot: LotRow,
-        entry: Entry,
-        now: dt.datetime,
-        actor: Actor,
-        reference: str = "",
-    ) -> MovementRow:
-        """Append the ledger entry a lot raised (not a reservation's)."""
-        return self._move(
-            session,
-            lot,
-            entry.kind,
-            entry.on_hand,
-            entry.reserved,
-            now,
-            actor,
-            entry.code,
-            reference=reference,
-        )
 
     def _move(
         self,

@@ -241,19 +241,37 @@ class Stock:
         quantity-driven state, as after any movement."""
         now = self.clock.now()
         store.save_state(row, lot.state, now)
-        movement = store.add_movement(
+        movement = self.book(session, row, entry, now, actor)
+        return self.settle(session, row, now), movement
+
+    def book(
+        self,
+        session: Session,
+        row: LotRow,
+        entry: Entry,
+        now: dt.datetime,
+        actor: Actor,
+        *,
+        unit_cost: Decimal | None = None,
+        reverses: str | None = None,
+        reference: str = "",
+    ) -> MovementRow:
+        """Append the ledger entry a lot raised, with who did it and why."""
+        return store.add_movement(
             session,
             row,
             entry.kind,
             entry.on_hand,
             entry.reserved,
             now,
+            unit_cost=unit_cost,
             reason_code=entry.code,
             note=actor.reason,
             actor=actor.name,
             request_id=actor.request_id,
+            reverses=reverses,
+            reference=reference,
         )
-        return self.settle(session, row, now), movement
 
     # --- corrections ---------------------------------------------------------------------------
 
@@ -263,19 +281,8 @@ class Stock:
         lot = store.lot_row(session, original.lot_id, for_update=True)
         entry = store.to_lot(lot).undo(store.to_movement(original), undone)
         now = self.clock.now()
-        reversal = store.add_movement(
-            session,
-            lot,
-            entry.kind,
-            entry.on_hand,
-            entry.reserved,
-            now,
-            unit_cost=original.unit_cost,
-            reason_code=entry.code,
-            note=actor.reason,
-            actor=actor.name,
-            request_id=actor.request_id,
-            reverses=original.id,
+        reversal = self.book(
+            session, lot, entry, now, actor, unit_cost=original.unit_cost, reverses=original.id
         )
         return store.recorded(session, [reversal])[0], self.settle(session, lot, now)
 
