@@ -37,12 +37,12 @@ from services.common.settings import ServiceSettings
 from services.inventory.domain.catalogue import StorageKind
 from services.inventory.domain.forecast import Policy
 from services.inventory.domain.sites import StockSite, StorageUnit
-from services.inventory.domain.stock import Receipt
+from services.inventory.domain.stock import Actor, Receipt
 from services.inventory.store.models import outbox
 from services.inventory.usecases.catalogue import Catalogue
 from services.inventory.usecases.planning import Planning
 from services.inventory.usecases.sites import Sites
-from services.inventory.usecases.stock import Actor, Stock
+from services.inventory.usecases.stock import Stock
 from services.issuer.issuer import DEV_ORGANISATION
 
 # UK average, National Ig Database 2018/19 (docs/clinical-rules.md#cost, R52)

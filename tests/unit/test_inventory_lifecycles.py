@@ -26,33 +26,11 @@ from services.inventory.domain.reservations import (
     to_mg,
     validate_request,
 )
-from services.inventory.domain.stock import Balance, Lot, LotState, Movement, MovementKind
+from services.inventory.domain.stock import Balance, LotState, Movement, MovementKind
+from tests.unit.inventory_builders import lot
 
 TODAY = dt.date(2026, 11, 24)
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
-
-
-def lot(lot_id: str = "lot-a", **kw: object) -> Lot:
-    fields: dict[str, object] = dict(
-        id=lot_id,
-        site_id="site",
-        product_id="privigen",
-        presentation_grams=D(10),
-        gtin="",
-        lot_number=f"L-{lot_id}",
-        expiry_date=dt.date(2027, 6, 30),
-        state=LotState.AVAILABLE,
-        unit_cost=D(500),
-        currency="GBP",
-        supplier="",
-        purchase_order_id="",
-        storage_unit_id="",
-        balance=Balance(10, 3),
-        revision=1,
-        created_at=NOW,
-    )
-    fields.update(kw)
-    return Lot(**fields)  # type: ignore[arg-type]
 
 
 def reservation(**kw: object) -> Reservation:

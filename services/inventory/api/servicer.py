@@ -21,7 +21,7 @@ from services.common.errors import FieldViolation, InvalidArgument, Violations, 
 from services.common.idempotency import IdempotencyStore
 from services.inventory.api import cost, planning, products, reservations, sites, stock
 from services.inventory.domain.catalogue import Product, StoredProduct
-from services.inventory.domain.stock import Lot
+from services.inventory.domain.stock import Actor, Lot
 from services.inventory.usecases.catalogue import Catalogue
 from services.inventory.usecases.costs import Costs
 from services.inventory.usecases.outgoing_events import OutgoingEvents
@@ -29,7 +29,7 @@ from services.inventory.usecases.planning import Planning
 from services.inventory.usecases.purchase_orders import PurchaseOrders
 from services.inventory.usecases.reservations import Reservations
 from services.inventory.usecases.sites import Sites
-from services.inventory.usecases.stock import Actor, Stock
+from services.inventory.usecases.stock import Stock
 
 
 class InventoryServicer(pb_grpc.InventoryServiceServicer):

@@ -288,6 +288,15 @@ class Movement:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who did it and why, kept on every movement."""
+
+    name: str = ""
+    reason: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
 class Receipt:
     site_id: str
     product_id: str

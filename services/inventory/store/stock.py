@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session
 from services.common.errors import Aborted, NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.domain.stock import Balance, Lot, LotState, Movement, MovementKind
+from services.inventory.domain.stock import (
+    Actor,
+    Balance,
+    Entry,
+    Lot,
+    LotState,
+    Movement,
+    MovementKind,
+)
 from services.inventory.store.models import LotRow, MovementRow
 from services.inventory.store.site_scope import check_site, in_scope
 
@@ -277,3 +285,38 @@ def list_movements(
     if page.after:
         query = query.where(MovementRow.seq > int(page.after[0]))
     return list(session.scalars(query.order_by(MovementRow.seq).limit(page.size + 1)))
+
+
+class Lots:
+    """The lots of one transaction as domain objects: ``get`` locks a lot's row, ``record``
+    writes back what the lot decided and appends the ledger entry it raised."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, lot_id: str) -> Lot:
+        return to_lot(lot_row(self.session, lot_id, for_update=True))
+
+    def record(
+        self, lot: Lot, entry: Entry, now: dt.datetime, actor: Actor
+    ) -> tuple[Lot, Movement]:
+        row = self.session.get(LotRow, lot.id)  # locked by get (or the caller), so in the session
+        if row is None:
+            raise NotFound("lot", lot.id)
+        save_state(row, lot.state, now)
+        movement = add_movement(
+            self.session,
+            row,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
+            now,
+            reason_code=entry.code,
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+        )
+        settled = to_lot(row)
+        settled.settle()
+        save_state(row, settled.state, now)
+        return to_lot(row), recorded(self.session, [movement])[0]

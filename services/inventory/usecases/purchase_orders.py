@@ -23,12 +23,12 @@ from services.inventory.domain.purchasing import (
     validate_expected,
     validate_line,
 )
-from services.inventory.domain.stock import Lot, Receipt
+from services.inventory.domain.stock import Actor, Lot, Receipt
 from services.inventory.store import planning as store
 from services.inventory.store.models import PurchaseOrderLineRow, PurchaseOrderRow
 from services.inventory.usecases.catalogue import Catalogue
 from services.inventory.usecases.sites import Sites
-from services.inventory.usecases.stock import Actor, Stock
+from services.inventory.usecases.stock import Stock
 
 
 @dataclass(frozen=True)

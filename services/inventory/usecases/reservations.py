@@ -46,6 +46,7 @@ from services.inventory.domain.reservations import (
     validate_request,
 )
 from services.inventory.domain.stock import (
+    Actor,
     Lot,
     LotState,
     Movement,
@@ -64,7 +65,7 @@ from services.inventory.store.models import (
 from services.inventory.store.site_scope import organisation_of
 from services.inventory.usecases.catalogue import Catalogue
 from services.inventory.usecases.sites import Sites
-from services.inventory.usecases.stock import Actor, Stock
+from services.inventory.usecases.stock import Stock
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,7 @@ class Reservations:
             current = lots_store.to_lot(row)
             entry = current.recall()
             if entry is not None:
-                self.stock.record(session, row, current, entry, actor)
+                self.stock.lots(session).record(current, entry, now, actor)
             views.append(lots_store.view(session, row))
         repaired = self._repair(
             session, store.holding(session, list(locked), OPEN_STATES), now, actor, "RECALLED"
@@ -535,7 +536,7 @@ class Reservations:
                 current = lots_store.to_lot(row)
                 entry = current.expire(today)
                 if entry is not None:
-                    self.stock.record(session, row, current, entry, actor)
+                    self.stock.lots(session).record(current, entry, now, actor)
                     expired.append(lots_store.view(session, row))
             unusable = [
                 r

@@ -7,8 +7,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,7 @@ from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
+    Actor,
     Balance,
     Entry,
     Lot,
@@ -55,21 +58,35 @@ class Reconciliation:
     discrepancies: list[tuple[str, Balance, Balance]]  # lot id, projection, ledger sums
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who did it and why, kept on every movement."""
+class LotRepository(Protocol):
+    """The lots of one transaction as domain objects (store.stock.Lots; a fake in tests)."""
 
-    name: str = ""
-    reason: str = ""
-    request_id: str = ""
+    def get(self, lot_id: str) -> Lot:
+        """The lot, locked for the transaction; NOT_FOUND when unknown or not the caller's."""
+        ...
+
+    def record(
+        self, lot: Lot, entry: Entry, now: dt.datetime, actor: Actor
+    ) -> tuple[Lot, Movement]:
+        """Store the state ``lot`` reached and append the entry it raised, then apply the
+        quantity-driven state; the lot and the movement as stored."""
+        ...
 
 
 class Stock:
-    def __init__(self, db: Database, clock: Clock, catalogue: Catalogue, sites: Sites) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        catalogue: Catalogue,
+        sites: Sites,
+        lots: Callable[[Session], LotRepository] = store.Lots,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.catalogue = catalogue
         self.sites = sites
+        self.lots = lots
 
     def today(self, site_id: str) -> dt.date:
         """The site's local day: what "in date" is judged on there."""
@@ -210,39 +227,28 @@ class Stock:
     # --- state changes and counts: the lot decides, this stores what it decided -----------
 
     def quarantine(self, session: Session, lot_id: str, actor: Actor) -> Lot:
-        row = store.lot_row(session, lot_id, for_update=True)
-        lot = store.to_lot(row)
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
         entry = lot.quarantine()
-        return self.record(session, row, lot, entry, actor)[0]
+        return lots.record(lot, entry, self.clock.now(), actor)[0]
 
     def release(self, session: Session, lot_id: str, actor: Actor) -> Lot:
-        row = store.lot_row(session, lot_id, for_update=True)
-        lot = store.to_lot(row)
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
         entry = lot.release(self.today(lot.site_id))
-        return self.record(session, row, lot, entry, actor)[0]
+        return lots.record(lot, entry, self.clock.now(), actor)[0]
 
     def record_count(
         self, session: Session, lot_id: str, counted: int, actor: Actor
     ) -> tuple[Lot, Movement | None]:
         if counted < 0:  # before the lot is looked up, as the field is wrong whatever the lot
             raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
-        row = store.lot_row(session, lot_id, for_update=True)
-        lot = store.to_lot(row)
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
         entry = lot.count(counted)
         if entry is None:
             return lot, None
-        saved, movement = self.record(session, row, lot, entry, actor)
-        return saved, store.recorded(session, [movement])[0]
-
-    def record(
-        self, session: Session, row: LotRow, lot: Lot, entry: Entry, actor: Actor
-    ) -> tuple[Lot, MovementRow]:
-        """Save the state ``lot`` reached and append the ledger entry it raised; then the
-        quantity-driven state, as after any movement."""
-        now = self.clock.now()
-        store.save_state(row, lot.state, now)
-        movement = self.book(session, row, entry, now, actor)
-        return self.settle(session, row, now), movement
+        return lots.record(lot, entry, self.clock.now(), actor)
 
     def book(
         self,
