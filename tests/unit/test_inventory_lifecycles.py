@@ -265,6 +265,24 @@ def test_a_released_reservation_is_not_dispensed() -> None:
     assert rules(refused.value) == ["RESERVATION_OPEN"]
 
 
+def test_a_reservation_nothing_covers_any_more_is_at_risk_and_says_so() -> None:
+    r = reservation(lines=[], allocated_mg=0, grams_mg=to_mg(D("27.5")))
+    event = r.put_at_risk("30 g of Privigen needed...", "RECALLED")
+    assert (r.state, r.at_risk_reason) == (ReservationState.AT_RISK, "30 g of Privigen needed...")
+    assert event.topic == "STOCK_AT_RISK"
+    assert event.payload() == {
+        "reservation_id": "res-1",
+        "appointment_id": "appt-1",
+        "patient_id": "patient-1",
+        "site_id": "site",
+        "product_id": "privigen",
+        "grams": "27.5",
+        "needed_on": "2026-11-24",
+        "reason": "30 g of Privigen needed...",
+        "cause": "RECALLED",
+    }
+
+
 # --- lots: quarantine, release, recall, expiry, counts -----------------------------------------
 
 
@@ -332,6 +350,21 @@ def test_an_empty_lot_is_depleted_and_comes_back_with_stock() -> None:
     a.balance = Balance(2, 0)
     a.settle()
     assert a.state is LotState.AVAILABLE
+
+
+def test_a_lot_warns_once_per_threshold_it_reaches_while_it_holds_usable_vials() -> None:
+    thresholds = (90, 30, 60)
+    expiring = lot(expiry_date=TODAY + dt.timedelta(days=45))
+    warning = expiring.expiry_warning(TODAY, thresholds)
+    assert warning is not None
+    assert (warning.days_left, warning.threshold_days) == (45, 60)  # the nearest one reached
+    assert warning.dedupe_key == "LOT_EXPIRING:lot-a:60"
+    assert warning.payload()["on_hand_vials"] == 10
+    assert lot(expiry_date=TODAY + dt.timedelta(days=91)).expiry_warning(TODAY, thresholds) is None
+    empty = lot(expiry_date=TODAY, balance=Balance(0, 0))
+    assert empty.expiry_warning(TODAY, thresholds) is None
+    recalled = lot(expiry_date=TODAY, state=LotState.RECALLED)
+    assert recalled.expiry_warning(TODAY, thresholds) is None
 
 
 def test_waste_takes_only_vials_on_hand_reserved_or_not() -> None:

@@ -163,6 +163,24 @@ class Reservation:
         self.needed_on = request.needed_on
         return request
 
+    def put_at_risk(self, reason: str, cause: str) -> StockAtRisk:
+        """Its vials were lost (waste, recall, expiry) and no usable lot covers the dose any
+        more: AT_RISK until stock arrives or the appointment changes, and the care team is
+        told (STOCK_AT_RISK)."""
+        self.state = ReservationState.AT_RISK
+        self.at_risk_reason = reason
+        return StockAtRisk(
+            reservation_id=self.id,
+            appointment_id=self.appointment_id,
+            patient_id=self.patient_id,
+            site_id=self.site_id,
+            product_id=self.product_id,
+            grams=self.grams,
+            needed_on=self.needed_on,
+            reason=reason,
+            cause=cause,
+        )
+
     def release(self) -> bool:
         """Give the vials back. False when released already: a repeat changes nothing."""
         if self.state is ReservationState.RELEASED:
@@ -254,6 +272,36 @@ class Reservation:
             unused,
             d.override_reason if d.allow_over_reservation else None,
         )
+
+
+@dataclass(frozen=True)
+class StockAtRisk:
+    """The event a reservation raises when it can no longer be covered."""
+
+    reservation_id: str
+    appointment_id: str
+    patient_id: str
+    site_id: str
+    product_id: str
+    grams: Decimal
+    needed_on: dt.date
+    reason: str
+    cause: str  # what took the vials: LOST (waste), RECALLED, EXPIRY
+
+    topic = "STOCK_AT_RISK"
+
+    def payload(self) -> dict[str, str]:
+        return {
+            "reservation_id": self.reservation_id,
+            "appointment_id": self.appointment_id,
+            "patient_id": self.patient_id,
+            "site_id": self.site_id,
+            "product_id": self.product_id,
+            "grams": str(self.grams),
+            "needed_on": self.needed_on.isoformat(),
+            "reason": self.reason,
+            "cause": self.cause,
+        }
 
 
 @dataclass(frozen=True)

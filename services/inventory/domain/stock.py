@@ -8,6 +8,7 @@ corrected by a reversing movement, never by editing one. Stock counts are whole 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -167,6 +168,20 @@ class Lot:
         check_balance(self.id, self.balance.plus(delta, 0))
         return Entry(MovementKind.COUNT_ADJUSTMENT, "COUNT", on_hand=delta)
 
+    def expiry_warning(self, today: dt.date, thresholds: Iterable[int]) -> LotExpiring | None:
+        """LOT_EXPIRING for a lot with vials still on hand and usable (or in quarantine, which
+        may end) when its days left reach one of its site's thresholds: the smallest threshold
+        reached, so each threshold warns once."""
+        if self.state not in (LotState.AVAILABLE, LotState.QUARANTINED):
+            return None
+        if self.balance.on_hand <= 0:
+            return None
+        left = (self.expiry_date - today).days
+        band = next((t for t in sorted(thresholds) if left <= t), None)
+        if band is None:
+            return None
+        return LotExpiring(self, left, band)
+
     def waste(self, vials: int, reason: str) -> Entry:
         """Whole vials lost (damaged, expired, a temperature excursion...). Reserved vials may
         be among them: the caller then moves those reservations to other lots."""
@@ -254,6 +269,35 @@ class Lot:
         self.state = wanted
         kind, code = STATE_MOVEMENT[wanted]
         return Entry(kind, code)
+
+
+@dataclass(frozen=True)
+class LotExpiring:
+    """The event of a lot reaching an expiry warning threshold of its site."""
+
+    lot: Lot
+    days_left: int
+    threshold_days: int
+
+    topic = "LOT_EXPIRING"
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"LOT_EXPIRING:{self.lot.id}:{self.threshold_days}"
+
+    def payload(self) -> dict[str, object]:
+        lot = self.lot
+        return {
+            "site_id": lot.site_id,
+            "lot_id": lot.id,
+            "product_id": lot.product_id,
+            "lot_number": lot.lot_number,
+            "expiry_date": lot.expiry_date.isoformat(),
+            "days_left": self.days_left,
+            "threshold_days": self.threshold_days,
+            "on_hand_vials": lot.balance.on_hand,
+            "reserved_vials": lot.balance.reserved,
+        }
 
 
 @dataclass(frozen=True)

@@ -545,35 +545,17 @@ class Reservations:
             ]
             repaired = self._repair(session, unusable, now, actor, "EXPIRY")
             warnings = []
-            thresholds = sorted(site.expiry_warning_days)
-            for lot in locked.values():
-                if lot.state not in (LotState.AVAILABLE.value, LotState.QUARANTINED.value):
-                    continue
-                if lot.on_hand_vials <= 0:
-                    continue
-                left = (lot.expiry_date - today).days
-                band = next((t for t in thresholds if left <= t), None)
-                if band is None:
+            for row in locked.values():
+                warning = lots_store.to_lot(row).expiry_warning(today, site.expiry_warning_days)
+                if warning is None:
                     continue
                 raised = self.outbox.emit(
-                    session,
-                    "LOT_EXPIRING",
-                    {
-                        "site_id": site_id,
-                        "lot_id": lot.id,
-                        "product_id": lot.product_id,
-                        "lot_number": lot.lot_number,
-                        "expiry_date": lot.expiry_date.isoformat(),
-                        "days_left": left,
-                        "threshold_days": band,
-                        "on_hand_vials": lot.on_hand_vials,
-                        "reserved_vials": lot.reserved_vials,
-                    },
-                    now,
-                    dedupe_key=f"LOT_EXPIRING:{lot.id}:{band}",
+                    session, warning.topic, warning.payload(), now, dedupe_key=warning.dedupe_key
                 )
                 if raised:
-                    warnings.append((lots_store.view(session, lot), left, band))
+                    warnings.append(
+                        (lots_store.view(session, row), warning.days_left, warning.threshold_days)
+                    )
             return expired, repaired, warnings
 
     def _needs_repair(self, session: Session, row: ReservationRow, lots: dict[str, LotRow]) -> bool:
@@ -777,25 +759,17 @@ class Reservations:
                 self._touch(row, ReservationState.ACTIVE, now)
                 moved.append(row)
             else:
-                row.at_risk_reason = self._short(row, result).message
-                self._touch(row, ReservationState.AT_RISK, now)
+                reservation = store.to_reservation(row, [])  # released above: no lines
+                event = reservation.put_at_risk(self._short(row, result).message, code)
+                row.at_risk_reason = reservation.at_risk_reason
+                self._touch(row, reservation.state, now)
                 risky.append(row)
                 self.outbox.emit(
                     session,
-                    "STOCK_AT_RISK",
-                    {
-                        "reservation_id": row.id,
-                        "appointment_id": row.appointment_id,
-                        "patient_id": row.patient_id,
-                        "site_id": row.site_id,
-                        "product_id": row.product_id,
-                        "grams": str(from_mg(row.grams_mg)),
-                        "needed_on": row.needed_on.isoformat(),
-                        "reason": row.at_risk_reason,
-                        "cause": code,
-                    },
+                    event.topic,
+                    event.payload(),
                     now,
-                    dedupe_key=f"STOCK_AT_RISK:{row.id}:{row.revision}",
+                    dedupe_key=f"{event.topic}:{row.id}:{row.revision}",
                 )
         return Repaired(self._views(session, moved), self._views(session, risky))
 
