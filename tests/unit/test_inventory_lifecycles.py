@@ -11,6 +11,7 @@ from decimal import Decimal as D
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.inventory.domain.allocation import Allocation
 from services.inventory.domain.purchasing import (
     Delivery,
     OrderLine,
@@ -105,6 +106,22 @@ def test_a_reservation_request_names_every_bad_field_at_once() -> None:
         "rounding_band_percent",
         "needed_on",
     ]
+
+
+def test_a_new_reservation_is_active_and_holds_what_the_allocation_chose() -> None:
+    request = ReservationRequest(
+        "appt-9", "site", "p", ("privigen", "gamunex"), D(25), D(10), TODAY
+    )
+    r = Reservation.open("res-9", request, NOW)
+    assert (r.state, r.products, r.grams, r.allocated_mg, r.revision) == (
+        ReservationState.ACTIVE,
+        ("privigen", "gamunex"),
+        D(25),
+        0,
+        1,
+    )
+    r.hold(Allocation("gamunex", (("lot-b", 3),), D(30), D(5)))
+    assert (r.allocated_product_id, r.allocated_grams, r.overfill_grams) == ("gamunex", D(30), D(5))
 
 
 def test_an_amendment_takes_the_new_dose_and_keeps_the_day() -> None:

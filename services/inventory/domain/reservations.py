@@ -17,6 +17,7 @@ from services.common.errors import (
     Violations,
 )
 from services.common.reasons import Rule
+from services.inventory.domain.allocation import Allocation
 from services.inventory.domain.stock import Lot, LotState
 
 MG_PER_GRAM = 1000
@@ -109,6 +110,39 @@ class Reservation:
     created_at: dt.datetime
     updated_at: dt.datetime
     lines: list[HeldLine]
+
+    @classmethod
+    def open(
+        cls, reservation_id: str, request: ReservationRequest, now: dt.datetime
+    ) -> Reservation:
+        """A new reservation for a checked request (validate_request): ACTIVE, holding nothing
+        until it holds the vials chosen for it."""
+        return cls(
+            id=reservation_id,
+            appointment_id=request.appointment_id,
+            site_id=request.site_id,
+            patient_id=request.patient_id,
+            product_id=request.products[0],
+            alternative_product_ids=tuple(request.products[1:]),
+            grams_mg=to_mg(request.grams),
+            rounding_band_percent=request.band_percent,
+            needed_on=request.needed_on,
+            state=ReservationState.ACTIVE,
+            allocated_product_id="",
+            allocated_mg=0,
+            at_risk_reason="",
+            revision=1,
+            created_at=now,
+            updated_at=now,
+            lines=[],
+        )
+
+    def hold(self, chosen: Allocation) -> None:
+        """Take the vials chosen by the allocation rules (domain/allocation.py): the product
+        they are of and the grams they give; no longer at risk."""
+        self.allocated_product_id = chosen.product_id
+        self.allocated_mg = to_mg(chosen.total_grams)
+        self.at_risk_reason = ""
 
     @property
     def grams(self) -> Decimal:

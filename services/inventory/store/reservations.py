@@ -59,6 +59,30 @@ def to_reservation(
     )
 
 
+def new_row(reservation: Reservation, request_hash: str) -> ReservationRow:
+    """The row of a reservation just opened (added to the session by the caller)."""
+    r = reservation
+    return ReservationRow(
+        id=r.id,
+        appointment_id=r.appointment_id,
+        request_hash=request_hash,
+        site_id=r.site_id,
+        patient_id=r.patient_id,
+        product_id=r.product_id,
+        alternative_product_ids=list(r.alternative_product_ids),
+        grams_mg=r.grams_mg,
+        rounding_band_percent=r.rounding_band_percent,
+        needed_on=r.needed_on,
+        state=r.state.value,
+        allocated_product_id=r.allocated_product_id,
+        allocated_mg=r.allocated_mg,
+        at_risk_reason=r.at_risk_reason,
+        revision=r.revision,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
 def to_administration(row: AdministrationRow) -> Administration:
     return Administration(
         id=row.id,

@@ -177,26 +177,8 @@ class Reservations:
         *,
         optimistic: bool,
     ) -> Reservation:
-        now = self.clock.now()
-        row = ReservationRow(
-            id=new_id(),
-            appointment_id=r.appointment_id,
-            request_hash=digest,
-            site_id=r.site_id,
-            patient_id=r.patient_id,
-            product_id=r.products[0],
-            alternative_product_ids=list(r.products[1:]),
-            grams_mg=to_mg(r.grams),
-            rounding_band_percent=r.band_percent,
-            needed_on=r.needed_on,
-            state=ReservationState.ACTIVE.value,
-            allocated_product_id="",
-            allocated_mg=0,
-            at_risk_reason="",
-            revision=1,
-            created_at=now,
-            updated_at=now,
-        )
+        reservation = Reservation.open(new_id(), r, self.clock.now())
+        row = store.new_row(reservation, digest)
         if optimistic:
             result, locked = self._choose_optimistically(session, row)
         else:
@@ -206,11 +188,12 @@ class Reservations:
             if store.by_appointment(session, r.appointment_id) is not None:
                 raise _ReservedAlready  # a retry: answer it, whatever the stock is now
             raise self._short(row, result)
-        row.allocated_product_id = result.product_id
-        row.allocated_mg = to_mg(result.total_grams)
+        reservation.hold(result)
+        row.allocated_product_id = reservation.allocated_product_id
+        row.allocated_mg = reservation.allocated_mg
         session.add(row)
         session.flush()  # the appointment's unique key: a repeat or a concurrent twin fails here
-        held = self._hold(session, row, result, locked, now, actor)
+        held = self._hold(session, row, result, locked, reservation.created_at, actor)
         return store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
 
     def amend(
