@@ -20,18 +20,19 @@ from services.common.jobstore import database_scheduler
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.server import GrpcService, serve, start_up
-from services.inventory.api import InventoryApi, InventoryServices
-from services.inventory.catalogue_service import CatalogueService
-from services.inventory.cost_service import CostService
+from services.inventory.adapters.notify_relay import relay_to_notify
+from services.inventory.api.servicer import InventoryServicer
 from services.inventory.jobs import InventoryJobs
-from services.inventory.notify_relay import relay_to_notify
-from services.inventory.planning_service import PlanningService
-from services.inventory.reservation_service import ReservationService
 from services.inventory.seed import seed_catalogue
 from services.inventory.settings import InventorySettings, load_settings
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import StockService
 from services.inventory.store.models import audit_tables, idempotency_keys, job_table, outbox
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.costs import Costs
+from services.inventory.usecases.outgoing_events import OutgoingEvents
+from services.inventory.usecases.planning import Planning
+from services.inventory.usecases.reservations import Reservations
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 
 
 def build(
@@ -43,24 +44,22 @@ def build(
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     audit = AuditTrail("inventory", db, AuditStore("inventory", audit_tables), clock)
-    catalogue = CatalogueService(db, clock)
-    sites = SiteService(db, clock)
-    stock = StockService(db, clock, catalogue, sites)
+    catalogue = Catalogue(db, clock)
+    sites = Sites(db, clock)
+    stock = Stock(db, clock, catalogue, sites)
     events = Outbox(outbox)
-    reservations = ReservationService(db, clock, catalogue, sites, stock, events)
-    planning = PlanningService(db, clock, catalogue, sites, stock, events)
-    api = InventoryApi(
-        InventoryServices(
-            db=db,
-            idempotency=IdempotencyStore(db, idempotency_keys, clock),
-            outbox=events,
-            catalogue=catalogue,
-            sites=sites,
-            stock=stock,
-            reservations=reservations,
-            planning=planning,
-            costs=CostService(db, clock, sites),
-        )
+    reservations = Reservations(db, clock, catalogue, sites, stock, events)
+    planning = Planning(db, clock, catalogue, sites, stock, events)
+    api = InventoryServicer(
+        idempotency=IdempotencyStore(db, idempotency_keys, clock),
+        catalogue=catalogue,
+        sites=sites,
+        stock=stock,
+        reservations=reservations,
+        planning=planning,
+        orders=planning.orders,
+        costs=Costs(db, clock, sites),
+        events=OutgoingEvents(db, events),
     )
     jobs = InventoryJobs(
         sites,

@@ -34,15 +34,15 @@ from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
 from services.common.settings import ServiceSettings
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.catalogue import StorageKind
 from services.inventory.domain.forecast import Policy
 from services.inventory.domain.sites import StockSite, StorageUnit
-from services.inventory.domain.stock import Receipt
-from services.inventory.planning_service import PlanningService
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService
+from services.inventory.domain.stock import Actor, Receipt
 from services.inventory.store.models import outbox
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.planning import Planning
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 from services.issuer.issuer import DEV_ORGANISATION
 
 # UK average, National Ig Database 2018/19 (docs/clinical-rules.md#cost, R52)
@@ -140,10 +140,10 @@ def _seed_demo(settings: ServiceSettings, clock: Clock | None) -> DemoResult:
     db = Database(settings.database_url, pool_size=2)
     try:
         upgrade("inventory", db.engine)
-        catalogue = CatalogueService(db, clock)
-        sites = SiteService(db, clock)
-        stock = StockService(db, clock, catalogue, sites)
-        planning = PlanningService(db, clock, catalogue, sites, stock, Outbox(outbox))
+        catalogue = Catalogue(db, clock)
+        sites = Sites(db, clock)
+        stock = Stock(db, clock, catalogue, sites)
+        planning = Planning(db, clock, catalogue, sites, stock, Outbox(outbox))
         actor = Actor("demo", "demo data for make run", "")
         made_sites = made_units = received = policies = 0
         for site in SITES:

@@ -27,7 +27,7 @@ from services.common.identity import service_caller
 from services.common.jobstore import ensure_job, register, run, start_scheduler
 from services.common.pagination import PageRequest
 from services.inventory.domain.sites import StockSite
-from services.inventory.site_service import SiteService
+from services.inventory.usecases.sites import Sites
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def daily_trigger(site: StockSite) -> CronTrigger:
 class InventoryJobs:
     def __init__(
         self,
-        sites: SiteService,
+        sites: Sites,
         expiry_check: Callable[[str], object],
         reorder_check: Callable[[str], object],
         scheduler: BaseScheduler | None = None,

@@ -9,8 +9,8 @@ from services.common.clock import Clock, SystemClock
 from services.common.db import Database
 from services.common.migrations import upgrade
 from services.common.settings import ServiceSettings
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.data import load_products
+from services.inventory.usecases.catalogue import Catalogue
 
 
 def seed_catalogue(
@@ -21,7 +21,7 @@ def seed_catalogue(
     db = Database(settings.database_url, pool_size=2)
     try:
         upgrade("inventory", db.engine)
-        service = CatalogueService(db, clock or SystemClock())
+        service = Catalogue(db, clock or SystemClock())
         changed = 0
         with db.write() as session:
             for product in products:

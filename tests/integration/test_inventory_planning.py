@@ -20,11 +20,11 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from services.common.db import Database
 from services.common.identity import acting_as, service_caller
 from services.common.outbox import Outbox
-from services.inventory.catalogue_service import CatalogueService
-from services.inventory.planning_service import PlanningService
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import StockService
 from services.inventory.store.models import outbox
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.planning import Planning
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 from tests.integration.conftest import Platform, request_id, stock_site
 from tests.integration.errors import error_reason, field_violations, precondition_types
 
@@ -372,15 +372,15 @@ def test_reorder_suggestion_follows_the_worked_example(platform: Platform) -> No
 
 
 @pytest.fixture
-def planning(platform: Platform, database_url: str) -> Iterator[PlanningService]:
+def planning(platform: Platform, database_url: str) -> Iterator[Planning]:
     """The daily job's entry point, wired like __main__ on the test's own database, acting as
     the inventory service as the job does."""
     db = Database(database_url)
-    catalogue = CatalogueService(db, platform.clock)
-    sites = SiteService(db, platform.clock)
-    stock = StockService(db, platform.clock, catalogue, sites)
+    catalogue = Catalogue(db, platform.clock)
+    sites = Sites(db, platform.clock)
+    stock = Stock(db, platform.clock, catalogue, sites)
     with acting_as(service_caller("inventory")):
-        yield PlanningService(db, platform.clock, catalogue, sites, stock, Outbox(outbox))
+        yield Planning(db, platform.clock, catalogue, sites, stock, Outbox(outbox))
     db.dispose()
 
 
@@ -390,7 +390,7 @@ def events(p: Platform, topic: str) -> list[dict[str, object]]:
 
 
 def test_daily_check_emits_reorder_due_and_low_stock_once(
-    platform: Platform, planning: PlanningService
+    platform: Platform, planning: Planning
 ) -> None:
     worked_example(platform)
     set_policy(platform)

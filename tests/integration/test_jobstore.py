@@ -23,8 +23,8 @@ from services.common.identity import acting_as, current_caller, service_caller
 from services.common.migrations import upgrade
 from services.inventory.domain.sites import StockSite
 from services.inventory.jobs import InventoryJobs
-from services.inventory.site_service import SiteService
 from services.inventory.store.models import job_table
+from services.inventory.usecases.sites import Sites
 from tests.e2e.harness import free_port
 
 
@@ -113,7 +113,7 @@ def test_a_failing_round_does_not_end_the_scheduler(
 
 def _inventory_jobs(db: Database, checked: Callable[[str], object]) -> InventoryJobs:
     return InventoryJobs(
-        SiteService(db, SystemClock()),
+        Sites(db, SystemClock()),
         checked,
         lambda _: None,
         jobstore.database_scheduler(db, job_table),
@@ -141,7 +141,7 @@ def test_inventory_restarts_on_a_store_holding_its_daily_jobs(database_url: str)
 
     try:
         upgrade("inventory", db.engine)
-        sites = SiteService(db, SystemClock())
+        sites = Sites(db, SystemClock())
         for site_id in ("site-1", "site-2"):
             with acting_as(service_caller("inventory")), db.write() as session:
                 site = StockSite(site_id, site_id, "Europe/London", dt.time(6), organisation_id="o")

@@ -4,7 +4,7 @@ relays on PostgreSQL (SKIP LOCKED), and the inventory -> notify path end to end:
 written the way the inventory writes them, carried by the relay to notify's Publish over gRPC
 with the row id as request_id (a repeat is a no-op).
 
-``publish_request`` is the inventory's translation (services/inventory/notify_relay.py).
+``publish_request`` is the inventory's translation (services/inventory/adapters/notify_relay.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from services.common.outbox_relay import (
     RelayPolicy,
     publish_or_dead_letter,
 )
-from services.inventory.notify_relay import publish_request
+from services.inventory.adapters.notify_relay import publish_request
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
 from tests.integration.notify_conftest import NOW, NotifyServer, create  # noqa: E402

@@ -35,7 +35,7 @@ from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common import tracing
 from services.common.clock import FixedClock
 from services.common.db import Database
-from services.inventory.notify_relay import relay_to_notify as inventory_relay
+from services.inventory.adapters.notify_relay import relay_to_notify as inventory_relay
 from services.notify.domain.model import Channel
 from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.notify_relay import relay_to_notify as scheduler_relay

@@ -28,7 +28,7 @@ from services.common.clock import FixedClock
 from services.common.limits import LimitsInterceptor
 from services.common.server import GrpcService
 from services.inventory.__main__ import build as build_inventory
-from services.inventory.api import InventoryApi
+from services.inventory.api.servicer import InventoryServicer
 from services.inventory.settings import load_settings as inventory_settings
 from services.scheduler.__main__ import build as build_scheduler
 from services.scheduler.api import SchedulerApi
@@ -255,7 +255,7 @@ def _scheduler(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
 
 @pytest.mark.parametrize(
     ("start", "servicer", "method"),
-    [(_inventory, InventoryApi, "ListProducts"), (_scheduler, SchedulerApi, "GetSite")],
+    [(_inventory, InventoryServicer, "ListProducts"), (_scheduler, SchedulerApi, "GetSite")],
     ids=["inventory", "scheduler"],
 )
 def test_unary_calls_past_capacity_are_refused_quickly(

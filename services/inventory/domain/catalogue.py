@@ -19,6 +19,7 @@ grams and concentration, step order) are skipped while that field is itself bad.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -788,3 +789,15 @@ def parse_catalogue(data: object) -> list[Product]:
     if r.problems:
         raise CatalogueError(r.problems)
     return products
+
+
+@dataclass(frozen=True)
+class StoredProduct:
+    """A product as the catalogue keeps it: its id, whether it is offered, its version."""
+
+    id: str
+    product: Product
+    active: bool
+    revision: int
+    created_at: dt.datetime
+    updated_at: dt.datetime

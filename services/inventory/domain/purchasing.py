@@ -8,13 +8,16 @@ ReceiveStock), and refusing keeps "received" equal to what was ordered and paid 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
 from services.common.errors import FailedPrecondition, PreconditionViolation, Violations
+from services.inventory.domain.gs1 import Scan
 
 
 class OrderState(StrEnum):
@@ -25,6 +28,85 @@ class OrderState(StrEnum):
 
 
 OPEN_STATES = frozenset({OrderState.OPEN, OrderState.PARTIALLY_RECEIVED})
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    id: str
+    line_number: int
+    product_id: str
+    presentation_grams: Decimal
+    vials_ordered: int
+    vials_received: int
+    unit_cost: Decimal
+    currency: str
+
+    @property
+    def remaining(self) -> int:
+        return self.vials_ordered - self.vials_received
+
+
+@dataclass
+class PurchaseOrder:
+    id: str
+    site_id: str
+    supplier: str
+    state: OrderState
+    expected_date: dt.date | None
+    reference: str
+    cancel_reason: str
+    revision: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    lines: list[OrderLine]
+
+    def line(self, line_id: str) -> OrderLine:
+        return next(x for x in self.lines if x.id == line_id)
+
+    def receive(self, deliveries: Sequence[Delivery]) -> dict[str, int]:
+        """Count a delivery against the lines: every receipt names a line of this order, whole
+        vials, an expiry (typed or scanned), and no line gets more than it still expects. The
+        lines' received vials and the order's state move with it; answers vials per line."""
+        check_open(self.id, self.state, "received")
+        lines = {line.id: line for line in self.lines}
+        v = Violations()
+        if not deliveries:
+            v.add("receipts", "give at least one receipt")
+        delivered: dict[str, int] = defaultdict(int)
+        for i, d in enumerate(deliveries):
+            if d.line_id not in lines:
+                v.add(f"receipts[{i}].line_id", f"no line {d.line_id!r} on this order")
+            if d.vials <= 0:
+                v.add(f"receipts[{i}].vials", f"must be a whole number above 0, not {d.vials}")
+            if d.scan is None and d.expiry_date is None:
+                v.add(f"receipts[{i}].expiry_date", "is required (or scan the GS1 string)")
+            if d.line_id in lines and d.vials > 0:
+                delivered[d.line_id] += d.vials
+        v.raise_if_any()
+        check_remaining(self.id, {k: x.remaining for k, x in lines.items()}, delivered)
+        self.lines = [
+            dataclasses.replace(x, vials_received=x.vials_received + delivered.get(x.id, 0))
+            for x in self.lines
+        ]
+        self.state = state_after_receipt([x.remaining for x in self.lines])
+        return dict(delivered)
+
+    def cancel(self, reason: str) -> None:
+        check_open(self.id, self.state, "cancelled")
+        self.cancel_reason = reason
+        self.state = OrderState.CANCELLED
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One PurchaseOrderReceipt: vials of one line that arrived as one lot."""
+
+    line_id: str
+    lot_number: str
+    expiry_date: dt.date | None
+    vials: int
+    storage_unit_id: str = ""
+    scan: Scan | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import Aborted, NotFound
 from services.common.pagination import PageRequest
+from services.inventory.domain.purchasing import OrderLine, OrderState, PurchaseOrder
 from services.inventory.domain.stock import LotState, MovementKind
 from services.inventory.store.models import (
     DemandForecastRow,
@@ -221,6 +222,50 @@ def site_policies(session: Session, site_id: str) -> list[ReorderPolicyRow]:
 
 
 # --- purchase orders ----------------------------------------------------------------------------
+
+
+def to_order(row: PurchaseOrderRow, lines: Sequence[PurchaseOrderLineRow]) -> PurchaseOrder:
+    return PurchaseOrder(
+        id=row.id,
+        site_id=row.site_id,
+        supplier=row.supplier,
+        state=OrderState(row.state),
+        expected_date=row.expected_date,
+        reference=row.reference,
+        cancel_reason=row.cancel_reason,
+        revision=row.revision,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        lines=[
+            OrderLine(
+                id=x.id,
+                line_number=x.line_number,
+                product_id=x.product_id,
+                presentation_grams=x.presentation_grams,
+                vials_ordered=x.vials_ordered,
+                vials_received=x.vials_received,
+                unit_cost=x.unit_cost,
+                currency=x.currency,
+            )
+            for x in sorted(lines, key=lambda x: x.line_number)
+        ],
+    )
+
+
+def save_order(
+    row: PurchaseOrderRow,
+    lines: Sequence[PurchaseOrderLineRow],
+    order: PurchaseOrder,
+    now: dt.datetime,
+) -> None:
+    """Store an order's new state and line counts: a new revision of the order."""
+    received = {x.id: x.vials_received for x in order.lines}
+    for line in lines:
+        line.vials_received = received[line.id]
+    row.state = order.state.value
+    row.cancel_reason = order.cancel_reason
+    row.revision += 1
+    row.updated_at = now
 
 
 def order_row(session: Session, order_id: str, *, for_update: bool = False) -> PurchaseOrderRow:

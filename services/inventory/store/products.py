@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -25,18 +24,9 @@ from services.inventory.domain.catalogue import (
     Source,
     StorageKind,
     StorageRule,
+    StoredProduct,
 )
 from services.inventory.store.models import ProductRow
-
-
-@dataclass(frozen=True)
-class StoredProduct:
-    id: str
-    product: Product
-    active: bool
-    revision: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
 
 
 def _s(value: Decimal | None) -> str | None:

@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
-from services.inventory.domain.reservations import ReservationState
+from services.inventory.domain.reservations import (
+    Administration,
+    HeldLine,
+    Reservation,
+    ReservationState,
+)
 from services.inventory.domain.stock import LotState
 from services.inventory.store.models import (
     AdministrationRow,
@@ -20,6 +25,79 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import check_site, in_scope
+
+
+def to_reservation(
+    row: ReservationRow, held: Sequence[tuple[ReservationLineRow, LotRow]]
+) -> Reservation:
+    """The domain reservation of a row and its lines, lines in expiry order (the order the
+    vials should leave the shelf)."""
+    lines = [
+        HeldLine(
+            lot.id, lot.product_id, lot.lot_number, lot.presentation_grams, lot.expiry_date, n.vials
+        )
+        for n, lot in held
+    ]
+    return Reservation(
+        id=row.id,
+        appointment_id=row.appointment_id,
+        site_id=row.site_id,
+        patient_id=row.patient_id,
+        product_id=row.product_id,
+        alternative_product_ids=tuple(row.alternative_product_ids),
+        grams_mg=row.grams_mg,
+        rounding_band_percent=row.rounding_band_percent,
+        needed_on=row.needed_on,
+        state=ReservationState(row.state),
+        allocated_product_id=row.allocated_product_id,
+        allocated_mg=row.allocated_mg,
+        at_risk_reason=row.at_risk_reason,
+        revision=row.revision,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        lines=sorted(lines, key=lambda x: (x.expiry_date, x.lot_id)),
+    )
+
+
+def new_row(reservation: Reservation, request_hash: str) -> ReservationRow:
+    """The row of a reservation just opened (added to the session by the caller)."""
+    r = reservation
+    return ReservationRow(
+        id=r.id,
+        appointment_id=r.appointment_id,
+        request_hash=request_hash,
+        site_id=r.site_id,
+        patient_id=r.patient_id,
+        product_id=r.product_id,
+        alternative_product_ids=list(r.alternative_product_ids),
+        grams_mg=r.grams_mg,
+        rounding_band_percent=r.rounding_band_percent,
+        needed_on=r.needed_on,
+        state=r.state.value,
+        allocated_product_id=r.allocated_product_id,
+        allocated_mg=r.allocated_mg,
+        at_risk_reason=r.at_risk_reason,
+        revision=r.revision,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+def to_administration(row: AdministrationRow) -> Administration:
+    return Administration(
+        id=row.id,
+        reservation_id=row.reservation_id,
+        patient_id=row.patient_id,
+        appointment_id=row.appointment_id,
+        site_id=row.site_id,
+        lot_id=row.lot_id,
+        product_id=row.product_id,
+        lot_number=row.lot_number,
+        vials=row.vials,
+        grams_administered=row.grams_administered,
+        grams_wasted=row.grams_wasted,
+        administered_at=row.administered_at,
+    )
 
 
 def by_appointment(session: Session, appointment_id: str) -> ReservationRow | None:

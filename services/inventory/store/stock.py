@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -14,19 +13,66 @@ from sqlalchemy.orm import Session
 from services.common.errors import Aborted, NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.domain.stock import Balance, LotState, MovementKind
+from services.inventory.domain.stock import (
+    Actor,
+    Balance,
+    Entry,
+    Lot,
+    LotState,
+    Movement,
+    MovementKind,
+)
 from services.inventory.store.models import LotRow, MovementRow
 from services.inventory.store.site_scope import check_site, in_scope
 
 
-@dataclass(frozen=True)
-class LotView:
-    row: LotRow
-    balance: Balance
+def to_lot(row: LotRow, balance: Balance | None = None) -> Lot:
+    """The domain lot of a row; ``balance`` defaults to the projections kept on the row."""
+    return Lot(
+        id=row.id,
+        site_id=row.site_id,
+        product_id=row.product_id,
+        presentation_grams=row.presentation_grams,
+        gtin=row.gtin,
+        lot_number=row.lot_number,
+        expiry_date=row.expiry_date,
+        state=LotState(row.state),
+        unit_cost=row.unit_cost,
+        currency=row.currency,
+        supplier=row.supplier,
+        purchase_order_id=row.purchase_order_id,
+        storage_unit_id=row.storage_unit_id,
+        balance=balance or Balance(row.on_hand_vials, row.reserved_vials),
+        revision=row.revision,
+        created_at=row.created_at,
+    )
 
-    @property
-    def state(self) -> LotState:
-        return LotState(self.row.state)
+
+def to_movement(row: MovementRow) -> Movement:
+    return Movement(
+        id=row.id,
+        lot_id=row.lot_id,
+        site_id=row.site_id,
+        kind=MovementKind(row.kind),
+        on_hand_delta=row.on_hand_delta,
+        reserved_delta=row.reserved_delta,
+        unit_cost=row.unit_cost,
+        currency=row.currency,
+        reason_code=row.reason_code,
+        note=row.note,
+        actor=row.actor,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        seq=row.seq,
+        reverses_movement_id=row.reverses_movement_id or "",
+    )
+
+
+def recorded(session: Session, rows: Sequence[MovementRow]) -> list[Movement]:
+    """Movements just appended, as domain values: flushed first, so each has its ledger
+    sequence number."""
+    session.flush()
+    return [to_movement(row) for row in rows]
 
 
 def lot_row(session: Session, lot_id: str, *, for_update: bool = False) -> LotRow:
@@ -117,8 +163,8 @@ def projections_and_ledger(
     ]
 
 
-def view(session: Session, row: LotRow) -> LotView:
-    return LotView(row, Balance(row.on_hand_vials, row.reserved_vials))
+def view(session: Session, row: LotRow) -> Lot:
+    return to_lot(row)
 
 
 def add_movement(
@@ -193,10 +239,12 @@ def reversal_of(session: Session, movement_ids: Sequence[str]) -> dict[str, str]
     return {str(original): str(reversal) for original, reversal in rows}
 
 
-def set_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
-    row.state = state.value
-    row.revision += 1
-    row.updated_at = now
+def save_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
+    """Store a lot's new state; every change of state is a new revision of the lot."""
+    if row.state != state.value:
+        row.state = state.value
+        row.revision += 1
+        row.updated_at = now
 
 
 def list_lots(
@@ -237,3 +285,38 @@ def list_movements(
     if page.after:
         query = query.where(MovementRow.seq > int(page.after[0]))
     return list(session.scalars(query.order_by(MovementRow.seq).limit(page.size + 1)))
+
+
+class Lots:
+    """The lots of one transaction as domain objects: ``get`` locks a lot's row, ``record``
+    writes back what the lot decided and appends the ledger entry it raised."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, lot_id: str) -> Lot:
+        return to_lot(lot_row(self.session, lot_id, for_update=True))
+
+    def record(
+        self, lot: Lot, entry: Entry, now: dt.datetime, actor: Actor
+    ) -> tuple[Lot, Movement]:
+        row = self.session.get(LotRow, lot.id)  # locked by get (or the caller), so in the session
+        if row is None:
+            raise NotFound("lot", lot.id)
+        save_state(row, lot.state, now)
+        movement = add_movement(
+            self.session,
+            row,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
+            now,
+            reason_code=entry.code,
+            note=actor.reason,
+            actor=actor.name,
+            request_id=actor.request_id,
+        )
+        settled = to_lot(row)
+        settled.settle()
+        save_state(row, settled.state, now)
+        return to_lot(row), recorded(self.session, [movement])[0]

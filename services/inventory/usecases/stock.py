@@ -7,40 +7,38 @@ import contextlib
 import dataclasses
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PreconditionViolation,
 )
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.common.reasons import Rule
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
-    STATE_MOVEMENTS,
+    Actor,
     Balance,
+    Entry,
+    Lot,
     LotState,
+    Movement,
     MovementKind,
     Receipt,
-    check_balance,
-    check_transition,
-    state_after_quantity_change,
     validate_receipt,
 )
-from services.inventory.site_service import SiteService
 from services.inventory.store import stock as store
 from services.inventory.store.models import LotRow, MovementRow
-from services.inventory.store.stock import LotView
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
 
 
 @dataclass(frozen=True)
@@ -60,23 +58,35 @@ class Reconciliation:
     discrepancies: list[tuple[str, Balance, Balance]]  # lot id, projection, ledger sums
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who did it and why, kept on every movement."""
+class LotRepository(Protocol):
+    """The lots of one transaction as domain objects (store.stock.Lots; a fake in tests)."""
 
-    name: str = ""
-    reason: str = ""
-    request_id: str = ""
+    def get(self, lot_id: str) -> Lot:
+        """The lot, locked for the transaction; NOT_FOUND when unknown or not the caller's."""
+        ...
+
+    def record(
+        self, lot: Lot, entry: Entry, now: dt.datetime, actor: Actor
+    ) -> tuple[Lot, Movement]:
+        """Store the state ``lot`` reached and append the entry it raised, then apply the
+        quantity-driven state; the lot and the movement as stored."""
+        ...
 
 
-class StockService:
+class Stock:
     def __init__(
-        self, db: Database, clock: Clock, catalogue: CatalogueService, sites: SiteService
+        self,
+        db: Database,
+        clock: Clock,
+        catalogue: Catalogue,
+        sites: Sites,
+        lots: Callable[[Session], LotRepository] = store.Lots,
     ) -> None:
         self.db = db
         self.clock = clock
         self.catalogue = catalogue
         self.sites = sites
+        self.lots = lots
 
     def today(self, site_id: str) -> dt.date:
         """The site's local day: what "in date" is judged on there."""
@@ -129,9 +139,7 @@ class StockService:
             gtin=scan.gtin,
         )
 
-    def receive(
-        self, session: Session, receipt: Receipt, actor: Actor
-    ) -> tuple[LotView, MovementRow]:
+    def receive(self, session: Session, receipt: Receipt, actor: Actor) -> tuple[Lot, Movement]:
         try:
             product = self.catalogue.get(receipt.product_id)
         except NotFound as missing:
@@ -197,18 +205,7 @@ class StockService:
             )
         else:
             lot = store.lot_row(session, lot.id, for_update=True)
-            if LotState(lot.state) in (LotState.RECALLED, LotState.EXPIRED):
-                raise precondition(
-                    "LOT_ACCEPTS_RECEIPTS", lot.id, f"lot {lot.lot_number} is {lot.state}"
-                )
-            if lot.currency != receipt.currency:
-                raise InvalidArgument(
-                    [
-                        FieldViolation(
-                            "unit_cost.currency_code", f"the lot is costed in {lot.currency}"
-                        )
-                    ]
-                )
+            store.to_lot(lot).check_receipt(receipt.currency)
         movement = store.add_movement(
             session,
             lot,
@@ -225,120 +222,82 @@ class StockService:
             actor=actor.name,
             request_id=actor.request_id,
         )
-        return self.settle(session, lot, now), movement
+        return self.settle(session, lot, now), store.recorded(session, [movement])[0]
 
-    # --- state changes -------------------------------------------------------------------------
+    # --- state changes and counts: the lot decides, this stores what it decided -----------
 
-    def quarantine(self, session: Session, lot_id: str, actor: Actor) -> LotView:
-        lot = store.lot_row(session, lot_id, for_update=True)
-        check_transition(lot.id, LotState(lot.state), LotState.QUARANTINED)
-        return self.change_state(session, lot, LotState.QUARANTINED, actor)
+    def quarantine(self, session: Session, lot_id: str, actor: Actor) -> Lot:
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
+        entry = lot.quarantine()
+        return lots.record(lot, entry, self.clock.now(), actor)[0]
 
-    def release(self, session: Session, lot_id: str, actor: Actor) -> LotView:
-        lot = store.lot_row(session, lot_id, for_update=True)
-        if LotState(lot.state) is not LotState.QUARANTINED:
-            raise precondition(
-                "LOT_QUARANTINED", lot.id, f"only a quarantined lot can be released ({lot.state})"
-            )
-        if lot.expiry_date < self.today(lot.site_id):
-            raise precondition(
-                "LOT_IN_DATE", lot.id, f"lot expired on {lot.expiry_date}: it cannot be released"
-            )
-        return self.change_state(session, lot, LotState.AVAILABLE, actor)
-
-    def change_state(
-        self, session: Session, lot: LotRow, wanted: LotState, actor: Actor
-    ) -> LotView:
-        """Set a checked state and record it as a vial-less movement of the matching kind."""
-        kind, code = _STATE_MOVEMENT[wanted]
-        now = self.clock.now()
-        store.set_state(lot, wanted, now)
-        store.add_movement(
-            session,
-            lot,
-            kind,
-            0,
-            0,
-            now,
-            reason_code=code,
-            note=actor.reason,
-            actor=actor.name,
-            request_id=actor.request_id,
-        )
-        return self.settle(session, lot, now)
-
-    # --- corrections ---------------------------------------------------------------------------
+    def release(self, session: Session, lot_id: str, actor: Actor) -> Lot:
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
+        entry = lot.release(self.today(lot.site_id))
+        return lots.record(lot, entry, self.clock.now(), actor)[0]
 
     def record_count(
         self, session: Session, lot_id: str, counted: int, actor: Actor
-    ) -> tuple[LotView, MovementRow | None]:
-        if counted < 0:
+    ) -> tuple[Lot, Movement | None]:
+        if counted < 0:  # before the lot is looked up, as the field is wrong whatever the lot
             raise InvalidArgument([FieldViolation("counted_vials", "must not be negative")])
-        lot = store.lot_row(session, lot_id, for_update=True)
-        balance = store.view(session, lot).balance
-        delta = counted - balance.on_hand
-        if delta == 0:
-            return store.view(session, lot), None
-        check_balance(lot.id, balance.plus(delta, 0))
-        now = self.clock.now()
-        movement = store.add_movement(
+        lots = self.lots(session)
+        lot = lots.get(lot_id)
+        entry = lot.count(counted)
+        if entry is None:
+            return lot, None
+        return lots.record(lot, entry, self.clock.now(), actor)
+
+    def book(
+        self,
+        session: Session,
+        row: LotRow,
+        entry: Entry,
+        now: dt.datetime,
+        actor: Actor,
+        *,
+        unit_cost: Decimal | None = None,
+        reverses: str | None = None,
+        reference: str = "",
+    ) -> MovementRow:
+        """Append the ledger entry a lot raised, with who did it and why."""
+        return store.add_movement(
             session,
-            lot,
-            MovementKind.COUNT_ADJUSTMENT,
-            delta,
-            0,
+            row,
+            entry.kind,
+            entry.on_hand,
+            entry.reserved,
             now,
-            reason_code="COUNT",
+            unit_cost=unit_cost,
+            reason_code=entry.code,
             note=actor.reason,
             actor=actor.name,
             request_id=actor.request_id,
+            reverses=reverses,
+            reference=reference,
         )
-        return self.settle(session, lot, now), movement
 
-    def reverse(
-        self, session: Session, movement_id: str, actor: Actor
-    ) -> tuple[MovementRow, LotView]:
+    # --- corrections ---------------------------------------------------------------------------
+
+    def reverse(self, session: Session, movement_id: str, actor: Actor) -> tuple[Movement, Lot]:
         original = store.movement_row(session, movement_id)
-        kind = MovementKind(original.kind)
-        if kind in STATE_MOVEMENTS or kind is MovementKind.REVERSAL:
-            raise precondition(
-                "MOVEMENT_REVERSIBLE",
-                original.lot_id,
-                f"a {kind.value} movement is not reversed: "
-                + ("use the opposite verb" if kind in STATE_MOVEMENTS else "it is a correction"),
-            )
-        if store.reversal_of(session, [original.id]):
-            raise precondition(
-                "MOVEMENT_REVERSIBLE", original.lot_id, "the movement was already reversed"
-            )
+        undone = bool(store.reversal_of(session, [original.id]))
         lot = store.lot_row(session, original.lot_id, for_update=True)
-        balance = store.view(session, lot).balance
-        check_balance(lot.id, balance.plus(-original.on_hand_delta, -original.reserved_delta))
+        entry = store.to_lot(lot).undo(store.to_movement(original), undone)
         now = self.clock.now()
-        reversal = store.add_movement(
-            session,
-            lot,
-            MovementKind.REVERSAL,
-            -original.on_hand_delta,
-            -original.reserved_delta,
-            now,
-            unit_cost=original.unit_cost,
-            reason_code="REVERSAL",
-            note=actor.reason,
-            actor=actor.name,
-            request_id=actor.request_id,
-            reverses=original.id,
+        reversal = self.book(
+            session, lot, entry, now, actor, unit_cost=original.unit_cost, reverses=original.id
         )
-        return reversal, self.settle(session, lot, now)
+        return store.recorded(session, [reversal])[0], self.settle(session, lot, now)
 
-    def settle(self, session: Session, lot: LotRow, now: dt.datetime) -> LotView:
+    def settle(self, session: Session, row: LotRow, now: dt.datetime) -> Lot:
         """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
-        current = store.view(session, lot)
-        wanted = state_after_quantity_change(current.state, current.balance)
-        if wanted is not current.state:
-            check_transition(lot.id, current.state, wanted)
-            store.set_state(lot, wanted, now)
-        return store.view(session, lot)
+        lot = store.to_lot(row)
+        lot.settle()
+        store.save_state(row, lot.state, now)
+        return store.to_lot(row)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -349,7 +308,7 @@ class StockService:
         wrong = [(lot_id, kept, summed) for lot_id, kept, summed, _ in rows if kept != summed]
         return Reconciliation(len(rows), sum(n for *_, n in rows), wrong)
 
-    def get_lot(self, lot_id: str) -> LotView:
+    def get_lot(self, lot_id: str) -> Lot:
         with self.db.read() as session:
             return store.view(session, store.lot_row(session, lot_id))
 
@@ -365,25 +324,25 @@ class StockService:
         state: LotState | None,
         lot_number: str,
         page: PageRequest,
-    ) -> list[LotView]:
+    ) -> list[Lot]:
         product_id = self.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_lots(session, site_id, product_id, state, lot_number, page)
             sums = store.balances(session, [r.id for r in rows])
-            return [LotView(r, sums[r.id]) for r in rows]
+            return [store.to_lot(r, sums[r.id]) for r in rows]
 
     def list_movements(
         self, lot_id: str, site_id: str, page: PageRequest
-    ) -> list[tuple[MovementRow, str]]:
+    ) -> list[tuple[Movement, str]]:
         """Movements with the id of the reversal that undid each ('' when none)."""
         with self.db.read() as session:
             rows = store.list_movements(session, lot_id, site_id, page)
             undone = store.reversal_of(session, [r.id for r in rows])
-            return [(r, undone.get(r.id, "")) for r in rows]
+            return [(store.to_movement(r), undone.get(r.id, "")) for r in rows]
 
     def stock_levels(
         self, site_id: str, product_id: str, as_of: dt.date | None
-    ) -> tuple[list[ProductLevel], list[LotView]]:
+    ) -> tuple[list[ProductLevel], list[Lot]]:
         day = as_of or self.today(site_id)
         product_id = self.product_filter(product_id)
         with self.db.read() as session:
@@ -397,12 +356,12 @@ class StockService:
                 last = batch[page.size - 1]
                 page = PageRequest(page.size, [last.expiry_date.isoformat(), last.id])
             sums = store.balances(session, [r.id for r in rows])
-        lots = [LotView(r, sums[r.id]) for r in rows if sums[r.id].on_hand > 0]
+        lots = [store.to_lot(r, sums[r.id]) for r in rows if sums[r.id].on_hand > 0]
         totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
         for lot in lots:
-            grams = lot.row.presentation_grams
-            available = lot.balance.available(lot.state, lot.row.expiry_date, day)
-            t = totals[lot.row.product_id]
+            grams = lot.presentation_grams
+            available = lot.available(day)
+            t = totals[lot.product_id]
             t[0] += lot.balance.on_hand
             t[1] += lot.balance.reserved
             t[2] += available
@@ -413,15 +372,3 @@ class StockService:
             for pid, t in sorted(totals.items())
         ]
         return levels, lots
-
-
-_STATE_MOVEMENT = {
-    LotState.QUARANTINED: (MovementKind.QUARANTINE, "QUARANTINED"),
-    LotState.AVAILABLE: (MovementKind.RELEASE_FROM_QUARANTINE, "RELEASED"),
-    LotState.RECALLED: (MovementKind.RECALL, "RECALLED"),
-    LotState.EXPIRED: (MovementKind.EXPIRY, "EXPIRED"),
-}
-
-
-def precondition(rule: Rule, lot_id: str, text: str) -> FailedPrecondition:
-    return FailedPrecondition([PreconditionViolation(rule, f"lots/{lot_id}", text)])

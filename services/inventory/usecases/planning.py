@@ -23,7 +23,7 @@ from services.common.errors import (
 )
 from services.common.etag import check_etag
 from services.common.outbox import Outbox
-from services.inventory.catalogue_service import CatalogueService
+from services.inventory.domain.catalogue import StoredProduct
 from services.inventory.domain.forecast import (
     MAX_HORIZON_DAYS,
     Bucket,
@@ -37,12 +37,12 @@ from services.inventory.domain.forecast import (
     simulate,
     validate_policy,
 )
-from services.inventory.purchase_orders import PurchaseOrders
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import StockService
 from services.inventory.store import planning as store
 from services.inventory.store.models import ReorderPolicyRow
-from services.inventory.store.products import StoredProduct
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.purchase_orders import PurchaseOrders
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 
 MG_PER_G = Decimal(1000)
 T = TypeVar("T")
@@ -105,14 +105,14 @@ def _g(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-class PlanningService:
+class Planning:
     def __init__(
         self,
         db: Database,
         clock: Clock,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
         outbox: Outbox,
     ) -> None:
         self.db = db
@@ -302,6 +302,11 @@ class PlanningService:
                 )
             )
         return found
+
+    def current_suggestions(self, site_id: str, as_of: dt.date | None) -> list[Suggestion]:
+        """ListReorderSuggestions: what the reorder check would raise, without raising it."""
+        with self.db.read() as session:
+            return self.suggestions(session, site_id, as_of)
 
     def _cost(
         self, session: Session, site_id: str, product: StoredProduct, policy: Policy, vials: int

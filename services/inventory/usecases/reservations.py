@@ -33,22 +33,26 @@ from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.outbox import Outbox
 from services.common.pagination import PageRequest
-from services.common.reasons import Rule
-from services.inventory.catalogue_service import CatalogueService
 from services.inventory.domain.allocation import Allocation, Candidate, Shortfall, allocate
 from services.inventory.domain.reservations import (
     OPEN_STATES,
-    OpenedVials,
+    Administration,
+    DispenseInput,
+    Reservation,
     ReservationRequest,
     ReservationState,
     from_mg,
-    split_waste,
     to_mg,
     validate_request,
 )
-from services.inventory.domain.stock import LotState, MovementKind, check_balance
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService, precondition
+from services.inventory.domain.stock import (
+    Actor,
+    Lot,
+    LotState,
+    Movement,
+    MovementKind,
+    check_balance,
+)
 from services.inventory.store import reservations as store
 from services.inventory.store import stock as lots_store
 from services.inventory.store.models import (
@@ -59,45 +63,24 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import organisation_of
-from services.inventory.store.stock import LotView
-
-
-@dataclass(frozen=True)
-class ReservationView:
-    row: ReservationRow
-    lines: list[tuple[ReservationLineRow, LotRow]]
-
-    @property
-    def state(self) -> ReservationState:
-        return ReservationState(self.row.state)
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 
 
 @dataclass(frozen=True)
 class Dispensed:
-    reservation: ReservationView
-    movements: list[MovementRow]
-    administrations: list[AdministrationRow]
+    reservation: Reservation
+    movements: list[Movement]
+    administrations: list[Administration]
 
 
 @dataclass(frozen=True)
 class Repaired:
     """Reservations moved to other lots, and those left at risk."""
 
-    reallocated: list[ReservationView]
-    at_risk: list[ReservationView]
-
-
-@dataclass(frozen=True)
-class DispenseInput:
-    reservation_id: str
-    lines: list[tuple[str, int]]  # (lot id, vials); scans already resolved to lot ids
-    grams_administered: Decimal
-    grams_wasted: Decimal
-    patient_id: str
-    appointment_id: str
-    allow_over_reservation: bool
-    override_reason: str
-    administered_at: dt.datetime | None
+    reallocated: list[Reservation]
+    at_risk: list[Reservation]
 
 
 class _ChosenLotsChanged(Exception):
@@ -116,14 +99,14 @@ def _fingerprint(r: ReservationRequest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class ReservationService:
+class Reservations:
     def __init__(
         self,
         db: Database,
         clock: Clock,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
         outbox: Outbox,
     ) -> None:
         self.db = db
@@ -135,7 +118,7 @@ class ReservationService:
 
     # --- reserve, amend, release ---------------------------------------------------------------
 
-    def reserve(self, request: ReservationRequest, actor: Actor) -> ReservationView:
+    def reserve(self, request: ReservationRequest, actor: Actor) -> Reservation:
         """Idempotent by appointment: the same request again returns the reservation."""
         request = self._checked(request)
         digest = _fingerprint(request)
@@ -174,7 +157,7 @@ class ReservationService:
         v.raise_if_any()
         return dataclasses.replace(r, products=tuple(ids))
 
-    def _repeat(self, session: Session, row: ReservationRow, digest: str) -> ReservationView:
+    def _repeat(self, session: Session, row: ReservationRow, digest: str) -> Reservation:
         if row.request_hash != digest:
             raise AlreadyExists(
                 "reservation",
@@ -193,27 +176,9 @@ class ReservationService:
         actor: Actor,
         *,
         optimistic: bool,
-    ) -> ReservationView:
-        now = self.clock.now()
-        row = ReservationRow(
-            id=new_id(),
-            appointment_id=r.appointment_id,
-            request_hash=digest,
-            site_id=r.site_id,
-            patient_id=r.patient_id,
-            product_id=r.products[0],
-            alternative_product_ids=list(r.products[1:]),
-            grams_mg=to_mg(r.grams),
-            rounding_band_percent=r.band_percent,
-            needed_on=r.needed_on,
-            state=ReservationState.ACTIVE.value,
-            allocated_product_id="",
-            allocated_mg=0,
-            at_risk_reason="",
-            revision=1,
-            created_at=now,
-            updated_at=now,
-        )
+    ) -> Reservation:
+        reservation = Reservation.open(new_id(), r, self.clock.now())
+        row = store.new_row(reservation, digest)
         if optimistic:
             result, locked = self._choose_optimistically(session, row)
         else:
@@ -223,12 +188,13 @@ class ReservationService:
             if store.by_appointment(session, r.appointment_id) is not None:
                 raise _ReservedAlready  # a retry: answer it, whatever the stock is now
             raise self._short(row, result)
-        row.allocated_product_id = result.product_id
-        row.allocated_mg = to_mg(result.total_grams)
+        reservation.hold(result)
+        row.allocated_product_id = reservation.allocated_product_id
+        row.allocated_mg = reservation.allocated_mg
         session.add(row)
         session.flush()  # the appointment's unique key: a repeat or a concurrent twin fails here
-        held = self._hold(session, row, result, locked, now, actor)
-        return ReservationView(row, [(line, locked[line.lot_id]) for line in held])
+        held = self._hold(session, row, result, locked, reservation.created_at, actor)
+        return store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
 
     def amend(
         self,
@@ -238,24 +204,16 @@ class ReservationService:
         needed_on: dt.date | None,
         etag: str,
         actor: Actor,
-    ) -> ReservationView:
+    ) -> Reservation:
         row = store.reservation_row(session, reservation_id, for_update=True)
         if etag:
             check_etag(etag, row.revision, field="etag", resource=f"reservation {row.id}")
-        self._must_be_open(row)
-        request = ReservationRequest(
-            appointment_id=row.appointment_id,
-            site_id=row.site_id,
-            patient_id=row.patient_id,
-            products=(row.product_id, *row.alternative_product_ids),
-            grams=from_mg(row.grams_mg) if grams is None else grams,
-            band_percent=row.rounding_band_percent,
-            needed_on=needed_on or row.needed_on,
-        )
-        validate_request(request, self.sites.today(row.site_id, session)).raise_if_any()
+        # the figures only: the vials held are released and chosen again below, in the ledger
+        reservation = store.to_reservation(row, [])
+        request = reservation.amend(grams, needed_on, self.sites.today(row.site_id, session))
         now = self.clock.now()
-        row.grams_mg = to_mg(request.grams)
-        row.needed_on = request.needed_on
+        row.grams_mg = reservation.grams_mg
+        row.needed_on = reservation.needed_on
         row.request_hash = _fingerprint(request)
         held = store.lines(session, [row.id])[row.id]
         locked = self._lock(session, row, [line.lot_id for line in held])
@@ -267,109 +225,56 @@ class ReservationService:
         self._touch(row, ReservationState.ACTIVE, now)
         return self._view(session, row)
 
-    def release(self, session: Session, reservation_id: str, actor: Actor) -> ReservationView:
+    def release(self, session: Session, reservation_id: str, actor: Actor) -> Reservation:
         row = store.reservation_row(session, reservation_id, for_update=True)
-        if row.state == ReservationState.RELEASED.value:
-            return self._view(session, row)
-        self._must_be_open(row)
         held = store.lines(session, [row.id])[row.id]
         locked = store.lots(session, [line.lot_id for line in held], for_update=True)
+        reservation = store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
+        if not reservation.release():
+            return reservation
         now = self.clock.now()
         self._release_lines(session, row, held, locked, now, actor, "RELEASED")
-        row.at_risk_reason = ""
-        self._touch(row, ReservationState.RELEASED, now)
+        row.at_risk_reason = reservation.at_risk_reason
+        self._touch(row, reservation.state, now)
         return self._view(session, row)
 
     # --- dispensing, waste, transfers, returns -------------------------------------------------
 
     def dispense(self, session: Session, d: DispenseInput, actor: Actor) -> Dispensed:
+        """Load the reservation and the lots it holds or names, let the reservation check and
+        book the dispense, then write the ledger and the administration traces."""
         row = store.reservation_row(session, d.reservation_id, for_update=True)
-        v = Violations()
-        if d.patient_id and row.patient_id and d.patient_id != row.patient_id:
-            v.add("patient_id", f"the reservation is for patient {row.patient_id}")
-        if d.appointment_id and d.appointment_id != row.appointment_id:
-            v.add("appointment_id", f"the reservation is for appointment {row.appointment_id}")
-        if not d.lines:
-            v.add("vials", "name the lots and vials opened")
-        for i, (lot_id, vials) in enumerate(d.lines):
-            if vials <= 0:
-                v.add(f"vials[{i}].vials", "must be at least 1")
-            if not lot_id:
-                v.add(f"vials[{i}].lot_id", "give a lot_id or scan the vial")
-        if len({lot_id for lot_id, _ in d.lines}) != len(d.lines):
-            v.add("vials", "name each lot once")
-        if d.allow_over_reservation and not d.override_reason.strip():
-            v.add("override_reason", "is required with allow_over_reservation")
-        v.raise_if_any()
-        self._must_be_open(row)
-        held = {line.lot_id: line for line in store.lines(session, [row.id])[row.id]}
-        locked = store.lots(session, set(held) | {lot for lot, _ in d.lines}, for_update=True)
-        missing = [lot for lot, _ in d.lines if lot not in locked]
-        if missing:
-            raise InvalidArgument([FieldViolation("vials", f"no lot {missing[0]!r}")])
+        held = store.lines(session, [row.id])[row.id]
+        locked = store.lots(
+            session, {line.lot_id for line in held} | {lot for lot, _ in d.lines}, for_update=True
+        )
+        reservation = store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
         when = d.administered_at or self.clock.now()
         day = self.sites.get(row.site_id, session).local_date(when)
-        opened = [OpenedVials(lot, n, locked[lot].presentation_grams) for lot, n in d.lines]
-        shares = split_waste(opened, d.grams_administered, d.grams_wasted, v)
-        v.raise_if_any()
-        problems = []
-        for lot_id, _ in d.lines:
-            lot = locked[lot_id]
-            if lot.site_id != row.site_id:
-                problems.append(_rule("LOT_AT_SITE", lot, f"lot is at site {lot.site_id}"))
-            elif lot.state != LotState.AVAILABLE.value:
-                problems.append(_rule("LOT_USABLE", lot, f"lot {lot.lot_number} is {lot.state}"))
-            elif lot.expiry_date < day:
-                problems.append(
-                    _rule("LOT_IN_DATE", lot, f"lot {lot.lot_number} expired {lot.expiry_date}")
-                )
-        dose = from_mg(row.grams_mg)
-        if d.grams_administered > dose and not d.allow_over_reservation:
-            problems.append(
-                PreconditionViolation(
-                    "DISPENSE_WITHIN_RESERVATION",
-                    f"reservations/{row.id}",
-                    f"{d.grams_administered} g given is more than the {dose} g reserved; "
-                    "set allow_over_reservation with a reason",
-                )
-            )
-        if problems:
-            raise FailedPrecondition(problems)
+        lots = {lot_id: lots_store.to_lot(lot) for lot_id, lot in locked.items()}
+        done = reservation.dispense(d, lots, day)
         now = self.clock.now()
         movements: list[MovementRow] = []
         traces: list[AdministrationRow] = []
-        note = d.override_reason if d.allow_over_reservation else actor.reason
-        for (lot_id, vials), (given, wasted) in zip(d.lines, shares, strict=True):
-            lot = locked[lot_id]
-            from_reserved = min(vials, held[lot_id].vials) if lot_id in held else 0
-            free = lot.on_hand_vials - lot.reserved_vials
-            if vials - from_reserved > free:
-                raise FailedPrecondition(
-                    [
-                        _rule(
-                            "VIALS_FREE",
-                            lot,
-                            f"lot {lot.lot_number} has {free} vial(s) not reserved for other "
-                            f"appointments; {vials - from_reserved} more were asked for",
-                        )
-                    ]
-                )
+        note = actor.reason if done.override_reason is None else done.override_reason
+        for opened in done.opened:
+            lot = locked[opened.lot.id]
             movements.append(
                 self._move(
                     session,
                     lot,
                     MovementKind.DISPENSE,
-                    -vials,
-                    -from_reserved,
+                    -opened.vials,
+                    -opened.from_reserved,
                     now,
                     actor,
                     "DISPENSED",
                     row.id,
-                    grams=given,
+                    grams=opened.grams_given,
                     note=note,
                 )
             )
-            if wasted:
+            if opened.grams_wasted:
                 movements.append(
                     self._move(
                         session,
@@ -381,11 +286,9 @@ class ReservationService:
                         actor,
                         "OPENED_UNUSED",
                         row.id,
-                        grams=wasted,
+                        grams=opened.grams_wasted,
                     )
                 )
-            if lot_id in held:
-                held[lot_id].vials -= from_reserved
             trace = AdministrationRow(
                 id=new_id(),
                 reservation_id=row.id,
@@ -395,9 +298,9 @@ class ReservationService:
                 lot_id=lot.id,
                 product_id=lot.product_id,
                 lot_number=lot.lot_number,
-                vials=vials,
-                grams_administered=given,
-                grams_wasted=wasted,
+                vials=opened.vials,
+                grams_administered=opened.grams_given,
+                grams_wasted=opened.grams_wasted,
                 unit_cost=lot.unit_cost,
                 currency=lot.currency,
                 presentation_grams=lot.presentation_grams,
@@ -405,15 +308,21 @@ class ReservationService:
             )
             session.add(trace)
             traces.append(trace)
-        leftovers = [line for line in held.values() if line.vials > 0]
+        for line in held:
+            line.vials = done.unused[line.lot_id]
+        leftovers = [line for line in held if line.vials > 0]
         self._release_lines(session, row, leftovers, locked, now, actor, "NOT_USED")
         store.clear_lines(session, row.id)
         for lot in locked.values():
             check_balance(lot.id, lots_store.view(session, lot).balance)
             self.stock.settle(session, lot, now)
-        self._touch(row, ReservationState.DISPENSED, now)
+        self._touch(row, reservation.state, now)
         session.flush()
-        return Dispensed(self._view(session, row), movements, traces)
+        return Dispensed(
+            self._view(session, row),
+            lots_store.recorded(session, movements),
+            [store.to_administration(a) for a in traces],
+        )
 
     def lot_for_scan(
         self, session: Session, reservation_id: str, gtin: str, lot_number: str, field: str
@@ -440,21 +349,18 @@ class ReservationService:
 
     def record_waste(
         self, session: Session, lot_id: str, vials: int, reason: str, actor: Actor
-    ) -> tuple[LotView, MovementRow, list[ReservationView]]:
+    ) -> tuple[Lot, Movement, list[Reservation]]:
         """Whole vials lost (damaged, expired, a temperature excursion...). Vials are physical:
         if some were reserved, those reservations move to other lots or become at risk."""
         if vials <= 0:
             raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
         lot = lots_store.lot_row(session, lot_id, for_update=True)
-        if vials > lot.on_hand_vials:
-            raise precondition(
-                "VIALS_ON_HAND", lot.id, f"only {lot.on_hand_vials} vial(s) are on hand"
-            )
+        entry = lots_store.to_lot(lot).waste(vials, reason)
         now = self.clock.now()
-        movement = self._move(session, lot, MovementKind.WASTE, -vials, 0, now, actor, reason)
+        movement = self.stock.book(session, lot, entry, now, actor)
         repaired = self._displace(session, lot, now, actor)
         view = self.stock.settle(session, lot, now)
-        return view, movement, repaired
+        return view, lots_store.recorded(session, [movement])[0], repaired
 
     def transfer(
         self,
@@ -464,7 +370,7 @@ class ReservationService:
         to_unit_id: str,
         vials: int,
         actor: Actor,
-    ) -> tuple[LotView, LotView, list[MovementRow]]:
+    ) -> tuple[Lot, Lot, list[Movement]]:
         v = Violations()
         if vials <= 0:
             v.add("vials", "must be at least 1")
@@ -477,13 +383,7 @@ class ReservationService:
         self.sites.known(session, to_site_id, "to_site_id")
         if to_unit_id:
             self.sites.unit(session, to_unit_id, to_site_id, "to_storage_unit_id")
-        if source.state != LotState.AVAILABLE.value:
-            raise precondition("LOT_USABLE", source.id, f"a {source.state} lot is not moved")
-        free = source.on_hand_vials - source.reserved_vials
-        if vials > free:
-            raise precondition(
-                "VIALS_FREE", source.id, f"{free} vial(s) are not reserved; {vials} asked for"
-            )
+        sent = lots_store.to_lot(source).send(vials)
         target = lots_store.find_lot(
             session,
             to_site_id,
@@ -518,61 +418,32 @@ class ReservationService:
             )
         else:
             target = lots_store.lot_row(session, target.id, for_update=True)
-            if target.state in (LotState.RECALLED.value, LotState.EXPIRED.value):
-                raise precondition("LOT_USABLE", target.id, f"the target lot is {target.state}")
+        received = lots_store.to_lot(target).take_in(vials)
         reference = f"transfer:{new_id()}"
-        out = self._move(
-            session,
-            source,
-            MovementKind.TRANSFER_OUT,
-            -vials,
-            0,
-            now,
-            actor,
-            "TRANSFER",
-            None,
-            reference=reference,
-        )
-        into = self._move(
-            session,
-            target,
-            MovementKind.TRANSFER_IN,
-            vials,
-            0,
-            now,
-            actor,
-            "TRANSFER",
-            None,
-            reference=reference,
-        )
+        out = self.stock.book(session, source, sent, now, actor, reference=reference)
+        into = self.stock.book(session, target, received, now, actor, reference=reference)
         return (
             self.stock.settle(session, source, now),
             self.stock.settle(session, target, now),
-            [out, into],
+            lots_store.recorded(session, [out, into]),
         )
 
     def return_to_supplier(
         self, session: Session, lot_id: str, vials: int, actor: Actor
-    ) -> tuple[LotView, MovementRow]:
+    ) -> tuple[Lot, Movement]:
         if vials <= 0:
             raise InvalidArgument([FieldViolation("vials", "must be at least 1")])
         lot = lots_store.lot_row(session, lot_id, for_update=True)
-        free = lot.on_hand_vials - lot.reserved_vials
-        if vials > free:
-            raise precondition(
-                "VIALS_FREE", lot.id, f"{free} vial(s) are not reserved; {vials} asked for"
-            )
+        entry = lots_store.to_lot(lot).give_back(vials)
         now = self.clock.now()
-        movement = self._move(
-            session, lot, MovementKind.RETURN_TO_SUPPLIER, -vials, 0, now, actor, "RETURNED"
-        )
-        return self.stock.settle(session, lot, now), movement
+        movement = self.stock.book(session, lot, entry, now, actor)
+        return self.stock.settle(session, lot, now), lots_store.recorded(session, [movement])[0]
 
     # --- recall and expiry ---------------------------------------------------------------------
 
     def recall(
         self, session: Session, product_id: str, lot_number: str, actor: Actor
-    ) -> tuple[list[LotView], Repaired, int]:
+    ) -> tuple[list[Lot], Repaired, int]:
         v = Violations()
         if not product_id:
             v.add("product_id", "is required")
@@ -590,10 +461,12 @@ class ReservationService:
         locked = store.lots(session, [r.id for r in rows], for_update=True)
         now = self.clock.now()
         views = []
-        for lot in locked.values():
-            if lot.state != LotState.RECALLED.value:
-                self.stock.change_state(session, lot, LotState.RECALLED, actor)
-            views.append(lots_store.view(session, lot))
+        for row in locked.values():
+            current = lots_store.to_lot(row)
+            entry = current.recall()
+            if entry is not None:
+                self.stock.lots(session).record(current, entry, now, actor)
+            views.append(lots_store.view(session, row))
         repaired = self._repair(
             session, store.holding(session, list(locked), OPEN_STATES), now, actor, "RECALLED"
         )
@@ -631,7 +504,7 @@ class ReservationService:
 
     def expiry_check(
         self, site_id: str, as_of: dt.date | None = None
-    ) -> tuple[list[LotView], Repaired, list[tuple[LotView, int, int]]]:
+    ) -> tuple[list[Lot], Repaired, list[tuple[Lot, int, int]]]:
         """The daily job: expired lots become EXPIRED; reservations on lots that will not be
         usable on their day move to other lots; LOT_EXPIRING once per lot and threshold."""
         with self.db.write() as session:
@@ -642,14 +515,12 @@ class ReservationService:
             rows = lots_store.list_lots(session, site_id, "", None, "", PageRequest(10_000, None))
             locked = store.lots(session, [r.id for r in rows], for_update=True)
             expired = []
-            for lot in locked.values():
-                if lot.expiry_date < today and lot.state in (
-                    LotState.AVAILABLE.value,
-                    LotState.QUARANTINED.value,
-                    LotState.DEPLETED.value,
-                ):
-                    self.stock.change_state(session, lot, LotState.EXPIRED, actor)
-                    expired.append(lots_store.view(session, lot))
+            for row in locked.values():
+                current = lots_store.to_lot(row)
+                entry = current.expire(today)
+                if entry is not None:
+                    self.stock.lots(session).record(current, entry, now, actor)
+                    expired.append(lots_store.view(session, row))
             unusable = [
                 r
                 for r in store.holding(session, list(locked), OPEN_STATES)
@@ -657,35 +528,17 @@ class ReservationService:
             ]
             repaired = self._repair(session, unusable, now, actor, "EXPIRY")
             warnings = []
-            thresholds = sorted(site.expiry_warning_days)
-            for lot in locked.values():
-                if lot.state not in (LotState.AVAILABLE.value, LotState.QUARANTINED.value):
-                    continue
-                if lot.on_hand_vials <= 0:
-                    continue
-                left = (lot.expiry_date - today).days
-                band = next((t for t in thresholds if left <= t), None)
-                if band is None:
+            for row in locked.values():
+                warning = lots_store.to_lot(row).expiry_warning(today, site.expiry_warning_days)
+                if warning is None:
                     continue
                 raised = self.outbox.emit(
-                    session,
-                    "LOT_EXPIRING",
-                    {
-                        "site_id": site_id,
-                        "lot_id": lot.id,
-                        "product_id": lot.product_id,
-                        "lot_number": lot.lot_number,
-                        "expiry_date": lot.expiry_date.isoformat(),
-                        "days_left": left,
-                        "threshold_days": band,
-                        "on_hand_vials": lot.on_hand_vials,
-                        "reserved_vials": lot.reserved_vials,
-                    },
-                    now,
-                    dedupe_key=f"LOT_EXPIRING:{lot.id}:{band}",
+                    session, warning.topic, warning.payload(), now, dedupe_key=warning.dedupe_key
                 )
                 if raised:
-                    warnings.append((lots_store.view(session, lot), left, band))
+                    warnings.append(
+                        (lots_store.view(session, row), warning.days_left, warning.threshold_days)
+                    )
             return expired, repaired, warnings
 
     def _needs_repair(self, session: Session, row: ReservationRow, lots: dict[str, LotRow]) -> bool:
@@ -701,7 +554,7 @@ class ReservationService:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def get(self, reservation_id: str, appointment_id: str) -> ReservationView:
+    def get(self, reservation_id: str, appointment_id: str) -> Reservation:
         with self.db.read() as session:
             if reservation_id:
                 return self._view(session, store.reservation_row(session, reservation_id))
@@ -719,7 +572,7 @@ class ReservationService:
         needed_from: dt.date | None,
         needed_to: dt.date | None,
         page: PageRequest,
-    ) -> list[ReservationView]:
+    ) -> list[Reservation]:
         product_id = self.stock.product_filter(product_id)
         with self.db.read() as session:
             rows = store.list_reservations(
@@ -729,10 +582,11 @@ class ReservationService:
 
     def recipients(
         self, product_id: str, lot_number: str, page: PageRequest
-    ) -> list[AdministrationRow]:
+    ) -> list[Administration]:
         with self.db.read() as session:
             product = self.catalogue.get(product_id)
-            return store.recipients(session, product.id, lot_number, page)
+            rows = store.recipients(session, product.id, lot_number, page)
+            return [store.to_administration(a) for a in rows]
 
     # --- the machinery -------------------------------------------------------------------------
 
@@ -853,7 +707,7 @@ class ReservationService:
 
     def _displace(
         self, session: Session, lot: LotRow, now: dt.datetime, actor: Actor
-    ) -> list[ReservationView]:
+    ) -> list[Reservation]:
         """After a loss, move reservations off the lot (latest needed-on day first) until
         what it holds covers what is reserved on it."""
         moved: list[ReservationRow] = []
@@ -888,25 +742,17 @@ class ReservationService:
                 self._touch(row, ReservationState.ACTIVE, now)
                 moved.append(row)
             else:
-                row.at_risk_reason = self._short(row, result).message
-                self._touch(row, ReservationState.AT_RISK, now)
+                reservation = store.to_reservation(row, [])  # released above: no lines
+                event = reservation.put_at_risk(self._short(row, result).message, code)
+                row.at_risk_reason = reservation.at_risk_reason
+                self._touch(row, reservation.state, now)
                 risky.append(row)
                 self.outbox.emit(
                     session,
-                    "STOCK_AT_RISK",
-                    {
-                        "reservation_id": row.id,
-                        "appointment_id": row.appointment_id,
-                        "patient_id": row.patient_id,
-                        "site_id": row.site_id,
-                        "product_id": row.product_id,
-                        "grams": str(from_mg(row.grams_mg)),
-                        "needed_on": row.needed_on.isoformat(),
-                        "reason": row.at_risk_reason,
-                        "cause": code,
-                    },
+                    event.topic,
+                    event.payload(),
                     now,
-                    dedupe_key=f"STOCK_AT_RISK:{row.id}:{row.revision}",
+                    dedupe_key=f"{event.topic}:{row.id}:{row.revision}",
                 )
         return Repaired(self._views(session, moved), self._views(session, risky))
 
@@ -962,39 +808,24 @@ class ReservationService:
             )
         return FailedPrecondition(items, reason="STOCK_SHORT")
 
-    def _must_be_open(self, row: ReservationRow) -> None:
-        if ReservationState(row.state) not in OPEN_STATES:
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "RESERVATION_OPEN",
-                        f"reservations/{row.id}",
-                        f"the reservation is {row.state}",
-                    )
-                ]
-            )
-
     def _touch(self, row: ReservationRow, state: ReservationState, now: dt.datetime) -> None:
         row.state = state.value
         row.revision += 1
         row.updated_at = now
 
-    def _view(self, session: Session, row: ReservationRow) -> ReservationView:
+    def _view(self, session: Session, row: ReservationRow) -> Reservation:
         return self._views(session, [row])[0]
 
-    def _views(self, session: Session, rows: Sequence[ReservationRow]) -> list[ReservationView]:
+    def _views(self, session: Session, rows: Sequence[ReservationRow]) -> list[Reservation]:
         session.flush()
         held = store.lines(session, [r.id for r in rows])
         lots = store.lots(
             session, {line.lot_id for lines in held.values() for line in lines}, for_update=False
         )
         return [
-            ReservationView(r, [(line, lots[line.lot_id]) for line in held[r.id]]) for r in rows
+            store.to_reservation(r, [(line, lots[line.lot_id]) for line in held[r.id]])
+            for r in rows
         ]
-
-
-def _rule(rule: Rule, lot: LotRow, text: str) -> PreconditionViolation:
-    return PreconditionViolation(rule, f"lots/{lot.id}", text)
 
 
 def _recall_key(session: Session, product_id: str, lot_number: str, lots: Iterable[LotRow]) -> str:

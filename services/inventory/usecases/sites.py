@@ -38,7 +38,7 @@ def _unit(row: StorageUnitRow) -> StorageUnit:
     return StorageUnit(row.id, row.site_id, row.display_name, row.storage)
 
 
-class SiteService:
+class Sites:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock

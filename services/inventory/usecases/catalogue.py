@@ -18,10 +18,10 @@ from services.inventory.domain.catalogue import (
     Presentation,
     Product,
     Route,
+    StoredProduct,
     validate_product,
 )
 from services.inventory.store import products as store
-from services.inventory.store.products import StoredProduct
 
 
 def _validate(product: Product) -> None:
@@ -30,7 +30,7 @@ def _validate(product: Product) -> None:
         raise InvalidArgument([FieldViolation(f"product.{path}", text) for path, text in problems])
 
 
-class CatalogueService:
+class Catalogue:
     """Reads come from an in-memory snapshot of the whole catalogue (tens of products, read on
     every dose calculation, changed a few times a year); writes go to the database and
     invalidate it. Another replica's write is visible here within ``max_age_seconds``."""

@@ -1,18 +1,12 @@
-"""InventoryService servicer: protobuf ↔ catalogue domain objects. No rules live here."""
+"""Products: protobuf ↔ the catalogue's domain objects. No rules live here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
-
-import grpc
-from google.protobuf.message import Message
-from sqlalchemy.orm import Session
+from typing import Any
 
 from infusion.inventory.v1 import inventory_pb2 as pb
-from infusion.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from services.common.convert import (
     decimal_str,
     from_datetime,
@@ -20,16 +14,9 @@ from services.common.convert import (
     parse_decimal,
     to_money,
 )
-from services.common.db import Database
-from services.common.errors import FieldViolation, InvalidArgument, Violations
+from services.common.errors import Violations
 from services.common.etag import etag_for
-from services.common.fieldmask import apply_mask
-from services.common.idempotency import IdempotencyStore
-from services.common.outbox import Outbox
-from services.common.pagination import page_request, split_page
-from services.inventory.catalogue_service import CatalogueService
-from services.inventory.cost_api import CostApi
-from services.inventory.cost_service import CostService
+from services.inventory.api.sites import STORAGE_KIND
 from services.inventory.domain.catalogue import (
     ConversionFactor,
     IgClass,
@@ -42,18 +29,8 @@ from services.inventory.domain.catalogue import (
     Route,
     Source,
     StorageRule,
+    StoredProduct,
 )
-from services.inventory.planning_api import PlanningApi
-from services.inventory.planning_service import PlanningService
-from services.inventory.reservation_api import ReservationApi
-from services.inventory.reservation_service import ReservationService
-from services.inventory.site_api import STORAGE_KIND, SiteApi
-from services.inventory.site_service import SiteService
-from services.inventory.stock_api import StockApi
-from services.inventory.stock_service import StockService
-from services.inventory.store.products import StoredProduct
-
-R = TypeVar("R", bound=Message)
 
 IG_CLASS = {
     IgClass.IVIG: pb.IG_CLASS_IVIG,
@@ -73,12 +50,12 @@ MUTABLE = tuple(
 )
 
 
-def _reverse(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+def reverse(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
     return {v: k for k, v in mapping.items()}
 
 
 def _choice(value: int, mapping: Mapping[Any, Any], field: str, v: Violations) -> Any:
-    found = _reverse(mapping).get(value)
+    found = reverse(mapping).get(value)
     if found is None:
         v.add(field, "is required")
     return found
@@ -182,7 +159,7 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
         chosen = _choice(route, ROUTE, f"{f}.routes[{i}]", v)
         if chosen is not None:
             routes.append(chosen)
-    storage_kind = _reverse(STORAGE_KIND).get(msg.storage.kind)
+    storage_kind = reverse(STORAGE_KIND).get(msg.storage.kind)
     concentration = parse_decimal(msg.concentration_percent, f"{f}.concentration_percent", v)
     return Product(
         code=msg.code,
@@ -201,102 +178,3 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
         sources=tuple(Source(s.tag, s.url) for s in msg.sources),
         note=msg.note,
     )
-
-
-@dataclass(frozen=True)
-class InventoryServices:
-    """Everything the servicer translates to, built by ``__main__``."""
-
-    db: Database
-    idempotency: IdempotencyStore
-    outbox: Outbox
-    catalogue: CatalogueService
-    sites: SiteService
-    stock: StockService
-    reservations: ReservationService
-    planning: PlanningService
-    costs: CostService
-
-
-class InventoryApi(
-    StockApi, SiteApi, ReservationApi, PlanningApi, CostApi, pb_grpc.InventoryServiceServicer
-):
-    def __init__(self, services: InventoryServices) -> None:
-        self.db = services.db
-        self.idem = services.idempotency
-        self.outbox = services.outbox
-        self.catalogue = services.catalogue
-        self.sites = services.sites
-        self.stock = services.stock
-        self.reservations = services.reservations
-        self.planning = services.planning
-        self.costs = services.costs
-
-    def _read(self, fn: Callable[[Session], R]) -> R:
-        with self.db.read() as session:
-            return fn(session)
-
-    def _mutate(self, name: str, request: Message, rtype: type[R], fn: Callable[..., R]) -> R:
-        return self.idem.run(f"inventory.{name}", request, rtype, fn)
-
-    def CreateProduct(self, request: pb.CreateProductRequest, context: grpc.ServicerContext) -> Any:
-        v = Violations()
-        product = product_in(request.product, v)
-        v.raise_if_any()
-        active = True  # a new product is active; UpdateProduct can retire it
-        return self._mutate(
-            "CreateProduct",
-            request,
-            pb.CreateProductResponse,
-            lambda s: pb.CreateProductResponse(
-                product=product_out(self.catalogue.create(s, product, active))
-            ),
-        )
-
-    def GetProduct(self, request: pb.GetProductRequest, context: grpc.ServicerContext) -> Any:
-        if not request.id:
-            raise InvalidArgument([FieldViolation("id", "is required (a product id or code)")])
-        return pb.GetProductResponse(product=product_out(self.catalogue.get(request.id)))
-
-    def ListProducts(self, request: pb.ListProductsRequest, context: grpc.ServicerContext) -> Any:
-        ig_class = _reverse(IG_CLASS).get(request.ig_class)
-        route = _reverse(ROUTE).get(request.route)
-        scope = f"products:{request.ig_class}:{request.route}:{request.include_inactive}"
-        page = page_request(request.page_size, request.page_token, scope=scope)
-        rows, token = split_page(
-            self.catalogue.list(ig_class, route, request.include_inactive, page),
-            page,
-            lambda p: [p.id],
-            scope=scope,
-        )
-        return pb.ListProductsResponse(
-            products=[product_out(p) for p in rows], next_page_token=token
-        )
-
-    def UpdateProduct(self, request: pb.UpdateProductRequest, context: grpc.ServicerContext) -> Any:
-        if not request.product.id:
-            raise InvalidArgument([FieldViolation("product.id", "is required")])
-
-        def change(current: StoredProduct) -> tuple[Product, bool]:
-            merged: pb.Product = apply_mask(  # type: ignore[assignment]
-                product_out(current),
-                request.product,
-                request.update_mask,
-                MUTABLE,
-                prefix="product",
-            )
-            v = Violations()
-            product = product_in(merged, v)
-            v.raise_if_any()
-            return product, merged.active
-
-        return self._mutate(
-            "UpdateProduct",
-            request,
-            pb.UpdateProductResponse,
-            lambda s: pb.UpdateProductResponse(
-                product=product_out(
-                    self.catalogue.update(s, request.product.id, request.product.etag, change)
-                )
-            ),
-        )

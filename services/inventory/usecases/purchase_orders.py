@@ -1,11 +1,10 @@
 """Purchase-order use cases: create, read, receive deliveries as lots, cancel. Part of
-PlanningService (``planning.orders``); each mutation runs in the caller's one transaction."""
+Planning (``planning.orders``); each mutation runs in the caller's one transaction."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -16,29 +15,20 @@ from services.common.errors import FieldViolation, InvalidArgument, NotFound, Vi
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.catalogue_service import CatalogueService
-from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.purchasing import (
+    Delivery,
     DraftLine,
     OrderState,
-    check_open,
-    check_remaining,
-    state_after_receipt,
+    PurchaseOrder,
     validate_expected,
     validate_line,
 )
-from services.inventory.domain.stock import Receipt
-from services.inventory.site_service import SiteService
-from services.inventory.stock_service import Actor, StockService
+from services.inventory.domain.stock import Actor, Lot, Receipt
 from services.inventory.store import planning as store
 from services.inventory.store.models import PurchaseOrderLineRow, PurchaseOrderRow
-from services.inventory.store.stock import LotView
-
-
-@dataclass(frozen=True)
-class OrderView:
-    row: PurchaseOrderRow
-    lines: list[PurchaseOrderLineRow]
+from services.inventory.usecases.catalogue import Catalogue
+from services.inventory.usecases.sites import Sites
+from services.inventory.usecases.stock import Stock
 
 
 @dataclass(frozen=True)
@@ -48,18 +38,6 @@ class DraftOrder:
     expected_date: dt.date | None
     reference: str
     lines: list[DraftLine]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One PurchaseOrderReceipt: vials of one line that arrived as one lot."""
-
-    line_id: str
-    lot_number: str
-    expiry_date: dt.date | None
-    vials: int
-    storage_unit_id: str = ""
-    scan: Scan | None = None
 
 
 # Where a stock.receive complaint belongs in a ReceivePurchaseOrder request.
@@ -85,9 +63,9 @@ class PurchaseOrders:
         self,
         db: Database,
         clock: Clock,
-        catalogue: CatalogueService,
-        sites: SiteService,
-        stock: StockService,
+        catalogue: Catalogue,
+        sites: Sites,
+        stock: Stock,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -95,7 +73,7 @@ class PurchaseOrders:
         self.sites = sites
         self.stock = stock
 
-    def create(self, session: Session, draft: DraftOrder, v: Violations) -> OrderView:
+    def create(self, session: Session, draft: DraftOrder, v: Violations) -> PurchaseOrder:
         """``v`` carries what the API could not parse, so one reply lists every mistake."""
         f = "purchase_order"
         today = None
@@ -159,49 +137,34 @@ class PurchaseOrders:
             for n, line in enumerate(lines, start=1)
         ]
         store.insert_order(session, order, rows)
-        return OrderView(order, rows)
+        return store.to_order(order, rows)
 
-    def get(self, order_id: str) -> OrderView:
+    def get(self, order_id: str) -> PurchaseOrder:
         with self.db.read() as session:
             row = store.order_row(session, order_id)
-            return OrderView(row, store.order_lines(session, [row.id])[row.id])
+            return store.to_order(row, store.order_lines(session, [row.id])[row.id])
 
     def list_orders(
         self, site_id: str, state: OrderState | None, page: PageRequest
-    ) -> list[OrderView]:
+    ) -> list[PurchaseOrder]:
         with self.db.read() as session:
             rows = store.list_orders(session, site_id, state.value if state else "", page)
             lines = store.order_lines(session, [r.id for r in rows])
-            return [OrderView(r, lines[r.id]) for r in rows]
+            return [store.to_order(r, lines[r.id]) for r in rows]
 
     def receive(
         self, session: Session, order_id: str, deliveries: list[Delivery], actor: Actor
-    ) -> tuple[OrderView, list[LotView]]:
+    ) -> tuple[PurchaseOrder, list[Lot]]:
         """Each delivery becomes (or tops up) a lot through the stock ledger, in this one
         transaction with the order's line counts: a refused delivery books nothing."""
-        order = store.order_row(session, order_id, for_update=True)
-        check_open(order.id, OrderState(order.state), "received")
-        lines = {line.id: line for line in store.order_lines(session, [order.id])[order.id]}
+        row = store.order_row(session, order_id, for_update=True)
+        line_rows = store.order_lines(session, [row.id])[row.id]
+        order = store.to_order(row, line_rows)
+        order.receive(deliveries)
         v = Violations()
-        if not deliveries:
-            v.add("receipts", "give at least one receipt")
-        delivered: dict[str, int] = defaultdict(int)
-        for i, d in enumerate(deliveries):
-            if d.line_id not in lines:
-                v.add(f"receipts[{i}].line_id", f"no line {d.line_id!r} on this order")
-            if d.vials <= 0:
-                v.add(f"receipts[{i}].vials", f"must be a whole number above 0, not {d.vials}")
-            if d.scan is None and d.expiry_date is None:
-                v.add(f"receipts[{i}].expiry_date", "is required (or scan the GS1 string)")
-            if d.line_id in lines and d.vials > 0:
-                delivered[d.line_id] += d.vials
-        v.raise_if_any()
-        check_remaining(
-            order.id, {k: x.vials_ordered - x.vials_received for k, x in lines.items()}, delivered
-        )
         lots = []
         for i, d in enumerate(deliveries):
-            line = lines[d.line_id]
+            line = order.line(d.line_id)
             receipt = Receipt(
                 site_id=order.site_id,
                 product_id=line.product_id,
@@ -223,24 +186,17 @@ class PurchaseOrders:
             except InvalidArgument as bad:
                 v.extend(_relocate(bad, f"receipts[{i}]", d.scan is not None))
         v.raise_if_any()
-        for line_id, vials in delivered.items():
-            lines[line_id].vials_received += vials
-        state = state_after_receipt([x.vials_ordered - x.vials_received for x in lines.values()])
-        self._touch(order, state)
+        store.save_order(row, line_rows, order, self.clock.now())
         session.flush()
-        return OrderView(order, sorted(lines.values(), key=lambda x: x.line_number)), lots
+        return store.to_order(row, line_rows), lots
 
-    def cancel(self, session: Session, order_id: str, reason: str, etag: str) -> OrderView:
-        order = store.order_row(session, order_id, for_update=True)
+    def cancel(self, session: Session, order_id: str, reason: str, etag: str) -> PurchaseOrder:
+        row = store.order_row(session, order_id, for_update=True)
         if etag:
-            check_etag(etag, order.revision, field="etag", resource="purchase order")
-        check_open(order.id, OrderState(order.state), "cancelled")
-        order.cancel_reason = reason
-        self._touch(order, OrderState.CANCELLED)
+            check_etag(etag, row.revision, field="etag", resource="purchase order")
+        line_rows = store.order_lines(session, [row.id])[row.id]
+        order = store.to_order(row, line_rows)
+        order.cancel(reason)
+        store.save_order(row, line_rows, order, self.clock.now())
         session.flush()
-        return OrderView(order, store.order_lines(session, [order.id])[order.id])
-
-    def _touch(self, order: PurchaseOrderRow, state: OrderState) -> None:
-        order.state = state.value
-        order.revision += 1
-        order.updated_at = self.clock.now()
+        return store.to_order(row, line_rows)

@@ -18,8 +18,8 @@ from services.inventory.domain.cost import (
     validate_period,
     valuation,
 )
-from services.inventory.site_service import SiteService
 from services.inventory.store import cost as store
+from services.inventory.usecases.sites import Sites
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class CostReport:
     valuation_totals: dict[str, Decimal]
 
 
-class CostService:
-    def __init__(self, db: Database, clock: Clock, sites: SiteService) -> None:
+class Costs:
+    def __init__(self, db: Database, clock: Clock, sites: Sites) -> None:
         self.db = db
         self.clock = clock
         self.sites = sites

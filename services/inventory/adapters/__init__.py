@@ -1,0 +1,1 @@
+"""The inventory's clients of other services (the relay of outbox events to notify)."""
