@@ -115,6 +115,29 @@ def test_snapshot_reloads_after_invalidate_and_after_max_age() -> None:
     assert loads == [0.0, 0.5, 1.6]
 
 
+def test_snapshot_with_a_version_reloads_only_when_it_changed() -> None:
+    from services.common.snapshot import Snapshot
+
+    now, version, loads = [0.0], [1], []
+
+    def load() -> int:
+        loads.append(now[0])
+        return len(loads)
+
+    snap = Snapshot(load, max_age_seconds=1.0, monotonic=lambda: now[0], version=lambda: version[0])
+    assert snap.get() == 1
+    now[0] = 1.5  # stale, but nobody wrote: the version check keeps the value
+    assert snap.get() == 1
+    now[0] = 2.0  # checked at 1.5: fresh again
+    assert snap.get() == 1
+    version[0] = 2  # another replica wrote
+    now[0] = 2.6
+    assert snap.get() == 2
+    snap.invalidate()  # a local write reloads at once, whatever the version says
+    assert snap.get() == 3
+    assert loads == [0.0, 2.6, 2.6]
+
+
 class _DriverError(Exception):
     def __init__(self, sqlstate: str | None) -> None:
         super().__init__("driver error")

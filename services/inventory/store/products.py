@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -192,6 +192,16 @@ def product_row(session: Session, key: str, *, for_update: bool = False) -> Prod
 
 def product_row_by_code(session: Session, code: str) -> ProductRow | None:
     return session.scalar(select(ProductRow).where(ProductRow.code == code))
+
+
+def catalogue_version(connection: Connection) -> tuple[Any, ...]:
+    """Changes whenever a product is added or changed (every change bumps its revision)."""
+    row = connection.execute(
+        select(func.count(), func.coalesce(func.sum(ProductRow.revision), 0)).select_from(
+            ProductRow
+        )
+    ).one()
+    return tuple(row)
 
 
 def all_products(session: Session) -> list[ProductRow]:

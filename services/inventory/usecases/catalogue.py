@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -30,19 +31,49 @@ def _validate(product: Product) -> None:
         raise InvalidArgument([FieldViolation(f"product.{path}", text) for path, text in problems])
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """The catalogue in id order, and indexed by what requests name products by."""
+
+    products: tuple[StoredProduct, ...]
+    by_key: dict[str, StoredProduct]  # id or code
+    by_gtin: dict[str, tuple[StoredProduct, Presentation]]
+
+    @classmethod
+    def of(cls, products: tuple[StoredProduct, ...]) -> _Loaded:
+        by_key: dict[str, StoredProduct] = {}
+        by_gtin: dict[str, tuple[StoredProduct, Presentation]] = {}
+        # backwards, so that where two products share a key the first in id order keeps it
+        for stored in reversed(products):
+            for presentation in reversed(stored.product.presentations):
+                if presentation.gtin is not None:
+                    by_gtin[presentation.gtin] = (stored, presentation)
+            by_key[stored.product.code] = stored
+            by_key[stored.id] = stored
+        return cls(products, by_key, by_gtin)
+
+
 class Catalogue:
     """Reads come from an in-memory snapshot of the whole catalogue (tens of products, read on
-    every dose calculation, changed a few times a year); writes go to the database and
-    invalidate it. Another replica's write is visible here within ``max_age_seconds``."""
+    every dose calculation and reservation, changed a few times a year), indexed by id, code
+    and GTIN; writes go to the database and invalidate it. Another replica's write is visible
+    here within ``max_age_seconds``: that often one cheap query asks whether any product
+    changed, and only then is the catalogue read again."""
 
     def __init__(self, db: Database, clock: Clock, *, max_age_seconds: float = 1.0) -> None:
         self.db = db
         self.clock = clock
-        self._snapshot = Snapshot(self._load_all, max_age_seconds=max_age_seconds)
+        self._snapshot = Snapshot(
+            self._load_all, max_age_seconds=max_age_seconds, version=self._version
+        )
 
-    def _load_all(self) -> tuple[StoredProduct, ...]:
+    def _load_all(self) -> _Loaded:
         with self.db.read() as session:
-            return tuple(store.product_from_row(r) for r in store.all_products(session))
+            return _Loaded.of(tuple(store.product_from_row(r) for r in store.all_products(session)))
+
+    def _version(self) -> object:
+        with self.db.single_read() as connection:
+            return store.catalogue_version(connection)
 
     def create(self, session: Session, product: Product, active: bool = True) -> StoredProduct:
         _validate(product)
@@ -52,18 +83,14 @@ class Catalogue:
 
     def get(self, key: str) -> StoredProduct:
         """By id, or by code (a human-friendly alias)."""
-        for stored in self._snapshot.get():
-            if key in (stored.id, stored.product.code):
-                return stored
-        raise NotFound("product", key)
+        stored = self._snapshot.get().by_key.get(key)
+        if stored is None:
+            raise NotFound("product", key)
+        return stored
 
     def find_presentation(self, gtin: str) -> tuple[StoredProduct, Presentation] | None:
         """The product and vial size a scanned GTIN-14 stands for."""
-        for stored in self._snapshot.get():
-            for presentation in stored.product.presentations:
-                if presentation.gtin == gtin:
-                    return stored, presentation
-        return None
+        return self._snapshot.get().by_gtin.get(gtin)
 
     def list(
         self,
@@ -76,7 +103,7 @@ class Catalogue:
         after = page.after[0] if page.after else ""
         chosen = [
             s
-            for s in self._snapshot.get()
+            for s in self._snapshot.get().products
             if s.id > after
             and (include_inactive or s.active)
             and (ig_class is None or s.product.ig_class is ig_class)
