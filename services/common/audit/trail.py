@@ -33,7 +33,13 @@ from sqlalchemy.orm import Session
 
 from services.common import errors
 from services.common.audit.group_commit import GroupCommit, WriteFailed
-from services.common.audit.ids import Concerned, from_request, from_response, from_rows
+from services.common.audit.ids import (
+    Concerned,
+    from_inserted,
+    from_request,
+    from_response,
+    from_rows,
+)
 from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
@@ -148,6 +154,13 @@ class AuditTrail:
     def _on_execute(self, state: Any) -> None:
         if state.is_insert or state.is_update or state.is_delete:
             state.session.info[_CHANGED] = True
+        if state.is_insert:  # rows inserted without a flush name their ids as flushed ones do
+            call = _current.get()
+            entity = state.statement.entity_description.get("entity")
+            if call is not None and call.kind == MUTATION and entity is not None:
+                params = state.parameters
+                rows = params if isinstance(params, list) else [params] if params else []
+                call.touched.add(from_inserted(entity, rows, call.resource_type))
 
     def _after_flush(self, session: Session, _context: Any) -> None:
         call = _current.get()

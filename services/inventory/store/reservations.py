@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Float, cast, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
+from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.inventory.domain.reservations import (
     Administration,
@@ -17,14 +19,28 @@ from services.inventory.domain.reservations import (
     Reservation,
     ReservationState,
 )
-from services.inventory.domain.stock import LotState
+from services.inventory.domain.stock import Actor, LotState, MovementKind
 from services.inventory.store.models import (
     AdministrationRow,
     LotRow,
+    MovementRow,
     ReservationLineRow,
     ReservationRow,
 )
 from services.inventory.store.site_scope import check_site, in_scope
+
+
+class Promisable(NamedTuple):
+    """A lot that may be promised for the day, with what its ledger rows copy."""
+
+    lot_id: str
+    product_id: str
+    presentation_grams: Decimal
+    expiry_date: dt.date
+    free_vials: int
+    lot_number: str
+    unit_cost: Decimal
+    currency: str
 
 
 def to_reservation(
@@ -59,28 +75,31 @@ def to_reservation(
     )
 
 
+def _values(r: Reservation, request_hash: str) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "appointment_id": r.appointment_id,
+        "request_hash": request_hash,
+        "site_id": r.site_id,
+        "patient_id": r.patient_id,
+        "product_id": r.product_id,
+        "alternative_product_ids": list(r.alternative_product_ids),
+        "grams_mg": r.grams_mg,
+        "rounding_band_percent": r.rounding_band_percent,
+        "needed_on": r.needed_on,
+        "state": r.state.value,
+        "allocated_product_id": r.allocated_product_id,
+        "allocated_mg": r.allocated_mg,
+        "at_risk_reason": r.at_risk_reason,
+        "revision": r.revision,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
 def new_row(reservation: Reservation, request_hash: str) -> ReservationRow:
     """The row of a reservation just opened (added to the session by the caller)."""
-    r = reservation
-    return ReservationRow(
-        id=r.id,
-        appointment_id=r.appointment_id,
-        request_hash=request_hash,
-        site_id=r.site_id,
-        patient_id=r.patient_id,
-        product_id=r.product_id,
-        alternative_product_ids=list(r.alternative_product_ids),
-        grams_mg=r.grams_mg,
-        rounding_band_percent=r.rounding_band_percent,
-        needed_on=r.needed_on,
-        state=r.state.value,
-        allocated_product_id=r.allocated_product_id,
-        allocated_mg=r.allocated_mg,
-        at_risk_reason=r.at_risk_reason,
-        revision=r.revision,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-    )
+    return ReservationRow(**_values(reservation, request_hash))
 
 
 def to_administration(row: AdministrationRow) -> Administration:
@@ -173,26 +192,131 @@ def lots(session: Session, lot_ids: Collection[str], *, for_update: bool) -> dic
 
 
 def promisable(
-    session: Session, site_id: str, products: Sequence[str], needed_on: dt.date
-) -> list[tuple[str, str, Decimal, dt.date, int]]:
-    """(lot id, product, vial grams, expiry, unreserved vials) of the lots that may be
-    promised for the day, read without locks and without building ORM objects."""
-    rows = session.execute(
+    session: Session,
+    site_id: str,
+    products: Sequence[str],
+    needed_on: dt.date,
+    dose: Decimal,
+) -> list[Promisable]:
+    """The lots that may be promised for the day, read without locks and without building
+    ORM objects.
+
+    Bounded by the query, not by the caller: of each product's vials of one size, only the
+    earliest-expiring lots (whole expiry days) that together hold dose + the product's largest
+    vial are returned. An allocation's total never reaches dose + the largest vial (any stock
+    that covers the dose covers it before that), so it takes fewer vials of each size than
+    that, and first expiry first out takes them from the earliest lots of the size: the rules
+    of domain/allocation.py choose the same vials from this set as from every lot. A product
+    with thousands of lots then costs what one with a handful does."""
+    free = LotRow.on_hand_vials - LotRow.reserved_vials
+    grams = cast(LotRow.presentation_grams, Float)
+    size = (LotRow.product_id, LotRow.presentation_grams)
+    usable = (
         select(
             LotRow.id,
             LotRow.product_id,
             LotRow.presentation_grams,
             LotRow.expiry_date,
-            LotRow.on_hand_vials - LotRow.reserved_vials,
-        ).where(
+            free.label("free"),
+            LotRow.lot_number,
+            LotRow.unit_cost,
+            LotRow.currency,
+            grams.label("grams"),
+            # vials of the size in lots expiring before this one's day
+            (
+                func.sum(free).over(partition_by=size, order_by=LotRow.expiry_date)
+                - func.sum(free).over(partition_by=(*size, LotRow.expiry_date))
+            ).label("before"),
+            func.max(grams).over(partition_by=LotRow.product_id).label("largest"),
+        )
+        .where(
             LotRow.site_id == site_id,
             LotRow.product_id.in_(list(products)),
             LotRow.state == LotState.AVAILABLE.value,
             LotRow.expiry_date >= needed_on,
             LotRow.on_hand_vials > LotRow.reserved_vials,
         )
+        .subquery()
     )
-    return [(a, b, c, d, int(e)) for a, b, c, d, e in rows]
+    # one gram of slack: the bound is computed in floating point
+    enough = float(dose) + usable.c.largest + 1
+    rows = session.execute(
+        select(
+            usable.c.id,
+            usable.c.product_id,
+            usable.c.presentation_grams,
+            usable.c.expiry_date,
+            usable.c.free,
+            usable.c.lot_number,
+            usable.c.unit_cost,
+            usable.c.currency,
+        ).where(usable.c.before * usable.c.grams < enough)
+    )
+    return [Promisable(*row) for row in rows]
+
+
+def take(session: Session, lines: Sequence[tuple[str, int]]) -> bool:
+    """Add each line's vials to its lot's reserved count where the lot is still AVAILABLE and
+    has them unreserved; False if any lot no longer had them (the caller rolls back). Lots
+    are updated in id order so that concurrent reservations queue instead of deadlocking;
+    each row lock is taken here, just before the commit, not when the lots were read."""
+    for lot_id, vials in sorted(lines):
+        done = session.execute(
+            update(LotRow)
+            .where(
+                LotRow.id == lot_id,
+                LotRow.state == LotState.AVAILABLE.value,
+                LotRow.on_hand_vials - LotRow.reserved_vials >= vials,
+            )
+            .values(reserved_vials=LotRow.reserved_vials + vials)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+    return True
+
+
+def insert_opened(
+    session: Session,
+    reservation: Reservation,
+    request_hash: str,
+    lots: Mapping[str, Promisable],
+    actor: Actor,
+) -> None:
+    """The reservation, its lines and their RESERVATION ledger rows, as three INSERTs without
+    the ORM's unit of work (a repeat of the appointment fails on its unique key here). The
+    lots' reserved counts move with them in ``take``."""
+    r = reservation
+    session.execute(insert(ReservationRow), [_values(r, request_hash)])
+    session.execute(
+        insert(ReservationLineRow),
+        [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines],
+    )
+    session.execute(
+        insert(MovementRow),
+        [
+            {
+                "id": new_id(),
+                "lot_id": n.lot_id,
+                "site_id": r.site_id,
+                "kind": MovementKind.RESERVATION.value,
+                "on_hand_delta": 0,
+                "reserved_delta": n.vials,
+                "unit_cost": lots[n.lot_id].unit_cost,
+                "currency": lots[n.lot_id].currency,
+                "reason_code": "RESERVED",
+                "note": actor.reason,
+                "actor": actor.name,
+                "request_id": actor.request_id,
+                "reverses_movement_id": None,
+                "grams": n.vials * n.presentation_grams,
+                "reservation_id": r.id,
+                "reference": f"reservation:{r.id}",
+                "created_at": r.created_at,
+            }
+            for n in r.lines
+        ],
+    )
 
 
 def holding(

@@ -1,9 +1,11 @@
 """Reservations per appointment, dispensing, waste, transfers, returns, recalls and expiry.
 
-Every use case runs in one write transaction. The lots a reservation may draw on are locked
-(SELECT ... FOR UPDATE, in id order) before their availability is read, so two reservations
-for the same product at the same site queue on the locks and can never promise the same vial
-twice; on SQLite the database write lock does the same.
+Every use case runs in one write transaction. A new reservation chooses from an unlocked read
+and takes its vials with UPDATEs that succeed only while the lots still hold them (see
+Reservations.reserve). Every other change locks the lots it may draw on (SELECT ... FOR
+UPDATE, in id order) before their availability is read. Either way two reservations for the
+same product at the same site can never promise the same vial twice; on SQLite the database
+write lock does the same.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from services.inventory.domain.reservations import (
     OPEN_STATES,
     Administration,
     DispenseInput,
+    HeldLine,
     Reservation,
     ReservationRequest,
     ReservationState,
@@ -83,8 +86,12 @@ class Repaired:
     at_risk: list[Reservation]
 
 
+RACE_ATTEMPTS = 3
+"""Unlocked attempts at a reservation before it locks every candidate lot (Reservations.reserve)."""
+
+
 class _ChosenLotsChanged(Exception):
-    """The lots an unlocked read chose were taken meanwhile (see _choose_optimistically)."""
+    """The lots an unlocked read chose were taken meanwhile (see Reservations.reserve)."""
 
 
 class _ReservedAlready(Exception):
@@ -119,16 +126,24 @@ class Reservations:
     # --- reserve, amend, release ---------------------------------------------------------------
 
     def reserve(self, request: ReservationRequest, actor: Actor) -> Reservation:
-        """Idempotent by appointment: the same request again returns the reservation."""
+        """Idempotent by appointment: the same request again returns the reservation.
+
+        Choose from an unlocked read, write the reservation, then take the chosen vials with
+        conditional UPDATEs just before the commit (see _reserve): the lot rows are locked for
+        the last round trips only. A lot taken meanwhile rolls the attempt back and the
+        allocation runs again on what is left; after RACE_ATTEMPTS lost races the reservation
+        is made with every candidate lot locked first, which cannot lose one."""
         request = self._checked(request)
         digest = _fingerprint(request)
         try:
-            try:
-                with self.db.write() as session:
-                    return self._reserve(session, request, digest, actor, optimistic=True)
-            except _ChosenLotsChanged:  # start again, this time locking every candidate first
-                with self.db.write() as session:
-                    return self._reserve(session, request, digest, actor, optimistic=False)
+            for _ in range(RACE_ATTEMPTS):
+                try:
+                    with self.db.write() as session:
+                        return self._reserve(session, request, digest, actor)
+                except _ChosenLotsChanged:
+                    continue
+            with self.db.write() as session:
+                return self._reserve_locked(session, request, digest, actor)
         except (IntegrityError, _ReservedAlready):  # reserved already (a retry, or a race)
             with self.db.read() as session:
                 existing = store.by_appointment(session, request.appointment_id)
@@ -169,21 +184,39 @@ class Reservations:
         return self._view(session, row)
 
     def _reserve(
-        self,
-        session: Session,
-        r: ReservationRequest,
-        digest: str,
-        actor: Actor,
-        *,
-        optimistic: bool,
+        self, session: Session, r: ReservationRequest, digest: str, actor: Actor
     ) -> Reservation:
+        """One SELECT of the promisable lots, the allocation, three INSERTs and one
+        conditional UPDATE per lot taken (usually one)."""
+        reservation = Reservation.open(new_id(), r, self.clock.now())
+        dose = from_mg(reservation.grams_mg)
+        seen = store.promisable(session, r.site_id, r.products, r.needed_on, dose)
+        result = allocate(dose, r.band_percent, r.products, [Candidate(*c[:5]) for c in seen])
+        if not isinstance(result, Allocation):
+            if store.by_appointment(session, r.appointment_id) is not None:
+                raise _ReservedAlready  # a retry: answer it, whatever the stock is now
+            raise self._short(store.new_row(reservation, digest), result)
+        reservation.hold(result)
+        lots = {lot.lot_id: lot for lot in seen}
+        held = [(lots[lot_id], vials) for lot_id, vials in result.lines]
+        reservation.lines = [
+            HeldLine(c.lot_id, c.product_id, c.lot_number, c.presentation_grams, c.expiry_date, n)
+            for c, n in sorted(held, key=lambda x: (x[0].expiry_date, x[0].lot_id))
+        ]
+        store.insert_opened(session, reservation, digest, lots, actor)
+        if not store.take(session, result.lines):
+            raise _ChosenLotsChanged
+        return reservation
+
+    def _reserve_locked(
+        self, session: Session, r: ReservationRequest, digest: str, actor: Actor
+    ) -> Reservation:
+        """Every candidate lot locked (in id order) before the allocation: slower, but it
+        cannot lose a race."""
         reservation = Reservation.open(new_id(), r, self.clock.now())
         row = store.new_row(reservation, digest)
-        if optimistic:
-            result, locked = self._choose_optimistically(session, row)
-        else:
-            locked = self._lock(session, row, ())
-            result = self._choose(row, locked)
+        locked = self._lock(session, row, ())
+        result = self._choose(row, locked)
         if not isinstance(result, Allocation):
             if store.by_appointment(session, r.appointment_id) is not None:
                 raise _ReservedAlready  # a retry: answer it, whatever the stock is now
@@ -589,36 +622,6 @@ class Reservations:
             return [store.to_administration(a) for a in rows]
 
     # --- the machinery -------------------------------------------------------------------------
-
-    def _choose_optimistically(
-        self, session: Session, row: ReservationRow
-    ) -> tuple[Allocation | list[Shortfall], dict[str, LotRow]]:
-        """Choose from an unlocked read, then lock only the lots chosen and check they still
-        hold the vials; if another reservation took them meanwhile, the caller starts again
-        with every candidate lot locked. Reservations of one product then queue only on the
-        lots they actually take, not on all of the product's lots."""
-        products = (row.product_id, *row.alternative_product_ids)
-        seen = [
-            Candidate(lot_id, product, grams, expiry, free)
-            for lot_id, product, grams, expiry, free in store.promisable(
-                session, row.site_id, products, row.needed_on
-            )
-        ]
-        dose, band = from_mg(row.grams_mg), row.rounding_band_percent
-        result = allocate(dose, band, products, seen)
-        if not isinstance(result, Allocation):
-            return result, {}
-        locked = store.lots(session, [lot_id for lot_id, _ in result.lines], for_update=True)
-        if all(
-            (lot := locked.get(lot_id)) is not None
-            and lot.state == LotState.AVAILABLE.value
-            and lot.on_hand_vials - lot.reserved_vials >= vials
-            for lot_id, vials in result.lines
-        ):
-            return result, locked
-        # Locking more lots now, while holding these, could deadlock with a transaction that
-        # locks in id order: roll back and start again with every candidate locked first.
-        raise _ChosenLotsChanged
 
     def _lock(
         self, session: Session, row: ReservationRow, also: Sequence[str]

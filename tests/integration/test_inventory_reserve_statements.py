@@ -1,0 +1,168 @@
+"""ReserveStock's cost: how many statements one reservation sends, and that the bounded read
+of promisable lots chooses exactly what an allocation over every lot would.
+
+The statement count is taken with SQLAlchemy's ``before_cursor_execute`` event in the thread
+that served the call. After the first call (which loads the site and the catalogue) one
+reservation sends at most RESERVE_STATEMENTS statements:
+
+- SQLite: BEGIN IMMEDIATE, the SELECT of promisable lots, the INSERTs of the reservation, its
+  lines and their ledger rows, one conditional UPDATE of the lot taken, and the audit
+  record's two INSERTs (the record and its place in the linker's queue, written by the write
+  session's before_commit hook): 8. The COMMIT is the driver's, not a statement.
+- PostgreSQL: the same without the BEGIN, which psycopg sends by itself: 7.
+
+Before the set-based path one reservation sent 9 on SQLite, and on PostgreSQL held the chosen
+lot's row lock from its second statement (a SELECT ... FOR UPDATE) to the commit; now the lock
+is taken by the UPDATE, three statements before the commit.
+
+The catalogue's once-a-second check for changes (a SELECT on products) may fall in any call
+and is left out of the count."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from services.inventory.domain.allocation import Candidate, allocate
+from services.inventory.store import reservations as store
+from services.inventory.store.models import Base, LotRow
+from tests.integration.conftest import NOW, Platform, stock_site
+
+RESERVE_STATEMENTS = 8
+"""At most this many statements per reservation (SQLite; one fewer on PostgreSQL)."""
+
+
+@contextmanager
+def statements_by_thread() -> Iterator[Counter[int]]:
+    """Statements sent to any engine while the block runs, counted per thread."""
+    counted: Counter[int] = Counter()
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM products" not in statement:
+            counted[threading.get_ident()] += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield counted
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+
+def _reserve(p: Platform, appointment: str, product_id: str) -> inv.Reservation:
+    return p.inventory.ReserveStock(
+        inv.ReserveStockRequest(
+            appointment_id=appointment,
+            site_id="counted",
+            patient_id="p",
+            product_id=product_id,
+            grams="20",
+            needed_on=Date(year=2026, month=12, day=1),
+        )
+    ).reservation
+
+
+def test_a_reservation_sends_a_bounded_number_of_statements(platform: Platform) -> None:
+    stock_site(platform, "counted")
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    for i in range(3):
+        platform.inventory.ReceiveStock(
+            inv.ReceiveStockRequest(
+                site_id="counted",
+                product_id=product_id,
+                presentation_grams="10",
+                lot_number=f"C{i}",
+                expiry_date=Date(year=2027, month=6, day=1 + i),
+                vials=10,
+                unit_cost=Money(currency_code="GBP", units=340),  # docs/clinical-rules.md#cost
+                request_id=f"counted-{i}",
+            )
+        )
+    _reserve(platform, "warm-up", product_id)  # loads the site and the catalogue
+    with statements_by_thread() as counted:
+        reservation = _reserve(platform, "counted-1", product_id)
+    assert [(line.lot_number, line.vials) for line in reservation.lines] == [("C0", 2)]
+    # the serving thread sent the most; other threads (the audit linker) run after the commit
+    served = max(counted.values())
+    assert served <= RESERVE_STATEMENTS
+
+
+SIZES = [Decimal("1"), Decimal("2.5"), Decimal("5"), Decimal("10"), Decimal("20")]
+LOTS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),  # product
+        st.sampled_from(SIZES),
+        st.integers(min_value=0, max_value=6),  # expiry: days after the needed-on day
+        st.integers(min_value=1, max_value=8),  # on hand
+        st.integers(min_value=0, max_value=3),  # reserved
+    ),
+    max_size=30,
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lots=LOTS,
+    dose=st.sampled_from([Decimal(g) for g in ("2.5", "10", "17.5", "20", "45", "70", "130")]),
+    band=st.sampled_from([Decimal(0), Decimal(10)]),
+    products=st.sampled_from([("a",), ("a", "b"), ("b", "a")]),
+)
+def test_the_bounded_read_chooses_what_every_lot_would(
+    engine: Engine,
+    lots: list[tuple[str, Decimal, int, int, int]],
+    dose: Decimal,
+    band: Decimal,
+    products: tuple[str, ...],
+) -> None:
+    day = dt.date(2026, 12, 1)
+    with Session(engine) as session:
+        session.query(LotRow).delete()
+        for i, (product, grams, days, on_hand, reserved) in enumerate(lots):
+            session.add(
+                LotRow(
+                    id=f"lot-{i:03d}",
+                    site_id="s",
+                    product_id=product,
+                    presentation_grams=grams,
+                    lot_number=f"L{i}",
+                    expiry_date=day + dt.timedelta(days=days),
+                    state="AVAILABLE",
+                    unit_cost=Decimal(1),
+                    currency="GBP",
+                    on_hand_vials=on_hand,
+                    reserved_vials=min(reserved, on_hand),
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        session.flush()
+        every = [
+            Candidate(f"lot-{i:03d}", p, g, day + dt.timedelta(days=d), h - min(r, h))
+            for i, (p, g, d, h, r) in enumerate(lots)
+        ]
+        bounded = [Candidate(*c[:5]) for c in store.promisable(session, "s", products, day, dose)]
+        assert allocate(dose, band, products, bounded) == allocate(dose, band, products, every)
+        session.rollback()
