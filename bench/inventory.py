@@ -64,8 +64,19 @@ def throwaway_database(label: str = "inventory") -> Iterator[str]:
         subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[str]:
+def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, int]]:
+    """The service's address and process id."""
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, **issuer.service_environment()}
     env.update(
@@ -82,7 +93,7 @@ def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[str]:
     try:
         if not wait_serving(address):
             raise RuntimeError(f"inventory did not become SERVING on {address}")
-        yield address
+        yield address, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -104,41 +115,44 @@ def _bench_product(i: int) -> inv.Product:
     )
 
 
-def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
-    """The site, the hot product's 50 lots and 200 other products with a lot each, all via
-    the RPCs. Returns (hot product id, spread product ids)."""
+def receive(stub: Any, product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
+    """Vials of 10 g at £34/g (docs/clinical-rules.md#cost) into a lot at the bench site."""
+    stub.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id=SITE,
+            product_id=product_id,
+            presentation_grams="10",
+            lot_number=lot,
+            expiry_date=_date(expiry),
+            vials=vials,
+            unit_cost=Money(currency_code="GBP", units=340),
+            request_id=f"bench-receive-{product_id}-{lot}",
+        )
+    )
+
+
+def create_site(stub: Any) -> None:
     stub.CreateStockSite(
         inv.CreateStockSiteRequest(
             site=inv.StockSite(id=SITE, display_name="Bench site", time_zone="Europe/London"),
             request_id="bench-site",
         )
     )
-    # a 10 g vial at £34/g (docs/clinical-rules.md#cost)
-    cost = Money(currency_code="GBP", units=340)
 
-    def receive(product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
-        stub.ReceiveStock(
-            inv.ReceiveStockRequest(
-                site_id=SITE,
-                product_id=product_id,
-                presentation_grams="10",
-                lot_number=lot,
-                expiry_date=_date(expiry),
-                vials=vials,
-                unit_cost=cost,
-                request_id=f"bench-receive-{product_id}-{lot}",
-            )
-        )
 
+def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
+    """The site, the hot product's 50 lots and 200 other products with a lot each, all via
+    the RPCs. Returns (hot product id, spread product ids)."""
+    create_site(stub)
     hot = str(stub.GetProduct(inv.GetProductRequest(id=HOT)).product.id)
     for i in range(HOT_LOTS):
-        receive(hot, f"HOT-{i:03d}", HOT_VIALS, today + dt.timedelta(days=200 + 10 * i))
+        receive(stub, hot, f"HOT-{i:03d}", HOT_VIALS, today + dt.timedelta(days=200 + 10 * i))
     spread = []
     for i in range(SPREAD_PRODUCTS):
         product = stub.CreateProduct(
             inv.CreateProductRequest(product=_bench_product(i), request_id=f"bench-product-{i}")
         ).product
-        receive(product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
+        receive(stub, product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
         spread.append(str(product.id))
     return hot, spread
 
@@ -212,7 +226,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
     with (
         dev_issuer() as issuer,
         throwaway_database() as url,
-        inventory_process(url, issuer) as address,
+        inventory_process(url, issuer) as (address, pid),
     ):
         token = operator_token(issuer)
         opened = channel(address, token)
@@ -226,30 +240,30 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         spread_requests = [
             reserve_request(p, today + dt.timedelta(days=7)).SerializeToString() for p in spread
         ]
-        log("inventory: ReserveStock, hot product")
-        results["ReserveStock, 1 hot product (50 lots), PostgreSQL"] = load(
-            address,
-            RESERVE,
-            hot_requests,
-            seconds,
-            concurrency,
-            unique_field=APPOINTMENT_ID,
-            token=token,
-        )
-        log("inventory: ReserveStock, 200 products")
-        results["ReserveStock, 200 products spread, PostgreSQL"] = load(
-            address,
-            RESERVE,
-            spread_requests,
-            seconds,
-            concurrency,
-            unique_field=APPOINTMENT_ID,
-            token=token,
-        )
-        checks = verify(url, stub, hot)
+        cpu: dict[str, float] = {}
+        for name, requests in (
+            ("ReserveStock, 1 hot product (50 lots), PostgreSQL", hot_requests),
+            ("ReserveStock, 200 products spread, PostgreSQL", spread_requests),
+        ):
+            log(f"inventory: {name}")
+            before = cpu_seconds(pid)
+            results[name] = load(
+                address,
+                RESERVE,
+                requests,
+                seconds,
+                concurrency,
+                unique_field=APPOINTMENT_ID,
+                token=token,
+            )
+            calls = results[name]["calls"] or 1
+            # the service's own CPU per call: its ceiling on one core is 1 s / this
+            cpu[name] = round((cpu_seconds(pid) - before) * 1000 / calls, 2)
+        log(f"inventory: service CPU ms per ReserveStock call: {cpu}")
+        checks: dict[str, Any] = dict(verify(url, stub, hot))
         log(f"inventory: checks after the ReserveStock runs: {checks}")
         added = top_up(stub, hot, today, checks["hot_open_reservations"])
-        checks = verify(url, stub, hot) | {"topped_up": added}
+        checks = verify(url, stub, hot) | {"topped_up": added, "service_cpu_ms_per_call": cpu}
         forecast = inv.GetStockForecastRequest(
             site_id=SITE, product_id=hot, horizon_days=FORECAST_HORIZON_DAYS
         ).SerializeToString()

@@ -1,0 +1,81 @@
+"""ReserveStock's cost against the number of lots a product has at the site: the same load
+(one product, every call 20 g, needed-on days spread over four weeks) on a product with
+LOT_COUNTS lots, each run on a fresh PostgreSQL database and service process. Reports calls/s
+and the service's CPU per call; the two should stay within 20 % of each other, because the
+candidate lots are bounded by the query, not by the product's size.
+
+`python -m bench.lots [--seconds S] [--concurrency N]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+from bench.harness import channel, dev_issuer, load, operator_token
+from bench.inventory import (
+    APPOINTMENT_ID,
+    HOT,
+    RESERVE,
+    cpu_seconds,
+    create_site,
+    inventory_process,
+    receive,
+    reserve_request,
+    throwaway_database,
+)
+from infusion.inventory.v1 import inventory_pb2 as inv
+from infusion.inventory.v1 import inventory_pb2_grpc
+
+LOT_COUNTS = (10, 1000)
+VIALS = 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    today = dt.datetime.now(ZoneInfo("Europe/London")).date()
+    out = {}
+    with dev_issuer() as issuer:
+        for count in LOT_COUNTS:
+            with (
+                throwaway_database(f"lots{count}") as url,
+                inventory_process(url, issuer) as (address, pid),
+            ):
+                token = operator_token(issuer)
+                opened = channel(address, token)
+                stub = inventory_pb2_grpc.InventoryServiceStub(opened)
+                create_site(stub)
+                product = str(stub.GetProduct(inv.GetProductRequest(id=HOT)).product.id)
+                for i in range(count):
+                    expiry = today + dt.timedelta(days=200 + i)
+                    receive(stub, product, f"LOT-{i:04d}", VIALS, expiry)
+                requests = [
+                    reserve_request(product, today + dt.timedelta(days=1 + k)).SerializeToString()
+                    for k in range(28)
+                ]
+                before = cpu_seconds(pid)
+                result = load(
+                    address,
+                    RESERVE,
+                    requests,
+                    args.seconds,
+                    args.concurrency,
+                    unique_field=APPOINTMENT_ID,
+                    token=token,
+                )
+                used = cpu_seconds(pid) - before
+                result["service_cpu_ms_per_call"] = round(used * 1000 / (result["calls"] or 1), 2)
+                out[f"{count} lots"] = result
+                print(f"{count} lots: {json.dumps(result)}", flush=True)
+                opened.close()
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
