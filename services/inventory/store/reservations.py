@@ -5,9 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Float, cast, delete, func, insert, select, update
+from sqlalchemy import (
+    Date,
+    Float,
+    Integer,
+    Select,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from services.common.errors import NotFound
@@ -191,23 +203,8 @@ def lots(session: Session, lot_ids: Collection[str], *, for_update: bool) -> dic
     return {row.id: row for row in session.scalars(query)}
 
 
-def promisable(
-    session: Session,
-    site_id: str,
-    products: Sequence[str],
-    needed_on: dt.date,
-    dose: Decimal,
-) -> list[Promisable]:
-    """The lots that may be promised for the day, read without locks and without building
-    ORM objects.
-
-    Bounded by the query, not by the caller: of each product's vials of one size, only the
-    earliest-expiring lots (whole expiry days) that together hold dose + the product's largest
-    vial are returned. An allocation's total never reaches dose + the largest vial (any stock
-    that covers the dose covers it before that), so it takes fewer vials of each size than
-    that, and first expiry first out takes them from the earliest lots of the size: the rules
-    of domain/allocation.py choose the same vials from this set as from every lot. A product
-    with thousands of lots then costs what one with a handful does."""
+def _promisable_query() -> Select[Any]:
+    """The query behind ``promisable``, built once: its parameters are bound per call."""
     free = LotRow.on_hand_vials - LotRow.reserved_vials
     grams = cast(LotRow.presentation_grams, Float)
     size = (LotRow.product_id, LotRow.presentation_grams)
@@ -230,27 +227,67 @@ def promisable(
             func.max(grams).over(partition_by=LotRow.product_id).label("largest"),
         )
         .where(
-            LotRow.site_id == site_id,
-            LotRow.product_id.in_(list(products)),
+            LotRow.site_id == bindparam("site_id"),
+            LotRow.product_id.in_(bindparam("products", expanding=True)),
             LotRow.state == LotState.AVAILABLE.value,
-            LotRow.expiry_date >= needed_on,
+            LotRow.expiry_date >= bindparam("needed_on", type_=Date),
             LotRow.on_hand_vials > LotRow.reserved_vials,
         )
         .subquery()
     )
     # one gram of slack: the bound is computed in floating point
-    enough = float(dose) + usable.c.largest + 1
+    enough = bindparam("dose", type_=Float) + usable.c.largest + 1
+    return select(
+        usable.c.id,
+        usable.c.product_id,
+        usable.c.presentation_grams,
+        usable.c.expiry_date,
+        usable.c.free,
+        usable.c.lot_number,
+        usable.c.unit_cost,
+        usable.c.currency,
+    ).where(usable.c.before * usable.c.grams < enough)
+
+
+_PROMISABLE = _promisable_query()
+
+_LOTS = LotRow.metadata.tables["lots"]
+_TAKE = (
+    update(_LOTS)
+    .where(
+        _LOTS.c.id == bindparam("lot_id"),
+        _LOTS.c.state == LotState.AVAILABLE.value,
+        _LOTS.c.on_hand_vials - _LOTS.c.reserved_vials >= bindparam("vials", type_=Integer),
+    )
+    .values(reserved_vials=_LOTS.c.reserved_vials + bindparam("vials", type_=Integer))
+)
+
+
+def promisable(
+    session: Session,
+    site_id: str,
+    products: Sequence[str],
+    needed_on: dt.date,
+    dose: Decimal,
+) -> list[Promisable]:
+    """The lots that may be promised for the day, read without locks and without building
+    ORM objects.
+
+    Bounded by the query, not by the caller: of each product's vials of one size, only the
+    earliest-expiring lots (whole expiry days) that together hold dose + the product's largest
+    vial are returned. An allocation's total never reaches dose + the largest vial (any stock
+    that covers the dose covers it before that), so it takes fewer vials of each size than
+    that, and first expiry first out takes them from the earliest lots of the size: the rules
+    of domain/allocation.py choose the same vials from this set as from every lot. A product
+    with thousands of lots then costs what one with a handful does."""
     rows = session.execute(
-        select(
-            usable.c.id,
-            usable.c.product_id,
-            usable.c.presentation_grams,
-            usable.c.expiry_date,
-            usable.c.free,
-            usable.c.lot_number,
-            usable.c.unit_cost,
-            usable.c.currency,
-        ).where(usable.c.before * usable.c.grams < enough)
+        _PROMISABLE,
+        {
+            "site_id": site_id,
+            "products": list(products),
+            "needed_on": needed_on,
+            "dose": float(dose),
+        },
     )
     return [Promisable(*row) for row in rows]
 
@@ -261,19 +298,14 @@ def take(session: Session, lines: Sequence[tuple[str, int]]) -> bool:
     are updated in id order so that concurrent reservations queue instead of deadlocking;
     each row lock is taken here, just before the commit, not when the lots were read."""
     for lot_id, vials in sorted(lines):
-        done = session.execute(
-            update(LotRow)
-            .where(
-                LotRow.id == lot_id,
-                LotRow.state == LotState.AVAILABLE.value,
-                LotRow.on_hand_vials - LotRow.reserved_vials >= vials,
-            )
-            .values(reserved_vials=LotRow.reserved_vials + vials)
-            .execution_options(synchronize_session=False)
-        )
+        done = session.execute(_TAKE, {"lot_id": lot_id, "vials": vials})
         if done.rowcount != 1:  # type: ignore[attr-defined]
             return False
     return True
+
+
+_LINES_INSERT = insert(ReservationLineRow.metadata.tables["reservation_lines"])
+_MOVEMENTS_INSERT = insert(MovementRow.metadata.tables["stock_movements"])
 
 
 def insert_opened(
@@ -287,13 +319,15 @@ def insert_opened(
     the ORM's unit of work (a repeat of the appointment fails on its unique key here). The
     lots' reserved counts move with them in ``take``."""
     r = reservation
+    # the reservation as a mapped class's INSERT, so the audit record names it; the lines and
+    # ledger rows name neither a reservation nor a patient, and go as plain table INSERTs
     session.execute(insert(ReservationRow), [_values(r, request_hash)])
     session.execute(
-        insert(ReservationLineRow),
+        _LINES_INSERT,
         [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines],
     )
     session.execute(
-        insert(MovementRow),
+        _MOVEMENTS_INSERT,
         [
             {
                 "id": new_id(),
