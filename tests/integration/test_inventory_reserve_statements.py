@@ -21,6 +21,7 @@ and is left out of the count."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -75,7 +76,9 @@ def _reserve(p: Platform, appointment: str, product_id: str) -> inv.Reservation:
     ).reservation
 
 
-def test_a_reservation_sends_a_bounded_number_of_statements(platform: Platform) -> None:
+def test_a_reservation_sends_a_bounded_number_of_statements(
+    platform: Platform, database_url: str
+) -> None:
     stock_site(platform, "counted")
     product_id = platform.inventory.GetProduct(
         inv.GetProductRequest(id="gammagard-liquid")
@@ -100,6 +103,23 @@ def test_a_reservation_sends_a_bounded_number_of_statements(platform: Platform) 
     # the serving thread sent the most; other threads (the audit linker) run after the commit
     served = max(counted.values())
     assert served <= RESERVE_STATEMENTS
+    # the reservation's INSERT bypasses the ORM's flush: its audit record still names it, once
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as c:
+            named = [
+                ids
+                for (ids,) in c.execute(
+                    text(
+                        "SELECT resource_ids FROM inventory_audit_events "
+                        "WHERE method LIKE '%ReserveStock'"
+                    )
+                )
+                if reservation.id in (json.loads(ids) if isinstance(ids, str) else ids)
+            ]
+    finally:
+        engine.dispose()
+    assert len(named) == 1
 
 
 SIZES = [Decimal("1"), Decimal("2.5"), Decimal("5"), Decimal("10"), Decimal("20")]

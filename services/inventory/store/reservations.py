@@ -207,8 +207,18 @@ def _promisable_query() -> Select[Any]:
     """The query behind ``promisable``, built once: its parameters are bound per call."""
     free = LotRow.on_hand_vials - LotRow.reserved_vials
     grams = cast(LotRow.presentation_grams, Float)
-    size = (LotRow.product_id, LotRow.presentation_grams)
     usable = (
+        LotRow.site_id == bindparam("site_id"),
+        LotRow.product_id.in_(bindparam("products", expanding=True)),
+        LotRow.state == LotState.AVAILABLE.value,
+        LotRow.expiry_date >= bindparam("needed_on", type_=Date),
+        LotRow.on_hand_vials > LotRow.reserved_vials,
+    )
+    # the largest vial of any of the products: computed once (a window over each product
+    # cost more than the scan), and at least each product's own largest, which is all the
+    # bound below needs
+    largest = select(func.max(grams)).where(*usable).scalar_subquery()
+    ranked = (
         select(
             LotRow.id,
             LotRow.product_id,
@@ -219,34 +229,32 @@ def _promisable_query() -> Select[Any]:
             LotRow.unit_cost,
             LotRow.currency,
             grams.label("grams"),
-            # vials of the size in lots expiring before this one's day
-            (
-                func.sum(free).over(partition_by=size, order_by=LotRow.expiry_date)
-                - func.sum(free).over(partition_by=(*size, LotRow.expiry_date))
+            # vials of the size in the lots the allocation prefers to this one: earlier
+            # expiry, then fuller, then lower id (domain/allocation.py's order)
+            func.coalesce(
+                func.sum(free).over(
+                    partition_by=(LotRow.product_id, LotRow.presentation_grams),
+                    order_by=(LotRow.expiry_date, free.desc(), LotRow.id),
+                    rows=(None, -1),
+                ),
+                0,
             ).label("before"),
-            func.max(grams).over(partition_by=LotRow.product_id).label("largest"),
         )
-        .where(
-            LotRow.site_id == bindparam("site_id"),
-            LotRow.product_id.in_(bindparam("products", expanding=True)),
-            LotRow.state == LotState.AVAILABLE.value,
-            LotRow.expiry_date >= bindparam("needed_on", type_=Date),
-            LotRow.on_hand_vials > LotRow.reserved_vials,
-        )
+        .where(*usable)
         .subquery()
     )
     # one gram of slack: the bound is computed in floating point
-    enough = bindparam("dose", type_=Float) + usable.c.largest + 1
+    enough = bindparam("dose", type_=Float) + largest + 1
     return select(
-        usable.c.id,
-        usable.c.product_id,
-        usable.c.presentation_grams,
-        usable.c.expiry_date,
-        usable.c.free,
-        usable.c.lot_number,
-        usable.c.unit_cost,
-        usable.c.currency,
-    ).where(usable.c.before * usable.c.grams < enough)
+        ranked.c.id,
+        ranked.c.product_id,
+        ranked.c.presentation_grams,
+        ranked.c.expiry_date,
+        ranked.c.free,
+        ranked.c.lot_number,
+        ranked.c.unit_cost,
+        ranked.c.currency,
+    ).where(ranked.c.before * ranked.c.grams < enough)
 
 
 _PROMISABLE = _promisable_query()
@@ -274,12 +282,13 @@ def promisable(
     ORM objects.
 
     Bounded by the query, not by the caller: of each product's vials of one size, only the
-    earliest-expiring lots (whole expiry days) that together hold dose + the product's largest
-    vial are returned. An allocation's total never reaches dose + the largest vial (any stock
-    that covers the dose covers it before that), so it takes fewer vials of each size than
-    that, and first expiry first out takes them from the earliest lots of the size: the rules
-    of domain/allocation.py choose the same vials from this set as from every lot. A product
-    with thousands of lots then costs what one with a handful does."""
+    first lots in the allocation's order (earliest expiry, then fullest, then id) that together
+    hold dose + the largest vial are returned. An allocation's total never reaches
+    dose + the largest vial (any stock that covers the dose covers it before that), so it
+    takes fewer vials of each size than that, and it takes them from the first lots of the
+    size in that order: the rules of domain/allocation.py choose the same vials from this set
+    as from every lot. A product with thousands of lots then costs what one with a handful
+    does in Python; the database still reads the product's lots at the site once."""
     rows = session.execute(
         _PROMISABLE,
         {
