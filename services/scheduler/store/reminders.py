@@ -4,7 +4,7 @@ cancelled in the cancellation's or the move's, claimed by the reminder job when 
 A reminder already handed to notify may still be waiting there (the patient's quiet hours, a
 retry), so cancelling it also writes CANCEL_NOTIFICATION rows to the outbox, one per
 notification the job may have published under its key (the staff broadcast and the patient's
-copy); the relay calls notify's CancelNotification with them (notify_relay.py)."""
+copy); the relay calls notify's CancelNotification with them (adapters/notify_relay.py)."""
 
 from __future__ import annotations
 

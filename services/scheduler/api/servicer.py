@@ -29,8 +29,8 @@ from services.common.etag import etag_for
 from services.common.fieldmask import apply_mask
 from services.common.idempotency import IdempotencyStore
 from services.common.pagination import page_request, split_page
-from services.scheduler.booking_api import BookingApi, due_out
-from services.scheduler.booking_service import BookingService
+from services.scheduler.api.bookings import BookingApi, due_out
+from services.scheduler.api.schedules import ScheduleApi, objective_in, objective_out
 from services.scheduler.domain.appointments import NurseShift, SiteCapacity
 from services.scheduler.domain.dosing import DoseResult
 from services.scheduler.domain.due import DEFAULT_WINDOW_DAYS, CourseKind
@@ -50,10 +50,10 @@ from services.scheduler.domain.plans import (
 )
 from services.scheduler.domain.sites import Chair, OpeningHours, Site
 from services.scheduler.domain.slots import wall_time
-from services.scheduler.dose_service import DoseService
-from services.scheduler.planning_service import SchedulePlanner
-from services.scheduler.schedule_api import ScheduleApi, objective_in, objective_out
-from services.scheduler.usecases import SchedulerUseCases, Stored
+from services.scheduler.usecases.bookings import Bookings
+from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.records import Records, Stored
+from services.scheduler.usecases.schedules import Schedules
 
 R = TypeVar("R", bound=Message)
 T = TypeVar("T")
@@ -415,7 +415,7 @@ _DOSE_MEMO_LIMIT = 4096
 
 
 def _dose_out(result: DoseResult) -> pb.DoseCalculation:
-    """Memoised per result object: DoseService hands back the same object for the same inputs,
+    """Memoised per result object: Doses hands back the same object for the same inputs,
     and the entry pins it, so its id cannot be reused while the entry lives."""
     entry = _DOSE_MEMO.get(id(result))
     if entry is not None and entry[0] is result:
@@ -508,11 +508,11 @@ def _unsaved(value: T) -> Stored[T]:
 class SchedulerApi(BookingApi, ScheduleApi, pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
-        cases: SchedulerUseCases,
-        doses: DoseService,
+        cases: Records,
+        doses: Doses,
         idempotency: IdempotencyStore,
-        bookings: BookingService,
-        planner: SchedulePlanner,
+        bookings: Bookings,
+        planner: Schedules,
     ) -> None:
         self.cases = cases
         self.doses = doses

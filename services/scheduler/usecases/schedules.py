@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from services.scheduler.booking_service import BookingService, DayPlan, Need, site_rules
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import (
     DayStock,
@@ -53,7 +52,8 @@ from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of
 from services.scheduler.store.models import AppointmentRow
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings, DayPlan, Need, site_rules
+from services.scheduler.usecases.records import Records
 
 MAX_HORIZON_DAYS = 92  # the longest horizon one PlanSchedule call plans: a quarter
 MAX_TIME_LIMIT_SECONDS = 120
@@ -121,10 +121,8 @@ class Board:
     kpis: ScheduleKpis
 
 
-class SchedulePlanner:
-    def __init__(
-        self, db: Database, clock: Clock, cases: SchedulerUseCases, bookings: BookingService
-    ) -> None:
+class Schedules:
+    def __init__(self, db: Database, clock: Clock, cases: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
         self.cases = cases

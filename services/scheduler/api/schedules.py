@@ -12,12 +12,12 @@ import grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import from_time_of_day, parse_date
 from services.common.errors import Violations
-from services.scheduler.booking_api import COURSE, appointment_out, slot_out
+from services.scheduler.api.bookings import COURSE, appointment_out, slot_out
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import ScheduleKpis
 from services.scheduler.domain.objective import ObjectiveTerm, ScheduleObjective
 from services.scheduler.domain.slots import Fit, wall_time
-from services.scheduler.planning_service import Planned, SchedulePlanner
+from services.scheduler.usecases.schedules import Planned, Schedules
 
 DEFAULT_TIME_LIMIT_SECONDS = 10
 
@@ -126,7 +126,7 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
 class ScheduleApi:
     """Mixed into SchedulerApi; ``planner`` and ``_mutate`` come from it."""
 
-    planner: SchedulePlanner
+    planner: Schedules
     _mutate: Callable[..., Any]
 
     def PlanSchedule(self, request: pb.PlanScheduleRequest, context: grpc.ServicerContext) -> Any:

@@ -33,6 +33,7 @@ from services.common.errors import (
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.scheduler.adapters.inventory_stock import InventoryStock
 from services.scheduler.domain.appointments import (
     AppointmentStatus,
     check_move,
@@ -51,14 +52,13 @@ from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
 from services.scheduler.domain.sites import Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
-from services.scheduler.dose_service import DoseService
-from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store import appointments as store
 from services.scheduler.store import reminders
 from services.scheduler.store import repository as repo
 from services.scheduler.store.events import Event, addressed, write_events
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow, outbox
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.records import Records
 
 S = AppointmentStatus
 MAX_SLOT_RESULTS = 100
@@ -110,13 +110,13 @@ def effective_status(row: AppointmentRow, now: dt.datetime) -> S:
     return status
 
 
-class BookingService:
+class Bookings:
     def __init__(
         self,
         db: Database,
         clock: Clock,
-        cases: SchedulerUseCases,
-        doses: DoseService,
+        cases: Records,
+        doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
     ) -> None:
@@ -676,8 +676,8 @@ class BookingService:
     def _stock(self, session: Session, row: AppointmentRow, topic: str, **extra: Any) -> None:
         """What the inventory owes this booking (DISPENSE carries what was given),
         written to the outbox with the booking, so a booking never fails because the pharmacy
-        service is down; stock_relay.py calls the inventory, and a refusal marks the booking
-        AT_RISK."""
+        service is down; adapters/inventory_relay.py calls the inventory, and a refusal marks
+        the booking AT_RISK."""
         payload = {
             "appointment_id": row.id,
             "site_id": row.site_id,

@@ -1,6 +1,6 @@
 """Scheduler use cases: domain rules applied to stored state, one transaction each.
 
-api.py translates protobuf to the domain objects these take; the store maps them to rows.
+api/ translates protobuf to the domain objects these take; the store maps them to rows.
 Mutating use cases take the caller's Session so the idempotency record commits with them.
 """
 
@@ -64,7 +64,7 @@ def _stored(value: T, row: SiteRow | ChairRow | PatientRow | PlanRow) -> Stored[
     return Stored(value, row.revision, row.created_at, row.updated_at)
 
 
-class SchedulerUseCases:
+class Records:
     def __init__(self, db: Database, clock: Clock, product_exists: Callable[[str], bool]) -> None:
         self.db = db
         self.clock = clock

@@ -23,12 +23,12 @@ from services.common.convert import (
 from services.common.errors import FieldViolation, InvalidArgument, Violations
 from services.common.etag import etag_for
 from services.common.pagination import page_request, split_page
-from services.scheduler.booking_service import BookingService, effective_status
 from services.scheduler.domain.appointments import AppointmentStatus, timing
 from services.scheduler.domain.due import DueItem
 from services.scheduler.domain.reminders import ReminderStatus
 from services.scheduler.domain.slots import Fit, wall_time
 from services.scheduler.store.models import AppointmentRow, ChairBlockRow
+from services.scheduler.usecases.bookings import Bookings, effective_status
 
 STATUS: dict[AppointmentStatus, Any] = {
     s: pb.AppointmentStatus.Value(f"APPOINTMENT_STATUS_{s.value}") for s in AppointmentStatus
@@ -151,7 +151,7 @@ def _morning(prefs: pb.SlotPreferences) -> bool | None:
 class BookingApi:
     """Mixed into SchedulerApi; ``bookings`` and ``_mutate`` come from it."""
 
-    bookings: BookingService
+    bookings: Bookings
     _mutate: Callable[..., Any]
 
     def _now(self) -> dt.datetime:

@@ -20,15 +20,15 @@ from services.scheduler.domain.dosing import DoseResult, ProductSpec, calculate_
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.records import Records
 
 MEMO_SIZE = 4096
 
 
-class DoseService:
+class Doses:
     def __init__(
         self,
-        cases: SchedulerUseCases,
+        cases: Records,
         product_spec: Callable[[str], ProductSpec | None],
         memo_size: int = MEMO_SIZE,
     ) -> None:

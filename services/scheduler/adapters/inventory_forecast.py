@@ -22,14 +22,14 @@ from services.common.clock import Clock
 from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.scheduler.booking_service import BookingService
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import SiteRow, outbox
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings
+from services.scheduler.usecases.records import Records
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ HORIZON_DAYS = 120
 
 
 class ForecastPush:
-    def __init__(
-        self, db: Database, clock: Clock, cases: SchedulerUseCases, bookings: BookingService
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, cases: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
         self.cases = cases
