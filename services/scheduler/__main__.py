@@ -16,6 +16,7 @@ from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
+from services.common.crud import Mutations
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.identity import service_caller
@@ -68,9 +69,10 @@ def build(
     api = SchedulerApi(
         cases,
         doses,
-        IdempotencyStore(db, idempotency_keys, clock),
         bookings,
         Schedules(db, clock, cases, bookings),
+        Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
+        clock,
     )
 
     # Notifications: INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the

@@ -24,10 +24,9 @@ from sqlalchemy.orm import Session
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from services.scheduler.domain.appointments import AppointmentStatus
+from services.scheduler.domain.appointments import Appointment, AppointmentStatus
 from services.scheduler.domain.capacity import (
     DayStock,
-    FixedBooking,
     InfusionRequest,
     Placement,
     ScheduleKpis,
@@ -51,7 +50,6 @@ from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of
-from services.scheduler.store.models import AppointmentRow
 from services.scheduler.usecases.bookings import Bookings, DayPlan, Need, site_rules
 from services.scheduler.usecases.records import Records
 
@@ -116,7 +114,7 @@ class Planned:
 @dataclass(frozen=True)
 class Board:
     day: DayPlan
-    appointments: list[AppointmentRow]
+    appointments: list[Appointment]
     chair_names: dict[str, str]
     kpis: ScheduleKpis
 
@@ -156,10 +154,7 @@ class Schedules:
                 days.append(plan_day.capacity)
             day += dt.timedelta(days=1)
         now = self.clock.now()
-        fixed = tuple(
-            FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
-            for r in store.active_on(session, site.id, first, last, now)
-        )
+        fixed = tuple(store.fixed_on(session, site.id, first, last, now))
         pairs = repo.plans_with_versions(session, site.id, PlanStatus.ACTIVE.value)
         plans = [plan_of(row, v) for row, v in pairs]
         by_id = {p.id: p for p in plans}
@@ -335,6 +330,30 @@ class Schedules:
                     )
         return short, True
 
+    def propose(
+        self,
+        site_id: str,
+        start: dt.date | None,
+        horizon: int,
+        time_limit: float,
+        seed: int,
+        skip_without_stock: bool = False,
+        objective: Mapping[str, int] | None = None,
+    ) -> Planned:
+        """PROPOSE mode: the planning in a read transaction, so nothing of it is written."""
+        with self.db.read() as session:
+            return self.plan(
+                session,
+                site_id,
+                start,
+                horizon,
+                False,
+                time_limit,
+                seed,
+                skip_without_stock,
+                objective,
+            )
+
     def board(self, site_id: str, day: dt.date) -> Board:
         with self.db.read() as session:
             site = repo.site_from_row(repo.site_row(session, site_id))
@@ -348,6 +367,7 @@ class Schedules:
                 if row.plan_id not in windows:
                     plan = self.cases.load_plan(session, row.plan_id)
                     windows[row.plan_id] = (plan.window_days_early, plan.window_days_late)
+            appointments = [store.appointment_of(r) for r in rows]
         requests = tuple(
             InfusionRequest(
                 id=r.id,
@@ -364,4 +384,4 @@ class Schedules:
         ]
         capacity = (plan_day.capacity,) if plan_day.capacity else ()
         problem = ScheduleProblem(site_rules(site), capacity, (), requests)
-        return Board(plan_day, rows, names, kpis(problem, placements))
+        return Board(plan_day, appointments, names, kpis(problem, placements))
