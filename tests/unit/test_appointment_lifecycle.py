@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,52 +22,14 @@ from services.scheduler.domain.appointments import (
     Fulfilled,
     MarkedNoShow,
     Moved,
-    Placement,
-    timing,
 )
-from services.scheduler.domain.due import CourseKind
+from tests.unit.builders import BOOKED_AT, DAY, LONDON, booked, held, placement
 
 S = AppointmentStatus
-LONDON = ZoneInfo("Europe/London")
-DAY = dt.date(2026, 12, 1)
-NINE = 9 * 60
-BOOKED_AT = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
 
 
 def utc(*parts: int) -> dt.datetime:
     return dt.datetime(*parts, tzinfo=dt.UTC)
-
-
-def placement(day: dt.date = DAY, minute: int = NINE, **changes: object) -> Placement:
-    values: dict[str, object] = {
-        "site_id": "site-1",
-        "patient_id": "patient-1",
-        "plan_id": "plan-1",
-        "plan_version": 1,
-        "chair_id": "chair-1",
-        "local_date": day,
-        "timing": timing(day, minute, 120, LONDON),
-        "chair_minutes": 120,
-        "course": CourseKind.MAINTENANCE,
-        "course_day": 0,
-        "due_date": DAY,
-        "dose_grams": Decimal("30"),
-        "product_id": "product-1",
-    }
-    values.update(changes)
-    return Placement(**values)  # type: ignore[arg-type]
-
-
-def booked() -> Appointment:
-    appointment, _ = Appointment.placed("a-1", placement(), S.BOOKED, BOOKED_AT)
-    return appointment
-
-
-def held(expires: dt.datetime) -> Appointment:
-    appointment, _ = Appointment.placed(
-        "h-1", placement(hold_expires_at=expires), S.PENDING, BOOKED_AT
-    )
-    return appointment
 
 
 def refusal(error: errors.FailedPrecondition) -> str:
@@ -81,6 +42,7 @@ def refusal(error: errors.FailedPrecondition) -> str:
 
 def test_a_new_booking_is_revision_one_and_raises_booked() -> None:
     appointment, events = Appointment.placed("a-1", placement(), S.BOOKED, BOOKED_AT)
+    assert appointment.local_date == DAY
     assert appointment.status is S.BOOKED
     assert appointment.revision == 1
     assert (appointment.start_at, appointment.end_at) == (utc(2026, 12, 1, 9), utc(2026, 12, 1, 11))

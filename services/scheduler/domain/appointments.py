@@ -125,6 +125,17 @@ class Fulfilled:
 Event = Booked | Moved | Cancelled | MarkedNoShow | Fulfilled
 
 
+@dataclass(frozen=True)
+class Parties:
+    """Whom an appointment's APPOINTMENT_CHANGED names and reaches: the site (its staff) and
+    the patient (with their notify subscriber, if they have one)."""
+
+    site_name: str
+    time_zone: str
+    patient_name: str
+    notify_subscriber_id: str
+
+
 # --- the appointment ----------------------------------------------------------------------------
 
 

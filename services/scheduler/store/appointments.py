@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql
@@ -12,18 +13,32 @@ from sqlalchemy.orm import Session, selectinload
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
-from services.scheduler.domain.appointments import ACTIVE, Appointment, AppointmentStatus, Reminder
+from services.scheduler.domain.appointments import (
+    ACTIVE,
+    Appointment,
+    AppointmentStatus,
+    Parties,
+    Reminder,
+)
 from services.scheduler.domain.capacity import FixedBooking
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.reminders import ReminderStatus
 from services.scheduler.domain.sites import ChairBlock
+from services.scheduler.store import reminders
+from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
     BookingLockRow,
     ChairBlockRow,
     ChairRow,
+    outbox,
 )
-from services.scheduler.store.repository import check_site_scope, site_scope_clause
+from services.scheduler.store.repository import (
+    check_site_scope,
+    patient_row,
+    site_row,
+    site_scope_clause,
+)
 
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
@@ -43,6 +58,50 @@ def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None
             .where(BookingLockRow.site_id == site_id, BookingLockRow.local_date == day)
             .with_for_update()
         )
+
+
+class SqlAppointments:
+    """The appointments of one transaction as the lifecycle use cases see them
+    (usecases/bookings.py AppointmentStore): rows stay in the session, Appointments go out."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, appointment_id: str) -> Appointment:
+        return get(self.session, appointment_id, for_update=True)
+
+    def add(self, appointment: Appointment) -> None:
+        add(self.session, appointment)
+
+    def save(self, appointment: Appointment) -> None:
+        save(self.session, appointment)
+
+    def current(self, appointment_id: str) -> Appointment:
+        return current(self.session, appointment_id)
+
+    def zone(self, site_id: str) -> ZoneInfo:
+        return ZoneInfo(site_row(self.session, site_id).time_zone)
+
+    def parties(self, appointment: Appointment) -> Parties:
+        site = site_row(self.session, appointment.site_id)
+        patient = patient_row(self.session, appointment.patient_id)
+        return Parties(
+            site.display_name,
+            site.time_zone,
+            f"{patient.given_name} {patient.family_name}",
+            patient.notify_subscriber_id,
+        )
+
+    def write(self, events: Sequence[Event], now: dt.datetime) -> None:
+        write_events(self.session, outbox, events, now)
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None:
+        reminders.schedule(self.session, appointment_id, zone, offsets, now)
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
+        reminders.cancel(self.session, appointment_id, now)
 
 
 def get(session: Session, appointment_id: str, *, for_update: bool = False) -> Appointment:

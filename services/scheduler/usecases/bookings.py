@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from services.scheduler.domain.appointments import (
     Fulfilled,
     MarkedNoShow,
     Moved,
+    Parties,
     Placement,
     public_holidays,
     timing,
@@ -54,11 +55,10 @@ from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
 from services.scheduler.domain.sites import ChairBlock, Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.store import appointments as store
-from services.scheduler.store import reminders
 from services.scheduler.store import repository as repo
+from services.scheduler.store.appointments import SqlAppointments
 from services.scheduler.store.events import Event as OutboxEvent
-from services.scheduler.store.events import addressed, write_events
-from services.scheduler.store.models import outbox
+from services.scheduler.store.events import addressed
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records
 
@@ -104,6 +104,37 @@ def site_rules(site: Site) -> SiteRules:
     return SiteRules(c.nurse_ratio, c.start_limit, c.turnover_minutes, c.slot_minutes)
 
 
+class AppointmentStore(Protocol):
+    """What the appointment lifecycle needs of storage within one transaction. The database's
+    is store/appointments.SqlAppointments; the fast tests pass one kept in memory."""
+
+    def get(self, appointment_id: str) -> Appointment:
+        """Locked for the rest of the transaction; NOT_FOUND if absent or out of scope."""
+        ...
+
+    def add(self, appointment: Appointment) -> None: ...
+
+    def save(self, appointment: Appointment) -> None: ...
+
+    def current(self, appointment_id: str) -> Appointment:
+        """As stored now, with the reminders saving it scheduled or cancelled."""
+        ...
+
+    def zone(self, site_id: str) -> ZoneInfo: ...
+
+    def parties(self, appointment: Appointment) -> Parties: ...
+
+    def write(self, events: Sequence[OutboxEvent], now: dt.datetime) -> None:
+        """Into the outbox, in the transaction."""
+        ...
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None: ...
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None: ...
+
+
 class Bookings:
     def __init__(
         self,
@@ -113,6 +144,7 @@ class Bookings:
         doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
+        appointments: Callable[[Session], AppointmentStore] = SqlAppointments,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -120,6 +152,7 @@ class Bookings:
         self.doses = doses
         self.stock = stock
         self.reminder_offsets_hours = tuple(reminder_offsets_hours)
+        self.appointments = appointments
 
     # --- the day --------------------------------------------------------------------------------
 
@@ -318,9 +351,9 @@ class Bookings:
         start: dt.time | None,
     ) -> Appointment:
         if hold_id:
-            appointment = store.get(session, hold_id, for_update=True)
-            events = appointment.confirm(self.clock.now())
-            return self._save(session, appointment, events)
+            book = self.appointments(session)
+            appointment = book.get(hold_id)
+            return self._save(book, appointment, appointment.confirm(self.clock.now()))
         missing = [
             FieldViolation(name, "is required (or give hold_id)")
             for name, value in (
@@ -490,41 +523,45 @@ class Bookings:
             hold_expires_at=hold_expires,
         )
         now = self.clock.now()
+        book = self.appointments(session)
         if existing is not None:
-            return self._save(session, existing, existing.move_to(placement, now))
+            return self._save(book, existing, existing.move_to(placement, now))
         appointment, events = Appointment.placed(new_id(), placement, status, now)
-        return self._save(session, appointment, events, new=True)
+        return self._save(book, appointment, events, new=True)
 
     # --- the lifecycle: load, let the appointment decide, save, write what it raised -----------
 
     def check_in(self, session: Session, appointment_id: str) -> Appointment:
-        appointment = store.get(session, appointment_id, for_update=True)
-        zone = self._zone(session, appointment)
-        return self._save(session, appointment, appointment.check_in(self.clock.now(), zone))
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        return self._save(book, appointment, appointment.check_in(self.clock.now(), zone))
 
     def start(self, session: Session, appointment_id: str, started: dt.datetime) -> Appointment:
-        appointment = store.get(session, appointment_id, for_update=True)
-        zone = self._zone(session, appointment)
-        events = appointment.start(self.clock.now(), zone, started)
-        return self._save(session, appointment, events)
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        return self._save(book, appointment, appointment.start(self.clock.now(), zone, started))
 
     def mark_no_show(self, session: Session, appointment_id: str) -> Appointment:
-        appointment = store.get(session, appointment_id, for_update=True)
-        return self._save(session, appointment, appointment.mark_no_show(self.clock.now()))
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        return self._save(book, appointment, appointment.mark_no_show(self.clock.now()))
 
     def cancel(self, session: Session, appointment_id: str, reason: str) -> Appointment:
-        appointment = store.get(session, appointment_id, for_update=True)
-        return self._save(session, appointment, appointment.cancel(self.clock.now(), reason))
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        return self._save(book, appointment, appointment.cancel(self.clock.now(), reason))
 
     def complete(
         self, session: Session, appointment_id: str, given: Completion
     ) -> tuple[Appointment, DueItem | None]:
         """The infusion given; with the plan's next due item, for the nurse to book."""
         given.check()
-        appointment = store.get(session, appointment_id, for_update=True)
-        zone = self._zone(session, appointment)
-        events = appointment.complete(self.clock.now(), zone, given)
-        saved = self._save(session, appointment, events)
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        saved = self._save(book, appointment, appointment.complete(self.clock.now(), zone, given))
         plan = self.cases.load_plan(session, saved.plan_id)
         items = self.open_items(session, plan)
         return saved, (items[0] if items else None)
@@ -539,7 +576,7 @@ class Bookings:
         etag: str,
     ) -> Appointment:
         """Atomic: the old slot is given up only if the new one is taken (one transaction)."""
-        appointment = store.get(session, appointment_id, for_update=True)
+        appointment = self.appointments(session).get(appointment_id)
         if etag:
             check_etag(
                 etag, appointment.revision, field="etag", resource=f"appointment {appointment.id}"
@@ -574,95 +611,46 @@ class Bookings:
         )
 
     def _save(
-        self, session: Session, appointment: Appointment, events: list[Event], *, new: bool = False
+        self,
+        book: AppointmentStore,
+        appointment: Appointment,
+        events: list[Event],
+        *,
+        new: bool = False,
     ) -> Appointment:
         """Store the appointment, then what its events set going, in its transaction: the
         inventory's reservation (through the outbox), the patient's reminders and the
         APPOINTMENT_CHANGED notice. Returns the appointment as stored (with its reminders)."""
         if new:
-            store.add(session, appointment)
+            book.add(appointment)
         else:
-            store.save(session, appointment)
+            book.save(appointment)
         now = self.clock.now()
         offsets = self.reminder_offsets_hours
+        a = appointment
         for event in events:
             if isinstance(event, Booked):
-                self._stock(session, appointment, "RESERVE_STOCK")
-                reminders.schedule(
-                    session, appointment.id, self._zone(session, appointment), offsets, now
-                )
+                book.write([_stock(a, "RESERVE_STOCK")], now)
+                book.schedule_reminders(a.id, book.zone(a.site_id), offsets, now)
             elif isinstance(event, Moved):
-                self._announce(session, appointment, event.previous_start, cancelled=False)
-                self._stock(session, appointment, "AMEND_RESERVATION")
-                reminders.cancel(session, appointment.id, now)
-                reminders.schedule(
-                    session, appointment.id, self._zone(session, appointment), offsets, now
-                )
+                book.write(_changed(a, book.parties(a), event.previous_start, False), now)
+                book.write([_stock(a, "AMEND_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
+                book.schedule_reminders(a.id, book.zone(a.site_id), offsets, now)
             elif isinstance(event, Cancelled):
-                self._announce(session, appointment, appointment.start_at, cancelled=True)
-                self._stock(session, appointment, "RELEASE_RESERVATION")
-                reminders.cancel(session, appointment.id, now)
+                book.write(_changed(a, book.parties(a), a.start_at, True), now)
+                book.write([_stock(a, "RELEASE_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
             elif isinstance(event, MarkedNoShow):
-                self._stock(session, appointment, "RELEASE_RESERVATION")
-                reminders.cancel(session, appointment.id, now)
+                book.write([_stock(a, "RELEASE_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
             elif isinstance(event, Fulfilled):
-                self._stock(
-                    session,
-                    appointment,
-                    "DISPENSE",
-                    grams_given=decimal_str(event.grams_given),
-                    scanned_lots=event.scanned_lots,
-                )
-        return store.current(session, appointment.id)
-
-    @staticmethod
-    def _zone(session: Session, appointment: Appointment) -> ZoneInfo:
-        """The site's zone: the visit window and the reminders are on its wall clock."""
-        return ZoneInfo(repo.site_row(session, appointment.site_id).time_zone)
-
-    def _stock(self, session: Session, row: Appointment, topic: str, **extra: Any) -> None:
-        """What the inventory owes this booking (DISPENSE carries what was given),
-        written to the outbox with the booking, so a booking never fails because the pharmacy
-        service is down; adapters/inventory_relay.py calls the inventory, and a refusal marks
-        the booking AT_RISK."""
-        payload = {
-            "appointment_id": row.id,
-            "site_id": row.site_id,
-            "patient_id": row.patient_id,
-            "product_id": row.product_id,
-            "grams": decimal_str(row.dose_grams),
-            "needed_on": row.local_date.isoformat(),
-            **extra,
-        }
-        event = OutboxEvent(topic, f"{topic}:{row.id}:{row.revision}", payload)
-        write_events(session, outbox, [event], self.clock.now())
-
-    def _announce(
-        self, session: Session, row: Appointment, previous: dt.datetime, cancelled: bool
-    ) -> None:
-        """APPOINTMENT_CHANGED to the patient (if they have a notify subscriber) and to the
-        site's staff, in the transaction of the change (the outbox)."""
-        site = repo.site_row(session, row.site_id)
-        patient = repo.patient_row(session, row.patient_id)
-        payload = {
-            "appointment_id": row.id,
-            "patient_id": row.patient_id,
-            "site_id": row.site_id,
-            "site_name": site.display_name,
-            "previous_start_time": previous.isoformat(),
-            "time_zone": site.time_zone,
-            "cancelled": cancelled,
-            "patient_name": f"{patient.given_name} {patient.family_name}",
-        }
-        if not cancelled:
-            payload["start_time"] = row.start_at.isoformat()
-        events = addressed(
-            "APPOINTMENT_CHANGED",
-            f"APPOINTMENT_CHANGED:{row.id}:{row.revision}",
-            payload,
-            patient.notify_subscriber_id,
-        )
-        write_events(session, outbox, events, self.clock.now())
+                dispensed = {
+                    "grams_given": decimal_str(event.grams_given),
+                    "scanned_lots": event.scanned_lots,
+                }
+                book.write([_stock(a, "DISPENSE", **dispensed)], now)
+        return book.current(a.id)
 
     # --- chair blocks ---------------------------------------------------------------------------
 
@@ -712,6 +700,48 @@ class Bookings:
     def site(self, site_id: str) -> Site:
         with self.db.read() as session:
             return repo.site_from_row(repo.site_row(session, site_id))
+
+
+def _stock(a: Appointment, topic: str, **extra: Any) -> OutboxEvent:
+    """What the inventory owes this booking (DISPENSE carries what was given), written to the
+    outbox with the booking, so a booking never fails because the pharmacy service is down;
+    adapters/inventory_relay.py calls the inventory, and a refusal marks the booking AT_RISK.
+    Keyed by the revision that raised it: a retried call writes nothing twice."""
+    payload = {
+        "appointment_id": a.id,
+        "site_id": a.site_id,
+        "patient_id": a.patient_id,
+        "product_id": a.product_id,
+        "grams": decimal_str(a.dose_grams),
+        "needed_on": a.local_date.isoformat(),
+        **extra,
+    }
+    return OutboxEvent(topic, f"{topic}:{a.id}:{a.revision}", payload)
+
+
+def _changed(
+    a: Appointment, parties: Parties, previous: dt.datetime, cancelled: bool
+) -> list[OutboxEvent]:
+    """APPOINTMENT_CHANGED to the site's staff and to the patient (if they have a notify
+    subscriber)."""
+    payload = {
+        "appointment_id": a.id,
+        "patient_id": a.patient_id,
+        "site_id": a.site_id,
+        "site_name": parties.site_name,
+        "previous_start_time": previous.isoformat(),
+        "time_zone": parties.time_zone,
+        "cancelled": cancelled,
+        "patient_name": parties.patient_name,
+    }
+    if not cancelled:
+        payload["start_time"] = a.start_at.isoformat()
+    return addressed(
+        "APPOINTMENT_CHANGED",
+        f"APPOINTMENT_CHANGED:{a.id}:{a.revision}",
+        payload,
+        parties.notify_subscriber_id,
+    )
 
 
 def _common_fit(
