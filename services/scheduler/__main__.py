@@ -55,22 +55,22 @@ def build(
     inventory_channel = peer_channel(settings, "inventory", auth.tokens)
     if products is None:
         products = InventoryProducts(peer_channel(settings, "inventory", auth.tokens))
-    cases = Records(db, clock, products.exists)
-    doses = Doses(cases, products.spec)
+    records = Records(db, clock, products.exists)
+    doses = Doses(records, products.spec)
     job_config = settings.job_settings()
     bookings = Bookings(
         db,
         clock,
-        cases,
+        records,
         doses,
         InventoryStock(inventory_channel),
         reminder_offsets_hours=job_config.reminder_offsets_hours,
     )
     api = SchedulerApi(
-        cases,
+        records,
         doses,
         bookings,
-        Schedules(db, clock, cases, bookings),
+        Schedules(db, clock, records, bookings),
         Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
         clock,
     )
@@ -89,7 +89,7 @@ def build(
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(api, server)
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
-    forecast = ForecastPush(db, clock, cases, bookings)
+    forecast = ForecastPush(db, clock, records, bookings)
     jobstore.register("scheduler.forecast", forecast.push, service_caller("scheduler"))
 
     def schedule_forecast() -> None:

@@ -159,9 +159,9 @@ def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_ur
         products = InventoryProducts(
             platform.issuer.service_channel("scheduler", platform.inventory_address)
         )
-        cases = Records(db, platform.clock, products.exists)
-        bookings = Bookings(db, platform.clock, cases, Doses(cases, products.spec))
-        push = ForecastPush(db, platform.clock, cases, bookings)
+        records = Records(db, platform.clock, products.exists)
+        bookings = Bookings(db, platform.clock, records, Doses(records, products.spec))
+        push = ForecastPush(db, platform.clock, records, bookings)
         with acting_as(service_caller("scheduler")):  # as the nightly job does
             assert push.push(horizon_days=60) == 1
             assert push.push(horizon_days=60) == 0  # once a day per site

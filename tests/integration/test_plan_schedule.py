@@ -62,11 +62,11 @@ def test_the_reply_is_the_domain_schedule(platform: Platform, database_url: str)
     )
     channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
     try:
-        cases = Records(db, platform.clock, products.exists)
+        records = Records(db, platform.clock, products.exists)
         bookings = Bookings(
-            db, platform.clock, cases, Doses(cases, products.spec), InventoryStock(channel)
+            db, platform.clock, records, Doses(records, products.spec), InventoryStock(channel)
         )
-        planner = Schedules(db, platform.clock, cases, bookings)
+        planner = Schedules(db, platform.clock, records, bookings)
         # direct use-case calls act as the scheduler itself (it reads every organisation)
         with acting_as(service_caller("scheduler")), db.read() as session:
             _, problem, needs, _ = planner.problem(session, site.id, None, 14)

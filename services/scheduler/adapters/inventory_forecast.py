@@ -37,10 +37,10 @@ HORIZON_DAYS = 120
 
 
 class ForecastPush:
-    def __init__(self, db: Database, clock: Clock, cases: Records, bookings: Bookings) -> None:
+    def __init__(self, db: Database, clock: Clock, records: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.bookings = bookings
 
     def push(self, horizon_days: int = HORIZON_DAYS) -> int:
@@ -63,7 +63,7 @@ class ForecastPush:
             pairs = repo.plans_with_versions(session, site_id, PlanStatus.ACTIVE.value)
             plans = {row.id: plan_from_spec(row.id, v.version, v.spec) for row, v in pairs}
             grams: dict[tuple[str, dt.date], Decimal] = defaultdict(Decimal)
-            for item in self.cases.due_items(session, list(plans.values()), today):
+            for item in self.records.due_items(session, list(plans.values()), today):
                 plan = plans[item.plan_id]
                 try:
                     need = self.bookings.need(plan, item, site)

@@ -140,7 +140,7 @@ class Bookings:
         self,
         db: Database,
         clock: Clock,
-        cases: Records,
+        records: Records,
         doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
@@ -148,7 +148,7 @@ class Bookings:
     ) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.doses = doses
         self.stock = stock
         self.reminder_offsets_hours = tuple(reminder_offsets_hours)
@@ -210,7 +210,7 @@ class Bookings:
         """The plan's due items with the appointment (if any) that covers each."""
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         today = site.local_today(self.clock.now())
-        return self.cases.due_items(session, [plan], today)
+        return self.records.due_items(session, [plan], today)
 
     def need(self, plan: TherapyPlan, item: DueItem, site: Site) -> Need:
         """Chair minutes (rounded up to the site's booking grid, docs/clinical-rules.md#chair-time)
@@ -239,7 +239,7 @@ class Bookings:
     def _plan(self, session: Session, plan_id: str, field: str) -> TherapyPlan:
         if not plan_id:
             raise InvalidArgument([FieldViolation(field, "is required")])
-        plan = self.cases.load_plan(session, plan_id)
+        plan = self.records.load_plan(session, plan_id)
         if plan.status is not PlanStatus.ACTIVE:
             raise FailedPrecondition(
                 [
@@ -562,7 +562,7 @@ class Bookings:
         appointment = book.get(appointment_id)
         zone = book.zone(appointment.site_id)
         saved = self._save(book, appointment, appointment.complete(self.clock.now(), zone, given))
-        plan = self.cases.load_plan(session, saved.plan_id)
+        plan = self.records.load_plan(session, saved.plan_id)
         items = self.open_items(session, plan)
         return saved, (items[0] if items else None)
 
@@ -583,7 +583,7 @@ class Bookings:
             )
         status = appointment.check_movable(self.clock.now())
         site = repo.site_from_row(repo.site_row(session, appointment.site_id))
-        plan = self.cases.load_plan(session, appointment.plan_id)
+        plan = self.records.load_plan(session, appointment.plan_id)
         item = DueItem(
             plan_id=plan.id,
             plan_version=plan.version,

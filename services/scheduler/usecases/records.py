@@ -1,4 +1,5 @@
-"""Scheduler use cases: domain rules applied to stored state, one transaction each.
+"""The clinic's records: sites, chairs, patients, measurements and therapy plans, and the due
+list they imply. Domain rules applied to stored state, one transaction each.
 
 api/ translates protobuf to the domain objects these take; the store maps them to rows.
 Mutating use cases take the caller's Session so the idempotency record commits with them.

@@ -120,10 +120,10 @@ class Board:
 
 
 class Schedules:
-    def __init__(self, db: Database, clock: Clock, cases: Records, bookings: Bookings) -> None:
+    def __init__(self, db: Database, clock: Clock, records: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.bookings = bookings
 
     def problem(
@@ -168,7 +168,7 @@ class Schedules:
             today - dt.timedelta(days=HABIT_DAYS),
             RECENT_VISITS,
         )
-        for item in self.cases.due_items(session, plans, today):
+        for item in self.records.due_items(session, plans, today):
             if item.booked_appointment_id:
                 continue
             request_id = f"{item.plan_id}:{item.course_day}"
@@ -365,7 +365,7 @@ class Schedules:
             windows = {}
             for row in rows:
                 if row.plan_id not in windows:
-                    plan = self.cases.load_plan(session, row.plan_id)
+                    plan = self.records.load_plan(session, row.plan_id)
                     windows[row.plan_id] = (plan.window_days_early, plan.window_days_late)
             appointments = [store.appointment_of(r) for r in rows]
         requests = tuple(
