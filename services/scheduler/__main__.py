@@ -27,7 +27,7 @@ from services.scheduler.adapters.inventory_products import InventoryProducts
 from services.scheduler.adapters.inventory_relay import StockRelay
 from services.scheduler.adapters.inventory_stock import InventoryStock
 from services.scheduler.adapters.notify_relay import relay_to_notify
-from services.scheduler.api.servicer import SchedulerApi
+from services.scheduler.api.servicer import SchedulerServicer
 from services.scheduler.jobs import SchedulerJobs
 from services.scheduler.settings import SchedulerSettings, load_settings
 from services.scheduler.store.models import audit_tables, idempotency_keys, job_table
@@ -66,7 +66,7 @@ def build(
         InventoryStock(inventory_channel),
         reminder_offsets_hours=job_config.reminder_offsets_hours,
     )
-    api = SchedulerApi(
+    api = SchedulerServicer(
         records,
         doses,
         bookings,

@@ -34,7 +34,7 @@ from services.notify.usecases.notifications import Notifications
 from services.notify.usecases.subscribers import Subscribers
 
 
-class NotifyApi(pb_grpc.NotifyServiceServicer):
+class NotifyServicer(pb_grpc.NotifyServiceServicer):
     def __init__(
         self,
         subscribers: Subscribers,

@@ -62,7 +62,7 @@ R = TypeVar("R", bound=Message)
 Context = grpc.ServicerContext
 
 
-class SchedulerApi(pb_grpc.SchedulerServiceServicer):
+class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
         records: Records,
