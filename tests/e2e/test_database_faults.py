@@ -35,6 +35,7 @@ from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from demo.centre import load_notify
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -42,7 +43,6 @@ from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.health import wait_serving
-from services.demo import load_notify
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")
 from tests.e2e.harness import Pki, caller_channel, free_port, start_issuer  # noqa: E402

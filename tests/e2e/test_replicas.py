@@ -37,13 +37,13 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from demo.centre import load_notify
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.demo import load_notify
 from services.notify.adapters.channels import IDEMPOTENCY_HEADER
 
 pytest.register_assert_rewrite("tests.e2e.pg_cluster")

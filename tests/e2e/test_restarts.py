@@ -39,13 +39,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import Table
 
+from demo import centre
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services import demo
 from services.common import jobstore
 from services.common.db import Database
 from services.common.health import wait_serving
@@ -106,7 +106,7 @@ class System:
     def channel(self, name: str) -> grpc.Channel:
         """As the demo centre's organisation: its data is what the test reads."""
         if name not in self.channels:
-            self.channels[name] = self.fleet.channel(name, org=demo.ORG)
+            self.channels[name] = self.fleet.channel(name, org=centre.ORG)
         return self.channels[name]
 
     def scheduler(self, name: str = "scheduler") -> scheduler_pb2_grpc.SchedulerServiceStub:
@@ -171,12 +171,12 @@ def _populate(system: System) -> Seeded:
     system.start(list(SERVICES))
     notify, sch, stock = system.notify(), system.scheduler(), system.inventory()
     due = npb.TOPIC_INFUSION_DUE
-    demo.load(
+    centre.load(
         fleet.address("scheduler"),
         fleet.address("inventory"),
         dt.date.today(),
         fleet.address("notify"),
-        tokens=caller_token(fleet.issuer, "scheduler", demo.ORG),
+        tokens=caller_token(fleet.issuer, "scheduler", centre.ORG),
     )
     hook_port = free_port()  # nothing listens there until the last start: deliveries wait
     hook = npb.CreateSubscriberRequest(
@@ -319,7 +319,7 @@ def _serve(system: System, seeded: Seeded, phase: str, names: list[str]) -> None
         else:
             notify = system.notify(name)
             found = notify.ListSubscribers(
-                npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
+                npb.ListSubscribersRequest(external_ref=centre.CONSOLE_REF)
             )
             assert len(found.subscribers) == 1
             retried = notify.CreateSubscriber(seeded.hook_subscriber).subscriber  # a retry

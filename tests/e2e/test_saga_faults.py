@@ -203,9 +203,9 @@ def test_bookings_continue_while_the_inventory_is_down(services: Processes) -> N
 
 
 def test_a_recall_reaches_notify_after_it_comes_back(services: Processes) -> None:
+    from demo.centre import load_notify
     from infusion.notify.v1 import notify_pb2 as npb
     from infusion.notify.v1 import notify_pb2_grpc
-    from services.demo import load_notify
 
     load_notify(  # a console subscriber for every topic
         services.address("notify"),
