@@ -7,7 +7,7 @@ running scheduler and inventory, in process or not, and is not in the way when a
 insides move.
 
 Request ids: every mutation carries one (they are idempotency keys). ``Builder.ids`` makes one
-from a label naming what is made (``site``, ``chair-2``, ``patient-MRN-7``, ``receive-LOT-A``),
+from a label naming what is made (``site``, ``chair-2``, ``patient-7``, ``receive-LOT-A``),
 so a caller picks the scheme: fresh ones by default, the label itself where a test retries a
 call and wants the same answer (a replay), or a prefix of its own."""
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeAlias
 
 from google.type.date_pb2 import Date
@@ -96,66 +95,34 @@ def fresh_id(label: str) -> str:
     return f"{label}-{uuid.uuid4()}"
 
 
-@dataclass(frozen=True)
-class Builder:
-    """Makes things through ``scheduler`` and ``inventory`` for organisation ``org`` (empty:
-    the caller's own), each call with the request id ``ids`` makes from its label."""
+class Pharmacy:
+    """Makes stock sites and lots through ``inventory``, each call with the request id ``ids``
+    makes from its label."""
 
-    scheduler: scheduler_pb2_grpc.SchedulerServiceStub
-    inventory: inventory_pb2_grpc.InventoryServiceStub
-    org: str = ""
-    ids: Callable[[str], str] = fresh_id
+    def __init__(
+        self,
+        inventory: inventory_pb2_grpc.InventoryServiceStub,
+        ids: Callable[[str], str] = fresh_id,
+    ) -> None:
+        self.inventory = inventory
+        self.ids = ids
 
     def _id(self, label: str, given: str | None) -> str:
         return given if given is not None else self.ids(label)
 
-    # --- the centre -----------------------------------------------------------------------------
-
-    def site(
-        self,
-        *,
-        name: str = "Day unit",
-        tz: str = "Europe/London",
-        days: Sequence[str] = WEEKDAYS,
-        open_h: int = 8,
-        close_h: int = 18,
-        capacity: pb.SiteCapacity | None = None,
-        request_id: str | None = None,
-    ) -> pb.Site:
-        """A site open ``open_h``–``close_h`` on ``days``; without ``capacity``, no nurse model."""
-        site = pb.Site(
-            organisation_id=self.org,
-            display_name=name,
-            time_zone=tz,
-            opening_hours=hours(days, open_h, close_h),
-        )
-        if capacity is not None:
-            site.capacity.CopyFrom(capacity)
-        made: pb.Site = self.scheduler.CreateSite(
-            pb.CreateSiteRequest(request_id=self._id("site", request_id), site=site)
-        ).site
-        return made
-
-    def chairs(self, site_id: str, count: int) -> list[pb.Chair]:
-        """``count`` active chairs, "Chair 1" onwards."""
-        return [
-            self.scheduler.CreateChair(
-                pb.CreateChairRequest(
-                    request_id=self.ids(f"chair-{i}"),
-                    chair=pb.Chair(site_id=site_id, display_name=f"Chair {i}", active=True),
-                )
-            ).chair
-            for i in range(1, count + 1)
-        ]
-
     def stock_site(
-        self, site: pb.Site, name: str = "Pharmacy", *, request_id: str | None = None
+        self,
+        site_id: str,
+        time_zone: str,
+        name: str = "Pharmacy",
+        *,
+        request_id: str | None = None,
     ) -> inv.StockSite:
-        """The inventory's record of the scheduler's ``site``: the same id and time zone."""
+        """The inventory's record of a scheduler site: the same id and time zone."""
         made: inv.StockSite = self.inventory.CreateStockSite(
             inv.CreateStockSiteRequest(
-                request_id=self._id(f"stock-site-{site.id}", request_id),
-                site=inv.StockSite(id=site.id, display_name=name, time_zone=site.time_zone),
+                request_id=self._id(f"stock-site-{site_id}", request_id),
+                site=inv.StockSite(id=site_id, display_name=name, time_zone=time_zone),
             )
         ).site
         return made
@@ -200,6 +167,61 @@ class Builder:
         )
         return lot
 
+
+class Builder(Pharmacy):
+    """Makes the centre, patients, plans and bookings through ``scheduler`` for organisation
+    ``org`` (empty: the caller's own), and its stock through ``inventory``."""
+
+    def __init__(
+        self,
+        scheduler: scheduler_pb2_grpc.SchedulerServiceStub,
+        inventory: inventory_pb2_grpc.InventoryServiceStub,
+        org: str = "",
+        ids: Callable[[str], str] = fresh_id,
+    ) -> None:
+        super().__init__(inventory, ids)
+        self.scheduler = scheduler
+        self.org = org
+
+    # --- the centre -----------------------------------------------------------------------------
+
+    def site(
+        self,
+        *,
+        name: str = "Day unit",
+        tz: str = "Europe/London",
+        days: Sequence[str] = WEEKDAYS,
+        open_h: int = 8,
+        close_h: int = 18,
+        capacity: pb.SiteCapacity | None = None,
+        request_id: str | None = None,
+    ) -> pb.Site:
+        """A site open ``open_h``–``close_h`` on ``days``; without ``capacity``, no nurse model."""
+        site = pb.Site(
+            organisation_id=self.org,
+            display_name=name,
+            time_zone=tz,
+            opening_hours=hours(days, open_h, close_h),
+        )
+        if capacity is not None:
+            site.capacity.CopyFrom(capacity)
+        made: pb.Site = self.scheduler.CreateSite(
+            pb.CreateSiteRequest(request_id=self._id("site", request_id), site=site)
+        ).site
+        return made
+
+    def chairs(self, site_id: str, count: int) -> list[pb.Chair]:
+        """``count`` active chairs, "Chair 1" onwards."""
+        return [
+            self.scheduler.CreateChair(
+                pb.CreateChairRequest(
+                    request_id=self.ids(f"chair-{i}"),
+                    chair=pb.Chair(site_id=site_id, display_name=f"Chair {i}", active=True),
+                )
+            ).chair
+            for i in range(1, count + 1)
+        ]
+
     # --- patients and plans -------------------------------------------------------------------
 
     def patient(
@@ -218,7 +240,7 @@ class Builder:
             (via or self.scheduler)
             .CreatePatient(
                 pb.CreatePatientRequest(
-                    request_id=self._id(f"patient-{mrn}", request_id),
+                    request_id=self._id("patient", request_id),
                     patient=pb.Patient(
                         organisation_id=self.org,
                         mrn=mrn,
@@ -298,11 +320,15 @@ class Builder:
         sex: int = pb.SEX_AT_BIRTH_FEMALE,
         notify_subscriber_id: str = "",
         plan: Mapping[str, object] | None = None,
+        key: str = "",
         via: scheduler_pb2_grpc.SchedulerServiceStub | None = None,
     ) -> tuple[pb.Patient, pb.TherapyPlan]:
-        """A patient, their weight and height, and a plan (``therapy_plan`` with ``plan``'s fields)
-        starting ``start``. Request ids are labelled by ``mrn``: enrolling the same MRN again
-        with label-keyed ids replays the same three calls. ``via``: another scheduler."""
+        """A patient, their weight and height, and a plan (``therapy_plan`` with ``plan``'s
+        fields) starting ``start``; ``via``: another scheduler. The three request ids are
+        labelled ``patient-<key>``, ``measure-<key>`` and ``plan-<key>``: a ``key`` per patient
+        where the ids are made from the label alone (enrolling the same key again is then a
+        retry). Never the MRN or a name: request ids are logged."""
+        suffix = f"-{key}" if key else ""
         patient = self.patient(
             mrn,
             given=given,
@@ -311,14 +337,20 @@ class Builder:
             sex=sex,
             notify_subscriber_id=notify_subscriber_id,
             via=via,
+            request_id=self.ids(f"patient{suffix}"),
         )
         self.measure(
-            patient.id, weight, height, measured_on, via=via, request_id=self.ids(f"measure-{mrn}")
+            patient.id,
+            weight,
+            height,
+            measured_on,
+            via=via,
+            request_id=self.ids(f"measure{suffix}"),
         )
         made = self.plan(
             therapy_plan(patient.id, site_id, product_id, start, **(plan or {})),
             via=via,
-            request_id=self.ids(f"plan-{mrn}"),
+            request_id=self.ids(f"plan{suffix}"),
         )
         return patient, made
 

@@ -260,7 +260,12 @@ def load(
         ),
     )
     chairs = build.chairs(site.id, 6)
-    build.stock_site(site, "Demo infusion centre pharmacy", request_id=f"demo-stock-site-{site.id}")
+    build.stock_site(
+        site.id,
+        site.time_zone,
+        "Demo infusion centre pharmacy",
+        request_id=f"demo-stock-site-{site.id}",
+    )
     products = {code: build.product_id(code) for code in {p.product for p in PATIENTS}}
     for code, grams, lot, months, vials in LOTS:
         build.receive(

@@ -146,7 +146,7 @@ def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
         capacity=pb.SiteCapacity(nurse_shifts=shifts(2, ALL_DAYS)),
     )
     (chair,) = build.chairs(site.id, 1)
-    build.stock_site(site)
+    build.stock_site(site.id, site.time_zone)
     detail(f"site {site.id} ({zone}), {chair.display_name}, 2 nurses at 1:4 every day")
 
     say("stock", "the pharmacy receives two lots of Gammagard Liquid 10 g vials")
