@@ -233,18 +233,20 @@ class AuditTrail:
         connection it broke is not put back in the pool."""
         engine = self.db.engine
         dbapi_error = engine.dialect.loaded_dbapi.Error
-        raw = engine.raw_connection()
+        raw = None
         try:
+            raw = engine.raw_connection()  # no connection: the driver's error, unwrapped
             self.store.append_linked(raw, engine.dialect, records)
         except dbapi_error as error:
-            lost = engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
-            if lost:
+            lost = raw is None or engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
+            if raw is not None and lost:
                 raw.invalidate(error)
             raise DBAPIError.instance(
                 None, None, error, dbapi_error, hide_parameters=True, connection_invalidated=lost
             ) from error
         finally:
-            raw.close()
+            if raw is not None:
+                raw.close()
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""
