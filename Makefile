@@ -72,8 +72,8 @@ seed: runtime ## Load the shipped product catalogue into inventory's database
 test: setup ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e, README examples)
 	$(PY) -m pytest
 
-test-unit: setup ## Run only the fast unit tests
-	$(PY) -m pytest tests/unit
+test-unit: setup ## The fast suite: domain rules and use cases without gRPC or a database (optimality proofs left to make test)
+	$(PY) -m pytest tests/unit -m "not solver"
 
 deploy-check: setup ## Validate deploy/ (Kubernetes and compose schemas) and run the image's entrypoints
 	$(PY) -m pytest tests/test_deploy.py
