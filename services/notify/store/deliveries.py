@@ -9,11 +9,13 @@ replicas never take the same one; on SQLite the write transaction holds the data
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.common.db import UtcDateTime
 from services.notify.domain.model import OPEN, Channel, Status
 from services.notify.domain.views import DueDelivery
 from services.notify.store import subscribers
@@ -146,32 +148,98 @@ class Sending:
     channel: Channel
 
 
-def sending(session: Session, delivery_id: str) -> Sending:
-    """The delivery, locked while its outcome is recorded."""
-    query = select(DeliveryRow).where(DeliveryRow.id == delivery_id)
-    row = session.scalars(query.with_for_update()).one()
-    return Sending(Status(row.status), row.attempt_count, Channel(row.channel))
+def sending(session: Session, delivery_ids: Collection[str]) -> dict[str, Sending]:
+    """The deliveries, locked while their outcomes are recorded (one statement for a batch)."""
+    query = (
+        select(DeliveryRow.id, DeliveryRow.status, DeliveryRow.attempt_count, DeliveryRow.channel)
+        .where(DeliveryRow.id.in_(list(delivery_ids)))
+        .order_by(DeliveryRow.id)  # one lock order for every dispatcher: no deadlock
+        .with_for_update()
+    )
+    return {
+        i: Sending(Status(status), count, Channel(channel))
+        for i, status, count, channel in session.execute(query)
+    }
 
 
-def record(
-    session: Session,
-    delivery_id: str,
-    status: Status,
-    error: str,
-    now: dt.datetime,
-    next_attempt_at: dt.datetime | None = None,
-) -> None:
-    """The attempt's outcome: DELIVERED (and when), or a failure with its error; a temporary
-    failure is due again at ``next_attempt_at``."""
-    row = session.get_one(DeliveryRow, delivery_id)
-    row.status = status.value
-    row.lease_until = None
-    row.updated_at = now
-    row.last_error = error
-    if status is Status.DELIVERED:
-        row.delivered_at = now
-    elif next_attempt_at is not None:
-        row.next_attempt_at = next_attempt_at
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's end as sent (``sent``, ``sent_error``) and the delivery's state after it:
+    DELIVERED, or a failure with its error (a temporary failure due again at
+    ``next_attempt_at``; a last one given up as permanent)."""
+
+    delivery_id: str
+    attempt: int
+    sent: Status
+    sent_error: str
+    status: Status
+    error: str
+    next_attempt_at: dt.datetime | None = None
+
+
+_CLOSE_ATTEMPT = (
+    update(AttemptRow)
+    .where(
+        AttemptRow.delivery_id == bindparam("d_id"),
+        AttemptRow.number == bindparam("d_number"),
+        AttemptRow.finished_at.is_(None),
+    )
+    .values(
+        finished_at=bindparam("d_now"), outcome=bindparam("d_outcome"), error=bindparam("d_error")
+    )
+)
+
+_RECORD = (
+    update(DeliveryRow)
+    .where(DeliveryRow.id == bindparam("d_id"))
+    .values(
+        status=bindparam("d_status"),
+        lease_until=None,
+        updated_at=bindparam("d_now"),
+        last_error=bindparam("d_error"),
+        delivered_at=func.coalesce(
+            bindparam("d_delivered", type_=UtcDateTime), DeliveryRow.delivered_at
+        ),
+        next_attempt_at=func.coalesce(
+            bindparam("d_next", type_=UtcDateTime), DeliveryRow.next_attempt_at
+        ),
+    )
+)
+
+
+def record(session: Session, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
+    """Ends each outcome's attempt (an attempt already ended stays as it was) and writes the
+    delivery's state: two statements, each run once for the whole batch."""
+    if not outcomes:
+        return
+    connection = session.connection()
+    connection.execute(
+        _CLOSE_ATTEMPT,
+        [
+            {
+                "d_id": o.delivery_id,
+                "d_number": o.attempt,
+                "d_now": now,
+                "d_outcome": o.sent.value,
+                "d_error": o.sent_error[:1000],
+            }
+            for o in outcomes
+        ],
+    )
+    connection.execute(
+        _RECORD,
+        [
+            {
+                "d_id": o.delivery_id,
+                "d_status": o.status.value,
+                "d_now": now,
+                "d_error": o.error[:1000],
+                "d_delivered": now if o.status is Status.DELIVERED else None,
+                "d_next": o.next_attempt_at,
+            }
+            for o in outcomes
+        ],
+    )
 
 
 def backlog(connection: Connection) -> list[tuple[str, int, dt.datetime | None]]:
