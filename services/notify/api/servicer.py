@@ -124,6 +124,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
             )
 
         response = self.mutate("Publish", request, pb.PublishResponse, publish)
+        self.events.place()
         self.streams.signal.notify()
         self.on_publish()
         return response
@@ -141,6 +142,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
                 )
             ),
         )
+        self.events.place()
         self.streams.signal.notify()
         return response
 
