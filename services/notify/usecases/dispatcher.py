@@ -146,6 +146,7 @@ class Dispatcher:
         now = self.clock.now()
         p = self.policy
         claimed: list[_Claimed] = []
+        starting: list[DueDelivery] = []
         with self.db.write() as session:
             for d in deliveries.due(session, now, p.batch_size):
                 if d.status is Status.SENDING:  # abandoned mid-attempt (crash)
@@ -173,10 +174,11 @@ class Dispatcher:
                 if not d.critical:
                     release = quiet_until(now, ZoneInfo(d.time_zone), d.quiet_hours)
                     if release > now:
-                        deliveries.defer(session, d.id, release, now)
+                        deliveries.defer(session, d, release, now)
                         continue
-                attempt = deliveries.start_attempt(session, d.id, now, now + p.lease)
-                claimed.append(_Claimed(_message(d, now), attempt, d.traceparent))
+                starting.append(d)
+                claimed.append(_Claimed(_message(d, now), d.attempt_count + 1, d.traceparent))
+            deliveries.start_attempts(session, starting, now, now + p.lease)
         return claimed
 
     def _send(self, item: _Claimed) -> _Outcome:
