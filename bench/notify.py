@@ -253,7 +253,7 @@ def last_sequence(url: str) -> int:
         with engine.connect() as conn:
             from services.notify.store.models import EventRow
 
-            return int(conn.execute(select(func.max(EventRow.seq))).scalar() or 0)
+            return int(conn.execute(select(func.max(EventRow.stream_seq))).scalar() or 0)
     finally:
         engine.dispose()
 

@@ -100,6 +100,7 @@ def assemble(
     watcher = EventWatcher(events.last_sequence, signal, settings.stream_poll_seconds)
 
     def serving() -> None:
+        events.place()  # any event a stopped process wrote but never placed
         watcher.start()
         if settings.jobs:
             dispatcher.start()

@@ -118,6 +118,14 @@ def mark_replayed() -> None:
         call.replayed = True
 
 
+def wrote(*rows: object) -> None:
+    """Rows the running mutation wrote by statement rather than by flush (so the flush hook
+    never saw them): its record names them as it would flushed ones."""
+    call = _current.get()
+    if call is not None and call.kind == MUTATION:
+        call.touched.add(from_rows(rows, call.resource_type))
+
+
 class AuditTrail:
     def __init__(self, service: str, db: Database, store: AuditStore, clock: Clock) -> None:
         self.service = service
