@@ -97,7 +97,7 @@ def assemble(
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
         return [SERVICE_NAME]
 
-    watcher = EventWatcher(events.last_sequence, signal, settings.stream_poll_seconds)
+    watcher = EventWatcher(events.poll, signal, settings.stream_poll_seconds)
 
     def serving() -> None:
         events.place()  # any event a stopped process wrote but never placed

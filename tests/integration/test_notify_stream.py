@@ -166,3 +166,20 @@ def test_bad_subscribe_requests(notify_server: NotifyServer) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             list(notify_server.stub.Subscribe(request, timeout=5))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_event_a_stopped_writer_left_unplaced_is_placed_by_the_next_poll(
+    notify_server: NotifyServer,
+) -> None:
+    """A process killed between its commit and its event's placement leaves the event
+    unplaced; the stream watcher's poll places it, without waiting for another Publish."""
+    s = create(notify_server)
+    nid = publish(notify_server, pb.TOPIC_LOT_EXPIRING, lot_expiring(), [s.id]).notification.id
+    log = notify_server.app.api.events
+    cursor = log.last_sequence()
+    with notify_server.app.db.write() as session:  # committed, never placed: the writer died
+        events.append(session, nid, "LOT_EXPIRING", "CANCELLED", NOW)
+    assert log.after(cursor, 10) == []
+    assert log.poll() == cursor + 1
+    assert [e.kind for e in log.after(cursor, 10)] == ["CANCELLED"]
+    assert log.poll() == cursor + 1  # nothing left: a read, no new place

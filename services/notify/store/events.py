@@ -101,6 +101,12 @@ def after(session: Session, cursor: int, limit: int) -> list[EventView]:
     ]
 
 
+def any_unplaced(session: Session) -> bool:
+    """Whether a committed event waits for its place (the stream_seq index answers it)."""
+    found = session.execute(select(EventRow.seq).where(EventRow.stream_seq.is_(None)).limit(1))
+    return found.first() is not None
+
+
 def last_sequence(session: Session) -> int:
     found = session.execute(
         select(EventRow.stream_seq).order_by(EventRow.stream_seq.desc()).limit(1)

@@ -52,6 +52,18 @@ class EventLog:
         with self.db.read() as session:
             return events.last_sequence(session)
 
+    def poll(self) -> int:
+        """The stream's last placed sequence, after placing any committed event left unplaced:
+        a writer places its own event right after its commit, but one that stopped in between
+        (killed, or its placement failed) leaves it for whoever looks next. The stream watcher
+        polls this, so such an event reaches the streams within a poll, not at the next
+        Publish (one indexed read when there is none)."""
+        with self.db.read() as session:
+            unplaced = events.any_unplaced(session)
+        if unplaced:
+            self.place()
+        return self.last_sequence()
+
     @staticmethod
     def filter(
         topics: Collection[Topic], site_id: str, subscriber_ids: Collection[str]
