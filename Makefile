@@ -52,7 +52,7 @@ setup: runtime $(DEV_STAMP) $(BUF) ## Everything for development: .venv with the
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
 run: runtime $(BUF) ## Start the three services with a demo centre and a development token issuer (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/); prints a token per role
-	$(PY) -m services.run
+	$(PY) -m demo.run
 
 token: runtime ## Print a fresh development token as the last line: make token ROLE=nurse [ORG=demo-org]
 	@$(PY) -m services.issuer token "$(ROLE)" $(if $(ORG),--org "$(ORG)")
@@ -61,7 +61,7 @@ certs: runtime ## A development CA and TLS certificates for the services and a c
 	$(PY) -m services.issuer certs var/tls --dns localhost
 
 demo: runtime ## A day end to end (plan, book, reserve, complete, dispense, reorder, recall) on throwaway services, free ports
-	$(PY) -m services.walkthrough
+	$(PY) -m demo
 
 audit-verify: runtime ## Walk a service's audit chain and report the first broken link: make audit-verify SERVICE=scheduler [DATABASE_URL=...]
 	$(PY) -m services.common.audit verify "$(SERVICE)" $(if $(DATABASE_URL),--database-url "$(DATABASE_URL)")
@@ -72,16 +72,16 @@ seed: runtime ## Load the shipped product catalogue into inventory's database
 test: setup ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e, README examples)
 	$(PY) -m pytest
 
-test-unit: setup ## Run only the fast unit tests
-	$(PY) -m pytest tests/unit
+test-unit: setup ## The fast suite: domain rules and use cases without gRPC or a database (optimality proofs left to make test)
+	$(PY) -m pytest tests/unit -m "not solver"
 
 deploy-check: setup ## Validate deploy/ (Kubernetes and compose schemas) and run the image's entrypoints
 	$(PY) -m pytest tests/test_deploy.py
 
 lint: setup ## ruff, mypy and buf lint
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
-	$(BIN)/mypy services bench
+	$(BIN)/ruff check services demo tests bench
+	$(BIN)/ruff format --check services demo tests bench
+	$(BIN)/mypy services demo bench
 	$(BUF) lint
 
 fuzz: setup ## Fuzz every RPC of the three services on SQLite and PostgreSQL (FUZZ_EXAMPLES, default 2000)

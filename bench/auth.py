@@ -44,13 +44,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench.dose import prepare_dose_request
-from bench.harness import ROOT, channel, dev_issuer, free_port, load, operator_token, seed
+from bench.harness import (
+    ROOT,
+    channel,
+    dev_issuer,
+    free_port,
+    load,
+    operator_token,
+    seed,
+    throwaway_database,
+)
 from bench.inventory import (
     APPOINTMENT_ID,
     RESERVE,
     prepare,
     reserve_request,
-    throwaway_database,
 )
 from infusion.inventory.v1 import inventory_pb2_grpc
 from services.common.auth.interceptor import Gate

@@ -18,20 +18,26 @@ search window over the booked days, so every day has 30 chairs of bookings to se
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from google.type.date_pb2 import Date
-from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 
-from bench.harness import ORG, channel, dev_issuer, free_port, load, operator_token, running
-from bench.inventory import throwaway_database
+from bench.harness import (
+    ORG,
+    channel,
+    dev_issuer,
+    environment,
+    load,
+    operator_token,
+    running,
+    throwaway_database,
+)
+from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -40,31 +46,16 @@ from services.issuer.local import LocalIssuer
 
 CHAIRS = 30
 BOOKINGS = 6000
-WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
 BOOK = "/infusion.scheduler.v1.SchedulerService/BookAppointment"
 FIND = "/infusion.scheduler.v1.SchedulerService/FindSlots"
 
 
-def _date(day: dt.date) -> Date:
-    return Date(year=day.year, month=day.month, day=day.day)
-
-
 @contextmanager
 def services(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, str]]:
-    ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
-    env = {**os.environ, **issuer.service_environment()}
-    env.update(
-        {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
-        **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
-        SCHEDULER_DATABASE_URL=url,
-        INVENTORY_DATABASE_URL=f"sqlite:///{tempfile.mkdtemp()}/inventory.db",
-        SCHEDULER_JOBS="0",
-        INVENTORY_JOBS="0",
-        PYTHONUNBUFFERED="1",
-    )
-    scheduler, inventory = (f"127.0.0.1:{ports[n]}" for n in ("scheduler", "inventory"))
-    with running(env, ("inventory", "scheduler")):
-        yield scheduler, inventory
+    databases = {"scheduler": url, "inventory": f"sqlite:///{tempfile.mkdtemp()}/inventory.db"}
+    env = environment(issuer, databases, SCHEDULER_JOBS="0", INVENTORY_JOBS="0")
+    with running(env, ("inventory", "scheduler")) as processes:
+        yield processes.addresses["scheduler"], processes.addresses["inventory"]
 
 
 def weekdays_from(first: dt.date) -> Iterator[dt.date]:
@@ -75,90 +66,32 @@ def weekdays_from(first: dt.date) -> Iterator[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def prepare(sch: Any, product_id: str, first: dt.date) -> tuple[pb.Site, list[pb.Chair], list[str]]:
-    site = sch.CreateSite(
-        pb.CreateSiteRequest(
-            request_id="bench-site",
-            site=pb.Site(
-                organisation_id=ORG,
-                display_name="Bench centre",
-                time_zone="Europe/London",
-                opening_hours=[
-                    pb.OpeningHours(
-                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
-                    )
-                    for d in WEEKDAYS
-                ],
-                capacity=pb.SiteCapacity(
-                    nurse_shifts=[
-                        pb.NurseShift(
-                            day=DayOfWeek.Value(d),
-                            start=TimeOfDay(hours=8),
-                            end=TimeOfDay(hours=18),
-                            nurses=8,
-                        )
-                        for d in WEEKDAYS
-                    ],
-                    nurse_ratio=4,
-                    start_limit=2,
-                    turnover_minutes=15,
-                ),
-            ),
-        )
-    ).site
-    chairs = [
-        sch.CreateChair(
-            pb.CreateChairRequest(
-                request_id=f"bench-chair-{i}",
-                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i:02d}", active=True),
-            )
-        ).chair
-        for i in range(CHAIRS)
-    ]
+def prepare(
+    sch: Any, stock: Any, product_id: str, first: dt.date
+) -> tuple[pb.Site, list[pb.Chair], list[str]]:
+    build = Builder(sch, stock, ORG, ids=lambda label: f"bench-{label}")
+    site = build.site(
+        name="Bench centre",
+        capacity=pb.SiteCapacity(
+            nurse_shifts=shifts(8), nurse_ratio=4, start_limit=2, turnover_minutes=15
+        ),
+    )
+    chairs = build.chairs(site.id, CHAIRS)
 
     def plan(i: int) -> str:
-        patient = sch.CreatePatient(
-            pb.CreatePatientRequest(
-                request_id=f"bench-patient-{i}",
-                patient=pb.Patient(
-                    organisation_id="bench",
-                    mrn=f"B{i:06d}",
-                    given_name="Bench",
-                    family_name=f"Patient {i}",
-                    birth_date=Date(year=1970, month=1, day=1),
-                    sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
-                ),
-            )
-        ).patient
-        sch.RecordMeasurement(
-            pb.RecordMeasurementRequest(
-                request_id=f"bench-measure-{i}",
-                measurement=pb.Measurement(
-                    patient_id=patient.id,
-                    measured_on=_date(first - dt.timedelta(days=7)),
-                    weight_kg="70",
-                    height_cm="170",
-                ),
-            )
+        _, made = build.enrol(
+            f"B{i:06d}",
+            site.id,
+            product_id,
+            first,
+            measured_on=first - dt.timedelta(days=7),
+            height="170",
+            given="Bench",
+            family=f"Patient {i}",
+            born=dt.date(1970, 1, 1),
+            key=str(i),
         )
-        return str(
-            sch.CreateTherapyPlan(
-                pb.CreateTherapyPlanRequest(
-                    request_id=f"bench-plan-{i}",
-                    therapy_plan=pb.TherapyPlan(
-                        patient_id=patient.id,
-                        site_id=site.id,
-                        indication=pb.INDICATION_MMN,
-                        route=pb.ROUTE_IV,
-                        product_id=product_id,
-                        dose_basis=pb.DOSE_BASIS_G_PER_KG,
-                        maintenance_dose="1",
-                        interval_days=28,
-                        start_date=_date(first),
-                    ),
-                )
-            ).therapy_plan.id
-        )
+        return str(made.id)
 
     with ThreadPoolExecutor(16) as pool:
         plans = list(pool.map(plan, range(BOOKINGS + 1)))
@@ -178,7 +111,7 @@ def booking_requests(chairs: list[pb.Chair], plans: list[str], first: dt.date) -
             pb.BookAppointmentRequest(
                 therapy_plan_id=plan_id,
                 chair_id=chairs[chair].id,
-                local_date=_date(day),
+                local_date=pb_date(day),
                 local_start=TimeOfDay(hours=8, minutes=0 if chair < CHAIRS // 2 else 15),
                 request_id=f"bench-book-{i}",
             ).SerializeToString()
@@ -212,7 +145,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
     first = dt.date.today() + dt.timedelta(days=7)
     with (
         dev_issuer() as issuer,
-        throwaway_database() as url,
+        throwaway_database("booking") as url,
         services(url, issuer) as (scheduler, inventory),
     ):
         token = operator_token(issuer)
@@ -220,7 +153,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         stock = inventory_pb2_grpc.InventoryServiceStub(channel(inventory, token))
         product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
         log(f"booking bench: creating {BOOKINGS} patients and plans …")
-        site, chairs, plans = prepare(sch, product, first)
+        site, chairs, plans = prepare(sch, stock, product, first)
         searcher, plans = plans[-1], plans[:-1]
         log("booking bench: BookAppointment …")
         results["BookAppointment (30 chairs, a plan per call)"] = load(
@@ -233,8 +166,8 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         )
         find = pb.FindSlotsRequest(
             therapy_plan_id=searcher,
-            start_date=_date(first),
-            end_date=_date(first + dt.timedelta(days=13)),
+            start_date=pb_date(first),
+            end_date=pb_date(first + dt.timedelta(days=13)),
         )
         log("booking bench: FindSlots …")
         results["FindSlots (14 days, 30 chairs, 1 in flight)"] = load(

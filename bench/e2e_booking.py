@@ -12,19 +12,23 @@ transaction, so every booking counted has them; the check counts the bookings th
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from google.type.date_pb2 import Date
-from google.type.money_pb2 import Money
-
 from bench.booking import BOOK, booking_requests, prepare
-from bench.harness import channel, dev_issuer, free_port, load, operator_token, running
-from bench.inventory import throwaway_database
+from bench.harness import (
+    channel,
+    dev_issuer,
+    environment,
+    load,
+    operator_token,
+    running,
+    throwaway_database,
+)
+from demo.builder import Builder
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -36,19 +40,13 @@ LOTS, VIALS_PER_LOT = 40, 1000
 
 @contextmanager
 def system(scheduler_url: str, inventory_url: str, issuer: LocalIssuer) -> Iterator[dict[str, str]]:
-    ports = {name: free_port() for name in ("scheduler", "inventory", "notify")}
-    env = {**os.environ, **issuer.service_environment()}
-    env.update(
-        {f"{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
-        **{f"{n.upper()}_ADDRESS": f"127.0.0.1:{p}" for n, p in ports.items()},
-        SCHEDULER_DATABASE_URL=scheduler_url,
-        INVENTORY_DATABASE_URL=inventory_url,
-        NOTIFY_DATABASE_URL=f"sqlite:///{tempfile.mkdtemp()}/notify.db",
-        PYTHONUNBUFFERED="1",
-    )
-    addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-    with running(env, ("notify", "inventory", "scheduler")):
-        yield addresses
+    databases = {
+        "scheduler": scheduler_url,
+        "inventory": inventory_url,
+        "notify": f"sqlite:///{tempfile.mkdtemp()}/notify.db",
+    }
+    with running(environment(issuer, databases), ("notify", "inventory", "scheduler")) as s:
+        yield s.addresses
 
 
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -64,27 +62,12 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         stock = inventory_pb2_grpc.InventoryServiceStub(channel(addresses["inventory"], token))
         product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
         log("e2e booking bench: creating patients and plans …")
-        site, chairs, plans = prepare(sch, product, first)
-        stock.CreateStockSite(
-            inv.CreateStockSiteRequest(
-                request_id="e2e-site",
-                site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone="Europe/London"),
-            )
-        )
-        expiry = first + dt.timedelta(days=700)
+        site, chairs, plans = prepare(sch, stock, product, first)
+        build = Builder(sch, stock, ids=lambda label: f"e2e-{label}")
+        build.stock_site(site.id, site.time_zone)
         for n in range(LOTS):
-            stock.ReceiveStock(
-                inv.ReceiveStockRequest(
-                    request_id=f"e2e-lot-{n}",
-                    site_id=site.id,
-                    product_id=product,
-                    presentation_grams="10",
-                    lot_number=f"E2E-{n:03d}",
-                    expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
-                    vials=VIALS_PER_LOT,
-                    # £34/g (docs/clinical-rules.md#cost)
-                    unit_cost=Money(currency_code="GBP", units=340),
-                )
+            build.receive(
+                site.id, product, f"E2E-{n:03d}", first + dt.timedelta(days=700), VIALS_PER_LOT
             )
         log(f"e2e booking bench: BookAppointment with {concurrency} clients …")
         began = time.monotonic()

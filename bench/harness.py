@@ -4,6 +4,7 @@ call carries a token, as under `make run`), and running the load process against
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -16,13 +17,15 @@ import grpc
 
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
-from services.common.health import wait_serving
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
+from services.launcher import SERVICES, Endpoint, ServiceProcesses, service_environment
 from services.launcher import free_port as free_port  # one way to pick a port, re-exported
+from services.launcher import running as launch
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "bench"  # the organisation the benchmarks' sites and patients belong to
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"  # the benchmarks' PostgreSQL
 
 
 def seed(env: dict[str, str]) -> None:
@@ -34,6 +37,19 @@ def seed(env: dict[str, str]) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@contextmanager
+def throwaway_database(label: str) -> Iterator[str]:
+    """A database of its own on :data:`SERVER` for one run (``label`` and the pid name it),
+    dropped afterwards even while something is still connected."""
+    name = f"bench_{label}_{os.getpid()}"
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
 
 
 @contextmanager
@@ -103,32 +119,29 @@ def load(
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def environment(issuer: LocalIssuer, databases: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """What the services of a run start with: each on a free port and told its peers'
+    addresses (services/launcher.py, as `make demo` does), the databases ``databases`` names
+    (service → URL), trusting ``issuer``; ``extra`` on top."""
+    endpoints = [Endpoint(name, f"127.0.0.1:{free_port()}") for name in SERVICES]
+    env = service_environment(endpoints, {**os.environ, **issuer.service_environment()})
+    env.update({f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()})
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
 @contextmanager
-def running(
-    env: Mapping[str, str], names: Sequence[str]
-) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+def running(env: Mapping[str, str], names: Sequence[str]) -> Iterator[ServiceProcesses]:
     """The product catalogue seeded (``python -m services.inventory seed``), then the services
-    ``names`` as processes with ``env``, each waited on until SERVING at its ``<NAME>_LISTEN``;
-    terminated (and waited for) afterwards."""
+    ``names`` started by the launcher with ``env`` (each on its ``<NAME>_LISTEN``), returning
+    once each says it is SERVING; stopped (SIGTERM, drained) afterwards. Their output is
+    dropped: it would be the benchmark's noise."""
     seed(dict(env))
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in names
-    }
-    try:
-        for name in names:
-            address = env[f"{name.upper()}_LISTEN"]
-            if not wait_serving(address):
-                raise RuntimeError(f"{name} did not become SERVING on {address}")
-        yield procs
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=30)
+    endpoints = [Endpoint(name, env[f"{name.upper()}_LISTEN"]) for name in names]
+    with (
+        open(os.devnull, "wb") as devnull,
+        launch(
+            ServiceProcesses(endpoints, env, lambda _name, _line: None, lambda _name: devnull)
+        ) as processes,
+    ):
+        yield processes

@@ -18,25 +18,29 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from google.type.date_pb2 import Date
-from google.type.money_pb2 import Money
 from sqlalchemy import create_engine, text
 
-from bench.harness import ROOT, channel, dev_issuer, free_port, load, operator_token, seed
+from bench.harness import (
+    channel,
+    dev_issuer,
+    environment,
+    load,
+    operator_token,
+    running,
+    throwaway_database,
+)
+from bench.tracing import cpu_seconds
+from demo.builder import Pharmacy, pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
-from services.common.health import wait_serving
 from services.issuer.local import LocalIssuer
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 SITE = "bench-site"
 HOT = "gammagard-liquid"
 HOT_LOTS, HOT_VIALS = 50, 1000
@@ -49,54 +53,12 @@ FORECAST = "/infusion.inventory.v1.InventoryService/GetStockForecast"
 APPOINTMENT_ID = 1  # ReserveStockRequest.appointment_id's field number
 
 
-def _date(day: dt.date) -> Date:
-    return Date(year=day.year, month=day.month, day=day.day)
-
-
-@contextmanager
-def throwaway_database(label: str = "inventory") -> Iterator[str]:
-    name = f"bench_{label}_{os.getpid()}"
-    pg = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU the process has used so far (Linux /proc; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def inventory_process(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, int]]:
-    """The service's address and process id."""
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, **issuer.service_environment()}
-    env.update(
-        INVENTORY_DATABASE_URL=url,
-        INVENTORY_LISTEN=address,
-        INVENTORY_SHUTDOWN_GRACE_SECONDS="2",
-        PYTHONUNBUFFERED="1",
-    )
-    seed(env)
-    cmd = [sys.executable, "-m", "services.inventory"]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        if not wait_serving(address):
-            raise RuntimeError(f"inventory did not become SERVING on {address}")
-        yield address, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """The service's address and process id (its CPU time is read around each load)."""
+    env = environment(issuer, {"inventory": url}, INVENTORY_SHUTDOWN_GRACE_SECONDS="2")
+    with running(env, ("inventory",)) as processes:
+        yield processes.addresses["inventory"], processes.pid("inventory")
 
 
 def _bench_product(i: int) -> inv.Product:
@@ -115,44 +77,26 @@ def _bench_product(i: int) -> inv.Product:
     )
 
 
-def receive(stub: Any, product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
-    """Vials of 10 g at £34/g (docs/clinical-rules.md#cost) into a lot at the bench site."""
-    stub.ReceiveStock(
-        inv.ReceiveStockRequest(
-            site_id=SITE,
-            product_id=product_id,
-            presentation_grams="10",
-            lot_number=lot,
-            expiry_date=_date(expiry),
-            vials=vials,
-            unit_cost=Money(currency_code="GBP", units=340),
-            request_id=f"bench-receive-{product_id}-{lot}",
-        )
-    )
-
-
-def create_site(stub: Any) -> None:
-    stub.CreateStockSite(
-        inv.CreateStockSiteRequest(
-            site=inv.StockSite(id=SITE, display_name="Bench site", time_zone="Europe/London"),
-            request_id="bench-site",
-        )
-    )
-
-
 def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
     """The site, the hot product's 50 lots and 200 other products with a lot each, all via
     the RPCs. Returns (hot product id, spread product ids)."""
-    create_site(stub)
+    pharmacy = Pharmacy(stub, ids=lambda label: f"bench-{label}")
+    pharmacy.stock_site(SITE, "Europe/London", "Bench site", request_id="bench-site")
+
+    def receive(product_id: str, lot: str, vials: int, expiry: dt.date) -> None:
+        pharmacy.receive(
+            SITE, product_id, lot, expiry, vials, request_id=f"bench-receive-{product_id}-{lot}"
+        )
+
     hot = str(stub.GetProduct(inv.GetProductRequest(id=HOT)).product.id)
     for i in range(HOT_LOTS):
-        receive(stub, hot, f"HOT-{i:03d}", HOT_VIALS, today + dt.timedelta(days=200 + 10 * i))
+        receive(hot, f"HOT-{i:03d}", HOT_VIALS, today + dt.timedelta(days=200 + 10 * i))
     spread = []
     for i in range(SPREAD_PRODUCTS):
         product = stub.CreateProduct(
             inv.CreateProductRequest(product=_bench_product(i), request_id=f"bench-product-{i}")
         ).product
-        receive(stub, product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
+        receive(product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
         spread.append(str(product.id))
     return hot, spread
 
@@ -164,7 +108,7 @@ def reserve_request(product_id: str, needed_on: dt.date, appointment: str = "") 
         patient_id="bench-patient",
         product_id=product_id,
         grams=DOSE_GRAMS,
-        needed_on=_date(needed_on),
+        needed_on=pb_date(needed_on),
         rounding_band_percent="0",
     )
 
@@ -225,7 +169,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
     results: dict[str, dict[str, Any]] = {}
     with (
         dev_issuer() as issuer,
-        throwaway_database() as url,
+        throwaway_database("inventory") as url,
         inventory_process(url, issuer) as (address, pid),
     ):
         token = operator_token(issuer)

@@ -14,18 +14,10 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from bench.harness import channel, dev_issuer, load, operator_token
-from bench.inventory import (
-    APPOINTMENT_ID,
-    HOT,
-    RESERVE,
-    cpu_seconds,
-    create_site,
-    inventory_process,
-    receive,
-    reserve_request,
-    throwaway_database,
-)
+from bench.harness import channel, dev_issuer, load, operator_token, throwaway_database
+from bench.inventory import APPOINTMENT_ID, HOT, RESERVE, SITE, inventory_process, reserve_request
+from bench.tracing import cpu_seconds
+from demo.builder import Pharmacy
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 
@@ -49,11 +41,13 @@ def main() -> int:
                 token = operator_token(issuer)
                 opened = channel(address, token)
                 stub = inventory_pb2_grpc.InventoryServiceStub(opened)
-                create_site(stub)
+                pharmacy = Pharmacy(stub, ids=lambda label: f"bench-{label}")
+                pharmacy.stock_site(SITE, "Europe/London", "Bench site", request_id="bench-site")
                 product = str(stub.GetProduct(inv.GetProductRequest(id=HOT)).product.id)
                 for i in range(count):
                     expiry = today + dt.timedelta(days=200 + i)
-                    receive(stub, product, f"LOT-{i:04d}", VIALS, expiry)
+                    lot = f"LOT-{i:04d}"
+                    pharmacy.receive(SITE, product, lot, expiry, VIALS, request_id=f"bench-{lot}")
                 requests = [
                     reserve_request(product, today + dt.timedelta(days=1 + k)).SerializeToString()
                     for k in range(28)

@@ -43,7 +43,7 @@ import grpc
 from google.type.date_pb2 import Date
 from sqlalchemy import create_engine, func, insert, select
 
-from bench.harness import ROOT, channel, dev_issuer, free_port, load
+from bench.harness import ROOT, channel, dev_issuer, free_port, load, throwaway_database
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
@@ -52,22 +52,10 @@ from services.common.health import wait_serving
 from services.common.migrations import upgrade
 from services.issuer.local import LocalIssuer
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PUBLISH = "/infusion.notify.v1.NotifyService/Publish"
 ECHO = "/bench.Echo/Echo"
 REQUEST_ID = 7  # PublishRequest.request_id
 RESULTS = ROOT / "bench" / "results" / "notify.json"
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    name = f"bench_notify_{os.getpid()}"
-    pg = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["createdb", *pg, name], check=True, capture_output=True)
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        subprocess.run(["dropdb", *pg, "--force", name], check=False, capture_output=True)
 
 
 @contextmanager
@@ -265,7 +253,7 @@ def last_sequence(url: str) -> int:
         with engine.connect() as conn:
             from services.notify.store.models import EventRow
 
-            return int(conn.execute(select(func.max(EventRow.seq))).scalar() or 0)
+            return int(conn.execute(select(func.max(EventRow.stream_seq))).scalar() or 0)
     finally:
         engine.dispose()
 
@@ -534,7 +522,7 @@ def main() -> int:
     with process(echo_cmd, echo_address, ready=_wait_port):
         log("echo: bare grpcio")
         echo = load(echo_address, ECHO, b"\x0a\x05hello", args.seconds, args.concurrency)
-    with throwaway_database() as url, dev_issuer() as issuer:
+    with throwaway_database("notify") as url, dev_issuer() as issuer:
         found = notify_benchmarks(
             url,
             args.seconds,
@@ -546,7 +534,7 @@ def main() -> int:
             issuer,
             args.dispatch_workers,
         )
-    with throwaway_database() as url:
+    with throwaway_database("notify") as url:
         scan = due_scan_benchmark(url, args.plans, log)
 
     publish = found["publish"]

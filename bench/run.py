@@ -39,8 +39,9 @@ from bench import inventory as inventory_bench
 from bench import optimiser as optimiser_bench
 from bench import tracing as tracing_bench
 from bench.dose import prepare_dose_request
-from bench.harness import ROOT, dev_issuer, free_port, load, operator_token, running
+from bench.harness import ROOT, dev_issuer, environment, free_port, load, operator_token, running
 from infusion.inventory.v1 import inventory_pb2 as inv
+from services.launcher import SERVICES
 
 OPTIMISER_PARTS = ("deviation", "centre", "nurse", "small")
 
@@ -72,21 +73,11 @@ def main() -> int:
     checks: dict[str, Any] = {}
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp, dev_issuer() as issuer:
-        env = {**os.environ, **issuer.service_environment()}
+        databases = {name: f"sqlite:///{tmp}/{name}.db" for name in SERVICES}
+        env = environment(issuer, databases)
         token = operator_token(issuer)
-        ports = {
-            "echo": free_port(),
-            "inventory": free_port(),
-            "scheduler": free_port(),
-            "notify": free_port(),
-        }
-        for name in ("inventory", "scheduler", "notify"):
-            env[f"{name.upper()}_LISTEN"] = f"127.0.0.1:{ports[name]}"
-            env[f"{name.upper()}_ADDRESS"] = f"127.0.0.1:{ports[name]}"
-            env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{tmp}/{name}.db"
-        env["PYTHONUNBUFFERED"] = "1"
         try:
-            echo = f"127.0.0.1:{ports['echo']}"
+            echo = f"127.0.0.1:{free_port()}"
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.echo_server", echo],
@@ -101,9 +92,9 @@ def main() -> int:
             )
             procs[-1].terminate()
             if args.only in (None, "scheduler"):
-                with running(env, ("inventory", "scheduler")):
-                    inventory = f"127.0.0.1:{ports['inventory']}"
-                    scheduler = f"127.0.0.1:{ports['scheduler']}"
+                with running(env, ("inventory", "scheduler")) as processes:
+                    inventory = processes.addresses["inventory"]
+                    scheduler = processes.addresses["scheduler"]
                     dose = prepare_dose_request(scheduler, inventory, token)
                     results["CalculateDose (2-day induction)"] = load(
                         scheduler,

@@ -20,7 +20,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
 from bench.dose import prepare_dose_request
-from bench.harness import dev_issuer, free_port, load, operator_token, running
+from bench.harness import dev_issuer, environment, free_port, load, operator_token, running
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -87,18 +87,16 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
             ("on, 10 % sampled", {**endpoint, **ratio}),
         ]
         for n, (label, traced) in enumerate(rounds):
-            env = {**os.environ, **issuer.service_environment()}
-            for name in ("inventory", "scheduler"):
-                address = f"127.0.0.1:{free_port()}"
-                env[f"{name.upper()}_LISTEN"] = env[f"{name.upper()}_ADDRESS"] = address
-                env[f"{name.upper()}_DATABASE_URL"] = f"sqlite:///{tmp}/{n}-{name}.db"
-            env.update(traced)
+            databases = {
+                name: f"sqlite:///{tmp}/{n}-{name}.db" for name in ("inventory", "scheduler")
+            }
+            env = environment(issuer, databases, **traced)
             # the exporter flushes its last batch when the processes are stopped
             with running(env, ("inventory", "scheduler")) as procs:
                 scheduler = env["SCHEDULER_LISTEN"]
                 dose = prepare_dose_request(scheduler, env["INVENTORY_LISTEN"], token)
                 say(f"CalculateDose, tracing {label}")
-                before, cpu = exported(), cpu_seconds(procs["scheduler"].pid)
+                before, cpu = exported(), cpu_seconds(procs.pid("scheduler"))
                 result = load(
                     scheduler,
                     "/infusion.scheduler.v1.SchedulerService/CalculateDose",
@@ -110,7 +108,7 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
                 results[f"CalculateDose (2-day induction), tracing {label}"] = result
                 # bench.load's 2 s of warm-up are served too, at about the measured rate
                 calls = result["calls_per_second"] * (seconds + 2.0)
-                used = cpu_seconds(procs["scheduler"].pid) - cpu
+                used = cpu_seconds(procs.pid("scheduler")) - cpu
                 checks[f"scheduler CPU ms per call, tracing {label}"] = round(
                     1000 * used / calls, 3
                 )

@@ -240,6 +240,10 @@ class ServiceProcesses:
                     f"({endpoint.variable})"
                 )
 
+    def pid(self, name: str) -> int:
+        """The process id of service ``name``'s child (the benchmarks read its CPU time)."""
+        return self._procs[name].pid
+
     def exited(self) -> dict[str, int]:
         """The children that have stopped, with their exit status."""
         return {n: code for n, p in self._procs.items() if (code := p.poll()) is not None}

@@ -1,10 +1,12 @@
 """Idempotent mutations: a repeated request_id returns the first result.
 
 The key is claimed first and the response stored in the same transaction as the mutation's
-effects, so either both exist or neither does. Two concurrent calls with one request_id meet
-on the key's primary key before either has done anything: the second waits for the first to
-commit, then returns the stored response. A request_id reused
-with a different request is the caller's bug and is refused (AIP-155).
+effects, so either both exist or neither does; the claim is the transaction's first statement
+(an insert that does nothing when the key exists, after which the stored response is read), so
+a new request costs two statements of its own and a replay two. Two concurrent calls with one
+request_id meet on the key's primary key before either has done anything: the second waits for
+the first to commit, then returns the stored response. A request_id reused with a different
+request is the caller's bug and is refused (AIP-155).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import mark_replayed
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import Aborted, FieldViolation, InvalidArgument
 from services.common.scope import current_scope
 
 R = TypeVar("R", bound=Message)
@@ -67,6 +70,8 @@ class IdempotencyStore:
         self._db = db
         self._table = table
         self._clock = clock
+        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self._claim = insert(table).on_conflict_do_nothing().returning(table.c.method)
 
     def run(
         self,
@@ -88,28 +93,29 @@ class IdempotencyStore:
                 [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")]
             )
         digest = _fingerprint(request)
-        stored = self._lookup(method, request_id, digest, response_type)
-        if stored is not None:
-            mark_replayed()
-            return stored
         try:
             with self._db.write() as session:
-                stored = self._lookup_in(session, method, request_id, digest, response_type)
-                if stored is not None:
-                    mark_replayed()
-                    return stored
-                # Claim the key before any effect: a concurrent call with the same request_id
-                # blocks on this row (PostgreSQL) or on the write lock (SQLite) until we commit,
-                # then fails on the primary key and returns our response below.
-                session.execute(
-                    self._table.insert().values(
-                        method=method,
-                        request_id=request_id,
-                        request_hash=digest,
-                        response=b"",
-                        created_at=self._now(),
-                    )
+                # Claim the key before any effect, in the mutation's transaction (one statement,
+                # no lookup first): a concurrent call with the same request_id waits on this row
+                # (PostgreSQL) or on the write lock (SQLite) until we commit, then claims nothing
+                # and returns our response.
+                claimed = session.execute(
+                    self._claim,
+                    {
+                        "method": method,
+                        "request_id": request_id,
+                        "request_hash": digest,
+                        "response": b"",
+                        "created_at": self._now(),
+                    },
                 )
+                if claimed.first() is None:
+                    stored = self._lookup_in(session, method, request_id, digest, response_type)
+                    if stored is not None:
+                        mark_replayed()
+                        return stored
+                    # the key was there and is gone (purged meanwhile): the client may retry
+                    raise Aborted("the request_id is being reused right now; retry")
                 response = mutate(session)
                 session.execute(
                     self._table.update()

@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.common import limits, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
-from services.common.audit.api import AuditApi
+from services.common.audit.api import AuditServicer
 from services.common.audit.interceptor import AuditInterceptor
 from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
@@ -185,7 +185,7 @@ class GrpcService:
         self._service_names = list(self.register(server))
         if self.audit is not None:
             audit_pb2_grpc.add_AuditServiceServicer_to_server(
-                AuditApi(self.audit.db, self.audit.store), server
+                AuditServicer(self.audit.db, self.audit.store), server
             )
             self._service_names.append(AUDIT_SERVICE)
         if self.settings.reflection:

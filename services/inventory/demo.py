@@ -130,7 +130,7 @@ def vial_cost(lot: DemoLot) -> Decimal:
 
 def seed_demo(settings: ServiceSettings, clock: Clock | None = None) -> DemoResult:
     """Load the demo pharmacy as the inventory service itself, for the demo organisation
-    (`make run`'s, services/demo.py): its sites and stock are that organisation's."""
+    (`make run`'s, demo/centre.py): its sites and stock are that organisation's."""
     with acting_as(service_caller("inventory")):
         return _seed_demo(settings, clock)
 

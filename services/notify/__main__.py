@@ -24,7 +24,7 @@ from services.common.idempotency import IdempotencyStore
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, serve
 from services.notify.adapters.channels import Adapter, adapters_for
-from services.notify.api.servicer import NotifyApi
+from services.notify.api.servicer import NotifyServicer
 from services.notify.api.stream import EventSignal, EventStreams, EventWatcher
 from services.notify.domain.model import Channel
 from services.notify.domain.templates import Templates
@@ -43,7 +43,7 @@ class Notify:
     """The assembled service; tests reach the dispatcher and database through it."""
 
     service: GrpcService
-    api: NotifyApi
+    api: NotifyServicer
     dispatcher: Dispatcher
     db: Database
     settings: NotifySettings
@@ -84,7 +84,7 @@ def assemble(
         idle_seconds=settings.stream_idle_seconds,
         clock_now=clock.now,
     )
-    api = NotifyApi(
+    api = NotifyServicer(
         Subscribers(db, clock, settings.webhook_allow()),
         Notifications(db, clock, templates),
         events,
@@ -97,9 +97,10 @@ def assemble(
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(api, server)
         return [SERVICE_NAME]
 
-    watcher = EventWatcher(events.last_sequence, signal, settings.stream_poll_seconds)
+    watcher = EventWatcher(events.poll, signal, settings.stream_poll_seconds)
 
     def serving() -> None:
+        events.place()  # any event a stopped process wrote but never placed
         watcher.start()
         if settings.jobs:
             dispatcher.start()

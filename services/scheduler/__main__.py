@@ -16,24 +16,25 @@ from services.common.audit.trail import AuditTrail
 from services.common.auth.service import ServiceAuth
 from services.common.channels import peer_channel
 from services.common.clock import Clock, SystemClock
+from services.common.crud import Mutations
 from services.common.db import Database
 from services.common.idempotency import IdempotencyStore
 from services.common.identity import service_caller
 from services.common.migrations import upgrade
 from services.common.server import GrpcService, serve
-from services.scheduler.api import SchedulerApi
-from services.scheduler.booking_service import BookingService
-from services.scheduler.dose_service import DoseService
-from services.scheduler.forecast_push import ForecastPush
+from services.scheduler.adapters.inventory_forecast import ForecastPush
+from services.scheduler.adapters.inventory_products import InventoryProducts
+from services.scheduler.adapters.inventory_relay import StockRelay
+from services.scheduler.adapters.inventory_stock import InventoryStock
+from services.scheduler.adapters.notify_relay import relay_to_notify
+from services.scheduler.api.servicer import SchedulerServicer
 from services.scheduler.jobs import SchedulerJobs
-from services.scheduler.notify_relay import relay_to_notify
-from services.scheduler.planning_service import SchedulePlanner
-from services.scheduler.products import InventoryProducts
 from services.scheduler.settings import SchedulerSettings, load_settings
-from services.scheduler.stock_relay import StockRelay
-from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store.models import audit_tables, idempotency_keys, job_table
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings
+from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.schedules import Schedules
 
 
 def build(
@@ -54,23 +55,24 @@ def build(
     inventory_channel = peer_channel(settings, "inventory", auth.tokens)
     if products is None:
         products = InventoryProducts(peer_channel(settings, "inventory", auth.tokens))
-    cases = SchedulerUseCases(db, clock, products.exists)
-    doses = DoseService(cases, products.spec)
+    records = Records(db, clock, products.exists)
+    doses = Doses(records, products.spec)
     job_config = settings.job_settings()
-    bookings = BookingService(
+    bookings = Bookings(
         db,
         clock,
-        cases,
+        records,
         doses,
         InventoryStock(inventory_channel),
         reminder_offsets_hours=job_config.reminder_offsets_hours,
     )
-    api = SchedulerApi(
-        cases,
+    api = SchedulerServicer(
+        records,
         doses,
-        IdempotencyStore(db, idempotency_keys, clock),
         bookings,
-        SchedulePlanner(db, clock, cases, bookings),
+        Schedules(db, clock, records, bookings),
+        Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
+        clock,
     )
 
     # Notifications: INFUSION_DUE, APPOINTMENT_REMINDER and MISSED_INFUSION into the
@@ -87,7 +89,7 @@ def build(
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(api, server)
         return [scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
 
-    forecast = ForecastPush(db, clock, cases, bookings)
+    forecast = ForecastPush(db, clock, records, bookings)
     jobstore.register("scheduler.forecast", forecast.push, service_caller("scheduler"))
 
     def schedule_forecast() -> None:

@@ -14,7 +14,7 @@
 
 Every body takes its time from the injected clock, never sleeps, and writes its events to the
 scheduler's outbox (``scheduler_outbox``) in its own transaction; the outbox relay
-(notify_relay.py) publishes them. The outbox's unique dedupe key (and notify's, behind it)
+(adapters/notify_relay.py) publishes them. The outbox's unique dedupe key (and notify's, behind it)
 makes every body idempotent, so several replicas running the same job, or a pass repeated
 after a crash, raise nothing twice.
 
@@ -86,7 +86,7 @@ from services.scheduler.store.models import (
     SiteRow,
     outbox,
 )
-from services.scheduler.usecases import due_spec, plan_history
+from services.scheduler.usecases.records import due_spec, plan_history
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from services.common.audit.record import MUTATION, PATIENT_READ, AuditRecord
 from services.common.audit.store import Link
 from services.common.audit.verify import verify
 from services.common.auth.policy import AuditKind, policy_of
-from tests.e2e.harness import Processes
+from tests.e2e.harness import Fleet
 
 # refused before the audit interceptor: no token, no permission, no capacity
 GATE_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"})
@@ -49,7 +49,7 @@ class ResponseRecorder(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return len(self.answers)
 
 
-def access_lines(processes: Processes, name: str) -> list[dict[str, Any]]:
+def access_lines(processes: Fleet, name: str) -> list[dict[str, Any]]:
     lines = []
     for text in processes.log_path(name).read_text().splitlines():
         line = json.loads(text)
@@ -58,7 +58,7 @@ def access_lines(processes: Processes, name: str) -> list[dict[str, Any]]:
     return lines
 
 
-def chain(processes: Processes, name: str) -> tuple[list[Link], list[str], int]:
+def chain(processes: Fleet, name: str) -> tuple[list[Link], list[str], int]:
     """The service's chain, records outside it, records pending (after the services stopped:
     each linked what it had left)."""
     engine = create_engine(processes.env[f"{name.upper()}_DATABASE_URL"])
@@ -74,7 +74,7 @@ def chain(processes: Processes, name: str) -> tuple[list[Link], list[str], int]:
         engine.dispose()
 
 
-def check_audit(processes: Processes) -> dict[str, int]:
+def check_audit(processes: Fleet) -> dict[str, int]:
     """Per service: the trail against the access log. Returns the records per service."""
     counted = {}
     for name in processes.services:

@@ -1,4 +1,4 @@
-"""`python -m services.run` (what `make run` runs) as a test starts it: in a session of its own
+"""`python -m demo.run` (what `make run` runs) as a test starts it: in a session of its own
 (so a test can send SIGINT to its process group as a terminal's Ctrl-C does), on free ports,
 with SQLite in a temporary directory, and its output collected by a reader thread."""
 
@@ -84,7 +84,7 @@ def run_environment(var: Path, ports: Mapping[str, int] | None = None) -> dict[s
 
 def start(env: Mapping[str, str]) -> Launcher:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.run"],
+        [sys.executable, "-m", "demo.run"],
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.type.date_pb2 import Date
-from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from demo.builder import Pharmacy, pb_date
+from demo.centre import load_notify
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -42,20 +42,20 @@ from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.health import wait_serving
-from services.demo import load_notify
-
-pytest.register_assert_rewrite("tests.e2e.pg_cluster")
-from tests.e2e.harness import Pki, caller_channel, free_port, start_issuer  # noqa: E402
-from tests.e2e.pg_cluster import (  # noqa: E402
+from tests.e2e.harness import (
     PRODUCT,
+    SERVICES,
     Clinic,
     Fleet,
-    PgCluster,
-    eventually,
+    Pki,
+    caller_channel,
+    free_port,
+    holds_within,
     notifications,
-    pb_date,
+    start_issuer,
     undelivered,
 )
+from tests.e2e.pg_cluster import PgCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 pytest_plugins = ["tests.e2e.pg_cluster"]  # the pg_cluster fixture
@@ -95,28 +95,13 @@ def test_the_inventory_survives_its_connections_being_cut(
             stub = inventory_pb2_grpc.InventoryServiceStub(
                 caller_channel(issuer, "inventory", address, "org", pki)
             )
-            stub.CreateStockSite(
-                inv.CreateStockSiteRequest(
-                    request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")
-                )
-            )
-            product = stub.GetProduct(inv.GetProductRequest(id="privigen")).product.id
+            pharmacy = Pharmacy(stub, ids=lambda label: label)
+            pharmacy.stock_site("s", "UTC", "S", request_id="s")
+            product = pharmacy.product_id("privigen")
             expiry = dt.date.today() + dt.timedelta(days=400)
 
             def receive(n: int) -> inv.Lot:
-                return stub.ReceiveStock(
-                    inv.ReceiveStockRequest(
-                        request_id=f"r{n}",
-                        site_id="s",
-                        product_id=product,
-                        presentation_grams="10",
-                        lot_number="L1",
-                        expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
-                        vials=5,
-                        # £34/g (docs/clinical-rules.md#cost)
-                        unit_cost=Money(currency_code="GBP", units=340),
-                    )
-                ).lot
+                return pharmacy.receive("s", product, "L1", expiry, 5, request_id=f"r{n}")
 
             assert receive(1).on_hand_vials == 5
             admin = create_engine(postgres_url)
@@ -143,7 +128,6 @@ def test_the_inventory_survives_its_connections_being_cut(
 
 # --- a real restart of a private PostgreSQL ------------------------------------------------------
 
-SERVICES = ("notify", "inventory", "scheduler")
 BOOKINGS = 8
 VIALS_EACH = 7  # 70 kg × 1 g/kg of Gammagard Liquid in 10 g vials
 
@@ -159,11 +143,8 @@ def _outcome(call: Callable[[], object]) -> str:
 def _system_on(cluster: PgCluster, var: Path) -> Fleet:
     """The three services as processes, each on its own database of ``cluster``, with the
     scheduler's jobs every second."""
-    fleet = Fleet(var, tls=True)
-    for name in SERVICES:
-        fleet.env[f"{name.upper()}_DATABASE_URL"] = cluster.create_database(name)
-        fleet.env[f"{name.upper()}_ADDRESS"] = fleet.address(name)
-    fleet.env["SCHEDULER_JOBS_INTERVAL_SECONDS"] = "1"
+    databases = {name: cluster.create_database(name) for name in SERVICES}
+    fleet = Fleet(var, databases, {"SCHEDULER_JOBS_INTERVAL_SECONDS": "1"}, tls=True)
     fleet.run("services.inventory", "seed")
     return fleet
 
@@ -207,7 +188,7 @@ def test_the_system_recovers_from_a_postgresql_restart(
             ).appointment
 
         booked = {i: book(i) for i in range(3)}
-        assert eventually(lambda: len(clinic.reservations()) == 3)
+        assert holds_within(lambda: len(clinic.reservations()) == 3)
         # an event in the inventory's outbox just before the outage
         stock.RecallLot(
             inv.RecallLotRequest(
@@ -262,7 +243,7 @@ def test_the_system_recovers_from_a_postgresql_restart(
 
         # every reservation once: by appointment, in the ledger and in the totals
         wanted = sorted(a.id for a in appointments)
-        assert eventually(
+        assert holds_within(
             lambda: sorted(r.appointment_id for r in clinic.reservations()) == wanted
         ), [r.appointment_id for r in clinic.reservations()]
         reserving = [m for m in clinic.movements() if m.kind == inv.MOVEMENT_KIND_RESERVATION]
@@ -271,7 +252,7 @@ def test_the_system_recovers_from_a_postgresql_restart(
         level = stock.GetStockLevels(inv.GetStockLevelsRequest(site_id=clinic.site_id))
         assert level.products[0].reserved_vials == BOOKINGS * VIALS_EACH
         assert list(stock.ReconcileStock(inv.ReconcileStockRequest()).discrepancies) == []
-        assert eventually(
+        assert holds_within(
             lambda: all(
                 sch.GetAppointment(pb.GetAppointmentRequest(id=a.id)).appointment.stock_status
                 == "RESERVED"
@@ -280,16 +261,16 @@ def test_the_system_recovers_from_a_postgresql_restart(
         )
 
         # both outboxes drain; the recall written just before the outage reaches notify once
-        assert eventually(lambda: len(notifications(notify, npb.TOPIC_LOT_RECALLED)) == 1)
-        assert eventually(
+        assert holds_within(lambda: len(notifications(notify, npb.TOPIC_LOT_RECALLED)) == 1)
+        assert holds_within(
             lambda: undelivered(fleet.env["INVENTORY_DATABASE_URL"], "inventory_outbox") == 0
         )
-        assert eventually(
+        assert holds_within(
             lambda: undelivered(fleet.env["SCHEDULER_DATABASE_URL"], "scheduler_outbox") == 0
         )
         # the scheduler's jobs survived: the plan made after the restart is raised, and no
         # plan is raised twice
-        assert eventually(
+        assert holds_within(
             lambda: (
                 late.id
                 in {

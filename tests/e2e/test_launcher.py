@@ -1,4 +1,4 @@
-"""`make run` (``python -m services.run``) and `make demo` talk only to the processes they
+"""`make run` (``python -m demo.run``) and `make demo` talk only to the processes they
 started: they refuse a taken port (even one where a server answers SERVING to health checks),
 stop when a service exits, and Ctrl-C stops everything, each service draining, in seconds."""
 
@@ -47,7 +47,7 @@ def stranger() -> Iterator[int]:
 def test_make_run_refuses_a_taken_port_naming_the_variable(tmp_path: Path, stranger: int) -> None:
     env = run_environment(tmp_path, ports={"inventory": stranger})
     done = subprocess.run(
-        [sys.executable, "-m", "services.run"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "demo.run"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
     assert f"inventory cannot listen on 127.0.0.1:{stranger} (INVENTORY_LISTEN)" in done.stderr
@@ -58,7 +58,7 @@ def test_make_run_refuses_a_taken_port_naming_the_variable(tmp_path: Path, stran
 def test_make_demo_refuses_a_taken_port_naming_the_variable(stranger: int) -> None:
     env = run_environment(Path("/nonexistent"), ports={"scheduler": stranger})
     done = subprocess.run(
-        [sys.executable, "-m", "services.walkthrough"],
+        [sys.executable, "-m", "demo"],
         env=env,
         capture_output=True,
         text=True,

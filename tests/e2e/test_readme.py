@@ -1,5 +1,5 @@
 """Every command and code example of README.md's "Calling the services" runs as written against
-services started the way `make run` starts them (``python -m services.run``, demo centre
+services started the way `make run` starts them (``python -m demo.run``, demo centre
 loaded). The one change is the addresses: the services here listen on free ports, so the
 README's default addresses are replaced by those. The Python examples run twice, in one
 interpreter each time, to show they can be run again. The grpcurl block runs where grpcurl is

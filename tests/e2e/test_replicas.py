@@ -34,28 +34,18 @@ from typing import Any
 import grpc
 import pytest
 from google.type.date_pb2 import Date
-from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from demo.builder import Pharmacy, pb_date
+from demo.centre import load_notify
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services.demo import load_notify
 from services.notify.adapters.channels import IDEMPOTENCY_HEADER
-
-pytest.register_assert_rewrite("tests.e2e.pg_cluster")
-from tests.e2e.pg_cluster import (  # noqa: E402
-    Clinic,
-    Fleet,
-    eventually,
-    notifications,
-    pb_date,
-    query,
-    undelivered,
-)
+from tests.e2e.harness import Clinic, Fleet, holds_within, notifications, query, undelivered
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -81,27 +71,12 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
             inventory_pb2_grpc.InventoryServiceStub(fleet.channel(name, start=True))
             for name in names
         ]
-        stubs[0].CreateStockSite(
-            inv.CreateStockSiteRequest(
-                request_id="s", site=inv.StockSite(id="s", display_name="S", time_zone="UTC")
-            )
-        )
-        product = stubs[0].GetProduct(inv.GetProductRequest(id="privigen")).product.id
+        pharmacy = Pharmacy(stubs[0], ids=lambda label: label)
+        pharmacy.stock_site("s", "UTC", "S", request_id="s")
+        product = pharmacy.product_id("privigen")
         for n in range(5):  # five lots expiring within 30 days: five LOT_EXPIRING events
             expiry = dt.date.today() + dt.timedelta(days=10 + n)
-            stubs[n % 2].ReceiveStock(
-                inv.ReceiveStockRequest(
-                    request_id=f"r{n}",
-                    site_id="s",
-                    product_id=product,
-                    presentation_grams="10",
-                    lot_number=f"SOON-{n}",
-                    expiry_date=Date(year=expiry.year, month=expiry.month, day=expiry.day),
-                    vials=2,
-                    # £34/g (docs/clinical-rules.md#cost)
-                    unit_cost=Money(currency_code="GBP", units=340),
-                )
-            )
+            pharmacy.receive("s", product, f"SOON-{n}", expiry, 2, via=stubs[n % 2])
         with ThreadPoolExecutor(4) as pool:  # both replicas, twice each, at once
             runs = list(
                 pool.map(
@@ -119,12 +94,12 @@ def test_two_inventory_replicas_raise_and_deliver_each_event_once(
         def notified() -> int:
             return len(notifications(notify, npb.TOPIC_LOT_EXPIRING))
 
-        assert eventually(lambda: notified() == 5)
+        assert holds_within(lambda: notified() == 5)
         # the start-up check (one stored job, 20 s after the last replica started, which both
         # replicas' schedulers see) runs the same expiry check again: nothing new is raised
-        assert eventually(lambda: any("trigger: date[" in fleet.log(name) for name in names), 90), (
-            "the start-up check never ran"
-        )
+        assert holds_within(
+            lambda: any("trigger: date[" in fleet.log(name) for name in names), 90
+        ), "the start-up check never ran"
         time.sleep(3)  # both relays keep running: nothing more may arrive
         assert notified() == 5
         assert undelivered(postgres_url, "inventory_outbox") == 0
@@ -180,7 +155,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
                 for r in rows
             )
 
-        assert eventually(lambda: len(raised()) == PLANS), raised()
+        assert holds_within(lambda: len(raised()) == PLANS), raised()
 
         def notified() -> Counter[str]:
             return Counter(
@@ -188,7 +163,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
                 for n in notifications(notify, npb.TOPIC_INFUSION_DUE)
             )
 
-        assert eventually(lambda: len(notified()) == PLANS), notified()
+        assert holds_within(lambda: len(notified()) == PLANS), notified()
 
         # every client wants the same chair at the same minute, through both replicas at once
         def book(i: int, chair: str, day: Date, start: TimeOfDay, attempt: int) -> pb.Appointment:
@@ -263,10 +238,10 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
 
         # each booking reserved once at the inventory: reservations, ledger, totals
         wanted = sorted(appointment for appointment, _ in booked)
-        assert eventually(
+        assert holds_within(
             lambda: sorted(r.appointment_id for r in clinic.reservations()) == wanted
         ), clinic.reservations()
-        assert eventually(lambda: undelivered(postgres_url, "scheduler_outbox") == 0)
+        assert holds_within(lambda: undelivered(postgres_url, "scheduler_outbox") == 0)
         (stock_rows,) = query(
             postgres_url, "SELECT count(*) FROM scheduler_outbox WHERE topic = 'RESERVE_STOCK'"
         )
@@ -289,7 +264,7 @@ def test_two_scheduler_replicas_raise_book_and_reserve_each_thing_once(
                 " WHERE topic = 'DEMAND_FORECAST'",
             )
 
-        assert eventually(lambda: bool(forecasts()) and all(r[1] for r in forecasts()), 90)
+        assert holds_within(lambda: bool(forecasts()) and all(r[1] for r in forecasts()), 90)
         assert [r[0] for r in forecasts()] == [
             f"DEMAND_FORECAST:{clinic.site_id}:{dt.datetime.now(dt.UTC).date()}"
         ]
@@ -462,7 +437,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
         assert len(expected) == NOTIFICATIONS
 
         # every delivery reaches the webhook exactly once
-        assert eventually(lambda: len(sink.keys()) == NOTIFICATIONS), sink.keys()
+        assert holds_within(lambda: len(sink.keys()) == NOTIFICATIONS), sink.keys()
         time.sleep(3)  # both dispatchers keep polling: no second send may follow
         keys = sink.keys()
         assert len(keys) == NOTIFICATIONS and set(keys.values()) == {1}, keys
@@ -480,7 +455,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
             )
 
         # the event log: one PUBLISHED event per notification, the same on both replicas
-        assert eventually(lambda: all(len(s.events) >= NOTIFICATIONS for s in streams)), [
+        assert holds_within(lambda: all(len(s.events) >= NOTIFICATIONS for s in streams)), [
             len(s.events) for s in streams
         ]
         time.sleep(1.5)  # a stream that would repeat an event gets the chance to
@@ -499,7 +474,7 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
         middle = sequences[NOTIFICATIONS // 2 - 1]
         resumed = Stream(stubs[1], after=middle)
         streams.append(resumed)
-        assert eventually(lambda: len(resumed.events) >= NOTIFICATIONS - NOTIFICATIONS // 2)
+        assert holds_within(lambda: len(resumed.events) >= NOTIFICATIONS - NOTIFICATIONS // 2)
         time.sleep(1.5)
         assert resumed.events == logged[NOTIFICATIONS // 2 :]
         fleet.assert_no_crashed_threads()

@@ -39,31 +39,32 @@ from apscheduler.triggers.interval import IntervalTrigger
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import Table
 
+from demo import centre
+from demo.builder import pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services import demo
 from services.common import jobstore
 from services.common.db import Database
 from services.common.health import wait_serving
 from services.inventory.store.models import job_table as inventory_jobs
 from services.scheduler.store.models import job_table as scheduler_jobs
-from tests.e2e.harness import SERVICES, caller_token, free_port, postgres_databases
-from tests.e2e.sinks import WebhookSink
-
-pytest.register_assert_rewrite("tests.e2e.pg_cluster")
-from tests.e2e.pg_cluster import (  # noqa: E402
+from tests.e2e.harness import (
+    SERVICES,
     Clinic,
     Fleet,
-    eventually,
+    caller_token,
+    free_port,
+    holds_within,
     notifications,
-    pb_date,
+    postgres_databases,
     query,
     undelivered,
 )
+from tests.e2e.sinks import WebhookSink
 
 # about three minutes per database: a minute of serving after each of the two restarts
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
@@ -106,7 +107,7 @@ class System:
     def channel(self, name: str) -> grpc.Channel:
         """As the demo centre's organisation: its data is what the test reads."""
         if name not in self.channels:
-            self.channels[name] = self.fleet.channel(name, org=demo.ORG)
+            self.channels[name] = self.fleet.channel(name, org=centre.ORG)
         return self.channels[name]
 
     def scheduler(self, name: str = "scheduler") -> scheduler_pb2_grpc.SchedulerServiceStub:
@@ -171,12 +172,12 @@ def _populate(system: System) -> Seeded:
     system.start(list(SERVICES))
     notify, sch, stock = system.notify(), system.scheduler(), system.inventory()
     due = npb.TOPIC_INFUSION_DUE
-    demo.load(
+    centre.load(
         fleet.address("scheduler"),
         fleet.address("inventory"),
         dt.date.today(),
         fleet.address("notify"),
-        tokens=caller_token(fleet.issuer, "scheduler", demo.ORG),
+        tokens=caller_token(fleet.issuer, "scheduler", centre.ORG),
     )
     hook_port = free_port()  # nothing listens there until the last start: deliveries wait
     hook = npb.CreateSubscriberRequest(
@@ -197,7 +198,7 @@ def _populate(system: System) -> Seeded:
     clinic = Clinic.open(sch, stock, chairs=2)
     clinic.receive("SOON-seed", 4, days=10)  # LOT_EXPIRING at the start-up check
     plan = clinic.add_plan("seed", DUE)  # INFUSION_DUE at the next scan
-    assert eventually(
+    assert holds_within(
         lambda: (
             plan.id in {n.payload.infusion_due.therapy_plan_id for n in notifications(notify, due)}
         ),
@@ -224,14 +225,14 @@ def _populate(system: System) -> Seeded:
             ),
         )
     ).site.id
-    assert eventually(lambda: f"daily:{check_site}" in system.stored_jobs("inventory"), 30)
+    assert holds_within(lambda: f"daily:{check_site}" in system.stored_jobs("inventory"), 30)
 
     # notify stops first: what the others raise now stays in their outboxes
     assert fleet.stop("notify") == 0
     clinic.add_plan("notify-down", DUE)
     clinic.receive("SOON-notify-down", 4, days=20)
     stock.RunExpiryCheck(inv.RunExpiryCheckRequest(site_id=clinic.site_id))
-    assert eventually(lambda: undelivered(system.urls["scheduler"], "scheduler_outbox") > 0, 30)
+    assert holds_within(lambda: undelivered(system.urls["scheduler"], "scheduler_outbox") > 0, 30)
     assert undelivered(system.urls["inventory"], "inventory_outbox") > 0
     assert fleet.stop("scheduler") == 0 and fleet.stop("inventory") == 0
     for service, table in (("scheduler", scheduler_jobs), ("inventory", inventory_jobs)):
@@ -319,7 +320,7 @@ def _serve(system: System, seeded: Seeded, phase: str, names: list[str]) -> None
         else:
             notify = system.notify(name)
             found = notify.ListSubscribers(
-                npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
+                npb.ListSubscribersRequest(external_ref=centre.CONSOLE_REF)
             )
             assert len(found.subscribers) == 1
             retried = notify.CreateSubscriber(seeded.hook_subscriber).subscriber  # a retry
@@ -348,15 +349,17 @@ def _serve(system: System, seeded: Seeded, phase: str, names: list[str]) -> None
                 done.add(str(getattr(payload, key, "")))
         return done
 
-    assert eventually(lambda: set(plans) <= delivered(npb.TOPIC_INFUSION_DUE, "therapy_plan_id")), (
+    assert holds_within(
+        lambda: set(plans) <= delivered(npb.TOPIC_INFUSION_DUE, "therapy_plan_id")
+    ), (
         phase,
         "INFUSION_DUE of the plans made now",
     )
-    assert eventually(lambda: set(lots) <= delivered(npb.TOPIC_LOT_EXPIRING, "lot_number"), 60), (
+    assert holds_within(lambda: set(lots) <= delivered(npb.TOPIC_LOT_EXPIRING, "lot_number"), 60), (
         phase,
         "LOT_EXPIRING of the lots received now (the start-up check)",
     )
-    assert eventually(
+    assert holds_within(
         lambda: {f"daily:{s}" for s in sites} <= set(system.stored_jobs("inventory")), 30
     ), (phase, "daily jobs of the sites made now (the refresh)")
 
@@ -365,7 +368,7 @@ def _serve(system: System, seeded: Seeded, phase: str, names: list[str]) -> None
             undelivered(system.urls[s], f"{s}_outbox") == 0 for s in ("scheduler", "inventory")
         )
 
-    assert eventually(drained, 30), (phase, "the outboxes drained")
+    assert holds_within(drained, 30), (phase, "the outboxes drained")
 
     # a minute of serving and of jobs, in every instance
     while time.monotonic() - serving_since < SERVE_SECONDS:
@@ -392,11 +395,7 @@ def test_every_service_restarts_on_its_own_data(
     databases: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     began = time.monotonic()
-    fleet = Fleet(tmp_path)
-    for name in SERVICES:
-        fleet.env[f"{name.upper()}_DATABASE_URL"] = databases[name]
-        fleet.env[f"{name.upper()}_ADDRESS"] = fleet.address(name)
-    fleet.env.update(JOB_ENV)
+    fleet = Fleet(tmp_path, databases, JOB_ENV)
     fleet.env["SCHEDULER_REMINDER_OFFSETS_HOURS"] = _reminder_offsets(dt.timedelta(seconds=100))
     system = System(fleet, databases)
     sink = WebhookSink()
@@ -421,7 +420,7 @@ def test_every_service_restarts_on_its_own_data(
         took["SIGKILL restart"] = time.monotonic() - began - sum(took.values())
 
         # what came due during the test was done, across the restarts
-        assert eventually(
+        assert holds_within(
             lambda: (
                 system.count(
                     "scheduler",
@@ -433,10 +432,10 @@ def test_every_service_restarts_on_its_own_data(
             )
         ), "the reminder that came due"
         tomorrow = time.time() + 20 * 3600
-        assert eventually(
+        assert holds_within(
             lambda: system.stored_jobs("inventory")[f"daily:{seeded.check_site}"] > tomorrow, 90
         ), "the daily check that came due"
-        assert eventually(
+        assert holds_within(
             lambda: (
                 system.count(
                     "notify",

@@ -50,10 +50,10 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 from google.type.date_pb2 import Date
-from google.type.dayofweek_pb2 import DayOfWeek
 from google.type.money_pb2 import Money
 from google.type.timeofday_pb2 import TimeOfDay
 
+from demo.builder import ALL_DAYS, Builder, pb_date, shifts
 from infusion.audit.v1 import audit_pb2, audit_pb2_grpc
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -63,7 +63,7 @@ from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.clock import zone_where_the_day_begins
 from tests.e2e.audit_checks import ResponseRecorder, check_audit
-from tests.e2e.harness import Processes, eventually, postgres_databases
+from tests.e2e.harness import Fleet, eventually, every_page, notifications, postgres_databases
 from tests.e2e.sinks import (
     ReceivedEmail,
     SmtpSink,
@@ -78,7 +78,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 # The services run on the real clock, and a visit is checked in, started and completed only on
 # its local day (docs/scheduling.md): the site is in a zone where the day has just begun, open
 # every day, and the visits are booked for 09:00 that day, hours ahead.
-DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 # The reminder falls due this long after the services are started: long enough for the
 # bookings to be made before it (a reminder is only sent for a booking older than its time).
 REMINDER_LEAD = dt.timedelta(seconds=60)
@@ -98,17 +97,13 @@ def rid() -> str:
     return str(uuid.uuid4())
 
 
-def date_pb(day: dt.date) -> Date:
-    return Date(year=day.year, month=day.month, day=day.day)
-
-
 def from_pb(day: Date) -> dt.date:
     return dt.date(day.year, day.month, day.day)
 
 
 @dataclass
 class System:
-    processes: Processes
+    processes: Fleet
     smtp: SmtpSink
     webhooks: WebhookSink
     zone: str  # the site's IANA time zone
@@ -145,7 +140,7 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
         webhook_sink() as webhooks,
         postgres_databases(postgres_server_url) as databases,
     ):
-        processes = Processes(
+        processes = Fleet(
             tmp_path,
             databases,
             {
@@ -160,9 +155,10 @@ def system(postgres_server_url: str, tmp_path: Path) -> Iterator[System]:
                 "LOG_FORMAT": "json",
             },
             tls=True,  # TLS everywhere, client certificates required (harness.Pki)
+            org="e2e-org",
         )
         system = System(processes, smtp, webhooks, zone.key, start, reminder_at, time.monotonic())
-        processes.seed_inventory()
+        processes.run("services.inventory", "seed")
         try:
             processes.start("notify", "inventory", "scheduler")
             yield system
@@ -192,64 +188,18 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     step(f"services up; appointments on {day} 09:00 {zone}, reminder at {system.reminder_at}")
 
     # --- the centre: a site and its chairs, the pharmacy with the same id, stock ----------------
-    site = sch.CreateSite(
-        pb.CreateSiteRequest(
-            request_id=rid(),
-            site=pb.Site(
-                organisation_id="e2e-org",
-                display_name="E2E Day Unit",
-                time_zone=zone,
-                opening_hours=[
-                    pb.OpeningHours(
-                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
-                    )
-                    for d in DAYS
-                ],
-                capacity=pb.SiteCapacity(
-                    nurse_shifts=[
-                        pb.NurseShift(
-                            day=DayOfWeek.Value(d),
-                            start=TimeOfDay(hours=8),
-                            end=TimeOfDay(hours=18),
-                            nurses=2,
-                        )
-                        for d in DAYS
-                    ]
-                ),
-            ),
-        )
-    ).site
-    chairs = [
-        sch.CreateChair(
-            pb.CreateChairRequest(
-                request_id=rid(),
-                chair=pb.Chair(site_id=site.id, display_name=f"Chair {n}", active=True),
-            )
-        ).chair
-        for n in (1, 2)
-    ]
-    stock.CreateStockSite(
-        inv.CreateStockSiteRequest(
-            request_id=rid(),
-            site=inv.StockSite(id=site.id, display_name="E2E Pharmacy", time_zone=zone),
-        )
+    build = Builder(sch, stock, "e2e-org")
+    site = build.site(
+        name="E2E Day Unit",
+        tz=zone,
+        days=ALL_DAYS,
+        capacity=pb.SiteCapacity(nurse_shifts=shifts(2, ALL_DAYS)),
     )
-    lots = {}
+    chairs = build.chairs(site.id, 2)
+    build.stock_site(site.id, zone, "E2E Pharmacy")
     for lot_number, days, vials in (("GL-E2E-A", 180, 5), ("GL-E2E-B", 600, 40)):
-        lots[lot_number] = stock.ReceiveStock(
-            inv.ReceiveStockRequest(
-                request_id=rid(),
-                site_id=site.id,
-                product_id=gammagard,
-                presentation_grams="10",
-                lot_number=lot_number,
-                expiry_date=date_pb(today + dt.timedelta(days=days)),
-                vials=vials,
-                # £34/g (docs/clinical-rules.md#cost)
-                unit_cost=Money(currency_code="GBP", units=340),
-                supplier="Wholesaler",
-            )
-        ).lot
+        expiry = today + dt.timedelta(days=days)
+        build.receive(site.id, gammagard, lot_number, expiry, vials, supplier="Wholesaler")
 
     # --- who is told: the pharmacy (stock topics, site-filtered) and each patient -------------
     note.CreateSubscriber(
@@ -302,47 +252,16 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
                 ),
             )
         ).subscriber
-        patient = sch.CreatePatient(
-            pb.CreatePatientRequest(
-                request_id=rid(),
-                patient=pb.Patient(
-                    organisation_id="e2e-org",
-                    mrn=f"MRN-{key}",
-                    given_name=given,
-                    family_name="Example",
-                    birth_date=Date(year=1970, month=5, day=1),
-                    sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
-                    notify_subscriber_id=subscriber.id,
-                ),
-            )
-        ).patient
-        sch.RecordMeasurement(
-            pb.RecordMeasurementRequest(
-                request_id=rid(),
-                measurement=pb.Measurement(
-                    patient_id=patient.id,
-                    measured_on=date_pb(today),
-                    weight_kg=weight,
-                    height_cm="165",
-                ),
-            )
+        patient, plan = build.enrol(
+            f"MRN-{key}",
+            site.id,
+            product,
+            due,
+            measured_on=today,
+            weight=weight,
+            given=given,
+            notify_subscriber_id=subscriber.id,
         )
-        plan = sch.CreateTherapyPlan(
-            pb.CreateTherapyPlanRequest(
-                request_id=rid(),
-                therapy_plan=pb.TherapyPlan(
-                    patient_id=patient.id,
-                    site_id=site.id,
-                    indication=pb.INDICATION_MMN,
-                    route=pb.ROUTE_IV,
-                    product_id=product,
-                    dose_basis=pb.DOSE_BASIS_G_PER_KG,
-                    maintenance_dose="1",
-                    interval_days=28,
-                    start_date=date_pb(due),
-                ),
-            )
-        ).therapy_plan
         return Person(key, address, patient, plan)
 
     # --- plan --------------------------------------------------------------------------------
@@ -350,7 +269,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     ben = person("ben", "Ben", gammagard, "70", day)  # booked, then cancelled
     cleo = person("cleo", "Cleo", privigen, "60", later_day)  # no Privigen in stock
     dose = sch.CalculateDose(
-        pb.CalculateDoseRequest(therapy_plan_id=ada.plan.id, dosing_date=date_pb(day))
+        pb.CalculateDoseRequest(therapy_plan_id=ada.plan.id, dosing_date=pb_date(day))
     ).calculation
     assert Decimal(dose.total_grams) == 70
     assert sum(Decimal(v.grams) * v.count for v in dose.days[0].vials) == 70
@@ -365,15 +284,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
 
     # --- book --------------------------------------------------------------------------------
     def book(who: Person, chair: pb.Chair, on: dt.date, hour: int) -> pb.Appointment:
-        appointment: pb.Appointment = sch.BookAppointment(
-            pb.BookAppointmentRequest(
-                request_id=rid(),
-                therapy_plan_id=who.plan.id,
-                chair_id=chair.id,
-                local_date=date_pb(on),
-                local_start=TimeOfDay(hours=hour),
-            )
-        ).appointment
+        appointment = build.book(who.plan.id, chair.id, on, hour)
         assert appointment.status == pb.APPOINTMENT_STATUS_BOOKED
         return appointment
 
@@ -426,14 +337,14 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     assert at_risk.stock_at_risk and at_risk.stock_note
     listed = sch.ListAppointments(
         pb.ListAppointmentsRequest(
-            site_id=site.id, start_date=date_pb(later_day), end_date=date_pb(later_day)
+            site_id=site.id, start_date=pb_date(later_day), end_date=pb_date(later_day)
         )
     ).appointments
     assert [(a.id, a.stock_status, a.stock_at_risk) for a in listed] == [
         (cleo_visit.id, "AT_RISK", True)
     ]
     board = sch.GetChairBoard(
-        pb.GetChairBoardRequest(site_id=site.id, local_date=date_pb(later_day))
+        pb.GetChairBoardRequest(site_id=site.id, local_date=pb_date(later_day))
     )
     on_board = [
         item.appointment
@@ -517,7 +428,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
             purchase_order=inv.PurchaseOrder(
                 site_id=site.id,
                 supplier="Wholesaler",
-                expected_date=date_pb(today + dt.timedelta(days=1)),
+                expected_date=pb_date(today + dt.timedelta(days=1)),
                 lines=[
                     inv.PurchaseOrderLine(
                         product_id=privigen,
@@ -537,7 +448,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
                 inv.PurchaseOrderReceipt(
                     line_id=po.lines[0].id,
                     lot_number="PV-E2E-1",
-                    expiry_date=date_pb(today + dt.timedelta(days=400)),
+                    expiry_date=pb_date(today + dt.timedelta(days=400)),
                     vials=order.vials,
                 )
             ],
@@ -548,7 +459,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
         pb.RescheduleAppointmentRequest(
             id=cleo_visit.id,
             chair_id=chairs[0].id,
-            local_date=date_pb(later_day),
+            local_date=pb_date(later_day),
             local_start=TimeOfDay(hours=11),
             etag=at_risk.etag,
             request_id=rid(),
@@ -605,7 +516,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
     assert len(webhooks.calls("ada", "APPOINTMENT_REMINDER")) == 1
     assert smtp.emails("APPOINTMENT_REMINDER", ben.email) == []
     assert webhooks.calls("ben", "APPOINTMENT_REMINDER") == []
-    reminders = list_notifications(note, npb.TOPIC_APPOINTMENT_REMINDER)
+    reminders = notifications(note, npb.TOPIC_APPOINTMENT_REMINDER)
     reminded_ids = Counter(n.payload.appointment_reminder.appointment_id for n in reminders)
     assert reminded_ids == {ada_visit.id: 2}  # the staff broadcast and Ada's own copy
 
@@ -669,7 +580,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
         a.id: a
         for a in sch.ListAppointments(
             pb.ListAppointmentsRequest(
-                site_id=site.id, start_date=date_pb(day), end_date=date_pb(later_day)
+                site_id=site.id, start_date=pb_date(day), end_date=pb_date(later_day)
             )
         ).appointments
     }
@@ -695,7 +606,11 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
         cleo_visit.id: inv.RESERVATION_STATE_ACTIVE,
     }
     assert list(stock.ReconcileStock(inv.ReconcileStockRequest()).discrepancies) == []
-    movements = list_movements(stock, site.id)
+    movements = every_page(
+        stock.ListMovements,
+        inv.ListMovementsRequest(site_id=site.id, page_size=100),
+        "movements",
+    )
     by_kind: Counter[int] = Counter()
     for m in movements:
         by_kind[m.kind] += m.reserved_delta_vials
@@ -757,7 +672,7 @@ def test_a_day_at_the_infusion_centre(system: System) -> None:
 LOG_KEYS = ["time", "level", "service", "logger", "message"]  # docs/operations.md
 
 
-def check_logs(processes: Processes, identifying: list[str]) -> int:
+def check_logs(processes: Fleet, identifying: list[str]) -> int:
     """Every line of every service's log is a JSON object that starts with the documented
     keys and names its service; access lines have their fields; no line matches any of the
     ``identifying`` patterns. Returns how many lines were read."""
@@ -779,37 +694,6 @@ def check_logs(processes: Processes, identifying: list[str]) -> int:
     return read
 
 
-def list_notifications(
-    note: notify_pb2_grpc.NotifyServiceStub,
-    topic: npb.Topic = npb.TOPIC_UNSPECIFIED,
-) -> list[npb.Notification]:
-    found: list[npb.Notification] = []
-    token = ""
-    while True:
-        page = note.ListNotifications(
-            npb.ListNotificationsRequest(topic=topic, page_size=100, page_token=token)
-        )
-        found.extend(page.notifications)
-        token = page.next_page_token
-        if not token:
-            return found
-
-
-def list_movements(
-    stock: inventory_pb2_grpc.InventoryServiceStub, site_id: str
-) -> list[inv.StockMovement]:
-    found: list[inv.StockMovement] = []
-    token = ""
-    while True:
-        page = stock.ListMovements(
-            inv.ListMovementsRequest(site_id=site_id, page_size=100, page_token=token)
-        )
-        found.extend(page.movements)
-        token = page.next_page_token
-        if not token:
-            return found
-
-
 def check_deliveries(
     note: notify_pb2_grpc.NotifyServiceStub, smtp: SmtpSink, webhooks: WebhookSink
 ) -> None:
@@ -817,7 +701,7 @@ def check_deliveries(
     once (the delivery id is the Message-ID and the Idempotency-Key), and the sinks hold
     nothing notify did not send."""
     expected = {npb.CHANNEL_EMAIL: Counter[str](), npb.CHANNEL_WEBHOOK: Counter[str]()}
-    for n in list_notifications(note):
+    for n in notifications(note):
         for d in n.deliveries:
             if d.channel in expected:
                 assert d.status == npb.DELIVERY_STATUS_DELIVERED, (n.dedupe_key, d)

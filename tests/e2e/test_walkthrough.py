@@ -1,4 +1,4 @@
-"""`make demo` (services/walkthrough.py) runs the day end to end against real processes; two
+"""`make demo` (demo/walkthrough.py) runs the day end to end against real processes; two
 at once both pass, each on its own free ports and temporary databases (as a demo beside the
 suite, or beside `make run`, must)."""
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def test_two_walkthroughs_at_once_each_run_every_step() -> None:
     demos = [
         subprocess.Popen(
-            [sys.executable, "-m", "services.walkthrough"],
+            [sys.executable, "-m", "demo"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -22,7 +22,7 @@ from services.inventory.__main__ import build as build_inventory
 from services.inventory.seed import seed_catalogue
 from services.inventory.settings import load_settings as inventory_settings
 from services.scheduler.__main__ import build as build_scheduler
-from services.scheduler.products import InventoryProducts
+from services.scheduler.adapters.inventory_products import InventoryProducts
 from services.scheduler.settings import load_settings as scheduler_settings
 from tests.issuer import TestIssuer
 

@@ -15,8 +15,8 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.db import Database
 from services.common.identity import acting_as, service_caller
-from services.scheduler.notify_relay import relay_to_notify
-from services.scheduler.stock_relay import StockRelay
+from services.scheduler.adapters.inventory_relay import StockRelay
+from services.scheduler.adapters.notify_relay import relay_to_notify
 from tests.integration.builders import book, patient_plan, site_with_chairs
 from tests.integration.conftest import Platform, request_id, stock_site
 
@@ -135,8 +135,8 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
 
 
 def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_url: str) -> None:
-    from services.scheduler.forecast_push import ForecastPush
-    from services.scheduler.usecases import SchedulerUseCases
+    from services.scheduler.adapters.inventory_forecast import ForecastPush
+    from services.scheduler.usecases.records import Records
 
     site, _ = site_with_chairs(platform)
     stock_site(platform, site.id)
@@ -152,16 +152,16 @@ def test_the_forecast_push_reaches_the_inventory(platform: Platform, database_ur
     notify_channel = platform.issuer.service_channel("scheduler", "127.0.0.1:9")
     relay = relay_to_notify(db, platform.clock, notify_channel, stock=stock.deliver)
     try:
-        from services.scheduler.booking_service import BookingService
-        from services.scheduler.dose_service import DoseService
-        from services.scheduler.products import InventoryProducts
+        from services.scheduler.adapters.inventory_products import InventoryProducts
+        from services.scheduler.usecases.bookings import Bookings
+        from services.scheduler.usecases.doses import Doses
 
         products = InventoryProducts(
             platform.issuer.service_channel("scheduler", platform.inventory_address)
         )
-        cases = SchedulerUseCases(db, platform.clock, products.exists)
-        bookings = BookingService(db, platform.clock, cases, DoseService(cases, products.spec))
-        push = ForecastPush(db, platform.clock, cases, bookings)
+        records = Records(db, platform.clock, products.exists)
+        bookings = Bookings(db, platform.clock, records, Doses(records, products.spec))
+        push = ForecastPush(db, platform.clock, records, bookings)
         with acting_as(service_caller("scheduler")):  # as the nightly job does
             assert push.push(horizon_days=60) == 1
             assert push.push(horizon_days=60) == 0  # once a day per site

@@ -1,4 +1,4 @@
-"""The demo centre `make run` loads (services/demo.py) works against real servers and loads once."""
+"""The demo centre `make run` loads (demo/centre.py) works against real servers and loads once."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import datetime as dt
 
 import grpc
 
+from demo import centre
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services import demo
 from services.common.auth.tokens import StaticToken
 from tests.integration.conftest import Platform
 
@@ -18,7 +18,7 @@ from tests.integration.conftest import Platform
 def test_demo_centre_loads_once_and_is_usable(platform: Platform) -> None:
     today = dt.date(2026, 11, 24)
     # the demo centre is its organisation's: loaded and read as that organisation's operator
-    token = platform.issuer.operator_token(demo.ORG)
+    token = platform.issuer.operator_token(centre.ORG)
     tokens = StaticToken(token)
     scheduler_channel = platform.issuer.channel(platform.scheduler_address, token)
     inventory_channel = platform.issuer.channel(platform.inventory_address, token)
@@ -38,10 +38,12 @@ def _check_demo(
 ) -> None:
     scheduler = scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel)
     inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)
-    lines = demo.load(platform.scheduler_address, platform.inventory_address, today, tokens=tokens)
+    lines = centre.load(
+        platform.scheduler_address, platform.inventory_address, today, tokens=tokens
+    )
     assert lines and "12 patients" in lines[1]
     assert (
-        demo.load(platform.scheduler_address, platform.inventory_address, today, tokens=tokens)
+        centre.load(platform.scheduler_address, platform.inventory_address, today, tokens=tokens)
         == []
     )
     site = scheduler.ListSites(pb.ListSitesRequest(organisation_id="demo-org")).sites[0]

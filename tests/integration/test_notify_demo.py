@@ -1,4 +1,4 @@
-"""`make run`'s notify step (services/demo.py ``load_notify``): the demo loader makes a console
+"""`make run`'s notify step (demo/centre.py ``load_notify``): the demo loader makes a console
 subscriber for every topic before the centre, and the scheduler's due notices for the demo
 plans then reach its console channel through the outbox, the relay and notify's dispatcher."""
 
@@ -8,11 +8,11 @@ import datetime as dt
 
 import grpc
 
+from demo import centre
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
-from services import demo
 from services.common.auth.tokens import StaticToken
 from services.notify.domain.model import Channel
 from tests.integration.notify_conftest import notify_factory  # noqa: F401 (fixture)
@@ -23,7 +23,7 @@ def test_demo_console_subscriber_receives_the_due_notices(env: Env) -> None:  # 
     today = dt.date(2026, 11, 24)
     p = env.p
     # the demo centre is its organisation's: loaded and read by that organisation's operator
-    token = p.issuer.operator_token(demo.ORG)
+    token = p.issuer.operator_token(centre.ORG)
     tokens = StaticToken(token)
     notify_channel = p.issuer.channel(env.notify.address, token)
     scheduler_channel = p.issuer.channel(p.scheduler_address, token)
@@ -44,7 +44,7 @@ def _load_and_check(
     p = env.p
     notify = notify_pb2_grpc.NotifyServiceStub(notify_channel)
     scheduler = scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel)
-    lines = demo.load(
+    lines = centre.load(
         p.scheduler_address,
         p.inventory_address,
         today,
@@ -52,16 +52,16 @@ def _load_and_check(
         tokens=tokens,
     )
     assert lines[0].startswith("notify: console subscriber") and "9 topics" in lines[0]
-    again = demo.load(
+    again = centre.load(
         p.scheduler_address, p.inventory_address, today, env.notify.address, tokens=tokens
     )
     assert again == []
     console = notify.ListSubscribers(
-        npb.ListSubscribersRequest(external_ref=demo.CONSOLE_REF)
+        npb.ListSubscribersRequest(external_ref=centre.CONSOLE_REF)
     ).subscribers
     assert len(console) == 1 and len(console[0].preferences) == 9
 
-    site = scheduler.ListSites(pb.ListSitesRequest(organisation_id=demo.ORG)).sites[0]
+    site = scheduler.ListSites(pb.ListSitesRequest(organisation_id=centre.ORG)).sites[0]
     due = scheduler.ListDueInfusions(
         pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=4)
     ).due_infusions

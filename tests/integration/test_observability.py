@@ -38,10 +38,10 @@ from services.common.db import Database
 from services.inventory.adapters.notify_relay import relay_to_notify as inventory_relay
 from services.notify.domain.model import Channel
 from services.scheduler.__main__ import build as build_scheduler
-from services.scheduler.notify_relay import relay_to_notify as scheduler_relay
-from services.scheduler.products import InventoryProducts
+from services.scheduler.adapters.inventory_products import InventoryProducts
+from services.scheduler.adapters.inventory_relay import StockRelay
+from services.scheduler.adapters.notify_relay import relay_to_notify as scheduler_relay
 from services.scheduler.settings import load_settings as scheduler_settings
-from services.scheduler.stock_relay import StockRelay
 from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import outbox
 from tests.integration.builders import book, patient_plan, site_with_chairs

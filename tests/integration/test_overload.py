@@ -31,8 +31,8 @@ from services.inventory.__main__ import build as build_inventory
 from services.inventory.api.servicer import InventoryServicer
 from services.inventory.settings import load_settings as inventory_settings
 from services.scheduler.__main__ import build as build_scheduler
-from services.scheduler.api import SchedulerApi
-from services.scheduler.products import InventoryProducts
+from services.scheduler.adapters.inventory_products import InventoryProducts
+from services.scheduler.api.servicer import SchedulerServicer
 from services.scheduler.settings import load_settings as scheduler_settings
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
@@ -255,7 +255,7 @@ def _scheduler(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
 
 @pytest.mark.parametrize(
     ("start", "servicer", "method"),
-    [(_inventory, InventoryServicer, "ListProducts"), (_scheduler, SchedulerApi, "GetSite")],
+    [(_inventory, InventoryServicer, "ListProducts"), (_scheduler, SchedulerServicer, "GetSite")],
     ids=["inventory", "scheduler"],
 )
 def test_unary_calls_past_capacity_are_refused_quickly(

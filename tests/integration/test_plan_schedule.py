@@ -15,13 +15,13 @@ from google.type.timeofday_pb2 import TimeOfDay
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.db import Database
 from services.common.identity import acting_as, service_caller
-from services.scheduler.booking_service import BookingService
+from services.scheduler.adapters.inventory_products import InventoryProducts
+from services.scheduler.adapters.inventory_stock import InventoryStock
 from services.scheduler.domain.optimiser import solve
-from services.scheduler.dose_service import DoseService
-from services.scheduler.planning_service import SchedulePlanner
-from services.scheduler.products import InventoryProducts
-from services.scheduler.stock_view import InventoryStock
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings
+from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.schedules import Schedules
 from tests.integration.builders import assert_no_chair_minute_twice, patient_plan, site_with_chairs
 from tests.integration.conftest import Platform, request_id
 
@@ -62,11 +62,11 @@ def test_the_reply_is_the_domain_schedule(platform: Platform, database_url: str)
     )
     channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
     try:
-        cases = SchedulerUseCases(db, platform.clock, products.exists)
-        bookings = BookingService(
-            db, platform.clock, cases, DoseService(cases, products.spec), InventoryStock(channel)
+        records = Records(db, platform.clock, products.exists)
+        bookings = Bookings(
+            db, platform.clock, records, Doses(records, products.spec), InventoryStock(channel)
         )
-        planner = SchedulePlanner(db, platform.clock, cases, bookings)
+        planner = Schedules(db, platform.clock, records, bookings)
         # direct use-case calls act as the scheduler itself (it reads every organisation)
         with acting_as(service_caller("scheduler")), db.read() as session:
             _, problem, needs, _ = planner.problem(session, site.id, None, 14)

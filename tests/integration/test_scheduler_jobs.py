@@ -30,9 +30,9 @@ from services.inventory.seed import seed_catalogue
 from services.inventory.settings import load_settings as inventory_settings
 from services.notify.domain.model import Channel
 from services.scheduler.__main__ import build as build_scheduler
+from services.scheduler.adapters.inventory_products import InventoryProducts
+from services.scheduler.adapters.notify_relay import relay_to_notify
 from services.scheduler.jobs import JobSettings, SchedulerJobs
-from services.scheduler.notify_relay import relay_to_notify
-from services.scheduler.products import InventoryProducts
 from services.scheduler.settings import load_settings as scheduler_settings
 from services.scheduler.store.models import DueWatchRow, ReminderRow, outbox
 from services.scheduler.store.reminders import schedule_booked

@@ -267,6 +267,15 @@ def test_a_read_record_the_database_cannot_take_answers_unavailable_and_returns_
         with pytest.raises(errors.Unavailable):
             trail.store_now(record(1))
         store.append_linked = append  # type: ignore[method-assign]
+        connect = db.engine.raw_connection
+
+        def unreachable() -> None:  # the pool's connect raises the driver's own error
+            raise sqlite3.OperationalError("unable to open database file")
+
+        db.engine.raw_connection = unreachable  # type: ignore[method-assign,assignment]
+        with pytest.raises(errors.Unavailable):
+            trail.store_now(record(3))
+        db.engine.raw_connection = connect  # type: ignore[method-assign]
         trail.store_now(record(2))
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         with db.engine.connect() as connection:

@@ -346,6 +346,7 @@ def test_a_day_whose_counted_chairs_do_not_colour_is_solved_chair_by_chair() -> 
 
 
 # -- proven optima on generated instances --------------------------------------------------------
+@pytest.mark.solver
 @pytest.mark.parametrize(("chairs", "seed"), [(5, 1), (5, 3), (10, 2), (10, 3)])
 def test_small_instances_are_solved_to_the_proven_optimum(chairs: int, seed: int) -> None:
     # 10 open days, ~2 infusions a chair-day's worth of requests (more than fit), no fixed

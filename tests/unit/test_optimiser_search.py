@@ -85,6 +85,7 @@ def test_a_window_without_a_gain_keeps_the_incumbent_and_the_bounds() -> None:
     assert model.solve(LIMITS).objective == 0
 
 
+@pytest.mark.solver
 def test_the_optimiser_searches_windows_when_a_limit_stops_the_first_solve(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -13,9 +13,9 @@ from google.type.date_pb2 import Date
 from infusion.notify.v1 import notify_pb2 as pb
 from services.common.outbox import OutgoingEvent
 from services.common.settings import SettingsError
+from services.scheduler.adapters.notify_relay import publish_request
 from services.scheduler.domain.reminders import reminder_time
 from services.scheduler.jobs import JobSettings, local_midnight
-from services.scheduler.notify_relay import publish_request
 from services.scheduler.settings import load_settings
 
 LONDON = ZoneInfo("Europe/London")

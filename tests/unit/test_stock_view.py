@@ -1,12 +1,12 @@
 """A day's grams a new booking can draw on, from the inventory's forecast figures
-(services/scheduler/stock_view.py bookable_grams), worked by hand: S is the day's stock,
-R its reserved demand, F its forecast (unbooked) demand."""
+(services/scheduler/adapters/inventory_stock.py bookable_grams), worked by hand: S is the day's
+stock, R its reserved demand, F its forecast (unbooked) demand."""
 
 from __future__ import annotations
 
 from decimal import Decimal as D
 
-from services.scheduler.stock_view import bookable_grams
+from services.scheduler.adapters.inventory_stock import bookable_grams
 
 
 def test_stock_covers_everything() -> None:

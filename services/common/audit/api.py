@@ -47,7 +47,7 @@ def event_out(r: AuditRecord) -> pb.AuditEvent:
     )
 
 
-class AuditApi(pb_grpc.AuditServiceServicer):
+class AuditServicer(pb_grpc.AuditServiceServicer):
     def __init__(self, db: Database, store: AuditStore) -> None:
         self._db = db
         self._store = store

@@ -10,7 +10,7 @@ resource is a message or row named like its declared ``resource_type`` with an `
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -150,38 +150,17 @@ def from_rows(rows: Iterable[object], resource_type: str) -> Concerned:
     """ORM rows a transaction inserted, changed or deleted (``PatientRow`` is a Patient)."""
     found = Concerned()
     for row in rows:
-        _row_ids(found, type(row).__name__, _attributes(row), resource_type)
+        kind = type(row).__name__.removesuffix("Row")
+        ident = getattr(row, "id", None)
+        if isinstance(ident, str) and ident:
+            if kind == resource_type:
+                found.resource_ids.add(ident)
+            if kind == "Patient":
+                found.patient_ids.add(ident)
+        patient = getattr(row, "patient_id", None)
+        if isinstance(patient, str) and patient:
+            found.patient_ids.add(patient)
+        organisation = getattr(row, "organisation_id", None)
+        if isinstance(organisation, str) and organisation:
+            found.organisation_ids.add(organisation)
     return found
-
-
-def _attributes(row: object) -> Callable[[str], object]:
-    return lambda name: getattr(row, name, None)
-
-
-def from_inserted(
-    entity: type, rows: Iterable[Mapping[str, object]], resource_type: str
-) -> Concerned:
-    """Rows of a mapped class inserted by an INSERT statement rather than a flush (a hot
-    path's bulk insert), named by their column values as ``from_rows`` names flushed rows."""
-    found = Concerned()
-    for values in rows:
-        _row_ids(found, entity.__name__, values.get, resource_type)
-    return found
-
-
-def _row_ids(
-    found: Concerned, class_name: str, value: Callable[[str], object], resource_type: str
-) -> None:
-    kind = class_name.removesuffix("Row")
-    ident = value("id")
-    if isinstance(ident, str) and ident:
-        if kind == resource_type:
-            found.resource_ids.add(ident)
-        if kind == "Patient":
-            found.patient_ids.add(ident)
-    patient = value("patient_id")
-    if isinstance(patient, str) and patient:
-        found.patient_ids.add(patient)
-    organisation = value("organisation_id")
-    if isinstance(organisation, str) and organisation:
-        found.organisation_ids.add(organisation)

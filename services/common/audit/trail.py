@@ -33,13 +33,7 @@ from sqlalchemy.orm import Session
 
 from services.common import errors
 from services.common.audit.group_commit import GroupCommit, WriteFailed
-from services.common.audit.ids import (
-    Concerned,
-    from_inserted,
-    from_request,
-    from_response,
-    from_rows,
-)
+from services.common.audit.ids import Concerned, from_request, from_response, from_rows
 from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
@@ -124,6 +118,14 @@ def mark_replayed() -> None:
         call.replayed = True
 
 
+def wrote(*rows: object) -> None:
+    """Rows the running mutation wrote by statement rather than by flush (so the flush hook
+    never saw them): its record names them as it would flushed ones."""
+    call = _current.get()
+    if call is not None and call.kind == MUTATION:
+        call.touched.add(from_rows(rows, call.resource_type))
+
+
 class AuditTrail:
     def __init__(self, service: str, db: Database, store: AuditStore, clock: Clock) -> None:
         self.service = service
@@ -154,13 +156,6 @@ class AuditTrail:
     def _on_execute(self, state: Any) -> None:
         if state.is_insert or state.is_update or state.is_delete:
             state.session.info[_CHANGED] = True
-        if state.is_insert:  # rows inserted without a flush name their ids as flushed ones do
-            call = _current.get()
-            entity = state.statement.entity_description.get("entity")
-            if call is not None and call.kind == MUTATION and entity is not None:
-                params = state.parameters
-                rows = params if isinstance(params, list) else [params] if params else []
-                call.touched.add(from_inserted(entity, rows, call.resource_type))
 
     def _after_flush(self, session: Session, _context: Any) -> None:
         call = _current.get()
@@ -246,18 +241,20 @@ class AuditTrail:
         connection it broke is not put back in the pool."""
         engine = self.db.engine
         dbapi_error = engine.dialect.loaded_dbapi.Error
-        raw = engine.raw_connection()
+        raw = None
         try:
+            raw = engine.raw_connection()  # no connection: the driver's error, unwrapped
             self.store.append_linked(raw, engine.dialect, records)
         except dbapi_error as error:
-            lost = engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
-            if lost:
+            lost = raw is None or engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
+            if raw is not None and lost:
                 raw.invalidate(error)
             raise DBAPIError.instance(
                 None, None, error, dbapi_error, hide_parameters=True, connection_invalidated=lost
             ) from error
         finally:
-            raw.close()
+            if raw is not None:
+                raw.close()
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from services.common.audit.trail import wrote
 from services.common.errors import NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
@@ -313,6 +314,7 @@ def take(session: Session, lines: Sequence[tuple[str, int]]) -> bool:
     return True
 
 
+_RESERVATION_INSERT = insert(ReservationRow.metadata.tables["reservations"])
 _LINES_INSERT = insert(ReservationLineRow.metadata.tables["reservation_lines"])
 _MOVEMENTS_INSERT = insert(MovementRow.metadata.tables["stock_movements"])
 
@@ -325,12 +327,12 @@ def insert_opened(
     actor: Actor,
 ) -> None:
     """The reservation, its lines and their RESERVATION ledger rows, as three INSERTs without
-    the ORM's unit of work (a repeat of the appointment fails on its unique key here). The
-    lots' reserved counts move with them in ``take``."""
+    the ORM's unit of work (a repeat of the appointment fails on its unique key here); the
+    mutation's audit record is told of the reservation, which no flush shows it. The lots'
+    reserved counts move with them in ``take``."""
     r = reservation
-    # the reservation as a mapped class's INSERT, so the audit record names it; the lines and
-    # ledger rows name neither a reservation nor a patient, and go as plain table INSERTs
-    session.execute(insert(ReservationRow), [_values(r, request_hash)])
+    session.execute(_RESERVATION_INSERT, [_values(r, request_hash)])
+    wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
     session.execute(
         _LINES_INSERT,
         [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines],

@@ -34,7 +34,7 @@ from services.notify.usecases.notifications import Notifications
 from services.notify.usecases.subscribers import Subscribers
 
 
-class NotifyApi(pb_grpc.NotifyServiceServicer):
+class NotifyServicer(pb_grpc.NotifyServiceServicer):
     def __init__(
         self,
         subscribers: Subscribers,
@@ -117,13 +117,18 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
         v.raise_if_any()
         assert command is not None  # None only with violations
 
+        wrote: list[bool] = []  # whether this call wrote an event (not a replay, not a dupe)
+
         def publish(session: Session) -> pb.PublishResponse:
             result = self.notifications.publish(session, command)
+            wrote.append(not result.duplicate)
             return pb.PublishResponse(
                 notification=notification_out(result.notification), duplicate=result.duplicate
             )
 
         response = self.mutate("Publish", request, pb.PublishResponse, publish)
+        if any(wrote):
+            self.events.place()
         self.streams.signal.notify()
         self.on_publish()
         return response
@@ -141,6 +146,7 @@ class NotifyApi(pb_grpc.NotifyServiceServicer):
                 )
             ),
         )
+        self.events.place()
         self.streams.signal.notify()
         return response
 

@@ -9,11 +9,13 @@ replicas never take the same one; on SQLite the write transaction holds the data
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.common.db import UtcDateTime
 from services.notify.domain.model import OPEN, Channel, Status
 from services.notify.domain.views import DueDelivery
 from services.notify.store import subscribers
@@ -23,34 +25,48 @@ OPEN_OR_SENDING = [s.value for s in OPEN] + [Status.SENDING.value]
 
 
 def due(session: Session, now: dt.datetime, limit: int) -> list[DueDelivery]:
-    """Up to ``limit`` due deliveries, the longest due first, locked for this transaction."""
+    """Up to ``limit`` due deliveries, the longest due first, locked for this transaction
+    (read with their notifications in one statement, as plain rows: no objects to build)."""
+    d, n = DeliveryRow, NotificationRow
     is_due = or_(
-        and_(
-            DeliveryRow.status.in_([s.value for s in OPEN]),
-            DeliveryRow.next_attempt_at <= now,
-        ),
-        and_(DeliveryRow.status == Status.SENDING.value, DeliveryRow.lease_until <= now),
+        and_(d.status.in_([s.value for s in OPEN]), d.next_attempt_at <= now),
+        and_(d.status == Status.SENDING.value, d.lease_until <= now),
     )
-    query = select(DeliveryRow).where(is_due).order_by(DeliveryRow.next_attempt_at).limit(limit)
-    rows = list(session.scalars(query.with_for_update(skip_locked=True)))
+    query = (
+        select(
+            d.id,
+            d.notification_id,
+            d.subscriber_id,
+            d.channel,
+            d.destination,
+            d.subject,
+            d.body_text,
+            d.body_html,
+            d.critical,
+            d.status,
+            d.attempt_count,
+            n.topic,
+            n.expires_at,
+            n.traceparent,
+        )
+        .join(n, n.id == d.notification_id)
+        .where(is_due)
+        .order_by(d.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=d)
+    )
+    rows = session.execute(query).all()
     if not rows:
         return []
-    notes = {
-        n.id: n
-        for n in session.scalars(
-            select(NotificationRow).where(NotificationRow.id.in_({r.notification_id for r in rows}))
-        )
-    }
     subs = subscribers.by_ids(session, {r.subscriber_id for r in rows})
     found = []
     for row in rows:
-        note = notes[row.notification_id]
         sub = subs[row.subscriber_id].subscriber
         found.append(
             DueDelivery(
                 id=row.id,
                 notification_id=row.notification_id,
-                topic=note.topic,
+                topic=row.topic,
                 channel=Channel(row.channel),
                 destination=row.destination,
                 subject=row.subject,
@@ -59,8 +75,8 @@ def due(session: Session, now: dt.datetime, limit: int) -> list[DueDelivery]:
                 critical=row.critical,
                 status=Status(row.status),
                 attempt_count=row.attempt_count,
-                expires_at=note.expires_at,
-                traceparent=note.traceparent,
+                expires_at=row.expires_at,
+                traceparent=row.traceparent,
                 time_zone=sub.time_zone,
                 quiet_hours=sub.quiet_hours,
                 webhook_secret=sub.webhook_secret,
@@ -89,39 +105,55 @@ def close_attempt(
     )
 
 
-def start_attempt(
-    session: Session, delivery_id: str, now: dt.datetime, lease_until: dt.datetime
-) -> int:
-    """Marks a due delivery SENDING until ``lease_until`` and opens its next attempt; returns
-    the attempt's number."""
-    row = session.get_one(DeliveryRow, delivery_id)
-    row.status = Status.SENDING.value
-    row.attempt_count += 1
-    row.lease_until = lease_until
-    row.updated_at = now
-    session.add(
-        AttemptRow(
-            delivery_id=row.id,
-            number=row.attempt_count,
-            started_at=now,
-            finished_at=None,
-            outcome=Status.SENDING.value,
-            error="",
+def start_attempts(
+    session: Session, started: Sequence[DueDelivery], now: dt.datetime, lease_until: dt.datetime
+) -> None:
+    """Marks due deliveries (locked by ``due`` in this transaction) SENDING until
+    ``lease_until`` and opens each one's next attempt: two statements for the batch."""
+    if not started:
+        return
+    connection = session.connection()
+    connection.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id.in_([d.id for d in started]))
+        .values(
+            status=Status.SENDING.value,
+            attempt_count=DeliveryRow.attempt_count + 1,
+            lease_until=lease_until,
+            updated_at=now,
         )
     )
-    return row.attempt_count
+    connection.execute(
+        insert(AttemptRow),
+        [
+            {
+                "delivery_id": d.id,
+                "number": d.attempt_count + 1,
+                "started_at": now,
+                "finished_at": None,
+                "outcome": Status.SENDING.value,
+                "error": "",
+            }
+            for d in started
+        ],
+    )
 
 
-def defer(session: Session, delivery_id: str, until: dt.datetime, now: dt.datetime) -> None:
+def defer(session: Session, d: DueDelivery, until: dt.datetime, now: dt.datetime) -> None:
     """Due again at ``until`` (quiet hours); a SENDING one (abandoned) becomes a temporary
     failure, so it is open again rather than leased."""
-    row = session.get_one(DeliveryRow, delivery_id)
-    if row.status == Status.SENDING.value:
-        row.status = Status.TEMPORARY_FAILURE.value
-    row.next_attempt_at = until
-    row.deferred = True
-    row.lease_until = None
-    row.updated_at = now
+    status = Status.TEMPORARY_FAILURE if d.status is Status.SENDING else d.status
+    session.connection().execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id == d.id)
+        .values(
+            status=status.value,
+            next_attempt_at=until,
+            deferred=True,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
 
 
 def end(
@@ -129,12 +161,12 @@ def end(
 ) -> None:
     """Closes a delivery unsent (EXPIRED, or PERMANENT_FAILURE when retries are exhausted);
     ``error``, when given, says why."""
-    row = session.get_one(DeliveryRow, delivery_id)
-    row.status = status.value
+    values: dict[str, object] = {"status": status.value, "lease_until": None, "updated_at": now}
     if error:
-        row.last_error = error
-    row.lease_until = None
-    row.updated_at = now
+        values["last_error"] = error
+    session.connection().execute(
+        update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(values)
+    )
 
 
 @dataclass(frozen=True)
@@ -146,32 +178,98 @@ class Sending:
     channel: Channel
 
 
-def sending(session: Session, delivery_id: str) -> Sending:
-    """The delivery, locked while its outcome is recorded."""
-    query = select(DeliveryRow).where(DeliveryRow.id == delivery_id)
-    row = session.scalars(query.with_for_update()).one()
-    return Sending(Status(row.status), row.attempt_count, Channel(row.channel))
+def sending(session: Session, delivery_ids: Collection[str]) -> dict[str, Sending]:
+    """The deliveries, locked while their outcomes are recorded (one statement for a batch)."""
+    query = (
+        select(DeliveryRow.id, DeliveryRow.status, DeliveryRow.attempt_count, DeliveryRow.channel)
+        .where(DeliveryRow.id.in_(list(delivery_ids)))
+        .order_by(DeliveryRow.id)  # one lock order for every dispatcher: no deadlock
+        .with_for_update()
+    )
+    return {
+        i: Sending(Status(status), count, Channel(channel))
+        for i, status, count, channel in session.execute(query)
+    }
 
 
-def record(
-    session: Session,
-    delivery_id: str,
-    status: Status,
-    error: str,
-    now: dt.datetime,
-    next_attempt_at: dt.datetime | None = None,
-) -> None:
-    """The attempt's outcome: DELIVERED (and when), or a failure with its error; a temporary
-    failure is due again at ``next_attempt_at``."""
-    row = session.get_one(DeliveryRow, delivery_id)
-    row.status = status.value
-    row.lease_until = None
-    row.updated_at = now
-    row.last_error = error
-    if status is Status.DELIVERED:
-        row.delivered_at = now
-    elif next_attempt_at is not None:
-        row.next_attempt_at = next_attempt_at
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's end as sent (``sent``, ``sent_error``) and the delivery's state after it:
+    DELIVERED, or a failure with its error (a temporary failure due again at
+    ``next_attempt_at``; a last one given up as permanent)."""
+
+    delivery_id: str
+    attempt: int
+    sent: Status
+    sent_error: str
+    status: Status
+    error: str
+    next_attempt_at: dt.datetime | None = None
+
+
+_CLOSE_ATTEMPT = (
+    update(AttemptRow)
+    .where(
+        AttemptRow.delivery_id == bindparam("d_id"),
+        AttemptRow.number == bindparam("d_number"),
+        AttemptRow.finished_at.is_(None),
+    )
+    .values(
+        finished_at=bindparam("d_now"), outcome=bindparam("d_outcome"), error=bindparam("d_error")
+    )
+)
+
+_RECORD = (
+    update(DeliveryRow)
+    .where(DeliveryRow.id == bindparam("d_id"))
+    .values(
+        status=bindparam("d_status"),
+        lease_until=None,
+        updated_at=bindparam("d_now"),
+        last_error=bindparam("d_error"),
+        delivered_at=func.coalesce(
+            bindparam("d_delivered", type_=UtcDateTime), DeliveryRow.delivered_at
+        ),
+        next_attempt_at=func.coalesce(
+            bindparam("d_next", type_=UtcDateTime), DeliveryRow.next_attempt_at
+        ),
+    )
+)
+
+
+def record(session: Session, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
+    """Ends each outcome's attempt (an attempt already ended stays as it was) and writes the
+    delivery's state: two statements, each run once for the whole batch."""
+    if not outcomes:
+        return
+    connection = session.connection()
+    connection.execute(
+        _CLOSE_ATTEMPT,
+        [
+            {
+                "d_id": o.delivery_id,
+                "d_number": o.attempt,
+                "d_now": now,
+                "d_outcome": o.sent.value,
+                "d_error": o.sent_error[:1000],
+            }
+            for o in outcomes
+        ],
+    )
+    connection.execute(
+        _RECORD,
+        [
+            {
+                "d_id": o.delivery_id,
+                "d_status": o.status.value,
+                "d_now": now,
+                "d_error": o.error[:1000],
+                "d_delivered": now if o.status is Status.DELIVERED else None,
+                "d_next": o.next_attempt_at,
+            }
+            for o in outcomes
+        ],
+    )
 
 
 def backlog(connection: Connection) -> list[tuple[str, int, dt.datetime | None]]:

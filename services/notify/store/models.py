@@ -3,7 +3,9 @@
 A notification's payload is its typed protobuf payload as JSON (read and written whole). Each
 delivery holds what it sends (rendered at Publish, so a template change never alters a message
 already accepted) and its state; every attempt is a row of its own. ``notify_events`` is the
-log the Subscribe stream reads: a global sequence that only grows, written in commit order.
+log the Subscribe stream reads: each row is written with its transaction (``seq``, the order
+of writing) and placed in the stream (``stream_seq``) by a short step after its commit, so the
+stream's numbers only grow in commit order without a lock held across the writing transaction.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ class AttemptRow(Base):
 class EventRow(Base):
     __tablename__ = "notify_events"
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    # the stream's sequence: NULL until the event is placed, just after its transaction commits
+    stream_seq: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, index=True, unique=True
+    )
     notification_id: Mapped[str] = mapped_column(ForeignKey("notify_notifications.id"))
     kind: Mapped[str] = mapped_column(String(20))
     topic: Mapped[str] = mapped_column(String(40))

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 
-from sqlalchemy import exists, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import exists, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from services.common.audit.trail import wrote
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
 from services.notify.domain.model import OPEN, Channel, Status, Topic
@@ -102,63 +104,103 @@ def by_dedupe(session: Session, organisation_id: str, key: str) -> NotificationV
     return _whole(session, [row])[0] if row is not None else None
 
 
+_notifications = NotificationRow.metadata.tables[NotificationRow.__tablename__]
+_deliveries_table = DeliveryRow.metadata.tables[DeliveryRow.__tablename__]
+# an insert that does nothing when the organisation's dedupe key is taken (no savepoint)
+_ADD = {
+    "postgresql": postgresql.insert(_notifications)
+    .on_conflict_do_nothing()
+    .returning(_notifications.c.id),
+    "sqlite": sqlite.insert(_notifications).on_conflict_do_nothing().returning(_notifications.c.id),
+}
+_ADD_DELIVERIES = insert(_deliveries_table)
+
+
 def add(
     session: Session,
     notification: NotificationView,
     deliveries: Sequence[PlannedDelivery],
     traceparent: str | None,
 ) -> NotificationView | None:
-    """Adds the notification and its deliveries (PENDING, due when planned) and returns None;
-    when a concurrent Publish committed the same dedupe key first, adds nothing and returns
-    that one's notification."""
+    """Adds the notification and its deliveries (PENDING, due when planned) in two statements
+    and returns None; when a concurrent Publish committed the same dedupe key first, adds
+    nothing and returns that one's notification."""
     n = notification
-    row = NotificationRow(
-        id=n.id,
-        topic=n.topic.value,
-        payload=dict(n.payload),
-        subscriber_ids=list(n.subscriber_ids),
-        site_ids=list(n.site_ids),
-        organisation_id=n.organisation_id,
-        dedupe_key=n.dedupe_key or None,
-        send_after=n.send_after,
-        expires_at=n.expires_at,
-        created_at=n.created_at,
-        cancelled_at=None,
-        traceparent=traceparent,
+    added = session.execute(
+        _ADD[session.get_bind().dialect.name],
+        {
+            "id": n.id,
+            "topic": n.topic.value,
+            "payload": dict(n.payload),
+            "subscriber_ids": list(n.subscriber_ids),
+            "site_ids": list(n.site_ids),
+            "organisation_id": n.organisation_id,
+            "dedupe_key": n.dedupe_key or None,
+            "send_after": n.send_after,
+            "expires_at": n.expires_at,
+            "created_at": n.created_at,
+            "cancelled_at": None,
+            "traceparent": traceparent,
+        },
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
+    if added.first() is None:
         seen = by_dedupe(session, n.organisation_id, n.dedupe_key) if n.dedupe_key else None
         if seen is None:
-            raise
+            raise RuntimeError(f"notification {n.id} was not added")
         return seen
-    session.add_all(
-        DeliveryRow(
-            id=d.id,
-            notification_id=n.id,
-            subscriber_id=d.subscriber_id,
-            channel=d.channel.value,
-            destination=d.destination,
-            subject=d.subject[:1000],
-            body_text=d.body_text,
-            body_html=d.body_html,
-            critical=d.critical,
-            status=Status.PENDING.value,
-            next_attempt_at=d.due,
-            lease_until=None,
-            attempt_count=0,
-            deferred=d.deferred,
-            last_error="",
-            delivered_at=None,
-            updated_at=n.created_at,
+    # written by statement, not flushed: the audit record names the row as a flushed one
+    wrote(NotificationRow(id=n.id, organisation_id=n.organisation_id))
+    if deliveries:
+        session.execute(
+            _ADD_DELIVERIES,
+            [
+                {
+                    "id": d.id,
+                    "notification_id": n.id,
+                    "subscriber_id": d.subscriber_id,
+                    "channel": d.channel.value,
+                    "destination": d.destination,
+                    "subject": d.subject[:1000],
+                    "body_text": d.body_text,
+                    "body_html": d.body_html,
+                    "critical": d.critical,
+                    "status": Status.PENDING.value,
+                    "next_attempt_at": d.due,
+                    "lease_until": None,
+                    "attempt_count": 0,
+                    "deferred": d.deferred,
+                    "last_error": "",
+                    "delivered_at": None,
+                    "updated_at": n.created_at,
+                }
+                for d in deliveries
+            ],
         )
-        for d in deliveries
-    )
-    session.flush()
     return None
+
+
+def added(
+    notification: NotificationView, deliveries: Sequence[PlannedDelivery]
+) -> NotificationView:
+    """The notification ``add`` just wrote, as ``get`` would read it back (no second read)."""
+    return replace(
+        notification,
+        deliveries=tuple(
+            DeliveryView(
+                id=d.id,
+                subscriber_id=d.subscriber_id,
+                channel=d.channel,
+                destination=d.destination,
+                status=Status.PENDING,
+                next_attempt_at=d.due,
+                attempts=(),
+                delivered_at=None,
+                last_error="",
+                deferred=d.deferred,
+            )
+            for d in sorted(deliveries, key=lambda d: d.id)
+        ),
+    )
 
 
 def locked(session: Session, notification_id: str, dedupe_key: str) -> NotificationView | None:

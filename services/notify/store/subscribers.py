@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from services.common.ids import new_id
@@ -17,8 +18,12 @@ from services.notify.domain.model import Channel, QuietHours, Subscriber, Subscr
 from services.notify.domain.views import StoredSubscriber
 from services.notify.store.models import SubscriberRow
 
+_table = SubscriberRow.metadata.tables[SubscriberRow.__tablename__]
 
-def stored(row: SubscriberRow) -> StoredSubscriber:
+
+def stored(row: SubscriberRow | Row[Any]) -> StoredSubscriber:
+    """The stored subscriber of a row: a mapped one, or a plain row of the table (the hot
+    reads below: no object to build and track)."""
     quiet = None
     if row.quiet_start is not None and row.quiet_end is not None:
         quiet = QuietHours(
@@ -128,24 +133,19 @@ def named(
     session: Session, subscriber_ids: Collection[str], organisation_id: str
 ) -> dict[str, StoredSubscriber]:
     """The organisation's subscribers among ``subscriber_ids`` (another's read as missing)."""
-    query = select(SubscriberRow).where(
-        SubscriberRow.id.in_(list(subscriber_ids)),
-        SubscriberRow.organisation_id == organisation_id,
+    query = select(_table).where(
+        _table.c.id.in_(list(subscriber_ids)), _table.c.organisation_id == organisation_id
     )
-    return {row.id: stored(row) for row in session.scalars(query)}
+    return {row.id: stored(row) for row in session.execute(query)}
 
 
 def of_organisation(session: Session, organisation_id: str) -> list[StoredSubscriber]:
     """Every subscriber of the organisation, in id order (a broadcast's candidates)."""
-    query = (
-        select(SubscriberRow)
-        .where(SubscriberRow.organisation_id == organisation_id)
-        .order_by(SubscriberRow.id)
-    )
-    return [stored(row) for row in session.scalars(query)]
+    query = select(_table).where(_table.c.organisation_id == organisation_id).order_by(_table.c.id)
+    return [stored(row) for row in session.execute(query)]
 
 
 def by_ids(session: Session, subscriber_ids: Collection[str]) -> dict[str, StoredSubscriber]:
     """Any organisation's (the dispatcher's read: the deliveries already name them)."""
-    query = select(SubscriberRow).where(SubscriberRow.id.in_(subscriber_ids))
-    return {row.id: stored(row) for row in session.scalars(query)}
+    query = select(_table).where(_table.c.id.in_(list(subscriber_ids)))
+    return {row.id: stored(row) for row in session.execute(query)}

@@ -3,8 +3,10 @@ reads.
 
 Publish and Cancel run inside the caller's write transaction (the idempotency store's), so
 their effects and the stored response commit together; each writes an event to the log the
-Subscribe stream reads. Validation collects every bad field and raises before anything is
-written.
+Subscribe stream reads (placed in the stream once committed: ``EventLog.place``). Publish is a
+handful of statements: the recipients read, the notification, its deliveries and its event
+written, and its answer built from what was written rather than read back. Validation collects
+every bad field and raises before anything is written.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class Notifications:
         if seen is not None:  # the same dedupe_key committed by a concurrent Publish
             return Published(seen, True)
         events.append(session, notification.id, cmd.topic.value, "PUBLISHED", now)
-        return Published(self._read(session, notification.id), False)
+        return Published(notifications.added(notification, planned), False)
 
     def _plan(
         self,

@@ -55,6 +55,18 @@ class Chair:
     active: bool = True
 
 
+@dataclass(frozen=True)
+class ChairBlock:
+    """A chair out of service for a while (maintenance, a spill): no booking overlaps it."""
+
+    id: str
+    site_id: str
+    chair_id: str
+    start_at: dt.datetime
+    end_at: dt.datetime
+    reason: str
+
+
 def validate_site(site: Site, prefix: str = "site") -> Violations:
     """Every rule a site must keep; returns all violations, not just the first."""
     v = Violations()

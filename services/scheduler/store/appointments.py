@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql
@@ -12,14 +13,32 @@ from sqlalchemy.orm import Session, selectinload
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
-from services.scheduler.domain.appointments import ACTIVE, AppointmentStatus
+from services.scheduler.domain.appointments import (
+    ACTIVE,
+    Appointment,
+    AppointmentStatus,
+    Parties,
+    Reminder,
+)
+from services.scheduler.domain.capacity import FixedBooking
+from services.scheduler.domain.due import CourseKind
+from services.scheduler.domain.reminders import ReminderStatus
+from services.scheduler.domain.sites import ChairBlock
+from services.scheduler.store import reminders
+from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
     BookingLockRow,
     ChairBlockRow,
     ChairRow,
+    outbox,
 )
-from services.scheduler.store.repository import check_site_scope, site_scope_clause
+from services.scheduler.store.repository import (
+    check_site_scope,
+    patient_row,
+    site_row,
+    site_scope_clause,
+)
 
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
@@ -39,6 +58,176 @@ def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None
             .where(BookingLockRow.site_id == site_id, BookingLockRow.local_date == day)
             .with_for_update()
         )
+
+
+class SqlAppointments:
+    """The appointments of one transaction as the lifecycle use cases see them
+    (usecases/bookings.py AppointmentStore): rows stay in the session, Appointments go out."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, appointment_id: str) -> Appointment:
+        return get(self.session, appointment_id, for_update=True)
+
+    def add(self, appointment: Appointment) -> None:
+        add(self.session, appointment)
+
+    def save(self, appointment: Appointment) -> None:
+        save(self.session, appointment)
+
+    def current(self, appointment_id: str) -> Appointment:
+        return current(self.session, appointment_id)
+
+    def zone(self, site_id: str) -> ZoneInfo:
+        return ZoneInfo(site_row(self.session, site_id).time_zone)
+
+    def parties(self, appointment: Appointment) -> Parties:
+        site = site_row(self.session, appointment.site_id)
+        patient = patient_row(self.session, appointment.patient_id)
+        return Parties(
+            site.display_name,
+            site.time_zone,
+            f"{patient.given_name} {patient.family_name}",
+            patient.notify_subscriber_id,
+        )
+
+    def write(self, events: Sequence[Event], now: dt.datetime) -> None:
+        write_events(self.session, outbox, events, now)
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None:
+        reminders.schedule(self.session, appointment_id, zone, offsets, now)
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
+        reminders.cancel(self.session, appointment_id, now)
+
+
+def get(session: Session, appointment_id: str, *, for_update: bool = False) -> Appointment:
+    """The appointment, NOT_FOUND when it does not exist or is out of the caller's scope;
+    ``for_update`` locks it for the rest of the transaction."""
+    return appointment_of(appointment_row(session, appointment_id, for_update=for_update))
+
+
+def add(session: Session, appointment: Appointment) -> None:
+    row = AppointmentRow(id=appointment.id, created_at=appointment.created_at)
+    _write(row, appointment)
+    session.add(row)
+    session.flush()
+
+
+def save(session: Session, appointment: Appointment) -> None:
+    """Write back an appointment read in this session (its row is in the session already)."""
+    row = session.get(AppointmentRow, appointment.id)
+    assert row is not None, "save only what this session read; add a new appointment"
+    _write(row, appointment)
+    session.flush()
+
+
+def current(session: Session, appointment_id: str) -> Appointment:
+    """The appointment as this session holds it now, with what saving it set going (its
+    reminders); no query."""
+    row = session.get(AppointmentRow, appointment_id)
+    assert row is not None, "read or add the appointment in this session first"
+    return appointment_of(row)
+
+
+def appointment_of(row: AppointmentRow) -> Appointment:
+    return Appointment(
+        id=row.id,
+        site_id=row.site_id,
+        patient_id=row.patient_id,
+        plan_id=row.plan_id,
+        plan_version=row.plan_version,
+        chair_id=row.chair_id,
+        status=AppointmentStatus(row.status),
+        local_date=row.local_date,
+        start_minute=row.start_minute,
+        end_minute=row.end_minute,
+        start_at=row.start_at,
+        end_at=row.end_at,
+        chair_minutes=row.chair_minutes,
+        course=CourseKind(row.course),
+        course_day=row.course_day,
+        due_date=row.due_date,
+        dose_grams=row.dose_grams,
+        product_id=row.product_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        revision=row.revision,
+        series_id=row.series_id,
+        hold_expires_at=row.hold_expires_at,
+        cancel_reason=row.cancel_reason,
+        grams_given=row.grams_given,
+        actual_start_at=row.actual_start_at,
+        actual_end_at=row.actual_end_at,
+        scanned_lots=list(row.scanned_lots),
+        stock_status=row.stock_status,
+        stock_note=row.stock_note,
+        reminders=tuple(
+            Reminder(r.offset_label, r.due_at, ReminderStatus(r.status)) for r in row.reminders
+        ),
+    )
+
+
+def _write(row: AppointmentRow, a: Appointment) -> None:
+    """Everything the scheduler changes (the stock answer is the relay's to write)."""
+    row.site_id = a.site_id
+    row.patient_id = a.patient_id
+    row.plan_id = a.plan_id
+    row.plan_version = a.plan_version
+    row.chair_id = a.chair_id
+    row.status = a.status.value
+    row.local_date = a.local_date
+    row.start_minute = a.start_minute
+    row.end_minute = a.end_minute
+    row.start_at = a.start_at
+    row.end_at = a.end_at
+    row.chair_minutes = a.chair_minutes
+    row.course = a.course.value
+    row.course_day = a.course_day
+    row.due_date = a.due_date
+    row.series_id = a.series_id
+    row.dose_grams = a.dose_grams
+    row.product_id = a.product_id
+    row.hold_expires_at = a.hold_expires_at
+    row.cancel_reason = a.cancel_reason
+    row.grams_given = a.grams_given
+    row.actual_start_at = a.actual_start_at
+    row.actual_end_at = a.actual_end_at
+    row.scanned_lots = a.scanned_lots
+    row.updated_at = a.updated_at
+    row.revision = a.revision
+
+
+def add_block(session: Session, block: ChairBlock, now: dt.datetime) -> None:
+    session.add(
+        ChairBlockRow(
+            id=block.id,
+            site_id=block.site_id,
+            chair_id=block.chair_id,
+            start_at=block.start_at,
+            end_at=block.end_at,
+            reason=block.reason,
+            created_at=now,
+        )
+    )
+    session.flush()
+
+
+def delete_block(session: Session, block_id: str) -> None:
+    """NOT_FOUND when there is no such block in the caller's scope."""
+    row = session.get(ChairBlockRow, block_id) if block_id else None
+    if row is None:
+        raise NotFound("chair block", block_id)
+    check_site_scope(session, row.site_id, "chair block", block_id)
+    session.delete(row)
+    session.flush()
+
+
+def block_of(row: ChairBlockRow) -> ChairBlock:
+    return ChairBlock(row.id, row.site_id, row.chair_id, row.start_at, row.end_at, row.reason)
 
 
 def appointment_row(
@@ -91,6 +280,16 @@ def active_on(
             ).order_by(AppointmentRow.local_date, AppointmentRow.start_minute, AppointmentRow.id)
         )
     )
+
+
+def fixed_on(
+    session: Session, site_id: str, first: dt.date, last: dt.date, now: dt.datetime
+) -> list[FixedBooking]:
+    """The site's active bookings on those days, as the slot rules see them."""
+    return [
+        FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
+        for r in active_on(session, site_id, first, last, now)
+    ]
 
 
 def for_plans(

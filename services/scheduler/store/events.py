@@ -1,5 +1,5 @@
 """Events the scheduler owes notify, written to its outbox in the caller's transaction (the
-jobs' notifications, and APPOINTMENT_CHANGED from bookings); the relay (notify_relay.py)
+jobs' notifications, and APPOINTMENT_CHANGED from bookings); the relay (adapters/notify_relay.py)
 publishes them. The outbox's unique dedupe key makes a second write of one event a no-op.
 Each row keeps the traceparent of the call or job that wrote it (services.common.outbox)."""
 

@@ -4,7 +4,7 @@ cancelled in the cancellation's or the move's, claimed by the reminder job when 
 A reminder already handed to notify may still be waiting there (the patient's quiet hours, a
 retry), so cancelling it also writes CANCEL_NOTIFICATION rows to the outbox, one per
 notification the job may have published under its key (the staff broadcast and the patient's
-copy); the relay calls notify's CancelNotification with them (notify_relay.py)."""
+copy); the relay calls notify's CancelNotification with them (adapters/notify_relay.py)."""
 
 from __future__ import annotations
 
@@ -32,12 +32,13 @@ CANCEL_NOTIFICATION = "CANCEL_NOTIFICATION"
 
 def schedule(
     session: Session,
-    row: AppointmentRow,
+    appointment_id: str,
     zone: ZoneInfo,
     offsets_hours: Sequence[float],
     now: dt.datetime,
 ) -> None:
-    """The reminders of a booking made (or moved) at ``now``."""
+    """The reminders of a booking made (or moved) at ``now`` (saved before this is called)."""
+    row = _saved(session, appointment_id)
     start = local_start(row.local_date, row.start_minute, zone)
     taken = {r.dedupe_key for r in row.reminders}
     for planned in plan_reminders(start, offsets_hours, now):
@@ -61,10 +62,11 @@ def schedule(
     session.flush()
 
 
-def cancel(session: Session, row: AppointmentRow, now: dt.datetime) -> int:
+def cancel(session: Session, appointment_id: str, now: dt.datetime) -> int:
     """Cancel the appointment's reminders not yet sent; those already raised are cancelled at
     notify too, unless the appointment has begun (nothing left to hold back). Returns how many
     reminders were cancelled."""
+    row = _saved(session, appointment_id)
     cancelled = 0
     events: list[Event] = []
     for reminder in row.reminders:
@@ -81,6 +83,13 @@ def cancel(session: Session, row: AppointmentRow, now: dt.datetime) -> int:
     session.flush()
     write_events(session, outbox, events, now)
     return cancelled
+
+
+def _saved(session: Session, appointment_id: str) -> AppointmentRow:
+    """The appointment's row, from the session that saved it (no query)."""
+    row = session.get(AppointmentRow, appointment_id)
+    assert row is not None, "save the appointment before its reminders"
+    return row
 
 
 def claim_due(session: Session, now: dt.datetime) -> list[tuple[AppointmentRow, ReminderRow]]:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Select, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common.crud import found
 from services.common.errors import AlreadyExists, NotFound
 from services.common.pagination import PageRequest
 from services.common.reasons import ExistsReason
@@ -100,9 +101,7 @@ def insert_site(session: Session, site: Site, now: dt.datetime) -> SiteRow:
 
 def site_row(session: Session, site_id: str, *, for_update: bool = False) -> SiteRow:
     """The site, NOT_FOUND when it does not exist or is out of the caller's scope."""
-    row = _get(session, SiteRow, site_id, for_update)
-    if row is None:
-        raise NotFound("site", site_id)
+    row = found(_get(session, SiteRow, site_id, for_update), "site", site_id)
     current_scope().check("site", site_id, row.organisation_id, row.id)
     return row
 
@@ -174,9 +173,7 @@ def insert_chair(session: Session, chair: Chair, now: dt.datetime) -> ChairRow:
 
 
 def chair_row(session: Session, chair_id: str, *, for_update: bool = False) -> ChairRow:
-    row = _get(session, ChairRow, chair_id, for_update)
-    if row is None:
-        raise NotFound("chair", chair_id)
+    row = found(_get(session, ChairRow, chair_id, for_update), "chair", chair_id)
     check_site_scope(session, row.site_id, "chair", chair_id)
     return row
 
@@ -267,9 +264,7 @@ def insert_patient(session: Session, patient: Patient, now: dt.datetime) -> Pati
 
 
 def patient_row(session: Session, patient_id: str, *, for_update: bool = False) -> PatientRow:
-    row = _get(session, PatientRow, patient_id, for_update)
-    if row is None:
-        raise NotFound("patient", patient_id)
+    row = found(_get(session, PatientRow, patient_id, for_update), "patient", patient_id)
     # a patient belongs to the organisation, not to a site: every site of it may treat them
     current_scope().check("patient", patient_id, row.organisation_id)
     return row
@@ -413,9 +408,7 @@ def set_plan_usual(row: PlanRow, usual: Habits) -> None:
 
 
 def plan_row(session: Session, plan_id: str, *, for_update: bool = False) -> PlanRow:
-    row = _get(session, PlanRow, plan_id, for_update)
-    if row is None:
-        raise NotFound("therapy plan", plan_id)
+    row = found(_get(session, PlanRow, plan_id, for_update), "therapy plan", plan_id)
     check_site_scope(session, row.site_id, "therapy plan", plan_id)
     return row
 

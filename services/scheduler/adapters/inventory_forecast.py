@@ -22,14 +22,14 @@ from services.common.clock import Clock
 from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.scheduler.booking_service import BookingService
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import SiteRow, outbox
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings
+from services.scheduler.usecases.records import Records
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,10 @@ HORIZON_DAYS = 120
 
 
 class ForecastPush:
-    def __init__(
-        self, db: Database, clock: Clock, cases: SchedulerUseCases, bookings: BookingService
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, records: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.bookings = bookings
 
     def push(self, horizon_days: int = HORIZON_DAYS) -> int:
@@ -65,7 +63,7 @@ class ForecastPush:
             pairs = repo.plans_with_versions(session, site_id, PlanStatus.ACTIVE.value)
             plans = {row.id: plan_from_spec(row.id, v.version, v.spec) for row, v in pairs}
             grams: dict[tuple[str, dt.date], Decimal] = defaultdict(Decimal)
-            for item in self.cases.due_items(session, list(plans.values()), today):
+            for item in self.records.due_items(session, list(plans.values()), today):
                 plan = plans[item.plan_id]
                 try:
                     need = self.bookings.need(plan, item, site)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -27,38 +27,40 @@ from services.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    NotFound,
     PreconditionViolation,
 )
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.scheduler.adapters.inventory_stock import InventoryStock
 from services.scheduler.domain.appointments import (
+    Appointment,
     AppointmentStatus,
-    check_move,
+    Booked,
+    Cancelled,
+    Completion,
+    Event,
+    Fulfilled,
+    MarkedNoShow,
+    Moved,
+    Parties,
+    Placement,
     public_holidays,
     timing,
 )
-from services.scheduler.domain.attendance import (
-    check_check_in,
-    check_complete,
-    check_start,
-    visit_window,
-)
-from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
+from services.scheduler.domain.capacity import DayCapacity, SiteRules
 from services.scheduler.domain.due import CourseKind, DueItem
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
-from services.scheduler.domain.sites import Site
+from services.scheduler.domain.sites import ChairBlock, Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
-from services.scheduler.dose_service import DoseService
-from services.scheduler.stock_view import InventoryStock
 from services.scheduler.store import appointments as store
-from services.scheduler.store import reminders
 from services.scheduler.store import repository as repo
-from services.scheduler.store.events import Event, addressed, write_events
-from services.scheduler.store.models import AppointmentRow, ChairBlockRow, outbox
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.store.appointments import SqlAppointments
+from services.scheduler.store.events import Event as OutboxEvent
+from services.scheduler.store.events import addressed
+from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.records import Records
 
 S = AppointmentStatus
 MAX_SLOT_RESULTS = 100
@@ -102,30 +104,55 @@ def site_rules(site: Site) -> SiteRules:
     return SiteRules(c.nurse_ratio, c.start_limit, c.turnover_minutes, c.slot_minutes)
 
 
-def effective_status(row: AppointmentRow, now: dt.datetime) -> S:
-    """A hold past its expiry is read as cancelled; nothing needs to sweep it."""
-    status = S(row.status)
-    if status is S.PENDING and row.hold_expires_at is not None and row.hold_expires_at <= now:
-        return S.CANCELLED
-    return status
+class AppointmentStore(Protocol):
+    """What the appointment lifecycle needs of storage within one transaction. The database's
+    is store/appointments.SqlAppointments; the fast tests pass one kept in memory."""
+
+    def get(self, appointment_id: str) -> Appointment:
+        """Locked for the rest of the transaction; NOT_FOUND if absent or out of scope."""
+        ...
+
+    def add(self, appointment: Appointment) -> None: ...
+
+    def save(self, appointment: Appointment) -> None: ...
+
+    def current(self, appointment_id: str) -> Appointment:
+        """As stored now, with the reminders saving it scheduled or cancelled."""
+        ...
+
+    def zone(self, site_id: str) -> ZoneInfo: ...
+
+    def parties(self, appointment: Appointment) -> Parties: ...
+
+    def write(self, events: Sequence[OutboxEvent], now: dt.datetime) -> None:
+        """Into the outbox, in the transaction."""
+        ...
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None: ...
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None: ...
 
 
-class BookingService:
+class Bookings:
     def __init__(
         self,
         db: Database,
         clock: Clock,
-        cases: SchedulerUseCases,
-        doses: DoseService,
+        records: Records,
+        doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
+        appointments: Callable[[Session], AppointmentStore] = SqlAppointments,
     ) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.doses = doses
         self.stock = stock
         self.reminder_offsets_hours = tuple(reminder_offsets_hours)
+        self.appointments = appointments
 
     # --- the day --------------------------------------------------------------------------------
 
@@ -174,11 +201,7 @@ class BookingService:
             nurse_shifts=shifts,
         )
         now = self.clock.now()
-        bookings = [
-            _fixed(row)
-            for row in store.active_on(session, site.id, day, day, now)
-            if row.id != exclude
-        ]
+        bookings = [b for b in store.fixed_on(session, site.id, day, day, now) if b.id != exclude]
         return DayPlan(site, day, capacity, "", DayBook(capacity, site_rules(site), bookings))
 
     # --- what to book ---------------------------------------------------------------------------
@@ -187,7 +210,7 @@ class BookingService:
         """The plan's due items with the appointment (if any) that covers each."""
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         today = site.local_today(self.clock.now())
-        return self.cases.due_items(session, [plan], today)
+        return self.records.due_items(session, [plan], today)
 
     def need(self, plan: TherapyPlan, item: DueItem, site: Site) -> Need:
         """Chair minutes (rounded up to the site's booking grid, docs/clinical-rules.md#chair-time)
@@ -216,7 +239,7 @@ class BookingService:
     def _plan(self, session: Session, plan_id: str, field: str) -> TherapyPlan:
         if not plan_id:
             raise InvalidArgument([FieldViolation(field, "is required")])
-        plan = self.cases.load_plan(session, plan_id)
+        plan = self.records.load_plan(session, plan_id)
         if plan.status is not PlanStatus.ACTIVE:
             raise FailedPrecondition(
                 [
@@ -311,7 +334,7 @@ class BookingService:
 
     def hold(
         self, session: Session, plan_id: str, chair_id: str, day: dt.date, start: dt.time
-    ) -> AppointmentRow:
+    ) -> Appointment:
         plan = self._plan(session, plan_id, "therapy_plan_id")
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         need = self.need(plan, self._next_item(session, plan), site)
@@ -326,27 +349,11 @@ class BookingService:
         chair_id: str,
         day: dt.date | None,
         start: dt.time | None,
-    ) -> AppointmentRow:
+    ) -> Appointment:
         if hold_id:
-            row = store.appointment_row(session, hold_id, for_update=True)
-            now = self.clock.now()
-            if effective_status(row, now) is S.CANCELLED and row.status == S.PENDING.value:
-                raise FailedPrecondition(
-                    [
-                        PreconditionViolation(
-                            "HOLD_EXPIRED",
-                            f"appointments/{row.id}",
-                            f"the hold lapsed at {row.hold_expires_at:%Y-%m-%d %H:%M} UTC; "
-                            "find a slot again",
-                        )
-                    ]
-                )
-            check_move(row.id, S(row.status), S.BOOKED)
-            row.status = S.BOOKED.value
-            row.hold_expires_at = None
-            _bump(row, now)
-            self._booked(session, row, repo.site_from_row(repo.site_row(session, row.site_id)))
-            return row
+            book = self.appointments(session)
+            appointment = book.get(hold_id)
+            return self._save(book, appointment, appointment.confirm(self.clock.now()))
         missing = [
             FieldViolation(name, "is required (or give hold_id)")
             for name, value in (
@@ -371,7 +378,7 @@ class BookingService:
         plan_id: str,
         first: dt.date | None,
         morning: bool | None,
-    ) -> list[AppointmentRow]:
+    ) -> list[Appointment]:
         """Every remaining induction day on consecutive open days, one transaction: the same
         chair and start time on every day where possible, else any fit per day."""
         plan = self._plan(session, plan_id, "therapy_plan_id")
@@ -446,8 +453,8 @@ class BookingService:
         status: S,
         hold_expires: dt.datetime | None,
         series_id: str = "",
-        existing: AppointmentRow | None = None,
-    ) -> AppointmentRow:
+        existing: Appointment | None = None,
+    ) -> Appointment:
         """Lock the day, re-read it, check every rule, and write (or move) the booking: the
         one way a booking is written (slot booking, series, reschedule, PlanSchedule)."""
         chair = repo.chair_row(session, chair_id) if chair_id else None
@@ -498,114 +505,66 @@ class BookingService:
                 },
                 reason="SLOT_TAKEN",
             )
-        when = timing(day, minute, need.chair_minutes, site.zone)
+        placement = Placement(
+            site_id=site.id,
+            patient_id=need.plan.patient_id,
+            plan_id=need.plan.id,
+            plan_version=need.plan.version,
+            chair_id=chair_id,
+            local_date=day,
+            timing=timing(day, minute, need.chair_minutes, site.zone),
+            chair_minutes=need.chair_minutes,
+            course=need.item.course,
+            course_day=need.item.course_day,
+            due_date=need.item.due_date,
+            dose_grams=need.dose_grams,
+            product_id=need.product_id,
+            series_id=series_id,
+            hold_expires_at=hold_expires,
+        )
         now = self.clock.now()
-        row = existing or AppointmentRow(id=new_id(), created_at=now, revision=0)
-        row.site_id = site.id
-        row.patient_id = need.plan.patient_id
-        row.plan_id = need.plan.id
-        row.plan_version = need.plan.version
-        row.chair_id = chair_id
-        row.status = status.value
-        row.local_date = day
-        row.start_minute = when.start_minute
-        row.end_minute = when.end_minute
-        row.start_at = when.start_at
-        row.end_at = when.end_at
-        row.chair_minutes = need.chair_minutes
-        row.course = need.item.course.value
-        row.course_day = need.item.course_day
-        row.due_date = need.item.due_date
-        row.series_id = series_id or (existing.series_id if existing else "")
-        row.dose_grams = need.dose_grams
-        row.product_id = need.product_id
-        row.hold_expires_at = hold_expires
-        row.cancel_reason = ""
-        row.scanned_lots = existing.scanned_lots if existing else []
-        _bump(row, now)
-        if existing is None:
-            session.add(row)
-        session.flush()
-        if existing is None and status is S.BOOKED:
-            self._booked(session, row, site)
-        return row
+        book = self.appointments(session)
+        if existing is not None:
+            return self._save(book, existing, existing.move_to(placement, now))
+        appointment, events = Appointment.placed(new_id(), placement, status, now)
+        return self._save(book, appointment, events, new=True)
 
-    # --- the lifecycle --------------------------------------------------------------------------
+    # --- the lifecycle: load, let the appointment decide, save, write what it raised -----------
 
-    def move(
-        self, session: Session, appointment_id: str, wanted: S, **fields: Any
-    ) -> AppointmentRow:
-        row = store.appointment_row(session, appointment_id, for_update=True)
-        now = self.clock.now()
-        check_move(row.id, effective_status(row, now), wanted)
-        self._check_visit_window(session, row, wanted, now, fields)
-        if wanted is S.NOSHOW and now < row.start_at:
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "APPOINTMENT_STARTED",
-                        f"appointments/{row.id}",
-                        f"a no-show is recorded after the booked time ({row.start_at:%H:%M} UTC)",
-                    )
-                ]
-            )
-        for name, value in fields.items():
-            setattr(row, name, value)
-        row.status = wanted.value
-        _bump(row, now)
-        session.flush()
-        if wanted is S.CANCELLED:
-            self._announce(session, row, row.start_at, cancelled=True)
-        if wanted in (S.CANCELLED, S.NOSHOW):
-            self._stock(session, row, "RELEASE_RESERVATION")
-            reminders.cancel(session, row, now)
-        return row
+    def check_in(self, session: Session, appointment_id: str) -> Appointment:
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        return self._save(book, appointment, appointment.check_in(self.clock.now(), zone))
 
-    @staticmethod
-    def _check_visit_window(
-        session: Session, row: AppointmentRow, wanted: S, now: dt.datetime, fields: dict[str, Any]
-    ) -> None:
-        """Check-in, start and completion only around the booked local day
-        (domain/attendance.py): never days early, as a clerk's slip or a wrong id would."""
-        if wanted not in (S.CHECKED_IN, S.IN_PROGRESS, S.FULFILLED):
-            return
-        zone = ZoneInfo(repo.site_row(session, row.site_id).time_zone)
-        window = visit_window(row.id, row.local_date, row.end_at, zone)
-        started = fields.get("actual_start_at", now)
-        if wanted is S.CHECKED_IN:
-            check_check_in(window, now)
-        elif wanted is S.IN_PROGRESS:
-            check_start(window, now, started)
-        else:
-            check_complete(window, now, started, fields.get("actual_end_at", now))
+    def start(self, session: Session, appointment_id: str, started: dt.datetime) -> Appointment:
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        return self._save(book, appointment, appointment.start(self.clock.now(), zone, started))
+
+    def mark_no_show(self, session: Session, appointment_id: str) -> Appointment:
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        return self._save(book, appointment, appointment.mark_no_show(self.clock.now()))
+
+    def cancel(self, session: Session, appointment_id: str, reason: str) -> Appointment:
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        return self._save(book, appointment, appointment.cancel(self.clock.now(), reason))
 
     def complete(
-        self,
-        session: Session,
-        appointment_id: str,
-        grams: Decimal,
-        started: dt.datetime | None,
-        ended: dt.datetime | None,
-        lots: list[dict[str, Any]],
-    ) -> tuple[AppointmentRow, DueItem | None]:
-        if grams <= 0:
-            raise InvalidArgument([FieldViolation("grams_given", "must be above 0")])
-        if started and ended and ended <= started:
-            raise InvalidArgument([FieldViolation("actual_end_time", "is not after the start")])
-        row = store.appointment_row(session, appointment_id)
-        row = self.move(
-            session,
-            appointment_id,
-            S.FULFILLED,
-            grams_given=grams,
-            actual_start_at=started or row.actual_start_at or row.start_at,
-            actual_end_at=ended or self.clock.now(),
-            scanned_lots=lots,
-        )
-        self._stock(session, row, "DISPENSE", grams_given=decimal_str(grams), scanned_lots=lots)
-        plan = self.cases.load_plan(session, row.plan_id)
+        self, session: Session, appointment_id: str, given: Completion
+    ) -> tuple[Appointment, DueItem | None]:
+        """The infusion given; with the plan's next due item, for the nurse to book."""
+        given.check()
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
+        zone = book.zone(appointment.site_id)
+        saved = self._save(book, appointment, appointment.complete(self.clock.now(), zone, given))
+        plan = self.records.load_plan(session, saved.plan_id)
         items = self.open_items(session, plan)
-        return row, (items[0] if items else None)
+        return saved, (items[0] if items else None)
 
     def reschedule(
         self,
@@ -615,113 +574,89 @@ class BookingService:
         day: dt.date,
         start: dt.time,
         etag: str,
-    ) -> AppointmentRow:
+    ) -> Appointment:
         """Atomic: the old slot is given up only if the new one is taken (one transaction)."""
-        row = store.appointment_row(session, appointment_id, for_update=True)
+        appointment = self.appointments(session).get(appointment_id)
         if etag:
-            check_etag(etag, row.revision, field="etag", resource=f"appointment {row.id}")
-        status = effective_status(row, self.clock.now())
-        if status not in (S.PENDING, S.BOOKED):
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "APPOINTMENT_STATUS",
-                        f"appointments/{row.id}",
-                        f"only a held or booked appointment moves (it is {status.value})",
-                    )
-                ]
+            check_etag(
+                etag, appointment.revision, field="etag", resource=f"appointment {appointment.id}"
             )
-        site = repo.site_from_row(repo.site_row(session, row.site_id))
-        plan = self.cases.load_plan(session, row.plan_id)
+        status = appointment.check_movable(self.clock.now())
+        site = repo.site_from_row(repo.site_row(session, appointment.site_id))
+        plan = self.records.load_plan(session, appointment.plan_id)
         item = DueItem(
             plan_id=plan.id,
             plan_version=plan.version,
             patient_id=plan.patient_id,
             product_id=plan.product_id,
-            course=CourseKind(row.course),
-            course_day=row.course_day,
-            due_date=row.due_date,
-            window_start=row.due_date,
-            window_end=row.due_date,
+            course=appointment.course,
+            course_day=appointment.course_day,
+            due_date=appointment.due_date,
+            window_start=appointment.due_date,
+            window_end=appointment.due_date,
             overdue=False,
         )
         need = dataclasses.replace(self.need(plan, item, site), item=item)
-        store.lock_days(session, site.id, sorted({row.local_date, day}))
-        previous = row.start_at
-        moved = self.place(
+        store.lock_days(session, site.id, sorted({appointment.local_date, day}))
+        return self.place(
             session,
             site,
             need,
-            chair_id or row.chair_id,
+            chair_id or appointment.chair_id,
             day,
             start,
             status,
-            row.hold_expires_at,
-            existing=row,
+            appointment.hold_expires_at,
+            existing=appointment,
         )
-        if moved.start_at != previous and status is S.BOOKED:
-            self._announce(session, moved, previous, cancelled=False)
-            self._stock(session, moved, "AMEND_RESERVATION")
-            now = self.clock.now()
-            reminders.cancel(session, moved, now)
-            reminders.schedule(session, moved, site.zone, self.reminder_offsets_hours, now)
-        return moved
 
-    def _booked(self, session: Session, row: AppointmentRow, site: Site) -> None:
-        """What a new booking sets going, in its transaction: the inventory's reservation and
-        the patient's reminders."""
-        self._stock(session, row, "RESERVE_STOCK")
-        reminders.schedule(session, row, site.zone, self.reminder_offsets_hours, self.clock.now())
-
-    def _stock(self, session: Session, row: AppointmentRow, topic: str, **extra: Any) -> None:
-        """What the inventory owes this booking (DISPENSE carries what was given),
-        written to the outbox with the booking, so a booking never fails because the pharmacy
-        service is down; stock_relay.py calls the inventory, and a refusal marks the booking
-        AT_RISK."""
-        payload = {
-            "appointment_id": row.id,
-            "site_id": row.site_id,
-            "patient_id": row.patient_id,
-            "product_id": row.product_id,
-            "grams": decimal_str(row.dose_grams),
-            "needed_on": row.local_date.isoformat(),
-            **extra,
-        }
-        event = Event(topic, f"{topic}:{row.id}:{row.revision}", payload)
-        write_events(session, outbox, [event], self.clock.now())
-
-    def _announce(
-        self, session: Session, row: AppointmentRow, previous: dt.datetime, cancelled: bool
-    ) -> None:
-        """APPOINTMENT_CHANGED to the patient (if they have a notify subscriber) and to the
-        site's staff, in the transaction of the change (the outbox)."""
-        site = repo.site_row(session, row.site_id)
-        patient = repo.patient_row(session, row.patient_id)
-        payload = {
-            "appointment_id": row.id,
-            "patient_id": row.patient_id,
-            "site_id": row.site_id,
-            "site_name": site.display_name,
-            "previous_start_time": previous.isoformat(),
-            "time_zone": site.time_zone,
-            "cancelled": cancelled,
-            "patient_name": f"{patient.given_name} {patient.family_name}",
-        }
-        if not cancelled:
-            payload["start_time"] = row.start_at.isoformat()
-        events = addressed(
-            "APPOINTMENT_CHANGED",
-            f"APPOINTMENT_CHANGED:{row.id}:{row.revision}",
-            payload,
-            patient.notify_subscriber_id,
-        )
-        write_events(session, outbox, events, self.clock.now())
+    def _save(
+        self,
+        book: AppointmentStore,
+        appointment: Appointment,
+        events: list[Event],
+        *,
+        new: bool = False,
+    ) -> Appointment:
+        """Store the appointment, then what its events set going, in its transaction: the
+        inventory's reservation (through the outbox), the patient's reminders and the
+        APPOINTMENT_CHANGED notice. Returns the appointment as stored (with its reminders)."""
+        if new:
+            book.add(appointment)
+        else:
+            book.save(appointment)
+        now = self.clock.now()
+        offsets = self.reminder_offsets_hours
+        a = appointment
+        for event in events:
+            if isinstance(event, Booked):
+                book.write([_stock(a, "RESERVE_STOCK")], now)
+                book.schedule_reminders(a.id, book.zone(a.site_id), offsets, now)
+            elif isinstance(event, Moved):
+                book.write(_changed(a, book.parties(a), event.previous_start, False), now)
+                book.write([_stock(a, "AMEND_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
+                book.schedule_reminders(a.id, book.zone(a.site_id), offsets, now)
+            elif isinstance(event, Cancelled):
+                book.write(_changed(a, book.parties(a), a.start_at, True), now)
+                book.write([_stock(a, "RELEASE_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
+            elif isinstance(event, MarkedNoShow):
+                book.write([_stock(a, "RELEASE_RESERVATION")], now)
+                book.cancel_reminders(a.id, now)
+            elif isinstance(event, Fulfilled):
+                dispensed = {
+                    "grams_given": decimal_str(event.grams_given),
+                    "scanned_lots": event.scanned_lots,
+                }
+                book.write([_stock(a, "DISPENSE", **dispensed)], now)
+        return book.current(a.id)
 
     # --- chair blocks ---------------------------------------------------------------------------
 
     def create_block(
         self, session: Session, chair_id: str, start: dt.datetime, end: dt.datetime, reason: str
-    ) -> ChairBlockRow:
+    ) -> ChairBlock:
         chair = repo.chair_row(session, chair_id) if chair_id else None
         if chair is None:
             raise InvalidArgument([FieldViolation("chair_block.chair_id", "no such chair")])
@@ -729,39 +664,25 @@ class BookingService:
             raise InvalidArgument(
                 [FieldViolation("chair_block.end_time", "must be after start_time")]
             )
-        row = ChairBlockRow(
-            id=new_id(),
-            site_id=chair.site_id,
-            chair_id=chair.id,
-            start_at=start,
-            end_at=end,
-            reason=reason,
-            created_at=self.clock.now(),
-        )
-        session.add(row)
-        session.flush()
-        return row
+        block = ChairBlock(new_id(), chair.site_id, chair.id, start, end, reason)
+        store.add_block(session, block, self.clock.now())
+        return block
 
-    def list_blocks(self, site_id: str, first: dt.date, last: dt.date) -> list[ChairBlockRow]:
+    def list_blocks(self, site_id: str, first: dt.date, last: dt.date) -> list[ChairBlock]:
         with self.db.read() as session:
             site = repo.site_from_row(repo.site_row(session, site_id))
             start = dt.datetime.combine(first, dt.time(0), tzinfo=site.zone)
             end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), tzinfo=site.zone)
-            return store.blocks_between(session, site.id, start, end)
+            return [store.block_of(r) for r in store.blocks_between(session, site.id, start, end)]
 
     def delete_block(self, session: Session, block_id: str) -> None:
-        row = session.get(ChairBlockRow, block_id) if block_id else None
-        if row is None:
-            raise NotFound("chair block", block_id)
-        repo.check_site_scope(session, row.site_id, "chair block", block_id)
-        session.delete(row)
-        session.flush()
+        store.delete_block(session, block_id)
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def get(self, appointment_id: str) -> AppointmentRow:
+    def get(self, appointment_id: str) -> Appointment:
         with self.db.read() as session:
-            return store.appointment_row(session, appointment_id)
+            return store.get(session, appointment_id)
 
     def list_appointments(
         self,
@@ -771,24 +692,56 @@ class BookingService:
         last: dt.date | None,
         status: S | None,
         page: PageRequest,
-    ) -> list[AppointmentRow]:
+    ) -> list[Appointment]:
         with self.db.read() as session:
-            return store.list_appointments(session, site_id, patient_id, first, last, status, page)
+            rows = store.list_appointments(session, site_id, patient_id, first, last, status, page)
+            return [store.appointment_of(r) for r in rows]
 
     def site(self, site_id: str) -> Site:
         with self.db.read() as session:
             return repo.site_from_row(repo.site_row(session, site_id))
 
 
-def _fixed(row: AppointmentRow) -> FixedBooking:
-    return FixedBooking(
-        row.id, row.patient_id, row.chair_id, row.local_date, row.start_minute, row.end_minute
+def _stock(a: Appointment, topic: str, **extra: Any) -> OutboxEvent:
+    """What the inventory owes this booking (DISPENSE carries what was given), written to the
+    outbox with the booking, so a booking never fails because the pharmacy service is down;
+    adapters/inventory_relay.py calls the inventory, and a refusal marks the booking AT_RISK.
+    Keyed by the revision that raised it: a retried call writes nothing twice."""
+    payload = {
+        "appointment_id": a.id,
+        "site_id": a.site_id,
+        "patient_id": a.patient_id,
+        "product_id": a.product_id,
+        "grams": decimal_str(a.dose_grams),
+        "needed_on": a.local_date.isoformat(),
+        **extra,
+    }
+    return OutboxEvent(topic, f"{topic}:{a.id}:{a.revision}", payload)
+
+
+def _changed(
+    a: Appointment, parties: Parties, previous: dt.datetime, cancelled: bool
+) -> list[OutboxEvent]:
+    """APPOINTMENT_CHANGED to the site's staff and to the patient (if they have a notify
+    subscriber)."""
+    payload = {
+        "appointment_id": a.id,
+        "patient_id": a.patient_id,
+        "site_id": a.site_id,
+        "site_name": parties.site_name,
+        "previous_start_time": previous.isoformat(),
+        "time_zone": parties.time_zone,
+        "cancelled": cancelled,
+        "patient_name": parties.patient_name,
+    }
+    if not cancelled:
+        payload["start_time"] = a.start_at.isoformat()
+    return addressed(
+        "APPOINTMENT_CHANGED",
+        f"APPOINTMENT_CHANGED:{a.id}:{a.revision}",
+        payload,
+        parties.notify_subscriber_id,
     )
-
-
-def _bump(row: AppointmentRow, now: dt.datetime) -> None:
-    row.revision = (row.revision or 0) + 1
-    row.updated_at = now
 
 
 def _common_fit(

@@ -25,11 +25,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from google.type.date_pb2 import Date
-from google.type.dayofweek_pb2 import DayOfWeek
-from google.type.money_pb2 import Money
-from google.type.timeofday_pb2 import TimeOfDay
-
+from demo.builder import ALL_DAYS, Builder, pb_date, shifts
+from demo.centre import load_notify
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.notify.v1 import notify_pb2 as npb
@@ -39,7 +36,6 @@ from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
 from services.common.clock import zone_where_the_day_begins
-from services.demo import load_notify
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
 from services.launcher import (
@@ -53,12 +49,7 @@ from services.launcher import (
     service_environment,
 )
 
-EVERY_DAY = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 ORG = "walkthrough"
-
-
-def _date(day: dt.date) -> Date:
-    return Date(year=day.year, month=day.month, day=day.day)
 
 
 def say(step: str, text: str) -> None:
@@ -146,111 +137,29 @@ def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
     today = dt.datetime.now(ZoneInfo(zone)).date()
     day = today
 
+    build = Builder(sch, stock, ORG, ids=lambda label: f"demo-{label}")
     say("site", "the scheduler gets a day unit; the inventory a pharmacy with the same id")
-    site = sch.CreateSite(
-        pb.CreateSiteRequest(
-            request_id="demo-site",
-            site=pb.Site(
-                organisation_id=ORG,
-                display_name="Walk-through day unit",
-                time_zone=zone,
-                opening_hours=[
-                    pb.OpeningHours(
-                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
-                    )
-                    for d in EVERY_DAY
-                ],
-                capacity=pb.SiteCapacity(
-                    nurse_shifts=[
-                        pb.NurseShift(
-                            day=DayOfWeek.Value(d),
-                            start=TimeOfDay(hours=8),
-                            end=TimeOfDay(hours=18),
-                            nurses=2,
-                        )
-                        for d in EVERY_DAY
-                    ]
-                ),
-            ),
-        )
-    ).site
-    chair = sch.CreateChair(
-        pb.CreateChairRequest(
-            request_id="demo-chair",
-            chair=pb.Chair(site_id=site.id, display_name="Chair 1", active=True),
-        )
-    ).chair
-    stock.CreateStockSite(
-        inv.CreateStockSiteRequest(
-            request_id="demo-stock-site",
-            site=inv.StockSite(id=site.id, display_name="Pharmacy", time_zone=zone),
-        )
+    site = build.site(
+        name="Walk-through day unit",
+        tz=zone,
+        days=ALL_DAYS,
+        capacity=pb.SiteCapacity(nurse_shifts=shifts(2, ALL_DAYS)),
     )
+    (chair,) = build.chairs(site.id, 1)
+    build.stock_site(site.id, site.time_zone)
     detail(f"site {site.id} ({zone}), {chair.display_name}, 2 nurses at 1:4 every day")
 
     say("stock", "the pharmacy receives two lots of Gammagard Liquid 10 g vials")
     product = stock.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product
     for lot, months, vials in (("GL-WALK-A", 6, 5), ("GL-WALK-B", 20, 40)):
         expiry = today + dt.timedelta(days=30 * months)
-        received = stock.ReceiveStock(
-            inv.ReceiveStockRequest(
-                request_id=f"demo-{lot}",
-                site_id=site.id,
-                product_id=product.id,
-                presentation_grams="10",
-                lot_number=lot,
-                expiry_date=_date(expiry),
-                vials=vials,
-                # £34/g (docs/clinical-rules.md#cost)
-                unit_cost=Money(currency_code="GBP", units=340),
-                supplier="Wholesaler",
-            )
-        ).lot
+        received = build.receive(site.id, product.id, lot, expiry, vials, supplier="Wholesaler")
         detail(f"lot {lot}: {received.on_hand_vials} vials, expires {expiry}")
 
     say("plan", "a 70 kg patient with MMN: 1 g/kg every 4 weeks")
-    patient = sch.CreatePatient(
-        pb.CreatePatientRequest(
-            request_id="demo-patient",
-            patient=pb.Patient(
-                organisation_id=ORG,
-                mrn="WALK-1",
-                given_name="Ada",
-                family_name="Example",
-                birth_date=Date(year=1970, month=5, day=1),
-                sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
-            ),
-        )
-    ).patient
-    sch.RecordMeasurement(
-        pb.RecordMeasurementRequest(
-            request_id="demo-measure",
-            measurement=pb.Measurement(
-                patient_id=patient.id,
-                measured_on=_date(today),
-                weight_kg="70",
-                height_cm="165",
-            ),
-        )
-    )
-    plan = sch.CreateTherapyPlan(
-        pb.CreateTherapyPlanRequest(
-            request_id="demo-plan",
-            therapy_plan=pb.TherapyPlan(
-                patient_id=patient.id,
-                site_id=site.id,
-                indication=pb.INDICATION_MMN,
-                route=pb.ROUTE_IV,
-                product_id=product.id,
-                dose_basis=pb.DOSE_BASIS_G_PER_KG,
-                maintenance_dose="1",
-                interval_days=28,
-                start_date=_date(day),
-            ),
-        )
-    ).therapy_plan
+    _, plan = build.enrol("WALK-1", site.id, product.id, day, measured_on=today)
     dose = sch.CalculateDose(
-        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=_date(day))
+        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=pb_date(day))
     ).calculation
     detail(
         f"dose {dose.total_grams} g as "
@@ -266,15 +175,9 @@ def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
         f"{best.local_start.hours:02d}:{best.local_start.minutes:02d}, stock short: "
         f"{best.stock_short}"
     )
-    appointment = sch.BookAppointment(
-        pb.BookAppointmentRequest(
-            request_id="demo-book",
-            therapy_plan_id=plan.id,
-            chair_id=best.chair_id,
-            local_date=best.local_date,
-            local_start=best.local_start,
-        )
-    ).appointment
+    appointment = build.book(
+        plan.id, best.chair_id, best.local_date, best.local_start.hours, best.local_start.minutes
+    )
     detail(f"appointment {appointment.id}: {pb.AppointmentStatus.Name(appointment.status)}")
 
     say("reserve", "the scheduler's outbox relay asks the inventory to reserve the vials")

@@ -24,11 +24,9 @@ from sqlalchemy.orm import Session
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from services.scheduler.booking_service import BookingService, DayPlan, Need, site_rules
-from services.scheduler.domain.appointments import AppointmentStatus
+from services.scheduler.domain.appointments import Appointment, AppointmentStatus
 from services.scheduler.domain.capacity import (
     DayStock,
-    FixedBooking,
     InfusionRequest,
     Placement,
     ScheduleKpis,
@@ -52,8 +50,8 @@ from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of
-from services.scheduler.store.models import AppointmentRow
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.bookings import Bookings, DayPlan, Need, site_rules
+from services.scheduler.usecases.records import Records
 
 MAX_HORIZON_DAYS = 92  # the longest horizon one PlanSchedule call plans: a quarter
 MAX_TIME_LIMIT_SECONDS = 120
@@ -116,18 +114,16 @@ class Planned:
 @dataclass(frozen=True)
 class Board:
     day: DayPlan
-    appointments: list[AppointmentRow]
+    appointments: list[Appointment]
     chair_names: dict[str, str]
     kpis: ScheduleKpis
 
 
-class SchedulePlanner:
-    def __init__(
-        self, db: Database, clock: Clock, cases: SchedulerUseCases, bookings: BookingService
-    ) -> None:
+class Schedules:
+    def __init__(self, db: Database, clock: Clock, records: Records, bookings: Bookings) -> None:
         self.db = db
         self.clock = clock
-        self.cases = cases
+        self.records = records
         self.bookings = bookings
 
     def problem(
@@ -158,10 +154,7 @@ class SchedulePlanner:
                 days.append(plan_day.capacity)
             day += dt.timedelta(days=1)
         now = self.clock.now()
-        fixed = tuple(
-            FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
-            for r in store.active_on(session, site.id, first, last, now)
-        )
+        fixed = tuple(store.fixed_on(session, site.id, first, last, now))
         pairs = repo.plans_with_versions(session, site.id, PlanStatus.ACTIVE.value)
         plans = [plan_of(row, v) for row, v in pairs]
         by_id = {p.id: p for p in plans}
@@ -175,7 +168,7 @@ class SchedulePlanner:
             today - dt.timedelta(days=HABIT_DAYS),
             RECENT_VISITS,
         )
-        for item in self.cases.due_items(session, plans, today):
+        for item in self.records.due_items(session, plans, today):
             if item.booked_appointment_id:
                 continue
             request_id = f"{item.plan_id}:{item.course_day}"
@@ -337,6 +330,30 @@ class SchedulePlanner:
                     )
         return short, True
 
+    def propose(
+        self,
+        site_id: str,
+        start: dt.date | None,
+        horizon: int,
+        time_limit: float,
+        seed: int,
+        skip_without_stock: bool = False,
+        objective: Mapping[str, int] | None = None,
+    ) -> Planned:
+        """PROPOSE mode: the planning in a read transaction, so nothing of it is written."""
+        with self.db.read() as session:
+            return self.plan(
+                session,
+                site_id,
+                start,
+                horizon,
+                False,
+                time_limit,
+                seed,
+                skip_without_stock,
+                objective,
+            )
+
     def board(self, site_id: str, day: dt.date) -> Board:
         with self.db.read() as session:
             site = repo.site_from_row(repo.site_row(session, site_id))
@@ -348,8 +365,9 @@ class SchedulePlanner:
             windows = {}
             for row in rows:
                 if row.plan_id not in windows:
-                    plan = self.cases.load_plan(session, row.plan_id)
+                    plan = self.records.load_plan(session, row.plan_id)
                     windows[row.plan_id] = (plan.window_days_early, plan.window_days_late)
+            appointments = [store.appointment_of(r) for r in rows]
         requests = tuple(
             InfusionRequest(
                 id=r.id,
@@ -366,4 +384,4 @@ class SchedulePlanner:
         ]
         capacity = (plan_day.capacity,) if plan_day.capacity else ()
         problem = ScheduleProblem(site_rules(site), capacity, (), requests)
-        return Board(plan_day, rows, names, kpis(problem, placements))
+        return Board(plan_day, appointments, names, kpis(problem, placements))

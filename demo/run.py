@@ -14,7 +14,7 @@ import sys
 
 import grpc
 
-from services import demo
+from demo import centre
 from services.common.auth.roles import Roles
 from services.common.auth.tokens import StaticToken
 from services.common.signals import SignalWaiter
@@ -67,7 +67,7 @@ def _run(signals: SignalWaiter) -> int:
         s, i, n = (processes.addresses[x] for x in ("scheduler", "inventory", "notify"))
         operator = StaticToken(issuer.issuer.user_token(OPERATOR_ROLES))
         try:
-            for line in demo.load(s, i, dt.date.today(), notify_address=n, tokens=operator):
+            for line in centre.load(s, i, dt.date.today(), notify_address=n, tokens=operator):
                 print(line, flush=True)
         except grpc.RpcError as e:
             if signals.received is not None:
@@ -79,7 +79,7 @@ def _run(signals: SignalWaiter) -> int:
             f"export {role.upper()}='{issuer.token(role)}'" for role in Roles.default().specs
         )
         print(
-            BANNER.format(s=s, i=i, n=n, tokens=tokens, issuer=issuer.url, org=demo.ORG),
+            BANNER.format(s=s, i=i, n=n, tokens=tokens, issuer=issuer.url, org=centre.ORG),
             flush=True,
         )
         while signals.wait() is None:  # woken by a signal, or by a child's output ending

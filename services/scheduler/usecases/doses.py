@@ -20,19 +20,19 @@ from services.scheduler.domain.dosing import DoseResult, ProductSpec, calculate_
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
-from services.scheduler.usecases import SchedulerUseCases
+from services.scheduler.usecases.records import Records
 
 MEMO_SIZE = 4096
 
 
-class DoseService:
+class Doses:
     def __init__(
         self,
-        cases: SchedulerUseCases,
+        records: Records,
         product_spec: Callable[[str], ProductSpec | None],
         memo_size: int = MEMO_SIZE,
     ) -> None:
-        self.cases = cases
+        self.records = records
         self._product_spec = product_spec
         self._memo: OrderedDict[Hashable, DoseResult] = OrderedDict()
         self._memo_size = memo_size
@@ -42,7 +42,7 @@ class DoseService:
     def calculate(
         self, plan_id: str, version: int, dosing_date: dt.date, course: CourseKind | None
     ) -> DoseResult:
-        with self.cases.db.single_read() as connection:
+        with self.records.db.single_read() as connection:
             identity = repo.dose_input_key(connection, plan_id, version, dosing_date)
         key: Hashable | None = None
         if identity is not None and identity[2] is not None:
@@ -70,7 +70,7 @@ class DoseService:
             known = self._plan_products.get((plan_id, version))
         if known is not None:
             return known
-        with self.cases.db.read() as session:
+        with self.records.db.read() as session:
             product_id = str(repo.plan_version(session, plan_id, version).spec["product_id"])
         with self._lock:
             if len(self._plan_products) >= 8 * self._memo_size:
@@ -81,7 +81,7 @@ class DoseService:
     def _calculate(
         self, plan_id: str, version: int, dosing_date: dt.date, course: CourseKind | None
     ) -> DoseResult:
-        with self.cases.db.read() as session:
+        with self.records.db.read() as session:
             row = repo.plan_row(session, plan_id)
             stored = repo.plan_version(session, plan_id, version or row.current_version)
             plan = plan_from_spec(plan_id, stored.version, stored.spec)

@@ -15,11 +15,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from google.type.date_pb2 import Date
-from google.type.dayofweek_pb2 import DayOfWeek
-from google.type.money_pb2 import Money
-from google.type.timeofday_pb2 import TimeOfDay
-
+from demo.builder import Builder, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -29,9 +25,6 @@ from services.common.channels import open_channel
 from services.common.tls import ClientTls
 
 ORG = "demo-org"
-WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
-# £34 per gram, the UK National Ig Database average (docs/clinical-rules.md#cost): pence per vial
-PENCE_PER_GRAM = 3400
 
 
 @dataclass(frozen=True)
@@ -226,12 +219,16 @@ LOTS = (  # product, vial grams, lot number, months to expiry, vials
 )
 
 
-def _date(d: dt.date) -> Date:
-    return Date(year=d.year, month=d.month, day=d.day)
-
-
-def _rid() -> str:
-    return f"demo-{uuid.uuid4()}"
+def plan_fields(p: DemoPatient) -> dict[str, object]:
+    """What a demo patient's plan has besides the builder's defaults: their dose and interval,
+    and an induction course (2 g/kg over its days) where they start with one."""
+    fields: dict[str, object] = {
+        "maintenance_dose": p.g_per_kg if p.g_per_kg != "0" else "1",
+        "interval_days": p.interval_days,
+    }
+    if p.induction_days:
+        fields["induction"] = pb.InductionCourse(total_g_per_kg="2", days=p.induction_days)
+    return fields
 
 
 def load(
@@ -250,82 +247,37 @@ def load(
     notes = load_notify(notify_address, tokens) if notify_address else []
     if sch.ListSites(pb.ListSitesRequest(organisation_id=ORG)).sites:
         return notes
-    site = sch.CreateSite(
-        pb.CreateSiteRequest(
-            request_id=_rid(),
-            site=pb.Site(
-                organisation_id=ORG,
-                display_name="Demo infusion centre",
-                time_zone="Europe/London",
-                opening_hours=[
-                    pb.OpeningHours(
-                        day=DayOfWeek.Value(d), open=TimeOfDay(hours=8), close=TimeOfDay(hours=18)
-                    )
-                    for d in WEEKDAYS
-                ],
-                capacity=pb.SiteCapacity(
-                    nurse_shifts=[
-                        pb.NurseShift(
-                            day=DayOfWeek.Value(d),
-                            start=TimeOfDay(hours=8),
-                            end=TimeOfDay(hours=18),
-                            nurses=2,
-                        )
-                        for d in WEEKDAYS
-                    ]
-                    + [
-                        pb.NurseShift(
-                            day=DayOfWeek.Value(d),
-                            start=TimeOfDay(hours=10),
-                            end=TimeOfDay(hours=16),
-                            nurses=1,
-                        )
-                        for d in WEEKDAYS
-                    ],
-                    nurse_ratio=4,
-                    start_limit=2,
-                    turnover_minutes=15,
-                    holiday_country="GB",
-                    holiday_subdivision="ENG",
-                ),
-            ),
-        )
-    ).site
-    chairs = [
-        sch.CreateChair(
-            pb.CreateChairRequest(
-                request_id=_rid(),
-                chair=pb.Chair(site_id=site.id, display_name=f"Chair {i}", active=True),
-            )
-        ).chair
-        for i in range(1, 7)
-    ]
-    stock.CreateStockSite(
-        inv.CreateStockSiteRequest(
-            request_id=f"demo-stock-site-{site.id}",
-            site=inv.StockSite(
-                id=site.id, display_name="Demo infusion centre pharmacy", time_zone="Europe/London"
-            ),
-        )
+    build = Builder(sch, stock, ORG, ids=lambda label: f"demo-{label}-{uuid.uuid4()}")
+    site = build.site(
+        name="Demo infusion centre",
+        capacity=pb.SiteCapacity(
+            nurse_shifts=shifts(2) + shifts(1, start=10, end=16),
+            nurse_ratio=4,
+            start_limit=2,
+            turnover_minutes=15,
+            holiday_country="GB",
+            holiday_subdivision="ENG",
+        ),
     )
-    products = {
-        code: stock.GetProduct(inv.GetProductRequest(id=code)).product.id
-        for code in {p.product for p in PATIENTS}
-    }
+    chairs = build.chairs(site.id, 6)
+    build.stock_site(
+        site.id,
+        site.time_zone,
+        "Demo infusion centre pharmacy",
+        request_id=f"demo-stock-site-{site.id}",
+    )
+    products = {code: build.product_id(code) for code in {p.product for p in PATIENTS}}
     for code, grams, lot, months, vials in LOTS:
-        stock.ReceiveStock(
-            inv.ReceiveStockRequest(
-                request_id=f"demo-{site.id}-{lot}",
-                site_id=site.id,
-                product_id=products[code],
-                presentation_grams=grams,
-                lot_number=lot,
-                expiry_date=_date(today + dt.timedelta(days=30 * months)),
-                vials=vials,
-                unit_cost=Money(currency_code="GBP", units=PENCE_PER_GRAM * int(grams) // 100),
-                supplier="Demo wholesaler",
-                actor="demo",
-            )
+        build.receive(
+            site.id,
+            products[code],
+            lot,
+            today + dt.timedelta(days=30 * months),
+            vials,
+            grams=grams,
+            supplier="Demo wholesaler",
+            actor="demo",
+            request_id=f"demo-{site.id}-{lot}",
         )
     # A reorder policy whose safety stock the shelf is under: the first reorder check (shortly
     # after start) raises REORDER_DUE and LOW_STOCK, which `make run` prints on the console.
@@ -346,62 +298,30 @@ def load(
     )
     plans = []
     for p in PATIENTS:
-        patient = sch.CreatePatient(
-            pb.CreatePatientRequest(
-                request_id=_rid(),
-                patient=pb.Patient(
-                    organisation_id=ORG,
-                    mrn=p.mrn,
-                    given_name=p.given,
-                    family_name=p.family,
-                    birth_date=Date(year=p.born[0], month=p.born[1], day=p.born[2]),
-                    sex_at_birth=p.sex,
-                ),
-            )
-        ).patient
-        sch.RecordMeasurement(
-            pb.RecordMeasurementRequest(
-                request_id=_rid(),
-                measurement=pb.Measurement(
-                    patient_id=patient.id,
-                    measured_on=_date(today - dt.timedelta(days=7)),
-                    weight_kg=p.weight_kg,
-                    height_cm=p.height_cm,
-                ),
-            )
+        _, plan = build.enrol(
+            p.mrn,
+            site.id,
+            products[p.product],
+            today + dt.timedelta(days=p.due_in_days),
+            measured_on=today - dt.timedelta(days=7),
+            weight=p.weight_kg,
+            height=p.height_cm,
+            given=p.given,
+            family=p.family,
+            born=dt.date(*p.born),
+            sex=p.sex,
+            plan=plan_fields(p),
         )
-        plan = pb.TherapyPlan(
-            patient_id=patient.id,
-            site_id=site.id,
-            indication=pb.INDICATION_MMN,
-            route=pb.ROUTE_IV,
-            product_id=products[p.product],
-            dose_basis=pb.DOSE_BASIS_G_PER_KG,
-            maintenance_dose=p.g_per_kg if p.g_per_kg != "0" else "1",
-            interval_days=p.interval_days,
-            start_date=_date(today + dt.timedelta(days=p.due_in_days)),
-        )
-        if p.induction_days:
-            plan.induction.CopyFrom(pb.InductionCourse(total_g_per_kg="2", days=p.induction_days))
-        plans.append(
-            sch.CreateTherapyPlan(
-                pb.CreateTherapyPlanRequest(request_id=_rid(), therapy_plan=plan)
-            ).therapy_plan
-        )
+        plans.append(plan)
     booked = []
     for plan in plans[:3]:  # the first three patients are booked already, stock reserved
         slots = sch.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id, max_results=1)).slots
         if not slots:
             continue
-        appointment = sch.BookAppointment(
-            pb.BookAppointmentRequest(
-                therapy_plan_id=plan.id,
-                chair_id=slots[0].chair_id,
-                local_date=slots[0].local_date,
-                local_start=slots[0].local_start,
-                request_id=_rid(),
-            )
-        ).appointment
+        start = slots[0].local_start
+        appointment = build.book(
+            plan.id, slots[0].chair_id, slots[0].local_date, start.hours, start.minutes
+        )
         stock.ReserveStock(
             inv.ReserveStockRequest(
                 appointment_id=appointment.id,

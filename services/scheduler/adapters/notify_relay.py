@@ -26,8 +26,8 @@ from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
+from services.scheduler.adapters.inventory_relay import STOCK_TOPICS
 from services.scheduler.domain.appointments import AppointmentStatus
-from services.scheduler.stock_relay import STOCK_TOPICS
 from services.scheduler.store.models import AppointmentRow, SiteRow, outbox
 from services.scheduler.store.reminders import CANCEL_NOTIFICATION
 
@@ -105,7 +105,7 @@ def relay_to_notify(
     stock: Callable[[OutgoingEvent], None] | None = None,
 ) -> OutboxRelay:
     """``channel``: to notify, carrying the scheduler's own token (services.common.channels);
-    ``stock`` takes the rows meant for the inventory (stock_relay.STOCK_TOPICS)."""
+    ``stock`` takes the rows meant for the inventory (inventory_relay.STOCK_TOPICS)."""
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
     def deliver(event: OutgoingEvent) -> None:

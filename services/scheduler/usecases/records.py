@@ -1,6 +1,7 @@
-"""Scheduler use cases: domain rules applied to stored state, one transaction each.
+"""The clinic's records: sites, chairs, patients, measurements and therapy plans, and the due
+list they imply. Domain rules applied to stored state, one transaction each.
 
-api.py translates protobuf to the domain objects these take; the store maps them to rows.
+api/ translates protobuf to the domain objects these take; the store maps them to rows.
 Mutating use cases take the caller's Session so the idempotency record commits with them.
 """
 
@@ -14,6 +15,7 @@ from typing import Generic, TypeVar
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
+from services.common.crud import checked_change
 from services.common.db import Database
 from services.common.errors import (
     FailedPrecondition,
@@ -22,7 +24,6 @@ from services.common.errors import (
     NotFound,
     PreconditionViolation,
 )
-from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
@@ -64,7 +65,7 @@ def _stored(value: T, row: SiteRow | ChairRow | PatientRow | PlanRow) -> Stored[
     return Stored(value, row.revision, row.created_at, row.updated_at)
 
 
-class SchedulerUseCases:
+class Records:
     def __init__(self, db: Database, clock: Clock, product_exists: Callable[[str], bool]) -> None:
         self.db = db
         self.clock = clock
@@ -95,9 +96,11 @@ class SchedulerUseCases:
         self, session: Session, site_id: str, etag: str, change: Callable[[Site], Site]
     ) -> Stored[Site]:
         row = repo.site_row(session, site_id, for_update=True)
-        check_etag(etag, row.revision, field="site.etag", resource=f"site {site_id}")
         current = repo.site_from_row(row)
-        updated = dataclasses.replace(change(current), id=site_id)
+        changed = checked_change(
+            etag, row.revision, current, change, field="site.etag", resource=f"site {site_id}"
+        )
+        updated = dataclasses.replace(changed, id=site_id)
         if updated.organisation_id != current.organisation_id:
             raise InvalidArgument(
                 [FieldViolation("site.organisation_id", "cannot change after creation")]
@@ -132,9 +135,11 @@ class SchedulerUseCases:
         self, session: Session, chair_id: str, etag: str, change: Callable[[Chair], Chair]
     ) -> Stored[Chair]:
         row = repo.chair_row(session, chair_id, for_update=True)
-        check_etag(etag, row.revision, field="chair.etag", resource=f"chair {chair_id}")
         current = repo.chair_from_row(row)
-        updated = dataclasses.replace(change(current), id=chair_id)
+        changed = checked_change(
+            etag, row.revision, current, change, field="chair.etag", resource=f"chair {chair_id}"
+        )
+        updated = dataclasses.replace(changed, id=chair_id)
         if updated.site_id != current.site_id:
             raise InvalidArgument([FieldViolation("chair.site_id", "cannot change")])
         validate_chair(updated).raise_if_any()
@@ -171,9 +176,16 @@ class SchedulerUseCases:
         self, session: Session, patient_id: str, etag: str, change: Callable[[Patient], Patient]
     ) -> Stored[Patient]:
         row = repo.patient_row(session, patient_id, for_update=True)
-        check_etag(etag, row.revision, field="patient.etag", resource=f"patient {patient_id}")
         current = repo.patient_from_row(row)
-        updated = dataclasses.replace(change(current), id=patient_id)
+        changed = checked_change(
+            etag,
+            row.revision,
+            current,
+            change,
+            field="patient.etag",
+            resource=f"patient {patient_id}",
+        )
+        updated = dataclasses.replace(changed, id=patient_id)
         if updated.organisation_id != current.organisation_id:
             raise InvalidArgument(
                 [FieldViolation("patient.organisation_id", "cannot change after creation")]
@@ -292,9 +304,16 @@ class SchedulerUseCases:
         reason: str,
     ) -> Stored[TherapyPlan]:
         row = repo.plan_row(session, plan_id, for_update=True)
-        check_etag(etag, row.revision, field="therapy_plan.etag", resource=f"plan {plan_id}")
         current = plan_of(row, repo.plan_version(session, plan_id, row.current_version))
-        updated = dataclasses.replace(change(current), id=plan_id, version=row.current_version + 1)
+        changed = checked_change(
+            etag,
+            row.revision,
+            current,
+            change,
+            field="therapy_plan.etag",
+            resource=f"plan {plan_id}",
+        )
+        updated = dataclasses.replace(changed, id=plan_id, version=row.current_version + 1)
         if updated.patient_id != current.patient_id:
             raise InvalidArgument(
                 [FieldViolation("therapy_plan.patient_id", "cannot change: create a new plan")]

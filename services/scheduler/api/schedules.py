@@ -1,23 +1,20 @@
-"""PlanSchedule and GetChairBoard: protobuf ↔ the planner. No rules live here."""
+"""PlanSchedule's proposal, the chair board and a site's objective weights: the planner's
+results as protobuf. No rules live here."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import datetime as dt
 from decimal import Decimal
-from typing import Any
-
-import grpc
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
-from services.common.convert import from_time_of_day, parse_date
-from services.common.errors import Violations
-from services.scheduler.booking_api import COURSE, appointment_out, slot_out
+from services.common.convert import from_time_of_day
+from services.scheduler.api.bookings import COURSE, appointment_out, slot_out
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.capacity import ScheduleKpis
 from services.scheduler.domain.objective import ObjectiveTerm, ScheduleObjective
 from services.scheduler.domain.slots import Fit, wall_time
-from services.scheduler.planning_service import Planned, SchedulePlanner
+from services.scheduler.usecases.schedules import Board, Planned
 
 DEFAULT_TIME_LIMIT_SECONDS = 10
 
@@ -123,101 +120,55 @@ def planned_out(planned: Planned) -> pb.PlanScheduleResponse:
     )
 
 
-class ScheduleApi:
-    """Mixed into SchedulerApi; ``planner`` and ``_mutate`` come from it."""
-
-    planner: SchedulePlanner
-    _mutate: Callable[..., Any]
-
-    def PlanSchedule(self, request: pb.PlanScheduleRequest, context: grpc.ServicerContext) -> Any:
-        v = Violations()
-        if not request.site_id:
-            v.add("site_id", "is required")
-        start = parse_date(request.start_date, "start_date", v, required=False)
-        if request.mode == pb.PLAN_MODE_UNSPECIFIED:
-            v.add("mode", "is required: PROPOSE or COMMIT")
-        if request.time_limit_seconds < 0:
-            v.add("time_limit_seconds", "must not be negative")
-        v.raise_if_any()
-        limit = float(request.time_limit_seconds or DEFAULT_TIME_LIMIT_SECONDS)
-        commit = request.mode == pb.PLAN_MODE_COMMIT
-
-        def run(session: Any) -> pb.PlanScheduleResponse:
-            return planned_out(
-                self.planner.plan(
-                    session,
-                    request.site_id,
-                    start,
-                    request.horizon_days,
-                    commit,
-                    limit,
-                    request.seed,
-                    request.skip_without_stock,
-                    objective_in(request.objective),
-                )
-            )
-
-        if commit:
-            return self._mutate("PlanSchedule", request, pb.PlanScheduleResponse, run)
-        with self.planner.db.read() as session:
-            return run(session)
-
-    def GetChairBoard(self, request: pb.GetChairBoardRequest, context: grpc.ServicerContext) -> Any:
-        v = Violations()
-        if not request.site_id:
-            v.add("site_id", "is required")
-        day = parse_date(request.local_date, "local_date", v)
-        v.raise_if_any()
-        assert day is not None
-        board = self.planner.board(request.site_id, day)
-        now = self.planner.clock.now()
-        capacity = board.day.capacity
-        reply = pb.GetChairBoardResponse(kpis=kpis_out(board.kpis))
-        if capacity is None:
-            return reply
-        reply.open.CopyFrom(from_time_of_day(wall_time(capacity.open_minute)))
-        reply.close.CopyFrom(from_time_of_day(wall_time(capacity.close_minute)))
-        for chair_id in capacity.chairs:
-            busy: list[tuple[int, int, pb.BoardItem]] = []
-            for row in board.appointments:
-                if row.chair_id != chair_id:
-                    continue
-                kind = "HOLD" if row.status == AppointmentStatus.PENDING.value else "APPOINTMENT"
-                busy.append(
-                    (
-                        row.start_minute,
-                        row.end_minute,
-                        pb.BoardItem(kind=kind, appointment=appointment_out(row, now)),
-                    )
-                )
-            for chair, start, end in capacity.chair_blocks:
-                if chair == chair_id:
-                    busy.append((start, end, pb.BoardItem(kind="BLOCK", detail="not in service")))
-            busy.sort(key=lambda item: item[0])
-            items: list[pb.BoardItem] = []
-            cursor = capacity.open_minute
-            for start, end, item in busy:
-                if start > cursor:
-                    items.append(_span("FREE", cursor, start))
-                item.local_start.CopyFrom(from_time_of_day(wall_time(start)))
-                item.local_end.CopyFrom(from_time_of_day(wall_time(end)))
-                items.append(item)
-                cursor = max(cursor, end)
-            if cursor < capacity.close_minute:
-                items.append(_span("FREE", cursor, capacity.close_minute))
-            reply.chairs.append(
-                pb.ChairTimeline(
-                    chair_id=chair_id,
-                    display_name=board.chair_names.get(chair_id, ""),
-                    items=items,
-                )
-            )
-        return reply
-
-
 def _span(kind: str, start: int, end: int) -> pb.BoardItem:
     return pb.BoardItem(
         kind=kind,
         local_start=from_time_of_day(wall_time(start)),
         local_end=from_time_of_day(wall_time(end)),
     )
+
+
+def board_out(board: Board, now: dt.datetime) -> pb.GetChairBoardResponse:
+    """Each chair's day as a timeline: appointments, holds and blocks, FREE spans between."""
+    capacity = board.day.capacity
+    reply = pb.GetChairBoardResponse(kpis=kpis_out(board.kpis))
+    if capacity is None:
+        return reply
+    reply.open.CopyFrom(from_time_of_day(wall_time(capacity.open_minute)))
+    reply.close.CopyFrom(from_time_of_day(wall_time(capacity.close_minute)))
+    for chair_id in capacity.chairs:
+        busy: list[tuple[int, int, pb.BoardItem]] = []
+        for row in board.appointments:
+            if row.chair_id != chair_id:
+                continue
+            kind = "HOLD" if row.status is AppointmentStatus.PENDING else "APPOINTMENT"
+            busy.append(
+                (
+                    row.start_minute,
+                    row.end_minute,
+                    pb.BoardItem(kind=kind, appointment=appointment_out(row, now)),
+                )
+            )
+        for chair, start, end in capacity.chair_blocks:
+            if chair == chair_id:
+                busy.append((start, end, pb.BoardItem(kind="BLOCK", detail="not in service")))
+        busy.sort(key=lambda item: item[0])
+        items: list[pb.BoardItem] = []
+        cursor = capacity.open_minute
+        for start, end, item in busy:
+            if start > cursor:
+                items.append(_span("FREE", cursor, start))
+            item.local_start.CopyFrom(from_time_of_day(wall_time(start)))
+            item.local_end.CopyFrom(from_time_of_day(wall_time(end)))
+            items.append(item)
+            cursor = max(cursor, end)
+        if cursor < capacity.close_minute:
+            items.append(_span("FREE", cursor, capacity.close_minute))
+        reply.chairs.append(
+            pb.ChairTimeline(
+                chair_id=chair_id,
+                display_name=board.chair_names.get(chair_id, ""),
+                items=items,
+            )
+        )
+    return reply

@@ -1,0 +1,1 @@
+"""The gRPC face: one servicer for SchedulerService and the protobuf ⇄ domain translations."""
