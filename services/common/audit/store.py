@@ -166,6 +166,7 @@ class AuditStore:
         self.tables = tables
         self._lock_key = _lock_key(service)
         self._inserts: dict[tuple[str, str], _DriverInsert] = {}
+        self._pending_with: dict[str, str] = {}
         chain = tables.chain.name
         self._head_sql = f"SELECT sequence, hash FROM {chain} ORDER BY sequence DESC LIMIT 1"
 
@@ -175,9 +176,24 @@ class AuditStore:
     # --- writing ---------------------------------------------------------------------------
 
     def insert(self, connection: Connection, records: Sequence[AuditRecord]) -> None:
-        """Store ``records`` (not yet linked) in ``connection``'s transaction."""
-        self._insert(connection, self.tables.events, [_row(r) for r in records])
-        self._insert(connection, self.tables.pending, [{"event_id": r.id} for r in records])
+        """Store ``records`` (not yet linked) in ``connection``'s transaction. On PostgreSQL
+        the record and its pending row go in one statement (a data-modifying WITH): a
+        mutation waits for each round trip, and at 250 reservations a second the second
+        INSERT's alone cost the inventory a tenth of its throughput."""
+        rows = [_row(r) for r in records]
+        if connection.dialect.name != "postgresql":
+            self._insert(connection, self.tables.events, rows)
+            self._insert(connection, self.tables.pending, [{"event_id": r.id} for r in records])
+            return
+        events = self._compiled(connection.dialect, self.tables.events)
+        sql = self._pending_with.get(events.sql)
+        if sql is None:
+            sql = self._pending_with[events.sql] = (
+                f"WITH stored AS ({events.sql} RETURNING id) "
+                f"INSERT INTO {self.tables.pending.name} (event_id) SELECT id FROM stored"
+            )
+        values = events.values(rows)
+        connection.exec_driver_sql(sql, values[0] if len(values) == 1 else values)
 
     def _head(self, connection: Connection) -> tuple[int, str]:
         """Lock the chain's head for this transaction and read it."""
