@@ -462,7 +462,9 @@ def test_two_notify_replicas_deliver_each_notification_once_and_stream_alike(
         logged = [
             (int(seq), nid)
             for seq, nid in query(
-                postgres_url, "SELECT seq, notification_id FROM notify_events ORDER BY seq"
+                postgres_url,
+                # the stream's order: the place each event got after its commit (stream_seq)
+                "SELECT stream_seq, notification_id FROM notify_events ORDER BY stream_seq",
             )
         ]
         for stream in streams:
