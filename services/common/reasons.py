@@ -36,6 +36,8 @@ SchedulerRule = Literal[
     "PATIENT_EXISTS",
     "PLAN_ACTIVE",
     "PRODUCT_EXISTS",
+    "PROPOSAL_CURRENT",
+    "REVIEW_SCHEDULE_ENDED",
     "ROUNDING_BAND",
     "SERIES_FITS",
     "SITE_EXISTS",

@@ -33,6 +33,7 @@ from services.scheduler.settings import SchedulerSettings, load_settings
 from services.scheduler.store.models import audit_tables, idempotency_keys, job_table
 from services.scheduler.usecases.bookings import Bookings
 from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.outcomes import Outcomes
 from services.scheduler.usecases.records import Records
 from services.scheduler.usecases.schedules import Schedules
 
@@ -71,6 +72,7 @@ def build(
         doses,
         bookings,
         Schedules(db, clock, records, bookings),
+        Outcomes(db, clock, records, products.spec),
         Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
         clock,
     )

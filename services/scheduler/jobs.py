@@ -63,6 +63,7 @@ from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.regimens.reviews import ReviewState, review_state
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
@@ -86,11 +87,13 @@ from services.scheduler.store.models import (
     SiteRow,
     outbox,
 )
+from services.scheduler.usecases.outcomes import review_schedules
 from services.scheduler.usecases.records import due_spec, plan_history
 
 log = logging.getLogger(__name__)
 
 DUE_SCAN = "due-scan"
+REVIEW_SCAN = "review-scan"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class JobSettings:
     # still open when it read).
     change_margin: dt.timedelta = dt.timedelta(minutes=10)
     chunk_size: int = 500
+    # The outcome-review scan reads every active plan; review dates move by days.
+    review_scan_every: dt.timedelta = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,7 @@ class SchedulerJobs:
             ("due scan", self._due_scan_count),
             ("reminders", self.reminders),
             ("missed infusions", self.missed),
+            ("outcome reviews", self.reviews),
         )
         for name, body in bodies:
             try:
@@ -390,3 +396,61 @@ class SchedulerJobs:
                 payload = self._appointment_payload(row, site, name)
                 events += addressed("MISSED_INFUSION", key, payload, subscriber)
             return write_events(session, self.table, events, now)
+
+    # --- OUTCOME_REVIEW_DUE --------------------------------------------------------------------
+
+    def reviews(self) -> int:
+        """OUTCOME_REVIEW_DUE for each active plan whose review is due or overdue, once per
+        review date (the outbox's dedupe key); a full pass at most every review_scan_every."""
+        now = self.clock.now()
+        with self.db.read() as session:
+            mark = session.scalar(select(JobMarkRow.mark_at).where(JobMarkRow.name == REVIEW_SCAN))
+            if mark is not None and now - mark < self.settings.review_scan_every:
+                return 0
+            plan_ids = sorted(
+                session.scalars(select(PlanRow.id).where(PlanRow.status == PlanStatus.ACTIVE.value))
+            )
+        raised = 0
+        for part in chunks(plan_ids, self.settings.chunk_size):
+            with self.db.write() as session:
+                raised += self._review_part(session, list(part), now)
+        with self.db.write() as session:
+            insert = upsert_insert(session)
+            stmt = insert(JobMarkRow.__table__).values(name=REVIEW_SCAN, mark_at=now)
+            session.execute(
+                stmt.on_conflict_do_update(index_elements=["name"], set_={"mark_at": now})
+            )
+        return raised
+
+    def _review_part(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
+        plans = list(
+            session.scalars(
+                select(PlanRow).where(
+                    PlanRow.id.in_(plan_ids), PlanRow.status == PlanStatus.ACTIVE.value
+                )
+            )
+        )
+        schedules = review_schedules(session, plans)
+        sites = self._sites(session, (p.site_id for p in plans))
+        due: list[tuple[PlanRow, dt.date]] = []
+        for plan in plans:
+            schedule, site = schedules.get(plan.id), sites.get(plan.site_id)
+            if schedule is None or schedule.due is None or site is None:
+                continue
+            state = review_state(schedule.due, site[0].local_today(now))
+            if state in (ReviewState.DUE, ReviewState.OVERDUE):
+                due.append((plan, schedule.due))
+        patients = self._patients(session, (p.patient_id for p, _ in due))
+        events: list[Event] = []
+        for plan, day in due:
+            name, _ = patients.get(plan.patient_id, ("", ""))
+            payload = {
+                "patient_id": plan.patient_id,
+                "site_id": plan.site_id,
+                "therapy_plan_id": plan.id,
+                "due_date": day.isoformat(),
+                "patient_name": name,
+            }
+            key = f"OUTCOME_REVIEW_DUE:{plan.id}:{day.isoformat()}"
+            events += addressed("OUTCOME_REVIEW_DUE", key, payload, "")  # staff only
+        return write_events(session, self.table, events, now)

@@ -301,6 +301,13 @@ SAMPLES: dict[Topic, dict[str, object]] = {
         "reason": "primary immunodeficiency dose short",
         "cause": "RECALLED",
     },
+    Topic.OUTCOME_REVIEW_DUE: {
+        "patient_id": "p1",
+        "site_id": "s1",
+        "therapy_plan_id": "tp1",
+        "due_date": dt.date(2027, 6, 1),
+        "patient_name": "Alex",
+    },
 }
 BRANDS = ("Privigen", "privigen", "particulates", "immunodeficiency")
 

@@ -33,6 +33,7 @@ class Topic(enum.Enum):
     LOT_EXPIRING = "LOT_EXPIRING"
     LOT_RECALLED = "LOT_RECALLED"
     STOCK_AT_RISK = "STOCK_AT_RISK"
+    OUTCOME_REVIEW_DUE = "OUTCOME_REVIEW_DUE"
 
     @property
     def critical(self) -> bool:

@@ -152,6 +152,19 @@ def _defaults() -> dict[str, str]:
         " {{ p.start_time | required('start_time') | when(zone) }}.{% endif %}",
     )
     add(
+        Topic.OUTCOME_REVIEW_DUE,
+        "An outcome review is due{% if p.patient_name %} for {{ p.patient_name }}{% endif %}",
+        "The outcome review of therapy plan {{ p.therapy_plan_id | required('therapy_plan_id') }}"
+        " is due by {{ p.due_date | required('due_date') | day }}: record the decision"
+        " (continue, adjust, trial reduction or stop) with its reason."
+        "\nPatient: {{ p.patient_id | required('patient_id') }}\nSite: {{ p.site_id }}\n",
+        "<p>The outcome review of therapy plan {{ p.therapy_plan_id }} is due by"
+        " <b>{{ p.due_date | day }}</b>: record the decision (continue, adjust, trial reduction"
+        " or stop) with its reason.</p><p>Patient: {{ p.patient_id }}<br>Site: {{ p.site_id }}</p>",
+        "A treatment review is due by {{ p.due_date | required('due_date') | day }}."
+        " See the clinic system for details.",
+    )
+    add(
         Topic.REORDER_DUE,
         "Reorder {{ p.brand or p.product_code }} at {{ p.site_id | required('site_id') }}",
         "Reorder {{ p.vials }} x {{ p.presentation_grams }} g of"

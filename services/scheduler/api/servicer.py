@@ -24,6 +24,16 @@ from services.common.errors import FieldViolation, InvalidArgument, Violations, 
 from services.common.pagination import PageRequest
 from services.scheduler.api import bookings as booking
 from services.scheduler.api.doses import COURSE_IN, dose_out
+from services.scheduler.api.outcomes import (
+    DECISION_IN,
+    accepted_in,
+    analysis_out,
+    decision_out,
+    due_review_out,
+    outcome_in,
+    outcome_out,
+    proposal_inputs,
+)
 from services.scheduler.api.resources import (
     CHAIR_MUTABLE,
     PATIENT_MUTABLE,
@@ -53,11 +63,13 @@ from services.scheduler.domain.due import DueItem
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.usecases.bookings import Bookings
 from services.scheduler.usecases.doses import Doses
+from services.scheduler.usecases.outcomes import Outcomes
 from services.scheduler.usecases.records import Records
 from services.scheduler.usecases.schedules import Schedules
 
 DEFAULT_HORIZON_DAYS = 28
 MAX_HORIZON_DAYS = 366
+DEFAULT_REVIEW_HORIZON_DAYS = 30  # a review shows as due 30 days ahead (domain/regimens/reviews)
 R = TypeVar("R", bound=Message)
 Context = grpc.ServicerContext
 
@@ -69,9 +81,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         doses: Doses,
         bookings: Bookings,
         schedules: Schedules,
+        outcomes: Outcomes,
         mutations: Mutations,
         clock: Clock,
     ) -> None:
+        self.outcomes = outcomes
         self.records = records
         self.doses = doses
         self.bookings = bookings
@@ -291,6 +305,108 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             lambda s: pb.UpdateTherapyPlanResponse(
                 therapy_plan=plan_out(self.records.update_plan(s, plan_id, etag, change, reason))
             ),
+        )
+
+    # --- outcomes, reviews and regimen proposals -------------------------------------------------
+
+    def RecordOutcome(self, request: pb.RecordOutcomeRequest, context: Context) -> Any:
+        entry = parsed(outcome_in, request.outcome)
+
+        def record(session: Any) -> pb.RecordOutcomeResponse:
+            saved, created = self.outcomes.record_outcome(session, entry)
+            return pb.RecordOutcomeResponse(outcome=outcome_out(saved, created))
+
+        return self.mutate("RecordOutcome", request, pb.RecordOutcomeResponse, record)
+
+    def ListOutcomes(self, request: pb.ListOutcomesRequest, context: Context) -> Any:
+        patient_id = required(request.patient_id, "patient_id")
+        plan_id = request.therapy_plan_id
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope=f"outcomes:{patient_id}:{plan_id}",
+            fetch=lambda page: self.outcomes.list_outcomes(patient_id, plan_id, page),
+            key=lambda pair: [pair[0].recorded_on.isoformat(), pair[0].id],
+        )
+        return pb.ListOutcomesResponse(
+            outcomes=[outcome_out(e, c) for e, c in rows], next_page_token=token
+        )
+
+    def ListDueReviews(self, request: pb.ListDueReviewsRequest, context: Context) -> Any:
+        site_id = required(request.site_id, "site_id")
+        horizon = request.horizon_days or DEFAULT_REVIEW_HORIZON_DAYS
+        if not 0 < horizon <= MAX_HORIZON_DAYS:
+            raise InvalidArgument(
+                [FieldViolation("horizon_days", f"must be 1 to {MAX_HORIZON_DAYS}")]
+            )
+        today, reviews = self.outcomes.due_reviews(site_id, horizon)
+        return pb.ListDueReviewsResponse(
+            as_of=from_date(today), due_reviews=[due_review_out(r) for r in reviews]
+        )
+
+    def RecordReviewDecision(
+        self, request: pb.RecordReviewDecisionRequest, context: Context
+    ) -> Any:
+        v = Violations()
+        if not request.therapy_plan_id:
+            v.add("therapy_plan_id", "is required")
+        decision = DECISION_IN.get(request.decision)
+        if decision is None:
+            v.add("decision", "is required")
+        if not request.reason.strip():
+            v.add("reason", "is required")
+        day = parse_date(request.decided_on, "decided_on", v, required=False)
+        v.raise_if_any()
+        assert decision is not None
+
+        def record(session: Any) -> pb.RecordReviewDecisionResponse:
+            row, due = self.outcomes.record_decision(
+                session, request.therapy_plan_id, decision, request.reason, day
+            )
+            return pb.RecordReviewDecisionResponse(
+                review_decision=decision_out(
+                    row.id,
+                    row.plan_id,
+                    row.plan_version,
+                    row.decided_on,
+                    row.decision,
+                    row.reason,
+                    row.decided_by,
+                    row.created_at,
+                ),
+                next_review=due_review_out(due),
+            )
+
+        return self.mutate("RecordReviewDecision", request, pb.RecordReviewDecisionResponse, record)
+
+    def ProposeRegimenAdjustment(
+        self, request: pb.ProposeRegimenAdjustmentRequest, context: Context
+    ) -> Any:
+        v = Violations()
+        if not request.therapy_plan_id:
+            v.add("therapy_plan_id", "is required")
+        inputs = proposal_inputs(request.as_of, request.measure, request.hand, request.scale, v)
+        v.raise_if_any()
+        return analysis_out(self.outcomes.propose(request.therapy_plan_id, inputs))
+
+    def AcceptRegimenProposal(
+        self, request: pb.AcceptRegimenProposalRequest, context: Context
+    ) -> Any:
+        v = Violations()
+        seen = accepted_in(request.proposal, v)
+        inputs = proposal_inputs(request.as_of, request.measure, request.hand, request.scale, v)
+        if not request.reason.strip():
+            v.add("reason", "is required")
+        v.raise_if_any()
+
+        def accept(session: Any) -> pb.AcceptRegimenProposalResponse:
+            plan = self.outcomes.accept(
+                session, seen, inputs, request.reason, request.review_decision_id
+            )
+            return pb.AcceptRegimenProposalResponse(therapy_plan=plan_out(plan))
+
+        return self.mutate(
+            "AcceptRegimenProposal", request, pb.AcceptRegimenProposalResponse, accept
         )
 
     # --- dose and due list ----------------------------------------------------------------------

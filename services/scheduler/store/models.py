@@ -196,6 +196,46 @@ class BookingLockRow(Base):
     local_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
 
 
+class OutcomeRow(Base):
+    """One outcome record of a patient under a plan (domain/regimens/outcomes.py): append-only,
+    listed newest first per patient."""
+
+    __tablename__ = "outcome_records"
+    __table_args__ = (
+        Index("ix_outcome_records_patient_day", "patient_id", "recorded_on", "id"),
+        Index("ix_outcome_records_plan_day", "plan_id", "recorded_on"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    appointment_id: Mapped[str] = mapped_column(String(40), default="")
+    recorded_on: Mapped[dt.date] = mapped_column(Date)
+    measure: Mapped[str] = mapped_column(String(24))
+    value: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    hand: Mapped[str] = mapped_column(String(8), default="")
+    scale: Mapped[str] = mapped_column(String(8), default="")
+    wearing_off_none: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    recorded_by: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ReviewDecisionRow(Base):
+    """An outcome review's decision on a plan (domain/regimens/reviews.py): append-only; the
+    next review date is replayed from the plan's start and these."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (Index("ix_review_decisions_plan_day", "plan_id", "decided_on"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    plan_version: Mapped[int] = mapped_column(Integer)
+    decided_on: Mapped[dt.date] = mapped_column(Date)
+    decision: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(1000))
+    decided_by: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 # --- notifications -------------------------------------------------------------------------------
 
 # Events owed to notify, written in the transaction that raises them (services.common.outbox).
