@@ -1,7 +1,9 @@
 """Valid requests for the mutating RPCs whose ids the caller chooses (or that need none), so the
 fuzz can change one field at a time and reach the services' own rules and the databases: a
 hostile value that the contract lets through (an extreme integer, a far date) must still not be
-INTERNAL. Ids the servers issue differ between the two databases, so no seed names one."""
+INTERNAL. Ids the servers issue differ between the two databases, so a seed names the site,
+patient and plan each stack makes for the regimen RPCs by placeholder (``seed:site``,
+``seed:patient``, ``seed:plan``: tests/fuzz/stacks.py replaces them with its own ids)."""
 
 from __future__ import annotations
 
@@ -45,6 +47,35 @@ def seeds() -> dict[str, Message]:
                 birth_date=Date(year=1970, month=5, day=1),
                 sex_at_birth=pb.SEX_AT_BIRTH_FEMALE,
             ),
+        ),
+        "RecordOutcome": pb.RecordOutcomeRequest(
+            request_id="seed-outcome",
+            outcome=pb.OutcomeRecord(
+                patient_id="seed:patient",
+                therapy_plan_id="seed:plan",
+                recorded_on=Date(year=2026, month=11, day=20),
+                measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                value="31.5",
+                hand=pb.HAND_RIGHT,
+                note="dynamometer",
+            ),
+        ),
+        "ListOutcomes": pb.ListOutcomesRequest(
+            patient_id="seed:patient", therapy_plan_id="seed:plan", page_size=10
+        ),
+        "ListDueReviews": pb.ListDueReviewsRequest(site_id="seed:site", horizon_days=366),
+        "ProposeRegimenAdjustment": pb.ProposeRegimenAdjustmentRequest(
+            therapy_plan_id="seed:plan",
+            as_of=Date(year=2026, month=11, day=24),
+            measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+            hand=pb.HAND_RIGHT,
+        ),
+        "RecordReviewDecision": pb.RecordReviewDecisionRequest(
+            request_id="seed-review",
+            therapy_plan_id="seed:plan",
+            decision=pb.REVIEW_DECISION_KIND_CONTINUE,
+            reason="grip and MRC stable",
+            decided_on=Date(year=2026, month=11, day=20),
         ),
         "CreateStockSite": inv.CreateStockSiteRequest(
             request_id="seed-stock-site",

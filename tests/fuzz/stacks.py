@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
+from google.type.date_pb2 import Date
 
 from infusion.audit.v1 import audit_pb2
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -51,6 +52,8 @@ class Stack:
     name: str
     addresses: dict[str, str]  # by service full name
     issuer: TestIssuer
+    # placeholder id in a seed (tests/fuzz/seeds.py) → the id this stack's server issued
+    placeholders: dict[str, str] = field(default_factory=dict)
     _channels: dict[tuple[str, str], grpc.Channel] = field(default_factory=dict)
 
     def channel(self, path: str, service: str) -> grpc.Channel:
@@ -69,7 +72,7 @@ class Stack:
         """Send the request; the status code it got (a stream: after its first message)."""
         path = f"/{method.containing_service.full_name}/{method.name}"
         channel = self.channel(path, method.containing_service.full_name)
-        payload = request.SerializeToString()
+        payload = substituted(request, self.placeholders).SerializeToString()
         try:
             if method.server_streaming:
                 stream = channel.unary_stream(path)(payload, timeout=CALL_TIMEOUT)
@@ -83,6 +86,83 @@ class Stack:
             code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
             return code
         return grpc.StatusCode.OK
+
+
+def substituted(request: Any, placeholders: dict[str, str]) -> Any:
+    """A copy of ``request`` with every string field that is exactly a placeholder replaced by
+    its id (a hostile value put in its place is sent as it is)."""
+    if not placeholders:
+        return request
+    copy = type(request)()
+    copy.CopyFrom(request)
+    _substitute(copy, placeholders)
+    return copy
+
+
+def _substitute(message: Any, placeholders: dict[str, str]) -> None:
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            items = value if descriptor.is_repeated else [value]
+            for item in items:
+                if not isinstance(item, str | bytes | int | float):
+                    _substitute(item, placeholders)
+        elif descriptor.type == descriptor.TYPE_STRING:
+            if descriptor.is_repeated:
+                value[:] = [placeholders.get(v, v) for v in value]
+            elif value in placeholders:
+                setattr(message, descriptor.name, placeholders[value])
+
+
+def regimen_fixtures(platform: Any) -> dict[str, str]:
+    """A scheduler site, patient (70 kg) and plan for the seeds of the outcome, review and
+    proposal RPCs, whose ids the server issues: ``seed:site``, ``seed:patient``, ``seed:plan``."""
+    sp = scheduler_pb2
+    site = platform.scheduler.CreateSite(
+        sp.CreateSiteRequest(
+            site=sp.Site(display_name="Fuzz seeds", time_zone="Europe/London"),
+            request_id="fuzz-seed-site",
+        )
+    ).site
+    patient = platform.scheduler.CreatePatient(
+        sp.CreatePatientRequest(
+            patient=sp.Patient(
+                mrn="FUZZ-SEED",
+                given_name="Sam",
+                family_name="Seed",
+                birth_date=Date(year=1970, month=5, day=1),
+                sex_at_birth=sp.SEX_AT_BIRTH_FEMALE,
+            ),
+            request_id="fuzz-seed-patient",
+        )
+    ).patient
+    platform.scheduler.RecordMeasurement(
+        sp.RecordMeasurementRequest(
+            measurement=sp.Measurement(
+                patient_id=patient.id,
+                measured_on=Date(year=2026, month=11, day=1),
+                weight_kg="70",
+                height_cm="165",
+            ),
+            request_id="fuzz-seed-measure",
+        )
+    )
+    plan = platform.scheduler.CreateTherapyPlan(
+        sp.CreateTherapyPlanRequest(
+            therapy_plan=sp.TherapyPlan(
+                patient_id=patient.id,
+                site_id=site.id,
+                indication=sp.INDICATION_MMN,
+                route=sp.ROUTE_IV,
+                product_id="gammagard-liquid",
+                dose_basis=sp.DOSE_BASIS_G_PER_KG,
+                maintenance_dose="1",
+                interval_days=28,
+                start_date=Date(year=2026, month=11, day=1),
+            ),
+            request_id="fuzz-seed-plan",
+        )
+    ).therapy_plan
+    return {"seed:site": site.id, "seed:patient": patient.id, "seed:plan": plan.id}
 
 
 @contextmanager
@@ -116,6 +196,7 @@ def running_stack(name: str, database_url: str) -> Iterator[Stack]:
                 "infusion.audit.v1.AuditService": platform.scheduler_address,
             },
             issuer=issuer,
+            placeholders=regimen_fixtures(platform),
         )
         stack.callback(running.close)
         yield running

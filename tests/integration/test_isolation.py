@@ -78,6 +78,12 @@ NOT_FOUND = {
     "UpdateChair",
     "CreateChair",
     "GetPatient",
+    "RecordOutcome",
+    "ListOutcomes",
+    "ListDueReviews",
+    "RecordReviewDecision",
+    "ProposeRegimenAdjustment",
+    "AcceptRegimenProposal",
     "UpdatePatient",
     "RecordMeasurement",
     "ListMeasurements",
@@ -465,6 +471,46 @@ def _requests(i: Ids) -> dict[str, list[Message]]:
             pb.UpdateTherapyPlanRequest(
                 therapy_plan=pb.TherapyPlan(id=plan, interval_days=21, etag='W/"1"'),
                 update_mask=FieldMask(paths=["interval_days"]),
+                reason="x",
+                request_id=request_id(),
+            )
+        ],
+        "RecordOutcome": [
+            pb.RecordOutcomeRequest(
+                outcome=pb.OutcomeRecord(
+                    patient_id=i["patient"],
+                    therapy_plan_id=plan,
+                    recorded_on=_date(DAY - dt.timedelta(days=30)),
+                    measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                    value="30",
+                    hand=pb.HAND_RIGHT,
+                ),
+                request_id=request_id(),
+            )
+        ],
+        "ListOutcomes": [
+            pb.ListOutcomesRequest(patient_id=i["patient"]),
+            pb.ListOutcomesRequest(patient_id=i["patient"], therapy_plan_id=plan),
+        ],
+        "ListDueReviews": [pb.ListDueReviewsRequest(site_id=site, horizon_days=366)],
+        "RecordReviewDecision": [
+            pb.RecordReviewDecisionRequest(
+                therapy_plan_id=plan,
+                decision=pb.REVIEW_DECISION_KIND_CONTINUE,
+                reason="x",
+                request_id=request_id(),
+            )
+        ],
+        "ProposeRegimenAdjustment": [pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan)],
+        "AcceptRegimenProposal": [
+            pb.AcceptRegimenProposalRequest(
+                proposal=pb.RegimenProposal(
+                    kind=pb.PROPOSAL_KIND_SHORTER_INTERVAL,
+                    therapy_plan_id=plan,
+                    plan_version=1,
+                    interval_days=21,
+                    grams="70",
+                ),
                 reason="x",
                 request_id=request_id(),
             )
