@@ -72,7 +72,7 @@ def build(
         doses,
         bookings,
         Schedules(db, clock, records, bookings),
-        Outcomes(db, clock, records, products.spec),
+        Outcomes(db, clock, records, products.spec, settings.review_policies()),
         Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
         clock,
     )

@@ -63,7 +63,12 @@ from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
-from services.scheduler.domain.regimens.reviews import ReviewState, review_state
+from services.scheduler.domain.regimens.reviews import (
+    DEFAULT_REVIEW_POLICIES,
+    ReviewPolicies,
+    ReviewState,
+    review_state,
+)
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
@@ -109,6 +114,8 @@ class JobSettings:
     chunk_size: int = 500
     # The outcome-review scan reads every active plan; review dates move by days.
     review_scan_every: dt.timedelta = dt.timedelta(hours=1)
+    # months to the first review and between reviews, per organisation
+    review_policies: ReviewPolicies = DEFAULT_REVIEW_POLICIES
 
 
 @dataclass(frozen=True)
@@ -430,7 +437,7 @@ class SchedulerJobs:
                 )
             )
         )
-        schedules = review_schedules(session, plans)
+        schedules = review_schedules(session, plans, self.settings.review_policies)
         sites = self._sites(session, (p.site_id for p in plans))
         due: list[tuple[PlanRow, dt.date]] = []
         for plan in plans:

@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from services.common.settings import ServiceSettings, load
+from services.scheduler.domain.regimens.reviews import ReviewMonths, ReviewPolicies
 from services.scheduler.jobs import JobSettings
 
 
@@ -21,6 +22,28 @@ class SchedulerSettings(ServiceSettings):
     missed_after_minutes: float = Field(30.0, gt=0, le=24 * 60)
     # how often the due scan, reminders and missed-infusion jobs run
     jobs_interval_seconds: float = Field(60.0, gt=0, le=24 * 3600)
+
+    # outcome reviews: months to the first review and between reviews, "first,every"
+    # (docs/regimens.md); an organisation's own as "org-a=3,12;org-b=6,6"
+    review_months: str = "6,12"
+    review_months_by_organisation: str = ""
+
+    @field_validator("review_months")
+    @classmethod
+    def _review_months(cls, value: str) -> str:
+        _months(value)
+        return value
+
+    @field_validator("review_months_by_organisation")
+    @classmethod
+    def _review_months_by_organisation(cls, value: str) -> str:
+        _organisation_months(value)
+        return value
+
+    def review_policies(self) -> ReviewPolicies:
+        return ReviewPolicies(
+            _months(self.review_months), _organisation_months(self.review_months_by_organisation)
+        )
 
     @field_validator("reminder_offsets_hours")
     @classmethod
@@ -39,7 +62,30 @@ class SchedulerSettings(ServiceSettings):
             reminder_offsets_hours=tuple(sorted(hours, reverse=True)),
             missed_after=dt.timedelta(minutes=self.missed_after_minutes),
             interval_seconds=self.jobs_interval_seconds,
+            review_policies=self.review_policies(),
         )
+
+
+def _months(value: str) -> ReviewMonths:
+    try:
+        first, every = (int(x) for x in value.split(","))
+        return ReviewMonths(first, every)
+    except ValueError:
+        raise ValueError(
+            'months to the first review and between reviews, 1 to 24 each, e.g. "6,12"'
+        ) from None
+
+
+def _organisation_months(value: str) -> tuple[tuple[str, ReviewMonths], ...]:
+    found = []
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        organisation, sep, months = part.partition("=")
+        if not sep or not organisation.strip():
+            raise ValueError('organisation=first,every pairs separated by ";", e.g. "org-a=3,12"')
+        found.append((organisation.strip(), _months(months)))
+    return tuple(found)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> SchedulerSettings:

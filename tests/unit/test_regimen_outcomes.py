@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from services.common.settings import SettingsError
 from services.scheduler.domain.regimens.cycles import Cycle, Measure, OutcomeRecord
 from services.scheduler.domain.regimens.outcomes import (
     Hand,
@@ -18,7 +19,15 @@ from services.scheduler.domain.regimens.outcomes import (
     series,
     validate_outcome,
 )
+from services.scheduler.domain.regimens.reviews import (
+    Decision,
+    ReviewDecision,
+    ReviewMonths,
+    ReviewPolicies,
+    review_due,
+)
 from services.scheduler.domain.regimens.wearing_off import CycleVerdict, cycle_onset
+from services.scheduler.settings import load_settings
 
 TODAY = dt.date(2026, 12, 2)
 DAY = dt.date(2026, 12, 1)
@@ -137,3 +146,43 @@ def test_a_lower_is_better_scale_is_read_negated() -> None:
     assert (found.verdict, found.onset_day) == (CycleVerdict.ONSET, 20)
     assert series(entries, Measure.DISABILITY_SCORE, scale=Scale.I_RODS).records == ()
     assert not series(entries, Measure.DISABILITY_SCORE, scale=Scale.I_RODS).lower_is_better
+
+
+def test_an_organisation_may_have_its_own_review_months() -> None:
+    """Start 31 August 2026: 3 months → 30 November (clamped); a continue on 15 January 2027
+    + 6 months → 15 July 2027. Others keep 6 and 12: 28 February 2027, then 15 January 2028."""
+    policies = ReviewPolicies(by_organisation=(("org-a", ReviewMonths(3, 6)),))
+    start = dt.date(2026, 8, 31)
+    decided = [ReviewDecision(dt.date(2027, 1, 15), Decision.CONTINUE)]
+    own = review_due(start, decided[:0], policies.of("org-a"))
+    assert own.due == dt.date(2026, 11, 30) and "+ 3 months" in own.explanation[0]
+    assert review_due(start, decided, policies.of("org-a")).due == dt.date(2027, 7, 15)
+    assert review_due(start, [], policies.of("org-b")).due == dt.date(2027, 2, 28)
+    assert review_due(start, decided, policies.of("org-b")).due == dt.date(2028, 1, 15)
+    with pytest.raises(ValueError):
+        ReviewMonths(0, 12)
+
+
+def test_review_months_settings() -> None:
+    env = {"SCHEDULER_DATABASE_URL": "sqlite://"}
+    assert load_settings(env).review_policies() == ReviewPolicies()
+    custom = load_settings(
+        {
+            **env,
+            "SCHEDULER_REVIEW_MONTHS": "4,12",
+            "SCHEDULER_REVIEW_MONTHS_BY_ORGANISATION": "org-a=3,6; org-b=6,6",
+        }
+    ).review_policies()
+    assert custom.default == ReviewMonths(4, 12)
+    assert (custom.of("org-a"), custom.of("org-b"), custom.of("org-c")) == (
+        ReviewMonths(3, 6),
+        ReviewMonths(6, 6),
+        ReviewMonths(4, 12),
+    )
+    for bad_value in (
+        {"SCHEDULER_REVIEW_MONTHS": "6"},
+        {"SCHEDULER_REVIEW_MONTHS": "0,12"},
+        {"SCHEDULER_REVIEW_MONTHS_BY_ORGANISATION": "org-a"},
+    ):
+        with pytest.raises(SettingsError):
+            load_settings({**env, **bad_value})

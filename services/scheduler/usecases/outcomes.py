@@ -60,8 +60,10 @@ from services.scheduler.domain.regimens.proposals import (
     propose,
 )
 from services.scheduler.domain.regimens.reviews import (
+    DEFAULT_REVIEW_POLICIES,
     Decision,
     ReviewDecision,
+    ReviewPolicies,
     ReviewSchedule,
     ReviewState,
     RouteSwitch,
@@ -84,6 +86,7 @@ from services.scheduler.store.models import (
     PlanRow,
     PlanVersionRow,
     ReviewDecisionRow,
+    SiteRow,
 )
 from services.scheduler.usecases.records import Records, Stored
 
@@ -142,7 +145,9 @@ class Outcomes:
         clock: Clock,
         records: Records,
         product_spec: Callable[[str], ProductSpec | None],
+        review_policies: ReviewPolicies = DEFAULT_REVIEW_POLICIES,
     ) -> None:
+        self.review_policies = review_policies
         self.db = db
         self.clock = clock
         self.records = records
@@ -211,7 +216,7 @@ class Outcomes:
                     )
                 )
             )
-            schedules = review_schedules(session, plans)
+            schedules = review_schedules(session, plans, self.review_policies)
         until = today + dt.timedelta(days=horizon_days)
         listed = []
         for plan in plans:
@@ -233,7 +238,7 @@ class Outcomes:
         plan = repo.plan_row(session, plan_id, for_update=True)
         today = self._site_today(session, plan.site_id)
         day = decided_on or today
-        schedule = review_schedules(session, [plan])[plan.id]
+        schedule = review_schedules(session, [plan], self.review_policies)[plan.id]
         v = []
         if not reason.strip():
             v.append(FieldViolation("reason", "is required"))
@@ -263,7 +268,7 @@ class Outcomes:
             current_caller().subject,
             self.clock.now(),
         )
-        after = review_schedules(session, [plan])[plan.id]
+        after = review_schedules(session, [plan], self.review_policies)[plan.id]
         return row, _due_review(plan, after, today)
 
     # --- proposals -----------------------------------------------------------------------------
@@ -404,9 +409,11 @@ class Outcomes:
         )
 
 
-def review_schedules(session: Session, plans: Sequence[PlanRow]) -> dict[str, ReviewSchedule]:
+def review_schedules(
+    session: Session, plans: Sequence[PlanRow], policies: ReviewPolicies = DEFAULT_REVIEW_POLICIES
+) -> dict[str, ReviewSchedule]:
     """Each plan's review schedule: its first version's start, its decisions and the first
-    dose by each new route."""
+    dose by each new route, at its organisation's review months."""
     ids = [p.id for p in plans]
     decisions = store.decisions_for(session, ids)
     versions: dict[str, list[PlanVersionRow]] = {}
@@ -418,6 +425,15 @@ def review_schedules(session: Session, plans: Sequence[PlanRow]) -> dict[str, Re
         ):
             versions.setdefault(v.plan_id, []).append(v)
     firsts = _first_doses_by_version(session, ids)
+    organisations: dict[str, str] = {}
+    if policies.by_organisation and plans:
+        organisations = dict(
+            session.execute(
+                select(SiteRow.id, SiteRow.organisation_id).where(
+                    SiteRow.id.in_(sorted({p.site_id for p in plans}))
+                )
+            ).tuples()
+        )
     found: dict[str, ReviewSchedule] = {}
     for plan in plans:
         specs = versions.get(plan.id, [])
@@ -434,7 +450,8 @@ def review_schedules(session: Session, plans: Sequence[PlanRow]) -> dict[str, Re
                 given = [day for version, day in firsts.get(plan.id, []) if version >= v.version]
                 if given:
                     events.append(RouteSwitch(min(given)))
-        found[plan.id] = review_due(start, events)
+        months = policies.of(organisations.get(plan.site_id, ""))
+        found[plan.id] = review_due(start, events, months)
     return found
 
 

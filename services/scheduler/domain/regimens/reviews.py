@@ -49,18 +49,47 @@ class ReviewState(StrEnum):
 
 
 @dataclass(frozen=True)
+class ReviewMonths:
+    """The months to the first review and between reviews (an organisation may set its own;
+    the defaults are docs/clinical-rules.md#outcome-reviews)."""
+
+    first: int = FIRST_REVIEW_MONTHS
+    every: int = REVIEW_EVERY_MONTHS
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.first <= 24 and 1 <= self.every <= 24):
+            raise ValueError("review months must be 1 to 24")
+
+
+@dataclass(frozen=True)
+class ReviewPolicies:
+    """The default months and any organisation's own."""
+
+    default: ReviewMonths = ReviewMonths()
+    by_organisation: tuple[tuple[str, ReviewMonths], ...] = ()
+
+    def of(self, organisation_id: str) -> ReviewMonths:
+        return dict(self.by_organisation).get(organisation_id, self.default)
+
+
+DEFAULT_REVIEW_POLICIES = ReviewPolicies()
+
+
+@dataclass(frozen=True)
 class ReviewSchedule:
     due: dt.date | None
     explanation: tuple[str, ...]
 
 
 def review_due(
-    therapy_start: dt.date, events: Iterable[ReviewDecision | RouteSwitch]
+    therapy_start: dt.date,
+    events: Iterable[ReviewDecision | RouteSwitch],
+    months: ReviewMonths = ReviewMonths(),
 ) -> ReviewSchedule:
     """Replays the decisions and route switches in date order from the therapy's start."""
     anchor = "(docs/clinical-rules.md#outcome-reviews)"
-    due: dt.date | None = add_months(therapy_start, FIRST_REVIEW_MONTHS)
-    why = [f"First review: start {therapy_start} + 6 months = {due} {anchor}."]
+    due: dt.date | None = add_months(therapy_start, months.first)
+    why = [f"First review: start {therapy_start} + {months.first} months = {due} {anchor}."]
 
     def when(event: ReviewDecision | RouteSwitch) -> dt.date:
         return event.date if isinstance(event, ReviewDecision) else event.first_new_route_date
@@ -73,10 +102,10 @@ def review_due(
                 due = None
                 why.append(f"Stopped on {event.date}: no further review.")
             else:
-                due = add_months(event.date, REVIEW_EVERY_MONTHS)
+                due = add_months(event.date, months.every)
                 why.append(
                     f"{event.decision.value.lower()} decided on {event.date}: next review "
-                    f"+ 12 months = {due}."
+                    f"+ {months.every} months = {due}."
                 )
         else:
             switched = add_months(event.first_new_route_date, ROUTE_SWITCH_MONTHS)
