@@ -484,3 +484,51 @@ def test_reviews_come_due_are_notified_once_and_follow_decisions(
     with pytest.raises(grpc.RpcError) as unknown:
         s.ListDueReviews(pb.ListDueReviewsRequest(site_id="no-such-site"))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_nurse_records_outcomes_at_her_sites_only(platform: Platform) -> None:
+    """The nurse's token names one site: she records and lists outcomes under that site's plan;
+    the same patient's plan at another site is missing to her, and proposals are not hers."""
+    mine_site, _ = site_with_chairs(platform)
+    other_site, _ = site_with_chairs(platform)
+    mine = patient_plan(platform, mine_site, "MRN-1")
+    theirs = platform.scheduler.CreateTherapyPlan(
+        pb.CreateTherapyPlanRequest(
+            therapy_plan=pb.TherapyPlan(
+                patient_id=mine.patient_id,
+                site_id=other_site.id,
+                indication=pb.INDICATION_MMN,
+                route=pb.ROUTE_IV,
+                product_id=mine.product_id,
+                dose_basis=pb.DOSE_BASIS_G_PER_KG,
+                maintenance_dose="1",
+                interval_days=28,
+                start_date=date(2026, 12, 1),
+            ),
+            request_id=request_id(),
+        )
+    ).therapy_plan
+    token = platform.issuer.issuer.user_token(["nurse"], "org-1", sites=[mine_site.id])
+    nurse = scheduler_pb2_grpc.SchedulerServiceStub(
+        platform.issuer.channel(platform.scheduler_address, token)
+    )
+    day = dt.date(2026, 11, 20)
+    made = nurse.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome=outcome(mine.patient_id, mine.id, day, value="28"), request_id=request_id()
+        )
+    ).outcome
+    record(platform, outcome(mine.patient_id, theirs.id, day, value="29"))  # by the operator
+    with pytest.raises(grpc.RpcError) as elsewhere:
+        nurse.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome=outcome(mine.patient_id, theirs.id, day, value="28"),
+                request_id=request_id(),
+            )
+        )
+    assert elsewhere.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = nurse.ListOutcomes(pb.ListOutcomesRequest(patient_id=mine.patient_id)).outcomes
+    assert [o.id for o in listed] == [made.id]  # not the record under the other site's plan
+    with pytest.raises(grpc.RpcError) as not_hers:
+        nurse.ProposeRegimenAdjustment(pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=mine.id))
+    assert not_hers.value.code() == grpc.StatusCode.PERMISSION_DENIED
