@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.date_pb2 import Date
 from sqlalchemy import select
 
@@ -532,3 +533,41 @@ def test_a_nurse_records_outcomes_at_her_sites_only(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as not_hers:
         nurse.ProposeRegimenAdjustment(pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=mine.id))
     assert not_hers.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_route_switch_brings_the_review_forward(platform: Platform) -> None:
+    """Start 1 December 2026, IV; continue decided on 5 January 2027 → next review 5 January
+    2028. The plan moves to SC (version 2) and its first SC dose is given on 2 February 2027:
+    + 6 months = 2 August 2027, earlier, so that is the review date."""
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    s = platform.scheduler
+    give(platform, plan, chairs[0], dt.date(2026, 12, 1))
+    platform.clock.set(dt.datetime(2027, 1, 5, 10, 0, tzinfo=UTC))
+    s.RecordReviewDecision(
+        pb.RecordReviewDecisionRequest(
+            therapy_plan_id=plan.id,
+            decision=pb.REVIEW_DECISION_KIND_CONTINUE,
+            reason="responding",
+            request_id=request_id(),
+        )
+    )
+
+    def due() -> Date:
+        listed = s.ListDueReviews(pb.ListDueReviewsRequest(site_id=site.id, horizon_days=366))
+        return listed.due_reviews[0].due_date
+
+    assert due() == date(2028, 1, 5)
+    current = s.GetTherapyPlan(pb.GetTherapyPlanRequest(id=plan.id)).therapy_plan
+    switched = s.UpdateTherapyPlan(
+        pb.UpdateTherapyPlanRequest(
+            therapy_plan=pb.TherapyPlan(id=plan.id, route=pb.ROUTE_SC, etag=current.etag),
+            update_mask=FieldMask(paths=["route"]),
+            reason="moving to home SC",
+            request_id=request_id(),
+        )
+    ).therapy_plan
+    assert switched.version == 2
+    assert due() == date(2028, 1, 5)  # no dose by the new route yet
+    give(platform, switched, chairs[0], dt.date(2027, 2, 2))
+    assert due() == date(2027, 8, 2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -424,7 +425,12 @@ def review_schedules(
             .order_by(PlanVersionRow.plan_id, PlanVersionRow.version)
         ):
             versions.setdefault(v.plan_id, []).append(v)
-    firsts = _first_doses_by_version(session, ids)
+    switches: dict[str, list[int]] = {}  # plan → the versions that changed the route
+    for plan_id, specs in versions.items():
+        for before, after in itertools.pairwise(specs):
+            if after.spec.get("route") != before.spec.get("route"):
+                switches.setdefault(plan_id, []).append(after.version)
+    firsts = _first_doses_by_version(session, sorted(switches))
     organisations: dict[str, str] = {}
     if policies.by_organisation and plans:
         organisations = dict(
@@ -443,13 +449,17 @@ def review_schedules(
         events: list[ReviewDecision | RouteSwitch] = [
             ReviewDecision(d.decided_on, Decision(d.decision)) for d in decisions.get(plan.id, [])
         ]
-        route = specs[0].spec.get("route")
-        for v in specs[1:]:
-            if v.spec.get("route") != route:
-                route = v.spec.get("route")
-                given = [day for version, day in firsts.get(plan.id, []) if version >= v.version]
-                if given:
-                    events.append(RouteSwitch(min(given)))
+        changed = switches.get(plan.id, [])
+        for index, first in enumerate(changed):
+            until = changed[index + 1] if index + 1 < len(changed) else None
+            # the first dose given under this route, before the route changed again
+            given = [
+                day
+                for version, day in firsts.get(plan.id, [])
+                if version >= first and (until is None or version < until)
+            ]
+            if given:
+                events.append(RouteSwitch(min(given)))
         months = policies.of(organisations.get(plan.site_id, ""))
         found[plan.id] = review_due(start, events, months)
     return found
