@@ -3,7 +3,8 @@ fuzz can change one field at a time and reach the services' own rules and the da
 hostile value that the contract lets through (an extreme integer, a far date) must still not be
 INTERNAL. Ids the servers issue differ between the two databases, so a seed names the site,
 patient and plan each stack makes for the regimen RPCs by placeholder (``seed:site``,
-``seed:patient``, ``seed:plan``: tests/fuzz/stacks.py replaces them with its own ids)."""
+``seed:patient``, ``seed:plan``, ``seed:proposal-plan``: tests/fuzz/stacks.py makes them and
+replaces the placeholders with its own ids)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,19 @@ def seeds() -> dict[str, Message]:
             decision=pb.REVIEW_DECISION_KIND_CONTINUE,
             reason="grip and MRC stable",
             decided_on=Date(year=2026, month=11, day=20),
+        ),
+        # the docs/regimens.md example, as ProposeRegimenAdjustment gives it on 23 February 2027
+        "AcceptRegimenProposal": pb.AcceptRegimenProposalRequest(
+            request_id="seed-accept",
+            proposal=pb.RegimenProposal(
+                kind=pb.PROPOSAL_KIND_SHORTER_INTERVAL,
+                therapy_plan_id="seed:proposal-plan",
+                plan_version=1,
+                interval_days=21,
+                grams="70",
+            ),
+            as_of=Date(year=2027, month=2, day=23),
+            reason="weakness before each dose",
         ),
         "CreateStockSite": inv.CreateStockSiteRequest(
             request_id="seed-stock-site",

@@ -3,6 +3,7 @@ fuzz and memory tests send the same bytes to a stack on SQLite and one on Postgr
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from services.common.auth.roles import Roles
 from services.common.clock import FixedClock
 from services.notify.__main__ import assemble
 from services.notify.domain.model import Channel
-from tests.integration.conftest import NOW, running_platform
+from tests.integration.builders import give, patient_plan, site_with_chairs
+from tests.integration.conftest import NOW, request_id, running_platform
 from tests.integration.notify_conftest import TEST_SETTINGS, Recorder, with_changes
 from tests.issuer import TEST_ORGANISATION, TestIssuer
 
@@ -162,7 +164,41 @@ def regimen_fixtures(platform: Any) -> dict[str, str]:
             request_id="fuzz-seed-plan",
         )
     ).therapy_plan
-    return {"seed:site": site.id, "seed:patient": patient.id, "seed:plan": plan.id}
+    return {
+        "seed:site": site.id,
+        "seed:patient": patient.id,
+        "seed:plan": plan.id,
+        "seed:proposal-plan": proposal_fixture(platform),
+    }
+
+
+def proposal_fixture(platform: Any) -> str:
+    """A plan whose outcomes give the docs/regimens.md example (grip strength falls on day 24 of
+    a 28-day interval in three cycles → every 21 days), for AcceptRegimenProposal's seed: four
+    infusions given (the clock moved through them and back) and the grip readings."""
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "FUZZ-PROPOSAL")
+    days = [dt.date(2026, 12, 1) + dt.timedelta(days=28 * n) for n in range(4)]
+    for day in days:
+        give(platform, plan, chairs[0], day)
+    for start in days[:3]:
+        for offset, kg in ((0, "20"), (7, "30"), (24, "24")):
+            on = start + dt.timedelta(days=offset)
+            platform.scheduler.RecordOutcome(
+                scheduler_pb2.RecordOutcomeRequest(
+                    outcome=scheduler_pb2.OutcomeRecord(
+                        patient_id=plan.patient_id,
+                        therapy_plan_id=plan.id,
+                        recorded_on=Date(year=on.year, month=on.month, day=on.day),
+                        measure=scheduler_pb2.OUTCOME_MEASURE_GRIP_STRENGTH,
+                        value=kg,
+                        hand=scheduler_pb2.HAND_RIGHT,
+                    ),
+                    request_id=request_id(),
+                )
+            )
+    platform.clock.set(NOW)
+    return str(plan.id)
 
 
 @contextmanager

@@ -122,3 +122,24 @@ def assert_no_chair_minute_twice(
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end <= start
+
+
+def give(p: Platform, plan: pb.TherapyPlan, chair: pb.Chair, day: dt.date) -> pb.Appointment:
+    """Book, check in, start and complete an infusion of 70 g on ``day`` at 09:00 (a site on
+    UTC in winter, as London is), moving the platform's clock through the day."""
+
+    def at(hour: int, minute: int, days_before: int = 0) -> dt.datetime:
+        moment = dt.time(hour, minute)
+        return dt.datetime.combine(day - dt.timedelta(days=days_before), moment, tzinfo=dt.UTC)
+
+    p.clock.set(at(12, 0, days_before=1))
+    appointment = book(p, plan, chair, day, 9)
+    p.clock.set(at(8, 45))
+    p.scheduler.CheckIn(pb.CheckInRequest(id=appointment.id, request_id=request_id()))
+    p.clock.set(at(9, 5))
+    p.scheduler.StartInfusion(pb.StartInfusionRequest(id=appointment.id, request_id=request_id()))
+    p.clock.set(at(14, 10))
+    done: pb.Appointment = p.scheduler.CompleteInfusion(
+        pb.CompleteInfusionRequest(id=appointment.id, grams_given="70", request_id=request_id())
+    ).appointment
+    return done

@@ -24,35 +24,15 @@ from services.common.outbox import OutgoingEvent
 from services.scheduler.adapters.notify_relay import publish_request
 from services.scheduler.jobs import JobSettings, SchedulerJobs
 from services.scheduler.store.models import PlanVersionRow, outbox
-from tests.integration.builders import book, date, patient_plan, site_with_chairs
+from tests.integration.builders import book, date, give, patient_plan, site_with_chairs
 from tests.integration.conftest import Platform, request_id, scheduler_database_url
 from tests.integration.errors import error_reason, field_violations, precondition_types
 
 UTC = dt.UTC
 
 
-def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=UTC)  # London is UTC in winter
-
-
 def pbd(day: dt.date) -> Date:
     return date(day.year, day.month, day.day)
-
-
-def give(p: Platform, plan: pb.TherapyPlan, chair: pb.Chair, day: dt.date) -> pb.Appointment:
-    """Book, check in, start and complete an infusion of 70 g on ``day`` at 09:00."""
-    p.clock.set(at(day - dt.timedelta(days=1), 12))
-    appt = book(p, plan, chair, day, 9)
-    p.clock.set(at(day, 8, 45))
-    p.scheduler.CheckIn(pb.CheckInRequest(id=appt.id, request_id=request_id()))
-    p.clock.set(at(day, 9, 5))
-    p.scheduler.StartInfusion(pb.StartInfusionRequest(id=appt.id, request_id=request_id()))
-    p.clock.set(at(day, 14, 10))
-    done = p.scheduler.CompleteInfusion(
-        pb.CompleteInfusionRequest(id=appt.id, grams_given="70", request_id=request_id())
-    ).appointment
-    assert done.status == pb.APPOINTMENT_STATUS_FULFILLED
-    return done
 
 
 def outcome(
@@ -252,7 +232,7 @@ def test_grip_falling_on_day_24_of_28_gives_every_21_days_and_the_due_list_follo
     plan = patient_plan(platform, site, "MRN-1")
     pid = plan.patient_id
     for day in INFUSIONS:
-        give(platform, plan, chairs[0], day)
+        assert give(platform, plan, chairs[0], day).status == pb.APPOINTMENT_STATUS_FULFILLED
     for start in INFUSIONS[:3]:
         for offset, kg in ((0, "20"), (7, "30"), (14, "28"), (24, "24")):
             record(platform, outcome(pid, plan.id, start + dt.timedelta(days=offset), value=kg))
