@@ -245,7 +245,7 @@ def test_grip_falling_on_day_24_of_28_gives_every_21_days_and_the_due_list_follo
     asked = platform.scheduler.ProposeRegimenAdjustment(
         pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan.id)
     )
-    assert asked.expectation == "WEARING_OFF"
+    assert (asked.expectation, asked.patient_id) == ("WEARING_OFF", pid)
     assert [(c.verdict, c.onset_day) for c in asked.cycles] == [
         ("ONSET", 24),
         ("ONSET", 24),
@@ -435,6 +435,7 @@ def test_reviews_come_due_are_notified_once_and_follow_decisions(
     answer = s.RecordReviewDecision(decide)
     assert answer.review_decision.decided_on == date(2027, 5, 10)
     assert answer.review_decision.decided_by == "test-operator"
+    assert answer.review_decision.patient_id == plan.patient_id
     assert (answer.next_review.due_date, answer.next_review.state) == (
         date(2028, 5, 10),
         pb.REVIEW_STATE_NOT_YET,

@@ -111,6 +111,7 @@ def due_review_out(r: DueReview) -> pb.DueReview:
 def decision_out(
     decision_id: str,
     plan_id: str,
+    patient_id: str,
     plan_version: int,
     decided_on: dt.date,
     decision: str,
@@ -121,6 +122,7 @@ def decision_out(
     return pb.ReviewDecision(
         id=decision_id,
         therapy_plan_id=plan_id,
+        patient_id=patient_id,
         plan_version=plan_version,
         decided_on=from_date(decided_on),
         decision=DECISION_OUT[Decision(decision)],
@@ -169,6 +171,7 @@ def proposal_out(plan_id: str, version: int, p: Proposal) -> pb.RegimenProposal:
 
 def analysis_out(a: Analysis) -> pb.ProposeRegimenAdjustmentResponse:
     out = pb.ProposeRegimenAdjustmentResponse(
+        patient_id=a.plan.patient_id,
         expectation=a.expected.expectation.value,
         cycles=[
             pb.CycleFinding(

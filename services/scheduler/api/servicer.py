@@ -367,6 +367,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
                 review_decision=decision_out(
                     row.id,
                     row.plan_id,
+                    row.patient_id,
                     row.plan_version,
                     row.decided_on,
                     row.decision,

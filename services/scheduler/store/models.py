@@ -228,6 +228,8 @@ class ReviewDecisionRow(Base):
     __table_args__ = (Index("ix_review_decisions_plan_day", "plan_id", "decided_on"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    # the plan's patient, so the audit trail names whose therapy was reviewed
+    patient_id: Mapped[str] = mapped_column(String(40))
     plan_version: Mapped[int] = mapped_column(Integer)
     decided_on: Mapped[dt.date] = mapped_column(Date)
     decision: Mapped[str] = mapped_column(String(20))

@@ -91,6 +91,7 @@ def insert_decision(
     session: Session,
     decision_id: str,
     plan_id: str,
+    patient_id: str,
     plan_version: int,
     decided_on: dt.date,
     decision: Decision,
@@ -101,6 +102,7 @@ def insert_decision(
     row = ReviewDecisionRow(
         id=decision_id,
         plan_id=plan_id,
+        patient_id=patient_id,
         plan_version=plan_version,
         decided_on=decided_on,
         decision=decision.value,

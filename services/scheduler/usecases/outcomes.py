@@ -262,6 +262,7 @@ class Outcomes:
             session,
             new_id(),
             plan.id,
+            plan.patient_id,
             plan.current_version,
             day,
             decision,

@@ -58,6 +58,7 @@ def upgrade() -> None:
         "review_decisions",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("plan_id", sa.String(length=40), nullable=False),
+        sa.Column("patient_id", sa.String(length=40), nullable=False),
         sa.Column("plan_version", sa.Integer(), nullable=False),
         sa.Column("decided_on", sa.Date(), nullable=False),
         sa.Column("decision", sa.String(length=20), nullable=False),
