@@ -163,29 +163,27 @@ class Outcomes:
     def record_outcome(
         self, session: Session, entry: OutcomeEntry
     ) -> tuple[OutcomeEntry, dt.datetime]:
+        # the record's own fields first (one day of slack: a clinic west of UTC records
+        # "today" while UTC is already tomorrow), then what it names
+        validate_outcome(entry, self.clock.now().date() + dt.timedelta(days=1)).raise_if_any()
         patient = repo.patient_row(session, entry.patient_id)
         plan = repo.plan_row(session, entry.plan_id)
+        v = []
         if plan.patient_id != patient.id:
-            raise InvalidArgument(
-                [FieldViolation("outcome.therapy_plan_id", "is not a plan of this patient")]
-            )
+            v.append(FieldViolation("outcome.therapy_plan_id", "is not a plan of this patient"))
         if entry.appointment_id:
             appointment = session.get(AppointmentRow, entry.appointment_id)
             if appointment is None or appointment.patient_id != patient.id:
-                raise InvalidArgument(
-                    [
-                        FieldViolation(
-                            "outcome.appointment_id", "is not an appointment of this patient"
-                        )
-                    ]
+                v.append(
+                    FieldViolation(
+                        "outcome.appointment_id", "is not an appointment of this patient"
+                    )
                 )
-        entry = dataclasses.replace(entry, id=new_id(), recorded_by=current_caller().subject)
-        # One day of slack: a clinic west of UTC records "today" while UTC is already tomorrow.
-        today = self.clock.now().date() + dt.timedelta(days=1)
-        violations = validate_outcome(entry, today)
         if entry.recorded_on < patient.birth_date:
-            violations.add("outcome.recorded_on", "is before the patient's birth date")
-        violations.raise_if_any()
+            v.append(FieldViolation("outcome.recorded_on", "is before the patient's birth date"))
+        if v:
+            raise InvalidArgument(v)
+        entry = dataclasses.replace(entry, id=new_id(), recorded_by=current_caller().subject)
         row = store.insert_outcome(session, entry, self.clock.now())
         return store.outcome_from_row(row), row.created_at
 
