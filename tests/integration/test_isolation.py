@@ -1033,6 +1033,46 @@ def test_a_nurse_limited_to_one_site_sees_the_other_as_missing(world: World) -> 
         inv_channel.close()
 
 
+def test_a_caller_limited_to_one_site_lists_its_sites_notifications(world: World) -> None:
+    """A hospital system of A limited to A's first site lists A's notifications about that site
+    and leaves out one about another site of A (in the query, so pages stay full)."""
+    service = notify_pb2_grpc.NotifyServiceStub(
+        world.platform.issuer.service_channel("scheduler", world.notify_address)
+    )
+    elsewhere = service.Publish(
+        npb.PublishRequest(
+            topic=npb.TOPIC_LOT_EXPIRING,
+            payload=lot_expiring(site="site_elsewhere"),  # "_" is no wildcard to the filter
+            organisation_id=ORG_A,
+            request_id=request_id(),
+        )
+    ).notification
+    token = world.platform.issuer.issuer.role_token(
+        "integration", ORG_A, sites=[world.a_ids["site"]]
+    )
+    channel = world.platform.issuer.channel(world.notify_address, token)
+    try:
+        notify = notify_pb2_grpc.NotifyServiceStub(channel)
+        listed = {
+            n.id for n in notify.ListNotifications(npb.ListNotificationsRequest()).notifications
+        }
+        assert world.a_ids["notification"] in listed
+        assert elsewhere.id not in listed
+        with pytest.raises(grpc.RpcError) as caught:
+            notify.GetNotification(npb.GetNotificationRequest(id=elsewhere.id))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+    # the organisation's unrestricted operator sees both
+    every = {
+        n.id
+        for n in world.a.system["infusion.notify.v1.NotifyService"]
+        .ListNotifications(npb.ListNotificationsRequest())
+        .notifications
+    }
+    assert {world.a_ids["notification"], elsewhere.id} <= every
+
+
 def test_a_service_publishes_for_the_organisation_it_names(world: World) -> None:
     """A service names the organisation it publishes for; without one, notify refuses."""
     service = notify_pb2_grpc.NotifyServiceStub(

@@ -77,6 +77,9 @@ class NotificationRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     subscriber_ids: Mapped[list[str]] = mapped_column(JSON)
     site_ids: Mapped[list[str]] = mapped_column(JSON)
+    # the same sites as text with a space around each (" s1 s2 ", "" when none), so a
+    # site-limited caller's list is one portable LIKE per site (store/notifications.py)
+    site_keys: Mapped[str] = mapped_column(Text, server_default="")
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     send_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)

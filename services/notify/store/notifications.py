@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -134,6 +134,7 @@ def add(
             "payload": dict(n.payload),
             "subscriber_ids": list(n.subscriber_ids),
             "site_ids": list(n.site_ids),
+            "site_keys": site_keys(n.site_ids),
             "organisation_id": n.organisation_id,
             "dedupe_key": n.dedupe_key or None,
             "send_after": n.send_after,
@@ -231,6 +232,11 @@ def cancel(session: Session, notification_id: str, now: dt.datetime) -> None:
     session.flush()
 
 
+def site_keys(site_ids: Sequence[str]) -> str:
+    """The sites of a notification as its ``site_keys`` column holds them."""
+    return f" {' '.join(site_ids)} " if site_ids else ""
+
+
 def page(
     session: Session,
     page: PageRequest,
@@ -243,11 +249,17 @@ def page(
     """Up to ``page.size + 1`` of the caller's organisation's notifications after the page's
     cursor, in id order, each with its deliveries; ``subscriber_id`` and ``status`` keep those
     with a delivery to that subscriber / in that status (one delivery with both, when both)."""
+    scope = current_scope()
     query = (
         select(NotificationRow)
-        .where(current_scope().where(NotificationRow.organisation_id))
+        .where(scope.where(NotificationRow.organisation_id))
         .order_by(NotificationRow.id)
     )
+    if scope.site_ids is not None:  # organisation-wide ones and those about one of its sites
+        keys = NotificationRow.site_keys
+        query = query.where(
+            or_(keys == "", *(keys.contains(f" {s} ", autoescape=True) for s in scope.site_ids))
+        )
     if topic is not None:
         query = query.where(NotificationRow.topic == topic.value)
     if dedupe_key:
