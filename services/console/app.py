@@ -131,7 +131,9 @@ async def login(request: Request) -> Response:
     if c.oauth is None:
         raise HTTPException(503, "Sign-in is not configured (AUTH_ISSUER).")
     target = request.query_params.get("next", "/")
-    request.session["next"] = target if target.startswith("/") and not target.startswith("//") else "/"
+    request.session["next"] = (
+        target if target.startswith("/") and not target.startswith("//") else "/"
+    )
     base = c.settings.public_url.rstrip("/") if c.settings.public_url else ""
     redirect_uri = f"{base}/auth/callback" if base else str(request.url_for("callback"))
     result: Response = await c.oauth.authorize_redirect(request, redirect_uri)
@@ -171,7 +173,9 @@ def healthz(request: Request) -> Response:
     """200 when the three services answer grpc.health SERVING, else 503; each one's answer."""
     found = console(request).backend.health()
     ok = all(status == "SERVING" for status in found.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "services": found}, 200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "services": found}, 200 if ok else 503
+    )
 
 
 def livez(request: Request) -> Response:
@@ -251,8 +255,12 @@ def create_app(
     roles: Roles | None = None,
 ) -> Starlette:
     secret = settings.session_secret.get_secret_value() or secrets.token_urlsafe(32)
-    state = Console(settings, backend or Backend.connect(settings), clock or SystemClock(),
-                    roles or Roles.default())
+    state = Console(
+        settings,
+        backend or Backend.connect(settings),
+        clock or SystemClock(),
+        roles or Roles.default(),
+    )
     app = Starlette(
         routes=[
             Route("/", home),

@@ -37,9 +37,7 @@ PAGES = (
         "board",
         "Chair board",
         "/board",
-        frozenset(
-            {"scheduler.sites.read", "scheduler.board.read", "scheduler.patients.read"}
-        ),
+        frozenset({"scheduler.sites.read", "scheduler.board.read", "scheduler.patients.read"}),
     ),
     Page(
         "due",
@@ -119,9 +117,9 @@ def remember(session: dict[str, Any], claims: dict[str, Any], access_token: str)
         "name": claims.get("name", ""),
         "org": claims.get("org", ""),
         "roles": list(_strings(claims.get("roles"))),
-        "sites": claims.get("sites", "*") if claims.get("sites") == "*" else list(
-            _strings(claims.get("sites"))
-        ),
+        "sites": claims.get("sites", "*")
+        if claims.get("sites") == "*"
+        else list(_strings(claims.get("sites"))),
         "exp": min(float(claims.get("exp", 0)), time.time() + 24 * 3600),
     }
     session[SESSION_TOKEN] = access_token

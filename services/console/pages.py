@@ -242,7 +242,7 @@ def due(request: Request) -> Response:
             "plan": d.therapy_plan_id,
             "patient": names.get(d.patient_id, d.patient_id),
             "product": d.product_id,
-            "course": "induction day %d" % d.course_day if d.course_day else "maintenance",
+            "course": f"induction day {d.course_day}" if d.course_day else "maintenance",
             "due": to_date(d.due_date),
             "window": (to_date(d.window_start), to_date(d.window_end)),
             "overdue": d.overdue,
@@ -281,7 +281,11 @@ def slots(request: Request) -> Response:
         for s in answer.slots
     ]
     limits = [
-        {"date": to_date(d.local_date), "limit": d.limit.replace("_", " ").lower(), "detail": d.detail}
+        {
+            "date": to_date(d.local_date),
+            "limit": d.limit.replace("_", " ").lower(),
+            "detail": d.detail,
+        }
         for d in answer.day_limits
     ]
     template = "slots_part.html" if request.headers.get("HX-Request") else "slots.html"
@@ -437,8 +441,13 @@ def pharmacy(request: Request) -> Response:
     )
     rows = views.expiring(
         (
-            (lot.lot_number, lot.product_id, to_date(lot.expiry_date), lot.on_hand_vials,
-             lot.reserved_vials)
+            (
+                lot.lot_number,
+                lot.product_id,
+                to_date(lot.expiry_date),
+                lot.on_hand_vials,
+                lot.reserved_vials,
+            )
             for lot in lots
         ),
         today,
@@ -489,8 +498,17 @@ def pick_lines(c: Console, request: Request) -> tuple[Any, list[Any], dt.date, l
             continue
         if not r.lines:
             lines.append(
-                PickLine(r.appointment_id, r.patient_id, r.product_id, r.grams, "", 0, None,
-                         state, r.at_risk_reason)
+                PickLine(
+                    r.appointment_id,
+                    r.patient_id,
+                    r.product_id,
+                    r.grams,
+                    "",
+                    0,
+                    None,
+                    state,
+                    r.at_risk_reason,
+                )
             )
         for line in r.lines:
             lines.append(
@@ -518,7 +536,12 @@ def pick_list(request: Request) -> Response:
         key = (line.product, line.lot_number)
         totals[key] = totals.get(key, 0) + line.vials
     return c.render(
-        request, "pick_list.html", site=site, sites=sites, day=day, lines=lines,
+        request,
+        "pick_list.html",
+        site=site,
+        sites=sites,
+        day=day,
+        lines=lines,
         totals=sorted(totals.items()),
     )
 
@@ -529,21 +552,40 @@ def pick_list_csv(request: Request) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        ["needed_on", "site", "appointment", "patient_id", "product", "dose_grams", "lot",
-         "vials", "expiry", "state", "note"]
+        [
+            "needed_on",
+            "site",
+            "appointment",
+            "patient_id",
+            "product",
+            "dose_grams",
+            "lot",
+            "vials",
+            "expiry",
+            "state",
+            "note",
+        ]
     )
     for line in lines:
         writer.writerow(
-            [day.isoformat(), site.id, line.appointment_id, line.patient_id, line.product,
-             line.dose_grams, line.lot_number, line.vials,
-             line.expiry.isoformat() if line.expiry else "", line.state, line.note]
+            [
+                day.isoformat(),
+                site.id,
+                line.appointment_id,
+                line.patient_id,
+                line.product,
+                line.dose_grams,
+                line.lot_number,
+                line.vials,
+                line.expiry.isoformat() if line.expiry else "",
+                line.state,
+                line.note,
+            ]
         )
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="pick-list-{site.id}-{day}.csv"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="pick-list-{site.id}-{day}.csv"'},
     )
 
 

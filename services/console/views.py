@@ -47,7 +47,9 @@ def place(block: Interval, axis: Interval) -> Placement:
     span = max(axis.end - axis.start, 1)
     start = min(max(block.start, axis.start), axis.end)
     end = min(max(block.end, axis.start), axis.end)
-    return Placement(round(100 * (start - axis.start) / span, 3), round(100 * (end - start) / span, 3))
+    return Placement(
+        round(100 * (start - axis.start) / span, 3), round(100 * (end - start) / span, 3)
+    )
 
 
 def hours(axis: Interval) -> list[int]:

@@ -55,9 +55,9 @@ class Platform:
     site_id: str
     booked_day: dt.date  # the first day the demo booked appointments on
 
-    def scheduler(self, role: str = "scheduling_coordinator", org: str = centre.ORG) -> (
-        scheduler_pb2_grpc.SchedulerServiceStub
-    ):
+    def scheduler(
+        self, role: str = "scheduling_coordinator", org: str = centre.ORG
+    ) -> scheduler_pb2_grpc.SchedulerServiceStub:
         token = self.issuer.issuer.role_token(role, org)
         return scheduler_pb2_grpc.SchedulerServiceStub(
             open_channel(self.scheduler_address, None, StaticToken(token))

@@ -10,7 +10,6 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -179,7 +178,7 @@ def test_booking_from_the_due_list_creates_the_booking(platform: Platform) -> No
     )
     assert "Cancel this appointment?" in ask.text
     assert _appointments(platform, plan_id.group(1))[0].status == pb.APPOINTMENT_STATUS_BOOKED
-    values = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', ask.text.split("/cancel\"")[1]))
+    values = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', ask.text.split('/cancel"')[1]))
     done = client.post(
         f"/appointments/{made[0].id}/cancel",
         data={**values, "reason": "patient asked"},
