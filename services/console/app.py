@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from services.common.auth.claims import ClaimNames
 from services.common.auth.roles import Roles
 from services.common.clock import Clock, SystemClock
 from services.console import pages
@@ -155,7 +156,12 @@ async def callback(request: Request) -> Response:
     claims = token.get("userinfo") or {}
     if not claims or "access_token" not in token:
         raise HTTPException(400, "Sign-in failed: the issuer sent no ID token.")
-    remember(request.session, dict(claims), token["access_token"])
+    names = ClaimNames(
+        organisation=c.settings.auth_claim_organisation,
+        sites=c.settings.auth_claim_sites,
+        roles=c.settings.auth_claim_roles,
+    )
+    remember(request.session, dict(claims), token["access_token"], names)
     log.info("signed in: %s (%s)", claims.get("sub"), ",".join(claims.get("roles") or []))
     return RedirectResponse(target if isinstance(target, str) else "/", status_code=303)
 

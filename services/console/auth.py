@@ -18,6 +18,7 @@ from typing import Any
 from authlib.integrations.starlette_client import OAuth
 from starlette.requests import Request
 
+from services.common.auth.claims import ClaimNames, claim
 from services.common.auth.roles import Roles
 
 SESSION_USER = "user"
@@ -109,17 +110,23 @@ class User:
         return self.sites is None or site_id in self.sites
 
 
-def remember(session: dict[str, Any], claims: dict[str, Any], access_token: str) -> None:
-    """Keep what the console needs of a fresh sign-in (not the ID token itself)."""
+def remember(
+    session: dict[str, Any],
+    claims: dict[str, Any],
+    access_token: str,
+    names: ClaimNames | None = None,
+) -> None:
+    """Keep what the console needs of a fresh sign-in (not the ID token itself), the
+    organisation, sites and roles read where ``names`` say (AUTH_CLAIM_*)."""
+    names = names or ClaimNames()
+    sites = claim(claims, names.sites)
     session.clear()
     session[SESSION_USER] = {
         "sub": claims.get("sub", ""),
-        "name": claims.get("name", ""),
-        "org": claims.get("org", ""),
-        "roles": list(_strings(claims.get("roles"))),
-        "sites": claims.get("sites", "*")
-        if claims.get("sites") == "*"
-        else list(_strings(claims.get("sites"))),
+        "name": claims.get("name") or claims.get("preferred_username") or "",
+        "org": claim(claims, names.organisation) or "",
+        "roles": list(_strings(claim(claims, names.roles))),
+        "sites": "*" if sites in (None, "*") else list(_strings(sites)),
         "exp": min(float(claims.get("exp", 0)), time.time() + 24 * 3600),
     }
     session[SESSION_TOKEN] = access_token

@@ -26,7 +26,14 @@ SERVICES = ("scheduler", "inventory", "notify")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 PREFIX = "CONSOLE_"
 # read without the prefix: shared with the services
-_SHARED = {"auth_issuer": "AUTH_ISSUER", "log_level": "LOG_LEVEL", "log_format": "LOG_FORMAT"}
+_SHARED = {
+    "auth_issuer": "AUTH_ISSUER",
+    "auth_claim_organisation": "AUTH_CLAIM_ORGANISATION",
+    "auth_claim_sites": "AUTH_CLAIM_SITES",
+    "auth_claim_roles": "AUTH_CLAIM_ROLES",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
+}
 _ADDRESSES = {f"{s}_address": f"{s.upper()}_ADDRESS" for s in SERVICES}
 
 
@@ -44,6 +51,11 @@ class ConsoleSettings(BaseSettings):
     insecure_listen: bool = False
     # OpenID Connect: the issuer (its discovery document), the console's client
     auth_issuer: str = ""
+    # where the ID token says who the user is (dotted paths, as the services read the access
+    # token: docs/security.md "Claims")
+    auth_claim_organisation: str = Field("org", min_length=1)
+    auth_claim_sites: str = Field("sites", min_length=1)
+    auth_claim_roles: str = Field("roles", min_length=1)
     client_id: str = Field("console", min_length=1)
     client_secret: SecretStr = SecretStr("")  # empty: a public client (PKCE only)
     # where browsers reach the console (the redirect URI's base); empty: the request's own URL
