@@ -335,6 +335,7 @@ COMPOSE_VARIABLES = {
     "AUTH_ISSUER": "http://127.0.0.1:9/realms/infusion",
     "SCHEDULER_CLIENT_SECRET": "unused",
     "INVENTORY_CLIENT_SECRET": "unused",
+    "CONSOLE_SESSION_SECRET": "unused",
 }
 
 
@@ -773,8 +774,7 @@ def test_console_deployment_probes_http_and_mounts_its_client_certificate() -> N
 
 def test_compose_console_env_health_and_tls() -> None:
     service = COMPOSE["services"]["console"]
-    variables = {**COMPOSE_VARIABLES, "CONSOLE_SESSION_SECRET": "s"}
-    env = compose_environment(service, variables)
+    env = compose_environment(service, COMPOSE_VARIABLES)
     assert set(env) <= console_names()
     from services.console.settings import load_settings as console_settings
 
@@ -786,5 +786,6 @@ def test_compose_console_env_health_and_tls() -> None:
         assert service["depends_on"][dependency]["condition"] == "service_healthy"
     override = yaml.safe_load((DEPLOY / "compose.insecure.yaml").read_text())
     assert override["services"]["console"]["environment"]["CONSOLE_INSECURE_LISTEN"] == "true"
+    without = {k: v for k, v in COMPOSE_VARIABLES.items() if k != "CONSOLE_SESSION_SECRET"}
     with pytest.raises(KeyError):  # compose refuses to start without a session secret
-        compose_environment(service, COMPOSE_VARIABLES)
+        compose_environment(service, without)

@@ -103,6 +103,21 @@ def _names(calls: UserCalls, patient_ids: Iterable[str]) -> dict[str, str]:
     return names
 
 
+def _products(calls: UserCalls) -> dict[str, str]:
+    """Product id -> brand (the catalogue: every signed-in user may read it)."""
+    from infusion.inventory.v1 import inventory_pb2 as inventory
+
+    found = pages(
+        lambda token: calls.inventory.ListProducts(
+            inventory.ListProductsRequest(
+                page_size=MAX_PAGE, page_token=token, include_inactive=True
+            )
+        ),
+        "products",
+    )
+    return {p.id: p.brand or p.code for p in found}
+
+
 # -- chair board -------------------------------------------------------------------------------
 
 
@@ -148,6 +163,7 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
         axis = views.Interval(8 * 60, 18 * 60)
     items = [i for chair in board.chairs for i in chair.items if i.kind in ("APPOINTMENT", "HOLD")]
     names = _names(calls, (i.appointment.patient_id for i in items))
+    products = _products(calls) if items else {}
     rows = []
     busy = []
     for chair in board.chairs:
@@ -169,7 +185,7 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
                 Block(
                     appointment_id=a.id if item.kind != "BLOCK" else "",
                     patient=label,
-                    product=a.product_id,
+                    product=products.get(a.product_id, a.product_id),
                     dose=f"{a.dose_grams} g" if a.dose_grams else "",
                     status=status,
                     start=views.clock(interval.start),
@@ -237,11 +253,12 @@ def due(request: Request) -> Response:
         )
     )
     names = _names(calls, (d.patient_id for d in found))
+    products = _products(calls) if found else {}
     rows = [
         {
             "plan": d.therapy_plan_id,
             "patient": names.get(d.patient_id, d.patient_id),
-            "product": d.product_id,
+            "product": products.get(d.product_id, d.product_id),
             "course": f"induction day {d.course_day}" if d.course_day else "maintenance",
             "due": to_date(d.due_date),
             "window": (to_date(d.window_start), to_date(d.window_end)),

@@ -198,3 +198,16 @@ def test_console_settings_defaults_and_refusals() -> None:
         far.client_tls("scheduler")
     tls = load_settings({"SCHEDULER_ADDRESS": "scheduler:50051", "CONSOLE_TLS_CA_FILE": "/ca"})
     assert tls.client_tls("scheduler") is not None
+
+
+def test_the_vendored_htmx_is_the_npm_packages() -> None:
+    """services/console/static/vendor/htmx.min.js is a copy of package.json's htmx.org (the
+    image has no node_modules): after an upgrade there, copy it again."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    installed = repo / "node_modules" / "htmx.org" / "dist" / "htmx.min.js"
+    if not installed.exists():
+        pytest.skip("node_modules not installed (make setup)")
+    vendored = repo / "services" / "console" / "static" / "vendor" / "htmx.min.js"
+    assert vendored.read_bytes() == installed.read_bytes()
