@@ -37,7 +37,10 @@ pytestmark = pytest.mark.browser
 
 def _missing() -> str:
     if CHROMIUM is None or CHROMEDRIVER is None:
-        return "headless Chromium is not installed (`make browser`: apt-get install chromium chromium-driver)"
+        return (
+            "headless Chromium is not installed "
+            "(`make browser`: apt-get install chromium chromium-driver)"
+        )
     if not AXE.exists():
         return "axe-core is not installed (`make setup` runs npm install)"
     try:
