@@ -12,7 +12,6 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import grpc
 from starlette.applications import Starlette
@@ -132,13 +131,17 @@ async def login(request: Request) -> Response:
     if c.oauth is None:
         raise HTTPException(503, "Sign-in is not configured (AUTH_ISSUER).")
     target = request.query_params.get("next", "/")
-    request.session["next"] = (
-        target if target.startswith("/") and not target.startswith("//") else "/"
-    )
+    request.session["next"] = target if local_path(target) else "/"
     base = c.settings.public_url.rstrip("/") if c.settings.public_url else ""
     redirect_uri = f"{base}/auth/callback" if base else str(request.url_for("callback"))
     result: Response = await c.oauth.authorize_redirect(request, redirect_uri)
     return result
+
+
+def local_path(target: str) -> bool:
+    """A path on this site (never another one: ``//host`` and ``/\\host`` are other sites
+    to a browser)."""
+    return target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target
 
 
 async def callback(request: Request) -> Response:
@@ -297,9 +300,3 @@ def create_app(
     )
     app.state.console = state
     return app
-
-
-def redirect_back(request: Request, fallback: str) -> str:
-    """The page a form came from when it is one of ours, else ``fallback``."""
-    referer = urlparse(request.headers.get("referer", ""))
-    return referer.path or fallback

@@ -54,6 +54,15 @@ def _day(value: str | None, default: dt.date) -> dt.date:
         raise HTTPException(400, f"Not a date: {value!r} (YYYY-MM-DD).") from None
 
 
+def _whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as a whole number, kept within [low, high]."""
+    try:
+        value = int(request.query_params.get(name, str(default)))
+    except ValueError:
+        raise HTTPException(400, f"{name}: a whole number.") from None
+    return min(max(value, low), high)
+
+
 def _local_today(c: Console, time_zone: str) -> dt.date:
     try:
         zone = ZoneInfo(time_zone)
@@ -237,11 +246,7 @@ def due(request: Request) -> Response:
     calls = _calls(c, user)
     sites = _sites(calls, user)
     site = _chosen(sites, request.query_params.get("site"))
-    try:
-        horizon = int(request.query_params.get("days", "28"))
-    except ValueError:
-        raise HTTPException(400, "days: a whole number of days.") from None
-    horizon = min(max(horizon, 1), 366)
+    horizon = _whole_number(request, "days", 28, 1, 366)
     found = list(
         pages(
             lambda token: calls.scheduler.ListDueInfusions(
@@ -444,11 +449,7 @@ def pharmacy(request: Request) -> Response:
     calls = _calls(c, user)
     sites = _stock_sites(calls, user)
     site = _chosen(sites, request.query_params.get("site"))
-    try:
-        within = int(request.query_params.get("days", "60"))
-    except ValueError:
-        raise HTTPException(400, "days: a whole number of days.") from None
-    within = min(max(within, 0), 3650)
+    within = _whole_number(request, "days", 60, 0, 3650)
     today = _local_today(c, site.time_zone)
     lots = pages(
         lambda token: calls.inventory.ListLots(

@@ -17,9 +17,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import DEFAULT_PORTS, LogFormat, LogLevel, SettingsError
+from services.common.settings import (
+    DEFAULT_PORTS,
+    FromMapping,
+    LogFormat,
+    LogLevel,
+    SettingsError,
+)
 from services.common.tls import ClientTls, is_loopback
 
 SERVICES = ("scheduler", "inventory", "notify")
@@ -37,7 +43,7 @@ _SHARED = {
 _ADDRESSES = {f"{s}_address": f"{s.upper()}_ADDRESS" for s in SERVICES}
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(FromMapping):
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     listen: str = DEFAULT_LISTEN
@@ -71,17 +77,6 @@ class ConsoleSettings(BaseSettings):
     call_timeout_seconds: float = Field(10.0, gt=0, le=120)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
 
     @field_validator("auth_issuer", "public_url")
     @classmethod

@@ -211,3 +211,11 @@ def test_the_vendored_htmx_is_the_npm_packages() -> None:
         pytest.skip("node_modules not installed (make setup)")
     vendored = repo / "services" / "console" / "static" / "vendor" / "htmx.min.js"
     assert vendored.read_bytes() == installed.read_bytes()
+
+
+def test_after_sign_in_the_console_returns_only_to_its_own_pages() -> None:
+    from services.console.app import local_path
+
+    assert local_path("/board?date=2026-11-24")
+    for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example", "board"):
+        assert not local_path(elsewhere), elsewhere
