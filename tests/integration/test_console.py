@@ -15,8 +15,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from demo import centre
+from demo.builder import Builder
+from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
 from services.common.convert import from_date
+from services.console.app import create_app
+from services.console.settings import load_settings
+from services.launcher import free_port
 from tests.integration.console_support import Platform, running_platform, sign_in
 
 BASE = "http://127.0.0.1"  # a loopback address: the development issuer redirects only there
@@ -137,9 +145,52 @@ def test_each_page_opens_for_its_roles_only(
 
 
 def test_another_organisation_sees_none_of_the_demo_centre(platform: Platform) -> None:
-    answer = client_as(platform, "nurse", organisation="other-org").get("/board")
-    assert answer.status_code == 404
-    assert "Demo infusion centre" not in answer.text
+    other = "other-org"
+    administrator = StaticToken(platform.issuer.issuer.role_token("administrator", other))
+    build = Builder(
+        scheduler_pb2_grpc.SchedulerServiceStub(
+            open_channel(platform.scheduler_address, None, administrator)
+        ),
+        inventory_pb2_grpc.InventoryServiceStub(
+            open_channel(platform.inventory_address, None, administrator)
+        ),
+        other,
+    )
+    site = build.site(name="Other day unit", request_id="console-test-other-site")
+    build.chairs(site.id, 2)
+    nurse = client_as(platform, "nurse", organisation=other)
+    board = nurse.get("/board")
+    assert board.status_code == 200
+    assert "Other day unit" in board.text and "Demo infusion centre" not in board.text
+    assert board.text.count('<th scope="row">Chair ') == 2
+    # the demo's site named outright is no site of theirs
+    assert nurse.get("/board", params={"site": platform.site_id}).status_code == 404
+    # nor is a demo plan or appointment: the scheduler answers NOT_FOUND, the page 404
+    coordinator = client_as(platform, "scheduling_coordinator", organisation=other)
+    due = client_as(platform, "scheduling_coordinator").get("/due")
+    plan = re.search(r'href="/due/([^/"]+)/slots"', due.text)
+    assert plan
+    assert coordinator.get(f"/due/{plan.group(1)}/slots").status_code == 404
+    # and a nurse of an organisation without sites finds none
+    assert client_as(platform, "nurse", organisation="empty-org").get("/board").status_code == 404
+
+
+def test_healthz_answers_503_naming_the_service_that_does_not_answer(
+    platform: Platform,
+) -> None:
+    settings = load_settings(
+        {
+            "SCHEDULER_ADDRESS": platform.scheduler_address,
+            "INVENTORY_ADDRESS": platform.inventory_address,
+            "NOTIFY_ADDRESS": f"127.0.0.1:{free_port()}",  # nobody listens there
+            "AUTH_ISSUER": platform.issuer.issuer.url,
+        }
+    )
+    answer = TestClient(create_app(settings), base_url=BASE).get("/healthz")
+    assert answer.status_code == 503
+    services = answer.json()["services"]
+    assert services["scheduler"] == services["inventory"] == "SERVING"
+    assert services["notify"] != "SERVING"
 
 
 def test_booking_from_the_due_list_creates_the_booking(platform: Platform) -> None:
@@ -196,9 +247,6 @@ def test_a_form_without_the_session_csrf_token_is_refused(platform: Platform) ->
 
 def _brand(platform: Platform, product_id: str) -> str:
     from infusion.inventory.v1 import inventory_pb2 as inv
-    from infusion.inventory.v1 import inventory_pb2_grpc
-    from services.common.auth.tokens import StaticToken
-    from services.common.channels import open_channel
 
     token = StaticToken(platform.issuer.issuer.role_token("pharmacist", centre.ORG))
     stub = inventory_pb2_grpc.InventoryServiceStub(
