@@ -457,11 +457,12 @@ def pharmacy(request: Request) -> Response:
         ),
         "lots",
     )
+    products = _products(calls)
     rows = views.expiring(
         (
             (
                 lot.lot_number,
-                lot.product_id,
+                products.get(lot.product_id, lot.product_id),
                 to_date(lot.expiry_date),
                 lot.on_hand_vials,
                 lot.reserved_vials,
@@ -487,6 +488,7 @@ class PickLine:
     expiry: dt.date | None
     state: str
     note: str
+    product_name: str = ""
 
 
 def pick_lines(c: Console, request: Request) -> tuple[Any, list[Any], dt.date, list[PickLine]]:
@@ -509,6 +511,7 @@ def pick_lines(c: Console, request: Request) -> tuple[Any, list[Any], dt.date, l
         ),
         "reservations",
     )
+    products = _products(calls)
     lines: list[PickLine] = []
     for r in reservations:
         state = inv.ReservationState.Name(r.state).removeprefix("RESERVATION_STATE_").lower()
@@ -526,6 +529,7 @@ def pick_lines(c: Console, request: Request) -> tuple[Any, list[Any], dt.date, l
                     None,
                     state,
                     r.at_risk_reason,
+                    products.get(r.product_id, r.product_id),
                 )
             )
         for line in r.lines:
@@ -540,6 +544,7 @@ def pick_lines(c: Console, request: Request) -> tuple[Any, list[Any], dt.date, l
                     to_date(line.expiry_date) if line.HasField("expiry_date") else None,
                     state,
                     r.at_risk_reason,
+                    products.get(line.product_id or r.product_id, line.product_id or r.product_id),
                 )
             )
     lines.sort(key=lambda x: (x.product, x.lot_number, x.appointment_id))
@@ -551,7 +556,7 @@ def pick_list(request: Request) -> Response:
     site, sites, day, lines = pick_lines(c, request)
     totals: dict[tuple[str, str], int] = {}
     for line in lines:
-        key = (line.product, line.lot_number)
+        key = (line.product_name, line.lot_number)
         totals[key] = totals.get(key, 0) + line.vials
     return c.render(
         request,
@@ -575,6 +580,7 @@ def pick_list_csv(request: Request) -> Response:
             "site",
             "appointment",
             "patient_id",
+            "product_id",
             "product",
             "dose_grams",
             "lot",
@@ -592,6 +598,7 @@ def pick_list_csv(request: Request) -> Response:
                 line.appointment_id,
                 line.patient_id,
                 line.product,
+                line.product_name,
                 line.dose_grams,
                 line.lot_number,
                 line.vials,

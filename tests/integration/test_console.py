@@ -291,4 +291,5 @@ def test_pharmacy_lists_expiring_lots_and_the_pick_list(platform: Platform) -> N
     assert {r["appointment"] for r in rows} == {a.id for a in booked}
     assert all(int(r["vials"]) > 0 and r["lot"] for r in rows)
     for r in rows:
-        assert r["lot"] in pick.text
+        assert r["lot"] in pick.text and r["appointment"] in pick.text
+        assert r["product"] == _brand(platform, r["product_id"]) and r["product"] in pick.text
