@@ -40,6 +40,21 @@ def as_json(platform: Platform, role: str, *args: str) -> Any:
     return json.loads(run(platform, role, "--json", *args).stdout)
 
 
+def booking(plan: str, slot: dict[str, Any], start: str = "") -> list[str]:
+    """``infusion book`` of ``plan`` in ``slot`` (at ``start`` instead of the slot's)."""
+    return [
+        "book",
+        plan,
+        "--chair",
+        slot["chair_id"],
+        "--date",
+        slot["date"],
+        "--start",
+        start or slot["start"],
+        "--yes",
+    ]
+
+
 def test_board_as_table_and_json(platform: Platform) -> None:
     day = platform.booked_day.isoformat()
     data = as_json(platform, "nurse", "board", "--date", day)
@@ -59,19 +74,7 @@ def test_due_slots_book_and_cancel(platform: Platform) -> None:
     plan = unbooked[0]["plan"]
     found = as_json(platform, "scheduling_coordinator", "slots", plan)
     slot = found["slots"][0]
-    made = as_json(
-        platform,
-        "scheduling_coordinator",
-        "book",
-        plan,
-        "--chair",
-        slot["chair_id"],
-        "--date",
-        slot["date"],
-        "--start",
-        slot["start"],
-        "--yes",
-    )
+    made = as_json(platform, "scheduling_coordinator", *booking(plan, slot))
     assert made["status"] == "booked" and made["date"] == slot["date"]
     appointment = (
         platform.scheduler().GetAppointment(pb.GetAppointmentRequest(id=made["id"])).appointment
@@ -88,38 +91,12 @@ def test_a_refused_booking_prints_the_rule_and_exits_non_zero(platform: Platform
     plan = next(d for d in due if not d["booked"])["plan"]
     slot = as_json(platform, "scheduling_coordinator", "slots", plan)["slots"][0]
     # a closed hour: the site opens 08:00, so 03:00 is outside its opening hours
-    refused = run(
-        platform,
-        "scheduling_coordinator",
-        "book",
-        plan,
-        "--chair",
-        slot["chair_id"],
-        "--date",
-        slot["date"],
-        "--start",
-        "03:00",
-        "--yes",
-        code=1,
-    )
+    refused = run(platform, "scheduling_coordinator", *booking(plan, slot, "03:00"), code=1)
     # (the in-process servers' access log shares stderr here); Rich wraps long lines
     said = " ".join(refused.stderr.split())
     assert "error: FAILED_PRECONDITION: OPENING_HOURS:" in said, said  # the rule that refused
     # a nurse may not book at all: the permission is named
-    denied = run(
-        platform,
-        "nurse",
-        "book",
-        plan,
-        "--chair",
-        slot["chair_id"],
-        "--date",
-        slot["date"],
-        "--start",
-        slot["start"],
-        "--yes",
-        code=1,
-    )
+    denied = run(platform, "nurse", *booking(plan, slot), code=1)
     said = " ".join(denied.stderr.split())
     assert "PERMISSION_DENIED" in said and "scheduler.appointments.book" in said
 
