@@ -111,6 +111,10 @@ def test_the_board_shows_the_demo_day_with_names_and_nurse_load(platform: Platfo
         assert f"{a.dose_grams} g" in page.text
     assert page.text.count('<th scope="row">Chair ') == 6  # the demo's six chairs, a row each
     assert "Nurse load per hour" in page.text
+    # printing: a stylesheet of its own that leaves out navigation and buttons
+    assert 'href="http://127.0.0.1/static/print.css" media="print"' in page.text
+    printed = TestClient(platform.app, base_url=BASE).get("/static/print.css")
+    assert printed.status_code == 200 and ".site-header" in printed.text
     # a wall screen polls for its rows
     wall = client.get("/board", params={"date": day.isoformat(), "wall": "1"})
     assert 'hx-trigger="every 30s"' in wall.text and 'class="wall"' in wall.text
