@@ -282,25 +282,38 @@ def slots(plan: str, limit: Annotated[int, typer.Option(min=1, max=100)] = 10) -
     _emit({"slots": found, "day_limits": limits}, table)
 
 
-@app.command()
-def book(
-    plan: str,
-    chair: Annotated[str, typer.Option(help="chair id (from `infusion slots`)")],
-    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="YYYY-MM-DD")],
-    start: Annotated[str, typer.Option(help="HH:MM, the site's local time")],
-    yes: Annotated[bool, typer.Option("--yes", help="book without asking")] = False,
-    request_id: Annotated[str, typer.Option(help="repeat one to retry safely")] = "",
-) -> None:
-    """Book a plan's next infusion on a chair at a local day and start."""
+def _time_of_day(start: str) -> timeofday_pb2.TimeOfDay:
     try:
         hours, minutes = (int(x) for x in start.split(":"))
     except ValueError:
         err.print("error: --start is HH:MM")
         raise typer.Exit(2) from None
-    if not yes and not typer.confirm(
-        f"Book plan {plan} on chair {chair}, {date:%Y-%m-%d} {start}?"
-    ):
+    return timeofday_pb2.TimeOfDay(hours=hours, minutes=minutes)
+
+
+Chair = Annotated[str, typer.Option(help="chair id (from `infusion slots`)")]
+OnDay = Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="YYYY-MM-DD")]
+Start = Annotated[str, typer.Option(help="HH:MM, the site's local time")]
+RequestId = Annotated[str, typer.Option(help="repeat one to retry safely")]
+
+
+def _ask(yes: bool, question: str) -> None:
+    if not yes and not typer.confirm(question):
         raise typer.Exit(1)
+
+
+@app.command()
+def book(
+    plan: str,
+    chair: Chair,
+    date: OnDay,
+    start: Start,
+    yes: Annotated[bool, typer.Option("--yes", help="book without asking")] = False,
+    request_id: RequestId = "",
+) -> None:
+    """Book a plan's next infusion on a chair at a local day and start."""
+    local_start = _time_of_day(start)
+    _ask(yes, f"Book plan {plan} on chair {chair}, {date:%Y-%m-%d} {start}?")
     session = _session()
     with _refusals():
         made = session.calls.scheduler.BookAppointment(
@@ -308,7 +321,7 @@ def book(
                 therapy_plan_id=plan,
                 chair_id=chair,
                 local_date=from_date(date.date()),
-                local_start=timeofday_pb2.TimeOfDay(hours=hours, minutes=minutes),
+                local_start=local_start,
                 request_id=request_id or f"cli-{uuid.uuid4()}",
             )
         ).appointment
@@ -316,15 +329,41 @@ def book(
 
 
 @app.command()
+def move(
+    appointment: str,
+    chair: Chair,
+    date: OnDay,
+    start: Start,
+    yes: Annotated[bool, typer.Option("--yes", help="move without asking")] = False,
+    request_id: RequestId = "",
+) -> None:
+    """Move a booking to another chair, day or start: the old slot is freed only if the new
+    one is taken."""
+    local_start = _time_of_day(start)
+    _ask(yes, f"Move appointment {appointment} to chair {chair}, {date:%Y-%m-%d} {start}?")
+    session = _session()
+    with _refusals():
+        moved = session.calls.scheduler.RescheduleAppointment(
+            pb.RescheduleAppointmentRequest(
+                id=appointment,
+                chair_id=chair,
+                local_date=from_date(date.date()),
+                local_start=local_start,
+                request_id=request_id or f"cli-{uuid.uuid4()}",
+            )
+        ).appointment
+    _appointment(moved, "Moved")
+
+
+@app.command()
 def cancel(
     appointment: str,
     reason: Annotated[str, typer.Option(help="why (kept with the appointment)")],
     yes: Annotated[bool, typer.Option("--yes", help="cancel without asking")] = False,
-    request_id: Annotated[str, typer.Option(help="repeat one to retry safely")] = "",
+    request_id: RequestId = "",
 ) -> None:
     """Cancel an appointment (its vials and reminders are released)."""
-    if not yes and not typer.confirm(f"Cancel appointment {appointment}?"):
-        raise typer.Exit(1)
+    _ask(yes, f"Cancel appointment {appointment}?")
     session = _session()
     with _refusals():
         done = session.calls.scheduler.CancelAppointment(

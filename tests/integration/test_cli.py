@@ -80,6 +80,28 @@ def test_due_slots_book_and_cancel(platform: Platform) -> None:
         platform.scheduler().GetAppointment(pb.GetAppointmentRequest(id=made["id"])).appointment
     )
     assert appointment.therapy_plan_id == plan
+    # moved to the plan's next free slot elsewhere: the booking follows
+    other = next(
+        x for x in found["slots"] if (x["chair_id"], x["date"]) != (slot["chair_id"], slot["date"])
+    )
+    moved = as_json(
+        platform,
+        "scheduling_coordinator",
+        "move",
+        made["id"],
+        "--chair",
+        other["chair_id"],
+        "--date",
+        other["date"],
+        "--start",
+        other["start"],
+        "--yes",
+    )
+    assert (moved["chair_id"], moved["date"], moved["start"]) == (
+        other["chair_id"],
+        other["date"],
+        other["start"],
+    )
     done = as_json(
         platform, "scheduling_coordinator", "cancel", made["id"], "--reason", "test", "--yes"
     )
