@@ -15,7 +15,7 @@ VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
-.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token certs audit-verify
+.PHONY: help runtime setup gen run seed test test-unit lint bench clean deploy-check demo fuzz token certs audit-verify browser
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,7 +51,7 @@ setup: runtime $(DEV_STAMP) $(BUF) ## Everything for development: .venv with the
 
 gen: $(GEN_STAMP) ## Generate Python gRPC code from protos/ into gen/
 
-run: runtime $(BUF) ## Start the three services with a demo centre and a development token issuer (<SERVICE>_LISTEN, default 127.0.0.1:5005x; SQLite in var/); prints a token per role
+run: runtime $(BUF) ## Start the three services with a demo centre, a development token issuer and the staff console (CONSOLE_LISTEN, default 127.0.0.1:8080; docs/console.md); prints its URL and a token per role
 	$(PY) -m demo.run
 
 token: runtime ## Print a fresh development token as the last line: make token ROLE=nurse [ORG=demo-org]
@@ -69,7 +69,19 @@ audit-verify: runtime ## Walk a service's audit chain and report the first broke
 seed: runtime ## Load the shipped product catalogue into inventory's database
 	$(PY) -m services.inventory seed
 
-test: setup ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e, README examples)
+# The console's browser tests (tests/browser) drive Debian's chromium through its chromedriver:
+# installed here when missing and we are root (CI is); otherwise those tests skip saying why.
+browser: ## Headless Chromium and chromedriver from Debian's packages for the console's browser tests (as root, only when missing)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver) \
+	    || echo "make browser: chromium could not be installed; the browser tests will skip (or fail under CI=true)" >&2; \
+	else \
+	  echo "make browser: chromium is missing (as root: apt-get install chromium chromium-driver); the browser tests will skip" >&2; \
+	fi
+
+test: setup browser ## Run the whole suite (unit, integration on SQLite and PostgreSQL, e2e, the console in headless Chromium, README examples)
 	$(PY) -m pytest
 
 test-unit: setup ## The fast suite: domain rules and use cases without gRPC or a database (optimality proofs left to make test)

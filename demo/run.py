@@ -1,9 +1,10 @@
 """`make run`: seed the catalogue and the demo stock, start the development token issuer and
 the three services as processes on the ports their ``<SERVICE>_LISTEN`` variables give
 (refusing to start when a port is taken, and knowing each one serving is its own child:
-services/launcher.py), load the demo centre, print a token per role and how to call them, and
-stop them all on Ctrl-C or SIGTERM (SIGTERM each, so in-flight calls drain) or when one of
-them exits."""
+services/launcher.py), load the demo centre, start the staff console (``CONSOLE_LISTEN``,
+default 127.0.0.1:8080, docs/console.md), print its URL, a token per role and how to call
+them, and stop them all on Ctrl-C or SIGTERM (SIGTERM each, so in-flight calls drain) or when
+one of them exits."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import grpc
 from demo import centre
 from services.common.auth.roles import Roles
 from services.common.auth.tokens import StaticToken
+from services.common.settings import SettingsError
 from services.common.signals import SignalWaiter
+from services.console.settings import DEFAULT_LISTEN as CONSOLE_LISTEN
+from services.console.settings import load_settings as console_settings
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
 from services.launcher import (
@@ -48,8 +52,20 @@ def _run(signals: SignalWaiter) -> int:
     endpoints = endpoints_from_environment()
     env = service_environment(endpoints, {**os.environ, **issuer.service_environment()})
     check_settings(env)
+    try:
+        console_settings(env)
+    except SettingsError as error:
+        raise LaunchError(str(error)) from None
     processes = ServiceProcesses(endpoints, env, sink=_print, on_exit=signals.wake)
+    # the staff console: a process of its own, started once the services serve
+    console = ServiceProcesses(
+        [Endpoint("console", env.get("CONSOLE_LISTEN") or CONSOLE_LISTEN)],
+        env,
+        sink=_print,
+        on_exit=signals.wake,
+    )
     processes.check_ports()  # before seeding: refuse at once, not after a minute of work
+    console.check_ports()
     _check_issuer_port(issuer.listen)
     for step in ("seed", "demo"):  # the catalogue, then demo sites stocked with lots
         seed = subprocess.run([sys.executable, "-m", "services.inventory", step], env=env)
@@ -75,15 +91,22 @@ def _run(signals: SignalWaiter) -> int:
             processes.check_alive()  # a child that died says more than its peer's error
             print(f"make run: loading the demo centre failed: {e}", file=sys.stderr, flush=True)
             return 1
-        tokens = "\n".join(
-            f"export {role.upper()}='{issuer.token(role)}'" for role in Roles.default().specs
-        )
-        print(
-            BANNER.format(s=s, i=i, n=n, tokens=tokens, issuer=issuer.url, org=centre.ORG),
-            flush=True,
-        )
-        while signals.wait() is None:  # woken by a signal, or by a child's output ending
-            processes.check_alive()
+        with running(console):
+            if signals.received is not None:
+                return 0
+            tokens = "\n".join(
+                f"export {role.upper()}='{issuer.token(role)}'" for role in Roles.default().specs
+            )
+            url = f"http://{console.endpoints['console'].address}"
+            print(
+                BANNER.format(
+                    s=s, i=i, n=n, tokens=tokens, issuer=issuer.url, org=centre.ORG, console=url
+                ),
+                flush=True,
+            )
+            while signals.wait() is None:  # woken by a signal, or by a child's output ending
+                processes.check_alive()
+                console.check_alive()
     return 0
 
 
@@ -103,6 +126,8 @@ def _print(service: str, line: str) -> None:
 
 
 BANNER = """
+The staff console: {console} (sign in with one click per role; docs/console.md)
+
 All three services are SERVING (SQLite under var/), trusting the development issuer at
 {issuer} (keys under var/issuer/). A token per role, of organisation {org} and every site,
 valid 8 hours (`make token ROLE=<role> [ORG=<organisation>]` prints a fresh one):

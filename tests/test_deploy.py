@@ -297,6 +297,8 @@ def test_database_connections_fit_postgres_default_max_connections() -> None:
     plus max_overflow of the same size); count every pod a rollout may run at once."""
     total = 0
     for name, deployment in DEPLOYMENTS.items():
+        if name not in SERVICES:  # the console has no database
+            continue
         pods = (
             deployment["spec"]["replicas"]
             + deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
@@ -333,6 +335,7 @@ COMPOSE_VARIABLES = {
     "AUTH_ISSUER": "http://127.0.0.1:9/realms/infusion",
     "SCHEDULER_CLIENT_SECRET": "unused",
     "INVENTORY_CLIENT_SECRET": "unused",
+    "CONSOLE_SESSION_SECRET": "unused",
 }
 
 
@@ -344,7 +347,7 @@ def test_compose_services_are_locked_down(name: str) -> None:
     assert "/tmp" in service["tmpfs"]
     assert service["cap_drop"] == ["ALL"]
     assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
-    if name != "certs":  # the one-shot that makes certificates needs no database
+    if name not in ("certs", "console"):  # these need no database
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -546,6 +549,7 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
     ports = {name: free_port() for name in SERVICES}
     metrics_ports = {name: free_port() for name in SERVICES}
     health_ports = {name: free_port() for name in SERVICES}
+    console_port = free_port()
     certificates = tmp_path / "tls"  # the `tls` volume: the certs step writes it
     services = {n: s for n, s in COMPOSE["services"].items() if n != "postgres"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -567,6 +571,8 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
                     env[key] = f"127.0.0.1:{metrics_ports[owner]}"
                 elif owner in ports and setting == "HEALTH_LISTEN":
                     env[key] = f"127.0.0.1:{health_ports[owner]}"
+                elif key == "CONSOLE_LISTEN":
+                    env[key] = f"127.0.0.1:{console_port}"
                 env[key] = env[key].replace(TLS_DIR, str(certificates))
             assert "@postgres:" not in " ".join(env.values())
             envs[name] = env
@@ -609,6 +615,10 @@ def test_image_entrypoints_start_serve_and_drain(tmp_path: Path, databases: dict
                 scraped = reply.read().decode()
             assert 'grpc_service="grpc.health.v1.Health"' in scraped, name
             assert "db_pool_max_connections" in scraped, name
+        # the console reaches all three over mTLS with the certs step's client certificate
+        assert healthy(services["console"], envs["console"], workdir), (
+            logs / "console.log"
+        ).read_text()[-3000:]
         for name in reversed(start_order(COMPOSE["services"])):
             if name in SERVICES:
                 procs[name].send_signal(signal.SIGTERM)
@@ -721,3 +731,61 @@ def test_replicas_starting_together_on_an_empty_database_all_come_up(
         finally:
             engine.dispose()
     assert restarted == []
+
+
+# ---- the staff console (services/console, docs/console.md) ---------------------------------
+
+
+def console_names() -> set[str]:
+    from services.console.settings import ConsoleSettings
+
+    return ConsoleSettings.variables()
+
+
+def test_console_deployment_probes_http_and_mounts_its_client_certificate() -> None:
+    deployment = DEPLOYMENTS["console"]
+    c = container("console")
+    assert c["args"] == ["services.console"] and "command" not in c
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http", 8080)]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert deployment["spec"]["replicas"] > 1
+    env = {e["name"]: e for e in c["env"]}
+    # every variable the console sets itself is one it reads
+    assert set(env) <= console_names()
+    assert env["CONSOLE_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "infusion-console"
+    assert env["CONSOLE_SECURE_COOKIES"]["value"] == "true"
+    # what it needs from the ConfigMap is there: the services' addresses and the issuer
+    for name in ("SCHEDULER_ADDRESS", "INVENTORY_ADDRESS", "NOTIFY_ADDRESS", "AUTH_ISSUER"):
+        assert name in CONFIGMAP["data"]
+    spec = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+    assert env["CONSOLE_TLS_CA_FILE"]["value"] == f"{mount['mountPath']}/ca.crt"
+    assert env["CONSOLE_TLS_CERT_FILE"]["value"] == f"{mount['mountPath']}/tls.crt"
+    certificates = {
+        d["spec"]["secretName"]: d["spec"] for d in CERT_MANAGER_DOCS if d["kind"] == "Certificate"
+    }
+    assert "client auth" in certificates[volume["secret"]["secretName"]]["usages"]
+    service = K8S_SERVICES["console"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_compose_console_env_health_and_tls() -> None:
+    service = COMPOSE["services"]["console"]
+    env = compose_environment(service, COMPOSE_VARIABLES)
+    assert set(env) <= console_names()
+    from services.console.settings import load_settings as console_settings
+
+    settings = console_settings(env)
+    assert settings.client_tls("scheduler") is not None  # mTLS to the services
+    assert settings.address("scheduler") == "scheduler:50051"
+    assert service["ports"] == ["127.0.0.1:8080:8080"]
+    for dependency in ("scheduler", "inventory", "notify"):
+        assert service["depends_on"][dependency]["condition"] == "service_healthy"
+    override = yaml.safe_load((DEPLOY / "compose.insecure.yaml").read_text())
+    assert override["services"]["console"]["environment"]["CONSOLE_INSECURE_LISTEN"] == "true"
+    without = {k: v for k, v in COMPOSE_VARIABLES.items() if k != "CONSOLE_SESSION_SECRET"}
+    with pytest.raises(KeyError):  # compose refuses to start without a session secret
+        compose_environment(service, without)

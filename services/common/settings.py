@@ -47,7 +47,23 @@ class SettingsError(ValueError):
     not start. The message names every variable at fault."""
 
 
-class ServiceSettings(BaseSettings):
+class FromMapping(BaseSettings):
+    """Settings built only from what ``load`` passes in (it has already read the given
+    environment mapping), never from the process environment behind its back."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+class ServiceSettings(FromMapping):
     """What every service reads. Subclasses set ``service`` and add their own fields; a field
     ``grpc_workers`` of the scheduler is the variable ``SCHEDULER_GRPC_WORKERS``."""
 
@@ -116,18 +132,6 @@ class ServiceSettings(BaseSettings):
     # a plaintext listener answering grpc.health.v1 only, for probes that cannot do TLS
     # (Kubernetes' gRPC probe); empty: none (health is served on LISTEN as well)
     health_listen: str = ""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # only what ``load`` passes in: it has already read the given environment mapping
-        return (init_settings,)
 
     @model_validator(mode="before")
     @classmethod

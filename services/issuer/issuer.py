@@ -127,8 +127,18 @@ class Issuer:
             "issuer": self.url,
             "jwks_uri": f"{self.url}/jwks.json",
             "token_endpoint": f"{self.url}/token",
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            # the staff console's sign-in (services/issuer/authorization.py)
+            "authorization_endpoint": f"{self.url}/authorize",
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile"],
+            "subject_types_supported": ["public"],
+            "grant_types_supported": ["client_credentials", "authorization_code"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
             "id_token_signing_alg_values_supported": sorted({k.algorithm for k in self.keys}),
         }
 

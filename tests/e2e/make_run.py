@@ -79,6 +79,7 @@ def run_environment(var: Path, ports: Mapping[str, int] | None = None) -> dict[s
         env.pop(f"{prefix}_ADDRESS", None)  # the launcher sets these from the listen addresses
         env[f"{prefix}_DATABASE_URL"] = f"sqlite:///{var / name}.db"
         env[f"{prefix}_SHUTDOWN_GRACE_SECONDS"] = "1"
+    env["CONSOLE_LISTEN"] = f"127.0.0.1:{free_port()}"  # the staff console make run starts too
     return env
 
 

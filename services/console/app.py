@@ -1,0 +1,302 @@
+"""The console's ASGI application (Starlette): sign-in and out, the health check, the layout and
+its errors; the pages themselves are in pages.py.
+
+``create_app`` takes everything from outside as arguments (settings, the backend, a clock, the
+roles), so tests run it against their own services with Starlette's TestClient."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from services.common.auth.claims import ClaimNames
+from services.common.auth.roles import Roles
+from services.common.clock import Clock, SystemClock
+from services.console import pages
+from services.console.auth import PAGE, User, current_user, oauth_client, remember
+from services.console.backend import Backend
+from services.console.settings import ConsoleSettings
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+CSRF = "csrf"
+
+
+class NotSignedIn(Exception):
+    """The page needs a signed-in user (or the session's token has expired)."""
+
+
+class Refused(Exception):
+    """The user is signed in but may not open this page (their roles lack its permissions)."""
+
+
+class Console:
+    """What every request handler reaches through ``request.app.state.console``."""
+
+    def __init__(
+        self, settings: ConsoleSettings, backend: Backend, clock: Clock, roles: Roles
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.clock = clock
+        self.roles = roles
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.oauth: Any = None
+        if settings.auth_issuer:
+            self.oauth = oauth_client(
+                settings.auth_issuer,
+                settings.client_id,
+                settings.client_secret.get_secret_value(),
+            )
+
+    def user(self, request: Request, page: str | None = None) -> User:
+        """The signed-in user allowed to open ``page``; NotSignedIn or Refused otherwise."""
+        user = current_user(request)
+        if user is None or user.expired(time.time()):
+            request.session.clear()
+            raise NotSignedIn
+        if page is not None and not user.may_open(PAGE[page], self.roles):
+            raise Refused
+        return user
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **values: Any
+    ) -> Response:
+        user = current_user(request)
+        context = {
+            "user": user,
+            "nav": user.pages(self.roles) if user else [],
+            "csrf_token": csrf_token(request),
+            "current": request.url.path,
+            **values,
+        }
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get(CSRF)
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(24)
+        request.session[CSRF] = token
+    return token
+
+
+async def check_csrf(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token matches the session's (403 otherwise)."""
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    expected = request.session.get(CSRF)
+    if not isinstance(expected, str) or not hmac.compare_digest(
+        values.get("csrf_token", ""), expected
+    ):
+        raise HTTPException(403, "The form has expired: open the page again.")
+    return values
+
+
+def console(request: Request) -> Console:
+    found: Console = request.app.state.console
+    return found
+
+
+# -- sign-in -----------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    c = console(request)
+    user = current_user(request)
+    if user is not None and not user.expired(time.time()):
+        available = user.pages(c.roles)
+        if available:
+            return RedirectResponse(available[0].path, status_code=303)
+    return c.render(request, "home.html", signed_in=user is not None)
+
+
+async def login(request: Request) -> Response:
+    c = console(request)
+    if c.oauth is None:
+        raise HTTPException(503, "Sign-in is not configured (AUTH_ISSUER).")
+    target = request.query_params.get("next", "/")
+    request.session["next"] = target if local_path(target) else "/"
+    base = c.settings.public_url.rstrip("/") if c.settings.public_url else ""
+    redirect_uri = f"{base}/auth/callback" if base else str(request.url_for("callback"))
+    result: Response = await c.oauth.authorize_redirect(request, redirect_uri)
+    return result
+
+
+def local_path(target: str) -> bool:
+    """A path on this site (never another one: ``//host`` and ``/\\host`` are other sites
+    to a browser)."""
+    return target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target
+
+
+async def callback(request: Request) -> Response:
+    c = console(request)
+    if c.oauth is None:
+        raise HTTPException(503, "Sign-in is not configured (AUTH_ISSUER).")
+    if "error" in request.query_params:
+        raise HTTPException(400, f"Sign-in failed: {request.query_params['error']}")
+    target = request.session.get("next", "/")
+    try:
+        token = await c.oauth.authorize_access_token(request)
+    except Exception as error:  # Authlib's OAuthError and the ID token's checks
+        log.info("sign-in refused: %s", error)
+        raise HTTPException(400, "Sign-in failed: start again.") from None
+    claims = token.get("userinfo") or {}
+    if not claims or "access_token" not in token:
+        raise HTTPException(400, "Sign-in failed: the issuer sent no ID token.")
+    names = ClaimNames(
+        organisation=c.settings.auth_claim_organisation,
+        sites=c.settings.auth_claim_sites,
+        roles=c.settings.auth_claim_roles,
+    )
+    remember(request.session, dict(claims), token["access_token"], names)
+    log.info("signed in: %s (%s)", claims.get("sub"), ",".join(claims.get("roles") or []))
+    return RedirectResponse(target if isinstance(target, str) else "/", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    await check_csrf(request)
+    request.session.clear()
+    return RedirectResponse("/", status_code=303)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def healthz(request: Request) -> Response:
+    """200 when the three services answer grpc.health SERVING, else 503; each one's answer."""
+    found = console(request).backend.health()
+    ok = all(status == "SERVING" for status in found.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "services": found}, 200 if ok else 503
+    )
+
+
+def livez(request: Request) -> Response:
+    """The process answers (the liveness probe: the services' health is /healthz's)."""
+    return JSONResponse({"status": "ok"})
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def not_signed_in(request: Request, error: Exception) -> Response:
+    if request.headers.get("HX-Request"):
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={_quote(path)}", status_code=303)
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="")
+
+
+async def refused(request: Request, error: Exception) -> Response:
+    return console(request).render(
+        request,
+        "error.html",
+        status_code=403,
+        title="Not allowed",
+        message="Your role does not give you this page. The navigation shows the pages you "
+        "may open.",
+    )
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return console(request).render(
+        request, "error.html", status_code=error.status_code, title="Sorry", message=error.detail
+    )
+
+
+GRPC_STATUS = {
+    grpc.StatusCode.PERMISSION_DENIED: (403, "Not allowed"),
+    grpc.StatusCode.NOT_FOUND: (404, "Not found"),
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "Not accepted"),
+    grpc.StatusCode.FAILED_PRECONDITION: (409, "Not possible now"),
+    grpc.StatusCode.ABORTED: (409, "Changed meanwhile"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "Already there"),
+    grpc.StatusCode.UNAVAILABLE: (503, "A service is unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (503, "A service is too slow"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (503, "A service is busy"),
+}
+
+
+async def rpc_error(request: Request, error: Exception) -> Response:
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        request.session.clear()
+        return await not_signed_in(request, error)
+    status, title = GRPC_STATUS.get(code, (502, "A service failed"))
+    details = error.details() if isinstance(error, grpc.Call) else ""
+    log.info("%s %s: %s %s", request.method, request.url.path, code.name, details)
+    message = details if status < 500 else "Please try again in a moment."
+    return console(request).render(
+        request, "error.html", status_code=status, title=title, message=message
+    )
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+def create_app(
+    settings: ConsoleSettings,
+    *,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
+    roles: Roles | None = None,
+) -> Starlette:
+    secret = settings.session_secret.get_secret_value() or secrets.token_urlsafe(32)
+    state = Console(
+        settings,
+        backend or Backend.connect(settings),
+        clock or SystemClock(),
+        roles or Roles.default(),
+    )
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route("/login", login),
+            Route("/auth/callback", callback, name="callback"),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/livez", livez),
+            *pages.routes(),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=secret,
+                session_cookie="console_session",
+                max_age=settings.session_max_age_seconds,
+                same_site="lax",
+                https_only=settings.secure_cookies,
+            )
+        ],
+        exception_handlers={
+            NotSignedIn: not_signed_in,
+            Refused: refused,
+            HTTPException: http_error,
+            grpc.RpcError: rpc_error,
+        },
+    )
+    app.state.console = state
+    return app

@@ -1,0 +1,386 @@
+"""The console's pages: the chair board, the due list with slot search, booking and
+cancelling, and the pharmacy's expiring lots and pick list. Every handler first asks for a
+user allowed to open its page (app.Console.user), then reads through the services with that
+user's token; the services' own checks (permissions, organisation and site scope) stay the
+final word, and their refusals become the error page (app.rpc_error)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.common.convert import from_date, to_date
+from services.console import reads, views
+from services.console.auth import PAGE
+from services.console.backend import UserCalls
+
+if TYPE_CHECKING:
+    from services.console.app import Console
+    from services.console.auth import User
+
+
+def _app(request: Request) -> Console:
+    from services.console.app import console
+
+    return console(request)
+
+
+def _calls(c: Console, user: User) -> UserCalls:
+    return c.backend.as_user(user.token)
+
+
+def _day(value: str | None, default: dt.date) -> dt.date:
+    if not value:
+        return default
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(400, f"Not a date: {value!r} (YYYY-MM-DD).") from None
+
+
+def _whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as a whole number, kept within [low, high]."""
+    try:
+        value = int(request.query_params.get(name, str(default)))
+    except ValueError:
+        raise HTTPException(400, f"{name}: a whole number.") from None
+    return min(max(value, low), high)
+
+
+def _local_today(c: Console, time_zone: str) -> dt.date:
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ValueError, KeyError):
+        zone = ZoneInfo("UTC")
+    return c.clock.now().astimezone(zone).date()
+
+
+def _chosen(sites: list[Any], wanted: str | None) -> Any:
+    if not sites:
+        raise HTTPException(404, "No site of your organisation is open to you.")
+    if wanted:
+        for site in sites:
+            if site.id == wanted:
+                return site
+        raise HTTPException(404, "No such site.")
+    return sites[0]
+
+
+# -- chair board -------------------------------------------------------------------------------
+
+
+def board_view(c: Console, request: Request) -> dict[str, Any]:
+    user = c.user(request, "board")
+    calls = _calls(c, user)
+    sites = reads.sites(calls, user.organisation, user.sees_site)
+    site = _chosen(sites, request.query_params.get("site"))
+    day = _day(request.query_params.get("date"), _local_today(c, site.time_zone))
+    board = reads.chair_board(calls, site, day)
+    return {
+        "site": site,
+        "sites": sites,
+        "day": day,
+        "previous_day": day - dt.timedelta(days=1),
+        "next_day": day + dt.timedelta(days=1),
+        "rows": board.rows,
+        "load": board.load,
+        "hour_marks": board.hour_marks,
+        "axis": (views.clock(board.axis.start), views.clock(board.axis.end)),
+        "wall": request.query_params.get("wall") == "1",
+        "can_book": user.may_open(PAGE["due"], c.roles),
+        "refresh": c.settings.wall_refresh_seconds,
+    }
+
+
+def board(request: Request) -> Response:
+    c = _app(request)
+    values = board_view(c, request)
+    template = "board_rows.html" if request.headers.get("HX-Request") else "board.html"
+    return c.render(request, template, **values)
+
+
+# -- due list, slots, booking ------------------------------------------------------------------
+
+
+def due(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "due")
+    calls = _calls(c, user)
+    sites = reads.sites(calls, user.organisation, user.sees_site)
+    site = _chosen(sites, request.query_params.get("site"))
+    horizon = _whole_number(request, "days", 28, 1, 366)
+    rows = reads.due_list(calls, site.id, horizon)
+    return c.render(request, "due.html", site=site, sites=sites, rows=rows, days=horizon)
+
+
+def slots(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "due")
+    calls = _calls(c, user)
+    plan_id = request.path_params["plan_id"]
+    plan = calls.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=plan_id)).therapy_plan
+    answer = calls.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan_id, max_results=20))
+    names = reads.patient_names(calls, [plan.patient_id])
+    chairs = {
+        ch.id: ch.display_name
+        for ch in calls.scheduler.ListChairs(
+            pb.ListChairsRequest(site_id=plan.site_id, page_size=reads.MAX_PAGE)
+        ).chairs
+    }
+    offered = [
+        {
+            "chair_id": s.chair_id,
+            "chair": chairs.get(s.chair_id, s.chair_id),
+            "date": to_date(s.local_date),
+            "start": views.clock(reads.minutes(s.local_start)),
+            "end": views.clock(reads.minutes(s.local_end)),
+            "nurse_load": f"{s.nurse_load}/{s.nurse_capacity}" if s.nurse_capacity else "",
+            "days_from_due": s.days_from_due,
+            "stock_note": s.stock_note if s.stock_short else "",
+        }
+        for s in answer.slots
+    ]
+    limits = [
+        {
+            "date": to_date(d.local_date),
+            "limit": d.limit.replace("_", " ").lower(),
+            "detail": d.detail,
+        }
+        for d in answer.day_limits
+    ]
+    template = "slots_part.html" if request.headers.get("HX-Request") else "slots.html"
+    return c.render(
+        request,
+        template,
+        plan=plan,
+        patient=names.get(plan.patient_id, plan.patient_id),
+        slots=offered,
+        limits=limits,
+        due_date=to_date(answer.due_date) if answer.HasField("due_date") else None,
+        stock_checked=answer.stock_checked,
+    )
+
+
+def _slot_form(values: dict[str, str]) -> dict[str, str]:
+    wanted = ("plan", "chair_id", "date", "start")
+    missing = [k for k in wanted if not values.get(k)]
+    if missing:
+        raise HTTPException(400, f"Missing: {', '.join(missing)}.")
+    return {k: values[k] for k in wanted} | {"chair": values.get("chair", values["chair_id"])}
+
+
+async def book_confirm(request: Request) -> Response:
+    """Step one: what would be booked, and a button to book it (or go back)."""
+    from services.console.app import check_csrf
+
+    c = _app(request)
+    c.user(request, "due")
+    slot = _slot_form(await check_csrf(request))
+    slot["patient"] = (await request.form()).get("patient", "")  # type: ignore[assignment]
+    return c.render(request, "book_confirm.html", slot=slot, request_id=str(uuid.uuid4()))
+
+
+async def book(request: Request) -> Response:
+    """Step two: the booking itself (the request id makes a double click one booking)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from services.console.app import check_csrf
+
+    c = _app(request)
+    user = c.user(request, "due")
+    values = await check_csrf(request)
+    slot = _slot_form(values)
+    try:
+        day = dt.date.fromisoformat(slot["date"])
+        hours_, minutes_ = (int(x) for x in slot["start"].split(":"))
+    except ValueError:
+        raise HTTPException(400, "The slot's date or time is not readable.") from None
+    from google.type import timeofday_pb2
+
+    request_id = values.get("request_id") or str(uuid.uuid4())
+    calls = _calls(c, user)
+    booked = await run_in_threadpool(
+        calls.scheduler.BookAppointment,
+        pb.BookAppointmentRequest(
+            therapy_plan_id=slot["plan"],
+            chair_id=slot["chair_id"],
+            local_date=from_date(day),
+            local_start=timeofday_pb2.TimeOfDay(hours=hours_, minutes=minutes_),
+            request_id=f"console-{request_id}"[:128],
+        ),
+    )
+    a = booked.appointment
+    return RedirectResponse(
+        f"/board?site={a.site_id}&date={to_date(a.local_date).isoformat()}&booked={a.id}",
+        status_code=303,
+    )
+
+
+async def cancel_confirm(request: Request) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    from services.console.app import check_csrf
+
+    c = _app(request)
+    user = c.user(request, "due")
+    await check_csrf(request)
+    calls = _calls(c, user)
+    appointment = (
+        await run_in_threadpool(
+            calls.scheduler.GetAppointment,
+            pb.GetAppointmentRequest(id=request.path_params["appointment_id"]),
+        )
+    ).appointment
+    names = await run_in_threadpool(reads.patient_names, calls, [appointment.patient_id])
+    return c.render(
+        request,
+        "cancel_confirm.html",
+        appointment=appointment,
+        patient=names.get(appointment.patient_id, ""),
+        day=to_date(appointment.local_date),
+        start=views.clock(reads.minutes(appointment.local_start)),
+        request_id=str(uuid.uuid4()),
+    )
+
+
+async def cancel(request: Request) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    from services.console.app import check_csrf
+
+    c = _app(request)
+    user = c.user(request, "due")
+    values = await check_csrf(request)
+    calls = _calls(c, user)
+    cancelled = (
+        await run_in_threadpool(
+            calls.scheduler.CancelAppointment,
+            pb.CancelAppointmentRequest(
+                id=request.path_params["appointment_id"],
+                reason=values.get("reason", "")[:1000] or "cancelled at the console",
+                request_id=f"console-{values.get('request_id') or uuid.uuid4()}"[:128],
+            ),
+        )
+    ).appointment
+    return RedirectResponse(
+        f"/board?site={cancelled.site_id}&date={to_date(cancelled.local_date).isoformat()}",
+        status_code=303,
+    )
+
+
+# -- pharmacy ----------------------------------------------------------------------------------
+
+
+def pharmacy(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "pharmacy")
+    calls = _calls(c, user)
+    sites = reads.stock_sites(calls, user.sees_site)
+    site = _chosen(sites, request.query_params.get("site"))
+    within = _whole_number(request, "days", 60, 0, 3650)
+    today = _local_today(c, site.time_zone)
+    rows = reads.expiring_lots(calls, site.id, today, within)
+    return c.render(
+        request, "pharmacy.html", site=site, sites=sites, lots=rows, days=within, today=today
+    )
+
+
+def pick_lines(
+    c: Console, request: Request
+) -> tuple[Any, list[Any], dt.date, list[reads.PickLine]]:
+    user = c.user(request, "pharmacy")
+    calls = _calls(c, user)
+    sites = reads.stock_sites(calls, user.sees_site)
+    site = _chosen(sites, request.query_params.get("site"))
+    day = _day(
+        request.query_params.get("date"), _local_today(c, site.time_zone) + dt.timedelta(days=1)
+    )
+    return site, sites, day, reads.pick_list(calls, site.id, day)
+
+
+def pick_list(request: Request) -> Response:
+    c = _app(request)
+    site, sites, day, lines = pick_lines(c, request)
+    totals: dict[tuple[str, str], int] = {}
+    for line in lines:
+        key = (line.product_name, line.lot_number)
+        totals[key] = totals.get(key, 0) + line.vials
+    return c.render(
+        request,
+        "pick_list.html",
+        site=site,
+        sites=sites,
+        day=day,
+        lines=lines,
+        totals=sorted(totals.items()),
+    )
+
+
+def pick_list_csv(request: Request) -> Response:
+    c = _app(request)
+    site, _sites_, day, lines = pick_lines(c, request)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "needed_on",
+            "site",
+            "appointment",
+            "patient_id",
+            "product_id",
+            "product",
+            "dose_grams",
+            "lot",
+            "vials",
+            "expiry",
+            "state",
+            "note",
+        ]
+    )
+    for line in lines:
+        writer.writerow(
+            [
+                day.isoformat(),
+                site.id,
+                line.appointment_id,
+                line.patient_id,
+                line.product,
+                line.product_name,
+                line.dose_grams,
+                line.lot_number,
+                line.vials,
+                line.expiry.isoformat() if line.expiry else "",
+                line.state,
+                line.note,
+            ]
+        )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="pick-list-{site.id}-{day}.csv"'},
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/board", board),
+        Route("/due", due),
+        Route("/due/{plan_id}/slots", slots),
+        Route("/book/confirm", book_confirm, methods=["POST"]),
+        Route("/book", book, methods=["POST"]),
+        Route("/appointments/{appointment_id}/cancel/confirm", cancel_confirm, methods=["POST"]),
+        Route("/appointments/{appointment_id}/cancel", cancel, methods=["POST"]),
+        Route("/pharmacy", pharmacy),
+        Route("/pharmacy/pick-list", pick_list),
+        Route("/pharmacy/pick-list.csv", pick_list_csv),
+    ]

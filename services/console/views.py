@@ -1,0 +1,140 @@
+"""What the pages show, worked out from what the services answered: plain functions of plain
+values (no HTTP, no gRPC), so the arithmetic is tested on its own (tests/unit/
+test_console_views.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# Appointment status (scheduler.v1.AppointmentStatus numbers) -> what the board says
+STATUS_LABELS = {
+    1: "held",
+    2: "booked",
+    3: "checked in",
+    4: "in chair",
+    5: "done",
+    6: "cancelled",
+    7: "no-show",
+}
+AT_RISK = "at risk for stock"
+
+
+def status_label(status: int, stock_at_risk: bool) -> str:
+    """A booked infusion whose vials could not be reserved is "at risk for stock" until it
+    is under way; otherwise the appointment's own status."""
+    if stock_at_risk and status in (2, 3):
+        return AT_RISK
+    return STATUS_LABELS.get(status, "unknown")
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: int  # minutes after midnight, site-local
+    end: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    left: float  # percent of the day's axis
+    width: float
+
+
+def place(block: Interval, axis: Interval) -> Placement:
+    """Where a block sits on the axis, in percent, clipped to it. 09:00-11:00 on an
+    08:00-18:00 axis: left 10 %, width 20 %."""
+    span = max(axis.end - axis.start, 1)
+    start = min(max(block.start, axis.start), axis.end)
+    end = min(max(block.end, axis.start), axis.end)
+    return Placement(
+        round(100 * (start - axis.start) / span, 3), round(100 * (end - start) / span, 3)
+    )
+
+
+def hours(axis: Interval) -> list[int]:
+    """The whole hours the axis covers (their starts, in minutes): 08:00-18:00 gives ten."""
+    first = axis.start - axis.start % 60
+    return list(range(first, axis.end, 60))
+
+
+@dataclass(frozen=True)
+class Shift:
+    weekday: int  # Monday 1 ... Sunday 7 (google.type.DayOfWeek)
+    start: int
+    end: int
+    nurses: int
+
+
+@dataclass(frozen=True)
+class HourLoad:
+    hour: int  # minutes after midnight
+    patients: int  # most patients in chairs at once during the hour
+    capacity: int | None  # nurses on duty x ratio at the hour's start; None: no nurse model
+
+    @property
+    def label(self) -> str:
+        return f"{self.hour // 60:02d}:00"
+
+    @property
+    def over(self) -> bool:
+        return self.capacity is not None and self.patients > self.capacity
+
+
+def nurse_load(
+    appointments: Iterable[Interval],
+    axis: Interval,
+    shifts: Sequence[Shift],
+    ratio: int,
+    day: dt.date,
+) -> list[HourLoad]:
+    """Per hour of the axis, the peak of patients in chairs (minute by minute) and what the
+    nurses on duty can monitor (their number x the ratio, at the hour's start). Without
+    shifts the site has no nurse model and the capacity is None."""
+    busy = list(appointments)
+    weekday = day.isoweekday()
+    result = []
+    for hour in hours(axis):
+        peak = 0
+        for minute in range(hour, hour + 60):
+            peak = max(peak, sum(1 for a in busy if a.start <= minute < a.end))
+        capacity = None
+        if shifts:
+            nurses = sum(
+                s.nurses for s in shifts if s.weekday == weekday and s.start <= hour < s.end
+            )
+            capacity = nurses * ratio
+        result.append(HourLoad(hour, peak, capacity))
+    return result
+
+
+def minutes(hours_: int, minutes_: int) -> int:
+    return hours_ * 60 + minutes_
+
+
+def clock(total: int) -> str:
+    return f"{total // 60:02d}:{total % 60:02d}"
+
+
+@dataclass(frozen=True)
+class ExpiringLot:
+    lot_number: str
+    product_id: str
+    expiry: dt.date
+    days_left: int
+    on_hand: int
+    reserved: int
+
+
+def expiring(
+    lots: Iterable[tuple[str, str, dt.date, int, int]], today: dt.date, within_days: int
+) -> list[ExpiringLot]:
+    """Lots with vials on hand that expire within ``within_days`` of ``today`` (expired ones
+    included, with negative days left), soonest first. Each lot is (number, product, expiry,
+    on hand, reserved)."""
+    found = [
+        ExpiringLot(number, product, expiry, (expiry - today).days, on_hand, reserved)
+        for number, product, expiry, on_hand, reserved in lots
+        if on_hand > 0 and (expiry - today).days <= within_days
+    ]
+    return sorted(found, key=lambda lot: (lot.expiry, lot.product_id, lot.lot_number))

@@ -1,0 +1,208 @@
+"""The console in a real browser: Debian's headless Chromium driven through its chromedriver
+(selenium; nothing is downloaded at test time), against the console served by uvicorn on a
+free port, the development issuer's sign-in page and the three services with the demo centre
+(tests/integration/console_support.py). Each page is checked with axe-core (from npm,
+package.json) injected into it: no serious or critical WCAG 2.1 A/AA violation. Screenshots go
+to test-artifacts/console/ (docs/console.md links them).
+
+Few on purpose (CPU is scarce): one walk for the scheduling coordinator (sign in, board, due
+list, slots, confirm, the booked block on the board, the wall screen) and one for the
+pharmacist. Without chromium, chromedriver or axe-core they skip saying which, except under
+CI=true, where they fail: `make test` installs chromium (`make browser`) and axe-core."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from services.launcher import free_port
+from tests.integration.console_support import Platform, running_platform
+
+REPO = Path(__file__).resolve().parents[2]
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = REPO / "test-artifacts" / "console"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> str:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return (
+            "headless Chromium is not installed "
+            "(`make browser`: apt-get install chromium chromium-driver)"
+        )
+    if not AXE.exists():
+        return "axe-core is not installed (`make setup` runs npm install)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (the dev extra)"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, str]]:
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    with running_platform(tmp_path_factory.mktemp("browser")) as platform:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(platform.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        try:
+            yield platform, f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1366,768",  # the ward PC
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def accessible(driver: Any, page: str) -> None:
+    """axe-core's WCAG 2.1 A and AA rules on the current page: nothing serious or critical."""
+    driver.execute_script(AXE.read_text())
+    violations = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: 'tag',
+                                     values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+          .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                                 nodes: v.nodes.map(n => n.target.join(' '))}))))
+          .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
+        """
+    )
+    serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], f"{page}: {serious}"
+
+
+def screenshot(driver: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1366, max(768, min(int(height), 3000)))
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    driver.set_window_size(1366, 768)
+
+
+def sign_in(driver: Any, base: str, role: str, then: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}{then}")
+    # the console sent us to the issuer's one-click page
+    assert "/authorize" in driver.current_url, driver.current_url
+    accessible(driver, "the issuer's sign-in page")
+    driver.find_element(By.CSS_SELECTOR, f'button[value="{role}"]').click()
+    wait_for(driver, lambda: driver.current_url.startswith(base), "back at the console")
+
+
+def wait_for(driver: Any, check: Any, what: str, seconds: float = 30) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, seconds).until(lambda _d: check(), message=what)
+
+
+def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
+    served: tuple[Platform, str], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    platform, base = served
+    day = platform.booked_day.isoformat()
+    sign_in(browser, base, "scheduling_coordinator", f"/board?date={day}")
+    assert "Chair board" in browser.find_element(By.TAG_NAME, "h1").text
+    blocks = browser.find_elements(By.CSS_SELECTOR, ".timeline .block .patient")
+    assert blocks and all("," in b.text for b in blocks)  # "Family, Given"
+    # the skip link is the first stop of the keyboard and leads to the content
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "a.skip-link").get_attribute("href").endswith("#main")
+    )
+    accessible(browser, "the chair board")
+    screenshot(browser, "board")
+
+    browser.get(f"{base}/due")
+    accessible(browser, "the due list")
+    screenshot(browser, "due-list")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Find slots").click()  # htmx: in place
+    wait_for(
+        browser,
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#slots form"),
+        "the slots under the due list",
+    )
+    accessible(browser, "the due list with slots")
+    browser.find_element(By.CSS_SELECTOR, "#slots form button").click()
+    wait_for(browser, lambda: "Book this infusion?" in browser.page_source, "confirmation")
+    accessible(browser, "the booking confirmation")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Yes, book it']").click()
+    wait_for(browser, lambda: "booked=" in browser.current_url, "the board after booking")
+    booked = browser.current_url.split("booked=")[1].split("&")[0]
+    cancel = browser.find_elements(
+        By.CSS_SELECTOR, f'form[action="/appointments/{booked}/cancel/confirm"]'
+    )
+    assert cancel, "the new booking is not on the board"
+
+    browser.get(browser.current_url.split("&booked=")[0] + "&wall=1")
+    assert "wall" in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
+    accessible(browser, "the wall screen")
+    screenshot(browser, "board-wall")
+
+
+def test_a_pharmacist_sees_expiring_lots_and_the_pick_list(
+    served: tuple[Platform, str], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    platform, base = served
+    sign_in(browser, base, "pharmacist", "/pharmacy?days=3650")
+    assert browser.find_elements(By.CSS_SELECTOR, "table.list tbody th[scope=row]")
+    nav = browser.find_element(By.CSS_SELECTOR, "nav[aria-label=Main]").text
+    assert "Pharmacy" in nav and "Chair board" not in nav
+    accessible(browser, "the pharmacy page")
+    screenshot(browser, "pharmacy-expiring")
+    browser.get(f"{base}/pharmacy/pick-list?date={platform.booked_day.isoformat()}")
+    assert "Pick list" in browser.find_element(By.TAG_NAME, "h1").text
+    accessible(browser, "the pick list")
+    screenshot(browser, "pick-list")
+    browser.get(f"{base}/board")
+    assert "Not allowed" in browser.find_element(By.TAG_NAME, "h1").text
+    accessible(browser, "the 403 page")

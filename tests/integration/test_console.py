@@ -1,0 +1,299 @@
+"""The staff console against real services (in-process, SQLite) and the development issuer
+over HTTP: sign-in by the authorization code flow with PKCE, the health check, each page with
+the demo centre's data for the roles that may open it and a 403 page for those that may not,
+and booking and cancelling through the pages."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from demo import centre
+from demo.builder import Builder
+from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from infusion.scheduler.v1 import scheduler_pb2_grpc
+from services.common.auth.tokens import StaticToken
+from services.common.channels import open_channel
+from services.common.convert import from_date
+from services.console.app import create_app
+from services.console.settings import load_settings
+from services.launcher import free_port
+from tests.integration.console_support import Platform, running_platform, sign_in
+
+BASE = "http://127.0.0.1"  # a loopback address: the development issuer redirects only there
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("console")) as running:
+        yield running
+
+
+def client_as(platform: Platform, role: str, organisation: str = centre.ORG) -> TestClient:
+    client = TestClient(platform.app, base_url=BASE)
+    sign_in(client, role, organisation)
+    return client
+
+
+def csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def test_healthz_answers_200_when_the_three_services_serve(platform: Platform) -> None:
+    answer = TestClient(platform.app, base_url=BASE).get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json()["services"] == {
+        "scheduler": "SERVING",
+        "inventory": "SERVING",
+        "notify": "SERVING",
+    }
+
+
+def test_a_page_sends_a_stranger_to_sign_in(platform: Platform) -> None:
+    answer = TestClient(platform.app, base_url=BASE).get("/board", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fboard"
+
+
+def test_sign_in_is_the_authorization_code_flow_with_pkce(platform: Platform) -> None:
+    client = TestClient(platform.app, base_url=BASE)
+    to_issuer = client.get("/login", follow_redirects=False)
+    location = to_issuer.headers["location"]
+    assert location.startswith(f"{platform.issuer.issuer.url}/authorize?")
+    assert "code_challenge_method=S256" in location and "code_challenge=" in location
+    sign_in(client, "nurse")
+    home = client.get("/", follow_redirects=False)
+    assert home.headers["location"] == "/board"  # a nurse's first (and only) page
+    board = client.get("/board")
+    assert "Dev-nurse" not in board.text and "Nurse (development)" in board.text
+    nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', board.text, re.S)
+    assert nav and "Chair board" in nav.group(1)
+    assert "Due list" not in nav.group(1) and "Pharmacy" not in nav.group(1)
+    # signing out ends the session: the board asks for sign-in again
+    client.post("/logout", data={"csrf_token": csrf(board.text)})
+    assert client.get("/board", follow_redirects=False).status_code == 303
+
+
+def test_a_replayed_callback_signs_nobody_in(platform: Platform) -> None:
+    client = TestClient(platform.app, base_url=BASE)
+    answer = client.get("/auth/callback?code=made-up&state=made-up", follow_redirects=False)
+    assert answer.status_code == 400
+    assert client.get("/board", follow_redirects=False).status_code == 303
+
+
+def test_the_board_shows_the_demo_day_with_names_and_nurse_load(platform: Platform) -> None:
+    client = client_as(platform, "nurse")
+    day = platform.booked_day
+    page = client.get("/board", params={"date": day.isoformat()})
+    assert page.status_code == 200
+    # the demo centre books three patients (demo/centre.py); the board names them
+    appointments = (
+        platform.scheduler()
+        .ListAppointments(pb.ListAppointmentsRequest(site_id=platform.site_id))
+        .appointments
+    )
+    that_day = [a for a in appointments if a.local_date == from_date(day)]
+    assert that_day
+    for a in that_day:
+        patient = platform.scheduler().GetPatient(pb.GetPatientRequest(id=a.patient_id)).patient
+        assert f"{patient.family_name}, {patient.given_name}" in page.text
+        assert a.patient_id not in page.text  # names, not ids
+        assert _brand(platform, a.product_id) in page.text  # the product by its name
+        assert f"{a.dose_grams} g" in page.text
+    assert page.text.count('<th scope="row">Chair ') == 6  # the demo's six chairs, a row each
+    assert "Nurse load per hour" in page.text
+    # printing: a stylesheet of its own that leaves out navigation and buttons
+    assert 'href="http://127.0.0.1/static/print.css" media="print"' in page.text
+    printed = TestClient(platform.app, base_url=BASE).get("/static/print.css")
+    assert printed.status_code == 200 and ".site-header" in printed.text
+    # a wall screen polls for its rows
+    wall = client.get("/board", params={"date": day.isoformat(), "wall": "1"})
+    assert 'hx-trigger="every 30s"' in wall.text and 'class="wall"' in wall.text
+    rows = client.get(
+        "/board", params={"date": day.isoformat(), "wall": "1"}, headers={"HX-Request": "true"}
+    )
+    assert "<html" not in rows.text and "Nurse load per hour" in rows.text
+
+
+@pytest.mark.parametrize(
+    ("role", "page", "allowed"),
+    [
+        ("nurse", "/board", True),
+        ("scheduling_coordinator", "/board", True),
+        ("pharmacist", "/board", False),
+        ("nurse", "/due", False),
+        ("scheduling_coordinator", "/due", True),
+        ("prescriber", "/due", False),
+        ("pharmacist", "/pharmacy", True),
+        ("nurse", "/pharmacy", False),
+        ("pharmacy_manager", "/pharmacy/pick-list", False),
+        ("pharmacist", "/pharmacy/pick-list.csv", True),
+    ],
+)
+def test_each_page_opens_for_its_roles_only(
+    platform: Platform, role: str, page: str, allowed: bool
+) -> None:
+    answer = client_as(platform, role).get(page)
+    assert answer.status_code == (200 if allowed else 403), answer.text[:500]
+    if not allowed:
+        assert "Not allowed" in answer.text
+
+
+def test_another_organisation_sees_none_of_the_demo_centre(platform: Platform) -> None:
+    other = "other-org"
+    administrator = StaticToken(platform.issuer.issuer.role_token("administrator", other))
+    build = Builder(
+        scheduler_pb2_grpc.SchedulerServiceStub(
+            open_channel(platform.scheduler_address, None, administrator)
+        ),
+        inventory_pb2_grpc.InventoryServiceStub(
+            open_channel(platform.inventory_address, None, administrator)
+        ),
+        other,
+    )
+    site = build.site(name="Other day unit", request_id="console-test-other-site")
+    build.chairs(site.id, 2)
+    nurse = client_as(platform, "nurse", organisation=other)
+    board = nurse.get("/board")
+    assert board.status_code == 200
+    assert "Other day unit" in board.text and "Demo infusion centre" not in board.text
+    assert board.text.count('<th scope="row">Chair ') == 2
+    # the demo's site named outright is no site of theirs
+    assert nurse.get("/board", params={"site": platform.site_id}).status_code == 404
+    # nor is a demo plan or appointment: the scheduler answers NOT_FOUND, the page 404
+    coordinator = client_as(platform, "scheduling_coordinator", organisation=other)
+    due = client_as(platform, "scheduling_coordinator").get("/due")
+    plan = re.search(r'href="/due/([^/"]+)/slots"', due.text)
+    assert plan
+    assert coordinator.get(f"/due/{plan.group(1)}/slots").status_code == 404
+    # and a nurse of an organisation without sites finds none
+    assert client_as(platform, "nurse", organisation="empty-org").get("/board").status_code == 404
+
+
+def test_healthz_answers_503_naming_the_service_that_does_not_answer(
+    platform: Platform,
+) -> None:
+    settings = load_settings(
+        {
+            "SCHEDULER_ADDRESS": platform.scheduler_address,
+            "INVENTORY_ADDRESS": platform.inventory_address,
+            "NOTIFY_ADDRESS": f"127.0.0.1:{free_port()}",  # nobody listens there
+            "AUTH_ISSUER": platform.issuer.issuer.url,
+        }
+    )
+    answer = TestClient(create_app(settings), base_url=BASE).get("/healthz")
+    assert answer.status_code == 503
+    services = answer.json()["services"]
+    assert services["scheduler"] == services["inventory"] == "SERVING"
+    assert services["notify"] != "SERVING"
+
+
+def test_booking_from_the_due_list_creates_the_booking(platform: Platform) -> None:
+    client = client_as(platform, "scheduling_coordinator")
+    due = client.get("/due")
+    assert due.status_code == 200
+    plan_id = re.search(r'href="/due/([^/"]+)/slots"', due.text)
+    assert plan_id, "no unbooked due infusion on the demo's due list"
+    slots = client.get(f"/due/{plan_id.group(1)}/slots")
+    assert slots.status_code == 200
+    form = re.search(r'<form method="post" action="/book/confirm">(.*?)</form>', slots.text, re.S)
+    assert form, slots.text[:2000]
+    fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form.group(1)))
+    confirm = client.post("/book/confirm", data=fields)
+    assert confirm.status_code == 200 and "Book this infusion?" in confirm.text
+    before = _appointments(platform, plan_id.group(1))
+    assert before == []  # nothing is booked before the confirmation
+    confirmed = dict(
+        re.findall(r'name="([a-z_]+)" value="([^"]*)"', confirm.text.split('action="/book"')[1])
+    )
+    booked = client.post("/book", data=confirmed, follow_redirects=False)
+    assert booked.status_code == 303, booked.text[:1000]
+    made = _appointments(platform, plan_id.group(1))
+    assert len(made) == 1
+    assert made[0].chair_id == fields["chair_id"]
+    assert made[0].local_date == from_date(dt.date.fromisoformat(fields["date"]))
+    # the same confirmation sent twice (a double click) is one booking
+    client.post("/book", data=confirmed, follow_redirects=False)
+    assert len(_appointments(platform, plan_id.group(1))) == 1
+    # the board of that day shows it, with a cancel button for the coordinator
+    board = client.get(booked.headers["location"])
+    assert f"/appointments/{made[0].id}/cancel/confirm" in board.text
+    # cancelling asks first, then cancels
+    ask = client.post(
+        f"/appointments/{made[0].id}/cancel/confirm", data={"csrf_token": csrf(board.text)}
+    )
+    assert "Cancel this appointment?" in ask.text
+    assert _appointments(platform, plan_id.group(1))[0].status == pb.APPOINTMENT_STATUS_BOOKED
+    values = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', ask.text.split('/cancel"')[1]))
+    done = client.post(
+        f"/appointments/{made[0].id}/cancel",
+        data={**values, "reason": "patient asked"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert _appointments(platform, plan_id.group(1))[0].status == pb.APPOINTMENT_STATUS_CANCELLED
+
+
+def test_a_form_without_the_session_csrf_token_is_refused(platform: Platform) -> None:
+    client = client_as(platform, "scheduling_coordinator")
+    answer = client.post("/book", data={"csrf_token": "forged", "plan": "x"})
+    assert answer.status_code == 403
+
+
+def _brand(platform: Platform, product_id: str) -> str:
+    from infusion.inventory.v1 import inventory_pb2 as inv
+
+    token = StaticToken(platform.issuer.issuer.role_token("pharmacist", centre.ORG))
+    stub = inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(platform.inventory_address, None, token)
+    )
+    brand = stub.GetProduct(inv.GetProductRequest(id=product_id)).product.brand
+    assert brand
+    return str(brand)
+
+
+def _appointments(platform: Platform, plan_id: str) -> list[pb.Appointment]:
+    listed = (
+        platform.scheduler()
+        .ListAppointments(pb.ListAppointmentsRequest(site_id=platform.site_id, page_size=500))
+        .appointments
+    )
+    return [a for a in listed if a.therapy_plan_id == plan_id]
+
+
+def test_pharmacy_lists_expiring_lots_and_the_pick_list(platform: Platform) -> None:
+    client = client_as(platform, "pharmacist")
+    page = client.get("/pharmacy", params={"days": "3650"})
+    assert page.status_code == 200
+    lots = re.findall(r'<tr(?: class="overdue")?><th scope="row">([^<]+)</th>', page.text)
+    assert lots, page.text[:3000]
+    narrow = client.get("/pharmacy", params={"days": "0"})
+    assert len(re.findall(r'<tr(?: class="overdue")?><th scope="row">', narrow.text)) < len(lots)
+    # the demo reserves stock for its bookings; that day's pick list names their lots
+    day = platform.booked_day.isoformat()
+    booked = [
+        a
+        for a in platform.scheduler()
+        .ListAppointments(pb.ListAppointmentsRequest(site_id=platform.site_id))
+        .appointments
+        if a.local_date == from_date(platform.booked_day)
+    ]
+    pick = client.get("/pharmacy/pick-list", params={"date": day})
+    assert pick.status_code == 200
+    exported = client.get("/pharmacy/pick-list.csv", params={"date": day})
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["appointment"] for r in rows} == {a.id for a in booked}
+    assert all(int(r["vials"]) > 0 and r["lot"] for r in rows)
+    for r in rows:
+        assert r["lot"] in pick.text and r["appointment"] in pick.text
+        assert r["product"] == _brand(platform, r["product_id"]) and r["product"] in pick.text
