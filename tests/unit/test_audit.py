@@ -236,6 +236,36 @@ def test_group_commit_shares_writes_and_returns_only_when_stored() -> None:
     assert seen_stored == {n: True for n in range(10)}
 
 
+@pytest.mark.parametrize("writers", [1, 2])
+def test_group_commit_writes_up_to_its_writers_batches_at_once(writers: int) -> None:
+    """While a batch's write is held up (a commit waiting for its flush), a caller arriving
+    after it was gathered leads a batch of its own when a second writer is allowed, and
+    waits for the first otherwise; either way each returns once its own item is stored."""
+    first_writing, release_first = threading.Event(), threading.Event()
+    stored: list[int] = []
+
+    def write(items: Sequence[int]) -> None:
+        if 1 in items:
+            first_writing.set()
+            release_first.wait(5)
+        stored.extend(items)
+
+    group: GroupCommit[int] = GroupCommit(write, writers=writers)
+    one = threading.Thread(target=group.submit, args=(1,))
+    one.start()
+    assert first_writing.wait(5)
+    two = threading.Thread(target=group.submit, args=(2,))
+    two.start()
+    two.join(0.5)  # long enough for a write of its own; a wait behind the first never ends
+    assert two.is_alive() == (writers == 1)
+    assert stored == ([] if writers == 1 else [2])
+    release_first.set()
+    for t in (one, two):
+        t.join(5)
+        assert not t.is_alive()
+    assert sorted(stored) == [1, 2]
+
+
 def test_group_commit_failure_reaches_every_waiter_of_the_batch() -> None:
     def write(items: Sequence[int]) -> None:
         raise RuntimeError("database down")
@@ -252,21 +282,21 @@ def test_a_read_record_the_database_cannot_take_answers_unavailable_and_returns_
 ) -> None:
     """The reads' group commit speaks to the driver directly: a driver error still reads as
     SQLAlchemy's (a lost database: UNAVAILABLE, which clients retry), the pooled connection
-    goes back, and the next record is stored and linked."""
+    goes back, and the next record is stored, queued for the linker and linked by it."""
     db = Database(f"sqlite:///{tmp_path}/scheduler.db", pool_size=1)
     try:
         upgrade("scheduler", db.engine)
         store = AuditStore("scheduler", audit_tables)
         trail = AuditTrail("scheduler", db, store, SystemClock())
-        append = store.append_linked
+        append = store.append
 
         def lost(*_: object) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-        store.append_linked = lost  # type: ignore[method-assign,assignment]
+        store.append = lost  # type: ignore[method-assign,assignment]
         with pytest.raises(errors.Unavailable):
             trail.store_now(record(1))
-        store.append_linked = append  # type: ignore[method-assign]
+        store.append = append  # type: ignore[method-assign]
         connect = db.engine.raw_connection
 
         def unreachable() -> None:  # the pool's connect raises the driver's own error
@@ -278,6 +308,7 @@ def test_a_read_record_the_database_cannot_take_answers_unavailable_and_returns_
         db.engine.raw_connection = connect  # type: ignore[method-assign]
         trail.store_now(record(2))
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert trail.linker.link_all() == 1
         with db.engine.connect() as connection:
             linked = connection.execute(
                 text(

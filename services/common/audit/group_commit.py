@@ -1,10 +1,14 @@
 """Group commit: concurrent callers that each need an item durable share one transaction.
 
-The first caller to find no write under way becomes the leader, takes everything queued so far
-(its own item included) and writes it in one transaction; the others wait for that write, and
-whoever is still waiting when it ends leads the next. One commit serves every call that
-arrived meanwhile, and nobody returns before its own item is stored. No thread of its own:
-nothing to start or stop.
+The first caller to find nobody gathering becomes a leader, takes everything queued so far (its
+own item included) and writes it in one transaction; the others wait for that write. One commit
+serves every call that arrived meanwhile, and nobody returns before its own item is stored. No
+thread of its own: nothing to start or stop.
+
+Up to ``writers`` batches may be written at once, one gathering at a time: on PostgreSQL a
+commit waits for its WAL flush, and with one batch at a time every call in the service would
+queue behind that wait with the processor idle; the server flushes concurrent commits together.
+SQLite has one writer: one batch at a time.
 
 Calls on their way (``expect``: a patient read has started and will submit) make a leader
 linger up to ``linger`` seconds for them, so a busy service writes a few records per commit
@@ -56,14 +60,17 @@ class GroupCommit(Generic[T]):
         write: Callable[[Sequence[T]], None],
         max_batch: int = MAX_BATCH,
         linger: float = LINGER_SECONDS,
+        writers: int = 1,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._linger = linger
+        self._max_writers = writers
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # only a lingering leader waits on it
         self._queue: list[tuple[T, _Slot]] = []
-        self._writing = False
+        self._writers = 0  # leaders gathering or writing
+        self._gathering = False  # one leader is collecting its batch
         self._expected = 0  # callers on their way that have not submitted
 
     def expect(self) -> None:
@@ -84,10 +91,8 @@ class GroupCommit(Generic[T]):
             if expected:
                 self._expected -= 1
             self._queue.append((item, slot))
-            lead = not self._writing
-            if lead:
-                self._writing = True
-            else:
+            lead = self._may_lead()
+            if not lead and self._gathering:
                 self._arrived.notify()  # a lingering leader counts it
         while True:
             if lead:
@@ -101,9 +106,18 @@ class GroupCommit(Generic[T]):
         if slot.error is not None:
             raise WriteFailed("the audit record could not be stored") from slot.error
 
+    def _may_lead(self) -> bool:
+        """Under the lock: whether a caller may start gathering a batch now (and if so, it
+        does)."""
+        if self._gathering or self._writers >= self._max_writers:
+            return False
+        self._writers += 1
+        self._gathering = True
+        return True
+
     def _lead(self) -> None:
         """Write the queue's oldest items (after lingering for expected callers), then hand
-        the lead to the oldest item still queued, or end the writing."""
+        the lead to the oldest item still queued when nobody else gathers."""
         with self._lock:
             deadline = time.monotonic() + self._linger
             while self._expected > 0 and len(self._queue) < self._max_batch:
@@ -113,6 +127,9 @@ class GroupCommit(Generic[T]):
                 self._arrived.wait(left)
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+            self._gathering = False
+            if self._queue and self._may_lead():  # more than a batch: the next one gathers
+                self._hand_lead()
         error: BaseException | None = None
         try:
             self._write([queued for queued, _ in batch])
@@ -123,9 +140,12 @@ class GroupCommit(Generic[T]):
                 waiting.done = True
                 waiting.error = error
                 waiting.wake()
-            if self._queue:
-                successor = self._queue[0][1]
-                successor.lead = True
-                successor.wake()
-            else:
-                self._writing = False
+            self._writers -= 1
+            if self._queue and self._may_lead():
+                self._hand_lead()
+
+    def _hand_lead(self) -> None:
+        """Under the lock, after ``_may_lead``: the oldest queued caller leads."""
+        successor = self._queue[0][1]
+        successor.lead = True
+        successor.wake()

@@ -167,8 +167,6 @@ class AuditStore:
         self._lock_key = _lock_key(service)
         self._inserts: dict[tuple[str, str], _DriverInsert] = {}
         self._pending_with: dict[str, str] = {}
-        chain = tables.chain.name
-        self._head_sql = f"SELECT sequence, hash FROM {chain} ORDER BY sequence DESC LIMIT 1"
 
     def _insert(self, connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         self._compiled(connection.dialect, table).execute(connection, rows)
@@ -186,14 +184,10 @@ class AuditStore:
             self._insert(connection, self.tables.pending, [{"event_id": r.id} for r in records])
             return
         events = self._compiled(connection.dialect, self.tables.events)
-        sql = self._pending_with.get(events.sql)
-        if sql is None:
-            sql = self._pending_with[events.sql] = (
-                f"WITH stored AS ({events.sql} RETURNING id) "
-                f"INSERT INTO {self.tables.pending.name} (event_id) SELECT id FROM stored"
-            )
         values = events.values(rows)
-        connection.exec_driver_sql(sql, values[0] if len(values) == 1 else values)
+        connection.exec_driver_sql(
+            self._with_pending(events), values[0] if len(values) == 1 else values
+        )
 
     def _head(self, connection: Connection) -> tuple[int, str]:
         """Lock the chain's head for this transaction and read it."""
@@ -224,32 +218,28 @@ class AuditStore:
             previous = current
         return links
 
-    def append_linked(self, raw: Any, dialect: Dialect, records: Sequence[AuditRecord]) -> None:
-        """Store ``records`` and link them at once, in a transaction of records only, on
-        ``raw``, a DB-API connection (SQLite's in autocommit mode, as the engine configures it;
-        psycopg's in a transaction from its first statement): it holds the chain's head until
-        it commits, before this returns, and rolls back on any error. The reads' group commit
-        writes one before every patient read answers: spoken straight to the driver (four
-        statements, compiled once) it costs 180 µs of CPU for one record and 320 µs for four,
-        against 506 µs and 710 µs through SQLAlchemy's Connection, whose per-statement events,
-        cache keys and result set-up were most of it (bench/audit.py's in-process figures)."""
+    def append(self, raw: Any, dialect: Dialect, records: Sequence[AuditRecord]) -> None:
+        """Store ``records`` with their places in the linker's queue, in a transaction of their
+        own on ``raw``, a DB-API connection (SQLite's in autocommit mode, as the engine
+        configures it; psycopg's in a transaction from its first statement), committed before
+        this returns and rolled back on any error. The reads' group commit writes one before
+        every patient read answers: spoken straight to the driver (statements compiled once)
+        it skips what SQLAlchemy's Connection adds per statement (events, cache keys, result
+        set-up), which was most of its cost. Like a mutation's record it takes no lock on the
+        chain, so batches may commit side by side and none waits for the chain's head."""
         rows = [_row(r) for r in records]
         events = self._compiled(dialect, self.tables.events)
-        chain = self._compiled(dialect, self.tables.chain)
         cursor = raw.cursor()
         try:
             if dialect.name == "sqlite":
+                pending = self._compiled(dialect, self.tables.pending)
                 cursor.execute("BEGIN IMMEDIATE")
-            else:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-            cursor.execute(self._head_sql)
-            head = cursor.fetchone()
-            links = self._links(
-                (int(head[0]), str(head[1])) if head is not None else (0, GENESIS),
-                [(str(r["id"]), str(r["content_hash"])) for r in rows],
-            )
-            cursor.executemany(events.sql, events.values(rows))
-            cursor.executemany(chain.sql, chain.values(links))
+                cursor.executemany(events.sql, events.values(rows))
+                cursor.executemany(
+                    pending.sql, pending.values([{"event_id": r.id} for r in records])
+                )
+            else:  # the record and its queue row in one statement, as ``insert``
+                cursor.executemany(self._with_pending(events), events.values(rows))
             raw.commit()
         except BaseException:
             with suppress(Exception):  # a lost connection cannot roll back: the error stands
@@ -258,6 +248,17 @@ class AuditStore:
         finally:
             with suppress(Exception):
                 cursor.close()
+
+    def _with_pending(self, events: _DriverInsert) -> str:
+        """PostgreSQL: the records' INSERT that also queues each for the linker (a
+        data-modifying WITH)."""
+        sql = self._pending_with.get(events.sql)
+        if sql is None:
+            sql = self._pending_with[events.sql] = (
+                f"WITH stored AS ({events.sql} RETURNING id) "
+                f"INSERT INTO {self.tables.pending.name} (event_id) SELECT id FROM stored"
+            )
+        return sql
 
     def _compiled(self, dialect: Dialect, table: Table) -> _DriverInsert:
         key = (dialect.name, table.name)

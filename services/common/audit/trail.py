@@ -12,10 +12,10 @@ successful mutation has exactly one. Reads: the record is written after the hand
 the response is returned to gRPC, through a group commit shared by concurrent calls; if it
 cannot be stored, the call fails instead of answering unaudited.
 
-A mutation's record takes no lock on the chain (a link needs its predecessor committed: every
-mutation would wait for the one before it): the linker (services/common/audit/linker.py) links
-it in a batch right after. The reads' group commit is a transaction of records only, so it
-links its records itself, holding the chain's head for its few statements.
+No record takes a lock on the chain (a link needs its predecessor committed: every mutation
+would wait for the one before it, every read batch for the one before it): each is stored with
+its place in the linker's queue, and the linker (services/common/audit/linker.py) links them
+in batches right after.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from services.common.ids import new_id
 from services.common.interceptors import database_away
 
 log = logging.getLogger(__name__)
+
+READ_WRITERS = 4
+"""Batches of read records written at once on PostgreSQL (each on a pooled connection)."""
 
 _WRITTEN = "audit.written"  # session.info: the call whose record this transaction holds
 _CHANGED = "audit.changed"  # session.info: the transaction inserted, updated or deleted
@@ -132,7 +135,9 @@ class AuditTrail:
         self.db = db
         self.store = store
         self.clock = clock
-        self._group: GroupCommit[AuditRecord] = GroupCommit(self._write)
+        # SQLite has one writer; PostgreSQL flushes concurrent commits' WAL together
+        writers = 1 if db.dialect == "sqlite" else READ_WRITERS
+        self._group: GroupCommit[AuditRecord] = GroupCommit(self._write, writers=writers)
         self.linker = ChainLinker(db, store)
         self._installed = False
 
@@ -236,7 +241,7 @@ class AuditTrail:
 
     def _write(self, records: Sequence[AuditRecord]) -> None:
         """One group commit's transaction, on a connection of the pool spoken to through its
-        driver (AuditStore.append_linked says why). A driver error comes out as SQLAlchemy's
+        driver (AuditStore.append says why). A driver error comes out as SQLAlchemy's
         DBAPIError, as through a Session, so a lost database reads as one everywhere; a
         connection it broke is not put back in the pool."""
         engine = self.db.engine
@@ -244,7 +249,7 @@ class AuditTrail:
         raw = None
         try:
             raw = engine.raw_connection()  # no connection: the driver's error, unwrapped
-            self.store.append_linked(raw, engine.dialect, records)
+            self.store.append(raw, engine.dialect, records)
         except dbapi_error as error:
             lost = raw is None or engine.dialect.is_disconnect(error, raw.dbapi_connection, None)
             if raw is not None and lost:
@@ -255,6 +260,7 @@ class AuditTrail:
         finally:
             if raw is not None:
                 raw.close()
+        self.linker.stored(len(records))
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""
