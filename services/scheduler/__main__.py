@@ -34,6 +34,7 @@ from services.scheduler.store.models import audit_tables, idempotency_keys, job_
 from services.scheduler.usecases.bookings import Bookings
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.regimens import Regimens
 from services.scheduler.usecases.schedules import Schedules
 
 
@@ -71,6 +72,7 @@ def build(
         doses,
         bookings,
         Schedules(db, clock, records, bookings),
+        Regimens(db, clock, records, doses, products.sc),
         Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
         clock,
     )

@@ -33,6 +33,7 @@ class Topic(enum.Enum):
     LOT_EXPIRING = "LOT_EXPIRING"
     LOT_RECALLED = "LOT_RECALLED"
     STOCK_AT_RISK = "STOCK_AT_RISK"
+    AUTHORISATION_EXPIRING = "AUTHORISATION_EXPIRING"
 
     @property
     def critical(self) -> bool:

@@ -8,6 +8,7 @@ cache does not hold, never into a wrong dose.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,12 @@ from infusion.inventory.v1 import inventory_pb2_grpc as inv_grpc
 from services.common.errors import Unavailable
 from services.scheduler.domain.dosing import ProductSpec, RateSchedule
 from services.scheduler.domain.infusion import RateStepSpec, RateUnit
+from services.scheduler.domain.plans import Indication
+from services.scheduler.domain.regimens.sc_products import (
+    SC_PRODUCTS,
+    ConversionFactor,
+    ScProduct,
+)
 
 _UNITS = {
     inv.RATE_UNIT_ML_PER_KG_H: RateUnit.ML_PER_KG_H,
@@ -46,6 +53,42 @@ def product_spec(product: inv.Product) -> ProductSpec:
             for r in product.rate_schedules
             if r.unit in _UNITS and r.steps
         ),
+    )
+
+
+def sc_product(product: inv.Product) -> ScProduct:
+    """What the SC rules need of a catalogue product: its concentration and vial sizes, and
+    the conversion factors it lists per indication (the current label's); the figures the
+    catalogue does not hold yet (volume per site, sites at once, the MMN factor, older labels,
+    HyQvia's daily maximum) come from the adopted defaults for its code
+    (domain/regimens/sc_products.py), none for a code without defaults."""
+    default = SC_PRODUCTS.get(product.code)
+    listed = []
+    for f in product.conversion_factors:
+        if f.indication.upper() in Indication.__members__ and f.factor:
+            listed.append(ConversionFactor(Indication[f.indication.upper()], Decimal(f.factor)))
+    known = {(f.indication, f.label_version) for f in listed}
+    if default is not None:
+        listed += [f for f in default.factors if (f.indication, f.label_version) not in known]
+    vials = tuple(sorted({Decimal(p.grams) for p in product.presentations if p.grams}))
+    if default is None:
+        return ScProduct(
+            product.id,
+            product.brand,
+            Decimal(product.concentration_percent or "10"),
+            vials,
+            site_max_ml=None,
+            factors=tuple(listed),
+        )
+    return dataclasses.replace(
+        default,
+        key=product.id,
+        brand=product.brand or default.brand,
+        concentration_percent=Decimal(product.concentration_percent)
+        if product.concentration_percent
+        else default.concentration_percent,
+        vial_grams=vials or default.vial_grams,
+        factors=tuple(listed),
     )
 
 
@@ -106,6 +149,11 @@ class InventoryProducts:
 
     def close(self) -> None:
         self._channel.close()
+
+    def sc(self, product_id: str) -> ScProduct | None:
+        """The product as the SC rules see it, or None when it does not exist or is inactive."""
+        product = self.get(product_id)
+        return None if product is None or not product.active else sc_product(product)
 
     def exists(self, product_id: str) -> bool:
         product = self.get(product_id)

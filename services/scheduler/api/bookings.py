@@ -93,7 +93,7 @@ def appointment_out(a: Appointment, now: dt.datetime) -> pb.Appointment:
     return msg
 
 
-def due_out(item: DueItem) -> pb.DueInfusion:
+def due_out(item: DueItem, authorisation: pb.AuthorisationState | None = None) -> pb.DueInfusion:
     return pb.DueInfusion(
         therapy_plan_id=item.plan_id,
         plan_version=item.plan_version,
@@ -108,6 +108,9 @@ def due_out(item: DueItem) -> pb.DueInfusion:
         booked_appointment_id=item.booked_appointment_id,
         drift_days=item.drift_days,
         drifted=item.drifted,
+        ramp_step=item.ramp_step,
+        dose_grams=decimal_str(item.dose_grams),
+        authorisation=authorisation,
     )
 
 

@@ -386,6 +386,9 @@ def due_spec(plan: TherapyPlan) -> DueSpec:
         window_days_late=plan.window_days_late,
         induction_days=plan.induction.days if plan.induction else 0,
         keep_cadence=plan.keep_cadence,
+        ramp=tuple((d.day, d.grams) for d in plan.ramp_up),
+        infusion_days=plan.infusion_days,
+        history_from=plan.regimen_start_date,
     )
 
 
