@@ -675,3 +675,59 @@ def test_a_reminder_relayed_after_the_appointment_began_is_dropped(env: Env) -> 
     at(env, 2026, 12, 2, 10, 0)  # notify was unreachable until the appointment began
     assert env.relay.drain().delivered == 2  # the reminder, and the booking's RESERVE_STOCK
     assert not env.notify.stub.ListNotifications(npb.ListNotificationsRequest()).notifications
+
+
+# --- AUTHORISATION_EXPIRING ---------------------------------------------------------------------
+
+
+def test_authorisation_expiring_30_days_ahead_once_per_end_date_through_notify(env: Env) -> None:
+    site, _ = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
+    plan = patient_plan(env, site, "MRN-A", subscriber=sub)
+    auth = env.p.scheduler.SetPlanAuthorisation(
+        pb.SetPlanAuthorisationRequest(
+            authorisation=pb.PlanAuthorisation(
+                therapy_plan_id=plan.id,
+                payer="Acme Health",
+                valid_from=date(2026, 6, 1),
+                valid_to=date(2026, 12, 31),  # 37 days after Tue 24 Nov
+                active=True,
+            ),
+            request_id=request_id(),
+        )
+    ).authorisation
+    assert env.jobs.authorisations_expiring() == 0  # 37 days left: not yet
+    at(env, 2026, 12, 1, 0, 0)  # 30 days left
+    assert env.jobs.authorisations_expiring() == 2  # staff + the patient's copy
+    key = f"AUTHORISATION_EXPIRING:{auth.id}:2026-12-31"
+    assert keys(env, "AUTHORISATION_EXPIRING") == [key, f"{key}:patient"]
+    payload = rows(env, "AUTHORISATION_EXPIRING")[0].payload["payload"]
+    assert (payload["days_left"], payload["payer"]) == (30, "Acme Health")
+    for hours in (1, 24, 240):  # notified once
+        env.clock.advance(dt.timedelta(hours=hours))
+        assert env.jobs.authorisations_expiring() == 0
+    # a renewal that moves the end date is noticed again when it comes within 30 days
+    env.p.scheduler.SetPlanAuthorisation(
+        pb.SetPlanAuthorisationRequest(
+            authorisation=pb.PlanAuthorisation(
+                id=auth.id,
+                therapy_plan_id=plan.id,
+                payer="Acme Health",
+                valid_from=date(2026, 6, 1),
+                valid_to=date(2027, 1, 15),
+                active=True,
+                etag=auth.etag,
+            ),
+            request_id=request_id(),
+        )
+    )
+    assert env.jobs.authorisations_expiring() == 0  # 12 Dec: 34 days before 15 Jan
+    at(env, 2026, 12, 16, 9, 0)
+    assert env.jobs.authorisations_expiring() == 2
+    drained = env.relay.drain()
+    assert drained.failed == 0
+    found = env.notify.stub.ListNotifications(
+        npb.ListNotificationsRequest(topic=npb.TOPIC_AUTHORISATION_EXPIRING)
+    ).notifications
+    assert len(found) == 4
+    assert {n.payload.authorisation_expiring.payer for n in found} == {"Acme Health"}

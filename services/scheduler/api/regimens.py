@@ -113,6 +113,8 @@ def conversion_out(c: Converted, from_route: Route) -> pb.RegimenConversion:
         product_id=plan.product_id,
         factor=decimal_str(c.factor),
         factor_source=c.factor_text,
+        cycle_grams=decimal_str(c.cycle_grams),
+        cycle_interval_days=c.cycle_interval_days,
         weekly_grams=decimal_str(c.weekly_raw_grams.quantize(Decimal("0.01"))),
         weekly_grams_given=decimal_str(c.weekly_grams.quantize(Decimal("0.01"))),
         infusions_per_week=frequency.per_week if frequency else 0,

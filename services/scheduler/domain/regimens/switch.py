@@ -70,6 +70,8 @@ class Converted:
     schedule: ScSchedule | None
     ramp: RampUp | None
     rationale: tuple[str, ...]
+    cycle_grams: Decimal = Decimal(0)  # what the old route gave per cycle
+    cycle_interval_days: int = 0
 
 
 def _windows(plan: TherapyPlan, shortest_gap: int) -> tuple[int, int]:
@@ -85,10 +87,14 @@ def convert(plan: TherapyPlan, switch: Switch) -> Converted:
     if switch.cycle_grams <= 0:
         raise Refused("no_cycle_grams", "the grams given per cycle are not known")
     if switch.to_route is Route.SC:
-        return _to_sc(plan, switch)
-    if switch.to_route is Route.FACILITATED_SC:
-        return _to_facilitated(plan, switch)
-    return _to_iv(plan, switch)
+        done = _to_sc(plan, switch)
+    elif switch.to_route is Route.FACILITATED_SC:
+        done = _to_facilitated(plan, switch)
+    else:
+        done = _to_iv(plan, switch)
+    return dataclasses.replace(
+        done, cycle_grams=switch.cycle_grams, cycle_interval_days=plan.interval_days
+    )
 
 
 def _previous(plan: TherapyPlan) -> PreviousTherapy:
