@@ -36,7 +36,7 @@ def iv_plan(p: Platform, mrn: str, site: pb.Site | None = None, **kw: object) ->
         "last_infusion_date": LAST_IV,
         **kw,
     }
-    return patient_plan(p, site, mrn, **fields)
+    return patient_plan(p, site, mrn, "org-1", **fields)
 
 
 def convert(p: Platform, plan: pb.TherapyPlan, **kw: object) -> pb.ConvertRegimenResponse:
@@ -49,7 +49,10 @@ def convert(p: Platform, plan: pb.TherapyPlan, **kw: object) -> pb.ConvertRegime
         "request_id": request_id(),
         **kw,
     }
-    return p.scheduler.ConvertRegimen(pb.ConvertRegimenRequest(**fields))  # type: ignore[arg-type]
+    reply: pb.ConvertRegimenResponse = p.scheduler.ConvertRegimen(
+        pb.ConvertRegimenRequest(**fields)  # type: ignore[arg-type]
+    )
+    return reply
 
 
 def d(value: Date) -> dt.date:
@@ -142,7 +145,7 @@ def hyqvia(p: Platform) -> str:
             request_id=request_id(),
         )
     ).product
-    return product.id
+    return str(product.id)
 
 
 def test_hyqvia_every_4_weeks_ramps_25_50_75_100_100_at_weeks_1_2_4_7_11(
@@ -276,7 +279,7 @@ def test_back_to_iv_undoes_the_factor(platform: Platform) -> None:
 
 
 def set_caps(p: Platform, plan_id: str, week: str, four_weeks: str, **kw: object) -> pb.PayerCaps:
-    return p.scheduler.SetPayerCaps(
+    reply: pb.SetPayerCapsResponse = p.scheduler.SetPayerCaps(
         pb.SetPayerCapsRequest(
             payer_caps=pb.PayerCaps(
                 therapy_plan_id=plan_id,
@@ -287,13 +290,14 @@ def set_caps(p: Platform, plan_id: str, week: str, four_weeks: str, **kw: object
             ),
             request_id=request_id(),
         )
-    ).payer_caps
+    )
+    return reply.payer_caps
 
 
 def authorise(
     p: Platform, plan_id: str, first: Date, last: Date, rid: str = "", **kw: object
 ) -> pb.PlanAuthorisation:
-    return p.scheduler.SetPlanAuthorisation(
+    reply: pb.SetPlanAuthorisationResponse = p.scheduler.SetPlanAuthorisation(
         pb.SetPlanAuthorisationRequest(
             authorisation=pb.PlanAuthorisation(
                 therapy_plan_id=plan_id,
@@ -305,7 +309,8 @@ def authorise(
             ),
             request_id=rid or request_id(),
         )
-    ).authorisation
+    )
+    return reply.authorisation
 
 
 def test_conversion_refused_over_the_payer_caps(platform: Platform) -> None:

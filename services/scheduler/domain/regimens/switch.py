@@ -273,7 +273,9 @@ def _to_iv(plan: TherapyPlan, switch: Switch) -> Converted:
         raw, switch.product.vial_grams, plan.rounding_rule, plan.rounding_band_percent
     )
     days = plan.infusion_days or (0,)
-    gap = min(b - a for a, b in zip(days, (*days[1:], plan.interval_days), strict=False))
+    position = (switch.last_dose - plan.start_date).days % plan.interval_days
+    later = [x for x in days if x > position]
+    gap = (later[0] if later else plan.interval_days + days[0]) - position
     first = switch.last_dose + dt.timedelta(days=gap)
     new = dataclasses.replace(
         plan,
