@@ -4,13 +4,14 @@ with the arithmetic written out."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal as D
 
 import pytest
 
 from services.scheduler.domain.due import Administration, CourseKind, DueSpec, due_infusions
-from services.scheduler.domain.plans import DoseBasis, Indication, Route, TherapyPlan
+from services.scheduler.domain.plans import DoseBasis, Indication, RampDose, Route, TherapyPlan
 from services.scheduler.domain.regimens.caps import State
 from services.scheduler.domain.regimens.coverage import (
     Given,
@@ -21,7 +22,7 @@ from services.scheduler.domain.regimens.coverage import (
 )
 from services.scheduler.domain.regimens.refusals import Refused
 from services.scheduler.domain.regimens.sc_products import SC_PRODUCTS
-from services.scheduler.domain.regimens.switch import Switch, convert, first_doses
+from services.scheduler.domain.regimens.switch import Switch, convert, doses_after, first_doses
 
 LAST_IV = dt.date(2026, 11, 20)
 
@@ -180,3 +181,34 @@ def test_booking_within_the_approved_grams_and_doses() -> None:
     with pytest.raises(Refused) as outside:
         check_booking([AUTH], required, "p1", dt.date(2026, 11, 30), D(35), [])
     assert outside.value.code == "no_authorisation"
+
+
+def test_doses_after_for_the_forecast() -> None:
+    plan = iv(maintenance_dose=D(1))
+    ramped = dataclasses.replace(
+        plan,
+        start_date=dt.date(2026, 11, 27),
+        maintenance_dose=D(70),
+        ramp_up=tuple(RampDose(day, grams) for day, grams in RAMP),
+    )
+    # step 2 due 5 Dec (step 1 given a day late): steps 3–5 keep their gaps (14, 21, 28 days),
+    # then every 28 days at the full dose (None)
+    after = doses_after(ramped, dt.date(2026, 12, 5), 2, dt.date(2027, 3, 31))
+    assert after == [
+        (dt.date(2026, 12, 19), D("52.5")),
+        (dt.date(2027, 1, 9), D(70)),
+        (dt.date(2027, 2, 6), D(70)),
+        (dt.date(2027, 3, 6), None),
+    ]
+    weekly = dataclasses.replace(
+        plan, start_date=dt.date(2026, 11, 27), interval_days=7, infusion_days=(0, 2, 4)
+    )
+    assert doses_after(weekly, dt.date(2026, 11, 29), 0, dt.date(2026, 12, 7)) == [
+        (dt.date(2026, 12, 1), None),
+        (dt.date(2026, 12, 4), None),
+        (dt.date(2026, 12, 6), None),
+    ]
+    assert doses_after(plan, dt.date(2026, 12, 1), 0, dt.date(2027, 1, 31)) == [
+        (dt.date(2026, 12, 29), None),
+        (dt.date(2027, 1, 26), None),
+    ]

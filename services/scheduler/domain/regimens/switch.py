@@ -344,3 +344,38 @@ def first_doses(plan: TherapyPlan, days: int = 56) -> list[tuple[dt.date, Decima
             if base + dt.timedelta(days=o) < end
         ]
         cycle += 1
+
+
+def doses_after(
+    plan: TherapyPlan, due: dt.date, ramp_step: int, last: dt.date
+) -> list[tuple[dt.date, Decimal | None]]:
+    """The doses a converted version plans after the one due on ``due`` (ramp step
+    ``ramp_step``, 0 outside a ramp-up) up to ``last``: the remaining ramp steps with their
+    grams, then the steady interval (None: the version's full dose); with several infusions an
+    interval, the days of the pattern. For the inventory's forecast of unbooked doses."""
+    doses: list[tuple[dt.date, Decimal | None]] = []
+    day = due
+    if ramp_step:
+        base = plan.ramp_up[ramp_step - 1].day
+        doses += [
+            (due + dt.timedelta(days=d.day - base), d.grams) for d in plan.ramp_up[ramp_step:]
+        ]
+        day = doses[-1][0] if doses else due
+    if len(plan.infusion_days) > 1:
+        cycle = (day - plan.start_date).days // plan.interval_days
+        while True:
+            start = plan.start_date + dt.timedelta(days=cycle * plan.interval_days)
+            if start > last:
+                break
+            doses += [
+                (start + dt.timedelta(days=o), None)
+                for o in plan.infusion_days
+                if day < start + dt.timedelta(days=o) <= last
+            ]
+            cycle += 1
+        return doses
+    day += dt.timedelta(days=plan.interval_days)
+    while day <= last:
+        doses.append((day, None))
+        day += dt.timedelta(days=plan.interval_days)
+    return [d for d in doses if d[0] <= last]
