@@ -420,3 +420,51 @@ def test_coverage_bad_input(platform: Platform) -> None:
     with pytest.raises(grpc.RpcError) as unknown:
         platform.scheduler.GetPlanCoverage(pb.GetPlanCoverageRequest(therapy_plan_id="nope"))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_inventory_forecast_follows_the_sc_version(
+    platform: Platform, database_url: str
+) -> None:
+    """Three 16 g Hizentra infusions a week (PI) from Fri 27 Nov: the forecast pushed to the
+    inventory has 16 g on days 0, 2 and 4 of each week, none on the IV interval."""
+    from services.common.db import Database
+    from services.common.identity import acting_as, service_caller
+    from services.scheduler.adapters.inventory_forecast import ForecastPush
+    from services.scheduler.adapters.inventory_products import InventoryProducts
+    from services.scheduler.adapters.inventory_relay import StockRelay
+    from services.scheduler.adapters.notify_relay import relay_to_notify
+    from services.scheduler.usecases.bookings import Bookings
+    from services.scheduler.usecases.doses import Doses
+    from services.scheduler.usecases.records import Records
+    from tests.integration.conftest import scheduler_database_url, stock_site
+
+    site, _ = site_with_chairs(platform)
+    stock_site(platform, site.id)
+    plan = iv_plan(platform, "MRN-F", site=site, indication=pb.INDICATION_PID)
+    new = convert(platform, plan).therapy_plan
+    db = Database(scheduler_database_url(database_url))
+    channel = platform.issuer.service_channel("scheduler", platform.inventory_address)
+    notify_channel = platform.issuer.service_channel("scheduler", "127.0.0.1:9")
+    relay = relay_to_notify(
+        db, platform.clock, notify_channel, stock=StockRelay(db, platform.clock, channel).deliver
+    )
+    products = InventoryProducts(channel)
+    try:
+        records = Records(db, platform.clock, products.exists)
+        bookings = Bookings(db, platform.clock, records, Doses(records, products.spec))
+        with acting_as(service_caller("scheduler")):
+            assert ForecastPush(db, platform.clock, records, bookings).push(horizon_days=20) == 1
+        relay.run_once()
+        forecast = platform.inventory.GetStockForecast(
+            inv.GetStockForecastRequest(site_id=site.id, product_id=new.product_id, horizon_days=15)
+        ).days
+        demand = {
+            d.date.day: d.forecast_demand_grams for d in forecast if d.forecast_demand_grams != "0"
+        }
+        # Fri 27, Sun 29 Nov, Tue 1 Dec; Fri 4, Sun 6, Tue 8 Dec
+        assert demand == {27: "16", 29: "16", 1: "16", 4: "16", 6: "16", 8: "16"}
+    finally:
+        relay.stop()
+        notify_channel.close()
+        channel.close()
+        db.dispose()
