@@ -384,6 +384,16 @@ def test_booking_refused_over_caps_and_outside_the_authorisation(platform: Platf
         pb.GetPlanCoverageRequest(therapy_plan_id=plan.id, as_of=date(2026, 12, 1))
     )
     assert [a.id for a in coverage.authorisations] == [auth.id]
+    assert coverage.patient_id == plan.patient_id
+    # the audit trail names the patient of every coverage call
+    from tests.integration.test_audit_trail import events
+
+    audited = {
+        e.method.rsplit("/", 1)[-1]
+        for e in events(platform, patient_id=plan.patient_id)
+        if e.outcome == "OK"
+    }
+    assert {"SetPayerCaps", "SetPlanAuthorisation", "GetPlanCoverage"} <= audited
     assert coverage.payer_caps.authorisation_required
     assert coverage.authorisation.status == pb.AUTHORISATION_STATUS_EXPIRING
     # moving the booking keeps it within the one approved dose (the moved one is not counted)

@@ -238,6 +238,7 @@ def coverage_out(c: Coverage) -> pb.GetPlanCoverageResponse:
     reply = pb.GetPlanCoverageResponse(
         authorisations=[authorisation_out(a) for a in c.authorisations],
         authorisation=state_out(c.state, c.covering, c.as_of),
+        patient_id=c.patient_id,
     )
     if c.caps is not None:
         reply.payer_caps.CopyFrom(caps_out(c.caps))

@@ -119,6 +119,7 @@ class PlanAuthorisationRow(Revisioned, Base):
     __table_args__ = (Index("ix_plan_authorisations_active_to", "active", "valid_to"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(String(40))  # the plan's (the audit trail names them)
     payer: Mapped[str] = mapped_column(String(200), default="")
     approved_grams: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
     approved_doses: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -135,6 +136,7 @@ class PayerCapsRow(Revisioned, Base):
 
     __tablename__ = "plan_payer_caps"
     plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(40))  # the plan's (the audit trail names them)
     payer: Mapped[str] = mapped_column(String(200), default="")
     grams_per_7_days: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
     grams_per_28_days: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)

@@ -110,6 +110,7 @@ class Coverage:
     state: AuthorisationCheck
     covering: PlanAuthorisation | None
     as_of: dt.date
+    patient_id: str
 
 
 def _stored_authorisation(row: PlanAuthorisationRow) -> Stored[PlanAuthorisation]:
@@ -261,7 +262,7 @@ class Regimens:
         self, session: Session, authorisation: PlanAuthorisation, etag: str
     ) -> Stored[PlanAuthorisation]:
         validate_authorisation(authorisation).raise_if_any()
-        repo.plan_row(session, authorisation.plan_id)
+        plan = repo.plan_row(session, authorisation.plan_id)
         now = self.clock.now()
         values = {
             "payer": authorisation.payer.strip(),
@@ -290,6 +291,7 @@ class Regimens:
             row = PlanAuthorisationRow(
                 id=new_id(),
                 plan_id=authorisation.plan_id,
+                patient_id=plan.patient_id,
                 revision=1,
                 created_at=now,
                 updated_at=now,
@@ -301,7 +303,7 @@ class Regimens:
 
     def set_caps(self, session: Session, caps: PlanCaps, etag: str) -> Stored[PlanCaps]:
         validate_caps(caps).raise_if_any()
-        repo.plan_row(session, caps.plan_id)
+        plan = repo.plan_row(session, caps.plan_id)
         now = self.clock.now()
         row = store.caps_row(session, caps.plan_id, for_update=True)
         values = {
@@ -312,7 +314,12 @@ class Regimens:
         }
         if row is None:
             row = PayerCapsRow(
-                plan_id=caps.plan_id, revision=1, created_at=now, updated_at=now, **values
+                plan_id=caps.plan_id,
+                patient_id=plan.patient_id,
+                revision=1,
+                created_at=now,
+                updated_at=now,
+                **values,
             )
             session.add(row)
         else:
@@ -338,7 +345,7 @@ class Regimens:
         state, covering = authorisation_state(
             [a.value for a in auths], None if caps is None else caps.value, as_of
         )
-        return Coverage(auths, caps, state, covering, as_of)
+        return Coverage(auths, caps, state, covering, as_of, row.patient_id)
 
     def states(
         self, items: Sequence[DueItem]

@@ -29,6 +29,7 @@ def upgrade() -> None:
         "plan_authorisations",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("plan_id", sa.String(length=40), nullable=False),
+        sa.Column("patient_id", sa.String(length=40), nullable=False),
         sa.Column("payer", sa.String(length=200), nullable=False),
         sa.Column("approved_grams", sa.String(length=40), nullable=True),
         sa.Column("approved_doses", sa.Integer(), nullable=True),
@@ -55,6 +56,7 @@ def upgrade() -> None:
     op.create_table(
         "plan_payer_caps",
         sa.Column("plan_id", sa.String(length=40), nullable=False),
+        sa.Column("patient_id", sa.String(length=40), nullable=False),
         sa.Column("payer", sa.String(length=200), nullable=False),
         sa.Column("grams_per_7_days", sa.String(length=40), nullable=True),
         sa.Column("grams_per_28_days", sa.String(length=40), nullable=True),
