@@ -478,3 +478,28 @@ def test_the_inventory_forecast_follows_the_sc_version(
         notify_channel.close()
         channel.close()
         db.dispose()
+
+
+def test_plan_schedule_leaves_a_plan_over_its_caps_unplaced_naming_the_cap(
+    platform: Platform,
+) -> None:
+    site, _ = site_with_chairs(platform)
+    capped = patient_plan(platform, site, "MRN-12", maintenance_dose="0.5")  # 35 g, due 1 Dec
+    free = patient_plan(platform, site, "MRN-13", maintenance_dose="0.5")
+    set_caps(platform, capped.id, "30", "120")
+    reply = platform.scheduler.PlanSchedule(
+        pb.PlanScheduleRequest(
+            site_id=site.id,
+            start_date=date(2026, 11, 30),
+            horizon_days=7,
+            mode=pb.PLAN_MODE_COMMIT,
+            time_limit_seconds=10,
+            seed=1,
+            request_id=request_id(),
+        )
+    )
+    assert [p.therapy_plan_id for p in reply.proposals] == [free.id]
+    assert reply.proposals[0].appointment_id
+    (unplaced,) = reply.unplaced
+    assert unplaced.therapy_plan_id == capped.id
+    assert unplaced.reason.startswith("PAYER_CAP: payer_cap_exceeded: 35 g from")
