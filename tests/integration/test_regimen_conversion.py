@@ -396,6 +396,12 @@ def test_booking_refused_over_caps_and_outside_the_authorisation(platform: Platf
     assert {"SetPayerCaps", "SetPlanAuthorisation", "GetPlanCoverage"} <= audited
     assert coverage.payer_caps.authorisation_required
     assert coverage.authorisation.status == pb.AUTHORISATION_STATUS_EXPIRING
+    # a plan with a booking by its current route is not converted
+    current = platform.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=plan.id))
+    with pytest.raises(grpc.RpcError) as open_booking:
+        convert(platform, current.therapy_plan)
+    assert precondition_types(open_booking.value) == ["NO_OPEN_BOOKINGS"]
+    assert booked.id in (open_booking.value.details() or "")
     # moving the booking keeps it within the one approved dose (the moved one is not counted)
     platform.scheduler.RescheduleAppointment(
         pb.RescheduleAppointmentRequest(

@@ -47,6 +47,7 @@ from services.scheduler.domain.regimens.sc_conversion import (
 )
 from services.scheduler.domain.regimens.sc_products import CURRENT_LABEL, ScProduct
 from services.scheduler.domain.regimens.switch import Converted, Switch, convert, first_doses
+from services.scheduler.store import appointments
 from services.scheduler.store import coverage as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of, plan_to_spec
@@ -169,6 +170,18 @@ class Regimens:
         plan = plan_of(row, repo.plan_version(session, row.id, row.current_version))
         if plan.status is not PlanStatus.ACTIVE:
             raise _failed("PLAN_ACTIVE", subject, f"the plan is {plan.status}")
+        open_ids = [
+            a.id
+            for a in appointments.for_plans(session, [plan.id], self.clock.now())
+            if a.status != AppointmentStatus.FULFILLED.value
+        ]
+        if open_ids:
+            raise _failed(
+                "NO_OPEN_BOOKINGS",
+                subject,
+                f"the plan has booked or held infusions ({', '.join(open_ids)}) by its current "
+                "route: cancel them before switching route",
+            )
         product = self._sc_product(request.product_id)
         if product is None:
             raise _failed(
