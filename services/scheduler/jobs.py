@@ -81,9 +81,11 @@ from services.scheduler.store.events import (
     upsert_insert,
     write_events,
 )
+from services.scheduler.store.home import given_at_home
 from services.scheduler.store.models import (
     AppointmentRow,
     DueWatchRow,
+    HomeInfusionRow,
     JobMarkRow,
     PatientRow,
     PlanAuthorisationRow,
@@ -241,6 +243,11 @@ class SchedulerJobs:
                 select(AppointmentRow.plan_id).where(AppointmentRow.updated_at > since).distinct()
             )
         )
+        found.update(  # doses given at home move the due date as completions do
+            session.scalars(
+                select(HomeInfusionRow.plan_id).where(HomeInfusionRow.created_at > since).distinct()
+            )
+        )
         return found
 
     def _scan(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
@@ -274,6 +281,8 @@ class SchedulerJobs:
                 )
             else:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt
+        for plan_id, doses in given_at_home(session, sorted(active)).items():
+            given.setdefault(plan_id, []).extend(doses)
         notices: list[tuple[Any, Any]] = []
         watch: list[dict[str, Any]] = []
         for row in plans:

@@ -509,3 +509,60 @@ def test_plan_schedule_leaves_a_plan_over_its_caps_unplaced_naming_the_cap(
     (unplaced,) = reply.unplaced
     assert unplaced.therapy_plan_id == capped.id
     assert unplaced.reason.startswith("PAYER_CAP: payer_cap_exceeded: 35 g from")
+
+
+def test_a_home_plan_is_not_booked_and_its_doses_are_recorded_with_their_lots(
+    platform: Platform,
+) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = iv_plan(platform, "MRN-14", site=site)
+    new = convert(platform, plan, home_administration=True).therapy_plan
+    assert (new.route, new.home_administration, new.maintenance_dose) == (pb.ROUTE_SC, True, "35")
+    with pytest.raises(grpc.RpcError) as chair:
+        book(platform, new, chairs[0], dt.date(2026, 11, 27), 9)
+    assert precondition_types(chair.value) == ["HOME_ADMINISTRATION"]
+
+    def record(day: Date, rid: str, grams: str = "35") -> pb.RecordHomeInfusionResponse:
+        reply: pb.RecordHomeInfusionResponse = platform.scheduler.RecordHomeInfusion(
+            pb.RecordHomeInfusionRequest(
+                therapy_plan_id=plan.id,
+                given_on=day,
+                grams_given=grams,
+                scanned_lots=[pb.ScannedLot(lot_number="LOT-H1", vials=4)],
+                request_id=rid,
+            )
+        )
+        return reply
+
+    with pytest.raises(grpc.RpcError) as ahead:
+        record(date(2026, 11, 27), request_id())  # the site's today is 24 Nov
+    assert field_violations(ahead.value) == ["given_on"]
+    platform.clock.set(dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.UTC))
+    rid = request_id()
+    done = record(date(2026, 11, 27), rid)
+    home = done.home_infusion
+    assert (d(home.given_on), d(home.due_date), home.grams_given, home.plan_version) == (
+        dt.date(2026, 11, 27),
+        dt.date(2026, 11, 27),
+        "35",
+        2,
+    )
+    assert [(lot.lot_number, lot.vials) for lot in home.scanned_lots] == [("LOT-H1", 4)]
+    assert d(done.next_due.due_date) == dt.date(2026, 12, 4)  # weekly from the dose given
+    assert record(date(2026, 11, 27), rid) == done  # a retry records nothing more
+    due = platform.scheduler.ListDueInfusions(pb.ListDueInfusionsRequest(site_id=site.id))
+    assert [d(i.due_date) for i in due.due_infusions if i.therapy_plan_id == plan.id] == [
+        dt.date(2026, 12, 4)
+    ]
+    # a chair plan's doses are completed in the chair, not recorded as home doses
+    other = iv_plan(platform, "MRN-15", site=site)
+    with pytest.raises(grpc.RpcError) as not_home:
+        platform.scheduler.RecordHomeInfusion(
+            pb.RecordHomeInfusionRequest(
+                therapy_plan_id=other.id,
+                given_on=date(2026, 11, 27),
+                grams_given="35",
+                request_id=request_id(),
+            )
+        )
+    assert precondition_types(not_home.value) == ["HOME_ADMINISTRATION"]

@@ -731,3 +731,37 @@ def test_authorisation_expiring_30_days_ahead_once_per_end_date_through_notify(e
     ).notifications
     assert len(found) == 4
     assert {n.payload.authorisation_expiring.payer for n in found} == {"Acme Health"}
+
+
+def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
+    site, _ = site_with_chairs(env.p)
+    iv = patient_plan(
+        env, site, "MRN-H", maintenance_dose="2", last_infusion_date=date(2026, 11, 20)
+    )
+    home = env.p.scheduler.ConvertRegimen(
+        pb.ConvertRegimenRequest(
+            therapy_plan_id=iv.id,
+            etag=iv.etag,
+            route=pb.ROUTE_SC,
+            product_id=product_id(env.p, "hizentra"),
+            reason="home therapy",
+            home_administration=True,
+            request_id=request_id(),
+        )
+    ).therapy_plan
+    # weekly from Fri 27 Nov, windows 3 days each way: open on 24 Nov, today
+    assert env.jobs.due_scan().raised == 1
+    assert keys(env, "INFUSION_DUE") == [f"INFUSION_DUE:{home.id}:2026-11-27:0"]
+    at(env, 2026, 11, 27, 18, 0)
+    env.p.scheduler.RecordHomeInfusion(
+        pb.RecordHomeInfusionRequest(
+            therapy_plan_id=home.id,
+            given_on=date(2026, 11, 27),
+            grams_given="35",
+            request_id=request_id(),
+        )
+    )
+    assert env.jobs.due_scan().raised == 0  # next due 4 Dec, its window opens 1 Dec
+    at(env, 2026, 12, 1, 0, 0)
+    assert env.jobs.due_scan().raised == 1
+    assert keys(env, "INFUSION_DUE")[-1] == f"INFUSION_DUE:{home.id}:2026-12-04:0"

@@ -212,3 +212,24 @@ def test_doses_after_for_the_forecast() -> None:
         (dt.date(2026, 12, 29), None),
         (dt.date(2027, 1, 26), None),
     ]
+
+
+def test_only_a_subcutaneous_version_is_given_at_home() -> None:
+    from services.scheduler.domain.plans import validate_plan
+
+    home_iv = iv(home_administration=True)
+    assert [v.field for v in validate_plan(home_iv).items] == ["therapy_plan.home_administration"]
+    switch = Switch(Route.SC, SC_PRODUCTS["hizentra"], D(140), LAST_IV, D(70), home=True)
+    assert convert(iv(), switch).plan.home_administration
+    sc = convert(iv(), switch).plan
+    back = Switch(
+        Route.IV,
+        SC_PRODUCTS["gammagard-liquid"],
+        D(35),
+        LAST_IV,
+        D(70),
+        iv_interval_days=28,
+        from_product=SC_PRODUCTS["hizentra"],
+        home=True,
+    )
+    assert not convert(sc, back).plan.home_administration

@@ -31,7 +31,7 @@ from services.scheduler.domain.regimens.sc_products import CURRENT_LABEL
 from services.scheduler.domain.regimens.switch import Converted
 from services.scheduler.domain.vials import VialChoice
 from services.scheduler.usecases.records import Stored
-from services.scheduler.usecases.regimens import ConvertRequest, Coverage
+from services.scheduler.usecases.regimens import ConvertRequest, Coverage, HomeInfusionRecord
 
 ROUTE_IN = {
     pb.ROUTE_IV: Route.IV,
@@ -84,6 +84,8 @@ def convert_in(msg: pb.ConvertRegimenRequest, v: Violations) -> ConvertRequest:
         v.add("two_weekly_start_days", "must be 7 or 14")
     if route is Route.IV and msg.interval_days <= 0:
         v.add("interval_days", "is required going back to IV: the IV interval")
+    if route is Route.IV and msg.home_administration:
+        v.add("home_administration", "only a subcutaneous plan is given at home")
     cycle = parse_decimal(msg.cycle_grams, "cycle_grams", v, required=False)
     if cycle is not None and cycle <= 0:
         v.add("cycle_grams", "must be above 0")
@@ -101,6 +103,7 @@ def convert_in(msg: pb.ConvertRegimenRequest, v: Violations) -> ConvertRequest:
         cycle_grams=cycle,
         interval_days=msg.interval_days,
         validate_only=msg.validate_only,
+        home=msg.home_administration,
     )
 
 
@@ -243,3 +246,51 @@ def coverage_out(c: Coverage) -> pb.GetPlanCoverageResponse:
     if c.caps is not None:
         reply.payer_caps.CopyFrom(caps_out(c.caps))
     return reply
+
+
+def home_in(
+    msg: pb.RecordHomeInfusionRequest, v: Violations
+) -> tuple[dt.date, Decimal, list[dict[str, object]]]:
+    if not msg.therapy_plan_id:
+        v.add("therapy_plan_id", "is required")
+    day = parse_date(msg.given_on, "given_on", v)
+    grams = parse_decimal(msg.grams_given, "grams_given", v)
+    for i, lot in enumerate(msg.scanned_lots):
+        if not lot.lot_number and not lot.gs1_element_string:
+            v.add(f"scanned_lots[{i}].lot_number", "give the lot number or the scan")
+        if lot.vials <= 0:
+            v.add(f"scanned_lots[{i}].vials", "must be at least 1")
+    lots: list[dict[str, object]] = [
+        {
+            "lot_number": lot.lot_number,
+            "gs1_element_string": lot.gs1_element_string,
+            "vials": lot.vials,
+            "product_id": lot.product_id,
+        }
+        for lot in msg.scanned_lots
+    ]
+    return day or dt.date.min, grams or Decimal(0), lots
+
+
+def home_out(row: HomeInfusionRecord) -> pb.HomeInfusion:
+    return pb.HomeInfusion(
+        id=row.id,
+        therapy_plan_id=row.plan_id,
+        plan_version=row.plan_version,
+        patient_id=row.patient_id,
+        given_on=from_date(row.given_on),
+        due_date=from_date(row.due_date),
+        ramp_step=row.ramp_step,
+        grams_given=decimal_str(row.grams_given),
+        product_id=row.product_id,
+        scanned_lots=[
+            pb.ScannedLot(
+                lot_number=str(lot.get("lot_number", "")),
+                gs1_element_string=str(lot.get("gs1_element_string", "")),
+                vials=int(str(lot.get("vials", 0))),
+                product_id=str(lot.get("product_id", "")),
+            )
+            for lot in row.scanned_lots
+        ],
+        create_time=from_datetime(row.created_at),
+    )

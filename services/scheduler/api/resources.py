@@ -363,6 +363,7 @@ def plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         regimen_start_date=parse_date(
             msg.regimen_start_date, f"{p}.regimen_start_date", v, required=False
         ),
+        home_administration=msg.home_administration,
         usual=Habits(
             weekday=None
             if msg.usual_weekday == dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED
@@ -414,6 +415,7 @@ def plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
         ramp_up=[pb.PlanRampStep(day=d.day, grams=decimal_str(d.grams)) for d in p.ramp_up],
         infusion_days=list(p.infusion_days),
         regimen_start_date=from_date(p.regimen_start_date),
+        home_administration=p.home_administration,
         usual_weekday=p.usual.weekday or dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED,
         usual_chair_id=p.usual.chair_id,
         etag=etag_for(stored.revision),

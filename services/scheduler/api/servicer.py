@@ -631,6 +631,20 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             ),
         )
 
+    def RecordHomeInfusion(self, request: pb.RecordHomeInfusionRequest, context: Context) -> Any:
+        given_on, grams, lots = parsed(regimen.home_in, request)
+
+        def record(session: Any) -> pb.RecordHomeInfusionResponse:
+            home, next_due = self.regimens.record_home(
+                session, request.therapy_plan_id, given_on, grams, lots
+            )
+            reply = pb.RecordHomeInfusionResponse(home_infusion=regimen.home_out(home))
+            if next_due is not None:
+                reply.next_due.CopyFrom(booking.due_out(next_due))
+            return reply
+
+        return self.mutate("RecordHomeInfusion", request, pb.RecordHomeInfusionResponse, record)
+
     def GetPlanCoverage(self, request: pb.GetPlanCoverageRequest, context: Context) -> Any:
         v = Violations()
         if not request.therapy_plan_id:

@@ -113,6 +113,9 @@ class TherapyPlan:
     ramp_up: tuple[RampDose, ...] = ()
     infusion_days: tuple[int, ...] = ()
     regimen_start_date: dt.date | None = None
+    # given at home (SC): due and forecast as any dose, never booked in a chair; each dose is
+    # recorded as given (docs/regimens.md, "Home administration")
+    home_administration: bool = False
     # scheduling preferences (not clinical content): stored with the plan row, not its versions
     usual: Habits = field(default_factory=Habits)
 
@@ -206,6 +209,8 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
             v.add(f"{p}.infusion_days", "must start at 0 and rise")
         elif plan.interval_days >= 1 and days[-1] >= plan.interval_days:
             v.add(f"{p}.infusion_days", f"must fall within the {plan.interval_days}-day interval")
+    if plan.home_administration and plan.route is Route.IV:
+        v.add(f"{p}.home_administration", "only a subcutaneous plan is given at home")
     if plan.last_infusion_date is not None and plan.last_infusion_date > plan.start_date:
         v.add(f"{p}.last_infusion_date", "must not be after the plan's start_date")
     return v

@@ -75,6 +75,7 @@ def plan_to_spec(plan: TherapyPlan) -> dict[str, Any]:
         "ramp_up": [[d.day, _dec(d.grams)] for d in plan.ramp_up],
         "infusion_days": list(plan.infusion_days),
         "regimen_start_date": _day(plan.regimen_start_date),
+        "home_administration": plan.home_administration,
     }
 
 
@@ -127,4 +128,5 @@ def plan_from_spec(plan_id: str, version: int, spec: dict[str, Any]) -> TherapyP
         ramp_up=tuple(RampDose(int(day), Decimal(grams)) for day, grams in spec.get("ramp_up", [])),
         infusion_days=tuple(int(d) for d in spec.get("infusion_days", [])),
         regimen_start_date=_unday(spec.get("regimen_start_date")),
+        home_administration=bool(spec.get("home_administration", False)),
     )

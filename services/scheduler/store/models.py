@@ -143,6 +143,26 @@ class PayerCapsRow(Revisioned, Base):
     authorisation_required: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class HomeInfusionRow(Base):
+    """A dose given at home (a home-administration plan), recorded with its lots: the due
+    list's history beside the fulfilled appointments (docs/regimens.md)."""
+
+    __tablename__ = "home_infusions"
+    __table_args__ = (Index("ix_home_infusions_plan_day", "plan_id", "given_on"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    plan_version: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str] = mapped_column(String(40))
+    site_id: Mapped[str] = mapped_column(String(40))
+    given_on: Mapped[dt.date] = mapped_column(Date)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    ramp_step: Mapped[int] = mapped_column(Integer, default=0)
+    grams_given: Mapped[Decimal] = mapped_column(DecimalText)
+    product_id: Mapped[str] = mapped_column(String(40))
+    scanned_lots: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class ChairBlockRow(Base):
     """A chair out of service between two instants (maintenance)."""
 

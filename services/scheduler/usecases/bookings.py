@@ -61,7 +61,7 @@ from services.scheduler.store.events import Event as OutboxEvent
 from services.scheduler.store.events import addressed
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records
-from services.scheduler.usecases.regimens import check_booking_coverage
+from services.scheduler.usecases.regimens import check_plan_allows_booking
 
 S = AppointmentStatus
 MAX_SLOT_RESULTS = 100
@@ -506,7 +506,7 @@ class Bookings:
                 },
                 reason="SLOT_TAKEN",
             )
-        check_booking_coverage(
+        check_plan_allows_booking(
             session,
             need.plan,
             need.product_id,

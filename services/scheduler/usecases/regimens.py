@@ -1,7 +1,7 @@
 """Regimen conversion, authorisations and payer caps (docs/regimens.md): ConvertRegimen makes a
 plan's next version on another route from the adopted rules (domain/regimens/switch.py);
 SetPlanAuthorisation, SetPayerCaps and GetPlanCoverage keep a plan's coverage; bookings and
-conversions are checked against it (:func:`check_booking_coverage`, called once by the booking
+conversions are checked against it (:func:`check_plan_allows_booking`, called once by the booking
 use case), and the due list shows its state.
 
 A rule's refusal (domain/regimens/refusals.py) becomes a FAILED_PRECONDITION whose rule names
@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import FailedPrecondition, NotFound, PreconditionViolation
+from services.common.errors import (
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+    Violations,
+)
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.reasons import SchedulerRule
@@ -53,6 +58,7 @@ from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of, plan_to_spec
 from services.scheduler.store.models import (
     AppointmentRow,
+    HomeInfusionRow,
     PayerCapsRow,
     PlanAuthorisationRow,
     PlanRow,
@@ -102,6 +108,24 @@ class ConvertRequest:
     cycle_grams: Decimal | None = None
     interval_days: int = 0
     validate_only: bool = False
+    home: bool = False
+
+
+@dataclass(frozen=True)
+class HomeInfusionRecord:
+    """A dose given at home, as recorded."""
+
+    id: str
+    plan_id: str
+    plan_version: int
+    patient_id: str
+    given_on: dt.date
+    due_date: dt.date
+    ramp_step: int
+    grams_given: Decimal
+    product_id: str
+    scanned_lots: list[dict[str, object]]
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -221,6 +245,7 @@ class Regimens:
             two_weekly_start_days=request.two_weekly_start_days,
             iv_interval_days=request.interval_days,
             from_product=self._sc_product(plan.product_id) if request.route is Route.IV else None,
+            home=request.home,
         )
         try:
             converted = convert(plan, switch)
@@ -346,6 +371,73 @@ class Regimens:
         session.flush()
         return _stored_caps(row)
 
+    # --- home administration ----------------------------------------------------------------
+
+    def record_home(
+        self,
+        session: Session,
+        plan_id: str,
+        given_on: dt.date,
+        grams: Decimal,
+        lots: list[dict[str, object]],
+    ) -> tuple[HomeInfusionRecord, DueItem | None]:
+        """A dose given at home: the plan's open due item it fulfils, and the next one."""
+        subject = f"therapyPlans/{plan_id}"
+        row = repo.plan_row(session, plan_id)
+        plan = plan_of(row, repo.plan_version(session, plan_id, row.current_version))
+        if plan.status is not PlanStatus.ACTIVE:
+            raise _failed("PLAN_ACTIVE", subject, f"the plan is {plan.status}")
+        if not plan.home_administration:
+            raise _failed(
+                "HOME_ADMINISTRATION",
+                subject,
+                "the plan is not given at home: its doses are booked and completed in a chair",
+            )
+        site = repo.site_from_row(repo.site_row(session, plan.site_id))
+        today = site.local_today(self.clock.now())
+        v = Violations()
+        if given_on > today:
+            v.add("given_on", f"must not be after the site's today ({today})")
+        first = plan.regimen_start_date or plan.start_date
+        if given_on < first:
+            v.add("given_on", f"must not be before the plan's start ({first})")
+        if grams <= 0:
+            v.add("grams_given", "must be greater than 0")
+        v.raise_if_any()
+        items = self.records.due_items(session, [plan], today)
+        item = items[0]
+        home = HomeInfusionRow(
+            id=new_id(),
+            plan_id=plan.id,
+            plan_version=plan.version,
+            patient_id=plan.patient_id,
+            site_id=plan.site_id,
+            given_on=given_on,
+            due_date=item.due_date,
+            ramp_step=item.ramp_step,
+            grams_given=grams,
+            product_id=plan.product_id,
+            scanned_lots=lots,
+            created_at=self.clock.now(),
+        )
+        session.add(home)
+        session.flush()
+        after = self.records.due_items(session, [plan], today)
+        record = HomeInfusionRecord(
+            home.id,
+            home.plan_id,
+            home.plan_version,
+            home.patient_id,
+            home.given_on,
+            home.due_date,
+            home.ramp_step,
+            home.grams_given,
+            home.product_id,
+            list(home.scanned_lots),
+            home.created_at,
+        )
+        return record, after[0] if after else None
+
     def coverage(self, plan_id: str, as_of: dt.date | None) -> Coverage:
         with self.db.read() as session:
             row = repo.plan_row(session, plan_id)
@@ -380,7 +472,7 @@ class Regimens:
         return states
 
 
-def check_booking_coverage(
+def check_plan_allows_booking(
     session: Session,
     plan: TherapyPlan,
     product_id: str,
@@ -390,8 +482,15 @@ def check_booking_coverage(
     now: dt.datetime,
 ) -> None:
     """The booking use case's one call before it writes a booking: FAILED_PRECONDITION
-    (AUTHORISATION_COVERS, AUTHORISED_QUANTITY, PAYER_CAP) when the plan's coverage refuses
-    ``grams`` of ``product_id`` on ``day`` (``exclude_id``: the appointment being moved)."""
+    HOME_ADMINISTRATION for a plan given at home (no chair), and AUTHORISATION_COVERS,
+    AUTHORISED_QUANTITY or PAYER_CAP when the plan's coverage refuses ``grams`` of
+    ``product_id`` on ``day`` (``exclude_id``: the appointment being moved)."""
+    if plan.home_administration:
+        raise _failed(
+            "HOME_ADMINISTRATION",
+            f"therapyPlans/{plan.id}",
+            "the plan is given at home, not in a chair: record each dose with RecordHomeInfusion",
+        )
     auth_rows = store.authorisation_rows(session, [plan.id])
     caps_row = store.caps_row(session, plan.id)
     if not auth_rows and caps_row is None:

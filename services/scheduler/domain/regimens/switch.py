@@ -53,6 +53,7 @@ class Switch:
     two_weekly_start_days: int = FIRST_SC_DAYS
     iv_interval_days: int = 0  # back to IV only
     from_product: ScProduct | None = None  # back to IV: the SC product whose factor is undone
+    home: bool = False  # the new SC version is given at home
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,12 @@ def convert(plan: TherapyPlan, switch: Switch) -> Converted:
         done = _to_facilitated(plan, switch)
     else:
         done = _to_iv(plan, switch)
+    home = switch.home and switch.to_route is not Route.IV
     return dataclasses.replace(
-        done, cycle_grams=switch.cycle_grams, cycle_interval_days=plan.interval_days
+        done,
+        plan=dataclasses.replace(done.plan, home_administration=home),
+        cycle_grams=switch.cycle_grams,
+        cycle_interval_days=plan.interval_days,
     )
 
 

@@ -1,4 +1,4 @@
-"""plan authorisations and payer caps
+"""plan authorisations, payer caps and home infusions
 
 Revision ID: 0012
 Revises: 0010
@@ -7,8 +7,10 @@ Create Date: 2026-12-02 16:00:00.000000
 A plan's prior authorisations (``plan_authorisations``: payer, approved grams or doses, the
 period, an override of the caps, and the end date an AUTHORISATION_EXPIRING was raised for)
 and its payer caps (``plan_payer_caps``: grams per rolling 7 and 28 days, whether bookings need
-an authorisation). Regimen conversions need no table: a converted version's ramp-up, infusion
-days and regimen start live in its versioned specification (JSON).
+an authorisation), and the doses given at home (``home_infusions``: a home-administration
+plan's administrations, with their lots). Regimen conversions need no table: a converted
+version's ramp-up, infusion days, regimen start and home flag live in its versioned
+specification (JSON).
 """
 
 from collections.abc import Sequence
@@ -67,10 +69,32 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["plan_id"], ["therapy_plans.id"]),
         sa.PrimaryKeyConstraint("plan_id"),
     )
+    op.create_table(
+        "home_infusions",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("plan_id", sa.String(length=40), nullable=False),
+        sa.Column("plan_version", sa.Integer(), nullable=False),
+        sa.Column("patient_id", sa.String(length=40), nullable=False),
+        sa.Column("site_id", sa.String(length=40), nullable=False),
+        sa.Column("given_on", sa.Date(), nullable=False),
+        sa.Column("due_date", sa.Date(), nullable=False),
+        sa.Column("ramp_step", sa.Integer(), nullable=False),
+        sa.Column("grams_given", sa.String(length=40), nullable=False),
+        sa.Column("product_id", sa.String(length=40), nullable=False),
+        sa.Column("scanned_lots", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["plan_id"], ["therapy_plans.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        "ix_home_infusions_plan_day", "home_infusions", ["plan_id", "given_on"], unique=False
+    )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
+    op.drop_index("ix_home_infusions_plan_day", table_name="home_infusions")
+    op.drop_table("home_infusions")
     op.drop_table("plan_payer_caps")
     op.drop_index("ix_plan_authorisations_active_to", table_name="plan_authorisations")
     op.drop_index("ix_plan_authorisations_plan_id", table_name="plan_authorisations")
