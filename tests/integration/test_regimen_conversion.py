@@ -566,3 +566,41 @@ def test_a_home_plan_is_not_booked_and_its_doses_are_recorded_with_their_lots(
             )
         )
     assert precondition_types(not_home.value) == ["HOME_ADMINISTRATION"]
+
+
+def test_the_older_label_factor_comes_from_the_catalogue(platform: Platform) -> None:
+    hizentra = platform.inventory.GetProduct(inv.GetProductRequest(id="hizentra")).product
+    assert [(f.factor, f.label_version) for f in hizentra.conversion_factors] == [
+        ("1.37", "current"),
+        ("1.53", "older"),
+    ]
+    plan = iv_plan(platform, "MRN-16", indication=pb.INDICATION_PID)
+    c = convert(platform, plan, label_version="older").conversion
+    # 1.53 × 140 ÷ 4 = 53.55 g a week: weekly 54 g (270 mL, 11 sites) and twice 27 g (135 mL,
+    # 6 sites) need more than 4 sites; three a week 17.85 → 18 g, 90 mL, ⌈90 ÷ 25⌉ = 4 sites
+    assert (c.factor, c.weekly_grams, c.grams_per_infusion, c.sites) == ("1.53", "53.55", "18", 4)
+    assert "(older label)" in c.factor_source
+
+
+def test_a_product_without_sc_figures_is_refused_until_configured(platform: Platform) -> None:
+    product = platform.inventory.CreateProduct(
+        inv.CreateProductRequest(
+            product=inv.Product(
+                code="new-scig",
+                brand="New SCIg",
+                manufacturer="Lab",
+                ig_class=inv.IG_CLASS_SCIG,
+                concentration_percent="20",
+                routes=[inv.ROUTE_SC],
+                presentations=[inv.Presentation(grams="2", ml="10")],
+                storage=inv.StorageRule(kind=inv.STORAGE_KIND_REFRIGERATED),
+                conversion_factors=[inv.ConversionFactor(indication="MMN", factor="1")],
+            ),
+            request_id=request_id(),
+        )
+    ).product
+    plan = iv_plan(platform, "MRN-17")
+    with pytest.raises(grpc.RpcError) as refused:
+        convert(platform, plan, product_id=product.id)
+    # its factor is in the catalogue, its volume per site is not
+    assert precondition_types(refused.value) == ["SC_PRODUCT_CONFIGURED"]

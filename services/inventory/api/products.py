@@ -109,7 +109,10 @@ def _translate(stored: StoredProduct) -> pb.Product:
         ],
         conversion_factors=[
             pb.ConversionFactor(
-                indication=c.indication, factor=decimal_str(c.factor), source=c.source
+                indication=c.indication,
+                factor=decimal_str(c.factor),
+                source=c.source,
+                label_version=c.label_version,
             )
             for c in p.conversion_factors
         ],
@@ -148,7 +151,9 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
     for i, c in enumerate(msg.conversion_factors):
         factor = parse_decimal(c.factor, f"{f}.conversion_factors[{i}].factor", v)
         if factor is not None:
-            factors.append(ConversionFactor(c.indication, factor, c.source))
+            factors.append(
+                ConversionFactor(c.indication, factor, c.source, c.label_version or "current")
+            )
     price = None
     if msg.HasField("price_per_gram"):
         price = Price(

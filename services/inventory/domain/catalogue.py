@@ -131,6 +131,7 @@ class ConversionFactor:
     indication: str
     factor: Decimal
     source: str = ""
+    label_version: str = "current"  # whose label: "current", or e.g. "older"
 
 
 @dataclass(frozen=True)
@@ -628,17 +629,18 @@ def _read_price(r: _Reader, value: object, path: str) -> Price | None:
 
 
 def _read_conversion_factor(r: _Reader, value: object, path: str) -> ConversionFactor | None:
-    m = r.mapping(value, path, ("indication", "factor"), ("source",))
+    m = r.mapping(value, path, ("indication", "factor"), ("source", "label_version"))
     if m is None:
         return None
     before = len(r.problems)
     indication = r.required_text(m, "indication", path)
     factor = r.decimal(m, "factor", path)
     source = r.text(m, "source", path)
+    label = r.text(m, "label_version", path) or "current"
     r.problems += check_conversion_factor(indication, factor, path)
     if len(r.problems) != before or indication is None or factor is None:
         return None
-    return ConversionFactor(indication, factor, source)
+    return ConversionFactor(indication, factor, source, label)
 
 
 def _read_source(r: _Reader, value: object, path: str) -> Source | None:

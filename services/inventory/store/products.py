@@ -58,7 +58,12 @@ def _document(p: Product) -> dict[str, Any]:
         ],
         "price_source": p.price_per_gram.source if p.price_per_gram else "",
         "conversion_factors": [
-            {"indication": c.indication, "factor": _s(c.factor), "source": c.source}
+            {
+                "indication": c.indication,
+                "factor": _s(c.factor),
+                "source": c.source,
+                "label_version": c.label_version,
+            }
             for c in p.conversion_factors
         ],
         "sources": [{"tag": s.tag, "url": s.url} for s in p.sources],
@@ -101,7 +106,12 @@ def product_from_row(row: ProductRow) -> StoredProduct:
         ),
         price_per_gram=price,
         conversion_factors=tuple(
-            ConversionFactor(c["indication"], Decimal(c["factor"]), c.get("source", ""))
+            ConversionFactor(
+                c["indication"],
+                Decimal(c["factor"]),
+                c.get("source", ""),
+                c.get("label_version", "current"),
+            )
             for c in doc["conversion_factors"]
         ),
         sources=tuple(Source(s["tag"], s["url"]) for s in doc["sources"]),

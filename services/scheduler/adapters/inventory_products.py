@@ -23,6 +23,7 @@ from services.scheduler.domain.dosing import ProductSpec, RateSchedule
 from services.scheduler.domain.infusion import RateStepSpec, RateUnit
 from services.scheduler.domain.plans import Indication
 from services.scheduler.domain.regimens.sc_products import (
+    CURRENT_LABEL,
     SC_PRODUCTS,
     ConversionFactor,
     ScProduct,
@@ -58,15 +59,21 @@ def product_spec(product: inv.Product) -> ProductSpec:
 
 def sc_product(product: inv.Product) -> ScProduct:
     """What the SC rules need of a catalogue product: its concentration and vial sizes, and
-    the conversion factors it lists per indication (the current label's); the figures the
-    catalogue does not hold yet (volume per site, sites at once, the MMN factor, older labels,
-    HyQvia's daily maximum) come from the adopted defaults for its code
-    (domain/regimens/sc_products.py), none for a code without defaults."""
+    the conversion factors it lists per indication and label version; the factors it does not
+    list (the MMN 1.00, Hizentra's older label) and the figures the catalogue does not hold yet
+    (volume per site, sites at once, HyQvia's daily maximum) come from the adopted defaults for
+    its code (domain/regimens/sc_products.py), none for a code without defaults."""
     default = SC_PRODUCTS.get(product.code)
     listed = []
     for f in product.conversion_factors:
         if f.indication.upper() in Indication.__members__ and f.factor:
-            listed.append(ConversionFactor(Indication[f.indication.upper()], Decimal(f.factor)))
+            listed.append(
+                ConversionFactor(
+                    Indication[f.indication.upper()],
+                    Decimal(f.factor),
+                    f.label_version or CURRENT_LABEL,
+                )
+            )
     known = {(f.indication, f.label_version) for f in listed}
     if default is not None:
         listed += [f for f in default.factors if (f.indication, f.label_version) not in known]
