@@ -10,6 +10,7 @@ import datetime as dt
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.date_pb2 import Date
 
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -604,3 +605,25 @@ def test_a_product_without_sc_figures_is_refused_until_configured(platform: Plat
         convert(platform, plan, product_id=product.id)
     # its factor is in the catalogue, its volume per site is not
     assert precondition_types(refused.value) == ["SC_PRODUCT_CONFIGURED"]
+    configured = platform.inventory.UpdateProduct(
+        inv.UpdateProductRequest(
+            product=inv.Product(
+                id=product.id,
+                etag=product.etag,
+                sc_administration=inv.ScAdministration(site_max_ml="40", max_sites=4),
+            ),
+            update_mask=FieldMask(paths=["sc_administration"]),
+            request_id=request_id(),
+        )
+    ).product
+    assert configured.sc_administration.site_max_ml == "40"
+    platform.forget_products()
+    c = convert(platform, plan, product_id=product.id).conversion
+    # MMN 1:1: 35 g a week of 2 g vials → 34 g (tie, lower), 170 mL, ⌈170 ÷ 40⌉ = 5 sites > 4:
+    # twice a week 17.5 → 18 g, 90 mL, 3 sites
+    assert (c.infusions_per_week, c.grams_per_infusion, c.sites, c.site_max_ml) == (
+        2,
+        "18",
+        3,
+        "40",
+    )

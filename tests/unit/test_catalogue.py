@@ -121,6 +121,23 @@ def test_storage_conversion_and_sources(products: dict[str, Product]) -> None:
         "cuvitru": [(Decimal("1.30"), "current")],
         "cutaquig": [(Decimal("1.30"), "current")],
     }
+    # docs/clinical-rules.md#sc-infusions: steady-state mL a site (PI, CIDP, under 40 kg), sites
+    sc = {
+        code: (
+            p.sc_administration.site_max_ml,
+            p.sc_administration.site_max_ml_cidp,
+            p.sc_administration.site_max_ml_under_40_kg,
+            p.sc_administration.max_sites,
+        )
+        for code, p in products.items()
+        if p.sc_administration is not None
+    }
+    assert sc == {
+        "gammagard-liquid": (Decimal(30), None, Decimal(20), None),
+        "hizentra": (Decimal(25), Decimal(50), None, 4),
+        "cuvitru": (Decimal(60), None, None, 4),
+        "cutaquig": (Decimal(40), None, None, 6),
+    }
     for product in products.values():
         assert product.sources, product.code
         assert "R52" in {s.tag for s in product.sources}, product.code

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import AlreadyExists, NotFound
 from services.inventory.domain.catalogue import (
+    SC_FIGURES,
     ConversionFactor,
     IgClass,
     Presentation,
@@ -21,6 +22,7 @@ from services.inventory.domain.catalogue import (
     RateStep,
     RateUnit,
     Route,
+    ScAdministration,
     Source,
     StorageKind,
     StorageRule,
@@ -68,6 +70,16 @@ def _document(p: Product) -> dict[str, Any]:
         ],
         "sources": [{"tag": s.tag, "url": s.url} for s in p.sources],
         "note": p.note,
+        "sc_administration": None
+        if p.sc_administration is None
+        else {
+            **{
+                k: _s(v) if v is not None else None
+                for k, v in p.sc_administration.figures().items()
+            },
+            "max_sites": p.sc_administration.max_sites,
+            "source": p.sc_administration.source,
+        },
     }
 
 
@@ -116,6 +128,7 @@ def product_from_row(row: ProductRow) -> StoredProduct:
         ),
         sources=tuple(Source(s["tag"], s["url"]) for s in doc["sources"]),
         note=doc.get("note", ""),
+        sc_administration=_sc_of(doc.get("sc_administration")),
     )
     return StoredProduct(row.id, product, row.active, row.revision, row.created_at, row.updated_at)
 
@@ -216,3 +229,13 @@ def catalogue_version(connection: Connection) -> tuple[Any, ...]:
 
 def all_products(session: Session) -> list[ProductRow]:
     return list(session.scalars(select(ProductRow).order_by(ProductRow.id)))
+
+
+def _sc_of(sc: dict[str, Any] | None) -> ScAdministration | None:
+    if sc is None:
+        return None
+    return ScAdministration(
+        **{name: Decimal(sc[name]) if sc.get(name) is not None else None for name in SC_FIGURES},
+        max_sites=sc.get("max_sites"),
+        source=sc.get("source", ""),
+    )

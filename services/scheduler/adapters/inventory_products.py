@@ -58,11 +58,11 @@ def product_spec(product: inv.Product) -> ProductSpec:
 
 
 def sc_product(product: inv.Product) -> ScProduct:
-    """What the SC rules need of a catalogue product: its concentration and vial sizes, and
-    the conversion factors it lists per indication and label version; the factors it does not
-    list (the MMN 1.00, Hizentra's older label) and the figures the catalogue does not hold yet
-    (volume per site, sites at once, HyQvia's daily maximum) come from the adopted defaults for
-    its code (domain/regimens/sc_products.py), none for a code without defaults."""
+    """What the SC rules need of a catalogue product: its concentration and vial sizes, the
+    conversion factors it lists per indication and label version, and its SC administration
+    figures (volume per site, sites at once, mL a day); what it does not list (the MMN 1.00,
+    a figure left empty) comes from the adopted defaults for its code
+    (domain/regimens/sc_products.py), nothing for a code without defaults."""
     default = SC_PRODUCTS.get(product.code)
     listed = []
     for f in product.conversion_factors:
@@ -78,23 +78,36 @@ def sc_product(product: inv.Product) -> ScProduct:
     if default is not None:
         listed += [f for f in default.factors if (f.indication, f.label_version) not in known]
     vials = tuple(sorted({Decimal(p.grams) for p in product.presentations if p.grams}))
-    if default is None:
-        return ScProduct(
-            product.id,
-            product.brand,
-            Decimal(product.concentration_percent or "10"),
-            vials,
-            site_max_ml=None,
-            factors=tuple(listed),
+    base = default or ScProduct(
+        product.id, product.brand, Decimal(product.concentration_percent or "10"), (), None
+    )
+    if product.HasField("sc_administration"):  # the catalogue's figures win over the defaults
+        sc = product.sc_administration
+
+        def figure(text: str, fallback: Decimal | None) -> Decimal | None:
+            return Decimal(text) if text else fallback
+
+        base = dataclasses.replace(
+            base,
+            site_max_ml=figure(sc.site_max_ml, base.site_max_ml),
+            site_max_ml_cidp=figure(sc.site_max_ml_cidp, base.site_max_ml_cidp),
+            site_max_ml_under_40_kg=figure(
+                sc.site_max_ml_under_40_kg, base.site_max_ml_under_40_kg
+            ),
+            max_sites=sc.max_sites or base.max_sites,
+            max_ml_per_day=figure(sc.max_ml_per_day, base.max_ml_per_day),
+            max_ml_per_day_under_40_kg=figure(
+                sc.max_ml_per_day_under_40_kg, base.max_ml_per_day_under_40_kg
+            ),
         )
     return dataclasses.replace(
-        default,
+        base,
         key=product.id,
-        brand=product.brand or default.brand,
+        brand=product.brand or base.brand,
         concentration_percent=Decimal(product.concentration_percent)
         if product.concentration_percent
-        else default.concentration_percent,
-        vial_grams=vials or default.vial_grams,
+        else base.concentration_percent,
+        vial_grams=vials or base.vial_grams,
         factors=tuple(listed),
     )
 
