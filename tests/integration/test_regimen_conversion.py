@@ -522,6 +522,9 @@ def test_a_home_plan_is_not_booked_and_its_doses_are_recorded_with_their_lots(
     with pytest.raises(grpc.RpcError) as chair:
         book(platform, new, chairs[0], dt.date(2026, 11, 27), 9)
     assert precondition_types(chair.value) == ["HOME_ADMINISTRATION"]
+    with pytest.raises(grpc.RpcError) as slots:
+        platform.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan.id))
+    assert precondition_types(slots.value) == ["HOME_ADMINISTRATION"]
 
     def record(day: Date, rid: str, grams: str = "35") -> pb.RecordHomeInfusionResponse:
         reply: pb.RecordHomeInfusionResponse = platform.scheduler.RecordHomeInfusion(

@@ -61,7 +61,7 @@ from services.scheduler.store.events import Event as OutboxEvent
 from services.scheduler.store.events import addressed
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records
-from services.scheduler.usecases.regimens import check_plan_allows_booking
+from services.scheduler.usecases.regimens import check_plan_allows_booking, home_refusal
 
 S = AppointmentStatus
 MAX_SLOT_RESULTS = 100
@@ -249,6 +249,8 @@ class Bookings:
                     )
                 ]
             )
+        if plan.home_administration:  # no chair: docs/regimens.md, "Home administration"
+            raise home_refusal(plan.id)
         return plan
 
     def _next_item(self, session: Session, plan: TherapyPlan) -> DueItem:

@@ -472,6 +472,15 @@ class Regimens:
         return states
 
 
+def home_refusal(plan_id: str) -> FailedPrecondition:
+    """A chair operation (slots, hold, booking) on a plan given at home."""
+    return _failed(
+        "HOME_ADMINISTRATION",
+        f"therapyPlans/{plan_id}",
+        "the plan is given at home, not in a chair: record each dose with RecordHomeInfusion",
+    )
+
+
 def check_plan_allows_booking(
     session: Session,
     plan: TherapyPlan,
@@ -486,11 +495,7 @@ def check_plan_allows_booking(
     AUTHORISED_QUANTITY or PAYER_CAP when the plan's coverage refuses ``grams`` of
     ``product_id`` on ``day`` (``exclude_id``: the appointment being moved)."""
     if plan.home_administration:
-        raise _failed(
-            "HOME_ADMINISTRATION",
-            f"therapyPlans/{plan.id}",
-            "the plan is given at home, not in a chair: record each dose with RecordHomeInfusion",
-        )
+        raise home_refusal(plan.id)
     auth_rows = store.authorisation_rows(session, [plan.id])
     caps_row = store.caps_row(session, plan.id)
     if not auth_rows and caps_row is None:
