@@ -336,8 +336,20 @@ def test_conversion_refused_over_the_payer_caps(platform: Platform) -> None:
         set_caps(platform, plan.id, "50", "200")
     assert stale.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(stale.value) == "ETAG_REQUIRED"
-    updated = set_caps(platform, plan.id, "50", "200", etag=caps.etag)
+    rid = request_id()
+    ask = pb.SetPayerCapsRequest(
+        payer_caps=pb.PayerCaps(
+            therapy_plan_id=plan.id,
+            grams_per_7_days="50",
+            grams_per_28_days="200",
+            etag=caps.etag,
+        ),
+        request_id=rid,
+    )
+    updated = platform.scheduler.SetPayerCaps(ask).payer_caps
     assert (updated.grams_per_7_days, updated.etag != caps.etag) == ("50", True)
+    # a retry with the same request_id answers the first result (the etag it sent is stale now)
+    assert platform.scheduler.SetPayerCaps(ask).payer_caps == updated
 
 
 def test_booking_refused_over_caps_and_outside_the_authorisation(platform: Platform) -> None:
