@@ -16,6 +16,7 @@ from services.common.convert import (
 )
 from services.common.errors import Violations
 from services.common.etag import etag_for
+from services.scheduler.api.bookings import lots_in
 from services.scheduler.domain.plans import Route
 from services.scheduler.domain.regimens.authorisations import AuthorisationCheck
 from services.scheduler.domain.regimens.coverage import PlanAuthorisation, PlanCaps
@@ -255,20 +256,7 @@ def home_in(
         v.add("therapy_plan_id", "is required")
     day = parse_date(msg.given_on, "given_on", v)
     grams = parse_decimal(msg.grams_given, "grams_given", v)
-    for i, lot in enumerate(msg.scanned_lots):
-        if not lot.lot_number and not lot.gs1_element_string:
-            v.add(f"scanned_lots[{i}].lot_number", "give the lot number or the scan")
-        if lot.vials <= 0:
-            v.add(f"scanned_lots[{i}].vials", "must be at least 1")
-    lots: list[dict[str, object]] = [
-        {
-            "lot_number": lot.lot_number,
-            "gs1_element_string": lot.gs1_element_string,
-            "vials": lot.vials,
-            "product_id": lot.product_id,
-        }
-        for lot in msg.scanned_lots
-    ]
+    lots: list[dict[str, object]] = lots_in(msg.scanned_lots, v)
     return day or dt.date.min, grams or Decimal(0), lots
 
 

@@ -102,6 +102,35 @@ def convert(plan: TherapyPlan, switch: Switch) -> Converted:
     )
 
 
+def _by_route(
+    plan: TherapyPlan,
+    route: Route,
+    product_id: str,
+    grams: Decimal,
+    first: dt.date,
+    last_dose: dt.date,
+    **changes: object,
+) -> TherapyPlan:
+    """The next version on ``route``: a fixed number of grams per dose from ``first``, the
+    old route's last dose kept as the dose given before it (the observation rule sees the
+    product switch); no induction course, no IV rate limit, unless ``changes`` say more."""
+    fields: dict[str, object] = {
+        "route": route,
+        "product_id": product_id,
+        "dose_basis": DoseBasis.FIXED_GRAMS,
+        "maintenance_dose": grams,
+        "start_date": first,
+        "regimen_start_date": first,
+        "last_infusion_date": last_dose,
+        "last_product_id": plan.product_id,
+        "induction": None,
+        "max_rate_ml_per_kg_h": None,
+        "ramp_up": (),
+        "infusion_days": (),
+    }
+    return dataclasses.replace(plan, **{**fields, **changes})  # type: ignore[arg-type]
+
+
 def _previous(plan: TherapyPlan) -> PreviousTherapy:
     return PreviousTherapy.IV if plan.route is Route.IV else PreviousTherapy.WEEKLY_SC
 
@@ -142,22 +171,16 @@ def _to_sc(plan: TherapyPlan, switch: Switch) -> Converted:
     days = frequency.days() if frequency.per_week > 1 else ()
     gaps = [b - a for a, b in zip(days, (*days[1:], interval), strict=False)] or [interval]
     early, late = _windows(plan, min(gaps))
-    new = dataclasses.replace(
+    new = _by_route(
         plan,
-        route=Route.SC,
-        product_id=product.key,
-        dose_basis=DoseBasis.FIXED_GRAMS,
-        maintenance_dose=schedule.infusion.dose_grams,
+        Route.SC,
+        product.key,
+        schedule.infusion.dose_grams,
+        first,
+        switch.last_dose,
         interval_days=interval,
         infusion_days=days,
         infusion_sites=schedule.sites,
-        start_date=first,
-        regimen_start_date=first,
-        last_infusion_date=switch.last_dose,
-        last_product_id=plan.product_id,
-        induction=None,
-        max_rate_ml_per_kg_h=None,
-        ramp_up=(),
         window_days_early=early,
         window_days_late=late,
     )
@@ -204,20 +227,14 @@ def _to_facilitated(plan: TherapyPlan, switch: Switch) -> Converted:
     gaps = [b.day - a.day for a, b in zip(ramp.steps, ramp.steps[1:], strict=False)]
     early, late = _windows(plan, min([*gaps, plan.interval_days]))
     full = ramp.full_dose
-    new = dataclasses.replace(
+    new = _by_route(
         plan,
-        route=Route.FACILITATED_SC,
-        product_id=product.key,
-        dose_basis=DoseBasis.FIXED_GRAMS,
-        maintenance_dose=full.dose_grams,
-        infusion_days=(),
+        Route.FACILITATED_SC,
+        product.key,
+        full.dose_grams,
+        first,
+        switch.last_dose,
         infusion_sites=sites,
-        start_date=first,
-        regimen_start_date=first,
-        last_infusion_date=switch.last_dose,
-        last_product_id=plan.product_id,
-        induction=None,
-        max_rate_ml_per_kg_h=None,
         ramp_up=tuple(RampDose(s.day, s.vials.dose_grams) for s in ramp.steps),
         window_days_early=early,
         window_days_late=late,
@@ -282,21 +299,15 @@ def _to_iv(plan: TherapyPlan, switch: Switch) -> Converted:
     later = [x for x in days if x > position]
     gap = (later[0] if later else plan.interval_days + days[0]) - position
     first = switch.last_dose + dt.timedelta(days=gap)
-    new = dataclasses.replace(
+    new = _by_route(
         plan,
-        route=Route.IV,
-        product_id=switch.product.key,
-        dose_basis=DoseBasis.FIXED_GRAMS,
-        maintenance_dose=choice.dose_grams,
+        Route.IV,
+        switch.product.key,
+        choice.dose_grams,
+        first,
+        switch.last_dose,
         interval_days=switch.iv_interval_days,
-        infusion_days=(),
         infusion_sites=1,
-        start_date=first,
-        regimen_start_date=first,
-        last_infusion_date=switch.last_dose,
-        last_product_id=plan.product_id,
-        induction=None,
-        ramp_up=(),
         window_days_early=min(plan.window_days_early, switch.iv_interval_days - 1),
         window_days_late=min(plan.window_days_late, switch.iv_interval_days - 1),
     )
