@@ -35,6 +35,7 @@ from services.scheduler.usecases.bookings import Bookings
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.outcomes import Outcomes
 from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.regimens import Regimens
 from services.scheduler.usecases.schedules import Schedules
 
 
@@ -73,6 +74,7 @@ def build(
         bookings,
         Schedules(db, clock, records, bookings),
         Outcomes(db, clock, records, products.spec, settings.review_policies()),
+        Regimens(db, clock, records, doses, products.sc),
         Mutations(IdempotencyStore(db, idempotency_keys, clock), "scheduler"),
         clock,
     )

@@ -8,6 +8,10 @@
   (``SCHEDULER_REMINDER_OFFSETS_HOURS``, default "72,24"), counted in the site's wall-clock
   time, dedupe key ``APPOINTMENT_REMINDER:{appointment}:{offset}h:{start}`` (``:2``... when
   an appointment moved back to a time it had before).
+- **authorisations** → AUTHORISATION_EXPIRING when an active plan's active prior authorisation
+  ends within 30 days (site-local day; docs/regimens.md): once per authorisation and end date
+  (``plan_authorisations.expiry_notice_for``), dedupe key
+  ``AUTHORISATION_EXPIRING:{authorisation}:{valid_to}``; a changed end date is noticed again.
 - **missed** → MISSED_INFUSION when an appointment is still BOOKED (not checked in)
   ``SCHEDULER_MISSED_AFTER_MINUTES`` (default 30) after its start, dedupe key
   ``MISSED_INFUSION:{appointment}:{start}``.
@@ -53,7 +57,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
@@ -69,6 +73,7 @@ from services.scheduler.domain.regimens.reviews import (
     ReviewState,
     review_state,
 )
+from services.scheduler.domain.regimens.authorisations import EXPIRING_DAYS
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
@@ -82,11 +87,14 @@ from services.scheduler.store.events import (
     upsert_insert,
     write_events,
 )
+from services.scheduler.store.home import given_at_home
 from services.scheduler.store.models import (
     AppointmentRow,
     DueWatchRow,
+    HomeInfusionRow,
     JobMarkRow,
     PatientRow,
+    PlanAuthorisationRow,
     PlanRow,
     PlanVersionRow,
     SiteRow,
@@ -176,6 +184,7 @@ class SchedulerJobs:
             ("reminders", self.reminders),
             ("missed infusions", self.missed),
             ("outcome reviews", self.reviews),
+            ("authorisations expiring", self.authorisations_expiring),
         )
         for name, body in bodies:
             try:
@@ -247,6 +256,11 @@ class SchedulerJobs:
                 select(AppointmentRow.plan_id).where(AppointmentRow.updated_at > since).distinct()
             )
         )
+        found.update(  # doses given at home move the due date as completions do
+            session.scalars(
+                select(HomeInfusionRow.plan_id).where(HomeInfusionRow.created_at > since).distinct()
+            )
+        )
         return found
 
     def _scan(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
@@ -280,6 +294,8 @@ class SchedulerJobs:
                 )
             else:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt
+        for plan_id, doses in given_at_home(session, sorted(active)).items():
+            given.setdefault(plan_id, []).extend(doses)
         notices: list[tuple[Any, Any]] = []
         watch: list[dict[str, Any]] = []
         for row in plans:
@@ -461,3 +477,54 @@ class SchedulerJobs:
             key = f"OUTCOME_REVIEW_DUE:{plan.id}:{day.isoformat()}"
             events += addressed("OUTCOME_REVIEW_DUE", key, payload, "")  # staff only
         return write_events(session, self.table, events, now)
+
+    # --- AUTHORISATION_EXPIRING --------------------------------------------------------------
+
+    def authorisations_expiring(self) -> int:
+        """AUTHORISATION_EXPIRING for each active authorisation of an active plan that ends
+        within EXPIRING_DAYS of the site's today, once per end date."""
+        now = self.clock.now()
+        # UTC days one either side of any site's local day; the exact test is per site below
+        first = now.date() - dt.timedelta(days=1)
+        last = now.date() + dt.timedelta(days=EXPIRING_DAYS + 1)
+        with self.db.write() as session:
+            rows = session.execute(
+                select(PlanAuthorisationRow, PlanRow.patient_id, PlanRow.site_id)
+                .join(PlanRow, PlanRow.id == PlanAuthorisationRow.plan_id)
+                .where(
+                    PlanAuthorisationRow.active.is_(True),
+                    PlanAuthorisationRow.valid_to >= first,
+                    PlanAuthorisationRow.valid_to <= last,
+                    or_(
+                        PlanAuthorisationRow.expiry_notice_for.is_(None),
+                        PlanAuthorisationRow.expiry_notice_for != PlanAuthorisationRow.valid_to,
+                    ),
+                    PlanRow.status == PlanStatus.ACTIVE.value,
+                )
+                .order_by(PlanAuthorisationRow.valid_to, PlanAuthorisationRow.id)
+            ).all()
+            sites = self._sites(session, (site_id for _, _, site_id in rows))
+            patients = self._patients(session, (patient_id for _, patient_id, _ in rows))
+            events: list[Event] = []
+            for auth, patient_id, site_id in rows:
+                site = sites.get(site_id)
+                if site is None:
+                    continue
+                left = (auth.valid_to - site[0].local_today(now)).days
+                if not 0 <= left <= EXPIRING_DAYS:
+                    continue
+                name, subscriber = patients.get(patient_id, ("", ""))
+                payload = {
+                    "patient_id": patient_id,
+                    "site_id": site_id,
+                    "therapy_plan_id": auth.plan_id,
+                    "authorisation_id": auth.id,
+                    "payer": auth.payer,
+                    "valid_to": auth.valid_to.isoformat(),
+                    "days_left": left,
+                    "patient_name": name,
+                }
+                key = f"AUTHORISATION_EXPIRING:{auth.id}:{auth.valid_to.isoformat()}"
+                events += addressed("AUTHORISATION_EXPIRING", key, payload, subscriber)
+                auth.expiry_notice_for = auth.valid_to
+            return write_events(session, self.table, events, now)

@@ -107,6 +107,11 @@ NOT_FOUND = {
     "GetAppointment",
     "GetChairBoard",
     "PlanSchedule",
+    "ConvertRegimen",
+    "SetPlanAuthorisation",
+    "SetPayerCaps",
+    "RecordHomeInfusion",
+    "GetPlanCoverage",
     "GetLot",
     "QuarantineLot",
     "ReleaseLot",
@@ -564,6 +569,36 @@ def _requests(i: Ids) -> dict[str, list[Message]]:
         "CompleteInfusion": [
             pb.CompleteInfusionRequest(id=appt, grams_given="70", request_id=request_id())
         ],
+        "ConvertRegimen": [
+            pb.ConvertRegimenRequest(
+                therapy_plan_id=plan,
+                etag='W/"1"',
+                route=pb.ROUTE_SC,
+                product_id=i["product"],
+                reason="x",
+                request_id=request_id(),
+            )
+        ],
+        "SetPlanAuthorisation": [
+            pb.SetPlanAuthorisationRequest(
+                authorisation=pb.PlanAuthorisation(
+                    therapy_plan_id=plan, payer="x", valid_from=day, valid_to=day, active=True
+                ),
+                request_id=request_id(),
+            )
+        ],
+        "SetPayerCaps": [
+            pb.SetPayerCapsRequest(
+                payer_caps=pb.PayerCaps(therapy_plan_id=plan, grams_per_7_days="40"),
+                request_id=request_id(),
+            )
+        ],
+        "RecordHomeInfusion": [
+            pb.RecordHomeInfusionRequest(
+                therapy_plan_id=plan, given_on=day, grams_given="35", request_id=request_id()
+            )
+        ],
+        "GetPlanCoverage": [pb.GetPlanCoverageRequest(therapy_plan_id=plan)],
         "MarkNoShow": [pb.MarkNoShowRequest(id=appt, request_id=request_id())],
         "CancelAppointment": [
             pb.CancelAppointmentRequest(id=appt, reason="x", request_id=request_id())

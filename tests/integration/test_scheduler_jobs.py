@@ -675,3 +675,93 @@ def test_a_reminder_relayed_after_the_appointment_began_is_dropped(env: Env) -> 
     at(env, 2026, 12, 2, 10, 0)  # notify was unreachable until the appointment began
     assert env.relay.drain().delivered == 2  # the reminder, and the booking's RESERVE_STOCK
     assert not env.notify.stub.ListNotifications(npb.ListNotificationsRequest()).notifications
+
+
+# --- AUTHORISATION_EXPIRING ---------------------------------------------------------------------
+
+
+def test_authorisation_expiring_30_days_ahead_once_per_end_date_through_notify(env: Env) -> None:
+    site, _ = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
+    plan = patient_plan(env, site, "MRN-A", subscriber=sub)
+    auth = env.p.scheduler.SetPlanAuthorisation(
+        pb.SetPlanAuthorisationRequest(
+            authorisation=pb.PlanAuthorisation(
+                therapy_plan_id=plan.id,
+                payer="Acme Health",
+                valid_from=date(2026, 6, 1),
+                valid_to=date(2026, 12, 31),  # 37 days after Tue 24 Nov
+                active=True,
+            ),
+            request_id=request_id(),
+        )
+    ).authorisation
+    assert env.jobs.authorisations_expiring() == 0  # 37 days left: not yet
+    at(env, 2026, 12, 1, 0, 0)  # 30 days left
+    assert env.jobs.authorisations_expiring() == 2  # staff + the patient's copy
+    key = f"AUTHORISATION_EXPIRING:{auth.id}:2026-12-31"
+    assert keys(env, "AUTHORISATION_EXPIRING") == [key, f"{key}:patient"]
+    payload = rows(env, "AUTHORISATION_EXPIRING")[0].payload["payload"]
+    assert (payload["days_left"], payload["payer"]) == (30, "Acme Health")
+    for hours in (1, 24, 240):  # notified once
+        env.clock.advance(dt.timedelta(hours=hours))
+        assert env.jobs.authorisations_expiring() == 0
+    # a renewal that moves the end date is noticed again when it comes within 30 days
+    env.p.scheduler.SetPlanAuthorisation(
+        pb.SetPlanAuthorisationRequest(
+            authorisation=pb.PlanAuthorisation(
+                id=auth.id,
+                therapy_plan_id=plan.id,
+                payer="Acme Health",
+                valid_from=date(2026, 6, 1),
+                valid_to=date(2027, 1, 15),
+                active=True,
+                etag=auth.etag,
+            ),
+            request_id=request_id(),
+        )
+    )
+    assert env.jobs.authorisations_expiring() == 0  # 12 Dec: 34 days before 15 Jan
+    at(env, 2026, 12, 16, 9, 0)
+    assert env.jobs.authorisations_expiring() == 2
+    drained = env.relay.drain()
+    assert drained.failed == 0
+    found = env.notify.stub.ListNotifications(
+        npb.ListNotificationsRequest(topic=npb.TOPIC_AUTHORISATION_EXPIRING)
+    ).notifications
+    assert len(found) == 4
+    assert {n.payload.authorisation_expiring.payer for n in found} == {"Acme Health"}
+
+
+def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
+    site, _ = site_with_chairs(env.p)
+    iv = patient_plan(
+        env, site, "MRN-H", maintenance_dose="2", last_infusion_date=date(2026, 11, 20)
+    )
+    home = env.p.scheduler.ConvertRegimen(
+        pb.ConvertRegimenRequest(
+            therapy_plan_id=iv.id,
+            etag=iv.etag,
+            route=pb.ROUTE_SC,
+            product_id=product_id(env.p, "hizentra"),
+            reason="home therapy",
+            home_administration=True,
+            request_id=request_id(),
+        )
+    ).therapy_plan
+    # weekly from Fri 27 Nov, windows 3 days each way: open on 24 Nov, today
+    assert env.jobs.due_scan().raised == 1
+    assert keys(env, "INFUSION_DUE") == [f"INFUSION_DUE:{home.id}:2026-11-27:0"]
+    at(env, 2026, 11, 27, 18, 0)
+    env.p.scheduler.RecordHomeInfusion(
+        pb.RecordHomeInfusionRequest(
+            therapy_plan_id=home.id,
+            given_on=date(2026, 11, 27),
+            grams_given="35",
+            request_id=request_id(),
+        )
+    )
+    assert env.jobs.due_scan().raised == 0  # next due 4 Dec, its window opens 1 Dec
+    at(env, 2026, 12, 1, 0, 0)
+    assert env.jobs.due_scan().raised == 1
+    assert keys(env, "INFUSION_DUE")[-1] == f"INFUSION_DUE:{home.id}:2026-12-04:0"

@@ -110,15 +110,33 @@ def test_storage_conversion_and_sources(products: dict[str, Product]) -> None:
     assert products["privigen"].storage.kind is StorageKind.ROOM_TEMPERATURE
     assert products["gammagard-liquid"].storage.kind is None  # NF: docs/clinical-rules.md#products
     factors = {
-        code: [cf.factor for cf in product.conversion_factors]
+        code: [(cf.factor, cf.label_version) for cf in product.conversion_factors]
         for code, product in products.items()
         if product.conversion_factors
     }
     assert factors == {
-        "gammagard-liquid": [Decimal("1.37")],
-        "hizentra": [Decimal("1.37")],
-        "cuvitru": [Decimal("1.30")],
-        "cutaquig": [Decimal("1.30")],
+        "gammagard-liquid": [(Decimal("1.37"), "current")],
+        # docs/clinical-rules.md#sc-dose: Hizentra's older US label used 1.53 in PI
+        "hizentra": [(Decimal("1.37"), "current"), (Decimal("1.53"), "older")],
+        "cuvitru": [(Decimal("1.30"), "current")],
+        "cutaquig": [(Decimal("1.30"), "current")],
+    }
+    # docs/clinical-rules.md#sc-infusions: steady-state mL a site (PI, CIDP, under 40 kg), sites
+    sc = {
+        code: (
+            p.sc_administration.site_max_ml,
+            p.sc_administration.site_max_ml_cidp,
+            p.sc_administration.site_max_ml_under_40_kg,
+            p.sc_administration.max_sites,
+        )
+        for code, p in products.items()
+        if p.sc_administration is not None
+    }
+    assert sc == {
+        "gammagard-liquid": (Decimal(30), None, Decimal(20), None),
+        "hizentra": (Decimal(25), Decimal(50), None, 4),
+        "cuvitru": (Decimal(60), None, None, 4),
+        "cutaquig": (Decimal(40), None, None, 6),
     }
     for product in products.values():
         assert product.sources, product.code

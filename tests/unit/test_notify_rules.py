@@ -308,6 +308,16 @@ SAMPLES: dict[Topic, dict[str, object]] = {
         "due_date": dt.date(2027, 6, 1),
         "patient_name": "Alex",
     },
+    Topic.AUTHORISATION_EXPIRING: {
+        "patient_id": "p1",
+        "site_id": "s1",
+        "therapy_plan_id": "tp1",
+        "authorisation_id": "au1",
+        "payer": "Acme Health",
+        "valid_to": dt.date(2026, 12, 20),
+        "days_left": 26,
+        "patient_name": "Alex",
+    },
 }
 BRANDS = ("Privigen", "privigen", "particulates", "immunodeficiency")
 

@@ -18,6 +18,7 @@ from services.common.errors import Violations
 from services.common.etag import etag_for
 from services.inventory.api.sites import STORAGE_KIND
 from services.inventory.domain.catalogue import (
+    SC_FIGURES,
     ConversionFactor,
     IgClass,
     Presentation,
@@ -27,6 +28,7 @@ from services.inventory.domain.catalogue import (
     RateStep,
     RateUnit,
     Route,
+    ScAdministration,
     Source,
     StorageRule,
     StoredProduct,
@@ -109,7 +111,10 @@ def _translate(stored: StoredProduct) -> pb.Product:
         ],
         conversion_factors=[
             pb.ConversionFactor(
-                indication=c.indication, factor=decimal_str(c.factor), source=c.source
+                indication=c.indication,
+                factor=decimal_str(c.factor),
+                source=c.source,
+                label_version=c.label_version,
             )
             for c in p.conversion_factors
         ],
@@ -123,6 +128,15 @@ def _translate(stored: StoredProduct) -> pb.Product:
     if p.price_per_gram is not None:
         msg.price_per_gram.CopyFrom(to_money(p.price_per_gram.amount, p.price_per_gram.currency))
         msg.price_source = p.price_per_gram.source
+    if p.sc_administration is not None:
+        sc = p.sc_administration
+        msg.sc_administration.CopyFrom(
+            pb.ScAdministration(
+                **{name: decimal_str(value) for name, value in sc.figures().items()},
+                max_sites=sc.max_sites or 0,
+                source=sc.source,
+            )
+        )
     return msg
 
 
@@ -148,7 +162,9 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
     for i, c in enumerate(msg.conversion_factors):
         factor = parse_decimal(c.factor, f"{f}.conversion_factors[{i}].factor", v)
         if factor is not None:
-            factors.append(ConversionFactor(c.indication, factor, c.source))
+            factors.append(
+                ConversionFactor(c.indication, factor, c.source, c.label_version or "current")
+            )
     price = None
     if msg.HasField("price_per_gram"):
         price = Price(
@@ -177,4 +193,18 @@ def product_in(msg: pb.Product, v: Violations) -> Product:
         conversion_factors=tuple(factors),
         sources=tuple(Source(s.tag, s.url) for s in msg.sources),
         note=msg.note,
+        sc_administration=_sc_in(msg, v),
     )
+
+
+def _sc_in(msg: pb.Product, v: Violations) -> ScAdministration | None:
+    if not msg.HasField("sc_administration"):
+        return None
+    sc = msg.sc_administration
+    figures = {
+        name: parse_decimal(
+            getattr(sc, name), f"product.sc_administration.{name}", v, required=False
+        )
+        for name in SC_FIGURES
+    }
+    return ScAdministration(**figures, max_sites=sc.max_sites or None, source=sc.source)

@@ -131,6 +131,51 @@ class ConversionFactor:
     indication: str
     factor: Decimal
     source: str = ""
+    label_version: str = "current"  # whose label: "current", or e.g. "older"
+
+
+@dataclass(frozen=True)
+class ScAdministration:
+    """A subcutaneous product's label figures for the SC conversion
+    (docs/clinical-rules.md#sc-infusions): steady-state mL per site (PI or the only figure;
+    CIDP, used for MMN too; under 40 kg), sites at once (None: no limit), mL a day."""
+
+    site_max_ml: Decimal | None = None
+    site_max_ml_cidp: Decimal | None = None
+    site_max_ml_under_40_kg: Decimal | None = None
+    max_sites: int | None = None
+    max_ml_per_day: Decimal | None = None
+    max_ml_per_day_under_40_kg: Decimal | None = None
+    source: str = ""
+
+    def figures(self) -> dict[str, Decimal | None]:
+        return {
+            "site_max_ml": self.site_max_ml,
+            "site_max_ml_cidp": self.site_max_ml_cidp,
+            "site_max_ml_under_40_kg": self.site_max_ml_under_40_kg,
+            "max_ml_per_day": self.max_ml_per_day,
+            "max_ml_per_day_under_40_kg": self.max_ml_per_day_under_40_kg,
+        }
+
+
+SC_FIGURES = (
+    "site_max_ml",
+    "site_max_ml_cidp",
+    "site_max_ml_under_40_kg",
+    "max_ml_per_day",
+    "max_ml_per_day_under_40_kg",
+)
+
+
+def check_sc_administration(sc: ScAdministration, path: str) -> list[Problem]:
+    problems: list[Problem] = [
+        (f"{path}.{name}", "must be above 0 (or empty when unknown)")
+        for name, value in sc.figures().items()
+        if value is not None and value <= 0
+    ]
+    if sc.max_sites is not None and not 1 <= sc.max_sites <= 12:
+        problems.append((f"{path}.max_sites", "must be 1 to 12 (or empty for no limit)"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -154,6 +199,7 @@ class Product:
     conversion_factors: tuple[ConversionFactor, ...] = ()
     sources: tuple[Source, ...] = ()
     note: str = ""
+    sc_administration: ScAdministration | None = None
 
     def ml_for_grams(self, grams: Decimal) -> Decimal:
         """Volume of ``grams`` of this product: grams × 100 / concentration
@@ -414,6 +460,8 @@ def validate_product(product: Product) -> list[Problem]:
         problems += check_conversion_factor(cf.indication, cf.factor, f"conversion_factors[{i}]")
     for i, source in enumerate(product.sources):
         problems += check_source(source.tag, source.url, f"sources[{i}]")
+    if product.sc_administration is not None:
+        problems += check_sc_administration(product.sc_administration, "sc_administration")
     return problems
 
 
@@ -628,17 +676,18 @@ def _read_price(r: _Reader, value: object, path: str) -> Price | None:
 
 
 def _read_conversion_factor(r: _Reader, value: object, path: str) -> ConversionFactor | None:
-    m = r.mapping(value, path, ("indication", "factor"), ("source",))
+    m = r.mapping(value, path, ("indication", "factor"), ("source", "label_version"))
     if m is None:
         return None
     before = len(r.problems)
     indication = r.required_text(m, "indication", path)
     factor = r.decimal(m, "factor", path)
     source = r.text(m, "source", path)
+    label = r.text(m, "label_version", path) or "current"
     r.problems += check_conversion_factor(indication, factor, path)
     if len(r.problems) != before or indication is None or factor is None:
         return None
-    return ConversionFactor(indication, factor, source)
+    return ConversionFactor(indication, factor, source, label)
 
 
 def _read_source(r: _Reader, value: object, path: str) -> Source | None:
@@ -664,7 +713,27 @@ _PRODUCT_REQUIRED = (
     "presentations",
     "storage",
 )
-_PRODUCT_OPTIONAL = ("rate_steps", "price_per_gram", "scig_conversion_factor", "sources", "note")
+_PRODUCT_OPTIONAL = (
+    "rate_steps",
+    "price_per_gram",
+    "scig_conversion_factor",
+    "sources",
+    "note",
+    "sc_administration",
+)
+
+
+def _read_sc_administration(r: _Reader, value: object, path: str) -> ScAdministration | None:
+    m = r.mapping(value, path, (), (*SC_FIGURES, "max_sites", "source"))
+    if m is None:
+        return None
+    before = len(r.problems)
+    figures = {name: r.decimal(m, name, path) for name in SC_FIGURES}
+    sc = ScAdministration(
+        **figures, max_sites=r.optional_int(m, "max_sites", path), source=r.text(m, "source", path)
+    )
+    r.problems += check_sc_administration(sc, path)
+    return sc if len(r.problems) == before else None
 
 
 def _read_product(r: _Reader, value: object, path: str) -> Product | None:
@@ -732,6 +801,11 @@ def _read_product(r: _Reader, value: object, path: str) -> Product | None:
             if source is not None:
                 sources.append(source)
     note = r.text(m, "note", path)
+    sc_administration = (
+        _read_sc_administration(r, m["sc_administration"], f"{path}.sc_administration")
+        if m.get("sc_administration") is not None
+        else None
+    )
 
     if (
         len(r.problems) != before
@@ -758,6 +832,7 @@ def _read_product(r: _Reader, value: object, path: str) -> Product | None:
         conversion_factors=tuple(factors),
         sources=tuple(sources),
         note=note,
+        sc_administration=sc_administration,
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import AlreadyExists, NotFound
 from services.inventory.domain.catalogue import (
+    SC_FIGURES,
     ConversionFactor,
     IgClass,
     Presentation,
@@ -21,6 +22,7 @@ from services.inventory.domain.catalogue import (
     RateStep,
     RateUnit,
     Route,
+    ScAdministration,
     Source,
     StorageKind,
     StorageRule,
@@ -58,11 +60,26 @@ def _document(p: Product) -> dict[str, Any]:
         ],
         "price_source": p.price_per_gram.source if p.price_per_gram else "",
         "conversion_factors": [
-            {"indication": c.indication, "factor": _s(c.factor), "source": c.source}
+            {
+                "indication": c.indication,
+                "factor": _s(c.factor),
+                "source": c.source,
+                "label_version": c.label_version,
+            }
             for c in p.conversion_factors
         ],
         "sources": [{"tag": s.tag, "url": s.url} for s in p.sources],
         "note": p.note,
+        "sc_administration": None
+        if p.sc_administration is None
+        else {
+            **{
+                k: _s(v) if v is not None else None
+                for k, v in p.sc_administration.figures().items()
+            },
+            "max_sites": p.sc_administration.max_sites,
+            "source": p.sc_administration.source,
+        },
     }
 
 
@@ -101,11 +118,17 @@ def product_from_row(row: ProductRow) -> StoredProduct:
         ),
         price_per_gram=price,
         conversion_factors=tuple(
-            ConversionFactor(c["indication"], Decimal(c["factor"]), c.get("source", ""))
+            ConversionFactor(
+                c["indication"],
+                Decimal(c["factor"]),
+                c.get("source", ""),
+                c.get("label_version", "current"),
+            )
             for c in doc["conversion_factors"]
         ),
         sources=tuple(Source(s["tag"], s["url"]) for s in doc["sources"]),
         note=doc.get("note", ""),
+        sc_administration=_sc_of(doc.get("sc_administration")),
     )
     return StoredProduct(row.id, product, row.active, row.revision, row.created_at, row.updated_at)
 
@@ -206,3 +229,13 @@ def catalogue_version(connection: Connection) -> tuple[Any, ...]:
 
 def all_products(session: Session) -> list[ProductRow]:
     return list(session.scalars(select(ProductRow).order_by(ProductRow.id)))
+
+
+def _sc_of(sc: dict[str, Any] | None) -> ScAdministration | None:
+    if sc is None:
+        return None
+    return ScAdministration(
+        **{name: Decimal(sc[name]) if sc.get(name) is not None else None for name in SC_FIGURES},
+        max_sites=sc.get("max_sites"),
+        source=sc.get("source", ""),
+    )

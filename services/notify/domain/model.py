@@ -34,6 +34,7 @@ class Topic(enum.Enum):
     LOT_RECALLED = "LOT_RECALLED"
     STOCK_AT_RISK = "STOCK_AT_RISK"
     OUTCOME_REVIEW_DUE = "OUTCOME_REVIEW_DUE"
+    AUTHORISATION_EXPIRING = "AUTHORISATION_EXPIRING"
 
     @property
     def critical(self) -> bool:

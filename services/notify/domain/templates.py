@@ -236,6 +236,19 @@ def _defaults() -> dict[str, str]:
         "URGENT: stock for an infusion on {{ p.needed_on | required('needed_on') | day }} at"
         " {{ p.site_id }} is at risk. See the pharmacy system.",
     )
+    add(
+        Topic.AUTHORISATION_EXPIRING,
+        "An authorisation ends on {{ p.valid_to | required('valid_to') | day }}"
+        "{% if p.patient_name %} for {{ p.patient_name }}{% endif %}",
+        "The {{ p.payer }} authorisation of plan {{ p.therapy_plan_id }} ends on"
+        " {{ p.valid_to | required('valid_to') | day }} ({{ p.days_left }} days): ask for the"
+        " renewal.\nPatient: {{ p.patient_id | required('patient_id') }}\nSite: {{ p.site_id }}\n",
+        "<p>The {{ p.payer }} authorisation of plan {{ p.therapy_plan_id }} ends on"
+        " <b>{{ p.valid_to | day }}</b> ({{ p.days_left }} days): ask for the renewal.</p>"
+        "<p>Patient: {{ p.patient_id }}<br>Site: {{ p.site_id }}</p>",
+        "The authorisation for your treatment ends on"
+        " {{ p.valid_to | required('valid_to') | day }}. Your clinic is asking for its renewal.",
+    )
     return t
 
 

@@ -24,6 +24,7 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.regimens.switch import doses_after
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import Event, write_events
@@ -74,12 +75,11 @@ class ForecastPush:
                     grams[(need.product_id, day)] += need.dose_grams
                 if item.course is CourseKind.INDUCTION:
                     continue  # maintenance after the course is forecast once it has begun
-                step = dt.timedelta(days=plan.interval_days)
-                day = item.due_date + step
-                while day <= last:
+                full = need.dose_grams if item.dose_grams is None else plan.maintenance_dose
+                # a converted version's ramp-up and days of the week (docs/regimens.md)
+                for day, dose in doses_after(plan, item.due_date, item.ramp_step, last):
                     if day >= today:
-                        grams[(need.product_id, day)] += need.dose_grams
-                    day += step
+                        grams[(need.product_id, day)] += full if dose is None else dose
             products = sorted({product for product, _ in grams})
             if not products:
                 return 0

@@ -4,6 +4,7 @@ No rules live here."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -93,7 +94,7 @@ def appointment_out(a: Appointment, now: dt.datetime) -> pb.Appointment:
     return msg
 
 
-def due_out(item: DueItem) -> pb.DueInfusion:
+def due_out(item: DueItem, authorisation: pb.AuthorisationState | None = None) -> pb.DueInfusion:
     return pb.DueInfusion(
         therapy_plan_id=item.plan_id,
         plan_version=item.plan_version,
@@ -108,6 +109,9 @@ def due_out(item: DueItem) -> pb.DueInfusion:
         booked_appointment_id=item.booked_appointment_id,
         drift_days=item.drift_days,
         drifted=item.drifted,
+        ramp_step=item.ramp_step,
+        dose_grams=decimal_str(item.dose_grams),
+        authorisation=authorisation,
     )
 
 
@@ -175,27 +179,34 @@ def completion_in(request: pb.CompleteInfusionRequest, v: Violations) -> Complet
     if not request.id:
         v.add("id", "is required")
     grams = parse_decimal(request.grams_given, "grams_given", v)
-    for i, lot in enumerate(request.scanned_lots):
-        if not lot.lot_number and not lot.gs1_element_string:
-            v.add(f"scanned_lots[{i}].lot_number", "give the lot number or the scan")
-        if lot.vials <= 0:
-            v.add(f"scanned_lots[{i}].vials", "must be at least 1")
     return Completion(
         grams=grams if grams is not None else Decimal(0),
         started=to_datetime(request.actual_start_time)
         if request.HasField("actual_start_time")
         else None,
         ended=to_datetime(request.actual_end_time) if request.HasField("actual_end_time") else None,
-        lots=[
+        lots=lots_in(request.scanned_lots, v),
+    )
+
+
+def lots_in(scanned: Iterable[pb.ScannedLot], v: Violations) -> list[dict[str, Any]]:
+    """Scanned lots as an infusion's record keeps them: a lot number or a scan, 1 vial or more
+    (a chair's CompleteInfusion, a home dose's RecordHomeInfusion)."""
+    lots = []
+    for i, lot in enumerate(scanned):
+        if not lot.lot_number and not lot.gs1_element_string:
+            v.add(f"scanned_lots[{i}].lot_number", "give the lot number or the scan")
+        if lot.vials <= 0:
+            v.add(f"scanned_lots[{i}].vials", "must be at least 1")
+        lots.append(
             {
                 "lot_number": lot.lot_number,
                 "gs1_element_string": lot.gs1_element_string,
                 "vials": lot.vials,
                 "product_id": lot.product_id,
             }
-            for lot in request.scanned_lots
-        ],
-    )
+        )
+    return lots
 
 
 def slots_out(found: SlotSearch, zone: ZoneInfo) -> pb.FindSlotsResponse:

@@ -41,6 +41,7 @@ from services.scheduler.domain.plans import (
     Indication,
     Induction,
     PlanStatus,
+    RampDose,
     RoundingRule,
     Route,
     TherapyPlan,
@@ -73,7 +74,19 @@ PATIENT_MUTABLE = (
 PLAN_MUTABLE = tuple(
     f.name
     for f in pb.TherapyPlan.DESCRIPTOR.fields
-    if f.name not in {"id", "version", "patient_id", "etag", "create_time", "update_time"}
+    if f.name
+    not in {
+        "id",
+        "version",
+        "patient_id",
+        "etag",
+        "create_time",
+        "update_time",
+        # set by ConvertRegimen (docs/regimens.md), carried from version to version
+        "ramp_up",
+        "infusion_days",
+        "regimen_start_date",
+    }
 )
 
 
@@ -339,6 +352,18 @@ def plan_in(msg: pb.TherapyPlan, v: Violations) -> TherapyPlan:
         override_outside_bands=msg.dose_override.allow_outside_bands,
         override_reason=msg.dose_override.reason,
         keep_cadence=msg.keep_cadence,
+        ramp_up=tuple(
+            RampDose(
+                step.day,
+                parse_decimal(step.grams, f"{p}.ramp_up[{i}].grams", v) or Decimal(0),
+            )
+            for i, step in enumerate(msg.ramp_up)
+        ),
+        infusion_days=tuple(msg.infusion_days),
+        regimen_start_date=parse_date(
+            msg.regimen_start_date, f"{p}.regimen_start_date", v, required=False
+        ),
+        home_administration=msg.home_administration,
         usual=Habits(
             weekday=None
             if msg.usual_weekday == dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED
@@ -387,6 +412,10 @@ def plan_out(stored: Stored[TherapyPlan]) -> pb.TherapyPlan:
             allow_outside_bands=p.override_outside_bands, reason=p.override_reason
         ),
         keep_cadence=p.keep_cadence,
+        ramp_up=[pb.PlanRampStep(day=d.day, grams=decimal_str(d.grams)) for d in p.ramp_up],
+        infusion_days=list(p.infusion_days),
+        regimen_start_date=from_date(p.regimen_start_date),
+        home_administration=p.home_administration,
         usual_weekday=p.usual.weekday or dayofweek_pb2.DAY_OF_WEEK_UNSPECIFIED,
         usual_chair_id=p.usual.chair_id,
         etag=etag_for(stored.revision),

@@ -23,6 +23,7 @@ from services.common.crud import Mutations, listed, parsed
 from services.common.errors import FieldViolation, InvalidArgument, Violations, required
 from services.common.pagination import PageRequest
 from services.scheduler.api import bookings as booking
+from services.scheduler.api import regimens as regimen
 from services.scheduler.api.doses import COURSE_IN, dose_out
 from services.scheduler.api.outcomes import (
     DECISION_IN,
@@ -65,6 +66,7 @@ from services.scheduler.usecases.bookings import Bookings
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.outcomes import Outcomes
 from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.regimens import Regimens
 from services.scheduler.usecases.schedules import Schedules
 
 DEFAULT_HORIZON_DAYS = 28
@@ -82,6 +84,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         bookings: Bookings,
         schedules: Schedules,
         outcomes: Outcomes,
+        regimens: Regimens,
         mutations: Mutations,
         clock: Clock,
     ) -> None:
@@ -90,6 +93,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         self.doses = doses
         self.bookings = bookings
         self.schedules = schedules
+        self.regimens = regimens
         self.mutate = mutations
         self.clock = clock
 
@@ -449,8 +453,17 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             fetch=due,
             key=booking.due_key,
         )
+        states = self.regimens.states(rows)
         return pb.ListDueInfusionsResponse(
-            due_infusions=[booking.due_out(i) for i in rows],
+            due_infusions=[
+                booking.due_out(
+                    i,
+                    regimen.state_out(*states[(i.plan_id, i.due_date)], i.due_date)
+                    if (i.plan_id, i.due_date) in states
+                    else None,
+                )
+                for i in rows
+            ],
             next_page_token=token,
             as_of=from_date(as_of[0]),
         )
@@ -686,6 +699,76 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         return planned_out(
             self.schedules.propose(site_id, start, horizon, limit, seed, skip, objective)
         )
+
+    # --- regimen conversion, authorisations and payer caps --------------------------------------
+
+    def ConvertRegimen(self, request: pb.ConvertRegimenRequest, context: Context) -> Any:
+        ask = parsed(regimen.convert_in, request)
+        if ask.validate_only:
+            converted = self.regimens.preview(ask)
+            plan = self.records.get_plan(ask.plan_id).value
+            return pb.ConvertRegimenResponse(
+                conversion=regimen.conversion_out(converted, plan.route)
+            )
+
+        def convert(session: Any) -> pb.ConvertRegimenResponse:
+            before = self.records.load_plan(session, ask.plan_id).route
+            stored, converted = self.regimens.convert(session, ask)
+            return pb.ConvertRegimenResponse(
+                therapy_plan=plan_out(stored), conversion=regimen.conversion_out(converted, before)
+            )
+
+        return self.mutate("ConvertRegimen", request, pb.ConvertRegimenResponse, convert)
+
+    def SetPlanAuthorisation(
+        self, request: pb.SetPlanAuthorisationRequest, context: Context
+    ) -> Any:
+        authorisation = parsed(regimen.authorisation_in, request.authorisation)
+        etag = request.authorisation.etag
+        return self.mutate(
+            "SetPlanAuthorisation",
+            request,
+            pb.SetPlanAuthorisationResponse,
+            lambda s: pb.SetPlanAuthorisationResponse(
+                authorisation=regimen.authorisation_out(
+                    self.regimens.set_authorisation(s, authorisation, etag)
+                )
+            ),
+        )
+
+    def SetPayerCaps(self, request: pb.SetPayerCapsRequest, context: Context) -> Any:
+        caps = parsed(regimen.caps_in, request.payer_caps)
+        etag = request.payer_caps.etag
+        return self.mutate(
+            "SetPayerCaps",
+            request,
+            pb.SetPayerCapsResponse,
+            lambda s: pb.SetPayerCapsResponse(
+                payer_caps=regimen.caps_out(self.regimens.set_caps(s, caps, etag))
+            ),
+        )
+
+    def RecordHomeInfusion(self, request: pb.RecordHomeInfusionRequest, context: Context) -> Any:
+        given_on, grams, lots = parsed(regimen.home_in, request)
+
+        def record(session: Any) -> pb.RecordHomeInfusionResponse:
+            home, next_due = self.regimens.record_home(
+                session, request.therapy_plan_id, given_on, grams, lots
+            )
+            reply = pb.RecordHomeInfusionResponse(home_infusion=regimen.home_out(home))
+            if next_due is not None:
+                reply.next_due.CopyFrom(booking.due_out(next_due))
+            return reply
+
+        return self.mutate("RecordHomeInfusion", request, pb.RecordHomeInfusionResponse, record)
+
+    def GetPlanCoverage(self, request: pb.GetPlanCoverageRequest, context: Context) -> Any:
+        v = Violations()
+        if not request.therapy_plan_id:
+            v.add("therapy_plan_id", "is required")
+        as_of = parse_date(request.as_of, "as_of", v, required=False)
+        v.raise_if_any()
+        return regimen.coverage_out(self.regimens.coverage(request.therapy_plan_id, as_of))
 
     def _changed(
         self,

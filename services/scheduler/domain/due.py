@@ -15,6 +15,12 @@ Rule, in order:
    window.
 4. A plan with no history and no induction is due on its start date: nothing has been given
    yet to add an interval to, so the start date is the first dose's date.
+5. A version on a new route (docs/regimens.md, "Regimen conversion") counts only the doses
+   given from its regimen start date. Its ramp-up, if any, comes first: step n + 1 is due its
+   gap after step n as given (the first on the start date), with the step's own dose; then
+   rule 3 at the steady interval. With several infusions an interval (``infusion_days``, e.g.
+   days 0, 2 and 4 of each week), the next one is the first pattern day after the last given,
+   counted from the start date.
 The window is [due − days early, due + days late]; an item is overdue when its window closed
 before the reference day.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 DEFAULT_WINDOW_DAYS = 4  # ±4 days: docs/clinical-rules.md#due-window
@@ -53,6 +60,11 @@ class DueSpec:
     window_days_late: int = DEFAULT_WINDOW_DAYS
     induction_days: int = 0
     keep_cadence: bool = False
+    # rule 5: (day from start_date, grams) of each ramp-up dose; days of the interval;
+    # the first day whose doses count
+    ramp: tuple[tuple[int, Decimal], ...] = ()
+    infusion_days: tuple[int, ...] = ()
+    history_from: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +82,16 @@ class DueItem:
     drift_days: int = 0
     drifted: bool = False
     booked_appointment_id: str = ""
+    ramp_step: int = 0  # 1-based step of a ramp-up; 0 outside one
+    dose_grams: Decimal | None = None  # a ramp-up step's dose
 
 
 def due_infusions(
     spec: DueSpec, history: Sequence[Administration], today: dt.date
 ) -> list[DueItem]:
     """The next due infusion(s) of one plan: every remaining induction day, or one dose."""
+    if spec.history_from is not None:
+        history = [a for a in history if a.given_on >= spec.history_from]
     induction = sorted(
         a.given_on
         for a in history
@@ -85,7 +101,14 @@ def due_infusions(
         (a for a in history if a.course is CourseKind.MAINTENANCE), key=lambda a: a.given_on
     )
 
-    def item(course: CourseKind, day: int, due: dt.date, drift: int = 0) -> DueItem:
+    def item(
+        course: CourseKind,
+        day: int,
+        due: dt.date,
+        drift: int = 0,
+        ramp_step: int = 0,
+        grams: Decimal | None = None,
+    ) -> DueItem:
         start = due - dt.timedelta(days=spec.window_days_early)
         end = due + dt.timedelta(days=spec.window_days_late)
         return DueItem(
@@ -101,6 +124,8 @@ def due_infusions(
             overdue=end < today,
             drift_days=drift,
             drifted=not -spec.window_days_early <= drift <= spec.window_days_late,
+            ramp_step=ramp_step,
+            dose_grams=grams,
         )
 
     if spec.induction_days and len(induction) < spec.induction_days:
@@ -113,6 +138,29 @@ def due_infusions(
     interval = dt.timedelta(days=spec.interval_days)
     if induction:
         maintenance = [a for a in maintenance if a.given_on >= induction[0]]
+    if spec.ramp and not induction:
+        given = [a.given_on for a in maintenance if a.given_on >= spec.start_date]
+        step = len(given)
+        if step < len(spec.ramp):
+            day, grams = spec.ramp[step]
+            due = (
+                spec.start_date + dt.timedelta(days=day)
+                if not given
+                else given[-1] + dt.timedelta(days=day - spec.ramp[step - 1][0])
+            )
+            return [item(CourseKind.MAINTENANCE, 0, due, ramp_step=step + 1, grams=grams)]
+    if len(spec.infusion_days) > 1 and maintenance and not induction:
+        last_day = maintenance[-1].given_on
+        if last_day >= spec.start_date:
+            offset = (last_day - spec.start_date).days
+            cycle, position = divmod(offset, spec.interval_days)
+            later = [d for d in spec.infusion_days if d > position]
+            nxt = (
+                cycle * spec.interval_days + later[0]
+                if later
+                else (cycle + 1) * spec.interval_days + spec.infusion_days[0]
+            )
+            return [item(CourseKind.MAINTENANCE, 0, spec.start_date + dt.timedelta(days=nxt))]
     if maintenance:
         last = maintenance[-1]
         drift = (last.given_on - last.due_on).days if last.due_on else 0

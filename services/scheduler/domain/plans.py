@@ -70,6 +70,15 @@ class Induction:
 
 
 @dataclass(frozen=True)
+class RampDose:
+    """One dose of a ramp-up: its day from the plan's start date and its grams
+    (docs/regimens.md, "Regimen conversion")."""
+
+    day: int
+    grams: Decimal
+
+
+@dataclass(frozen=True)
 class TherapyPlan:
     id: str
     patient_id: str
@@ -99,6 +108,14 @@ class TherapyPlan:
     override_outside_bands: bool = False
     override_reason: str = ""
     keep_cadence: bool = False
+    # a version made by ConvertRegimen (docs/regimens.md): its ramp-up, the days of each interval
+    # with several SC infusions, and the first dose by its route
+    ramp_up: tuple[RampDose, ...] = ()
+    infusion_days: tuple[int, ...] = ()
+    regimen_start_date: dt.date | None = None
+    # given at home (SC): due and forecast as any dose, never booked in a chair; each dose is
+    # recorded as given (docs/regimens.md, "Home administration")
+    home_administration: bool = False
     # scheduling preferences (not clinical content): stored with the plan row, not its versions
     usual: Habits = field(default_factory=Habits)
 
@@ -180,6 +197,20 @@ def validate_plan(plan: TherapyPlan, prefix: str = "therapy_plan") -> Violations
         v.add(f"{p}.observation_minutes", "must be 0–240 minutes")
     if not 1 <= plan.infusion_sites <= 12:
         v.add(f"{p}.infusion_sites", "must be 1–12")
+    if plan.ramp_up:
+        days = [d.day for d in plan.ramp_up]
+        if days[0] != 0 or any(b <= a for a, b in zip(days, days[1:], strict=False)):
+            v.add(f"{p}.ramp_up", "days must start at 0 and rise")
+        if any(d.grams <= 0 for d in plan.ramp_up):
+            v.add(f"{p}.ramp_up", "each dose must be greater than 0 g")
+    if plan.infusion_days:
+        days = list(plan.infusion_days)
+        if days[0] != 0 or any(b <= a for a, b in zip(days, days[1:], strict=False)):
+            v.add(f"{p}.infusion_days", "must start at 0 and rise")
+        elif plan.interval_days >= 1 and days[-1] >= plan.interval_days:
+            v.add(f"{p}.infusion_days", f"must fall within the {plan.interval_days}-day interval")
+    if plan.home_administration and plan.route is Route.IV:
+        v.add(f"{p}.home_administration", "only a subcutaneous plan is given at home")
     if plan.last_infusion_date is not None and plan.last_infusion_date > plan.start_date:
         v.add(f"{p}.last_infusion_date", "must not be after the plan's start_date")
     return v

@@ -17,6 +17,7 @@ from services.scheduler.domain.plans import (
     Indication,
     Induction,
     PlanStatus,
+    RampDose,
     RoundingRule,
     Route,
     TherapyPlan,
@@ -71,6 +72,10 @@ def plan_to_spec(plan: TherapyPlan) -> dict[str, Any]:
         "override_outside_bands": plan.override_outside_bands,
         "override_reason": plan.override_reason,
         "keep_cadence": plan.keep_cadence,
+        "ramp_up": [[d.day, _dec(d.grams)] for d in plan.ramp_up],
+        "infusion_days": list(plan.infusion_days),
+        "regimen_start_date": _day(plan.regimen_start_date),
+        "home_administration": plan.home_administration,
     }
 
 
@@ -120,4 +125,8 @@ def plan_from_spec(plan_id: str, version: int, spec: dict[str, Any]) -> TherapyP
         override_outside_bands=bool(spec.get("override_outside_bands", False)),
         override_reason=spec.get("override_reason", ""),
         keep_cadence=bool(spec.get("keep_cadence", False)),
+        ramp_up=tuple(RampDose(int(day), Decimal(grams)) for day, grams in spec.get("ramp_up", [])),
+        infusion_days=tuple(int(d) for d in spec.get("infusion_days", [])),
+        regimen_start_date=_unday(spec.get("regimen_start_date")),
+        home_administration=bool(spec.get("home_administration", False)),
     )

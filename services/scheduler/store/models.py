@@ -109,6 +109,60 @@ class PlanVersionRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
+class PlanAuthorisationRow(Revisioned, Base):
+    """A payer's prior authorisation of a plan (docs/regimens.md, "Authorisations and payer
+    caps"): the period it covers, what it approved, and whether the payer allows going over the
+    caps. ``expiry_notice_for`` is the end date an AUTHORISATION_EXPIRING was raised for (a
+    changed end date is noticed again)."""
+
+    __tablename__ = "plan_authorisations"
+    __table_args__ = (Index("ix_plan_authorisations_active_to", "active", "valid_to"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(String(40))  # the plan's (the audit trail names them)
+    payer: Mapped[str] = mapped_column(String(200), default="")
+    approved_grams: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    approved_doses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_to: Mapped[dt.date] = mapped_column(Date)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    cap_override_reason: Mapped[str] = mapped_column(String(1000), default="")
+    expiry_notice_for: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+
+class PayerCapsRow(Revisioned, Base):
+    """A plan's payer quantity caps over rolling 7 and 28 days, and whether its bookings need an
+    authorisation (docs/regimens.md, "Authorisations and payer caps")."""
+
+    __tablename__ = "plan_payer_caps"
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(40))  # the plan's (the audit trail names them)
+    payer: Mapped[str] = mapped_column(String(200), default="")
+    grams_per_7_days: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    grams_per_28_days: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    authorisation_required: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HomeInfusionRow(Base):
+    """A dose given at home (a home-administration plan), recorded with its lots: the due
+    list's history beside the fulfilled appointments (docs/regimens.md)."""
+
+    __tablename__ = "home_infusions"
+    __table_args__ = (Index("ix_home_infusions_plan_day", "plan_id", "given_on"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"))
+    plan_version: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str] = mapped_column(String(40))
+    site_id: Mapped[str] = mapped_column(String(40))
+    given_on: Mapped[dt.date] = mapped_column(Date)
+    due_date: Mapped[dt.date] = mapped_column(Date)
+    ramp_step: Mapped[int] = mapped_column(Integer, default=0)
+    grams_given: Mapped[Decimal] = mapped_column(DecimalText)
+    product_id: Mapped[str] = mapped_column(String(40))
+    scanned_lots: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class ChairBlockRow(Base):
     """A chair out of service between two instants (maintenance)."""
 

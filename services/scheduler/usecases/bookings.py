@@ -61,6 +61,7 @@ from services.scheduler.store.events import Event as OutboxEvent
 from services.scheduler.store.events import addressed
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.regimens import check_plan_allows_booking, home_refusal
 
 S = AppointmentStatus
 MAX_SLOT_RESULTS = 100
@@ -232,9 +233,9 @@ class Bookings:
             )
         grid = site.capacity.slot_minutes
         minutes = -(-day.chair.chair_minutes // grid) * grid
-        return Need(
-            plan, item, minutes, day.vials.dose_grams, result.product.id, result.product.brand
-        )
+        # a ramp-up step's partial dose (docs/regimens.md); the chair time stays the full dose's
+        grams = item.dose_grams if item.dose_grams is not None else day.vials.dose_grams
+        return Need(plan, item, minutes, grams, result.product.id, result.product.brand)
 
     def _plan(self, session: Session, plan_id: str, field: str) -> TherapyPlan:
         if not plan_id:
@@ -248,6 +249,8 @@ class Bookings:
                     )
                 ]
             )
+        if plan.home_administration:  # no chair: docs/regimens.md, "Home administration"
+            raise home_refusal(plan.id)
         return plan
 
     def _next_item(self, session: Session, plan: TherapyPlan) -> DueItem:
@@ -505,6 +508,15 @@ class Bookings:
                 },
                 reason="SLOT_TAKEN",
             )
+        check_plan_allows_booking(
+            session,
+            need.plan,
+            need.product_id,
+            day,
+            need.dose_grams,
+            existing.id if existing is not None else "",
+            self.clock.now(),
+        )
         placement = Placement(
             site_id=site.id,
             patient_id=need.plan.patient_id,

@@ -43,7 +43,7 @@ from services.scheduler.domain.patients import (
 )
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan, validate_plan
 from services.scheduler.domain.sites import Chair, Site, validate_chair, validate_site
-from services.scheduler.store import appointments
+from services.scheduler.store import appointments, home
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of, plan_to_spec
 from services.scheduler.store.models import ChairRow, PatientRow, PlanRow, SiteRow
@@ -362,6 +362,8 @@ class Records:
                 )
             else:
                 booked[(row.plan_id, row.course, row.course_day)] = row.id
+        for plan_id, doses in home.given_at_home(session, [p.id for p in plans]).items():
+            given.setdefault(plan_id, []).extend(doses)
         items: list[DueItem] = []
         for plan in plans:
             history = [*plan_history(plan), *given.get(plan.id, [])]
@@ -386,6 +388,9 @@ def due_spec(plan: TherapyPlan) -> DueSpec:
         window_days_late=plan.window_days_late,
         induction_days=plan.induction.days if plan.induction else 0,
         keep_cadence=plan.keep_cadence,
+        ramp=tuple((d.day, d.grams) for d in plan.ramp_up),
+        infusion_days=plan.infusion_days,
+        history_from=plan.regimen_start_date,
     )
 
 

@@ -52,6 +52,7 @@ from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of
 from services.scheduler.usecases.bookings import Bookings, DayPlan, Need, site_rules
 from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.regimens import check_plan_allows_booking
 
 MAX_HORIZON_DAYS = 92  # the longest horizon one PlanSchedule call plans: a quarter
 MAX_TIME_LIMIT_SECONDS = 120
@@ -179,10 +180,25 @@ class Schedules:
                 early.append((request_id, f"its window closed on {item.window_end}"))
                 continue
             plan = by_id[item.plan_id]
+            if plan.home_administration:
+                continue  # given at home: no chair to plan
             try:
                 need = self.bookings.need(plan, item, site)
             except FailedPrecondition as unknown:  # e.g. a product with no rate schedule
                 early.append((request_id, unknown.message))
+                continue
+            try:  # the plan's authorisation and payer caps on the day it is due
+                check_plan_allows_booking(
+                    session,
+                    plan,
+                    need.product_id,
+                    max(item.due_date, earliest),
+                    need.dose_grams,
+                    "",
+                    self.clock.now(),
+                )
+            except FailedPrecondition as refused:
+                early.append((request_id, refused.message))
                 continue
             needs[request_id] = need
             seen = [

@@ -1,8 +1,8 @@
 """What a regimen rule refuses, as a value the caller can branch on.
 
-The rules are not served yet; when they are, the API maps each ``code`` to a FAILED_PRECONDITION
-rule of its own. Until then a stable lower-case code (the names docs/clinical-rules.md uses, such
-as ``payer_cap_exceeded``) keeps the pure rules free of the service's error catalogue.
+A stable lower-case code (the names docs/clinical-rules.md uses, such as ``payer_cap_exceeded``)
+keeps the pure rules free of the service's error catalogue; the use cases that serve them map
+each code to a FAILED_PRECONDITION rule of its own (services/scheduler/usecases/regimens.py).
 """
 
 from __future__ import annotations
