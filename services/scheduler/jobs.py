@@ -67,13 +67,13 @@ from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.due import Administration, CourseKind, due_infusions
 from services.scheduler.domain.plans import PlanStatus
+from services.scheduler.domain.regimens.authorisations import EXPIRING_DAYS
 from services.scheduler.domain.regimens.reviews import (
     DEFAULT_REVIEW_POLICIES,
     ReviewPolicies,
     ReviewState,
     review_state,
 )
-from services.scheduler.domain.regimens.authorisations import EXPIRING_DAYS
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
 from services.scheduler.store import appointments as appointment_store
