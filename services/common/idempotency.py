@@ -3,10 +3,11 @@
 The key is claimed first and the response stored in the same transaction as the mutation's
 effects, so either both exist or neither does; the claim is the transaction's first statement
 (an insert that does nothing when the key exists, after which the stored response is read), so
-a new request costs two statements of its own and a replay two. Two concurrent calls with one
-request_id meet on the key's primary key before either has done anything: the second waits for
-the first to commit, then returns the stored response. A request_id reused with a different
-request is the caller's bug and is refused (AIP-155).
+a new request costs two statements of its own (one when the mutation held its write back,
+services.common.db.defer_write, and the response rides in it) and a replay two. Two
+concurrent calls with one request_id meet on the key's primary key before either has done
+anything: the second waits for the first to commit, then returns the stored response. A
+request_id reused with a different request is the caller's bug and is refused (AIP-155).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from services.common.audit.trail import mark_replayed
 from services.common.clock import Clock
-from services.common.db import Database
+from services.common.db import Database, flush_deferred
 from services.common.errors import Aborted, FieldViolation, InvalidArgument
 from services.common.scope import current_scope
 
@@ -117,11 +118,15 @@ class IdempotencyStore:
                     # the key was there and is gone (purged meanwhile): the client may retry
                     raise Aborted("the request_id is being reused right now; retry")
                 response = mutate(session)
-                session.execute(
+                store = (
                     self._table.update()
                     .where(self._table.c.method == method, self._table.c.request_id == request_id)
                     .values(response=response.SerializeToString())
                 )
+                # a mutation that held its write back (services.common.db.defer_write) carries
+                # the response in that write's round trip
+                if not flush_deferred(session, store):
+                    session.execute(store)
                 return response
         except IntegrityError:
             stored = self._lookup(method, request_id, digest, response_type)

@@ -1,15 +1,37 @@
-"""Appointment, chair-block and day-lock rows."""
+"""Appointment, chair-block and day-lock rows, and a new booking's reads and writes as a few
+set-based statements (the booking's hot path, usecases/bookings.py ``book``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import types
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from typing import cast as typed_as
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (
+    Date,
+    Integer,
+    String,
+    Table,
+    and_,
+    cast,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql import Executable
 
+from services.common.audit.trail import wrote
+from services.common.db import UtcDateTime, defer_write
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
@@ -22,15 +44,20 @@ from services.scheduler.domain.appointments import (
 )
 from services.scheduler.domain.capacity import FixedBooking
 from services.scheduler.domain.due import CourseKind
-from services.scheduler.domain.reminders import ReminderStatus
+from services.scheduler.domain.reminders import ReminderStatus, local_start
 from services.scheduler.domain.sites import ChairBlock
 from services.scheduler.store import reminders
-from services.scheduler.store.events import Event, write_events
+from services.scheduler.store.events import Event, outbox_rows, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
-    BookingLockRow,
     ChairBlockRow,
     ChairRow,
+    MeasurementRow,
+    PatientRow,
+    PlanRow,
+    PlanVersionRow,
+    ReminderRow,
+    SiteRow,
     outbox,
 )
 from services.scheduler.store.repository import (
@@ -40,24 +67,25 @@ from services.scheduler.store.repository import (
     site_scope_clause,
 )
 
+LOCK_PREFIX = "scheduler.booking:"
+"""Site-day locks are PostgreSQL advisory locks on hashtextextended(LOCK_PREFIX || site_id ||
+'/' || the ISO date): the key is computed by the database, the same way wherever it is taken
+(lock_days, booking_inputs)."""
+
+
+def _lock_key(site_id: Any, day: dt.date) -> Any:
+    return func.hashtextextended(literal(LOCK_PREFIX) + site_id + literal("/" + day.isoformat()), 0)
+
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
-    """Take the site-day locks in date order (so two multi-day bookings cannot deadlock).
-    The lock rows are created on first use; SQLite's write lock already serialises writers."""
+    """Take the site-day locks in date order (so two multi-day bookings cannot deadlock), for
+    the rest of the transaction: a transaction-level advisory lock per day, one statement each
+    and no row written. SQLite's write lock already serialises writers."""
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
         return
     for day in sorted(set(days)):
-        session.execute(
-            postgresql.insert(BookingLockRow)
-            .values(site_id=site_id, local_date=day)
-            .on_conflict_do_nothing()
-        )
-        session.execute(
-            select(BookingLockRow)
-            .where(BookingLockRow.site_id == site_id, BookingLockRow.local_date == day)
-            .with_for_update()
-        )
+        session.execute(select(func.pg_advisory_xact_lock(_lock_key(literal(site_id), day))))
 
 
 class SqlAppointments:
@@ -173,32 +201,39 @@ def appointment_of(row: AppointmentRow) -> Appointment:
 
 def _write(row: AppointmentRow, a: Appointment) -> None:
     """Everything the scheduler changes (the stock answer is the relay's to write)."""
-    row.site_id = a.site_id
-    row.patient_id = a.patient_id
-    row.plan_id = a.plan_id
-    row.plan_version = a.plan_version
-    row.chair_id = a.chair_id
-    row.status = a.status.value
-    row.local_date = a.local_date
-    row.start_minute = a.start_minute
-    row.end_minute = a.end_minute
-    row.start_at = a.start_at
-    row.end_at = a.end_at
-    row.chair_minutes = a.chair_minutes
-    row.course = a.course.value
-    row.course_day = a.course_day
-    row.due_date = a.due_date
-    row.series_id = a.series_id
-    row.dose_grams = a.dose_grams
-    row.product_id = a.product_id
-    row.hold_expires_at = a.hold_expires_at
-    row.cancel_reason = a.cancel_reason
-    row.grams_given = a.grams_given
-    row.actual_start_at = a.actual_start_at
-    row.actual_end_at = a.actual_end_at
-    row.scanned_lots = a.scanned_lots
-    row.updated_at = a.updated_at
-    row.revision = a.revision
+    for key, value in _values(a).items():
+        setattr(row, key, value)
+
+
+def _values(a: Appointment) -> dict[str, Any]:
+    return {
+        "site_id": a.site_id,
+        "patient_id": a.patient_id,
+        "plan_id": a.plan_id,
+        "plan_version": a.plan_version,
+        "chair_id": a.chair_id,
+        "status": a.status.value,
+        "local_date": a.local_date,
+        "start_minute": a.start_minute,
+        "end_minute": a.end_minute,
+        "start_at": a.start_at,
+        "end_at": a.end_at,
+        "chair_minutes": a.chair_minutes,
+        "course": a.course.value,
+        "course_day": a.course_day,
+        "due_date": a.due_date,
+        "series_id": a.series_id,
+        "dose_grams": a.dose_grams,
+        "product_id": a.product_id,
+        "hold_expires_at": a.hold_expires_at,
+        "cancel_reason": a.cancel_reason,
+        "grams_given": a.grams_given,
+        "actual_start_at": a.actual_start_at,
+        "actual_end_at": a.actual_end_at,
+        "scanned_lots": a.scanned_lots,
+        "updated_at": a.updated_at,
+        "revision": a.revision,
+    }
 
 
 def add_block(session: Session, block: ChairBlock, now: dt.datetime) -> None:
@@ -421,3 +456,328 @@ def blocks_between(
             .order_by(ChairBlockRow.start_at, ChairBlockRow.id)
         )
     )
+
+
+# --- a new booking in a few statements --------------------------------------------------------
+
+_appointments = typed_as(Table, AppointmentRow.__table__)
+_reminders = typed_as(Table, ReminderRow.__table__)
+
+RECENT_MEASUREMENTS = 3
+"""The patient's latest measurements read with a booking: the one that applies on the dosing
+day is among them unless three were recorded after it (then the dose takes its full path)."""
+
+
+@dataclass(frozen=True)
+class BookingInputs:
+    """What one joined read returns for a new booking: the plan (row and current version),
+    its patient, site and the chair asked for (None: no such chair), and the patient's latest
+    measurements (newest first)."""
+
+    plan: Any  # plan row columns: id, patient_id, site_id, status, current_version, usual_*
+    version: Any  # version, spec
+    patient: Any  # PatientRow's columns
+    site: Any  # SiteRow's columns
+    chair: Any | None  # id, site_id, active
+    measurements: list[Any]  # MeasurementRow's columns
+
+
+def _prefixed(prefix: str, table: Any) -> list[Any]:
+    return [c.label(f"{prefix}{c.key}") for c in table.columns]
+
+
+def _part(row: Any, prefix: str) -> Any:
+    mapping = row._mapping
+    return types.SimpleNamespace(
+        **{k[len(prefix) :]: mapping[k] for k in mapping if k.startswith(prefix)}
+    )
+
+
+def booking_inputs(
+    session: Session, plan_id: str, chair_id: str, day: dt.date
+) -> BookingInputs | None:
+    """The plan, its current version, patient, site, the chair and the patient's latest
+    measurements in one statement; on PostgreSQL it also takes the lock of the plan's site on
+    ``day`` (lock_days' lock), before the day is read. None when there is no such plan (the
+    caller raises NOT_FOUND; scope is the caller's to check, from the site's organisation)."""
+    recent = (
+        select(MeasurementRow.id)
+        .where(MeasurementRow.patient_id == PlanRow.patient_id)
+        .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
+        .limit(RECENT_MEASUREMENTS)
+        .correlate(PlanRow)
+        .scalar_subquery()
+    )
+    columns: list[Any] = [
+        *_prefixed("p_", PlanRow.__table__),
+        *_prefixed("v_", PlanVersionRow.__table__),
+        *_prefixed("t_", PatientRow.__table__),
+        *_prefixed("s_", SiteRow.__table__),
+        ChairRow.id.label("c_id"),
+        ChairRow.site_id.label("c_site_id"),
+        ChairRow.active.label("c_active"),
+        *_prefixed("m_", MeasurementRow.__table__),
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        plans = PlanRow.__table__.alias("locked_plan")
+        lock = (
+            select(func.pg_advisory_xact_lock(_lock_key(plans.c.site_id, day)))
+            .where(plans.c.id == plan_id)
+            .scalar_subquery()
+        )
+        columns.append(lock.label("locked"))
+    query = (
+        select(*columns)
+        .select_from(PlanRow)
+        .join(
+            PlanVersionRow,
+            and_(
+                PlanVersionRow.plan_id == PlanRow.id,
+                PlanVersionRow.version == PlanRow.current_version,
+            ),
+        )
+        .join(PatientRow, PatientRow.id == PlanRow.patient_id)
+        .join(SiteRow, SiteRow.id == PlanRow.site_id)
+        .outerjoin(ChairRow, ChairRow.id == chair_id)
+        .outerjoin(
+            MeasurementRow,
+            and_(MeasurementRow.patient_id == PlanRow.patient_id, MeasurementRow.id.in_(recent)),
+        )
+        .where(PlanRow.id == plan_id)
+        .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
+    )
+    rows = session.execute(query).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return BookingInputs(
+        plan=_part(first, "p_"),
+        version=_part(first, "v_"),
+        patient=_part(first, "t_"),
+        site=_part(first, "s_"),
+        chair=None if first.c_id is None else _part(first, "c_"),
+        measurements=[_part(r, "m_") for r in rows if r.m_id is not None],
+    )
+
+
+@dataclass(frozen=True)
+class BookingDay:
+    """A site day as one statement reads it for a booking: the site's chairs in service (by
+    name), the chair blocks crossing the day, the day's active bookings, and the plan's
+    fulfilled and active appointments (its history and what is booked already)."""
+
+    chairs: list[str]
+    blocks: list[tuple[str, dt.datetime, dt.datetime]]
+    bookings: list[FixedBooking]
+    plan_appointments: list[Any]  # id, plan_id, status, local_date, course, course_day, due_date
+
+
+def booking_day(
+    session: Session,
+    site_id: str,
+    day: dt.date,
+    midnight: dt.datetime,
+    next_midnight: dt.datetime,
+    plan_id: str,
+    now: dt.datetime,
+) -> BookingDay:
+    """One UNION ALL of four reads (see BookingDay), in the transaction holding the day's lock."""
+    a = AppointmentRow
+    text, number = String(), Integer()
+    instant, date = UtcDateTime(), Date()
+
+    def typed(value: Any, type_: Any) -> Any:
+        return cast(null(), type_) if value is None else value
+
+    def branch(
+        kind: str,
+        *,
+        id_: Any,
+        chair: Any = None,
+        patient: Any = None,
+        status: Any = None,
+        course: Any = None,
+        name: Any = None,
+        on: Any = None,
+        due: Any = None,
+        first: Any = None,
+        last: Any = None,
+        course_day: Any = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> Any:
+        return select(
+            literal(kind, text).label("kind"),
+            id_.label("id"),
+            typed(chair, text).label("chair_id"),
+            typed(patient, text).label("patient_id"),
+            typed(status, text).label("status"),
+            typed(course, text).label("course"),
+            typed(name, text).label("name"),
+            typed(on, date).label("local_date"),
+            typed(due, date).label("due_date"),
+            typed(first, number).label("start_minute"),
+            typed(last, number).label("end_minute"),
+            typed(course_day, number).label("course_day"),
+            typed(start, instant).label("start_at"),
+            typed(end, instant).label("end_at"),
+        )
+
+    chairs = branch("chair", id_=ChairRow.id, name=ChairRow.display_name).where(
+        ChairRow.site_id == site_id, ChairRow.active.is_(True)
+    )
+    blocks = branch(
+        "block",
+        id_=ChairBlockRow.id,
+        chair=ChairBlockRow.chair_id,
+        start=ChairBlockRow.start_at,
+        end=ChairBlockRow.end_at,
+    ).where(
+        ChairBlockRow.site_id == site_id,
+        ChairBlockRow.start_at < next_midnight,
+        ChairBlockRow.end_at > midnight,
+    )
+    booked = branch(
+        "booking",
+        id_=a.id,
+        chair=a.chair_id,
+        patient=a.patient_id,
+        on=a.local_date,
+        first=a.start_minute,
+        last=a.end_minute,
+    ).where(a.site_id == site_id, a.local_date == day, _active(now))
+    mine = branch(
+        "plan",
+        id_=a.id,
+        status=a.status,
+        course=a.course,
+        on=a.local_date,
+        due=a.due_date,
+        course_day=a.course_day,
+    ).where(
+        a.plan_id == plan_id,
+        or_(a.status == AppointmentStatus.FULFILLED.value, _active(now)),  # type: ignore[arg-type]
+    )
+    rows = session.execute(union_all(chairs, blocks, booked, mine)).all()
+    by_kind: dict[str, list[Any]] = {"chair": [], "block": [], "booking": [], "plan": []}
+    for row in rows:
+        by_kind[row.kind].append(row)
+    return BookingDay(
+        chairs=[r.id for r in sorted(by_kind["chair"], key=lambda r: (r.name, r.id))],
+        blocks=[
+            (r.chair_id, r.start_at, r.end_at)
+            for r in sorted(by_kind["block"], key=lambda r: (r.start_at, r.id))
+        ],
+        bookings=[
+            FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
+            for r in sorted(by_kind["booking"], key=lambda r: (r.start_minute, r.id))
+        ],
+        plan_appointments=[
+            types.SimpleNamespace(
+                id=r.id,
+                plan_id=plan_id,
+                status=r.status,
+                local_date=r.local_date,
+                course=r.course,
+                course_day=r.course_day,
+                due_date=r.due_date,
+            )
+            for r in sorted(by_kind["plan"], key=lambda r: (r.local_date, r.id))
+        ],
+    )
+
+
+class NewBooking:
+    """The store of one new booking's transaction (usecases/bookings.py AppointmentStore):
+    the appointment, its reminders and its outbox rows are held and written together, after
+    the use case has decided, by one statement on PostgreSQL (a data-modifying WITH that also
+    carries the idempotency key's response: services.common.db.defer_write) or one per table
+    on SQLite. The appointment is new: nothing is read back."""
+
+    def __init__(self, session: Session, zones: dict[str, ZoneInfo]) -> None:
+        self.session = session
+        self._zones = zones
+        self._appointment: Appointment | None = None
+        self._reminders: list[dict[str, Any]] = []
+        self._events: list[Event] = []
+        self._now: dt.datetime | None = None
+
+    def add(self, appointment: Appointment) -> None:
+        assert self._appointment is None, "one new booking per store"
+        self._appointment = appointment
+        wrote(AppointmentRow(id=appointment.id, patient_id=appointment.patient_id))
+        defer_write(self.session, self._write)
+
+    def write(self, events: Sequence[Event], now: dt.datetime) -> None:
+        self._events.extend(events)
+        self._now = now
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None:
+        a = self._appointment
+        assert a is not None and a.id == appointment_id
+        self._reminders = reminders.new_rows(
+            a.id, local_start(a.local_date, a.start_minute, zone), a.start_at, offsets, now
+        )
+
+    def current(self, appointment_id: str) -> Appointment:
+        a = self._appointment
+        assert a is not None and a.id == appointment_id
+        held = sorted(self._reminders, key=lambda r: (r["due_at"], r["created_at"]))
+        return replace(
+            a,
+            reminders=tuple(
+                Reminder(r["offset_label"], r["due_at"], ReminderStatus(r["status"])) for r in held
+            ),
+        )
+
+    def zone(self, site_id: str) -> ZoneInfo:
+        return self._zones[site_id]
+
+    def get(self, appointment_id: str) -> Appointment:
+        raise AssertionError("a new booking's store reads nothing")
+
+    def save(self, appointment: Appointment) -> None:
+        raise AssertionError("a new booking's store only adds")
+
+    def parties(self, appointment: Appointment) -> Parties:
+        raise AssertionError("a new booking raises no APPOINTMENT_CHANGED")
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
+        raise AssertionError("a new booking has no reminders to cancel")
+
+    def _write(self, riders: Sequence[Executable]) -> None:
+        a = self._appointment
+        assert a is not None
+        appointment = {
+            "id": a.id,
+            "created_at": a.created_at,
+            "stock_status": a.stock_status,
+            "stock_note": a.stock_note,
+            **_values(a),
+        }
+        rows = outbox_rows(self._events, self._now or a.updated_at)
+        if self.session.get_bind().dialect.name == "postgresql":
+            ctes: list[Any] = [insert(_appointments).values(appointment).cte("a")]
+            if self._reminders:
+                ctes.append(insert(_reminders).values(self._reminders).cte("r"))
+            if rows:
+                ctes.append(
+                    postgresql.insert(outbox)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                    .cte("o")
+                )
+            ctes.extend(rider.cte(f"x{i}") for i, rider in enumerate(riders))  # type: ignore[attr-defined]
+            self.session.execute(select(literal(1)).add_cte(*ctes))
+            return
+        self.session.execute(insert(_appointments).values(appointment))
+        if self._reminders:
+            self.session.execute(insert(_reminders), self._reminders)
+        if rows:
+            self.session.execute(
+                sqlite.insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows
+            )
+        for rider in riders:
+            self.session.execute(rider)
