@@ -19,18 +19,23 @@ inputs read in sessions of their own, the day read table by table, the ORM's flu
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.scheduler.store import appointments as store
 from tests.integration.builders import book, patient_plan, site_with_chairs
-from tests.integration.conftest import Platform
+from tests.integration.conftest import Platform, scheduler_database_url
 
 BOOK_ROUND_TRIPS = 8
 """At most this many round trips per booking on PostgreSQL."""
@@ -128,3 +133,60 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
         replay = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
     assert replay == booked
     assert max(again.values()) <= served
+
+
+def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
+    platform: Platform, database_url: str
+) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    booked = book(platform, plan, chairs[0], dt.date(2026, 12, 1), 9, rid="together-1")
+    engine = create_engine(scheduler_database_url(database_url))
+    try:
+        with engine.connect() as c:
+            outbox = c.execute(
+                text("SELECT topic, dedupe_key FROM scheduler_outbox WHERE dedupe_key LIKE :k"),
+                {"k": f"%{booked.id}%"},
+            ).all()
+            reminders = c.scalar(
+                text("SELECT count(*) FROM appointment_reminders WHERE appointment_id = :a"),
+                {"a": booked.id},
+            )
+            named = [
+                ids
+                for (ids,) in c.execute(
+                    text(
+                        "SELECT resource_ids FROM scheduler_audit_events "
+                        "WHERE method LIKE '%BookAppointment'"
+                    )
+                )
+                if booked.id in (json.loads(ids) if isinstance(ids, str) else ids)
+            ]
+    finally:
+        engine.dispose()
+    assert outbox == [("RESERVE_STOCK", f"RESERVE_STOCK:{booked.id}:1")]
+    assert reminders == len(booked.reminders) > 0
+    assert len(named) == 1
+
+
+def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
+    platform: Platform, database_url: str
+) -> None:
+    """The joined read takes lock_days' lock (the same key, computed by the database): a
+    reschedule or PlanSchedule holding the day makes a booking of it wait."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers with its write lock")
+    site, _chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    day = dt.date(2026, 12, 1)
+    engine = create_engine(scheduler_database_url(database_url))
+    try:
+        with Session(engine) as holder, Session(engine) as booker:
+            store.lock_days(holder, site.id, [day])
+            booker.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                store.booking_inputs(booker, plan.id, "", day)
+            booker.rollback()
+            assert store.booking_inputs(booker, plan.id, "", day + dt.timedelta(days=1))
+    finally:
+        engine.dispose()
