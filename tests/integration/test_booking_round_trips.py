@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from sqlalchemy.pool import Pool
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.scheduler.store import appointments as store
-from tests.integration.builders import book, patient_plan, site_with_chairs
+from tests.integration.builders import book, date, patient_plan, site_with_chairs
 from tests.integration.conftest import Platform, scheduler_database_url
 
 BOOK_ROUND_TRIPS = 8
@@ -44,6 +45,8 @@ BOOK_STATEMENTS_SQLITE = 10
 read, the day, one write per table (the booking, its reminders, its outbox row, the
 idempotency response: SQLite has no data-modifying WITH), the audit record and its queue
 row."""
+MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 11, 12
+CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 7, 9
 
 
 @contextmanager
@@ -190,3 +193,40 @@ def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
             assert store.booking_inputs(booker, plan.id, "", day + dt.timedelta(days=1))
     finally:
         engine.dispose()
+
+
+def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
+    platform: Platform, database_url: str
+) -> None:
+    """A move to another day (PostgreSQL): pre-ping, BEGIN, claim, the appointment with its
+    reminders, site and patient (locked), the two days' locks, the plan's inputs, the new
+    day, one statement writing the move, its reminders (old cancelled, new scheduled), its
+    outbox rows and the idempotency response, the audit record, COMMIT: 11 (43 before). A
+    cancellation: pre-ping, BEGIN, claim, the appointment, one write, audit, COMMIT: 7 (22
+    before)."""
+    site, chairs = site_with_chairs(platform)
+    warm = patient_plan(platform, site, "MRN-W")
+    book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)
+    plan = patient_plan(platform, site, "MRN-1")
+    booked = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8)
+    with round_trips_by_thread() as moved:
+        platform.scheduler.RescheduleAppointment(
+            pb.RescheduleAppointmentRequest(
+                id=booked.id,
+                chair_id=chairs[1].id,
+                local_date=date(2026, 12, 2),
+                local_start=TimeOfDay(hours=9),
+                request_id="move-1",
+            )
+        )
+    with round_trips_by_thread() as cancelled:
+        platform.scheduler.CancelAppointment(
+            pb.CancelAppointmentRequest(id=booked.id, reason="unwell", request_id="cancel-1")
+        )
+    sqlite = database_url.startswith("sqlite")
+    assert max(moved.values()) <= (MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS)
+    assert max(cancelled.values()) <= (CANCEL_STATEMENTS_SQLITE if sqlite else CANCEL_ROUND_TRIPS)
+    shown = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=booked.id)).appointment
+    assert shown.status == pb.APPOINTMENT_STATUS_CANCELLED
+    assert {r.status for r in shown.reminders} == {pb.REMINDER_STATUS_CANCELLED}
+    assert len(shown.reminders) == 2 * len(booked.reminders)  # the first day's and the second's

@@ -25,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
@@ -47,7 +48,7 @@ from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.reminders import ReminderStatus, local_start
 from services.scheduler.domain.sites import ChairBlock
 from services.scheduler.store import reminders
-from services.scheduler.store.events import Event, outbox_rows, write_events
+from services.scheduler.store.events import PATIENT_COPY, Event, outbox_rows, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
     ChairBlockRow,
@@ -60,6 +61,7 @@ from services.scheduler.store.models import (
     SiteRow,
     outbox,
 )
+from services.scheduler.store.reminders import CANCEL_NOTIFICATION
 from services.scheduler.store.repository import (
     check_site_scope,
     patient_row,
@@ -494,11 +496,12 @@ def _part(row: Any, prefix: str) -> Any:
 
 
 def booking_inputs(
-    session: Session, plan_id: str, chair_id: str, day: dt.date
+    session: Session, plan_id: str, chair_id: str, day: dt.date, *, lock: bool = True
 ) -> BookingInputs | None:
     """The plan, its current version, patient, site, the chair and the patient's latest
     measurements in one statement; on PostgreSQL it also takes the lock of the plan's site on
-    ``day`` (lock_days' lock), before the day is read. None when there is no such plan (the
+    ``day`` (lock_days' lock), before the day is read, unless ``lock`` is False (the caller
+    took its days' locks already). None when there is no such plan (the
     caller raises NOT_FOUND; scope is the caller's to check, from the site's organisation)."""
     recent = (
         select(MeasurementRow.id)
@@ -518,14 +521,14 @@ def booking_inputs(
         ChairRow.active.label("c_active"),
         *_prefixed("m_", MeasurementRow.__table__),
     ]
-    if session.get_bind().dialect.name == "postgresql":
+    if lock and session.get_bind().dialect.name == "postgresql":
         plans = PlanRow.__table__.alias("locked_plan")
-        lock = (
+        locked = (
             select(func.pg_advisory_xact_lock(_lock_key(plans.c.site_id, day)))
             .where(plans.c.id == plan_id)
             .scalar_subquery()
         )
-        columns.append(lock.label("locked"))
+        columns.append(locked.label("locked"))
     query = (
         select(*columns)
         .select_from(PlanRow)
@@ -687,26 +690,78 @@ def booking_day(
     )
 
 
-class NewBooking:
-    """The store of one new booking's transaction (usecases/bookings.py AppointmentStore):
-    the appointment, its reminders and its outbox rows are held and written together, after
-    the use case has decided, by one statement on PostgreSQL (a data-modifying WITH that also
-    carries the idempotency key's response: services.common.db.defer_write) or one per table
-    on SQLite. The appointment is new: nothing is read back."""
+class BatchedAppointments:
+    """The appointments of one transaction (usecases/bookings.py AppointmentStore), read and
+    written in as few statements as the lifecycle allows: ``get`` reads the appointment
+    (locked), its reminders, site and patient in one statement; what the use case then decides
+    (the appointment saved or added, reminders cancelled and scheduled, outbox rows) is held
+    and written together, on PostgreSQL by one statement (a data-modifying WITH that also
+    carries the idempotency key's response: services.common.db.defer_write), on SQLite by one
+    per table. One appointment per store; a caller that reads after saving flushes first
+    (services.common.db.flush_deferred)."""
 
-    def __init__(self, session: Session, zones: dict[str, ZoneInfo]) -> None:
+    def __init__(self, session: Session, zones: dict[str, ZoneInfo] | None = None) -> None:
         self.session = session
-        self._zones = zones
+        self._zones = dict(zones or {})
         self._appointment: Appointment | None = None
-        self._reminders: list[dict[str, Any]] = []
+        self._new = False
+        self._deferred = False
+        self._reminders: list[dict[str, Any]] = []  # as read, then as changed
+        self._cancelled: list[str] = []
+        self._added: list[dict[str, Any]] = []
         self._events: list[Event] = []
         self._now: dt.datetime | None = None
+        self._parties: Parties | None = None
+
+    def get(self, appointment_id: str) -> Appointment:
+        r = ReminderRow
+        query = (
+            select(
+                *_prefixed("a_", _appointments),
+                SiteRow.organisation_id.label("s_organisation_id"),
+                SiteRow.display_name.label("s_display_name"),
+                SiteRow.time_zone.label("s_time_zone"),
+                PatientRow.given_name.label("t_given_name"),
+                PatientRow.family_name.label("t_family_name"),
+                PatientRow.notify_subscriber_id.label("t_notify_subscriber_id"),
+                *_prefixed("r_", _reminders),
+            )
+            .select_from(AppointmentRow)
+            .join(SiteRow, SiteRow.id == AppointmentRow.site_id)
+            .outerjoin(PatientRow, PatientRow.id == AppointmentRow.patient_id)
+            .outerjoin(r, r.appointment_id == AppointmentRow.id)
+            .where(AppointmentRow.id == appointment_id)
+            .with_for_update(of=AppointmentRow)
+        )
+        rows = self.session.execute(query).all() if appointment_id else []
+        if not rows or not current_scope().sees(rows[0].s_organisation_id, rows[0].a_site_id):
+            raise NotFound("appointment", appointment_id)
+        first = rows[0]
+        site, patient = _part(first, "s_"), _part(first, "t_")
+        self._zones[first.a_site_id] = ZoneInfo(site.time_zone)
+        self._parties = Parties(
+            site.display_name,
+            site.time_zone,
+            f"{patient.given_name} {patient.family_name}",
+            patient.notify_subscriber_id or "",
+        )
+        self._reminders = [vars(_part(row, "r_")) for row in rows if row.r_id is not None]
+        row = _part(first, "a_")
+        row.reminders = []  # the store keeps them (self._reminders): _current adds them
+        self._appointment = self._current(appointment_of(row))
+        return replace(self._appointment)
 
     def add(self, appointment: Appointment) -> None:
-        assert self._appointment is None, "one new booking per store"
+        assert self._appointment is None, "one appointment per store"
+        self._new = True
+        self.save(appointment)
+
+    def save(self, appointment: Appointment) -> None:
         self._appointment = appointment
         wrote(AppointmentRow(id=appointment.id, patient_id=appointment.patient_id))
-        defer_write(self.session, self._write)
+        if not self._deferred:
+            self._deferred = True
+            defer_write(self.session, self._write)
 
     def write(self, events: Sequence[Event], now: dt.datetime) -> None:
         self._events.extend(events)
@@ -715,16 +770,56 @@ class NewBooking:
     def schedule_reminders(
         self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
     ) -> None:
-        a = self._appointment
-        assert a is not None and a.id == appointment_id
-        self._reminders = reminders.new_rows(
-            a.id, local_start(a.local_date, a.start_minute, zone), a.start_at, offsets, now
+        a = self._mine(appointment_id)
+        taken = {r["dedupe_key"] for r in [*self._reminders, *self._added]}
+        self._added.extend(
+            reminders.new_rows(
+                a.id,
+                local_start(a.local_date, a.start_minute, zone),
+                a.start_at,
+                offsets,
+                now,
+                taken,
+            )
         )
 
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
+        """As store/reminders.cancel: those not sent are cancelled; those raised are cancelled
+        at notify too (CANCEL_NOTIFICATION), unless the appointment has begun."""
+        a = self._mine(appointment_id)
+        events: list[Event] = []
+        for reminder in self._reminders:
+            status = reminder["status"]
+            raised = status == ReminderStatus.RAISED.value and a.start_at > now
+            if status == ReminderStatus.SCHEDULED.value or raised:
+                reminder["status"] = ReminderStatus.CANCELLED.value
+                reminder["updated_at"] = now
+                self._cancelled.append(reminder["id"])
+            if raised:
+                key = reminder["dedupe_key"]
+                for k in (key, key + PATIENT_COPY):
+                    events.append(Event(CANCEL_NOTIFICATION, f"CANCEL:{k}", {"dedupe_key": k}))
+        self.write(events, now)
+
     def current(self, appointment_id: str) -> Appointment:
+        return self._current(self._mine(appointment_id))
+
+    def zone(self, site_id: str) -> ZoneInfo:
+        return self._zones[site_id]
+
+    def parties(self, appointment: Appointment) -> Parties:
+        assert self._parties is not None, "read the appointment with get() first"
+        return self._parties
+
+    def _mine(self, appointment_id: str) -> Appointment:
         a = self._appointment
-        assert a is not None and a.id == appointment_id
-        held = sorted(self._reminders, key=lambda r: (r["due_at"], r["created_at"]))
+        assert a is not None and a.id == appointment_id, "one appointment per store"
+        return a
+
+    def _current(self, a: Appointment) -> Appointment:
+        held = sorted(
+            [*self._reminders, *self._added], key=lambda r: (r["due_at"], r["created_at"])
+        )
         return replace(
             a,
             reminders=tuple(
@@ -732,52 +827,42 @@ class NewBooking:
             ),
         )
 
-    def zone(self, site_id: str) -> ZoneInfo:
-        return self._zones[site_id]
-
-    def get(self, appointment_id: str) -> Appointment:
-        raise AssertionError("a new booking's store reads nothing")
-
-    def save(self, appointment: Appointment) -> None:
-        raise AssertionError("a new booking's store only adds")
-
-    def parties(self, appointment: Appointment) -> Parties:
-        raise AssertionError("a new booking raises no APPOINTMENT_CHANGED")
-
-    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
-        raise AssertionError("a new booking has no reminders to cancel")
-
     def _write(self, riders: Sequence[Executable]) -> None:
         a = self._appointment
         assert a is not None
-        appointment = {
-            "id": a.id,
-            "created_at": a.created_at,
-            "stock_status": a.stock_status,
-            "stock_note": a.stock_note,
-            **_values(a),
-        }
+        statements: list[Any] = []
+        if self._new:
+            row = {
+                "id": a.id,
+                "created_at": a.created_at,
+                "stock_status": a.stock_status,
+                "stock_note": a.stock_note,
+                **_values(a),
+            }
+            statements.append(insert(_appointments).values(row))
+        else:
+            statements.append(
+                update(_appointments).where(_appointments.c.id == a.id).values(_values(a))
+            )
+        if self._cancelled:
+            statements.append(
+                update(_reminders)
+                .where(_reminders.c.id.in_(self._cancelled))
+                .values(status=ReminderStatus.CANCELLED.value, updated_at=self._now)
+            )
+        if self._added:
+            statements.append(insert(_reminders).values(self._added))
         rows = outbox_rows(self._events, self._now or a.updated_at)
-        if self.session.get_bind().dialect.name == "postgresql":
-            ctes: list[Any] = [insert(_appointments).values(appointment).cte("a")]
-            if self._reminders:
-                ctes.append(insert(_reminders).values(self._reminders).cte("r"))
-            if rows:
-                ctes.append(
-                    postgresql.insert(outbox)
-                    .values(rows)
-                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                    .cte("o")
-                )
-            ctes.extend(rider.cte(f"x{i}") for i, rider in enumerate(riders))  # type: ignore[attr-defined]
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        if rows:
+            upsert = postgresql.insert if postgres else sqlite.insert
+            statements.append(
+                upsert(outbox).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            )
+        statements.extend(riders)
+        if postgres:
+            ctes = [s.cte(f"w{i}") for i, s in enumerate(statements)]
             self.session.execute(select(literal(1)).add_cte(*ctes))
             return
-        self.session.execute(insert(_appointments).values(appointment))
-        if self._reminders:
-            self.session.execute(insert(_reminders), self._reminders)
-        if rows:
-            self.session.execute(
-                sqlite.insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows
-            )
-        for rider in riders:
-            self.session.execute(rider)
+        for statement in statements:
+            self.session.execute(statement)

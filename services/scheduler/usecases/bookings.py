@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.convert import decimal_str
-from services.common.db import Database
+from services.common.db import Database, flush_deferred
 from services.common.errors import (
     Aborted,
     FailedPrecondition,
@@ -59,7 +59,7 @@ from services.scheduler.domain.sites import ChairBlock, Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.appointments import NewBooking, SqlAppointments
+from services.scheduler.store.appointments import BatchedAppointments, SqlAppointments
 from services.scheduler.store.codec import plan_of
 from services.scheduler.store.events import Event as OutboxEvent
 from services.scheduler.store.events import addressed
@@ -148,8 +148,10 @@ class Bookings:
         doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
-        appointments: Callable[[Session], AppointmentStore] = SqlAppointments,
-        new_booking: Callable[[Session, dict[str, ZoneInfo]], AppointmentStore] = NewBooking,
+        appointments: Callable[[Session], AppointmentStore] = BatchedAppointments,
+        new_booking: Callable[
+            [Session, dict[str, ZoneInfo]], AppointmentStore
+        ] = BatchedAppointments,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -418,16 +420,7 @@ class Bookings:
         item = _first_free(
             plan, due_items_from([plan], read.plan_appointments, site.local_today(now))
         )
-        dose = self.doses.calculate_loaded(
-            plan,
-            repo.patient_from_row(inputs.patient),
-            inputs.patient.revision,
-            [repo.measurement_from_row(m) for m in inputs.measurements],
-            len(inputs.measurements) < store.RECENT_MEASUREMENTS,
-            item.due_date,
-            CourseKind(item.course),
-        )
-        need = self._need_of(plan, item, site, dose)
+        need = self._need_of(plan, item, site, self._dose(plan, inputs, item))
         chair = inputs.chair
         self._check_chair(
             site, chair_id, chair.site_id if chair else None, bool(chair and chair.active)
@@ -546,7 +539,7 @@ class Bookings:
         self.check_before_booking(session, need, site, day)
         plan_day = self.day_plan(session, site, day, exclude=existing.id if existing else "")
         return self._write_placement(
-            self.appointments(session),
+            SqlAppointments(session),
             site,
             need,
             plan_day,
@@ -678,6 +671,7 @@ class Bookings:
         appointment = book.get(appointment_id)
         zone = book.zone(appointment.site_id)
         saved = self._save(book, appointment, appointment.complete(self.clock.now(), zone, given))
+        flush_deferred(session)  # the due list below reads the appointment as fulfilled
         plan = self.records.load_plan(session, saved.plan_id)
         items = self.open_items(session, plan)
         return saved, (items[0] if items else None)
@@ -691,15 +685,29 @@ class Bookings:
         start: dt.time,
         etag: str,
     ) -> Appointment:
-        """Atomic: the old slot is given up only if the new one is taken (one transaction)."""
-        appointment = self.appointments(session).get(appointment_id)
+        """Atomic: the old slot is given up only if the new one is taken (one transaction).
+        The appointment (locked), its reminders, site and patient in one read, both days'
+        locks, the plan's inputs and the new day in one read each, then the move, its
+        reminders, outbox rows and the idempotency response in one statement."""
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
         if etag:
             check_etag(
                 etag, appointment.revision, field="etag", resource=f"appointment {appointment.id}"
             )
-        status = appointment.check_movable(self.clock.now())
-        site = repo.site_from_row(repo.site_row(session, appointment.site_id))
-        plan = self.records.load_plan(session, appointment.plan_id)
+        now = self.clock.now()
+        status = appointment.check_movable(now)
+        chair_id = chair_id or appointment.chair_id
+        store.lock_days(session, appointment.site_id, sorted({appointment.local_date, day}))
+        inputs = store.booking_inputs(session, appointment.plan_id, chair_id, day, lock=False)
+        if inputs is None:
+            raise NotFound("therapy plan", appointment.plan_id)
+        plan = plan_of(inputs.plan, inputs.version)
+        site = repo.site_from_row(
+            inputs.site
+            if inputs.site.id == appointment.site_id
+            else repo.site_row(session, appointment.site_id)
+        )
         item = DueItem(
             plan_id=plan.id,
             plan_version=plan.version,
@@ -712,18 +720,42 @@ class Bookings:
             window_end=appointment.due_date,
             overdue=False,
         )
-        need = dataclasses.replace(self.need(plan, item, site), item=item)
-        store.lock_days(session, site.id, sorted({appointment.local_date, day}))
-        return self.place(
-            session,
+        dose = self._dose(plan, inputs, item)
+        need = dataclasses.replace(self._need_of(plan, item, site, dose), item=item)
+        chair = inputs.chair
+        self._check_chair(
+            site, chair_id, chair.site_id if chair else None, bool(chair and chair.active)
+        )
+        self.check_before_booking(session, need, site, day)
+        zone = site.zone
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+        next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        read = store.booking_day(session, site.id, day, midnight, next_midnight, plan.id, now)
+        others = [b for b in read.bookings if b.id != appointment.id]
+        plan_day = self._day_plan_of(site, day, read.chairs, read.blocks, others)
+        return self._write_placement(
+            book,
             site,
             need,
-            chair_id or appointment.chair_id,
+            plan_day,
+            chair_id,
             day,
             start,
             status,
             appointment.hold_expires_at,
-            existing=appointment,
+            "",
+            appointment,
+        )
+
+    def _dose(self, plan: TherapyPlan, inputs: store.BookingInputs, item: DueItem) -> DoseResult:
+        return self.doses.calculate_loaded(
+            plan,
+            repo.patient_from_row(inputs.patient),
+            inputs.patient.revision,
+            [repo.measurement_from_row(m) for m in inputs.measurements],
+            len(inputs.measurements) < store.RECENT_MEASUREMENTS,
+            item.due_date,
+            CourseKind(item.course),
         )
 
     def _save(
