@@ -77,8 +77,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 _DEFERRED = "db.deferred_write"
-Rider = Any
-"""A DML statement (an UPDATE, an INSERT) that a deferred write carries in its own round trip."""
+Rider = tuple[Any, dict[str, Any]]
+"""A DML statement (an UPDATE, an INSERT) and its parameters, every one bound by name
+(``bindparam``), that a deferred write carries in its own round trip."""
 
 
 def defer_write(session: Session, write: Callable[[Sequence[Rider]], None]) -> None:

@@ -15,10 +15,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -73,6 +82,14 @@ class IdempotencyStore:
         self._clock = clock
         insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         self._claim = insert(table).on_conflict_do_nothing().returning(table.c.method)
+        self._store = (
+            table.update()
+            .where(
+                table.c.method == bindparam("k_method", type_=table.c.method.type),
+                table.c.request_id == bindparam("k_request_id", type_=table.c.request_id.type),
+            )
+            .values(response=bindparam("k_response", type_=table.c.response.type))
+        )
 
     def run(
         self,
@@ -118,15 +135,15 @@ class IdempotencyStore:
                     # the key was there and is gone (purged meanwhile): the client may retry
                     raise Aborted("the request_id is being reused right now; retry")
                 response = mutate(session)
-                store = (
-                    self._table.update()
-                    .where(self._table.c.method == method, self._table.c.request_id == request_id)
-                    .values(response=response.SerializeToString())
-                )
+                keyed: dict[str, Any] = {
+                    "k_method": method,
+                    "k_request_id": request_id,
+                    "k_response": response.SerializeToString(),
+                }
                 # a mutation that held its write back (services.common.db.defer_write) carries
                 # the response in that write's round trip
-                if not flush_deferred(session, store):
-                    session.execute(store)
+                if not flush_deferred(session, (self._store, keyed)):
+                    session.execute(self._store, keyed)
                 return response
         except IntegrityError:
             stored = self._lookup(method, request_id, digest, response_type)

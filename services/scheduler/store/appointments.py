@@ -7,6 +7,7 @@ import datetime as dt
 import types
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 from typing import cast as typed_as
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     cast,
     func,
     insert,
@@ -29,10 +31,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from services.common.audit.trail import wrote
-from services.common.db import UtcDateTime, defer_write
+from services.common.db import Rider, UtcDateTime, defer_write
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
@@ -75,8 +78,13 @@ LOCK_PREFIX = "scheduler.booking:"
 (lock_days, booking_inputs)."""
 
 
-def _lock_key(site_id: Any, day: dt.date) -> Any:
-    return func.hashtextextended(literal(LOCK_PREFIX) + site_id + literal("/" + day.isoformat()), 0)
+def _lock_key(site_id: Any) -> Any:
+    """The key of ``site_id`` on the day bound as ``lock_day`` (its ISO date)."""
+    day = bindparam("lock_day", type_=String())
+    return func.hashtextextended(literal(LOCK_PREFIX) + site_id + literal("/") + day, 0)
+
+
+_LOCK_DAY = select(func.pg_advisory_xact_lock(_lock_key(bindparam("lock_site", type_=String()))))
 
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
@@ -87,7 +95,7 @@ def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None
     if dialect != "postgresql":
         return
     for day in sorted(set(days)):
-        session.execute(select(func.pg_advisory_xact_lock(_lock_key(literal(site_id), day))))
+        session.execute(_LOCK_DAY, {"lock_site": site_id, "lock_day": day.isoformat()})
 
 
 class SqlAppointments:
@@ -284,7 +292,7 @@ def appointment_row(
     return row
 
 
-def _active(now: dt.datetime) -> object:
+def _active(now: dt.datetime | Any) -> object:
     """Holding a chair now: booked or in the chair, or a hold not yet lapsed."""
     return or_(
         AppointmentRow.status.in_([s.value for s in ACTIVE if s is not AppointmentStatus.PENDING]),
@@ -495,14 +503,9 @@ def _part(row: Any, prefix: str) -> Any:
     )
 
 
-def booking_inputs(
-    session: Session, plan_id: str, chair_id: str, day: dt.date, *, lock: bool = True
-) -> BookingInputs | None:
-    """The plan, its current version, patient, site, the chair and the patient's latest
-    measurements in one statement; on PostgreSQL it also takes the lock of the plan's site on
-    ``day`` (lock_days' lock), before the day is read, unless ``lock`` is False (the caller
-    took its days' locks already). None when there is no such plan (the
-    caller raises NOT_FOUND; scope is the caller's to check, from the site's organisation)."""
+@cache
+def _inputs_query(lock: bool) -> Any:
+    """booking_inputs' statement, built once (building it cost more than running it)."""
     recent = (
         select(MeasurementRow.id)
         .where(MeasurementRow.patient_id == PlanRow.patient_id)
@@ -521,15 +524,15 @@ def booking_inputs(
         ChairRow.active.label("c_active"),
         *_prefixed("m_", MeasurementRow.__table__),
     ]
-    if lock and session.get_bind().dialect.name == "postgresql":
+    if lock:
         plans = PlanRow.__table__.alias("locked_plan")
         locked = (
-            select(func.pg_advisory_xact_lock(_lock_key(plans.c.site_id, day)))
-            .where(plans.c.id == plan_id)
+            select(func.pg_advisory_xact_lock(_lock_key(plans.c.site_id)))
+            .where(plans.c.id == bindparam("plan_id", type_=String()))
             .scalar_subquery()
         )
         columns.append(locked.label("locked"))
-    query = (
+    return (
         select(*columns)
         .select_from(PlanRow)
         .join(
@@ -541,15 +544,28 @@ def booking_inputs(
         )
         .join(PatientRow, PatientRow.id == PlanRow.patient_id)
         .join(SiteRow, SiteRow.id == PlanRow.site_id)
-        .outerjoin(ChairRow, ChairRow.id == chair_id)
+        .outerjoin(ChairRow, ChairRow.id == bindparam("chair_id", type_=String()))
         .outerjoin(
             MeasurementRow,
             and_(MeasurementRow.patient_id == PlanRow.patient_id, MeasurementRow.id.in_(recent)),
         )
-        .where(PlanRow.id == plan_id)
+        .where(PlanRow.id == bindparam("plan_id", type_=String()))
         .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
     )
-    rows = session.execute(query).all()
+
+
+def booking_inputs(
+    session: Session, plan_id: str, chair_id: str, day: dt.date, *, lock: bool = True
+) -> BookingInputs | None:
+    """The plan, its current version, patient, site, the chair and the patient's latest
+    measurements in one statement; on PostgreSQL it also takes the lock of the plan's site on
+    ``day`` (lock_days' lock), before the day is read, unless ``lock`` is False (the caller
+    took its days' locks already). None when there is no such plan (the
+    caller raises NOT_FOUND; scope is the caller's to check, from the site's organisation)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _inputs_query(lock and postgres)
+    params = {"plan_id": plan_id, "chair_id": chair_id, "lock_day": day.isoformat()}
+    rows = session.execute(query, params).all()
     if not rows:
         return None
     first = rows[0]
@@ -563,31 +579,14 @@ def booking_inputs(
     )
 
 
-@dataclass(frozen=True)
-class BookingDay:
-    """A site day as one statement reads it for a booking: the site's chairs in service (by
-    name), the chair blocks crossing the day, the day's active bookings, and the plan's
-    fulfilled and active appointments (its history and what is booked already)."""
-
-    chairs: list[str]
-    blocks: list[tuple[str, dt.datetime, dt.datetime]]
-    bookings: list[FixedBooking]
-    plan_appointments: list[Any]  # id, plan_id, status, local_date, course, course_day, due_date
-
-
-def booking_day(
-    session: Session,
-    site_id: str,
-    day: dt.date,
-    midnight: dt.datetime,
-    next_midnight: dt.datetime,
-    plan_id: str,
-    now: dt.datetime,
-) -> BookingDay:
-    """One UNION ALL of four reads (see BookingDay), in the transaction holding the day's lock."""
+@cache
+def _day_query() -> Any:
+    """booking_day's statement, built once."""
     a = AppointmentRow
     text, number = String(), Integer()
     instant, date = UtcDateTime(), Date()
+    site = bindparam("site_id", type_=text)
+    now = bindparam("now", type_=instant)
 
     def typed(value: Any, type_: Any) -> Any:
         return cast(null(), type_) if value is None else value
@@ -627,7 +626,7 @@ def booking_day(
         )
 
     chairs = branch("chair", id_=ChairRow.id, name=ChairRow.display_name).where(
-        ChairRow.site_id == site_id, ChairRow.active.is_(True)
+        ChairRow.site_id == site, ChairRow.active.is_(True)
     )
     blocks = branch(
         "block",
@@ -636,9 +635,9 @@ def booking_day(
         start=ChairBlockRow.start_at,
         end=ChairBlockRow.end_at,
     ).where(
-        ChairBlockRow.site_id == site_id,
-        ChairBlockRow.start_at < next_midnight,
-        ChairBlockRow.end_at > midnight,
+        ChairBlockRow.site_id == site,
+        ChairBlockRow.start_at < bindparam("next_midnight", type_=instant),
+        ChairBlockRow.end_at > bindparam("midnight", type_=instant),
     )
     booked = branch(
         "booking",
@@ -648,7 +647,7 @@ def booking_day(
         on=a.local_date,
         first=a.start_minute,
         last=a.end_minute,
-    ).where(a.site_id == site_id, a.local_date == day, _active(now))
+    ).where(a.site_id == site, a.local_date == bindparam("day", type_=date), _active(now))
     mine = branch(
         "plan",
         id_=a.id,
@@ -658,10 +657,43 @@ def booking_day(
         due=a.due_date,
         course_day=a.course_day,
     ).where(
-        a.plan_id == plan_id,
+        a.plan_id == bindparam("plan_id", type_=text),
         or_(a.status == AppointmentStatus.FULFILLED.value, _active(now)),  # type: ignore[arg-type]
     )
-    rows = session.execute(union_all(chairs, blocks, booked, mine)).all()
+    return union_all(chairs, blocks, booked, mine)
+
+
+@dataclass(frozen=True)
+class BookingDay:
+    """A site day as one statement reads it for a booking: the site's chairs in service (by
+    name), the chair blocks crossing the day, the day's active bookings, and the plan's
+    fulfilled and active appointments (its history and what is booked already)."""
+
+    chairs: list[str]
+    blocks: list[tuple[str, dt.datetime, dt.datetime]]
+    bookings: list[FixedBooking]
+    plan_appointments: list[Any]  # id, plan_id, status, local_date, course, course_day, due_date
+
+
+def booking_day(
+    session: Session,
+    site_id: str,
+    day: dt.date,
+    midnight: dt.datetime,
+    next_midnight: dt.datetime,
+    plan_id: str,
+    now: dt.datetime,
+) -> BookingDay:
+    """One UNION ALL of four reads (see BookingDay), in the transaction holding the day's lock."""
+    params = {
+        "site_id": site_id,
+        "day": day,
+        "midnight": midnight,
+        "next_midnight": next_midnight,
+        "plan_id": plan_id,
+        "now": now,
+    }
+    rows = session.execute(_day_query(), params).all()
     by_kind: dict[str, list[Any]] = {"chair": [], "block": [], "booking": [], "plan": []}
     for row in rows:
         by_kind[row.kind].append(row)
@@ -690,6 +722,30 @@ def booking_day(
     )
 
 
+@cache
+def _locked_appointment() -> Any:
+    """BatchedAppointments.get's statement, built once."""
+    r = ReminderRow
+    return (
+        select(
+            *_prefixed("a_", _appointments),
+            SiteRow.organisation_id.label("s_organisation_id"),
+            SiteRow.display_name.label("s_display_name"),
+            SiteRow.time_zone.label("s_time_zone"),
+            PatientRow.given_name.label("t_given_name"),
+            PatientRow.family_name.label("t_family_name"),
+            PatientRow.notify_subscriber_id.label("t_notify_subscriber_id"),
+            *_prefixed("r_", _reminders),
+        )
+        .select_from(AppointmentRow)
+        .join(SiteRow, SiteRow.id == AppointmentRow.site_id)
+        .outerjoin(PatientRow, PatientRow.id == AppointmentRow.patient_id)
+        .outerjoin(r, r.appointment_id == AppointmentRow.id)
+        .where(AppointmentRow.id == bindparam("appointment_id", type_=String()))
+        .with_for_update(of=AppointmentRow)
+    )
+
+
 class BatchedAppointments:
     """The appointments of one transaction (usecases/bookings.py AppointmentStore), read and
     written in as few statements as the lifecycle allows: ``get`` reads the appointment
@@ -714,26 +770,8 @@ class BatchedAppointments:
         self._parties: Parties | None = None
 
     def get(self, appointment_id: str) -> Appointment:
-        r = ReminderRow
-        query = (
-            select(
-                *_prefixed("a_", _appointments),
-                SiteRow.organisation_id.label("s_organisation_id"),
-                SiteRow.display_name.label("s_display_name"),
-                SiteRow.time_zone.label("s_time_zone"),
-                PatientRow.given_name.label("t_given_name"),
-                PatientRow.family_name.label("t_family_name"),
-                PatientRow.notify_subscriber_id.label("t_notify_subscriber_id"),
-                *_prefixed("r_", _reminders),
-            )
-            .select_from(AppointmentRow)
-            .join(SiteRow, SiteRow.id == AppointmentRow.site_id)
-            .outerjoin(PatientRow, PatientRow.id == AppointmentRow.patient_id)
-            .outerjoin(r, r.appointment_id == AppointmentRow.id)
-            .where(AppointmentRow.id == appointment_id)
-            .with_for_update(of=AppointmentRow)
-        )
-        rows = self.session.execute(query).all() if appointment_id else []
+        params = {"appointment_id": appointment_id}
+        rows = self.session.execute(_locked_appointment(), params).all() if appointment_id else []
         if not rows or not current_scope().sees(rows[0].s_organisation_id, rows[0].a_site_id):
             raise NotFound("appointment", appointment_id)
         first = rows[0]
@@ -827,10 +865,11 @@ class BatchedAppointments:
             ),
         )
 
-    def _write(self, riders: Sequence[Executable]) -> None:
+    def _write(self, riders: Sequence[Rider]) -> None:
         a = self._appointment
         assert a is not None
-        statements: list[Any] = []
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        parts: list[tuple[Any, list[dict[str, Any]]]] = []  # (statement, its rows)
         if self._new:
             row = {
                 "id": a.id,
@@ -839,30 +878,91 @@ class BatchedAppointments:
                 "stock_note": a.stock_note,
                 **_values(a),
             }
-            statements.append(insert(_appointments).values(row))
+            parts.append((_insert_row(_appointments, tuple(row)), [row]))
         else:
-            statements.append(
-                update(_appointments).where(_appointments.c.id == a.id).values(_values(a))
-            )
+            row = {f"v_{k}": v for k, v in {"id": a.id, **_values(a)}.items()}
+            parts.append((_update_appointment(tuple(row)), [row]))
         if self._cancelled:
-            statements.append(
-                update(_reminders)
-                .where(_reminders.c.id.in_(self._cancelled))
-                .values(status=ReminderStatus.CANCELLED.value, updated_at=self._now)
-            )
+            cancelled = {"ids": self._cancelled, "to_status": ReminderStatus.CANCELLED.value}
+            parts.append((_CANCEL_REMINDERS, [{**cancelled, "at": self._now}]))
         if self._added:
-            statements.append(insert(_reminders).values(self._added))
-        rows = outbox_rows(self._events, self._now or a.updated_at)
-        postgres = self.session.get_bind().dialect.name == "postgresql"
-        if rows:
-            upsert = postgresql.insert if postgres else sqlite.insert
-            statements.append(
-                upsert(outbox).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
-            )
-        statements.extend(riders)
-        if postgres:
-            ctes = [s.cte(f"w{i}") for i, s in enumerate(statements)]
-            self.session.execute(select(literal(1)).add_cte(*ctes))
+            parts.append((_insert_row(_reminders, tuple(self._added[0])), self._added))
+        events = outbox_rows(self._events, self._now or a.updated_at)
+        if events:
+            parts.append((_insert_row(outbox, tuple(events[0]), True, postgres), events))
+        parts.extend((statement, [params]) for statement, params in riders)
+        if not postgres:
+            for statement, rows in parts:
+                self.session.execute(statement, rows[0] if len(rows) == 1 else rows)
             return
-        for statement in statements:
-            self.session.execute(statement)
+        shape = tuple((id(statement), len(rows)) for statement, rows in parts)
+        params: dict[str, Any] = {}
+        for n, (_, rows) in enumerate(parts):
+            for k, values in enumerate(rows):
+                params.update({f"w{n}_{k}_{key}": value for key, value in values.items()})
+        self.session.execute(_write_statement(shape, [s for s, _ in parts]), params)
+
+
+# Statements the batched store writes with, built once: building a statement cost more than
+# sending it, and a statement built alike each time is compiled once (SQLAlchemy's cache).
+
+
+@cache
+def _insert_row(table: Table, keys: tuple[str, ...], upsert: bool = False, pg: bool = True) -> Any:
+    """INSERT of one row of ``keys``, each bound by its own name (ON CONFLICT on the dedupe
+    key doing nothing when ``upsert``)."""
+    values = {k: bindparam(k, type_=table.c[k].type) for k in keys}
+    if not upsert:
+        return insert(table).values(values)
+    dialect_insert = postgresql.insert if pg else sqlite.insert
+    return (
+        dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+
+
+@cache
+def _update_appointment(keys: tuple[str, ...]) -> Any:
+    """UPDATE of an appointment's ``keys`` (each bound as ``v_<column>``, the row by v_id)."""
+    c = _appointments.c
+    values = {k[2:]: bindparam(k, type_=c[k[2:]].type) for k in keys if k != "v_id"}
+    return update(_appointments).where(c.id == bindparam("v_id", type_=c.id.type)).values(values)
+
+
+_CANCEL_REMINDERS = (
+    update(_reminders)
+    .where(_reminders.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=bindparam("to_status", type_=String()),
+        updated_at=bindparam("at", type_=UtcDateTime()),
+    )
+)
+
+
+_WRITES: dict[tuple[tuple[int, int], ...], Any] = {}
+
+
+def _write_statement(shape: tuple[tuple[int, int], ...], statements: Sequence[Any]) -> Any:
+    """One data-modifying WITH running ``statements`` (the k-th row of the n-th bound as
+    ``w{n}_{k}_{name}``), built once per shape. Every parameter is bound by name (a literal
+    value inside a statement would be kept with the first statement built: refused)."""
+    built = _WRITES.get(shape)
+    if built is None:
+        ctes = []
+        for n, ((_, count), statement) in enumerate(zip(shape, statements, strict=True)):
+            for k in range(count):
+                ctes.append(_renamed(statement, f"w{n}_{k}_").cte(f"w{n}_{k}"))
+        built = select(literal(1)).add_cte(*ctes)
+        if len(_WRITES) < 1000:
+            _WRITES[shape] = built
+    return built
+
+
+def _renamed(statement: Any, prefix: str) -> Any:
+    def rename(element: Any) -> Any:
+        if isinstance(element, BindParameter):
+            if element.unique:
+                raise ValueError("bind every parameter of a batched write by name")
+            return bindparam(prefix + element.key, type_=element.type, expanding=element.expanding)
+        return None
+
+    return visitors.replacement_traverse(statement, {}, rename)  # type: ignore[call-overload]
