@@ -1,10 +1,17 @@
 """Booking use cases: slot search, holds, bookings, the appointment
 lifecycle, induction series and the chair board.
 
-Every booking of a site-day takes that day's lock first (a row locked FOR UPDATE on
-PostgreSQL, the database write lock on SQLite), then re-reads the day and checks the rules of
-domain/slots.py: two clients racing for one chair-minute, or for the last nurse, queue on the
-lock and the second finds the conflict and gets ABORTED naming it.
+Every booking of a site-day takes that day's lock first (a transaction-level advisory lock
+on PostgreSQL, store/appointments.lock_days; the database write lock on SQLite), then re-reads
+the day and checks the rules of domain/slots.py: two clients racing for one chair-minute, or
+for the last nurse, queue on the lock and the second finds the conflict and gets ABORTED
+naming it.
+
+The hot paths (a booking by plan, chair and time; a move; the lifecycle's moves) read and
+write through store/appointments' set-based statements (``booking_inputs``, ``booking_day``,
+``BatchedAppointments``): one joined read, one read of the day, and one statement writing
+what the appointment decided with its reminders, outbox rows and the idempotency response.
+Holds, series and PlanSchedule place through the ORM (``place``).
 """
 
 from __future__ import annotations
@@ -394,8 +401,8 @@ class Bookings:
         """A booking by plan, chair and time, as few round trips as the rules allow: one
         joined read of the plan, patient, measurements, site and chair that also takes the
         site-day lock (PostgreSQL), one read of the day, then the booking, its reminders, its
-        outbox row and the idempotency response in one statement (store.NewBooking). The
-        same checks, in the same order, as ``place``."""
+        outbox row and the idempotency response in one statement
+        (store.BatchedAppointments). The same checks, in the same order, as ``place``."""
         inputs = store.booking_inputs(session, plan_id, chair_id, day)
         if inputs is None or not current_scope().sees(inputs.site.organisation_id, inputs.site.id):
             raise NotFound("therapy plan", plan_id)
@@ -441,9 +448,10 @@ class Bookings:
 
     def check_before_booking(self, session: Session, need: Need, site: Site, day: dt.date) -> None:
         """The one place for checks a booking must pass before it is written, besides the
-        slot rules (a payer's cap...): every way a booking is made (``book``, ``hold``,
-        ``place`` for series, reschedules and PlanSchedule) calls it, after the plan, the dose
-        and the chair are known and the site-day lock is held. Raises to refuse. None yet."""
+        slot rules (a payer's cap...): every way a booking is made (``book``, ``reschedule``,
+        and ``place`` for holds, series and PlanSchedule; a hold confirmed was checked when it
+        was placed) calls it, after the plan, the dose and the chair are known and the
+        site-day lock is held. Raises to refuse. None yet."""
 
     def book_course(
         self,
