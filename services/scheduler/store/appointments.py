@@ -888,8 +888,11 @@ class BatchedAppointments:
         if self._added:
             parts.append((_insert_row(_reminders, tuple(self._added[0])), self._added))
         events = outbox_rows(self._events, self._now or a.updated_at)
-        if events:
-            parts.append((_insert_row(outbox, tuple(events[0]), True, postgres), events))
+        if events and postgres:  # one INSERT, so the rows take their seq in the events' order
+            merged = {f"{k}_{i}": v for i, row in enumerate(events) for k, v in row.items()}
+            parts.append((_insert_outbox(tuple(events[0]), len(events)), [merged]))
+        elif events:
+            parts.append((_insert_row(outbox, tuple(events[0]), True, False), events))
         parts.extend((statement, [params]) for statement, params in riders)
         if not postgres:
             for statement, rows in parts:
@@ -918,6 +921,18 @@ def _insert_row(table: Table, keys: tuple[str, ...], upsert: bool = False, pg: b
     return (
         dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
+
+
+@cache
+def _insert_outbox(keys: tuple[str, ...], count: int) -> Any:
+    """PostgreSQL: one INSERT of ``count`` outbox rows (the i-th row's ``k`` bound as
+    ``k_i``) from a UNION ALL of bound rows, which SQLAlchemy caches (a multi-row VALUES it
+    does not), skipping dedupe keys already there."""
+    c = outbox.c
+    rows = [select(*[bindparam(f"{k}_{i}", type_=c[k].type) for k in keys]) for i in range(count)]
+    source = rows[0] if count == 1 else union_all(*rows)
+    statement = postgresql.insert(outbox).from_select(list(keys), source)
+    return statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
 @cache
