@@ -126,7 +126,6 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
     assert booked.status == pb.APPOINTMENT_STATUS_BOOKED
     assert len(booked.reminders) > 0
     served = max(counted.values())  # the serving thread; the audit linker runs after it
-    print(f"round trips of one booking: {served}")
     if database_url.startswith("sqlite"):
         assert served <= BOOK_STATEMENTS_SQLITE
     else:
