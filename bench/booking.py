@@ -18,6 +18,7 @@ search window over the booked days, so every day has 30 chairs of bookings to se
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from bench.harness import (
     running,
     throwaway_database,
 )
+from bench.tracing import cpu_seconds
 from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -45,17 +47,23 @@ from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.issuer.local import LocalIssuer
 
 CHAIRS = 30
-BOOKINGS = 6000
+BOOKINGS = int(os.environ.get("BENCH_BOOKINGS", "6000"))
+"""Patients and plans made before the run, one per booking (BENCH_BOOKINGS for a short run;
+a call past the last one replays an earlier request_id and is not a new booking)."""
 BOOK = "/infusion.scheduler.v1.SchedulerService/BookAppointment"
 FIND = "/infusion.scheduler.v1.SchedulerService/FindSlots"
 
 
 @contextmanager
-def services(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, str]]:
+def services(url: str, issuer: LocalIssuer) -> Iterator[tuple[str, str, int]]:
     databases = {"scheduler": url, "inventory": f"sqlite:///{tempfile.mkdtemp()}/inventory.db"}
     env = environment(issuer, databases, SCHEDULER_JOBS="0", INVENTORY_JOBS="0")
     with running(env, ("inventory", "scheduler")) as processes:
-        yield processes.addresses["scheduler"], processes.addresses["inventory"]
+        yield (
+            processes.addresses["scheduler"],
+            processes.addresses["inventory"],
+            processes.pid("scheduler"),
+        )
 
 
 def weekdays_from(first: dt.date) -> Iterator[dt.date]:
@@ -146,7 +154,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
     with (
         dev_issuer() as issuer,
         throwaway_database("booking") as url,
-        services(url, issuer) as (scheduler, inventory),
+        services(url, issuer) as (scheduler, inventory, pid),
     ):
         token = operator_token(issuer)
         sch = scheduler_pb2_grpc.SchedulerServiceStub(channel(scheduler, token))
@@ -156,7 +164,9 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         site, chairs, plans = prepare(sch, stock, product, first)
         searcher, plans = plans[-1], plans[:-1]
         log("booking bench: BookAppointment …")
-        results["BookAppointment (30 chairs, a plan per call)"] = load(
+        before = cpu_seconds(pid)
+        name = "BookAppointment (30 chairs, a plan per call)"
+        results[name] = load(
             scheduler,
             BOOK,
             booking_requests(chairs, plans, first),
@@ -164,6 +174,10 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             concurrency,
             token=token,
         )
+        # the service's own CPU per booking: its ceiling on one core is 1 s / this
+        booked_calls = results[name]["calls"] or 1
+        cpu_ms = round((cpu_seconds(pid) - before) * 1000 / booked_calls, 2)
+        log(f"booking bench: service CPU ms per BookAppointment call: {cpu_ms}")
         find = pb.FindSlotsRequest(
             therapy_plan_id=searcher,
             start_date=pb_date(first),
@@ -178,5 +192,9 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
                 pb.ListAppointmentsRequest(site_id=site.id, page_size=1000)
             ).appointments
         )
-        checks = {"overlapping_bookings": overlaps(url), "first_page_of_bookings": booked}
+        checks = {
+            "overlapping_bookings": overlaps(url),
+            "first_page_of_bookings": booked,
+            "booking_service_cpu_ms_per_call": cpu_ms,
+        }
     return {"results": results, "checks": checks}

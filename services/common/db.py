@@ -8,7 +8,7 @@ race into a short wait (busy_timeout) instead of a "database is locked" failure 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -76,6 +76,40 @@ def _configure_sqlite(engine: Engine) -> None:
         )
 
 
+_DEFERRED = "db.deferred_write"
+Rider = tuple[Any, dict[str, Any]]
+"""A DML statement (an UPDATE, an INSERT) and its parameters, every one bound by name
+(``bindparam``), that a deferred write carries in its own round trip."""
+
+
+def defer_write(session: Session, write: Callable[[Sequence[Rider]], None]) -> None:
+    """Hold a write of this transaction until its response is known, so that the statements
+    belonging with it (the idempotency key's stored response) can ride in the same round trip
+    (``write`` receives them). It runs at ``flush_deferred``, and at the latest before the
+    commit: a deferred write is never lost. One per transaction."""
+    if _DEFERRED in session.info:
+        raise RuntimeError("one deferred write per transaction")
+    session.info[_DEFERRED] = write
+
+
+def flush_deferred(session: Session, *riders: Rider) -> bool:
+    """Run the transaction's deferred write, if any, carrying ``riders``; False when there
+    was none (the caller then executes its riders itself)."""
+    write = session.info.pop(_DEFERRED, None)
+    if write is None:
+        return False
+    write(riders)
+    return True
+
+
+def _flush_before_commit(session: Session) -> None:
+    flush_deferred(session)
+
+
+def _forget_deferred(session: Session, *_args: Any) -> None:
+    session.info.pop(_DEFERRED, None)
+
+
 class Database:
     """One engine and its sessions; a service holds exactly one. Its pool's use is reported
     to Prometheus at each scrape, labelled with the database's name."""
@@ -93,6 +127,8 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+        event.listen(self._writer, "before_commit", _flush_before_commit)
+        event.listen(self._writer, "after_rollback", _forget_deferred)
 
     def on_write_session(self, name: str, listener: Callable[..., None]) -> None:
         """Listen to a session event (``before_commit``, ``after_flush``...) of the write

@@ -3,10 +3,11 @@
 The key is claimed first and the response stored in the same transaction as the mutation's
 effects, so either both exist or neither does; the claim is the transaction's first statement
 (an insert that does nothing when the key exists, after which the stored response is read), so
-a new request costs two statements of its own and a replay two. Two concurrent calls with one
-request_id meet on the key's primary key before either has done anything: the second waits for
-the first to commit, then returns the stored response. A request_id reused with a different
-request is the caller's bug and is refused (AIP-155).
+a new request costs two statements of its own (one when the mutation held its write back,
+services.common.db.defer_write, and the response rides in it) and a replay two. Two
+concurrent calls with one request_id meet on the key's primary key before either has done
+anything: the second waits for the first to commit, then returns the stored response. A
+request_id reused with a different request is the caller's bug and is refused (AIP-155).
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import mark_replayed
 from services.common.clock import Clock
-from services.common.db import Database
+from services.common.db import Database, flush_deferred
 from services.common.errors import Aborted, FieldViolation, InvalidArgument
 from services.common.scope import current_scope
 
@@ -72,6 +82,14 @@ class IdempotencyStore:
         self._clock = clock
         insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         self._claim = insert(table).on_conflict_do_nothing().returning(table.c.method)
+        self._store = (
+            table.update()
+            .where(
+                table.c.method == bindparam("k_method", type_=table.c.method.type),
+                table.c.request_id == bindparam("k_request_id", type_=table.c.request_id.type),
+            )
+            .values(response=bindparam("k_response", type_=table.c.response.type))
+        )
 
     def run(
         self,
@@ -117,11 +135,15 @@ class IdempotencyStore:
                     # the key was there and is gone (purged meanwhile): the client may retry
                     raise Aborted("the request_id is being reused right now; retry")
                 response = mutate(session)
-                session.execute(
-                    self._table.update()
-                    .where(self._table.c.method == method, self._table.c.request_id == request_id)
-                    .values(response=response.SerializeToString())
-                )
+                keyed: dict[str, Any] = {
+                    "k_method": method,
+                    "k_request_id": request_id,
+                    "k_response": response.SerializeToString(),
+                }
+                # a mutation that held its write back (services.common.db.defer_write) carries
+                # the response in that write's round trip
+                if not flush_deferred(session, (self._store, keyed)):
+                    session.execute(self._store, keyed)
                 return response
         except IntegrityError:
             stored = self._lookup(method, request_id, digest, response_type)

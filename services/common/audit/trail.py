@@ -38,7 +38,7 @@ from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
-from services.common.db import Database
+from services.common.db import Database, flush_deferred
 from services.common.identity import Caller
 from services.common.ids import new_id
 from services.common.interceptors import database_away
@@ -175,6 +175,7 @@ class AuditTrail:
         call = _current.get()
         if call is None or call.kind != MUTATION or call.recorded or call.replayed:
             return
+        flush_deferred(session)  # a write held for its response is this transaction's change
         if session.new or session.dirty or session.deleted:
             session.flush()  # the rows it would flush on commit, so their ids are known
         if not session.info.get(_CHANGED):

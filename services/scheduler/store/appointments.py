@@ -1,15 +1,42 @@
-"""Appointment, chair-block and day-lock rows."""
+"""Appointment, chair-block and day-lock rows, and a new booking's reads and writes as a few
+set-based statements (the booking's hot path, usecases/bookings.py ``book``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import types
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
+from typing import cast as typed_as
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (
+    Date,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
+from services.common.audit.trail import wrote
+from services.common.db import Rider, UtcDateTime, defer_write
 from services.common.errors import NotFound
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
@@ -22,17 +49,25 @@ from services.scheduler.domain.appointments import (
 )
 from services.scheduler.domain.capacity import FixedBooking
 from services.scheduler.domain.due import CourseKind
-from services.scheduler.domain.reminders import ReminderStatus
+from services.scheduler.domain.reminders import ReminderStatus, local_start
 from services.scheduler.domain.sites import ChairBlock
 from services.scheduler.store import reminders
-from services.scheduler.store.events import Event, write_events
+from services.scheduler.store.events import PATIENT_COPY, Event, outbox_rows, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
-    BookingLockRow,
     ChairBlockRow,
     ChairRow,
+    MeasurementRow,
+    PatientRow,
+    PayerCapsRow,
+    PlanAuthorisationRow,
+    PlanRow,
+    PlanVersionRow,
+    ReminderRow,
+    SiteRow,
     outbox,
 )
+from services.scheduler.store.reminders import CANCEL_NOTIFICATION
 from services.scheduler.store.repository import (
     check_site_scope,
     patient_row,
@@ -40,24 +75,30 @@ from services.scheduler.store.repository import (
     site_scope_clause,
 )
 
+LOCK_PREFIX = "scheduler.booking:"
+"""Site-day locks are PostgreSQL advisory locks on hashtextextended(LOCK_PREFIX || site_id ||
+'/' || the ISO date): the key is computed by the database, the same way wherever it is taken
+(lock_days, booking_inputs)."""
+
+
+def _lock_key(site_id: Any) -> Any:
+    """The key of ``site_id`` on the day bound as ``lock_day`` (its ISO date)."""
+    day = bindparam("lock_day", type_=String())
+    return func.hashtextextended(literal(LOCK_PREFIX) + site_id + literal("/") + day, 0)
+
+
+_LOCK_DAY = select(func.pg_advisory_xact_lock(_lock_key(bindparam("lock_site", type_=String()))))
+
 
 def lock_days(session: Session, site_id: str, days: Collection[dt.date]) -> None:
-    """Take the site-day locks in date order (so two multi-day bookings cannot deadlock).
-    The lock rows are created on first use; SQLite's write lock already serialises writers."""
+    """Take the site-day locks in date order (so two multi-day bookings cannot deadlock), for
+    the rest of the transaction: a transaction-level advisory lock per day, one statement each
+    and no row written. SQLite's write lock already serialises writers."""
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
         return
     for day in sorted(set(days)):
-        session.execute(
-            postgresql.insert(BookingLockRow)
-            .values(site_id=site_id, local_date=day)
-            .on_conflict_do_nothing()
-        )
-        session.execute(
-            select(BookingLockRow)
-            .where(BookingLockRow.site_id == site_id, BookingLockRow.local_date == day)
-            .with_for_update()
-        )
+        session.execute(_LOCK_DAY, {"lock_site": site_id, "lock_day": day.isoformat()})
 
 
 class SqlAppointments:
@@ -173,32 +214,39 @@ def appointment_of(row: AppointmentRow) -> Appointment:
 
 def _write(row: AppointmentRow, a: Appointment) -> None:
     """Everything the scheduler changes (the stock answer is the relay's to write)."""
-    row.site_id = a.site_id
-    row.patient_id = a.patient_id
-    row.plan_id = a.plan_id
-    row.plan_version = a.plan_version
-    row.chair_id = a.chair_id
-    row.status = a.status.value
-    row.local_date = a.local_date
-    row.start_minute = a.start_minute
-    row.end_minute = a.end_minute
-    row.start_at = a.start_at
-    row.end_at = a.end_at
-    row.chair_minutes = a.chair_minutes
-    row.course = a.course.value
-    row.course_day = a.course_day
-    row.due_date = a.due_date
-    row.series_id = a.series_id
-    row.dose_grams = a.dose_grams
-    row.product_id = a.product_id
-    row.hold_expires_at = a.hold_expires_at
-    row.cancel_reason = a.cancel_reason
-    row.grams_given = a.grams_given
-    row.actual_start_at = a.actual_start_at
-    row.actual_end_at = a.actual_end_at
-    row.scanned_lots = a.scanned_lots
-    row.updated_at = a.updated_at
-    row.revision = a.revision
+    for key, value in _values(a).items():
+        setattr(row, key, value)
+
+
+def _values(a: Appointment) -> dict[str, Any]:
+    return {
+        "site_id": a.site_id,
+        "patient_id": a.patient_id,
+        "plan_id": a.plan_id,
+        "plan_version": a.plan_version,
+        "chair_id": a.chair_id,
+        "status": a.status.value,
+        "local_date": a.local_date,
+        "start_minute": a.start_minute,
+        "end_minute": a.end_minute,
+        "start_at": a.start_at,
+        "end_at": a.end_at,
+        "chair_minutes": a.chair_minutes,
+        "course": a.course.value,
+        "course_day": a.course_day,
+        "due_date": a.due_date,
+        "series_id": a.series_id,
+        "dose_grams": a.dose_grams,
+        "product_id": a.product_id,
+        "hold_expires_at": a.hold_expires_at,
+        "cancel_reason": a.cancel_reason,
+        "grams_given": a.grams_given,
+        "actual_start_at": a.actual_start_at,
+        "actual_end_at": a.actual_end_at,
+        "scanned_lots": a.scanned_lots,
+        "updated_at": a.updated_at,
+        "revision": a.revision,
+    }
 
 
 def add_block(session: Session, block: ChairBlock, now: dt.datetime) -> None:
@@ -247,7 +295,7 @@ def appointment_row(
     return row
 
 
-def _active(now: dt.datetime) -> object:
+def _active(now: dt.datetime | Any) -> object:
     """Holding a chair now: booked or in the chair, or a hold not yet lapsed."""
     return or_(
         AppointmentRow.status.in_([s.value for s in ACTIVE if s is not AppointmentStatus.PENDING]),
@@ -421,3 +469,525 @@ def blocks_between(
             .order_by(ChairBlockRow.start_at, ChairBlockRow.id)
         )
     )
+
+
+# --- a new booking in a few statements --------------------------------------------------------
+
+_appointments = typed_as(Table, AppointmentRow.__table__)
+_reminders = typed_as(Table, ReminderRow.__table__)
+
+RECENT_MEASUREMENTS = 3
+"""The patient's latest measurements read with a booking: the one that applies on the dosing
+day is among them unless three were recorded after it (then the dose takes its full path)."""
+
+
+@dataclass(frozen=True)
+class BookingInputs:
+    """What one joined read returns for a new booking: the plan (row and current version),
+    its patient, site and the chair asked for (None: no such chair), and the patient's latest
+    measurements (newest first)."""
+
+    plan: Any  # plan row columns: id, patient_id, site_id, status, current_version, usual_*
+    version: Any  # version, spec
+    patient: Any  # PatientRow's columns
+    site: Any  # SiteRow's columns
+    chair: Any | None  # id, site_id, active
+    measurements: list[Any]  # MeasurementRow's columns
+    covered: bool  # the plan has an authorisation or payer caps (coverage to check)
+
+
+def _prefixed(prefix: str, table: Any) -> list[Any]:
+    return [c.label(f"{prefix}{c.key}") for c in table.columns]
+
+
+def _part(row: Any, prefix: str) -> Any:
+    mapping = row._mapping
+    return types.SimpleNamespace(
+        **{k[len(prefix) :]: mapping[k] for k in mapping if k.startswith(prefix)}
+    )
+
+
+@cache
+def _inputs_query(lock: bool) -> Any:
+    """booking_inputs' statement, built once (building it cost more than running it)."""
+    recent = (
+        select(MeasurementRow.id)
+        .where(MeasurementRow.patient_id == PlanRow.patient_id)
+        .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
+        .limit(RECENT_MEASUREMENTS)
+        .correlate(PlanRow)
+        .scalar_subquery()
+    )
+    columns: list[Any] = [
+        *_prefixed("p_", PlanRow.__table__),
+        *_prefixed("v_", PlanVersionRow.__table__),
+        *_prefixed("t_", PatientRow.__table__),
+        *_prefixed("s_", SiteRow.__table__),
+        ChairRow.id.label("c_id"),
+        ChairRow.site_id.label("c_site_id"),
+        ChairRow.active.label("c_active"),
+        *_prefixed("m_", MeasurementRow.__table__),
+        # whether the plan has an authorisation or payer caps to check (most have neither)
+        or_(
+            exists().where(PlanAuthorisationRow.plan_id == PlanRow.id),
+            exists().where(PayerCapsRow.plan_id == PlanRow.id),
+        ).label("covered"),
+    ]
+    if lock:
+        plans = PlanRow.__table__.alias("locked_plan")
+        locked = (
+            select(func.pg_advisory_xact_lock(_lock_key(plans.c.site_id)))
+            .where(plans.c.id == bindparam("plan_id", type_=String()))
+            .scalar_subquery()
+        )
+        columns.append(locked.label("locked"))
+    return (
+        select(*columns)
+        .select_from(PlanRow)
+        .join(
+            PlanVersionRow,
+            and_(
+                PlanVersionRow.plan_id == PlanRow.id,
+                PlanVersionRow.version == PlanRow.current_version,
+            ),
+        )
+        .join(PatientRow, PatientRow.id == PlanRow.patient_id)
+        .join(SiteRow, SiteRow.id == PlanRow.site_id)
+        .outerjoin(ChairRow, ChairRow.id == bindparam("chair_id", type_=String()))
+        .outerjoin(
+            MeasurementRow,
+            and_(MeasurementRow.patient_id == PlanRow.patient_id, MeasurementRow.id.in_(recent)),
+        )
+        .where(PlanRow.id == bindparam("plan_id", type_=String()))
+        .order_by(MeasurementRow.measured_on.desc(), MeasurementRow.id.desc())
+    )
+
+
+def booking_inputs(
+    session: Session, plan_id: str, chair_id: str, day: dt.date, *, lock: bool = True
+) -> BookingInputs | None:
+    """The plan, its current version, patient, site, the chair and the patient's latest
+    measurements in one statement; on PostgreSQL it also takes the lock of the plan's site on
+    ``day`` (lock_days' lock), before the day is read, unless ``lock`` is False (the caller
+    took its days' locks already). None when there is no such plan (the
+    caller raises NOT_FOUND; scope is the caller's to check, from the site's organisation)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _inputs_query(lock and postgres)
+    params = {"plan_id": plan_id, "chair_id": chair_id, "lock_day": day.isoformat()}
+    rows = session.execute(query, params).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return BookingInputs(
+        plan=_part(first, "p_"),
+        version=_part(first, "v_"),
+        patient=_part(first, "t_"),
+        site=_part(first, "s_"),
+        chair=None if first.c_id is None else _part(first, "c_"),
+        measurements=[_part(r, "m_") for r in rows if r.m_id is not None],
+        covered=bool(first.covered),
+    )
+
+
+@cache
+def _day_query() -> Any:
+    """booking_day's statement, built once."""
+    a = AppointmentRow
+    text, number = String(), Integer()
+    instant, date = UtcDateTime(), Date()
+    site = bindparam("site_id", type_=text)
+    now = bindparam("now", type_=instant)
+
+    def typed(value: Any, type_: Any) -> Any:
+        return cast(null(), type_) if value is None else value
+
+    def branch(
+        kind: str,
+        *,
+        id_: Any,
+        chair: Any = None,
+        patient: Any = None,
+        status: Any = None,
+        course: Any = None,
+        name: Any = None,
+        on: Any = None,
+        due: Any = None,
+        first: Any = None,
+        last: Any = None,
+        course_day: Any = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> Any:
+        return select(
+            literal(kind, text).label("kind"),
+            id_.label("id"),
+            typed(chair, text).label("chair_id"),
+            typed(patient, text).label("patient_id"),
+            typed(status, text).label("status"),
+            typed(course, text).label("course"),
+            typed(name, text).label("name"),
+            typed(on, date).label("local_date"),
+            typed(due, date).label("due_date"),
+            typed(first, number).label("start_minute"),
+            typed(last, number).label("end_minute"),
+            typed(course_day, number).label("course_day"),
+            typed(start, instant).label("start_at"),
+            typed(end, instant).label("end_at"),
+        )
+
+    chairs = branch("chair", id_=ChairRow.id, name=ChairRow.display_name).where(
+        ChairRow.site_id == site, ChairRow.active.is_(True)
+    )
+    blocks = branch(
+        "block",
+        id_=ChairBlockRow.id,
+        chair=ChairBlockRow.chair_id,
+        start=ChairBlockRow.start_at,
+        end=ChairBlockRow.end_at,
+    ).where(
+        ChairBlockRow.site_id == site,
+        ChairBlockRow.start_at < bindparam("next_midnight", type_=instant),
+        ChairBlockRow.end_at > bindparam("midnight", type_=instant),
+    )
+    booked = branch(
+        "booking",
+        id_=a.id,
+        chair=a.chair_id,
+        patient=a.patient_id,
+        on=a.local_date,
+        first=a.start_minute,
+        last=a.end_minute,
+    ).where(a.site_id == site, a.local_date == bindparam("day", type_=date), _active(now))
+    mine = branch(
+        "plan",
+        id_=a.id,
+        status=a.status,
+        course=a.course,
+        on=a.local_date,
+        due=a.due_date,
+        course_day=a.course_day,
+    ).where(
+        a.plan_id == bindparam("plan_id", type_=text),
+        or_(a.status == AppointmentStatus.FULFILLED.value, _active(now)),  # type: ignore[arg-type]
+    )
+    return union_all(chairs, blocks, booked, mine)
+
+
+@dataclass(frozen=True)
+class BookingDay:
+    """A site day as one statement reads it for a booking: the site's chairs in service (by
+    name), the chair blocks crossing the day, the day's active bookings, and the plan's
+    fulfilled and active appointments (its history and what is booked already)."""
+
+    chairs: list[str]
+    blocks: list[tuple[str, dt.datetime, dt.datetime]]
+    bookings: list[FixedBooking]
+    plan_appointments: list[Any]  # id, plan_id, status, local_date, course, course_day, due_date
+
+
+def booking_day(
+    session: Session,
+    site_id: str,
+    day: dt.date,
+    midnight: dt.datetime,
+    next_midnight: dt.datetime,
+    plan_id: str,
+    now: dt.datetime,
+) -> BookingDay:
+    """One UNION ALL of four reads (see BookingDay), in the transaction holding the day's lock."""
+    params = {
+        "site_id": site_id,
+        "day": day,
+        "midnight": midnight,
+        "next_midnight": next_midnight,
+        "plan_id": plan_id,
+        "now": now,
+    }
+    rows = session.execute(_day_query(), params).all()
+    by_kind: dict[str, list[Any]] = {"chair": [], "block": [], "booking": [], "plan": []}
+    for row in rows:
+        by_kind[row.kind].append(row)
+    return BookingDay(
+        chairs=[r.id for r in sorted(by_kind["chair"], key=lambda r: (r.name, r.id))],
+        blocks=[
+            (r.chair_id, r.start_at, r.end_at)
+            for r in sorted(by_kind["block"], key=lambda r: (r.start_at, r.id))
+        ],
+        bookings=[
+            FixedBooking(r.id, r.patient_id, r.chair_id, r.local_date, r.start_minute, r.end_minute)
+            for r in sorted(by_kind["booking"], key=lambda r: (r.start_minute, r.id))
+        ],
+        plan_appointments=[
+            types.SimpleNamespace(
+                id=r.id,
+                plan_id=plan_id,
+                status=r.status,
+                local_date=r.local_date,
+                course=r.course,
+                course_day=r.course_day,
+                due_date=r.due_date,
+            )
+            for r in sorted(by_kind["plan"], key=lambda r: (r.local_date, r.id))
+        ],
+    )
+
+
+@cache
+def _locked_appointment() -> Any:
+    """BatchedAppointments.get's statement, built once."""
+    r = ReminderRow
+    return (
+        select(
+            *_prefixed("a_", _appointments),
+            SiteRow.organisation_id.label("s_organisation_id"),
+            SiteRow.display_name.label("s_display_name"),
+            SiteRow.time_zone.label("s_time_zone"),
+            PatientRow.given_name.label("t_given_name"),
+            PatientRow.family_name.label("t_family_name"),
+            PatientRow.notify_subscriber_id.label("t_notify_subscriber_id"),
+            *_prefixed("r_", _reminders),
+        )
+        .select_from(AppointmentRow)
+        .join(SiteRow, SiteRow.id == AppointmentRow.site_id)
+        .outerjoin(PatientRow, PatientRow.id == AppointmentRow.patient_id)
+        .outerjoin(r, r.appointment_id == AppointmentRow.id)
+        .where(AppointmentRow.id == bindparam("appointment_id", type_=String()))
+        .with_for_update(of=AppointmentRow)
+    )
+
+
+class BatchedAppointments:
+    """The appointments of one transaction (usecases/bookings.py AppointmentStore), read and
+    written in as few statements as the lifecycle allows: ``get`` reads the appointment
+    (locked), its reminders, site and patient in one statement; what the use case then decides
+    (the appointment saved or added, reminders cancelled and scheduled, outbox rows) is held
+    and written together, on PostgreSQL by one statement (a data-modifying WITH that also
+    carries the idempotency key's response: services.common.db.defer_write), on SQLite by one
+    per table. One appointment per store; a caller that reads after saving flushes first
+    (services.common.db.flush_deferred)."""
+
+    def __init__(self, session: Session, zones: dict[str, ZoneInfo] | None = None) -> None:
+        self.session = session
+        self._zones = dict(zones or {})
+        self._appointment: Appointment | None = None
+        self._new = False
+        self._deferred = False
+        self._reminders: list[dict[str, Any]] = []  # as read, then as changed
+        self._cancelled: list[str] = []
+        self._added: list[dict[str, Any]] = []
+        self._events: list[Event] = []
+        self._now: dt.datetime | None = None
+        self._parties: Parties | None = None
+
+    def get(self, appointment_id: str) -> Appointment:
+        params = {"appointment_id": appointment_id}
+        rows = self.session.execute(_locked_appointment(), params).all() if appointment_id else []
+        if not rows or not current_scope().sees(rows[0].s_organisation_id, rows[0].a_site_id):
+            raise NotFound("appointment", appointment_id)
+        first = rows[0]
+        site, patient = _part(first, "s_"), _part(first, "t_")
+        self._zones[first.a_site_id] = ZoneInfo(site.time_zone)
+        self._parties = Parties(
+            site.display_name,
+            site.time_zone,
+            f"{patient.given_name} {patient.family_name}",
+            patient.notify_subscriber_id or "",
+        )
+        self._reminders = [vars(_part(row, "r_")) for row in rows if row.r_id is not None]
+        row = _part(first, "a_")
+        row.reminders = []  # the store keeps them (self._reminders): _current adds them
+        self._appointment = self._current(appointment_of(row))
+        return replace(self._appointment)
+
+    def add(self, appointment: Appointment) -> None:
+        assert self._appointment is None, "one appointment per store"
+        self._new = True
+        self.save(appointment)
+
+    def save(self, appointment: Appointment) -> None:
+        self._appointment = appointment
+        wrote(AppointmentRow(id=appointment.id, patient_id=appointment.patient_id))
+        if not self._deferred:
+            self._deferred = True
+            defer_write(self.session, self._write)
+
+    def write(self, events: Sequence[Event], now: dt.datetime) -> None:
+        self._events.extend(events)
+        self._now = now
+
+    def schedule_reminders(
+        self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
+    ) -> None:
+        a = self._mine(appointment_id)
+        taken = {r["dedupe_key"] for r in [*self._reminders, *self._added]}
+        self._added.extend(
+            reminders.new_rows(
+                a.id,
+                local_start(a.local_date, a.start_minute, zone),
+                a.start_at,
+                offsets,
+                now,
+                taken,
+            )
+        )
+
+    def cancel_reminders(self, appointment_id: str, now: dt.datetime) -> None:
+        """As store/reminders.cancel: those not sent are cancelled; those raised are cancelled
+        at notify too (CANCEL_NOTIFICATION), unless the appointment has begun."""
+        a = self._mine(appointment_id)
+        events: list[Event] = []
+        for reminder in self._reminders:
+            status = reminder["status"]
+            raised = status == ReminderStatus.RAISED.value and a.start_at > now
+            if status == ReminderStatus.SCHEDULED.value or raised:
+                reminder["status"] = ReminderStatus.CANCELLED.value
+                reminder["updated_at"] = now
+                self._cancelled.append(reminder["id"])
+            if raised:
+                key = reminder["dedupe_key"]
+                for k in (key, key + PATIENT_COPY):
+                    events.append(Event(CANCEL_NOTIFICATION, f"CANCEL:{k}", {"dedupe_key": k}))
+        self.write(events, now)
+
+    def current(self, appointment_id: str) -> Appointment:
+        return self._current(self._mine(appointment_id))
+
+    def zone(self, site_id: str) -> ZoneInfo:
+        return self._zones[site_id]
+
+    def parties(self, appointment: Appointment) -> Parties:
+        assert self._parties is not None, "read the appointment with get() first"
+        return self._parties
+
+    def _mine(self, appointment_id: str) -> Appointment:
+        a = self._appointment
+        assert a is not None and a.id == appointment_id, "one appointment per store"
+        return a
+
+    def _current(self, a: Appointment) -> Appointment:
+        held = sorted(
+            [*self._reminders, *self._added], key=lambda r: (r["due_at"], r["created_at"])
+        )
+        return replace(
+            a,
+            reminders=tuple(
+                Reminder(r["offset_label"], r["due_at"], ReminderStatus(r["status"])) for r in held
+            ),
+        )
+
+    def _write(self, riders: Sequence[Rider]) -> None:
+        a = self._appointment
+        assert a is not None
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        parts: list[tuple[Any, list[dict[str, Any]]]] = []  # (statement, its rows)
+        if self._new:
+            row = {
+                "id": a.id,
+                "created_at": a.created_at,
+                "stock_status": a.stock_status,
+                "stock_note": a.stock_note,
+                **_values(a),
+            }
+            parts.append((_insert_row(_appointments, tuple(row)), [row]))
+        else:
+            row = {f"v_{k}": v for k, v in {"id": a.id, **_values(a)}.items()}
+            parts.append((_update_appointment(tuple(row)), [row]))
+        if self._cancelled:
+            cancelled = {"ids": self._cancelled, "to_status": ReminderStatus.CANCELLED.value}
+            parts.append((_CANCEL_REMINDERS, [{**cancelled, "at": self._now}]))
+        if self._added:
+            parts.append((_insert_row(_reminders, tuple(self._added[0])), self._added))
+        events = outbox_rows(self._events, self._now or a.updated_at)
+        if events and postgres:  # one INSERT, so the rows take their seq in the events' order
+            merged = {f"{k}_{i}": v for i, row in enumerate(events) for k, v in row.items()}
+            parts.append((_insert_outbox(tuple(events[0]), len(events)), [merged]))
+        elif events:
+            parts.append((_insert_row(outbox, tuple(events[0]), True, False), events))
+        parts.extend((statement, [params]) for statement, params in riders)
+        if not postgres:
+            for statement, rows in parts:
+                self.session.execute(statement, rows[0] if len(rows) == 1 else rows)
+            return
+        shape = tuple((id(statement), len(rows)) for statement, rows in parts)
+        params: dict[str, Any] = {}
+        for n, (_, rows) in enumerate(parts):
+            for k, values in enumerate(rows):
+                params.update({f"w{n}_{k}_{key}": value for key, value in values.items()})
+        self.session.execute(_write_statement(shape, [s for s, _ in parts]), params)
+
+
+# Statements the batched store writes with, built once: building a statement cost more than
+# sending it, and a statement built alike each time is compiled once (SQLAlchemy's cache).
+
+
+@cache
+def _insert_row(table: Table, keys: tuple[str, ...], upsert: bool = False, pg: bool = True) -> Any:
+    """INSERT of one row of ``keys``, each bound by its own name (ON CONFLICT on the dedupe
+    key doing nothing when ``upsert``)."""
+    values = {k: bindparam(k, type_=table.c[k].type) for k in keys}
+    if not upsert:
+        return insert(table).values(values)
+    dialect_insert = postgresql.insert if pg else sqlite.insert
+    return (
+        dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+
+
+@cache
+def _insert_outbox(keys: tuple[str, ...], count: int) -> Any:
+    """PostgreSQL: one INSERT of ``count`` outbox rows (the i-th row's ``k`` bound as
+    ``k_i``) from a UNION ALL of bound rows, which SQLAlchemy caches (a multi-row VALUES it
+    does not), skipping dedupe keys already there."""
+    c = outbox.c
+    rows = [select(*[bindparam(f"{k}_{i}", type_=c[k].type) for k in keys]) for i in range(count)]
+    source = rows[0] if count == 1 else union_all(*rows)
+    statement = postgresql.insert(outbox).from_select(list(keys), source)
+    return statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+
+@cache
+def _update_appointment(keys: tuple[str, ...]) -> Any:
+    """UPDATE of an appointment's ``keys`` (each bound as ``v_<column>``, the row by v_id)."""
+    c = _appointments.c
+    values = {k[2:]: bindparam(k, type_=c[k[2:]].type) for k in keys if k != "v_id"}
+    return update(_appointments).where(c.id == bindparam("v_id", type_=c.id.type)).values(values)
+
+
+_CANCEL_REMINDERS = (
+    update(_reminders)
+    .where(_reminders.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=bindparam("to_status", type_=String()),
+        updated_at=bindparam("at", type_=UtcDateTime()),
+    )
+)
+
+
+_WRITES: dict[tuple[tuple[int, int], ...], Any] = {}
+
+
+def _write_statement(shape: tuple[tuple[int, int], ...], statements: Sequence[Any]) -> Any:
+    """One data-modifying WITH running ``statements`` (the k-th row of the n-th bound as
+    ``w{n}_{k}_{name}``), built once per shape. Every parameter is bound by name (a literal
+    value inside a statement would be kept with the first statement built: refused)."""
+    built = _WRITES.get(shape)
+    if built is None:
+        ctes = []
+        for n, ((_, count), statement) in enumerate(zip(shape, statements, strict=True)):
+            for k in range(count):
+                ctes.append(_renamed(statement, f"w{n}_{k}_").cte(f"w{n}_{k}"))
+        built = select(literal(1)).add_cte(*ctes)
+        if len(_WRITES) < 1000:
+            _WRITES[shape] = built
+    return built
+
+
+def _renamed(statement: Any, prefix: str) -> Any:
+    def rename(element: Any) -> Any:
+        if isinstance(element, BindParameter):
+            if element.unique:
+                raise ValueError("bind every parameter of a batched write by name")
+            return bindparam(prefix + element.key, type_=element.type, expanding=element.expanding)
+        return None
+
+    return visitors.replacement_traverse(statement, {}, rename)  # type: ignore[call-overload]

@@ -63,6 +63,13 @@ def write_events(session: Session, table: Table, events: Iterable[Event], now: d
     return len(written.all())
 
 
+def outbox_rows(events: Iterable[Event], now: dt.datetime) -> list[dict[str, Any]]:
+    """The outbox rows of ``events``, for a caller that inserts them itself (ON CONFLICT on
+    the dedupe key doing nothing, as write_events does)."""
+    traceparent = tracing.current_traceparent()
+    return [_outbox_row(e, now, traceparent) for e in events]
+
+
 def _outbox_row(event: Event, now: dt.datetime, traceparent: str | None) -> dict[str, Any]:
     expires = event.expires_at
     return {

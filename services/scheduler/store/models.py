@@ -242,8 +242,9 @@ class ReminderRow(Base):
 
 
 class BookingLockRow(Base):
-    """One row per site and local day, locked (FOR UPDATE) by every booking of that day: the
-    nurse rules are per day, so bookings of one day queue while other days book in parallel."""
+    """Once the site-day lock (a row per site and local day, locked FOR UPDATE). The lock is
+    now a transaction-level advisory lock on the same site and day (store/appointments.
+    lock_days), which writes nothing; the table stays until a migration drops it."""
 
     __tablename__ = "booking_locks"
     site_id: Mapped[str] = mapped_column(String(40), primary_key=True)

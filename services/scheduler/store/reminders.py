@@ -9,8 +9,9 @@ copy); the relay calls notify's CancelNotification with them (adapters/notify_re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import groupby
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
@@ -41,25 +42,43 @@ def schedule(
     row = _saved(session, appointment_id)
     start = local_start(row.local_date, row.start_minute, zone)
     taken = {r.dedupe_key for r in row.reminders}
+    for values in new_rows(row.id, start, row.start_at, offsets_hours, now, taken):
+        del values["appointment_id"]
+        row.reminders.append(ReminderRow(**values))
+    session.flush()
+
+
+def new_rows(
+    appointment_id: str,
+    start: dt.datetime,
+    start_at: dt.datetime,
+    offsets_hours: Sequence[float],
+    now: dt.datetime,
+    taken: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """The reminder rows a booking starting at ``start`` (local) scheduled at ``now``; a key
+    in ``taken`` (moved away and back to the same time: the old key may be cancelled at
+    notify) gets a suffix."""
+    rows = []
     for planned in plan_reminders(start, offsets_hours, now):
-        base = key = reminder_key(row.id, planned.offset, row.start_at)
-        # moved away and back to the same time: the old key may be cancelled at notify
+        base = key = reminder_key(appointment_id, planned.offset, start_at)
         n = 1
         while key in taken:
             n += 1
             key = f"{base}:{n}"
-        row.reminders.append(
-            ReminderRow(
-                id=new_id(),
-                offset_label=planned.offset,
-                due_at=planned.due_at,
-                status=ReminderStatus.SCHEDULED.value,
-                dedupe_key=key,
-                created_at=now,
-                updated_at=now,
-            )
+        rows.append(
+            {
+                "id": new_id(),
+                "appointment_id": appointment_id,
+                "offset_label": planned.offset,
+                "due_at": planned.due_at,
+                "status": ReminderStatus.SCHEDULED.value,
+                "dedupe_key": key,
+                "created_at": now,
+                "updated_at": now,
+            }
         )
-    session.flush()
+    return rows
 
 
 def cancel(session: Session, appointment_id: str, now: dt.datetime) -> int:
@@ -154,19 +173,7 @@ def schedule_booked(
     rows = []
     for appointment_id, local_date, start_minute, start_at, zone in booked:
         start = local_start(local_date, start_minute, ZoneInfo(zone))
-        for planned in plan_reminders(start, offsets_hours, now):
-            rows.append(
-                {
-                    "id": new_id(),
-                    "appointment_id": appointment_id,
-                    "offset_label": planned.offset,
-                    "due_at": planned.due_at,
-                    "status": ReminderStatus.SCHEDULED.value,
-                    "dedupe_key": reminder_key(appointment_id, planned.offset, start_at),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+        rows.extend(new_rows(appointment_id, start, start_at, offsets_hours, now))
     if rows:
         connection.execute(table.insert(), rows)  # type: ignore[attr-defined]
     return len(rows)

@@ -1,10 +1,17 @@
 """Booking use cases: slot search, holds, bookings, the appointment
 lifecycle, induction series and the chair board.
 
-Every booking of a site-day takes that day's lock first (a row locked FOR UPDATE on
-PostgreSQL, the database write lock on SQLite), then re-reads the day and checks the rules of
-domain/slots.py: two clients racing for one chair-minute, or for the last nurse, queue on the
-lock and the second finds the conflict and gets ABORTED naming it.
+Every booking of a site-day takes that day's lock first (a transaction-level advisory lock
+on PostgreSQL, store/appointments.lock_days; the database write lock on SQLite), then re-reads
+the day and checks the rules of domain/slots.py: two clients racing for one chair-minute, or
+for the last nurse, queue on the lock and the second finds the conflict and gets ABORTED
+naming it.
+
+The hot paths (a booking by plan, chair and time; a move; the lifecycle's moves) read and
+write through store/appointments' set-based statements (``booking_inputs``, ``booking_day``,
+``BatchedAppointments``): one joined read, one read of the day, and one statement writing
+what the appointment decided with its reminders, outbox rows and the idempotency response.
+Holds, series and PlanSchedule place through the ORM (``place``).
 """
 
 from __future__ import annotations
@@ -21,17 +28,19 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
 from services.common.convert import decimal_str
-from services.common.db import Database
+from services.common.db import Database, flush_deferred
 from services.common.errors import (
     Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     PreconditionViolation,
 )
 from services.common.etag import check_etag
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
+from services.common.scope import current_scope
 from services.scheduler.adapters.inventory_stock import InventoryStock
 from services.scheduler.domain.appointments import (
     Appointment,
@@ -48,7 +57,8 @@ from services.scheduler.domain.appointments import (
     public_holidays,
     timing,
 )
-from services.scheduler.domain.capacity import DayCapacity, SiteRules
+from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
+from services.scheduler.domain.dosing import DoseResult
 from services.scheduler.domain.due import CourseKind, DueItem
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
@@ -56,11 +66,12 @@ from services.scheduler.domain.sites import ChairBlock, Site
 from services.scheduler.domain.slots import CLOSED, HOURS, DayBook, Fit, rank, wall_minutes
 from services.scheduler.store import appointments as store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.appointments import SqlAppointments
+from services.scheduler.store.appointments import BatchedAppointments, SqlAppointments
+from services.scheduler.store.codec import plan_of
 from services.scheduler.store.events import Event as OutboxEvent
 from services.scheduler.store.events import addressed
 from services.scheduler.usecases.doses import Doses
-from services.scheduler.usecases.records import Records
+from services.scheduler.usecases.records import Records, due_items_from
 from services.scheduler.usecases.regimens import check_plan_allows_booking, home_refusal
 
 S = AppointmentStatus
@@ -145,7 +156,10 @@ class Bookings:
         doses: Doses,
         stock: InventoryStock | None = None,
         reminder_offsets_hours: Sequence[float] = DEFAULT_REMINDER_OFFSETS_HOURS,
-        appointments: Callable[[Session], AppointmentStore] = SqlAppointments,
+        appointments: Callable[[Session], AppointmentStore] = BatchedAppointments,
+        new_booking: Callable[
+            [Session, dict[str, ZoneInfo]], AppointmentStore
+        ] = BatchedAppointments,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -154,23 +168,46 @@ class Bookings:
         self.stock = stock
         self.reminder_offsets_hours = tuple(reminder_offsets_hours)
         self.appointments = appointments
+        self.new_booking = new_booking  # a new booking's store, written in one statement
 
     # --- the day --------------------------------------------------------------------------------
 
     def day_plan(self, session: Session, site: Site, day: dt.date, exclude: str = "") -> DayPlan:
-        """Opening hours, chairs, blocks, nurses and the day's active bookings. Several
-        opening intervals on one day become one span with the gaps blocked on every chair."""
-        if day in site.closure_dates:
-            return DayPlan(site, day, None, "closure date", None)
-        if day in public_holidays(site.capacity, range(day.year, day.year + 1)):
-            return DayPlan(site, day, None, "public holiday", None)
+        """Opening hours, chairs, blocks, nurses and the day's active bookings."""
+        if _closed(site, day):
+            return self._day_plan_of(site, day, [], [], [])
+        chairs = [c.id for c in store.active_chairs(session, site.id)]
+        if not chairs:
+            return self._day_plan_of(site, day, chairs, [], [])
+        zone = site.zone
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+        next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        blocks = [
+            (b.chair_id, b.start_at, b.end_at)
+            for b in store.blocks_between(session, site.id, midnight, next_midnight)
+        ]
+        now = self.clock.now()
+        bookings = [b for b in store.fixed_on(session, site.id, day, day, now) if b.id != exclude]
+        return self._day_plan_of(site, day, chairs, blocks, bookings)
+
+    def _day_plan_of(
+        self,
+        site: Site,
+        day: dt.date,
+        chairs: Sequence[str],
+        chair_blocks: Sequence[tuple[str, dt.datetime, dt.datetime]],
+        bookings: Sequence[FixedBooking],
+    ) -> DayPlan:
+        """The day from what was read: the site's chairs in service, the chair blocks crossing
+        the day, its active bookings. Several opening intervals on one day become one span
+        with the gaps blocked on every chair."""
+        closed = _closed(site, day)
+        if closed:
+            return DayPlan(site, day, None, closed, None)
         hours = sorted(
             (h for h in site.opening_hours if h.weekday == day.isoweekday()),
             key=lambda h: h.open,
         )
-        if not hours:
-            return DayPlan(site, day, None, "not open on that weekday", None)
-        chairs = [c.id for c in store.active_chairs(session, site.id)]
         if not chairs:
             return DayPlan(site, day, None, "no chair in service", None)
         open_minute, close_minute = wall_minutes(hours[0].open), wall_minutes(hours[-1].close)
@@ -183,11 +220,11 @@ class Bookings:
         zone = site.zone
         midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
         next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
-        for block in store.blocks_between(session, site.id, midnight, next_midnight):
-            start = max(block.start_at, midnight).astimezone(zone)
-            end = min(block.end_at, next_midnight).astimezone(zone)
+        for chair_id, start_at, end_at in chair_blocks:
+            start = max(start_at, midnight).astimezone(zone)
+            end = min(end_at, next_midnight).astimezone(zone)
             end_minute = 24 * 60 if end.date() > day else end.hour * 60 + end.minute
-            blocks.append((block.chair_id, start.hour * 60 + start.minute, end_minute))
+            blocks.append((chair_id, start.hour * 60 + start.minute, end_minute))
         shifts = tuple(
             (wall_minutes(s.start), wall_minutes(s.end), s.nurses)
             for s in site.capacity.nurse_shifts
@@ -201,9 +238,7 @@ class Bookings:
             chair_blocks=tuple(blocks),
             nurse_shifts=shifts,
         )
-        now = self.clock.now()
-        bookings = [b for b in store.fixed_on(session, site.id, day, day, now) if b.id != exclude]
-        return DayPlan(site, day, capacity, "", DayBook(capacity, site_rules(site), bookings))
+        return DayPlan(site, day, capacity, "", DayBook(capacity, site_rules(site), list(bookings)))
 
     # --- what to book ---------------------------------------------------------------------------
 
@@ -218,6 +253,10 @@ class Bookings:
         and the dose for the item's day, from CalculateDose's rules."""
         course = CourseKind(item.course)
         result = self.doses.calculate(plan.id, plan.version, item.due_date, course)
+        return self._need_of(plan, item, site, result)
+
+    def _need_of(self, plan: TherapyPlan, item: DueItem, site: Site, result: DoseResult) -> Need:
+        course = CourseKind(item.course)
         index = max(item.course_day - 1, 0) if course is CourseKind.INDUCTION else 0
         day = result.days[min(index, len(result.days) - 1)]
         if day.chair is None:
@@ -254,20 +293,7 @@ class Bookings:
         return plan
 
     def _next_item(self, session: Session, plan: TherapyPlan) -> DueItem:
-        items = self.open_items(session, plan)
-        free = [i for i in items if not i.booked_appointment_id]
-        if not free:
-            booked = ", ".join(i.booked_appointment_id for i in items)
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "NOT_BOOKED_YET",
-                        f"therapyPlans/{plan.id}",
-                        f"the plan's next infusion is already booked ({booked})",
-                    )
-                ]
-            )
-        return free[0]
+        return _first_free(plan, self.open_items(session, plan))
 
     # --- slot search ----------------------------------------------------------------------------
 
@@ -370,10 +396,82 @@ class Bookings:
         if missing:
             raise InvalidArgument(missing)
         assert day is not None and start is not None
-        plan = self._plan(session, plan_id, "therapy_plan_id")
+        return self._book_new(session, plan_id, chair_id, day, start)
+
+    def _book_new(
+        self, session: Session, plan_id: str, chair_id: str, day: dt.date, start: dt.time
+    ) -> Appointment:
+        """A booking by plan, chair and time, as few round trips as the rules allow: one
+        joined read of the plan, patient, measurements, site and chair that also takes the
+        site-day lock (PostgreSQL), one read of the day, then the booking, its reminders, its
+        outbox row and the idempotency response in one statement
+        (store.BatchedAppointments). The same checks, in the same order, as ``place``."""
+        inputs = store.booking_inputs(session, plan_id, chair_id, day)
+        if inputs is None or not current_scope().sees(inputs.site.organisation_id, inputs.site.id):
+            raise NotFound("therapy plan", plan_id)
+        current_scope().check("patient", inputs.patient.id, inputs.patient.organisation_id)
+        plan = plan_of(inputs.plan, inputs.version)
+        if plan.status is not PlanStatus.ACTIVE:
+            raise FailedPrecondition(
+                [
+                    PreconditionViolation(
+                        "PLAN_ACTIVE", f"therapyPlans/{plan_id}", f"the plan is {plan.status}"
+                    )
+                ]
+            )
+        site = repo.site_from_row(inputs.site)
+        if plan.site_id != site.id:  # the version names another site than the row: rare
+            return self._book_placed(session, plan, chair_id, day, start)
+        now = self.clock.now()
+        zone = site.zone
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+        next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        read = store.booking_day(session, site.id, day, midnight, next_midnight, plan.id, now)
+        item = _first_free(
+            plan, due_items_from([plan], read.plan_appointments, site.local_today(now))
+        )
+        need = self._need_of(plan, item, site, self._dose(plan, inputs, item))
+        chair = inputs.chair
+        self._check_chair(
+            site, chair_id, chair.site_id if chair else None, bool(chair and chair.active)
+        )
+        self.check_before_booking(session, need, site, day, covered=inputs.covered)
+        plan_day = self._day_plan_of(site, day, read.chairs, read.blocks, read.bookings)
+        book = self.new_booking(session, {site.id: zone})
+        return self._write_placement(
+            book, site, need, plan_day, chair_id, day, start, S.BOOKED, None, "", None
+        )
+
+    def _book_placed(
+        self, session: Session, plan: TherapyPlan, chair_id: str, day: dt.date, start: dt.time
+    ) -> Appointment:
         site = repo.site_from_row(repo.site_row(session, plan.site_id))
         need = self.need(plan, self._next_item(session, plan), site)
         return self.place(session, site, need, chair_id, day, start, S.BOOKED, None)
+
+    def check_before_booking(
+        self,
+        session: Session,
+        need: Need,
+        site: Site,
+        day: dt.date,
+        *,
+        moving: str = "",
+        covered: bool = True,
+    ) -> None:
+        """The one place for checks a booking must pass before it is written, besides the
+        slot rules: every way a booking is made (``book``, ``reschedule``, and ``place`` for
+        holds, series and PlanSchedule; a hold confirmed was checked when it was placed) calls
+        it, after the plan, the dose and the chair are known and the site-day lock is held.
+        Raises to refuse: a plan given at home, or its authorisations and payer caps
+        (docs/regimens.md, "Authorisations and payer caps"). ``moving``: the appointment being
+        moved (not counted against the caps); ``covered`` False: the caller's read found
+        neither an authorisation nor caps, so there is nothing to read."""
+        if not covered and not need.plan.home_administration:
+            return
+        check_plan_allows_booking(
+            session, need.plan, need.product_id, day, need.dose_grams, moving, self.clock.now()
+        )
 
     def book_course(
         self,
@@ -459,16 +557,55 @@ class Bookings:
         existing: Appointment | None = None,
     ) -> Appointment:
         """Lock the day, re-read it, check every rule, and write (or move) the booking: the
-        one way a booking is written (slot booking, series, reschedule, PlanSchedule)."""
+        way a booking is written (series, reschedule, PlanSchedule, holds; ``book`` reads
+        and writes the same in fewer statements)."""
         chair = repo.chair_row(session, chair_id) if chair_id else None
-        if chair is None or chair.site_id != site.id:
+        self._check_chair(
+            site, chair_id, chair.site_id if chair else None, bool(chair and chair.active)
+        )
+        store.lock_days(session, site.id, [day])
+        self.check_before_booking(
+            session, need, site, day, moving=existing.id if existing is not None else ""
+        )
+        plan_day = self.day_plan(session, site, day, exclude=existing.id if existing else "")
+        return self._write_placement(
+            SqlAppointments(session),
+            site,
+            need,
+            plan_day,
+            chair_id,
+            day,
+            start,
+            status,
+            hold_expires,
+            series_id,
+            existing,
+        )
+
+    @staticmethod
+    def _check_chair(site: Site, chair_id: str, chair_site: str | None, active: bool) -> None:
+        if chair_site is None or chair_site != site.id:
             raise InvalidArgument([FieldViolation("chair_id", f"no chair {chair_id!r} at site")])
-        if not chair.active:
+        if not active:
             raise FailedPrecondition(
                 [PreconditionViolation("CHAIR_ACTIVE", f"chairs/{chair_id}", "out of service")]
             )
-        store.lock_days(session, site.id, [day])
-        plan_day = self.day_plan(session, site, day, exclude=existing.id if existing else "")
+
+    def _write_placement(
+        self,
+        book: AppointmentStore,
+        site: Site,
+        need: Need,
+        plan_day: DayPlan,
+        chair_id: str,
+        day: dt.date,
+        start: dt.time,
+        status: S,
+        hold_expires: dt.datetime | None,
+        series_id: str,
+        existing: Appointment | None,
+    ) -> Appointment:
+        """Check the slot rules on the locked day and write the booking (or the move)."""
         if plan_day.book is None:
             raise FailedPrecondition(
                 [
@@ -508,15 +645,6 @@ class Bookings:
                 },
                 reason="SLOT_TAKEN",
             )
-        check_plan_allows_booking(
-            session,
-            need.plan,
-            need.product_id,
-            day,
-            need.dose_grams,
-            existing.id if existing is not None else "",
-            self.clock.now(),
-        )
         placement = Placement(
             site_id=site.id,
             patient_id=need.plan.patient_id,
@@ -535,7 +663,6 @@ class Bookings:
             hold_expires_at=hold_expires,
         )
         now = self.clock.now()
-        book = self.appointments(session)
         if existing is not None:
             return self._save(book, existing, existing.move_to(placement, now))
         appointment, events = Appointment.placed(new_id(), placement, status, now)
@@ -574,6 +701,7 @@ class Bookings:
         appointment = book.get(appointment_id)
         zone = book.zone(appointment.site_id)
         saved = self._save(book, appointment, appointment.complete(self.clock.now(), zone, given))
+        flush_deferred(session)  # the due list below reads the appointment as fulfilled
         plan = self.records.load_plan(session, saved.plan_id)
         items = self.open_items(session, plan)
         return saved, (items[0] if items else None)
@@ -587,15 +715,29 @@ class Bookings:
         start: dt.time,
         etag: str,
     ) -> Appointment:
-        """Atomic: the old slot is given up only if the new one is taken (one transaction)."""
-        appointment = self.appointments(session).get(appointment_id)
+        """Atomic: the old slot is given up only if the new one is taken (one transaction).
+        The appointment (locked), its reminders, site and patient in one read, both days'
+        locks, the plan's inputs and the new day in one read each, then the move, its
+        reminders, outbox rows and the idempotency response in one statement."""
+        book = self.appointments(session)
+        appointment = book.get(appointment_id)
         if etag:
             check_etag(
                 etag, appointment.revision, field="etag", resource=f"appointment {appointment.id}"
             )
-        status = appointment.check_movable(self.clock.now())
-        site = repo.site_from_row(repo.site_row(session, appointment.site_id))
-        plan = self.records.load_plan(session, appointment.plan_id)
+        now = self.clock.now()
+        status = appointment.check_movable(now)
+        chair_id = chair_id or appointment.chair_id
+        store.lock_days(session, appointment.site_id, sorted({appointment.local_date, day}))
+        inputs = store.booking_inputs(session, appointment.plan_id, chair_id, day, lock=False)
+        if inputs is None:
+            raise NotFound("therapy plan", appointment.plan_id)
+        plan = plan_of(inputs.plan, inputs.version)
+        site = repo.site_from_row(
+            inputs.site
+            if inputs.site.id == appointment.site_id
+            else repo.site_row(session, appointment.site_id)
+        )
         item = DueItem(
             plan_id=plan.id,
             plan_version=plan.version,
@@ -608,18 +750,44 @@ class Bookings:
             window_end=appointment.due_date,
             overdue=False,
         )
-        need = dataclasses.replace(self.need(plan, item, site), item=item)
-        store.lock_days(session, site.id, sorted({appointment.local_date, day}))
-        return self.place(
-            session,
+        dose = self._dose(plan, inputs, item)
+        need = dataclasses.replace(self._need_of(plan, item, site, dose), item=item)
+        chair = inputs.chair
+        self._check_chair(
+            site, chair_id, chair.site_id if chair else None, bool(chair and chair.active)
+        )
+        self.check_before_booking(
+            session, need, site, day, moving=appointment.id, covered=inputs.covered
+        )
+        zone = site.zone
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+        next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+        read = store.booking_day(session, site.id, day, midnight, next_midnight, plan.id, now)
+        others = [b for b in read.bookings if b.id != appointment.id]
+        plan_day = self._day_plan_of(site, day, read.chairs, read.blocks, others)
+        return self._write_placement(
+            book,
             site,
             need,
-            chair_id or appointment.chair_id,
+            plan_day,
+            chair_id,
             day,
             start,
             status,
             appointment.hold_expires_at,
-            existing=appointment,
+            "",
+            appointment,
+        )
+
+    def _dose(self, plan: TherapyPlan, inputs: store.BookingInputs, item: DueItem) -> DoseResult:
+        return self.doses.calculate_loaded(
+            plan,
+            repo.patient_from_row(inputs.patient),
+            inputs.patient.revision,
+            [repo.measurement_from_row(m) for m in inputs.measurements],
+            len(inputs.measurements) < store.RECENT_MEASUREMENTS,
+            item.due_date,
+            CourseKind(item.course),
         )
 
     def _save(
@@ -754,6 +922,34 @@ def _changed(
         payload,
         parties.notify_subscriber_id,
     )
+
+
+def _closed(site: Site, day: dt.date) -> str:
+    """Why the site is closed on ``day`` ("" when it opens)."""
+    if day in site.closure_dates:
+        return "closure date"
+    if day in public_holidays(site.capacity, range(day.year, day.year + 1)):
+        return "public holiday"
+    if not any(h.weekday == day.isoweekday() for h in site.opening_hours):
+        return "not open on that weekday"
+    return ""
+
+
+def _first_free(plan: TherapyPlan, items: Sequence[DueItem]) -> DueItem:
+    """The plan's next infusion not booked yet (NOT_BOOKED_YET when every one is)."""
+    free = [i for i in items if not i.booked_appointment_id]
+    if not free:
+        booked = ", ".join(i.booked_appointment_id for i in items)
+        raise FailedPrecondition(
+            [
+                PreconditionViolation(
+                    "NOT_BOOKED_YET",
+                    f"therapyPlans/{plan.id}",
+                    f"the plan's next infusion is already booked ({booked})",
+                )
+            ]
+        )
+    return free[0]
 
 
 def _common_fit(

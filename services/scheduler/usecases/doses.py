@@ -13,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 from services.common.errors import FailedPrecondition, PreconditionViolation
 from services.scheduler.domain.dosing import DoseResult, ProductSpec, calculate_dose
 from services.scheduler.domain.due import CourseKind
+from services.scheduler.domain.patients import BodyMeasurement, Patient
+from services.scheduler.domain.plans import TherapyPlan
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.usecases.records import Records
@@ -65,6 +67,52 @@ class Doses:
                     self._memo.popitem(last=False)
         return result
 
+    def calculate_loaded(
+        self,
+        plan: TherapyPlan,
+        patient: Patient,
+        patient_revision: int,
+        measurements: Sequence[BodyMeasurement],
+        complete: bool,
+        dosing_date: dt.date,
+        course: CourseKind | None,
+    ) -> DoseResult:
+        """``calculate`` over inputs the caller has read already (a booking's joined read):
+        the patient's latest measurements newest first, ``complete`` when they are all the
+        patient has. Same memo and key as ``calculate``; the full path when the measurement
+        that applies on ``dosing_date`` is older than those given."""
+        measurement = next((m for m in measurements if m.measured_on <= dosing_date), None)
+        if measurement is None and not complete:
+            return self.calculate(plan.id, plan.version, dosing_date, course)
+        if measurement is None:
+            raise _no_measurement(plan.patient_id, dosing_date)
+        product = self._product_spec(plan.product_id)
+        if product is None:
+            raise _no_product(plan.product_id)
+        key = (
+            plan.id,
+            plan.version,
+            patient_revision,
+            measurement.id,
+            product.id,
+            id(product),
+            dosing_date,
+            course,
+        )
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None:
+                self._memo.move_to_end(key)
+                return hit
+        if course is None:
+            course = CourseKind.INDUCTION if plan.induction else CourseKind.MAINTENANCE
+        result = calculate_dose(plan, patient, measurement, product, dosing_date, course)
+        with self._lock:
+            self._memo[key] = result
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+        return result
+
     def _product_of(self, plan_id: str, version: int) -> str:
         with self._lock:
             known = self._plan_products.get((plan_id, version))
@@ -89,28 +137,36 @@ class Doses:
             measured = repo.latest_measurement(session, plan.patient_id, dosing_date)
             measurement = None if measured is None else repo.measurement_from_row(measured)
         if measurement is None:
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "MEASUREMENT_ON_OR_BEFORE_DOSING_DATE",
-                        f"patients/{plan.patient_id}",
-                        f"no body measurement on or before {dosing_date.isoformat()}: "
-                        "record the patient's weight and height first",
-                    )
-                ]
-            )
+            raise _no_measurement(plan.patient_id, dosing_date)
         product = self._product_spec(plan.product_id)
         if product is None:
-            raise FailedPrecondition(
-                [
-                    PreconditionViolation(
-                        "PRODUCT_EXISTS",
-                        f"products/{plan.product_id}",
-                        "the plan's product is not in the inventory catalogue",
-                    )
-                ]
-            )
+            raise _no_product(plan.product_id)
         if course is None:
             # Until administrations are recorded, an induction plan starts with its course.
             course = CourseKind.INDUCTION if plan.induction else CourseKind.MAINTENANCE
         return calculate_dose(plan, patient, measurement, product, dosing_date, course)
+
+
+def _no_measurement(patient_id: str, dosing_date: dt.date) -> FailedPrecondition:
+    return FailedPrecondition(
+        [
+            PreconditionViolation(
+                "MEASUREMENT_ON_OR_BEFORE_DOSING_DATE",
+                f"patients/{patient_id}",
+                f"no body measurement on or before {dosing_date.isoformat()}: "
+                "record the patient's weight and height first",
+            )
+        ]
+    )
+
+
+def _no_product(product_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        [
+            PreconditionViolation(
+                "PRODUCT_EXISTS",
+                f"products/{product_id}",
+                "the plan's product is not in the inventory catalogue",
+            )
+        ]
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -353,27 +353,40 @@ class Records:
         """Each plan's next due item(s): fulfilled appointments are its history, and an item
         already covered by an active appointment names it."""
         rows = appointments.for_plans(session, [p.id for p in plans], self.clock.now())
-        given: dict[str, list[Administration]] = {}
-        booked: dict[tuple[str, str, int], str] = {}
-        for row in rows:
-            if row.status == AppointmentStatus.FULFILLED.value:
-                given.setdefault(row.plan_id, []).append(
-                    Administration(row.local_date, CourseKind(row.course), row.due_date)
-                )
-            else:
-                booked[(row.plan_id, row.course, row.course_day)] = row.id
-        for plan_id, doses in home.given_at_home(session, [p.id for p in plans]).items():
-            given.setdefault(plan_id, []).extend(doses)
-        items: list[DueItem] = []
-        for plan in plans:
-            history = [*plan_history(plan), *given.get(plan.id, [])]
-            for item in due_infusions(due_spec(plan), history, today):
-                key = (plan.id, item.course.value, item.course_day)
-                items.append(dataclasses.replace(item, booked_appointment_id=booked.get(key, "")))
-        return items
+        home_doses = home.given_at_home(session, [p.id for p in plans])
+        return due_items_from(plans, rows, today, home_doses)
 
     def load_plan(self, session: Session, plan_id: str) -> TherapyPlan:
         return self._load_plan(session, plan_id, 0).value
+
+
+def due_items_from(
+    plans: Sequence[TherapyPlan],
+    rows: Sequence[Any],
+    today: dt.date,
+    home_doses: Mapping[str, Sequence[Administration]] | None = None,
+) -> list[DueItem]:
+    """Records.due_items over appointments already read (rows with id, plan_id, status,
+    local_date, course, course_day and due_date: the plans' fulfilled and active ones) and
+    the doses given at home (a home plan's history; a booked plan has none)."""
+    given: dict[str, list[Administration]] = {}
+    booked: dict[tuple[str, str, int], str] = {}
+    for row in rows:
+        if row.status == AppointmentStatus.FULFILLED.value:
+            given.setdefault(row.plan_id, []).append(
+                Administration(row.local_date, CourseKind(row.course), row.due_date)
+            )
+        else:
+            booked[(row.plan_id, row.course, row.course_day)] = row.id
+    for plan_id, doses in (home_doses or {}).items():
+        given.setdefault(plan_id, []).extend(doses)
+    items: list[DueItem] = []
+    for plan in plans:
+        history = [*plan_history(plan), *given.get(plan.id, [])]
+        for item in due_infusions(due_spec(plan), history, today):
+            key = (plan.id, item.course.value, item.course_day)
+            items.append(dataclasses.replace(item, booked_appointment_id=booked.get(key, "")))
+    return items
 
 
 def due_spec(plan: TherapyPlan) -> DueSpec:

@@ -1,0 +1,231 @@
+"""BookAppointment's cost: how many round trips to the database one booking makes.
+
+Counted with SQLAlchemy's engine and pool events in the thread that served the call, as
+psycopg 3 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's
+first statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none
+for a transaction that sent nothing); and the pool's pre-ping at each checkout of a
+connection it already had. On SQLite only statements are counted (BEGIN IMMEDIATE is one; the
+driver's COMMIT is not a round trip to a server).
+
+After a first booking (which loads the product catalogue) a booking makes, on PostgreSQL: the
+pre-ping, BEGIN, the idempotency claim, one read of the plan, its patient, measurements, site
+and chair that takes the site-day lock, one read of the day (chairs, blocks, bookings, the
+plan's own appointments), one statement writing the booking, its reminders, its outbox row and
+the idempotency response, the audit record (one statement), COMMIT: BOOK_ROUND_TRIPS. Before
+this path a booking made 42 (32 statements on SQLite): the dose's key, its plan and its
+inputs read in sessions of their own, the day read table by table, the ORM's flushes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from google.type.timeofday_pb2 import TimeOfDay
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
+
+from infusion.scheduler.v1 import scheduler_pb2 as pb
+from services.scheduler.store import appointments as store
+from tests.integration.builders import book, date, patient_plan, site_with_chairs
+from tests.integration.conftest import Platform, scheduler_database_url
+
+BOOK_ROUND_TRIPS = 8
+"""At most this many round trips per booking on PostgreSQL."""
+BOOK_STATEMENTS_SQLITE = 10
+"""At most this many statements per booking on SQLite: BEGIN IMMEDIATE, the claim, the joined
+read, the day, one write per table (the booking, its reminders, its outbox row, the
+idempotency response: SQLite has no data-modifying WITH), the audit record and its queue
+row."""
+MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 11, 12
+CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 7, 9
+
+
+@contextmanager
+def round_trips_by_thread() -> Iterator[Counter[int]]:
+    """Round trips (PostgreSQL) or statements (SQLite) while the block runs, per thread."""
+    counted: Counter[int] = Counter()
+    open_tx: set[int] = set()  # dbapi connections inside a transaction psycopg began
+    begun: set[int] = set()  # SQLAlchemy began, psycopg has not sent BEGIN yet
+    fresh: set[int] = set()
+
+    def me() -> int:
+        return threading.get_ident()
+
+    def statement(conn: Any, _cursor: Any, _statement: str, *_args: Any) -> None:
+        counted[me()] += 1
+        raw = id(conn.connection.dbapi_connection)
+        if conn.dialect.name == "postgresql" and raw in begun:
+            begun.discard(raw)
+            open_tx.add(raw)
+            counted[me()] += 1  # BEGIN
+
+    def begin(conn: Any) -> None:
+        if conn.dialect.name == "postgresql":
+            begun.add(id(conn.connection.dbapi_connection))
+
+    def end(conn: Any) -> None:
+        raw = id(conn.connection.dbapi_connection)
+        begun.discard(raw)
+        if raw in open_tx:
+            open_tx.discard(raw)
+            counted[me()] += 1  # COMMIT or ROLLBACK
+
+    def reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+        raw = id(dbapi_connection)
+        begun.discard(raw)
+        if raw in open_tx:  # the pool's rollback on return
+            open_tx.discard(raw)
+            counted[me()] += 1
+
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        fresh.add(id(dbapi_connection))
+
+    def checkout(dbapi_connection: Any, _record: Any, proxy: Any) -> None:
+        raw = id(dbapi_connection)
+        if raw in fresh:
+            fresh.discard(raw)
+        elif proxy._pool._pre_ping:
+            counted[me()] += 1  # the pre-ping
+
+    listeners: list[tuple[Any, str, Any]] = [
+        (Engine, "before_cursor_execute", statement),
+        (Engine, "begin", begin),
+        (Engine, "commit", end),
+        (Engine, "rollback", end),
+        (Pool, "reset", reset),
+        (Pool, "connect", connect),
+        (Pool, "checkout", checkout),
+    ]
+    for target, name, fn in listeners:
+        event.listen(target, name, fn)
+    try:
+        yield counted
+    finally:
+        for target, name, fn in listeners:
+            event.remove(target, name, fn)
+
+
+def test_a_booking_makes_a_bounded_number_of_round_trips(
+    platform: Platform, database_url: str
+) -> None:
+    site, chairs = site_with_chairs(platform)
+    warm = patient_plan(platform, site, "MRN-W")
+    book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)  # loads the catalogue
+    plan = patient_plan(platform, site, "MRN-1")
+    with round_trips_by_thread() as counted:
+        booked = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
+    assert booked.status == pb.APPOINTMENT_STATUS_BOOKED
+    assert len(booked.reminders) > 0
+    served = max(counted.values())  # the serving thread; the audit linker runs after it
+    if database_url.startswith("sqlite"):
+        assert served <= BOOK_STATEMENTS_SQLITE
+    else:
+        assert served <= BOOK_ROUND_TRIPS
+    # the retry answers the first result and writes nothing
+    with round_trips_by_thread() as again:
+        replay = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
+    assert replay == booked
+    assert max(again.values()) <= served
+
+
+def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
+    platform: Platform, database_url: str
+) -> None:
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    booked = book(platform, plan, chairs[0], dt.date(2026, 12, 1), 9, rid="together-1")
+    engine = create_engine(scheduler_database_url(database_url))
+    try:
+        with engine.connect() as c:
+            outbox = c.execute(
+                text("SELECT topic, dedupe_key FROM scheduler_outbox WHERE dedupe_key LIKE :k"),
+                {"k": f"%{booked.id}%"},
+            ).all()
+            reminders = c.scalar(
+                text("SELECT count(*) FROM appointment_reminders WHERE appointment_id = :a"),
+                {"a": booked.id},
+            )
+            named = [
+                ids
+                for (ids,) in c.execute(
+                    text(
+                        "SELECT resource_ids FROM scheduler_audit_events "
+                        "WHERE method LIKE '%BookAppointment'"
+                    )
+                )
+                if booked.id in (json.loads(ids) if isinstance(ids, str) else ids)
+            ]
+    finally:
+        engine.dispose()
+    assert outbox == [("RESERVE_STOCK", f"RESERVE_STOCK:{booked.id}:1")]
+    assert reminders == len(booked.reminders) > 0
+    assert len(named) == 1
+
+
+def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
+    platform: Platform, database_url: str
+) -> None:
+    """The joined read takes lock_days' lock (the same key, computed by the database): a
+    reschedule or PlanSchedule holding the day makes a booking of it wait."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers with its write lock")
+    site, _chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1")
+    day = dt.date(2026, 12, 1)
+    engine = create_engine(scheduler_database_url(database_url))
+    try:
+        with Session(engine) as holder, Session(engine) as booker:
+            store.lock_days(holder, site.id, [day])
+            booker.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                store.booking_inputs(booker, plan.id, "", day)
+            booker.rollback()
+            assert store.booking_inputs(booker, plan.id, "", day + dt.timedelta(days=1))
+    finally:
+        engine.dispose()
+
+
+def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
+    platform: Platform, database_url: str
+) -> None:
+    """A move to another day (PostgreSQL): pre-ping, BEGIN, claim, the appointment with its
+    reminders, site and patient (locked), the two days' locks, the plan's inputs, the new
+    day, one statement writing the move, its reminders (old cancelled, new scheduled), its
+    outbox rows and the idempotency response, the audit record, COMMIT: 11 (43 before). A
+    cancellation: pre-ping, BEGIN, claim, the appointment, one write, audit, COMMIT: 7 (22
+    before)."""
+    site, chairs = site_with_chairs(platform)
+    warm = patient_plan(platform, site, "MRN-W")
+    book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)
+    plan = patient_plan(platform, site, "MRN-1")
+    booked = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8)
+    with round_trips_by_thread() as moved:
+        platform.scheduler.RescheduleAppointment(
+            pb.RescheduleAppointmentRequest(
+                id=booked.id,
+                chair_id=chairs[1].id,
+                local_date=date(2026, 12, 2),
+                local_start=TimeOfDay(hours=9),
+                request_id="move-1",
+            )
+        )
+    with round_trips_by_thread() as cancelled:
+        platform.scheduler.CancelAppointment(
+            pb.CancelAppointmentRequest(id=booked.id, reason="unwell", request_id="cancel-1")
+        )
+    sqlite = database_url.startswith("sqlite")
+    assert max(moved.values()) <= (MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS)
+    assert max(cancelled.values()) <= (CANCEL_STATEMENTS_SQLITE if sqlite else CANCEL_ROUND_TRIPS)
+    shown = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=booked.id)).appointment
+    assert shown.status == pb.APPOINTMENT_STATUS_CANCELLED
+    assert {r.status for r in shown.reminders} == {pb.REMINDER_STATUS_CANCELLED}
+    assert len(shown.reminders) == 2 * len(booked.reminders)  # the first day's and the second's
