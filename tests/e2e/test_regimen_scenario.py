@@ -20,12 +20,15 @@ inventory.
 - **the next booking lands at the new interval**: ListDueInfusions and FindSlots put the next
   dose 21 days after the last one (not 28), and a booking there is reserved;
 - **audit**: the new mutations (RecordOutcome, RecordReviewDecision, AcceptRegimenProposal)
-  are in the patient's trail, and every mutation has exactly one record in intact chains.
+  are in the patient's trail, and every mutation has exactly one record in intact chains;
+- **the logs**: JSON lines, none naming the patient (the review notice carries her name to the
+  staff).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,6 +50,7 @@ from tests.e2e.audit_checks import check_audit
 from tests.e2e.harness import Fleet, eventually, notifications, postgres_databases, query
 from tests.e2e.moved_clock import OFFSET_FILE, OffsetFileClock, move_clock
 from tests.e2e.sinks import WebhookSink, webhook_sink
+from tests.e2e.test_scenario import check_logs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -253,6 +257,7 @@ def test_outcomes_drive_a_shorter_interval_and_the_review_is_notified(system: Sy
     )
     assert told[0].payload["therapy_plan_id"] == plan.id
     assert told[0].payload["patient_id"] == patient.id
+    assert told[0].payload["patient_name"] == "Rhea Example"
     assert told[0].payload["due_date"] == {
         "year": review.year,
         "month": review.month,
@@ -371,6 +376,12 @@ def test_outcomes_drive_a_shorter_interval_and_the_review_is_notified(system: Sy
     processes.stop_all()  # every record written
     trails = check_audit(processes)
     step(f"audit trails {trails}: every mutation once, chains intact")
+    # the review notice names the patient to the staff; no log line does
+    birth = f"{patient.birth_date.year:04d}-{patient.birth_date.month:02d}-"
+    birth += f"{patient.birth_date.day:02d}"
+    words = [rf"\b{re.escape(n)}\b" for n in (patient.given_name, patient.family_name)]
+    lines = check_logs(processes, [*words, *map(re.escape, (birth, patient.mrn, "whsec-clinic"))])
+    step(f"{lines} log lines: JSON, and none names the patient")
 
 
 def test_the_offset_clock_is_shared_and_moves_forward_only(tmp_path: Path) -> None:
