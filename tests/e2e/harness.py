@@ -144,8 +144,10 @@ class Fleet:
     every instance starts with (with ``tls``: TLS and client certificates everywhere, a
     :class:`Pki` of their own). ``databases`` (service → URL) gives each service its database
     and every service its peers' addresses; without it the test sets ``env`` itself. Calls go
-    as ``org``'s operator (:func:`caller_token`) unless a test says otherwise. Stopped with
-    SIGTERM (SIGKILL after 20 s) by ``stop_all``."""
+    as ``org``'s operator (:func:`caller_token`) unless a test says otherwise. With ``module``
+    each instance runs as ``python -m <module> <service>`` (tests/e2e/moved_clock.py) instead
+    of ``python -m services.<service>``. Stopped with SIGTERM (SIGKILL after 20 s) by
+    ``stop_all``."""
 
     def __init__(
         self,
@@ -155,9 +157,11 @@ class Fleet:
         *,
         tls: bool = False,
         org: str = "org",
+        module: str = "",
     ) -> None:
         self.var = var
         self.org = org
+        self.module = module
         self.issuer = start_issuer(var)
         self.pki = Pki.create(var) if tls else None
         self.env: dict[str, str] = {**os.environ, **self.issuer.service_environment()}
@@ -214,8 +218,10 @@ class Fleet:
                 **env,
             }
             with self.log_path(name).open("ab") as log:
+                service = name.split("-")[0]
+                command = [self.module, service] if self.module else [f"services.{service}"]
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name.split('-')[0]}"],
+                    [sys.executable, "-m", *command],
                     env=full,
                     stdout=log,
                     stderr=subprocess.STDOUT,

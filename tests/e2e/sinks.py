@@ -14,7 +14,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -153,9 +153,12 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float) -> str
 class WebhookSink:
     """POST /hook/<name>: verified with the secret registered for <name>, recorded, 204.
     An unknown name is 404, a bad or stale signature 401 (kept in ``rejected``), which notify
-    treats as a permanent failure: a test that checks its deliveries sees it."""
+    treats as a permanent failure: a test that checks its deliveries sees it. A signature's
+    timestamp is judged against ``clock`` (seconds since the epoch; the real time by default, the
+    services' when a test moves theirs: tests/e2e/moved_clock.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}
         self._calls: list[WebhookCall] = []
@@ -196,7 +199,7 @@ class WebhookSink:
             secret = self._secrets.get(name) if path.startswith("/hook/") else None
         if secret is None:
             return 404
-        why = verify(secret, headers, body, time.time())
+        why = verify(secret, headers, body, self.clock())
         if not why:
             try:
                 doc = json.loads(body)
@@ -236,8 +239,8 @@ class WebhookSink:
 
 
 @contextmanager
-def webhook_sink() -> Iterator[WebhookSink]:
-    sink = WebhookSink()
+def webhook_sink(clock: Callable[[], float] = time.time) -> Iterator[WebhookSink]:
+    sink = WebhookSink(clock)
     sink.start()
     try:
         yield sink
