@@ -491,14 +491,16 @@ async def receive(request: Request) -> Response:
 def _product_choice(
     calls: UserCalls, site: Any, wanted: str | None
 ) -> tuple[list[tuple[str, str]], str]:
-    """The products the site stocks (by name) and the chosen one (default: the first)."""
+    """The products the site stocks (by name) and the chosen one (default: the one with the
+    most vials reserved, the busiest)."""
     levels = reads.stock_levels(calls, [site])
     choices = [(r.product_id, r.product) for r in levels]
+    busiest = sorted(levels, key=lambda r: -r.reserved_vials)
     if wanted and wanted not in {p for p, _ in choices}:
         choices.append((wanted, reads.product_names(calls).get(wanted, wanted)))
     if not choices:
         raise HTTPException(404, "The site stocks no product yet.")
-    return choices, wanted or choices[0][0]
+    return choices, wanted or (busiest[0].product_id if busiest else choices[0][0])
 
 
 def forecast(request: Request) -> Response:

@@ -29,7 +29,7 @@ from services.common.convert import from_date, to_date
 from services.console.app import create_app
 from services.console.settings import load_settings
 from services.launcher import free_port
-from tests.integration.console_support import Platform, running_platform, sign_in
+from tests.integration.console_support import TODAY, Platform, running_platform, sign_in
 
 BASE = "http://127.0.0.1"  # a loopback address: the development issuer redirects only there
 
@@ -478,6 +478,42 @@ def test_the_forecast_chart(platform: Platform) -> None:
         assert "stockout-line" in page.text and "Stockout on" in page.text
     else:
         assert "stockout-line" not in page.text and "No stockout in the next 21 days" in page.text
+    # a product with a demand forecast (the scheduler's push) beyond its stock: the stockout
+    # day is marked, on that day's bar
+    scanned = _scan_product(platform)
+    stockout = TODAY + dt.timedelta(days=3)
+    _demand(platform, scanned.id, stockout, "5000")
+    page = client.get("/forecast", params={"product": scanned.id, "days": "7"})
+    assert f"Stockout on {stockout.strftime('%A %-d %B %Y')}" in page.text
+    line = re.search(r'<line class="stockout-line" x1="([0-9.]+)"', page.text)
+    bars = re.findall(
+        r'<rect class="forecast" x="([0-9.]+)" y="[0-9.]+" width="([0-9.]+)"', page.text
+    )
+    assert line and len(bars) == 7
+    x, width = (float(v) for v in bars[3])  # the fourth day's bar, centred on the line
+    assert abs(x + width / 2 - float(line.group(1))) < 0.05
+
+
+def _demand(platform: Platform, product_id: str, day: dt.date, grams: str) -> None:
+    """The scheduler's demand forecast push (a service's permission), as the scheduler."""
+    stub = inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(
+            platform.inventory_address, None, platform.issuer.service_auth("scheduler").tokens
+        )
+    )
+    stub.UpsertDemandForecast(
+        inv.UpsertDemandForecastRequest(
+            request_id=f"console-test-demand-{product_id}-{day}",
+            forecasts=[
+                inv.DemandForecast(
+                    site_id=platform.site_id,
+                    product_id=product_id,
+                    day=from_date(day),
+                    grams=grams,
+                )
+            ],
+        )
+    )
 
 
 def test_reorder_suggestions_and_purchase_orders(platform: Platform) -> None:
