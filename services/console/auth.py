@@ -63,6 +63,12 @@ PAGES = (
         "/pharmacy",
         frozenset({"inventory.sites.read", "inventory.lots.read", "inventory.reservations.read"}),
     ),
+    Page(
+        "patients",
+        "Patients",
+        "/patients",
+        frozenset({"scheduler.patients.read", "scheduler.therapy_plans.read"}),
+    ),
     Page("stock", "Stock", "/stock", frozenset({"inventory.sites.read", "inventory.stock.read"})),
     Page(
         "receive",

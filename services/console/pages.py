@@ -23,6 +23,7 @@ from services.common.convert import from_date, to_date
 from services.console import reads, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
+from services.console.backend import pages as backend_pages
 
 if TYPE_CHECKING:
     from services.console.app import Console
@@ -551,6 +552,41 @@ def recall(request: Request) -> Response:
     )
 
 
+# -- patients ----------------------------------------------------------------------------------
+
+
+def patients(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "patients")
+    calls = _calls(c, user)
+    found = sorted(
+        backend_pages(
+            lambda token: calls.scheduler.ListPatients(
+                pb.ListPatientsRequest(
+                    organisation_id=user.organisation, page_size=reads.MAX_PAGE, page_token=token
+                )
+            ),
+            "patients",
+        ),
+        key=lambda p: (p.family_name.lower(), p.given_name.lower()),
+    )
+    return c.render(request, "patients.html", patients=found)
+
+
+def patient(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "patients")
+    held = user.permissions(c.roles)
+    record = reads.patient_record(
+        _calls(c, user),
+        request.path_params["patient_id"],
+        held.__contains__,
+        c.clock.now().date(),
+    )
+    chart = views.line_chart(record.grip, "kg") if record.grip else None
+    return c.render(request, "patient.html", record=record, p=record.patient, chart=chart)
+
+
 def pharmacy_routes() -> list[Route]:
     return [
         Route("/stock", stock),
@@ -560,4 +596,6 @@ def pharmacy_routes() -> list[Route]:
         Route("/forecast", forecast),
         Route("/reorder", reorder),
         Route("/recall", recall),
+        Route("/patients", patients),
+        Route("/patients/{patient_id}", patient),
     ]

@@ -655,3 +655,220 @@ def recall_trace(calls: UserCalls, product_id: str, lot_number: str, sees: Sees)
         sorted(held, key=lambda h: h.site_id),
         sorted(recipients, key=lambda r: (r.administered, r.patient_id)),
     )
+
+
+# -- the patient page --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    plan_id: str
+    version: int
+    status: str
+    product: str
+    dose: str  # "0.4 g/kg every 28 days" or "30 g every 14 days"
+    changed: str  # UTC day of the version
+
+
+@dataclass(frozen=True)
+class Dose:
+    plan_id: str
+    product: str
+    course: str
+    total_grams: str
+    dosing_weight: str
+    days: list[str]  # "day 1, 2026-11-25: 32 g (3 x 10 g + 1 x 2 g vials), 300 chair minutes"
+    rationale: list[str]
+    rules: list[str]
+
+
+@dataclass(frozen=True)
+class Visit:
+    appointment_id: str
+    day: dt.date
+    start: str
+    status: str
+    dose_grams: str
+    grams_given: str
+    lots: str  # "P-123 x 3, P-124 x 1"
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    day: dt.date
+    measure: str
+    value: str
+    note: str
+
+
+@dataclass
+class PatientRecord:
+    patient: pb.Patient
+    plans: list[PlanVersion]
+    doses: list[Dose] | None = None  # None: the user may not calculate doses
+    measurements: list[pb.Measurement] | None = None
+    upcoming: list[Visit] | None = None
+    past: list[Visit] | None = None
+    outcomes: list[OutcomeRow] | None = None
+    grip: list[tuple[str, dt.date, Decimal]] | None = None
+
+
+def _dose_text(plan: pb.TherapyPlan) -> str:
+    unit = "g/kg" if plan.dose_basis == pb.DOSE_BASIS_G_PER_KG else "g"
+    return f"{plan.maintenance_dose} {unit} every {plan.interval_days} days"
+
+
+def patient_record(
+    calls: UserCalls, patient_id: str, may: Callable[[str], bool], today: dt.date
+) -> PatientRecord:
+    """The patient, every version of each plan, and what the user's permissions (``may``)
+    open: the next dose calculated with its rationale, measurements, bookings (past ones with
+    the lots scanned at the chair) and outcome records with the grip strength readings. The
+    dose is calculated for ``today`` (the measurements of that day)."""
+    patient = calls.scheduler.GetPatient(pb.GetPatientRequest(id=patient_id)).patient
+    products = product_names(calls)
+    plans = list(
+        pages(
+            lambda token: calls.scheduler.ListTherapyPlans(
+                pb.ListTherapyPlansRequest(
+                    patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                )
+            ),
+            "therapy_plans",
+        )
+    )
+    versions = []
+    for plan in plans:
+        for number in range(plan.version, 0, -1):
+            v = (
+                plan
+                if number == plan.version
+                else calls.scheduler.GetTherapyPlan(
+                    pb.GetTherapyPlanRequest(id=plan.id, version=number)
+                ).therapy_plan
+            )
+            versions.append(
+                PlanVersion(
+                    plan.id,
+                    number,
+                    _state(pb.PlanStatus, v.status, "PLAN_STATUS_"),
+                    products.get(v.product_id, v.product_id),
+                    _dose_text(v),
+                    v.update_time.ToDatetime(dt.UTC).date().isoformat()
+                    if v.HasField("update_time")
+                    else "",
+                )
+            )
+    record = PatientRecord(patient, versions)
+    if may("scheduler.doses.calculate"):
+        record.doses = [
+            _dose(
+                calls.scheduler.CalculateDose(
+                    pb.CalculateDoseRequest(therapy_plan_id=p.id, dosing_date=from_date(today))
+                )
+            )
+            for p in plans
+            if p.status == pb.PLAN_STATUS_ACTIVE
+        ]
+    if may("scheduler.measurements.read"):
+        record.measurements = list(
+            calls.scheduler.ListMeasurements(
+                pb.ListMeasurementsRequest(patient_id=patient_id, page_size=20)
+            ).measurements
+        )
+    if may("scheduler.appointments.read"):
+        visits = [
+            _visit(a, products)
+            for a in pages(
+                lambda token: calls.scheduler.ListAppointments(
+                    pb.ListAppointmentsRequest(
+                        patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                    )
+                ),
+                "appointments",
+            )
+        ]
+        record.upcoming = sorted(
+            (v for v in visits if v.day >= today and v.status in ("booked", "held", "checked in")),
+            key=lambda v: (v.day, v.start),
+        )
+        record.past = sorted(
+            (v for v in visits if v.status in ("done", "in chair", "no-show")),
+            key=lambda v: (v.day, v.start),
+            reverse=True,
+        )
+    if may("scheduler.outcomes.read"):
+        found = list(
+            pages(
+                lambda token: calls.scheduler.ListOutcomes(
+                    pb.ListOutcomesRequest(
+                        patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                    )
+                ),
+                "outcomes",
+            )
+        )
+        record.outcomes = [_outcome(o) for o in found]
+        record.grip = [
+            (
+                f"{_state(pb.Hand, o.hand, 'HAND_')} hand",
+                to_date(o.recorded_on),
+                Decimal(o.value),
+            )
+            for o in found
+            if o.measure == pb.OUTCOME_MEASURE_GRIP_STRENGTH and o.value
+        ]
+    return record
+
+
+def _dose(answer: pb.CalculateDoseResponse) -> Dose:
+    c = answer.calculation
+    days = []
+    for d in c.days:
+        vials = " + ".join(f"{v.count} x {v.grams} g" for v in d.vials)
+        days.append(
+            f"day {d.day}, {to_date(d.date)}: {d.rounded_grams} g ({vials} vials), "
+            f"{d.chair_minutes} chair minutes"
+        )
+    w = c.dosing_weight
+    weight = (
+        f"{w.dosing_weight_kg} kg ({_state(pb.WeightPolicy, w.policy_applied, 'WEIGHT_POLICY_')})"
+    )
+    return Dose(
+        c.therapy_plan_id,
+        c.product_brand or c.product_id,
+        _state(pb.CourseKind, c.course, "COURSE_KIND_"),
+        c.total_grams,
+        weight if w.dosing_weight_kg else "",
+        days,
+        list(c.rationale),
+        list(c.rules_applied),
+    )
+
+
+def _visit(a: pb.Appointment, products: dict[str, str]) -> Visit:
+    return Visit(
+        a.id,
+        to_date(a.local_date),
+        views.clock(minutes(a.local_start)),
+        views.status_label(a.status, False),
+        a.dose_grams,
+        a.grams_given,
+        ", ".join(
+            f"{products.get(s.product_id, '')} {s.lot_number} x {s.vials}".strip()
+            for s in a.scanned_lots
+        ),
+    )
+
+
+def _outcome(o: pb.OutcomeRecord) -> OutcomeRow:
+    measure = _state(pb.OutcomeMeasure, o.measure, "OUTCOME_MEASURE_")
+    if o.measure == pb.OUTCOME_MEASURE_GRIP_STRENGTH:
+        value = f"{o.value} kg, {_state(pb.Hand, o.hand, 'HAND_')} hand"
+    elif o.scale:
+        value = f"{o.value} ({_state(pb.DisabilityScale, o.scale, 'DISABILITY_SCALE_')})"
+    elif o.wearing_off_none:
+        value = "none"
+    else:
+        value = o.value
+    return OutcomeRow(to_date(o.recorded_on), measure, value, o.note)

@@ -254,3 +254,69 @@ def forecast_chart(
         x_ticks,
         stockout_x,
     )
+
+
+# -- outcomes: grip strength over time ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str  # "left hand"
+    points: str  # polyline points
+    dots: list[tuple[float, float, str]]  # x, y, "2026-11-24: 31.5 kg"
+
+
+@dataclass(frozen=True)
+class LineChart:
+    width: int
+    height: int
+    left: int
+    top: int
+    bottom: float
+    right: float
+    series: list[Series]
+    y_ticks: list[tuple[float, str]]
+    x_ticks: list[tuple[float, str]]
+
+
+def line_chart(
+    readings: Sequence[tuple[str, dt.date, Decimal]],
+    unit: str,
+    *,
+    width: int = 560,
+    height: int = 220,
+    left: int = 50,
+    top: int = 10,
+    bottom_margin: int = 30,
+) -> LineChart:
+    """Readings (series name, day, value) as one line per series on a shared time axis: x in
+    proportion to the days from the first reading to the last, y from 0 to a round number at
+    or above the largest value. A single day sits in the middle."""
+    right = width - 30  # room for the last day's label
+    zero = height - bottom_margin
+    days = sorted({day for _, day, _ in readings})
+    first, last = (days[0], days[-1]) if days else (dt.date.min, dt.date.min)
+    span = (last - first).days
+    scale = nice_ceiling(max([Decimal(0)] + [v for _, _, v in readings]))
+
+    def x(day: dt.date) -> float:
+        if span == 0:
+            return round((left + right) / 2, 2)
+        return round(left + (day - first).days / span * (right - left), 2)
+
+    def y(value: Decimal) -> float:
+        return round(zero - float(value / scale) * (zero - top), 2)
+
+    series = []
+    for name in sorted({n for n, _, _ in readings}):
+        mine = sorted((d, v) for n, d, v in readings if n == name)
+        series.append(
+            Series(
+                name,
+                " ".join(f"{x(d)},{y(v)}" for d, v in mine),
+                [(x(d), y(v), f"{d}: {v} {unit}") for d, v in mine],
+            )
+        )
+    y_ticks = [(y(scale * k / 4), format((scale * k / 4).normalize(), "f")) for k in range(5)]
+    x_ticks = [(x(d), d.strftime("%d %b %y")) for d in days[:: max(1, round(len(days) / 6))]]
+    return LineChart(width, height, left, top, zero, right, series, y_ticks, x_ticks)

@@ -187,6 +187,52 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     accessible(browser, "the wall screen")
     screenshot(browser, "board-wall")
 
+    # the patient page: the coordinator's (bookings), then the prescriber's (dose, outcomes)
+    browser.get(f"{base}/patients")
+    accessible(browser, "the patient list")
+    browser.find_element(By.CSS_SELECTOR, "table.list tbody a").click()
+    wait_for(browser, lambda: "/patients/" in browser.current_url, "a patient's page")
+    assert "Upcoming bookings" in browser.page_source
+    accessible(browser, "the patient page (coordinator)")
+    patient_id = browser.current_url.rsplit("/", 1)[1]
+    _grip_readings(platform, patient_id)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    sign_in(browser, base, "prescriber", f"/patients/{patient_id}")
+    assert browser.find_elements(By.CSS_SELECTOR, "ol.rationale li")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg circle")) == 4
+    accessible(browser, "the patient page (prescriber)")
+    screenshot(browser, "patient")
+
+
+def _grip_readings(platform: Platform, patient_id: str) -> None:
+    import datetime as dt
+
+    from infusion.scheduler.v1 import scheduler_pb2 as pb
+    from services.common.convert import from_date
+    from tests.integration.console_support import TODAY
+
+    stub = platform.scheduler("prescriber")
+    plan = stub.ListTherapyPlans(pb.ListTherapyPlansRequest(patient_id=patient_id)).therapy_plans[0]
+    for days, hand, kg in (
+        (90, pb.HAND_LEFT, "24.5"),
+        (45, pb.HAND_LEFT, "29"),
+        (10, pb.HAND_LEFT, "33.5"),
+        (45, pb.HAND_RIGHT, "31"),
+    ):
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome=pb.OutcomeRecord(
+                    patient_id=patient_id,
+                    therapy_plan_id=plan.id,
+                    recorded_on=from_date(TODAY - dt.timedelta(days=days)),
+                    measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                    value=kg,
+                    hand=hand,
+                ),
+                request_id=f"browser-grip-{days}-{hand}",
+            )
+        )
+
 
 def test_the_pharmacy_pages(served: tuple[Platform, str], browser: Any) -> None:
     """The pharmacist: expiring lots, the pick list, stock, receiving a scanned carton, the

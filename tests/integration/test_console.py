@@ -153,6 +153,10 @@ def test_the_board_shows_the_demo_day_with_names_and_nurse_load(platform: Platfo
         ("pharmacist", "/recall", True),
         ("pharmacy_manager", "/recall", False),
         ("auditor", "/recall", False),
+        ("prescriber", "/patients", True),
+        ("scheduling_coordinator", "/patients", True),
+        ("nurse", "/patients", False),
+        ("pharmacist", "/patients", False),
     ],
 )
 def test_each_page_opens_for_its_roles_only(
@@ -595,3 +599,62 @@ def test_the_recall_page_lists_the_patients_and_sites(platform: Platform) -> Non
     traced = other.get("/recall", params={"product": line.product_id, "lot": line.lot_number})
     assert traced.status_code == 200
     assert reservation.patient_id not in traced.text and platform.site_id not in traced.text
+
+
+# -- the patient page --------------------------------------------------------------------------
+
+
+def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platform) -> None:
+    prescriber = client_as(platform, "prescriber")
+    listed = prescriber.get("/patients")
+    assert listed.status_code == 200
+    link = re.search(r'<a href="/patients/([^"]+)">([^<]+)</a>', listed.text)
+    assert link
+    patient_id = link.group(1)
+    stub = platform.scheduler("prescriber")
+    plan = stub.ListTherapyPlans(pb.ListTherapyPlansRequest(patient_id=patient_id)).therapy_plans[0]
+    for day, hand, kg in (
+        (60, pb.HAND_LEFT, "28.5"),
+        (30, pb.HAND_LEFT, "31"),
+        (30, pb.HAND_RIGHT, "35"),
+    ):
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome=pb.OutcomeRecord(
+                    patient_id=patient_id,
+                    therapy_plan_id=plan.id,
+                    recorded_on=from_date(TODAY - dt.timedelta(days=day)),
+                    measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                    value=kg,
+                    hand=hand,
+                ),
+                request_id=f"console-test-grip-{patient_id}-{day}-{hand}",
+            )
+        )
+    page = prescriber.get(f"/patients/{patient_id}")
+    assert page.status_code == 200
+    assert f"<h1>{link.group(2)}</h1>" in page.text
+    # the plan's version, the dose with the service's own rationale, the measurements
+    dose = stub.CalculateDose(
+        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=from_date(TODAY))
+    ).calculation
+    assert dose.rationale and all(html.escape(line) in page.text for line in dose.rationale)
+    assert f"<dt>Total</dt><dd>{dose.total_grams} g</dd>" in page.text
+    measured = stub.ListMeasurements(pb.ListMeasurementsRequest(patient_id=patient_id)).measurements
+    assert measured and f"<td>{measured[0].weight_kg}</td>" in page.text
+    rows = _rows(page.text)
+    assert [plan.id, str(plan.version), "active"] == rows[0][:3]
+    # outcomes, and the grip chart: one line per hand, a dot per reading
+    assert "31 kg, left hand" in page.text and "35 kg, right hand" in page.text
+    assert page.text.count('<polyline class="series-') == 2
+    assert page.text.count("<circle ") == 3
+    # the prescriber reads no bookings; the coordinator does, and calculates no dose
+    assert "Upcoming bookings" not in page.text
+    coordinator = client_as(platform, "scheduling_coordinator").get(f"/patients/{patient_id}")
+    assert coordinator.status_code == 200
+    assert "Upcoming bookings" in coordinator.text and "Past infusions" in coordinator.text
+    assert "The next dose" not in coordinator.text and "Outcomes" not in coordinator.text
+    # another organisation's prescriber finds no such patient
+    other = client_as(platform, "prescriber", organisation="other-org")
+    assert other.get(f"/patients/{patient_id}").status_code == 404
+    assert link.group(2) not in other.get("/patients").text

@@ -278,3 +278,22 @@ def test_after_sign_in_the_console_returns_only_to_its_own_pages() -> None:
     assert local_path("/board?date=2026-11-24")
     for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example", "board"):
         assert not local_path(elsewhere), elsewhere
+
+
+def test_the_line_chart_puts_days_in_proportion_and_one_line_per_hand() -> None:
+    day = dt.date(2026, 1, 1)
+    readings = [
+        ("left hand", day, Decimal("30")),
+        ("left hand", day + dt.timedelta(days=30), Decimal("40")),
+        ("right hand", day + dt.timedelta(days=10), Decimal("20")),
+    ]
+    chart = views.line_chart(readings, "kg", width=330, height=140, left=0, top=0, bottom_margin=40)
+    # x: 0..300 over 30 days, 10 units a day; y: zero at 100, 40 kg rounds up to 50: 2 units a kg
+    left, right = chart.series
+    assert left.name == "left hand" and left.points == "0.0,40.0 300.0,20.0"
+    assert right.points == "100.0,60.0"
+    assert right.dots == [(100.0, 60.0, "2026-01-11: 20 kg")]
+    assert chart.y_ticks[-1] == (0.0, "50")
+    # one day only: in the middle
+    single = views.line_chart(readings[:1], "kg", width=330, left=0)
+    assert single.series[0].points.startswith("150.0,")
