@@ -1,5 +1,6 @@
 """``infusion ...`` (installed by the project; ``python -m services.cli`` too): the chair
-board, the due list, slots, booking and cancelling, expiring lots and the pick list, as Rich
+board, the due list, slots, booking, moving and cancelling, expiring lots, the pick list, stock
+levels, receiving by GS1 scan, reorder suggestions and the recall trace, as Rich
 tables or, with ``--json``, as JSON for scripts. It calls the services like any client, with
 the token in ``INFUSION_TOKEN`` (``make token ROLE=...`` prints one), at ``SCHEDULER_ADDRESS``,
 ``INVENTORY_ADDRESS`` and ``NOTIFY_ADDRESS`` (TLS with ``INFUSION_TLS_CA_FILE`` and, for mutual

@@ -1,5 +1,6 @@
 """The console's pages: the chair board, the due list with slot search, booking and
-cancelling, and the pharmacy's expiring lots and pick list. Every handler first asks for a
+cancelling, the pharmacy's expiring lots, pick list, stock levels, receiving by scan,
+forecast chart, reorder and recall trace, and the patient pages. Every handler first asks for a
 user allowed to open its page (app.Console.user), then reads through the services with that
 user's token; the services' own checks (permissions, organisation and site scope) stay the
 final word, and their refusals become the error page (app.rpc_error)."""
