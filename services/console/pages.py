@@ -122,7 +122,15 @@ def due(request: Request) -> Response:
     site = _chosen(sites, request.query_params.get("site"))
     horizon = _whole_number(request, "days", 28, 1, 366)
     rows = reads.due_list(calls, site.id, horizon)
-    return c.render(request, "due.html", site=site, sites=sites, rows=rows, days=horizon)
+    return c.render(
+        request,
+        "due.html",
+        site=site,
+        sites=sites,
+        rows=rows,
+        days=horizon,
+        can_see_patients=user.may_open(PAGE["patients"], c.roles),
+    )
 
 
 def slots(request: Request) -> Response:

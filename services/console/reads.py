@@ -183,6 +183,7 @@ class DueRow:
     window: tuple[dt.date, dt.date]
     overdue: bool
     booked: str
+    patient_id: str = ""
 
 
 def due_list(calls: UserCalls, site_id: str, horizon_days: int) -> list[DueRow]:
@@ -212,6 +213,7 @@ def due_list(calls: UserCalls, site_id: str, horizon_days: int) -> list[DueRow]:
             window=(to_date(d.window_start), to_date(d.window_end)),
             overdue=d.overdue,
             booked=d.booked_appointment_id,
+            patient_id=d.patient_id,
         )
         for d in found
     ]

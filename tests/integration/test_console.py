@@ -650,6 +650,9 @@ def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platf
     assert page.text.count("<circle ") == 3
     # the prescriber reads no bookings; the coordinator does, and calculates no dose
     assert "Upcoming bookings" not in page.text
+    # the coordinator reaches it from the due list too
+    due = client_as(platform, "scheduling_coordinator").get("/due")
+    assert re.search(r'<th scope="row"><a href="/patients/[^"]+">', due.text)
     coordinator = client_as(platform, "scheduling_coordinator").get(f"/patients/{patient_id}")
     assert coordinator.status_code == 200
     assert "Upcoming bookings" in coordinator.text and "Past infusions" in coordinator.text
