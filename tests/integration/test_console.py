@@ -661,3 +661,33 @@ def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platf
     other = client_as(platform, "prescriber", organisation="other-org")
     assert other.get(f"/patients/{patient_id}").status_code == 404
     assert link.group(2) not in other.get("/patients").text
+
+
+def test_another_organisation_reaches_no_demo_stock_page(platform: Platform) -> None:
+    other = "other-pharmacy-org"
+    manager = client_as(platform, "pharmacy_manager", organisation=other)
+    for page in ("/forecast", "/reorder"):
+        # no stock site of theirs at all, and the demo's named outright is none of theirs
+        assert manager.get(page).status_code == 404
+        assert manager.get(page, params={"site": platform.site_id}).status_code == 404
+    pharmacist = client_as(platform, "pharmacist", organisation=other)
+    form = pharmacist.get("/receive")
+    assert form.status_code == 404  # no site to receive at
+    # a receipt posted for the demo's site (of a product the catalogue knows) is the
+    # inventory's to refuse
+    _scan_product(platform)
+    token = csrf(pharmacist.get("/recall").text)
+    refused = pharmacist.post(
+        "/receive",
+        data={
+            "csrf_token": token,
+            "site": platform.site_id,
+            "scan": f"(01){GTIN}(17)280630(10)INTRUDER-1",
+            "vials": "1",
+            "unit_cost": "1",
+            "currency": "GBP",
+        },
+    )
+    # (as for a site that does not exist: "no stock site ...")
+    assert refused.status_code == 400 and "no stock site" in refused.text, refused.text[:500]
+    assert not _lots(platform, "INTRUDER-1")
