@@ -713,6 +713,15 @@ class PatientRecord:
     past: list[Visit] | None = None
     outcomes: list[OutcomeRow] | None = None
     grip: list[tuple[str, dt.date, Decimal]] | None = None
+    reviews: list[Review] | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    plan_id: str
+    due: dt.date | None
+    state: str  # not yet, due, overdue, ended
+    explanation: list[str]
 
 
 def _dose_text(plan: pb.TherapyPlan) -> str:
@@ -819,6 +828,21 @@ def patient_record(
             )
             for o in found
             if o.measure == pb.OUTCOME_MEASURE_GRIP_STRENGTH and o.value
+        ]
+        # outcome reviews due within a year (and overdue ones) at the plans' sites
+        mine = {p.id for p in plans}
+        record.reviews = [
+            Review(
+                r.therapy_plan_id,
+                to_date(r.due_date) if r.HasField("due_date") else None,
+                _state(pb.ReviewState, r.state, "REVIEW_STATE_"),
+                list(r.explanation),
+            )
+            for site_id in sorted({p.site_id for p in plans})
+            for r in calls.scheduler.ListDueReviews(
+                pb.ListDueReviewsRequest(site_id=site_id, horizon_days=366)
+            ).due_reviews
+            if r.therapy_plan_id in mine
         ]
     return record
 

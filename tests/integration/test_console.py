@@ -648,6 +648,19 @@ def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platf
     assert "31 kg, left hand" in page.text and "35 kg, right hand" in page.text
     assert page.text.count('<polyline class="series-') == 2
     assert page.text.count("<circle ") == 3
+    # the plan's outcome review, as ListDueReviews gives it (within a year, or overdue)
+    reviews = [
+        r
+        for r in stub.ListDueReviews(
+            pb.ListDueReviewsRequest(site_id=plan.site_id, horizon_days=366)
+        ).due_reviews
+        if r.therapy_plan_id == plan.id
+    ]
+    assert reviews  # the demo's plans have a review schedule (docs/regimens.md)
+    for r in reviews:
+        state = pb.ReviewState.Name(r.state).removeprefix("REVIEW_STATE_").lower()
+        assert f"<strong>Outcome review {state.replace('_', ' ')}" in page.text
+    assert page.text.count('<p class="review">') == len(reviews)
     # the prescriber reads no bookings; the coordinator does, and calculates no dose
     assert "Upcoming bookings" not in page.text
     # the coordinator reaches it from the due list too
