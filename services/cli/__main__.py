@@ -1,5 +1,6 @@
 """``infusion ...`` (installed by the project; ``python -m services.cli`` too): the chair
-board, the due list, slots, booking and cancelling, expiring lots and the pick list, as Rich
+board, the due list, slots, booking, moving and cancelling, expiring lots, the pick list, stock
+levels, receiving by GS1 scan, reorder suggestions and the recall trace, as Rich
 tables or, with ``--json``, as JSON for scripts. It calls the services like any client, with
 the token in ``INFUSION_TOKEN`` (``make token ROLE=...`` prints one), at ``SCHEDULER_ADDRESS``,
 ``INVENTORY_ADDRESS`` and ``NOTIFY_ADDRESS`` (TLS with ``INFUSION_TLS_CA_FILE`` and, for mutual
@@ -457,6 +458,184 @@ def pick_list(site: Site = None, date: Day = None) -> None:
         return t
 
     _emit(lines, table)
+
+
+@app.command()
+def stock(site: Site = None) -> None:
+    """Vials on hand, reserved and available per product at your sites (or one)."""
+    session = _session()
+    with _refusals():
+        sites = reads.stock_sites(session.calls, session.sees)
+        if site:
+            sites = [_site(session, site, stock=True)]
+        rows = reads.stock_levels(session.calls, sites)
+
+    def table() -> Table:
+        t = _table(
+            "Stock levels",
+            "site",
+            "product",
+            "on hand",
+            "reserved",
+            "available",
+            "on hand (g)",
+            "available (g)",
+            "lots",
+        )
+        for r in rows:
+            t.add_row(
+                r.site,
+                r.product,
+                str(r.on_hand_vials),
+                str(r.reserved_vials),
+                str(r.available_vials),
+                r.on_hand_grams,
+                r.available_grams,
+                str(r.lots),
+            )
+        return t
+
+    _emit(rows, table)
+
+
+@app.command()
+def receive(
+    scan: Annotated[str, typer.Argument(help="the GS1 element string, e.g. (01)…(17)…(10)…")],
+    vials: Annotated[int, typer.Option(min=1, help="how many vials arrived")],
+    unit_cost: Annotated[str, typer.Option(help="cost of one vial, e.g. 170.50")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "GBP",
+    supplier: Annotated[str, typer.Option()] = "",
+    site: Site = None,
+    yes: Annotated[bool, typer.Option("--yes", help="receive without asking")] = False,
+    request_id: RequestId = "",
+) -> None:
+    """Receive a delivery from a scanned GS1 DataMatrix: GTIN (01), expiry (17), lot (10)."""
+    from decimal import Decimal, InvalidOperation
+
+    from services.inventory.domain.gs1 import ScanError
+
+    try:
+        cost = Decimal(unit_cost)
+    except InvalidOperation:
+        err.print("error: --unit-cost is an amount, e.g. 170.50")
+        raise typer.Exit(2) from None
+    session = _session()
+    with _refusals():
+        chosen = _site(session, site, stock=True)
+        try:
+            seen = reads.preview_scan(session.calls, scan)
+        except ScanError as error:
+            err.print(f"error: the scan could not be read: {error}")
+            raise typer.Exit(1) from None
+        what = seen.product or f"GTIN {seen.gtin} (no product of the catalogue)"
+        _ask(
+            yes,
+            f"Receive {vials} vials of {what}, lot {seen.lot_number}, expiring "
+            f"{seen.expiry}, at {chosen.display_name or chosen.id}?",
+        )
+        received = reads.receive(
+            session.calls,
+            chosen.id,
+            scan,
+            vials,
+            cost,
+            currency,
+            supplier,
+            request_id or f"cli-{uuid.uuid4()}",
+        )
+
+    def table() -> Table:
+        t = _table("Received", "lot", "product", "vial (g)", "expires", "vials", "lot holds")
+        t.add_row(
+            received.lot_number,
+            received.product,
+            received.presentation_grams,
+            str(received.expiry),
+            str(received.vials),
+            str(received.on_hand_vials),
+        )
+        return t
+
+    _emit(received, table)
+
+
+@app.command()
+def reorder(site: Site = None) -> None:
+    """Reorder suggestions and the site's purchase orders."""
+    session = _session()
+    with _refusals():
+        chosen = _site(session, site, stock=True)
+        suggestions, orders = reads.reorder(session.calls, chosen.id)
+
+    def table() -> Table:
+        t = _table(
+            f"Suggested orders at {chosen.display_name or chosen.id}",
+            "product",
+            "vials",
+            "grams",
+            "cost",
+            "order by",
+            "stockout",
+            "why",
+        )
+        for s in suggestions:
+            t.add_row(
+                s.product,
+                f"{s.vials} x {s.presentation_grams} g",
+                s.grams,
+                s.estimated_cost,
+                str(s.order_by or ""),
+                str(s.stockout or ""),
+                s.reason,
+            )
+        return t
+
+    def both() -> Table:
+        t = table()
+        for o in orders:
+            t.add_row(
+                f"PO {o.reference or o.id}",
+                o.state,
+                "",
+                "",
+                str(o.expected or ""),
+                "",
+                "; ".join(o.lines),
+            )
+        return t
+
+    _emit({"suggestions": suggestions, "purchase_orders": orders}, both)
+
+
+@app.command()
+def recall(
+    product: Annotated[str, typer.Option(help="product id")],
+    lot: Annotated[str, typer.Option(help="lot number")],
+) -> None:
+    """Trace a lot: the sites holding it and the patients who received it."""
+    session = _session()
+    with _refusals():
+        trace = reads.recall_trace(session.calls, product, lot, session.sees)
+
+    def table() -> Table:
+        t = _table(
+            f"Lot {lot} of {trace.product}: {len(trace.recipients)} recipients",
+            "patient",
+            "appointment",
+            "site",
+            "given (UTC)",
+            "vials",
+            "grams",
+        )
+        for r in trace.recipients:
+            t.add_row(
+                r.patient_id, r.appointment_id, r.site_id, r.administered, str(r.vials), r.grams
+            )
+        for h in trace.sites:
+            t.add_row("", "", h.site_id, f"holds: {h.state}", str(h.on_hand_vials), "")
+        return t
+
+    _emit(trace, table)
 
 
 def main() -> None:

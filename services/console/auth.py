@@ -63,6 +63,43 @@ PAGES = (
         "/pharmacy",
         frozenset({"inventory.sites.read", "inventory.lots.read", "inventory.reservations.read"}),
     ),
+    Page(
+        "patients",
+        "Patients",
+        "/patients",
+        frozenset({"scheduler.patients.read", "scheduler.therapy_plans.read"}),
+    ),
+    Page("stock", "Stock", "/stock", frozenset({"inventory.sites.read", "inventory.stock.read"})),
+    Page(
+        "receive",
+        "Receive",
+        "/receive",
+        frozenset({"inventory.sites.read", "inventory.stock.receive"}),
+    ),
+    Page(
+        "forecast",
+        "Forecast",
+        "/forecast",
+        frozenset({"inventory.sites.read", "inventory.stock.read", "inventory.forecast.read"}),
+    ),
+    Page(
+        "reorder",
+        "Reorder",
+        "/reorder",
+        frozenset(
+            {
+                "inventory.sites.read",
+                "inventory.reorder_policies.read",
+                "inventory.purchase_orders.read",
+            }
+        ),
+    ),
+    Page(
+        "recall",
+        "Recall",
+        "/recall",
+        frozenset({"inventory.lots.read", "inventory.lots.trace"}),
+    ),
 )
 PAGE = {p.name: p for p in PAGES}
 

@@ -1,5 +1,6 @@
 """The console's pages: the chair board, the due list with slot search, booking and
-cancelling, and the pharmacy's expiring lots and pick list. Every handler first asks for a
+cancelling, the pharmacy's expiring lots, pick list, stock levels, receiving by scan,
+forecast chart, reorder and recall trace, and the patient pages. Every handler first asks for a
 user allowed to open its page (app.Console.user), then reads through the services with that
 user's token; the services' own checks (permissions, organisation and site scope) stay the
 final word, and their refusals become the error page (app.rpc_error)."""
@@ -23,6 +24,7 @@ from services.common.convert import from_date, to_date
 from services.console import reads, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
+from services.console.backend import pages as backend_pages
 
 if TYPE_CHECKING:
     from services.console.app import Console
@@ -120,7 +122,15 @@ def due(request: Request) -> Response:
     site = _chosen(sites, request.query_params.get("site"))
     horizon = _whole_number(request, "days", 28, 1, 366)
     rows = reads.due_list(calls, site.id, horizon)
-    return c.render(request, "due.html", site=site, sites=sites, rows=rows, days=horizon)
+    return c.render(
+        request,
+        "due.html",
+        site=site,
+        sites=sites,
+        rows=rows,
+        days=horizon,
+        can_see_patients=user.may_open(PAGE["patients"], c.roles),
+    )
 
 
 def slots(request: Request) -> Response:
@@ -281,12 +291,18 @@ async def cancel(request: Request) -> Response:
 # -- pharmacy ----------------------------------------------------------------------------------
 
 
-def pharmacy(request: Request) -> Response:
-    c = _app(request)
-    user = c.user(request, "pharmacy")
+def _at_stock_site(c: Console, request: Request, page: str) -> tuple[UserCalls, list[Any], Any]:
+    """The user's calls, their stock sites and the one the query names (default: the first),
+    for a pharmacy page the user may open."""
+    user = c.user(request, page)
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
+    return calls, sites, _chosen(sites, request.query_params.get("site"))
+
+
+def pharmacy(request: Request) -> Response:
+    c = _app(request)
+    calls, sites, site = _at_stock_site(c, request, "pharmacy")
     within = _whole_number(request, "days", 60, 0, 3650)
     today = _local_today(c, site.time_zone)
     rows = reads.expiring_lots(calls, site.id, today, within)
@@ -298,10 +314,7 @@ def pharmacy(request: Request) -> Response:
 def pick_lines(
     c: Console, request: Request
 ) -> tuple[Any, list[Any], dt.date, list[reads.PickLine]]:
-    user = c.user(request, "pharmacy")
-    calls = _calls(c, user)
-    sites = reads.stock_sites(calls, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
+    calls, sites, site = _at_stock_site(c, request, "pharmacy")
     day = _day(
         request.query_params.get("date"), _local_today(c, site.time_zone) + dt.timedelta(days=1)
     )
@@ -383,4 +396,215 @@ def routes() -> list[Route]:
         Route("/pharmacy", pharmacy),
         Route("/pharmacy/pick-list", pick_list),
         Route("/pharmacy/pick-list.csv", pick_list_csv),
+        *pharmacy_routes(),
+    ]
+
+
+# -- pharmacy: stock, receiving, forecast, reorder, recall -------------------------------------
+
+
+def stock(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "stock")
+    calls = _calls(c, user)
+    sites = reads.stock_sites(calls, user.sees_site)
+    wanted = request.query_params.get("site")
+    chosen = [_chosen(sites, wanted)] if wanted else sites
+    rows = reads.stock_levels(calls, chosen)
+    return c.render(request, "stock.html", rows=rows, sites=sites, site=wanted or "")
+
+
+RECEIVE_FIELDS = ("site", "scan", "vials", "unit_cost", "currency", "supplier")
+CURRENCIES = ("GBP", "EUR", "USD", "CHF")
+
+
+def _receive_form(c: Console, request: Request, values: dict[str, str], **extra: Any) -> Response:
+    user = c.user(request, "receive")
+    sites = reads.stock_sites(_calls(c, user), user.sees_site)
+    if not sites:
+        raise HTTPException(404, "No site of your organisation is open to you.")
+    form = {k: values.get(k, "") for k in RECEIVE_FIELDS}
+    form["currency"] = form["currency"] or CURRENCIES[0]
+    form["site"] = form["site"] or sites[0].id
+    return c.render(
+        request,
+        "receive.html",
+        sites=sites,
+        form=form,
+        currencies=CURRENCIES,
+        status_code=extra.pop("status_code", 200),
+        **extra,
+    )
+
+
+def receive_page(request: Request) -> Response:
+    c = _app(request)
+    return _receive_form(c, request, dict(request.query_params))
+
+
+async def receive_check(request: Request) -> Response:
+    """Step one: what the scan says (GTIN, expiry, lot, serial) and which product it is, with
+    the receipt's other fields to check before booking the vials in."""
+    from starlette.concurrency import run_in_threadpool
+
+    from services.console.app import check_csrf
+    from services.inventory.domain.gs1 import ScanError
+
+    c = _app(request)
+    user = c.user(request, "receive")
+    values = await check_csrf(request)
+    try:
+        preview = await run_in_threadpool(
+            reads.preview_scan, _calls(c, user), values.get("scan", "")
+        )
+    except ScanError as error:
+        return _receive_form(c, request, values, scan_error=str(error), status_code=400)
+    return _receive_form(c, request, values, preview=preview, request_id=str(uuid.uuid4()))
+
+
+async def receive(request: Request) -> Response:
+    """Step two: ReceiveStock with the scan as typed (the inventory reads it again and checks
+    it); the request id makes a second click one receipt."""
+    from decimal import Decimal, InvalidOperation
+
+    from starlette.concurrency import run_in_threadpool
+
+    from services.console.app import check_csrf
+
+    c = _app(request)
+    user = c.user(request, "receive")
+    values = await check_csrf(request)
+    try:
+        vials = int(values.get("vials", ""))
+        unit_cost = Decimal(values.get("unit_cost", "").strip())
+    except (ValueError, InvalidOperation):
+        raise HTTPException(400, "Vials: a whole number; cost per vial: an amount.") from None
+    currency = values.get("currency", "")
+    if currency not in CURRENCIES:
+        raise HTTPException(400, f"Currency: one of {', '.join(CURRENCIES)}.")
+    received = await run_in_threadpool(
+        reads.receive,
+        _calls(c, user),
+        values.get("site", ""),
+        values.get("scan", ""),
+        vials,
+        unit_cost,
+        currency,
+        values.get("supplier", "")[:200],
+        f"console-{values.get('request_id') or uuid.uuid4()}"[:128],
+    )
+    # a fresh form for the next carton, on the same site, cost and supplier
+    keep = {k: values.get(k, "") for k in ("site", "currency", "unit_cost", "supplier")}
+    return _receive_form(c, request, keep, received=received)
+
+
+def _product_choice(
+    calls: UserCalls, site: Any, wanted: str | None
+) -> tuple[list[tuple[str, str]], str]:
+    """The products the site stocks (by name) and the chosen one (default: the one with the
+    most vials reserved, the busiest)."""
+    levels = reads.stock_levels(calls, [site])
+    choices = [(r.product_id, r.product) for r in levels]
+    busiest = sorted(levels, key=lambda r: -r.reserved_vials)
+    if wanted and wanted not in {p for p, _ in choices}:
+        choices.append((wanted, reads.product_names(calls).get(wanted, wanted)))
+    if not choices:
+        raise HTTPException(404, "The site stocks no product yet.")
+    return choices, wanted or (busiest[0].product_id if busiest else choices[0][0])
+
+
+def forecast(request: Request) -> Response:
+    c = _app(request)
+    calls, sites, site = _at_stock_site(c, request, "forecast")
+    horizon = _whole_number(request, "days", 28, 1, 366)
+    products, product_id = _product_choice(calls, site, request.query_params.get("product"))
+    found = reads.forecast(calls, site.id, product_id, horizon)
+    return c.render(
+        request,
+        "forecast.html",
+        site=site,
+        sites=sites,
+        products=products,
+        product_id=product_id,
+        days=horizon,
+        forecast=found,
+        chart=views.forecast_chart(found.days, found.stockout),
+    )
+
+
+def reorder(request: Request) -> Response:
+    c = _app(request)
+    calls, sites, site = _at_stock_site(c, request, "reorder")
+    suggestions, orders = reads.reorder(calls, site.id)
+    return c.render(
+        request, "reorder.html", site=site, sites=sites, suggestions=suggestions, orders=orders
+    )
+
+
+def recall(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "recall")
+    calls = _calls(c, user)
+    products = sorted(reads.product_names(calls).items(), key=lambda p: p[1])
+    product_id = request.query_params.get("product", "")
+    lot_number = request.query_params.get("lot", "").strip()[:40]
+    trace = None
+    if product_id and lot_number:
+        trace = reads.recall_trace(calls, product_id, lot_number, user.sees_site)
+    return c.render(
+        request,
+        "recall.html",
+        products=products,
+        product_id=product_id,
+        lot_number=lot_number,
+        trace=trace,
+    )
+
+
+# -- patients ----------------------------------------------------------------------------------
+
+
+def patients(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "patients")
+    calls = _calls(c, user)
+    found = sorted(
+        backend_pages(
+            lambda token: calls.scheduler.ListPatients(
+                pb.ListPatientsRequest(
+                    organisation_id=user.organisation, page_size=reads.MAX_PAGE, page_token=token
+                )
+            ),
+            "patients",
+        ),
+        key=lambda p: (p.family_name.lower(), p.given_name.lower()),
+    )
+    return c.render(request, "patients.html", patients=found)
+
+
+def patient(request: Request) -> Response:
+    c = _app(request)
+    user = c.user(request, "patients")
+    held = user.permissions(c.roles)
+    record = reads.patient_record(
+        _calls(c, user),
+        request.path_params["patient_id"],
+        held.__contains__,
+        c.clock.now().date(),
+    )
+    chart = views.line_chart(record.grip, "kg") if record.grip else None
+    return c.render(request, "patient.html", record=record, p=record.patient, chart=chart)
+
+
+def pharmacy_routes() -> list[Route]:
+    return [
+        Route("/stock", stock),
+        Route("/receive", receive_page),
+        Route("/receive/check", receive_check, methods=["POST"]),
+        Route("/receive", receive, methods=["POST"]),
+        Route("/forecast", forecast),
+        Route("/reorder", reorder),
+        Route("/recall", recall),
+        Route("/patients", patients),
+        Route("/patients/{patient_id}", patient),
     ]

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import grpc
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
-from services.common.convert import from_date, to_date
+from services.common.convert import from_date, from_money, to_date, to_money
 from services.console import views
 from services.console.backend import UserCalls, pages
 
@@ -182,6 +183,7 @@ class DueRow:
     window: tuple[dt.date, dt.date]
     overdue: bool
     booked: str
+    patient_id: str = ""
 
 
 def due_list(calls: UserCalls, site_id: str, horizon_days: int) -> list[DueRow]:
@@ -211,6 +213,7 @@ def due_list(calls: UserCalls, site_id: str, horizon_days: int) -> list[DueRow]:
             window=(to_date(d.window_start), to_date(d.window_end)),
             overdue=d.overdue,
             booked=d.booked_appointment_id,
+            patient_id=d.patient_id,
         )
         for d in found
     ]
@@ -313,3 +316,585 @@ def pick_list(calls: UserCalls, site_id: str, day: dt.date) -> list[PickLine]:
             )
     lines.sort(key=lambda x: (x.product_name, x.lot_number, x.appointment_id))
     return lines
+
+
+def _state(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower().replace("_", " ")
+
+
+def _money(value: Any) -> str:
+    """ "GBP 1234.50", or empty when unset."""
+    if not value.currency_code:
+        return ""
+    return f"{value.currency_code} {from_money(value):.2f}"
+
+
+# -- stock levels ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StockRow:
+    site_id: str
+    site: str
+    product_id: str
+    product: str
+    on_hand_vials: int
+    reserved_vials: int
+    available_vials: int
+    on_hand_grams: str
+    available_grams: str
+    lots: int
+
+
+def stock_levels(calls: UserCalls, stock_sites_: Iterable[inv.StockSite]) -> list[StockRow]:
+    """Per site and product: vials on hand, reserved and available (the ledger's sums, in-date
+    lots only) and the grams they hold, with how many lots make them up."""
+    products = product_names(calls)
+    rows = []
+    for site in stock_sites_:
+        levels = calls.inventory.GetStockLevels(inv.GetStockLevelsRequest(site_id=site.id))
+        lots: dict[str, int] = {}
+        for lot in levels.lots:
+            if lot.on_hand_vials > 0:
+                lots[lot.product_id] = lots.get(lot.product_id, 0) + 1
+        for p in levels.products:
+            rows.append(
+                StockRow(
+                    site.id,
+                    site.display_name or site.id,
+                    p.product_id,
+                    products.get(p.product_id, p.product_id),
+                    p.on_hand_vials,
+                    p.reserved_vials,
+                    p.available_vials,
+                    p.on_hand_grams,
+                    p.available_grams,
+                    lots.get(p.product_id, 0),
+                )
+            )
+    rows.sort(key=lambda r: (r.site, r.product))
+    return rows
+
+
+# -- receiving ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanPreview:
+    gtin: str
+    expiry: dt.date | None
+    lot_number: str
+    serial: str
+    product_id: str  # empty: no product of the catalogue has this GTIN
+    product: str
+    presentation_grams: str
+
+
+def preview_scan(calls: UserCalls, element_string: str) -> ScanPreview:
+    """What a scanned GS1 element string says ((01) GTIN, (17) expiry, (10) lot, (21) serial:
+    the inventory's own reading, services/inventory/domain/gs1.py, with biip) and which
+    product of the catalogue the GTIN is. ScanError when it is not a usable scan."""
+    from services.inventory.domain.gs1 import read_scan
+
+    scan = read_scan(element_string)
+    found = pages(
+        lambda token: calls.inventory.ListProducts(
+            inv.ListProductsRequest(page_size=MAX_PAGE, page_token=token)
+        ),
+        "products",
+    )
+    for product in found:
+        for presentation in product.presentations:
+            if presentation.gtin and presentation.gtin.zfill(14) == scan.gtin:
+                return ScanPreview(
+                    scan.gtin,
+                    scan.expiry_date,
+                    scan.lot_number,
+                    scan.serial,
+                    product.id,
+                    product.brand or product.code,
+                    presentation.grams,
+                )
+    return ScanPreview(scan.gtin, scan.expiry_date, scan.lot_number, scan.serial, "", "", "")
+
+
+@dataclass(frozen=True)
+class Received:
+    lot_id: str
+    site_id: str
+    product_id: str
+    product: str
+    lot_number: str
+    expiry: dt.date
+    presentation_grams: str
+    vials: int
+    on_hand_vials: int
+
+
+def receive(
+    calls: UserCalls,
+    site_id: str,
+    element_string: str,
+    vials: int,
+    unit_cost: Decimal,
+    currency: str,
+    supplier: str,
+    request_id: str,
+) -> Received:
+    """ReceiveStock with the scanned string (the inventory reads GTIN, expiry and lot from
+    it); ``request_id`` makes a repeated submit one receipt."""
+    answer = calls.inventory.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id=site_id,
+            gs1_element_string=element_string,
+            vials=vials,
+            unit_cost=to_money(unit_cost, currency),
+            supplier=supplier,
+            request_id=request_id,
+        )
+    )
+    lot = answer.lot
+    return Received(
+        lot.id,
+        lot.site_id,
+        lot.product_id,
+        product_names(calls).get(lot.product_id, lot.product_id),
+        lot.lot_number,
+        to_date(lot.expiry_date),
+        lot.presentation_grams,
+        answer.movement.on_hand_delta_vials,
+        lot.on_hand_vials,
+    )
+
+
+# -- forecast, reorder, purchase orders --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forecast:
+    product_id: str
+    product: str
+    days: list[views.ForecastDay]
+    stockout: dt.date | None
+
+
+def forecast(calls: UserCalls, site_id: str, product_id: str, horizon_days: int) -> Forecast:
+    answer = calls.inventory.GetStockForecast(
+        inv.GetStockForecastRequest(
+            site_id=site_id, product_id=product_id, horizon_days=horizon_days
+        )
+    )
+
+    def grams(text: str) -> Decimal:
+        return Decimal(text) if text else Decimal(0)
+
+    days = [
+        views.ForecastDay(
+            to_date(d.date),
+            grams(d.in_date_on_hand_grams),
+            grams(d.reserved_demand_grams),
+            grams(d.forecast_demand_grams),
+            grams(d.projected_available_grams),
+            grams(d.shortfall_grams),
+        )
+        for d in answer.days
+    ]
+    stockout = (
+        to_date(answer.first_stockout_date) if answer.HasField("first_stockout_date") else None
+    )
+    return Forecast(product_id, product_names(calls).get(product_id, product_id), days, stockout)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    product_id: str
+    product: str
+    presentation_grams: str
+    vials: int
+    grams: str
+    estimated_cost: str
+    stockout: dt.date | None
+    order_by: dt.date | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    supplier: str
+    reference: str
+    state: str
+    expected: dt.date | None
+    lines: list[str]  # "Privigen 10 g: 4 of 10 vials received"
+
+
+def reorder(calls: UserCalls, site_id: str) -> tuple[list[Suggestion], list[Order]]:
+    """The site's reorder suggestions (its reorder policies against the forecast) and its
+    purchase orders, newest first as the inventory lists them."""
+    products = product_names(calls)
+    suggestions = [
+        Suggestion(
+            s.product_id,
+            products.get(s.product_id, s.product_id),
+            s.presentation_grams,
+            s.vials,
+            s.grams,
+            _money(s.estimated_cost),
+            to_date(s.stockout_date) if s.HasField("stockout_date") else None,
+            to_date(s.order_by_date) if s.HasField("order_by_date") else None,
+            s.reason,
+        )
+        for s in calls.inventory.ListReorderSuggestions(
+            inv.ListReorderSuggestionsRequest(site_id=site_id)
+        ).suggestions
+    ]
+    orders = [
+        Order(
+            o.id,
+            o.supplier,
+            o.reference,
+            _state(inv.PurchaseOrderState, o.state, "PURCHASE_ORDER_STATE_"),
+            to_date(o.expected_date) if o.HasField("expected_date") else None,
+            [
+                f"{products.get(x.product_id, x.product_id)} {x.presentation_grams} g: "
+                f"{x.vials_received} of {x.vials_ordered} vials received"
+                for x in o.lines
+            ],
+        )
+        for o in pages(
+            lambda token: calls.inventory.ListPurchaseOrders(
+                inv.ListPurchaseOrdersRequest(site_id=site_id, page_size=MAX_PAGE, page_token=token)
+            ),
+            "purchase_orders",
+        )
+    ]
+    return suggestions, orders
+
+
+# -- recall ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldLot:
+    site_id: str
+    lot_id: str
+    state: str
+    expiry: dt.date
+    on_hand_vials: int
+    reserved_vials: int
+
+
+@dataclass(frozen=True)
+class Recipient:
+    patient_id: str
+    appointment_id: str
+    site_id: str
+    administered: str  # UTC, "2026-11-24 10:15"
+    vials: int
+    grams: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    product_id: str
+    product: str
+    lot_number: str
+    sites: list[HeldLot]
+    recipients: list[Recipient]
+
+
+def recall_trace(calls: UserCalls, product_id: str, lot_number: str, sees: Sees) -> Trace:
+    """Where a lot is (each site's stock of it) and who received it (the inventory's
+    administration trace, ListLotRecipients), at the user's sites."""
+    held = [
+        HeldLot(
+            lot.site_id,
+            lot.id,
+            _state(inv.LotState, lot.state, "LOT_STATE_"),
+            to_date(lot.expiry_date),
+            lot.on_hand_vials,
+            lot.reserved_vials,
+        )
+        for lot in pages(
+            lambda token: calls.inventory.ListLots(
+                inv.ListLotsRequest(
+                    product_id=product_id,
+                    lot_number=lot_number,
+                    page_size=MAX_PAGE,
+                    page_token=token,
+                )
+            ),
+            "lots",
+        )
+        if sees(lot.site_id)
+    ]
+    recipients = [
+        Recipient(
+            a.patient_id,
+            a.appointment_id,
+            a.site_id,
+            a.administered_time.ToDatetime(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+            a.vials,
+            a.grams_administered,
+        )
+        for a in pages(
+            lambda token: calls.inventory.ListLotRecipients(
+                inv.ListLotRecipientsRequest(
+                    product_id=product_id,
+                    lot_number=lot_number,
+                    page_size=MAX_PAGE,
+                    page_token=token,
+                )
+            ),
+            "administrations",
+        )
+        if sees(a.site_id)
+    ]
+    return Trace(
+        product_id,
+        product_names(calls).get(product_id, product_id),
+        lot_number,
+        sorted(held, key=lambda h: h.site_id),
+        sorted(recipients, key=lambda r: (r.administered, r.patient_id)),
+    )
+
+
+# -- the patient page --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    plan_id: str
+    version: int
+    status: str
+    product: str
+    dose: str  # "0.4 g/kg every 28 days" or "30 g every 14 days"
+    changed: str  # UTC day of the version
+
+
+@dataclass(frozen=True)
+class Dose:
+    plan_id: str
+    product: str
+    course: str
+    total_grams: str
+    dosing_weight: str
+    days: list[str]  # "day 1, 2026-11-25: 32 g (3 x 10 g + 1 x 2 g vials), 300 chair minutes"
+    rationale: list[str]
+    rules: list[str]
+
+
+@dataclass(frozen=True)
+class Visit:
+    appointment_id: str
+    day: dt.date
+    start: str
+    status: str
+    dose_grams: str
+    grams_given: str
+    lots: str  # "P-123 x 3, P-124 x 1"
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    day: dt.date
+    measure: str
+    value: str
+    note: str
+
+
+@dataclass
+class PatientRecord:
+    patient: pb.Patient
+    plans: list[PlanVersion]
+    doses: list[Dose] | None = None  # None: the user may not calculate doses
+    measurements: list[pb.Measurement] | None = None
+    upcoming: list[Visit] | None = None
+    past: list[Visit] | None = None
+    outcomes: list[OutcomeRow] | None = None
+    grip: list[tuple[str, dt.date, Decimal]] | None = None
+    reviews: list[Review] | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    plan_id: str
+    due: dt.date | None
+    state: str  # not yet, due, overdue, ended
+    explanation: list[str]
+
+
+def _dose_text(plan: pb.TherapyPlan) -> str:
+    unit = "g/kg" if plan.dose_basis == pb.DOSE_BASIS_G_PER_KG else "g"
+    return f"{plan.maintenance_dose} {unit} every {plan.interval_days} days"
+
+
+def patient_record(
+    calls: UserCalls, patient_id: str, may: Callable[[str], bool], today: dt.date
+) -> PatientRecord:
+    """The patient, every version of each plan, and what the user's permissions (``may``)
+    open: the next dose calculated with its rationale, measurements, bookings (past ones with
+    the lots scanned at the chair) and outcome records with the grip strength readings. The
+    dose is calculated for ``today`` (the measurements of that day)."""
+    patient = calls.scheduler.GetPatient(pb.GetPatientRequest(id=patient_id)).patient
+    products = product_names(calls)
+    plans = list(
+        pages(
+            lambda token: calls.scheduler.ListTherapyPlans(
+                pb.ListTherapyPlansRequest(
+                    patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                )
+            ),
+            "therapy_plans",
+        )
+    )
+    versions = []
+    for plan in plans:
+        for number in range(plan.version, 0, -1):
+            v = (
+                plan
+                if number == plan.version
+                else calls.scheduler.GetTherapyPlan(
+                    pb.GetTherapyPlanRequest(id=plan.id, version=number)
+                ).therapy_plan
+            )
+            versions.append(
+                PlanVersion(
+                    plan.id,
+                    number,
+                    _state(pb.PlanStatus, v.status, "PLAN_STATUS_"),
+                    products.get(v.product_id, v.product_id),
+                    _dose_text(v),
+                    v.update_time.ToDatetime(dt.UTC).date().isoformat()
+                    if v.HasField("update_time")
+                    else "",
+                )
+            )
+    record = PatientRecord(patient, versions)
+    if may("scheduler.doses.calculate"):
+        record.doses = [
+            _dose(
+                calls.scheduler.CalculateDose(
+                    pb.CalculateDoseRequest(therapy_plan_id=p.id, dosing_date=from_date(today))
+                )
+            )
+            for p in plans
+            if p.status == pb.PLAN_STATUS_ACTIVE
+        ]
+    if may("scheduler.measurements.read"):
+        record.measurements = list(
+            calls.scheduler.ListMeasurements(
+                pb.ListMeasurementsRequest(patient_id=patient_id, page_size=20)
+            ).measurements
+        )
+    if may("scheduler.appointments.read"):
+        visits = [
+            _visit(a, products)
+            for a in pages(
+                lambda token: calls.scheduler.ListAppointments(
+                    pb.ListAppointmentsRequest(
+                        patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                    )
+                ),
+                "appointments",
+            )
+        ]
+        record.upcoming = sorted(
+            (v for v in visits if v.day >= today and v.status in ("booked", "held", "checked in")),
+            key=lambda v: (v.day, v.start),
+        )
+        record.past = sorted(
+            (v for v in visits if v.status in ("done", "in chair", "no-show")),
+            key=lambda v: (v.day, v.start),
+            reverse=True,
+        )
+    if may("scheduler.outcomes.read"):
+        found = list(
+            pages(
+                lambda token: calls.scheduler.ListOutcomes(
+                    pb.ListOutcomesRequest(
+                        patient_id=patient_id, page_size=MAX_PAGE, page_token=token
+                    )
+                ),
+                "outcomes",
+            )
+        )
+        record.outcomes = [_outcome(o) for o in found]
+        record.grip = [
+            (
+                f"{_state(pb.Hand, o.hand, 'HAND_')} hand",
+                to_date(o.recorded_on),
+                Decimal(o.value),
+            )
+            for o in found
+            if o.measure == pb.OUTCOME_MEASURE_GRIP_STRENGTH and o.value
+        ]
+        # outcome reviews due within a year (and overdue ones) at the plans' sites
+        mine = {p.id for p in plans}
+        record.reviews = [
+            Review(
+                r.therapy_plan_id,
+                to_date(r.due_date) if r.HasField("due_date") else None,
+                _state(pb.ReviewState, r.state, "REVIEW_STATE_"),
+                list(r.explanation),
+            )
+            for site_id in sorted({p.site_id for p in plans})
+            for r in calls.scheduler.ListDueReviews(
+                pb.ListDueReviewsRequest(site_id=site_id, horizon_days=366)
+            ).due_reviews
+            if r.therapy_plan_id in mine
+        ]
+    return record
+
+
+def _dose(answer: pb.CalculateDoseResponse) -> Dose:
+    c = answer.calculation
+    days = []
+    for d in c.days:
+        vials = " + ".join(f"{v.count} x {v.grams} g" for v in d.vials)
+        days.append(
+            f"day {d.day}, {to_date(d.date)}: {d.rounded_grams} g ({vials} vials), "
+            f"{d.chair_minutes} chair minutes"
+        )
+    w = c.dosing_weight
+    weight = (
+        f"{w.dosing_weight_kg} kg ({_state(pb.WeightPolicy, w.policy_applied, 'WEIGHT_POLICY_')})"
+    )
+    return Dose(
+        c.therapy_plan_id,
+        c.product_brand or c.product_id,
+        _state(pb.CourseKind, c.course, "COURSE_KIND_"),
+        c.total_grams,
+        weight if w.dosing_weight_kg else "",
+        days,
+        list(c.rationale),
+        list(c.rules_applied),
+    )
+
+
+def _visit(a: pb.Appointment, products: dict[str, str]) -> Visit:
+    return Visit(
+        a.id,
+        to_date(a.local_date),
+        views.clock(minutes(a.local_start)),
+        views.status_label(a.status, False),
+        a.dose_grams,
+        a.grams_given,
+        ", ".join(
+            f"{products.get(s.product_id, '')} {s.lot_number} x {s.vials}".strip()
+            for s in a.scanned_lots
+        ),
+    )
+
+
+def _outcome(o: pb.OutcomeRecord) -> OutcomeRow:
+    measure = _state(pb.OutcomeMeasure, o.measure, "OUTCOME_MEASURE_")
+    if o.measure == pb.OUTCOME_MEASURE_GRIP_STRENGTH:
+        value = f"{o.value} kg, {_state(pb.Hand, o.hand, 'HAND_')} hand"
+    elif o.scale:
+        value = f"{o.value} ({_state(pb.DisabilityScale, o.scale, 'DISABILITY_SCALE_')})"
+    elif o.wearing_off_none:
+        value = "none"
+    else:
+        value = o.value
+    return OutcomeRow(to_date(o.recorded_on), measure, value, o.note)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Appointment status (scheduler.v1.AppointmentStatus numbers) -> what the board says
 STATUS_LABELS = {
@@ -138,3 +139,184 @@ def expiring(
         if on_hand > 0 and (expiry - today).days <= within_days
     ]
     return sorted(found, key=lambda lot: (lot.expiry, lot.product_id, lot.lot_number))
+
+
+# -- the stock forecast chart ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForecastDay:
+    day: dt.date
+    on_hand: Decimal  # grams in date at the start of the day
+    reserved: Decimal  # grams reserved for the day's bookings
+    forecast: Decimal  # grams the scheduler expects but has not booked
+    available: Decimal  # grams projected at the end of the day
+    shortfall: Decimal  # grams of the day's demand the stock could not cover
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: dt.date
+    x: float
+    width: float
+    reserved_y: float  # the reserved part sits on the axis
+    reserved_height: float
+    forecast_y: float  # the forecast part on top of it
+    forecast_height: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG chart's geometry in user units (the template draws it)."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    bottom: float  # the y of the zero line
+    right: float
+    on_hand: str  # polyline points
+    available: str
+    bars: list[Bar]
+    y_ticks: list[tuple[float, str]]
+    x_ticks: list[tuple[float, str]]
+    stockout_x: float | None
+
+
+def nice_ceiling(value: Decimal) -> Decimal:
+    """The smallest of 1, 2, 5 x 10^k (k >= 0) at or above ``value``: 730 -> 1000, 180 ->
+    200, 0 -> 1."""
+    step = Decimal(1)
+    while True:
+        for factor in (1, 2, 5):
+            if step * factor >= value:
+                return step * factor
+        step *= 10
+
+
+def forecast_chart(
+    days: Sequence[ForecastDay],
+    stockout: dt.date | None,
+    *,
+    width: int = 760,
+    height: int = 260,
+    left: int = 60,
+    top: int = 10,
+    bottom_margin: int = 30,
+) -> Chart:
+    """Stock on hand and projected available as lines, each day's reserved and forecast demand
+    as a stacked bar, on a scale from 0 to a round number at or above the largest value; the
+    stockout day (the first with a shortfall) as an x position."""
+    right = width - 10
+    zero = height - bottom_margin
+    plot_h = zero - top
+    n = max(len(days), 1)
+    step = (right - left) / n
+    peak = max([Decimal(0)] + [max(d.on_hand, d.available, d.reserved + d.forecast) for d in days])
+    scale = nice_ceiling(peak)
+
+    def y(grams: Decimal) -> float:
+        return round(zero - float(max(grams, Decimal(0)) / scale) * plot_h, 2)
+
+    def x(i: int) -> float:
+        return round(left + (i + 0.5) * step, 2)
+
+    bars = []
+    for i, d in enumerate(days):
+        reserved_top = y(d.reserved)
+        both_top = y(d.reserved + d.forecast)
+        bars.append(
+            Bar(
+                d.day,
+                round(x(i) - step * 0.3, 2),
+                round(step * 0.6, 2),
+                reserved_top,
+                round(zero - reserved_top, 2),
+                both_top,
+                round(reserved_top - both_top, 2),
+            )
+        )
+    y_ticks = [(y(scale * k / 4), format((scale * k / 4).normalize(), "f")) for k in range(5)]
+    every = max(1, round(n / 8))
+    x_ticks = [(x(i), d.day.strftime("%d %b")) for i, d in enumerate(days) if i % every == 0]
+    stockout_x = next((x(i) for i, d in enumerate(days) if d.day == stockout), None)
+    return Chart(
+        width,
+        height,
+        left,
+        top,
+        zero,
+        right,
+        " ".join(f"{x(i)},{y(d.on_hand)}" for i, d in enumerate(days)),
+        " ".join(f"{x(i)},{y(d.available)}" for i, d in enumerate(days)),
+        bars,
+        y_ticks,
+        x_ticks,
+        stockout_x,
+    )
+
+
+# -- outcomes: grip strength over time ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str  # "left hand"
+    points: str  # polyline points
+    dots: list[tuple[float, float, str]]  # x, y, "2026-11-24: 31.5 kg"
+
+
+@dataclass(frozen=True)
+class LineChart:
+    width: int
+    height: int
+    left: int
+    top: int
+    bottom: float
+    right: float
+    series: list[Series]
+    y_ticks: list[tuple[float, str]]
+    x_ticks: list[tuple[float, str]]
+
+
+def line_chart(
+    readings: Sequence[tuple[str, dt.date, Decimal]],
+    unit: str,
+    *,
+    width: int = 560,
+    height: int = 220,
+    left: int = 50,
+    top: int = 10,
+    bottom_margin: int = 30,
+) -> LineChart:
+    """Readings (series name, day, value) as one line per series on a shared time axis: x in
+    proportion to the days from the first reading to the last, y from 0 to a round number at
+    or above the largest value. A single day sits in the middle."""
+    right = width - 30  # room for the last day's label
+    zero = height - bottom_margin
+    days = sorted({day for _, day, _ in readings})
+    first, last = (days[0], days[-1]) if days else (dt.date.min, dt.date.min)
+    span = (last - first).days
+    scale = nice_ceiling(max([Decimal(0)] + [v for _, _, v in readings]))
+
+    def x(day: dt.date) -> float:
+        if span == 0:
+            return round((left + right) / 2, 2)
+        return round(left + (day - first).days / span * (right - left), 2)
+
+    def y(value: Decimal) -> float:
+        return round(zero - float(value / scale) * (zero - top), 2)
+
+    series = []
+    for name in sorted({n for n, _, _ in readings}):
+        mine = sorted((d, v) for n, d, v in readings if n == name)
+        series.append(
+            Series(
+                name,
+                " ".join(f"{x(d)},{y(v)}" for d, v in mine),
+                [(x(d), y(v), f"{d}: {v} {unit}") for d, v in mine],
+            )
+        )
+    y_ticks = [(y(scale * k / 4), format((scale * k / 4).normalize(), "f")) for k in range(5)]
+    x_ticks = [(x(d), d.strftime("%d %b %y")) for d in days[:: max(1, round(len(days) / 6))]]
+    return LineChart(width, height, left, top, zero, right, series, y_ticks, x_ticks)

@@ -7,8 +7,9 @@ to test-artifacts/console/ (docs/console.md links them).
 
 Few on purpose (CPU is scarce): one walk for the scheduling coordinator (sign in, board, due
 list, slots, confirm, the booked block on the board, the wall screen) and one for the
-pharmacist. Without chromium, chromedriver or axe-core they skip saying which, except under
-CI=true, where they fail: `make test` installs chromium (`make browser`) and axe-core."""
+pharmacy (the pharmacist, then the pharmacy manager). Without chromium, chromedriver or
+axe-core they skip saying which, except under CI=true, where they fail: `make test` installs
+chromium (`make browser`) and axe-core."""
 
 from __future__ import annotations
 
@@ -186,11 +187,58 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     accessible(browser, "the wall screen")
     screenshot(browser, "board-wall")
 
+    # the patient page: the coordinator's (bookings), then the prescriber's (dose, outcomes)
+    browser.get(f"{base}/patients")
+    accessible(browser, "the patient list")
+    browser.find_element(By.CSS_SELECTOR, "table.list tbody a").click()
+    wait_for(browser, lambda: "/patients/" in browser.current_url, "a patient's page")
+    assert "Upcoming bookings" in browser.page_source
+    accessible(browser, "the patient page (coordinator)")
+    patient_id = browser.current_url.rsplit("/", 1)[1]
+    _grip_readings(platform, patient_id)
+    browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    sign_in(browser, base, "prescriber", f"/patients/{patient_id}")
+    assert browser.find_elements(By.CSS_SELECTOR, "ol.rationale li")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg circle")) == 4
+    accessible(browser, "the patient page (prescriber)")
+    screenshot(browser, "patient")
 
-def test_a_pharmacist_sees_expiring_lots_and_the_pick_list(
-    served: tuple[Platform, str], browser: Any
-) -> None:
+
+def _grip_readings(platform: Platform, patient_id: str) -> None:
+    import datetime as dt
+
+    from infusion.scheduler.v1 import scheduler_pb2 as pb
+    from services.common.convert import from_date
+    from tests.integration.console_support import TODAY
+
+    stub = platform.scheduler("prescriber")
+    plan = stub.ListTherapyPlans(pb.ListTherapyPlansRequest(patient_id=patient_id)).therapy_plans[0]
+    for days, hand, kg in (
+        (90, pb.HAND_LEFT, "24.5"),
+        (45, pb.HAND_LEFT, "29"),
+        (10, pb.HAND_LEFT, "33.5"),
+        (45, pb.HAND_RIGHT, "31"),
+    ):
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome=pb.OutcomeRecord(
+                    patient_id=patient_id,
+                    therapy_plan_id=plan.id,
+                    recorded_on=from_date(TODAY - dt.timedelta(days=days)),
+                    measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                    value=kg,
+                    hand=hand,
+                ),
+                request_id=f"browser-grip-{days}-{hand}",
+            )
+        )
+
+
+def test_the_pharmacy_pages(served: tuple[Platform, str], browser: Any) -> None:
+    """The pharmacist: expiring lots, the pick list, stock, receiving a scanned carton, the
+    forecast chart and the recall trace; then the pharmacy manager's reorder page."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     platform, base = served
     sign_in(browser, base, "pharmacist", "/pharmacy?days=3650")
@@ -206,3 +254,96 @@ def test_a_pharmacist_sees_expiring_lots_and_the_pick_list(
     browser.get(f"{base}/board")
     assert "Not allowed" in browser.find_element(By.TAG_NAME, "h1").text
     accessible(browser, "the 403 page")
+
+    browser.get(f"{base}/stock")
+    assert browser.find_elements(By.CSS_SELECTOR, "table.list tbody th[scope=row]")
+    accessible(browser, "the stock levels")
+    # receiving: the scanner types into the focused field and ends with Enter
+    gtin, product_id = _product_with_gtin(platform)
+    browser.get(f"{base}/receive")
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("id") == "scan"
+    focused.send_keys(f"(01){gtin}(17)280630(10)BROWSER-1\n")
+    wait_for(browser, lambda: "Check the scan" in browser.page_source, "the scan checked")
+    accessible(browser, "the scan check")
+    browser.switch_to.active_element.send_keys("4")  # the vials field has the focus now
+    browser.find_element(By.ID, "unit_cost").send_keys("170")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Receive these vials']").click()
+    wait_for(browser, lambda: "Received" in browser.page_source, "the receipt")
+    assert "lot BROWSER-1" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    accessible(browser, "the receipt")
+    screenshot(browser, "pharmacy-receive")
+
+    browser.get(f"{base}/forecast?days=28&product={product_id}")  # forecast beyond its stock
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg polyline.on-hand")
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg line.stockout-line")
+    accessible(browser, "the stock forecast")
+    screenshot(browser, "pharmacy-forecast")
+    browser.get(f"{base}/recall")
+    Select(browser.find_element(By.ID, "product")).select_by_visible_text("Browser IVIg")
+    browser.find_element(By.ID, "lot").send_keys("BROWSER-1\n")
+    wait_for(browser, lambda: "Patients who received it" in browser.page_source, "the trace")
+    accessible(browser, "the recall page")
+    screenshot(browser, "pharmacy-recall")
+
+    # the pharmacy manager buys: reorder suggestions and purchase orders
+    browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    sign_in(browser, base, "pharmacy_manager", "/reorder")
+    assert "Reorder" in browser.find_element(By.TAG_NAME, "h1").text
+    accessible(browser, "the reorder page")
+    screenshot(browser, "pharmacy-reorder")
+
+
+def _product_with_gtin(platform: Platform) -> tuple[str, str]:
+    """A product whose vials carry a GTIN (the shipped catalogue has none), and a demand
+    forecast for it (the scheduler's push) that its stock will not cover."""
+    import datetime as dt
+
+    from infusion.inventory.v1 import inventory_pb2 as inv
+    from infusion.inventory.v1 import inventory_pb2_grpc
+    from services.common.auth.tokens import StaticToken
+    from services.common.channels import open_channel
+    from services.common.convert import from_date
+    from tests.integration.console_support import TODAY
+
+    gtin = "05412345678908"
+    token = StaticToken(platform.issuer.issuer.role_token("administrator", "demo-org"))
+    product = (
+        inventory_pb2_grpc.InventoryServiceStub(
+            open_channel(platform.inventory_address, None, token)
+        )
+        .CreateProduct(
+            inv.CreateProductRequest(
+                request_id="browser-scan-product",
+                product=inv.Product(
+                    code="browser-scan-ivig",
+                    brand="Browser IVIg",
+                    manufacturer="Lab",
+                    ig_class=inv.IG_CLASS_IVIG,
+                    concentration_percent="10",
+                    routes=[inv.ROUTE_IV],
+                    presentations=[inv.Presentation(grams="5", ml="50", gtin=gtin)],
+                    storage=inv.StorageRule(kind=inv.STORAGE_KIND_REFRIGERATED),
+                ),
+            )
+        )
+        .product
+    )
+    scheduler = platform.issuer.service_auth("scheduler").tokens
+    inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(platform.inventory_address, None, scheduler)
+    ).UpsertDemandForecast(
+        inv.UpsertDemandForecastRequest(
+            request_id="browser-demand",
+            forecasts=[
+                inv.DemandForecast(
+                    site_id=platform.site_id,
+                    product_id=product.id,
+                    day=from_date(TODAY + dt.timedelta(days=days)),
+                    grams=grams,
+                )
+                for days, grams in ((2, "10"), (6, "15"), (9, "40"), (13, "20"))
+            ],
+        )
+    )
+    return gtin, str(product.id)

@@ -139,3 +139,95 @@ def test_without_a_token_it_says_how_to_get_one() -> None:
     result = CliRunner().invoke(app, ["due"], env={"INFUSION_TOKEN": ""})
     assert result.exit_code == 2
     assert "make token" in result.stderr
+
+
+GTIN = "05412345678908"  # a valid GTIN-14
+
+
+def test_stock_receive_reorder_and_recall(platform: Platform) -> None:
+    from infusion.inventory.v1 import inventory_pb2 as inv
+    from infusion.inventory.v1 import inventory_pb2_grpc
+    from services.common.auth.tokens import StaticToken
+    from services.common.channels import open_channel
+
+    def inventory(role: str) -> inventory_pb2_grpc.InventoryServiceStub:
+        token = StaticToken(platform.issuer.issuer.role_token(role, centre.ORG))
+        return inventory_pb2_grpc.InventoryServiceStub(
+            open_channel(platform.inventory_address, None, token)
+        )
+
+    inventory("administrator").CreateProduct(
+        inv.CreateProductRequest(
+            request_id="cli-test-scan-product",
+            product=inv.Product(
+                code="cli-scan-ivig",
+                brand="CLI IVIg",
+                manufacturer="Lab",
+                ig_class=inv.IG_CLASS_IVIG,
+                concentration_percent="10",
+                routes=[inv.ROUTE_IV],
+                presentations=[inv.Presentation(grams="5", ml="50", gtin=GTIN)],
+                storage=inv.StorageRule(kind=inv.STORAGE_KIND_REFRIGERATED),
+            ),
+        )
+    )
+    before = as_json(platform, "pharmacist", "stock")
+    assert before and all(r["site_id"] == platform.site_id for r in before)
+    assert "CLI IVIg" not in {r["product"] for r in before}
+    scan = f"(01){GTIN}(17)280630(10)CLI-1"
+    receipt = ["receive", scan, "--vials", "6", "--unit-cost", "99.5", "--request-id", "cli-r-1"]
+    got = as_json(platform, "pharmacist", *receipt, "--yes")
+    assert (got["product"], got["lot_number"], got["expiry"]) == ("CLI IVIg", "CLI-1", "2028-06-30")
+    assert got["vials"] == 6 and got["on_hand_vials"] == 6
+    again = as_json(platform, "pharmacist", *receipt, "--yes")  # the same request id: one receipt
+    assert again["on_hand_vials"] == 6
+    after = {r["product"]: r for r in as_json(platform, "pharmacist", "stock")}
+    assert after["CLI IVIg"]["on_hand_vials"] == 6
+    assert "CLI IVIg" in run(platform, "pharmacist", "stock").stdout
+    # asked first: answering no receives nothing
+    declined = CliRunner().invoke(
+        app,
+        ["receive", f"(01){GTIN}(17)280630(10)CLI-2", "--vials", "1", "--unit-cost", "1"],
+        input="n\n",
+        env={
+            "INFUSION_TOKEN": platform.issuer.issuer.role_token("pharmacist", centre.ORG),
+            "INVENTORY_ADDRESS": platform.inventory_address,
+            "SCHEDULER_ADDRESS": platform.scheduler_address,
+            "NOTIFY_ADDRESS": platform.notify_address,
+        },
+    )
+    assert declined.exit_code == 1 and "CLI-2" in declined.stdout
+    assert not inventory("pharmacist").ListLots(inv.ListLotsRequest(lot_number="CLI-2")).lots
+    # an unreadable scan and a refused receipt: the reason, exit status 1
+    bad = run(
+        platform, "pharmacist", "receive", "hello", "--vials", "1", "--unit-cost", "1", code=1
+    )
+    assert "the scan could not be read" in " ".join(bad.stderr.split())
+    refused = run(
+        platform,
+        "pharmacy_manager",
+        "receive",
+        scan,
+        "--vials",
+        "1",
+        "--unit-cost",
+        "1",
+        "--yes",
+        code=1,
+    )
+    said = " ".join(refused.stderr.split())
+    assert "PERMISSION_DENIED" in said and "inventory.stock.receive" in said
+
+    orders = as_json(platform, "pharmacy_manager", "reorder")
+    assert orders["suggestions"] and orders["purchase_orders"] == []
+    first = orders["suggestions"][0]
+    assert first["vials"] > 0 and first["product"]
+    assert first["product"] in run(platform, "pharmacy_manager", "reorder").stdout
+
+    traced = as_json(
+        platform, "pharmacist", "recall", "--product", got["product_id"], "--lot", "CLI-1"
+    )
+    assert [h["site_id"] for h in traced["sites"]] == [platform.site_id]
+    assert traced["sites"][0]["on_hand_vials"] == 6 and traced["recipients"] == []
+    table = run(platform, "pharmacist", "recall", "--product", got["product_id"], "--lot", "CLI-1")
+    assert "0 recipients" in table.stdout

@@ -7,25 +7,29 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 import io
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
+from google.type.money_pb2 import Money
 from starlette.testclient import TestClient
 
 from demo import centre
 from demo.builder import Builder
+from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
-from services.common.convert import from_date
+from services.common.convert import from_date, to_date
 from services.console.app import create_app
 from services.console.settings import load_settings
 from services.launcher import free_port
-from tests.integration.console_support import Platform, running_platform, sign_in
+from tests.integration.console_support import TODAY, Platform, running_platform, sign_in
 
 BASE = "http://127.0.0.1"  # a loopback address: the development issuer redirects only there
 
@@ -137,6 +141,22 @@ def test_the_board_shows_the_demo_day_with_names_and_nurse_load(platform: Platfo
         ("nurse", "/pharmacy", False),
         ("pharmacy_manager", "/pharmacy/pick-list", False),
         ("pharmacist", "/pharmacy/pick-list.csv", True),
+        ("pharmacist", "/stock", True),
+        ("pharmacy_manager", "/stock", True),
+        ("nurse", "/stock", False),
+        ("pharmacist", "/receive", True),
+        ("pharmacy_manager", "/receive", False),
+        ("pharmacist", "/forecast", True),
+        ("scheduling_coordinator", "/forecast", False),
+        ("pharmacy_manager", "/reorder", True),
+        ("pharmacist", "/reorder", False),
+        ("pharmacist", "/recall", True),
+        ("pharmacy_manager", "/recall", False),
+        ("auditor", "/recall", False),
+        ("prescriber", "/patients", True),
+        ("scheduling_coordinator", "/patients", True),
+        ("nurse", "/patients", False),
+        ("pharmacist", "/patients", False),
     ],
 )
 def test_each_page_opens_for_its_roles_only(
@@ -297,3 +317,390 @@ def test_pharmacy_lists_expiring_lots_and_the_pick_list(platform: Platform) -> N
     for r in rows:
         assert r["lot"] in pick.text and r["appointment"] in pick.text
         assert r["product"] == _brand(platform, r["product_id"]) and r["product"] in pick.text
+
+
+# -- pharmacy: stock, receiving by scan, forecast, reorder, recall -----------------------------
+
+GTIN = "05412345678908"  # a valid GTIN-14 (check digit 8)
+
+
+def _inventory(
+    platform: Platform, role: str, org: str = centre.ORG
+) -> inventory_pb2_grpc.InventoryServiceStub:
+    token = StaticToken(platform.issuer.issuer.role_token(role, org))
+    return inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(platform.inventory_address, None, token)
+    )
+
+
+def _scan_product(platform: Platform) -> inv.Product:
+    """A product whose 5 g vials carry GTIN (the shipped catalogue has no GTINs)."""
+    admin = _inventory(platform, "administrator")
+    found: list[inv.Product] = [
+        p
+        for p in admin.ListProducts(inv.ListProductsRequest(page_size=200)).products
+        if p.code == "console-scan-ivig"
+    ]
+    if found:
+        return found[0]
+    made: inv.Product = admin.CreateProduct(
+        inv.CreateProductRequest(
+            request_id="console-test-scan-product",
+            product=inv.Product(
+                code="console-scan-ivig",
+                brand="Scanned IVIg",
+                manufacturer="Lab",
+                ig_class=inv.IG_CLASS_IVIG,
+                concentration_percent="10",
+                routes=[inv.ROUTE_IV],
+                presentations=[inv.Presentation(grams="5", ml="50", gtin=GTIN)],
+                storage=inv.StorageRule(kind=inv.STORAGE_KIND_REFRIGERATED),
+            ),
+        )
+    ).product
+    return made
+
+
+def _rows(page: str) -> list[list[str]]:
+    """The body rows of the page's tables, each cell's text."""
+    rows = []
+    for body in re.findall(r"<tbody>(.*?)</tbody>", page, re.S):
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+            cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+            rows.append([re.sub(r"<[^>]+>", "", c).strip() for c in cells])
+    return rows
+
+
+def test_stock_levels_per_product_and_site(platform: Platform) -> None:
+    client = client_as(platform, "pharmacist")
+    page = client.get("/stock")
+    assert page.status_code == 200
+    levels = _inventory(platform, "pharmacist").GetStockLevels(
+        inv.GetStockLevelsRequest(site_id=platform.site_id)
+    )
+    assert levels.products
+    rows = {r[1]: r for r in _rows(page.text)}
+    for product in levels.products:
+        row = rows[_brand(platform, product.product_id)]
+        assert row[0] == "Demo infusion centre pharmacy"
+        assert row[2:5] == [
+            str(product.on_hand_vials),
+            str(product.reserved_vials),
+            str(product.available_vials),
+        ]
+    # a pharmacist of another organisation sees none of it
+    other = client_as(platform, "pharmacist", organisation="other-pharmacy-org")
+    assert "Demo infusion centre" not in other.get("/stock").text
+
+
+def test_receiving_a_scanned_delivery(platform: Platform) -> None:
+    product = _scan_product(platform)
+    client = client_as(platform, "pharmacist")
+    form = client.get("/receive")
+    assert form.status_code == 200 and 'id="scan"' in form.text and "autofocus" in form.text
+    token = csrf(form.text)
+    scan = f"(01){GTIN}(17)280630(10)CONSOLE-7(21)SN-1"
+    # an unreadable scan says why, on the form, and books nothing
+    bad = client.post(
+        "/receive/check", data={"csrf_token": token, "site": platform.site_id, "scan": "hello"}
+    )
+    assert bad.status_code == 400 and "The scan could not be read" in bad.text
+    wrong = client.post(
+        "/receive/check",
+        data={"csrf_token": token, "site": platform.site_id, "scan": "(01)05412345678907"},
+    )
+    assert wrong.status_code == 400 and "not valid" in wrong.text  # a bad check digit
+    check = client.post(
+        "/receive/check",
+        data={
+            "csrf_token": token,
+            "site": platform.site_id,
+            "scan": scan,
+            "vials": "12",
+            "unit_cost": "170.50",
+            "currency": "GBP",
+            "supplier": "Wholesaler",
+        },
+    )
+    assert check.status_code == 200
+    said = dict(re.findall(r"<dt>([^<]+)</dt><dd>(.*?)</dd>", check.text))
+    assert said["Product"] == "Scanned IVIg, 5 g vials"
+    assert said["GTIN (01)"] == GTIN and said["Expiry (17)"] == "2028-06-30"
+    assert said["Lot (10)"] == "CONSOLE-7" and said["Serial (21)"] == "SN-1"
+    assert not _lots(platform, "CONSOLE-7")  # nothing received before the confirmation
+    fields = _inputs(check.text)
+    fields |= {"site": platform.site_id, "currency": "GBP"}  # the two selects
+    assert fields["vials"] == "12" and fields["request_id"]
+    done = client.post("/receive", data=fields)
+    assert done.status_code == 200, done.text[:2000]
+    assert "12 vials of Scanned IVIg 5 g, lot" in done.text and "CONSOLE-7" in done.text
+    (lot,) = _lots(platform, "CONSOLE-7")
+    assert (lot.product_id, lot.on_hand_vials, lot.site_id) == (product.id, 12, platform.site_id)
+    assert lot.unit_cost.units == 170 and lot.unit_cost.nanos == 500_000_000
+    # the same confirmation sent again (a double click, a reload) is one receipt
+    client.post("/receive", data=fields)
+    assert _lots(platform, "CONSOLE-7")[0].on_hand_vials == 12
+    # and the stock page has it
+    assert "Scanned IVIg" in client.get("/stock").text
+
+
+def _inputs(page: str) -> dict[str, str]:
+    """Each input's name and value (in whatever order the tag writes its attributes)."""
+    found = {}
+    for tag in re.findall(r"<input\b[^>]*>", page):
+        name = re.search(r'\bname="([^"]*)"', tag)
+        value = re.search(r'\bvalue="([^"]*)"', tag)
+        if name:
+            found[name.group(1)] = html.unescape(value.group(1)) if value else ""
+    return found
+
+
+def _lots(platform: Platform, lot_number: str) -> list[inv.Lot]:
+    return list(
+        _inventory(platform, "pharmacist").ListLots(inv.ListLotsRequest(lot_number=lot_number)).lots
+    )
+
+
+def test_the_forecast_chart(platform: Platform) -> None:
+    client = client_as(platform, "pharmacy_manager")
+    levels = _inventory(platform, "pharmacist").GetStockLevels(
+        inv.GetStockLevelsRequest(site_id=platform.site_id)
+    )
+    product = levels.products[0].product_id
+    page = client.get("/forecast", params={"product": product, "days": "21"})
+    assert page.status_code == 200
+    answer = _inventory(platform, "pharmacist").GetStockForecast(
+        inv.GetStockForecastRequest(site_id=platform.site_id, product_id=product, horizon_days=21)
+    )
+    assert '<svg viewBox="0 0 760 260" role="img"' in page.text
+    assert page.text.count('<rect class="reserved"') == len(answer.days) == 21
+    assert '<polyline class="on-hand"' in page.text
+    table = _rows(page.text)
+    assert [r[0] for r in table] == [to_date(d.date).isoformat() for d in answer.days]
+    assert [r[1] for r in table] == [str(Decimal(d.in_date_on_hand_grams)) for d in answer.days]
+    if answer.HasField("first_stockout_date"):
+        assert "stockout-line" in page.text and "Stockout on" in page.text
+    else:
+        assert "stockout-line" not in page.text and "No stockout in the next 21 days" in page.text
+    # a product with a demand forecast (the scheduler's push) beyond its stock: the stockout
+    # day is marked, on that day's bar
+    scanned = _scan_product(platform)
+    stockout = TODAY + dt.timedelta(days=3)
+    _demand(platform, scanned.id, stockout, "5000")
+    page = client.get("/forecast", params={"product": scanned.id, "days": "7"})
+    assert f"Stockout on {stockout.strftime('%A %-d %B %Y')}" in page.text
+    line = re.search(r'<line class="stockout-line" x1="([0-9.]+)"', page.text)
+    bars = re.findall(
+        r'<rect class="forecast" x="([0-9.]+)" y="[0-9.]+" width="([0-9.]+)"', page.text
+    )
+    assert line and len(bars) == 7
+    x, width = (float(v) for v in bars[3])  # the fourth day's bar, centred on the line
+    assert abs(x + width / 2 - float(line.group(1))) < 0.05
+
+
+def _demand(platform: Platform, product_id: str, day: dt.date, grams: str) -> None:
+    """The scheduler's demand forecast push (a service's permission), as the scheduler."""
+    stub = inventory_pb2_grpc.InventoryServiceStub(
+        open_channel(
+            platform.inventory_address, None, platform.issuer.service_auth("scheduler").tokens
+        )
+    )
+    stub.UpsertDemandForecast(
+        inv.UpsertDemandForecastRequest(
+            request_id=f"console-test-demand-{product_id}-{day}",
+            forecasts=[
+                inv.DemandForecast(
+                    site_id=platform.site_id,
+                    product_id=product_id,
+                    day=from_date(day),
+                    grams=grams,
+                )
+            ],
+        )
+    )
+
+
+def test_reorder_suggestions_and_purchase_orders(platform: Platform) -> None:
+    manager = _inventory(platform, "pharmacy_manager")
+    suggestions = manager.ListReorderSuggestions(
+        inv.ListReorderSuggestionsRequest(site_id=platform.site_id)
+    ).suggestions
+    assert suggestions  # the demo's shelf is under its safety stock
+    privigen = suggestions[0]
+    client = client_as(platform, "pharmacy_manager")
+    page = client.get("/reorder")
+    assert page.status_code == 200
+    brand = _brand(platform, privigen.product_id)
+    suggested = next(r for r in _rows(page.text) if r[0] == brand)
+    assert suggested[1] == f"{privigen.vials} × {privigen.presentation_grams} g"
+    assert suggested[2] == privigen.grams
+    assert "No purchase orders." in page.text
+    manager.CreatePurchaseOrder(
+        inv.CreatePurchaseOrderRequest(
+            request_id="console-test-po",
+            purchase_order=inv.PurchaseOrder(
+                site_id=platform.site_id,
+                supplier="Demo wholesaler",
+                reference="PO-CONSOLE-1",
+                lines=[
+                    inv.PurchaseOrderLine(
+                        product_id=privigen.product_id,
+                        presentation_grams=privigen.presentation_grams,
+                        vials_ordered=privigen.vials,
+                        unit_cost=Money(currency_code="GBP", units=500),
+                    )
+                ],
+            ),
+        )
+    )
+    rows = _rows(client.get("/reorder").text)
+    order = next(r for r in rows if r[0] == "PO-CONSOLE-1")
+    assert order[1:3] == ["Demo wholesaler", "open"]
+    assert (
+        order[4] == f"{brand} {privigen.presentation_grams} g: 0 of {privigen.vials} vials received"
+    )
+
+
+def test_the_recall_page_lists_the_patients_and_sites(platform: Platform) -> None:
+    pharmacist = _inventory(platform, "pharmacist")
+    reservations = pharmacist.ListReservations(
+        inv.ListReservationsRequest(
+            site_id=platform.site_id,
+            needed_from=from_date(platform.booked_day),
+            needed_to=from_date(platform.booked_day),
+        )
+    ).reservations
+    reservation = next(r for r in reservations if r.lines)
+    line = reservation.lines[0]
+    opened = sum(Decimal(x.presentation_grams) * x.vials for x in reservation.lines)
+    given = min(Decimal(reservation.grams), opened)
+    pharmacist.DispenseReservation(
+        inv.DispenseReservationRequest(
+            reservation_id=reservation.id,
+            vials=[inv.DispensedVials(lot_id=x.lot_id, vials=x.vials) for x in reservation.lines],
+            grams_administered=str(given),
+            grams_wasted=str(opened - given),
+            request_id="console-test-dispense",
+        )
+    )
+    client = client_as(platform, "pharmacist")
+    form = client.get("/recall")
+    assert form.status_code == 200 and "<h2>" not in form.text  # nothing traced yet
+    page = client.get("/recall", params={"product": line.product_id, "lot": line.lot_number})
+    assert page.status_code == 200
+    rows = _rows(page.text)
+    held = _lots(platform, line.lot_number)
+    assert [r[0] for r in rows[: len(held)]] == sorted(h.site_id for h in held)
+    recipients = [r for r in rows if r[0] == reservation.patient_id]
+    assert recipients and recipients[0][1] == reservation.appointment_id
+    assert recipients[0][2] == platform.site_id
+    # another organisation's pharmacist traces the same lot number to nobody
+    other = client_as(platform, "pharmacist", organisation="other-pharmacy-org")
+    traced = other.get("/recall", params={"product": line.product_id, "lot": line.lot_number})
+    assert traced.status_code == 200
+    assert reservation.patient_id not in traced.text and platform.site_id not in traced.text
+
+
+# -- the patient page --------------------------------------------------------------------------
+
+
+def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platform) -> None:
+    prescriber = client_as(platform, "prescriber")
+    listed = prescriber.get("/patients")
+    assert listed.status_code == 200
+    link = re.search(r'<a href="/patients/([^"]+)">([^<]+)</a>', listed.text)
+    assert link
+    patient_id = link.group(1)
+    stub = platform.scheduler("prescriber")
+    plan = stub.ListTherapyPlans(pb.ListTherapyPlansRequest(patient_id=patient_id)).therapy_plans[0]
+    for day, hand, kg in (
+        (60, pb.HAND_LEFT, "28.5"),
+        (30, pb.HAND_LEFT, "31"),
+        (30, pb.HAND_RIGHT, "35"),
+    ):
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome=pb.OutcomeRecord(
+                    patient_id=patient_id,
+                    therapy_plan_id=plan.id,
+                    recorded_on=from_date(TODAY - dt.timedelta(days=day)),
+                    measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
+                    value=kg,
+                    hand=hand,
+                ),
+                request_id=f"console-test-grip-{patient_id}-{day}-{hand}",
+            )
+        )
+    page = prescriber.get(f"/patients/{patient_id}")
+    assert page.status_code == 200
+    assert f"<h1>{link.group(2)}</h1>" in page.text
+    # the plan's version, the dose with the service's own rationale, the measurements
+    dose = stub.CalculateDose(
+        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=from_date(TODAY))
+    ).calculation
+    assert dose.rationale and all(html.escape(line) in page.text for line in dose.rationale)
+    assert f"<dt>Total</dt><dd>{dose.total_grams} g</dd>" in page.text
+    measured = stub.ListMeasurements(pb.ListMeasurementsRequest(patient_id=patient_id)).measurements
+    assert measured and f"<td>{measured[0].weight_kg}</td>" in page.text
+    rows = _rows(page.text)
+    assert [plan.id, str(plan.version), "active"] == rows[0][:3]
+    # outcomes, and the grip chart: one line per hand, a dot per reading
+    assert "31 kg, left hand" in page.text and "35 kg, right hand" in page.text
+    assert page.text.count('<polyline class="series-') == 2
+    assert page.text.count("<circle ") == 3
+    # the plan's outcome review, as ListDueReviews gives it (within a year, or overdue)
+    reviews = [
+        r
+        for r in stub.ListDueReviews(
+            pb.ListDueReviewsRequest(site_id=plan.site_id, horizon_days=366)
+        ).due_reviews
+        if r.therapy_plan_id == plan.id
+    ]
+    assert reviews  # the demo's plans have a review schedule (docs/regimens.md)
+    for r in reviews:
+        state = pb.ReviewState.Name(r.state).removeprefix("REVIEW_STATE_").lower()
+        assert f"<strong>Outcome review {state.replace('_', ' ')}" in page.text
+    assert page.text.count('<p class="review">') == len(reviews)
+    # the prescriber reads no bookings; the coordinator does, and calculates no dose
+    assert "Upcoming bookings" not in page.text
+    # the coordinator reaches it from the due list too
+    due = client_as(platform, "scheduling_coordinator").get("/due")
+    assert re.search(r'<th scope="row"><a href="/patients/[^"]+">', due.text)
+    coordinator = client_as(platform, "scheduling_coordinator").get(f"/patients/{patient_id}")
+    assert coordinator.status_code == 200
+    assert "Upcoming bookings" in coordinator.text and "Past infusions" in coordinator.text
+    assert "The next dose" not in coordinator.text and "Outcomes" not in coordinator.text
+    # another organisation's prescriber finds no such patient
+    other = client_as(platform, "prescriber", organisation="other-org")
+    assert other.get(f"/patients/{patient_id}").status_code == 404
+    assert link.group(2) not in other.get("/patients").text
+
+
+def test_another_organisation_reaches_no_demo_stock_page(platform: Platform) -> None:
+    other = "other-pharmacy-org"
+    manager = client_as(platform, "pharmacy_manager", organisation=other)
+    for page in ("/forecast", "/reorder"):
+        # no stock site of theirs at all, and the demo's named outright is none of theirs
+        assert manager.get(page).status_code == 404
+        assert manager.get(page, params={"site": platform.site_id}).status_code == 404
+    pharmacist = client_as(platform, "pharmacist", organisation=other)
+    form = pharmacist.get("/receive")
+    assert form.status_code == 404  # no site to receive at
+    # a receipt posted for the demo's site (of a product the catalogue knows) is the
+    # inventory's to refuse
+    _scan_product(platform)
+    token = csrf(pharmacist.get("/recall").text)
+    refused = pharmacist.post(
+        "/receive",
+        data={
+            "csrf_token": token,
+            "site": platform.site_id,
+            "scan": f"(01){GTIN}(17)280630(10)INTRUDER-1",
+            "vials": "1",
+            "unit_cost": "1",
+            "currency": "GBP",
+        },
+    )
+    # (as for a site that does not exist: "no stock site ...")
+    assert refused.status_code == 400 and "no stock site" in refused.text, refused.text[:500]
+    assert not _lots(platform, "INTRUDER-1")

@@ -4,6 +4,7 @@ authorization codes (services/issuer/authorization.py) and the console's setting
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import jwt
 import pytest
@@ -79,6 +80,53 @@ def test_expiring_lots_within_the_window_soonest_first() -> None:
     assert [(x.lot_number, x.days_left) for x in found] == [("L1", -4), ("L3", 60)]
 
 
+def test_nice_ceiling_is_1_2_or_5_times_a_power_of_ten() -> None:
+    assert [views.nice_ceiling(Decimal(v)) for v in ("0", "1", "1.5", "180", "730", "1000")] == [
+        1,
+        1,
+        2,
+        200,
+        1000,
+        1000,
+    ]
+
+
+def test_the_forecast_chart_scales_lines_and_bars_and_marks_the_stockout() -> None:
+    day = dt.date(2026, 11, 24)
+
+    def d(
+        i: int, on_hand: str, reserved: str, fc: str, avail: str, short: str
+    ) -> views.ForecastDay:
+        return views.ForecastDay(
+            day + dt.timedelta(days=i),
+            Decimal(on_hand),
+            Decimal(reserved),
+            Decimal(fc),
+            Decimal(avail),
+            Decimal(short),
+        )
+
+    days = [d(0, "160", "40", "20", "100", "0"), d(1, "100", "100", "50", "0", "50")]
+    chart = views.forecast_chart(
+        days, day + dt.timedelta(days=1), width=210, height=140, left=0, top=0, bottom_margin=40
+    )
+    # plot: x 0..200 (right = width - 10), two days of 100 each, centres 50 and 150;
+    # y: zero line at 100, the peak 160 rounds up to 200, so 1 g = 0.5 units
+    assert (chart.bottom, chart.right) == (100, 200)
+    assert chart.on_hand == "50.0,20.0 150.0,50.0"  # 160 g -> 100 - 80; 100 g -> 100 - 50
+    assert chart.available == "50.0,50.0 150.0,100.0"
+    first, second = chart.bars
+    # bars 60 % of a day wide, centred: 50 - 30 = 20, width 60
+    assert (first.x, first.width) == (20.0, 60.0)
+    # reserved 40 g: 20 units tall from the zero line; forecast 20 g on top: 10 units
+    assert (first.reserved_y, first.reserved_height) == (80.0, 20.0)
+    assert (first.forecast_y, first.forecast_height) == (70.0, 10.0)
+    assert (second.reserved_y, second.forecast_y) == (50.0, 25.0)  # 100 g, then 150 g
+    assert chart.stockout_x == 150.0
+    assert chart.y_ticks == [(100.0, "0"), (75.0, "50"), (50.0, "100"), (25.0, "150"), (0.0, "200")]
+    assert views.forecast_chart(days, None).stockout_x is None
+
+
 def test_a_page_needs_every_permission_its_calls_need() -> None:
     roles = Roles.default()
 
@@ -88,8 +136,19 @@ def test_a_page_needs_every_permission_its_calls_need() -> None:
     assert user("nurse").may_open(PAGE["board"], roles)
     assert not user("nurse").may_open(PAGE["due"], roles)
     assert user("scheduling_coordinator").may_open(PAGE["due"], roles)
-    assert [p.name for p in user("pharmacist").pages(roles)] == ["pharmacy"]
-    assert user("pharmacy_manager").pages(roles) == []  # no reservations.read
+    assert [p.name for p in user("pharmacist").pages(roles)] == [
+        "pharmacy",
+        "stock",
+        "receive",
+        "forecast",
+        "recall",
+    ]
+    # buying, not the shelf: no reservations.read (pick list), stock.receive or lots.trace
+    assert [p.name for p in user("pharmacy_manager").pages(roles)] == [
+        "stock",
+        "forecast",
+        "reorder",
+    ]
     assert user("auditor").pages(roles) == []
 
 
@@ -219,3 +278,22 @@ def test_after_sign_in_the_console_returns_only_to_its_own_pages() -> None:
     assert local_path("/board?date=2026-11-24")
     for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example", "board"):
         assert not local_path(elsewhere), elsewhere
+
+
+def test_the_line_chart_puts_days_in_proportion_and_one_line_per_hand() -> None:
+    day = dt.date(2026, 1, 1)
+    readings = [
+        ("left hand", day, Decimal("30")),
+        ("left hand", day + dt.timedelta(days=30), Decimal("40")),
+        ("right hand", day + dt.timedelta(days=10), Decimal("20")),
+    ]
+    chart = views.line_chart(readings, "kg", width=330, height=140, left=0, top=0, bottom_margin=40)
+    # x: 0..300 over 30 days, 10 units a day; y: zero at 100, 40 kg rounds up to 50: 2 units a kg
+    left, right = chart.series
+    assert left.name == "left hand" and left.points == "0.0,40.0 300.0,20.0"
+    assert right.points == "100.0,60.0"
+    assert right.dots == [(100.0, 60.0, "2026-01-11: 20 kg")]
+    assert chart.y_ticks[-1] == (0.0, "50")
+    # one day only: in the middle
+    single = views.line_chart(readings[:1], "kg", width=330, left=0)
+    assert single.series[0].points.startswith("150.0,")
