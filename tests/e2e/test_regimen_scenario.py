@@ -23,6 +23,10 @@ inventory.
   are in the patient's trail, and every mutation has exactly one record in intact chains;
 - **the logs**: JSON lines, none naming the patient (the review notice carries her name to the
   staff).
+
+A second story on the same fleet: an IV plan switched to Hizentra at home shows its weekly SC
+demand in the inventory's forecast (the scheduler's start-up push), and a home dose recorded
+with its lot leaves the shelf, traced to the patient.
 """
 
 from __future__ import annotations
@@ -382,6 +386,97 @@ def test_outcomes_drive_a_shorter_interval_and_the_review_is_notified(system: Sy
     words = [rf"\b{re.escape(n)}\b" for n in (patient.given_name, patient.family_name)]
     lines = check_logs(processes, [*words, *map(re.escape, (birth, patient.mrn, "whsec-clinic"))])
     step(f"{lines} log lines: JSON, and none names the patient")
+
+
+def test_a_switch_to_sc_at_home_shows_in_the_forecast_and_a_home_dose_leaves_the_shelf(
+    system: System,
+) -> None:
+    """An IV plan (2 g/kg of 70 kg, Gammagard every 28 days, the last dose 7 days ago) switched
+    to Hizentra at home: MMN 1:1, 140 g ÷ 4 = 35 g a week from today. The scheduler's start-up
+    forecast push (30 s after it starts, through the outbox) shows the inventory 35 g each
+    week at the site; a home dose recorded with its lot is dispensed there (4 × 10 g opened,
+    5 g waste), stock on hand falls and the lot's recall trace names the patient."""
+    step, processes = system.step, system.processes
+    channels = [processes.channel(name) for name in ("scheduler", "inventory")]
+    sch = scheduler_pb2_grpc.SchedulerServiceStub(channels[0])
+    stock = inventory_pb2_grpc.InventoryServiceStub(channels[1])
+    gammagard = stock.GetProduct(inv.GetProductRequest(id=GAMMAGARD)).product.id
+    hizentra = stock.GetProduct(inv.GetProductRequest(id="hizentra")).product.id
+    today = dt.datetime.now(UTC).date()  # the site keeps UTC; the clock is not moved here
+    last_iv = today - dt.timedelta(days=7)
+
+    build = Builder(sch, stock, ORG)
+    site = build.site(name="Home Therapy Unit", tz="Etc/GMT", days=ALL_DAYS)
+    build.stock_site(site.id, "Etc/GMT", "Home Pharmacy")
+    build.receive(site.id, hizentra, "HZ-HOME-1", today + dt.timedelta(days=700), 20)
+    patient, iv = build.enrol(
+        "MRN-home", site.id, gammagard, last_iv - dt.timedelta(days=84),
+        measured_on=last_iv, weight="70", given="Hana", plan={"maintenance_dose": "2"},
+    )  # fmt: skip
+    switched = sch.ConvertRegimen(
+        pb.ConvertRegimenRequest(
+            therapy_plan_id=iv.id,
+            etag=iv.etag,
+            route=pb.ROUTE_SC,
+            product_id=hizentra,
+            last_dose_date=pb_date(last_iv),
+            reason="home therapy",
+            home_administration=True,
+            request_id=rid(),
+        )
+    )
+    c = switched.conversion
+    assert (c.factor, c.cycle_grams, c.weekly_grams) == ("1", "140", "35")
+    assert from_pb(c.first_date) == today
+    assert switched.therapy_plan.home_administration
+    step("IV plan switched to Hizentra at home: 35 g a week from today")
+
+    # --- the inventory's forecast: the weekly SC demand at the site ----------------------------
+    def weekly_demand() -> dict[dt.date, str] | None:
+        days = stock.GetStockForecast(
+            inv.GetStockForecastRequest(
+                site_id=site.id, product_id=hizentra, start_date=pb_date(today), horizon_days=22
+            )
+        ).days
+        found = {from_pb(d.date): d.forecast_demand_grams for d in days}
+        return {k: v for k, v in found.items() if v != "0"} or None
+
+    demand = eventually("the forecast of the home doses at the inventory", weekly_demand, 90)
+    assert demand == {today + dt.timedelta(days=7 * n): "35" for n in range(4)}
+    step("the inventory forecasts 35 g of Hizentra each week at the site")
+
+    # --- a home dose with its lot: off the shelf, traced to the patient ------------------------
+    given = sch.RecordHomeInfusion(
+        pb.RecordHomeInfusionRequest(
+            therapy_plan_id=iv.id,
+            given_on=pb_date(today),
+            grams_given="35",
+            scanned_lots=[pb.ScannedLot(lot_number="HZ-HOME-1", vials=4)],
+            request_id=rid(),
+        )
+    )
+    assert from_pb(given.next_due.due_date) == today + dt.timedelta(days=7)
+
+    def traced() -> list[inv.Administration] | None:
+        found = stock.ListLotRecipients(
+            inv.ListLotRecipientsRequest(product_id=hizentra, lot_number="HZ-HOME-1")
+        ).administrations
+        return list(found) or None
+
+    (trace,) = eventually("the home dose dispensed at the inventory", traced)
+    assert (trace.patient_id, trace.appointment_id, trace.vials) == (
+        patient.id,
+        given.home_infusion.id,
+        4,
+    )
+    assert (trace.grams_administered, trace.grams_wasted) == ("35", "5")
+    shelf = stock.GetStockLevels(
+        inv.GetStockLevelsRequest(site_id=site.id, product_id=hizentra)
+    ).products[0]
+    assert (shelf.on_hand_vials, shelf.reserved_vials) == (20 - 4, 0)
+    step("the home dose left the shelf: 16 vials on hand, the lot traced to the patient")
+    for channel in channels:
+        channel.close()
 
 
 def test_the_offset_clock_is_shared_and_moves_forward_only(tmp_path: Path) -> None:

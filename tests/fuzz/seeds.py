@@ -24,7 +24,8 @@ GBP = Money(currency_code="GBP", units=34)
 
 
 def seeds() -> dict[str, Message]:
-    """Method name → a request the service accepts (on an empty database with the catalogue)."""
+    """Method name (``:`` and a label for a second seed of one method) → a request the service
+    accepts (on an empty database with the catalogue)."""
     return {
         "CreateSite": pb.CreateSiteRequest(
             request_id="seed-site",
@@ -90,6 +91,61 @@ def seeds() -> dict[str, Message]:
             ),
             as_of=Date(year=2027, month=2, day=23),
             reason="weakness before each dose",
+        ),
+        # what the figures would be: seed:plan (70 kg, 1 g/kg every 28 days) to Hizentra
+        "ConvertRegimen": pb.ConvertRegimenRequest(
+            therapy_plan_id="seed:plan",
+            route=pb.ROUTE_SC,
+            product_id="hizentra",
+            last_dose_date=Date(year=2026, month=11, day=10),
+            reason="home therapy",
+            validate_only=True,
+            request_id="seed-convert-preview",
+        ),
+        # the real one, of a plan kept for it (its etag as the stack read it)
+        "ConvertRegimen:real": pb.ConvertRegimenRequest(
+            therapy_plan_id="seed:convert-plan",
+            etag="seed:convert-plan-etag",
+            route=pb.ROUTE_SC,
+            product_id="hizentra",
+            frequency=pb.ScFrequency(every_weeks=1),
+            last_dose_date=Date(year=2026, month=11, day=10),
+            reason="home therapy",
+            home_administration=True,
+            request_id="seed-convert",
+        ),
+        "SetPlanAuthorisation": pb.SetPlanAuthorisationRequest(
+            authorisation=pb.PlanAuthorisation(
+                therapy_plan_id="seed:plan",
+                payer="NHS England",
+                approved_grams="1000",
+                approved_doses=13,
+                valid_from=Date(year=2026, month=11, day=1),
+                valid_to=Date(year=2027, month=10, day=31),
+                active=True,
+            ),
+            request_id="seed-authorisation",
+        ),
+        "SetPayerCaps": pb.SetPayerCapsRequest(
+            payer_caps=pb.PayerCaps(
+                therapy_plan_id="seed:plan",
+                payer="NHS England",
+                grams_per_7_days="100",
+                grams_per_28_days="280",
+            ),
+            request_id="seed-caps",
+        ),
+        "GetPlanCoverage": pb.GetPlanCoverageRequest(
+            therapy_plan_id="seed:plan", as_of=Date(year=2026, month=11, day=24)
+        ),
+        # a dose of seed:home-plan (Hizentra weekly at home from 17 November) given on the
+        # stacks' today
+        "RecordHomeInfusion": pb.RecordHomeInfusionRequest(
+            therapy_plan_id="seed:home-plan",
+            given_on=Date(year=2026, month=11, day=24),
+            grams_given="17.5",
+            scanned_lots=[pb.ScannedLot(lot_number="LOT-H1", vials=4, product_id="hizentra")],
+            request_id="seed-home",
         ),
         "CreateStockSite": inv.CreateStockSiteRequest(
             request_id="seed-stock-site",

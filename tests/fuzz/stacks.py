@@ -116,8 +116,9 @@ def _substitute(message: Any, placeholders: dict[str, str]) -> None:
 
 
 def regimen_fixtures(platform: Any) -> dict[str, str]:
-    """A scheduler site, patient (70 kg) and plan for the seeds of the outcome, review and
-    proposal RPCs, whose ids the server issues: ``seed:site``, ``seed:patient``, ``seed:plan``."""
+    """A scheduler site, patient (70 kg) and plan for the seeds of the outcome, review, proposal
+    and coverage RPCs, whose ids the server issues: ``seed:site``, ``seed:patient``,
+    ``seed:plan``; and the plans of the conversion and home-infusion seeds."""
     sp = scheduler_pb2
     site = platform.scheduler.CreateSite(
         sp.CreateSiteRequest(
@@ -148,28 +149,54 @@ def regimen_fixtures(platform: Any) -> dict[str, str]:
             request_id="fuzz-seed-measure",
         )
     )
-    plan = platform.scheduler.CreateTherapyPlan(
-        sp.CreateTherapyPlanRequest(
-            therapy_plan=sp.TherapyPlan(
-                patient_id=patient.id,
-                site_id=site.id,
-                indication=sp.INDICATION_MMN,
-                route=sp.ROUTE_IV,
-                product_id="gammagard-liquid",
-                dose_basis=sp.DOSE_BASIS_G_PER_KG,
-                maintenance_dose="1",
-                interval_days=28,
-                start_date=Date(year=2026, month=11, day=1),
-            ),
-            request_id="fuzz-seed-plan",
-        )
-    ).therapy_plan
+
+    def iv_plan(request_id: str) -> Any:
+        return platform.scheduler.CreateTherapyPlan(
+            sp.CreateTherapyPlanRequest(
+                therapy_plan=sp.TherapyPlan(
+                    patient_id=patient.id,
+                    site_id=site.id,
+                    indication=sp.INDICATION_MMN,
+                    route=sp.ROUTE_IV,
+                    product_id="gammagard-liquid",
+                    dose_basis=sp.DOSE_BASIS_G_PER_KG,
+                    maintenance_dose="1",
+                    interval_days=28,
+                    start_date=Date(year=2026, month=11, day=1),
+                ),
+                request_id=request_id,
+            )
+        ).therapy_plan
+
+    plan = iv_plan("fuzz-seed-plan")
+    to_convert = iv_plan("fuzz-seed-convert-plan")
     return {
         "seed:site": site.id,
         "seed:patient": patient.id,
         "seed:plan": plan.id,
         "seed:proposal-plan": proposal_fixture(platform),
+        "seed:convert-plan": to_convert.id,
+        "seed:convert-plan-etag": to_convert.etag,
+        "seed:home-plan": home_fixture(platform, iv_plan("fuzz-seed-home-plan")),
     }
+
+
+def home_fixture(platform: Any, plan: Any) -> str:
+    """An IV plan switched to Hizentra weekly at home, the last IV dose on 10 November: 1 g/kg
+    of 70 kg every 28 days is 17.5 g a week from 17 November (RecordHomeInfusion's seed)."""
+    converted = platform.scheduler.ConvertRegimen(
+        scheduler_pb2.ConvertRegimenRequest(
+            therapy_plan_id=plan.id,
+            etag=plan.etag,
+            route=scheduler_pb2.ROUTE_SC,
+            product_id="hizentra",
+            last_dose_date=Date(year=2026, month=11, day=10),
+            reason="home therapy",
+            home_administration=True,
+            request_id="fuzz-seed-home-convert",
+        )
+    ).therapy_plan
+    return str(converted.id)
 
 
 def proposal_fixture(platform: Any) -> str:

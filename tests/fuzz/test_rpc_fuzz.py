@@ -64,7 +64,7 @@ def test_hostile_values_in_valid_requests(stacks: tuple[Stack, Stack]) -> None:
     by_name = {m.name: m for m in METHODS}
     failures: list[str] = []
     for name, base in seeds().items():
-        method = by_name[name]
+        method = by_name[name.partition(":")[0]]
         assert stacks[0].call(method, base) == grpc.StatusCode.OK, name
         assert stacks[1].call(method, base) == grpc.StatusCode.OK, name
         for label, request in hostile_requests(method.input_type, base):

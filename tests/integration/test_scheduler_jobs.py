@@ -734,9 +734,17 @@ def test_authorisation_expiring_30_days_ahead_once_per_end_date_through_notify(e
 
 
 def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
+    """A home dose is no booking: the reminder that it is due goes to the staff and to the
+    patient (who has a subscriber) as for a chair plan's."""
     site, _ = site_with_chairs(env.p)
+    sub = patient_subscriber(env)
     iv = patient_plan(
-        env, site, "MRN-H", maintenance_dose="2", last_infusion_date=date(2026, 11, 20)
+        env,
+        site,
+        "MRN-H",
+        subscriber=sub,
+        maintenance_dose="2",
+        last_infusion_date=date(2026, 11, 20),
     )
     home = env.p.scheduler.ConvertRegimen(
         pb.ConvertRegimenRequest(
@@ -750,8 +758,11 @@ def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
         )
     ).therapy_plan
     # weekly from Fri 27 Nov, windows 3 days each way: open on 24 Nov, today
-    assert env.jobs.due_scan().raised == 1
-    assert keys(env, "INFUSION_DUE") == [f"INFUSION_DUE:{home.id}:2026-11-27:0"]
+    assert env.jobs.due_scan().raised == 2
+    due = f"INFUSION_DUE:{home.id}:2026-11-27:0"
+    assert keys(env, "INFUSION_DUE") == [due, f"{due}:patient"]
+    patient_copy = [r for r in rows(env, "INFUSION_DUE") if r.dedupe_key == f"{due}:patient"]
+    assert [r.payload["subscriber_ids"] for r in patient_copy] == [[sub]]
     at(env, 2026, 11, 27, 18, 0)
     env.p.scheduler.RecordHomeInfusion(
         pb.RecordHomeInfusionRequest(
@@ -763,5 +774,8 @@ def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
     )
     assert env.jobs.due_scan().raised == 0  # next due 4 Dec, its window opens 1 Dec
     at(env, 2026, 12, 1, 0, 0)
-    assert env.jobs.due_scan().raised == 1
-    assert keys(env, "INFUSION_DUE")[-1] == f"INFUSION_DUE:{home.id}:2026-12-04:0"
+    assert env.jobs.due_scan().raised == 2
+    assert keys(env, "INFUSION_DUE")[-2:] == [
+        f"INFUSION_DUE:{home.id}:2026-12-04:0",
+        f"INFUSION_DUE:{home.id}:2026-12-04:0:patient",
+    ]

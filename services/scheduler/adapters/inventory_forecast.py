@@ -1,12 +1,12 @@
 """The nightly forecast the scheduler owes the inventory: the doses it expects but has
 not booked, per site, product and day, so reorder suggestions see the months ahead.
 
-For each active plan: its next due infusion if nothing books it yet, then one infusion every
-interval after that up to the horizon (future cycles are never booked yet). Grams come from the
-dose calculation for the next due day (CalculateDose's rules). Every day of the horizon is sent
-for every product the site forecasts, zeros included, so days that have since been booked or
-dropped are cleared at the inventory. The rows go through the outbox (topic DEMAND_FORECAST)
-and the relay calls UpsertDemandForecast with the row id as request_id.
+For each active plan, chair or home: its next due infusion if nothing books it yet, then one
+infusion every interval after that up to the horizon (future cycles are never booked yet). Grams
+come from the dose calculation for the next due day (CalculateDose's rules). Every day of the
+horizon is sent for every product the site forecasts, zeros included, so days that have since
+been booked or dropped are cleared at the inventory. The rows go through the outbox (topic
+DEMAND_FORECAST) and the relay calls UpsertDemandForecast with the row id as request_id.
 """
 
 from __future__ import annotations
@@ -66,20 +66,20 @@ class ForecastPush:
             grams: dict[tuple[str, dt.date], Decimal] = defaultdict(Decimal)
             for item in self.records.due_items(session, list(plans.values()), today):
                 plan = plans[item.plan_id]
-                try:
-                    need = self.bookings.need(plan, item, site)
-                except DomainError:  # no chair time or no dose today: nothing to forecast
+                try:  # the dose, not the chair: a home dose has none and still leaves stock
+                    product_id, dose_grams = self.bookings.dose_of(plan, item)
+                except DomainError:  # no dose today: nothing to forecast
                     continue
                 day = max(item.due_date, today)
                 if not item.booked_appointment_id and day <= last:
-                    grams[(need.product_id, day)] += need.dose_grams
+                    grams[(product_id, day)] += dose_grams
                 if item.course is CourseKind.INDUCTION:
                     continue  # maintenance after the course is forecast once it has begun
-                full = need.dose_grams if item.dose_grams is None else plan.maintenance_dose
+                full = dose_grams if item.dose_grams is None else plan.maintenance_dose
                 # a converted version's ramp-up and days of the week (docs/regimens.md)
                 for day, dose in doses_after(plan, item.due_date, item.ramp_step, last):
                     if day >= today:
-                        grams[(need.product_id, day)] += full if dose is None else dose
+                        grams[(product_id, day)] += full if dose is None else dose
             products = sorted({product for product, _ in grams})
             if not products:
                 return 0

@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 from google.type.date_pb2 import Date
@@ -37,15 +38,41 @@ from services.scheduler.store.models import AppointmentRow, outbox
 log = logging.getLogger(__name__)
 
 STOCK_TOPICS = frozenset(
-    {"RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE", "DEMAND_FORECAST"}
+    {
+        "RESERVE_STOCK",
+        "AMEND_RESERVATION",
+        "RELEASE_RESERVATION",
+        "DISPENSE",
+        "HOME_DISPENSE",
+        "DEMAND_FORECAST",
+    }
 )
 TIMEOUT_SECONDS = 10
 RESERVED, AT_RISK, DISPENSED = "RESERVED", "AT_RISK", "DISPENSED"
+# the inventory's answers that are refusals, not outages
+REFUSALS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+)
 
 
 def _date(text: str) -> Date:
     day = dt.date.fromisoformat(text)
     return Date(year=day.year, month=day.month, day=day.day)
+
+
+def _reserve(body: dict[str, Any], grams: str, needed_on: str) -> inv.ReserveStockRequest:
+    """ReserveStock for the outbox row's appointment (or home infusion): its id is the key."""
+    return inv.ReserveStockRequest(
+        appointment_id=body["appointment_id"],
+        site_id=body["site_id"],
+        patient_id=body["patient_id"],
+        product_id=body["product_id"],
+        grams=grams,
+        needed_on=_date(needed_on),
+        actor="scheduler",
+    )
 
 
 class StockRelay:
@@ -62,6 +89,9 @@ class StockRelay:
             return
         if event.topic == "DISPENSE":
             self._dispense(body, event.id)
+            return
+        if event.topic == "HOME_DISPENSE":
+            self._home_dispense(body, event.id)
             return
         if event.topic == "DEMAND_FORECAST":
             request = inv.UpsertDemandForecastRequest(
@@ -94,16 +124,7 @@ class StockRelay:
                 )
             else:  # a booking, or an amend of a booking whose reservation was never made
                 self.stub.ReserveStock(
-                    inv.ReserveStockRequest(
-                        appointment_id=body["appointment_id"],
-                        site_id=body["site_id"],
-                        patient_id=body["patient_id"],
-                        product_id=body["product_id"],
-                        grams=body["grams"],
-                        needed_on=_date(body["needed_on"]),
-                        actor="scheduler",
-                    ),
-                    timeout=TIMEOUT_SECONDS,
+                    _reserve(body, body["grams"], body["needed_on"]), timeout=TIMEOUT_SECONDS
                 )
         except grpc.RpcError as error:
             code = error.code()
@@ -156,7 +177,69 @@ class StockRelay:
         if reservation is None:
             self._record(body, AT_RISK, "completed without a reservation: dispense not recorded")
             return
-        given = Decimal(body["grams_given"])
+        scanned = self._scanned(body, reservation.allocated_product_id)
+        if isinstance(scanned, str):
+            self._record(body, AT_RISK, scanned)
+            return
+        try:
+            self._dispensed(
+                body,
+                reservation,
+                scanned,
+                "recorded at the chair (CompleteInfusion)",
+                request_id=request_id,
+            )
+        except grpc.RpcError as error:
+            if error.code() in REFUSALS:
+                self._record(body, AT_RISK, f"dispense not recorded: {error.details()}")
+                return
+            raise
+        self._record(body, DISPENSED, "")
+
+    def _home_dispense(self, body: dict[str, Any], request_id: str) -> None:
+        """RecordHomeInfusion → the dose leaves the pharmacy: a reservation keyed by the home
+        infusion's id (needed on the site's today), dispensed at once with the lots recorded
+        (else the vials reserved), so stock on hand falls and each lot's recall trace names the
+        patient. No appointment holds a stock state: a refusal is logged and the row
+        dead-lettered for the pharmacy to settle by hand."""
+        scanned = self._scanned(body, body["product_id"])
+        if isinstance(scanned, str):
+            raise PermanentFailure(self._home_refused(body, scanned))
+        reservation = self._find(body)
+        try:
+            if reservation is None:
+                today = self.clock.now().astimezone(ZoneInfo(body["time_zone"])).date()
+                reservation = self.stub.ReserveStock(
+                    _reserve(body, body["grams_given"], today.isoformat()),
+                    timeout=TIMEOUT_SECONDS,
+                ).reservation
+            given_on = dt.date.fromisoformat(body["given_on"])
+            noon = dt.datetime.combine(given_on, dt.time(12), tzinfo=ZoneInfo(body["time_zone"]))
+            self._dispensed(
+                body,
+                reservation,
+                scanned,
+                "given at home (RecordHomeInfusion)",
+                administered=noon,
+                request_id=request_id,
+            )
+        except grpc.RpcError as error:
+            if error.code() in (*REFUSALS, grpc.StatusCode.ALREADY_EXISTS):
+                raise PermanentFailure(
+                    self._home_refused(body, f"{error.code().name}: {error.details()}")
+                ) from error
+            raise
+
+    def _home_refused(self, body: dict[str, Any], why: str) -> str:
+        text = f"home infusion {body['home_infusion_id']}: dispense not recorded: {why}"
+        log.warning("%s", text)
+        return text
+
+    def _scanned(
+        self, body: dict[str, Any], product_id: str
+    ) -> tuple[list[inv.DispensedVials], Decimal] | str:
+        """The vials scanned (by lot number at the site, or the GS1 string) and the grams they
+        hold (-1 when a GS1 string leaves the vial size to the inventory); or why not."""
         opened = Decimal(0)
         vials: list[inv.DispensedVials] = []
         for scan in body.get("scanned_lots") or []:
@@ -168,50 +251,53 @@ class StockRelay:
                 )
                 opened = Decimal(-1)  # the vial size is the inventory's to know
                 continue
-            lot = self._lot(body["site_id"], scan.get("lot_number", ""), reservation)
+            lot = self._lot(body["site_id"], scan.get("lot_number", ""), product_id)
             if lot is None:
-                self._record(body, AT_RISK, f"lot {scan.get('lot_number')!r} is not at the site")
-                return
+                return f"lot {scan.get('lot_number')!r} is not at the site"
             vials.append(inv.DispensedVials(lot_id=lot.id, vials=scan["vials"]))
             if opened >= 0:
                 opened += Decimal(lot.presentation_grams) * scan["vials"]
+        return vials, opened
+
+    def _dispensed(
+        self,
+        body: dict[str, Any],
+        reservation: Any,
+        scanned: tuple[list[inv.DispensedVials], Decimal],
+        why: str,
+        administered: dt.datetime | None = None,
+        request_id: str = "",
+    ) -> None:
+        """DispenseReservation of the scanned vials, else the reserved ones; what was opened
+        and not given is waste."""
+        vials, opened = scanned
         if not vials:  # nothing scanned: the reserved vials were used
             for line in reservation.lines:
                 vials.append(inv.DispensedVials(lot_id=line.lot_id, vials=line.vials))
                 opened += Decimal(line.presentation_grams) * line.vials
+        given = Decimal(body["grams_given"])
         wasted = max(opened - given, Decimal(0)) if opened >= 0 else Decimal(0)
-        try:
-            self.stub.DispenseReservation(
-                inv.DispenseReservationRequest(
-                    reservation_id=reservation.id,
-                    vials=vials,
-                    grams_administered=decimal_str(given),
-                    grams_wasted=decimal_str(wasted),
-                    patient_id=body["patient_id"],
-                    appointment_id=body["appointment_id"],
-                    allow_over_reservation=True,
-                    override_reason="recorded at the chair (CompleteInfusion)",
-                    actor="scheduler",
-                    request_id=request_id,
-                ),
-                timeout=TIMEOUT_SECONDS,
-            )
-        except grpc.RpcError as error:
-            if error.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.NOT_FOUND,
-            ):
-                self._record(body, AT_RISK, f"dispense not recorded: {error.details()}")
-                return
-            raise
-        self._record(body, DISPENSED, "")
+        request = inv.DispenseReservationRequest(
+            reservation_id=reservation.id,
+            vials=vials,
+            grams_administered=decimal_str(given),
+            grams_wasted=decimal_str(wasted),
+            patient_id=body["patient_id"],
+            appointment_id=body["appointment_id"],
+            allow_over_reservation=True,
+            override_reason=why,
+            actor="scheduler",
+            request_id=request_id,
+        )
+        if administered is not None:
+            request.administered_time.FromDatetime(administered.astimezone(dt.UTC))
+        self.stub.DispenseReservation(request, timeout=TIMEOUT_SECONDS)
 
-    def _lot(self, site_id: str, lot_number: str, reservation: Any) -> Any:
+    def _lot(self, site_id: str, lot_number: str, product_id: str) -> Any:
         found = self.stub.ListLots(
             inv.ListLotsRequest(site_id=site_id, lot_number=lot_number), timeout=TIMEOUT_SECONDS
         ).lots
-        preferred = [lot for lot in found if lot.product_id == reservation.allocated_product_id]
+        preferred = [lot for lot in found if lot.product_id == product_id]
         return (preferred or list(found) or [None])[0]
 
     def _record(self, body: dict[str, Any], status: str, note: str) -> None:

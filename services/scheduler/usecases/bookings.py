@@ -58,7 +58,7 @@ from services.scheduler.domain.appointments import (
     timing,
 )
 from services.scheduler.domain.capacity import DayCapacity, FixedBooking, SiteRules
-from services.scheduler.domain.dosing import DoseResult
+from services.scheduler.domain.dosing import DoseDay, DoseResult
 from services.scheduler.domain.due import CourseKind, DueItem
 from services.scheduler.domain.plans import PlanStatus, TherapyPlan
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS
@@ -255,10 +255,17 @@ class Bookings:
         result = self.doses.calculate(plan.id, plan.version, item.due_date, course)
         return self._need_of(plan, item, site, result)
 
+    def dose_of(self, plan: TherapyPlan, item: DueItem) -> tuple[str, Decimal]:
+        """The product and grams of a due item, without chair time (the forecast of unbooked
+        doses: a dose given at home needs no chair, and its stock leaves the pharmacy all the
+        same)."""
+        result = self.doses.calculate(plan.id, plan.version, item.due_date, CourseKind(item.course))
+        day = _day_of(item, result)
+        grams = item.dose_grams if item.dose_grams is not None else day.vials.dose_grams
+        return result.product.id, grams
+
     def _need_of(self, plan: TherapyPlan, item: DueItem, site: Site, result: DoseResult) -> Need:
-        course = CourseKind(item.course)
-        index = max(item.course_day - 1, 0) if course is CourseKind.INDUCTION else 0
-        day = result.days[min(index, len(result.days) - 1)]
+        day = _day_of(item, result)
         if day.chair is None:
             raise FailedPrecondition(
                 [
@@ -880,6 +887,14 @@ class Bookings:
     def site(self, site_id: str) -> Site:
         with self.db.read() as session:
             return repo.site_from_row(repo.site_row(session, site_id))
+
+
+def _day_of(item: DueItem, result: DoseResult) -> DoseDay:
+    """The day of the dose calculation a due item is (an induction's course day, else the
+    first)."""
+    course = CourseKind(item.course)
+    index = max(item.course_day - 1, 0) if course is CourseKind.INDUCTION else 0
+    return result.days[min(index, len(result.days) - 1)]
 
 
 def _stock(a: Appointment, topic: str, **extra: Any) -> OutboxEvent:

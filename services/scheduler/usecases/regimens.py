@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
+from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.errors import (
     FailedPrecondition,
@@ -56,12 +57,14 @@ from services.scheduler.store import appointments
 from services.scheduler.store import coverage as store
 from services.scheduler.store import repository as repo
 from services.scheduler.store.codec import plan_of, plan_to_spec
+from services.scheduler.store.events import Event, write_events
 from services.scheduler.store.models import (
     AppointmentRow,
     HomeInfusionRow,
     PayerCapsRow,
     PlanAuthorisationRow,
     PlanRow,
+    outbox,
 )
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records, Stored
@@ -422,6 +425,7 @@ class Regimens:
         )
         session.add(home)
         session.flush()
+        write_events(session, outbox, [_home_dispense(home, site.time_zone)], self.clock.now())
         after = self.records.due_items(session, [plan], today)
         record = HomeInfusionRecord(
             home.id,
@@ -470,6 +474,25 @@ class Regimens:
                     auths.get(item.plan_id, []), caps.get(item.plan_id), item.due_date
                 )
         return states
+
+
+def _home_dispense(home: HomeInfusionRow, time_zone: str) -> Event:
+    """What the pharmacy owes a dose given at home, written to the outbox with its record:
+    adapters/inventory_relay.py reserves the dose (keyed by the home infusion's id) and
+    dispenses it with the scanned lots, as a chair's DISPENSE does, so the stock leaves the
+    pharmacy and each lot's recall trace names the patient."""
+    payload = {
+        "home_infusion_id": home.id,
+        "appointment_id": home.id,  # the inventory's reservation key
+        "site_id": home.site_id,
+        "patient_id": home.patient_id,
+        "product_id": home.product_id,
+        "grams_given": decimal_str(home.grams_given),
+        "given_on": home.given_on.isoformat(),
+        "time_zone": time_zone,
+        "scanned_lots": list(home.scanned_lots),
+    }
+    return Event("HOME_DISPENSE", f"HOME_DISPENSE:{home.id}", payload)
 
 
 def home_refusal(plan_id: str) -> FailedPrecondition:
