@@ -38,14 +38,16 @@ expiry) and a watermark of its last pass (``scheduler_job_marks``). A pass reads
 plans whose instant has come, plus the plans and appointments written since the watermark
 (indexed on ``updated_at``, with a safety margin for transactions that commit late), so its
 cost follows the number of plans coming due, not the number of plans. The very first pass
-(no watermark) reads every active plan.
+(no watermark) reads every active plan, by id range a batch at a time, as columns (the due
+fields read out of the stored spec by the database: store/due_watch.py), its watch rows
+written in multi-row upserts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,7 +55,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
@@ -71,10 +73,9 @@ from services.scheduler.domain.regimens.reviews import (
 )
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
-from services.scheduler.store import appointments as appointment_store
+from services.scheduler.store import due_watch
 from services.scheduler.store import reminders as reminder_store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import (
     Event,
     addressed,
@@ -88,12 +89,10 @@ from services.scheduler.store.models import (
     JobMarkRow,
     PatientRow,
     PlanRow,
-    PlanVersionRow,
     SiteRow,
     outbox,
 )
 from services.scheduler.usecases.outcomes import review_schedules
-from services.scheduler.usecases.records import due_spec, plan_history
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +111,8 @@ class JobSettings:
     # still open when it read).
     change_margin: dt.timedelta = dt.timedelta(minutes=10)
     chunk_size: int = 500
+    # plans per batch of the first pass (no watermark), which reads every active plan
+    first_pass_batch: int = 5000
     # The outcome-review scan reads every active plan; review dates move by days.
     review_scan_every: dt.timedelta = dt.timedelta(hours=1)
     # months to the first review and between reviews, per organisation
@@ -217,12 +218,16 @@ class SchedulerJobs:
         now = self.clock.now()
         with self.db.read() as session:
             mark = session.scalar(select(JobMarkRow.mark_at).where(JobMarkRow.name == DUE_SCAN))
-            candidates = self._candidates(session, now, mark)
-        examined = raised = 0
-        for part in chunks(sorted(candidates), self.settings.chunk_size):
-            with self.db.write() as session:
-                raised += self._scan(session, list(part), now)
-            examined += len(part)
+        if mark is None:
+            examined, raised = self._first_pass(now)
+        else:
+            examined = raised = 0
+            with self.db.read() as session:
+                candidates = self._candidates(session, now, mark)
+            for part in chunks(sorted(candidates), self.settings.chunk_size):
+                with self.db.write() as session:
+                    raised += self._scan(session, list(part), now)
+                examined += len(part)
         with self.db.write() as session:
             insert = upsert_insert(session)
             stmt = insert(JobMarkRow.__table__).values(name=DUE_SCAN, mark_at=now)
@@ -231,15 +236,25 @@ class SchedulerJobs:
             )
         return DueScan(examined, raised)
 
-    def _candidates(self, session: Session, now: dt.datetime, mark: dt.datetime | None) -> set[str]:
+    def _first_pass(self, now: dt.datetime) -> tuple[int, int]:
+        """Every active plan, a batch at a time by id range, each batch with its appointments
+        in one range read and its watch rows in a few multi-row upserts."""
+        examined = raised = 0
+        with self.db.read() as session:
+            batches = list(due_watch.active_plan_batches(session, self.settings.first_pass_batch))
+        for plans in batches:
+            with self.db.write() as session:
+                where = due_watch.of_plan_range(plans[0].id, plans[-1].id)
+                raised += self._evaluate(session, plans, where, now)
+            examined += len(plans)
+        with self.db.write() as session:
+            due_watch.forget_inactive(session, now)
+        return examined, raised
+
+    def _candidates(self, session: Session, now: dt.datetime, mark: dt.datetime) -> set[str]:
         found = set(
             session.scalars(select(DueWatchRow.plan_id).where(DueWatchRow.next_check_at <= now))
         )
-        if mark is None:  # first pass: every active plan
-            found.update(
-                session.scalars(select(PlanRow.id).where(PlanRow.status == PlanStatus.ACTIVE.value))
-            )
-            return found
         since = mark - self.settings.change_margin
         found.update(session.scalars(select(PlanRow.id).where(PlanRow.updated_at > since)))
         found.update(
@@ -250,55 +265,55 @@ class SchedulerJobs:
         return found
 
     def _scan(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
-        # columns, not ORM objects: a day's pass reads thousands of plans
-        plans = session.execute(
-            select(
-                PlanRow.id,
-                PlanRow.patient_id,
-                PlanRow.site_id,
-                PlanVersionRow.version,
-                PlanVersionRow.spec,
-            )
-            .join(
-                PlanVersionRow,
-                (PlanVersionRow.plan_id == PlanRow.id)
-                & (PlanVersionRow.version == PlanRow.current_version),
-            )
-            .where(PlanRow.id.in_(plan_ids), PlanRow.status == PlanStatus.ACTIVE.value)
-        ).all()
+        plans = due_watch.active_plans(session, plan_ids)
         active = {row.id for row in plans}
-        gone = [p for p in plan_ids if p not in active]
-        if gone:  # paused, stopped or deleted: nothing to watch until the plan is written again
-            session.execute(delete(DueWatchRow).where(DueWatchRow.plan_id.in_(gone)))
+        # paused, stopped or deleted: nothing to watch until the plan is written again
+        due_watch.forget(session, [p for p in plan_ids if p not in active])
+        return self._evaluate(session, plans, due_watch.of_plans(sorted(active)), now)
+
+    def _evaluate(
+        self, session: Session, plans: Sequence[Any], appointments: Any, now: dt.datetime
+    ) -> int:
+        """INFUSION_DUE for ``plans`` (active, with their due columns) whose window is open and
+        unbooked; their watch rows. ``appointments`` selects (at least) theirs."""
+        if not plans:
+            return 0
+        active = {row.id for row in plans}
         sites = self._sites(session, (row.site_id for row in plans))
         given: dict[str, list[Administration]] = {}
-        booked: dict[tuple[str, str, int], AppointmentRow] = {}
-        for appt in appointment_store.for_plans(session, sorted(active), now):
+        booked: dict[tuple[str, str, int], Any] = {}
+        for appt in due_watch.appointments(session, appointments, now):
+            if appt.plan_id not in active:
+                continue
             if appt.status == AppointmentStatus.FULFILLED:
                 given.setdefault(appt.plan_id, []).append(
                     Administration(appt.local_date, CourseKind(appt.course), appt.due_date)
                 )
             else:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt
+        todays = {sid: site[0].local_today(now) for sid, site in sites.items()}
+        midnights: dict[tuple[str, dt.date], dt.datetime] = {}
         notices: list[tuple[Any, Any]] = []
         watch: list[dict[str, Any]] = []
         for row in plans:
             site = sites.get(row.site_id)
             if site is None:
                 continue
-            zone = site[0].zone
-            today = site[0].local_today(now)
-            plan = plan_from_spec(row.id, row.version, row.spec)
-            history = [*plan_history(plan), *given.get(row.id, [])]
+            today = todays[row.site_id]
+            spec, history = due_watch.due_spec_of(row)
+            history += given.get(row.id, [])
             wake: list[dt.datetime] = []
             noticed = False
-            for item in due_infusions(due_spec(plan), history, today):
+            for item in due_infusions(spec, history, today):
                 cover = booked.get((row.id, item.course.value, item.course_day))
                 if cover is not None:
                     if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
                         wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
                 elif item.window_start > today:
-                    wake.append(local_midnight(item.window_start, zone))
+                    opens = (row.site_id, item.window_start)
+                    if opens not in midnights:
+                        midnights[opens] = local_midnight(item.window_start, site[0].zone)
+                    wake.append(midnights[opens])
                 elif not noticed:  # the first open unbooked item; the next after it is handled
                     notices.append((row, item))
                     noticed = True
@@ -321,19 +336,7 @@ class SchedulerJobs:
             key = f"INFUSION_DUE:{row.id}:{item.due_date.isoformat()}:{item.course_day}"
             events += addressed("INFUSION_DUE", key, payload, subscriber)
         raised = write_events(session, self.table, events, now)
-        if watch:
-            insert = upsert_insert(session)
-            stmt = insert(DueWatchRow.__table__)
-            session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["plan_id"],
-                    set_={
-                        "next_check_at": stmt.excluded.next_check_at,
-                        "checked_at": stmt.excluded.checked_at,
-                    },
-                ),
-                watch,
-            )
+        due_watch.save(session, watch)
         return raised
 
     # --- APPOINTMENT_REMINDER and MISSED_INFUSION -------------------------------------------
