@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -63,7 +64,7 @@ from services.common.db import Database
 from services.common.identity import service_caller
 from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
-from services.scheduler.domain.due import Administration, CourseKind, due_infusions
+from services.scheduler.domain.due import Administration, CourseKind, DueItem, due_infusions
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.domain.regimens.reviews import (
     DEFAULT_REVIEW_POLICIES,
@@ -96,6 +97,7 @@ from services.scheduler.usecases.outcomes import review_schedules
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 DUE_SCAN = "due-scan"
 REVIEW_SCAN = "review-scan"
 
@@ -120,9 +122,29 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a due scan found for a batch of plans: the events to write, and each plan's next
+    check (None: nothing changes by itself)."""
+
+    events: list[Event]
+    plan_ids: list[str]
+    checks: list[dt.datetime | None]
+
+
+@dataclass(frozen=True)
 class DueScan:
     examined: int
     raised: int
+
+
+def read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """``batches``, the next one read in a thread while the caller works on the current one
+    (the database parses the next plans while this process evaluates and writes the last)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="due-scan-read") as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
 
 
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
@@ -237,16 +259,26 @@ class SchedulerJobs:
         return DueScan(examined, raised)
 
     def _first_pass(self, now: dt.datetime) -> tuple[int, int]:
-        """Every active plan, a batch at a time by id range, each batch with its appointments
-        in one range read and its watch rows in a few multi-row upserts."""
+        """Every active plan, a batch at a time in id order, each batch's appointments in one
+        range read and its watch rows in one upsert. Three stages overlap: the next batch is
+        read (read_ahead) while this one is evaluated and the last one written (a thread)."""
         examined = raised = 0
-        with self.db.read() as session:
-            batches = list(due_watch.active_plan_batches(session, self.settings.first_pass_batch))
-        for plans in batches:
-            with self.db.write() as session:
-                where = due_watch.of_plan_range(plans[0].id, plans[-1].id)
-                raised += self._evaluate(session, plans, where, now)
-            examined += len(plans)
+        with (
+            self.db.read() as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="due-scan-write") as writer,
+        ):
+            written: Future[int] | None = None
+            batches = due_watch.active_plan_batches(reader, self.settings.first_pass_batch)
+            for plans in read_ahead(batches):
+                with self.db.read() as session:
+                    where = due_watch.of_plan_range(plans[0].id, plans[-1].id)
+                    found = self._evaluate(session, plans, where, now)
+                if written is not None:
+                    raised += written.result()
+                written = writer.submit(self._write, found, now)
+                examined += len(plans)
+            if written is not None:
+                raised += written.result()
         with self.db.write() as session:
             due_watch.forget_inactive(session, now)
         return examined, raised
@@ -269,15 +301,25 @@ class SchedulerJobs:
         active = {row.id for row in plans}
         # paused, stopped or deleted: nothing to watch until the plan is written again
         due_watch.forget(session, [p for p in plan_ids if p not in active])
-        return self._evaluate(session, plans, due_watch.of_plans(sorted(active)), now)
+        found = self._evaluate(session, plans, due_watch.of_plans(sorted(active)), now)
+        return self._record(session, found, now)
+
+    def _write(self, found: Found, now: dt.datetime) -> int:
+        with self.db.write() as session:
+            return self._record(session, found, now)
+
+    def _record(self, session: Session, found: Found, now: dt.datetime) -> int:
+        raised = write_events(session, self.table, found.events, now)
+        due_watch.save(session, found.plan_ids, found.checks, now)
+        return raised
 
     def _evaluate(
         self, session: Session, plans: Sequence[Any], appointments: Any, now: dt.datetime
-    ) -> int:
+    ) -> Found:
         """INFUSION_DUE for ``plans`` (active, with their due columns) whose window is open and
-        unbooked; their watch rows. ``appointments`` selects (at least) theirs."""
+        unbooked; their watch rows. ``appointments`` selects (at least) theirs. Reads only."""
         if not plans:
-            return 0
+            return Found([], [], [])
         active = {row.id for row in plans}
         sites = self._sites(session, (row.site_id for row in plans))
         given: dict[str, list[Administration]] = {}
@@ -293,33 +335,40 @@ class SchedulerJobs:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt
         todays = {sid: site[0].local_today(now) for sid, site in sites.items()}
         midnights: dict[tuple[str, dt.date], dt.datetime] = {}
-        notices: list[tuple[Any, Any]] = []
-        watch: list[dict[str, Any]] = []
+        covered = {plan for plan, _, _ in booked}
+        # A plan with nothing given and nothing booked is due by its spec fields and site alone:
+        # plans that share them share the outcome (the first pass meets thousands of such).
+        alike: dict[tuple[Any, ...], tuple[DueItem | None, dt.datetime | None]] = {}
+        notices: list[tuple[Any, DueItem]] = []
+        watched: list[str] = []
+        checks: list[dt.datetime | None] = []
         for row in plans:
             site = sites.get(row.site_id)
             if site is None:
                 continue
             today = todays[row.site_id]
-            spec, history = due_watch.due_spec_of(row)
-            history += given.get(row.id, [])
-            wake: list[dt.datetime] = []
-            noticed = False
-            for item in due_infusions(spec, history, today):
-                cover = booked.get((row.id, item.course.value, item.course_day))
-                if cover is not None:
-                    if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
-                        wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
-                elif item.window_start > today:
-                    opens = (row.site_id, item.window_start)
-                    if opens not in midnights:
-                        midnights[opens] = local_midnight(item.window_start, site[0].zone)
-                    wake.append(midnights[opens])
-                elif not noticed:  # the first open unbooked item; the next after it is handled
-                    notices.append((row, item))
-                    noticed = True
-            watch.append(
-                {"plan_id": row.id, "next_check_at": min(wake, default=None), "checked_at": now}
-            )
+            same: tuple[Any, ...] | None = None
+            if row.id not in given and row.id not in covered:
+                same = (
+                    row.site_id,
+                    row.start_date,
+                    row.interval_days,
+                    row.window_days_early,
+                    row.window_days_late,
+                    row.induction_days,
+                    row.keep_cadence,
+                    row.last_infusion_date,
+                )
+            outcome = alike.get(same) if same is not None else None
+            if outcome is None:
+                outcome = self._due_of(row, given, booked, today, site[0], midnights)
+                if same is not None:
+                    alike[same] = outcome
+            notice, next_check = outcome
+            if notice is not None:
+                notices.append((row, notice))
+            watched.append(row.id)
+            checks.append(next_check)
         patients = self._patients(session, (row.patient_id for row, _ in notices))
         events: list[Event] = []
         for row, item in notices:
@@ -335,9 +384,36 @@ class SchedulerJobs:
             }
             key = f"INFUSION_DUE:{row.id}:{item.due_date.isoformat()}:{item.course_day}"
             events += addressed("INFUSION_DUE", key, payload, subscriber)
-        raised = write_events(session, self.table, events, now)
-        due_watch.save(session, watch)
-        return raised
+        return Found(events, watched, checks)
+
+    @staticmethod
+    def _due_of(
+        row: Any,
+        given: dict[str, list[Administration]],
+        booked: dict[tuple[str, str, int], Any],
+        today: dt.date,
+        site: Site,
+        midnights: dict[tuple[str, dt.date], dt.datetime],
+    ) -> tuple[DueItem | None, dt.datetime | None]:
+        """One plan's open unbooked item to notify (the first; the next after it is handled),
+        if any, and the next instant its state can change by itself."""
+        spec, history = due_watch.due_spec_of(row)
+        history += given.get(row.id, [])
+        wake: list[dt.datetime] = []
+        notice: DueItem | None = None
+        for item in due_infusions(spec, history, today):
+            cover = booked.get((row.id, item.course.value, item.course_day))
+            if cover is not None:
+                if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
+                    wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
+            elif item.window_start > today:
+                opens = (row.site_id, item.window_start)
+                if opens not in midnights:
+                    midnights[opens] = local_midnight(item.window_start, site.zone)
+                wake.append(midnights[opens])
+            elif notice is None:
+                notice = item
+        return notice, min(wake, default=None)
 
     # --- APPOINTMENT_REMINDER and MISSED_INFUSION -------------------------------------------
 
