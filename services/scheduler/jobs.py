@@ -38,9 +38,11 @@ expiry) and a watermark of its last pass (``scheduler_job_marks``). A pass reads
 plans whose instant has come, plus the plans and appointments written since the watermark
 (indexed on ``updated_at``, with a safety margin for transactions that commit late), so its
 cost follows the number of plans coming due, not the number of plans. The very first pass
-(no watermark) reads every active plan, by id range a batch at a time, as columns (the due
-fields read out of the stored spec by the database: store/due_watch.py), its watch rows
-written in multi-row upserts.
+(no watermark) reads every active plan in one streamed query, as columns (the due fields
+read out of the stored spec by the database: store/due_watch.py), each batch's appointments
+by id range; plans with nothing given or booked that share their due fields and site are
+evaluated once, and the watch rows go in one upsert per batch. Both passes evaluate alike
+(``_evaluate``), so they find the same.
 """
 
 from __future__ import annotations
