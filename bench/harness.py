@@ -83,10 +83,11 @@ def load(
     *,
     unique_field: int = 0,
     token: str = "",
+    connections: int = 4,
 ) -> dict[str, Any]:
     """Run bench.load in its own process; a list of payloads is sent in turn, and
     ``unique_field`` gives every call its own value of that string field (see bench.load);
-    every call carries ``token``."""
+    every call carries ``token``; the calls go over ``connections`` HTTP/2 connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".hex") as listing:
         if isinstance(payload, list):
             listing.write("\n".join(p.hex() for p in payload))
@@ -110,6 +111,8 @@ def load(
                 str(unique_field),
                 "--token",
                 token,
+                "--connections",
+                str(connections),
             ],
             capture_output=True,
             text=True,

@@ -5,7 +5,15 @@ machine's other core. Requests are pre-serialised bytes, so the client does the 
 for every target and the comparison with the echo baseline is fair.
 
 `python -m bench.load ADDRESS METHOD REQUEST_HEX --concurrency 32 --seconds 10 --token JWT`
-prints one JSON line: calls, errors, error_codes, seconds, calls_per_second, p50_ms, p99_ms.
+prints one JSON line: calls, errors, error_codes, seconds, calls_per_second, p50_ms, p99_ms,
+connections.
+
+``--connections N`` (default 4) opens N HTTP/2 connections, the calls in flight dealt out over
+them in turn: a service run as several processes behind SO_REUSEPORT
+(docs/operations.md, "Several processes per service") gets a connection in each process
+rather than every call in one. Each is a channel of its own with its own subchannel pool
+(``grpc.use_local_subchannel_pool``): grpcio otherwise shares one connection among channels
+to the same address with the same options.
 
 REQUEST_HEX may be ``@FILE``: one hex payload per line, sent in turn. ``--unique-field N``
 appends string field N with a value no other call of the run has (protobuf keeps the last
@@ -62,6 +70,7 @@ async def run(
     warmup: float,
     unique_field: int = 0,
     token: str = "",
+    connections: int = 4,
 ) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
@@ -79,13 +88,20 @@ async def run(
         return body
 
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(method, None, None)
-        await channel.channel_ready()
+    channels = [
+        grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.use_local_subchannel_pool", 1), ("bench.load.connection", n)],
+        )
+        for n in range(max(1, connections))
+    ]
+    try:
+        calls = [channel.unary_unary(method, None, None) for channel in channels]
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
         deadline_warm = time.perf_counter() + warmup
         deadline = deadline_warm + seconds
 
-        async def worker() -> None:
+        async def worker(call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
             nonlocal errors, last_done
             while True:
                 started = time.perf_counter()
@@ -102,8 +118,10 @@ async def run(
                     latencies.append(done - started)
                     last_done = max(last_done, done)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(calls[n % len(calls)]) for n in range(concurrency)))
         elapsed = last_done - deadline_warm
+    finally:
+        await asyncio.gather(*(channel.close(None) for channel in channels))
     latencies.sort()
     n = len(latencies)
     return {
@@ -114,6 +132,7 @@ async def run(
         "calls_per_second": round(n / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(statistics.median(latencies) * 1000, 3) if n else 0.0,
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3) if n else 0.0,
+        "connections": len(channels),
     }
 
 
@@ -127,6 +146,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--unique-field", type=int, default=0)
     parser.add_argument("--token", default="", help="a bearer token every call carries")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="HTTP/2 connections the calls are spread over"
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -138,6 +160,7 @@ def main() -> None:
             args.warmup,
             args.unique_field,
             args.token,
+            args.connections,
         )
     )
     print(json.dumps(result), flush=True)

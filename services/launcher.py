@@ -147,19 +147,24 @@ def _ephemeral_low() -> int:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on now, chosen at random below the ephemeral range."""
+    """A loopback port nobody listens on now, chosen at random below the ephemeral range and
+    never one of the services' default ports (a `make run` of another checkout may want it)."""
     high = max(_ephemeral_low(), _PORTS_FROM + 1000)
+    defaults = set(DEFAULT_PORTS.values())
     for _ in range(200):
         port = random.randrange(_PORTS_FROM, high)
+        if port in defaults:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    with socket.socket() as s:  # a crowded range: let the kernel choose
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    raise LaunchError(
+        f"no free port between {_PORTS_FROM} and {high} (below the ephemeral range, "
+        f"{_EPHEMERAL_RANGE}) after 200 tries"
+    )
 
 
 def service_environment(

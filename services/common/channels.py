@@ -16,7 +16,7 @@ one is closed, so calls still on it finish.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -32,10 +32,19 @@ def open_channel(
     address: str,
     tls: ClientTls | None = None,
     token_source: TokenSource | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A channel to ``address``, TLS with ``tls`` (plaintext without), whose calls carry
-    ``token_source``'s token (none without one: health checks)."""
-    channel = grpc.insecure_channel(address) if tls is None else TlsChannel(address, tls)
+    ``token_source``'s token (none without one: health checks). ``options`` (plaintext only):
+    gRPC channel arguments, e.g. ``("grpc.use_local_subchannel_pool", 1)`` for a connection of
+    its own (grpcio otherwise shares one among channels with the same arguments)."""
+    if options and tls is not None:
+        raise ValueError("channel options apply to plaintext channels only")
+    channel = (
+        grpc.insecure_channel(address, options=list(options))
+        if tls is None
+        else TlsChannel(address, tls)
+    )
     if token_source is None:
         return channel
     return grpc.intercept_channel(channel, BearerToken(token_source))

@@ -79,7 +79,9 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     s = settings
     ping_interval_ms = int(s.grpc_min_ping_interval_seconds * 1000)
     return [
-        ("grpc.so_reuseport", 0),
+        # on only in the workers of a service run as several processes (processes.py): a
+        # lone process must fail to bind a port another program holds
+        ("grpc.so_reuseport", 1 if s.reuse_port else 0),
         ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
         ("grpc.keepalive_time_ms", _ms(s.grpc_keepalive_seconds)),
         ("grpc.keepalive_timeout_ms", _ms(s.grpc_keepalive_timeout_seconds)),

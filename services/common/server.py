@@ -35,6 +35,7 @@ from services.common.auth.service import ServiceAuth
 from services.common.interceptors import ServerInterceptor
 from services.common.limits import LimitsInterceptor
 from services.common.logs import configure_logging, readiness_line
+from services.common.processes import run_workers
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.signals import SignalWaiter
 from services.common.tls import ServerTls, server_tls
@@ -71,8 +72,12 @@ def start_up(load: Callable[[], S]) -> S:
 def serve(load: Callable[[], S], build: Callable[[S], GrpcService]) -> int:
     """A service's ``main``: start up, then serve until SIGTERM or SIGINT. Building and
     starting check what only serving needs (the token issuer, the certificates, TLS off
-    loopback): missing, it exits 2 like a bad setting, before it listens."""
+    loopback): missing, it exits 2 like a bad setting, before it listens. With
+    ``<SERVICE>_PROCESSES`` above 1 this process starts and watches that many workers
+    instead (services/common/processes.py)."""
     settings = start_up(load)
+    if settings.processes > 1:  # a parent of workers (services/common/processes.py)
+        return run_workers(settings)
     try:
         build(settings).run_until_signalled()
     except SettingsError as error:

@@ -87,6 +87,12 @@ class ServiceSettings(FromMapping):
     grpc_max_connection_age_seconds: float = Field(1800.0, ge=0)  # 0: no age limit
     grpc_max_connection_age_grace_seconds: float = Field(60.0, ge=0, le=3600)
     db_pool_size: int = Field(10, ge=1, le=500, description="database connections")
+    # processes serving the one port (services/common/processes.py, docs/operations.md
+    # "Several processes per service"): above 1 the started process binds the port with
+    # SO_REUSEPORT and starts that many workers, each a whole service; PostgreSQL only
+    processes: int = Field(1, ge=1, le=64, description="processes serving the port")
+    # set by that parent for its workers: listen with SO_REUSEPORT, sharing the port
+    reuse_port: bool = False
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
     # run this service's background jobs (APScheduler); off in in-process tests, which call
     # the job bodies with an injected clock instead.
@@ -162,6 +168,18 @@ class ServiceSettings(FromMapping):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("an http(s):// URL")
         return value
+
+    @model_validator(mode="after")
+    def _processes_need_postgresql(self) -> ServiceSettings:
+        """Several processes share one database only on PostgreSQL: SQLite would serialise
+        their writes on one file lock and time them out, and the jobs' claims (SKIP LOCKED)
+        are PostgreSQL's."""
+        if self.processes > 1 and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                f"{self.variable('processes')}={self.processes} needs a PostgreSQL "
+                f"{self.variable('database_url')}: with SQLite run one process"
+            )
+        return self
 
     def peer(self, name: str) -> str:
         """The address of another service (``INVENTORY_ADDRESS`` etc.)."""

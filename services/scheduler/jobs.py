@@ -42,22 +42,27 @@ expiry) and a watermark of its last pass (``scheduler_job_marks``). A pass reads
 plans whose instant has come, plus the plans and appointments written since the watermark
 (indexed on ``updated_at``, with a safety margin for transactions that commit late), so its
 cost follows the number of plans coming due, not the number of plans. The very first pass
-(no watermark) reads every active plan.
+(no watermark) reads every active plan in one streamed query, as columns (the due fields
+read out of the stored spec by the database: store/due_watch.py), each batch's appointments
+by id range; plans with nothing given or booked that share their due fields and site are
+evaluated once, and the watch rows go in one upsert per batch. Both passes evaluate alike
+(``_evaluate``), so they find the same.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Table, delete, or_, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.orm import Session
 
 from services.common.clock import Clock
@@ -65,7 +70,7 @@ from services.common.db import Database
 from services.common.identity import service_caller
 from services.common.jobstore import ensure_job, register, start_scheduler
 from services.scheduler.domain.appointments import AppointmentStatus
-from services.scheduler.domain.due import Administration, CourseKind, due_infusions
+from services.scheduler.domain.due import Administration, CourseKind, DueItem, due_infusions
 from services.scheduler.domain.plans import PlanStatus
 from services.scheduler.domain.regimens.authorisations import EXPIRING_DAYS
 from services.scheduler.domain.regimens.reviews import (
@@ -76,10 +81,9 @@ from services.scheduler.domain.regimens.reviews import (
 )
 from services.scheduler.domain.reminders import DEFAULT_REMINDER_OFFSETS_HOURS, utc_stamp
 from services.scheduler.domain.sites import Site
-from services.scheduler.store import appointments as appointment_store
+from services.scheduler.store import due_watch
 from services.scheduler.store import reminders as reminder_store
 from services.scheduler.store import repository as repo
-from services.scheduler.store.codec import plan_from_spec
 from services.scheduler.store.events import (
     Event,
     addressed,
@@ -96,15 +100,14 @@ from services.scheduler.store.models import (
     PatientRow,
     PlanAuthorisationRow,
     PlanRow,
-    PlanVersionRow,
     SiteRow,
     outbox,
 )
 from services.scheduler.usecases.outcomes import review_schedules
-from services.scheduler.usecases.records import due_spec, plan_history
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 DUE_SCAN = "due-scan"
 REVIEW_SCAN = "review-scan"
 
@@ -120,6 +123,8 @@ class JobSettings:
     # still open when it read).
     change_margin: dt.timedelta = dt.timedelta(minutes=10)
     chunk_size: int = 500
+    # plans per batch of the first pass (no watermark), which reads every active plan
+    first_pass_batch: int = 5000
     # The outcome-review scan reads every active plan; review dates move by days.
     review_scan_every: dt.timedelta = dt.timedelta(hours=1)
     # months to the first review and between reviews, per organisation
@@ -127,9 +132,29 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a due scan found for a batch of plans: the events to write, and each plan's next
+    check (None: nothing changes by itself)."""
+
+    events: list[Event]
+    plan_ids: list[str]
+    checks: list[dt.datetime | None]
+
+
+@dataclass(frozen=True)
 class DueScan:
     examined: int
     raised: int
+
+
+def read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """``batches``, the next one read in a thread while the caller works on the current one
+    (the database parses the next plans while this process evaluates and writes the last)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="due-scan-read") as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
 
 
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
@@ -226,12 +251,16 @@ class SchedulerJobs:
         now = self.clock.now()
         with self.db.read() as session:
             mark = session.scalar(select(JobMarkRow.mark_at).where(JobMarkRow.name == DUE_SCAN))
-            candidates = self._candidates(session, now, mark)
-        examined = raised = 0
-        for part in chunks(sorted(candidates), self.settings.chunk_size):
-            with self.db.write() as session:
-                raised += self._scan(session, list(part), now)
-            examined += len(part)
+        if mark is None:
+            examined, raised = self._first_pass(now)
+        else:
+            examined = raised = 0
+            with self.db.read() as session:
+                candidates = self._candidates(session, now, mark)
+            for part in chunks(sorted(candidates), self.settings.chunk_size):
+                with self.db.write() as session:
+                    raised += self._scan(session, list(part), now)
+                examined += len(part)
         with self.db.write() as session:
             insert = upsert_insert(session)
             stmt = insert(JobMarkRow.__table__).values(name=DUE_SCAN, mark_at=now)
@@ -240,15 +269,35 @@ class SchedulerJobs:
             )
         return DueScan(examined, raised)
 
-    def _candidates(self, session: Session, now: dt.datetime, mark: dt.datetime | None) -> set[str]:
+    def _first_pass(self, now: dt.datetime) -> tuple[int, int]:
+        """Every active plan, a batch at a time in id order, each batch's appointments in one
+        range read and its watch rows in one upsert. Three stages overlap: the next batch is
+        read (read_ahead) while this one is evaluated and the last one written (a thread)."""
+        examined = raised = 0
+        with (
+            self.db.read() as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="due-scan-write") as writer,
+        ):
+            written: Future[int] | None = None
+            batches = due_watch.active_plan_batches(reader, self.settings.first_pass_batch)
+            for plans in read_ahead(batches):
+                with self.db.read() as session:
+                    where = due_watch.of_plan_range(plans[0].id, plans[-1].id)
+                    found = self._evaluate(session, plans, where, now)
+                if written is not None:
+                    raised += written.result()
+                written = writer.submit(self._write, found, now)
+                examined += len(plans)
+            if written is not None:
+                raised += written.result()
+        with self.db.write() as session:
+            due_watch.forget_inactive(session, now)
+        return examined, raised
+
+    def _candidates(self, session: Session, now: dt.datetime, mark: dt.datetime) -> set[str]:
         found = set(
             session.scalars(select(DueWatchRow.plan_id).where(DueWatchRow.next_check_at <= now))
         )
-        if mark is None:  # first pass: every active plan
-            found.update(
-                session.scalars(select(PlanRow.id).where(PlanRow.status == PlanStatus.ACTIVE.value))
-            )
-            return found
         since = mark - self.settings.change_margin
         found.update(session.scalars(select(PlanRow.id).where(PlanRow.updated_at > since)))
         found.update(
@@ -264,30 +313,36 @@ class SchedulerJobs:
         return found
 
     def _scan(self, session: Session, plan_ids: list[str], now: dt.datetime) -> int:
-        # columns, not ORM objects: a day's pass reads thousands of plans
-        plans = session.execute(
-            select(
-                PlanRow.id,
-                PlanRow.patient_id,
-                PlanRow.site_id,
-                PlanVersionRow.version,
-                PlanVersionRow.spec,
-            )
-            .join(
-                PlanVersionRow,
-                (PlanVersionRow.plan_id == PlanRow.id)
-                & (PlanVersionRow.version == PlanRow.current_version),
-            )
-            .where(PlanRow.id.in_(plan_ids), PlanRow.status == PlanStatus.ACTIVE.value)
-        ).all()
+        plans = due_watch.active_plans(session, plan_ids)
         active = {row.id for row in plans}
-        gone = [p for p in plan_ids if p not in active]
-        if gone:  # paused, stopped or deleted: nothing to watch until the plan is written again
-            session.execute(delete(DueWatchRow).where(DueWatchRow.plan_id.in_(gone)))
+        # paused, stopped or deleted: nothing to watch until the plan is written again
+        due_watch.forget(session, [p for p in plan_ids if p not in active])
+        found = self._evaluate(session, plans, due_watch.of_plans(sorted(active)), now)
+        return self._record(session, found, now)
+
+    def _write(self, found: Found, now: dt.datetime) -> int:
+        with self.db.write() as session:
+            return self._record(session, found, now)
+
+    def _record(self, session: Session, found: Found, now: dt.datetime) -> int:
+        raised = write_events(session, self.table, found.events, now)
+        due_watch.save(session, found.plan_ids, found.checks, now)
+        return raised
+
+    def _evaluate(
+        self, session: Session, plans: Sequence[Any], appointments: Any, now: dt.datetime
+    ) -> Found:
+        """INFUSION_DUE for ``plans`` (active, with their due columns) whose window is open and
+        unbooked; their watch rows. ``appointments`` selects (at least) theirs. Reads only."""
+        if not plans:
+            return Found([], [], [])
+        active = {row.id for row in plans}
         sites = self._sites(session, (row.site_id for row in plans))
         given: dict[str, list[Administration]] = {}
-        booked: dict[tuple[str, str, int], AppointmentRow] = {}
-        for appt in appointment_store.for_plans(session, sorted(active), now):
+        booked: dict[tuple[str, str, int], Any] = {}
+        for appt in due_watch.appointments(session, appointments, now):
+            if appt.plan_id not in active:
+                continue
             if appt.status == AppointmentStatus.FULFILLED:
                 given.setdefault(appt.plan_id, []).append(
                     Administration(appt.local_date, CourseKind(appt.course), appt.due_date)
@@ -295,32 +350,46 @@ class SchedulerJobs:
             else:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt
         for plan_id, doses in given_at_home(session, sorted(active)).items():
-            given.setdefault(plan_id, []).extend(doses)
-        notices: list[tuple[Any, Any]] = []
-        watch: list[dict[str, Any]] = []
+            given.setdefault(plan_id, []).extend(doses)  # doses given at home count as given
+        todays = {sid: site[0].local_today(now) for sid, site in sites.items()}
+        midnights: dict[tuple[str, dt.date], dt.datetime] = {}
+        covered = {plan for plan, _, _ in booked}
+        # A plan with nothing given and nothing booked is due by its spec fields and site alone:
+        # plans that share them share the outcome (the first pass meets thousands of such).
+        alike: dict[tuple[Any, ...], tuple[DueItem | None, dt.datetime | None]] = {}
+        notices: list[tuple[Any, DueItem]] = []
+        watched: list[str] = []
+        checks: list[dt.datetime | None] = []
         for row in plans:
             site = sites.get(row.site_id)
             if site is None:
                 continue
-            zone = site[0].zone
-            today = site[0].local_today(now)
-            plan = plan_from_spec(row.id, row.version, row.spec)
-            history = [*plan_history(plan), *given.get(row.id, [])]
-            wake: list[dt.datetime] = []
-            noticed = False
-            for item in due_infusions(due_spec(plan), history, today):
-                cover = booked.get((row.id, item.course.value, item.course_day))
-                if cover is not None:
-                    if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
-                        wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
-                elif item.window_start > today:
-                    wake.append(local_midnight(item.window_start, zone))
-                elif not noticed:  # the first open unbooked item; the next after it is handled
-                    notices.append((row, item))
-                    noticed = True
-            watch.append(
-                {"plan_id": row.id, "next_check_at": min(wake, default=None), "checked_at": now}
-            )
+            today = todays[row.site_id]
+            same: tuple[Any, ...] | None = None
+            if row.id not in given and row.id not in covered:
+                same = (
+                    row.site_id,
+                    row.start_date,
+                    row.interval_days,
+                    row.window_days_early,
+                    row.window_days_late,
+                    row.induction_days,
+                    row.keep_cadence,
+                    row.last_infusion_date,
+                    str(row.ramp_up),
+                    str(row.infusion_days),
+                    row.regimen_start_date,
+                )
+            outcome = alike.get(same) if same is not None else None
+            if outcome is None:
+                outcome = self._due_of(row, given, booked, today, site[0], midnights)
+                if same is not None:
+                    alike[same] = outcome
+            notice, next_check = outcome
+            if notice is not None:
+                notices.append((row, notice))
+            watched.append(row.id)
+            checks.append(next_check)
         patients = self._patients(session, (row.patient_id for row, _ in notices))
         events: list[Event] = []
         for row, item in notices:
@@ -336,21 +405,36 @@ class SchedulerJobs:
             }
             key = f"INFUSION_DUE:{row.id}:{item.due_date.isoformat()}:{item.course_day}"
             events += addressed("INFUSION_DUE", key, payload, subscriber)
-        raised = write_events(session, self.table, events, now)
-        if watch:
-            insert = upsert_insert(session)
-            stmt = insert(DueWatchRow.__table__)
-            session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["plan_id"],
-                    set_={
-                        "next_check_at": stmt.excluded.next_check_at,
-                        "checked_at": stmt.excluded.checked_at,
-                    },
-                ),
-                watch,
-            )
-        return raised
+        return Found(events, watched, checks)
+
+    @staticmethod
+    def _due_of(
+        row: Any,
+        given: dict[str, list[Administration]],
+        booked: dict[tuple[str, str, int], Any],
+        today: dt.date,
+        site: Site,
+        midnights: dict[tuple[str, dt.date], dt.datetime],
+    ) -> tuple[DueItem | None, dt.datetime | None]:
+        """One plan's open unbooked item to notify (the first; the next after it is handled),
+        if any, and the next instant its state can change by itself."""
+        spec, history = due_watch.due_spec_of(row)
+        history += given.get(row.id, [])
+        wake: list[dt.datetime] = []
+        notice: DueItem | None = None
+        for item in due_infusions(spec, history, today):
+            cover = booked.get((row.id, item.course.value, item.course_day))
+            if cover is not None:
+                if cover.status == AppointmentStatus.PENDING and cover.hold_expires_at:
+                    wake.append(cover.hold_expires_at)  # a hold may lapse unbooked
+            elif item.window_start > today:
+                opens = (row.site_id, item.window_start)
+                if opens not in midnights:
+                    midnights[opens] = local_midnight(item.window_start, site.zone)
+                wake.append(midnights[opens])
+            elif notice is None:
+                notice = item
+        return notice, min(wake, default=None)
 
     # --- APPOINTMENT_REMINDER and MISSED_INFUSION -------------------------------------------
 

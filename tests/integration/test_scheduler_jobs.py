@@ -313,6 +313,76 @@ def test_a_paused_plan_is_not_due(env: Env) -> None:
     assert keys(env) == []
 
 
+def test_the_first_pass_finds_what_a_pass_over_the_same_plans_by_id_finds(env: Env) -> None:
+    """The first pass (no watermark) reads every active plan its own way (one query, plans
+    sharing their due fields evaluated once, services/scheduler/jobs.py): the same watch rows
+    and the same INFUSION_DUE as the pass that reads plans by id."""
+    site, chairs = site_with_chairs(env.p)
+    a = patient_plan(env, site, "MRN-A")  # due Tue 1 Dec: window opens Fri 27 Nov
+    b = patient_plan(env, site, "MRN-B")  # the same due fields as A
+    open_now = {"start_date": date(2026, 11, 25)}  # window 21–29 Nov: open
+    c = patient_plan(env, site, "MRN-C", **open_now)
+    d = patient_plan(env, site, "MRN-D", **open_now)
+    book(env, d, chairs[0], dt.date(2026, 11, 25), 10)
+    e = patient_plan(env, site, "MRN-E", **open_now)
+    held = env.p.scheduler.HoldSlot(
+        pb.HoldSlotRequest(
+            therapy_plan_id=e.id,
+            chair_id=chairs[1].id,
+            local_date=date(2026, 11, 25),
+            local_start=TimeOfDay(hours=11),
+            request_id=request_id(),
+        )
+    ).appointment
+    # given 10 Nov before the plan was entered: due 8 Dec, window from 4 Dec
+    f = patient_plan(
+        env, site, "MRN-F", start_date=date(2026, 11, 20), last_infusion_date=date(2026, 11, 10)
+    )
+    g = patient_plan(env, site, "MRN-G", **open_now)
+    got = env.p.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=g.id)).therapy_plan
+    got.status = pb.PLAN_STATUS_PAUSED
+    env.p.scheduler.UpdateTherapyPlan(
+        pb.UpdateTherapyPlanRequest(therapy_plan=got, request_id=request_id(), reason="paused")
+    )
+
+    def stale_watch_of_the_paused_plan() -> None:
+        with env.db.write() as session:
+            session.add(DueWatchRow(plan_id=g.id, next_check_at=NOW, checked_at=NOW))
+
+    def found() -> tuple[dict[str, dt.datetime | None], list[str]]:
+        with env.db.read() as session:
+            watch = {r.plan_id: r.next_check_at for r in session.scalars(select(DueWatchRow))}
+        return watch, sorted(keys(env))
+
+    stale_watch_of_the_paused_plan()
+    first = env.jobs.due_scan()
+    assert (first.examined, first.raised) == (6, 1)
+    by_first_pass = found()
+    hold_expiry = by_first_pass[0][e.id]
+    assert hold_expiry is not None
+    assert hold_expiry == held.hold_expire_time.ToDatetime(dt.UTC)
+    assert by_first_pass == (
+        {
+            a.id: dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+            b.id: dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+            c.id: None,  # raised: nothing changes by itself until it is booked or given
+            d.id: None,  # booked
+            e.id: hold_expiry,  # held: looked at again when the hold lapses
+            f.id: dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
+        },
+        [f"INFUSION_DUE:{c.id}:2026-11-25:0"],
+    )
+
+    # the same plans again, by id (the watermark is set; every plan was written since)
+    with env.db.write() as session:
+        session.execute(delete(DueWatchRow))
+        session.execute(delete(outbox))
+    stale_watch_of_the_paused_plan()
+    again = env.jobs.due_scan()
+    assert (again.examined, again.raised) == (7, 1)  # the paused plan's stale row read too
+    assert found() == by_first_pass
+
+
 # --- APPOINTMENT_REMINDER -----------------------------------------------------------------------
 
 

@@ -110,3 +110,39 @@ def test_the_inventory_refresh_interval_is_a_setting() -> None:
     assert inventory_settings({"INVENTORY_JOBS_INTERVAL_SECONDS": "2"}).jobs_interval_seconds == 2
     with pytest.raises(SettingsError, match="INVENTORY_JOBS_INTERVAL_SECONDS='0'"):
         inventory_settings({"INVENTORY_JOBS_INTERVAL_SECONDS": "0"})
+
+
+def test_several_processes_need_postgresql() -> None:
+    pg = "postgresql+psycopg://u@db/scheduler"
+    assert scheduler_settings({}).processes == 1
+    assert (
+        scheduler_settings({"SCHEDULER_PROCESSES": "3", "SCHEDULER_DATABASE_URL": pg}).processes
+        == 3
+    )
+    with pytest.raises(SettingsError, match="SCHEDULER_PROCESSES=2 needs a PostgreSQL"):
+        scheduler_settings({"SCHEDULER_PROCESSES": "2"})  # SQLite by default
+    with pytest.raises(SettingsError, match="SCHEDULER_PROCESSES='0'"):
+        scheduler_settings({"SCHEDULER_PROCESSES": "0", "SCHEDULER_DATABASE_URL": pg})
+
+
+def test_each_worker_gets_the_shared_address_and_ports_of_its_own() -> None:
+    from services.common.processes import worker_environment
+
+    settings = inventory_settings(
+        {
+            "INVENTORY_PROCESSES": "2",
+            "INVENTORY_DATABASE_URL": "postgresql+psycopg://u@db/inventory",
+            "INVENTORY_HEALTH_LISTEN": "127.0.0.1:9162",
+            "INVENTORY_METRICS_LISTEN": "0.0.0.0:0",
+        }
+    )
+    env = worker_environment(settings, "127.0.0.1:23456", 1, {"KEPT": "yes"})
+    assert env == {
+        "KEPT": "yes",
+        "INVENTORY_PROCESSES": "1",
+        "INVENTORY_REUSE_PORT": "true",
+        "INVENTORY_LISTEN": "127.0.0.1:23456",
+        "INVENTORY_HEALTH_LISTEN": "127.0.0.1:9163",  # 9162 + 1
+        "INVENTORY_METRICS_LISTEN": "0.0.0.0:0",  # port 0: any, in each
+    }
+    assert inventory_settings(env).reuse_port  # what the worker reads back
