@@ -14,7 +14,7 @@ from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import StaticToken
-from services.notify.domain.model import Channel
+from services.notify.domain.model import Channel, Topic
 from tests.integration.notify_conftest import notify_factory  # noqa: F401 (fixture)
 from tests.integration.test_scheduler_jobs import Env, env  # noqa: F401 (fixture)
 
@@ -51,7 +51,9 @@ def _load_and_check(
         notify_address=env.notify.address,
         tokens=tokens,
     )
-    assert lines[0].startswith("notify: console subscriber") and "9 topics" in lines[0]
+    assert (
+        lines[0].startswith("notify: console subscriber") and f"all {len(Topic)} topics" in lines[0]
+    )
     again = centre.load(
         p.scheduler_address, p.inventory_address, today, env.notify.address, tokens=tokens
     )
@@ -59,7 +61,7 @@ def _load_and_check(
     console = notify.ListSubscribers(
         npb.ListSubscribersRequest(external_ref=centre.CONSOLE_REF)
     ).subscribers
-    assert len(console) == 1 and len(console[0].preferences) == 9
+    assert len(console) == 1 and len(console[0].preferences) == len(Topic)
 
     site = scheduler.ListSites(pb.ListSitesRequest(organisation_id=centre.ORG)).sites[0]
     due = scheduler.ListDueInfusions(
