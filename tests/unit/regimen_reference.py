@@ -1,0 +1,161 @@
+"""A second, independent reading of docs/clinical-rules.md's response-guided regimen rules
+(cycles, wearing-off onset, interval proposals, first SC date, SC infusion days and sites,
+outcome reviews, prior authorisations, payer caps), written from the rule text in plain
+arithmetic without the production module's code. tests/unit/test_regimen_two_implementations.py
+checks both give identical figures."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from decimal import Decimal
+
+DAY = dt.timedelta(days=1)
+
+
+def plus_months(day: dt.date, n: int) -> dt.date:
+    """Same day-of-month n calendar months later, clamped to the month's last day."""
+    index = day.year * 12 + (day.month - 1) + n
+    year, month = divmod(index, 12)
+    month += 1
+    last = calendar.monthrange(year, month)[1]
+    return dt.date(year, month, min(day.day, last))
+
+
+def onset_day(
+    day0: dt.date,
+    end: dt.date | None,
+    reported: list[dt.date],
+    measured: list[tuple[dt.date, Decimal]],
+    interval: int,
+    lower_is_better: bool = False,
+    f: Decimal = Decimal("0.5"),
+) -> int | None:
+    """The onset day of one cycle, or None when there is none or the cycle is not evaluable.
+    ``measured`` is in recording order (a later record on the same day wins the baseline)."""
+    last = None if end is None else (end - day0).days
+
+    def within(d: int) -> bool:
+        return d >= 0 and (last is None or d <= last)
+
+    days = [(r - day0).days for r in reported if within((r - day0).days)]
+    if days:
+        d = min(days)
+        return d if d < interval else None
+    values = [((d - day0).days, -v if lower_is_better else v) for d, v in measured]
+    baseline = None
+    baseline_day = None
+    for d, v in values:
+        if -7 <= d <= 0 and (baseline_day is None or d >= baseline_day):
+            baseline, baseline_day = v, d
+    post = sorted((d, v) for d, v in values if d >= 1 and within(d))
+    if baseline is None or not post:
+        return None
+    peak_day, peak = None, None
+    for d, v in post:
+        if peak is None or v > peak:
+            peak_day, peak = d, v
+    assert peak is not None and peak_day is not None
+    gain = peak - baseline
+    if gain <= 0:
+        return None
+    limit = peak - f * gain
+    for d, v in post:
+        if d > peak_day and v <= limit:
+            return d if d < interval else None
+    return None
+
+
+def expected(onsets: list[int | None], n: int = 3) -> tuple[str, int | None]:
+    """onsets: the evaluable cycles oldest first, each its onset day or None (no wearing-off)."""
+    if len(onsets) < n:
+        return "INCONCLUSIVE", None
+    days = sorted(d for d in onsets[len(onsets) - n :] if d is not None)
+    if not days:
+        return "STABLE", None
+    if len(days) < 2:
+        return "INCONCLUSIVE", None
+    return "WEARING_OFF", days[(len(days) - 1) // 2]
+
+
+def proposed_interval(e: int, current: int, margin: int = 2, weeks: bool = True) -> int:
+    raw = e - margin
+    if weeks:
+        raw = (raw // 7) * 7
+    return min(max(raw, 7), current)
+
+
+def first_sc(
+    last: dt.date, from_iv: bool = True, two_weekly: bool = False, option14: bool = False
+) -> dt.date:
+    if from_iv and two_weekly and option14:
+        return last + 14 * DAY
+    return last + 7 * DAY
+
+
+def sc_days(k: int) -> list[int]:
+    return [(7 * i) // k for i in range(k)]
+
+
+def sites(volume: Decimal, per_site: Decimal) -> int:
+    n = int(volume // per_site)
+    return n if n * per_site == volume else n + 1
+
+
+def review_due(start: dt.date, events: list[tuple[dt.date, str]]) -> dt.date | None:
+    """events: (date, 'continue'|'stop'|'switch'); a switch's date is the first new-route date."""
+    due: dt.date | None = plus_months(start, 6)
+    for when, what in sorted(events, key=lambda e: e[0]):
+        if due is None:
+            break
+        if what == "stop":
+            due = None
+        elif what == "switch":
+            due = min(due, plus_months(when, 6))
+        else:
+            due = plus_months(when, 12)
+    return due
+
+
+def first_authorisation(start: dt.date) -> tuple[dt.date, dt.date]:
+    return start, plus_months(start, 6) - DAY
+
+
+def renewal(previous_end: dt.date) -> tuple[dt.date, dt.date]:
+    start = previous_end + DAY
+    return start, plus_months(start, 12) - DAY
+
+
+def authorisation_code(
+    periods: list[tuple[dt.date, dt.date]], day: dt.date, required: bool
+) -> str | None:
+    ends = [b for a, b in periods if a <= day <= b]
+    if not ends:
+        return "no_authorisation" if required else None
+    return "authorisation_expiring" if (max(ends) - day).days <= 30 else None
+
+
+def cap_code(
+    history: list[tuple[dt.date, Decimal, bool]],
+    new_day: dt.date,
+    new_grams: Decimal,
+    new_given: bool,
+    cap7: Decimal,
+    cap28: Decimal,
+) -> tuple[str | None, list[tuple[dt.date, Decimal]]]:
+    """history: (date, grams, counts). Returns the code and, per window over its cap, the first
+    day and total of the run with the highest total (earliest if tied)."""
+    items = [(d, g) for d, g, counts in history if counts] + [(new_day, new_grams)]
+    over = []
+    for length, cap in ((7, cap7), (28, cap28)):
+        best: tuple[dt.date, Decimal] | None = None
+        for shift in range(length):
+            first = new_day - dt.timedelta(days=length - 1 - shift)
+            total = sum((g for d, g in items if 0 <= (d - first).days < length), Decimal(0))
+            if total > cap and (best is None or total > best[1]):
+                best = (first, total)
+        if best is not None:
+            over.append(best)
+    if not over:
+        return None, []
+    return ("cap_exceeded_given" if new_given else "payer_cap_exceeded"), over
