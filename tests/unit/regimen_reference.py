@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 DAY = dt.timedelta(days=1)
 
@@ -159,3 +159,55 @@ def cap_code(
     if not over:
         return None, []
     return ("cap_exceeded_given" if new_given else "payer_cap_exceeded"), over
+
+
+def vial_amounts(sizes: tuple[Decimal, ...], up_to: Decimal) -> list[Decimal]:
+    """Every amount whole vials of these sizes make, from 0 up to ``up_to`` (in 0.5 g units)."""
+    unit = Decimal("0.5")
+    steps = [int(s / unit) for s in sizes]
+    top = int(up_to / unit) + 1
+    made = [False] * (top + 1)
+    made[0] = True
+    for n in range(1, top + 1):
+        made[n] = any(n >= s and made[n - s] for s in steps)
+    return [n * unit for n in range(top + 1) if made[n]]
+
+
+def nearest(raw: Decimal, sizes: tuple[Decimal, ...], band: Decimal | None) -> Decimal | None:
+    """The whole-vial amount closest to raw, ties to the lower; None if outside ±band % of raw.
+    The raw grams are first taken to 0.01 g, half up: the dose calculation's precision (the
+    rule text says only "the raw dose"; read literally, 33.7536 g between 32.5 and 35 would
+    round to 35, but the dose calculation sees a 33.75 g tie and gives 32.5, and a proposal must
+    give the grams CalculateDose will give for the accepted version)."""
+    raw = raw.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    amounts = [a for a in vial_amounts(sizes, raw + max(sizes)) if a > 0]
+    best = min(amounts, key=lambda a: (abs(a - raw), a))
+    if band is not None and abs(best - raw) > raw * band / 100:
+        return None
+    return best
+
+
+def reduction_grams(
+    g_per_kg: Decimal, weight: Decimal, current: Decimal, sizes: tuple[Decimal, ...]
+) -> Decimal | None:
+    """Grams of a one-day cycle after a 10 % step down; None when the nearest amount is refused
+    or no whole-vial amount lies below the current grams."""
+    grams = nearest(g_per_kg * Decimal("0.9") * weight, sizes, Decimal(10))
+    if grams is None:
+        return None
+    if grams >= current:
+        below = [a for a in vial_amounts(sizes, current) if 0 < a < current]
+        return max(below) if below else None
+    return grams
+
+
+def split_days(
+    g_per_kg: Decimal, weight: Decimal, sizes: tuple[Decimal, ...], per_day: Decimal = Decimal(1)
+) -> list[Decimal | None] | None:
+    """None when one day is within the maximum; else each day's rounded grams."""
+    if g_per_kg <= per_day:
+        return None
+    n = 1
+    while g_per_kg / n > per_day:
+        n += 1
+    return [nearest(g_per_kg * weight / n, sizes, Decimal(10)) for _ in range(n)]

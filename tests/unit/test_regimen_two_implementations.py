@@ -11,10 +11,18 @@ from decimal import Decimal as D
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.errors import FailedPrecondition
 from services.scheduler.domain.regimens import authorisations, caps, reviews, sc_conversion
 from services.scheduler.domain.regimens.calendar import add_months
 from services.scheduler.domain.regimens.cycles import Cycle, Measure, OutcomeRecord
-from services.scheduler.domain.regimens.proposals import IntervalUnit, Regimen, shorter_interval
+from services.scheduler.domain.regimens.proposals import (
+    IntervalUnit,
+    NoProposal,
+    Regimen,
+    reduction_trial,
+    shorter_interval,
+    split_over_days,
+)
 from services.scheduler.domain.regimens.wearing_off import (
     CycleOnset,
     CycleVerdict,
@@ -214,3 +222,49 @@ def test_payer_caps(
     assert got.code == code
     assert got.allowed == (code != "payer_cap_exceeded")
     assert [(r.first, r.grams) for r in got.runs] == runs
+
+
+VIAL_SETS = st.sampled_from([(D(5), D(10), D(20)), (D("2.5"), D(10)), (D(1), D(5), D(10), D(20))])
+WEIGHTS = st.decimals(min_value=D(20), max_value=D(150), places=1)
+
+
+@EXAMPLES
+@given(
+    st.decimals(min_value=D("0.2"), max_value=D("2.5"), places=2),
+    WEIGHTS,
+    VIAL_SETS,
+    st.integers(min_value=7, max_value=55),
+)
+def test_reduction_trial(g_per_kg: D, weight: D, sizes: tuple[D, ...], interval: int) -> None:
+    current = ref.nearest(g_per_kg * weight, sizes, None)
+    assert current is not None
+    regimen = Regimen(interval, (current,), weight, sizes, g_per_kg)
+    want = ref.reduction_grams(g_per_kg, weight, current, sizes)
+    try:
+        got = reduction_trial(regimen)
+    except FailedPrecondition:
+        assert want is None
+        return
+    if isinstance(got, NoProposal):
+        assert want is None, got
+    else:
+        assert got.day_grams == (want,)
+        assert got.interval_days == interval
+
+
+@EXAMPLES
+@given(st.decimals(min_value=D("0.4"), max_value=D("2.5"), places=2), WEIGHTS, VIAL_SETS)
+def test_split_over_days(g_per_kg: D, weight: D, sizes: tuple[D, ...]) -> None:
+    current = ref.nearest(g_per_kg * weight, sizes, None)
+    assert current is not None
+    regimen = Regimen(28, (current,), weight, sizes, g_per_kg)
+    want = ref.split_days(g_per_kg, weight, sizes)
+    try:
+        got = split_over_days(regimen)
+    except FailedPrecondition:
+        assert want is not None and None in want
+        return
+    if isinstance(got, NoProposal):
+        assert want is None
+    else:
+        assert want is not None and list(got.day_grams) == want
