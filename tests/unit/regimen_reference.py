@@ -162,8 +162,8 @@ def cap_code(
 
 
 def vial_amounts(sizes: tuple[Decimal, ...], up_to: Decimal) -> list[Decimal]:
-    """Every amount whole vials of these sizes make, from 0 up to ``up_to`` (in 0.5 g units)."""
-    unit = Decimal("0.5")
+    """Every amount whole vials of these sizes make, from 0 up to ``up_to`` (in 0.05 g units)."""
+    unit = Decimal("0.05")
     steps = [int(s / unit) for s in sizes]
     top = int(up_to / unit) + 1
     made = [False] * (top + 1)
@@ -211,3 +211,51 @@ def split_days(
     while g_per_kg / n > per_day:
         n += 1
     return [nearest(g_per_kg * weight / n, sizes, Decimal(10)) for _ in range(n)]
+
+
+# The SC dose and infusion rules' own figures: (PI factor, per-site mL PI, per-site mL CIDP,
+# per-site mL under 40 kg, sites at once). MMN: factor 1.00 for every product.
+SC_RULES: dict[str, tuple[Decimal, Decimal, Decimal | None, Decimal | None, int | None]] = {
+    "hizentra": (Decimal("1.37"), Decimal(25), Decimal(50), None, 4),
+    "cuvitru": (Decimal("1.30"), Decimal(60), None, None, 4),
+    "cutaquig": (Decimal("1.30"), Decimal(40), None, None, 6),
+    "gammagard-liquid": (Decimal("1.37"), Decimal(30), None, Decimal(20), None),
+}
+
+
+def sc_weekly(
+    key: str, indication: str, iv_grams: Decimal, iv_interval: int, weight: Decimal
+) -> Decimal | None:
+    """Weekly raw grams; None where the rule needs a clinician's factor."""
+    if indication == "CIDP":
+        return Decimal("0.2") * weight if key == "hizentra" else None
+    factor = Decimal(1) if indication == "MMN" else SC_RULES[key][0]
+    return factor * iv_grams / (Decimal(iv_interval) / 7)
+
+
+def sc_schedule(
+    key: str,
+    indication: str,
+    weekly: Decimal,
+    weight: Decimal,
+    sizes: tuple[Decimal, ...],
+    conc: Decimal,
+    start_two_weekly: bool,
+) -> tuple[int, int, Decimal, Decimal, int] | None:
+    """(every weeks, per week, grams an infusion, mL, sites) of the first frequency that fits."""
+    _, pi, cidp, small, at_once = SC_RULES[key]
+    per_site = small if weight < 40 and small is not None else pi
+    if (weight >= 40 or small is None) and indication in ("CIDP", "MMN") and cidp is not None:
+        per_site = cidp
+    tries = [(2, 1)] if start_two_weekly else []
+    tries += [(1, k) for k in range(1, 8)]
+    for every, k in tries:
+        grams = nearest(weekly * every / k, sizes, Decimal(10))
+        if grams is None:
+            continue
+        ml = grams * 100 / conc
+        n = sites(ml, per_site)
+        if at_once is not None and n > at_once:
+            continue
+        return every, k, grams, ml, n
+    return None

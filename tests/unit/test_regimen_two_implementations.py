@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition
+from services.scheduler.domain.plans import Indication
 from services.scheduler.domain.regimens import authorisations, caps, reviews, sc_conversion
 from services.scheduler.domain.regimens.calendar import add_months
 from services.scheduler.domain.regimens.cycles import Cycle, Measure, OutcomeRecord
@@ -23,6 +24,8 @@ from services.scheduler.domain.regimens.proposals import (
     shorter_interval,
     split_over_days,
 )
+from services.scheduler.domain.regimens.refusals import Refused
+from services.scheduler.domain.regimens.sc_products import SC_PRODUCTS
 from services.scheduler.domain.regimens.wearing_off import (
     CycleOnset,
     CycleVerdict,
@@ -268,3 +271,52 @@ def test_split_over_days(g_per_kg: D, weight: D, sizes: tuple[D, ...]) -> None:
         assert want is None
     else:
         assert want is not None and list(got.day_grams) == want
+
+
+@EXAMPLES
+@given(
+    st.sampled_from(sorted(ref.SC_RULES)),
+    st.sampled_from(["PID", "CIDP", "MMN"]),
+    st.decimals(min_value=D(10), max_value=D(200), places=1),
+    st.integers(min_value=7, max_value=56),
+    st.decimals(min_value=D(20), max_value=D(150), places=1),
+    st.booleans(),
+)
+def test_sc_dose_and_infusions(
+    key: str, indication: str, iv_grams: D, interval: int, weight: D, two_weekly: bool
+) -> None:
+    product = SC_PRODUCTS[key]
+    want_weekly = ref.sc_weekly(key, indication, iv_grams, interval, weight)
+    try:
+        dose = sc_conversion.sc_weekly_dose(
+            product, Indication(indication), iv_grams, interval, weight
+        )
+    except Refused:
+        assert want_weekly is None
+        return
+    assert want_weekly is not None and dose.weekly_raw_grams == want_weekly
+    want = ref.sc_schedule(
+        key,
+        indication,
+        want_weekly,
+        weight,
+        product.vial_grams,
+        product.concentration_percent,
+        two_weekly,
+    )
+    asked = sc_conversion.EVERY_TWO_WEEKS if two_weekly else sc_conversion.WEEKLY
+    try:
+        got = sc_conversion.sc_infusions(
+            product, Indication(indication), dose.weekly_raw_grams, weight, asked
+        )
+    except Refused:
+        assert want is None
+        return
+    assert want is not None
+    assert (
+        got.frequency.every_weeks,
+        got.frequency.per_week,
+        got.infusion.dose_grams,
+        got.volume_ml,
+        got.sites,
+    ) == want
