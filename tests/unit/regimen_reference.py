@@ -259,3 +259,34 @@ def sc_schedule(
             continue
         return every, k, grams, ml, n
     return None
+
+
+def hyqvia_ramp(
+    iv_grams: Decimal,
+    interval: int,
+    first: dt.date,
+    weight: Decimal,
+    sizes: tuple[Decimal, ...],
+    conc: Decimal = Decimal(10),
+) -> tuple[list[tuple[dt.date, Decimal, Decimal, int, bool]], dt.date] | None:
+    """Steps (date, grams, mL, sites, over the daily volume) and the first steady date; None when
+    there is no ramp for the interval or the full dose is refused by the band."""
+    weeks = {
+        21: [(1, 1, 3), (2, 2, 3), (4, 1, 1), (7, 1, 1)],
+        28: [(1, 1, 4), (2, 1, 2), (4, 3, 4), (7, 1, 1), (11, 1, 1)],
+    }.get(interval)
+    if weeks is None:
+        return None
+    full = nearest(iv_grams, sizes, Decimal(10))
+    if full is None:
+        return None
+    steps = []
+    for week, top, bottom in weeks:
+        grams = full if top == bottom else nearest(iv_grams * top / bottom, sizes, None)
+        assert grams is not None
+        ml = grams * 100 / conc
+        date = first + dt.timedelta(days=7 * (week - 1))
+        steps.append(
+            (date, grams, ml, sites(ml, Decimal(600)), ml > (1200 if weight >= 40 else 600))
+        )
+    return steps, steps[-1][0] + dt.timedelta(days=interval)

@@ -5,6 +5,7 @@ and tests/unit/regimen_reference.py, written separately from the rule text."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal as D
 
@@ -24,6 +25,7 @@ from services.scheduler.domain.regimens.proposals import (
     shorter_interval,
     split_over_days,
 )
+from services.scheduler.domain.regimens.ramp_up import hyqvia_ramp_up
 from services.scheduler.domain.regimens.refusals import Refused
 from services.scheduler.domain.regimens.sc_products import SC_PRODUCTS
 from services.scheduler.domain.regimens.wearing_off import (
@@ -320,3 +322,30 @@ def test_sc_dose_and_infusions(
         got.volume_ml,
         got.sites,
     ) == want
+
+
+@EXAMPLES
+@given(
+    st.decimals(min_value=D(10), max_value=D(200), places=1),
+    st.sampled_from([21, 28, 14, 35]),
+    DATES,
+    st.decimals(min_value=D(40), max_value=D(150), places=1),
+    VIAL_SETS,
+)
+def test_hyqvia_ramp_up(
+    iv_grams: D, interval: int, first: dt.date, weight: D, sizes: tuple[D, ...]
+) -> None:
+    # HyQvia's unit sizes are not in the sources: the test configures them
+    product = dataclasses.replace(SC_PRODUCTS["hyqvia"], vial_grams=sizes)
+    want = ref.hyqvia_ramp(iv_grams, interval, first, weight, sizes)
+    try:
+        got = hyqvia_ramp_up(product, Indication.MMN, iv_grams, interval, first, weight)
+    except (Refused, FailedPrecondition):
+        assert want is None
+        return
+    assert want is not None
+    steps, steady = want
+    assert [
+        (s.date, s.vials.dose_grams, s.volume_ml, s.sites, bool(s.flags)) for s in got.steps
+    ] == steps
+    assert got.first_steady_date == steady
