@@ -77,6 +77,18 @@ def test_onset_is_the_first_reading_after_the_peak_that_lost_half_the_gain() -> 
     assert "day 24" in result.explanation
 
 
+def test_of_two_baseline_readings_on_one_day_the_later_recorded_wins() -> None:
+    # day 0: 20 then a re-test of 10, so B = 10 (the later record, not the higher value);
+    # P = 30 (day 3), G = 20, threshold 30 − 0.5 × 20 = 20: day 10 (21) is above it → no onset,
+    # day 14 (20) is at it → onset day 14. With B = 20 the threshold would be 25 and day 10 onset.
+    records = [
+        OutcomeRecord(day(0), GRIP, D("20")),
+        OutcomeRecord(day(0), GRIP, D("10")),
+        *grip(START, {3: "30", 10: "21", 14: "20"}),
+    ]
+    assert cycle_onset(cycle(), records, 28).onset_day == 14
+
+
 def test_the_threshold_is_compared_exactly() -> None:
     # B = 20.1, P = 30.3, G = 10.2, threshold 30.3 − 5.1 = 25.2: 25.21 is above, 25.20 is at it
     records = grip(START, {0: "20.1", 5: "30.3", 20: "25.21", 22: "25.20"})

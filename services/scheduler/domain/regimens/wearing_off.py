@@ -71,10 +71,13 @@ def cycle_onset(
     if measure is Measure.WEARING_OFF:
         raise ValueError("the plan's measure must be a measured value, not WEARING_OFF")
     sign = Decimal(-1) if lower_is_better else Decimal(1)
-    series = sorted(
-        (cycle.day(r.date), sign * r.value)
-        for r in records
-        if r.measure is measure and r.value is not None
+    series = sorted(  # by day only: the sort is stable, so one day's records keep their order
+        (
+            (cycle.day(r.date), sign * r.value)
+            for r in records
+            if r.measure is measure and r.value is not None
+        ),
+        key=lambda day_value: day_value[0],
     )
     before = [(d, v) for d, v in series if -BASELINE_DAYS <= d <= 0]
     after = [(d, v) for d, v in series if d >= 1 and inside(d)]
