@@ -137,6 +137,21 @@ def sign_in(driver: Any, base: str, role: str, then: str) -> None:
     wait_for(driver, lambda: driver.current_url.startswith(base), "back at the console")
 
 
+def sign_out(driver: Any, base: str) -> None:
+    """Click "Sign out" and wait for its answer: the click returns before the form's
+    navigation ends, and a page asked for meanwhile loses the race to the sign-out's redirect
+    (the browser lands on the console's home instead of the issuer)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    wait_for(
+        driver,
+        lambda: driver.current_url == f"{base}/"
+        and driver.find_elements(By.CSS_SELECTOR, 'a[href="/login"]'),
+        "signed out, at the console's home",
+    )
+
+
 def wait_for(driver: Any, check: Any, what: str, seconds: float = 30) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -196,7 +211,7 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     accessible(browser, "the patient page (coordinator)")
     patient_id = browser.current_url.rsplit("/", 1)[1]
     _grip_readings(platform, patient_id)
-    browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    sign_out(browser, base)
     sign_in(browser, base, "prescriber", f"/patients/{patient_id}")
     assert browser.find_elements(By.CSS_SELECTOR, "ol.rationale li")
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg circle")) == 4
@@ -287,7 +302,7 @@ def test_the_pharmacy_pages(served: tuple[Platform, str], browser: Any) -> None:
     screenshot(browser, "pharmacy-recall")
 
     # the pharmacy manager buys: reorder suggestions and purchase orders
-    browser.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    sign_out(browser, base)
     sign_in(browser, base, "pharmacy_manager", "/reorder")
     assert "Reorder" in browser.find_element(By.TAG_NAME, "h1").text
     accessible(browser, "the reorder page")
