@@ -146,8 +146,10 @@ def sign_out(driver: Any, base: str) -> None:
     driver.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
     wait_for(
         driver,
-        lambda: driver.current_url == f"{base}/"
-        and driver.find_elements(By.CSS_SELECTOR, 'a[href="/login"]'),
+        lambda: (
+            driver.current_url == f"{base}/"
+            and driver.find_elements(By.CSS_SELECTOR, 'a[href="/login"]')
+        ),
         "signed out, at the console's home",
     )
 
