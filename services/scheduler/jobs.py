@@ -345,7 +345,12 @@ class SchedulerJobs:
                 continue
             if appt.status == AppointmentStatus.FULFILLED:
                 given.setdefault(appt.plan_id, []).append(
-                    Administration(appt.local_date, CourseKind(appt.course), appt.due_date)
+                    Administration(
+                        appt.local_date,
+                        CourseKind(appt.course),
+                        appt.due_date,
+                        appt.course_day or 0,
+                    )
                 )
             else:
                 booked[(appt.plan_id, appt.course, appt.course_day)] = appt

@@ -71,6 +71,7 @@ def seeds() -> dict[str, Message]:
             as_of=Date(year=2026, month=11, day=24),
             measure=pb.OUTCOME_MEASURE_GRIP_STRENGTH,
             hand=pb.HAND_RIGHT,
+            max_g_per_kg_day="1",
         ),
         "RecordReviewDecision": pb.RecordReviewDecisionRequest(
             request_id="seed-review",
@@ -91,6 +92,7 @@ def seeds() -> dict[str, Message]:
             ),
             as_of=Date(year=2027, month=2, day=23),
             reason="weakness before each dose",
+            max_g_per_kg_day="1",
         ),
         # what the figures would be: seed:plan (70 kg, 1 g/kg every 28 days) to Hizentra
         "ConvertRegimen": pb.ConvertRegimenRequest(

@@ -359,6 +359,87 @@ def test_a_stable_patient_on_every_3_weeks_gets_a_reduction_trial(
     assert f"review decision {decided.id}: trial_reduction" in reason
 
 
+def test_two_g_per_kg_on_one_day_is_split_over_two_and_booked_as_a_course(
+    platform: Platform,
+) -> None:
+    """docs/regimens.md, "Split over days": 70 kg on 2 g/kg (140 g) in one day every 28 days is
+    above 1 g/kg a day → ⌈2 ÷ 1⌉ = 2 consecutive days of 140 ÷ 2 = 70 g; accepted, version 2 is
+    1 g/kg on days 0 and 1 of each interval, due and booked as a two-day course; the days after
+    the first do not start a cycle of their own."""
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-1", maintenance_dose="2")
+    pid = plan.patient_id
+    give(platform, plan, chairs[0], dt.date(2026, 12, 1))
+
+    with pytest.raises(grpc.RpcError) as bad:
+        platform.scheduler.ProposeRegimenAdjustment(
+            pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan.id, max_g_per_kg_day="2.5")
+        )
+    assert field_violations(bad.value) == ["max_g_per_kg_day"]
+    # with 2 g/kg allowed a day there is nothing to split, and no outcomes to read
+    allowed = platform.scheduler.ProposeRegimenAdjustment(
+        pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan.id, max_g_per_kg_day="2")
+    )
+    assert not allowed.HasField("proposal") and allowed.no_proposal_code == "inconclusive"
+
+    asked = platform.scheduler.ProposeRegimenAdjustment(
+        pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan.id)
+    )
+    assert asked.expectation == "INCONCLUSIVE"  # the split does not wait for outcomes
+    proposal = asked.proposal
+    assert proposal.kind == pb.PROPOSAL_KIND_SPLIT_OVER_DAYS
+    assert (proposal.interval_days, proposal.grams, list(proposal.day_grams)) == (
+        28,
+        "140",
+        ["70", "70"],
+    )
+    assert (proposal.grams_per_week_before, proposal.grams_per_week_after) == ("35", "35")
+    text = "\n".join(proposal.rationale)
+    assert "⌈2 ÷ 1⌉ = 2 consecutive days" in text
+    assert "140 g over 2 days = 70 g a day" in text
+
+    accepted = platform.scheduler.AcceptRegimenProposal(
+        pb.AcceptRegimenProposalRequest(
+            proposal=proposal, reason="headache after 140 g in one day", request_id="split-1"
+        )
+    ).therapy_plan
+    assert (accepted.version, accepted.maintenance_dose, list(accepted.infusion_days)) == (
+        2,
+        "1",
+        [0, 1],
+    )
+    # 1 Dec + 28 = 29 Dec, day 2 on 30 Dec
+    due = platform.scheduler.ListDueInfusions(
+        pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=60)
+    ).due_infusions
+    assert [(d.course_day, d.due_date) for d in due] == [
+        (1, date(2026, 12, 29)),
+        (2, date(2026, 12, 30)),
+    ]
+    dose = platform.scheduler.CalculateDose(
+        pb.CalculateDoseRequest(therapy_plan_id=plan.id, dosing_date=date(2026, 12, 29))
+    ).calculation
+    assert dose.total_grams == "70"
+    first = give(platform, plan, chairs[0], dt.date(2026, 12, 29))
+    second = give(platform, plan, chairs[0], dt.date(2026, 12, 30))
+    assert (first.course_day, second.course_day) == (1, 2)
+    due = platform.scheduler.ListDueInfusions(
+        pb.ListDueInfusionsRequest(site_id=site.id, horizon_days=60)
+    ).due_infusions
+    # the next course: 29 Dec + 28 = 26 Jan, then 27 Jan
+    assert [(d.course_day, d.due_date) for d in due] == [
+        (1, date(2027, 1, 26)),
+        (2, date(2027, 1, 27)),
+    ]
+    # within the maximum now; one cycle under version 2, from its first day
+    again = platform.scheduler.ProposeRegimenAdjustment(
+        pb.ProposeRegimenAdjustmentRequest(therapy_plan_id=plan.id)
+    )
+    assert again.no_proposal_code == "inconclusive"
+    assert [c.start_date for c in again.cycles] == [date(2026, 12, 29)]
+    assert pid == again.patient_id
+
+
 # --- reviews --------------------------------------------------------------------------------------
 
 

@@ -90,3 +90,59 @@ def test_window_always_brackets_the_due_date(
     assert item.window_start <= item.due_date <= item.window_end
     assert (item.due_date - last).days == interval
     assert (item.window_end - item.window_start).days == early + late
+
+
+# --- rule 6: a dose split over consecutive days (docs/clinical-rules.md#split-over-days) -------
+
+M = CourseKind.MAINTENANCE
+
+
+def test_a_split_dose_with_no_history_is_due_on_consecutive_days_from_the_start() -> None:
+    items = due_infusions(spec(infusion_days=(0, 1, 2)), [], today=D(2026, 11, 24))
+    # course days 1, 2, 3 on 1, 2 and 3 Dec, each with its own ±4-day window
+    assert [(i.course_day, i.due_date) for i in items] == [
+        (1, D(2026, 12, 1)),
+        (2, D(2026, 12, 2)),
+        (3, D(2026, 12, 3)),
+    ]
+    assert items[2].window_end == D(2026, 12, 7)
+
+
+def test_a_one_day_dose_before_the_split_counts_as_a_whole_course() -> None:
+    # 3 Nov given as one day (course day 0): next course 3 Nov + 28 = 1 Dec, then 2 Dec
+    history = [Administration(D(2026, 11, 3), M)]
+    items = due_infusions(spec(infusion_days=(0, 1)), history, today=D(2026, 11, 24))
+    assert [(i.course_day, i.due_date) for i in items] == [(1, D(2026, 12, 1)), (2, D(2026, 12, 2))]
+
+
+def test_the_rest_of_a_course_follows_the_day_given_even_when_it_drifted() -> None:
+    # course due 1 Dec but given 4 Dec (day 1 of 2): day 2 follows on 5 Dec, not 2 Dec
+    history = [Administration(D(2026, 12, 4), M, D(2026, 12, 1), course_day=1)]
+    items = due_infusions(spec(infusion_days=(0, 1)), history, today=D(2026, 12, 4))
+    assert [(i.course_day, i.due_date) for i in items] == [(2, D(2026, 12, 5))]
+
+
+def test_the_next_course_is_one_interval_after_the_first_day_given() -> None:
+    # given 4 and 5 Dec (due 1 and 2 Dec): next course 4 Dec + 28 = 1 Jan and 2 Jan, the first
+    # day reporting its 3-day drift; keeping the cadence counts from the due date instead
+    history = [
+        Administration(D(2026, 12, 4), M, D(2026, 12, 1), course_day=1),
+        Administration(D(2026, 12, 5), M, D(2026, 12, 2), course_day=2),
+    ]
+    items = due_infusions(spec(infusion_days=(0, 1)), history, today=D(2026, 12, 10))
+    assert [(i.course_day, i.due_date) for i in items] == [(1, D(2027, 1, 1)), (2, D(2027, 1, 2))]
+    assert (items[0].drift_days, items[1].drift_days) == (3, 0)
+    kept = due_infusions(
+        spec(infusion_days=(0, 1), keep_cadence=True), history, today=D(2026, 12, 10)
+    )
+    # 1 Dec + 28 = 29 Dec
+    assert [i.due_date for i in kept] == [D(2026, 12, 29), D(2026, 12, 30)]
+
+
+def test_sc_infusions_spread_over_the_week_are_not_a_split_course() -> None:
+    # days 0, 2, 4 of each week: one infusion due at a time (rule 5), course day 0
+    history = [Administration(D(2026, 12, 1), M)]
+    [item] = due_infusions(
+        spec(interval_days=7, infusion_days=(0, 2, 4)), history, today=D(2026, 12, 1)
+    )
+    assert (item.course_day, item.due_date) == (0, D(2026, 12, 3))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from google.type import date_pb2
-
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import decimal_str, from_date, from_datetime, parse_date, parse_decimal
 from services.common.errors import Violations
+from services.scheduler.domain.plans import MAX_G_PER_KG_ONE_DAY
 from services.scheduler.domain.regimens.cycles import Measure
 from services.scheduler.domain.regimens.outcomes import Hand, OutcomeEntry, Scale
-from services.scheduler.domain.regimens.proposals import Proposal, ProposalKind
+from services.scheduler.domain.regimens.proposals import (
+    DEFAULT_MAX_G_PER_KG_DAY,
+    Proposal,
+    ProposalKind,
+)
 from services.scheduler.domain.regimens.reviews import Decision, ReviewState
 from services.scheduler.domain.regimens.whole_vials import grams_text
 from services.scheduler.usecases.outcomes import Accepted, Analysis, DueReview, ProposalInputs
@@ -48,6 +51,7 @@ STATE_OUT = {
 KIND_IN = {
     pb.PROPOSAL_KIND_SHORTER_INTERVAL: ProposalKind.SHORTER_INTERVAL,
     pb.PROPOSAL_KIND_REDUCTION_TRIAL: ProposalKind.REDUCTION_TRIAL,
+    pb.PROPOSAL_KIND_SPLIT_OVER_DAYS: ProposalKind.SPLIT_OVER_DAYS,
 }
 KIND_OUT = {v: k for k, v in KIND_IN.items()}
 
@@ -133,12 +137,12 @@ def decision_out(
 
 
 def proposal_inputs(
-    as_of: date_pb2.Date,
-    measure: pb.OutcomeMeasure,
-    hand: pb.Hand,
-    scale: pb.DisabilityScale,
+    request: pb.ProposeRegimenAdjustmentRequest | pb.AcceptRegimenProposalRequest,
     v: Violations,
 ) -> ProposalInputs:
+    """The inputs both proposing and accepting read, so an accept re-derives what was offered."""
+    as_of, measure, hand, scale = request.as_of, request.measure, request.hand, request.scale
+    max_g_per_kg_day = request.max_g_per_kg_day
     day = parse_date(as_of, "as_of", v, required=False)
     chosen = Measure.GRIP_STRENGTH_KG
     if measure != pb.OUTCOME_MEASURE_UNSPECIFIED:
@@ -148,7 +152,14 @@ def proposal_inputs(
     picked_scale = SCALE_IN.get(scale)
     if chosen is Measure.DISABILITY_SCORE and picked_scale is None:
         v.add("scale", "is required for a disability score")
-    return ProposalInputs(day, chosen, HAND_IN.get(hand), picked_scale)
+    most = DEFAULT_MAX_G_PER_KG_DAY
+    if max_g_per_kg_day:
+        given = parse_decimal(max_g_per_kg_day, "max_g_per_kg_day", v)
+        if given is not None and not 0 < given <= MAX_G_PER_KG_ONE_DAY:
+            v.add("max_g_per_kg_day", f"must be above 0 and at most {MAX_G_PER_KG_ONE_DAY} g/kg")
+        elif given is not None:
+            most = given
+    return ProposalInputs(day, chosen, HAND_IN.get(hand), picked_scale, most)
 
 
 def proposal_out(plan_id: str, version: int, p: Proposal) -> pb.RegimenProposal:
@@ -166,6 +177,7 @@ def proposal_out(plan_id: str, version: int, p: Proposal) -> pb.RegimenProposal:
         rationale=list(p.rationale),
         expected_onset_day=p.expected_onset_day or 0,
         lead_days=p.lead_days or 0,
+        day_grams=[decimal_str(g) for g in p.day_grams],
     )
 
 

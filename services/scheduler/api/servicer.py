@@ -390,7 +390,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         v = Violations()
         if not request.therapy_plan_id:
             v.add("therapy_plan_id", "is required")
-        inputs = proposal_inputs(request.as_of, request.measure, request.hand, request.scale, v)
+        inputs = proposal_inputs(request, v)
         v.raise_if_any()
         return analysis_out(self.outcomes.propose(request.therapy_plan_id, inputs))
 
@@ -399,7 +399,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     ) -> Any:
         v = Violations()
         seen = accepted_in(request.proposal, v)
-        inputs = proposal_inputs(request.as_of, request.measure, request.hand, request.scale, v)
+        inputs = proposal_inputs(request, v)
         if not request.reason.strip():
             v.add("reason", "is required")
         v.raise_if_any()

@@ -21,6 +21,12 @@ Rule, in order:
    rule 3 at the steady interval. With several infusions an interval (``infusion_days``, e.g.
    days 0, 2 and 4 of each week), the next one is the first pattern day after the last given,
    counted from the start date.
+6. A maintenance dose split over consecutive days (``infusion_days`` 0, 1, … n − 1, by
+   ProposeRegimenAdjustment's split over days, docs/clinical-rules.md#split-over-days) is a
+   course like an induction's: its days carry course days 1…n and are due together, on
+   consecutive days; once day k is given, days k + 1… follow it day by day; the next course is
+   due one interval after the course's first day (its due date with ``keep_cadence``). A dose
+   given as one day (course day 0, before the split) counts as a whole course.
 The window is [due − days early, due + days late]; an item is overdue when its window closed
 before the reference day.
 """
@@ -28,7 +34,7 @@ before the reference day.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -46,6 +52,7 @@ class Administration:
     given_on: dt.date
     course: CourseKind
     due_on: dt.date | None = None  # the due date it was booked for, when known
+    course_day: int = 0  # 1…n within a course of several days; 0 for a one-day dose
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,9 @@ def due_infusions(
                 else given[-1] + dt.timedelta(days=day - spec.ramp[step - 1][0])
             )
             return [item(CourseKind.MAINTENANCE, 0, due, ramp_step=step + 1, grams=grams)]
+    if split_days(spec.infusion_days) > 1:
+        start = induction[0] + interval if induction else spec.start_date
+        return _split_course(spec, maintenance, start, item)
     if len(spec.infusion_days) > 1 and maintenance and not induction:
         last_day = maintenance[-1].given_on
         if last_day >= spec.start_date:
@@ -169,3 +179,53 @@ def due_infusions(
     if induction:
         return [item(CourseKind.MAINTENANCE, 0, induction[0] + interval)]
     return [item(CourseKind.MAINTENANCE, 0, spec.start_date)]
+
+
+def split_days(infusion_days: Sequence[int]) -> int:
+    """How many consecutive days one dose is split over: n for days 0, 1, … n − 1, else 1
+    (one day, or SC infusions spread over the week)."""
+    n = len(infusion_days)
+    return n if n > 1 and tuple(infusion_days) == tuple(range(n)) else 1
+
+
+def _split_course(
+    spec: DueSpec,
+    maintenance: Sequence[Administration],
+    start: dt.date,
+    item: Callable[..., DueItem],
+) -> list[DueItem]:
+    """Rule 6: the rest of the course under way, or the whole next one (the first from
+    ``start`` when none has been given)."""
+    n = split_days(spec.infusion_days)
+    if not maintenance:
+        return [
+            item(CourseKind.MAINTENANCE, day, start + dt.timedelta(days=day - 1))
+            for day in range(1, n + 1)
+        ]
+    last = maintenance[-1]
+    if 1 <= last.course_day < n:
+        return [
+            item(
+                CourseKind.MAINTENANCE,
+                day,
+                last.given_on + dt.timedelta(days=day - last.course_day),
+            )
+            for day in range(last.course_day + 1, n + 1)
+        ]
+    first = last
+    if last.course_day > 1:  # the course's first day, as given (days before it counted back)
+        starts = [a for a in maintenance if a.course_day == 1 and a.given_on <= last.given_on]
+        first = (
+            starts[-1]
+            if starts
+            else Administration(last.given_on - dt.timedelta(days=last.course_day - 1), last.course)
+        )
+    drift = (first.given_on - first.due_on).days if first.due_on else 0
+    anchor = first.due_on if spec.keep_cadence and first.due_on else first.given_on
+    due = anchor + dt.timedelta(days=spec.interval_days)
+    return [
+        item(
+            CourseKind.MAINTENANCE, day, due + dt.timedelta(days=day - 1), drift if day == 1 else 0
+        )
+        for day in range(1, n + 1)
+    ]

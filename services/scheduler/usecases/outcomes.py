@@ -38,8 +38,8 @@ from services.common.pagination import PageRequest
 from services.common.reasons import Rule
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.domain.dosing import ProductSpec, calculate_dose
-from services.scheduler.domain.due import CourseKind
-from services.scheduler.domain.plans import DoseBasis, PlanStatus, TherapyPlan
+from services.scheduler.domain.due import CourseKind, split_days
+from services.scheduler.domain.plans import DoseBasis, PlanStatus, Route, TherapyPlan
 from services.scheduler.domain.regimens.cycles import (
     Administration,
     Measure,
@@ -54,11 +54,13 @@ from services.scheduler.domain.regimens.outcomes import (
     validate_outcome,
 )
 from services.scheduler.domain.regimens.proposals import (
+    DEFAULT_MAX_G_PER_KG_DAY,
     NoProposal,
     Proposal,
     ProposalKind,
     Regimen,
     propose,
+    split_over_days,
 )
 from services.scheduler.domain.regimens.reviews import (
     DEFAULT_REVIEW_POLICIES,
@@ -112,6 +114,8 @@ class ProposalInputs:
     measure: Measure = Measure.GRIP_STRENGTH_KG
     hand: Hand | None = None
     scale: Scale | None = None
+    # the most one day may carry before a split over days is proposed
+    max_g_per_kg_day: Decimal = DEFAULT_MAX_G_PER_KG_DAY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,10 +313,22 @@ class Outcomes:
         expected = expected_onset(onsets)
         result: Proposal | NoProposal
         regimen = None
-        if expected.expectation is Expectation.INCONCLUSIVE:
+        split: Proposal | NoProposal = NoProposal("inconclusive", expected.explanation)
+        if expected.expectation is not Expectation.INCONCLUSIVE or plan.route is Route.IV:
+            try:
+                regimen = self._regimen(session, plan, as_of)
+            except FailedPrecondition:
+                if expected.expectation is not Expectation.INCONCLUSIVE:
+                    raise
+        if regimen is not None and plan.route is Route.IV:
+            # a day above the per-day maximum comes first, whatever the outcomes say: the
+            # other rules keep each day's dose (docs/clinical-rules.md#split-over-days)
+            split = split_over_days(regimen, inputs.max_g_per_kg_day)
+        if isinstance(split, Proposal):
+            result = split
+        elif regimen is None or expected.expectation is Expectation.INCONCLUSIVE:
             result = NoProposal("inconclusive", expected.explanation)
         else:
-            regimen = self._regimen(session, plan, as_of)
             result = propose(regimen, expected)
         if isinstance(result, Proposal):
             lead = f"Series read: {chosen.label}, plan version {plan.version}, as of {as_of}."
@@ -345,12 +361,17 @@ class Outcomes:
             as_of,
             CourseKind.MAINTENANCE,
         )
+        # a dose split over consecutive days: each day's dose, n times (the plan's
+        # maintenance dose is one day's)
+        days = split_days(plan.infusion_days) if plan.route is Route.IV else 1
         return Regimen(
             interval_days=plan.interval_days,
-            day_grams=tuple(d.vials.dose_grams for d in dose.days),
+            day_grams=tuple(d.vials.dose_grams for d in dose.days) * days,
             dosing_weight_kg=dose.weight.dosing_kg,
             vial_grams=tuple(grams for grams, _ in product.presentations),
-            g_per_kg=plan.maintenance_dose if plan.dose_basis is DoseBasis.G_PER_KG else None,
+            g_per_kg=(
+                plan.maintenance_dose * days if plan.dose_basis is DoseBasis.G_PER_KG else None
+            ),
             rounding_rule=plan.rounding_rule,
             rounding_band_percent=plan.rounding_band_percent,
         )
@@ -484,14 +505,22 @@ def _first_doses_by_version(
 
 
 def _applied(plan: TherapyPlan, proposal: Proposal, regimen: Regimen) -> TherapyPlan:
-    """The plan with the proposal in it: a shorter interval, or the reduced dose. A g/kg plan
-    keeps its basis when the new g/kg (3 places) rounds to the proposed grams; otherwise (the
-    "largest whole-vial amount below" case) it takes the proposed grams as a fixed dose."""
+    """The plan with the proposal in it: a shorter interval, or a new dose for each day (the
+    reduced one, or the cycle's dose over more days, then on days 0, 1, … of each interval).
+    A g/kg plan keeps its basis when each day's g/kg (3 places) rounds to the proposed grams;
+    otherwise (the "largest whole-vial amount below" case) it takes them as a fixed dose."""
     if proposal.kind is ProposalKind.SHORTER_INTERVAL:
         return dataclasses.replace(plan, interval_days=proposal.interval_days)
-    grams = proposal.cycle_grams
+    days = len(proposal.day_grams)
+    grams = proposal.day_grams[0]  # every day of a cycle is rounded alike
+    changed = dataclasses.replace(
+        plan,
+        infusion_days=tuple(range(days)) if days > 1 else plan.infusion_days,
+        dose_basis=DoseBasis.FIXED_GRAMS,
+        maintenance_dose=grams,
+    )
     if plan.dose_basis is DoseBasis.G_PER_KG:
-        g_per_kg = proposal.g_per_kg.quantize(DOSE_PLACES, ROUND_HALF_UP)
+        g_per_kg = (proposal.g_per_kg / days).quantize(DOSE_PLACES, ROUND_HALF_UP)
         again = round_to_vials(
             g_per_kg * regimen.dosing_weight_kg,
             regimen.vial_grams,
@@ -499,8 +528,10 @@ def _applied(plan: TherapyPlan, proposal: Proposal, regimen: Regimen) -> Therapy
             plan.rounding_band_percent,
         )
         if again.dose_grams == grams:
-            return dataclasses.replace(plan, maintenance_dose=g_per_kg)
-    return dataclasses.replace(plan, dose_basis=DoseBasis.FIXED_GRAMS, maintenance_dose=grams)
+            return dataclasses.replace(
+                changed, dose_basis=DoseBasis.G_PER_KG, maintenance_dose=g_per_kg
+            )
+    return changed
 
 
 def _due_review(plan: PlanRow, schedule: ReviewSchedule, today: dt.date) -> DueReview:

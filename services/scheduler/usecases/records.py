@@ -374,7 +374,9 @@ def due_items_from(
     for row in rows:
         if row.status == AppointmentStatus.FULFILLED.value:
             given.setdefault(row.plan_id, []).append(
-                Administration(row.local_date, CourseKind(row.course), row.due_date)
+                Administration(
+                    row.local_date, CourseKind(row.course), row.due_date, row.course_day or 0
+                )
             )
         else:
             booked[(row.plan_id, row.course, row.course_day)] = row.id

@@ -33,7 +33,6 @@ from services.scheduler.domain.capacity import (
     ScheduleProblem,
     ScheduleResult,
 )
-from services.scheduler.domain.due import CourseKind
 from services.scheduler.domain.greedy import Board as ResourceBoard
 from services.scheduler.domain.greedy import greedy
 from services.scheduler.domain.habits import RECENT_VISITS, Visit, learned
@@ -206,7 +205,8 @@ class Schedules:
                 for r in visits.get(plan.patient_id, [])
             ]
             usual = plan.usual.over(learned(seen))
-            induction = item.course is CourseKind.INDUCTION
+            # an induction's days, or a dose split over consecutive days: one series
+            course = item.course_day >= 1
             requests.append(
                 InfusionRequest(
                     id=request_id,
@@ -215,8 +215,8 @@ class Schedules:
                     due_day=item.due_date,
                     earliest_day=earliest,
                     latest_day=latest,
-                    series_id=plan.id if induction else "",
-                    series_index=item.course_day - 1 if induction else 0,
+                    series_id=plan.id if course else "",
+                    series_index=item.course_day - 1 if course else 0,
                     usual_chair=usual.chair_id,
                     usual_start_minute=usual.start_minute,
                     usual_weekday=usual.weekday,
@@ -277,7 +277,7 @@ class Schedules:
                     AppointmentStatus.BOOKED,
                     None,
                     series_id=needs[p.request_id].plan.id
-                    if needs[p.request_id].item.course is CourseKind.INDUCTION
+                    if needs[p.request_id].item.course_day >= 1
                     else "",
                 )
                 booked[p.request_id] = row.id
