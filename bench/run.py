@@ -8,6 +8,8 @@ docs/benchmarks.md with the machine and date.
 `python -m bench.run --only inventory` (or `--only scheduler`, `--only booking`, `--only e2e`,
 `--only contract`, `--only tracing`, `--only auth`, `--only audit`) runs one part after the
 echo;
+`--only board` the console's chair board page (bench/console_board.py: p95 of GET /board for
+a 30-chair day with 90 appointments, the console and the services as processes);
 `--only optimiser` runs bench/optimiser.py's schedule benchmarks alone (no services, no echo;
 the full run ends with them); bench/booking.py measures BookAppointment and FindSlots on
 PostgreSQL, bench/e2e_booking.py bookings reserved end to end through the outbox,
@@ -33,6 +35,7 @@ from typing import Any
 from bench import audit as audit_bench
 from bench import auth as auth_bench
 from bench import booking as booking_bench
+from bench import console_board as board_bench
 from bench import contract as contract_bench
 from bench import e2e_booking as e2e_bench
 from bench import inventory as inventory_bench
@@ -62,12 +65,16 @@ def main() -> int:
             "auth",
             "audit",
             "optimiser",
+            "board",
         ),
         default=None,
     )
     args = parser.parse_args()
     if args.only == "optimiser":
         optimiser_bench.run(OPTIMISER_PARTS, 3, 30.0)
+        return 0
+    if args.only == "board":
+        print_board(board_bench.run(lambda m: print(m, file=sys.stderr)))
         return 0
     results: dict[str, dict[str, Any]] = {}
     checks: dict[str, Any] = {}
@@ -172,7 +179,10 @@ def main() -> int:
         print("| --- | ---: | ---: | ---: |")
         for name, c in contract.items():
             print(f"| {name} | {c['checked_us']:.1f} | {c['bare_us']:.1f} | {c['cost_us']:.1f} |")
+    board: dict[str, Any] = {}
     if args.only is None:
+        board = board_bench.run(lambda m: print(m, file=sys.stderr))
+        print_board(board)
         optimiser_bench.run(OPTIMISER_PARTS, 3, 30.0)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -186,11 +196,20 @@ def main() -> int:
                 "results": results,
                 "inventory_checks": checks,
                 "contract_us": contract,
+                "console_board": board,
             },
             indent=2,
         )
     )
     return 0
+
+
+def print_board(board: dict[str, Any]) -> None:
+    """The console board's latency (one request at a time; the target is p95 under 300 ms)."""
+    print("\n| console page, one at a time | requests | p50 ms | p95 ms | p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, r in board["results"].items():
+        print(f"| {name} | {r['requests']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |")
 
 
 if __name__ == "__main__":

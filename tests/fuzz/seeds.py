@@ -27,6 +27,8 @@ def seeds() -> dict[str, Message]:
     """Method name (``:`` and a label for a second seed of one method) → a request the service
     accepts (on an empty database with the catalogue)."""
     return {
+        # the console's batch read of a board's patients (unknown ids are simply absent)
+        "ListPatients": pb.ListPatientsRequest(ids=["patient-1", "patient-2"], page_size=2),
         "CreateSite": pb.CreateSiteRequest(
             request_id="seed-site",
             site=pb.Site(

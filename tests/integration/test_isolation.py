@@ -440,6 +440,7 @@ def _requests(i: Ids) -> dict[str, list[Message]]:
             pb.ListPatientsRequest(),
             pb.ListPatientsRequest(organisation_id=ORG_A),
             pb.ListPatientsRequest(mrn=i["mrn"]),
+            pb.ListPatientsRequest(ids=[i["patient"]]),
         ],
         "UpdatePatient": [
             pb.UpdatePatientRequest(

@@ -158,6 +158,56 @@ def test_patient_idempotency_and_duplicate_mrn(platform: Platform) -> None:
     assert field_violations(reused.value) == ["request_id"]
 
 
+def test_patients_listed_by_id_are_those_asked_for_in_the_callers_scope(
+    platform: Platform,
+) -> None:
+    """The console names a board's 90 patients in one call: ListPatients filtered by ids.
+    Unknown and other organisations' ids are absent (no existence leak); a page token is bound
+    to the ids it was issued for."""
+    mine = [make_patient(platform, f"IDS-{n}") for n in range(3)]
+    org_2 = platform.issuer.channel(
+        platform.scheduler_address, platform.issuer.operator_token("org-2")
+    )
+    try:
+        theirs = (
+            scheduler_pb2_grpc.SchedulerServiceStub(org_2)
+            .CreatePatient(
+                pb.CreatePatientRequest(
+                    patient=pb.Patient(
+                        organisation_id="org-2",
+                        mrn="IDS-X",
+                        family_name="Other",
+                        birth_date=date(1980, 1, 2),
+                        sex_at_birth=pb.SEX_AT_BIRTH_MALE,
+                    ),
+                    request_id=request_id(),
+                )
+            )
+            .patient
+        )
+    finally:
+        org_2.close()
+    asked = [mine[2].id, mine[0].id, theirs.id, "no-such-patient"]
+    listed = platform.scheduler.ListPatients(pb.ListPatientsRequest(ids=asked))
+    assert sorted(p.id for p in listed.patients) == sorted([mine[0].id, mine[2].id])
+    assert not listed.next_page_token
+    first = platform.scheduler.ListPatients(pb.ListPatientsRequest(ids=asked, page_size=1))
+    second = platform.scheduler.ListPatients(
+        pb.ListPatientsRequest(ids=asked, page_size=1, page_token=first.next_page_token)
+    )
+    assert {first.patients[0].id, second.patients[0].id} == {mine[0].id, mine[2].id}
+    with pytest.raises(grpc.RpcError) as other_query:
+        platform.scheduler.ListPatients(
+            pb.ListPatientsRequest(ids=[mine[1].id], page_token=first.next_page_token)
+        )
+    assert other_query.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(other_query.value) == ["page_token"]
+    with pytest.raises(grpc.RpcError) as too_many:
+        platform.scheduler.ListPatients(pb.ListPatientsRequest(ids=[f"p{n}" for n in range(501)]))
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(too_many.value) == ["ids"]
+
+
 def test_measurement_bands(platform: Platform) -> None:
     patient = make_patient(platform)
     with pytest.raises(grpc.RpcError) as caught:

@@ -9,6 +9,7 @@ write transaction with the idempotency record.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -195,12 +196,14 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         return pb.GetPatientResponse(patient=patient_out(self.records.get_patient(patient_id)))
 
     def ListPatients(self, request: pb.ListPatientsRequest, context: Context) -> Any:
-        organisation, mrn = request.organisation_id, request.mrn
+        organisation, mrn, ids = request.organisation_id, request.mrn, sorted(set(request.ids))
+        # the token names the id filter by a digest: 500 ids would not fit in it
+        chosen = hashlib.sha256(",".join(ids).encode()).hexdigest()[:16] if ids else ""
         rows, token = listed(
             request.page_size,
             request.page_token,
-            scope=f"patients:{organisation}:{mrn}",
-            fetch=lambda page: self.records.list_patients(organisation, mrn, page),
+            scope=f"patients:{organisation}:{mrn}:{chosen}",
+            fetch=lambda page: self.records.list_patients(organisation, mrn, page, ids),
             key=lambda p: [p.value.id],
         )
         return pb.ListPatientsResponse(

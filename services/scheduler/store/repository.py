@@ -289,13 +289,19 @@ def update_patient(
 
 
 def list_patients(
-    session: Session, organisation_id: str, mrn: str, page: PageRequest
+    session: Session,
+    organisation_id: str,
+    mrn: str,
+    page: PageRequest,
+    ids: Sequence[str] = (),
 ) -> list[PatientRow]:
     query = select(PatientRow).where(current_scope().where(PatientRow.organisation_id))
     if organisation_id:
         query = query.where(PatientRow.organisation_id == organisation_id)
     if mrn:
         query = query.where(PatientRow.mrn == mrn)
+    if ids:
+        query = query.where(PatientRow.id.in_(ids))
     return _page(session, query, PatientRow.id, page)
 
 

@@ -166,10 +166,10 @@ class Records:
             return _stored(repo.patient_from_row(row), row)
 
     def list_patients(
-        self, organisation_id: str, mrn: str, page: PageRequest
+        self, organisation_id: str, mrn: str, page: PageRequest, ids: Sequence[str] = ()
     ) -> list[Stored[Patient]]:
         with self.db.read() as session:
-            rows = repo.list_patients(session, organisation_id, mrn, page)
+            rows = repo.list_patients(session, organisation_id, mrn, page, ids)
             return [_stored(repo.patient_from_row(r), r) for r in rows]
 
     def update_patient(
