@@ -1,6 +1,7 @@
 """``infusion ...`` (installed by the project; ``python -m services.cli`` too): the chair
-board, the due list, slots, booking, moving and cancelling, expiring lots, the pick list, stock
-levels, receiving by GS1 scan, reorder suggestions and the recall trace, as Rich
+board, the due list, slots, booking, moving and cancelling, the optimiser's plan (with progress
+while it solves), expiring lots, the pick list, stock levels, receiving by GS1 scan, reorder
+suggestions and the recall trace, as Rich
 tables or, with ``--json``, as JSON for scripts. It calls the services like any client, with
 the token in ``INFUSION_TOKEN`` (``make token ROLE=...`` prints one), at ``SCHEDULER_ADDRESS``,
 ``INVENTORY_ADDRESS`` and ``NOTIFY_ADDRESS`` (TLS with ``INFUSION_TLS_CA_FILE`` and, for mutual
@@ -25,6 +26,7 @@ import jwt
 import typer
 from google.type import timeofday_pb2
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -32,7 +34,7 @@ from services.common.channels import open_channel
 from services.common.convert import from_date, to_date
 from services.common.settings import DEFAULT_PORTS
 from services.common.tls import ClientTls
-from services.console import reads, views
+from services.console import planning, reads, views
 from services.console.backend import Backend, UserCalls
 
 app = typer.Typer(
@@ -56,7 +58,8 @@ class Session:
         return self.sites is None or site_id in self.sites
 
 
-def _session() -> Session:
+def _session(timeout: float = 10.0) -> Session:
+    """The user's calls, each with ``timeout`` seconds to answer."""
     token = os.environ.get("INFUSION_TOKEN", "")
     if not token:
         err.print("error: no token: set INFUSION_TOKEN (make token ROLE=<role> prints one)")
@@ -80,7 +83,7 @@ def _session() -> Session:
         channels[name] = open_channel(address, server)
     sites = claims.get("sites")
     return Session(
-        Backend(channels).as_user(token),
+        Backend(channels, timeout).as_user(token),
         str(claims.get("org", "")),
         None if sites in (None, "*") else tuple(str(s) for s in sites),
     )
@@ -373,6 +376,96 @@ def cancel(
             )
         ).appointment
     _appointment(done, "Cancelled")
+
+
+@app.command()
+def plan(
+    site: Site = None,
+    date: Day = None,
+    days: Annotated[
+        int, typer.Option(min=1, max=planning.MAX_HORIZON_DAYS, help="days to plan")
+    ] = 14,
+    time_limit: Annotated[
+        int,
+        typer.Option(
+            min=1, max=planning.MAX_TIME_LIMIT_SECONDS, help="seconds the optimiser may take"
+        ),
+    ] = 10,
+    skip_without_stock: Annotated[
+        bool, typer.Option(help="keep infusions off days without stock")
+    ] = False,
+    commit: Annotated[bool, typer.Option("--commit", help="book the proposals")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="book without asking")] = False,
+    request_id: RequestId = "",
+) -> None:
+    """Plan the due infusions of DAYS days from DATE (default today) with the optimiser:
+    proposals only, or booked with --commit. Shows progress while the solver works."""
+    session = _session(timeout=time_limit + 60.0)  # the solver's limit, then the booking
+    with _refusals():
+        chosen = _site(session, site)
+    first = date.date() if date else _today(chosen.time_zone)
+    where = chosen.display_name or chosen.id
+    if commit:
+        _ask(yes, f"Book the optimiser's plan for {days} days from {first} at {where}?")
+    with (
+        _refusals(),
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=JSON,
+        ) as progress,
+    ):
+        progress.add_task(
+            f"Planning {days} days at {where} (the optimiser may take up to {time_limit} s)",
+            total=None,
+        )
+        planned = planning.plan_schedule(
+            session.calls,
+            chosen.id,
+            first,
+            days,
+            commit=commit,
+            time_limit_seconds=time_limit,
+            skip_without_stock=skip_without_stock,
+            request_id=request_id or f"cli-{uuid.uuid4()}",
+        )
+
+    def table() -> Table:
+        verb = "Booked" if planned.committed else "Proposed"
+        t = _table(
+            f"{verb}: {len(planned.proposals)} infusions at {where}, {days} days from {first} "
+            f"({planned.solver_status}, objective {planned.objective} against the greedy "
+            f"{planned.greedy_objective}, gap {planned.gap})",
+            "date",
+            "start",
+            "end",
+            "chair",
+            "patient",
+            "course day",
+            "from due",
+            "stock",
+            "appointment",
+        )
+        for p in planned.proposals:
+            t.add_row(
+                str(p.date),
+                p.start,
+                p.end,
+                p.chair,
+                p.patient,
+                str(p.course_day or ""),
+                f"{p.days_from_due:+d}",
+                p.stock_short or "ok",
+                p.appointment_id,
+            )
+        for u in planned.unplaced:
+            t.add_row("not placed", "", "", "", u.plan, str(u.course_day or ""), "", u.reason, "")
+        return t
+
+    _emit(planned, table)
 
 
 def _appointment(a: pb.Appointment, what: str) -> None:

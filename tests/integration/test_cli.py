@@ -231,3 +231,32 @@ def test_stock_receive_reorder_and_recall(platform: Platform) -> None:
     assert traced["sites"][0]["on_hand_vials"] == 6 and traced["recipients"] == []
     table = run(platform, "pharmacist", "recall", "--product", got["product_id"], "--lot", "CLI-1")
     assert "0 recipients" in table.stdout
+
+
+def test_plan_proposes_then_books_the_optimisers_schedule(platform: Platform) -> None:
+    """`infusion plan`: the optimiser's proposals named by patient and chair, then booked with
+    --commit (the same request id twice books once); the solver's progress goes to stderr,
+    never into the JSON. Last in the module: it books the demo's due patients."""
+    from tests.integration.console_support import TODAY
+
+    window = ["plan", "--date", TODAY.isoformat(), "--days", "14", "--time-limit", "5"]
+    proposed = as_json(platform, "scheduling_coordinator", *window)
+    assert proposed["committed"] is False and proposed["proposals"]
+    assert all("," in p["patient"] and p["chair"] for p in proposed["proposals"])
+    assert not any(p["appointment_id"] for p in proposed["proposals"])
+    dates = [(p["date"], p["start"]) for p in proposed["proposals"]]
+    assert dates == sorted(dates)
+    shown = run(platform, "scheduling_coordinator", *window).stdout
+    assert proposed["proposals"][0]["patient"] in shown and "Proposed:" in " ".join(shown.split())
+    # a nurse may not plan: the permission is named, exit status 1
+    denied = run(platform, "nurse", *window, code=1)
+    assert "PERMISSION_DENIED" in " ".join(denied.stderr.split())
+    booked_args = [*window, "--commit", "--yes", "--request-id", "cli-plan-1"]
+    booked = as_json(platform, "scheduling_coordinator", *booked_args)
+    ids = {p["appointment_id"] for p in booked["proposals"]}
+    assert booked["committed"] is True and ids and all(ids)
+    again = as_json(platform, "scheduling_coordinator", *booked_args)
+    assert {p["appointment_id"] for p in again["proposals"]} == ids
+    for appointment_id in ids:
+        got = platform.scheduler().GetAppointment(pb.GetAppointmentRequest(id=appointment_id))
+        assert got.appointment.status == pb.APPOINTMENT_STATUS_BOOKED
