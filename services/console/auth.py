@@ -58,6 +58,20 @@ PAGES = (
         ),
     ),
     Page(
+        "plan",
+        "Plan schedule",
+        "/plan",
+        frozenset(
+            {
+                "scheduler.sites.read",
+                "scheduler.schedule.plan",
+                "scheduler.board.read",
+                "scheduler.patients.read",
+                "scheduler.chairs.read",
+            }
+        ),
+    ),
+    Page(
         "pharmacy",
         "Pharmacy",
         "/pharmacy",

@@ -6,7 +6,9 @@ and a page can show the same thing."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -30,6 +32,9 @@ class Proposed:
     days_from_due: int
     stock_short: str  # the forecast's note when the day lacks stock, else ""
     appointment_id: str  # set when the plan was committed
+    chair_id: str
+    start_minutes: int
+    end_minutes: int
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ def plan_schedule(
                 days_from_due=p.slot.days_from_due,
                 stock_short=p.slot.stock_note if p.slot.stock_short else "",
                 appointment_id=p.appointment_id,
+                chair_id=p.slot.chair_id,
+                start_minutes=reads.minutes(p.slot.local_start),
+                end_minutes=reads.minutes(p.slot.local_end),
             )
             for p in answer.proposals
         ),
@@ -117,3 +125,53 @@ def plan_schedule(
         stock_checked=answer.stock_checked,
         notes=list(answer.notes),
     )
+
+
+def fingerprint(planned: Planned) -> str:
+    """What was proposed, in a few characters: the page that shows a proposal sends it back
+    with "book these", so the booking can say whether the optimiser booked what the person saw
+    (the same input gives the same schedule; a booking made in between changes the input)."""
+    key = sorted(
+        f"{p.plan}/{p.course_day}/{p.date}/{p.start}/{p.chair_id}" for p in planned.proposals
+    )
+    return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+
+
+def boards_with_proposals(
+    calls: UserCalls, site: pb.Site, planned: Planned
+) -> list[tuple[dt.date, reads.Board, int]]:
+    """Each day with proposals: the day's chair board as booked, with the proposed infusions
+    not booked yet drawn on their chairs as "proposed" blocks, and how many there are."""
+    days: dict[dt.date, list[Proposed]] = {}
+    for p in planned.proposals:
+        days.setdefault(p.date, []).append(p)
+    # booked ones (a committed plan) are on the board already, as appointments
+    out = []
+    for day, proposed in sorted(days.items()):
+        board = reads.chair_board(calls, site, day)
+        extra: dict[str, list[reads.Block]] = {}
+        for p in proposed:
+            if p.appointment_id:
+                continue
+            interval = views.Interval(p.start_minutes, p.end_minutes)
+            placed = views.place(interval, board.axis)
+            extra.setdefault(p.chair_id, []).append(
+                reads.Block(
+                    appointment_id="",
+                    patient=p.patient,
+                    product="",
+                    dose=f"course day {p.course_day}" if p.course_day else "",
+                    status="proposed",
+                    start=p.start,
+                    end=p.end,
+                    left=placed.left,
+                    width=placed.width,
+                    kind="PROPOSED",
+                )
+            )
+        rows = [
+            dataclasses.replace(row, blocks=[*row.blocks, *extra.get(row.chair_id, [])])
+            for row in board.rows
+        ]
+        out.append((day, dataclasses.replace(board, rows=rows), len(proposed)))
+    return out

@@ -105,6 +105,7 @@ class Block:
 class Row:
     chair: str
     blocks: list[Block]
+    chair_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def chair_board(calls: UserCalls, site: pb.Site, day: dt.date) -> Board:
                     kind=item.kind,
                 )
             )
-        rows.append(Row(chair.display_name or chair.chair_id, blocks))
+        rows.append(Row(chair.display_name or chair.chair_id, blocks, chair.chair_id))
     capacity = site.capacity
     shifts = [
         views.Shift(s.day, minutes(s.start), minutes(s.end), s.nurses)

@@ -6,10 +6,10 @@ package.json) injected into it: no serious or critical WCAG 2.1 A/AA violation. 
 to test-artifacts/console/ (docs/console.md links them).
 
 Few on purpose (CPU is scarce): one walk for the scheduling coordinator (sign in, board, due
-list, slots, confirm, the booked block on the board, the wall screen) and one for the
-pharmacy (the pharmacist, then the pharmacy manager). Without chromium, chromedriver or
-axe-core they skip saying which, except under CI=true, where they fail: `make test` installs
-chromium (`make browser`) and axe-core."""
+list, slots, confirm, the booked block on the board, the wall screen, the optimiser's
+proposal) and one for the pharmacy (the pharmacist, then the pharmacy manager). Without
+chromium, chromedriver or axe-core they skip saying which, except under CI=true, where they
+fail: `make test` installs chromium (`make browser`) and axe-core."""
 
 from __future__ import annotations
 
@@ -203,6 +203,21 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     assert "wall" in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
     accessible(browser, "the wall screen")
     screenshot(browser, "board-wall")
+
+    # the optimiser's proposal drawn on the boards, before anything is booked
+    browser.get(f"{base}/plan")
+    accessible(browser, "the plan form")
+    days = browser.find_element(By.ID, "days")
+    days.clear()
+    days.send_keys("14")
+    limit = browser.find_element(By.ID, "time_limit")
+    limit.clear()
+    limit.send_keys("3")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Propose']").click()
+    wait_for(browser, lambda: "Proposal:" in browser.page_source, "the proposal", 90)
+    assert browser.find_elements(By.CSS_SELECTOR, ".block.status-proposed .patient")
+    accessible(browser, "the proposal on the boards")
+    screenshot(browser, "plan-proposal")
 
     # the patient page: the coordinator's (bookings), then the prescriber's (dose, outcomes)
     browser.get(f"{base}/patients")
