@@ -593,7 +593,18 @@ def patient(request: Request) -> Response:
         c.clock.now().date(),
     )
     chart = views.line_chart(record.grip, "kg") if record.grip else None
-    return c.render(request, "patient.html", record=record, p=record.patient, chart=chart)
+    return c.render(
+        request,
+        "patient.html",
+        record=record,
+        p=record.patient,
+        chart=chart,
+        may_propose="scheduler.regimens.propose" in held,
+        may_review="scheduler.reviews.write" in held,
+        request_id=str(uuid.uuid4()),
+        accepted=request.query_params.get("accepted", ""),
+        reviewed=request.query_params.get("reviewed", ""),
+    )
 
 
 def pharmacy_routes() -> list[Route]:

@@ -718,6 +718,14 @@ class PatientRecord:
     grip: list[tuple[str, dt.date, Decimal]] | None = None
     reviews: list[Review] | None = None
 
+    @property
+    def latest(self) -> dict[str, int]:
+        """Plan id -> its newest version (the one proposals and reviews start from)."""
+        newest: dict[str, int] = {}
+        for v in self.plans:
+            newest[v.plan_id] = max(newest.get(v.plan_id, 0), v.version)
+        return newest
+
 
 @dataclass(frozen=True)
 class Review:

@@ -234,6 +234,11 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg circle")) == 4
     accessible(browser, "the patient page (prescriber)")
     screenshot(browser, "patient")
+    # the plan's outcomes and proposal, one click from the patient page
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Outcomes and a proposal").click()
+    wait_for(browser, lambda: "What the outcomes say" in browser.page_source, "the regimen page")
+    accessible(browser, "the regimen page")
+    screenshot(browser, "regimen")
 
 
 def _grip_readings(platform: Platform, patient_id: str) -> None:
