@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import from_date, to_date
-from services.console import reads, views
+from services.console import reads, receiving, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
 from services.console.backend import pages as backend_pages
@@ -459,7 +459,18 @@ async def receive_check(request: Request) -> Response:
         )
     except ScanError as error:
         return _receive_form(c, request, values, scan_error=str(error), status_code=400)
-    return _receive_form(c, request, values, preview=preview, request_id=str(uuid.uuid4()))
+    orders: list[Any] = []
+    if preview.product_id and "inventory.purchase_orders.receive" in user.permissions(c.roles):
+        orders = await run_in_threadpool(
+            receiving.open_lines,
+            _calls(c, user),
+            values.get("site", ""),
+            preview.product_id,
+            preview.presentation_grams,
+        )
+    return _receive_form(
+        c, request, values, preview=preview, orders=orders, request_id=str(uuid.uuid4())
+    )
 
 
 async def receive(request: Request) -> Response:
@@ -474,6 +485,24 @@ async def receive(request: Request) -> Response:
     c = _app(request)
     user = c.user(request, "receive")
     values = await check_csrf(request)
+    request_id = f"console-{values.get('request_id') or uuid.uuid4()}"[:128]
+    keep = {k: values.get(k, "") for k in ("site", "currency", "unit_cost", "supplier")}
+    order, _, line = values.get("order", "").partition("/")
+    if order and line:  # against a purchase order: its line's cost, the lot from the scan
+        try:
+            vials = int(values.get("vials", ""))
+        except ValueError:
+            raise HTTPException(400, "Vials: a whole number.") from None
+        received = await run_in_threadpool(
+            receiving.receive_against,
+            _calls(c, user),
+            order,
+            line,
+            values.get("scan", ""),
+            vials,
+            request_id,
+        )
+        return _receive_form(c, request, keep, received=received, order=order)
     try:
         vials = int(values.get("vials", ""))
         unit_cost = Decimal(values.get("unit_cost", "").strip())
@@ -491,10 +520,9 @@ async def receive(request: Request) -> Response:
         unit_cost,
         currency,
         values.get("supplier", "")[:200],
-        f"console-{values.get('request_id') or uuid.uuid4()}"[:128],
+        request_id,
     )
     # a fresh form for the next carton, on the same site, cost and supplier
-    keep = {k: values.get(k, "") for k in ("site", "currency", "unit_cost", "supplier")}
     return _receive_form(c, request, keep, received=received)
 
 

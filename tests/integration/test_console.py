@@ -704,3 +704,66 @@ def test_another_organisation_reaches_no_demo_stock_page(platform: Platform) -> 
     # (as for a site that does not exist: "no stock site ...")
     assert refused.status_code == 400 and "no stock site" in refused.text, refused.text[:500]
     assert not _lots(platform, "INTRUDER-1")
+
+
+def test_receiving_a_scanned_delivery_against_its_purchase_order(platform: Platform) -> None:
+    """(Last in the module: the reorder test expects no purchase order before its own.)
+    An order of 10 vials at £150 each; a carton of 4 is scanned: the check offers the order
+    (10 still to come), receiving books the lot at the order's cost (4 × £150) and the order is
+    partially received, 6 still to come; the same form again is one receipt."""
+    product = _scan_product(platform)
+    order = (
+        _inventory(platform, "pharmacy_manager")
+        .CreatePurchaseOrder(
+            inv.CreatePurchaseOrderRequest(
+                request_id="console-test-po-scan",
+                purchase_order=inv.PurchaseOrder(
+                    site_id=platform.site_id,
+                    supplier="Plasma Co",
+                    reference="PO-SCAN-1",
+                    lines=[
+                        inv.PurchaseOrderLine(
+                            product_id=product.id,
+                            presentation_grams="5",
+                            vials_ordered=10,
+                            unit_cost=Money(currency_code="GBP", units=150),
+                        )
+                    ],
+                ),
+            )
+        )
+        .purchase_order
+    )
+    client = client_as(platform, "pharmacist")
+    token = csrf(client.get("/receive").text)
+    scan = f"(01){GTIN}(17)290131(10)PO-LOT-1"
+    check = client.post(
+        "/receive/check",
+        data={"csrf_token": token, "site": platform.site_id, "scan": scan, "vials": "4"},
+    )
+    assert check.status_code == 200
+    assert "Order PO-SCAN-1 from Plasma Co: 10 vials still to come" in check.text
+    fields = _inputs(check.text) | {
+        "site": platform.site_id,
+        "currency": "GBP",
+        "order": f"{order.id}/{order.lines[0].id}",  # the first choice, checked
+    }
+    done = client.post("/receive", data=fields)
+    assert done.status_code == 200, done.text[:2000]
+    assert f'against purchase order <span class="id">{order.id}</span>' in done.text
+    (lot,) = _lots(platform, "PO-LOT-1")
+    assert (lot.on_hand_vials, lot.unit_cost.units, lot.unit_cost.currency_code) == (4, 150, "GBP")
+    client.post("/receive", data=fields)  # a double submit: one receipt
+    assert _lots(platform, "PO-LOT-1")[0].on_hand_vials == 4
+    now = (
+        _inventory(platform, "pharmacist")
+        .GetPurchaseOrder(inv.GetPurchaseOrderRequest(id=order.id))
+        .purchase_order
+    )
+    assert now.state == inv.PURCHASE_ORDER_STATE_PARTIALLY_RECEIVED
+    assert now.lines[0].vials_received == 4
+    again = client.post(
+        "/receive/check",
+        data={"csrf_token": token, "site": platform.site_id, "scan": scan, "vials": "6"},
+    )
+    assert "6 vials still to come" in again.text
