@@ -696,6 +696,7 @@ class Visit:
     dose_grams: str
     grams_given: str
     lots: str  # "P-123 x 3, P-124 x 1"
+    reminders: str = ""  # "72h before (2026-11-21 09:00 UTC): scheduled; ..."
 
 
 @dataclass(frozen=True)
@@ -894,6 +895,11 @@ def _visit(a: pb.Appointment, products: dict[str, str]) -> Visit:
         ", ".join(
             f"{products.get(s.product_id, '')} {s.lot_number} x {s.vials}".strip()
             for s in a.scanned_lots
+        ),
+        "; ".join(
+            f"{r.offset} before ({r.due_time.ToDatetime(dt.UTC):%Y-%m-%d %H:%M} UTC): "
+            f"{_state(pb.ReminderStatus, r.status, 'REMINDER_STATUS_')}"
+            for r in a.reminders
         ),
     )
 

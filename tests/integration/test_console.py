@@ -670,6 +670,18 @@ def test_the_patient_page_for_the_prescriber_and_the_coordinator(platform: Platf
     assert coordinator.status_code == 200
     assert "Upcoming bookings" in coordinator.text and "Past infusions" in coordinator.text
     assert "The next dose" not in coordinator.text and "Outcomes" not in coordinator.text
+    # a booked patient's upcoming booking lists the reminders it scheduled for them
+    booked = next(
+        a
+        for a in platform.scheduler()
+        .ListAppointments(pb.ListAppointmentsRequest(site_id=platform.site_id))
+        .appointments
+        if a.status == pb.APPOINTMENT_STATUS_BOOKED and a.reminders
+    )
+    page = client_as(platform, "scheduling_coordinator").get(f"/patients/{booked.patient_id}")
+    first = booked.reminders[0]
+    when = first.due_time.ToDatetime(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    assert f"{first.offset} before ({when} UTC): scheduled" in page.text
     # another organisation's prescriber finds no such patient
     other = client_as(platform, "prescriber", organisation="other-org")
     assert other.get(f"/patients/{patient_id}").status_code == 404
