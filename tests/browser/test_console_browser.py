@@ -177,6 +177,16 @@ def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
     )
     accessible(browser, "the chair board")
     screenshot(browser, "board")
+    # on a tablet held upright the page does not scroll sideways (wide tables scroll inside
+    # their own region)
+    browser.set_window_size(768, 1024)
+    browser.refresh()
+    wide, view = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert wide <= view, f"the board is {wide} px wide on a {view} px tablet"
+    accessible(browser, "the chair board on a tablet")
+    browser.set_window_size(1366, 768)
 
     browser.get(f"{base}/due")
     accessible(browser, "the due list")
