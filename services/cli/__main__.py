@@ -1,13 +1,13 @@
 """``infusion ...`` (installed by the project; ``python -m services.cli`` too): the chair
 board, the due list, slots, booking, moving and cancelling, the optimiser's plan (with progress
-while it solves), expiring lots, the pick list, stock levels, receiving by GS1 scan, reorder
-suggestions and the recall trace, as Rich
-tables or, with ``--json``, as JSON for scripts. It calls the services like any client, with
-the token in ``INFUSION_TOKEN`` (``make token ROLE=...`` prints one), at ``SCHEDULER_ADDRESS``,
-``INVENTORY_ADDRESS`` and ``NOTIFY_ADDRESS`` (TLS with ``INFUSION_TLS_CA_FILE`` and, for mutual
-TLS, ``INFUSION_TLS_CERT_FILE`` and ``INFUSION_TLS_KEY_FILE``). What it reads is what the
-console's pages read (services/console/reads.py). A refused call prints the service's reason
-and exits 1."""
+while it solves), enrolling patients from a CSV file (with a progress bar), expiring lots, the
+pick list, stock levels, receiving by GS1 scan, reorder suggestions and the recall trace, as
+Rich tables or, with ``--json``, as JSON for scripts. It calls the services like any client,
+with the token in ``INFUSION_TOKEN`` (``make token ROLE=...`` prints one), at
+``SCHEDULER_ADDRESS``, ``INVENTORY_ADDRESS`` and ``NOTIFY_ADDRESS`` (TLS with
+``INFUSION_TLS_CA_FILE`` and, for mutual TLS, ``INFUSION_TLS_CERT_FILE`` and
+``INFUSION_TLS_KEY_FILE``). What it reads is what the console's pages read
+(services/console/reads.py). A refused call prints the service's reason and exits 1."""
 
 from __future__ import annotations
 
@@ -26,7 +26,14 @@ import jwt
 import typer
 from google.type import timeofday_pb2
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
@@ -34,7 +41,7 @@ from services.common.channels import open_channel
 from services.common.convert import from_date, to_date
 from services.common.settings import DEFAULT_PORTS
 from services.common.tls import ClientTls
-from services.console import planning, reads, views
+from services.console import importing, planning, reads, views
 from services.console.backend import Backend, UserCalls
 
 app = typer.Typer(
@@ -466,6 +473,73 @@ def plan(
         return t
 
     _emit(planned, table)
+
+
+@app.command("import-patients")
+def import_patients(
+    file: Annotated[
+        typer.FileText, typer.Argument(help="CSV: a header line, then a patient a line")
+    ],
+    site: Site = None,
+    yes: Annotated[bool, typer.Option("--yes", help="import without asking")] = False,
+) -> None:
+    """Enrol patients from a CSV file: each row a patient, their weight and height, and an IV
+    plan at the site (columns in docs/console.md). The file is checked whole first; running
+    it again creates nothing twice. Shows progress; exit 1 if a row was refused."""
+    checked = importing.check(file.read())
+    if checked.mistakes:
+        for mistake in checked.mistakes:
+            err.print(f"error: {mistake}")
+        err.print("nothing was imported: correct the file and run it again")
+        raise typer.Exit(1)
+    session = _session()
+    with _refusals():
+        chosen = _site(session, site)
+    where = chosen.display_name or chosen.id
+    _ask(yes, f"Enrol {len(checked.rows)} patients at {where}?")
+    with (
+        _refusals(),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=JSON,
+        ) as progress,
+    ):
+        task = progress.add_task(f"Enrolling at {where}", total=len(checked.rows))
+        outcomes = list(
+            importing.enrol(
+                session.calls,
+                session.organisation,
+                chosen.id,
+                checked.rows,
+                lambda _o: progress.advance(task),
+            )
+        )
+
+    def table() -> Table:
+        counts = {s: sum(o.state == s for o in outcomes) for s in ("imported", "skipped")}
+        refused = len(outcomes) - sum(counts.values())
+        t = _table(
+            f"{counts['imported']} imported, {counts['skipped']} skipped, {refused} refused "
+            f"at {where}",
+            "line",
+            "MRN",
+            "outcome",
+            "patient",
+            "plan",
+            "why",
+        )
+        for o in outcomes:
+            t.add_row(str(o.line), o.mrn, o.state, o.patient_id, o.plan_id, o.detail)
+        return t
+
+    _emit(outcomes, table)
+    if any(o.state == "refused" for o in outcomes):
+        raise typer.Exit(1)
 
 
 def _appointment(a: pb.Appointment, what: str) -> None:

@@ -233,6 +233,68 @@ def test_stock_receive_reorder_and_recall(platform: Platform) -> None:
     assert "0 recipients" in table.stdout
 
 
+HEADER = (
+    "mrn,family_name,given_name,birth_date,sex,weight_kg,height_cm,measured_on,product,"
+    "dose_g_per_kg,interval_days,start_date,induction_days\n"
+)
+
+
+def test_import_patients_checks_the_file_then_enrols_each_row_once(
+    platform: Platform, tmp_path: Any
+) -> None:
+    """Two good rows, then the same file again (nothing twice), then a row the scheduler
+    refuses (3 g/kg on one day, above the 2.0 g/kg a day limit) next to a good one; a file
+    with a mistake (a date that is not one) imports nothing."""
+
+    def patients() -> int:
+        listed = platform.scheduler("prescriber").ListPatients(
+            pb.ListPatientsRequest(organisation_id=centre.ORG, page_size=500)
+        )
+        return len(listed.patients)
+
+    good = tmp_path / "good.csv"
+    good.write_text(
+        HEADER
+        + "IMP-1,Import,Ann,1970-01-02,F,70,165,2026-11-20,gammagard-liquid,1,28,2026-12-01,0\n"
+        + "IMP-2,Import,Bo,1980-03-04,m,82.5,180,2026-11-20,privigen,2,28,2026-12-02,5\n"
+    )
+    before = patients()
+    done = as_json(platform, "prescriber", "import-patients", str(good), "--yes")
+    assert [(o["line"], o["state"]) for o in done] == [(2, "imported"), (3, "imported")]
+    assert patients() == before + 2
+    plan = (
+        platform.scheduler("prescriber")
+        .GetTherapyPlan(pb.GetTherapyPlanRequest(id=done[1]["plan_id"]))
+        .therapy_plan
+    )
+    assert (plan.maintenance_dose, plan.induction.days, plan.site_id) == ("2", 5, platform.site_id)
+    again = as_json(platform, "prescriber", "import-patients", str(good), "--yes")
+    assert [o["patient_id"] for o in again] == [o["patient_id"] for o in done]
+    assert patients() == before + 2  # the same file twice: nothing twice
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(
+        HEADER
+        + "IMP-3,Import,Cy,1990-05-06,F,60,165,2026-11-20,gammagard-liquid,3,28,2026-12-01,\n"
+        + "IMP-4,Import,Di,1991-05-06,F,60,160,2026-11-20,gammagard-liquid,1,21,2026-12-01,\n"
+    )
+    refused = run(platform, "prescriber", "import-patients", str(mixed), "--yes", code=1)
+    table = " ".join(refused.stdout.split())
+    assert "1 imported, 0 skipped, 1 refused" in table and "INVALID_ARGUMENT" in table
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        HEADER
+        + "IMP-5,Import,Ed,1990-13-40,F,60,160,2026-11-20,gammagard-liquid,1,28,2026-12-01,\n"
+    )
+    count = patients()
+    said = run(platform, "prescriber", "import-patients", str(bad), "--yes", code=1)
+    assert "line 2: birth_date: not a date (YYYY-MM-DD)" in " ".join(said.stderr.split())
+    assert patients() == count  # nothing was sent
+    # a nurse may not enrol: the import stops at the first row, naming the permission
+    nurse = run(platform, "nurse", "import-patients", str(good), "--yes", code=1)
+    said = " ".join(nurse.stderr.split())
+    assert "PERMISSION_DENIED" in said and "scheduler.patients.write" in said
+
+
 def test_plan_proposes_then_books_the_optimisers_schedule(platform: Platform) -> None:
     """`infusion plan`: the optimiser's proposals named by patient and chair, then booked with
     --commit (the same request id twice books once); the solver's progress goes to stderr,
