@@ -1,7 +1,7 @@
-"""A signed-in user's own notifications and settings (notify.self.manage) over real gRPC on SQLite and
-PostgreSQL: GetMyNotificationSettings, UpdateMyNotificationSettings, ListMyNotifications. A
-user reaches their own subscriber only: never another user's, in their organisation or in
-another one where a user has the same subject."""
+"""A signed-in user's own notifications and settings (notify.self.manage) over real gRPC on
+SQLite and PostgreSQL: GetMyNotificationSettings, UpdateMyNotificationSettings,
+ListMyNotifications. A user reaches their own subscriber only: never another user's, in their
+organisation or in another one where a user has the same subject."""
 
 from __future__ import annotations
 

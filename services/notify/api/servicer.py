@@ -113,7 +113,7 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
 
         return self.mutate("UpdateSubscriber", request, pb.UpdateSubscriberResponse, update)
 
-    # --- the signed-in user's own (notify.self.manage) -----------------------------------------------
+    # --- the signed-in user's own (notify.self.manage) ---------------------------------------
 
     def GetMyNotificationSettings(
         self, request: pb.GetMyNotificationSettingsRequest, context: grpc.ServicerContext
