@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from services.common.auth.claims import ClaimNames
 from services.common.auth.roles import Roles
 from services.common.clock import Clock, SystemClock
-from services.console import pages, regimen_page, schedule_page
+from services.console import me, pages, regimen_page, schedule_page
 from services.console.auth import PAGE, User, current_user, oauth_client, remember
 from services.console.backend import Backend
 from services.console.settings import ConsoleSettings
@@ -81,6 +81,7 @@ class Console:
         context = {
             "user": user,
             "nav": user.pages(self.roles) if user else [],
+            "me_link": me.shown_to(user, self.roles),
             "csrf_token": csrf_token(request),
             "current": request.url.path,
             **values,
@@ -281,6 +282,7 @@ def create_app(
             *pages.routes(),
             *schedule_page.routes(),
             *regimen_page.routes(),
+            *me.routes(),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         middleware=[

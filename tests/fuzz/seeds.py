@@ -242,6 +242,20 @@ def seeds() -> dict[str, Message]:
                 )
             ),
         ),
+        "UpdateMyNotificationSettings": npb.UpdateMyNotificationSettingsRequest(
+            request_id="seed-my-settings",
+            settings=npb.MyNotificationSettings(
+                display_name="Nia",
+                time_zone="Europe/London",
+                email="nia@example.org",
+                preferences=[
+                    npb.Preference(topic=npb.TOPIC_LOT_EXPIRING, channels=[npb.CHANNEL_EMAIL])
+                ],
+                quiet_hours=npb.QuietHours(start=TimeOfDay(hours=22), end=TimeOfDay(hours=7)),
+            ),
+        ),
+        "GetMyNotificationSettings": npb.GetMyNotificationSettingsRequest(),
+        "ListMyNotifications": npb.ListMyNotificationsRequest(page_size=10),
         "ListAuditEvents": audit_pb2.ListAuditEventsRequest(
             page_size=10, patient_id="patient-1", actor="test-operator"
         ),

@@ -20,12 +20,14 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from demo import centre
+from infusion.notify.v1 import notify_pb2 as npb
+from infusion.notify.v1 import notify_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
 from services.common.clock import FixedClock
-from services.common.convert import to_date
+from services.common.convert import from_date, to_date
 from services.console.app import create_app
 from services.console.settings import load_settings as console_settings
 from services.inventory.__main__ import build as build_inventory
@@ -62,6 +64,31 @@ class Platform:
         return scheduler_pb2_grpc.SchedulerServiceStub(
             open_channel(self.scheduler_address, None, StaticToken(token))
         )
+
+
+def publish_lot_expiring(platform: Platform, org: str, site_id: str, lot_number: str) -> None:
+    """A LOT_EXPIRING broadcast of ``org`` (reaching its staff who chose the topic), published
+    as a hospital system: what a user's own notifications page then lists."""
+    token = StaticToken(platform.issuer.issuer.role_token("integration", org))
+    notify = notify_pb2_grpc.NotifyServiceStub(open_channel(platform.notify_address, None, token))
+    notify.Publish(
+        npb.PublishRequest(
+            topic=npb.TOPIC_LOT_EXPIRING,
+            payload=npb.Payload(
+                lot_expiring=npb.LotExpiringPayload(
+                    site_id=site_id,
+                    lot_id=f"lot-{lot_number}",
+                    product_id="privigen",
+                    lot_number=lot_number,
+                    expiry_date=from_date(TODAY + dt.timedelta(days=14)),
+                    days_left=14,
+                    threshold_days=30,
+                    on_hand_vials=6,
+                )
+            ),
+            request_id=f"publish-{org}-{lot_number}",
+        )
+    )
 
 
 @contextmanager

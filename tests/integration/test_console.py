@@ -29,7 +29,13 @@ from services.common.convert import from_date, to_date
 from services.console.app import create_app
 from services.console.settings import load_settings
 from services.launcher import free_port
-from tests.integration.console_support import TODAY, Platform, running_platform, sign_in
+from tests.integration.console_support import (
+    TODAY,
+    Platform,
+    publish_lot_expiring,
+    running_platform,
+    sign_in,
+)
 
 BASE = "http://127.0.0.1"  # a loopback address: the development issuer redirects only there
 
@@ -779,3 +785,107 @@ def test_receiving_a_scanned_delivery_against_its_purchase_order(platform: Platf
         data={"csrf_token": token, "site": platform.site_id, "scan": scan, "vials": "6"},
     )
     assert "6 vials still to come" in again.text
+
+
+# --- the user's own notifications ----------------------------------------------------------------
+
+
+def _my_form(page: str, **changes: object) -> dict[str, object]:
+    """The preferences form as the page filled it in (ticked boxes included), with changes."""
+    fields: dict[str, object] = {
+        k: v
+        for k, v in _inputs(page).items()
+        if not k.startswith("topic_") and k not in ("quiet_start", "quiet_end") or v
+    }
+    ticked: dict[str, list[str]] = {}
+    for tag in re.findall(r"<input\b[^>]*\bchecked[^>]*>", page):
+        name = re.search(r'\bname="([^"]*)"', tag)
+        value = re.search(r'\bvalue="([^"]*)"', tag)
+        if name and value:
+            ticked.setdefault(name.group(1), []).append(value.group(1))
+    for name in [k for k in fields if k.startswith("topic_")]:
+        del fields[name]
+    fields.update(ticked)
+    fields.update(changes)
+    return fields
+
+
+def test_my_notifications_lists_what_i_received_and_saves_my_preferences(
+    platform: Platform,
+) -> None:
+    org = "me-org"  # an organisation of its own: the module's other tests never meet it
+    client = client_as(platform, "nurse", org)
+    page = client.get("/me/notifications")
+    assert page.status_code == 200, page.text[:500]
+    assert 'href="/me/notifications" aria-current="page"' in page.text  # in the navigation
+    assert "No notification has been sent to you" in page.text
+    assert 'name="etag" value=""' in page.text  # nothing saved yet
+
+    # notify's refusals, field by field, in the form's words; nothing is saved
+    bad = client.post(
+        "/me/notifications",
+        data=_my_form(page.text, time_zone="Mars/Olympus", topic_low_stock=["SMS"]),
+    )
+    assert bad.status_code == 400
+    assert "Your preferences were not saved" in bad.text
+    assert "Time zone: &#39;Mars/Olympus&#39; is not an IANA time zone" in bad.text
+    assert "Low stock: SMS is chosen but the subscriber has no phone" in bad.text
+    assert 'name="etag" value=""' in client.get("/me/notifications").text
+    # the console's own reading of the form
+    half = client.post("/me/notifications", data=_my_form(page.text, quiet_start="22:00"))
+    assert half.status_code == 400 and "give both the start and the end" in half.text
+
+    saved = client.post(
+        "/me/notifications",
+        data=_my_form(
+            page.text,
+            display_name="Nia Nurse",
+            email="nia@example.org",
+            quiet_start="22:00",
+            quiet_end="07:00",
+            topic_lot_expiring=["EMAIL", "CONSOLE"],
+        ),
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303 and saved.headers["location"] == "/me/notifications?saved=1"
+    again = client.get("/me/notifications?saved=1")
+    assert "Your preferences are saved." in again.text
+    fields = _inputs(again.text)
+    assert fields["email"] == "nia@example.org" and fields["quiet_start"] == "22:00"
+    assert fields["etag"] == 'W/"1"'
+    assert re.search(r'id="topic_lot_expiring-email"[^>]*checked', again.text)
+    assert not re.search(r'id="topic_low_stock-email"[^>]*checked', again.text)
+
+    # an old etag (another tab saved meanwhile) is said plainly and the form shows what is saved
+    client.post("/me/notifications", data=_my_form(again.text, phone="+447911123456"))
+    stale = client.post(
+        "/me/notifications",
+        data=_my_form(again.text, phone="+447911000000", request_id="the-other-tab"),
+    )
+    assert stale.status_code == 409 and "changed elsewhere" in stale.text
+    assert _inputs(stale.text)["phone"] == "+447911123456"
+
+    # a broadcast of the user's organisation reaches them and shows with its text and status
+    publish_lot_expiring(platform, org, "me-site", "LOT-ME-1")
+    listed = client.get("/me/notifications").text
+    assert "Lot expiring" in listed and "LOT-ME-1" in listed
+    assert "Email: pending" in listed and "Console: pending" in listed
+
+
+def test_my_notifications_keeps_to_the_users_own_rights(platform: Platform) -> None:
+    # a pharmacist reads no patient names: a topic naming patients is refused, readably
+    pharmacist = client_as(platform, "pharmacist", "me-org-2")
+    page = pharmacist.get("/me/notifications").text
+    refused = pharmacist.post(
+        "/me/notifications", data=_my_form(page, topic_infusion_due=["CONSOLE"])
+    )
+    assert refused.status_code == 400
+    assert "Infusion due: INFUSION_DUE messages name patients" in refused.text
+    # a forged form is refused before notify is asked
+    forged = pharmacist.post("/me/notifications", data=_my_form(page, csrf_token="forged"))
+    assert forged.status_code == 403
+    # the auditor's role is the audit trail only: no link, and the page says so
+    auditor = client_as(platform, "auditor", "me-org-2")
+    answer = auditor.get("/me/notifications")
+    assert answer.status_code == 403 and "Not allowed" in answer.text
+    assert 'href="/me/notifications"' not in answer.text

@@ -331,6 +331,19 @@ def _organisation_data(c: Caller, platform: Platform, org: str, mrn: str) -> dic
             request_id=request_id(),
         )
     ).subscriber
+    # the person's own subscriber (the same subject in both organisations: two users)
+    mine = c.notify.UpdateMyNotificationSettings(
+        npb.UpdateMyNotificationSettingsRequest(
+            settings=npb.MyNotificationSettings(
+                time_zone="Europe/London",
+                email=f"me-{org}@example.org",
+                preferences=[
+                    npb.Preference(topic=npb.TOPIC_LOT_EXPIRING, channels=[npb.CHANNEL_EMAIL])
+                ],
+            ),
+            request_id=request_id(),
+        )
+    ).settings
     notification = (
         c.system["infusion.notify.v1.NotifyService"]
         .Publish(
@@ -362,6 +375,8 @@ def _organisation_data(c: Caller, platform: Platform, org: str, mrn: str) -> dic
         "order": order.id,
         "order_etag": order.etag,
         "subscriber": staff.id,
+        "my_subscriber": mine.subscriber_id,
+        "my_email": mine.email,
         "notification": notification.id,
         "dedupe": f"expiring-{LOT}",
         "product": plan.product_id,
@@ -856,6 +871,18 @@ def _requests(i: Ids) -> dict[str, list[Message]]:
             npb.ListNotificationsRequest(dedupe_key=i["dedupe"]),
         ],
         "Subscribe": [npb.SubscribeRequest(after_sequence=0)],
+        # a user's own: found by the token's subject, never by an id; naming A's is ignored,
+        # and B's own subscriber exists, so an empty etag is stale (ABORTED) either way
+        "GetMyNotificationSettings": [npb.GetMyNotificationSettingsRequest()],
+        "UpdateMyNotificationSettings": [
+            npb.UpdateMyNotificationSettingsRequest(
+                settings=npb.MyNotificationSettings(
+                    subscriber_id=i["my_subscriber"], time_zone="UTC", email="x@example.org"
+                ),
+                request_id=request_id(),
+            )
+        ],
+        "ListMyNotifications": [npb.ListMyNotificationsRequest()],
     }
 
 
@@ -981,6 +1008,8 @@ def _a_is_unchanged(world: World) -> None:
     assert not notification.HasField("cancel_time")
     subscriber_a = a.notify.GetSubscriber(npb.GetSubscriberRequest(id=i["subscriber"])).subscriber
     assert subscriber_a.etag == 'W/"1"'
+    mine = a.notify.GetMyNotificationSettings(npb.GetMyNotificationSettingsRequest()).settings
+    assert (mine.subscriber_id, mine.etag) == (i["my_subscriber"], 'W/"1"')
 
 
 def _b_sees_its_own(world: World) -> None:
@@ -1005,6 +1034,8 @@ def _b_sees_its_own(world: World) -> None:
     )
     assert i["notification"] in {n.id for n in listed}
     assert {n.organisation_id for n in listed} == {ORG_B}
+    mine = b.notify.ListMyNotifications(npb.ListMyNotificationsRequest()).notifications
+    assert [n.notification_id for n in mine] == [i["notification"]]
 
 
 def test_the_stream_shows_only_the_callers_organisation(world: World) -> None:
@@ -1130,8 +1161,11 @@ def test_a_service_publishes_for_the_organisation_it_names(world: World) -> None
         )
     ).notification
     assert sent.organisation_id == ORG_A
-    # A's staff subscriber (LOT_EXPIRING by email) receives it, B's does not
-    assert {d.subscriber_id for d in sent.deliveries} == {world.a_ids["subscriber"]}
+    # A's staff subscriber and A's user (LOT_EXPIRING by email) receive it, B's do not
+    assert {d.subscriber_id for d in sent.deliveries} == {
+        world.a_ids["subscriber"],
+        world.a_ids["my_subscriber"],
+    }
     measure(world.a.p, world.a_ids["patient"], "71", "165")  # A still works on its own data
 
 

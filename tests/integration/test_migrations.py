@@ -11,6 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
 from services.common.migrations import alembic_config, upgrade
@@ -81,5 +82,46 @@ def test_the_scope_migrations_reverse_and_give_old_rows_the_legacy_organisation(
                 text(f"SELECT organisation_id FROM {table} WHERE id = 'old-site'")
             )
         assert owner == "org-old"
+    finally:
+        db.dispose()
+
+
+def test_notify_0008_ties_one_subscriber_per_user_and_organisation_and_reverses(
+    database_url: str,
+) -> None:
+    """Notify 0008 (a user's own subscriber): existing subscribers get no user (NULL, and NULLs
+    never collide); one organisation's user has one subscriber; down and up again."""
+    db = Database(database_url)
+    insert = text(
+        "INSERT INTO notify_subscribers (id, external_ref, display_name, time_zone, email, phone,"
+        " webhook_url, webhook_secret, preferences, site_ids, kind, organisation_id, revision,"
+        " created_at, updated_at) VALUES (:id, 'r', 'N', 'UTC', '', '', '', '', '[]', '[]',"
+        " 'STAFF', :org, 1, :now, :now)"
+    )
+    now = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
+    try:
+        _migrate(db, "notify", "0007")
+        with db.engine.begin() as connection:
+            for sid in ("s1", "s2"):
+                connection.execute(insert, {"id": sid, "org": "org-1", "now": now})
+        _migrate(db, "notify", "head")
+        with db.engine.begin() as connection:
+            users = connection.scalars(text("SELECT user_subject FROM notify_subscribers"))
+            assert list(users) == [None, None]
+            connection.execute(
+                text("UPDATE notify_subscribers SET user_subject = 'u' WHERE id = 's1'")
+            )
+            connection.execute(insert, {"id": "s3", "org": "org-2", "now": now})
+            connection.execute(
+                text("UPDATE notify_subscribers SET user_subject = 'u' WHERE id = 's3'")
+            )
+        with pytest.raises(IntegrityError), db.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE notify_subscribers SET user_subject = 'u' WHERE id = 's2'")
+            )
+        _migrate(db, "notify", "0007", down=True)
+        columns = {c["name"] for c in inspect(db.engine).get_columns("notify_subscribers")}
+        assert "user_subject" not in columns
+        _migrate(db, "notify", "head")
     finally:
         db.dispose()

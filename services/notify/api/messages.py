@@ -30,6 +30,7 @@ from services.notify.domain.model import (
     Topic,
     preference_list,
 )
+from services.notify.domain.own import MySettings, message_of
 from services.notify.domain.views import EventView, NotificationView, StoredSubscriber
 from services.notify.usecases.notifications import PublishCommand
 
@@ -51,7 +52,8 @@ KIND_IN = {v: k for k, v in KIND.items()}
 MUTABLE = tuple(
     f.name
     for f in pb.Subscriber.DESCRIPTOR.fields
-    if f.name not in {"id", "etag", "create_time", "update_time", "webhook_secret_set"}
+    if f.name
+    not in {"id", "etag", "create_time", "update_time", "webhook_secret_set", "user_subject"}
 )
 
 
@@ -59,6 +61,28 @@ MUTABLE = tuple(
 
 
 def subscriber_in(msg: pb.Subscriber, v: Violations, prefix: str = "subscriber") -> Subscriber:
+    preferences, quiet = _preferences_in(msg, v, prefix)
+    kind = KIND_IN.get(msg.kind)  # None when unspecified: validate_subscriber says so
+    return Subscriber(
+        external_ref=msg.external_ref,
+        display_name=msg.display_name,
+        time_zone=msg.time_zone,
+        email=msg.email.strip(),
+        phone=msg.phone.strip(),
+        webhook_url=msg.webhook_url.strip(),
+        webhook_secret=msg.webhook_secret,
+        preferences=preferences,
+        quiet_hours=quiet,
+        site_ids=tuple(msg.site_ids),
+        kind=kind,
+        organisation_id=msg.organisation_id,
+    )
+
+
+def _preferences_in(
+    msg: pb.Subscriber | pb.MyNotificationSettings, v: Violations, prefix: str
+) -> tuple[dict[Topic, tuple[Channel, ...]], QuietHours | None]:
+    """The preferences and quiet hours of a subscriber or of a user's own settings."""
     items = []
     for i, p in enumerate(msg.preferences):
         topic = TOPIC_IN.get(p.topic)
@@ -74,27 +98,46 @@ def subscriber_in(msg: pb.Subscriber, v: Violations, prefix: str = "subscriber")
                 channels.append(channel)
         items.append((topic, channels))
     preferences = preference_list(items, f"{prefix}.preferences", v)
-    kind = KIND_IN.get(msg.kind)  # None when unspecified: validate_subscriber says so
     quiet = None
     if msg.HasField("quiet_hours"):
         start = parse_time_of_day(msg.quiet_hours.start, f"{prefix}.quiet_hours.start", v)
         end = parse_time_of_day(msg.quiet_hours.end, f"{prefix}.quiet_hours.end", v)
         if start is not None and end is not None:
             quiet = QuietHours(start, end)
-    return Subscriber(
-        external_ref=msg.external_ref,
+    return preferences, quiet
+
+
+def settings_in(msg: pb.MyNotificationSettings, v: Violations) -> MySettings:
+    preferences, quiet = _preferences_in(msg, v, "settings")
+    return MySettings(
         display_name=msg.display_name,
         time_zone=msg.time_zone,
         email=msg.email.strip(),
         phone=msg.phone.strip(),
-        webhook_url=msg.webhook_url.strip(),
-        webhook_secret=msg.webhook_secret,
         preferences=preferences,
         quiet_hours=quiet,
-        site_ids=tuple(msg.site_ids),
-        kind=kind,
-        organisation_id=msg.organisation_id,
     )
+
+
+def settings_out(stored: StoredSubscriber | None) -> pb.MyNotificationSettings:
+    """A user's own settings (empty, without an etag, before their subscriber exists)."""
+    if stored is None:
+        return pb.MyNotificationSettings()
+    whole = subscriber_out(stored)  # never the secret
+    msg = pb.MyNotificationSettings(
+        subscriber_id=whole.id,
+        display_name=whole.display_name,
+        time_zone=whole.time_zone,
+        email=whole.email,
+        phone=whole.phone,
+        preferences=whole.preferences,
+        site_ids=whole.site_ids,
+        etag=whole.etag,
+        update_time=whole.update_time,
+    )
+    if whole.HasField("quiet_hours"):
+        msg.quiet_hours.CopyFrom(whole.quiet_hours)
+    return msg
 
 
 def subscriber_out(stored: StoredSubscriber, *, with_secret: bool = False) -> pb.Subscriber:
@@ -116,6 +159,7 @@ def subscriber_out(stored: StoredSubscriber, *, with_secret: bool = False) -> pb
         site_ids=list(s.site_ids),
         kind=KIND[s.kind] if s.kind else pb.SUBSCRIBER_KIND_UNSPECIFIED,
         organisation_id=s.organisation_id,
+        user_subject=s.user_subject,
         etag=etag_for(stored.revision),
         create_time=from_datetime(stored.created_at),
         update_time=from_datetime(stored.updated_at),
@@ -228,6 +272,23 @@ def notification_out(n: NotificationView) -> pb.Notification:
             )
             if a.finished_at is not None:
                 attempt.end_time.CopyFrom(from_datetime(a.finished_at))
+    return msg
+
+
+def my_notification_out(n: NotificationView) -> pb.MyNotification:
+    """A notification as its recipient sees it: the text and their own deliveries."""
+    whole = notification_out(n)
+    subject, text = message_of(n.deliveries)
+    msg = pb.MyNotification(
+        notification_id=n.id,
+        topic=whole.topic,
+        create_time=whole.create_time,
+        subject=subject,
+        text=text,
+        deliveries=whole.deliveries,
+    )
+    if whole.HasField("cancel_time"):
+        msg.cancel_time.CopyFrom(whole.cancel_time)
     return msg
 
 

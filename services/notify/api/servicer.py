@@ -6,6 +6,7 @@ transaction with the stored response. Subscribe hands its stream to ``streams``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,8 +19,11 @@ from services.common.crud import Mutations, listed, masked, parsed
 from services.common.errors import FieldViolation, InvalidArgument, Violations
 from services.notify.api.messages import (
     MUTABLE,
+    my_notification_out,
     notification_out,
     publish_in,
+    settings_in,
+    settings_out,
     status_in,
     subscriber_in,
     subscriber_out,
@@ -31,7 +35,7 @@ from services.notify.domain.model import Subscriber
 from services.notify.domain.views import StoredSubscriber
 from services.notify.usecases.events import EventLog
 from services.notify.usecases.notifications import Notifications
-from services.notify.usecases.subscribers import Subscribers
+from services.notify.usecases.subscribers import Subscribers, current_user
 
 
 class NotifyServicer(pb_grpc.NotifyServiceServicer):
@@ -108,6 +112,46 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
             return pb.UpdateSubscriberResponse(subscriber=subscriber_out(stored))
 
         return self.mutate("UpdateSubscriber", request, pb.UpdateSubscriberResponse, update)
+
+    # --- the signed-in user's own (notify.self.manage) ---------------------------------------
+
+    def GetMyNotificationSettings(
+        self, request: pb.GetMyNotificationSettingsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return pb.GetMyNotificationSettingsResponse(settings=settings_out(self.subscribers.mine()))
+
+    def UpdateMyNotificationSettings(
+        self, request: pb.UpdateMyNotificationSettingsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        settings = parsed(settings_in, request.settings)
+        user = current_user()  # PERMISSION_DENIED before any request_id is claimed
+
+        def update(session: Session) -> pb.UpdateMyNotificationSettingsResponse:
+            stored = self.subscribers.update_mine(session, request.settings.etag, settings)
+            return pb.UpdateMyNotificationSettingsResponse(settings=settings_out(stored))
+
+        # a request_id is the user's own: another user's same id never replays this answer
+        who = hashlib.sha256(user.subject.encode()).hexdigest()[:32]
+        return self.mutate(
+            f"UpdateMyNotificationSettings:{who}",
+            request,
+            pb.UpdateMyNotificationSettingsResponse,
+            update,
+        )
+
+    def ListMyNotifications(
+        self, request: pb.ListMyNotificationsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        rows, token = listed(
+            request.page_size,
+            request.page_token,
+            scope="my-notifications",
+            fetch=self.notifications.mine,
+            key=lambda n: [n.id],
+        )
+        return pb.ListMyNotificationsResponse(
+            notifications=[my_notification_out(n) for n in rows], next_page_token=token
+        )
 
     # --- notifications ------------------------------------------------------------------------
 

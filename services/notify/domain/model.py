@@ -97,6 +97,8 @@ class Subscriber:
     kind: SubscriberKind | None = None  # required: None only until validated
     # the organisation it belongs to (docs/security.md, "Scope"): set by the service layer
     organisation_id: str = ""
+    # the signed-in user (token subject) whose own subscriber this is; "" for the others
+    user_subject: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -223,6 +225,7 @@ def validate_subscriber(
         site_ids=tuple(dict.fromkeys(s.site_ids)),
         kind=s.kind,
         organisation_id=s.organisation_id,
+        user_subject=s.user_subject,
     )
 
 

@@ -41,6 +41,9 @@ class DeliveryView:
     delivered_at: dt.datetime | None
     last_error: str
     deferred: bool
+    # the message as rendered for its recipient (read for the recipient's own list only)
+    subject: str = ""
+    body_text: str = ""
 
 
 @dataclass(frozen=True)

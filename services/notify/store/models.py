@@ -41,6 +41,12 @@ idempotency_keys, audit_tables = define_request_tables(Base.metadata, "notify")
 
 class SubscriberRow(Base):
     __tablename__ = "notify_subscribers"
+    # a user's own subscriber: one per organisation and token subject (NULLs never collide)
+    __table_args__ = (
+        UniqueConstraint(
+            "organisation_id", "user_subject", name="uq_notify_subscribers_organisation_user"
+        ),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     external_ref: Mapped[str] = mapped_column(String(200), index=True)
     display_name: Mapped[str] = mapped_column(String(200))
@@ -58,6 +64,8 @@ class SubscriberRow(Base):
     # the organisation it belongs to (docs/security.md, "Scope"); "" for rows older than
     # scoping: seen by our services only
     organisation_id: Mapped[str] = mapped_column(String(100), server_default="", index=True)
+    # the signed-in user (token subject) whose own subscriber this is; NULL for the others
+    user_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
     revision: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

@@ -61,6 +61,8 @@ def _deliveries(session: Session, ids: Sequence[str]) -> dict[str, list[Delivery
                 delivered_at=r.delivered_at,
                 last_error=r.last_error,
                 deferred=r.deferred,
+                subject=r.subject,
+                body_text=r.body_text,
             )
         )
     return found
@@ -276,3 +278,26 @@ def page(
     if page.after:
         query = query.where(NotificationRow.id > page.after[0])
     return _whole(session, list(session.scalars(query.limit(page.size + 1))))
+
+
+def delivered_to(session: Session, subscriber_id: str, page: PageRequest) -> list[NotificationView]:
+    """Up to ``page.size + 1`` notifications with a delivery to the subscriber, newest first
+    (ids are UUIDv7: their order is their creation's), each with that subscriber's deliveries
+    only (another recipient's address or state is not theirs to see)."""
+    query = (
+        select(NotificationRow)
+        .where(
+            exists().where(
+                DeliveryRow.notification_id == NotificationRow.id,
+                DeliveryRow.subscriber_id == subscriber_id,
+            )
+        )
+        .order_by(NotificationRow.id.desc())
+    )
+    if page.after:
+        query = query.where(NotificationRow.id < page.after[0])
+    found = _whole(session, list(session.scalars(query.limit(page.size + 1))))
+    return [
+        replace(n, deliveries=tuple(d for d in n.deliveries if d.subscriber_id == subscriber_id))
+        for n in found
+    ]

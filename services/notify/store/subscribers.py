@@ -45,6 +45,7 @@ def stored(row: SubscriberRow | Row[Any]) -> StoredSubscriber:
             site_ids=tuple(row.site_ids),
             kind=SubscriberKind(row.kind),
             organisation_id=row.organisation_id,
+            user_subject=row.user_subject or "",
         ),
         revision=row.revision,
         created_at=row.created_at,
@@ -67,6 +68,7 @@ def _write(row: SubscriberRow, s: Subscriber) -> None:
     assert s.kind is not None  # validated
     row.kind = s.kind.value
     row.organisation_id = s.organisation_id
+    row.user_subject = s.user_subject or None
 
 
 def add(session: Session, subscriber: Subscriber, now: dt.datetime) -> StoredSubscriber:
@@ -88,6 +90,18 @@ def get(
     else:
         query = select(SubscriberRow).where(SubscriberRow.id == subscriber_id)
         row = session.scalars(query.with_for_update()).first()
+    return stored(row) if row is not None else None
+
+
+def of_user(
+    session: Session, organisation_id: str, subject: str, *, for_update: bool = False
+) -> StoredSubscriber | None:
+    """The user's own subscriber (one per organisation and subject), locked like :func:`get`
+    with ``for_update``."""
+    query = select(SubscriberRow).where(
+        SubscriberRow.organisation_id == organisation_id, SubscriberRow.user_subject == subject
+    )
+    row = session.scalars(query.with_for_update() if for_update else query).first()
     return stored(row) if row is not None else None
 
 

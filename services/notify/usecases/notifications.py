@@ -33,6 +33,7 @@ from services.notify.domain.templates import RenderError, Templates
 from services.notify.domain.timing import quiet_until
 from services.notify.domain.views import NotificationView, PlannedDelivery, StoredSubscriber
 from services.notify.store import events, notifications, subscribers
+from services.notify.usecases.subscribers import current_user
 
 
 @dataclass(frozen=True)
@@ -253,3 +254,10 @@ class Notifications:
                 status=status,
                 dedupe_key=dedupe_key,
             )
+
+    def mine(self, page: PageRequest) -> builtins.list[NotificationView]:
+        """The caller's own notifications, newest first (none before their subscriber exists)."""
+        user = current_user()
+        with self.db.read() as session:
+            own = subscribers.of_user(session, user.organisation_id, user.subject)
+            return [] if own is None else notifications.delivered_to(session, own.id, page)
