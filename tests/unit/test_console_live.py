@@ -5,10 +5,13 @@ each message of notify's stream."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+
+import anyio
 
 from infusion.notify.v1 import notify_pb2 as npb
 from services.common.convert import from_date
-from services.console.live import board_messages, concerns, cursor_from
+from services.console.live import _forward, board_messages, concerns, cursor_from
 
 DAY = dt.date(2026, 11, 24)
 
@@ -68,3 +71,43 @@ def test_the_browser_gets_board_events_for_its_day_and_ids_for_the_rest() -> Non
     )
     assert "patient" not in sent[1]
     assert sent[2].startswith("id: 9\r\nevent: heartbeat\r\n")  # another day: the cursor only
+
+
+class HangingCall:
+    """A Subscribe call that sends a heartbeat, then waits until it is cancelled (as a quiet
+    stream does), recording the cancel."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.sent = False
+
+    def __iter__(self) -> HangingCall:
+        return self
+
+    def __next__(self) -> npb.SubscribeResponse:
+        if not self.sent:
+            self.sent = True
+            return npb.SubscribeResponse(heartbeat=npb.Heartbeat(sequence=5))
+        self.cancelled.wait(30)
+        raise StopIteration
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_the_browser_leaving_cancels_notifys_stream() -> None:
+    """sse-starlette cancels the generator when the client goes; the Subscribe call must end
+    with it rather than hold a notify stream and a thread until its idle timeout."""
+    call = HangingCall()
+
+    async def browse_then_leave() -> str:
+        messages = _forward(call, DAY)
+        first = await messages.__anext__()
+        with anyio.move_on_after(0.2):  # the browser waits a little, then closes the tab
+            await messages.__anext__()
+        await messages.aclose()
+        return first.encode().decode()
+
+    first = anyio.run(browse_then_leave)
+    assert first.startswith("id: 5\r\nevent: heartbeat\r\n") and "retry: 2000" in first
+    assert call.cancelled.is_set()
