@@ -2,7 +2,8 @@
 BOARD_CHANGED (through the scheduler's outbox and relay) and the console's server-sent events
 (/board/events, notify's Subscribe as the signed-in nurse) for that site and day within a
 second or two; not the board of another day, and nothing of it reaches another organisation's
-nurse, even one naming the demo site's id. A reconnect with Last-Event-ID resumes after it."""
+nurse, even one naming the demo site's id. A reconnect with Last-Event-ID resumes after it, and
+a role that may not subscribe is told 204 (its page polls)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from demo import centre
+from services.common.auth.roles import Roles
 from services.common.convert import to_date
+from services.console.app import create_app
+from services.console.settings import load_settings
 from tests.integration.console_support import Platform, running_platform, sign_in
 from tests.integration.live_support import a_free_slot, book, reading_events, relaying, serving
 
@@ -81,3 +86,36 @@ def test_the_event_stream_needs_a_signed_in_user_and_a_day(live: tuple[Platform,
         "/board/events", params={"site": platform.site_id, "date": "2026-11-24"}
     )
     assert answer.status_code == 403
+
+
+def test_a_role_that_may_not_subscribe_gets_204_so_the_page_polls(
+    live: tuple[Platform, str],
+) -> None:
+    """A roles file (AUTH_ROLES_FILE) whose nurse opens the board but may not subscribe: the
+    console answers 204, which tells EventSource to stop; the page polls instead."""
+    platform, _ = live
+    shipped = Roles.default()
+    nurse = shipped.specs["nurse"]
+    kept = [p for p in nurse.permissions if p != "notify.notifications.subscribe"]
+    roles = Roles(
+        {**shipped.specs, "nurse": nurse.model_copy(update={"permissions": kept})},
+        shipped.authenticated,
+    )
+    app = create_app(
+        load_settings(
+            {
+                "SCHEDULER_ADDRESS": platform.scheduler_address,
+                "INVENTORY_ADDRESS": platform.inventory_address,
+                "NOTIFY_ADDRESS": platform.notify_address,
+                "AUTH_ISSUER": platform.issuer.issuer.url,
+                "CONSOLE_SESSION_SECRET": "test-secret",
+            }
+        ),
+        clock=platform.clock,
+        roles=roles,
+    )
+    client = TestClient(app, base_url="http://127.0.0.1")
+    sign_in(client, "nurse")
+    assert client.get("/board").status_code == 200
+    answer = client.get("/board/events", params={"site": platform.site_id, "date": "2026-11-24"})
+    assert answer.status_code == 204

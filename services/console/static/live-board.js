@@ -20,6 +20,7 @@
     if (poller === null) { poller = window.setInterval(refresh, pollSeconds * 1000); }
   }
   function live() {
+    if (settling !== null) { window.clearTimeout(settling); settling = null; }
     board.dataset.live = "on";
     say("Live: changes appear as they happen");
     if (poller !== null) { window.clearInterval(poller); poller = null; }
@@ -28,14 +29,19 @@
   if (!window.EventSource) { poll(); return; }
   var source = new EventSource(board.dataset.events);
   var opened = false;
+  var settling = null;
+  // Live once a message came, or the stream stayed open a few seconds: a stream that opens and
+  // closes at once (notify refusing it: too many streams) must leave the polling running.
   source.addEventListener("open", function () {
     if (opened) { refresh(); }
     opened = true;
-    live();
+    if (settling === null) { settling = window.setTimeout(live, 5000); }
   });
-  source.addEventListener("board", refresh);
+  source.addEventListener("heartbeat", live);
+  source.addEventListener("board", function () { live(); refresh(); });
   source.addEventListener("error", function () {
     // CONNECTING: the browser retries by itself; CLOSED: it has given up (204, an error page)
+    if (settling !== null) { window.clearTimeout(settling); settling = null; }
     poll();
     if (source.readyState === EventSource.CLOSED) { source.close(); }
   });
