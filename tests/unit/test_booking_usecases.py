@@ -15,7 +15,7 @@ import pytest
 from services.common import errors
 from services.common.clock import FixedClock
 from services.scheduler.domain.appointments import Appointment, AppointmentStatus, Parties
-from services.scheduler.store.events import Event
+from services.scheduler.store.events import Event, board_changed
 from services.scheduler.usecases.bookings import Bookings
 from tests.unit.builders import BOOKED_AT, LONDON, booked, held
 
@@ -158,3 +158,20 @@ def test_a_lapsed_hold_is_not_booked() -> None:
 def test_an_unknown_appointment_is_not_found() -> None:
     with pytest.raises(errors.NotFound):
         bookings(FakeAppointments(), BOOKED_AT).cancel(None, "nope", "reason")
+
+
+def test_a_moves_board_signal_names_the_day_it_left_and_an_answer_keeps_its_own_key() -> None:
+    """A move to another day refreshes both days' boards; the inventory's answer keeps the
+    revision, so its status is in the key (a later answer at the same revision is new)."""
+    day = dt.date(2026, 12, 1)
+    moved = board_changed(
+        "a-1", "s-1", day, "BOOKED", 3, "", previous_local_date=day - dt.timedelta(days=1)
+    )
+    assert moved.payload["previous_local_date"] == "2026-11-30"
+    same_day = board_changed("a-1", "s-1", day, "BOOKED", 3, "", previous_local_date=day)
+    assert "previous_local_date" not in same_day.payload
+    answer = board_changed("a-1", "s-1", day, "BOOKED", 3, "AT_RISK", key_suffix=":AT_RISK")
+    assert (moved.dedupe_key, answer.dedupe_key) == (
+        "BOARD_CHANGED:a-1:3",
+        "BOARD_CHANGED:a-1:3:AT_RISK",
+    )
