@@ -363,7 +363,13 @@ def load_notify(
         found = stub.ListSubscribers(npb.ListSubscribersRequest(external_ref=CONSOLE_REF))
         if found.subscribers:
             return []
-        topics = [t for t in npb.Topic.values() if t != npb.TOPIC_UNSPECIFIED]
+        # every topic but the stream-only BOARD_CHANGED, which no channel delivers (the live
+        # chair board listens to it through Subscribe)
+        topics = [
+            t
+            for t in npb.Topic.values()
+            if t not in (npb.TOPIC_UNSPECIFIED, npb.TOPIC_BOARD_CHANGED)
+        ]
         made = stub.CreateSubscriber(
             npb.CreateSubscriberRequest(
                 request_id=f"demo-notify-{CONSOLE_REF}",
@@ -379,6 +385,6 @@ def load_notify(
                 ),
             )
         ).subscriber
-        return [f"notify: console subscriber {made.id} for all {len(topics)} topics"]
+        return [f"notify: console subscriber {made.id} for all {len(topics)} delivered topics"]
     finally:
         channel.close()

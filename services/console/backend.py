@@ -67,10 +67,17 @@ class UserCalls:
         self.inventory = _Stub(
             inventory_pb2_grpc.InventoryServiceStub(backend.channels["inventory"]), self
         )
-        self.notify = _Stub(notify_pb2_grpc.NotifyServiceStub(backend.channels["notify"]), self)
+        self._notify = notify_pb2_grpc.NotifyServiceStub(backend.channels["notify"])
+        self.notify = _Stub(self._notify, self)
 
     def call(self, method: Callable[..., T], request: Any) -> T:
         return method(request, metadata=self._metadata, timeout=self._timeout)
+
+    def subscribe(self, request: Any) -> Any:
+        """notify's Subscribe stream as this user, with no deadline (it lasts as long as the
+        page listening to it): an iterator of SubscribeResponse that is also the call, whose
+        ``cancel()`` ends it."""
+        return self._notify.Subscribe(request, metadata=self._metadata)
 
 
 class _Stub:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from infusion.notify.v1 import notify_pb2 as npb
 from services.common.time_zones import is_valid_time_zone
-from services.notify.domain.model import CRITICAL
+from services.notify.domain.model import CRITICAL, SIGNALS
 
 if TYPE_CHECKING:
     from services.common.auth.roles import Roles
@@ -41,7 +41,11 @@ CHANNELS = (
     ("SMS", "Text message", npb.CHANNEL_SMS),
     ("CONSOLE", "Console log", npb.CHANNEL_CONSOLE),
 )
-TOPICS = [int(v) for v in npb.Topic.values() if v != npb.TOPIC_UNSPECIFIED]
+# stream-only signals (BOARD_CHANGED, for the live board) go to no channel: not offered here
+SIGNAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in SIGNALS)
+TOPICS = [
+    int(v) for v in npb.Topic.values() if v != npb.TOPIC_UNSPECIFIED and v not in SIGNAL_TOPICS
+]
 CRITICAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in CRITICAL)
 LABELS = {
     "display_name": "Name",

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from services.launcher import free_port
 from tests.integration.console_support import Platform, running_platform
+from tests.integration.live_support import serving
 
 REPO = Path(__file__).resolve().parents[2]
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
@@ -51,29 +48,23 @@ def _missing() -> str:
     return ""
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, str]]:
+def skip_without_browser() -> None:
+    """Skip saying what is missing (fail under CI=true)."""
     reason = _missing()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser tests cannot run in CI: {reason}")
         pytest.skip(reason)
-    with running_platform(tmp_path_factory.mktemp("browser")) as platform:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(platform.app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        try:
-            yield platform, f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, str]]:
+    skip_without_browser()
+    with (
+        running_platform(tmp_path_factory.mktemp("browser")) as platform,
+        serving(platform.app) as base,
+    ):
+        yield platform, base
 
 
 @pytest.fixture

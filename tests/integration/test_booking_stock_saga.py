@@ -81,6 +81,15 @@ def test_bookings_reserve_release_amend_and_flag_shortages(
                 text("SELECT count(*) FROM scheduler_outbox WHERE topic = 'STOCK_AT_RISK'")
             ).scalar()
         assert at_risk == 1
+        # the chair boards hear of both answers: reserved for the first, at risk for the second
+        with db.read() as session:
+            keys = set(
+                session.execute(
+                    text("SELECT dedupe_key FROM scheduler_outbox WHERE topic = 'BOARD_CHANGED'")
+                ).scalars()
+            )
+        assert f"BOARD_CHANGED:{first.id}:1:RESERVED" in keys
+        assert f"BOARD_CHANGED:{second.id}:1:AT_RISK" in keys
 
         platform.scheduler.CancelAppointment(
             pb.CancelAppointmentRequest(id=first.id, reason="unwell", request_id=request_id())

@@ -125,9 +125,11 @@ def test_the_board_shows_the_demo_day_with_names_and_nurse_load(platform: Platfo
     assert 'href="http://127.0.0.1/static/print.css" media="print"' in page.text
     printed = TestClient(platform.app, base_url=BASE).get("/static/print.css")
     assert printed.status_code == 200 and ".site-header" in printed.text
-    # a wall screen polls for its rows
+    # a wall screen listens for its day's changes (polling every 30 s only while it cannot)
     wall = client.get("/board", params={"date": day.isoformat(), "wall": "1"})
-    assert 'hx-trigger="every 30s"' in wall.text and 'class="wall"' in wall.text
+    assert 'class="wall"' in wall.text and 'hx-trigger="board-changed delay:300ms"' in wall.text
+    assert f'data-events="/board/events?site={platform.site_id}&amp;date={day}"' in wall.text
+    assert 'data-poll-seconds="30"' in wall.text
     rows = client.get(
         "/board", params={"date": day.isoformat(), "wall": "1"}, headers={"HX-Request": "true"}
     )

@@ -153,9 +153,15 @@ def env(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-# Rows bookings write for the inventory and for APPOINTMENT_CHANGED (tested with bookings:
-# test_booking_stock_saga.py, test_scheduler_booking.py), not by these jobs.
-NOT_FROM_JOBS = ("RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "APPOINTMENT_CHANGED")
+# Rows bookings write for the inventory, APPOINTMENT_CHANGED and BOARD_CHANGED (tested with
+# bookings: test_booking_stock_saga.py, test_scheduler_booking.py), not by these jobs.
+NOT_FROM_JOBS = (
+    "RESERVE_STOCK",
+    "AMEND_RESERVATION",
+    "RELEASE_RESERVATION",
+    "APPOINTMENT_CHANGED",
+    "BOARD_CHANGED",  # the live chair board's signal, on every change
+)
 
 
 def rows(e: Env, topic: str = "") -> list[Any]:
@@ -703,8 +709,9 @@ def test_the_relay_delivers_the_outbox_to_notify(env: Env) -> None:
     at(env, 2026, 11, 29, 10, 0)
     assert env.jobs.run_all() == 3  # plan due (staff + patient), other's 72 h reminder
     delivered = env.relay.drain()
-    # the 3 notifications, and the booking's RESERVE_STOCK row (no inventory in this test)
-    assert (delivered.delivered, delivered.failed) == (4, 0)
+    # the 3 notifications, and the booking's RESERVE_STOCK (no inventory in this test) and
+    # BOARD_CHANGED rows
+    assert (delivered.delivered, delivered.failed) == (5, 0)
     assert all(r.delivered_at is not None for r in rows(env))
     assert env.relay.drain().delivered == 0  # nothing twice
 
@@ -743,8 +750,10 @@ def test_a_reminder_relayed_after_the_appointment_began_is_dropped(env: Env) -> 
     at(env, 2026, 12, 1, 10, 0)
     assert env.jobs.reminders() == 1
     at(env, 2026, 12, 2, 10, 0)  # notify was unreachable until the appointment began
-    assert env.relay.drain().delivered == 2  # the reminder, and the booking's RESERVE_STOCK
-    assert not env.notify.stub.ListNotifications(npb.ListNotificationsRequest()).notifications
+    # the reminder (dropped as moot), and the booking's RESERVE_STOCK and BOARD_CHANGED
+    assert env.relay.drain().delivered == 3
+    published = env.notify.stub.ListNotifications(npb.ListNotificationsRequest()).notifications
+    assert [n.topic for n in published] == [npb.TOPIC_BOARD_CHANGED]  # no reminder
 
 
 # --- AUTHORISATION_EXPIRING ---------------------------------------------------------------------

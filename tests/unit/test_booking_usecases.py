@@ -15,7 +15,7 @@ import pytest
 from services.common import errors
 from services.common.clock import FixedClock
 from services.scheduler.domain.appointments import Appointment, AppointmentStatus, Parties
-from services.scheduler.store.events import Event
+from services.scheduler.store.events import Event, board_changed
 from services.scheduler.usecases.bookings import Bookings
 from tests.unit.builders import BOOKED_AT, LONDON, booked, held
 
@@ -28,6 +28,7 @@ class FakeAppointments:
     def __init__(self, *appointments: Appointment) -> None:
         self.saved = {a.id: copy.deepcopy(a) for a in appointments}
         self.outbox: list[Event] = []
+        self.board: list[Event] = []  # the BOARD_CHANGED signals, kept apart
         self.reminders: list[tuple[str, str]] = []
 
     def get(self, appointment_id: str) -> Appointment:
@@ -50,7 +51,8 @@ class FakeAppointments:
         return Parties("Day unit", "Europe/London", "Ada Lovelace", "subscriber-1")
 
     def write(self, events: Sequence[Event], now: dt.datetime) -> None:
-        self.outbox.extend(events)
+        for e in events:
+            (self.board if e.topic == "BOARD_CHANGED" else self.outbox).append(e)
 
     def schedule_reminders(
         self, appointment_id: str, zone: ZoneInfo, offsets: Sequence[float], now: dt.datetime
@@ -90,6 +92,15 @@ def test_a_cancellation_is_saved_and_tells_the_patient_the_staff_and_the_invento
     assert notice["cancelled"] is True and "start_time" not in notice
     assert notice["previous_start_time"] == "2026-12-01T09:00:00+00:00"
     assert store.reminders == [("cancel", "a-1")]
+    assert [e.dedupe_key for e in store.board] == ["BOARD_CHANGED:a-1:2"]
+    assert store.board[0].payload == {
+        "appointment_id": "a-1",
+        "site_id": cancelled.site_id,
+        "local_date": cancelled.local_date.isoformat(),
+        "status": "CANCELLED",
+        "revision": 2,
+        "stock_status": "",
+    }
 
 
 def test_a_refused_move_saves_and_writes_nothing() -> None:
@@ -97,7 +108,7 @@ def test_a_refused_move_saves_and_writes_nothing() -> None:
     with pytest.raises(errors.FailedPrecondition):
         bookings(store, dt.datetime(2026, 12, 1, 8, 30, tzinfo=dt.UTC)).mark_no_show(None, "a-1")
     assert store.saved["a-1"].status is S.BOOKED and store.saved["a-1"].revision == 1
-    assert store.outbox == [] and store.reminders == []
+    assert store.outbox == [] and store.reminders == [] and store.board == []
 
 
 def test_a_no_show_releases_the_stock_and_cancels_the_reminders() -> None:
@@ -117,6 +128,11 @@ def test_check_in_and_start_change_the_appointment_only() -> None:
     assert started.status is S.IN_PROGRESS and started.actual_start_at == at_nine
     assert started.revision == 3
     assert store.outbox == [] and store.reminders == []
+    # but every chair board at the site hears of each step, once per revision
+    assert [(e.payload["status"], e.dedupe_key) for e in store.board] == [
+        ("CHECKED_IN", "BOARD_CHANGED:a-1:2"),
+        ("IN_PROGRESS", "BOARD_CHANGED:a-1:3"),
+    ]
 
 
 def test_confirming_a_hold_reserves_the_stock_and_schedules_the_reminders() -> None:
@@ -136,9 +152,26 @@ def test_a_lapsed_hold_is_not_booked() -> None:
     with pytest.raises(errors.FailedPrecondition) as caught:
         bookings(store, expiry + dt.timedelta(minutes=1)).book(None, "h-1", "", "", None, None)
     assert caught.value.reason == "HOLD_EXPIRED"
-    assert store.saved["h-1"].status is S.PENDING and store.outbox == []
+    assert store.saved["h-1"].status is S.PENDING and store.outbox == [] and store.board == []
 
 
 def test_an_unknown_appointment_is_not_found() -> None:
     with pytest.raises(errors.NotFound):
         bookings(FakeAppointments(), BOOKED_AT).cancel(None, "nope", "reason")
+
+
+def test_a_moves_board_signal_names_the_day_it_left_and_an_answer_keeps_its_own_key() -> None:
+    """A move to another day refreshes both days' boards; the inventory's answer keeps the
+    revision, so its status is in the key (a later answer at the same revision is new)."""
+    day = dt.date(2026, 12, 1)
+    moved = board_changed(
+        "a-1", "s-1", day, "BOOKED", 3, "", previous_local_date=day - dt.timedelta(days=1)
+    )
+    assert moved.payload["previous_local_date"] == "2026-11-30"
+    same_day = board_changed("a-1", "s-1", day, "BOOKED", 3, "", previous_local_date=day)
+    assert "previous_local_date" not in same_day.payload
+    answer = board_changed("a-1", "s-1", day, "BOOKED", 3, "AT_RISK", key_suffix=":AT_RISK")
+    assert (moved.dedupe_key, answer.dedupe_key) == (
+        "BOARD_CHANGED:a-1:3",
+        "BOARD_CHANGED:a-1:3:AT_RISK",
+    )

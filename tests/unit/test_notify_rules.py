@@ -318,6 +318,14 @@ SAMPLES: dict[Topic, dict[str, object]] = {
         "days_left": 26,
         "patient_name": "Alex",
     },
+    Topic.BOARD_CHANGED: {
+        "appointment_id": "a1",
+        "site_id": "s1",
+        "local_date": dt.date(2026, 12, 3),
+        "status": "BOOKED",
+        "revision": 1,
+        "stock_status": "",
+    },
 }
 BRANDS = ("Privigen", "privigen", "particulates", "immunodeficiency")
 
@@ -428,3 +436,43 @@ def test_webhook_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
     body = b'{"a":1}'
     expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sign("k", "1700000000", body) == f"sha256={expected}"
+
+
+# -- stream-only signals (BOARD_CHANGED) ----------------------------------------------------------
+
+
+def test_a_signal_reaches_no_channel_named_or_broadcast() -> None:
+    """One per booking change: delivered by a channel it would flood every inbox, so no
+    subscriber's contact points or preferences make it a delivery."""
+    everywhere = {t: (Channel.EMAIL,) for t in Topic if not t.signal}
+    s = Subscriber(
+        "ref",
+        "Ward",
+        "Europe/London",
+        email="ward@example.org",
+        phone="+447700900123",
+        preferences=everywhere,
+        kind=SubscriberKind.STAFF,
+    )
+    assert Topic.BOARD_CHANGED.signal and not Topic.APPOINTMENT_CHANGED.signal
+    assert s.channels_for(Topic.BOARD_CHANGED, named=True) == []
+    assert s.channels_for(Topic.BOARD_CHANGED, named=False) == []
+    assert not s.wants_broadcast(Topic.BOARD_CHANGED, ["s1"])
+    loud = dataclasses.replace(s, preferences={Topic.BOARD_CHANGED: (Channel.CONSOLE,)})
+    assert not loud.wants_broadcast(Topic.BOARD_CHANGED, ["s1"])
+
+
+def test_a_preference_naming_a_channel_for_a_signal_is_refused() -> None:
+    s = Subscriber(
+        "ref",
+        "Ward",
+        "Europe/London",
+        email="ward@example.org",
+        preferences={Topic.BOARD_CHANGED: (Channel.EMAIL,)},
+        kind=SubscriberKind.STAFF,
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        validate_subscriber(s)
+    assert "stream-only" in str(refused.value.violations)
+    quiet = dataclasses.replace(s, preferences={Topic.BOARD_CHANGED: ()})
+    assert validate_subscriber(quiet).preferences == {Topic.BOARD_CHANGED: ()}

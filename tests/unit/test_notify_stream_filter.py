@@ -35,8 +35,11 @@ def event(
     return EventView(1, "PUBLISHED", NOW, notification, recipients)
 
 
-def person(sites: frozenset[str] | None = None) -> Caller:
-    return Caller("u", "user", "org-a", sites, frozenset(), frozenset())
+def person(
+    sites: frozenset[str] | None = None,
+    permissions: frozenset[str] = frozenset({"notify.notifications.read"}),
+) -> Caller:
+    return Caller("u", "user", "org-a", sites, frozenset(), permissions)
 
 
 def test_a_stream_sends_only_what_its_caller_may_see() -> None:
@@ -56,3 +59,19 @@ def test_topics_site_and_subscribers_narrow_the_stream() -> None:
     assert by_topic(event(topic=Topic.LOT_RECALLED)) and not by_topic(event())
     assert by_site(event(sites=("s-1", "s-2"))) and not by_site(event())
     assert by_subscriber(event(recipients=frozenset({"sub-2"}))) and not by_subscriber(event())
+
+
+def test_a_caller_who_may_not_read_notifications_gets_the_board_signal_only() -> None:
+    """The nurse's board subscribes without notify.notifications.read: BOARD_CHANGED (ids
+    only) reaches it, no other topic's payload (names, payers, recalls) does."""
+    nurse = person(frozenset({"s-1"}), frozenset({"notify.notifications.subscribe"}))
+    with acting_as(nurse):
+        everything = EventLog.filter(set(), "", ())
+        asked = EventLog.filter({Topic.APPOINTMENT_CHANGED, Topic.BOARD_CHANGED}, "s-1", ())
+    assert everything(event(topic=Topic.BOARD_CHANGED))
+    assert not everything(event(topic=Topic.APPOINTMENT_CHANGED))
+    assert not everything(event(topic=Topic.LOT_RECALLED))
+    assert asked(event(topic=Topic.BOARD_CHANGED))
+    assert not asked(event(topic=Topic.APPOINTMENT_CHANGED))
+    assert not everything(event(topic=Topic.BOARD_CHANGED, sites=("s-2",)))
+    assert not everything(event(org="org-b", topic=Topic.BOARD_CHANGED))

@@ -239,6 +239,12 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
         topics = topics_in(request.topics, "topics", v)
         if request.after_sequence < 0:
             v.add("after_sequence", "must not be negative")
+        if request.live_only and request.after_sequence:
+            v.add("after_sequence", "must be 0 with live_only (which starts at the end)")
         v.raise_if_any()
         matches = self.events.filter(topics, request.site_id, request.subscriber_ids)
-        yield from self.streams.stream(request.after_sequence, matches, context)
+        if request.live_only:
+            cursor = self.events.last_sequence()
+            yield from self.streams.stream(cursor, matches, context, beat_first=True)
+        else:
+            yield from self.streams.stream(request.after_sequence, matches, context)

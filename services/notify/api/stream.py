@@ -118,10 +118,19 @@ class EventStreams:
         self.closing = threading.Event()
 
     def stream(
-        self, cursor: int, matches: Callable[[EventView], bool], context: grpc.ServicerContext
+        self,
+        cursor: int,
+        matches: Callable[[EventView], bool],
+        context: grpc.ServicerContext,
+        *,
+        beat_first: bool = False,
     ) -> Iterator[pb.SubscribeResponse]:
+        """``beat_first``: a heartbeat first, so a client starting at the end (live_only)
+        learns its cursor before any event arrives."""
         with self.signal.listener() as wake:
             context.add_callback(wake.set)
+            if beat_first:
+                yield heartbeat_out(cursor, self.clock_now())
             yield from self._events(cursor, matches, wake, context)
 
     def _events(

@@ -35,14 +35,25 @@ class Topic(enum.Enum):
     STOCK_AT_RISK = "STOCK_AT_RISK"
     OUTCOME_REVIEW_DUE = "OUTCOME_REVIEW_DUE"
     AUTHORISATION_EXPIRING = "AUTHORISATION_EXPIRING"
+    BOARD_CHANGED = "BOARD_CHANGED"
 
     @property
     def critical(self) -> bool:
         """Critical topics cannot be switched off and ignore quiet hours."""
         return self in CRITICAL
 
+    @property
+    def signal(self) -> bool:
+        """Stream-only signals: they exist for the Subscribe stream (a chair board told to
+        refresh within a second of a change) and are never delivered by any channel, named or
+        broadcast, whatever a subscriber's preferences say; one per booking change would
+        otherwise flood every inbox. They carry ids only, so a caller that may subscribe but
+        not read notifications sees them and nothing else (usecases/events.py)."""
+        return self in SIGNALS
+
 
 CRITICAL = frozenset({Topic.LOT_RECALLED, Topic.STOCK_AT_RISK})
+SIGNALS = frozenset({Topic.BOARD_CHANGED})
 
 
 class Channel(enum.Enum):
@@ -126,6 +137,8 @@ class Subscriber:
     def channels_for(self, topic: Topic, *, named: bool) -> list[Channel]:
         """Channels for one notification. ``named``: the publisher listed this subscriber
         (otherwise it is a broadcast, which reaches only subscribers that opted in)."""
+        if topic.signal:
+            return []
         chosen = self.preferences.get(topic)
         if chosen is not None:
             return list(chosen)
@@ -134,7 +147,7 @@ class Subscriber:
     def wants_broadcast(self, topic: Topic, sites: Iterable[str]) -> bool:
         """A broadcast reaches subscribers with a preference naming a channel for the topic
         whose site filter is empty or shares a site with the event; never patients."""
-        if self.kind is SubscriberKind.PATIENT or not self.preferences.get(topic):
+        if topic.signal or self.kind is SubscriberKind.PATIENT or not self.preferences.get(topic):
             return False
         site_set = set(sites)
         return not self.site_ids or not site_set or bool(site_set & set(self.site_ids))
@@ -200,6 +213,13 @@ def validate_subscriber(
                 f"{topic.value} is critical and cannot be switched off: name a channel, or "
                 "leave the topic out to receive it on every contact point",
             )
+        if topic.signal and channels:
+            v.add(
+                f"{where}.channels",
+                f"{topic.value} is a stream-only signal (Subscribe): it is never delivered by "
+                "a channel",
+            )
+            continue
         for j, channel in enumerate(channels):
             if channel not in available:
                 v.add(

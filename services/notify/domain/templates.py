@@ -249,6 +249,16 @@ def _defaults() -> dict[str, str]:
         "The authorisation for your treatment ends on"
         " {{ p.valid_to | required('valid_to') | day }}. Your clinic is asking for its renewal.",
     )
+    # never sent (a stream-only signal: Topic.signal); rendered at Publish like every topic's,
+    # so a payload without its ids is refused there
+    add(
+        Topic.BOARD_CHANGED,
+        "The board of {{ p.site_id | required('site_id') }} changed",
+        "Appointment {{ p.appointment_id | required('appointment_id') }} at {{ p.site_id }}"
+        " is now {{ p.status }}.\n",
+        "<p>Appointment {{ p.appointment_id }} at {{ p.site_id }} is now {{ p.status }}.</p>",
+        "The board of {{ p.site_id | required('site_id') }} changed.",
+    )
     return t
 
 

@@ -15,12 +15,17 @@ from collections.abc import Callable, Collection, Sequence
 
 from services.common.audit.group_commit import GroupCommit, WriteFailed
 from services.common.db import Database
+from services.common.identity import current_caller
 from services.common.scope import current_scope
 from services.notify.domain.model import Topic
 from services.notify.domain.views import EventView
 from services.notify.store import events
 
 log = logging.getLogger(__name__)
+
+READ = "notify.notifications.read"
+"""Who holds it may read notifications' payloads; who may only subscribe (the staff whose
+chair boards listen) gets the stream-only signals, which carry ids only."""
 
 
 class EventLog:
@@ -70,13 +75,19 @@ class EventLog:
     ) -> Callable[[EventView], bool]:
         """The events a stream sends: those of notifications the caller (the one calling now,
         whose scope is captured here) may see, of the topics asked for (all when none), at
-        ``site_id`` when given, and concerning one of ``subscriber_ids`` when given."""
+        ``site_id`` when given, and concerning one of ``subscriber_ids`` when given. A caller
+        without ``notify.notifications.read`` sees the stream-only signals only (Topic.signal):
+        subscribing to a board's changes must not open every notification's payload (names,
+        payers, recalls)."""
         scope = current_scope()
+        reads = scope.unrestricted or READ in current_caller().permissions
         wanted = frozenset(subscriber_ids)
 
         def matches(e: EventView) -> bool:
             n = e.notification
             if not scope.sees(n.organisation_id) or not scope.sees_any_site(n.site_ids):
+                return False
+            if not reads and not n.topic.signal:
                 return False
             if topics and n.topic not in topics:
                 return False

@@ -32,7 +32,7 @@ from services.common.convert import decimal_str
 from services.common.db import Database
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import PermanentFailure, publish_or_dead_letter
-from services.scheduler.store.events import Event, write_events
+from services.scheduler.store.events import Event, board_changed, write_events
 from services.scheduler.store.models import AppointmentRow, outbox
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,20 @@ class StockRelay:
             row = session.get(AppointmentRow, body["appointment_id"])
             if row is None:
                 return
+            changed = row.stock_status != status
             row.stock_status = status
             row.stock_note = note[:1000]
+            if changed:  # the board shows at risk (and its clearing): tell it
+                board = board_changed(
+                    row.id,
+                    row.site_id,
+                    row.local_date,
+                    row.status,
+                    row.revision,
+                    status,
+                    key_suffix=f":{status}",
+                )
+                write_events(session, outbox, [board], now)
             if status == AT_RISK:
                 event = Event(
                     "STOCK_AT_RISK",

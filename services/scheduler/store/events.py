@@ -88,6 +88,34 @@ def _outbox_row(event: Event, now: dt.datetime, traceparent: str | None) -> dict
     }
 
 
+def board_changed(
+    appointment_id: str,
+    site_id: str,
+    local_date: dt.date,
+    status: str,
+    revision: int,
+    stock_status: str,
+    *,
+    previous_local_date: dt.date | None = None,
+    key_suffix: str = "",
+) -> Event:
+    """BOARD_CHANGED: tells the site's chair boards (notify's Subscribe stream) to refresh the
+    day. Ids only, never a name: every board at the site may see it, and notify never delivers
+    it by a channel. Keyed by the revision that raised it (``key_suffix`` for a change that
+    keeps the revision, such as the inventory's answer), so a retried call writes it once."""
+    payload: dict[str, Any] = {
+        "appointment_id": appointment_id,
+        "site_id": site_id,
+        "local_date": local_date.isoformat(),
+        "status": status,
+        "revision": revision,
+        "stock_status": stock_status,
+    }
+    if previous_local_date is not None and previous_local_date != local_date:
+        payload["previous_local_date"] = previous_local_date.isoformat()
+    return Event("BOARD_CHANGED", f"BOARD_CHANGED:{appointment_id}:{revision}{key_suffix}", payload)
+
+
 def addressed(
     topic: str, key: str, payload: dict[str, Any], subscriber: str, **extra: Any
 ) -> list[Event]:

@@ -69,7 +69,7 @@ from services.scheduler.store import repository as repo
 from services.scheduler.store.appointments import BatchedAppointments, SqlAppointments
 from services.scheduler.store.codec import plan_of
 from services.scheduler.store.events import Event as OutboxEvent
-from services.scheduler.store.events import addressed
+from services.scheduler.store.events import addressed, board_changed
 from services.scheduler.usecases.doses import Doses
 from services.scheduler.usecases.records import Records, due_items_from
 from services.scheduler.usecases.regimens import check_plan_allows_booking, home_refusal
@@ -807,7 +807,9 @@ class Bookings:
     ) -> Appointment:
         """Store the appointment, then what its events set going, in its transaction: the
         inventory's reservation (through the outbox), the patient's reminders and the
-        APPOINTMENT_CHANGED notice. Returns the appointment as stored (with its reminders)."""
+        APPOINTMENT_CHANGED notice; and, for every change of any kind (a hold too), the
+        BOARD_CHANGED signal the site's chair boards refresh on. Returns the appointment as
+        stored (with its reminders)."""
         if new:
             book.add(appointment)
         else:
@@ -815,6 +817,7 @@ class Bookings:
         now = self.clock.now()
         offsets = self.reminder_offsets_hours
         a = appointment
+        book.write([_board(a, book, events)], now)
         for event in events:
             if isinstance(event, Booked):
                 book.write([_stock(a, "RESERVE_STOCK")], now)
@@ -912,6 +915,23 @@ def _stock(a: Appointment, topic: str, **extra: Any) -> OutboxEvent:
         **extra,
     }
     return OutboxEvent(topic, f"{topic}:{a.id}:{a.revision}", payload)
+
+
+def _board(a: Appointment, book: AppointmentStore, events: Sequence[object]) -> OutboxEvent:
+    """The BOARD_CHANGED signal of this change (a move names the day it left as well, so the
+    board showing that day refreshes too)."""
+    previous = next((e.previous_start for e in events if isinstance(e, Moved)), None)
+    return board_changed(
+        a.id,
+        a.site_id,
+        a.local_date,
+        a.status.value,
+        a.revision,
+        a.stock_status,
+        previous_local_date=(
+            previous.astimezone(book.zone(a.site_id)).date() if previous is not None else None
+        ),
+    )
 
 
 def _changed(
