@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from services.common.auth.claims import ClaimNames
 from services.common.auth.roles import Roles
 from services.common.clock import Clock, SystemClock
-from services.console import pages
+from services.console import actions, pages
 from services.console.auth import PAGE, User, current_user, oauth_client, remember
 from services.console.backend import Backend
 from services.console.settings import ConsoleSettings
@@ -279,6 +279,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/livez", livez),
             *pages.routes(),
+            *actions.routes(),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         middleware=[
