@@ -576,7 +576,9 @@ def patient(request: Request) -> Response:
         c.clock.now().date(),
     )
     chart = views.line_chart(record.grip, "kg") if record.grip else None
-    return c.render(request, "patient.html", record=record, p=record.patient, chart=chart)
+    return c.render(
+        request, "patient.html", record=record, p=record.patient, chart=chart, held=held
+    )
 
 
 def pharmacy_routes() -> list[Route]:

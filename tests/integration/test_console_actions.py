@@ -142,8 +142,8 @@ def test_a_refused_chair_action_is_a_readable_message(platform: Platform) -> Non
         f"/appointments/{a.id}/complete",
         data={"csrf_token": csrf(board), "grams": "lots", "lot_1": "X", "request_id": "r-1"},
     )
-    assert answer.status_code in (400, 409)
-    assert "grams_given" in answer.text or "(rule " in answer.text
+    assert answer.status_code == 400
+    assert "Not accepted" in answer.text and "grams_given" in answer.text
 
 
 def test_chair_actions_need_their_permission_and_the_organisation(platform: Platform) -> None:
@@ -164,7 +164,7 @@ def test_chair_actions_need_their_permission_and_the_organisation(platform: Plat
             "request_id": "x",
         },
     )
-    assert answer.status_code in (403, 404)
+    assert answer.status_code == 404
     assert _get(platform, a.id).status == pb.APPOINTMENT_STATUS_BOOKED
 
 
@@ -222,11 +222,14 @@ def test_moving_a_booking_and_a_stale_page(platform: Platform) -> None:
     assert answer.status_code == 409
     assert "changed by someone else since you opened the page" in answer.text
     assert _get(platform, a.id).etag == now.etag
+    # the patient page's upcoming bookings offer the move too
+    patient = coordinator.get(f"/patients/{a.patient_id}")
+    assert f'href="/appointments/{a.id}/move"' in patient.text
     # a nurse may not move; another organisation finds no such appointment
     nurse = client_as(platform, "nurse")
     assert nurse.get(f"/appointments/{a.id}/move").status_code == 403
     other = client_as(platform, "scheduling_coordinator", organisation="other-clinic-org")
-    assert other.get(f"/appointments/{a.id}/move").status_code in (403, 404)
+    assert other.get(f"/appointments/{a.id}/move").status_code == 404
 
 
 def _orders(platform: Platform) -> list[inv.PurchaseOrder]:
@@ -265,7 +268,7 @@ def test_a_purchase_order_from_a_suggestion(platform: Platform) -> None:
     assert "placed" in manager.get(placed.headers["location"]).text
     # a refusal (no vials) is the field's message, not a 500
     refused = manager.post("/reorder/order", data=fields | {"vials": "0", "request_id": "po-0"})
-    assert refused.status_code in (400, 409), refused.text[:1000]
+    assert refused.status_code == 400, refused.text[:1000]
     assert "vials" in refused.text
     # the pharmacist has no such permission; another organisation's site is not theirs
     pharmacist = client_as(platform, "pharmacist")
@@ -277,7 +280,7 @@ def test_a_purchase_order_from_a_suggestion(platform: Platform) -> None:
         "/reorder/order",
         data=fields | {"csrf_token": csrf(other_page.text), "request_id": "po-other"},
     )
-    assert answer.status_code in (403, 404)
+    assert answer.status_code == 404
     assert len(_orders(platform)) == before + 1
 
 
@@ -307,7 +310,7 @@ def test_recalling_a_lot(platform: Platform) -> None:
         "/recall/lot",
         data=fields | {"csrf_token": other_token, "reason": "x", "request_id": "recall-other"},
     )
-    assert answer.status_code in (403, 404, 409)
+    assert answer.status_code == 404
     assert _lot_state(platform, lot.id) == inv.LOT_STATE_AVAILABLE
     done = client.post("/recall/lot", data=fields | {"reason": "supplier notice 42"})
     assert done.status_code == 200, done.text[:2000]
