@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from services.common.auth.claims import ClaimNames
 from services.common.auth.roles import Roles
 from services.common.clock import Clock, SystemClock
-from services.console import live, me, pages, regimen_page, schedule_page
+from services.console import actions, live, me, pages, regimen_page, schedule_page
 from services.console.auth import PAGE, User, current_user, oauth_client, remember
 from services.console.backend import Backend
 from services.console.settings import ConsoleSettings
@@ -284,6 +284,7 @@ def create_app(
             *regimen_page.routes(),
             *me.routes(),
             *live.routes(),
+            *actions.routes(),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         middleware=[

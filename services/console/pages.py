@@ -100,6 +100,7 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
         "axis": (views.clock(board.axis.start), views.clock(board.axis.end)),
         "wall": request.query_params.get("wall") == "1",
         "can_book": user.may_open(PAGE["due"], c.roles),
+        "held": user.permissions(c.roles),  # the chair actions each need their permission
         "refresh": c.settings.wall_refresh_seconds,
     }
 
@@ -141,33 +142,7 @@ def slots(request: Request) -> Response:
     plan = calls.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=plan_id)).therapy_plan
     answer = calls.scheduler.FindSlots(pb.FindSlotsRequest(therapy_plan_id=plan_id, max_results=20))
     names = reads.patient_names(calls, [plan.patient_id])
-    chairs = {
-        ch.id: ch.display_name
-        for ch in calls.scheduler.ListChairs(
-            pb.ListChairsRequest(site_id=plan.site_id, page_size=reads.MAX_PAGE)
-        ).chairs
-    }
-    offered = [
-        {
-            "chair_id": s.chair_id,
-            "chair": chairs.get(s.chair_id, s.chair_id),
-            "date": to_date(s.local_date),
-            "start": views.clock(reads.minutes(s.local_start)),
-            "end": views.clock(reads.minutes(s.local_end)),
-            "nurse_load": f"{s.nurse_load}/{s.nurse_capacity}" if s.nurse_capacity else "",
-            "days_from_due": s.days_from_due,
-            "stock_note": s.stock_note if s.stock_short else "",
-        }
-        for s in answer.slots
-    ]
-    limits = [
-        {
-            "date": to_date(d.local_date),
-            "limit": d.limit.replace("_", " ").lower(),
-            "detail": d.detail,
-        }
-        for d in answer.day_limits
-    ]
+    offered, limits = reads.offered_slots(calls, plan.site_id, answer)
     template = "slots_part.html" if request.headers.get("HX-Request") else "slots.html"
     return c.render(
         request,
@@ -565,7 +540,14 @@ def reorder(request: Request) -> Response:
     calls, sites, site = _at_stock_site(c, request, "reorder")
     suggestions, orders = reads.reorder(calls, site.id)
     return c.render(
-        request, "reorder.html", site=site, sites=sites, suggestions=suggestions, orders=orders
+        request,
+        "reorder.html",
+        site=site,
+        sites=sites,
+        suggestions=suggestions,
+        orders=orders,
+        held=c.user(request).permissions(c.roles),
+        ordered=request.query_params.get("ordered", ""),
     )
 
 
@@ -586,6 +568,7 @@ def recall(request: Request) -> Response:
         product_id=product_id,
         lot_number=lot_number,
         trace=trace,
+        held=user.permissions(c.roles),
     )
 
 
@@ -632,6 +615,7 @@ def patient(request: Request) -> Response:
         request_id=str(uuid.uuid4()),
         accepted=request.query_params.get("accepted", ""),
         reviewed=request.query_params.get("reviewed", ""),
+        held=held,
     )
 
 

@@ -95,6 +95,8 @@ class Block:
     left: float
     width: float
     kind: str
+    state: int = 0  # the appointment's own status number (scheduler.v1.AppointmentStatus)
+    etag: str = ""  # its revision: a move carries it, the chair actions' request ids too
 
     @property
     def css(self) -> str:
@@ -158,6 +160,8 @@ def chair_board(calls: UserCalls, site: pb.Site, day: dt.date) -> Board:
                     left=placed.left,
                     width=placed.width,
                     kind=item.kind,
+                    state=a.status if item.kind != "BLOCK" else 0,
+                    etag=a.etag if item.kind != "BLOCK" else "",
                 )
             )
         rows.append(Row(chair.display_name or chair.chair_id, blocks, chair.chair_id))
@@ -187,6 +191,85 @@ class DueRow:
     overdue: bool
     booked: str
     patient_id: str = ""
+
+
+def offered_slots(
+    calls: UserCalls, site_id: str, answer: pb.FindSlotsResponse
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """FindSlots' answer as the slot pages list it: each free slot (day, times, the chair by
+    name, nurse load, distance from the due date, stock note) and why days offer nothing."""
+    chairs = {
+        ch.id: ch.display_name
+        for ch in calls.scheduler.ListChairs(
+            pb.ListChairsRequest(site_id=site_id, page_size=MAX_PAGE)
+        ).chairs
+    }
+    offered = [
+        {
+            "chair_id": s.chair_id,
+            "chair": chairs.get(s.chair_id, s.chair_id),
+            "date": to_date(s.local_date),
+            "start": views.clock(minutes(s.local_start)),
+            "end": views.clock(minutes(s.local_end)),
+            "nurse_load": f"{s.nurse_load}/{s.nurse_capacity}" if s.nurse_capacity else "",
+            "days_from_due": s.days_from_due,
+            "stock_note": s.stock_note if s.stock_short else "",
+        }
+        for s in answer.slots
+    ]
+    limits = [
+        {
+            "date": to_date(d.local_date),
+            "limit": d.limit.replace("_", " ").lower(),
+            "detail": d.detail,
+        }
+        for d in answer.day_limits
+    ]
+    return offered, limits
+
+
+def free_chair_times(
+    calls: UserCalls,
+    site_id: str,
+    days: Iterable[dt.date],
+    length: int,
+    keep: str = "",
+    step: int = 30,
+    most: int = 40,
+) -> list[dict[str, Any]]:
+    """Where an appointment of ``length`` minutes could go on ``days``: each chair's free
+    times on the day's board (every ``step`` minutes from opening, ending by closing, clear of
+    appointments, holds and chair blocks; appointment ``keep`` counts as free, it is the one
+    being moved). The scheduler still checks its own rules (nurses, start limits, the plan's
+    window) when the booking moves there."""
+    found: list[dict[str, Any]] = []
+    for day in days:
+        board = calls.scheduler.GetChairBoard(
+            pb.GetChairBoardRequest(site_id=site_id, local_date=from_date(day))
+        )
+        opens, closes = minutes(board.open), minutes(board.close)
+        for chair in board.chairs:
+            taken = [
+                (minutes(i.local_start), minutes(i.local_end))
+                for i in chair.items
+                if i.kind in ("APPOINTMENT", "HOLD", "BLOCK")
+                and i.appointment.id != keep
+                and i.appointment.status not in (6, 7)
+            ]
+            for start in range(opens, closes - length + 1, step):
+                if all(start + length <= a or start >= b for a, b in taken):
+                    found.append(
+                        {
+                            "chair_id": chair.chair_id,
+                            "chair": chair.display_name or chair.chair_id,
+                            "date": day,
+                            "start": views.clock(start),
+                            "end": views.clock(start + length),
+                        }
+                    )
+                    if len(found) >= most:
+                        return found
+    return found
 
 
 def due_list(calls: UserCalls, site_id: str, horizon_days: int) -> list[DueRow]:
