@@ -69,6 +69,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform,
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def chromium() -> Any:
+    """A headless Chromium at the ward PC's size (the caller quits it)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -86,10 +95,7 @@ def browser() -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    return driver
 
 
 def accessible(driver: Any, page: str) -> None:

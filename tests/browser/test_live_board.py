@@ -1,8 +1,8 @@
-"""The live chair board in a real browser (fixtures, sign-in, axe-core and screenshots as in
-test_console_browser.py): the nurse's board is open on the day of a free slot; the coordinator
-books a due patient into that slot (through gRPC, as the console's Book does); the new block
-appears on the open board within seconds, without the page reloading (a marker set on the
-window before the booking is still there after it)."""
+"""The live chair board in two real browsers (fixtures, sign-in, axe-core and screenshots as
+in test_console_browser.py): the nurse's board is open on the day of a free slot; in a second
+browser the coordinator books a due patient into that slot from the due list's slots and the
+confirmation; the new block appears on the nurse's open board within seconds, without the page
+reloading (a marker set on the window before the booking is still there after it)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from services.common.convert import to_date
 from tests.browser.test_console_browser import (
     accessible,
     browser,  # noqa: F401  (the fixture)
+    chromium,
     screenshot,
     sign_in,
     skip_without_browser,
     wait_for,
 )
 from tests.integration.console_support import Platform, running_platform
-from tests.integration.live_support import a_free_slot, book, relaying, serving
+from tests.integration.live_support import a_free_slot, relaying, serving
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +58,15 @@ def test_a_booking_appears_on_an_open_board_without_a_reload(
     blocks = len(browser.find_elements(By.CSS_SELECTOR, ".timeline .block"))
     browser.execute_script("window.stillTheSamePage = true;")
 
-    book(platform, plan_id, slot)
+    coordinator = chromium()  # a second browser: the coordinator's, at the due list
+    try:
+        sign_in(coordinator, base, "scheduling_coordinator", f"/due/{plan_id}/slots")
+        coordinator.find_element(By.CSS_SELECTOR, 'form[action="/book/confirm"] button').click()
+        wait_for(coordinator, lambda: "Book this infusion?" in coordinator.page_source, "confirm")
+        coordinator.find_element(By.XPATH, "//button[normalize-space()='Yes, book it']").click()
+        wait_for(coordinator, lambda: "booked=" in coordinator.current_url, "booked")
+    finally:
+        coordinator.quit()
     wait_for(
         browser,
         lambda: len(browser.find_elements(By.CSS_SELECTOR, ".timeline .block")) == blocks + 1,
