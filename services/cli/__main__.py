@@ -679,7 +679,7 @@ def receive(
     """Receive a delivery from a scanned GS1 DataMatrix: GTIN (01), expiry (17), lot (10)."""
     from decimal import Decimal, InvalidOperation
 
-    from services.inventory.domain.gs1 import ScanError
+    from services.common.gs1 import ScanError
 
     try:
         cost = Decimal(unit_cost)

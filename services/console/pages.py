@@ -422,8 +422,8 @@ async def receive_check(request: Request) -> Response:
     the receipt's other fields to check before booking the vials in."""
     from starlette.concurrency import run_in_threadpool
 
+    from services.common.gs1 import ScanError
     from services.console.app import check_csrf
-    from services.inventory.domain.gs1 import ScanError
 
     c = _app(request)
     user = c.user(request, "receive")

@@ -478,9 +478,9 @@ class ScanPreview:
 
 def preview_scan(calls: UserCalls, element_string: str) -> ScanPreview:
     """What a scanned GS1 element string says ((01) GTIN, (17) expiry, (10) lot, (21) serial:
-    the inventory's own reading, services/inventory/domain/gs1.py, with biip) and which
+    the inventory's own reading, services/common/gs1.py, with biip) and which
     product of the catalogue the GTIN is. ScanError when it is not a usable scan."""
-    from services.inventory.domain.gs1 import read_scan
+    from services.common.gs1 import read_scan
 
     scan = read_scan(element_string)
     found = pages(

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition
-from services.inventory.domain.gs1 import ScanError, read_scan
+from services.common.gs1 import ScanError, read_scan
 from services.inventory.domain.stock import (
     TRANSITIONS,
     Balance,

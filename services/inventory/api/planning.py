@@ -18,8 +18,8 @@ from services.common.convert import (
 )
 from services.common.errors import Violations
 from services.common.etag import etag_for
+from services.common.gs1 import ScanError, read_scan
 from services.inventory.domain.forecast import Policy, StockForecast
-from services.inventory.domain.gs1 import ScanError, read_scan
 from services.inventory.domain.purchasing import Delivery, DraftLine, OrderState, PurchaseOrder
 from services.inventory.usecases.planning import DemandEntry, StoredPolicy, Suggestion
 from services.inventory.usecases.purchase_orders import DraftOrder

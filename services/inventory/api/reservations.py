@@ -19,7 +19,7 @@ from services.common.convert import (
 )
 from services.common.errors import Violations
 from services.common.etag import etag_for
-from services.inventory.domain.gs1 import ScanError, read_scan
+from services.common.gs1 import ScanError, read_scan
 from services.inventory.domain.reservations import (
     Administration,
     DispenseInput,

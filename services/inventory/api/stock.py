@@ -18,7 +18,7 @@ from services.common.convert import (
 )
 from services.common.errors import Violations
 from services.common.etag import etag_for
-from services.inventory.domain.gs1 import Scan, ScanError, read_scan
+from services.common.gs1 import Scan, ScanError, read_scan
 from services.inventory.domain.stock import Lot, LotState, Movement, MovementKind, Receipt
 from services.inventory.usecases.stock import ProductLevel, Reconciliation
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from services.common.errors import FailedPrecondition, PreconditionViolation, Violations
-from services.inventory.domain.gs1 import Scan
+from services.common.gs1 import Scan
 
 
 class OrderState(StrEnum):

@@ -21,9 +21,9 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
+from services.common.gs1 import Scan
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
-from services.inventory.domain.gs1 import Scan
 from services.inventory.domain.stock import (
     Actor,
     Balance,
