@@ -33,6 +33,7 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import from_date, to_date, to_money
 from services.console import reads, views
+from services.console.refusals import GRPC_STATUS
 
 if TYPE_CHECKING:
     from services.console.app import Console
@@ -46,11 +47,15 @@ ORDER = "inventory.purchase_orders.write"
 RECALL = "inventory.lots.recall"
 LOT_ROWS = 3  # lot fields on the completion form (a dose rarely needs more lots)
 
+# the refusals a user can act on, titled as the error pages title them
 REFUSALS = {
-    grpc.StatusCode.FAILED_PRECONDITION: (409, "Not possible now"),
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "Not accepted"),
-    grpc.StatusCode.ABORTED: (409, "Changed since you opened it"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "Already there"),
+    code: GRPC_STATUS[code]
+    for code in (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
 }
 CHANGED = (
     "This was changed by someone else since you opened the page: open it again to see it as "

@@ -30,6 +30,7 @@ from services.common.clock import Clock, SystemClock
 from services.console import actions, live, me, pages, regimen_page, schedule_page
 from services.console.auth import PAGE, User, current_user, oauth_client, remember
 from services.console.backend import Backend
+from services.console.refusals import GRPC_STATUS
 from services.console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
@@ -225,19 +226,6 @@ async def http_error(request: Request, error: Exception) -> Response:
     return console(request).render(
         request, "error.html", status_code=error.status_code, title="Sorry", message=error.detail
     )
-
-
-GRPC_STATUS = {
-    grpc.StatusCode.PERMISSION_DENIED: (403, "Not allowed"),
-    grpc.StatusCode.NOT_FOUND: (404, "Not found"),
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "Not accepted"),
-    grpc.StatusCode.FAILED_PRECONDITION: (409, "Not possible now"),
-    grpc.StatusCode.ABORTED: (409, "Changed meanwhile"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "Already there"),
-    grpc.StatusCode.UNAVAILABLE: (503, "A service is unavailable"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (503, "A service is too slow"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (503, "A service is busy"),
-}
 
 
 async def rpc_error(request: Request, error: Exception) -> Response:
