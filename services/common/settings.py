@@ -86,7 +86,9 @@ class ServiceSettings(FromMapping):
     grpc_max_connection_idle_seconds: float = Field(600.0, ge=0)  # 0: never closed for idling
     grpc_max_connection_age_seconds: float = Field(1800.0, ge=0)  # 0: no age limit
     grpc_max_connection_age_grace_seconds: float = Field(60.0, ge=0, le=3600)
-    db_pool_size: int = Field(10, ge=1, le=500, description="database connections")
+    # kept open: at least the unary workers (16) and the audit trail's read writers (4), so a
+    # busy process does not open and close overflow connections (up to as many again) per call
+    db_pool_size: int = Field(20, ge=1, le=500, description="database connections")
     # processes serving the one port (services/common/processes.py, docs/operations.md
     # "Several processes per service"): above 1 the started process binds the port with
     # SO_REUSEPORT and starts that many workers, each a whole service; PostgreSQL only

@@ -16,7 +16,7 @@ def test_defaults_follow_the_service() -> None:
     s = scheduler_settings({})
     assert s.listen == "127.0.0.1:50051" and s.peer("inventory") == "127.0.0.1:50052"
     assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("var/scheduler.db")
-    assert s.grpc_workers == 16 and s.db_pool_size == 10 and s.jobs and s.log_level == "INFO"
+    assert s.grpc_workers == 16 and s.db_pool_size == 20 and s.jobs and s.log_level == "INFO"
     assert notify_settings({}).listen == "127.0.0.1:50053"
 
 
