@@ -23,8 +23,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from infusion.notify.v1 import notify_pb2 as npb
+from services.common import topics
 from services.common.time_zones import is_valid_time_zone
-from services.notify.domain.model import CRITICAL, SIGNALS
 
 if TYPE_CHECKING:
     from services.common.auth.roles import Roles
@@ -42,11 +42,11 @@ CHANNELS = (
     ("CONSOLE", "Console log", npb.CHANNEL_CONSOLE),
 )
 # stream-only signals (BOARD_CHANGED, for the live board) go to no channel: not offered here
-SIGNAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in SIGNALS)
+SIGNAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{name}") for name in topics.STREAM_ONLY)
 TOPICS = [
     int(v) for v in npb.Topic.values() if v != npb.TOPIC_UNSPECIFIED and v not in SIGNAL_TOPICS
 ]
-CRITICAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in CRITICAL)
+CRITICAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{name}") for name in topics.CRITICAL)
 LABELS = {
     "display_name": "Name",
     "time_zone": "Time zone",
