@@ -1,7 +1,7 @@
 """The console's pages: the chair board, the due list with slot search, booking and
 cancelling, the pharmacy's expiring lots, pick list, stock levels, receiving by scan,
 forecast chart, reorder and recall trace, and the patient pages. Every handler first asks for a
-user allowed to open its page (app.Console.user), then reads through the services with that
+user allowed to open its page (context.Console.user), then reads through the services with that
 user's token; the services' own checks (permissions, organisation and site scope) stay the
 final word, and their refusals become the error page (app.rpc_error)."""
 
@@ -25,16 +25,10 @@ from services.console import reads, receiving, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
 from services.console.backend import pages as backend_pages
+from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
-    from services.console.app import Console
     from services.console.auth import User
-
-
-def _app(request: Request) -> Console:
-    from services.console.app import console
-
-    return console(request)
 
 
 def _calls(c: Console, user: User) -> UserCalls:
@@ -106,7 +100,7 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
 
 
 def board(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     values = board_view(c, request)
     template = "board_rows.html" if request.headers.get("HX-Request") else "board.html"
     return c.render(request, template, **values)
@@ -116,7 +110,7 @@ def board(request: Request) -> Response:
 
 
 def due(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     calls = _calls(c, user)
     sites = reads.sites(calls, user.organisation, user.sees_site)
@@ -135,7 +129,7 @@ def due(request: Request) -> Response:
 
 
 def slots(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     calls = _calls(c, user)
     plan_id = request.path_params["plan_id"]
@@ -166,9 +160,7 @@ def _slot_form(values: dict[str, str]) -> dict[str, str]:
 
 async def book_confirm(request: Request) -> Response:
     """Step one: what would be booked, and a button to book it (or go back)."""
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     c.user(request, "due")
     slot = _slot_form(await check_csrf(request))
     slot["patient"] = (await request.form()).get("patient", "")  # type: ignore[assignment]
@@ -179,9 +171,7 @@ async def book(request: Request) -> Response:
     """Step two: the booking itself (the request id makes a double click one booking)."""
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     values = await check_csrf(request)
     slot = _slot_form(values)
@@ -214,9 +204,7 @@ async def book(request: Request) -> Response:
 async def cancel_confirm(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     await check_csrf(request)
     calls = _calls(c, user)
@@ -241,9 +229,7 @@ async def cancel_confirm(request: Request) -> Response:
 async def cancel(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     values = await check_csrf(request)
     calls = _calls(c, user)
@@ -276,7 +262,7 @@ def _at_stock_site(c: Console, request: Request, page: str) -> tuple[UserCalls, 
 
 
 def pharmacy(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "pharmacy")
     within = _whole_number(request, "days", 60, 0, 3650)
     today = _local_today(c, site.time_zone)
@@ -297,7 +283,7 @@ def pick_lines(
 
 
 def pick_list(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     site, sites, day, lines = pick_lines(c, request)
     totals: dict[tuple[str, str], int] = {}
     for line in lines:
@@ -315,7 +301,7 @@ def pick_list(request: Request) -> Response:
 
 
 def pick_list_csv(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     site, _sites_, day, lines = pick_lines(c, request)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -379,7 +365,7 @@ def routes() -> list[Route]:
 
 
 def stock(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "stock")
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
@@ -413,7 +399,7 @@ def _receive_form(c: Console, request: Request, values: dict[str, str], **extra:
 
 
 def receive_page(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     return _receive_form(c, request, dict(request.query_params))
 
 
@@ -423,9 +409,8 @@ async def receive_check(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     from services.common.gs1 import ScanError
-    from services.console.app import check_csrf
 
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "receive")
     values = await check_csrf(request)
     try:
@@ -455,9 +440,7 @@ async def receive(request: Request) -> Response:
 
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "receive")
     values = await check_csrf(request)
     request_id = f"console-{values.get('request_id') or uuid.uuid4()}"[:128]
@@ -517,7 +500,7 @@ def _product_choice(
 
 
 def forecast(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "forecast")
     horizon = _whole_number(request, "days", 28, 1, 366)
     products, product_id = _product_choice(calls, site, request.query_params.get("product"))
@@ -536,7 +519,7 @@ def forecast(request: Request) -> Response:
 
 
 def reorder(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "reorder")
     suggestions, orders = reads.reorder(calls, site.id)
     return c.render(
@@ -552,7 +535,7 @@ def reorder(request: Request) -> Response:
 
 
 def recall(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "recall")
     calls = _calls(c, user)
     products = sorted(reads.product_names(calls).items(), key=lambda p: p[1])
@@ -576,7 +559,7 @@ def recall(request: Request) -> Response:
 
 
 def patients(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "patients")
     calls = _calls(c, user)
     found = sorted(
@@ -594,7 +577,7 @@ def patients(request: Request) -> Response:
 
 
 def patient(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "patients")
     held = user.permissions(c.roles)
     record = reads.patient_record(

@@ -20,9 +20,9 @@ from starlette.routing import Route
 
 from services.console import planning, reads, views
 from services.console.backend import UserCalls
+from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
-    from services.console.app import Console
     from services.console.auth import User
 
 DEFAULT_DAYS = 7
@@ -73,9 +73,9 @@ def _ask(values: Any, today: dt.date) -> Ask:
 
 
 def _context(request: Request) -> tuple[Console, User, UserCalls, list[Any], Any]:
-    from services.console.pages import _app, _chosen
+    from services.console.pages import _chosen
 
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "plan")
     calls = c.backend.as_user(user.token)
     sites = reads.sites(calls, user.organisation, user.sees_site)
@@ -134,8 +134,6 @@ def _planned(
 
 
 async def propose(request: Request) -> Response:
-    from services.console.app import check_csrf
-
     c, user, _, sites, site = await run_in_threadpool(_context, request)
     ask = _ask(await check_csrf(request), _today(c, site))
     planned, boards = await run_in_threadpool(_planned, c, user, site, ask, "")
@@ -153,8 +151,6 @@ async def propose(request: Request) -> Response:
 
 
 async def book(request: Request) -> Response:
-    from services.console.app import check_csrf
-
     c, user, _, sites, site = await run_in_threadpool(_context, request)
     values = await check_csrf(request)
     ask = _ask(values, _today(c, site))
