@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import uuid
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from services.console import reads, receiving, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
 from services.console.backend import pages as backend_pages
+from services.console.choosing import asked_day, chosen_site, local_today
 from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
@@ -33,15 +33,6 @@ if TYPE_CHECKING:
 
 def _calls(c: Console, user: User) -> UserCalls:
     return c.backend.as_user(user.token)
-
-
-def _day(value: str | None, default: dt.date) -> dt.date:
-    if not value:
-        return default
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise HTTPException(400, f"Not a date: {value!r} (YYYY-MM-DD).") from None
 
 
 def _whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -53,25 +44,6 @@ def _whole_number(request: Request, name: str, default: int, low: int, high: int
     return min(max(value, low), high)
 
 
-def _local_today(c: Console, time_zone: str) -> dt.date:
-    try:
-        zone = ZoneInfo(time_zone)
-    except (ValueError, KeyError):
-        zone = ZoneInfo("UTC")
-    return c.clock.now().astimezone(zone).date()
-
-
-def _chosen(sites: list[Any], wanted: str | None) -> Any:
-    if not sites:
-        raise HTTPException(404, "No site of your organisation is open to you.")
-    if wanted:
-        for site in sites:
-            if site.id == wanted:
-                return site
-        raise HTTPException(404, "No such site.")
-    return sites[0]
-
-
 # -- chair board -------------------------------------------------------------------------------
 
 
@@ -79,8 +51,8 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
     user = c.user(request, "board")
     calls = _calls(c, user)
     sites = reads.sites(calls, user.organisation, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
-    day = _day(request.query_params.get("date"), _local_today(c, site.time_zone))
+    site = chosen_site(sites, request.query_params.get("site"))
+    day = asked_day(request.query_params.get("date"), local_today(c.clock, site.time_zone))
     board = reads.chair_board(calls, site, day)
     return {
         "site": site,
@@ -114,7 +86,7 @@ def due(request: Request) -> Response:
     user = c.user(request, "due")
     calls = _calls(c, user)
     sites = reads.sites(calls, user.organisation, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
+    site = chosen_site(sites, request.query_params.get("site"))
     horizon = _whole_number(request, "days", 28, 1, 366)
     rows = reads.due_list(calls, site.id, horizon)
     return c.render(
@@ -258,14 +230,14 @@ def _at_stock_site(c: Console, request: Request, page: str) -> tuple[UserCalls, 
     user = c.user(request, page)
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
-    return calls, sites, _chosen(sites, request.query_params.get("site"))
+    return calls, sites, chosen_site(sites, request.query_params.get("site"))
 
 
 def pharmacy(request: Request) -> Response:
     c = console(request)
     calls, sites, site = _at_stock_site(c, request, "pharmacy")
     within = _whole_number(request, "days", 60, 0, 3650)
-    today = _local_today(c, site.time_zone)
+    today = local_today(c.clock, site.time_zone)
     rows = reads.expiring_lots(calls, site.id, today, within)
     return c.render(
         request, "pharmacy.html", site=site, sites=sites, lots=rows, days=within, today=today
@@ -276,8 +248,9 @@ def pick_lines(
     c: Console, request: Request
 ) -> tuple[Any, list[Any], dt.date, list[reads.PickLine]]:
     calls, sites, site = _at_stock_site(c, request, "pharmacy")
-    day = _day(
-        request.query_params.get("date"), _local_today(c, site.time_zone) + dt.timedelta(days=1)
+    day = asked_day(
+        request.query_params.get("date"),
+        local_today(c.clock, site.time_zone) + dt.timedelta(days=1),
     )
     return site, sites, day, reads.pick_list(calls, site.id, day)
 
@@ -370,7 +343,7 @@ def stock(request: Request) -> Response:
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
     wanted = request.query_params.get("site")
-    chosen = [_chosen(sites, wanted)] if wanted else sites
+    chosen = [chosen_site(sites, wanted)] if wanted else sites
     rows = reads.stock_levels(calls, chosen)
     return c.render(request, "stock.html", rows=rows, sites=sites, site=wanted or "")
 
