@@ -33,10 +33,10 @@ from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import from_date, to_date, to_money
 from services.console import reads, views
+from services.console.context import Console, check_csrf, console
 from services.console.refusals import GRPC_STATUS
 
 if TYPE_CHECKING:
-    from services.console.app import Console
     from services.console.auth import User
     from services.console.backend import UserCalls
 
@@ -63,28 +63,12 @@ CHANGED = (
 )
 
 
-def _app(request: Request) -> Console:
-    from services.console.app import console
-
-    return console(request)
-
-
 def _acting(request: Request, permission: str) -> tuple[Console, User, UserCalls]:
-    """The console, the signed-in user holding ``permission`` (Refused: a 403 page) and
-    their calls."""
-    from services.console.app import Refused
-
-    c = _app(request)
-    user = c.user(request)
-    if permission not in user.permissions(c.roles):
-        raise Refused
+    """The console, the signed-in user holding ``permission`` (Console.user: a 403 page
+    otherwise) and their calls."""
+    c = console(request)
+    user = c.user(request, permission=permission)
     return c, user, c.backend.as_user(user.token)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    from services.console.app import check_csrf
-
-    return await check_csrf(request)
 
 
 def _request_id(values: dict[str, str]) -> str:
@@ -157,7 +141,7 @@ def _chair_action(
 
     async def action(request: Request) -> Response:
         c, _user, calls = _acting(request, permission)
-        values = await _form(request)
+        values = await check_csrf(request)
         message = make(request.path_params["appointment_id"], _request_id(values), c)
         done, refused = await _attempt(
             c, request, _back_to_board(values), getattr(calls.scheduler, rpc), message
@@ -207,7 +191,7 @@ async def complete_form(request: Request) -> Response:
     """The completion form: the grams given (the booked dose by default) and the lots, each
     scanned (GS1) or typed, with its vials."""
     c, _user, calls = _acting(request, ADMINISTER)
-    await _form(request)
+    await check_csrf(request)
     a = await _appointment(calls, request.path_params["appointment_id"])
     return c.render(
         request,
@@ -246,7 +230,7 @@ def scanned_lots(values: dict[str, str], product_id: str) -> list[pb.ScannedLot]
 
 async def complete(request: Request) -> Response:
     c, _user, calls = _acting(request, ADMINISTER)
-    values = await _form(request)
+    values = await check_csrf(request)
     appointment_id = request.path_params["appointment_id"]
     message = pb.CompleteInfusionRequest(
         id=appointment_id,
@@ -289,7 +273,7 @@ def _slot(values: dict[str, str]) -> tuple[dt.date, timeofday_pb2.TimeOfDay]:
 
 async def move_confirm(request: Request) -> Response:
     c, _user, calls = _acting(request, MOVE)
-    values = await _form(request)
+    values = await check_csrf(request)
     _slot(values)
     a = await _appointment(calls, request.path_params["appointment_id"])
     slot = {k: values.get(k, "") for k in ("chair_id", "chair", "date", "start", "etag")}
@@ -306,7 +290,7 @@ async def move(request: Request) -> Response:
     """RescheduleAppointment with the etag of the page the move was chosen on: a booking
     changed meanwhile is refused (ABORTED) and said so."""
     c, _user, calls = _acting(request, MOVE)
-    values = await _form(request)
+    values = await check_csrf(request)
     day, start_at = _slot(values)
     appointment_id = request.path_params["appointment_id"]
     message = pb.RescheduleAppointmentRequest(
@@ -343,7 +327,7 @@ def _order_form(values: dict[str, str], user: User, calls: UserCalls) -> dict[st
 async def order_confirm(request: Request) -> Response:
     """The suggestion as an order to check (vials, supplier, cost per vial) before placing."""
     c, user, calls = _acting(request, ORDER)
-    values = await _form(request)
+    values = await check_csrf(request)
     return c.render(
         request,
         "order_confirm.html",
@@ -355,7 +339,7 @@ async def order_confirm(request: Request) -> Response:
 
 async def order(request: Request) -> Response:
     c, user, calls = _acting(request, ORDER)
-    values = await _form(request)
+    values = await check_csrf(request)
     wanted = await run_in_threadpool(_order_form, values, user, calls)
     try:
         vials = int(wanted["vials"])
@@ -404,7 +388,7 @@ async def recall_confirm(request: Request) -> Response:
     """What a recall would take out of use (the trace as the recall page shows it) and the
     reason the recall needs."""
     c, user, calls = _acting(request, RECALL)
-    product_id, lot_number = _lot(await _form(request))
+    product_id, lot_number = _lot(await check_csrf(request))
     return c.render(
         request,
         "recall_confirm.html",
@@ -418,7 +402,7 @@ async def recall_confirm(request: Request) -> Response:
 async def recall_lot(request: Request) -> Response:
     """RecallLot, then the trace of the patients and sites it reached."""
     c, user, calls = _acting(request, RECALL)
-    values = await _form(request)
+    values = await check_csrf(request)
     product_id, lot_number = _lot(values)
     reason = values.get("reason", "").strip()[:1000]
     if not reason:

@@ -1,17 +1,16 @@
-"""The console's ASGI application (Starlette): sign-in and out, the health check, the layout and
-its errors; the pages themselves are in pages.py.
+"""The console's ASGI application (Starlette): sign-in and out, the health check and the error
+pages; the pages themselves are in pages.py and the other page modules, and what every handler
+reaches (the console's state, the signed-in user, the layout, the CSRF check) in context.py.
 
 ``create_app`` takes everything from outside as arguments (settings, the backend, a clock, the
 roles), so tests run it against their own services with Starlette's TestClient."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 from starlette.applications import Starlette
@@ -22,97 +21,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from services.common.auth.claims import ClaimNames
 from services.common.auth.roles import Roles
 from services.common.clock import Clock, SystemClock
 from services.console import actions, live, me, pages, regimen_page, schedule_page
-from services.console.auth import PAGE, User, current_user, oauth_client, remember
+from services.console.auth import current_user, remember
 from services.console.backend import Backend
+from services.console.context import Console, NotSignedIn, Refused, check_csrf, console
 from services.console.refusals import GRPC_STATUS
 from services.console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
-HERE = Path(__file__).parent
-CSRF = "csrf"
-
-
-class NotSignedIn(Exception):
-    """The page needs a signed-in user (or the session's token has expired)."""
-
-
-class Refused(Exception):
-    """The user is signed in but may not open this page (their roles lack its permissions)."""
-
-
-class Console:
-    """What every request handler reaches through ``request.app.state.console``."""
-
-    def __init__(
-        self, settings: ConsoleSettings, backend: Backend, clock: Clock, roles: Roles
-    ) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.clock = clock
-        self.roles = roles
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.oauth: Any = None
-        if settings.auth_issuer:
-            self.oauth = oauth_client(
-                settings.auth_issuer,
-                settings.client_id,
-                settings.client_secret.get_secret_value(),
-            )
-
-    def user(self, request: Request, page: str | None = None) -> User:
-        """The signed-in user allowed to open ``page``; NotSignedIn or Refused otherwise."""
-        user = current_user(request)
-        if user is None or user.expired(time.time()):
-            request.session.clear()
-            raise NotSignedIn
-        if page is not None and not user.may_open(PAGE[page], self.roles):
-            raise Refused
-        return user
-
-    def render(
-        self, request: Request, template: str, status_code: int = 200, **values: Any
-    ) -> Response:
-        user = current_user(request)
-        context = {
-            "user": user,
-            "nav": user.pages(self.roles) if user else [],
-            "me_link": me.shown_to(user, self.roles),
-            "csrf_token": csrf_token(request),
-            "current": request.url.path,
-            **values,
-        }
-        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
-
-
-def csrf_token(request: Request) -> str:
-    token = request.session.get(CSRF)
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(24)
-        request.session[CSRF] = token
-    return token
-
-
-async def check_csrf(request: Request) -> dict[str, str]:
-    """The posted form, once its CSRF token matches the session's (403 otherwise)."""
-    form = await request.form()
-    values = {k: v for k, v in form.items() if isinstance(v, str)}
-    expected = request.session.get(CSRF)
-    if not isinstance(expected, str) or not hmac.compare_digest(
-        values.get("csrf_token", ""), expected
-    ):
-        raise HTTPException(403, "The form has expired: open the page again.")
-    return values
-
-
-def console(request: Request) -> Console:
-    found: Console = request.app.state.console
-    return found
+STATIC = Path(__file__).parent / "static"
 
 
 # -- sign-in -----------------------------------------------------------------------------------
@@ -273,7 +194,7 @@ def create_app(
             *me.routes(),
             *live.routes(),
             *actions.routes(),
-            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
             Middleware(

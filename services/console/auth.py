@@ -115,7 +115,13 @@ PAGES = (
         frozenset({"inventory.lots.read", "inventory.lots.trace"}),
     ),
 )
-PAGE = {p.name: p for p in PAGES}
+MY_NOTIFICATIONS = Page(
+    "me", "My notifications", "/me/notifications", frozenset({"notify.self.manage"})
+)
+"""The user's own notifications page (me.py), linked at the end of the navigation rather than
+among PAGES: the permission is its three calls' (notify's self-service), which every staff
+role but the auditor's holds, as shipped."""
+PAGE = {p.name: p for p in (*PAGES, MY_NOTIFICATIONS)}
 
 
 @dataclass(frozen=True)

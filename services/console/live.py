@@ -44,6 +44,7 @@ from starlette.routing import BaseRoute, Route
 
 from infusion.notify.v1 import notify_pb2 as npb
 from services.common.convert import to_date
+from services.console.context import console
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def board_messages(items: Iterator[Any], day: dt.date) -> Iterator[ServerSentEve
 
 
 async def board_events(request: Request) -> Response:
-    from services.console.app import console
-
     c = console(request)
     user = c.user(request, "board")
     site = request.query_params.get("site", "")

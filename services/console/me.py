@@ -23,16 +23,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from infusion.notify.v1 import notify_pb2 as npb
+from services.common import topics
 from services.common.time_zones import is_valid_time_zone
-from services.notify.domain.model import CRITICAL, SIGNALS
+from services.console.auth import MY_NOTIFICATIONS
+from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
-    from services.common.auth.roles import Roles
-    from services.console.app import Console
     from services.console.auth import User
 
-PATH = "/me/notifications"
-PERMISSION = "notify.self.manage"  # what the page's three calls need
+PATH = MY_NOTIFICATIONS.path
 DEFAULT_ZONE = "Europe/London"
 PAGE_SIZE = 25
 # the channels a user picks here (a webhook is an operator's, set on the subscriber)
@@ -42,11 +41,11 @@ CHANNELS = (
     ("CONSOLE", "Console log", npb.CHANNEL_CONSOLE),
 )
 # stream-only signals (BOARD_CHANGED, for the live board) go to no channel: not offered here
-SIGNAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in SIGNALS)
+SIGNAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{name}") for name in topics.STREAM_ONLY)
 TOPICS = [
     int(v) for v in npb.Topic.values() if v != npb.TOPIC_UNSPECIFIED and v not in SIGNAL_TOPICS
 ]
-CRITICAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{t.value}") for t in CRITICAL)
+CRITICAL_TOPICS = frozenset(npb.Topic.Value(f"TOPIC_{name}") for name in topics.CRITICAL)
 LABELS = {
     "display_name": "Name",
     "time_zone": "Time zone",
@@ -54,12 +53,6 @@ LABELS = {
     "phone": "Phone",
     "quiet_hours": "Quiet hours",
 }
-
-
-def shown_to(user: User | None, roles: Roles) -> bool:
-    """Whether the navigation links to the page: every signed-in user whose roles hold the
-    self-service permission (all staff roles but the auditor's, as shipped)."""
-    return user is not None and PERMISSION in user.permissions(roles)
 
 
 def topic_label(topic: int) -> str:
@@ -199,22 +192,6 @@ def notification_rows(listed: npb.ListMyNotificationsResponse, zone: str) -> lis
 # -- the handlers --------------------------------------------------------------------------------
 
 
-def _console(request: Request) -> Console:
-    from services.console.app import console
-
-    return console(request)
-
-
-def _user(c: Console, request: Request) -> User:
-    """The signed-in user, refused (403 page) without the self-service permission."""
-    from services.console.app import Refused
-
-    user = c.user(request)
-    if not shown_to(user, c.roles):
-        raise Refused
-    return user
-
-
 def _read(c: Console, user: User, page_token: str) -> tuple[npb.MyNotificationSettings, Any]:
     calls = c.backend.as_user(user.token)
     settings = calls.notify.GetMyNotificationSettings(npb.GetMyNotificationSettingsRequest())
@@ -247,8 +224,8 @@ def _render(
 
 
 async def my_notifications(request: Request) -> Response:
-    c = _console(request)
-    user = _user(c, request)
+    c = console(request)
+    user = c.user(request, MY_NOTIFICATIONS.name)
     page_token = request.query_params.get("page", "")[:512]
     settings, listed = await run_in_threadpool(_read, c, user, page_token)
     saved = request.query_params.get("saved") == "1"
@@ -258,10 +235,8 @@ async def my_notifications(request: Request) -> Response:
 async def save_my_settings(request: Request) -> Response:
     """UpdateMyNotificationSettings with the whole form, the etag it was read at and a request
     id (a double click saves once); a refusal shows the form again with notify's reasons."""
-    from services.console.app import check_csrf
-
-    c = _console(request)
-    user = _user(c, request)
+    c = console(request)
+    user = c.user(request, MY_NOTIFICATIONS.name)
     await check_csrf(request)
     form = await request.form()
     settings, problems = settings_from(form)

@@ -1,7 +1,7 @@
 """The console's pages: the chair board, the due list with slot search, booking and
 cancelling, the pharmacy's expiring lots, pick list, stock levels, receiving by scan,
 forecast chart, reorder and recall trace, and the patient pages. Every handler first asks for a
-user allowed to open its page (app.Console.user), then reads through the services with that
+user allowed to open its page (context.Console.user), then reads through the services with that
 user's token; the services' own checks (permissions, organisation and site scope) stay the
 final word, and their refusals become the error page (app.rpc_error)."""
 
@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import uuid
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,29 +24,15 @@ from services.console import reads, receiving, views
 from services.console.auth import PAGE
 from services.console.backend import UserCalls
 from services.console.backend import pages as backend_pages
+from services.console.choosing import asked_day, chosen_site, local_today
+from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
-    from services.console.app import Console
     from services.console.auth import User
-
-
-def _app(request: Request) -> Console:
-    from services.console.app import console
-
-    return console(request)
 
 
 def _calls(c: Console, user: User) -> UserCalls:
     return c.backend.as_user(user.token)
-
-
-def _day(value: str | None, default: dt.date) -> dt.date:
-    if not value:
-        return default
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise HTTPException(400, f"Not a date: {value!r} (YYYY-MM-DD).") from None
 
 
 def _whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -59,25 +44,6 @@ def _whole_number(request: Request, name: str, default: int, low: int, high: int
     return min(max(value, low), high)
 
 
-def _local_today(c: Console, time_zone: str) -> dt.date:
-    try:
-        zone = ZoneInfo(time_zone)
-    except (ValueError, KeyError):
-        zone = ZoneInfo("UTC")
-    return c.clock.now().astimezone(zone).date()
-
-
-def _chosen(sites: list[Any], wanted: str | None) -> Any:
-    if not sites:
-        raise HTTPException(404, "No site of your organisation is open to you.")
-    if wanted:
-        for site in sites:
-            if site.id == wanted:
-                return site
-        raise HTTPException(404, "No such site.")
-    return sites[0]
-
-
 # -- chair board -------------------------------------------------------------------------------
 
 
@@ -85,8 +51,8 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
     user = c.user(request, "board")
     calls = _calls(c, user)
     sites = reads.sites(calls, user.organisation, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
-    day = _day(request.query_params.get("date"), _local_today(c, site.time_zone))
+    site = chosen_site(sites, request.query_params.get("site"))
+    day = asked_day(request.query_params.get("date"), local_today(c.clock, site.time_zone))
     board = reads.chair_board(calls, site, day)
     return {
         "site": site,
@@ -106,7 +72,7 @@ def board_view(c: Console, request: Request) -> dict[str, Any]:
 
 
 def board(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     values = board_view(c, request)
     template = "board_rows.html" if request.headers.get("HX-Request") else "board.html"
     return c.render(request, template, **values)
@@ -116,11 +82,11 @@ def board(request: Request) -> Response:
 
 
 def due(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     calls = _calls(c, user)
     sites = reads.sites(calls, user.organisation, user.sees_site)
-    site = _chosen(sites, request.query_params.get("site"))
+    site = chosen_site(sites, request.query_params.get("site"))
     horizon = _whole_number(request, "days", 28, 1, 366)
     rows = reads.due_list(calls, site.id, horizon)
     return c.render(
@@ -135,7 +101,7 @@ def due(request: Request) -> Response:
 
 
 def slots(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     calls = _calls(c, user)
     plan_id = request.path_params["plan_id"]
@@ -166,9 +132,7 @@ def _slot_form(values: dict[str, str]) -> dict[str, str]:
 
 async def book_confirm(request: Request) -> Response:
     """Step one: what would be booked, and a button to book it (or go back)."""
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     c.user(request, "due")
     slot = _slot_form(await check_csrf(request))
     slot["patient"] = (await request.form()).get("patient", "")  # type: ignore[assignment]
@@ -179,9 +143,7 @@ async def book(request: Request) -> Response:
     """Step two: the booking itself (the request id makes a double click one booking)."""
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     values = await check_csrf(request)
     slot = _slot_form(values)
@@ -214,9 +176,7 @@ async def book(request: Request) -> Response:
 async def cancel_confirm(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     await check_csrf(request)
     calls = _calls(c, user)
@@ -241,9 +201,7 @@ async def cancel_confirm(request: Request) -> Response:
 async def cancel(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "due")
     values = await check_csrf(request)
     calls = _calls(c, user)
@@ -272,14 +230,14 @@ def _at_stock_site(c: Console, request: Request, page: str) -> tuple[UserCalls, 
     user = c.user(request, page)
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
-    return calls, sites, _chosen(sites, request.query_params.get("site"))
+    return calls, sites, chosen_site(sites, request.query_params.get("site"))
 
 
 def pharmacy(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "pharmacy")
     within = _whole_number(request, "days", 60, 0, 3650)
-    today = _local_today(c, site.time_zone)
+    today = local_today(c.clock, site.time_zone)
     rows = reads.expiring_lots(calls, site.id, today, within)
     return c.render(
         request, "pharmacy.html", site=site, sites=sites, lots=rows, days=within, today=today
@@ -290,14 +248,15 @@ def pick_lines(
     c: Console, request: Request
 ) -> tuple[Any, list[Any], dt.date, list[reads.PickLine]]:
     calls, sites, site = _at_stock_site(c, request, "pharmacy")
-    day = _day(
-        request.query_params.get("date"), _local_today(c, site.time_zone) + dt.timedelta(days=1)
+    day = asked_day(
+        request.query_params.get("date"),
+        local_today(c.clock, site.time_zone) + dt.timedelta(days=1),
     )
     return site, sites, day, reads.pick_list(calls, site.id, day)
 
 
 def pick_list(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     site, sites, day, lines = pick_lines(c, request)
     totals: dict[tuple[str, str], int] = {}
     for line in lines:
@@ -315,7 +274,7 @@ def pick_list(request: Request) -> Response:
 
 
 def pick_list_csv(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     site, _sites_, day, lines = pick_lines(c, request)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -379,12 +338,12 @@ def routes() -> list[Route]:
 
 
 def stock(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "stock")
     calls = _calls(c, user)
     sites = reads.stock_sites(calls, user.sees_site)
     wanted = request.query_params.get("site")
-    chosen = [_chosen(sites, wanted)] if wanted else sites
+    chosen = [chosen_site(sites, wanted)] if wanted else sites
     rows = reads.stock_levels(calls, chosen)
     return c.render(request, "stock.html", rows=rows, sites=sites, site=wanted or "")
 
@@ -413,7 +372,7 @@ def _receive_form(c: Console, request: Request, values: dict[str, str], **extra:
 
 
 def receive_page(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     return _receive_form(c, request, dict(request.query_params))
 
 
@@ -423,9 +382,8 @@ async def receive_check(request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     from services.common.gs1 import ScanError
-    from services.console.app import check_csrf
 
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "receive")
     values = await check_csrf(request)
     try:
@@ -455,9 +413,7 @@ async def receive(request: Request) -> Response:
 
     from starlette.concurrency import run_in_threadpool
 
-    from services.console.app import check_csrf
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "receive")
     values = await check_csrf(request)
     request_id = f"console-{values.get('request_id') or uuid.uuid4()}"[:128]
@@ -517,7 +473,7 @@ def _product_choice(
 
 
 def forecast(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "forecast")
     horizon = _whole_number(request, "days", 28, 1, 366)
     products, product_id = _product_choice(calls, site, request.query_params.get("product"))
@@ -536,7 +492,7 @@ def forecast(request: Request) -> Response:
 
 
 def reorder(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     calls, sites, site = _at_stock_site(c, request, "reorder")
     suggestions, orders = reads.reorder(calls, site.id)
     return c.render(
@@ -552,7 +508,7 @@ def reorder(request: Request) -> Response:
 
 
 def recall(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "recall")
     calls = _calls(c, user)
     products = sorted(reads.product_names(calls).items(), key=lambda p: p[1])
@@ -576,7 +532,7 @@ def recall(request: Request) -> Response:
 
 
 def patients(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "patients")
     calls = _calls(c, user)
     found = sorted(
@@ -594,7 +550,7 @@ def patients(request: Request) -> Response:
 
 
 def patient(request: Request) -> Response:
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "patients")
     held = user.permissions(c.roles)
     record = reads.patient_record(

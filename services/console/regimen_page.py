@@ -11,7 +11,7 @@ import base64
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from starlette.concurrency import run_in_threadpool
@@ -23,10 +23,7 @@ from starlette.routing import Route
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.common.convert import from_date, to_date
 from services.console import reads
-
-if TYPE_CHECKING:
-    from services.console.app import Console
-    from services.console.auth import User
+from services.console.context import check_csrf, console
 
 MEASURES = {
     "grip": ("grip strength", pb.OUTCOME_MEASURE_GRIP_STRENGTH),
@@ -75,18 +72,6 @@ def _asked(values: Any, today: dt.date) -> Asked:
     return Asked(as_of, measure, hand)
 
 
-def _user(request: Request, permission: str) -> tuple[Console, User]:
-    """The signed-in user of the patient pages who holds ``permission`` (a 403 page otherwise)."""
-    from services.console.app import Refused
-    from services.console.pages import _app
-
-    c = _app(request)
-    user = c.user(request, "patients")
-    if permission not in user.permissions(c.roles):
-        raise Refused()
-    return c, user
-
-
 def _plan(calls: Any, request: Request) -> pb.TherapyPlan:
     """The plan the path names, which must be the path's patient's (else 404)."""
     plan: pb.TherapyPlan = calls.scheduler.GetTherapyPlan(
@@ -98,7 +83,8 @@ def _plan(calls: Any, request: Request) -> pb.TherapyPlan:
 
 
 def proposal(request: Request) -> Response:
-    c, user = _user(request, "scheduler.regimens.propose")
+    c = console(request)
+    user = c.user(request, "patients", permission="scheduler.regimens.propose")
     calls = c.backend.as_user(user.token)
     plan = _plan(calls, request)
     asked = _asked(request.query_params, c.clock.now().date())
@@ -136,9 +122,8 @@ def proposal(request: Request) -> Response:
 
 
 async def accept(request: Request) -> Response:
-    from services.console.app import check_csrf
-
-    c, user = _user(request, "scheduler.regimens.accept")
+    c = console(request)
+    user = c.user(request, "patients", permission="scheduler.regimens.accept")
     values = await check_csrf(request)
     calls = c.backend.as_user(user.token)
     plan = await run_in_threadpool(_plan, calls, request)
@@ -170,9 +155,8 @@ async def accept(request: Request) -> Response:
 
 
 async def review(request: Request) -> Response:
-    from services.console.app import check_csrf
-
-    c, user = _user(request, "scheduler.reviews.write")
+    c = console(request)
+    user = c.user(request, "patients", permission="scheduler.reviews.write")
     values = await check_csrf(request)
     calls = c.backend.as_user(user.token)
     plan = await run_in_threadpool(_plan, calls, request)

@@ -20,9 +20,10 @@ from starlette.routing import Route
 
 from services.console import planning, reads, views
 from services.console.backend import UserCalls
+from services.console.choosing import chosen_site, local_today
+from services.console.context import Console, check_csrf, console
 
 if TYPE_CHECKING:
-    from services.console.app import Console
     from services.console.auth import User
 
 DEFAULT_DAYS = 7
@@ -73,25 +74,17 @@ def _ask(values: Any, today: dt.date) -> Ask:
 
 
 def _context(request: Request) -> tuple[Console, User, UserCalls, list[Any], Any]:
-    from services.console.pages import _app, _chosen
-
-    c = _app(request)
+    c = console(request)
     user = c.user(request, "plan")
     calls = c.backend.as_user(user.token)
     sites = reads.sites(calls, user.organisation, user.sees_site)
-    return c, user, calls, sites, _chosen(sites, request.query_params.get("site"))
+    return c, user, calls, sites, chosen_site(sites, request.query_params.get("site"))
 
 
 def _solver_calls(c: Console, user: User, ask: Ask) -> UserCalls:
     """The user's calls with a deadline the solver's time limit fits in."""
     backend = dataclasses.replace(c.backend, timeout=ask.time_limit + SOLVER_SLACK_SECONDS)
     return backend.as_user(user.token)
-
-
-def _today(c: Console, site: Any) -> dt.date:
-    from services.console.pages import _local_today
-
-    return _local_today(c, site.time_zone)
 
 
 def _boards(calls: UserCalls, site: Any, planned: planning.Planned) -> list[dict[str, Any]]:
@@ -111,7 +104,7 @@ def _boards(calls: UserCalls, site: Any, planned: planning.Planned) -> list[dict
 
 def plan_form(request: Request) -> Response:
     c, _, _, sites, site = _context(request)
-    ask = _ask(request.query_params, _today(c, site))
+    ask = _ask(request.query_params, local_today(c.clock, site.time_zone))
     return c.render(request, "plan.html", site=site, sites=sites, ask=ask, planned=None)
 
 
@@ -134,10 +127,8 @@ def _planned(
 
 
 async def propose(request: Request) -> Response:
-    from services.console.app import check_csrf
-
     c, user, _, sites, site = await run_in_threadpool(_context, request)
-    ask = _ask(await check_csrf(request), _today(c, site))
+    ask = _ask(await check_csrf(request), local_today(c.clock, site.time_zone))
     planned, boards = await run_in_threadpool(_planned, c, user, site, ask, "")
     return c.render(
         request,
@@ -153,11 +144,9 @@ async def propose(request: Request) -> Response:
 
 
 async def book(request: Request) -> Response:
-    from services.console.app import check_csrf
-
     c, user, _, sites, site = await run_in_threadpool(_context, request)
     values = await check_csrf(request)
-    ask = _ask(values, _today(c, site))
+    ask = _ask(values, local_today(c.clock, site.time_zone))
     request_id = f"console-plan-{values.get('request_id') or uuid.uuid4()}"[:128]
     booked, boards = await run_in_threadpool(_planned, c, user, site, ask, request_id)
     return c.render(

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from services.common import topics
 from services.common.errors import Violations
 from services.common.time_zones import is_valid_time_zone
 from services.notify.domain.webhook_target import WebhookAllowList, url_refusal
@@ -52,8 +53,10 @@ class Topic(enum.Enum):
         return self in SIGNALS
 
 
-CRITICAL = frozenset({Topic.LOT_RECALLED, Topic.STOCK_AT_RISK})
-SIGNALS = frozenset({Topic.BOARD_CHANGED})
+# the topic kinds the console shows too (services/common/topics.py); Topic(name) fails at import
+# on a name that is not a topic
+CRITICAL = frozenset(Topic(name) for name in topics.CRITICAL)
+SIGNALS = frozenset(Topic(name) for name in topics.STREAM_ONLY)
 
 
 class Channel(enum.Enum):
