@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import mean
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -47,6 +46,7 @@ from bench.dose import prepare_dose_request
 from bench.harness import (
     ROOT,
     channel,
+    cpu_seconds,
     dev_issuer,
     free_port,
     load,
@@ -98,12 +98,6 @@ def process(module: str, name: str, env: dict[str, str]) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, text
 from bench.harness import (
     ORG,
     channel,
+    cpu_seconds,
     dev_issuer,
     environment,
     load,
@@ -38,7 +39,6 @@ from bench.harness import (
     running,
     throwaway_database,
 )
-from bench.tracing import cpu_seconds
 from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc

@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, text
 
 from bench.harness import (
     channel,
+    cpu_seconds,
     dev_issuer,
     environment,
     load,
@@ -35,7 +36,6 @@ from bench.harness import (
     running,
     throwaway_database,
 )
-from bench.tracing import cpu_seconds
 from demo.builder import Pharmacy, pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc

@@ -14,9 +14,8 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from bench.harness import channel, dev_issuer, load, operator_token, throwaway_database
+from bench.harness import channel, cpu_seconds, dev_issuer, load, operator_token, throwaway_database
 from bench.inventory import APPOINTMENT_ID, HOT, RESERVE, SITE, inventory_process, reserve_request
-from bench.tracing import cpu_seconds
 from demo.builder import Pharmacy
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc

@@ -8,7 +8,6 @@ the scheduler process's CPU time per call.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +19,15 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
 from bench.dose import prepare_dose_request
-from bench.harness import dev_issuer, environment, free_port, load, operator_token, running
+from bench.harness import (
+    cpu_seconds,
+    dev_issuer,
+    environment,
+    free_port,
+    load,
+    operator_token,
+    running,
+)
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -57,14 +64,6 @@ def otlp_sink() -> Iterator[tuple[str, Callable[[], int]]]:
         yield address, lambda: spans
     finally:
         server.stop(1).wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc): CPU per call is steadier than
-    calls/s on a machine shared with other work."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[str, Any]:
