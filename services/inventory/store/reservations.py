@@ -289,8 +289,9 @@ def promisable(
     takes fewer vials of each size than that, and it takes them from the first lots of the
     size in that order: the rules of domain/allocation.py choose the same vials from this set
     as from every lot. A product with thousands of lots then costs what one with a handful
-    does in Python; the database still reads the product's lots at the site once."""
-    rows = session.execute(
+    does in Python; the database still reads the product's lots at the site once. Run on the
+    session's connection (no ORM layer: 9 % of ReserveStock's CPU went to it)."""
+    rows = session.connection().execute(
         _PROMISABLE,
         {
             "site_id": site_id,

@@ -574,7 +574,7 @@ def booking_inputs(
     postgres = session.get_bind().dialect.name == "postgresql"
     query = _inputs_query(lock and postgres)
     params = {"plan_id": plan_id, "chair_id": chair_id, "lock_day": day.isoformat()}
-    rows = session.execute(query, params).all()
+    rows = session.connection().execute(query, params).all()  # Core rows, no ORM layer
     if not rows:
         return None
     first = rows[0]
@@ -703,7 +703,7 @@ def booking_day(
         "plan_id": plan_id,
         "now": now,
     }
-    rows = session.execute(_day_query(), params).all()
+    rows = session.connection().execute(_day_query(), params).all()  # Core rows, no ORM layer
     by_kind: dict[str, list[Any]] = {"chair": [], "block": [], "booking": [], "plan": []}
     for row in rows:
         by_kind[row.kind].append(row)
@@ -781,7 +781,11 @@ class BatchedAppointments:
 
     def get(self, appointment_id: str) -> Appointment:
         params = {"appointment_id": appointment_id}
-        rows = self.session.execute(_locked_appointment(), params).all() if appointment_id else []
+        rows = (  # Core rows on the session's connection: no ORM layer
+            self.session.connection().execute(_locked_appointment(), params).all()
+            if appointment_id
+            else []
+        )
         if not rows or not current_scope().sees(rows[0].s_organisation_id, rows[0].a_site_id):
             raise NotFound("appointment", appointment_id)
         first = rows[0]
