@@ -190,3 +190,39 @@ def test_the_bounded_read_chooses_what_every_lot_would(
         bounded = [Candidate(*c[:5]) for c in store.promisable(session, "s", products, day, dose)]
         assert allocate(dose, band, products, bounded) == allocate(dose, band, products, every)
         session.rollback()
+
+
+def test_the_daily_check_reads_the_reservations_lines_in_one_statement(
+    platform: Platform,
+) -> None:
+    """The expiry check runs over every open reservation of the site while it holds the site's
+    lot rows locked (ReserveStock waits on them): its reads must not grow with the
+    reservations (it read each one's lines with a statement of its own: 10,000 open
+    reservations held the lots for seconds)."""
+    stock_site(platform, "counted")
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    platform.inventory.ReceiveStock(
+        inv.ReceiveStockRequest(
+            site_id="counted",
+            product_id=product_id,
+            presentation_grams="10",
+            lot_number="D0",
+            expiry_date=Date(year=2027, month=6, day=1),
+            vials=200,
+            unit_cost=Money(currency_code="GBP", units=340),  # docs/clinical-rules.md#cost
+            request_id="daily-receive",
+        )
+    )
+
+    def lines_read(reservations: int) -> int:
+        for i in range(reservations):
+            _reserve(platform, f"daily-{reservations}-{i}", product_id)
+        with statements_by_thread() as counted:
+            platform.inventory.RunExpiryCheck(inv.RunExpiryCheckRequest(site_id="counted"))
+        return sum(counted.values())
+
+    few = lines_read(2)
+    many = lines_read(20)  # 22 open reservations now
+    assert many == few

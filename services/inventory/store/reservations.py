@@ -155,12 +155,18 @@ def reservation_row(
     return row
 
 
+LINES_PER_READ = 1000
+"""Reservations whose lines one statement reads (the daily check reads every open one's)."""
+
+
 def lines(session: Session, reservation_ids: Sequence[str]) -> dict[str, list[ReservationLineRow]]:
+    """Each reservation's lines, LINES_PER_READ reservations a statement."""
     out: dict[str, list[ReservationLineRow]] = {rid: [] for rid in reservation_ids}
-    if reservation_ids:
+    ids = list(out)
+    for first in range(0, len(ids), LINES_PER_READ):
         for line in session.scalars(
             select(ReservationLineRow).where(
-                ReservationLineRow.reservation_id.in_(list(reservation_ids))
+                ReservationLineRow.reservation_id.in_(ids[first : first + LINES_PER_READ])
             )
         ):
             out[line.reservation_id].append(line)

@@ -554,11 +554,9 @@ class Reservations:
                 if entry is not None:
                     self.stock.lots(session).record(current, entry, now, actor)
                     expired.append(lots_store.view(session, row))
-            unusable = [
-                r
-                for r in store.holding(session, list(locked), OPEN_STATES)
-                if self._needs_repair(session, r, locked)
-            ]
+            held = store.holding(session, list(locked), OPEN_STATES)
+            held_lines = store.lines(session, [r.id for r in held])  # one read, not one each
+            unusable = [r for r in held if _needs_repair(r, held_lines[r.id], locked)]
             repaired = self._repair(session, unusable, now, actor, "EXPIRY")
             warnings = []
             for row in locked.values():
@@ -573,17 +571,6 @@ class Reservations:
                         (lots_store.view(session, row), warning.days_left, warning.threshold_days)
                     )
             return expired, repaired, warnings
-
-    def _needs_repair(self, session: Session, row: ReservationRow, lots: dict[str, LotRow]) -> bool:
-        if row.state == ReservationState.AT_RISK.value:
-            return True
-        for line in store.lines(session, [row.id])[row.id]:
-            lot = lots.get(line.lot_id)
-            if lot is None or lot.state != LotState.AVAILABLE.value:
-                return True
-            if lot.expiry_date < row.needed_on:
-                return True
-        return False
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -829,6 +816,22 @@ class Reservations:
             store.to_reservation(r, [(line, lots[line.lot_id]) for line in held[r.id]])
             for r in rows
         ]
+
+
+def _needs_repair(
+    row: ReservationRow, lines: Sequence[ReservationLineRow], lots: dict[str, LotRow]
+) -> bool:
+    """Whether the daily check must move a reservation: at risk already, or holding vials of a
+    lot that is gone, not available, or expiring before the reservation's day."""
+    if row.state == ReservationState.AT_RISK.value:
+        return True
+    for line in lines:
+        lot = lots.get(line.lot_id)
+        if lot is None or lot.state != LotState.AVAILABLE.value:
+            return True
+        if lot.expiry_date < row.needed_on:
+            return True
+    return False
 
 
 def _recall_key(session: Session, product_id: str, lot_number: str, lots: Iterable[LotRow]) -> str:
