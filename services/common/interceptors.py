@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -125,12 +126,23 @@ def _abort(context: grpc.ServicerContext, error: errors.DomainError) -> None:
     context.abort_with_status(rpc_status.to_status(to_status(error)))
 
 
+_PEER: ContextVar[str] = ContextVar("call_peer", default="")
+
+
+def peer_of(context: grpc.ServicerContext) -> str:
+    """The caller's address. gRPC builds it anew at each ``context.peer()`` (a few
+    microseconds, a visible share of a cheap call), so a unary call's is read once, here, and
+    shared with the interceptors inside (the audit trail) and the access line."""
+    return _PEER.get() or context.peer() or ""
+
+
 def _log(
     calls: metrics.MethodMetrics,
     method: str,
     request: Any,
     context: grpc.ServicerContext,
     started: float,
+    peer: str | None = None,
 ) -> None:
     seconds = time.perf_counter() - started
     code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
@@ -146,7 +158,7 @@ def _log(
             name,
             seconds * 1000,
             _request_id(request),
-            context.peer(),
+            context.peer() if peer is None else peer,
             ids.get("trace_id", ""),
             ids.get("span_id", ""),
         )
@@ -164,6 +176,8 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
 
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
+        peer = context.peer() or ""
+        token = _PEER.set(peer)
         try:
             return behaviour(request, context)
         except errors.DomainError as error:
@@ -175,7 +189,8 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
                 raise
             _internal(method, request, context)
         finally:
-            _log(calls, method, request, context, started)
+            _log(calls, method, request, context, started, peer)
+            _PEER.reset(token)
 
     return handler
 

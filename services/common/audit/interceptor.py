@@ -30,7 +30,7 @@ from services.common.auth.policy import (
     service_of,
 )
 from services.common.identity import Caller, current_caller
-from services.common.interceptors import to_status
+from services.common.interceptors import peer_of, to_status
 from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class AuditInterceptor(WrappingInterceptor):
                 kind=kind,
                 resource_type=resource_type,
                 caller=current_caller(),
-                peer=context.peer() or "",
+                peer=peer_of(context),
                 request=request,
                 purpose=_purpose(context),
             )
@@ -115,7 +115,7 @@ class AuditInterceptor(WrappingInterceptor):
             kind=kind,
             resource_type=policy.resource_type,
             caller=caller,
-            peer=context.peer() or "",
+            peer=peer_of(context),
             request=request,
             purpose=purpose if _PURPOSE.match(purpose) else "",
         )
