@@ -11,10 +11,12 @@ and serves until SIGTERM; the benchmark seeds them (bench/inventory.py, bench/bo
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -22,6 +24,7 @@ import psycopg
 
 from bench import lean_booking, lean_stock
 from bench.echo_server import until_stopped
+from bench.harness import ROOT, free_port
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 
@@ -109,6 +112,28 @@ def serve(address: str, url: str, workers: int = 16) -> tuple[grpc.Server, Conne
     server.add_insecure_port(address)
     server.start()
     return server, connections
+
+
+@contextmanager
+def lean_process(url: str) -> Iterator[str]:
+    """The lean server as a process of its own (as the real services and echo run) on a free
+    port, tables created in ``url``'s database; its address, once it says it is SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.lean", address, url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if "SERVING" not in proc.stdout.readline():
+            raise RuntimeError("the lean baseline did not start")
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def main() -> None:
