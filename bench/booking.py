@@ -39,7 +39,7 @@ from bench.harness import (
     running,
     throwaway_database,
 )
-from bench.lean import conninfo, lean_process
+from bench.lean import conninfo, count, lean_process
 from bench.tracing import cpu_seconds
 from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -169,14 +169,13 @@ def seed_lean(url: str) -> None:
 
 def lean_overlaps(url: str) -> int:
     """Pairs of lean bookings sharing a chair-minute (with turnover): must be 0."""
-    with psycopg.connect(conninfo(url)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM lean_bookings a JOIN lean_bookings b "
-            "ON a.chair_id = b.chair_id AND a.id < b.id "
-            "AND a.start_at < b.end_at + interval '15 minutes' "
-            "AND b.start_at < a.end_at + interval '15 minutes'"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return count(
+        url,
+        "SELECT count(*) FROM lean_bookings a JOIN lean_bookings b "
+        "ON a.chair_id = b.chair_id AND a.id < b.id "
+        "AND a.start_at < b.end_at + interval '15 minutes' "
+        "AND b.start_at < a.end_at + interval '15 minutes'",
+    )
 
 
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:

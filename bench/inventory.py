@@ -36,7 +36,7 @@ from bench.harness import (
     running,
     throwaway_database,
 )
-from bench.lean import conninfo, lean_process
+from bench.lean import conninfo, count, lean_process
 from bench.tracing import cpu_seconds
 from demo.builder import Pharmacy, pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -192,13 +192,12 @@ def seed_lean_lots(url: str) -> None:
 
 def lean_over_committed(url: str) -> int:
     """Lean lots with more reserved than on hand, or reserved vials their lines don't hold."""
-    with psycopg.connect(conninfo(url)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM lean_lots l LEFT JOIN (SELECT lot_id, sum(vials) AS v "
-            "FROM lean_reservation_lines GROUP BY lot_id) r ON r.lot_id = l.id "
-            "WHERE l.reserved > l.on_hand OR l.reserved <> coalesce(r.v, 0)"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return count(
+        url,
+        "SELECT count(*) FROM lean_lots l LEFT JOIN (SELECT lot_id, sum(vials) AS v "
+        "FROM lean_reservation_lines GROUP BY lot_id) r ON r.lot_id = l.id "
+        "WHERE l.reserved > l.on_hand OR l.reserved <> coalesce(r.v, 0)",
+    )
 
 
 def top_up(stub: Any, hot: str, today: dt.date, have: int) -> int:
@@ -261,10 +260,10 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             results[real]["lean_baseline"] = lean_name(real)
         results.update(lean)
         checks: dict[str, Any] = dict(verify(url, stub, hot))
-        checks["lean_lots_over_committed"] = lean_over_committed(url)
         log(f"inventory: checks after the ReserveStock runs: {checks}")
         added = top_up(stub, hot, today, checks["hot_open_reservations"])
         checks = verify(url, stub, hot) | {"topped_up": added, "service_cpu_ms_per_call": cpu}
+        checks["lean_lots_over_committed"] = lean_over_committed(url)
         forecast = inv.GetStockForecastRequest(
             site_id=SITE, product_id=hot, horizon_days=FORECAST_HORIZON_DAYS
         ).SerializeToString()

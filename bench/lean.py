@@ -37,6 +37,13 @@ def conninfo(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def count(url: str, query: str) -> int:
+    """One count(*) over the lean tables: the benchmarks' checks after a lean run."""
+    with psycopg.connect(conninfo(url)) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    return int(row[0]) if row else 0
+
+
 def create_tables(url: str) -> None:
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
         conn.execute(lean_stock.SCHEMA)
