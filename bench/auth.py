@@ -46,6 +46,7 @@ from bench.dose import prepare_dose_request
 from bench.harness import (
     ROOT,
     channel,
+    cpu_ms_per_call,
     cpu_seconds,
     dev_issuer,
     free_port,
@@ -74,7 +75,6 @@ from services.issuer.memory import InMemoryKeys
 DOSE = "/infusion.scheduler.v1.SchedulerService/CalculateDose"
 ROUNDS = 3
 WARM_UP_SECONDS = 5.0
-LOAD_WARM_UP_SECONDS = 2.0  # bench.load's own, before it measures
 ON, OFF = "services", "bench.unauthenticated"
 
 
@@ -131,10 +131,8 @@ def compare(
             target = targets[which]
             before = cpu_seconds(target.pid)
             result = measure(target.address, seconds)
-            # the load's warm-up calls ran too: count them at the measured rate
-            calls = float(result["calls_per_second"]) * (seconds + LOAD_WARM_UP_SECONDS)
-            result["server_cpu_ms_per_call"] = round(
-                (cpu_seconds(target.pid) - before) * 1000 / max(calls, 1), 3
+            result["server_cpu_ms_per_call"] = cpu_ms_per_call(
+                cpu_seconds(target.pid) - before, result
             )
             results[f"{label}, {what} {which} (round {n})"] = result
             rates[which].append(float(result["calls_per_second"]))

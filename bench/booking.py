@@ -25,12 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from google.type.timeofday_pb2 import TimeOfDay
 from sqlalchemy import create_engine, text
 
 from bench.harness import (
     ORG,
     channel,
+    cpu_ms_per_call,
     cpu_seconds,
     dev_issuer,
     environment,
@@ -39,6 +41,7 @@ from bench.harness import (
     running,
     throwaway_database,
 )
+from bench.lean import conninfo, count, lean_process
 from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -148,6 +151,34 @@ def overlaps(url: str) -> int:
         engine.dispose()
 
 
+def seed_lean(url: str) -> None:
+    """The lean site, chairs and plans from what the bench made through the RPCs; every
+    plan's dose and chair time are those of a booking the real run made (the bench's
+    patients are alike, so its plans are too)."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO lean_sites SELECT id, time_zone, "
+            "coalesce((capacity->>'turnover_minutes')::int, 0) FROM sites"
+        )
+        conn.execute("INSERT INTO lean_chairs SELECT id, site_id, active FROM chairs")
+        conn.execute(
+            "INSERT INTO lean_plans SELECT p.id, p.patient_id, p.site_id, a.product_id, "
+            "a.dose_grams, a.chair_minutes FROM therapy_plans p, "
+            "(SELECT product_id, dose_grams, chair_minutes FROM appointments LIMIT 1) a"
+        )
+
+
+def lean_overlaps(url: str) -> int:
+    """Pairs of lean bookings sharing a chair-minute (with turnover): must be 0."""
+    return count(
+        url,
+        "SELECT count(*) FROM lean_bookings a JOIN lean_bookings b "
+        "ON a.chair_id = b.chair_id AND a.id < b.id "
+        "AND a.start_at < b.end_at + interval '15 minutes' "
+        "AND b.start_at < a.end_at + interval '15 minutes'",
+    )
+
+
 def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     first = dt.date.today() + dt.timedelta(days=7)
@@ -166,17 +197,17 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         log("booking bench: BookAppointment …")
         before = cpu_seconds(pid)
         name = "BookAppointment (30 chairs, a plan per call)"
+        requests = booking_requests(chairs, plans, first)
         results[name] = load(
             scheduler,
             BOOK,
-            booking_requests(chairs, plans, first),
+            requests,
             seconds,
             concurrency,
             token=token,
         )
         # the service's own CPU per booking: its ceiling on one core is 1 s / this
-        booked_calls = results[name]["calls"] or 1
-        cpu_ms = round((cpu_seconds(pid) - before) * 1000 / booked_calls, 2)
+        cpu_ms = cpu_ms_per_call(cpu_seconds(pid) - before, results[name])
         log(f"booking bench: service CPU ms per BookAppointment call: {cpu_ms}")
         find = pb.FindSlotsRequest(
             therapy_plan_id=searcher,
@@ -197,4 +228,11 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             "first_page_of_bookings": booked,
             "booking_service_cpu_ms_per_call": cpu_ms,
         }
+        lean = "BookAppointment (30 chairs, a plan per call), lean baseline"
+        log("booking bench: BookAppointment, lean baseline …")
+        with lean_process(url) as address:
+            seed_lean(url)
+            results[lean] = load(address, BOOK, requests, seconds, concurrency)
+        results[name]["lean_baseline"] = lean  # the table gives the real path's share of it
+        checks["lean_overlapping_bookings"] = lean_overlaps(url)
     return {"results": results, "checks": checks}

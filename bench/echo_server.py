@@ -28,13 +28,18 @@ def serve(address: str, workers: int = 16) -> grpc.Server:
     return server
 
 
-def main() -> None:
-    server = serve(sys.argv[1])
-    print("echo SERVING", flush=True)
+def until_stopped() -> None:
+    """Returns at SIGTERM or SIGINT: a benchmark server's main thread waits here."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+
+
+def main() -> None:
+    server = serve(sys.argv[1])
+    print("echo SERVING", flush=True)
+    until_stopped()
     server.stop(1).wait()
 
 

@@ -64,6 +64,14 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_ms_per_call(cpu_used: float, result: dict[str, Any]) -> float:
+    """A service's CPU milliseconds per call over a load (``cpu_used``: its cpu_seconds after
+    minus before): divided by every call it answered, the load's warm-up included, which the
+    load's ``calls`` leaves out."""
+    calls = int(result.get("calls_with_warmup") or result.get("calls") or 0)
+    return round(cpu_used * 1000 / max(calls, 1), 2)
+
+
 @contextmanager
 def throwaway_database(label: str) -> Iterator[str]:
     """A database of its own on :data:`SERVER` for one run (``label`` and the pid name it),

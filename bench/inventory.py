@@ -24,10 +24,12 @@ from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from sqlalchemy import create_engine, text
 
 from bench.harness import (
     channel,
+    cpu_ms_per_call,
     cpu_seconds,
     dev_issuer,
     environment,
@@ -36,6 +38,7 @@ from bench.harness import (
     running,
     throwaway_database,
 )
+from bench.lean import conninfo, count, lean_process
 from demo.builder import Pharmacy, pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -51,6 +54,8 @@ FORECAST_HORIZON_DAYS = 90
 RESERVE = "/infusion.inventory.v1.InventoryService/ReserveStock"
 FORECAST = "/infusion.inventory.v1.InventoryService/GetStockForecast"
 APPOINTMENT_ID = 1  # ReserveStockRequest.appointment_id's field number
+HOT_RUN = "ReserveStock, 1 hot product (50 lots), PostgreSQL"
+SPREAD_RUN = "ReserveStock, 200 products spread, PostgreSQL"
 
 
 @contextmanager
@@ -149,6 +154,53 @@ def verify(url: str, stub: Any, hot: str) -> dict[str, int]:
     }
 
 
+def lean_runs(
+    url: str,
+    requests: tuple[list[bytes], list[bytes]],
+    seconds: float,
+    concurrency: int,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """The same two loads, request for request, against the lean baseline (bench/lean.py) on
+    a copy of the real shelf as received (same lots, products and vials, nothing reserved)."""
+    out: dict[str, dict[str, Any]] = {}
+    with lean_process(url) as address:
+        seed_lean_lots(url)
+        for real, payloads in zip((HOT_RUN, SPREAD_RUN), requests, strict=True):
+            name = lean_name(real)
+            log(f"inventory: {name}")
+            out[name] = load(
+                address, RESERVE, payloads, seconds, concurrency, unique_field=APPOINTMENT_ID
+            )
+    return out
+
+
+def lean_name(real: str) -> str:
+    return real.replace("PostgreSQL", "lean baseline")
+
+
+def seed_lean_lots(url: str) -> None:
+    """The lean lots as the bench received them: the real lots' ids, products, vial sizes,
+    expiries and on-hand vials, nothing reserved."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO lean_lots SELECT id, site_id, product_id, lot_number, "
+            "presentation_grams::numeric, expiry_date, on_hand_vials, 0 FROM lots "
+            "WHERE site_id = %s AND state = 'AVAILABLE'",
+            (SITE,),
+        )
+
+
+def lean_over_committed(url: str) -> int:
+    """Lean lots with more reserved than on hand, or reserved vials their lines don't hold."""
+    return count(
+        url,
+        "SELECT count(*) FROM lean_lots l LEFT JOIN (SELECT lot_id, sum(vials) AS v "
+        "FROM lean_reservation_lines GROUP BY lot_id) r ON r.lot_id = l.id "
+        "WHERE l.reserved > l.on_hand OR l.reserved <> coalesce(r.v, 0)",
+    )
+
+
 def top_up(stub: Any, hot: str, today: dt.date, have: int) -> int:
     """Open reservations of the hot product up to FORECAST_RESERVATIONS, needed on days
     spread over the forecast horizon."""
@@ -186,8 +238,8 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         ]
         cpu: dict[str, float] = {}
         for name, requests in (
-            ("ReserveStock, 1 hot product (50 lots), PostgreSQL", hot_requests),
-            ("ReserveStock, 200 products spread, PostgreSQL", spread_requests),
+            (HOT_RUN, hot_requests),
+            (SPREAD_RUN, spread_requests),
         ):
             log(f"inventory: {name}")
             before = cpu_seconds(pid)
@@ -200,14 +252,18 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
                 unique_field=APPOINTMENT_ID,
                 token=token,
             )
-            calls = results[name]["calls"] or 1
             # the service's own CPU per call: its ceiling on one core is 1 s / this
-            cpu[name] = round((cpu_seconds(pid) - before) * 1000 / calls, 2)
+            cpu[name] = cpu_ms_per_call(cpu_seconds(pid) - before, results[name])
         log(f"inventory: service CPU ms per ReserveStock call: {cpu}")
+        lean = lean_runs(url, (hot_requests, spread_requests), seconds, concurrency, log)
+        for real in (HOT_RUN, SPREAD_RUN):  # the table gives the real path's share of lean
+            results[real]["lean_baseline"] = lean_name(real)
+        results.update(lean)
         checks: dict[str, Any] = dict(verify(url, stub, hot))
         log(f"inventory: checks after the ReserveStock runs: {checks}")
         added = top_up(stub, hot, today, checks["hot_open_reservations"])
         checks = verify(url, stub, hot) | {"topped_up": added, "service_cpu_ms_per_call": cpu}
+        checks["lean_lots_over_committed"] = lean_over_committed(url)
         forecast = inv.GetStockForecastRequest(
             site_id=SITE, product_id=hot, horizon_days=FORECAST_HORIZON_DAYS
         ).SerializeToString()

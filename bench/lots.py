@@ -14,7 +14,15 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from bench.harness import channel, cpu_seconds, dev_issuer, load, operator_token, throwaway_database
+from bench.harness import (
+    channel,
+    cpu_ms_per_call,
+    cpu_seconds,
+    dev_issuer,
+    load,
+    operator_token,
+    throwaway_database,
+)
 from bench.inventory import APPOINTMENT_ID, HOT, RESERVE, SITE, inventory_process, reserve_request
 from demo.builder import Pharmacy
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -62,7 +70,7 @@ def main() -> int:
                     token=token,
                 )
                 used = cpu_seconds(pid) - before
-                result["service_cpu_ms_per_call"] = round(used * 1000 / (result["calls"] or 1), 2)
+                result["service_cpu_ms_per_call"] = cpu_ms_per_call(used, result)
                 out[f"{count} lots"] = result
                 print(f"{count} lots: {json.dumps(result)}", flush=True)
                 opened.close()

@@ -162,13 +162,13 @@ def main() -> int:
     echo_rate = results["echo (bare grpcio)"]["calls_per_second"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\n{dt.date.today()} — {machine}; {args.concurrency} in flight, {args.seconds:g} s\n")
-    print("| target | calls/s | share of echo | p50 ms | p99 ms | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| target | calls/s | share of echo | share of lean | p50 ms | p99 ms | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         share = r["calls_per_second"] / echo_rate if echo_rate else 0
         print(
-            f"| {name} | {r['calls_per_second']:.0f} | {share:.0%} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} |"
+            f"| {name} | {r['calls_per_second']:.0f} | {share:.0%} | {lean_share(results, r)} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
         )
     if checks:
         print(f"\ninventory checks after the ReserveStock runs: {json.dumps(checks)}")
@@ -202,6 +202,16 @@ def main() -> int:
         )
     )
     return 0
+
+
+def lean_share(results: dict[str, dict[str, Any]], row: dict[str, Any]) -> str:
+    """A hot path's calls/s over its lean baseline's in the same run (bench/lean.py; the row
+    names it as "lean_baseline"), the issue's measure of the write paths; blank elsewhere."""
+    lean = results.get(row.get("lean_baseline", ""), {}).get("calls_per_second", 0)
+    if row.get("lean_baseline"):
+        row["share_of_lean"] = round(row["calls_per_second"] / lean, 3) if lean else 0.0
+        return f"{row['share_of_lean']:.0%}"
+    return ""
 
 
 def print_board(board: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
 from bench.dose import prepare_dose_request
 from bench.harness import (
+    cpu_ms_per_call,
     cpu_seconds,
     dev_issuer,
     environment,
@@ -105,11 +106,9 @@ def run(seconds: float, concurrency: int, say: Callable[[str], None]) -> dict[st
                     token=token,
                 )
                 results[f"CalculateDose (2-day induction), tracing {label}"] = result
-                # bench.load's 2 s of warm-up are served too, at about the measured rate
-                calls = result["calls_per_second"] * (seconds + 2.0)
                 used = cpu_seconds(procs.pid("scheduler")) - cpu
-                checks[f"scheduler CPU ms per call, tracing {label}"] = round(
-                    1000 * used / calls, 3
+                checks[f"scheduler CPU ms per call, tracing {label}"] = cpu_ms_per_call(
+                    used, result
                 )
             checks[f"spans exported, tracing {label}"] = exported() - before
     return {"results": results, "checks": checks}
