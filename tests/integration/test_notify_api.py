@@ -16,6 +16,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from services.common.convert import from_datetime
 from services.notify.adapters.channels import PermanentFailure, TemporaryFailure
 from services.notify.domain.model import Channel
+from services.notify.store.publishing import TOGETHER
 from tests.integration.errors import error_metadata, error_reason, field_violations
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
@@ -304,6 +305,26 @@ def test_broadcast_reaches_opted_in_subscribers_of_the_site(notify_server: Notif
     assert sorted(d.subscriber_id for d in n.deliveries) == sorted([here.id, anywhere.id])
     assert {d.channel for d in n.deliveries} == {pb.CHANNEL_CONSOLE}
     assert notify_server.run_once() == 2
+
+
+def test_a_broadcast_beyond_one_statement_writes_every_delivery(
+    notify_server: NotifyServer,
+) -> None:
+    """Up to TOGETHER deliveries go in the one statement with the notification, its event and
+    the stored response (store/publishing.py); more go by a statement of their own. Either
+    way the answer is what was written, and a retry with the request_id replays it."""
+    pref = [pb.Preference(topic=pb.TOPIC_LOT_EXPIRING, channels=[pb.CHANNEL_CONSOLE])]
+    for i in range(TOGETHER + 2):
+        create(notify_server, external_ref=f"r{i}", preferences=pref)
+    request_id = rid()
+    reply = publish(notify_server, LOT_EXPIRING, lot_expiring(), request_id=request_id)
+    written = notify_server.stub.GetNotification(
+        pb.GetNotificationRequest(id=reply.notification.id)
+    ).notification
+    assert len(reply.notification.deliveries) == TOGETHER + 2
+    assert [d.id for d in reply.notification.deliveries] == [d.id for d in written.deliveries]
+    assert publish(notify_server, LOT_EXPIRING, lot_expiring(), request_id=request_id) == reply
+    assert notify_server.drain() == TOGETHER + 2
 
 
 def test_a_patient_gets_only_what_names_them_never_a_broadcast(

@@ -32,7 +32,7 @@ from services.notify.domain.model import Channel, Status, Topic
 from services.notify.domain.templates import RenderError, Templates
 from services.notify.domain.timing import quiet_until
 from services.notify.domain.views import NotificationView, PlannedDelivery, StoredSubscriber
-from services.notify.store import events, notifications, subscribers
+from services.notify.store import events, notifications, publishing, subscribers
 from services.notify.usecases.subscribers import current_user
 
 
@@ -103,10 +103,10 @@ class Notifications:
         )
         planned = [] if v else self._plan(cmd, notification, recipients, v)
         v.raise_if_any()
-        seen = notifications.add(session, notification, planned, tracing.current_traceparent())
+        # the rows and their event; written with the stored response (store/publishing.py)
+        seen = publishing.add(session, notification, planned, tracing.current_traceparent())
         if seen is not None:  # the same dedupe_key committed by a concurrent Publish
             return Published(seen, True)
-        events.append(session, notification.id, cmd.topic.value, "PUBLISHED", now)
         return Published(notifications.added(notification, planned), False)
 
     def _plan(
