@@ -307,6 +307,19 @@ def test_broadcast_reaches_opted_in_subscribers_of_the_site(notify_server: Notif
     assert notify_server.run_once() == 2
 
 
+def test_publish_answers_what_get_reads_back(notify_server: NotifyServer) -> None:
+    """Publish's answer is built from what it wrote and the request's payload, not read back:
+    it must be what GetNotification reads, payload (dates, instants) included."""
+    s = create(notify_server)
+    for payload in (lot_expiring(), reminder(NOW + dt.timedelta(days=2))):
+        topic = LOT_EXPIRING if payload.HasField("lot_expiring") else pb.TOPIC_APPOINTMENT_REMINDER
+        reply = publish(notify_server, topic, payload, [s.id])
+        written = notify_server.stub.GetNotification(
+            pb.GetNotificationRequest(id=reply.notification.id)
+        ).notification
+        assert reply.notification == written
+
+
 def test_a_broadcast_beyond_one_statement_writes_every_delivery(
     notify_server: NotifyServer,
 ) -> None:

@@ -141,7 +141,7 @@ def _write_together(
             params.update({f"p{n}_{i}_{key}": value for key, value in row.items()})
     for _, rider in riders:
         params.update(rider)
-    session.execute(_together(*shape), params)
+    session.connection().execute(_together(*shape), params)
 
 
 @lru_cache(maxsize=4 * TOGETHER)
