@@ -5,6 +5,7 @@ SMTP/HTTP adapters are in test_notify_channels.py), idempotent retries and error
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -577,3 +578,24 @@ def test_an_abandoned_attempt_is_taken_up_again_after_its_lease(
 def _deliveries(server: NotifyServer, notification_id: str) -> list[pb.Delivery]:
     n = server.stub.GetNotification(pb.GetNotificationRequest(id=notification_id)).notification
     return list(n.deliveries)
+
+
+def test_two_dispatchers_send_each_delivery_once(notify_factory: Factory) -> None:
+    """Two notify processes (NOTIFY_PROCESSES=2) on one database, each with its dispatcher:
+    draining at once, in small batches, they send every delivery exactly once (PostgreSQL:
+    claimed FOR UPDATE SKIP LOCKED; SQLite: the write lock) and every one ends DELIVERED."""
+    settings = config(dispatch_batch=4)
+    first, second = notify_factory(settings), notify_factory(settings)
+    s = create(first)
+    published = [
+        publish(first, LOT_EXPIRING, lot_expiring(lot=f"L{i}"), [s.id]).notification
+        for i in range(40)
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        drained = list(pool.map(lambda server: server.drain(), (first, second)))
+    sent = [
+        m.delivery_id for server in (first, second) for m in server.recorders[Channel.EMAIL].sent
+    ]
+    assert sum(drained) == len(sent) == len(set(sent)) == 40
+    assert sorted(sent) == sorted(d.id for n in published for d in n.deliveries)
+    assert {status for n in published for status in _status(first, n.id)} == {DELIVERED}
