@@ -7,7 +7,7 @@ another process can compare with its own) of the first and the latest POST.
 
 It runs apart from the bench because a sink inside the bench process parses every POST under
 the same GIL as the bench's fan-out streams and publishing threads, so the bench measured
-itself as much as notify (issue 16: "sinks in their own process").
+itself as much as notify.
 """
 
 from __future__ import annotations
