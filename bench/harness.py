@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import grpc
 
 from services.common.auth.tokens import StaticToken
 from services.common.channels import open_channel
+from services.common.health import wait_serving
 from services.issuer.issuer import OPERATOR_ROLES
 from services.issuer.local import LocalIssuer
 from services.launcher import SERVICES, Endpoint, ServiceProcesses, service_environment
@@ -97,14 +98,41 @@ def dev_issuer() -> Iterator[LocalIssuer]:
             issuer.stop()
 
 
+@contextmanager
+def process(
+    cmd: list[str],
+    address: str,
+    env: dict[str, str] | None = None,
+    ready: Callable[[str], bool] = wait_serving,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` as a process (its output dropped) until the block ends, once ``ready`` says
+    it answers at ``address`` (a gRPC health check by default); terminated afterwards."""
+    full = dict(os.environ)
+    full.update(env or {})
+    proc = subprocess.Popen(
+        cmd, env=full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        if not ready(address):
+            raise RuntimeError(f"{' '.join(cmd)} did not start on {address}")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def operator_token(issuer: LocalIssuer) -> str:
     """A day unit operator of the bench organisation: every person's role (sites, patients,
     plans, bookings, stock)."""
     return issuer.issuer.user_token(OPERATOR_ROLES, ORG)
 
 
-def channel(address: str, token: str) -> grpc.Channel:
-    return open_channel(address, None, StaticToken(token))
+def channel(address: str, token: str, own_connection: bool = False) -> grpc.Channel:
+    """A channel whose calls carry ``token``; with ``own_connection`` one that does not share
+    its HTTP/2 connection with other channels to the address (grpcio shares it otherwise), so
+    that a service run as several processes behind SO_REUSEPORT gets calls in each."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+    return open_channel(address, None, StaticToken(token), options)
 
 
 def load(

@@ -4,19 +4,22 @@ measured in the same run. `python -m bench.notify [--seconds 10] [--plans 100000
 On a throwaway PostgreSQL database (127.0.0.1:5432, user postgres; created and dropped here):
 
 1. **Publish** throughput: notify as a process (as under `make run`), dispatcher off, 32 calls
-   in flight, each a LOT_EXPIRING for one named subscriber with a webhook (one delivery each),
-   every call its own request_id (bench.load --unique-field).
+   in flight over 4 connections, each a LOT_EXPIRING for one named subscriber with a webhook
+   (one delivery each), every call its own request_id (bench.load --unique-field).
+   ``--processes N`` (default NOTIFY_PROCESSES, else 1) runs notify as N processes behind one
+   port, each with its own dispatcher in step 2.
 2. **Webhook delivery**: the deliveries step 1 left PENDING, drained by a notify process whose
    dispatcher is on (NOTIFY_DISPATCH_WORKERS 8, batch 50, the defaults) to a local HTTP sink
-   (a threaded http.server in this process, keep-alive, answering 204); then **end to end**: a
-   fixed number of Publish calls while the dispatcher runs, timed from the first call until the
-   sink has every delivery.
+   (bench/sink.py, a process of its own, keep-alive, answering 204); then **end to end**: a
+   fixed number of Publish calls (over 4 connections) while the dispatcher runs, timed from the
+   first call until the sink has every delivery. The sink counts posts and distinct
+   Idempotency-Keys: every delivery must arrive exactly once.
 3. **Fan-out**: 50 concurrent Subscribe streams (threads of this process) while notifications
    are published; every stream must receive every event.
 4. **Due scan** over N active plans (default 100,000) seeded straight into the scheduler's
    tables, run in this process with a fixed clock: the first pass (no watermark: every plan),
    a day's pass (the plans whose window opens that day, 1/28 of them), and a pass with
-   nothing due. Target for the day's pass: under 2 s.
+   nothing due. Target for the day's pass: under 2 s. ``--no-due-scan`` skips it.
 
 Prints a Markdown table and writes bench/results/notify.json.
 """
@@ -28,27 +31,28 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.type.date_pb2 import Date
 from sqlalchemy import create_engine, func, insert, select
 
-from bench.harness import ROOT, channel, dev_issuer, free_port, load, throwaway_database
+from bench import sink
+from bench.harness import ROOT, channel, dev_issuer, free_port, load, process, throwaway_database
+from bench.tracing import cpu_seconds
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
 from services.common.db import Database
-from services.common.health import wait_serving
 from services.common.migrations import upgrade
 from services.issuer.local import LocalIssuer
 
@@ -56,27 +60,6 @@ PUBLISH = "/infusion.notify.v1.NotifyService/Publish"
 ECHO = "/bench.Echo/Echo"
 REQUEST_ID = 7  # PublishRequest.request_id
 RESULTS = ROOT / "bench" / "results" / "notify.json"
-
-
-@contextmanager
-def process(
-    cmd: list[str],
-    address: str,
-    env: dict[str, str] | None = None,
-    ready: Callable[[str], bool] = wait_serving,
-) -> Iterator[str]:
-    full = dict(os.environ)
-    full.update(env or {})
-    proc = subprocess.Popen(
-        cmd, env=full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        if not ready(address):
-            raise RuntimeError(f"{' '.join(cmd)} did not start on {address}")
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _wait_port(address: str, timeout: float = 20) -> bool:
@@ -90,9 +73,30 @@ def _wait_port(address: str, timeout: float = 20) -> bool:
         channel.close()
 
 
-def notify_process(url: str, jobs: bool, issuer: LocalIssuer, workers: int = 8) -> Any:
+@dataclass(frozen=True)
+class Notify:
+    address: str
+    pid: int  # the parent of the workers, with NOTIFY_PROCESSES above 1
+
+    def cpu_seconds(self) -> float:
+        """CPU time so far of the service: its process and the workers it started."""
+        total = cpu_seconds(self.pid)
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+        return total
+
+
+@contextmanager
+def notify_process(
+    url: str, jobs: bool, issuer: LocalIssuer, workers: int = 8, processes: int = 1
+) -> Iterator[Notify]:
+    """Notify as `make run` starts it; with ``processes`` above 1, that many workers behind
+    one port (NOTIFY_PROCESSES, docs/operations.md "Several processes per service"), each
+    with its own dispatcher when ``jobs``."""
     address = f"127.0.0.1:{free_port()}"
     env = {
+        "NOTIFY_PROCESSES": str(processes),
         **issuer.service_environment(),
         "NOTIFY_DATABASE_URL": url,
         "NOTIFY_LISTEN": address,
@@ -103,68 +107,16 @@ def notify_process(url: str, jobs: bool, issuer: LocalIssuer, workers: int = 8) 
         "NOTIFY_GRPC_MAX_STREAMS": "128",
         "NOTIFY_GRPC_MAX_STREAMS_PER_CALLER": "128",
         "NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1",  # the local sink
-        "NOTIFY_DB_POOL_SIZE": "20",
+        # a connection for each call in flight (32 over the processes) and for the process's
+        # own work (dispatcher, the stream's placement and watcher, the audit linker): with
+        # fewer, the pool's overflow opens and closes a connection for many a call
+        "NOTIFY_DB_POOL_SIZE": str(-(-32 // processes) + 4),
         "NOTIFY_SHUTDOWN_GRACE_SECONDS": "2",
         "NOTIFY_HEARTBEAT_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
     }
-    return process([sys.executable, "-m", "services.notify"], address, env)
-
-
-# --- the webhook sink ---------------------------------------------------------------------------
-
-
-class Sink:
-    """Counts webhook POSTs (by Idempotency-Key, so a repeat is visible) and answers 204."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.keys: set[str] = set()
-        self.posts = 0
-        self.last = 0.0
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with sink.lock:
-                    sink.posts += 1
-                    sink.keys.add(self.headers.get("Idempotency-Key", ""))
-                    sink.last = time.perf_counter()
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 1024  # the default 5 refuses connections in a burst
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def received(self) -> int:
-        with self.lock:
-            return len(self.keys)
-
-    def wait_for(self, count: int, timeout: float) -> float:
-        """Seconds (perf_counter) of the last POST once ``count`` arrived; raises on timeout."""
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            with self.lock:
-                if len(self.keys) >= count:
-                    return self.last
-            time.sleep(0.01)
-        raise RuntimeError(f"webhook sink: {self.received()} of {count} after {timeout} s")
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    with process([sys.executable, "-m", "services.notify"], address, env) as started:
+        yield Notify(address, started.pid)
 
 
 # --- notify -------------------------------------------------------------------------------------
@@ -228,12 +180,31 @@ def publish_request(subscriber: str, n: int = 0, request_id: str = "") -> npb.Pu
     )
 
 
-def publish_many(stub: Any, subscriber: str, count: int, tag: str, workers: int = 32) -> None:
+def publish_many(
+    address: str,
+    token: str,
+    subscriber: str,
+    count: int,
+    tag: str,
+    workers: int = 32,
+    connections: int = 4,
+) -> None:
+    """``count`` Publish calls, ``workers`` at a time, dealt out over ``connections`` HTTP/2
+    connections (as bench.load does: each process of a service behind SO_REUSEPORT gets
+    some)."""
+    opened = [channel(address, token, own_connection=True) for _ in range(connections)]
+    stubs = [notify_pb2_grpc.NotifyServiceStub(c) for c in opened]
+
     def one(n: int) -> None:
+        stub = stubs[n % connections]
         stub.Publish(publish_request(subscriber, n, f"{tag}-{n}"), timeout=60)
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, range(count)))
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(count)))
+    finally:
+        for c in opened:
+            c.close()
 
 
 def deliveries(url: str) -> int:
@@ -294,14 +265,11 @@ def fan_out(
         t.start()
     ready.wait()
     time.sleep(1.0)  # every stream has sent its request and is waiting for live events
-    publisher = channel(address, token)
-    stub = notify_pb2_grpc.NotifyServiceStub(publisher)
     start = time.perf_counter()
-    publish_many(stub, subscriber, events, f"fanout-{os.getpid()}", workers=16)
+    publish_many(address, token, subscriber, events, f"fanout-{os.getpid()}", workers=16)
     published = time.perf_counter()
     done.wait(timeout=300)
     finished = max(last)
-    publisher.close()
     for c in channels:
         c.close()
     seconds = finished - start
@@ -326,19 +294,22 @@ def notify_benchmarks(
     log: Callable[[str], None],
     issuer: LocalIssuer,
     workers: int = 8,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Notify's calls come from a hospital system (the integration role)."""
+    """Notify's calls come from a hospital system (the integration role); its webhook
+    deliveries go to a sink process (bench/sink.py)."""
     token = issuer.token("integration", "bench")
     upgrade("notify", Database(url).engine)
-    sink = Sink()
     out: dict[str, Any] = {}
-    try:
-        with notify_process(url, jobs=False, issuer=issuer) as address:
+    with sink.running() as hooks:
+        with notify_process(url, jobs=False, issuer=issuer, processes=processes) as service:
+            address = service.address
             opened = channel(address, token)
             stub = notify_pb2_grpc.NotifyServiceStub(opened)
-            hook, quiet = subscribers(stub, sink.url)
+            hook, quiet = subscribers(stub, hooks.url)
             stub.Publish(publish_request(hook, request_id="warm-up"))
             log(f"notify: Publish, {concurrency} in flight, {seconds} s")
+            cpu, before = service.cpu_seconds(), deliveries(url)
             out["publish"] = load(
                 address,
                 PUBLISH,
@@ -348,36 +319,53 @@ def notify_benchmarks(
                 unique_field=REQUEST_ID,
                 token=token,
             )
+            # every call the load made, its warm-up's too: one delivery each
+            out["publish"]["server_cpu_ms_per_call"] = round(
+                (service.cpu_seconds() - cpu) * 1000 / (deliveries(url) - before), 3
+            )
             opened.close()
         pending = deliveries(url)  # the measured calls plus the load's warm-up
-        with notify_process(url, jobs=True, issuer=issuer, workers=workers) as address:
-            start = time.perf_counter()
+        with notify_process(
+            url, jobs=True, issuer=issuer, workers=workers, processes=processes
+        ) as service:
+            address = service.address
             log(f"notify: draining {pending} webhook deliveries")
-            end = sink.wait_for(pending, timeout=300)
+            # notify's CPU from its first delivery (its start-up's is not the drain's)
+            hooks.wait_for(1, timeout=60)
+            cpu, sent = service.cpu_seconds(), hooks.status().keys
+            end = hooks.wait_for(pending, timeout=300)
+            cpu = service.cpu_seconds() - cpu
+            # from the first delivery the sink saw: the dispatcher starts with the process,
+            # before the bench sees it serving
+            start = hooks.status().first
             out["webhook_drain"] = {
                 "deliveries": pending,
                 "seconds": round(end - start, 3),
                 "per_second": round(pending / (end - start), 1),
+                "server_cpu_ms_per_delivery": round(cpu * 1000 / max(pending - sent, 1), 3),
             }
-            opened = channel(address, token)
-            stub = notify_pb2_grpc.NotifyServiceStub(opened)
             log(f"notify: end to end, {e2e} notifications published while dispatching")
-            start = time.perf_counter()
-            publish_many(stub, hook, e2e, f"e2e-{os.getpid()}")
-            published = time.perf_counter()
-            end = sink.wait_for(deliveries(url), timeout=300)
+            cpu = service.cpu_seconds()
+            start = time.time()  # the sink reports wall-clock times
+            publish_many(address, token, hook, e2e, f"e2e-{os.getpid()}")
+            published = time.time()
+            total = deliveries(url)
+            end = hooks.wait_for(total, timeout=300)
+            received = hooks.status()
+            cpu = service.cpu_seconds() - cpu
             out["webhook_end_to_end"] = {
                 "notifications": e2e,
                 "seconds": round(end - start, 3),
                 "per_second": round(e2e / (end - start), 1),
                 "publish_seconds": round(published - start, 3),
-                "repeats_at_sink": sink.posts - sink.received(),
+                # Publish and delivery: notify's CPU time over the notifications
+                "server_cpu_ms_per_notification": round(cpu * 1000 / e2e, 3),
+                "repeats_at_sink": received.posts - received.keys,
+                # every delivery of the run (drained and end to end) arrived once, none twice
+                "exactly_once": received.posts == received.keys == total,
             }
             log(f"notify: fan-out to {streams} streams, {fanout_events} events")
             out["fan_out"] = fan_out(address, url, quiet, streams, fanout_events, token)
-            opened.close()
-    finally:
-        sink.close()
     return out
 
 
@@ -531,6 +519,13 @@ def main() -> int:
     parser.add_argument("--plans", type=int, default=100_000)
     parser.add_argument("--dispatch-workers", type=int, default=8)
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=int(os.environ.get("NOTIFY_PROCESSES", "1")),
+        help="notify processes behind one port (NOTIFY_PROCESSES; default it, or 1)",
+    )
+    parser.add_argument("--no-due-scan", action="store_true", help="skip the scheduler's due scan")
+    parser.add_argument(
         "--due-scan-only",
         action="store_true",
         help="only the scheduler's due scan (no services, no echo); prints its rows",
@@ -542,10 +537,10 @@ def main() -> int:
 
     if args.due_scan_only:
         with throwaway_database("notify") as url:
-            scan = due_scan_benchmark(url, args.plans, log)
+            alone = due_scan_benchmark(url, args.plans, log)
         print("| benchmark (PostgreSQL) | result | detail |")
         print("| --- | --- | --- |")
-        for row in due_scan_rows(scan):
+        for row in due_scan_rows(alone):
             print("| " + " | ".join(row) + " |")
         return 0
 
@@ -565,9 +560,12 @@ def main() -> int:
             log,
             issuer,
             args.dispatch_workers,
+            args.processes,
         )
-    with throwaway_database("notify") as url:
-        scan = due_scan_benchmark(url, args.plans, log)
+    scan: dict[str, Any] = {}
+    if not args.no_due_scan:
+        with throwaway_database("notify") as url:
+            scan = due_scan_benchmark(url, args.plans, log)
 
     publish = found["publish"]
     echo_rate = float(echo["calls_per_second"])
@@ -579,21 +577,25 @@ def main() -> int:
             f"p50 {echo['p50_ms']} ms, p99 {echo['p99_ms']} ms",
         ),
         (
-            f"Publish (1 webhook delivery each), {args.concurrency} in flight",
+            f"Publish (1 webhook delivery each), {args.concurrency} in flight, "
+            f"{args.processes} notify process{'es' if args.processes > 1 else ''}",
             f"{publish['calls_per_second']:,.0f} calls/s "
             f"({publish['calls_per_second'] / echo_rate:.1%} of echo)",
-            f"p50 {publish['p50_ms']} ms, p99 {publish['p99_ms']} ms, errors {publish['errors']}",
+            f"p50 {publish['p50_ms']} ms, p99 {publish['p99_ms']} ms, errors {publish['errors']}; "
+            f"notify CPU {publish['server_cpu_ms_per_call']} ms a call",
         ),
         (
             f"webhook delivery, backlog drained ({args.dispatch_workers} dispatch workers)",
             f"{drain['per_second']:,.0f} deliveries/s",
-            f"{drain['deliveries']:,} in {drain['seconds']} s",
+            f"{drain['deliveries']:,} in {drain['seconds']} s; notify CPU "
+            f"{drain['server_cpu_ms_per_delivery']} ms a delivery",
         ),
         (
             "webhook end to end (Publish → sink)",
             f"{e2e['per_second']:,.0f} notifications/s",
-            f"{e2e['notifications']:,} in {e2e['seconds']} s; repeats at sink "
-            f"{e2e['repeats_at_sink']}",
+            f"{e2e['notifications']:,} in {e2e['seconds']} s; notify CPU "
+            f"{e2e['server_cpu_ms_per_notification']} ms a notification; repeats at sink "
+            f"{e2e['repeats_at_sink']}; every delivery once: {e2e['exactly_once']}",
         ),
         (
             f"fan-out, {fan['streams']} Subscribe streams",
@@ -602,7 +604,8 @@ def main() -> int:
             f"last {fan['last_event_after_publishing_ms']} ms after the last Publish",
         ),
     ]
-    rows += due_scan_rows(scan)
+    if scan:
+        rows += due_scan_rows(scan)
     print("| benchmark (PostgreSQL) | result | detail |")
     print("| --- | --- | --- |")
     for row in rows:
@@ -617,6 +620,7 @@ def main() -> int:
                     "cpus": os.cpu_count(),
                     "platform": platform.platform(),
                 },
+                "processes": args.processes,
                 "echo": echo,
                 **found,
                 "due_scan": scan,

@@ -5,6 +5,7 @@ SMTP/HTTP adapters are in test_notify_channels.py), idempotent retries and error
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from infusion.notify.v1 import notify_pb2 as pb
 from services.common.convert import from_datetime
 from services.notify.adapters.channels import PermanentFailure, TemporaryFailure
 from services.notify.domain.model import Channel
+from services.notify.store.publishing import TOGETHER
 from tests.integration.errors import error_metadata, error_reason, field_violations
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
@@ -306,6 +308,39 @@ def test_broadcast_reaches_opted_in_subscribers_of_the_site(notify_server: Notif
     assert notify_server.run_once() == 2
 
 
+def test_publish_answers_what_get_reads_back(notify_server: NotifyServer) -> None:
+    """Publish's answer is built from what it wrote and the request's payload, not read back:
+    it must be what GetNotification reads, payload (dates, instants) included."""
+    s = create(notify_server)
+    for payload in (lot_expiring(), reminder(NOW + dt.timedelta(days=2))):
+        topic = LOT_EXPIRING if payload.HasField("lot_expiring") else pb.TOPIC_APPOINTMENT_REMINDER
+        reply = publish(notify_server, topic, payload, [s.id])
+        written = notify_server.stub.GetNotification(
+            pb.GetNotificationRequest(id=reply.notification.id)
+        ).notification
+        assert reply.notification == written
+
+
+def test_a_broadcast_beyond_one_statement_writes_every_delivery(
+    notify_server: NotifyServer,
+) -> None:
+    """Up to TOGETHER deliveries go in the one statement with the notification, its event and
+    the stored response (store/publishing.py); more go by a statement of their own. Either
+    way the answer is what was written, and a retry with the request_id replays it."""
+    pref = [pb.Preference(topic=pb.TOPIC_LOT_EXPIRING, channels=[pb.CHANNEL_CONSOLE])]
+    for i in range(TOGETHER + 2):
+        create(notify_server, external_ref=f"r{i}", preferences=pref)
+    request_id = rid()
+    reply = publish(notify_server, LOT_EXPIRING, lot_expiring(), request_id=request_id)
+    written = notify_server.stub.GetNotification(
+        pb.GetNotificationRequest(id=reply.notification.id)
+    ).notification
+    assert len(reply.notification.deliveries) == TOGETHER + 2
+    assert [d.id for d in reply.notification.deliveries] == [d.id for d in written.deliveries]
+    assert publish(notify_server, LOT_EXPIRING, lot_expiring(), request_id=request_id) == reply
+    assert notify_server.drain() == TOGETHER + 2
+
+
 def test_a_patient_gets_only_what_names_them_never_a_broadcast(
     notify_server: NotifyServer,
 ) -> None:
@@ -543,3 +578,24 @@ def test_an_abandoned_attempt_is_taken_up_again_after_its_lease(
 def _deliveries(server: NotifyServer, notification_id: str) -> list[pb.Delivery]:
     n = server.stub.GetNotification(pb.GetNotificationRequest(id=notification_id)).notification
     return list(n.deliveries)
+
+
+def test_two_dispatchers_send_each_delivery_once(notify_factory: Factory) -> None:
+    """Two notify processes (NOTIFY_PROCESSES=2) on one database, each with its dispatcher:
+    draining at once, in small batches, they send every delivery exactly once (PostgreSQL:
+    claimed FOR UPDATE SKIP LOCKED; SQLite: the write lock) and every one ends DELIVERED."""
+    settings = config(dispatch_batch=4)
+    first, second = notify_factory(settings), notify_factory(settings)
+    s = create(first)
+    published = [
+        publish(first, LOT_EXPIRING, lot_expiring(lot=f"L{i}"), [s.id]).notification
+        for i in range(40)
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        drained = list(pool.map(lambda server: server.drain(), (first, second)))
+    sent = [
+        m.delivery_id for server in (first, second) for m in server.recorders[Channel.EMAIL].sent
+    ]
+    assert sum(drained) == len(sent) == len(set(sent)) == 40
+    assert sorted(sent) == sorted(d.id for n in published for d in n.deliveries)
+    assert {status for n in published for status in _status(first, n.id)} == {DELIVERED}

@@ -22,7 +22,7 @@ from services.notify.domain.model import (
     validate_subscriber,
 )
 from services.notify.domain.sms import SEGMENT, fit_sms, gsm7_length
-from services.notify.domain.templates import SMS_HIDDEN, RenderError, Templates
+from services.notify.domain.templates import SMS_HIDDEN, Memo, Rendered, RenderError, Templates
 from services.notify.domain.timing import backoff, quiet_until
 
 LONDON = ZoneInfo("Europe/London")
@@ -352,6 +352,49 @@ def test_every_topic_renders_every_channel(topic: Topic) -> None:
     assert (gsm7_length(sms) or 999) <= SEGMENT, sms
     for word in BRANDS:
         assert word not in sms, (word, sms)
+
+
+def test_a_publish_renders_a_recipient_independent_text_once() -> None:
+    """With one memo (a Publish's), a template that reads neither the zone nor the subscriber
+    renders once for every recipient; one that reads the zone, once per zone; the HTML part,
+    which extends the layout (it names the subscriber), once per zone and name. The texts are
+    those rendered without a memo."""
+    rendered: list[str] = []
+
+    def seen(value: object, name: str) -> object:
+        rendered.append(name)
+        return value
+
+    templates = Templates(
+        overrides={
+            "LOT_EXPIRING/email_subject.txt": "Lot {{ p.lot_number | seen('subject') }}",
+            "LOT_EXPIRING/email_text.txt": "{{ p.lot_number | seen('text') }} in {{ zone }}",
+        }
+    )
+    templates.env.filters["seen"] = seen
+    recipients = [("Europe/London", "Pat"), ("Europe/London", "Sam"), ("Europe/Paris", "Pat")]
+
+    def each(memo: Memo | None) -> list[Rendered]:
+        return [
+            templates.render(
+                Topic.LOT_EXPIRING,
+                Channel.EMAIL,
+                SAMPLES[Topic.LOT_EXPIRING],
+                payload_field="payload.lot_expiring",
+                zone=zone,
+                display_name=name,
+                memo=memo,
+            )
+            for zone, name in recipients
+        ]
+
+    memo: Memo = {}
+    with_memo = each(memo)
+    assert sorted(rendered) == ["subject", "text", "text"]
+    assert len([key for key in memo if key[0] == "LOT_EXPIRING/email.html"]) == 3
+    without = each(None)
+    assert with_memo == without
+    assert "Sam" in with_memo[1].html and "Europe/Paris" in with_memo[2].text
 
 
 def test_local_times_in_messages_follow_the_zone() -> None:

@@ -3,6 +3,7 @@ subscriber creation, and the connector that resolves once and connects to what i
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,8 +18,15 @@ from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
 from services.common.settings import SettingsError
-from services.notify.adapters.channels import GuardedBackend, GuardedTransport, WebhookTargetRefused
-from services.notify.domain.model import Subscriber, SubscriberKind, validate_subscriber
+from services.notify.adapters.channels import (
+    DISCARD_BYTES,
+    GuardedBackend,
+    GuardedTransport,
+    OutgoingMessage,
+    WebhookAdapter,
+    WebhookTargetRefused,
+)
+from services.notify.domain.model import Channel, Subscriber, SubscriberKind, validate_subscriber
 from services.notify.domain.webhook_target import (
     IPAddress,
     WebhookAllowList,
@@ -216,31 +224,43 @@ def test_an_unresolvable_name_is_a_connection_error() -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[int, list[str]]]:
+def receiver() -> Iterator[tuple[int, list[str], list[bytes]]]:
+    """A keep-alive receiver recording each POST's Host and body; its answer is 200 with the
+    body the path names (``/short`` a small one, ``/long`` more than the webhook adapter
+    reads), or 204 (any other path)."""
+    bodies = {"/short": b'{"ok": true}', "/long": b"x" * (DISCARD_BYTES + 1)}
     hosts: list[str] = []
+    received: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:
             hosts.append(self.headers["Host"])
-            self.send_response(204)
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = bodies.get(self.path, b"")
+            self.send_response(204 if not body else 200)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        yield httpd.server_address[1], hosts
+        yield httpd.server_address[1], hosts, received
     finally:
         httpd.shutdown()
         httpd.server_close()
 
 
-def test_httpx_connects_through_the_guard(receiver: tuple[int, list[str]]) -> None:
+def test_httpx_connects_through_the_guard(receiver: tuple[int, list[str], list[bytes]]) -> None:
     """The test name resolves only through the guard's resolver: a delivered request proves
     httpx used the guard; the Host header stays the URL's."""
-    port, hosts = receiver
+    port, hosts, _ = receiver
 
     def test_names(host: str, p: int) -> list[IPAddress]:
         assert host == "hooks.example.test"
@@ -256,3 +276,46 @@ def test_httpx_connects_through_the_guard(receiver: tuple[int, list[str]]) -> No
     ):
         client.post(f"http://hooks.example.test:{port}/x")
     assert len(hosts) == 1
+
+
+def test_webhook_deliveries_reuse_one_connection(
+    receiver: tuple[int, list[str], list[bytes]],
+) -> None:
+    """The answer is read (and dropped) so the connection serves the next delivery: one
+    connection, so one resolution and check, for several deliveries; an answer longer than the
+    adapter reads still counts as delivered, and its connection is not reused."""
+    port, _, received = receiver
+    connections: list[str] = []
+
+    def test_names(host: str, p: int) -> list[IPAddress]:
+        connections.append(host)
+        return [ip_address("127.0.0.1")]
+
+    config = load_settings({"NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1"})
+    adapter = WebhookAdapter(config, resolver=test_names)
+
+    def send(path: str) -> None:
+        adapter.send(
+            OutgoingMessage(
+                delivery_id="d1",
+                notification_id="n1",
+                topic="LOT_EXPIRING",
+                channel=Channel.WEBHOOK,
+                destination=f"http://hooks.example.test:{port}{path}",
+                subject="",
+                text='{"a": 1}',
+                html="",
+                webhook_secret="k",
+                sent_at=dt.datetime(2026, 12, 3, tzinfo=dt.UTC),
+            )
+        )
+
+    try:
+        for path in ("/empty", "/short", "/empty", "/long"):
+            send(path)
+        assert len(connections) == 1
+        send("/empty")
+        assert len(connections) == 2
+    finally:
+        adapter.close()
+    assert received == [b'{"a": 1}'] * 5

@@ -222,6 +222,27 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
 
+DISCARD_BYTES = 64 * 1024
+DISCARD_SECONDS = 1.0
+
+
+def _discard(response: httpx.Response) -> None:
+    """Reads the receiver's answer and drops it, so that its connection goes back to the pool
+    for the next delivery: httpcore closes a connection whose answer was left unread, and every
+    delivery paid a new TCP connection (and TLS handshake). Bounded: an answer longer than
+    ``DISCARD_BYTES``, or still arriving after ``DISCARD_SECONDS``, is left, and its connection
+    closed. A failure here is not the delivery's: its status has been read."""
+    seen = 0
+    deadline = time.monotonic() + DISCARD_SECONDS
+    try:
+        for chunk in response.iter_raw():
+            seen += len(chunk)
+            if seen > DISCARD_BYTES or time.monotonic() > deadline:
+                return
+    except httpx.HTTPError:
+        return
+
+
 def _webhook_failure(status: int) -> Exception:
     """A fixed reason from the status alone: the receiver's body is never read, kept or shown
     (it could be anything an internal service answers)."""
@@ -236,7 +257,8 @@ def _webhook_failure(status: int) -> Exception:
 class WebhookAdapter:
     """POSTs the JSON body with a signature over timestamp and body, and the delivery id as
     Idempotency-Key so a receiver can drop a repeat after a crash or a lost reply. The target
-    is checked at each send (``GuardedTransport``); errors are stored as fixed reasons."""
+    is checked at each connection (``GuardedTransport``; a kept-alive one goes on to the
+    address checked); errors are stored as fixed reasons."""
 
     def __init__(
         self,
@@ -265,7 +287,8 @@ class WebhookAdapter:
             with self._client.stream(
                 "POST", message.destination, content=body, headers=headers
             ) as response:
-                status = response.status_code  # the body is left unread
+                status = response.status_code
+                _discard(response)  # read for the connection's sake, never kept
         except WebhookTargetRefused as error:
             raise PermanentFailure(f"webhook target refused: {error}") from None
         except httpx.TimeoutException:

@@ -231,9 +231,16 @@ def payload_in(
     return stored, context, sites
 
 
-def notification_out(n: NotificationView) -> pb.Notification:
+def notification_out(n: NotificationView, published: pb.Payload | None = None) -> pb.Notification:
+    """The notification as the API shows it. ``published``: the payload it was published with,
+    when the caller has it (Publish: the request's, which is what was stored), instead of the
+    stored JSON parsed back, the costliest part of Publish's answer."""
     payload = pb.Payload()
-    json_format.ParseDict({PAYLOAD_FIELD[n.topic]: n.payload}, payload)
+    if published is not None:
+        payload.CopyFrom(published)
+        payload.DiscardUnknownFields()  # as stored: the JSON keeps known fields only
+    else:
+        json_format.ParseDict({PAYLOAD_FIELD[n.topic]: n.payload}, payload)
     msg = pb.Notification(
         id=n.id,
         topic=TOPIC[n.topic],

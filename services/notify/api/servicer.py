@@ -166,8 +166,11 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
         def publish(session: Session) -> pb.PublishResponse:
             result = self.notifications.publish(session, command)
             wrote.append(not result.duplicate)
+            # a duplicate's payload is the first Publish's, read back; ours is the request's
+            published = None if result.duplicate else request.payload
             return pb.PublishResponse(
-                notification=notification_out(result.notification), duplicate=result.duplicate
+                notification=notification_out(result.notification, published),
+                duplicate=result.duplicate,
             )
 
         response = self.mutate("Publish", request, pb.PublishResponse, publish)

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2 import meta, nodes
 
 from services.notify.domain.model import Channel, Topic
 from services.notify.domain.sms import fit_sms
@@ -264,6 +265,13 @@ def _defaults() -> dict[str, str]:
 
 DEFAULT_TEMPLATES = _defaults()
 
+# What a template may read besides the payload: what makes one recipient's text differ from
+# another's.
+_PER_RECIPIENT = frozenset({"zone", "subscriber"})
+
+Memo = dict[tuple[str, str, str], str]
+"""Texts rendered for one payload, by template and the recipient values it reads."""
+
 
 class Templates:
     def __init__(
@@ -284,6 +292,8 @@ class Templates:
         self.env.filters["required"] = _required
         self.env.filters["day"] = _day
         self.env.filters["when"] = _when
+        # per template name: the compiled template seen, and which of _PER_RECIPIENT it reads
+        self._reads: dict[str, tuple[jinja2.Template, frozenset[str]]] = {}
 
     def render(
         self,
@@ -294,20 +304,40 @@ class Templates:
         payload_field: str,
         zone: str,
         display_name: str,
+        memo: Memo | None = None,
     ) -> Rendered:
-        """What one delivery sends. ``payload_field`` prefixes the field named in errors."""
+        """What one delivery sends. ``payload_field`` prefixes the field named in errors.
+
+        ``memo``, one per payload (a Publish's): a template that reads neither the zone nor the
+        subscriber renders to the same text for every recipient, so it is rendered once and
+        the text reused (Publish renders each template once to check the payload, then again
+        per recipient and channel); one that reads them, once per zone and name it is given."""
         base = {"zone": zone, "subscriber": {"display_name": display_name}}
+
+        def text(name: str, context: Mapping[str, Any]) -> str:
+            template = self._get(topic, name)
+            if memo is None:
+                return template.render(context)
+            reads = self._reads_of(template, f"{topic.value}/{name}")
+            key = (
+                f"{topic.value}/{name}",
+                zone if "zone" in reads else "",
+                display_name if "subscriber" in reads else "",
+            )
+            if key not in memo:
+                memo[key] = template.render(context)
+            return memo[key]
+
         try:
             if channel is Channel.SMS:
                 safe = {k: v for k, v in payload.items() if k not in SMS_HIDDEN}
-                text = self._get(topic, "sms.txt").render(p=safe, **base)
-                return Rendered("", fit_sms(text), "")
+                return Rendered("", fit_sms(text("sms.txt", {"p": safe, **base})), "")
             context = {"p": dict(payload), **base}
-            subject = " ".join(self._get(topic, "email_subject.txt").render(context).split())
-            text = self._get(topic, "email_text.txt").render(context)
+            subject = " ".join(text("email_subject.txt", context).split())
+            body = text("email_text.txt", context)
             if channel is Channel.EMAIL:
-                return Rendered(subject, text, self._get(topic, "email.html").render(context))
-            return Rendered(subject, text, "")
+                return Rendered(subject, body, text("email.html", context))
+            return Rendered(subject, body, "")
         except _Missing as missing:
             raise RenderError(
                 f"{payload_field}.{missing.name}",
@@ -321,3 +351,19 @@ class Templates:
 
     def _get(self, topic: Topic, name: str) -> jinja2.Template:
         return self.env.get_template(f"{topic.value}/{name}")
+
+    def _reads_of(self, template: jinja2.Template, name: str) -> frozenset[str]:
+        """Which of the zone and the subscriber ``template`` reads, found in its source once
+        per compiled template (a template reloaded from the directory is looked at again).
+        One that extends, includes or imports another is taken to read both."""
+        seen = self._reads.get(name)
+        if seen is not None and seen[0] is template:
+            return seen[1]
+        assert self.env.loader is not None
+        parsed = self.env.parse(self.env.loader.get_source(self.env, name)[0])
+        if any(parsed.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport))):
+            reads = _PER_RECIPIENT
+        else:
+            reads = frozenset(meta.find_undeclared_variables(parsed)) & _PER_RECIPIENT
+        self._reads[name] = (template, reads)
+        return reads

@@ -9,11 +9,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sqlalchemy import exists, insert, or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.common.audit.trail import wrote
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
 from services.notify.domain.model import OPEN, Channel, Status, Topic
@@ -107,85 +106,20 @@ def by_dedupe(session: Session, organisation_id: str, key: str) -> NotificationV
 
 
 _notifications = NotificationRow.metadata.tables[NotificationRow.__tablename__]
-_deliveries_table = DeliveryRow.metadata.tables[DeliveryRow.__tablename__]
 # an insert that does nothing when the organisation's dedupe key is taken (no savepoint)
-_ADD = {
+ADD = {
     "postgresql": postgresql.insert(_notifications)
     .on_conflict_do_nothing()
     .returning(_notifications.c.id),
     "sqlite": sqlite.insert(_notifications).on_conflict_do_nothing().returning(_notifications.c.id),
 }
-_ADD_DELIVERIES = insert(_deliveries_table)
-
-
-def add(
-    session: Session,
-    notification: NotificationView,
-    deliveries: Sequence[PlannedDelivery],
-    traceparent: str | None,
-) -> NotificationView | None:
-    """Adds the notification and its deliveries (PENDING, due when planned) in two statements
-    and returns None; when a concurrent Publish committed the same dedupe key first, adds
-    nothing and returns that one's notification."""
-    n = notification
-    added = session.execute(
-        _ADD[session.get_bind().dialect.name],
-        {
-            "id": n.id,
-            "topic": n.topic.value,
-            "payload": dict(n.payload),
-            "subscriber_ids": list(n.subscriber_ids),
-            "site_ids": list(n.site_ids),
-            "site_keys": site_keys(n.site_ids),
-            "organisation_id": n.organisation_id,
-            "dedupe_key": n.dedupe_key or None,
-            "send_after": n.send_after,
-            "expires_at": n.expires_at,
-            "created_at": n.created_at,
-            "cancelled_at": None,
-            "traceparent": traceparent,
-        },
-    )
-    if added.first() is None:
-        seen = by_dedupe(session, n.organisation_id, n.dedupe_key) if n.dedupe_key else None
-        if seen is None:
-            raise RuntimeError(f"notification {n.id} was not added")
-        return seen
-    # written by statement, not flushed: the audit record names the row as a flushed one
-    wrote(NotificationRow(id=n.id, organisation_id=n.organisation_id))
-    if deliveries:
-        session.execute(
-            _ADD_DELIVERIES,
-            [
-                {
-                    "id": d.id,
-                    "notification_id": n.id,
-                    "subscriber_id": d.subscriber_id,
-                    "channel": d.channel.value,
-                    "destination": d.destination,
-                    "subject": d.subject[:1000],
-                    "body_text": d.body_text,
-                    "body_html": d.body_html,
-                    "critical": d.critical,
-                    "status": Status.PENDING.value,
-                    "next_attempt_at": d.due,
-                    "lease_until": None,
-                    "attempt_count": 0,
-                    "deferred": d.deferred,
-                    "last_error": "",
-                    "delivered_at": None,
-                    "updated_at": n.created_at,
-                }
-                for d in deliveries
-            ],
-        )
-    return None
 
 
 def added(
     notification: NotificationView, deliveries: Sequence[PlannedDelivery]
 ) -> NotificationView:
-    """The notification ``add`` just wrote, as ``get`` would read it back (no second read)."""
+    """The notification publishing.add just wrote, as ``get`` would read it back (no second
+    read)."""
     return replace(
         notification,
         deliveries=tuple(

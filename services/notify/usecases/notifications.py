@@ -29,10 +29,10 @@ from services.common.ids import new_id
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
 from services.notify.domain.model import Channel, Status, Topic
-from services.notify.domain.templates import RenderError, Templates
+from services.notify.domain.templates import Memo, RenderError, Templates
 from services.notify.domain.timing import quiet_until
 from services.notify.domain.views import NotificationView, PlannedDelivery, StoredSubscriber
-from services.notify.store import events, notifications, subscribers
+from services.notify.store import events, notifications, publishing, subscribers
 from services.notify.usecases.subscribers import current_user
 
 
@@ -84,9 +84,11 @@ class Notifications:
         if cmd.expires_at is not None and cmd.expires_at <= send_after:
             v.add("expires_at", "must be after send_after (and after now)")
         # Render once without a recipient: a payload the templates cannot render is refused
-        # even when nobody would receive it today.
+        # even when nobody would receive it today. A text that reads neither the zone nor the
+        # recipient is rendered once for the whole Publish (``memo``).
+        memo: Memo = {}
         for channel in (Channel.EMAIL, Channel.SMS):
-            self._render(cmd, channel, "UTC", "", v)
+            self._render(cmd, channel, "UTC", "", v, memo)
         recipients = self._recipients(session, cmd, v)
         notification = NotificationView(
             id=new_id(),
@@ -101,12 +103,12 @@ class Notifications:
             cancelled_at=None,
             organisation_id=organisation,
         )
-        planned = [] if v else self._plan(cmd, notification, recipients, v)
+        planned = [] if v else self._plan(cmd, notification, recipients, v, memo)
         v.raise_if_any()
-        seen = notifications.add(session, notification, planned, tracing.current_traceparent())
+        # the rows and their event; written with the stored response (store/publishing.py)
+        seen = publishing.add(session, notification, planned, tracing.current_traceparent())
         if seen is not None:  # the same dedupe_key committed by a concurrent Publish
             return Published(seen, True)
-        events.append(session, notification.id, cmd.topic.value, "PUBLISHED", now)
         return Published(notifications.added(notification, planned), False)
 
     def _plan(
@@ -115,6 +117,7 @@ class Notifications:
         notification: NotificationView,
         recipients: Sequence[StoredSubscriber],
         v: Violations,
+        memo: Memo,
     ) -> list[PlannedDelivery]:
         """A delivery per recipient and channel, rendered in the recipient's zone (or the
         payload's) and due at send_after, or after the recipient's quiet hours for a topic
@@ -125,7 +128,7 @@ class Notifications:
             for channel in sub.channels_for(cmd.topic, named=bool(cmd.subscriber_ids)):
                 delivery_id = new_id()
                 zone = str(cmd.context.get("time_zone") or sub.time_zone)
-                rendered = self._render(cmd, channel, zone, sub.display_name, v)
+                rendered = self._render(cmd, channel, zone, sub.display_name, v, memo)
                 if rendered is None:
                     continue
                 subject, body_text, body_html = rendered
@@ -166,7 +169,13 @@ class Notifications:
         return planned
 
     def _render(
-        self, cmd: PublishCommand, channel: Channel, zone: str, name: str, v: Violations
+        self,
+        cmd: PublishCommand,
+        channel: Channel,
+        zone: str,
+        name: str,
+        v: Violations,
+        memo: Memo,
     ) -> tuple[str, str, str] | None:
         template_channel = Channel.CONSOLE if channel is Channel.WEBHOOK else channel
         try:
@@ -177,6 +186,7 @@ class Notifications:
                 payload_field=cmd.payload_field,
                 zone=zone,
                 display_name=name,
+                memo=memo,
             )
         except RenderError as error:
             if not any(x.field == error.field for x in v.items):
