@@ -39,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,8 +46,16 @@ from google.type.date_pb2 import Date
 from sqlalchemy import create_engine, func, insert, select
 
 from bench import sink
-from bench.harness import ROOT, channel, dev_issuer, free_port, load, process, throwaway_database
-from bench.tracing import cpu_seconds
+from bench.harness import (
+    ROOT,
+    channel,
+    cpu_seconds,
+    dev_issuer,
+    free_port,
+    load,
+    process,
+    throwaway_database,
+)
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
 from services.common.clock import FixedClock
@@ -80,11 +87,7 @@ class Notify:
 
     def cpu_seconds(self) -> float:
         """CPU time so far of the service: its process and the workers it started."""
-        total = cpu_seconds(self.pid)
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += cpu_seconds(int(child))
-        return total
+        return cpu_seconds(self.pid)
 
 
 @contextmanager
