@@ -322,6 +322,8 @@ class DueWatchRow(Base):
     next_check_at: Mapped[dt.datetime | None] = mapped_column(
         UtcDateTime, nullable=True, index=True
     )
+    # when the scan last changed the row (rewriting an unchanged next check costs the first
+    # pass a write per watched plan: store/due_watch.py's ``save``)
     checked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
