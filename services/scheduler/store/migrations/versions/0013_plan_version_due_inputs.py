@@ -40,10 +40,6 @@ def upgrade() -> None:
         sa.column("spec", sa.JSON),
         sa.column("due_inputs", sa.Text),
     )
-    rows = connection.execute(
-        # as text, decoded here: the same on every dialect and driver
-        sa.select(versions.c.plan_id, versions.c.version, sa.cast(versions.c.spec, sa.Text))
-    ).all()
     update = (
         versions.update()
         .where(
@@ -52,14 +48,27 @@ def upgrade() -> None:
         )
         .values(due_inputs=sa.bindparam("d"))
     )
-    for first in range(0, len(rows), _BATCH):
+    # a batch at a time in key order (the specs are ~1 kB each: not all in memory at once);
+    # as text, decoded here: the same on every dialect and driver
+    read = (
+        sa.select(versions.c.plan_id, versions.c.version, sa.cast(versions.c.spec, sa.Text))
+        .order_by(versions.c.plan_id, versions.c.version)
+        .limit(_BATCH)
+    )
+    rows = connection.execute(read).all()
+    while rows:
         connection.execute(
             update,
             [
                 {"p": plan_id, "v": version, "d": encode(json.loads(spec))}
-                for plan_id, version, spec in rows[first : first + _BATCH]
+                for plan_id, version, spec in rows
             ],
         )
+        plan_id, version = rows[-1][0], rows[-1][1]
+        after = (versions.c.plan_id > plan_id) | (
+            (versions.c.plan_id == plan_id) & (versions.c.version > version)
+        )
+        rows = connection.execute(read.where(after)).all()
     with op.batch_alter_table("therapy_plan_versions") as batch:
         batch.alter_column("due_inputs", existing_type=sa.Text(), nullable=False)
 
