@@ -68,7 +68,7 @@ def active_plan_batches(session: Session, size: int) -> Iterator[Sequence[PlanCo
     server-side cursor on PostgreSQL (its transaction stays open while the caller writes on
     other connections), read whole first on SQLite (whose open read would block the writes).
     One query rather than a keyset query per batch: without fresh statistics PostgreSQL
-    plans each of those as a sort of every remaining plan, spec parsed and all."""
+    plans each of those as a sort of every remaining plan."""
     query = _plans().where(PlanRow.status == PlanStatus.ACTIVE.value).order_by(PlanRow.id)
     if session.get_bind().dialect.name == "postgresql":
         # Core rows (no ORM result processing), streamed
