@@ -3,18 +3,25 @@ databases, and applying it twice is harmless (start-up runs it every time)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
+from decimal import Decimal
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import JSON, bindparam, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
 from services.common.migrations import alembic_config, upgrade
+from services.scheduler.domain.plans import Induction
+from services.scheduler.store.codec import plan_to_spec
+from services.scheduler.store.due_inputs import encode
+from services.scheduler.store.models import PatientRow, PlanRow, PlanVersionRow, SiteRow
+from tests.unit.builders import plan as unit_plan
 
 
 @pytest.mark.parametrize("service", ["scheduler", "inventory", "notify"])
@@ -123,5 +130,96 @@ def test_notify_0008_ties_one_subscriber_per_user_and_organisation_and_reverses(
         columns = {c["name"] for c in inspect(db.engine).get_columns("notify_subscribers")}
         assert "user_subject" not in columns
         _migrate(db, "notify", "head")
+    finally:
+        db.dispose()
+
+
+def test_scheduler_0013_fills_in_the_due_inputs_of_existing_plan_versions_and_reverses(
+    database_url: str,
+) -> None:
+    """Scheduler 0013 (``therapy_plan_versions.due_inputs``, the due scan's reading,
+    services/scheduler/store/due_inputs.py): versions written before it get the inputs of
+    their specs; down drops the column, and up again fills it in again."""
+    now = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
+    stamp = {"revision": 1, "created_at": now, "updated_at": now}
+    plan = unit_plan()
+    specs = [
+        plan_to_spec(plan),
+        plan_to_spec(
+            dataclasses.replace(
+                plan, induction=Induction(Decimal(2), 5), last_infusion_date=dt.date(2026, 11, 1)
+            )
+        ),
+    ]
+    db = Database(database_url)
+    try:
+        _migrate(db, "scheduler", "head")
+        with db.engine.begin() as connection:
+            connection.execute(
+                insert(SiteRow),
+                [
+                    {
+                        "id": "site-1",
+                        "organisation_id": "org-1",
+                        "display_name": "Unit",
+                        "time_zone": "Europe/London",
+                        "opening_hours": [],
+                        "closure_dates": [],
+                        "capacity": {},
+                        **stamp,
+                    }
+                ],
+            )
+            connection.execute(
+                insert(PatientRow),
+                [
+                    {
+                        "id": "patient-1",
+                        "organisation_id": "org-1",
+                        "mrn": "M1",
+                        "given_name": "Ada",
+                        "family_name": "L",
+                        "birth_date": dt.date(1970, 1, 1),
+                        "sex_at_birth": "FEMALE",
+                        "notify_subscriber_id": "",
+                        **stamp,
+                    }
+                ],
+            )
+            connection.execute(
+                insert(PlanRow),
+                [
+                    {
+                        "id": "plan-1",
+                        "patient_id": "patient-1",
+                        "site_id": "site-1",
+                        "status": "ACTIVE",
+                        "current_version": 2,
+                        **stamp,
+                    }
+                ],
+            )
+        _migrate(db, "scheduler", "0012", down=True)
+        columns = {c["name"] for c in inspect(db.engine).get_columns("therapy_plan_versions")}
+        assert "due_inputs" not in columns
+        with db.engine.begin() as connection:  # written as before 0013: no due inputs
+            connection.execute(
+                text(
+                    "INSERT INTO therapy_plan_versions (plan_id, version, spec, reason,"
+                    " created_at) VALUES ('plan-1', :version, :spec, '', :now)"
+                ).bindparams(bindparam("spec", type_=JSON)),
+                [{"version": v + 1, "spec": spec, "now": now} for v, spec in enumerate(specs)],
+            )
+        for _ in range(2):
+            _migrate(db, "scheduler", "head")
+            with db.engine.connect() as connection:
+                stored = connection.execute(
+                    select(PlanVersionRow.version, PlanVersionRow.due_inputs).order_by(
+                        PlanVersionRow.version
+                    )
+                ).all()
+            assert stored == [(v + 1, encode(spec)) for v, spec in enumerate(specs)]
+            _migrate(db, "scheduler", "0012", down=True)
+        _migrate(db, "scheduler", "head")
     finally:
         db.dispose()

@@ -34,7 +34,8 @@ from services.scheduler.adapters.inventory_products import InventoryProducts
 from services.scheduler.adapters.notify_relay import relay_to_notify
 from services.scheduler.jobs import JobSettings, SchedulerJobs
 from services.scheduler.settings import load_settings as scheduler_settings
-from services.scheduler.store.models import DueWatchRow, ReminderRow, outbox
+from services.scheduler.store import due_inputs, due_watch
+from services.scheduler.store.models import DueWatchRow, PlanVersionRow, ReminderRow, outbox
 from services.scheduler.store.reminders import schedule_booked
 from tests.integration.builders import (
     date,
@@ -812,6 +813,21 @@ def test_authorisation_expiring_30_days_ahead_once_per_end_date_through_notify(e
     assert {n.payload.authorisation_expiring.payer for n in found} == {"Acme Health"}
 
 
+def to_home_hizentra(env: Env, plan: pb.TherapyPlan) -> pb.TherapyPlan:
+    """ConvertRegimen to Hizentra given at home: a new version, weekly with its own windows."""
+    return env.p.scheduler.ConvertRegimen(
+        pb.ConvertRegimenRequest(
+            therapy_plan_id=plan.id,
+            etag=plan.etag,
+            route=pb.ROUTE_SC,
+            product_id=product_id(env.p, "hizentra"),
+            reason="home therapy",
+            home_administration=True,
+            request_id=request_id(),
+        )
+    ).therapy_plan
+
+
 def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
     """A home dose is no booking: the reminder that it is due goes to the staff and to the
     patient (who has a subscriber) as for a chair plan's."""
@@ -825,17 +841,7 @@ def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
         maintenance_dose="2",
         last_infusion_date=date(2026, 11, 20),
     )
-    home = env.p.scheduler.ConvertRegimen(
-        pb.ConvertRegimenRequest(
-            therapy_plan_id=iv.id,
-            etag=iv.etag,
-            route=pb.ROUTE_SC,
-            product_id=product_id(env.p, "hizentra"),
-            reason="home therapy",
-            home_administration=True,
-            request_id=request_id(),
-        )
-    ).therapy_plan
+    home = to_home_hizentra(env, iv)
     # weekly from Fri 27 Nov, windows 3 days each way: open on 24 Nov, today
     assert env.jobs.due_scan().raised == 2
     due = f"INFUSION_DUE:{home.id}:2026-11-27:0"
@@ -858,3 +864,70 @@ def test_a_dose_given_at_home_moves_the_due_notice_on(env: Env) -> None:
         f"INFUSION_DUE:{home.id}:2026-12-04:0",
         f"INFUSION_DUE:{home.id}:2026-12-04:0:patient",
     ]
+
+
+def test_every_plan_version_written_through_the_rpcs_stores_the_due_inputs_of_its_spec(
+    env: Env,
+) -> None:
+    """The due scan reads ``therapy_plan_versions.due_inputs``, not the spec
+    (services/scheduler/store/due_inputs.py): every way of writing a version (a new plan, an
+    update, a regimen conversion) stores the inputs its spec gives."""
+    site, _ = site_with_chairs(env.p)
+    patient_plan(env, site, "MRN-P")
+    patient_plan(env, site, "MRN-I", induction=pb.InductionCourse(total_g_per_kg="2", days=5))
+    before = patient_plan(
+        env,
+        site,
+        "MRN-K",
+        maintenance_dose="2",
+        last_infusion_date=date(2026, 11, 10),
+        keep_cadence=True,
+    )
+    got = env.p.scheduler.GetTherapyPlan(pb.GetTherapyPlanRequest(id=before.id)).therapy_plan
+    got.interval_days = 21
+    updated = env.p.scheduler.UpdateTherapyPlan(
+        pb.UpdateTherapyPlanRequest(therapy_plan=got, request_id=request_id(), reason="shorter")
+    ).therapy_plan
+    to_home_hizentra(env, updated)
+    with env.db.read() as session:
+        versions = session.execute(
+            select(
+                PlanVersionRow.plan_id,
+                PlanVersionRow.version,
+                PlanVersionRow.spec,
+                PlanVersionRow.due_inputs,
+            )
+        ).all()
+    assert len(versions) == 5
+    assert {(p, v): stored for p, v, _, stored in versions} == {
+        (p, v): due_inputs.encode(spec) for p, v, spec, _ in versions
+    }
+    converted = due_inputs.decode(
+        next(stored for p, v, _, stored in versions if (p, v) == (before.id, 3))
+    )[0]
+    assert (converted.interval_days, converted.history_from is not None) == (7, True)
+
+
+def test_a_watch_row_is_written_again_only_when_its_next_check_moves(env: Env) -> None:
+    """store/due_watch.py's ``save``: a first pass over plans already watched rewrites only
+    the rows whose next check changed (``checked_at`` tells which were written)."""
+    later = NOW + dt.timedelta(hours=1)
+    day = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+
+    def watch() -> dict[str, tuple[dt.datetime | None, dt.datetime]]:
+        with env.db.read() as session:
+            return {
+                r.plan_id: (r.next_check_at, r.checked_at)
+                for r in session.scalars(select(DueWatchRow))
+            }
+
+    with env.db.write() as session:
+        due_watch.save(session, ["p1", "p2", "p3"], [day, None, day], NOW)
+    with env.db.write() as session:
+        due_watch.save(session, ["p1", "p2", "p3", "p4"], [day, None, None, day], later)
+    assert watch() == {
+        "p1": (day, NOW),  # unchanged: not written
+        "p2": (None, NOW),  # unchanged (NULL is NULL)
+        "p3": (None, later),
+        "p4": (day, later),
+    }

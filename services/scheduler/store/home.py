@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from services.scheduler.domain.due import Administration, CourseKind
@@ -16,10 +16,15 @@ def given_at_home(session: Session, plan_ids: Collection[str]) -> dict[str, list
     """Each plan's doses given at home, by day."""
     if not plan_ids:
         return {}
+    return doses_at_home(session, HomeInfusionRow.plan_id.in_(sorted(plan_ids)))
+
+
+def doses_at_home(session: Session, where: ColumnElement[bool]) -> dict[str, list[Administration]]:
+    """The doses given at home that ``where`` selects, by plan and day."""
     found: dict[str, list[Administration]] = {}
     rows = session.execute(
         select(HomeInfusionRow.plan_id, HomeInfusionRow.given_on, HomeInfusionRow.due_date)
-        .where(HomeInfusionRow.plan_id.in_(sorted(plan_ids)))
+        .where(where)
         .order_by(HomeInfusionRow.given_on, HomeInfusionRow.id)
     )
     for plan_id, given_on, due_date in rows:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -24,6 +25,7 @@ from services.common.db import DecimalText, UtcDateTime
 from services.common.jobstore import define_job_table
 from services.common.outbox import define_outbox_table
 from services.common.store_base import Revisioned, define_request_tables, service_metadata
+from services.scheduler.store import due_inputs
 
 
 class Base(DeclarativeBase):
@@ -99,12 +101,20 @@ class PlanRow(Revisioned, Base):
     usual_chair_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
+def _due_inputs_of_spec(context: Any) -> str:
+    return due_inputs.encode(context.get_current_parameters()["spec"])
+
+
 class PlanVersionRow(Base):
     __tablename__ = "therapy_plan_versions"
     plan_id: Mapped[str] = mapped_column(ForeignKey("therapy_plans.id"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The whole plan specification as the domain serialises it (services.scheduler.store.codec).
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The due rule's inputs out of ``spec`` (store/due_inputs.py), for the due scan: derived by
+    # the default on every insert, so no writer can store a version without them or with
+    # others (versions are never updated).
+    due_inputs: Mapped[str] = mapped_column(Text, default=_due_inputs_of_spec)
     reason: Mapped[str] = mapped_column(String(1000), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
@@ -312,6 +322,8 @@ class DueWatchRow(Base):
     next_check_at: Mapped[dt.datetime | None] = mapped_column(
         UtcDateTime, nullable=True, index=True
     )
+    # when the scan last changed the row (rewriting an unchanged next check costs the first
+    # pass a write per watched plan: store/due_watch.py's ``save``)
     checked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
