@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -780,12 +780,17 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         response_type: type[R],
         change: Callable[[Any], Appointment],
     ) -> R:
-        """A mutation whose answer is the appointment it changed, as of now."""
+        """A mutation whose answer is the appointment it changed, as of now.
+
+        The protobuf stubs type the base ``Message()`` without keyword arguments, while every
+        response class here takes ``appointment=``; hence the constructor seen as a callable.
+        """
+        answer = cast(Callable[..., R], response_type)
         return self.mutate(
             method,
             request,
             response_type,
-            lambda s: response_type(appointment=self._out(change(s))),
+            lambda s: answer(appointment=self._out(change(s))),
         )
 
     def _out(self, appointment: Appointment) -> pb.Appointment:
