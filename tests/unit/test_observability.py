@@ -99,6 +99,39 @@ def test_text_lines_read_as_one_line_each(output: io.StringIO) -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_line_made_from_its_fields_is_the_line_of_its_record(fmt: str) -> None:
+    """The access log writes without a LogRecord (Lines.info_line); the text must be what the
+    formatter makes of the same record, for every kind of field value an access line has."""
+    formatter = logs.formatter("scheduler", fmt)  # type: ignore[arg-type]
+    assert isinstance(formatter, logs.Lines)
+    fields: dict[str, object] = {
+        "method": "/infusion.scheduler.v1.SchedulerService/BookAppointment",
+        "code": "INVALID_ARGUMENT",
+        "duration_ms": 12.35,
+        "request_id": 'r-"1" é\\',
+        "peer": "ipv6:[::1]:5000",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+    }
+    for created in (1764720000.0, 1764720000.999, 1764720001.0005, 1764723599.5):
+        record = logs.record_for("grpc.access", "rpc", created, **fields)
+        assert formatter.info_line("grpc.access", "rpc", created, fields) == formatter.format(
+            record
+        )
+
+
+def test_timestamps_keep_their_milliseconds_across_seconds() -> None:
+    """_rfc3339 keeps the text of the last second: a new second, or an earlier one, must not
+    reuse it."""
+    assert logs._rfc3339(1764720000.25) == "2025-12-03T00:00:00.250Z"
+    assert logs._rfc3339(1764720000.999) == "2025-12-03T00:00:00.999Z"
+    assert logs._rfc3339(1764720001.0) == "2025-12-03T00:00:01.000Z"
+    assert logs._rfc3339(1764719999.5) == "2025-12-02T23:59:59.500Z"
+    assert logs._rfc3339(1764719999.3) == "2025-12-02T23:59:59.300Z"  # not .299
+    assert logs._rfc3339(1764719999.9999996) == "2025-12-03T00:00:00.000Z"
+
+
 def test_lines_written_inside_a_traced_call_carry_its_ids(
     output: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
