@@ -266,6 +266,30 @@ def test_group_commit_writes_up_to_its_writers_batches_at_once(writers: int) -> 
     assert sorted(stored) == [1, 2]
 
 
+@pytest.mark.parametrize("arrives", [True, False])
+def test_a_lingering_leader_writes_as_soon_as_nobody_is_on_the_way(arrives: bool) -> None:
+    """A leader lingers (here up to 5 s) for the calls announced with ``expect``; the moment
+    the last of them submits, or says it will not, the batch is written: one write with both
+    items, or the leader's alone, long before the linger ends."""
+    batches: list[list[int]] = []
+    group: GroupCommit[int] = GroupCommit(batches.append, linger=5.0)  # type: ignore[arg-type]
+    group.expect()  # the second call is on its way
+    group.expect()  # the first, announced too
+    started = time.monotonic()
+    first = threading.Thread(target=group.submit, args=(1, True))
+    first.start()
+    time.sleep(0.1)  # the first leads and lingers
+    assert batches == [] and first.is_alive()
+    if arrives:
+        group.submit(2, expected=True)
+    else:
+        group.unexpect()
+    first.join(5)
+    assert not first.is_alive()
+    assert batches == ([[1, 2]] if arrives else [[1]])
+    assert time.monotonic() - started < 2.5
+
+
 def test_group_commit_failure_reaches_every_waiter_of_the_batch() -> None:
     def write(items: Sequence[int]) -> None:
         raise RuntimeError("database down")
