@@ -117,6 +117,11 @@ def defer_write(session: Session, write: Callable[[Sequence[Rider]], None]) -> N
     session.info[_DEFERRED] = write
 
 
+def has_deferred_write(session: Session) -> bool:
+    """Whether the transaction holds a deferred write that riders can join."""
+    return _DEFERRED in session.info
+
+
 def flush_deferred(session: Session, *riders: Rider) -> bool:
     """Run the transaction's deferred write, if any, carrying ``riders``; False when there
     was none (the caller then executes its riders itself)."""

@@ -32,9 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.common.audit.trail import mark_replayed
+from services.common.audit.trail import mark_replayed, ride
 from services.common.clock import Clock
-from services.common.db import Database, flush_deferred
+from services.common.db import Database, flush_deferred, has_deferred_write
 from services.common.errors import Aborted, FieldViolation, InvalidArgument
 from services.common.scope import current_scope
 
@@ -141,8 +141,10 @@ class IdempotencyStore:
                     "k_response": response.SerializeToString(),
                 }
                 # a mutation that held its write back (services.common.db.defer_write) carries
-                # the response in that write's round trip
-                if not flush_deferred(session, (self._store, keyed)):
+                # the response, and its audit record, in that write's round trip
+                if has_deferred_write(session):
+                    flush_deferred(session, (self._store, keyed), *ride(session))
+                else:
                     session.execute(self._store, keyed)
                 return response
         except IntegrityError:

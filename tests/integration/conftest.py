@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
 
 from infusion.inventory.v1 import inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2_grpc
@@ -68,6 +70,22 @@ def scheduler_database_url(database_url: str) -> str:
     if database_url.startswith("sqlite"):
         return database_url.replace("test.db", "scheduler.db")
     return database_url
+
+
+def audited_ids(url: str, service: str, method: str) -> list[str]:
+    """The resource ids named by ``service``'s audit records of ``method`` (the RPC's name),
+    one entry per record naming it: a record written twice shows twice."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(
+                text(f"SELECT resource_ids FROM {service}_audit_events WHERE method LIKE :m"),
+                {"m": f"%/{method}"},
+            ).scalars()
+            named = [json.loads(ids) if isinstance(ids, str) else ids for ids in rows]
+    finally:
+        engine.dispose()
+    return [i for ids in named for i in ids]
 
 
 @contextmanager

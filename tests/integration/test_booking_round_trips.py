@@ -10,108 +10,40 @@ driver's COMMIT is not a round trip to a server).
 After a first booking (which loads the product catalogue) a booking makes, on PostgreSQL: the
 pre-ping, BEGIN, the idempotency claim, one read of the plan, its patient, measurements, site
 and chair that takes the site-day lock, one read of the day (chairs, blocks, bookings, the
-plan's own appointments), one statement writing the booking, its reminders, its outbox row and
-the idempotency response, the audit record (one statement), COMMIT: BOOK_ROUND_TRIPS. Before
-this path a booking made 42 (32 statements on SQLite): the dose's key, its plan and its
-inputs read in sessions of their own, the day read table by table, the ORM's flushes.
+plan's own appointments), one statement writing the booking, its reminders, its outbox row,
+the idempotency response and the audit record with its queue row, COMMIT: BOOK_ROUND_TRIPS
+(8 with the audit record in a statement of its own). Before this path a booking made 42 (32
+statements on SQLite): the dose's key, its plan and its inputs read in sessions of their own,
+the day read table by table, the ORM's flushes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from google.type.timeofday_pb2 import TimeOfDay
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import Pool
 
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 from services.scheduler.store import appointments as store
 from tests.integration.builders import book, date, patient_plan, site_with_chairs
-from tests.integration.conftest import Platform, scheduler_database_url
+from tests.integration.conftest import Platform, audited_ids, scheduler_database_url
+from tests.integration.round_trips import round_trips_by_thread
 
-BOOK_ROUND_TRIPS = 8
+BOOK_ROUND_TRIPS = 7
 """At most this many round trips per booking on PostgreSQL."""
 BOOK_STATEMENTS_SQLITE = 10
 """At most this many statements per booking on SQLite: BEGIN IMMEDIATE, the claim, the joined
 read, the day, one write per table (the booking, its reminders, its outbox row, the
 idempotency response: SQLite has no data-modifying WITH), the audit record and its queue
 row."""
-MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 11, 12
-CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 7, 9
-
-
-@contextmanager
-def round_trips_by_thread() -> Iterator[Counter[int]]:
-    """Round trips (PostgreSQL) or statements (SQLite) while the block runs, per thread."""
-    counted: Counter[int] = Counter()
-    open_tx: set[int] = set()  # dbapi connections inside a transaction psycopg began
-    begun: set[int] = set()  # SQLAlchemy began, psycopg has not sent BEGIN yet
-    fresh: set[int] = set()
-
-    def me() -> int:
-        return threading.get_ident()
-
-    def statement(conn: Any, _cursor: Any, _statement: str, *_args: Any) -> None:
-        counted[me()] += 1
-        raw = id(conn.connection.dbapi_connection)
-        if conn.dialect.name == "postgresql" and raw in begun:
-            begun.discard(raw)
-            open_tx.add(raw)
-            counted[me()] += 1  # BEGIN
-
-    def begin(conn: Any) -> None:
-        if conn.dialect.name == "postgresql":
-            begun.add(id(conn.connection.dbapi_connection))
-
-    def end(conn: Any) -> None:
-        raw = id(conn.connection.dbapi_connection)
-        begun.discard(raw)
-        if raw in open_tx:
-            open_tx.discard(raw)
-            counted[me()] += 1  # COMMIT or ROLLBACK
-
-    def reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
-        raw = id(dbapi_connection)
-        begun.discard(raw)
-        if raw in open_tx:  # the pool's rollback on return
-            open_tx.discard(raw)
-            counted[me()] += 1
-
-    def connect(dbapi_connection: Any, _record: Any) -> None:
-        fresh.add(id(dbapi_connection))
-
-    def checkout(dbapi_connection: Any, _record: Any, proxy: Any) -> None:
-        raw = id(dbapi_connection)
-        if raw in fresh:
-            fresh.discard(raw)
-        elif proxy._pool._pre_ping:
-            counted[me()] += 1  # the pre-ping
-
-    listeners: list[tuple[Any, str, Any]] = [
-        (Engine, "before_cursor_execute", statement),
-        (Engine, "begin", begin),
-        (Engine, "commit", end),
-        (Engine, "rollback", end),
-        (Pool, "reset", reset),
-        (Pool, "connect", connect),
-        (Pool, "checkout", checkout),
-    ]
-    for target, name, fn in listeners:
-        event.listen(target, name, fn)
-    try:
-        yield counted
-    finally:
-        for target, name, fn in listeners:
-            event.remove(target, name, fn)
+MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 10, 12
+CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 6, 9
+CLAIM = "INSERT INTO scheduler_idempotency_keys"
+"""A statement only the serving thread sends: its round trips are the call's."""
 
 
 def test_a_booking_makes_a_bounded_number_of_round_trips(
@@ -125,7 +57,7 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
         booked = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
     assert booked.status == pb.APPOINTMENT_STATUS_BOOKED
     assert len(booked.reminders) > 0
-    served = max(counted.values())  # the serving thread; the audit linker runs after it
+    served = counted.of_thread_sending(CLAIM)  # the serving thread, not the audit linker's
     if database_url.startswith("sqlite"):
         assert served <= BOOK_STATEMENTS_SQLITE
     else:
@@ -134,7 +66,7 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
     with round_trips_by_thread() as again:
         replay = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
     assert replay == booked
-    assert max(again.values()) <= served
+    assert again.of_thread_sending(CLAIM) <= served
 
 
 def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
@@ -154,16 +86,6 @@ def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
                 text("SELECT count(*) FROM appointment_reminders WHERE appointment_id = :a"),
                 {"a": booked.id},
             )
-            named = [
-                ids
-                for (ids,) in c.execute(
-                    text(
-                        "SELECT resource_ids FROM scheduler_audit_events "
-                        "WHERE method LIKE '%BookAppointment'"
-                    )
-                )
-                if booked.id in (json.loads(ids) if isinstance(ids, str) else ids)
-            ]
     finally:
         engine.dispose()
     assert sorted(outbox) == [
@@ -171,7 +93,8 @@ def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
         ("RESERVE_STOCK", f"RESERVE_STOCK:{booked.id}:1"),
     ]
     assert reminders == len(booked.reminders) > 0
-    assert len(named) == 1
+    named = audited_ids(scheduler_database_url(database_url), "scheduler", "BookAppointment")
+    assert named.count(booked.id) == 1
 
 
 def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
@@ -203,9 +126,9 @@ def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
     """A move to another day (PostgreSQL): pre-ping, BEGIN, claim, the appointment with its
     reminders, site and patient (locked), the two days' locks, the plan's inputs, the new
     day, one statement writing the move, its reminders (old cancelled, new scheduled), its
-    outbox rows and the idempotency response, the audit record, COMMIT: 11 (43 before). A
-    cancellation: pre-ping, BEGIN, claim, the appointment, one write, audit, COMMIT: 7 (22
-    before)."""
+    outbox rows, the idempotency response and the audit record, COMMIT: 10 (11 with the audit
+    record in a statement of its own, 43 before). A cancellation: pre-ping, BEGIN, claim, the
+    appointment, one write with its audit record, COMMIT: 6 (7, 22 before)."""
     site, chairs = site_with_chairs(platform)
     warm = patient_plan(platform, site, "MRN-W")
     book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)
@@ -226,8 +149,12 @@ def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
             pb.CancelAppointmentRequest(id=booked.id, reason="unwell", request_id="cancel-1")
         )
     sqlite = database_url.startswith("sqlite")
-    assert max(moved.values()) <= (MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS)
-    assert max(cancelled.values()) <= (CANCEL_STATEMENTS_SQLITE if sqlite else CANCEL_ROUND_TRIPS)
+    assert moved.of_thread_sending(CLAIM) <= (
+        MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS
+    )
+    assert cancelled.of_thread_sending(CLAIM) <= (
+        CANCEL_STATEMENTS_SQLITE if sqlite else CANCEL_ROUND_TRIPS
+    )
     shown = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=booked.id)).appointment
     assert shown.status == pb.APPOINTMENT_STATUS_CANCELLED
     assert {r.status for r in shown.reminders} == {pb.REMINDER_STATUS_CANCELLED}

@@ -84,6 +84,7 @@ class AuditInterceptor(WrappingInterceptor):
         if policy is None or kind is None:
             return None
         resource_type = policy.resource_type
+        trail = self._trail
 
         def open_call(request: Any, context: grpc.ServicerContext) -> AuditCall:
             return AuditCall(
@@ -94,6 +95,7 @@ class AuditInterceptor(WrappingInterceptor):
                 peer=peer_of(context),
                 request=request,
                 purpose=_purpose(context),
+                trail=trail,
             )
 
         return open_call

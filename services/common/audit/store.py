@@ -39,14 +39,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
+    insert,
     select,
     text,
 )
 
 from services.common.audit.record import GENESIS, AuditRecord, content_hash, link_hash
-from services.common.db import UtcDateTime
+from services.common.db import Rider, UtcDateTime
 
 READ_BATCH = 1000
 
@@ -167,6 +169,16 @@ class AuditStore:
         self._lock_key = _lock_key(service)
         self._inserts: dict[tuple[str, str], _DriverInsert] = {}
         self._pending_with: dict[str, str] = {}
+        # a mutation's record and its queue row as statements that ride in the mutation's own
+        # (rider): every value bound by a name of its own, so a data-modifying WITH can hold
+        # them beside the mutation's statements
+        events, pending = tables.events, tables.pending
+        self._ride_record = insert(events).values(
+            {c.name: bindparam(f"audit_{c.name}", type_=c.type) for c in events.c}
+        )
+        self._ride_queue = insert(pending).values(
+            event_id=bindparam("audit_queued_id", type_=pending.c.event_id.type)
+        )
 
     def _insert(self, connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         self._compiled(connection.dialect, table).execute(connection, rows)
@@ -187,6 +199,16 @@ class AuditStore:
         values = events.values(rows)
         connection.exec_driver_sql(
             self._with_pending(events), values[0] if len(values) == 1 else values
+        )
+
+    def riders(self, record: AuditRecord) -> tuple[Rider, Rider]:
+        """``record`` (not yet linked) and its place in the linker's queue as two INSERTs with
+        their values, for the mutation to send in its own statement (on PostgreSQL a
+        data-modifying WITH: services.common.db.defer_write). The statements are the same
+        objects for every record, so a statement built around them can be kept."""
+        return (
+            (self._ride_record, {f"audit_{k}": v for k, v in _row(record).items()}),
+            (self._ride_queue, {"audit_queued_id": record.id}),
         )
 
     def _head(self, connection: Connection) -> tuple[int, str]:
@@ -262,10 +284,10 @@ class AuditStore:
 
     def _compiled(self, dialect: Dialect, table: Table) -> _DriverInsert:
         key = (dialect.name, table.name)
-        insert = self._inserts.get(key)
-        if insert is None:
-            insert = self._inserts[key] = _DriverInsert(table, dialect)
-        return insert
+        compiled = self._inserts.get(key)
+        if compiled is None:
+            compiled = self._inserts[key] = _DriverInsert(table, dialect)
+        return compiled
 
     def link_pending(self, connection: Connection, limit: int = 500) -> int:
         """Append chain links for up to ``limit`` pending records, oldest first, in

@@ -38,7 +38,7 @@ from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
-from services.common.db import Database, flush_deferred
+from services.common.db import Database, Rider, flush_deferred
 from services.common.identity import Caller
 from services.common.ids import new_id
 from services.common.interceptors import database_away
@@ -67,6 +67,7 @@ class AuditCall:
     replayed: bool = False
     expected: bool = False  # announced to the group commit (reads)
     touched: Concerned = field(default_factory=Concerned)
+    trail: AuditTrail | None = None  # whose record this is (ride reaches it through the call)
 
     def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
         concerned = from_request(self.request, self.resource_type)
@@ -119,6 +120,25 @@ def mark_replayed() -> None:
     call = _current.get()
     if call is not None:
         call.replayed = True
+
+
+def ride(session: Session) -> tuple[Rider, ...]:
+    """The running mutation's record as statements for the mutation to send in its own last
+    write of ``session``'s transaction (on PostgreSQL one data-modifying WITH), so that the
+    record costs the hot path no round trip of its own; none when there is nothing to record
+    here (no audited mutation running, replayed, recorded already) or when ORM changes are
+    still to be flushed (the commit hook then records them all, as it always does). The record
+    names what the call has told the trail so far (``wrote`` before ``ride``). The commit hook
+    writes no other record for this transaction; a rollback forgets it, and a next attempt
+    rides again."""
+    call = _current.get()
+    if call is None or call.kind != MUTATION or call.recorded or call.replayed:
+        return ()
+    if call.trail is None or session.info.get(_WRITTEN) is not None:
+        return ()
+    if session.new or session.dirty or session.deleted:
+        return ()
+    return call.trail.riding(session, call)
 
 
 def wrote(*rows: object) -> None:
@@ -178,11 +198,18 @@ class AuditTrail:
         flush_deferred(session)  # a write held for its response is this transaction's change
         if session.new or session.dirty or session.deleted:
             session.flush()  # the rows it would flush on commit, so their ids are known
-        if not session.info.get(_CHANGED):
-            return
+        if not session.info.get(_CHANGED) or session.info.get(_WRITTEN) is call:
+            return  # nothing changed, or the record rode in the use case's own statement
         record = call.record(self.service, self.clock, "OK", Concerned())
         self.store.insert(session.connection(), [record])
         session.info[_WRITTEN] = call
+
+    def riding(self, session: Session, call: AuditCall) -> tuple[Rider, ...]:
+        """``ride``'s answer: the call's record as the statements that store it."""
+        record = call.record(self.service, self.clock, "OK", Concerned())
+        session.info[_CHANGED] = True
+        session.info[_WRITTEN] = call
+        return self.store.riders(record)
 
     def _after_commit(self, session: Session) -> None:
         call = session.info.pop(_WRITTEN, None)

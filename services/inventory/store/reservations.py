@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ColumnElement,
     Date,
     Float,
     Integer,
@@ -20,9 +21,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from services.common.audit.trail import wrote
+from services.common.audit.trail import ride, wrote
 from services.common.errors import NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
@@ -326,49 +328,130 @@ _LINES_INSERT = insert(ReservationLineRow.metadata.tables["reservation_lines"])
 _MOVEMENTS_INSERT = insert(MovementRow.metadata.tables["stock_movements"])
 
 
-def insert_opened(
+def open_and_take(
     session: Session,
     reservation: Reservation,
     request_hash: str,
     lots: Mapping[str, Promisable],
     actor: Actor,
-) -> None:
-    """The reservation, its lines and their RESERVATION ledger rows, as three INSERTs without
-    the ORM's unit of work (a repeat of the appointment fails on its unique key here); the
-    mutation's audit record is told of the reservation, which no flush shows it. The lots'
-    reserved counts move with them in ``take``."""
+) -> bool:
+    """Write the reservation just allocated and take its vials: the reservation, its lines,
+    their RESERVATION ledger rows, each chosen lot's reserved count (only where the lot is
+    still AVAILABLE and has the vials unreserved) and, on PostgreSQL, the mutation's audit
+    record. False if a lot no longer had its vials: the caller rolls back and allocates again.
+
+    PostgreSQL: one statement (data-modifying WITH clauses), so the lots' row locks are held
+    for that one round trip and the commit, and the whole write is one round trip where it was
+    six. The lots of one statement are locked in an order PostgreSQL chooses: two reservations
+    taking the same two lots in opposite orders can deadlock, and the one PostgreSQL aborts is
+    told as a lot taken (the caller allocates again). SQLite (one writer at a time): three
+    INSERTs and a conditional UPDATE per lot, as statements of their own."""
     r = reservation
-    session.execute(_RESERVATION_INSERT, [_values(r, request_hash)])
     wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
-    session.execute(
-        _LINES_INSERT,
-        [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines],
-    )
-    session.execute(
-        _MOVEMENTS_INSERT,
-        [
-            {
-                "id": new_id(),
-                "lot_id": n.lot_id,
-                "site_id": r.site_id,
-                "kind": MovementKind.RESERVATION.value,
-                "on_hand_delta": 0,
-                "reserved_delta": n.vials,
-                "unit_cost": lots[n.lot_id].unit_cost,
-                "currency": lots[n.lot_id].currency,
-                "reason_code": "RESERVED",
-                "note": actor.reason,
-                "actor": actor.name,
-                "request_id": actor.request_id,
-                "reverses_movement_id": None,
-                "grams": n.vials * n.presentation_grams,
-                "reservation_id": r.id,
-                "reference": f"reservation:{r.id}",
-                "created_at": r.created_at,
-            }
-            for n in r.lines
-        ],
-    )
+    lines = [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines]
+    movements = [_reserved_movement(r, n, lots[n.lot_id], actor) for n in r.lines]
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(_RESERVATION_INSERT, [_values(r, request_hash)])
+        session.execute(_LINES_INSERT, lines)
+        session.execute(_MOVEMENTS_INSERT, movements)
+        return take(session, [(n.lot_id, n.vials) for n in r.lines])
+    riders = ride(session)
+    params: dict[str, Any] = {f"r_{k}": v for k, v in _values(r, request_hash).items()}
+    for i, (line, movement) in enumerate(zip(lines, movements, strict=True)):
+        params.update({f"l{i}_{k}": v for k, v in line.items()})
+        params.update({f"m{i}_{k}": v for k, v in movement.items()})
+    for _, values in riders:
+        params.update(values)
+    statement = _opened_statement(len(lines), tuple(s for s, _ in riders))
+    try:
+        taken = connection.execute(statement, params).scalar_one()
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) == _DEADLOCK:
+            return False
+        raise
+    return bool(taken == len(lines))
+
+
+_DEADLOCK = "40P01"
+_OPENED: dict[tuple[int, tuple[Any, ...]], Select[Any]] = {}
+
+
+def _opened_statement(lines: int, riders: tuple[Any, ...]) -> Select[Any]:
+    """``open_and_take``'s statement for ``lines`` lots and the ``riders`` (the audit record's
+    INSERTs, each bound by names of its own), built once per shape: a WITH clause per
+    conditional UPDATE of a lot and per INSERT, answering how many lots were taken."""
+    key = (lines, riders)
+    statement = _OPENED.get(key)
+    if statement is not None:
+        return statement
+    reservations = ReservationRow.metadata.tables["reservations"]
+    line_table = ReservationLineRow.metadata.tables["reservation_lines"]
+    movement_table = MovementRow.metadata.tables["stock_movements"]
+    taken = []
+    writes = [
+        insert(reservations)
+        .values({c.name: bindparam(f"r_{c.name}") for c in reservations.c})
+        .cte("opened")
+    ]
+    for i in range(lines):
+        vials = bindparam(f"l{i}_vials", type_=Integer)
+        taken.append(
+            update(_LOTS)
+            .where(
+                _LOTS.c.id == bindparam(f"l{i}_lot_id"),
+                _LOTS.c.state == LotState.AVAILABLE.value,
+                _LOTS.c.on_hand_vials - _LOTS.c.reserved_vials >= vials,
+            )
+            .values(reserved_vials=_LOTS.c.reserved_vials + vials)
+            .returning(_LOTS.c.id)
+            .cte(f"taken_{i}")
+        )
+        writes.append(
+            insert(line_table)
+            .values({c.name: bindparam(f"l{i}_{c.name}") for c in line_table.c})
+            .cte(f"line_{i}")
+        )
+        writes.append(
+            insert(movement_table)
+            .values(  # all but seq, the ledger's order, which the database numbers
+                {c.name: bindparam(f"m{i}_{c.name}") for c in movement_table.c if c.name != "seq"}
+            )
+            .cte(f"movement_{i}")
+        )
+    counted = [select(func.count()).select_from(t).scalar_subquery() for t in taken]
+    total: ColumnElement[Any] = counted[0]
+    for more in counted[1:]:
+        total = total + more
+    writes.extend(rider.cte(f"rider_{n}") for n, rider in enumerate(riders))
+    statement = select(total).add_cte(*writes)
+    _OPENED[key] = statement
+    return statement
+
+
+def _reserved_movement(
+    r: Reservation, n: HeldLine, lot: Promisable, actor: Actor
+) -> dict[str, object]:
+    """The RESERVATION ledger row of one line."""
+    return {
+        "id": new_id(),
+        "lot_id": n.lot_id,
+        "site_id": r.site_id,
+        "kind": MovementKind.RESERVATION.value,
+        "on_hand_delta": 0,
+        "reserved_delta": n.vials,
+        "unit_cost": lot.unit_cost,
+        "currency": lot.currency,
+        "reason_code": "RESERVED",
+        "note": actor.reason,
+        "actor": actor.name,
+        "request_id": actor.request_id,
+        "reverses_movement_id": None,
+        "grams": n.vials * n.presentation_grams,
+        "reservation_id": r.id,
+        "reference": f"reservation:{r.id}",
+        "created_at": r.created_at,
+    }
 
 
 def holding(

@@ -186,8 +186,8 @@ class Reservations:
     def _reserve(
         self, session: Session, r: ReservationRequest, digest: str, actor: Actor
     ) -> Reservation:
-        """One SELECT of the promisable lots, the allocation, three INSERTs and one
-        conditional UPDATE per lot taken (usually one)."""
+        """One SELECT of the promisable lots, the allocation, then one statement writing the
+        reservation and taking its vials (store.open_and_take)."""
         reservation = Reservation.open(new_id(), r, self.clock.now())
         dose = from_mg(reservation.grams_mg)
         seen = store.promisable(session, r.site_id, r.products, r.needed_on, dose)
@@ -203,8 +203,7 @@ class Reservations:
             HeldLine(c.lot_id, c.product_id, c.lot_number, c.presentation_grams, c.expiry_date, n)
             for c, n in sorted(held, key=lambda x: (x[0].expiry_date, x[0].lot_id))
         ]
-        store.insert_opened(session, reservation, digest, lots, actor)
-        if not store.take(session, result.lines):
+        if not store.open_and_take(session, reservation, digest, lots, actor):
             raise _ChosenLotsChanged
         return reservation
 
