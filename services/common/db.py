@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import metrics, tracing
@@ -115,6 +116,17 @@ def defer_write(session: Session, write: Callable[[Sequence[Rider]], None]) -> N
     if _DEFERRED in session.info:
         raise RuntimeError("one deferred write per transaction")
     session.info[_DEFERRED] = write
+
+
+# PostgreSQL's "try again" errors: deadlock detected, serialization failure, lock not available.
+_RACE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def lost_race(error: DBAPIError) -> bool:
+    """The statement lost a race with a concurrent transaction (PostgreSQL chose it as a
+    deadlock's victim, or could not serialise or lock): nothing it did stands, and the same
+    work tried again may succeed."""
+    return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
 
 
 def has_deferred_write(session: Session) -> bool:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.common import errors, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
+from services.common.db import lost_race
 from services.common.logs import trace_fields
 from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
 
@@ -195,16 +196,6 @@ def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any
     return handler
 
 
-# PostgreSQL's "try again" errors: deadlock detected, serialization failure, lock not available.
-# They mean two requests raced; the loser's transaction was rolled back, so ABORTED is the honest
-# answer (AIP-193) and a retry with the same request_id is safe.
-_RACE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
-
-
-def _lost_race(error: DBAPIError) -> bool:
-    return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
-
-
 def database_away(error: DBAPIError) -> bool:
     """The database cannot be reached or is shutting down or starting (SQLSTATE class 08,
     57P01-57P03), or the driver lost the connection: UNAVAILABLE, which clients retry (with
@@ -220,7 +211,9 @@ def database_away(error: DBAPIError) -> bool:
 
 
 def _database_error(method: str, context: grpc.ServicerContext, error: DBAPIError) -> None:
-    if _lost_race(error):
+    # the loser's transaction was rolled back: ABORTED is the honest answer (AIP-193) and a
+    # retry with the same request_id is safe
+    if lost_race(error):
         _abort(
             context,
             errors.Aborted("lost a race with a concurrent request: retry it", reason="LOST_RACE"),

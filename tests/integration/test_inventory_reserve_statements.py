@@ -37,7 +37,7 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as inv
@@ -81,26 +81,31 @@ def _reserve(p: Platform, appointment: str, product_id: str) -> inv.Reservation:
     ).reservation
 
 
-def test_a_reservation_sends_a_bounded_number_of_statements(
-    platform: Platform, database_url: str
-) -> None:
-    stock_site(platform, "counted")
-    product_id = platform.inventory.GetProduct(
-        inv.GetProductRequest(id="gammagard-liquid")
-    ).product.id
-    for i in range(3):
-        platform.inventory.ReceiveStock(
+def _stock_lots(p: Platform, prefix: str, count: int) -> str:
+    """Stocks site "counted" with `count` lots of 10 ten-gram vials, named prefix0, prefix1, …
+    and expiring a day apart in that order; returns the product's id."""
+    stock_site(p, "counted")
+    product_id = p.inventory.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
+    for i in range(count):
+        p.inventory.ReceiveStock(
             inv.ReceiveStockRequest(
                 site_id="counted",
                 product_id=product_id,
                 presentation_grams="10",
-                lot_number=f"C{i}",
+                lot_number=f"{prefix}{i}",
                 expiry_date=Date(year=2027, month=6, day=1 + i),
                 vials=10,
                 unit_cost=Money(currency_code="GBP", units=340),  # docs/clinical-rules.md#cost
-                request_id=f"counted-{i}",
+                request_id=f"{prefix}-received-{i}",
             )
         )
+    return product_id
+
+
+def test_a_reservation_sends_a_bounded_number_of_statements(
+    platform: Platform, database_url: str
+) -> None:
+    product_id = _stock_lots(platform, "C", 3)
     _reserve(platform, "warm-up", product_id)  # loads the site and the catalogue
     with statements_by_thread() as counted:
         reservation = _reserve(platform, "counted-1", product_id)
@@ -111,6 +116,44 @@ def test_a_reservation_sends_a_bounded_number_of_statements(
         <= RESERVE_STATEMENTS["sqlite" if database_url.startswith("sqlite") else "postgresql"]
     )
     # the reservation's INSERT bypasses the ORM's flush: its audit record still names it, once
+    assert audited_ids(database_url, "inventory", "ReserveStock").count(reservation.id) == 1
+
+
+def test_a_reservation_that_lost_its_lot_is_made_again_and_recorded_once(
+    platform: Platform, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction takes the chosen lot's vials between the unlocked read and the
+    write: the write takes nothing, its transaction (the audit record riding in it included)
+    rolls back, and the allocation runs again on what is left. PostgreSQL only: on SQLite the
+    reservation holds the database's write lock from its first statement, so nothing can come
+    between."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock leaves no gap between the read and the write")
+    product_id = _stock_lots(platform, "R", 2)
+    reads = []
+    read = store.promisable
+
+    def read_then_lose_the_first_lot(session: Session, *args: Any) -> list[store.Promisable]:
+        seen = read(session, *args)
+        reads.append([lot.lot_number for lot in seen])
+        if len(reads) == 1:  # a concurrent transaction takes R0's vials, and commits
+            engine = create_engine(database_url)
+            try:
+                with engine.begin() as c:
+                    c.execute(
+                        text(
+                            "UPDATE lots SET reserved_vials = on_hand_vials "
+                            "WHERE site_id = 'counted' AND lot_number = 'R0'"
+                        )
+                    )
+            finally:
+                engine.dispose()
+        return seen
+
+    monkeypatch.setattr(store, "promisable", read_then_lose_the_first_lot)
+    reservation = _reserve(platform, "raced-1", product_id)
+    assert len(reads) == 2  # read, lost R0, read again
+    assert [(line.lot_number, line.vials) for line in reservation.lines] == [("R1", 2)]
     assert audited_ids(database_url, "inventory", "ReserveStock").count(reservation.id) == 1
 
 

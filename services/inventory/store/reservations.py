@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import ride, wrote
+from services.common.db import lost_race
 from services.common.errors import NotFound
 from services.common.ids import new_id
 from services.common.pagination import PageRequest
@@ -367,13 +368,12 @@ def open_and_take(
     try:
         taken = connection.execute(statement, params).scalar_one()
     except DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) == _DEADLOCK:
+        if lost_race(error):  # a deadlock's victim: its lots were taken as it ran
             return False
         raise
     return bool(taken == len(lines))
 
 
-_DEADLOCK = "40P01"
 _OPENED: dict[tuple[int, tuple[Any, ...]], Select[Any]] = {}
 
 
