@@ -1,12 +1,12 @@
 """What a Publish writes: the notification, its deliveries (PENDING, due when planned) and its
 PUBLISHED event.
 
-On PostgreSQL the rows go in one statement, a data-modifying WITH that also carries the
-idempotency key's stored response (services.common.db.defer_write): the write waits until the
-response is known, then costs one round trip where it cost four (notification, deliveries,
-event, response), each of which was a statement to build, send and read back in this process
-and to parse and plan in PostgreSQL. On SQLite (no data-modifying WITH) it is one statement
-per table, as before.
+On PostgreSQL the rows go in one statement (services.common.joint_writes) that also carries
+the idempotency key's stored response and the audit record (services.common.db.defer_write):
+the write waits until the response is known, then costs one round trip where it cost four
+(notification, deliveries, event, response), each of which was a statement to build, send and
+read back in this process and to parse and plan in PostgreSQL. On SQLite (no data-modifying
+WITH) it is one statement per table.
 
 A notification with a dedupe key is inserted first, on its own: whether a concurrent Publish
 took the key decides the answer (that one's notification, as a duplicate), so it must be known
@@ -16,14 +16,14 @@ before the response is built; its deliveries and event follow with the response.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, literal, select, union_all
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import wrote
 from services.common.db import Rider, defer_write
+from services.common.joint_writes import Write, insert_in_order, insert_one, write_all
 from services.notify.domain.model import Status
 from services.notify.domain.views import NotificationView, PlannedDelivery
 from services.notify.store.models import DeliveryRow, EventRow, NotificationRow
@@ -58,21 +58,22 @@ def add(
         return seen
     # written by statement, not flushed: the audit record names the row as a flushed one
     wrote(NotificationRow(id=n.id, organisation_id=n.organisation_id))
-    parts: list[tuple[Table, list[dict[str, Any]]]] = []
+    rows: list[tuple[Table, list[dict[str, Any]]]] = []
     if not n.dedupe_key:
-        parts.append((_notifications, [row]))
+        rows.append((_notifications, [row]))
     if deliveries:
-        parts.append((_deliveries, [_delivery_row(n, d) for d in deliveries]))
-    parts.append((_events, [_event_row(n)]))
+        rows.append((_deliveries, [_delivery_row(n, d) for d in deliveries]))
+    rows.append((_events, [_event_row(n)]))
+    together = session.get_bind().dialect.name == "postgresql" and len(deliveries) <= TOGETHER
+    writes: list[Write] = [
+        insert_in_order(table, table_rows) if together else (insert_one(table, keys), table_rows)
+        for table, table_rows in rows
+        for keys in [tuple(table_rows[0])]
+    ]
 
     def write(riders: Sequence[Rider]) -> None:
-        if session.get_bind().dialect.name == "postgresql" and len(deliveries) <= TOGETHER:
-            _write_together(session, parts, riders)
-            return
-        for table, rows in parts:
-            session.execute(insert(table), rows)
-        for statement, params in riders:
-            session.execute(statement, params)
+        ridden: list[Write] = [(statement, [params]) for statement, params in riders]
+        write_all(session.connection(), writes + ridden, apart=not together)
 
     defer_write(session, write)
     return None
@@ -126,40 +127,3 @@ def _event_row(n: NotificationView) -> dict[str, Any]:
         "topic": n.topic.value,
         "created_at": n.created_at,
     }
-
-
-def _write_together(
-    session: Session, parts: Sequence[tuple[Table, list[dict[str, Any]]]], riders: Sequence[Rider]
-) -> None:
-    shape = (
-        tuple((table.name, len(rows), tuple(rows[0])) for table, rows in parts),
-        tuple(statement for statement, _ in riders),
-    )
-    params: dict[str, Any] = {}
-    for n, (_, rows) in enumerate(parts):
-        for i, row in enumerate(rows):
-            params.update({f"p{n}_{i}_{key}": value for key, value in row.items()})
-    for _, rider in riders:
-        params.update(rider)
-    session.connection().execute(_together(*shape), params)
-
-
-@lru_cache(maxsize=4 * TOGETHER)
-def _together(parts: tuple[tuple[str, int, tuple[str, ...]], ...], riders: tuple[Any, ...]) -> Any:
-    """One data-modifying WITH inserting each part's rows (row i of part n bound as
-    ``p{n}_{i}_{column}``) and running each rider (bound by its own names), built once per
-    shape: a statement built alike each time is compiled once (SQLAlchemy's cache), and
-    building it cost more than sending it. The shapes are few: the number of deliveries is
-    what varies."""
-    tables = {t.name: t for t in (_notifications, _deliveries, _events)}
-    ctes = []
-    for n, (name, count, keys) in enumerate(parts):
-        table = tables[name]
-        rows = [
-            select(*[bindparam(f"p{n}_{i}_{k}", type_=table.c[k].type) for k in keys])
-            for i in range(count)
-        ]
-        source = rows[0] if count == 1 else union_all(*rows)
-        ctes.append(insert(table).from_select(list(keys), source).cte(f"p{n}"))
-    ctes.extend(rider.cte(f"r{n}") for n, rider in enumerate(riders))
-    return select(literal(1)).add_cte(*ctes)

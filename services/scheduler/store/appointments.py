@@ -22,7 +22,6 @@ from sqlalchemy import (
     cast,
     exists,
     func,
-    insert,
     literal,
     null,
     or_,
@@ -30,14 +29,12 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.elements import BindParameter
 
 from services.common.audit.trail import wrote
 from services.common.db import Rider, UtcDateTime, defer_write
 from services.common.errors import NotFound
+from services.common.joint_writes import Write, insert_in_order, insert_one, write_all
 from services.common.pagination import PageRequest
 from services.common.scope import current_scope
 from services.scheduler.domain.appointments import (
@@ -882,8 +879,8 @@ class BatchedAppointments:
     def _write(self, riders: Sequence[Rider]) -> None:
         a = self._appointment
         assert a is not None
-        postgres = self.session.get_bind().dialect.name == "postgresql"
-        parts: list[tuple[Any, list[dict[str, Any]]]] = []  # (statement, its rows)
+        dialect = self.session.get_bind().dialect.name
+        writes: list[Write] = []
         if self._new:
             row = {
                 "id": a.id,
@@ -892,61 +889,26 @@ class BatchedAppointments:
                 "stock_note": a.stock_note,
                 **_values(a),
             }
-            parts.append((_insert_row(_appointments, tuple(row)), [row]))
+            writes.append((insert_one(_appointments, tuple(row)), [row]))
         else:
             row = {f"v_{k}": v for k, v in {"id": a.id, **_values(a)}.items()}
-            parts.append((_update_appointment(tuple(row)), [row]))
+            writes.append((_update_appointment(tuple(row)), [row]))
         if self._cancelled:
             cancelled = {"ids": self._cancelled, "to_status": ReminderStatus.CANCELLED.value}
-            parts.append((_CANCEL_REMINDERS, [{**cancelled, "at": self._now}]))
+            writes.append((_CANCEL_REMINDERS, [{**cancelled, "at": self._now}]))
         if self._added:
-            parts.append((_insert_row(_reminders, tuple(self._added[0])), self._added))
+            writes.append((insert_one(_reminders, tuple(self._added[0])), self._added))
         events = outbox_rows(self._events, self._now or a.updated_at)
-        if events and postgres:  # one INSERT, so the rows take their seq in the events' order
-            merged = {f"{k}_{i}": v for i, row in enumerate(events) for k, v in row.items()}
-            parts.append((_insert_outbox(tuple(events[0]), len(events)), [merged]))
-        elif events:
-            parts.append((_insert_row(outbox, tuple(events[0]), True, False), events))
-        parts.extend((statement, [params]) for statement, params in riders)
-        if not postgres:
-            for statement, rows in parts:
-                self.session.execute(statement, rows[0] if len(rows) == 1 else rows)
-            return
-        shape = tuple((id(statement), len(rows)) for statement, rows in parts)
-        params: dict[str, Any] = {}
-        for n, (_, rows) in enumerate(parts):
-            for k, values in enumerate(rows):
-                params.update({f"w{n}_{k}_{key}": value for key, value in values.items()})
-        self.session.execute(_write_statement(shape, [s for s, _ in parts]), params)
+        if events:  # in the events' order, so their rows take their seq in it
+            writes.append(
+                insert_in_order(outbox, events, skip_conflicts_on="dedupe_key", dialect=dialect)
+            )
+        writes.extend((statement, [params]) for statement, params in riders)
+        write_all(self.session, writes)
 
 
 # Statements the batched store writes with, built once: building a statement cost more than
 # sending it, and a statement built alike each time is compiled once (SQLAlchemy's cache).
-
-
-@cache
-def _insert_row(table: Table, keys: tuple[str, ...], upsert: bool = False, pg: bool = True) -> Any:
-    """INSERT of one row of ``keys``, each bound by its own name (ON CONFLICT on the dedupe
-    key doing nothing when ``upsert``)."""
-    values = {k: bindparam(k, type_=table.c[k].type) for k in keys}
-    if not upsert:
-        return insert(table).values(values)
-    dialect_insert = postgresql.insert if pg else sqlite.insert
-    return (
-        dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
-
-
-@cache
-def _insert_outbox(keys: tuple[str, ...], count: int) -> Any:
-    """PostgreSQL: one INSERT of ``count`` outbox rows (the i-th row's ``k`` bound as
-    ``k_i``) from a UNION ALL of bound rows, which SQLAlchemy caches (a multi-row VALUES it
-    does not), skipping dedupe keys already there."""
-    c = outbox.c
-    rows = [select(*[bindparam(f"{k}_{i}", type_=c[k].type) for k in keys]) for i in range(count)]
-    source = rows[0] if count == 1 else union_all(*rows)
-    statement = postgresql.insert(outbox).from_select(list(keys), source)
-    return statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
 @cache
@@ -965,33 +927,3 @@ _CANCEL_REMINDERS = (
         updated_at=bindparam("at", type_=UtcDateTime()),
     )
 )
-
-
-_WRITES: dict[tuple[tuple[int, int], ...], Any] = {}
-
-
-def _write_statement(shape: tuple[tuple[int, int], ...], statements: Sequence[Any]) -> Any:
-    """One data-modifying WITH running ``statements`` (the k-th row of the n-th bound as
-    ``w{n}_{k}_{name}``), built once per shape. Every parameter is bound by name (a literal
-    value inside a statement would be kept with the first statement built: refused)."""
-    built = _WRITES.get(shape)
-    if built is None:
-        ctes = []
-        for n, ((_, count), statement) in enumerate(zip(shape, statements, strict=True)):
-            for k in range(count):
-                ctes.append(_renamed(statement, f"w{n}_{k}_").cte(f"w{n}_{k}"))
-        built = select(literal(1)).add_cte(*ctes)
-        if len(_WRITES) < 1000:
-            _WRITES[shape] = built
-    return built
-
-
-def _renamed(statement: Any, prefix: str) -> Any:
-    def rename(element: Any) -> Any:
-        if isinstance(element, BindParameter):
-            if element.unique:
-                raise ValueError("bind every parameter of a batched write by name")
-            return bindparam(prefix + element.key, type_=element.type, expanding=element.expanding)
-        return None
-
-    return visitors.replacement_traverse(statement, {}, rename)  # type: ignore[call-overload]

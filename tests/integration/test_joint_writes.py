@@ -1,0 +1,136 @@
+"""services.common.joint_writes on SQLite and PostgreSQL: every write lands with its own
+values, a conditional write's RETURNING is counted, rows written in order keep their order,
+and on PostgreSQL the writes go as one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    select,
+    update,
+)
+
+from services.common.joint_writes import insert_in_order, insert_one, write_all
+
+metadata = MetaData()
+shelf = Table(
+    "shelf",
+    metadata,
+    Column("id", String(8), primary_key=True),
+    Column("kind", String(8)),
+    Column("free", Integer),
+)
+log = Table(
+    "log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("entry", String(8), unique=True),
+)
+
+TAKE = (
+    update(shelf)
+    .where(
+        shelf.c.id == bindparam("shelf_id"),
+        shelf.c.kind == "vial",  # a literal inside the statement: kept as written
+        shelf.c.free >= bindparam("n", type_=Integer),
+    )
+    .values(free=shelf.c.free - bindparam("n", type_=Integer))
+    .returning(shelf.c.id)
+)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _statements(engine: Engine) -> list[str]:
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    return sent
+
+
+def test_writes_land_with_their_own_values_and_conditional_ones_are_counted(
+    engine: Engine,
+) -> None:
+    shelf_row = insert_one(shelf, ("id", "kind", "free"))
+    with engine.begin() as c:
+        rows = [{"id": "a", "kind": "vial", "free": 5}, {"id": "b", "kind": "bag", "free": 5}]
+        assert write_all(c, [(shelf_row, rows)]) == 0
+    sent = _statements(engine)
+    with engine.begin() as c:
+        taken = write_all(
+            c,
+            [
+                (
+                    TAKE,
+                    [{"shelf_id": "a", "n": 2}, {"shelf_id": "b", "n": 1}],
+                ),  # b is no vial: untouched
+                (insert_one(log, ("entry",)), [{"entry": "took"}]),
+            ],
+        )
+    assert taken == 1
+    if engine.dialect.name == "postgresql":
+        assert len(sent) == 1  # one statement, one round trip
+    with engine.connect() as c:
+        assert dict(c.execute(select(shelf.c.id, shelf.c.free)).all()) == {"a": 3, "b": 5}
+        assert c.execute(select(log.c.entry)).scalars().all() == ["took"]
+    # the same shape again, other values: the kept statement takes them
+    with engine.begin() as c:
+        assert write_all(c, [(TAKE, [{"shelf_id": "a", "n": 3}, {"shelf_id": "a", "n": 9}])]) == 1
+    with engine.connect() as c:
+        assert c.execute(select(shelf.c.free).where(shelf.c.id == "a")).scalar() == 0
+
+
+def test_rows_written_in_order_are_numbered_in_order(engine: Engine) -> None:
+    entries = [f"e{i}" for i in range(7)]
+    dialect = engine.dialect.name
+    with engine.begin() as c:
+        write_all(
+            c,
+            [
+                insert_in_order(log, [{"entry": e} for e in entries], dialect=dialect),
+                (
+                    insert_one(shelf, ("id", "kind", "free")),
+                    [{"id": "x", "kind": "vial", "free": 1}],
+                ),
+            ],
+        )
+    with engine.begin() as c:  # a repeat of e3 is skipped, the new one follows
+        again = [{"entry": "e3"}, {"entry": "e7"}]
+        write_all(c, [insert_in_order(log, again, skip_conflicts_on="entry", dialect=dialect)])
+    with engine.connect() as c:
+        written = c.execute(select(log.c.entry).order_by(log.c.seq)).scalars().all()
+    assert written == [*entries, "e7"]
+
+
+def test_a_failing_write_leaves_nothing(engine: Engine) -> None:
+    shelf_row = insert_one(shelf, ("id", "kind", "free"))
+    with engine.begin() as c:
+        write_all(c, [(shelf_row, [{"id": "a", "kind": "vial", "free": 1}])])
+    with pytest.raises(Exception, match="(?i)unique|duplicate"), engine.begin() as c:
+        write_all(
+            c,
+            [
+                (insert_one(log, ("entry",)), [{"entry": "lost"}]),
+                (shelf_row, [{"id": "a", "kind": "vial", "free": 1}]),  # already there
+            ],
+        )
+    with engine.connect() as c:
+        assert c.execute(select(log.c.entry)).scalars().all() == []
