@@ -66,12 +66,16 @@ class AuditCall:
     recorded: bool = False
     replayed: bool = False
     expected: bool = False  # announced to the group commit (reads)
-    touched: Concerned = field(default_factory=Concerned)
+    touched: Concerned = field(default_factory=Concerned)  # by the call's committed writes
+    # by the running transaction's writes: kept at its commit, forgotten at its rollback (a
+    # retried attempt, such as a reservation that lost its lot, names only what it made)
+    touching: Concerned = field(default_factory=Concerned)
     trail: AuditTrail | None = None  # whose record this is (ride reaches it through the call)
 
     def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
         concerned = from_request(self.request, self.resource_type)
         concerned.add(self.touched)
+        concerned.add(self.touching)
         concerned.add(extra)
         organisation = self.caller.organisation_id
         if organisation is None:  # a service acting for whichever organisation owns the rows
@@ -146,7 +150,7 @@ def wrote(*rows: object) -> None:
     never saw them): its record names them as it would flushed ones."""
     call = _current.get()
     if call is not None and call.kind == MUTATION:
-        call.touched.add(from_rows(rows, call.resource_type))
+        call.touching.add(from_rows(rows, call.resource_type))
 
 
 class AuditTrail:
@@ -189,7 +193,7 @@ class AuditTrail:
         rows = [*session.new, *session.dirty, *session.deleted]
         if rows:
             session.info[_CHANGED] = True
-            call.touched.add(from_rows(rows, call.resource_type))
+            call.touching.add(from_rows(rows, call.resource_type))
 
     def _before_commit(self, session: Session) -> None:
         call = _current.get()
@@ -212,6 +216,10 @@ class AuditTrail:
         return self.store.riders(record)
 
     def _after_commit(self, session: Session) -> None:
+        running = _current.get()
+        if running is not None:
+            running.touched.add(running.touching)
+            running.touching = Concerned()
         call = session.info.pop(_WRITTEN, None)
         session.info.pop(_CHANGED, None)
         if call is not None:
@@ -219,6 +227,9 @@ class AuditTrail:
             self.linker.stored(1)
 
     def _after_rollback(self, session: Session) -> None:
+        running = _current.get()
+        if running is not None:
+            running.touching = Concerned()
         for key in (_WRITTEN, _CHANGED):
             session.info.pop(key, None)
 
