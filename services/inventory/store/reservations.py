@@ -17,7 +17,6 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     select,
     update,
 )
@@ -25,9 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import ride, wrote
-from services.common.db import lost_race
+from services.common.db import Rider, defer_write, lost_race
 from services.common.errors import NotFound
 from services.common.ids import new_id
+from services.common.joint_writes import Write, insert_one, write_all
 from services.common.pagination import PageRequest
 from services.inventory.domain.reservations import (
     Administration,
@@ -44,6 +44,11 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import check_site, in_scope
+
+_LOTS = LotRow.metadata.tables["lots"]
+_RESERVATIONS = ReservationRow.metadata.tables["reservations"]
+_LINES = ReservationLineRow.metadata.tables["reservation_lines"]
+_MOVEMENTS = MovementRow.metadata.tables["stock_movements"]
 
 
 class Promisable(NamedTuple):
@@ -213,21 +218,32 @@ def lots(session: Session, lot_ids: Collection[str], *, for_update: bool) -> dic
     return {row.id: row for row in session.scalars(query)}
 
 
-def _promisable_query() -> Select[Any]:
-    """The query behind ``promisable``, built once: its parameters are bound per call."""
-    free = LotRow.on_hand_vials - LotRow.reserved_vials
+def _promisable_query(giving_back: bool = False) -> Select[Any]:
+    """The query behind ``promisable``, built once: its parameters are bound per call. When
+    ``giving_back``, the vials reservation ``:reservation_id`` holds count as free (it is
+    choosing again)."""
+    free: ColumnElement[Any] = LotRow.on_hand_vials - LotRow.reserved_vials
+    lots: Any = _LOTS
+    if giving_back:
+        own = _LINES.alias("own")
+        free = free + func.coalesce(own.c.vials, 0)
+        lots = _LOTS.outerjoin(
+            own, (own.c.lot_id == LotRow.id) & (own.c.reservation_id == bindparam("reservation_id"))
+        )
     grams = cast(LotRow.presentation_grams, Float)
-    usable = (
+    usable: tuple[ColumnElement[bool], ...] = (
         LotRow.site_id == bindparam("site_id"),
         LotRow.product_id.in_(bindparam("products", expanding=True)),
         LotRow.state == LotState.AVAILABLE.value,
         LotRow.expiry_date >= bindparam("needed_on", type_=Date),
-        LotRow.on_hand_vials > LotRow.reserved_vials,
     )
     # the largest vial of any of the products: computed once (a window over each product
     # cost more than the scan), and at least each product's own largest, which is all the
-    # bound below needs
-    largest = select(func.max(grams)).where(*usable).scalar_subquery()
+    # bound below needs (giving back, lots with nothing free count too: a larger bound is
+    # still a bound)
+    unreserved = () if giving_back else (LotRow.on_hand_vials > LotRow.reserved_vials,)
+    largest = select(func.max(grams)).where(*usable, *unreserved).scalar_subquery()
+    usable = (*usable, free > 0)
     ranked = (
         select(
             LotRow.id,
@@ -250,6 +266,7 @@ def _promisable_query() -> Select[Any]:
                 0,
             ).label("before"),
         )
+        .select_from(lots)
         .where(*usable)
         .subquery()
     )
@@ -268,8 +285,7 @@ def _promisable_query() -> Select[Any]:
 
 
 _PROMISABLE = _promisable_query()
-
-_LOTS = LotRow.metadata.tables["lots"]
+_PROMISABLE_GIVING_BACK = _promisable_query(giving_back=True)
 _TAKE = (
     update(_LOTS)
     .where(
@@ -287,6 +303,7 @@ def promisable(
     products: Sequence[str],
     needed_on: dt.date,
     dose: Decimal,
+    giving_back: str = "",
 ) -> list[Promisable]:
     """The lots that may be promised for the day, read without locks and without building
     ORM objects.
@@ -300,33 +317,24 @@ def promisable(
     as from every lot. A product with thousands of lots then costs what one with a handful
     does in Python; the database still reads the product's lots at the site once. Run on the
     session's connection (no ORM layer: 9 % of ReserveStock's CPU went to it)."""
-    rows = session.connection().execute(
-        _PROMISABLE,
-        {
-            "site_id": site_id,
-            "products": list(products),
-            "needed_on": needed_on,
-            "dose": float(dose),
-        },
-    )
+    params = {
+        "site_id": site_id,
+        "products": list(products),
+        "needed_on": needed_on,
+        "dose": float(dose),
+    }
+    if giving_back:  # a reservation choosing again: what it holds counts as free
+        params["reservation_id"] = giving_back
+    query = _PROMISABLE_GIVING_BACK if giving_back else _PROMISABLE
+    rows = session.connection().execute(query, params)
     return [Promisable(*row) for row in rows]
 
 
-def take(session: Session, lines: Sequence[tuple[str, int]]) -> bool:
-    """Add each line's vials to its lot's reserved count where the lot is still AVAILABLE and
-    has them unreserved; False if any lot no longer had them (the caller rolls back). Lots
-    are updated in id order so that concurrent reservations queue instead of deadlocking;
-    each row lock is taken here, just before the commit, not when the lots were read."""
-    for lot_id, vials in sorted(lines):
-        done = session.execute(_TAKE, {"lot_id": lot_id, "vials": vials})
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-    return True
-
-
-_RESERVATION_INSERT = insert(ReservationRow.metadata.tables["reservations"])
-_LINES_INSERT = insert(ReservationLineRow.metadata.tables["reservation_lines"])
-_MOVEMENTS_INSERT = insert(MovementRow.metadata.tables["stock_movements"])
+_TAKEN = _TAKE.returning(_LOTS.c.id)
+_RESERVATION_INSERT = insert_one(_RESERVATIONS, tuple(c.name for c in _RESERVATIONS.c))
+_LINE_INSERT = insert_one(_LINES, tuple(c.name for c in _LINES.c))
+# all but seq, the ledger's order, which the database numbers
+_MOVEMENT_INSERT = insert_one(_MOVEMENTS, tuple(c.name for c in _MOVEMENTS.c if c.name != "seq"))
 
 
 def open_and_take(
@@ -338,119 +346,214 @@ def open_and_take(
 ) -> bool:
     """Write the reservation just allocated and take its vials: the reservation, its lines,
     their RESERVATION ledger rows, each chosen lot's reserved count (only where the lot is
-    still AVAILABLE and has the vials unreserved) and, on PostgreSQL, the mutation's audit
-    record. False if a lot no longer had its vials: the caller rolls back and allocates again.
+    still AVAILABLE and has the vials unreserved) and the mutation's audit record. False if a
+    lot no longer had its vials: the caller rolls back and allocates again.
 
-    PostgreSQL: one statement (data-modifying WITH clauses), so the lots' row locks are held
-    for that one round trip and the commit, and the whole write is one round trip where it was
-    six. The lots of one statement are locked in an order PostgreSQL chooses: two reservations
-    taking the same two lots in opposite orders can deadlock, and the one PostgreSQL aborts is
-    told as a lot taken (the caller allocates again). SQLite (one writer at a time): three
-    INSERTs and a conditional UPDATE per lot, as statements of their own."""
+    On PostgreSQL this is one statement (services.common.joint_writes), so the lots' row locks
+    are held for that one round trip and the commit, and the write is one round trip where it
+    was six. The lots of one statement are locked in an order PostgreSQL chooses: two
+    reservations taking the same two lots in opposite orders can deadlock, and the one
+    PostgreSQL aborts is told as a lot taken (the caller allocates again)."""
     r = reservation
     wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
+    takes = [{"lot_id": n.lot_id, "vials": n.vials} for n in sorted(r.lines, key=_by_lot)]
     lines = [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines]
-    movements = [_reserved_movement(r, n, lots[n.lot_id], actor) for n in r.lines]
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        session.execute(_RESERVATION_INSERT, [_values(r, request_hash)])
-        session.execute(_LINES_INSERT, lines)
-        session.execute(_MOVEMENTS_INSERT, movements)
-        return take(session, [(n.lot_id, n.vials) for n in r.lines])
-    riders = ride(session)
-    params: dict[str, Any] = {f"r_{k}": v for k, v in _values(r, request_hash).items()}
-    for i, (line, movement) in enumerate(zip(lines, movements, strict=True)):
-        params.update({f"l{i}_{k}": v for k, v in line.items()})
-        params.update({f"m{i}_{k}": v for k, v in movement.items()})
-    for _, values in riders:
-        params.update(values)
-    statement = _opened_statement(len(lines), tuple(s for s, _ in riders))
+    writes: list[Write] = [
+        (_RESERVATION_INSERT, [_values(r, request_hash)]),
+        (_LINE_INSERT, lines),
+        (_MOVEMENT_INSERT, _reserved(r, lots, actor)),
+        (_TAKEN, takes),
+    ]
+    writes.extend((statement, [params]) for statement, params in ride(session))
     try:
-        taken = connection.execute(statement, params).scalar_one()
+        taken = write_all(session.connection(), writes)
     except DBAPIError as error:
         if lost_race(error):  # a deadlock's victim: its lots were taken as it ran
             return False
         raise
-    return bool(taken == len(lines))
+    return taken == len(takes)
 
 
-_OPENED: dict[tuple[int, tuple[Any, ...]], Select[Any]] = {}
+def _by_lot(line: HeldLine) -> str:
+    return line.lot_id
 
 
-def _opened_statement(lines: int, riders: tuple[Any, ...]) -> Select[Any]:
-    """``open_and_take``'s statement for ``lines`` lots and the ``riders`` (the audit record's
-    INSERTs, each bound by names of its own), built once per shape: a WITH clause per
-    conditional UPDATE of a lot and per INSERT, answering how many lots were taken."""
-    key = (lines, riders)
-    statement = _OPENED.get(key)
-    if statement is not None:
-        return statement
-    reservations = ReservationRow.metadata.tables["reservations"]
-    line_table = ReservationLineRow.metadata.tables["reservation_lines"]
-    movement_table = MovementRow.metadata.tables["stock_movements"]
-    taken = []
-    writes = [
-        insert(reservations)
-        .values({c.name: bindparam(f"r_{c.name}") for c in reservations.c})
-        .cte("opened")
+class HeldLot(NamedTuple):
+    """A lot a reservation holds vials of, with what its ledger rows copy."""
+
+    lot_id: str
+    product_id: str
+    presentation_grams: Decimal
+    expiry_date: dt.date
+    vials: int
+    lot_number: str
+    unit_cost: Decimal
+    currency: str
+
+
+def held_lots(session: Session, reservation_id: str) -> list[HeldLot]:
+    """The lots the reservation holds vials of, in one read (no ORM objects)."""
+    query = (
+        select(
+            _LOTS.c.id,
+            _LOTS.c.product_id,
+            _LOTS.c.presentation_grams,
+            _LOTS.c.expiry_date,
+            _LINES.c.vials,
+            _LOTS.c.lot_number,
+            _LOTS.c.unit_cost,
+            _LOTS.c.currency,
+        )
+        .join(_LINES, _LINES.c.lot_id == _LOTS.c.id)
+        .where(_LINES.c.reservation_id == reservation_id)
+    )
+    return [HeldLot(*row) for row in session.connection().execute(query)]
+
+
+def lock_free(session: Session, lot_ids: Collection[str]) -> dict[str, int]:
+    """Lock the lots (in id order, so that concurrent writers queue instead of deadlocking)
+    and answer the unreserved vials of each that is still AVAILABLE (others are left out)."""
+    query = (
+        select(_LOTS.c.id, _LOTS.c.state, _LOTS.c.on_hand_vials - _LOTS.c.reserved_vials)
+        .where(_LOTS.c.id.in_(sorted(lot_ids)))
+        .order_by(_LOTS.c.id)
+        .with_for_update()
+    )
+    rows = session.connection().execute(query)
+    return {lot_id: free for lot_id, state, free in rows if state == LotState.AVAILABLE.value}
+
+
+_AMENDED = (
+    "grams_mg",
+    "needed_on",
+    "request_hash",
+    "state",
+    "allocated_product_id",
+    "allocated_mg",
+    "at_risk_reason",
+    "revision",
+    "updated_at",
+)
+_UPDATE_RESERVATION = (
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.id == bindparam("r_id"))
+    .values({k: bindparam(f"r_{k}", type_=_RESERVATIONS.c[k].type) for k in _AMENDED})
+)
+_SHIFT = (
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("lot_id"))
+    .values(reserved_vials=_LOTS.c.reserved_vials + bindparam("vials", type_=Integer))
+)
+_LINE_VIALS = (
+    update(_LINES)
+    .where(
+        _LINES.c.reservation_id == bindparam("line_reservation_id"),
+        _LINES.c.lot_id == bindparam("line_lot_id"),
+    )
+    .values(vials=bindparam("line_vials", type_=Integer))
+)
+_LINE_DELETE = delete(_LINES).where(
+    _LINES.c.reservation_id == bindparam("line_reservation_id"),
+    _LINES.c.lot_id == bindparam("line_lot_id"),
+)
+
+
+def rechoose(
+    session: Session,
+    reservation: Reservation,
+    request_hash: str,
+    held: Sequence[HeldLot],
+    lots: Mapping[str, Promisable],
+    actor: Actor,
+) -> None:
+    """Write a reservation that chose its vials again (its figures amended), the chosen lots
+    locked by ``lock_free`` and checked: a RELEASE ledger row for each line it ``held``, a
+    RESERVATION row for each line it holds now, each lot's reserved count moved by the
+    difference, the lines kept, changed, added and dropped, and the reservation's row. Held
+    back (services.common.db.defer_write) so that the idempotency key's response and the audit
+    record ride with it: on PostgreSQL one statement."""
+    r = reservation
+    wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
+    before = {h.lot_id: h.vials for h in held}
+    after = {n.lot_id: n.vials for n in r.lines}
+    shifts = [
+        {"lot_id": lot_id, "vials": after.get(lot_id, 0) - before.get(lot_id, 0)}
+        for lot_id in sorted(before.keys() | after.keys())
+        if after.get(lot_id, 0) != before.get(lot_id, 0)
     ]
-    for i in range(lines):
-        vials = bindparam(f"l{i}_vials", type_=Integer)
-        taken.append(
-            update(_LOTS)
-            .where(
-                _LOTS.c.id == bindparam(f"l{i}_lot_id"),
-                _LOTS.c.state == LotState.AVAILABLE.value,
-                _LOTS.c.on_hand_vials - _LOTS.c.reserved_vials >= vials,
-            )
-            .values(reserved_vials=_LOTS.c.reserved_vials + vials)
-            .returning(_LOTS.c.id)
-            .cte(f"taken_{i}")
-        )
-        writes.append(
-            insert(line_table)
-            .values({c.name: bindparam(f"l{i}_{c.name}") for c in line_table.c})
-            .cte(f"line_{i}")
-        )
-        writes.append(
-            insert(movement_table)
-            .values(  # all but seq, the ledger's order, which the database numbers
-                {c.name: bindparam(f"m{i}_{c.name}") for c in movement_table.c if c.name != "seq"}
-            )
-            .cte(f"movement_{i}")
-        )
-    counted = [select(func.count()).select_from(t).scalar_subquery() for t in taken]
-    total: ColumnElement[Any] = counted[0]
-    for more in counted[1:]:
-        total = total + more
-    writes.extend(rider.cte(f"rider_{n}") for n, rider in enumerate(riders))
-    statement = select(total).add_cte(*writes)
-    _OPENED[key] = statement
-    return statement
+    line = {"line_reservation_id": r.id}
+    released = [
+        _movement(r, h.lot_id, -h.vials, h, MovementKind.RELEASE, "AMENDED", actor) for h in held
+    ]
+    values = {f"r_{k}": v for k, v in _values(r, request_hash).items() if k in _AMENDED}
+    writes: list[Write] = [
+        (_UPDATE_RESERVATION, [{"r_id": r.id, **values}]),
+        (_MOVEMENT_INSERT, released + _reserved(r, lots, actor)),
+        (_SHIFT, shifts),
+        (_LINE_DELETE, [{**line, "line_lot_id": k} for k in before.keys() - after.keys()]),
+        (
+            _LINE_VIALS,
+            [
+                {**line, "line_lot_id": k, "line_vials": after[k]}
+                for k in before.keys() & after.keys()
+                if before[k] != after[k]
+            ],
+        ),
+        (
+            _LINE_INSERT,
+            [
+                {"reservation_id": r.id, "lot_id": k, "vials": after[k]}
+                for k in after.keys() - before.keys()
+            ],
+        ),
+    ]
+
+    def write(riders: Sequence[Rider]) -> None:
+        write_all(session.connection(), writes + [(s, [params]) for s, params in riders])
+
+    defer_write(session, write)
 
 
-def _reserved_movement(
-    r: Reservation, n: HeldLine, lot: Promisable, actor: Actor
+def _reserved(
+    r: Reservation, lots: Mapping[str, Promisable], actor: Actor
+) -> list[dict[str, object]]:
+    """The RESERVATION ledger row of each line the reservation holds."""
+    reserved = MovementKind.RESERVATION
+    return [
+        _movement(r, n.lot_id, n.vials, lots[n.lot_id], reserved, "RESERVED", actor)
+        for n in r.lines
+    ]
+
+
+def _movement(
+    r: Reservation,
+    lot_id: str,
+    vials: int,
+    lot: Promisable | HeldLot,
+    kind: MovementKind,
+    reason_code: str,
+    actor: Actor,
 ) -> dict[str, object]:
-    """The RESERVATION ledger row of one line."""
+    """A ledger row moving ``vials`` of a lot into (positive) or out of the reservation's
+    hold, at the reservation's last change."""
     return {
         "id": new_id(),
-        "lot_id": n.lot_id,
+        "lot_id": lot_id,
         "site_id": r.site_id,
-        "kind": MovementKind.RESERVATION.value,
+        "kind": kind.value,
         "on_hand_delta": 0,
-        "reserved_delta": n.vials,
+        "reserved_delta": vials,
         "unit_cost": lot.unit_cost,
         "currency": lot.currency,
-        "reason_code": "RESERVED",
+        "reason_code": reason_code,
         "note": actor.reason,
         "actor": actor.name,
         "request_id": actor.request_id,
         "reverses_movement_id": None,
-        "grams": n.vials * n.presentation_grams,
+        "grams": abs(vials) * lot.presentation_grams,
         "reservation_id": r.id,
         "reference": f"reservation:{r.id}",
-        "created_at": r.created_at,
+        "created_at": r.updated_at,
     }
 
 

@@ -198,11 +198,7 @@ class Reservations:
             raise self._short(store.new_row(reservation, digest), result)
         reservation.hold(result)
         lots = {lot.lot_id: lot for lot in seen}
-        held = [(lots[lot_id], vials) for lot_id, vials in result.lines]
-        reservation.lines = [
-            HeldLine(c.lot_id, c.product_id, c.lot_number, c.presentation_grams, c.expiry_date, n)
-            for c, n in sorted(held, key=lambda x: (x[0].expiry_date, x[0].lot_id))
-        ]
+        reservation.lines = _held_lines(result, lots)
         if not store.open_and_take(session, reservation, digest, lots, actor):
             raise _ChosenLotsChanged
         return reservation
@@ -237,16 +233,56 @@ class Reservations:
         etag: str,
         actor: Actor,
     ) -> Reservation:
+        """New figures, and the vials chosen again for them, as a new reservation's would be
+        chosen, with what it holds counted as free.
+
+        One unlocked read of what the reservation holds and one of the promisable lots, the
+        allocation, then the chosen and held lots locked (in id order) and checked, and one
+        write (store.rechoose). Lots taken meanwhile send it down the slower way that locks
+        every candidate lot first (``_amend_locked``), in the same transaction."""
         row = store.reservation_row(session, reservation_id, for_update=True)
         if etag:
             check_etag(etag, row.revision, field="etag", resource=f"reservation {row.id}")
         # the figures only: the vials held are released and chosen again below, in the ledger
         reservation = store.to_reservation(row, [])
         request = reservation.amend(grams, needed_on, self.sites.today(row.site_id, session))
+        digest = _fingerprint(request)
+        held = store.held_lots(session, row.id)
+        dose = from_mg(reservation.grams_mg)
+        seen = store.promisable(
+            session, row.site_id, request.products, request.needed_on, dose, giving_back=row.id
+        )
+        band = reservation.rounding_band_percent
+        result = allocate(dose, band, request.products, [Candidate(*c[:5]) for c in seen])
+        if not isinstance(result, Allocation):
+            raise self._short(store.new_row(reservation, digest), result)  # nothing changes
+        given_back = {h.lot_id: h.vials for h in held}
+        free = store.lock_free(session, {*given_back, *(lot_id for lot_id, _ in result.lines)})
+        if any(k not in free or free[k] + given_back.get(k, 0) < n for k, n in result.lines):
+            return self._amend_locked(session, row, request, digest, actor)
+        lots = {lot.lot_id: lot for lot in seen}
+        reservation.hold(result)
+        reservation.lines = _held_lines(result, lots)
+        reservation.state = ReservationState.ACTIVE
+        reservation.revision += 1
+        reservation.updated_at = self.clock.now()
+        store.rechoose(session, reservation, digest, held, lots, actor)
+        return reservation
+
+    def _amend_locked(
+        self,
+        session: Session,
+        row: ReservationRow,
+        request: ReservationRequest,
+        digest: str,
+        actor: Actor,
+    ) -> Reservation:
+        """Every candidate lot locked (in id order) before the vials are chosen again: slower,
+        but nothing can be taken from under it."""
         now = self.clock.now()
-        row.grams_mg = reservation.grams_mg
-        row.needed_on = reservation.needed_on
-        row.request_hash = _fingerprint(request)
+        row.grams_mg = to_mg(request.grams)
+        row.needed_on = request.needed_on
+        row.request_hash = digest
         held = store.lines(session, [row.id])[row.id]
         locked = self._lock(session, row, [line.lot_id for line in held])
         self._release_lines(session, row, held, locked, now, actor, "AMENDED")
@@ -815,6 +851,15 @@ class Reservations:
             store.to_reservation(r, [(line, lots[line.lot_id]) for line in held[r.id]])
             for r in rows
         ]
+
+
+def _held_lines(chosen: Allocation, lots: dict[str, store.Promisable]) -> list[HeldLine]:
+    """The allocation's lines, in expiry order (the order the vials should leave the shelf)."""
+    held = [(lots[lot_id], vials) for lot_id, vials in chosen.lines]
+    return [
+        HeldLine(c.lot_id, c.product_id, c.lot_number, c.presentation_grams, c.expiry_date, n)
+        for c, n in sorted(held, key=lambda x: (x[0].expiry_date, x[0].lot_id))
+    ]
 
 
 def _needs_repair(

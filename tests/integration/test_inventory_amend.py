@@ -1,0 +1,186 @@
+"""AmendReservation's set-based way: the vials chosen again from one unlocked read with what
+the reservation holds counted as free, the chosen and held lots locked and checked, and one
+write (on PostgreSQL one statement, with the audit record). Counted, checked against the
+ledger, and raced.
+
+Statements counted per thread, as in test_inventory_reserve_statements.py. After a first
+amend (which loads the site), one amend without a request_id sends at most AMEND_STATEMENTS:
+
+- PostgreSQL: the reservation's row locked, its site's organisation (the caller's scope),
+  what it holds, the promisable lots, the lock of the chosen and held lots, and one statement
+  of data-modifying WITH clauses (the reservation, the RELEASE and RESERVATION ledger rows,
+  each lot's reserved count, the lines, the audit record and its queue row): 6.
+- SQLite: BEGIN IMMEDIATE, the same five reads, then each write on its own: the reservation,
+  the ledger rows, one UPDATE per lot whose hold changed, the lines changed and added, and
+  the audit record's two INSERTs.
+
+The way every amend went before, each candidate lot locked first and the rows written by the
+ORM's flush, sends 15 statements on PostgreSQL and 17 on SQLite for the first amend below; an
+amend now goes that way only when a chosen lot was taken between its read and its lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from infusion.inventory.v1 import inventory_pb2 as inv
+from services.inventory.store import reservations as store
+from tests.integration.conftest import Platform, audited_ids, stock_site
+from tests.integration.test_inventory_reserve_statements import statements_by_thread
+
+AMEND_STATEMENTS = {"sqlite": 11, "postgresql": 6}
+SITE = "amended"
+
+
+def _lots(p: Platform, *lots: tuple[str, int, int]) -> str:
+    """Lots of 10 g vials at SITE, each (lot number, vials, day of June 2027 it expires);
+    returns the product's id."""
+    stock_site(p, SITE)
+    product_id = p.inventory.GetProduct(inv.GetProductRequest(id="gammagard-liquid")).product.id
+    for number, vials, day in lots:
+        p.inventory.ReceiveStock(
+            inv.ReceiveStockRequest(
+                site_id=SITE,
+                product_id=product_id,
+                presentation_grams="10",
+                lot_number=number,
+                expiry_date=Date(year=2027, month=6, day=day),
+                vials=vials,
+                unit_cost=Money(currency_code="GBP", units=340),  # docs/clinical-rules.md#cost
+                request_id=f"received-{number}",
+            )
+        )
+    return product_id
+
+
+def _reserve(p: Platform, appointment: str, product_id: str, grams: str) -> inv.Reservation:
+    return p.inventory.ReserveStock(
+        inv.ReserveStockRequest(
+            appointment_id=appointment,
+            site_id=SITE,
+            patient_id="p",
+            product_id=product_id,
+            grams=grams,
+            needed_on=Date(year=2026, month=12, day=1),
+        )
+    ).reservation
+
+
+def _amend(p: Platform, r: inv.Reservation, grams: str) -> inv.Reservation:
+    return p.inventory.AmendReservation(
+        inv.AmendReservationRequest(reservation_id=r.id, grams=grams, etag=r.etag)
+    ).reservation
+
+
+def _held(r: inv.Reservation) -> list[tuple[str, int]]:
+    return [(line.lot_number, line.vials) for line in r.lines]
+
+
+def _reserved(p: Platform) -> dict[str, int]:
+    lots = p.inventory.ListLots(inv.ListLotsRequest(site_id=SITE, page_size=100)).lots
+    return {lot.lot_number: lot.reserved_vials for lot in lots}
+
+
+def _ledger_matches(p: Platform) -> None:
+    report = p.inventory.ReconcileStock(inv.ReconcileStockRequest(site_id=SITE))
+    assert list(report.discrepancies) == []
+
+
+def test_an_amend_sends_a_bounded_number_of_statements_and_answers_what_it_wrote(
+    platform: Platform, database_url: str
+) -> None:
+    product_id = _lots(platform, ("C0", 10, 1), ("C1", 10, 2), ("C2", 10, 3))
+    warm = _reserve(platform, "warm-up", product_id, "10")
+    warm = _amend(platform, warm, "20")  # loads what a first amend loads
+    r = _reserve(platform, "counted", product_id, "20")
+    assert _held(r) == [("C0", 2)]
+    with statements_by_thread() as counted:
+        amended = _amend(platform, r, "120")
+    # 12 vials, earliest expiry first (docs/clinical-rules.md#first-expiry-first-out): C0 has 10 - 2
+    # (warm-up's) = 8 for it, the 2 it held counted as free; C1 gives the other 4
+    assert _held(amended) == [("C0", 8), ("C1", 4)]
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    served = counted.of_thread_sending("UPDATE reservations")
+    assert served <= AMEND_STATEMENTS[dialect], counted.sent
+    assert _reserved(platform) == {"C0": 10, "C1": 4, "C2": 0}
+    _ledger_matches(platform)
+    # the answer is what was written
+    stored = platform.inventory.GetReservation(inv.GetReservationRequest(id=r.id)).reservation
+    assert _held(stored) == _held(amended)
+    assert (stored.etag, stored.allocated_grams) == (amended.etag, amended.allocated_grams)
+    assert amended.etag != r.etag
+    assert audited_ids(database_url, "inventory", "AmendReservation").count(r.id) == 1
+    # smaller again: C1's vials go back, C0 keeps what the dose needs
+    smaller = _amend(platform, amended, "30")
+    assert _held(smaller) == [("C0", 3)]
+    assert _reserved(platform) == {"C0": 5, "C1": 0, "C2": 0}
+    _ledger_matches(platform)
+
+
+def test_an_amend_counts_what_the_reservation_holds_as_free(platform: Platform) -> None:
+    """A holds 2 vials, all of it, and expires first. Amended from 20 g to 30 g, the
+    reservation keeps A's 2 and adds 1 of B: counted as taken, A would have been passed
+    over for 3 of B, against the earliest-expiry rule."""
+    product_id = _lots(platform, ("A", 2, 1), ("B", 10, 2))
+    r = _reserve(platform, "held", product_id, "20")
+    assert _held(r) == [("A", 2)]
+    amended = _amend(platform, r, "30")
+    assert _held(amended) == [("A", 2), ("B", 1)]
+    assert _reserved(platform) == {"A": 2, "B": 1}
+    _ledger_matches(platform)
+
+
+def test_an_amend_short_of_stock_changes_nothing(platform: Platform) -> None:
+    product_id = _lots(platform, ("S0", 3, 1))
+    r = _reserve(platform, "short", product_id, "20")
+    with pytest.raises(grpc.RpcError) as refused:
+        _amend(platform, r, "40")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    stored = platform.inventory.GetReservation(inv.GetReservationRequest(id=r.id)).reservation
+    assert (_held(stored), stored.etag) == ([("S0", 2)], r.etag)
+    assert _reserved(platform) == {"S0": 2}
+    _ledger_matches(platform)
+
+
+def test_an_amend_whose_lot_is_taken_meanwhile_locks_and_chooses_again(
+    platform: Platform, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction takes R0's free vials between the amend's unlocked read and its
+    lock: the check after the lock finds them gone, and the amend chooses again with every
+    candidate lot locked, in the same transaction. PostgreSQL only (SQLite's write lock
+    leaves no gap)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock leaves no gap between the read and the lock")
+    product_id = _lots(platform, ("R0", 10, 1), ("R1", 10, 2))
+    r = _reserve(platform, "raced", product_id, "20")
+    read = store.promisable
+
+    def read_then_lose_r0(session: Session, *args: Any, **kw: Any) -> list[store.Promisable]:
+        seen = read(session, *args, **kw)
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as c:  # R0's 8 free vials, taken (the amend's 2 stay its own)
+                c.execute(
+                    text(
+                        "UPDATE lots SET reserved_vials = on_hand_vials "
+                        f"WHERE site_id = '{SITE}' AND lot_number = 'R0'"
+                    )
+                )
+        finally:
+            engine.dispose()
+        return seen
+
+    monkeypatch.setattr(store, "promisable", read_then_lose_r0)
+    amended = _amend(platform, r, "40")
+    # the read saw 10 vials of R0 for it and chose R0 × 4; locked, R0 had only its own 2
+    assert _held(amended) == [("R0", 2), ("R1", 2)]
+    assert _reserved(platform) == {"R0": 10, "R1": 2}
+    stored = platform.inventory.GetReservation(inv.GetReservationRequest(id=r.id)).reservation
+    assert _held(stored) == _held(amended)
+    assert audited_ids(database_url, "inventory", "AmendReservation") == [r.id]
