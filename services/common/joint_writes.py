@@ -59,6 +59,8 @@ def write_all(
     On a Session, its pending ORM changes are flushed first (as by any statement it runs); a
     Connection skips the ORM's work for each statement."""
     writes = [(statement, rows) for statement, rows in writes if rows]
+    if not writes:
+        return 0
     bind = connection.get_bind() if isinstance(connection, Session) else connection
     if apart or bind.dialect.name != "postgresql":
         return sum(_write_apart(connection, statement, rows) for statement, rows in writes)

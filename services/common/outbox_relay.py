@@ -9,10 +9,17 @@ that repeat into a no-op.
 
 Claiming:
 - PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` in one transaction that also records the
-  outcome, so several replicas each take different rows and none delivers a row another is
+  outcomes, so several replicas each take different rows and none delivers a row another is
   delivering; the row locks are held for the duration of the ``deliver`` calls.
 - SQLite (one process): rows are read, delivered outside any transaction (a gRPC call must not
-  hold the database's single write lock), and the outcome written afterwards.
+  hold the database's single write lock), and the outcomes written afterwards.
+
+A round's outcomes are written together once its rows have been tried: one UPDATE marks every
+row delivered, and each failed or dead-lettered row gets its own attempts and last_error; on
+PostgreSQL that is one statement (services.common.joint_writes) before the commit, on SQLite one
+transaction. Each row's attempts come from the claiming read, so a failure costs no read of its
+own. A crash before the outcomes are written delivers the round's rows again, which the
+receivers' idempotency absorbs.
 
 Failures: ``attempts`` is incremented and ``last_error`` set; the row is retried after an
 exponential backoff with jitter (base * 2^(attempts-1), capped). The backoff schedule is kept
@@ -41,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from services.common import metrics, tracing
@@ -49,6 +56,7 @@ from services.common.background import BackgroundLoop
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import Caller, running_as
+from services.common.joint_writes import Write, write_all
 from services.common.outbox import OutgoingEvent, outgoing
 
 log = logging.getLogger(__name__)
@@ -132,6 +140,21 @@ class OutboxRelay:
             for result in ("delivered", "failed", "dead_lettered")
         }
         metrics.watch(f"outbox:{name}", self.backlog)
+        t = table
+        row = t.c.id == bindparam("row_id")
+        self._mark_delivered = (
+            update(t)
+            .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.delivered_at.is_(None))
+            .values(delivered_at=bindparam("at", type_=t.c.delivered_at.type))
+        )
+        self._mark_failed = (
+            update(t).where(row).values(attempts=t.c.attempts + 1, last_error=bindparam("error"))
+        )
+        self._mark_dead = (
+            update(t)
+            .where(row)
+            .values(attempts=DEAD_LETTER_ATTEMPTS, last_error=bindparam("error"))
+        )
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -156,7 +179,8 @@ class OutboxRelay:
                 break
         return RelayRound(delivered, failed)
 
-    def _due(self, session: Session, *, lock: bool) -> list[OutgoingEvent]:
+    def _due(self, session: Session, *, lock: bool) -> list[tuple[OutgoingEvent, int]]:
+        """The rows due now, each with its attempts so far."""
         t = self.table
         now = self.clock.now()
         waiting = [k for k, at in self._not_before.items() if at > now]
@@ -168,11 +192,15 @@ class OutboxRelay:
         query = query.order_by(t.c.seq).limit(self.policy.batch_size)
         if lock:
             query = query.with_for_update(skip_locked=True)
-        return [outgoing(r) for r in session.execute(query)]
+        return [(outgoing(r), r.attempts) for r in session.execute(query)]
 
-    def _deliver_all(self, session: Session | None, events: list[OutgoingEvent]) -> RelayRound:
-        delivered = failed = 0
-        for event in events:
+    def _deliver_all(
+        self, session: Session | None, due: list[tuple[OutgoingEvent, int]]
+    ) -> RelayRound:
+        delivered: list[str] = []
+        failed: list[dict[str, str]] = []
+        dead: list[dict[str, str]] = []
+        for event, attempts in due:
             try:
                 with tracing.span(
                     f"outbox {event.topic}",
@@ -181,18 +209,27 @@ class OutboxRelay:
                 ):
                     self.deliver(event)
             except PermanentFailure as refused:
-                failed += 1
                 self._counted["dead_lettered"].inc()
-                self._dead(session, event, refused)
+                dead.append(self._dead(event, refused))
             except Exception as error:  # any other failure: count it, back off, keep going
-                failed += 1
                 self._counted["failed"].inc()
-                self._failed(session, event, error)
+                failed.append(self._failed(event, attempts + 1, error))
             else:
-                delivered += 1
                 self._counted["delivered"].inc()
-                self._delivered(session, event)
-        return RelayRound(delivered, failed)
+                self._not_before.pop(event.id, None)
+                delivered.append(event.id)
+        marked = [{"ids": delivered, "at": self.clock.now()}] if delivered else []
+        writes: list[Write] = [
+            (self._mark_delivered, marked),
+            (self._mark_failed, failed),
+            (self._mark_dead, dead),
+        ]
+        if session is not None:
+            write_all(session, writes)
+        elif due:
+            with self.db.write() as own:
+                write_all(own, writes)
+        return RelayRound(len(delivered), len(failed) + len(dead))
 
     def backlog(self) -> list[metrics.Reading]:
         """The gauges of this relay's outbox (one query over the undelivered rows' index)."""
@@ -215,58 +252,23 @@ class OutboxRelay:
             metrics.Reading("outbox_dead_letter_rows", labels, dead_letters),
         ]
 
-    def _write(self, session: Session | None, statement: object) -> None:
-        if session is not None:
-            session.execute(statement)  # type: ignore[call-overload]
-            return
-        with self.db.write() as own:
-            own.execute(statement)  # type: ignore[call-overload]
-
-    def _delivered(self, session: Session | None, event: OutgoingEvent) -> None:
-        t = self.table
-        self._not_before.pop(event.id, None)
-        self._write(
-            session,
-            update(t)
-            .where(t.c.id == event.id, t.c.delivered_at.is_(None))
-            .values(delivered_at=self.clock.now()),
-        )
-
-    def _failed(self, session: Session | None, event: OutgoingEvent, error: Exception) -> None:
-        t = self.table
+    def _failed(self, event: OutgoingEvent, attempts: int, error: Exception) -> dict[str, str]:
+        """Back the row off (base * 2^(attempts-1), capped, with jitter); answer the values its
+        outcome is written with."""
         text = f"{type(error).__name__}: {error}"[:1000]
-        now = self.clock.now()
-        attempts = self._attempts(session, event.id) + 1
-        self._write(
-            session,
-            update(t).where(t.c.id == event.id).values(attempts=t.c.attempts + 1, last_error=text),
-        )
         exponent = min(attempts - 1, 30)
         delay = min(self.policy.retry_base * (2**exponent), self.policy.retry_max)
-        self._not_before[event.id] = now + delay * (0.5 + 0.5 * self._jitter())
+        self._not_before[event.id] = self.clock.now() + delay * (0.5 + 0.5 * self._jitter())
         log.warning(
             "%s: %s %s failed (attempt %d): %s", self._name, event.topic, event.id, attempts, text
         )
+        return {"row_id": event.id, "error": text}
 
-    def _dead(self, session: Session | None, event: OutgoingEvent, error: Exception) -> None:
-        t = self.table
+    def _dead(self, event: OutgoingEvent, error: Exception) -> dict[str, str]:
         text = f"dead-lettered: {error}"[:1000]
         self._not_before.pop(event.id, None)
-        self._write(
-            session,
-            update(t)
-            .where(t.c.id == event.id)
-            .values(attempts=DEAD_LETTER_ATTEMPTS, last_error=text),
-        )
         log.error("%s: %s %s %s", self._name, event.topic, event.id, text)
-
-    def _attempts(self, session: Session | None, event_id: str) -> int:
-        t = self.table
-        query = select(t.c.attempts).where(t.c.id == event_id)
-        if session is not None:
-            return int(session.execute(query).scalar() or 0)
-        with self.db.read() as own:
-            return int(own.execute(query).scalar() or 0)
+        return {"row_id": event.id, "error": text}
 
     # -- the background thread ----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import MetaData, Table, select
+from sqlalchemy import MetaData, Table, event, select, update
 
 from infusion.notify.v1 import notify_pb2 as pb
 from infusion.notify.v1 import notify_pb2_grpc
@@ -28,6 +28,7 @@ from services.common.outbox import Outbox, OutgoingEvent, define_outbox_table
 from services.common.outbox_relay import (
     DEAD_LETTER_ATTEMPTS,
     OutboxRelay,
+    PermanentFailure,
     RelayPolicy,
     publish_or_dead_letter,
 )
@@ -122,6 +123,48 @@ def test_failures_back_off_on_the_clock_and_do_not_block_later_rows(outbox: _Out
     assert relay.run_once().delivered == 1
     assert got == [1, 0]
     assert [r.attempts for r in outbox.rows()] == [2, 0]
+
+
+def test_a_round_writes_its_outcomes_together(outbox: _Outbox) -> None:
+    """A round of 40 rows: delivered, failed (two already failed once) and refused. Each
+    outcome lands on its own row; on PostgreSQL the round sends its claiming SELECT and one
+    statement of outcomes, however many rows it tried (a statement per row before)."""
+    for n in range(40):
+        outbox.emit("LOW_STOCK", {"n": n})
+    with outbox.db.write() as session:  # rows 1 and 2 have failed once already
+        t = outbox.table
+        session.execute(update(t).where(t.c.seq.in_([2, 3])).values(attempts=1))
+
+    def deliver(event: OutgoingEvent) -> None:
+        n = event.payload["n"]
+        if n in (1, 2, 5):
+            raise ConnectionError(f"notify unavailable for {n}")
+        if n == 7:
+            raise PermanentFailure("INVALID_ARGUMENT: no such site")
+
+    relay = _relay(outbox, deliver)
+    sent: list[str] = []
+    listen = (outbox.db.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    event.listen(*listen)
+    try:
+        r = relay.run_once()
+    finally:
+        event.remove(*listen)
+    assert (r.delivered, r.failed) == (36, 4)
+    rows = {row.payload["n"]: row for row in outbox.rows()}
+    assert {n for n, row in rows.items() if row.delivered_at is None} == {1, 2, 5, 7}
+    assert all(rows[n].delivered_at == NOW for n in rows if n not in (1, 2, 5, 7))
+    assert [rows[n].attempts for n in (1, 2, 5)] == [2, 2, 1]
+    assert rows[5].last_error == "ConnectionError: notify unavailable for 5"
+    assert rows[7].attempts == DEAD_LETTER_ATTEMPTS
+    assert rows[7].last_error.startswith("dead-lettered: INVALID_ARGUMENT")
+    if outbox.db.dialect == "postgresql":
+        assert len([s for s in sent if not s.startswith("BEGIN")]) == 2
+    # each row backs off from its own attempts: 10 s for row 5, 20 s for rows 1 and 2
+    outbox.clock.advance(dt.timedelta(seconds=10))
+    assert relay.run_once().failed == 1  # row 5; the refused row is never tried again
+    outbox.clock.advance(dt.timedelta(seconds=10))
+    assert relay.run_once().failed == 2  # rows 1 and 2
 
 
 def test_max_attempts_leaves_a_row_alone(outbox: _Outbox) -> None:
