@@ -174,8 +174,10 @@ class Database:
 
     def on_write_session(self, name: str, listener: Callable[..., None]) -> None:
         """Listen to a session event (``before_commit``, ``after_flush``...) of the write
-        sessions only: the audit trail writes a mutation's record into its own transaction."""
-        event.listen(self._writer, name, listener)
+        sessions only: the audit trail writes a mutation's record into its own transaction.
+        Such listeners run ahead of this class's own, so that the trail's ``before_commit``
+        runs a held-back write itself, with the record riding in it."""
+        event.listen(self._writer, name, listener, insert=True)
 
     @property
     def dialect(self) -> str:

@@ -30,11 +30,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as inv
+from services.common.audit.trail import AuditTrail
 from services.inventory.store import reservations as store
 from tests.integration.conftest import Platform, audited_ids, stock_site
 from tests.integration.test_inventory_reserve_statements import statements_by_thread
 
-AMEND_STATEMENTS = {"sqlite": 11, "postgresql": 6}
+AMEND_STATEMENTS = {"sqlite": 13, "postgresql": 6}
 SITE = "amended"
 
 
@@ -183,4 +184,25 @@ def test_an_amend_whose_lot_is_taken_meanwhile_locks_and_chooses_again(
     assert _reserved(platform) == {"R0": 10, "R1": 2}
     stored = platform.inventory.GetReservation(inv.GetReservationRequest(id=r.id)).reservation
     assert _held(stored) == _held(amended)
+    assert audited_ids(database_url, "inventory", "AmendReservation") == [r.id]
+
+
+def test_an_amend_without_a_request_id_is_recorded_in_its_own_transaction(
+    platform: Platform, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The amend writes by statement, not by the ORM's flush: its record is still written in
+    its transaction at the commit, not after it in a transaction of its own (which a crash in
+    between would lose)."""
+    product_id = _lots(platform, ("T0", 10, 1))
+    r = _reserve(platform, "recorded", product_id, "20")
+    after: list[str] = []
+    store_now = AuditTrail.store_now
+
+    def spy(self: AuditTrail, record: Any, expected: bool = False) -> None:
+        after.append(record.method)
+        store_now(self, record, expected)
+
+    monkeypatch.setattr(AuditTrail, "store_now", spy)
+    _amend(platform, r, "30")
+    assert not [m for m in after if m.endswith("AmendReservation")]
     assert audited_ids(database_url, "inventory", "AmendReservation") == [r.id]

@@ -38,7 +38,7 @@ from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
-from services.common.db import Database, Rider, flush_deferred
+from services.common.db import Database, Rider, flush_deferred, has_deferred_write
 from services.common.identity import Caller
 from services.common.ids import new_id
 from services.common.interceptors import database_away
@@ -145,9 +145,11 @@ def ride(session: Session) -> tuple[Rider, ...]:
     return call.trail.riding(session, call)
 
 
-def wrote(*rows: object) -> None:
-    """Rows the running mutation wrote by statement rather than by flush (so the flush hook
-    never saw them): its record names them as it would flushed ones."""
+def wrote(session: Session, *rows: object) -> None:
+    """Rows the running mutation writes in ``session``'s transaction by statement rather than
+    by flush (so the flush hook never sees them): its record names them as it would flushed
+    ones, and is written in that transaction at its commit (unless it rode in a statement)."""
+    session.info[_CHANGED] = True
     call = _current.get()
     if call is not None and call.kind == MUTATION:
         call.touching.add(from_rows(rows, call.resource_type))
@@ -199,7 +201,8 @@ class AuditTrail:
         call = _current.get()
         if call is None or call.kind != MUTATION or call.recorded or call.replayed:
             return
-        flush_deferred(session)  # a write held for its response is this transaction's change
+        if has_deferred_write(session):  # held for its response: the record rides with it
+            flush_deferred(session, *ride(session))
         if session.new or session.dirty or session.deleted:
             session.flush()  # the rows it would flush on commit, so their ids are known
         if not session.info.get(_CHANGED) or session.info.get(_WRITTEN) is call:

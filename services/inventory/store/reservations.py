@@ -355,7 +355,7 @@ def open_and_take(
     reservations taking the same two lots in opposite orders can deadlock, and the one
     PostgreSQL aborts is told as a lot taken (the caller allocates again)."""
     r = reservation
-    wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
+    wrote(session, ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
     takes = [{"lot_id": n.lot_id, "vials": n.vials} for n in sorted(r.lines, key=_by_lot)]
     lines = [{"reservation_id": r.id, "lot_id": n.lot_id, "vials": n.vials} for n in r.lines]
     writes: list[Write] = [
@@ -473,7 +473,7 @@ def rechoose(
     back (services.common.db.defer_write) so that the idempotency key's response and the audit
     record ride with it: on PostgreSQL one statement."""
     r = reservation
-    wrote(ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
+    wrote(session, ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
     before = {h.lot_id: h.vials for h in held}
     after = {n.lot_id: n.vials for n in r.lines}
     shifts = [

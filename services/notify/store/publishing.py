@@ -57,7 +57,7 @@ def add(
             raise RuntimeError(f"notification {n.id} was not added")
         return seen
     # written by statement, not flushed: the audit record names the row as a flushed one
-    wrote(NotificationRow(id=n.id, organisation_id=n.organisation_id))
+    wrote(session, NotificationRow(id=n.id, organisation_id=n.organisation_id))
     rows: list[tuple[Table, list[dict[str, Any]]]] = []
     if not n.dedupe_key:
         rows.append((_notifications, [row]))

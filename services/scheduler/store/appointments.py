@@ -807,7 +807,7 @@ class BatchedAppointments:
 
     def save(self, appointment: Appointment) -> None:
         self._appointment = appointment
-        wrote(AppointmentRow(id=appointment.id, patient_id=appointment.patient_id))
+        wrote(self.session, AppointmentRow(id=appointment.id, patient_id=appointment.patient_id))
         if not self._deferred:
             self._deferred = True
             defer_write(self.session, self._write)
