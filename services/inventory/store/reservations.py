@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
+from typing import cast as cast_as
 
 from sqlalchemy import (
     ColumnElement,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    insert,
     select,
     update,
 )
@@ -35,7 +37,7 @@ from services.inventory.domain.reservations import (
     Reservation,
     ReservationState,
 )
-from services.inventory.domain.stock import Actor, LotState, MovementKind
+from services.inventory.domain.stock import Actor, Lot, LotState, Movement, MovementKind
 from services.inventory.store.models import (
     AdministrationRow,
     LotRow,
@@ -44,6 +46,7 @@ from services.inventory.store.models import (
     ReservationRow,
 )
 from services.inventory.store.site_scope import check_site, in_scope
+from services.inventory.store.stock import to_lot, to_movement
 
 _LOTS = LotRow.metadata.tables["lots"]
 _RESERVATIONS = ReservationRow.metadata.tables["reservations"]
@@ -514,6 +517,133 @@ def rechoose(
     defer_write(session, write)
 
 
+def dispensing_lots(
+    session: Session, reservation_id: str, named: Collection[str]
+) -> tuple[dict[str, int], dict[str, Lot]]:
+    """The lots a dispense touches, locked in id order in one read: those the reservation
+    holds vials of (answered with how many) and those ``named`` as opened."""
+    own = _LINES.alias("own")
+    holding = select(_LINES.c.lot_id).where(_LINES.c.reservation_id == reservation_id)
+    query = (
+        select(_LOTS, own.c.vials.label("held_vials"))
+        .outerjoin(own, (own.c.lot_id == _LOTS.c.id) & (own.c.reservation_id == reservation_id))
+        .where(_LOTS.c.id.in_(holding) | _LOTS.c.id.in_(sorted(named)))
+        .order_by(_LOTS.c.id)
+        .with_for_update(of=_LOTS)
+    )
+    held: dict[str, int] = {}
+    lots: dict[str, Lot] = {}
+    for row in session.connection().execute(query):
+        lots[row.id] = to_lot(cast_as(LotRow, row))  # a row of the lots table reads as one
+        if row.held_vials is not None:
+            held[row.id] = row.held_vials
+    return held, lots
+
+
+def holding_lines(r: Reservation, held: Mapping[str, int], lots: Mapping[str, Lot]) -> None:
+    """Give the reservation its lines, in expiry order, from what it ``held`` of ``lots``."""
+    r.lines = sorted(
+        (
+            HeldLine(k, lot.product_id, lot.lot_number, lot.presentation_grams, lot.expiry_date, n)
+            for k, n in held.items()
+            for lot in [lots[k]]
+        ),
+        key=lambda x: (x.expiry_date, x.lot_id),
+    )
+
+
+def movement(
+    r: Reservation,
+    lot: Lot,
+    kind: MovementKind,
+    reason_code: str,
+    actor: Actor,
+    *,
+    on_hand: int = 0,
+    reserved: int = 0,
+    grams: Decimal | None = None,
+    note: str | None = None,
+) -> dict[str, object]:
+    """A ledger row of the reservation's on one lot (grams: the vials moved, unless given)."""
+    values = _movement(r, lot.id, reserved, lot, kind, reason_code, actor)
+    values["on_hand_delta"] = on_hand
+    values["grams"] = abs(on_hand or reserved) * lot.presentation_grams if grams is None else grams
+    if note is not None:
+        values["note"] = note
+    return values
+
+
+_MOVEMENTS_RECORDED = insert(_MOVEMENTS).returning(*_MOVEMENTS.c, sort_by_parameter_order=True)
+_LOT_COUNTS = (
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("lot_id"))
+    .values(
+        on_hand_vials=bindparam("on_hand", type_=Integer),
+        reserved_vials=bindparam("reserved", type_=Integer),
+    )
+)
+_LOT_SETTLED = _LOT_COUNTS.values(
+    state=bindparam("state", type_=_LOTS.c.state.type),
+    revision=bindparam("revision", type_=Integer),
+    updated_at=bindparam("at", type_=_LOTS.c.updated_at.type),
+)
+_LINES_CLEARED = delete(_LINES).where(_LINES.c.reservation_id == bindparam("line_reservation_id"))
+_ADMINISTRATIONS = AdministrationRow.metadata.tables["administrations"]
+
+
+def dispensed(
+    session: Session,
+    reservation: Reservation,
+    request_hash: str,
+    movements: Sequence[dict[str, object]],
+    traces: Sequence[AdministrationRow],
+    lots: Sequence[tuple[Lot, bool]],
+) -> list[Movement]:
+    """Write a dispense: its ledger rows now (the answer shows their sequence numbers); then,
+    held back (services.common.db.defer_write) so that the idempotency key's response and the
+    audit record ride with them, on PostgreSQL in one statement: each lot's counts (and its
+    state, with a new revision, where ``lots`` says it settled into another), the
+    administration traces, the reservation's lines cleared and its row."""
+    r = reservation
+    wrote(session, ReservationRow(id=r.id, patient_id=r.patient_id), *traces)
+    recorded = [
+        to_movement(cast_as(MovementRow, row))
+        for row in session.connection().execute(_MOVEMENTS_RECORDED, list(movements))
+    ]
+    counts = [
+        {"lot_id": lot.id, "on_hand": lot.balance.on_hand, "reserved": lot.balance.reserved}
+        for lot, settled in lots
+        if not settled
+    ]
+    settled = [
+        {
+            "lot_id": lot.id,
+            "on_hand": lot.balance.on_hand,
+            "reserved": lot.balance.reserved,
+            "state": lot.state.value,
+            "revision": lot.revision,
+            "at": r.updated_at,
+        }
+        for lot, settled in lots
+        if settled
+    ]
+    keys = tuple(c.name for c in _ADMINISTRATIONS.c)
+    values = {f"r_{k}": v for k, v in _values(r, request_hash).items() if k in _AMENDED}
+    writes: list[Write] = [
+        (_LOT_COUNTS, counts),
+        (_LOT_SETTLED, settled),
+        (insert_one(_ADMINISTRATIONS, keys), [{k: getattr(t, k) for k in keys} for t in traces]),
+        (_LINES_CLEARED, [{"line_reservation_id": r.id}]),
+        (_UPDATE_RESERVATION, [{"r_id": r.id, **values}]),
+    ]
+
+    def write(riders: Sequence[Rider]) -> None:
+        write_all(session.connection(), writes + [(s, [params]) for s, params in riders])
+
+    defer_write(session, write)
+    return recorded
+
+
 def _reserved(
     r: Reservation, lots: Mapping[str, Promisable], actor: Actor
 ) -> list[dict[str, object]]:
@@ -529,7 +659,7 @@ def _movement(
     r: Reservation,
     lot_id: str,
     vials: int,
-    lot: Promisable | HeldLot,
+    lot: Promisable | HeldLot | Lot,
     kind: MovementKind,
     reason_code: str,
     actor: Actor,

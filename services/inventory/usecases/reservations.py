@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -50,6 +51,7 @@ from services.inventory.domain.reservations import (
 )
 from services.inventory.domain.stock import (
     Actor,
+    Balance,
     Lot,
     LotState,
     Movement,
@@ -309,88 +311,79 @@ class Reservations:
     # --- dispensing, waste, transfers, returns -------------------------------------------------
 
     def dispense(self, session: Session, d: DispenseInput, actor: Actor) -> Dispensed:
-        """Load the reservation and the lots it holds or names, let the reservation check and
-        book the dispense, then write the ledger and the administration traces."""
+        """Load the reservation and, in one locked read, the lots it holds or names; let the
+        reservation check and book the dispense; then write the ledger rows, each lot's new
+        counts and state, the administration traces and the reservation (store.dispensed:
+        on PostgreSQL two statements, the second with the audit record)."""
         row = store.reservation_row(session, d.reservation_id, for_update=True)
-        held = store.lines(session, [row.id])[row.id]
-        locked = store.lots(
-            session, {line.lot_id for line in held} | {lot for lot, _ in d.lines}, for_update=True
-        )
-        reservation = store.to_reservation(row, [(line, locked[line.lot_id]) for line in held])
+        held, lots = store.dispensing_lots(session, row.id, {lot for lot, _ in d.lines})
+        reservation = store.to_reservation(row, [])
+        store.holding_lines(reservation, held, lots)
         when = d.administered_at or self.clock.now()
         day = self.sites.get(row.site_id, session).local_date(when)
-        lots = {lot_id: lots_store.to_lot(lot) for lot_id, lot in locked.items()}
         done = reservation.dispense(d, lots, day)
         now = self.clock.now()
-        movements: list[MovementRow] = []
+        reservation.revision += 1
+        reservation.updated_at = now
+        movements: list[dict[str, object]] = []
+        moved: dict[str, Balance] = {}  # each lot's change over the ledger rows
+
+        def book(lot: Lot, kind: MovementKind, code: str, **change: Any) -> None:
+            movements.append(store.movement(reservation, lot, kind, code, actor, **change))
+            was = moved.get(lot.id, Balance())
+            moved[lot.id] = was.plus(change.get("on_hand", 0), change.get("reserved", 0))
+
         traces: list[AdministrationRow] = []
         note = actor.reason if done.override_reason is None else done.override_reason
         for opened in done.opened:
-            lot = locked[opened.lot.id]
-            movements.append(
-                self._move(
-                    session,
-                    lot,
-                    MovementKind.DISPENSE,
-                    -opened.vials,
-                    -opened.from_reserved,
-                    now,
-                    actor,
-                    "DISPENSED",
-                    row.id,
-                    grams=opened.grams_given,
-                    note=note,
-                )
+            lot = lots[opened.lot.id]
+            book(
+                lot,
+                MovementKind.DISPENSE,
+                "DISPENSED",
+                on_hand=-opened.vials,
+                reserved=-opened.from_reserved,
+                grams=opened.grams_given,
+                note=note,
             )
             if opened.grams_wasted:
-                movements.append(
-                    self._move(
-                        session,
-                        lot,
-                        MovementKind.WASTE,
-                        0,
-                        0,
-                        now,
-                        actor,
-                        "OPENED_UNUSED",
-                        row.id,
-                        grams=opened.grams_wasted,
-                    )
+                book(lot, MovementKind.WASTE, "OPENED_UNUSED", grams=opened.grams_wasted)
+            traces.append(
+                AdministrationRow(
+                    id=new_id(),
+                    reservation_id=row.id,
+                    patient_id=row.patient_id or d.patient_id,
+                    appointment_id=row.appointment_id,
+                    site_id=row.site_id,
+                    lot_id=lot.id,
+                    product_id=lot.product_id,
+                    lot_number=lot.lot_number,
+                    vials=opened.vials,
+                    grams_administered=opened.grams_given,
+                    grams_wasted=opened.grams_wasted,
+                    unit_cost=lot.unit_cost,
+                    currency=lot.currency,
+                    presentation_grams=lot.presentation_grams,
+                    administered_at=when,
                 )
-            trace = AdministrationRow(
-                id=new_id(),
-                reservation_id=row.id,
-                patient_id=row.patient_id or d.patient_id,
-                appointment_id=row.appointment_id,
-                site_id=row.site_id,
-                lot_id=lot.id,
-                product_id=lot.product_id,
-                lot_number=lot.lot_number,
-                vials=opened.vials,
-                grams_administered=opened.grams_given,
-                grams_wasted=opened.grams_wasted,
-                unit_cost=lot.unit_cost,
-                currency=lot.currency,
-                presentation_grams=lot.presentation_grams,
-                administered_at=when,
             )
-            session.add(trace)
-            traces.append(trace)
-        for line in held:
-            line.vials = done.unused[line.lot_id]
-        leftovers = [line for line in held if line.vials > 0]
-        self._release_lines(session, row, leftovers, locked, now, actor, "NOT_USED")
-        store.clear_lines(session, row.id)
-        for lot in locked.values():
-            check_balance(lot.id, lots_store.view(session, lot).balance)
-            self.stock.settle(session, lot, now)
-        self._touch(row, reservation.state, now)
-        session.flush()
-        return Dispensed(
-            self._view(session, row),
-            lots_store.recorded(session, movements),
-            [store.to_administration(a) for a in traces],
+        for lot_id, unused in done.unused.items():  # held, not opened: back to their lots
+            if unused > 0:
+                book(lots[lot_id], MovementKind.RELEASE, "NOT_USED", reserved=-unused)
+        changed: list[tuple[Lot, bool]] = []
+        for lot_id, change in moved.items():
+            lot = lots[lot_id]
+            lot.balance = lot.balance.plus(change.on_hand, change.reserved)
+            check_balance(lot.id, lot.balance)
+            state = lot.state
+            lot.settle()
+            if lot.state is not state:
+                lot.revision += 1
+            changed.append((lot, lot.state is not state))
+        recorded = store.dispensed(
+            session, reservation, row.request_hash, movements, traces, changed
         )
+        return Dispensed(reservation, recorded, [store.to_administration(a) for a in traces])
 
     def lot_for_scan(
         self, session: Session, reservation_id: str, gtin: str, lot_number: str, field: str
