@@ -426,7 +426,8 @@ def lock_free(session: Session, lot_ids: Collection[str]) -> dict[str, int]:
     return {lot_id: free for lot_id, state, free in rows if state == LotState.AVAILABLE.value}
 
 
-_AMENDED = (
+# the columns a change of a reservation (an amend, a dispense) writes
+_CHANGED_COLUMNS = (
     "grams_mg",
     "needed_on",
     "request_hash",
@@ -440,8 +441,16 @@ _AMENDED = (
 _UPDATE_RESERVATION = (
     update(_RESERVATIONS)
     .where(_RESERVATIONS.c.id == bindparam("r_id"))
-    .values({k: bindparam(f"r_{k}", type_=_RESERVATIONS.c[k].type) for k in _AMENDED})
+    .values({k: bindparam(f"r_{k}", type_=_RESERVATIONS.c[k].type) for k in _CHANGED_COLUMNS})
 )
+
+
+def _changed(r: Reservation, request_hash: str) -> dict[str, object]:
+    """The parameters of ``_UPDATE_RESERVATION`` for the reservation as it is now."""
+    values = _values(r, request_hash)
+    return {"r_id": r.id, **{f"r_{k}": values[k] for k in _CHANGED_COLUMNS}}
+
+
 _SHIFT = (
     update(_LOTS)
     .where(_LOTS.c.id == bindparam("lot_id"))
@@ -488,9 +497,8 @@ def rechoose(
     released = [
         _movement(r, h.lot_id, -h.vials, h, MovementKind.RELEASE, "AMENDED", actor) for h in held
     ]
-    values = {f"r_{k}": v for k, v in _values(r, request_hash).items() if k in _AMENDED}
     writes: list[Write] = [
-        (_UPDATE_RESERVATION, [{"r_id": r.id, **values}]),
+        (_UPDATE_RESERVATION, [_changed(r, request_hash)]),
         (_MOVEMENT_INSERT, released + _reserved(r, lots, actor)),
         (_SHIFT, shifts),
         (_LINE_DELETE, [{**line, "line_lot_id": k} for k in before.keys() - after.keys()]),
@@ -599,11 +607,12 @@ def dispensed(
     traces: Sequence[AdministrationRow],
     lots: Sequence[tuple[Lot, bool]],
 ) -> list[Movement]:
-    """Write a dispense: its ledger rows now (the answer shows their sequence numbers); then,
-    held back (services.common.db.defer_write) so that the idempotency key's response and the
-    audit record ride with them, on PostgreSQL in one statement: each lot's counts (and its
-    state, with a new revision, where ``lots`` says it settled into another), the
-    administration traces, the reservation's lines cleared and its row."""
+    """Write a dispense: its ledger rows now, read back as recorded (with their places in the
+    ledger, which the database numbers); then, held back (services.common.db.defer_write) so
+    that the idempotency key's response and the audit record ride with them, on PostgreSQL in
+    one statement: each lot's counts (and its state, with a new revision, where ``lots`` says
+    it settled into another), the administration traces, the reservation's lines cleared and
+    its row."""
     r = reservation
     wrote(session, ReservationRow(id=r.id, patient_id=r.patient_id), *traces)
     recorded = [
@@ -628,13 +637,12 @@ def dispensed(
         if settled
     ]
     keys = tuple(c.name for c in _ADMINISTRATIONS.c)
-    values = {f"r_{k}": v for k, v in _values(r, request_hash).items() if k in _AMENDED}
     writes: list[Write] = [
         (_LOT_COUNTS, counts),
         (_LOT_SETTLED, settled),
         (insert_one(_ADMINISTRATIONS, keys), [{k: getattr(t, k) for k in keys} for t in traces]),
         (_LINES_CLEARED, [{"line_reservation_id": r.id}]),
-        (_UPDATE_RESERVATION, [{"r_id": r.id, **values}]),
+        (_UPDATE_RESERVATION, [_changed(r, request_hash)]),
     ]
 
     def write(riders: Sequence[Rider]) -> None:
