@@ -195,7 +195,14 @@ def walk(addresses: dict[str, str], issuer: LocalIssuer) -> None:
         )
         + " (first expiry first)"
     )
-    shown = sch.GetAppointment(pb.GetAppointmentRequest(id=appointment.id)).appointment
+
+    # the relay writes the outcome back on the appointment once ReserveStock has answered,
+    # a moment after the reservation exists: wait for it rather than race it
+    def stock_known() -> pb.Appointment | None:
+        a = sch.GetAppointment(pb.GetAppointmentRequest(id=appointment.id)).appointment
+        return a if a.stock_status else None
+
+    shown = wait_for("the appointment's stock status", stock_known)
     detail(f"the appointment shows stock {shown.stock_status}")
 
     say("remind", "the booking scheduled the patient's reminders; the job sends each at its time")
