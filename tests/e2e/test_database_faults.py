@@ -3,7 +3,8 @@ mid-run (or connections cut), the services recover by themselves.
 
 - Connections cut (a failover, an idle timeout): the inventory runs as a process on the shared
   test server, every one of its connections is terminated by the server, and its next calls
-  succeed on fresh connections (the pool pings a connection before handing it out).
+  succeed on fresh connections (the pool discards a connection whose socket the server
+  closed before handing it out).
 - A real restart: the three services run as processes on a private PostgreSQL cluster
   (tests/e2e/pg_cluster.py; the shared server is never restarted), which is stopped — ``fast``
   and ``immediate`` (a crash) — while a client keeps booking, and started again. The first calls

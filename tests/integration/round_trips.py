@@ -4,9 +4,9 @@ budget.
 Counted with SQLAlchemy's engine and pool events in the thread that sent them, as psycopg 3
 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's first
 statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none for a
-transaction that sent nothing); and the pool's pre-ping at each checkout of a connection it
-already had. On SQLite only statements are counted (BEGIN IMMEDIATE is one; the driver's
-COMMIT is not a round trip to a server).
+transaction that sent nothing). The pool's check of a connection at checkout sends nothing
+(services.common.db, ``_refuse_if_gone``). On SQLite only statements are counted (BEGIN
+IMMEDIATE is one; the driver's COMMIT is not a round trip to a server).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def round_trips_by_thread() -> Iterator[RoundTrips]:
     counted = RoundTrips()
     open_tx: set[int] = set()  # dbapi connections inside a transaction psycopg began
     begun: set[int] = set()  # SQLAlchemy began, psycopg has not sent BEGIN yet
-    fresh: set[int] = set()
 
     def me() -> int:
         return threading.get_ident()
@@ -75,24 +74,12 @@ def round_trips_by_thread() -> Iterator[RoundTrips]:
             open_tx.discard(raw)
             counted[me()] += 1
 
-    def connect(dbapi_connection: Any, _record: Any) -> None:
-        fresh.add(id(dbapi_connection))
-
-    def checkout(dbapi_connection: Any, _record: Any, proxy: Any) -> None:
-        raw = id(dbapi_connection)
-        if raw in fresh:
-            fresh.discard(raw)
-        elif proxy._pool._pre_ping:
-            counted[me()] += 1  # the pre-ping
-
     listeners: list[tuple[Any, str, Any]] = [
         (Engine, "before_cursor_execute", statement),
         (Engine, "begin", begin),
         (Engine, "commit", end),
         (Engine, "rollback", end),
         (Pool, "reset", reset),
-        (Pool, "connect", connect),
-        (Pool, "checkout", checkout),
     ]
     for target, name, fn in listeners:
         event.listen(target, name, fn)

@@ -1,20 +1,21 @@
 """BookAppointment's cost: how many round trips to the database one booking makes.
 
-Counted with SQLAlchemy's engine and pool events in the thread that served the call, as
-psycopg 3 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's
-first statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none
-for a transaction that sent nothing); and the pool's pre-ping at each checkout of a
-connection it already had. On SQLite only statements are counted (BEGIN IMMEDIATE is one; the
-driver's COMMIT is not a round trip to a server).
+Counted with SQLAlchemy's engine and pool events in the thread that served the call, as psycopg
+3 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's first
+statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none for a
+transaction that sent nothing). Taking a pooled connection sends nothing (services.common.db
+checks its socket instead of pinging the server). On SQLite only statements are counted (BEGIN
+IMMEDIATE is one; the driver's COMMIT is not a round trip to a server).
 
-After a first booking (which loads the product catalogue) a booking makes, on PostgreSQL: the
-pre-ping, BEGIN, the idempotency claim, one read of the plan, its patient, measurements, site
-and chair that takes the site-day lock, one read of the day (chairs, blocks, bookings, the
-plan's own appointments), one statement writing the booking, its reminders, its outbox row,
-the idempotency response and the audit record with its queue row, COMMIT: BOOK_ROUND_TRIPS
-(8 with the audit record in a statement of its own). Before this path a booking made 42 (32
-statements on SQLite): the dose's key, its plan and its inputs read in sessions of their own,
-the day read table by table, the ORM's flushes.
+After a first booking (which loads the product catalogue) a booking makes, on PostgreSQL:
+BEGIN, the idempotency claim, one read of the plan, its patient, measurements, site and chair
+that takes the site-day lock, one read of the day (chairs, blocks, bookings, the plan's own
+appointments), one statement writing the booking, its reminders, its outbox row, the
+idempotency response and the audit record with its queue row, COMMIT: BOOK_ROUND_TRIPS (7 with
+the audit record in a statement of its own, and 7 with the pool's pre-ping it sent until
+2026-12-04). Before this path a booking made 42 (32 statements on SQLite): the dose's key, its
+plan and its inputs read in sessions of their own, the day read table by table, the ORM's
+flushes.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from tests.integration.builders import book, date, patient_plan, site_with_chair
 from tests.integration.conftest import Platform, audited_ids, scheduler_database_url
 from tests.integration.round_trips import round_trips_by_thread
 
-BOOK_ROUND_TRIPS = 7
+BOOK_ROUND_TRIPS = 6
 """At most this many round trips per booking on PostgreSQL."""
 BOOK_STATEMENTS_SQLITE = 10
 """At most this many statements per booking on SQLite: BEGIN IMMEDIATE, the claim, the joined
 read, the day, one write per table (the booking, its reminders, its outbox row, the
 idempotency response: SQLite has no data-modifying WITH), the audit record and its queue
 row."""
-MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 10, 12
-CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 6, 9
+MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 9, 12
+CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 5, 9
 CLAIM = "INSERT INTO scheduler_idempotency_keys"
 """A statement only the serving thread sends: its round trips are the call's."""
 
@@ -123,12 +124,12 @@ def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
 def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
     platform: Platform, database_url: str
 ) -> None:
-    """A move to another day (PostgreSQL): pre-ping, BEGIN, claim, the appointment with its
+    """A move to another day (PostgreSQL): BEGIN, claim, the appointment with its
     reminders, site and patient (locked), the two days' locks, the plan's inputs, the new
     day, one statement writing the move, its reminders (old cancelled, new scheduled), its
-    outbox rows, the idempotency response and the audit record, COMMIT: 10 (11 with the audit
-    record in a statement of its own, 43 before). A cancellation: pre-ping, BEGIN, claim, the
-    appointment, one write with its audit record, COMMIT: 6 (7, 22 before)."""
+    outbox rows, the idempotency response and the audit record, COMMIT: 9 (10 with the pool's
+    pre-ping, 43 before). A cancellation: BEGIN, claim, the appointment, one write with its
+    audit record, COMMIT: 5 (6 with the pre-ping, 22 before)."""
     site, chairs = site_with_chairs(platform)
     warm = patient_plan(platform, site, "MRN-W")
     book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)

@@ -9,7 +9,8 @@ reservation sends at most RESERVE_STATEMENTS:
 - PostgreSQL: the SELECT of promisable lots and one statement of data-modifying WITH clauses
   (the reservation, its lines, their ledger rows, the conditional UPDATE of the lot, the audit
   record and its queue row): 2. psycopg sends the BEGIN by itself and the COMMIT is the
-  driver's, so the call makes four round trips (five with the pool's pre-ping); the lot's row
+  driver's, so the call makes four round trips (five with the pool's pre-ping it sent until
+  2026-12-04); the lot's row
   lock is held from that one statement to the commit.
 - SQLite: BEGIN IMMEDIATE, the SELECT of promisable lots, the INSERTs of the
   reservation, its lines and their ledger rows, one conditional UPDATE of the lot taken, and
