@@ -36,20 +36,51 @@ class Concerned:
 
 def from_request(request: Message, resource_type: str) -> Concerned:
     """The top-level ``id`` and ``patient_id``, and those of the request's own resource
-    message (``CreatePatientRequest.patient``)."""
+    message (``CreatePatientRequest.patient``). Which fields to look at is worked out once
+    per request type (every audited call builds a record: reading them field by field through
+    ``ListFields`` cost 28 µs a call)."""
     found = Concerned()
-    for descriptor, value in request.ListFields():
-        if descriptor.is_repeated:
-            continue
-        if descriptor.type == FieldDescriptor.TYPE_STRING:
-            _note(found, descriptor.name, value, request.DESCRIPTOR.name, resource_type)
-            if descriptor.name == "id":
+    owner = request.DESCRIPTOR.name
+    strings, nested = _request_plan(request.DESCRIPTOR, resource_type)
+    for name in strings:
+        value = getattr(request, name)
+        if value:
+            _note(found, name, value, owner, resource_type)
+            if name == "id":
                 found.resource_ids.add(value)
                 if resource_type == "Patient":
                     found.patient_ids.add(value)
-        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-            _message_ids(found, value, resource_type)
+    for name, inner in nested:
+        if request.HasField(name):
+            message = getattr(request, name)
+            for inner_name in inner:
+                value = getattr(message, inner_name)
+                if value:
+                    _note(found, inner_name, value, message.DESCRIPTOR.name, resource_type)
     return found
+
+
+@cache
+def _request_plan(
+    descriptor: Descriptor, resource_type: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """(the request's own string fields that can name an id, (message field, its string
+    fields that can)) for ``from_request``: one level down, singular fields only."""
+    strings = tuple(
+        f.name
+        for f in descriptor.fields
+        if f.type == FieldDescriptor.TYPE_STRING
+        and not f.is_repeated
+        and (f.name == "id" or _names_an_id(f.name, descriptor.name, resource_type))
+    )
+    nested = tuple(
+        (f.name, inner)
+        for f in descriptor.fields
+        if f.type == FieldDescriptor.TYPE_MESSAGE
+        and not f.is_repeated
+        and (inner := _plan(f.message_type, resource_type)[0])
+    )
+    return strings, nested
 
 
 def from_response(response: Message, resource_type: str) -> Concerned:
