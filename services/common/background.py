@@ -35,12 +35,16 @@ class BackgroundLoop:
         """Work arrived: run a round now instead of at the next interval."""
         self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Whether the thread ended within ``timeout`` (a round still running past it goes on
+        to its end in the background)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -23,7 +23,6 @@ import pytest
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,12 +51,8 @@ from tests.integration.notify_conftest import (
     create,
     notify_factory,  # noqa: F401  (a fixture)
 )
+from tests.integration.spans import PROVIDER, SPANS  # noqa: E402
 from tests.issuer import TestIssuer  # noqa: E402
-
-SPANS = InMemorySpanExporter()
-# One SDK provider for the whole test process: the gRPC client instrumentation takes the global
-# provider, which can be set only once.
-PROVIDER = tracing.new_provider("tests", [SimpleSpanProcessor(SPANS)])
 
 
 @pytest.fixture(autouse=True)

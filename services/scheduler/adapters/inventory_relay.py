@@ -57,6 +57,20 @@ REFUSALS = (
 )
 
 
+def stock_order(event: OutgoingEvent) -> tuple[str, str]:
+    """The order a stock row must keep (the relay's ``order_key``): an appointment's commands
+    (RESERVE, AMEND, RELEASE, DISPENSE; HOME_DISPENSE names its home infusion as the
+    appointment) reach the inventory in the order they were written, so a RELEASE never
+    overtakes its RESERVE and two writes of the appointment's stock state never race; a site's
+    forecasts likewise (a later DEMAND_FORECAST overwrites the days of an earlier one).
+    Different appointments and sites go at once."""
+    body: dict[str, Any] = event.payload.get("payload") or {}
+    if event.topic == "DEMAND_FORECAST":
+        sites = sorted({str(f.get("site_id", "")) for f in body.get("forecasts") or []})
+        return ("forecast", sites[0] if len(sites) == 1 else "")
+    return ("appointment", str(body.get("appointment_id", "")))
+
+
 def _date(text: str) -> Date:
     day = dt.date.fromisoformat(text)
     return Date(year=day.year, month=day.month, day=day.day)

@@ -5,13 +5,19 @@ id, so a retry after a lost reply is a no-op at notify, and whose dedupe_key is 
 A scheduler outbox row's payload is an envelope written by services/scheduler/jobs.py:
 ``{"payload": {...topic fields...}, "subscriber_ids": [...], "expires_at": ISO | null}``.
 No subscriber ids = notify's opt-in broadcast to the staff subscribed to the topic and site.
-A CANCEL_NOTIFICATION row (store/reminders.py) becomes a CancelNotification by dedupe key."""
+A CANCEL_NOTIFICATION row (store/reminders.py) becomes a CancelNotification by dedupe key.
+
+The relay delivers several rows at once (services/common/outbox_relay.py, "Delivering");
+``order_key`` keeps in order what must be: an appointment's stock commands
+(inventory_relay.stock_order), and a reminder with its CANCEL_NOTIFICATION (a cancel that
+overtook its reminder would find nothing to cancel). Other notifications go in any order:
+notify dedupes them."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import grpc
 from google.protobuf import json_format
@@ -26,7 +32,7 @@ from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
-from services.scheduler.adapters.inventory_relay import STOCK_TOPICS
+from services.scheduler.adapters.inventory_relay import STOCK_TOPICS, stock_order
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.store.models import AppointmentRow, SiteRow, outbox
 from services.scheduler.store.reminders import CANCEL_NOTIFICATION
@@ -97,6 +103,17 @@ def organisation_of(db: Database, event: OutgoingEvent) -> str:
     return site.organisation_id if site is not None else ""
 
 
+def order_key(event: OutgoingEvent) -> Hashable | None:
+    """Which rows keep their order (module docstring); None: any order."""
+    if event.topic in STOCK_TOPICS:
+        return stock_order(event)
+    if event.topic == "APPOINTMENT_REMINDER":
+        return ("reminder", event.dedupe_key)
+    if event.topic == CANCEL_NOTIFICATION:
+        return ("reminder", str(event.payload.get("payload", {}).get("dedupe_key", "")))
+    return None
+
+
 def relay_to_notify(
     db: Database,
     clock: Clock,
@@ -139,5 +156,6 @@ def relay_to_notify(
         clock,
         policy,
         caller=service_caller("scheduler"),
+        order_key=order_key,
         name="scheduler-outbox-relay",
     )
