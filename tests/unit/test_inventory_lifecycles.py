@@ -362,11 +362,22 @@ def test_a_count_books_the_difference_and_never_below_what_is_reserved() -> None
 
 def test_an_empty_lot_is_depleted_and_comes_back_with_stock() -> None:
     a = lot(balance=Balance(0, 0))
-    a.settle()
+    assert a.settle() is True
     assert a.state is LotState.DEPLETED
     a.balance = Balance(2, 0)
-    a.settle()
+    assert a.settle() is True
     assert a.state is LotState.AVAILABLE
+
+
+def test_every_change_of_a_lots_state_is_a_new_revision_and_only_a_change() -> None:
+    a = lot(balance=Balance(0, 0))
+    first = a.revision
+    a.settle()  # AVAILABLE -> DEPLETED, by the quantities
+    assert a.revision == first + 1
+    assert a.settle() is False and a.revision == first + 1  # nothing changed
+    a.recall()  # DEPLETED -> RECALLED, by a verb
+    assert a.revision == first + 2
+    assert a.recall() is None and a.revision == first + 2  # recalled already
 
 
 def test_a_lot_warns_once_per_threshold_it_reaches_while_it_holds_usable_vials() -> None:

@@ -256,19 +256,30 @@ class Lot:
         self.balance = self.balance.plus(entry.on_hand, entry.reserved)
         return entry
 
-    def settle(self) -> None:
-        """The quantity-driven state after a movement (DEPLETED ↔ AVAILABLE)."""
+    def settle(self) -> bool:
+        """The quantity-driven state after a movement (DEPLETED ↔ AVAILABLE); whether the
+        state changed (the caller then stores the new state and revision)."""
         wanted = state_after_quantity_change(self.state, self.balance)
-        if wanted is not self.state:
-            check_transition(self.id, self.state, wanted)
-            self.state = wanted
+        if wanted is self.state:
+            return False
+        check_transition(self.id, self.state, wanted)
+        self._change_state(wanted)
+        return True
 
     def _become(self, wanted: LotState, *, checked: bool = True) -> Entry:
         if checked:
             check_transition(self.id, self.state, wanted)
-        self.state = wanted
+        self._change_state(wanted)
         kind, code = STATE_MOVEMENT[wanted]
         return Entry(kind, code)
+
+    def _change_state(self, wanted: LotState) -> None:
+        """Every change of a lot's state is a new revision of the lot, whichever way it
+        comes (a verb, or the quantities after a movement): the one place that says so, so
+        the store and the set-based dispense write the same revision."""
+        if wanted is not self.state:
+            self.state = wanted
+            self.revision += 1
 
 
 @dataclass(frozen=True)

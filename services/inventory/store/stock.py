@@ -239,11 +239,12 @@ def reversal_of(session: Session, movement_ids: Sequence[str]) -> dict[str, str]
     return {str(original): str(reversal) for original, reversal in rows}
 
 
-def save_state(row: LotRow, state: LotState, now: dt.datetime) -> None:
-    """Store a lot's new state; every change of state is a new revision of the lot."""
-    if row.state != state.value:
-        row.state = state.value
-        row.revision += 1
+def save_state(row: LotRow, lot: Lot, now: dt.datetime) -> None:
+    """Store the state and revision the domain lot reached (Lot counts a revision per change
+    of state); ``now`` stamps the row when the state changed."""
+    if row.state != lot.state.value:
+        row.state = lot.state.value
+        row.revision = lot.revision
         row.updated_at = now
 
 
@@ -303,7 +304,7 @@ class Lots:
         row = self.session.get(LotRow, lot.id)  # locked by get (or the caller), so in the session
         if row is None:
             raise NotFound("lot", lot.id)
-        save_state(row, lot.state, now)
+        save_state(row, lot, now)
         movement = add_movement(
             self.session,
             row,
@@ -318,5 +319,5 @@ class Lots:
         )
         settled = to_lot(row)
         settled.settle()
-        save_state(row, settled.state, now)
+        save_state(row, settled, now)
         return to_lot(row), recorded(self.session, [movement])[0]

@@ -375,11 +375,7 @@ class Reservations:
             lot = lots[lot_id]
             lot.balance = lot.balance.plus(change.on_hand, change.reserved)
             check_balance(lot.id, lot.balance)
-            state = lot.state
-            lot.settle()
-            if lot.state is not state:
-                lot.revision += 1
-            changed.append((lot, lot.state is not state))
+            changed.append((lot, lot.settle()))  # a new state is a new revision (Lot.settle)
         recorded = store.dispensed(
             session, reservation, row.request_hash, movements, traces, changed
         )

@@ -296,7 +296,7 @@ class Stock:
         """Apply the quantity-driven state (DEPLETED ↔ AVAILABLE) after a movement."""
         lot = store.to_lot(row)
         lot.settle()
-        store.save_state(row, lot.state, now)
+        store.save_state(row, lot, now)
         return store.to_lot(row)
 
     # --- reads ---------------------------------------------------------------------------------
