@@ -131,6 +131,16 @@ def test_an_amendment_takes_the_new_dose_and_keeps_the_day() -> None:
     assert request.grams == D(40) and request.products == ("privigen",)
 
 
+def test_every_change_of_a_reservation_is_a_new_revision_at_the_time_of_the_change() -> None:
+    later = NOW + dt.timedelta(hours=1)
+    r = reservation(state=ReservationState.AT_RISK, at_risk_reason="recalled")
+    r.revise(later, ReservationState.ACTIVE)  # held again: the state given
+    assert (r.state, r.revision, r.updated_at) == (ReservationState.ACTIVE, 3, later)
+    assert r.release()
+    r.revise(later)  # the state the change set stays
+    assert (r.state, r.revision) == (ReservationState.RELEASED, 4)
+
+
 def test_an_amendment_to_a_day_already_past_is_refused_and_changes_nothing() -> None:
     r = reservation()
     with pytest.raises(InvalidArgument) as refused:

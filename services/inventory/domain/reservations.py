@@ -144,6 +144,17 @@ class Reservation:
         self.allocated_mg = to_mg(chosen.total_grams)
         self.at_risk_reason = ""
 
+    def revise(self, now: dt.datetime, state: ReservationState | None = None) -> None:
+        """Every change of a reservation after it is opened (an amend, a release, a dispense,
+        a move to other lots or to AT_RISK) is a new revision, the etag a client amends
+        against, stamped with the time of the change; ``state``: the state it leaves the
+        reservation in, when the change itself has not set it. The one place that says so,
+        for the set-based writes and the ORM's alike."""
+        if state is not None:
+            self.state = state
+        self.revision += 1
+        self.updated_at = now
+
     @property
     def grams(self) -> Decimal:
         return from_mg(self.grams_mg)

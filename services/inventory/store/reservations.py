@@ -121,6 +121,15 @@ def _values(r: Reservation, request_hash: str) -> dict[str, object]:
     }
 
 
+def save_revision(row: ReservationRow, reservation: Reservation) -> None:
+    """Copy a revised reservation (Reservation.revise) onto its row, for the changes that
+    write through the ORM's session: its state, why it is at risk, its revision and time."""
+    row.state = reservation.state.value
+    row.at_risk_reason = reservation.at_risk_reason
+    row.revision = reservation.revision
+    row.updated_at = reservation.updated_at
+
+
 def new_row(reservation: Reservation, request_hash: str) -> ReservationRow:
     """The row of a reservation just opened (added to the session by the caller)."""
     return ReservationRow(**_values(reservation, request_hash))

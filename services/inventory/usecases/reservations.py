@@ -265,9 +265,7 @@ class Reservations:
         lots = {lot.lot_id: lot for lot in seen}
         reservation.hold(result)
         reservation.lines = _held_lines(result, lots)
-        reservation.state = ReservationState.ACTIVE
-        reservation.revision += 1
-        reservation.updated_at = self.clock.now()
+        reservation.revise(self.clock.now(), ReservationState.ACTIVE)
         store.rechoose(session, reservation, digest, held, lots, actor)
         return reservation
 
@@ -304,8 +302,8 @@ class Reservations:
             return reservation
         now = self.clock.now()
         self._release_lines(session, row, held, locked, now, actor, "RELEASED")
-        row.at_risk_reason = reservation.at_risk_reason
-        self._touch(row, reservation.state, now)
+        reservation.revise(now)  # RELEASED, by release()
+        store.save_revision(row, reservation)
         return self._view(session, row)
 
     # --- dispensing, waste, transfers, returns -------------------------------------------------
@@ -323,8 +321,7 @@ class Reservations:
         day = self.sites.get(row.site_id, session).local_date(when)
         done = reservation.dispense(d, lots, day)
         now = self.clock.now()
-        reservation.revision += 1
-        reservation.updated_at = now
+        reservation.revise(now)  # DISPENSED, by dispense()
         movements: list[dict[str, object]] = []
         moved: dict[str, Balance] = {}  # each lot's change over the ledger rows
 
@@ -758,8 +755,8 @@ class Reservations:
             else:
                 reservation = store.to_reservation(row, [])  # released above: no lines
                 event = reservation.put_at_risk(self._short(row, result).message, code)
-                row.at_risk_reason = reservation.at_risk_reason
-                self._touch(row, reservation.state, now)
+                reservation.revise(now)  # AT_RISK, by put_at_risk()
+                store.save_revision(row, reservation)
                 risky.append(row)
                 self.outbox.emit(
                     session,
@@ -823,9 +820,11 @@ class Reservations:
         return FailedPrecondition(items, reason="STOCK_SHORT")
 
     def _touch(self, row: ReservationRow, state: ReservationState, now: dt.datetime) -> None:
-        row.state = state.value
-        row.revision += 1
-        row.updated_at = now
+        """A change made through the row (vials held again by the ORM's flush): revised by the
+        domain's rule (Reservation.revise) and stored on the row."""
+        reservation = store.to_reservation(row, [])
+        reservation.revise(now, state)
+        store.save_revision(row, reservation)
 
     def _view(self, session: Session, row: ReservationRow) -> Reservation:
         return self._views(session, [row])[0]
