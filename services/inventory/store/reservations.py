@@ -503,8 +503,9 @@ def rechoose(
         if after.get(lot_id, 0) != before.get(lot_id, 0)
     ]
     line = {"line_reservation_id": r.id}
+    release = MovementKind.RELEASE
     released = [
-        _movement(r, h.lot_id, -h.vials, h, MovementKind.RELEASE, "AMENDED", actor) for h in held
+        movement(r, h.lot_id, h, release, "AMENDED", actor, reserved=-h.vials) for h in held
     ]
     writes: list[Write] = [
         (_UPDATE_RESERVATION, [_changed(r, request_hash)]),
@@ -567,27 +568,6 @@ def holding_lines(r: Reservation, held: Mapping[str, int], lots: Mapping[str, Lo
         ),
         key=lambda x: (x.expiry_date, x.lot_id),
     )
-
-
-def movement(
-    r: Reservation,
-    lot: Lot,
-    kind: MovementKind,
-    reason_code: str,
-    actor: Actor,
-    *,
-    on_hand: int = 0,
-    reserved: int = 0,
-    grams: Decimal | None = None,
-    note: str | None = None,
-) -> dict[str, object]:
-    """A ledger row of the reservation's on one lot (grams: the vials moved, unless given)."""
-    values = _movement(r, lot.id, reserved, lot, kind, reason_code, actor)
-    values["on_hand_delta"] = on_hand
-    values["grams"] = abs(on_hand or reserved) * lot.presentation_grams if grams is None else grams
-    if note is not None:
-        values["note"] = note
-    return values
 
 
 _MOVEMENTS_RECORDED = insert(_MOVEMENTS).returning(*_MOVEMENTS.c, sort_by_parameter_order=True)
@@ -665,39 +645,46 @@ def _reserved(
     r: Reservation, lots: Mapping[str, Promisable], actor: Actor
 ) -> list[dict[str, object]]:
     """The RESERVATION ledger row of each line the reservation holds."""
-    reserved = MovementKind.RESERVATION
+    kind = MovementKind.RESERVATION
     return [
-        _movement(r, n.lot_id, n.vials, lots[n.lot_id], reserved, "RESERVED", actor)
+        movement(r, n.lot_id, lots[n.lot_id], kind, "RESERVED", actor, reserved=n.vials)
         for n in r.lines
     ]
 
 
-def _movement(
+def movement(
     r: Reservation,
     lot_id: str,
-    vials: int,
     lot: Promisable | HeldLot | Lot,
     kind: MovementKind,
     reason_code: str,
     actor: Actor,
+    *,
+    on_hand: int = 0,
+    reserved: int = 0,
+    grams: Decimal | None = None,
+    note: str | None = None,
 ) -> dict[str, object]:
-    """A ledger row moving ``vials`` of a lot into (positive) or out of the reservation's
-    hold, at the reservation's last change."""
+    """The parameters of one ledger row of the reservation's on one lot, at its last change
+    (Reservation.revise): ``on_hand`` and ``reserved`` vials moved (reserved: positive into
+    the hold, negative out of it), ``grams`` the vials moved unless given, ``note`` the
+    actor's reason unless given. The one builder of the reserve, amend and dispense rows, so
+    they carry the same columns the same way."""
     return {
         "id": new_id(),
         "lot_id": lot_id,
         "site_id": r.site_id,
         "kind": kind.value,
-        "on_hand_delta": 0,
-        "reserved_delta": vials,
+        "on_hand_delta": on_hand,
+        "reserved_delta": reserved,
         "unit_cost": lot.unit_cost,
         "currency": lot.currency,
         "reason_code": reason_code,
-        "note": actor.reason,
+        "note": actor.reason if note is None else note,
         "actor": actor.name,
         "request_id": actor.request_id,
         "reverses_movement_id": None,
-        "grams": abs(vials) * lot.presentation_grams,
+        "grams": abs(on_hand or reserved) * lot.presentation_grams if grams is None else grams,
         "reservation_id": r.id,
         "reference": f"reservation:{r.id}",
         "created_at": r.updated_at,

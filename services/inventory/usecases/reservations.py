@@ -326,7 +326,7 @@ class Reservations:
         moved: dict[str, Balance] = {}  # each lot's change over the ledger rows
 
         def book(lot: Lot, kind: MovementKind, code: str, **change: Any) -> None:
-            movements.append(store.movement(reservation, lot, kind, code, actor, **change))
+            movements.append(store.movement(reservation, lot.id, lot, kind, code, actor, **change))
             was = moved.get(lot.id, Balance())
             moved[lot.id] = was.plus(change.get("on_hand", 0), change.get("reserved", 0))
 
