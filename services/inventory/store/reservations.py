@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Float,
+    FromClause,
     Integer,
     Select,
     bindparam,
@@ -235,7 +236,9 @@ def _promisable_query(giving_back: bool = False) -> Select[Any]:
     ``giving_back``, the vials reservation ``:reservation_id`` holds count as free (it is
     choosing again)."""
     free: ColumnElement[Any] = LotRow.on_hand_vials - LotRow.reserved_vials
-    lots: Any = _LOTS
+    # the lots table, or (giving back) it joined to the reservation's own lines: either is a
+    # FromClause, so mypy checks what is selected from it
+    lots: FromClause = _LOTS
     if giving_back:
         own = _LINES.alias("own")
         free = free + func.coalesce(own.c.vials, 0)
