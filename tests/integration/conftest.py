@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.type.date_pb2 import Date
 from sqlalchemy import create_engine, text
 
-from infusion.inventory.v1 import inventory_pb2_grpc
+from infusion.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from infusion.scheduler.v1 import scheduler_pb2_grpc
 from services.common.channels import open_channel
 from services.common.clock import FixedClock
@@ -88,6 +89,17 @@ def audited_ids(url: str, service: str, method: str) -> list[str]:
     return [i for ids in named for i in ids]
 
 
+def write_apart(url: str, sql: str, **params: object) -> None:
+    """One SQL statement committed in a transaction of its own, as another client's would
+    be: a change the service under test did not make (a concurrent one, or a fault)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Iterator[Platform]:
     """Inventory (seeded) and a scheduler reading products from it, on ``database_url``, both
@@ -156,3 +168,25 @@ def stock_site(p: Platform, site_id: str = "site-1", time_zone: str = "Europe/Lo
             request_id=f"site-{site_id}",
         )
     )
+
+
+RESERVED_FOR = Date(year=2026, month=12, day=1)
+"""The day the inventory tests' reservations are for (a week after NOW)."""
+
+
+def reserve(
+    p: Platform, site_id: str, appointment_id: str, product_id: str, grams: str
+) -> inventory_pb2.Reservation:
+    """ReserveStock for one appointment at ``site_id`` on RESERVED_FOR for patient "p": the
+    reservation made, or the call's RpcError raised. Shared by the inventory tests that only
+    need a reservation to work on."""
+    return p.inventory.ReserveStock(
+        inventory_pb2.ReserveStockRequest(
+            appointment_id=appointment_id,
+            site_id=site_id,
+            patient_id="p",
+            product_id=product_id,
+            grams=grams,
+            needed_on=RESERVED_FOR,
+        )
+    ).reservation

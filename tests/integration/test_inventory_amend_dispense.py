@@ -27,13 +27,12 @@ import grpc
 import pytest
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.common.audit.trail import AuditTrail
 from services.inventory.store import reservations as store
-from tests.integration.conftest import Platform, audited_ids, stock_site
+from tests.integration.conftest import Platform, audited_ids, reserve, stock_site, write_apart
 from tests.integration.test_inventory_reserve_statements import statements_by_thread
 
 AMEND_STATEMENTS = {"sqlite": 13, "postgresql": 6}
@@ -61,19 +60,6 @@ def _lots(p: Platform, *lots: tuple[str, int, int]) -> str:
     return product_id
 
 
-def _reserve(p: Platform, appointment: str, product_id: str, grams: str) -> inv.Reservation:
-    return p.inventory.ReserveStock(
-        inv.ReserveStockRequest(
-            appointment_id=appointment,
-            site_id=SITE,
-            patient_id="p",
-            product_id=product_id,
-            grams=grams,
-            needed_on=Date(year=2026, month=12, day=1),
-        )
-    ).reservation
-
-
 def _amend(p: Platform, r: inv.Reservation, grams: str) -> inv.Reservation:
     return p.inventory.AmendReservation(
         inv.AmendReservationRequest(reservation_id=r.id, grams=grams, etag=r.etag)
@@ -98,9 +84,9 @@ def test_an_amend_sends_a_bounded_number_of_statements_and_answers_what_it_wrote
     platform: Platform, database_url: str
 ) -> None:
     product_id = _lots(platform, ("C0", 10, 1), ("C1", 10, 2), ("C2", 10, 3))
-    warm = _reserve(platform, "warm-up", product_id, "10")
+    warm = reserve(platform, SITE, "warm-up", product_id, "10")
     warm = _amend(platform, warm, "20")  # loads what a first amend loads
-    r = _reserve(platform, "counted", product_id, "20")
+    r = reserve(platform, SITE, "counted", product_id, "20")
     assert _held(r) == [("C0", 2)]
     with statements_by_thread() as counted:
         amended = _amend(platform, r, "120")
@@ -130,7 +116,7 @@ def test_an_amend_counts_what_the_reservation_holds_as_free(platform: Platform) 
     reservation keeps A's 2 and adds 1 of B: counted as taken, A would have been passed
     over for 3 of B, against the earliest-expiry rule."""
     product_id = _lots(platform, ("A", 2, 1), ("B", 10, 2))
-    r = _reserve(platform, "held", product_id, "20")
+    r = reserve(platform, SITE, "held", product_id, "20")
     assert _held(r) == [("A", 2)]
     amended = _amend(platform, r, "30")
     assert _held(amended) == [("A", 2), ("B", 1)]
@@ -140,7 +126,7 @@ def test_an_amend_counts_what_the_reservation_holds_as_free(platform: Platform) 
 
 def test_an_amend_short_of_stock_changes_nothing(platform: Platform) -> None:
     product_id = _lots(platform, ("S0", 3, 1))
-    r = _reserve(platform, "short", product_id, "20")
+    r = reserve(platform, SITE, "short", product_id, "20")
     with pytest.raises(grpc.RpcError) as refused:
         _amend(platform, r, "40")
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -160,22 +146,17 @@ def test_an_amend_whose_lot_is_taken_meanwhile_locks_and_chooses_again(
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite's write lock leaves no gap between the read and the lock")
     product_id = _lots(platform, ("R0", 10, 1), ("R1", 10, 2))
-    r = _reserve(platform, "raced", product_id, "20")
+    r = reserve(platform, SITE, "raced", product_id, "20")
     read = store.promisable
 
     def read_then_lose_r0(session: Session, *args: Any, **kw: Any) -> list[store.Promisable]:
         seen = read(session, *args, **kw)
-        engine = create_engine(database_url)
-        try:
-            with engine.begin() as c:  # R0's 8 free vials, taken (the amend's 2 stay its own)
-                c.execute(
-                    text(
-                        "UPDATE lots SET reserved_vials = on_hand_vials "
-                        f"WHERE site_id = '{SITE}' AND lot_number = 'R0'"
-                    )
-                )
-        finally:
-            engine.dispose()
+        write_apart(  # R0's 8 free vials, taken (the amend's 2 stay its own)
+            database_url,
+            "UPDATE lots SET reserved_vials = on_hand_vials "
+            "WHERE site_id = :site AND lot_number = 'R0'",
+            site=SITE,
+        )
         return seen
 
     monkeypatch.setattr(store, "promisable", read_then_lose_r0)
@@ -195,7 +176,7 @@ def test_an_amend_without_a_request_id_is_recorded_in_its_own_transaction(
     its transaction at the commit, not after it in a transaction of its own (which a crash in
     between would lose)."""
     product_id = _lots(platform, ("T0", 10, 1))
-    r = _reserve(platform, "recorded", product_id, "20")
+    r = reserve(platform, SITE, "recorded", product_id, "20")
     after: list[str] = []
     store_now = AuditTrail.store_now
 
@@ -235,9 +216,9 @@ def test_a_dispense_sends_a_bounded_number_of_statements_and_answers_what_it_wro
     platform: Platform, database_url: str
 ) -> None:
     product_id = _lots(platform, ("D0", 1, 1), ("D1", 10, 2))
-    first = _reserve(platform, "first", product_id, "10")
+    first = reserve(platform, SITE, "first", product_id, "10")
     _dispense(platform, first, first.lines[0].lot_id, "10", "0")  # D0 now empty: DEPLETED
-    r = _reserve(platform, "counted", product_id, "20")
+    r = reserve(platform, SITE, "counted", product_id, "20")
     assert _held(r) == [("D1", 2)]
     with statements_by_thread() as counted:
         done = _dispense(platform, r, r.lines[0].lot_id, "8", "2")  # one vial opened

@@ -11,7 +11,9 @@ nothing is over-committed."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import grpc
 import pytest
@@ -21,9 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infusion.inventory.v1 import inventory_pb2 as inv
-from tests.integration.conftest import Platform, audited_ids, stock_site
+from tests.integration.conftest import Platform, audited_ids, reserve, stock_site
 
-DAY = Date(year=2026, month=12, day=1)
 _sites = itertools.count()
 
 
@@ -43,18 +44,10 @@ def _receive(p: Platform, site: str, lot: str, vials: int, product_id: str, rid:
     ).lot
 
 
-def _reserve(p: Platform, site: str, appointment: str, grams: str, product_id: str) -> object:
+def _outcome(call: Callable[[], inv.Reservation]) -> inv.Reservation | grpc.StatusCode:
+    """What a call came to: the reservation it answered, or the status it was refused with."""
     try:
-        return p.inventory.ReserveStock(
-            inv.ReserveStockRequest(
-                appointment_id=appointment,
-                site_id=site,
-                patient_id="p",
-                product_id=product_id,
-                grams=grams,
-                needed_on=DAY,
-            )
-        ).reservation
+        return call()
     except grpc.RpcError as error:
         return error.code()
 
@@ -76,7 +69,12 @@ def test_64_parallel_reservations_never_over_commit(platform: Platform, database
     _receive(platform, "busy", "L2", 8, product_id, "r2")
     with ThreadPoolExecutor(64) as pool:
         results = list(
-            pool.map(lambda i: _reserve(platform, "busy", f"appt-{i}", "10", product_id), range(64))
+            pool.map(
+                lambda i: _outcome(
+                    partial(reserve, platform, "busy", f"appt-{i}", product_id, "10")
+                ),
+                range(64),
+            )
         )
     won = [r for r in results if isinstance(r, inv.Reservation)]
     lost = [r for r in results if not isinstance(r, inv.Reservation)]
@@ -125,7 +123,7 @@ def test_random_operations_keep_projections_equal_to_the_ledger(
             if op == "receive":
                 lots.append(_receive(platform, site, f"L{pick}", size, product_id, rid).id)
             elif op == "reserve":
-                r = _reserve(platform, site, rid, str(size * 10), product_id)
+                r = _outcome(partial(reserve, platform, site, rid, product_id, str(size * 10)))
                 if isinstance(r, inv.Reservation):
                     reservations.append(r.id)
             elif op == "amend" and reservations:

@@ -38,14 +38,21 @@ from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.inventory.domain.allocation import Candidate, allocate
 from services.inventory.store import reservations as store
 from services.inventory.store.models import Base, LotRow
-from tests.integration.conftest import NOW, Platform, audited_ids, stock_site
+from tests.integration.conftest import (
+    NOW,
+    Platform,
+    audited_ids,
+    reserve,
+    stock_site,
+    write_apart,
+)
 from tests.integration.round_trips import RoundTrips
 
 RESERVE_STATEMENTS = {"sqlite": 8, "postgresql": 2}
@@ -70,16 +77,7 @@ def statements_by_thread() -> Iterator[RoundTrips]:
 
 
 def _reserve(p: Platform, appointment: str, product_id: str) -> inv.Reservation:
-    return p.inventory.ReserveStock(
-        inv.ReserveStockRequest(
-            appointment_id=appointment,
-            site_id="counted",
-            patient_id="p",
-            product_id=product_id,
-            grams="20",
-            needed_on=Date(year=2026, month=12, day=1),
-        )
-    ).reservation
+    return reserve(p, "counted", appointment, product_id, "20")
 
 
 def _stock_lots(p: Platform, prefix: str, count: int) -> str:
@@ -138,17 +136,11 @@ def test_a_reservation_that_lost_its_lot_is_made_again_and_recorded_once(
         seen = read(session, *args)
         reads.append([lot.lot_number for lot in seen])
         if len(reads) == 1:  # a concurrent transaction takes R0's vials, and commits
-            engine = create_engine(database_url)
-            try:
-                with engine.begin() as c:
-                    c.execute(
-                        text(
-                            "UPDATE lots SET reserved_vials = on_hand_vials "
-                            "WHERE site_id = 'counted' AND lot_number = 'R0'"
-                        )
-                    )
-            finally:
-                engine.dispose()
+            write_apart(
+                database_url,
+                "UPDATE lots SET reserved_vials = on_hand_vials "
+                "WHERE site_id = 'counted' AND lot_number = 'R0'",
+            )
         return seen
 
     monkeypatch.setattr(store, "promisable", read_then_lose_the_first_lot)
