@@ -10,10 +10,14 @@ nothing is over-committed."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from functools import partial
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infusion.inventory.v1 import inventory_pb2 as inv
-from tests.integration.conftest import Platform, audited_ids, reserve, stock_site
+from services.inventory.store import reservations as store
+from services.inventory.usecases.reservations import Reservations
+from tests.integration.conftest import Platform, audited_ids, reserve, stock_site, write_apart
+from tests.integration.errors import error_reason
 
 _sites = itertools.count()
 
@@ -179,3 +186,121 @@ def test_random_operations_keep_projections_equal_to_the_ledger(
                 grpc.StatusCode.NOT_FOUND,
             }, error
         _check_invariants(platform)
+
+
+ROUNDS = 4
+CALLS = 8  # per round, all in flight at once: the inventory's gRPC workers (conftest: 8)
+DOCUMENTED = {
+    (grpc.StatusCode.FAILED_PRECONDITION, "STOCK_SHORT"),  # no mix covers the dose: nothing done
+    (grpc.StatusCode.ABORTED, "LOST_RACE"),  # a deadlock's victim, rolled back: retry it
+}
+
+
+def _status(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """OK, or the refusal's status and ErrorInfo reason."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code(), error_reason(error)
+    return grpc.StatusCode.OK, ""
+
+
+def _check_holds(p: Platform, site: str) -> None:
+    """The ledger reconciles, no lot has more reserved than on hand, each lot's reserved
+    count is exactly the open reservations' lines on it, and each open reservation holds
+    the grams it says it holds."""
+    report = p.inventory.ReconcileStock(inv.ReconcileStockRequest(site_id=site))
+    assert list(report.discrepancies) == []
+    lots = p.inventory.ListLots(inv.ListLotsRequest(site_id=site, page_size=1000)).lots
+    listed = inv.ListReservationsRequest(site_id=site, page_size=1000)
+    held: dict[str, int] = {}
+    for r in p.inventory.ListReservations(listed).reservations:
+        if r.state in (inv.RESERVATION_STATE_ACTIVE, inv.RESERVATION_STATE_AT_RISK):
+            for line in r.lines:
+                held[line.lot_id] = held.get(line.lot_id, 0) + line.vials
+            grams = sum(Decimal(line.presentation_grams) * line.vials for line in r.lines)
+            assert grams == Decimal(r.allocated_grams or "0"), r
+        else:
+            assert list(r.lines) == [], r
+    for lot in lots:
+        assert 0 <= lot.reserved_vials <= lot.on_hand_vials, lot
+        assert lot.reserved_vials == held.get(lot.id, 0), (lot.lot_number, held)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_amends_and_reservations_whose_lock_orders_cross_keep_the_holds_true(
+    platform: Platform, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL only (SQLite's write lock lets one writer in at a time). Each round, eight
+    calls read the promisable lots at the same moment (a barrier in the read), so they choose
+    the same free vials: the amends that lose them between their unlocked read and their lock
+    lock every candidate lot while already holding some (a lock order that crosses the id
+    order the others lock in), and the reservations that lose them, or die as a deadlock's
+    victim, choose again. Whatever wins, every call ends OK or with a documented refusal,
+    and the holds stay true: the ledger reconciles, no lot is over-committed, each lot's
+    reserved vials are the open reservations' lines on it."""
+    site = "crossed"
+    stock_site(platform, site)
+    product_id = platform.inventory.GetProduct(
+        inv.GetProductRequest(id="gammagard-liquid")
+    ).product.id
+    for n in range(8):  # 16 vials of 10 g, two a lot: 30 g takes vials of two lots
+        _receive(platform, site, f"X{n}", 2, product_id, f"crossed-{n}")
+    pool = [reserve(platform, site, f"held-{n}", product_id, "30").id for n in range(4)]
+    # a round's first reads wait for each other (3 s at most); a second read (a reservation
+    # choosing again) goes straight on
+    gate = threading.Barrier(CALLS, timeout=3)
+    read, raced = store.promisable, []  # the calls that lost their chosen vials
+
+    def read_together(*args: Any, **kw: Any) -> list[store.Promisable]:
+        barrier = gate
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+        barrier.abort()  # passed: later reads of the round do not wait
+        return read(*args, **kw)
+
+    amend_locked = Reservations._amend_locked
+    take = store.open_and_take
+
+    def amend_locked_counted(self: Reservations, *args: Any, **kw: Any) -> Any:
+        raced.append("amend")
+        return amend_locked(self, *args, **kw)
+
+    def take_counted(*args: Any, **kw: Any) -> bool:
+        taken = take(*args, **kw)
+        if not taken:
+            raced.append("reserve")
+        return taken
+
+    monkeypatch.setattr(store, "promisable", read_together)
+    monkeypatch.setattr(Reservations, "_amend_locked", amend_locked_counted)
+    monkeypatch.setattr(store, "open_and_take", take_counted)
+
+    def amend(reservation_id: str, grams: str) -> Callable[[], object]:
+        request = inv.AmendReservationRequest(reservation_id=reservation_id, grams=grams)
+        return lambda: platform.inventory.AmendReservation(request)
+
+    outcomes: list[tuple[grpc.StatusCode, str]] = []
+    for n in range(ROUNDS):
+        gate = threading.Barrier(CALLS, timeout=3)
+        grams = "50" if n % 2 == 0 else "20"  # up (two more vials each), then down again
+        calls = [amend(r, grams) for r in pool[-4:]]
+        calls += [
+            partial(reserve, platform, site, f"new-{n}-{k}", product_id, "30") for k in range(4)
+        ]
+        with ThreadPoolExecutor(CALLS) as threads:
+            outcomes += threads.map(_status, calls)
+        _check_holds(platform, site)
+        listed = inv.ListReservationsRequest(site_id=site, page_size=1000)
+        pool = [r.id for r in platform.inventory.ListReservations(listed).reservations]
+    assert {o for o in outcomes if o[0] is not grpc.StatusCode.OK} <= DOCUMENTED, outcomes
+    assert raced, "no call lost its chosen vials between its read and its lock: no race ran"
+    # the checks see an over-commit: one lot's reserved count raised past what it holds
+    write_apart(
+        database_url,
+        "UPDATE lots SET reserved_vials = on_hand_vials + 1 "
+        "WHERE id = (SELECT min(id) FROM lots WHERE site_id = :site)",
+        site=site,
+    )
+    with pytest.raises(AssertionError):
+        _check_holds(platform, site)
