@@ -42,11 +42,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import visitors
 
+from services.common.db import Kept
+
 Write = tuple[Any, Sequence[Mapping[str, Any]]]
 """A DML statement (every parameter bound by name) and the rows of parameters to run it for."""
 
 _KEPT = 1000
-_JOINT: dict[tuple[tuple[Any, int], ...], Any] = {}
+_JOINT: dict[tuple[tuple[Any, int], ...], Kept] = {}
 
 
 def write_all(
@@ -67,14 +69,14 @@ def write_all(
     shape = tuple((statement, len(rows)) for statement, rows in writes)
     joint = _JOINT.get(shape)
     if joint is None:
-        joint = _joint(shape)
+        joint = Kept(_joint(shape))
         if len(_JOINT) < _KEPT:
             _JOINT[shape] = joint
     params: dict[str, Any] = {}
     for n, (_, rows) in enumerate(writes):
         for k, row in enumerate(rows):
             params.update({f"w{n}_{k}_{key}": value for key, value in row.items()})
-    return int(connection.execute(joint, params).scalar_one())
+    return int(joint.execute(connection, params).scalar_one())
 
 
 def _write_apart(

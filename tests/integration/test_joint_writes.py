@@ -21,6 +21,8 @@ from sqlalchemy import (
     update,
 )
 
+from services.common import joint_writes
+from services.common.db import CompiledOnce
 from services.common.joint_writes import insert_in_order, insert_one, write_all
 
 metadata = MetaData()
@@ -134,3 +136,32 @@ def test_a_failing_write_leaves_nothing(engine: Engine) -> None:
         )
     with engine.connect() as c:
         assert c.execute(select(log.c.entry)).scalars().all() == []
+
+
+def test_a_kept_joint_statement_is_compiled_once_and_not_looked_up_by_its_structure(
+    engine: Engine,
+) -> None:
+    """PostgreSQL: a shape's joint statement finds its compiled form in a cache of its own
+    (CompiledOnce), never in the engine's, whose key would hash the statement's structure at
+    every execution; each execution still carries its own values."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite sends each write on its own: no joint statement")
+    row = insert_one(shelf, ("id", "kind", "free"))
+    engine_cache = engine._compiled_cache
+    assert engine_cache is not None
+    for n in range(3):
+        with engine.begin() as c:
+            write_all(c, [(row, [{"id": f"k{n}", "kind": "vial", "free": n}])])
+    (joint,) = (kept for shape, kept in joint_writes._JOINT.items() if shape == ((row, 1),))
+    own = joint.options["compiled_cache"]
+    assert isinstance(own, CompiledOnce)
+    # one compiled form for this engine's dialect (other tests' engines may have added theirs)
+    assert len([key for key in own._compiled if key[0] is engine.dialect]) == 1
+    structure = joint.statement._generate_cache_key().key
+    assert not [key for key in engine_cache if key[1] == structure]
+    with engine.connect() as c:
+        assert dict(c.execute(select(shelf.c.id, shelf.c.free)).all()) == {
+            "k0": 0,
+            "k1": 1,
+            "k2": 2,
+        }

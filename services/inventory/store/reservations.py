@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import ride, wrote
-from services.common.db import Rider, defer_write, lost_race
+from services.common.db import Kept, Rider, defer_write, lost_race
 from services.common.errors import NotFound
 from services.common.ids import new_id
 from services.common.joint_writes import Write, insert_one, write_all
@@ -299,8 +299,8 @@ def _promisable_query(giving_back: bool = False) -> Select[Any]:
     ).where(ranked.c.before * ranked.c.grams < enough)
 
 
-_PROMISABLE = _promisable_query()
-_PROMISABLE_GIVING_BACK = _promisable_query(giving_back=True)
+_PROMISABLE = Kept(_promisable_query())
+_PROMISABLE_GIVING_BACK = Kept(_promisable_query(giving_back=True))
 _TAKE = (
     update(_LOTS)
     .where(
@@ -341,7 +341,7 @@ def promisable(
     if giving_back:  # a reservation choosing again: what it holds counts as free
         params["reservation_id"] = giving_back
     query = _PROMISABLE_GIVING_BACK if giving_back else _PROMISABLE
-    rows = session.connection().execute(query, params)
+    rows = query.execute(session.connection(), params)
     return [Promisable(*row) for row in rows]
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from services.common.audit.trail import wrote
-from services.common.db import Rider, UtcDateTime, defer_write
+from services.common.db import Kept, Rider, UtcDateTime, defer_write
 from services.common.errors import NotFound
 from services.common.joint_writes import Write, insert_in_order, insert_one, write_all
 from services.common.pagination import PageRequest
@@ -505,7 +505,7 @@ def _part(row: Any, prefix: str) -> Any:
 
 
 @cache
-def _inputs_query(lock: bool) -> Any:
+def _inputs_query(lock: bool) -> Kept:
     """booking_inputs' statement, built once (building it cost more than running it)."""
     recent = (
         select(MeasurementRow.id)
@@ -538,7 +538,7 @@ def _inputs_query(lock: bool) -> Any:
             .scalar_subquery()
         )
         columns.append(locked.label("locked"))
-    return (
+    return Kept(
         select(*columns)
         .select_from(PlanRow)
         .join(
@@ -571,7 +571,7 @@ def booking_inputs(
     postgres = session.get_bind().dialect.name == "postgresql"
     query = _inputs_query(lock and postgres)
     params = {"plan_id": plan_id, "chair_id": chair_id, "lock_day": day.isoformat()}
-    rows = session.connection().execute(query, params).all()  # Core rows, no ORM layer
+    rows = query.execute(session.connection(), params).all()  # Core rows, no ORM layer
     if not rows:
         return None
     first = rows[0]
@@ -587,7 +587,7 @@ def booking_inputs(
 
 
 @cache
-def _day_query() -> Any:
+def _day_query() -> Kept:
     """booking_day's statement, built once."""
     a = AppointmentRow
     text, number = String(), Integer()
@@ -667,7 +667,7 @@ def _day_query() -> Any:
         a.plan_id == bindparam("plan_id", type_=text),
         or_(a.status == AppointmentStatus.FULFILLED.value, _active(now)),  # type: ignore[arg-type]
     )
-    return union_all(chairs, blocks, booked, mine)
+    return Kept(union_all(chairs, blocks, booked, mine))
 
 
 @dataclass(frozen=True)
@@ -700,7 +700,7 @@ def booking_day(
         "plan_id": plan_id,
         "now": now,
     }
-    rows = session.connection().execute(_day_query(), params).all()  # Core rows, no ORM layer
+    rows = _day_query().execute(session.connection(), params).all()  # Core rows, no ORM layer
     by_kind: dict[str, list[Any]] = {"chair": [], "block": [], "booking": [], "plan": []}
     for row in rows:
         by_kind[row.kind].append(row)
