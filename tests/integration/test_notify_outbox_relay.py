@@ -264,18 +264,16 @@ def test_the_scheduler_keeps_an_appointments_stock_commands_and_a_reminders_canc
         _scheduler_row(topic, {"appointment_id": "a-1", "site_id": "s"})
         for topic in ("RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE")
     ]
+    # every stock command in one chain: an appointment's in order, and of two bookings
+    # competing for the same vials the first made reserves first
+    stock += [
+        _scheduler_row("RESERVE_STOCK", {"appointment_id": "a-2", "site_id": "s"}),
+        _scheduler_row("RELEASE_RESERVATION", {"appointment_id": "a-3", "site_id": "s2"}),
+        _scheduler_row("HOME_DISPENSE", {"appointment_id": "h-1", "home_infusion_id": "h-1"}),
+        _scheduler_row("DEMAND_FORECAST", {"forecasts": [{"site_id": "s1", "day": "2026-12-05"}]}),
+    ]
     keys = {scheduler_order(e) for e in stock}
     assert len(keys) == 1 and None not in keys
-    other = _scheduler_row("RELEASE_RESERVATION", {"appointment_id": "a-2"})
-    assert scheduler_order(other) not in keys
-    home = _scheduler_row("HOME_DISPENSE", {"appointment_id": "h-1", "home_infusion_id": "h-1"})
-    assert scheduler_order(home) is not None
-    forecast = [
-        _scheduler_row("DEMAND_FORECAST", {"forecasts": [{"site_id": site, "day": day}]})
-        for site, day in (("s1", "2026-12-05"), ("s1", "2026-12-06"), ("s2", "2026-12-05"))
-    ]
-    assert scheduler_order(forecast[0]) == scheduler_order(forecast[1])
-    assert scheduler_order(forecast[0]) != scheduler_order(forecast[2])
     reminder_key = "APPOINTMENT_REMINDER:a-1:72h:20261207T090000Z"
     reminder = _scheduler_row("APPOINTMENT_REMINDER", {"appointment_id": "a-1"}, reminder_key)
     cancel = _scheduler_row("CANCEL_NOTIFICATION", {"dedupe_key": reminder_key})

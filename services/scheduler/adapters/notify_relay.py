@@ -8,10 +8,10 @@ No subscriber ids = notify's opt-in broadcast to the staff subscribed to the top
 A CANCEL_NOTIFICATION row (store/reminders.py) becomes a CancelNotification by dedupe key.
 
 The relay delivers several rows at once (services/common/outbox_relay.py, "Delivering");
-``order_key`` keeps in order what must be: an appointment's stock commands
-(inventory_relay.stock_order), and a reminder with its CANCEL_NOTIFICATION (a cancel that
-overtook its reminder would find nothing to cancel). Other notifications go in any order:
-notify dedupes them."""
+``order_key`` keeps in order what must be: the stock commands, all in one chain
+(inventory_relay.stock_order: the booking made first reserves first), and a reminder with its
+CANCEL_NOTIFICATION (a cancel that overtook its reminder would find nothing to cancel). Other
+notifications go in any order: notify dedupes them."""
 
 from __future__ import annotations
 
