@@ -30,6 +30,12 @@ replicas claim different rows (SKIP LOCKED) and deliver them at once, so rows of
 between two replicas' claims may cross (as they did before; the receivers' checks, e.g. a
 release finding no reservation, are what stands then).
 
+A ``chain_key`` wider than the ``order_key`` puts rows of several keys in one chain: they are
+delivered in ``seq`` order, one after another, while a failure still holds back only the later
+rows of its own ``order_key``. The scheduler's stock commands are one chain (the booking made
+first reserves first), each appointment's its own key (one failing row does not stop every
+other appointment's reservation).
+
 A round's outcomes are written together once its rows have been tried: one UPDATE marks every
 row delivered, and each failed or dead-lettered row gets its own attempts and last_error; on
 PostgreSQL that is one statement (services.common.joint_writes) before the commit, on SQLite one
@@ -166,17 +172,20 @@ class OutboxRelay:
         *,
         caller: Caller,
         order_key: OrderKey = no_order,
+        chain_key: OrderKey | None = None,
         jitter: Callable[[], float] = random.random,
         name: str = "outbox-relay",
     ) -> None:
         """The background rounds act as ``caller``, the sending service; ``order_key`` names
-        the rows that must keep their order (module docstring, "Delivering")."""
+        the rows that must keep their order, ``chain_key`` (``order_key`` when not given) the
+        rows delivered one after another (module docstring, "Delivering")."""
         self.db = db
         self.table = table
         self.deliver = deliver
         self.clock = clock
         self.policy = policy or RelayPolicy()
         self.order_key = order_key
+        self.chain_key = chain_key or order_key
         self._jitter = jitter
         self._name = name
         self._not_before: dict[str, dt.datetime] = {}
@@ -323,7 +332,7 @@ class OutboxRelay:
         chains: list[list[_Row]] = []
         of_key: dict[Hashable, list[_Row]] = {}
         for row in due:
-            key = row[2]
+            key = self.chain_key(row[0])
             if key is None:
                 chains.append([row])
             elif key in of_key:

@@ -40,6 +40,8 @@ from services.common.outbox_relay import (
     publish_or_dead_letter,
 )
 from services.inventory.adapters.notify_relay import publish_request
+from services.scheduler.adapters.inventory_relay import STOCK_CHAIN
+from services.scheduler.adapters.notify_relay import chain_key as scheduler_chain
 from services.scheduler.adapters.notify_relay import order_key as scheduler_order
 
 pytest.register_assert_rewrite("tests.integration.notify_conftest")
@@ -78,7 +80,9 @@ def outbox(database_url: str) -> Iterator[_Outbox]:
         db.dispose()
 
 
-def _relay(o: _Outbox, deliver: Any, order_key: Any = None, **policy: Any) -> OutboxRelay:
+def _relay(
+    o: _Outbox, deliver: Any, order_key: Any = None, chain_key: Any = None, **policy: Any
+) -> OutboxRelay:
     return OutboxRelay(
         o.db,
         o.table,
@@ -87,6 +91,7 @@ def _relay(o: _Outbox, deliver: Any, order_key: Any = None, **policy: Any) -> Ou
         RelayPolicy(retry_base=dt.timedelta(seconds=10), **policy),
         caller=service_caller("inventory"),
         order_key=order_key or no_order,
+        chain_key=chain_key,
         jitter=lambda: 1.0,
         name="test-relay",
     )
@@ -208,6 +213,43 @@ def test_a_failed_row_holds_back_only_the_later_rows_of_its_key(
     assert [row.attempts for row in outbox.rows() if row.payload["k"] == "a"] == [0, 1, 0, 0]
 
 
+def test_one_chain_keeps_its_rows_in_order_and_a_failure_holds_back_only_its_key(
+    outbox: _Outbox,
+) -> None:
+    """The scheduler's stock rows: one chain (delivered in the order written, whatever the
+    concurrency: the booking made first reserves first), each appointment its own order key
+    (a failing row holds back its appointment's later rows, not the others'). Rows outside the
+    chain go beside it."""
+    rows = [("a", 0), ("b", 1), ("a", 2), ("c", 3), (None, 4), ("b", 5)]
+    for k, n in rows:
+        outbox.emit("RESERVE_STOCK" if k else "LOW_STOCK", {"n": n, "k": k})
+    fail = {0: 1}
+    chained: list[int] = []
+    lock = threading.Lock()
+
+    def deliver(event: OutgoingEvent) -> None:
+        n = event.payload["n"]
+        if fail.get(n):
+            fail[n] -= 1
+            raise ConnectionError("inventory unavailable")
+        if event.payload["k"] is not None:
+            time.sleep(0.002 * (5 - n))  # earlier rows slower: a race would reorder them
+            with lock:
+                chained.append(n)
+
+    def stock(event: OutgoingEvent) -> Hashable | None:
+        return "stock" if event.payload["k"] is not None else None
+
+    relay = _relay(outbox, deliver, _by_k, stock, concurrency=4)
+    r = relay.run_once()
+    assert (r.delivered, r.failed, r.held) == (4, 1, 1)
+    assert chained == [1, 3, 5]  # in the order written; a's row 2 waits behind row 0
+    outbox.clock.advance(dt.timedelta(seconds=10))
+    chained.clear()
+    assert relay.run_once().delivered == 2
+    assert chained == [0, 2]
+
+
 def test_workers_act_as_the_caller_and_trace_each_row_under_its_writer(
     outbox: _Outbox,
 ) -> None:
@@ -264,22 +306,29 @@ def test_the_scheduler_keeps_an_appointments_stock_commands_and_a_reminders_canc
         _scheduler_row(topic, {"appointment_id": "a-1", "site_id": "s"})
         for topic in ("RESERVE_STOCK", "AMEND_RESERVATION", "RELEASE_RESERVATION", "DISPENSE")
     ]
-    # every stock command in one chain: an appointment's in order, and of two bookings
-    # competing for the same vials the first made reserves first
-    stock += [
-        _scheduler_row("RESERVE_STOCK", {"appointment_id": "a-2", "site_id": "s"}),
-        _scheduler_row("RELEASE_RESERVATION", {"appointment_id": "a-3", "site_id": "s2"}),
-        _scheduler_row("HOME_DISPENSE", {"appointment_id": "h-1", "home_infusion_id": "h-1"}),
-        _scheduler_row("DEMAND_FORECAST", {"forecasts": [{"site_id": "s1", "day": "2026-12-05"}]}),
-    ]
     keys = {scheduler_order(e) for e in stock}
     assert len(keys) == 1 and None not in keys
+    other = _scheduler_row("RELEASE_RESERVATION", {"appointment_id": "a-2"})
+    assert scheduler_order(other) not in keys
+    home = _scheduler_row("HOME_DISPENSE", {"appointment_id": "h-1", "home_infusion_id": "h-1"})
+    assert scheduler_order(home) is not None
+    forecast = [
+        _scheduler_row("DEMAND_FORECAST", {"forecasts": [{"site_id": site, "day": day}]})
+        for site, day in (("s1", "2026-12-05"), ("s1", "2026-12-06"), ("s2", "2026-12-05"))
+    ]
+    assert scheduler_order(forecast[0]) == scheduler_order(forecast[1])
+    assert scheduler_order(forecast[0]) != scheduler_order(forecast[2])
+    # every stock row in one chain: of two bookings competing for the same vials the one made
+    # first reserves first
+    assert {scheduler_chain(e) for e in [*stock, other, home, *forecast]} == {STOCK_CHAIN}
     reminder_key = "APPOINTMENT_REMINDER:a-1:72h:20261207T090000Z"
     reminder = _scheduler_row("APPOINTMENT_REMINDER", {"appointment_id": "a-1"}, reminder_key)
     cancel = _scheduler_row("CANCEL_NOTIFICATION", {"dedupe_key": reminder_key})
     assert scheduler_order(reminder) == scheduler_order(cancel) is not None
     assert scheduler_order(_scheduler_row("STOCK_AT_RISK", {"appointment_id": "a-1"})) is None
     assert scheduler_order(_scheduler_row("INFUSION_DUE", {"plan_id": "p"})) is None
+    assert scheduler_chain(reminder) == scheduler_chain(cancel) == scheduler_order(reminder)
+    assert scheduler_chain(_scheduler_row("INFUSION_DUE", {"plan_id": "p"})) is None
 
 
 def test_failures_back_off_on_the_clock_and_do_not_block_later_rows(outbox: _Outbox) -> None:

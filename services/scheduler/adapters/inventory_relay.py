@@ -57,20 +57,25 @@ REFUSALS = (
 )
 
 
-STOCK_ORDER = ("stock",)
+def stock_order(event: OutgoingEvent) -> tuple[str, str]:
+    """The rows a failed stock row holds back (the relay's ``order_key``): an appointment's
+    commands (RESERVE, AMEND, RELEASE, DISPENSE; HOME_DISPENSE names its home infusion as the
+    appointment), so a RELEASE never overtakes its RESERVE; a site's forecasts likewise (a
+    later DEMAND_FORECAST overwrites the days of an earlier one). Another appointment's rows go
+    on: one row failing again and again stops no other reservation."""
+    body: dict[str, Any] = event.payload.get("payload") or {}
+    if event.topic == "DEMAND_FORECAST":
+        sites = sorted({str(f.get("site_id", "")) for f in body.get("forecasts") or []})
+        return ("forecast", sites[0] if len(sites) == 1 else "")
+    return ("appointment", str(body.get("appointment_id", "")))
 
 
-def stock_order(event: OutgoingEvent) -> tuple[str]:
-    """The order a stock row keeps (the relay's ``order_key``): every stock command (RESERVE,
-    AMEND, RELEASE, DISPENSE, HOME_DISPENSE, DEMAND_FORECAST) reaches the inventory in the
-    order it was written, one after another, while the scheduler's notifications go at once.
-    Within an appointment that means a RELEASE never overtakes its RESERVE; across
-    appointments, that the booking made first claims the stock first: two bookings competing
-    for the same vials (Ig is often short) are served in booking order, the later one left
-    AT_RISK, as a pharmacist would expect, rather than by whichever delivery won a race. (Keyed
-    by appointment, a later booking's RESERVE overtook an earlier one's in the e2e scenario and
-    took the first-expiring lot.)"""
-    return STOCK_ORDER
+STOCK_CHAIN = ("stock",)
+"""The relay's ``chain_key`` of every stock row: all are delivered in the order written, one
+after another, so that of two bookings competing for the same vials (Ig is often short) the one
+made first reserves first and the later one is left AT_RISK, as a pharmacist expects, rather
+than whichever delivery won a race. (Chained by appointment, a later booking's RESERVE overtook
+an earlier one's in the e2e scenario and took the first-expiring lot.)"""
 
 
 def _date(text: str) -> Date:

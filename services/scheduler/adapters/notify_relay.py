@@ -8,10 +8,11 @@ No subscriber ids = notify's opt-in broadcast to the staff subscribed to the top
 A CANCEL_NOTIFICATION row (store/reminders.py) becomes a CancelNotification by dedupe key.
 
 The relay delivers several rows at once (services/common/outbox_relay.py, "Delivering");
-``order_key`` keeps in order what must be: the stock commands, all in one chain
-(inventory_relay.stock_order: the booking made first reserves first), and a reminder with its
-CANCEL_NOTIFICATION (a cancel that overtook its reminder would find nothing to cancel). Other
-notifications go in any order: notify dedupes them."""
+``chain_key`` and ``order_key`` keep in order what must be: every stock command in one chain,
+in the order written (inventory_relay.STOCK_CHAIN: the booking made first reserves first), a
+failure holding back only its own appointment's later commands (inventory_relay.stock_order);
+and a reminder with its CANCEL_NOTIFICATION (a cancel that overtook its reminder would find
+nothing to cancel). Other notifications go in any order: notify dedupes them."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
 from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
-from services.scheduler.adapters.inventory_relay import STOCK_TOPICS, stock_order
+from services.scheduler.adapters.inventory_relay import STOCK_CHAIN, STOCK_TOPICS, stock_order
 from services.scheduler.domain.appointments import AppointmentStatus
 from services.scheduler.store.models import AppointmentRow, SiteRow, outbox
 from services.scheduler.store.reminders import CANCEL_NOTIFICATION
@@ -104,7 +105,7 @@ def organisation_of(db: Database, event: OutgoingEvent) -> str:
 
 
 def order_key(event: OutgoingEvent) -> Hashable | None:
-    """Which rows keep their order (module docstring); None: any order."""
+    """Which rows a failed row holds back (module docstring); None: none."""
     if event.topic in STOCK_TOPICS:
         return stock_order(event)
     if event.topic == "APPOINTMENT_REMINDER":
@@ -112,6 +113,12 @@ def order_key(event: OutgoingEvent) -> Hashable | None:
     if event.topic == CANCEL_NOTIFICATION:
         return ("reminder", str(event.payload.get("payload", {}).get("dedupe_key", "")))
     return None
+
+
+def chain_key(event: OutgoingEvent) -> Hashable | None:
+    """Which rows go one after another: every stock row in one chain (STOCK_CHAIN), a reminder
+    with its cancel; None: at any time."""
+    return STOCK_CHAIN if event.topic in STOCK_TOPICS else order_key(event)
 
 
 def relay_to_notify(
@@ -157,5 +164,6 @@ def relay_to_notify(
         policy,
         caller=service_caller("scheduler"),
         order_key=order_key,
+        chain_key=chain_key,
         name="scheduler-outbox-relay",
     )
