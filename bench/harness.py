@@ -98,6 +98,19 @@ def dev_issuer() -> Iterator[LocalIssuer]:
             issuer.stop()
 
 
+def wait_port(address: str, timeout: float = 20) -> bool:
+    """Whether a gRPC server answers at ``address`` within ``timeout`` (a bare server with no
+    health service: the echo, bench/shell_wait.py's shells)."""
+    ready = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(ready).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        ready.close()
+
+
 @contextmanager
 def process(
     cmd: list[str],

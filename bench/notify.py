@@ -55,6 +55,7 @@ from bench.harness import (
     load,
     process,
     throwaway_database,
+    wait_port,
 )
 from infusion.notify.v1 import notify_pb2 as npb
 from infusion.notify.v1 import notify_pb2_grpc
@@ -67,17 +68,6 @@ PUBLISH = "/infusion.notify.v1.NotifyService/Publish"
 ECHO = "/bench.Echo/Echo"
 REQUEST_ID = 7  # PublishRequest.request_id
 RESULTS = ROOT / "bench" / "results" / "notify.json"
-
-
-def _wait_port(address: str, timeout: float = 20) -> bool:
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
-    finally:
-        channel.close()
 
 
 @dataclass(frozen=True)
@@ -549,7 +539,7 @@ def main() -> int:
 
     echo_address = f"127.0.0.1:{free_port()}"
     echo_cmd = [sys.executable, "-m", "bench.echo_server", echo_address]
-    with process(echo_cmd, echo_address, ready=_wait_port):
+    with process(echo_cmd, echo_address, ready=wait_port):
         log("echo: bare grpcio")
         echo = load(echo_address, ECHO, b"\x0a\x05hello", args.seconds, args.concurrency)
     with throwaway_database("notify") as url, dev_issuer() as issuer:

@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import cpu_ms_per_call, cpu_seconds, free_port, load, process
+from bench.harness import cpu_ms_per_call, cpu_seconds, free_port, load, process, wait_port
 from services.common.audit.group_commit import GroupCommit
 
 METHOD = "/bench.Wait/Call"
@@ -153,17 +153,6 @@ def serve(shell: str, address: str, database: str) -> None:
         asyncio.run(_serve_aio(address, write, record, inline=shell.startswith("aio-inline")))
 
 
-def _ready(address: str, timeout: float = 20) -> bool:
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
-    finally:
-        channel.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -181,7 +170,7 @@ def main() -> None:
             address = f"127.0.0.1:{free_port()}"
             with tempfile.TemporaryDirectory() as tmp:
                 cmd = [sys.executable, "-m", "bench.shell_wait", "--serve", shell, address]
-                with process([*cmd, f"{tmp}/records.db"], address, ready=_ready) as proc:
+                with process([*cmd, f"{tmp}/records.db"], address, ready=wait_port) as proc:
                     load(address, METHOD, b"dose", 2, args.concurrency)  # warm-up
                     before = cpu_seconds(proc.pid)
                     result = load(address, METHOD, b"dose", args.seconds, args.concurrency)

@@ -82,7 +82,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=pool_size,
         pool_recycle=POOL_RECYCLE_SECONDS,
         hide_parameters=True,
-        connect_args=dict(PG_KEEPALIVES),
+        # the URL's own libpq settings (``?keepalives_idle=...``) win over ours
+        connect_args={k: v for k, v in PG_KEEPALIVES.items() if k not in parsed.query},
     )
     event.listen(engine, "checkout", _refuse_if_gone)
     return engine

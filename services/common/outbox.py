@@ -1,7 +1,7 @@
 """Transactional outbox: an event a service owes another is a row written in the same
 transaction as the change that causes it, so both commit or neither does: a
 booking never fails because another service is down. A relay (each service's notify_relay.py,
-the scheduler's stock_relay.py) delivers rows in ``seq`` order (several at once; in turn where
+the scheduler's inventory_relay.py) delivers rows in ``seq`` order (several at once; in turn where
 their order matters, services.common.outbox_relay), using the row
 id as the receiver's request_id; a dedupe key makes an event that may be raised many times
 (LOT_EXPIRING at 30 days, LOW_STOCK today) be written once.

@@ -87,3 +87,16 @@ def test_a_connection_with_unread_input_is_not_handed_out(
         admin.dispose()
     _wait_readable(raw)
     assert _backend(engine)[0] != first
+
+
+def test_connections_carry_keepalives_unless_the_url_sets_its_own(postgres_url: str) -> None:
+    """TCP keepalives on every connection (a server gone without closing is noticed), and a
+    deployment's own libpq setting in the URL wins over the default."""
+    for url, idle in ((postgres_url, "30"), (f"{postgres_url}&keepalives_idle=7", "7")):
+        made = make_engine(url, pool_size=1)
+        try:
+            with made.connect() as conn:
+                used = conn.connection.dbapi_connection.info.get_parameters()
+        finally:
+            made.dispose()
+        assert (used.get("keepalives"), used.get("keepalives_idle")) == ("1", idle)

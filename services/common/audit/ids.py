@@ -109,14 +109,6 @@ def from_response(response: Message, resource_type: str) -> Concerned:
     return found
 
 
-def _message_ids(found: Concerned, message: Message, resource_type: str) -> None:
-    descriptor = message.DESCRIPTOR
-    for name in _plan(descriptor, resource_type)[0]:
-        value = getattr(message, name)
-        if value:
-            _note(found, name, value, descriptor.name, resource_type)
-
-
 @cache
 def _plan(
     descriptor: Descriptor, resource_type: str
