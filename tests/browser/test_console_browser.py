@@ -152,9 +152,23 @@ def sign_out(driver: Any, base: str) -> None:
 
 
 def wait_for(driver: Any, check: Any, what: str, seconds: float = 30) -> None:
+    """Wait until ``check()`` holds.
+
+    A check that reads an element can catch the page between the click and the next page's
+    load: the element it found belongs to the page being left (stale) or is not there yet.
+    Both mean "not yet", so the wait goes on instead of failing.
+    """
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, seconds).until(lambda _d: check(), message=what)
+    WebDriverWait(
+        driver,
+        seconds,
+        ignored_exceptions=(StaleElementReferenceException, NoSuchElementException),
+    ).until(lambda _d: check(), message=what)
 
 
 def test_a_coordinator_books_a_due_patient_and_sees_the_block_on_the_board(
