@@ -5,6 +5,8 @@ and on PostgreSQL the writes go as one statement."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import (
@@ -18,11 +20,13 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
     update,
 )
+from sqlalchemy.orm import Session, registry
 
 from services.common import joint_writes
-from services.common.db import CompiledOnce
+from services.common.db import CompiledOnce, DecimalText
 from services.common.joint_writes import insert_in_order, insert_one, write_all
 
 metadata = MetaData()
@@ -39,6 +43,23 @@ log = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("entry", String(8), unique=True),
 )
+
+price = Table(
+    "price",
+    metadata,
+    Column("id", String(8), primary_key=True),
+    Column("amount", DecimalText()),  # a typed parameter: converted on its way in
+)
+
+
+@dataclass
+class Shelf:
+    id: str
+    kind: str
+    free: int
+
+
+registry().map_imperatively(Shelf, shelf)
 
 TAKE = (
     update(shelf)
@@ -138,25 +159,36 @@ def test_a_failing_write_leaves_nothing(engine: Engine) -> None:
         assert c.execute(select(log.c.entry)).scalars().all() == []
 
 
-def test_a_kept_joint_statement_is_compiled_once_and_not_looked_up_by_its_structure(
+def test_a_kept_joint_statement_is_rendered_once_and_sent_with_each_calls_values(
     engine: Engine,
 ) -> None:
-    """PostgreSQL: a shape's joint statement finds its compiled form in a cache of its own
-    (CompiledOnce), never in the engine's, whose key would hash the statement's structure at
-    every execution; each execution still carries its own values."""
+    """PostgreSQL: a shape's joint statement is rendered once and each execution sends that
+    text with its own values (Kept: no binding to the compiled form per call, no lookup in the
+    engine's compiled cache, whose key would hash the statement's structure); the values still
+    pass their types' conversions (a Decimal kept as text comes back exact)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite sends each write on its own: no joint statement")
     row = insert_one(shelf, ("id", "kind", "free"))
+    priced = insert_one(price, ("id", "amount"))
     engine_cache = engine._compiled_cache
     assert engine_cache is not None
+    sent = _statements(engine)
     for n in range(3):
         with engine.begin() as c:
-            write_all(c, [(row, [{"id": f"k{n}", "kind": "vial", "free": n}])])
-    (joint,) = (kept for shape, kept in joint_writes._JOINT.items() if shape == ((row, 1),))
+            write_all(
+                c,
+                [
+                    (row, [{"id": f"k{n}", "kind": "vial", "free": n}]),
+                    (priced, [{"id": f"k{n}", "amount": Decimal(f"{n}.10")}]),
+                ],
+            )
+    (joint,) = (k for shape, k in joint_writes._JOINT.items() if shape == ((row, 1), (priced, 1)))
+    rendered = joint.rendered(engine.dialect)
+    assert rendered is not None
+    assert [s for s in sent if s.lstrip().startswith("WITH")] == [rendered.sql] * 3
     own = joint.options["compiled_cache"]
     assert isinstance(own, CompiledOnce)
-    # one compiled form for this engine's dialect (other tests' engines may have added theirs)
-    assert len([key for key in own._compiled if key[0] is engine.dialect]) == 1
+    assert not [key for key in own._compiled if key[0] is engine.dialect]  # never compiled per call
     structure = joint.statement._generate_cache_key().key
     assert not [key for key in engine_cache if key[1] == structure]
     with engine.connect() as c:
@@ -165,3 +197,23 @@ def test_a_kept_joint_statement_is_compiled_once_and_not_looked_up_by_its_struct
             "k1": 1,
             "k2": 2,
         }
+        typed = dict(c.execute(select(price.c.id, price.c.amount)).all())
+        stored = dict(c.execute(text("SELECT id, amount FROM price")).all())
+    # the amount went through DecimalText's conversion: stored as its exact text
+    assert stored == {"k0": "0.10", "k1": "1.10", "k2": "2.10"}
+    assert typed == {"k0": Decimal("0.10"), "k1": Decimal("1.10"), "k2": Decimal("2.10")}
+
+
+def test_a_kept_statement_on_a_session_flushes_its_pending_changes_first(
+    engine: Engine,
+) -> None:
+    """A joint write run on a Session sees the session's pending ORM changes flushed first,
+    as any statement run through the Session does (autoflush), on both databases."""
+    row = insert_one(shelf, ("id", "kind", "free"))
+    with Session(engine) as session, session.begin():
+        session.execute(shelf.insert().values(id="s0", kind="vial", free=1))
+        pending = Shelf(id="s1", kind="vial", free=2)
+        session.add(pending)
+        write_all(session, [(row, [{"id": "s2", "kind": "vial", "free": 3}])])
+        counted = session.connection().execute(select(shelf.c.id).order_by(shelf.c.id)).all()
+    assert [r.id for r in counted] == ["s0", "s1", "s2"]
