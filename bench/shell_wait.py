@@ -68,7 +68,9 @@ def _handlers(behaviour: Callable[..., Any]) -> grpc.GenericRpcHandler[Any, Any]
     )
 
 
-def _serve_sync(address: str, write: Callable[[Sequence[str]], None], record: bool) -> None:
+def _serve_sync(
+    address: str, write: Callable[[Sequence[str]], None], record: bool, workers: int
+) -> None:
     group: GroupCommit[str] = GroupCommit(write)
 
     def call(request: bytes, _context: grpc.ServicerContext) -> bytes:
@@ -77,7 +79,7 @@ def _serve_sync(address: str, write: Callable[[Sequence[str]], None], record: bo
             group.submit("x" * 200)
         return answer
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=WORKERS))
+    server = grpc.server(ThreadPoolExecutor(max_workers=workers))
     server.add_generic_rpc_handlers((_handlers(call),))
     server.add_insecure_port(address)
     server.start()
@@ -122,10 +124,10 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 
 
 async def _serve_aio(
-    address: str, write: Callable[[Sequence[str]], None], record: bool, inline: bool
+    address: str, write: Callable[[Sequence[str]], None], record: bool, inline: bool, workers: int
 ) -> None:
     loop = asyncio.get_running_loop()
-    pool = ThreadPoolExecutor(WORKERS)
+    pool = ThreadPoolExecutor(workers)
     writer = _BatchWriter(loop, write)
 
     async def call(request: bytes, _context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -144,13 +146,14 @@ async def _serve_aio(
     await server.stop(0)
 
 
-def serve(shell: str, address: str, database: str) -> None:
+def serve(shell: str, address: str, database: str, workers: int = WORKERS) -> None:
     write = _writer(database)
     record = not shell.endswith("-0")
     if shell.startswith("sync"):
-        _serve_sync(address, write, record)
+        _serve_sync(address, write, record, workers)
     else:
-        asyncio.run(_serve_aio(address, write, record, inline=shell.startswith("aio-inline")))
+        inline = shell.startswith("aio-inline")
+        asyncio.run(_serve_aio(address, write, record, inline, workers))
 
 
 def main() -> None:
@@ -159,17 +162,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--serve", nargs=3, metavar=("SHELL", "ADDRESS", "DATABASE"))
+    parser.add_argument(
+        "--shells", default=",".join(SHELLS), help=f"comma-separated, of {', '.join(SHELLS)}"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help="threads serving (sync) or working (aio-pool)"
+    )
     args = parser.parse_args()
     if args.serve:
-        serve(*args.serve)
+        shell, address, database = args.serve
+        serve(shell, address, database, args.workers)
         return
     print("| shell | round | calls/s | p50 ms | server CPU ms/call |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for n in range(1, args.rounds + 1):
-        for shell in SHELLS:
+        for shell in args.shells.split(","):
             address = f"127.0.0.1:{free_port()}"
             with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, "-m", "bench.shell_wait", "--serve", shell, address]
+                cmd = [sys.executable, "-m", "bench.shell_wait", "--workers", str(args.workers)]
+                cmd += ["--serve", shell, address]
                 with process([*cmd, f"{tmp}/records.db"], address, ready=wait_port) as proc:
                     load(address, METHOD, b"dose", 2, args.concurrency)  # warm-up
                     before = cpu_seconds(proc.pid)
