@@ -151,6 +151,25 @@ def test_substitute_only_when_the_product_cannot_cover(platform: Platform) -> No
     assert switched.allocated_product_id == pid(platform, PRIVIGEN)
 
 
+def test_the_last_of_ten_alternatives_is_promised_when_only_it_has_stock(
+    platform: Platform,
+) -> None:
+    """A request names its product and up to ten alternatives, every one of them read (the
+    promisable read's fixed product slots): stock of the tenth alone covers the dose."""
+    others = [
+        p
+        for p in platform.inventory.ListProducts(inv.ListProductsRequest(page_size=50)).products
+        if p.id != pid(platform)
+    ]
+    alternatives = others[:10]
+    assert len(alternatives) == 10
+    last = alternatives[-1]
+    size = last.presentations[0].grams
+    receive(platform, "LAST", size, 20, Date(year=2027, month=6, day=30), code=last.code)
+    r = reserve(platform, "appt-1", size, alternative_product_ids=[p.id for p in alternatives])
+    assert (r.allocated_product_id, r.allocated_grams) == (last.id, size)
+
+
 def test_lots_expired_by_the_day_or_not_available_are_not_promised(platform: Platform) -> None:
     old = receive(platform, "OLD", "10", 5, Date(year=2026, month=11, day=30))
     held = receive(platform, "Q", "10", 5, Date(year=2027, month=6, day=30))

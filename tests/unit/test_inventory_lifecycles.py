@@ -108,6 +108,16 @@ def test_a_reservation_request_names_every_bad_field_at_once() -> None:
     ]
 
 
+def test_a_reservation_names_at_most_ten_alternatives() -> None:
+    def request(alternatives: int) -> ReservationRequest:
+        products = ("privigen", *(f"alt-{n}" for n in range(alternatives)))
+        return ReservationRequest("appt-1", "site", "p", products, D(30), D(10), TODAY)
+
+    assert validate_request(request(10), TODAY).items == []
+    found = [(v.field, v.description) for v in validate_request(request(11), TODAY).items]
+    assert found == [("alternative_product_ids", "at most 10")]
+
+
 def test_a_new_reservation_is_active_and_holds_what_the_allocation_chose() -> None:
     request = ReservationRequest(
         "appt-9", "site", "p", ("privigen", "gamunex"), D(25), D(10), TODAY

@@ -56,6 +56,10 @@ def from_mg(mg: int) -> Decimal:
     return (Decimal(mg) / MG_PER_GRAM).normalize()
 
 
+MAX_ALTERNATIVES = 10
+"""Alternatives a reservation may name besides its product (ReserveStockRequest's limit)."""
+
+
 def validate_request(r: ReservationRequest, site_today: dt.date | None) -> Violations:
     v = Violations()
     if not r.appointment_id.strip():
@@ -66,6 +70,8 @@ def validate_request(r: ReservationRequest, site_today: dt.date | None) -> Viola
         v.add("product_id", "is required")
     if len(set(r.products)) != len(r.products):
         v.add("alternative_product_ids", "must not repeat the product or each other")
+    if len(r.products) > 1 + MAX_ALTERNATIVES:
+        v.add("alternative_product_ids", f"at most {MAX_ALTERNATIVES}")
     if r.grams <= 0:
         v.add("grams", "must be above 0")
     elif r.grams != r.grams.quantize(Decimal("0.001")):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     FromClause,
     Integer,
     Select,
+    String,
     bindparam,
     cast,
     delete,
@@ -33,6 +34,7 @@ from services.common.ids import new_id
 from services.common.joint_writes import Write, insert_one, write_all
 from services.common.pagination import PageRequest
 from services.inventory.domain.reservations import (
+    MAX_ALTERNATIVES,
     Administration,
     HeldLine,
     Reservation,
@@ -231,6 +233,14 @@ def lots(session: Session, lot_ids: Collection[str], *, for_update: bool) -> dic
     return {row.id: row for row in session.scalars(query)}
 
 
+PRODUCT_SLOTS = 1 + MAX_ALTERNATIVES
+"""Products a reservation may choose from: the one asked for and its alternatives. The
+promisable read names them in that many fixed parameters, the first product repeated in the
+unused ones, rather than in a list SQLAlchemy expands (and renders the statement's text again
+for) at every execution: 4 % of ReserveStock's CPU."""
+_PRODUCT_SLOTS = [bindparam(f"product_{i}", type_=String()) for i in range(PRODUCT_SLOTS)]
+
+
 def _promisable_query(giving_back: bool = False) -> Select[Any]:
     """The query behind ``promisable``, built once: its parameters are bound per call. When
     ``giving_back``, the vials reservation ``:reservation_id`` holds count as free (it is
@@ -248,7 +258,7 @@ def _promisable_query(giving_back: bool = False) -> Select[Any]:
     grams = cast(LotRow.presentation_grams, Float)
     usable: tuple[ColumnElement[bool], ...] = (
         LotRow.site_id == bindparam("site_id"),
-        LotRow.product_id.in_(bindparam("products", expanding=True)),
+        LotRow.product_id.in_(_PRODUCT_SLOTS),
         LotRow.state == LotState.AVAILABLE.value,
         LotRow.expiry_date >= bindparam("needed_on", type_=Date),
     )
@@ -332,12 +342,15 @@ def promisable(
     as from every lot. A product with thousands of lots then costs what one with a handful
     does in Python; the database still reads the product's lots at the site once. Run on the
     session's connection (no ORM layer: 9 % of ReserveStock's CPU went to it)."""
-    params = {
+    if not 0 < len(products) <= PRODUCT_SLOTS:
+        raise ValueError(f"a reservation chooses from 1 to {PRODUCT_SLOTS} products")
+    params: dict[str, Any] = {
         "site_id": site_id,
-        "products": list(products),
         "needed_on": needed_on,
         "dose": float(dose),
     }
+    for i in range(PRODUCT_SLOTS):
+        params[f"product_{i}"] = products[i] if i < len(products) else products[0]
     if giving_back:  # a reservation choosing again: what it holds counts as free
         params["reservation_id"] = giving_back
     query = _PROMISABLE_GIVING_BACK if giving_back else _PROMISABLE
