@@ -7,7 +7,7 @@ import datetime as dt
 import types
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from typing import cast as typed_as
 from zoneinfo import ZoneInfo
@@ -505,10 +505,16 @@ def _prefixed(prefix: str, table: Any) -> list[Any]:
 
 
 def _part(row: Any, prefix: str) -> Any:
-    mapping = row._mapping
-    return types.SimpleNamespace(
-        **{k[len(prefix) :]: mapping[k] for k in mapping if k.startswith(prefix)}
-    )
+    """The row's ``prefix``ed columns under their own names."""
+    return types.SimpleNamespace(**{name: row[i] for i, name in _columns(row._fields, prefix)})
+
+
+@lru_cache(maxsize=64)
+def _columns(fields: tuple[str, ...], prefix: str) -> tuple[tuple[int, str], ...]:
+    """Where a result's ``prefix``ed columns are, worked out once per statement: matching the
+    prefix against every one of the joined read's 90 columns for each part of each row cost
+    a booking 3 % of its CPU."""
+    return tuple((i, f[len(prefix) :]) for i, f in enumerate(fields) if f.startswith(prefix))
 
 
 @cache
