@@ -20,10 +20,11 @@ different settings side by side.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     Field,
@@ -34,6 +35,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from services.common.outbox_relay import RelayPolicy
 
 DEFAULT_PORTS = {"scheduler": 50051, "inventory": 50052, "notify": 50053}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -244,3 +248,17 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
         raise SettingsError(f"{cls.service} cannot start: " + "; ".join(sorted(problems)))
     assert settings is not None
     return settings
+
+
+class RelayingSettings(ServiceSettings):
+    """A service with an outbox relay to its peers (the scheduler, the inventory)."""
+
+    # the relay's longest wait between tries of a row its peer refused or could not take
+    # (services/common/outbox_relay.py: waits double from 1 s up to this)
+    relay_retry_max_seconds: float = Field(300.0, ge=1, le=24 * 3600)
+
+    def relay_policy(self) -> RelayPolicy:
+        """The outbox relay's retry policy from ``relay_retry_max_seconds``."""
+        from services.common.outbox_relay import RelayPolicy
+
+        return RelayPolicy(retry_max=dt.timedelta(seconds=self.relay_retry_max_seconds))

@@ -69,7 +69,7 @@ def build(
         refresh_seconds=settings.jobs_interval_seconds,
     )
     notify_channel = peer_channel(settings, "notify", auth.tokens)
-    relay = relay_to_notify(db, clock, notify_channel)
+    relay = relay_to_notify(db, clock, notify_channel, settings.relay_policy())
 
     def serving() -> None:
         if settings.jobs:

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from services.common.settings import ServiceSettings, load
+from services.common.settings import RelayingSettings, load
 
 
-class InventorySettings(ServiceSettings):
+class InventorySettings(RelayingSettings):
     service: ClassVar[str] = "inventory"
 
     # how often inventory gives stock sites created since (through any replica) their daily

@@ -86,7 +86,7 @@ def build(
     )
     stock = StockRelay(db, clock, inventory_channel)
     notify_channel = peer_channel(settings, "notify", auth.tokens)
-    relay = relay_to_notify(db, clock, notify_channel, stock=stock.deliver)
+    relay = relay_to_notify(db, clock, notify_channel, settings.relay_policy(), stock=stock.deliver)
     jobs.on_written.append(relay.wake)
 
     def register(server: grpc.Server) -> Sequence[str]:

@@ -8,12 +8,12 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from services.common.settings import ServiceSettings, load
+from services.common.settings import RelayingSettings, load
 from services.scheduler.domain.regimens.reviews import ReviewMonths, ReviewPolicies
 from services.scheduler.jobs import JobSettings
 
 
-class SchedulerSettings(ServiceSettings):
+class SchedulerSettings(RelayingSettings):
     service: ClassVar[str] = "scheduler"
 
     # hours before a booked start when a reminder goes out, on the site's wall clock

@@ -82,6 +82,10 @@ JOB_ENV = {
     "NOTIFY_MAX_ATTEMPTS": "1000",
     "NOTIFY_LEASE_SECONDS": "5",  # a delivery SIGKILL cut mid-send is taken up again soon
     "NOTIFY_WEBHOOK_ALLOW_LIST": "127.0.0.1",  # the test's webhook (loopback is refused else)
+    # a row refused while notify restarts is tried again within 2 s, not after minutes of
+    # doubling waits (the reminder due mid-restart must arrive within the test's deadline)
+    "SCHEDULER_RELAY_RETRY_MAX_SECONDS": "2",
+    "INVENTORY_RELAY_RETRY_MAX_SECONDS": "2",
 }
 HOOK_SECRET = "whsec-restarts"
 DUE = dt.date.today() + dt.timedelta(days=3)  # a plan starting then is due at once

@@ -14,7 +14,7 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.identity import service_caller
 from services.common.outbox import OutgoingEvent
-from services.common.outbox_relay import OutboxRelay, publish_or_dead_letter
+from services.common.outbox_relay import OutboxRelay, RelayPolicy, publish_or_dead_letter
 from services.common.protojson import to_proto_json
 from services.inventory.store.models import outbox
 from services.inventory.store.site_scope import organisation_of
@@ -51,7 +51,9 @@ def event_organisation(db: Database, event: OutgoingEvent) -> str:
     return ""
 
 
-def relay_to_notify(db: Database, clock: Clock, channel: grpc.Channel) -> OutboxRelay:
+def relay_to_notify(
+    db: Database, clock: Clock, channel: grpc.Channel, policy: RelayPolicy | None = None
+) -> OutboxRelay:
     """``channel``: to notify, carrying the inventory's own token (services.common.channels)."""
     stub = notify_pb2_grpc.NotifyServiceStub(channel)
 
@@ -65,6 +67,7 @@ def relay_to_notify(db: Database, clock: Clock, channel: grpc.Channel) -> Outbox
         outbox,
         deliver,
         clock,
+        policy,
         caller=service_caller("inventory"),
         name="inventory-outbox-relay",
     )
