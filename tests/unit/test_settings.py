@@ -3,6 +3,8 @@ names the variable for a bad value or a misspelt name."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.settings import SettingsError
@@ -146,3 +148,33 @@ def test_each_worker_gets_the_shared_address_and_ports_of_its_own() -> None:
         "INVENTORY_METRICS_LISTEN": "0.0.0.0:0",  # port 0: any, in each
     }
     assert inventory_settings(env).reuse_port  # what the worker reads back
+
+
+def test_the_relays_longest_retry_wait_is_a_setting_that_reaches_the_relay(tmp_path: Path) -> None:
+    """The relay's doubling waits stop at ``<SERVICE>_RELAY_RETRY_MAX_SECONDS`` (300 s when
+    unset): the relay each service builds from its settings carries that bound."""
+    import datetime as dt
+
+    import grpc
+
+    from services.common.clock import FixedClock
+    from services.common.db import Database
+    from services.inventory.adapters.notify_relay import relay_to_notify as inventory_relay
+    from services.scheduler.adapters.notify_relay import relay_to_notify as scheduler_relay
+
+    assert scheduler_settings({}).relay_policy().retry_max == dt.timedelta(seconds=300)
+    scheduler = scheduler_settings({"SCHEDULER_RELAY_RETRY_MAX_SECONDS": "2"})
+    inventory = inventory_settings({"INVENTORY_RELAY_RETRY_MAX_SECONDS": "7.5"})
+    db = Database(f"sqlite:///{tmp_path}/relay.db")  # never opened: only built
+    channel = grpc.insecure_channel("127.0.0.1:1")  # never called: only built
+    clock = FixedClock(dt.datetime(2026, 12, 4, tzinfo=dt.UTC))
+    try:
+        built = scheduler_relay(db, clock, channel, scheduler.relay_policy())
+        assert built.policy.retry_max == dt.timedelta(seconds=2)
+        built = inventory_relay(db, clock, channel, inventory.relay_policy())
+        assert built.policy.retry_max == dt.timedelta(seconds=7.5)
+    finally:
+        channel.close()
+        db.dispose()
+    with pytest.raises(SettingsError, match="SCHEDULER_RELAY_RETRY_MAX_SECONDS='0.5'"):
+        scheduler_settings({"SCHEDULER_RELAY_RETRY_MAX_SECONDS": "0.5"})
