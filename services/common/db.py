@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 engine and sessions: SQLite (embedded default) or PostgreSQL via psycopg 3.
+"""SQLAlchemy 2 engine and sessions: SQLite (embedded default) or PostgreSQL via psycopg2.
 
 Writes go through ``Database.write()``: one transaction, committed on success, rolled back on
 any error, so "nothing is written on any error" holds by construction. On SQLite a write
@@ -33,35 +33,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.common import metrics, tracing
 
-PSYCOPG_CACHED_STATEMENT_CHARS = 64 * 1024
-PSYCOPG_CACHED_STATEMENT_PARAMS = 1000
-
-
-def cache_long_statements() -> None:
-    """Let psycopg keep its parsing of our longer statements. Before it sends a statement,
-    psycopg splits the text at its placeholders (a regular expression over the whole text) and
-    keeps the result in an LRU cache, but only for statements up to 4 KB and 50 parameters: a
-    guard against the one-off texts an ORM generates (a VALUES list of varying length). The
-    hot write paths here are built once, bound per call and longer than that (a booking's one
-    data-modifying WITH: the appointment, its reminders, outbox rows and stored response, with
-    a parameter per value), so every call parsed the same text again: 14 % of the scheduler's
-    CPU under booking load (py-spy). Our own one-off texts (an IN list of a given length) are
-    few, and the cache stays bounded (128 entries of at most 64 KB). psycopg reads the two
-    module constants at each call; no API sets them."""
-    from psycopg import _queries
-
-    _queries.MAX_CACHED_STATEMENT_LENGTH = max(
-        _queries.MAX_CACHED_STATEMENT_LENGTH, PSYCOPG_CACHED_STATEMENT_CHARS
-    )
-    _queries.MAX_CACHED_STATEMENT_PARAMS = max(
-        _queries.MAX_CACHED_STATEMENT_PARAMS, PSYCOPG_CACHED_STATEMENT_PARAMS
-    )
-
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine with ``pool_size`` connections and as many again of overflow. Its errors
     never show the statement's parameters (``hide_parameters``): an error's text reaches the
-    log and an outbox row's last_error, and parameters can be a patient's name."""
+    log and an outbox row's last_error, and parameters can be a patient's name. PostgreSQL is
+    spoken to through ``POSTGRESQL_DRIVER`` whichever driver the URL names (``postgresql://``,
+    ``postgresql+psycopg://``...): the URL says where the database is, the product which
+    driver serves its threads best."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -75,9 +54,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    cache_long_statements()
     engine = create_engine(
-        url,
+        parsed.set(drivername=POSTGRESQL_DRIVER),
+        # a Core executemany (the linker's links, a broadcast's deliveries) as pages of
+        # statements, not a round trip per row
+        executemany_mode="values_plus_batch",
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=POOL_RECYCLE_SECONDS,
@@ -88,6 +69,17 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     event.listen(engine, "checkout", _refuse_if_gone)
     return engine
 
+
+POSTGRESQL_DRIVER = "postgresql+psycopg2"
+"""psycopg2, not psycopg 3: the services serve each call on a thread of their own, and psycopg 3
+releases the GIL around every short libpq call of a round trip (its C generators and libpq
+wrapper), so under load each of those hands the GIL to a waiting thread, a wake-up and a context
+switch each; psycopg2 releases it once per blocking round trip. Measured (docs/benchmarks.md,
+"2026-12-04, 11:30-13:10 UTC"; bench/driver_threads.py): 16 threads each doing 100 us of
+Python and four small round trips ran 763 operations a second on psycopg 3 (144 context
+switches and 1.7 ms of CPU each) and 1,617 on psycopg2 (31 switches, 0.64 ms); in the services,
+the same code on psycopg2 cost BookAppointment 21 % less CPU a call and notify's end to end 33 %
+less."""
 
 POOL_RECYCLE_SECONDS = 1800
 """A pooled PostgreSQL connection older than this is replaced at its next checkout (a bound on
@@ -113,7 +105,7 @@ def _refuse_if_gone(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     another (SQLAlchemy's answer to ``DisconnectionError`` at checkout). SQLAlchemy's own
     ``pool_pre_ping`` sent a statement to the server on every checkout instead: a round trip
     before every transaction, about a twentieth of a reservation's CPU (py-spy, 2026-12-04)."""
-    if dbapi_connection.closed or dbapi_connection.broken:
+    if dbapi_connection.closed:
         raise DisconnectionError("the connection is closed")
     try:
         poller = select.poll()
@@ -290,7 +282,13 @@ def lost_race(error: DBAPIError) -> bool:
     """The statement lost a race with a concurrent transaction (PostgreSQL chose it as a
     deadlock's victim, or could not serialise or lock): nothing it did stands, and the same
     work tried again may succeed."""
-    return getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES
+    return sqlstate(error) in _RACE_SQLSTATES
+
+
+def sqlstate(error: DBAPIError) -> str:
+    """The SQLSTATE the server answered with (psycopg2's ``pgcode``); empty when the error is
+    not the server's (a lost connection, SQLite)."""
+    return getattr(error.orig, "pgcode", None) or ""
 
 
 def has_deferred_write(session: Session) -> bool:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.common import errors, metrics, tracing
 from services.common.accesslog import ACCESS_LOG
-from services.common.db import lost_race
+from services.common.db import lost_race, sqlstate
 from services.common.logs import trace_fields
 from services.common.wrapping import Behaviour, StreamBehaviour, WrappingInterceptor
 
@@ -201,7 +201,7 @@ def database_away(error: DBAPIError) -> bool:
     57P01-57P03), or the driver lost the connection: UNAVAILABLE, which clients retry (with
     the same request_id, safely) until it is back; the pool pings its connections, so the
     first call after it returns succeeds."""
-    state = getattr(error.orig, "sqlstate", None) or ""
+    state = sqlstate(error)
     return (
         error.connection_invalidated
         or state.startswith("08")

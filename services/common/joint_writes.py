@@ -32,6 +32,7 @@ from sqlalchemy import (
     Connection,
     Table,
     bindparam,
+    cast,
     func,
     insert,
     literal,
@@ -167,10 +168,14 @@ def insert_in_order(
 @cache
 def _insert_union(table: Table, keys: tuple[str, ...], count: int, skip: str | None) -> Any:
     """One INSERT of ``count`` rows (row i's ``k`` bound as ``k_i``) from a UNION ALL of bound
-    rows, which SQLAlchemy's cache keeps (a multi-row VALUES it does not)."""
+    rows, which SQLAlchemy's cache keeps (a multi-row VALUES it does not). Each value is cast
+    to its column's type: the driver writes values into the statement's text (psycopg2), and a
+    UNION of NULLs or quoted strings would otherwise be text, which a timestamp column
+    refuses."""
     c = table.c
     selects = [
-        select(*[bindparam(f"{k}_{i}", type_=c[k].type) for k in keys]) for i in range(count)
+        select(*[cast(bindparam(f"{k}_{i}", type_=c[k].type), c[k].type) for k in keys])
+        for i in range(count)
     ]
     source = selects[0] if count == 1 else union_all(*selects)
     statement = postgresql.insert(table).from_select(list(keys), source)

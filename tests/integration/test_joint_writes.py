@@ -4,6 +4,7 @@ and on PostgreSQL the writes go as one statement."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -11,13 +12,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import (
     Column,
+    DateTime,
     Engine,
     Integer,
     MetaData,
     String,
     Table,
     bindparam,
-    create_engine,
     event,
     select,
     text,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, registry
 
 from services.common import joint_writes
-from services.common.db import CompiledOnce, DecimalText
+from services.common.db import CompiledOnce, DecimalText, make_engine
 from services.common.joint_writes import insert_in_order, insert_one, write_all
 
 metadata = MetaData()
@@ -42,6 +43,7 @@ log = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("entry", String(8), unique=True),
+    Column("at", DateTime(timezone=True)),  # an instant, NULL in most rows
 )
 
 price = Table(
@@ -75,7 +77,7 @@ TAKE = (
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url)
+    engine = make_engine(database_url)  # the services' own: their driver and settings
     metadata.create_all(engine)
     try:
         yield engine
@@ -141,6 +143,30 @@ def test_rows_written_in_order_are_numbered_in_order(engine: Engine) -> None:
     with engine.connect() as c:
         written = c.execute(select(log.c.entry).order_by(log.c.seq)).scalars().all()
     assert written == [*entries, "e7"]
+
+
+def test_rows_written_in_order_keep_their_columns_types_nulls_included(engine: Engine) -> None:
+    """The driver writes the values into the statement's text: a row source of NULLs alone
+    must still read as the column's type, not as text (which a timestamp column refuses)."""
+    dialect = engine.dialect.name
+    noon = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+    with engine.begin() as c:
+        write_all(c, [insert_in_order(log, [{"entry": "n1", "at": None}], dialect=dialect)])
+        nulls = [{"entry": "n2", "at": None}, {"entry": "n3", "at": None}]
+        write_all(c, [insert_in_order(log, nulls, dialect=dialect)])
+        mixed = [{"entry": "t1", "at": noon}, {"entry": "t2", "at": None}]
+        write_all(c, [insert_in_order(log, mixed, dialect=dialect)])
+    with engine.connect() as c:
+        written = c.execute(select(log.c.entry, log.c.at).order_by(log.c.seq)).all()
+    assert [(r.entry, r.at is None) for r in written] == [
+        ("n1", True),
+        ("n2", True),
+        ("n3", True),
+        ("t1", False),
+        ("t2", True),
+    ]
+    if dialect == "postgresql":  # SQLite keeps no zone: the instant is checked where it is kept
+        assert written[3].at == noon
 
 
 def test_a_failing_write_leaves_nothing(engine: Engine) -> None:

@@ -96,7 +96,7 @@ def test_connections_carry_keepalives_unless_the_url_sets_its_own(postgres_url: 
         made = make_engine(url, pool_size=1)
         try:
             with made.connect() as conn:
-                used = conn.connection.dbapi_connection.info.get_parameters()
+                used = conn.connection.dbapi_connection.info.dsn_parameters
         finally:
             made.dispose()
         assert (used.get("keepalives"), used.get("keepalives_idle")) == ("1", idle)

@@ -139,9 +139,11 @@ def test_snapshot_with_a_version_reloads_only_when_it_changed() -> None:
 
 
 class _DriverError(Exception):
+    """What psycopg2 raises: the server's SQLSTATE as ``pgcode`` (None when not the server's)."""
+
     def __init__(self, sqlstate: str | None) -> None:
         super().__init__("driver error")
-        self.sqlstate = sqlstate
+        self.pgcode = sqlstate
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ class AuditStore:
     def append(self, raw: Any, dialect: Dialect, records: Sequence[AuditRecord]) -> None:
         """Store ``records`` with their places in the linker's queue, in a transaction of their
         own on ``raw``, a DB-API connection (SQLite's in autocommit mode, as the engine
-        configures it; psycopg's in a transaction from its first statement), committed before
+        configures it; psycopg2's in a transaction from its first statement), committed before
         this returns and rolled back on any error. The reads' group commit writes one before
         every patient read answers: spoken straight to the driver (statements compiled once)
         it skips what SQLAlchemy's Connection adds per statement (events, cache keys, result
@@ -260,8 +260,9 @@ class AuditStore:
                 cursor.executemany(
                     pending.sql, pending.values([{"event_id": r.id} for r in records])
                 )
-            else:  # the record and its queue row in one statement, as ``insert``
-                cursor.executemany(self._with_pending(events), events.values(rows))
+            else:  # the record and its queue row in one statement, as ``insert``; the
+                # dialect's executemany sends a batch as pages, not a round trip per record
+                dialect.do_executemany(cursor, self._with_pending(events), events.values(rows))
             raw.commit()
         except BaseException:
             with suppress(Exception):  # a lost connection cannot roll back: the error stands

@@ -143,8 +143,8 @@ def forget_inactive(session: Session, now: dt.datetime) -> None:
 
 _UNNEST_UPSERT = f"""
 INSERT INTO {DueWatchRow.__tablename__} (plan_id, next_check_at, checked_at)
-SELECT plan_id, next_check_at, %b::timestamptz
-FROM unnest(%b::text[], %b::timestamptz[]) AS rows (plan_id, next_check_at)
+SELECT plan_id, next_check_at, %s::timestamptz
+FROM unnest(%s::text[], %s::timestamptz[]) AS rows (plan_id, next_check_at)
 ON CONFLICT (plan_id) DO UPDATE
 SET next_check_at = excluded.next_check_at, checked_at = excluded.checked_at
 WHERE {DueWatchRow.__tablename__}.next_check_at IS DISTINCT FROM excluded.next_check_at
@@ -162,8 +162,9 @@ def save(
     if not plan_ids:
         return
     if session.get_bind().dialect.name == "postgresql":
-        # psycopg itself, to send the arrays in binary: as text, quoting 100,000 ids costs
-        # more than the upsert (the statement runs in the session's transaction)
+        # the driver itself, the arrays adapted in its C code: through SQLAlchemy's per-value
+        # processing, 100,000 ids cost more than the upsert (the statement runs in the
+        # session's transaction)
         driver = session.connection().connection.driver_connection
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(_UNNEST_UPSERT, (now, plan_ids, checks))
