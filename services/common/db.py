@@ -218,8 +218,9 @@ class Kept:
     sends its values with ``exec_driver_sql``: SQLAlchemy's connection still runs it (its
     events, the statement counters and tracing, its error translation and the handling of a
     lost connection), but no longer binds each call's values to the compiled form, which for
-    a joint write of 270 parameters cost as much as psycopg's own work (about 250 µs of
-    ~700 µs a booking's write, measured in-process). Every other statement, and every one on
+    a joint write of 270 parameters cost as much as the driver's own work (about 250 µs of
+    ~700 µs a booking's write, measured in-process on psycopg 3, before the services moved to
+    psycopg2; not measured again since). Every other statement, and every one on
     SQLite, gets a compiled cache of its own (``CompiledOnce``): each execution binds its
     parameters to the same compiled form without SQLAlchemy hashing the statement's
     structure to find it."""
