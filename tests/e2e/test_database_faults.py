@@ -108,11 +108,11 @@ def test_the_inventory_survives_its_connections_being_cut(
             admin = create_engine(postgres_url)
             try:
                 with admin.connect() as conn:
-                    # each backend waited for until it has exited (up to 10 s), so its socket
-                    # is closed when the next call comes: without the wait the call could
-                    # meet a backend still on its way out (CI did, once), which the pool
-                    # cannot tell from a live one; such a call answers UNAVAILABLE and a
-                    # client retries it, but this test is about connections already cut
+                    # wait (up to 10 s each) until every cut backend has exited, so its
+                    # socket is closed before the next call: a backend still on its way out
+                    # looks live to the pool (CI met one once), and a call racing the cut
+                    # answers UNAVAILABLE, which clients retry; this test is about
+                    # connections already cut
                     cut = conn.execute(
                         text(
                             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
