@@ -47,7 +47,7 @@ from services.issuer.local import LocalIssuer
 SITE = "bench-site"
 HOT = "gammagard-liquid"
 HOT_LOTS, HOT_VIALS = 50, 1000
-SPREAD_PRODUCTS, SPREAD_VIALS = 200, 400
+SPREAD_PRODUCTS, SPREAD_VIALS = 200, 1000  # 500 reservations a product: runs of 40,000+ calls
 DOSE_GRAMS = "20"
 FORECAST_RESERVATIONS = 10_000
 FORECAST_HORIZON_DAYS = 90
