@@ -190,7 +190,7 @@ class GrpcService:
         self._service_names = list(self.register(server))
         if self.audit is not None:
             audit_pb2_grpc.add_AuditServiceServicer_to_server(
-                AuditServicer(self.audit.db, self.audit.store), server
+                AuditServicer(self.audit.db, self.audit.store, self.audit.settle), server
             )
             self._service_names.append(AUDIT_SERVICE)
         if self.settings.reflection:

@@ -103,6 +103,10 @@ class ServiceSettings(FromMapping):
     # run this service's background jobs (APScheduler); off in in-process tests, which call
     # the job bodies with an injected clock instead.
     jobs: bool = True
+    # where the audit trail's records are linked into its chain: a keeper process beside this
+    # one (services/common/audit/keeper.py says why) or a thread of this process (in-process
+    # tests, which start and stop many servers)
+    audit_linker: Literal["process", "thread"] = "process"
     # the peers' addresses, read from ``<PEER>_ADDRESS`` (not prefixed with this service)
     peers: Mapping[str, str] = Field(default_factory=dict)
     log_level: LogLevel = "INFO"  # ``LOG_LEVEL``, shared by the three services

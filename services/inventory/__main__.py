@@ -43,7 +43,9 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("inventory", db, AuditStore("inventory", audit_tables), clock)
+    audit = AuditTrail(
+        "inventory", db, AuditStore("inventory", audit_tables), clock, settings.audit_linker
+    )
     catalogue = Catalogue(db, clock)
     sites = Sites(db, clock)
     stock = Stock(db, clock, catalogue, sites)

@@ -59,7 +59,9 @@ def assemble(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=False)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("notify", db, AuditStore("notify", audit_tables), clock)
+    audit = AuditTrail(
+        "notify", db, AuditStore("notify", audit_tables), clock, settings.audit_linker
+    )
     templates = Templates(directory=settings.template_dir or None)
     signal = EventSignal()
     dispatcher = Dispatcher(

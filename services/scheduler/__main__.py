@@ -50,7 +50,9 @@ def build(
     clock = clock or SystemClock()
     auth = auth or ServiceAuth.from_settings(settings, calls_peers=True)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
-    audit = AuditTrail("scheduler", db, AuditStore("scheduler", audit_tables), clock)
+    audit = AuditTrail(
+        "scheduler", db, AuditStore("scheduler", audit_tables), clock, settings.audit_linker
+    )
     # every call to a peer carries the scheduler's own token, over TLS when it has a CA
     # bundle (the dose lookup, the stock view, the stock relay and the forecast push through
     # it, notifications)

@@ -113,6 +113,7 @@ def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Ite
             "INVENTORY_GRPC_WORKERS": "8",
             "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
         },
     )
     inventory = build_inventory(inv_settings, clock, issuer.service_auth("inventory"))
@@ -127,6 +128,7 @@ def running_platform(database_url: str, issuer: TestIssuer | None = None) -> Ite
             "SCHEDULER_GRPC_WORKERS": "8",
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
             "SCHEDULER_JOBS": "0",
+            "SCHEDULER_AUDIT_LINKER": "thread",
         },
     )
     scheduler_auth = issuer.service_auth("scheduler")

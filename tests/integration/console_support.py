@@ -105,6 +105,7 @@ def running_platform(directory: Path) -> Iterator[Platform]:
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
         }
     )
     inventory = build_inventory(inv_settings, clock, issuer.service_auth("inventory"))
@@ -130,6 +131,7 @@ def running_platform(directory: Path) -> Iterator[Platform]:
             "NOTIFY_ADDRESS": notify.service.address,
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
             "SCHEDULER_JOBS": "0",
+            "SCHEDULER_AUDIT_LINKER": "thread",
         }
     )
     scheduler_auth = issuer.service_auth("scheduler")

@@ -69,6 +69,7 @@ class NotifyServer:
 TEST_SETTINGS = NotifySettings(
     listen="127.0.0.1:0",
     jobs=False,
+    audit_linker="thread",
     grpc_workers=16,
     shutdown_grace_seconds=1,
     heartbeat_seconds=0.3,

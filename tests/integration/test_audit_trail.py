@@ -17,6 +17,7 @@ from infusion.scheduler.v1 import scheduler_pb2 as pb
 from infusion.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from services.common.audit.__main__ import main as audit_main
 from services.common.audit.fhir import bundle_json
+from services.common.audit.journal import ReadJournal, beside
 from services.common.audit.store import AuditStore, define_audit_tables
 from services.common.audit.verify import verify
 from tests.integration.builders import date, make_patient
@@ -56,13 +57,16 @@ def scheduler_store(database_url: str) -> tuple[AuditStore, str]:
 
 
 def linked(store: AuditStore, url: str) -> None:
-    """Wait until the scheduler's linker has chained every record written so far."""
+    """Wait until the scheduler's keeper has chained every record written so far (reads'
+    records on SQLite pass through the read journal beside the file first)."""
     engine = create_engine(url)
+    journal = beside(url)
     try:
         deadline = time.monotonic() + 10
         while True:
             with engine.connect() as connection:
-                if store.pending_count(connection) == 0:
+                waiting = ReadJournal(journal).pending() if journal is not None else 0
+                if store.pending_count(connection) == 0 and waiting == 0:
                     return
             assert time.monotonic() < deadline, "records left unlinked"
             time.sleep(0.05)

@@ -124,6 +124,7 @@ def test_services_built_from_settings_alone_trust_the_issuer_and_call_as_themsel
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
         }
     )
     inventory = build_inventory(inv_settings)
@@ -141,6 +142,7 @@ def test_services_built_from_settings_alone_trust_the_issuer_and_call_as_themsel
                 "SCHEDULER_DATABASE_URL": url,
                 "SCHEDULER_LISTEN": "127.0.0.1:0",
                 "SCHEDULER_JOBS": "0",
+                "SCHEDULER_AUDIT_LINKER": "thread",
                 "INVENTORY_ADDRESS": inventory.address,
             }
         )

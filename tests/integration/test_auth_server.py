@@ -154,6 +154,7 @@ def inventory(database_url: str, issuer: TestIssuer) -> Iterator[tuple[GrpcServi
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
             "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
         }
     )
@@ -204,6 +205,7 @@ def test_made_up_key_ids_do_not_hammer_the_issuer(issuer: TestIssuer, database_u
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
         }
     )
     service = build_inventory(settings, auth=ServiceAuth("inventory", verifier, StaticToken("")))

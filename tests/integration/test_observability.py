@@ -237,6 +237,7 @@ def test_the_metrics_endpoint_serves_the_call_and_outbox_series(
             "SCHEDULER_LISTEN": "127.0.0.1:0",
             "SCHEDULER_METRICS_LISTEN": "127.0.0.1:0",
             "SCHEDULER_JOBS": "0",
+            "SCHEDULER_AUDIT_LINKER": "thread",
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
         }
     )

@@ -226,6 +226,7 @@ def _inventory(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
             **{f"INVENTORY_{k}": v for k, v in limits.items()},
         }
     )
@@ -242,6 +243,7 @@ def _scheduler(database_url: str, limits: dict[str, str]) -> tuple[GrpcService, 
             "SCHEDULER_DATABASE_URL": database_url,
             "SCHEDULER_LISTEN": "127.0.0.1:0",
             "SCHEDULER_JOBS": "0",
+            "SCHEDULER_AUDIT_LINKER": "thread",
             **{f"SCHEDULER_{k}": v for k, v in limits.items()},
         }
     )

@@ -87,6 +87,7 @@ def env(
             "INVENTORY_GRPC_WORKERS": "8",
             "INVENTORY_SHUTDOWN_GRACE_SECONDS": "1",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
             "NOTIFY_ADDRESS": notify.address,
         },
     )
@@ -105,6 +106,7 @@ def env(
             "SCHEDULER_GRPC_WORKERS": "8",
             "SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
             "SCHEDULER_JOBS": "0",  # the test calls the job bodies
+            "SCHEDULER_AUDIT_LINKER": "thread",
             "INVENTORY_ADDRESS": inventory.address,
             "NOTIFY_ADDRESS": notify.address,
         },

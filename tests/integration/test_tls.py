@@ -89,6 +89,7 @@ def notify(issuer: TestIssuer, env: dict[str, str], tmp_path: Path) -> GrpcServi
             "NOTIFY_LISTEN": "127.0.0.1:0",
             "NOTIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'notify.db'}",
             "NOTIFY_JOBS": "0",
+            "NOTIFY_AUDIT_LINKER": "thread",
             "NOTIFY_SHUTDOWN_GRACE_SECONDS": "0",
             **env,
         }
@@ -140,6 +141,7 @@ def test_the_scheduler_calls_the_inventory_over_mtls(
             "INVENTORY_DATABASE_URL": database_url,
             "INVENTORY_LISTEN": "127.0.0.1:0",
             "INVENTORY_JOBS": "0",
+            "INVENTORY_AUDIT_LINKER": "thread",
             **pki.server_env("inventory", inventory_files),
         }
     )
@@ -151,6 +153,7 @@ def test_the_scheduler_calls_the_inventory_over_mtls(
                 "SCHEDULER_DATABASE_URL": scheduler_database_url(database_url),
                 "SCHEDULER_LISTEN": "127.0.0.1:0",
                 "SCHEDULER_JOBS": "0",
+                "SCHEDULER_AUDIT_LINKER": "thread",
                 "INVENTORY_ADDRESS": inventory.address,
                 **pki.server_env("scheduler", scheduler_files),
             }

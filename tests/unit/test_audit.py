@@ -381,6 +381,7 @@ def test_a_read_record_the_database_cannot_take_answers_unavailable_and_returns_
         upgrade("scheduler", db.engine)
         store = AuditStore("scheduler", audit_tables)
         trail = AuditTrail("scheduler", db, store, SystemClock())
+        trail.journal = None  # the group commit, PostgreSQL's way, on this SQLite file
         append = store.append
 
         def lost(*_: object) -> None:

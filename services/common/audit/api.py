@@ -6,6 +6,7 @@ permission is the auditor role's alone (roles.yaml).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -48,9 +49,12 @@ def event_out(r: AuditRecord) -> pb.AuditEvent:
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    def __init__(self, db: Database, store: AuditStore) -> None:
+    def __init__(
+        self, db: Database, store: AuditStore, settle: Callable[[], object] = lambda: None
+    ) -> None:
         self._db = db
         self._store = store
+        self._settle = settle  # stores what waits outside the trail (a read journal) first
 
     def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
@@ -73,6 +77,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             end=end,
             after_id=after,
         )
+        self._settle()
         with self._db.single_read() as connection:
             found = self._store.find(connection, where, page.size + 1)
         rows, token = split_page(found, page, lambda r: [r.id], scope=scope)

@@ -1,6 +1,7 @@
 """The thread that links a service's new audit records into its hash chain.
 
-Records are stored where they are made (a mutation's transaction, a read's group commit)
+Records are stored where they are made (a mutation's transaction, a read's group commit or,
+on a SQLite file, the read journal it collects first: services/common/audit/journal.py)
 without touching the chain, so no call waits on the chain's lock. The linker appends them in
 batches, one short transaction each, every POLL_SECONDS (sooner when a full batch is waiting):
 linking each commit's records at once would cost a busy service a second write transaction per
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
+from services.common.audit.journal import Collected, ReadJournal
 from services.common.audit.store import AuditStore
 from services.common.db import Database
 
@@ -23,9 +26,10 @@ BATCH = 500
 
 
 class ChainLinker:
-    def __init__(self, db: Database, store: AuditStore) -> None:
+    def __init__(self, db: Database, store: AuditStore, journal: ReadJournal | None = None) -> None:
         self._db = db
         self._store = store
+        self._journal = journal
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -38,9 +42,20 @@ class ChainLinker:
         if self._stored >= BATCH:
             self._wake.set()
 
+    def collect(self) -> int:
+        """Store and link the read journal's records (if the trail keeps one); how many."""
+        if self._journal is None:
+            return 0
+        return self._journal.collect(self._store_collected)
+
+    def _store_collected(self, collected: Sequence[Collected]) -> int:
+        with self._immediate.begin() as connection:
+            return self._store.link_collected(connection, collected)
+
     def link_all(self) -> int:
-        """Link every pending record now; how many were linked."""
-        total = 0
+        """Collect the read journal, then link every pending record now; how many were
+        linked."""
+        total = self.collect()
         while True:
             with self._immediate.begin() as connection:
                 linked = self._store.link_pending(connection, BATCH)
@@ -58,14 +73,13 @@ class ChainLinker:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, then link what is left (best effort: a record not linked now is
-        linked by the next start, or by another replica)."""
+        """Stop the thread (if it runs here), then link what is left (best effort: a record
+        not linked now is linked by the next start, or by another replica)."""
         thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        thread.join(timeout=30)
+        if thread is not None:
+            self._stopping.set()
+            self._wake.set()
+            thread.join(timeout=30)
         try:
             self.link_all()
         except Exception as error:  # noqa: BLE001  # the database may be gone at shutdown

@@ -9,8 +9,9 @@ idempotent request (``mark_replayed``) changed nothing and is not a new mutation
 mutation that succeeded without a transaction of its own changes (nothing to change, a change
 made elsewhere) gets its record in a transaction of its own at the end of the call, so every
 successful mutation has exactly one. Reads: the record is written after the handler, before
-the response is returned to gRPC, through a group commit shared by concurrent calls; if it
-cannot be stored, the call fails instead of answering unaudited.
+the response is returned to gRPC: on a SQLite file appended to the read journal beside it
+(services/common/audit/journal.py says why), on PostgreSQL through a group commit shared by
+concurrent calls; if it cannot be stored, the call fails instead of answering unaudited.
 
 No record takes a lock on the chain (a link needs its predecessor committed: every mutation
 would wait for the one before it, every read batch for the one before it): each is stored with
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError
@@ -34,6 +35,8 @@ from sqlalchemy.orm import Session
 from services.common import errors
 from services.common.audit.group_commit import GroupCommit, WriteFailed
 from services.common.audit.ids import Concerned, from_request, from_response, from_rows
+from services.common.audit.journal import ReadJournal, beside
+from services.common.audit.keeper import AuditKeeper
 from services.common.audit.linker import ChainLinker
 from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
 from services.common.audit.store import AuditStore
@@ -156,7 +159,17 @@ def wrote(session: Session, *rows: object) -> None:
 
 
 class AuditTrail:
-    def __init__(self, service: str, db: Database, store: AuditStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        service: str,
+        db: Database,
+        store: AuditStore,
+        clock: Clock,
+        linker: Literal["process", "thread"] = "thread",
+    ) -> None:
+        """``linker``: where records are linked into the chain (and the read journal
+        collected): a keeper process of its own (services/common/audit/keeper.py says why) or
+        a thread of this one."""
         self.service = service
         self.db = db
         self.store = store
@@ -164,7 +177,14 @@ class AuditTrail:
         # SQLite has one writer; PostgreSQL flushes concurrent commits' WAL together
         writers = 1 if db.dialect == "sqlite" else READ_WRITERS
         self._group: GroupCommit[AuditRecord] = GroupCommit(self._write, writers=writers)
-        self.linker = ChainLinker(db, store)
+        journal = beside(db.url)
+        self.journal = ReadJournal(journal) if journal is not None else None
+        self.linker = ChainLinker(db, store, self.journal)
+        self.keeper = (
+            AuditKeeper(service, db.url, self.journal.let_go if self.journal else lambda: None)
+            if linker == "process"
+            else None
+        )
         self._installed = False
 
     def install(self) -> None:
@@ -257,7 +277,7 @@ class AuditTrail:
     def opening(self, call: AuditCall) -> None:
         """A call started that will store a record at its end (a read): a group commit under
         way may wait a moment for it."""
-        if call.kind != MUTATION:
+        if call.kind != MUTATION and self.journal is None:
             self._group.expect()
             call.expected = True
 
@@ -270,7 +290,18 @@ class AuditTrail:
     def store_now(self, record: AuditRecord, expected: bool = False) -> None:
         """Append ``record`` in a transaction shared with whichever concurrent calls are
         storing theirs; return once it is committed. The database gone away under the
-        shared write answers as any call then does: UNAVAILABLE, which clients retry."""
+        shared write answers as any call then does: UNAVAILABLE, which clients retry. With a
+        read journal, appended to it instead (a disk that cannot take it answers the same)."""
+        if self.journal is not None:
+            try:
+                self.journal.append(record)
+            except OSError as failed:
+                raise errors.Unavailable(
+                    "the audit trail cannot be written: retry shortly",
+                    reason="DATABASE_UNAVAILABLE",
+                ) from failed
+            self.linker.stored(1)
+            return
         try:
             self._group.submit(record, expected)
         except WriteFailed as failed:
@@ -306,8 +337,20 @@ class AuditTrail:
 
     def start(self) -> None:
         """Link records into the chain from now on (the server, once migrated)."""
-        self.linker.start()
+        if self.keeper is not None:
+            self.keeper.start()
+        else:
+            self.linker.start()
 
     def stop(self) -> None:
         """Stop linking, after linking what is pending (the server, after its drain)."""
+        if self.keeper is not None:
+            self.keeper.stop()
         self.linker.stop()
+        if self.journal is not None:
+            self.journal.close()
+
+    def settle(self) -> None:
+        """Store what the read journal holds (before the trail is read: an auditor sees every
+        record written before the question)."""
+        self.linker.collect()
