@@ -1,4 +1,5 @@
-"""The thread that links a service's new audit records into its hash chain.
+"""What links a service's new audit records into its hash chain: the keeper process beside
+the service (services/common/audit/keeper.py) runs it, or a thread of the service does.
 
 Records are stored where they are made (a mutation's transaction, a read's group commit or,
 on a SQLite file, the read journal it collects first: services/common/audit/journal.py)
