@@ -76,6 +76,9 @@ class AuditKeeper:
     def _spawn(self) -> None:
         env = {**os.environ, URL_VARIABLE: self._url}
         with self._lock:
+            if self._stopping.is_set():  # stop() came between the restart's wait and here
+                self._process = None
+                return
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "services.common.audit.keeper", self.service],
                 env=env,
