@@ -147,9 +147,18 @@ def test_a_disk_that_cannot_take_the_record_answers_unavailable(
     def full(_fd: int, _data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    trail.store_now(read(0))
+    (first,) = segments(trail)
+    write = os.write
     monkeypatch.setattr("services.common.audit.journal.os.write", full)
     with pytest.raises(errors.Unavailable):
         trail.store_now(read(1))
+    monkeypatch.setattr("services.common.audit.journal.os.write", write)
+    # the failed write ended its segment (a part of it there would read as a torn last
+    # line); the next record starts another
+    trail.store_now(read(2))
+    assert len(segments(trail)) == 2 and first in segments(trail)
+    assert trail.linker.link_all() == 2 and set(stored(trail)) == {read(0).id, read(2).id}
 
 
 def test_the_live_segment_is_let_go_once_old_enough(

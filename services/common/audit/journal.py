@@ -108,8 +108,13 @@ class ReadJournal:
                 self._start_segment()
             assert self._fd is not None
             view = memoryview(line)
-            while view:  # a regular file takes it whole; a short write goes on where it ended
-                view = view[os.write(self._fd, view) :]
+            try:
+                while view:  # a file takes it whole; a short write goes on where it ended
+                    view = view[os.write(self._fd, view) :]
+            except OSError:  # a part may be written: let it end the segment, as a torn line
+                os.close(self._fd)
+                self._fd = None
+                raise
 
     def collect(self, store: Callable[[Sequence[Collected]], int]) -> int:
         """Move every segment nobody is writing into the trail through ``store`` (one
