@@ -101,9 +101,7 @@ class ReadJournal:
         failing disk, which the database on the same disk would meet too)."""
         line = canonical(record) + b"\n"
         with self._lock:
-            if self._fd is not None and time.monotonic() - self._started > SEGMENT_SECONDS:
-                os.close(self._fd)  # let go of it: the next collection takes it
-                self._fd = None
+            self._let_go_if_old()
             if self._fd is None:  # calls may come before the trail starts: no segment yet
                 self._start_segment()
             assert self._fd is not None
@@ -133,9 +131,14 @@ class ReadJournal:
         """Close the live segment if it has taken records for SEGMENT_SECONDS (a timer of the
         serving process): so a quiet service's last records reach the keeper too."""
         with self._lock:
-            if self._fd is not None and time.monotonic() - self._started > SEGMENT_SECONDS:
-                os.close(self._fd)
-                self._fd = None
+            self._let_go_if_old()
+
+    def _let_go_if_old(self) -> None:
+        """Under ``_lock``: close the live segment once it has taken records for
+        SEGMENT_SECONDS (the next collection takes it; the next record starts another)."""
+        if self._fd is not None and time.monotonic() - self._started > SEGMENT_SECONDS:
+            os.close(self._fd)
+            self._fd = None
 
     def pending(self) -> int:
         """Segments waiting to be collected, live ones included."""

@@ -156,8 +156,10 @@ def run(service: str, url: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from services.common.audit.__main__ import SERVICES  # the trail's commands: the same three
+
     url = os.environ.get(URL_VARIABLE, "")
-    if len(argv) != 1 or argv[0] not in ("scheduler", "inventory", "notify") or not url:
+    if len(argv) != 1 or argv[0] not in SERVICES or not url:
         print(
             f"usage: {URL_VARIABLE}=<url> python -m services.common.audit.keeper "
             "scheduler|inventory|notify",

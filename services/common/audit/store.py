@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from operator import itemgetter
@@ -51,6 +52,8 @@ from sqlalchemy import (
 from services.common.audit.journal import Collected
 from services.common.audit.record import GENESIS, AuditRecord, content_hash, link_hash
 from services.common.db import Rider, UtcDateTime
+
+log = logging.getLogger(__name__)
 
 READ_BATCH = 1000
 
@@ -231,13 +234,16 @@ class AuditStore:
         rows = []
         for item in collected:
             data = item.fields
-            if data["id"] in stored or data["service"] != self.service:
+            if data["service"] != self.service:  # a journal beside another service's file
+                log.error("audit journal: record %s is %s's, not kept", data["id"], data["service"])
+                continue
+            if data["id"] in stored:
                 continue
             stored.add(data["id"])
             row = dict(data)
             del row["service"]
             row["occurred_at"] = dt.datetime.fromisoformat(data["occurred_at"])
-            row["patient_ids"] = "".join(f" {p}" for p in data["patient_ids"]) + " "
+            row["patient_ids"] = _patient_ids_text(data["patient_ids"])
             row["content_hash"] = hashlib.sha256(item.content).hexdigest()
             rows.append(row)
         if rows:
@@ -457,7 +463,7 @@ def _row(r: AuditRecord) -> dict[str, Any]:
         "kind": r.kind,
         "resource_type": r.resource_type,
         "resource_ids": list(r.resource_ids),
-        "patient_ids": "".join(f" {p}" for p in r.patient_ids) + " ",
+        "patient_ids": _patient_ids_text(r.patient_ids),
         "subject": r.subject,
         "caller_kind": r.caller_kind,
         "client_id": r.client_id,
@@ -470,3 +476,8 @@ def _row(r: AuditRecord) -> dict[str, Any]:
         "purpose": r.purpose,
         "content_hash": content_hash(r),
     }
+
+
+def _patient_ids_text(ids: Iterable[str]) -> str:
+    """The ``patient_ids`` column: a space around every id (define_audit_tables says why)."""
+    return "".join(f" {p}" for p in ids) + " "
