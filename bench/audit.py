@@ -74,7 +74,7 @@ def append_costs(records: int = 2000, threads: int = 32) -> dict[str, float]:
 
         def submit() -> None:
             for n in range(per_thread):
-                trail.store_now(_record(n))
+                trail.store_now(_record(n).raw())
 
         workers = [threading.Thread(target=submit) for _ in range(threads)]
         started = time.perf_counter()

@@ -123,9 +123,7 @@ class AuditInterceptor(WrappingInterceptor):
         )
         trail = self._trail
         try:
-            trail.store_now(
-                call.record(trail.service, trail.clock, "PERMISSION_DENIED", Concerned())
-            )
+            trail.store_now(call.raw(trail.service, trail.clock, "PERMISSION_DENIED", Concerned()))
         except Exception:  # the refusal is the answer; a lost record is logged, not raised
             log.exception("%s: the refused call's audit record could not be stored", method)
 

@@ -16,7 +16,8 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from services.common.audit.journal import Collected, ReadJournal
+from services.common.audit.journal import ReadJournal
+from services.common.audit.record import AuditRecord
 from services.common.audit.store import AuditStore
 from services.common.db import Database
 
@@ -38,7 +39,10 @@ class ChainLinker:
         self._stored = 0  # records stored since the last round (a hint, not a count)
 
     def stored(self, count: int) -> None:
-        """``count`` records were committed: wake early once a batch is waiting."""
+        """``count`` records were committed: wake early once a batch is waiting (only a
+        linker thread of this process is woken: a keeper keeps its own time)."""
+        if self._thread is None:
+            return
         self._stored += count
         if self._stored >= BATCH:
             self._wake.set()
@@ -49,9 +53,9 @@ class ChainLinker:
             return 0
         return self._journal.collect(self._store_collected)
 
-    def _store_collected(self, collected: Sequence[Collected]) -> int:
+    def _store_collected(self, records: Sequence[AuditRecord]) -> int:
         with self._immediate.begin() as connection:
-            return self._store.link_collected(connection, collected)
+            return self._store.link_collected(connection, records)
 
     def link_all(self) -> int:
         """Collect the read journal, then link every pending record now; how many were

@@ -13,8 +13,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 GENESIS = "0" * 64
 """The previous hash of a chain's first record."""
@@ -49,6 +49,30 @@ class AuditRecord:
     previous_hash: str = ""
     hash: str = field(default="", compare=False)
 
+    def raw(self) -> RawRecord:
+        """This record as its fields are written to a read journal (cleaning it again keeps
+        it as it is)."""
+        return RawRecord(
+            self.id,
+            self.service,
+            self.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+            self.method,
+            self.kind,
+            self.resource_type,
+            list(self.resource_ids),
+            list(self.patient_ids),
+            self.subject,
+            self.caller_kind,
+            self.client_id,
+            list(self.roles),
+            self.token_id,
+            self.organisation_id,
+            self.peer,
+            self.outcome,
+            self.request_id,
+            self.purpose,
+        )
+
     def chained(self, sequence: int, previous_hash: str) -> AuditRecord:
         """This record as the chain's link ``sequence`` after ``previous_hash``."""
         return replace(
@@ -59,17 +83,18 @@ class AuditRecord:
         )
 
 
-_CONTENT = tuple(
-    f.name for f in fields(AuditRecord) if f.name not in ("sequence", "previous_hash", "hash")
-)
+_CHAIN = ("sequence", "previous_hash", "hash")
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(record: AuditRecord) -> bytes:
     """The bytes the content hash covers: every field but the chain's, as sorted-key JSON
     without whitespace, the time as ISO 8601 UTC with microseconds, lists as arrays."""
-    data: dict[str, Any] = {name: getattr(record, name) for name in _CONTENT}
+    data: dict[str, Any] = dict(vars(record))
+    for name in _CHAIN:
+        del data[name]
     data["occurred_at"] = record.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(data).encode()
 
 
 def content_hash(record: AuditRecord) -> str:
@@ -95,9 +120,81 @@ def clean(value: str, limit: int = MAX_ID_CHARS) -> str:
     """A value from a request as a record keeps it: a refused request's id may hold anything,
     so control characters and spaces become ``?`` (PostgreSQL stores no NUL; ids are separated
     by spaces) and it is cut at ``limit``."""
-    return _UNPRINTABLE.sub("?", value[:limit])
+    value = value[:limit]
+    if value.isascii() and value.isprintable() and " " not in value:  # nearly every value
+        return value
+    return _UNPRINTABLE.sub("?", value)
 
 
 def bounded(ids: Iterable[str]) -> tuple[str, ...]:
     """Sorted, cleaned, without empties, at most MAX_IDS."""
     return tuple(sorted({clean(i) for i in ids if i}))[:MAX_IDS]
+
+
+class RawRecord(NamedTuple):
+    """A record's fields as a call gathers them: cut to their limits but not yet cleaned,
+    sorted or hashed. ``cleaned`` makes the record. A read's record on a SQLite file is
+    written to the read journal in this form (a JSON array) and cleaned by the keeper that
+    collects it (services/common/audit/journal.py): the work on the answering thread is the
+    least that keeps the record whole. Cleaning is idempotent, so a record made from a
+    cleaned one is the same record."""
+
+    id: str
+    service: str
+    occurred_at: str  # ISO 8601, UTC, microseconds
+    method: str
+    kind: str
+    resource_type: str
+    resource_ids: list[str]
+    patient_ids: list[str]
+    subject: str
+    caller_kind: str
+    client_id: str
+    roles: list[str]
+    token_id: str
+    organisation_id: str
+    peer: str
+    outcome: str
+    request_id: str
+    purpose: str
+
+    def cleaned(self) -> AuditRecord:
+        """The record: every text cleaned and cut, the id lists bounded (ValueError for a time
+        without its offset)."""
+        occurred_at = dt.datetime.fromisoformat(self.occurred_at)
+        if occurred_at.tzinfo is None:
+            raise ValueError("audit record time without its offset")
+        return AuditRecord(
+            id=clean(self.id),
+            service=clean(self.service),
+            occurred_at=occurred_at.astimezone(dt.UTC),
+            method=clean(self.method, 300),
+            kind=clean(self.kind),
+            resource_type=clean(self.resource_type),
+            resource_ids=bounded(self.resource_ids),
+            patient_ids=bounded(self.patient_ids),
+            subject=clean(self.subject, 256),
+            caller_kind=clean(self.caller_kind),
+            client_id=clean(self.client_id, 256),
+            roles=bounded(self.roles),
+            token_id=clean(self.token_id, 256),
+            organisation_id=clean(self.organisation_id, 100),
+            peer=clean(self.peer, 300),
+            outcome=clean(self.outcome),
+            request_id=clean(self.request_id),
+            purpose=clean(self.purpose),
+        )
+
+
+def raw_from(values: object) -> RawRecord:
+    """A RawRecord from what a JSON array held (TypeError when it is not one)."""
+    if not isinstance(values, list) or len(values) != len(RawRecord._fields):
+        raise TypeError("not an audit record's fields")
+    for name, value in zip(RawRecord._fields, values, strict=True):
+        if not (isinstance(value, str) or _strings(value)):
+            raise TypeError(f"audit record field {name}: {type(value).__name__}")
+    return RawRecord(*values)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)

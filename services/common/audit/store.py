@@ -49,7 +49,6 @@ from sqlalchemy import (
     text,
 )
 
-from services.common.audit.journal import Collected
 from services.common.audit.record import GENESIS, AuditRecord, content_hash, link_hash
 from services.common.db import Rider, UtcDateTime
 
@@ -220,32 +219,25 @@ class AuditStore:
             self._with_pending(events), values[0] if len(values) == 1 else values
         )
 
-    def link_collected(self, connection: Connection, collected: Sequence[Collected]) -> int:
+    def link_collected(self, connection: Connection, records: Sequence[AuditRecord]) -> int:
         """Store records read from a read journal (services/common/audit/journal.py) and link
         them into the chain at once, in ``connection``'s transaction (which the caller commits
         at once: it holds the chain's head), skipping those stored already (a collector that
-        died before deleting its segment); how many were new. Rows are built from the
-        canonical form as read, hashed as it is, and never pass through the linker's queue:
-        the collector is a linker, and the queue's insert, join and delete would cost as much
-        again."""
+        died before deleting its segment); how many were new. They never pass through the
+        linker's queue: the collector is a linker, and the queue's insert, join and delete
+        would cost as much again."""
         events = self.tables.events
-        ids = [c.fields["id"] for c in collected]
+        ids = [r.id for r in records]
         stored = set(connection.scalars(select(events.c.id).where(events.c.id.in_(ids))))
         rows = []
-        for item in collected:
-            data = item.fields
-            if data["service"] != self.service:  # a journal beside another service's file
-                log.error("audit journal: record %s is %s's, not kept", data["id"], data["service"])
+        for record in records:
+            if record.service != self.service:  # a journal beside another service's file
+                log.error("audit journal: record %s is %s's, not kept", record.id, record.service)
                 continue
-            if data["id"] in stored:
+            if record.id in stored:
                 continue
-            stored.add(data["id"])
-            row = dict(data)
-            del row["service"]
-            row["occurred_at"] = dt.datetime.fromisoformat(data["occurred_at"])
-            row["patient_ids"] = _patient_ids_text(data["patient_ids"])
-            row["content_hash"] = hashlib.sha256(item.content).hexdigest()
-            rows.append(row)
+            stored.add(record.id)
+            rows.append(_row(record))
         if rows:
             head = self._head(connection)
             self._insert(connection, events, rows)

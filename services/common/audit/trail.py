@@ -21,6 +21,7 @@ in batches right after.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,13 @@ from services.common.audit.ids import Concerned, from_request, from_response, fr
 from services.common.audit.journal import ReadJournal, beside
 from services.common.audit.keeper import AuditKeeper
 from services.common.audit.linker import ChainLinker
-from services.common.audit.record import MUTATION, AuditRecord, bounded, clean
+from services.common.audit.record import (
+    MAX_ID_CHARS,
+    MAX_IDS,
+    MUTATION,
+    AuditRecord,
+    RawRecord,
+)
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
 from services.common.db import Database, Rider, flush_deferred, has_deferred_write
@@ -75,34 +82,48 @@ class AuditCall:
     touching: Concerned = field(default_factory=Concerned)
     trail: AuditTrail | None = None  # whose record this is (ride reaches it through the call)
 
-    def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
+    def raw(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> RawRecord:
+        """The call's record as gathered: ids from the request, the call's writes and
+        ``extra`` (a read's answer), texts cut to their limits, nothing cleaned yet."""
         concerned = from_request(self.request, self.resource_type)
         concerned.add(self.touched)
         concerned.add(self.touching)
         concerned.add(extra)
-        organisation = self.caller.organisation_id
+        caller = self.caller
+        organisation = caller.organisation_id
         if organisation is None:  # a service acting for whichever organisation owns the rows
             organisation = min(concerned.organisation_ids, default="")
-        return AuditRecord(
-            id=new_id(),
-            service=service,
-            occurred_at=clock.now(),
-            method=self.method,
-            kind=self.kind,
-            resource_type=self.resource_type,
-            resource_ids=bounded(concerned.resource_ids),
-            patient_ids=bounded(concerned.patient_ids),
-            subject=clean(self.caller.subject, 256),
-            caller_kind=self.caller.kind,
-            client_id=clean(self.caller.client_id, 256),
-            roles=bounded(self.caller.roles),
-            token_id=clean(self.caller.token_id, 256),
-            organisation_id=clean(organisation, 100),
-            peer=clean(self.peer, 300),
-            outcome=outcome,
-            request_id=clean(str(getattr(self.request, "request_id", "") or "")),
-            purpose=self.purpose,
+        return RawRecord(
+            new_id(),
+            service,
+            clock.now().astimezone(dt.UTC).isoformat(timespec="microseconds"),
+            self.method,
+            self.kind,
+            self.resource_type,
+            _cut(concerned.resource_ids),
+            _cut(concerned.patient_ids),
+            caller.subject[:256],
+            caller.kind,
+            caller.client_id[:256],
+            list(caller.roles),
+            caller.token_id[:256],
+            organisation[:100],
+            self.peer[:300],
+            outcome,
+            str(getattr(self.request, "request_id", "") or "")[:MAX_ID_CHARS],
+            self.purpose,
         )
+
+    def record(self, service: str, clock: Clock, outcome: str, extra: Concerned) -> AuditRecord:
+        return self.raw(service, clock, outcome, extra).cleaned()
+
+
+def _cut(ids: set[str]) -> list[str]:
+    """At most MAX_IDS ids of at most MAX_ID_CHARS each (cleaned and sorted later): a
+    journal line stays as small as the record it becomes."""
+    if len(ids) > MAX_IDS:
+        ids = set(sorted(ids)[:MAX_IDS])
+    return [i[:MAX_ID_CHARS] for i in ids]
 
 
 _current: ContextVar[AuditCall | None] = ContextVar("audit_call", default=None)
@@ -270,7 +291,7 @@ class AuditTrail:
             extra = (
                 from_response(response, call.resource_type) if response is not None else Concerned()
             )
-        self.store_now(call.record(self.service, self.clock, outcome, extra), call.expected)
+        self.store_now(call.raw(self.service, self.clock, outcome, extra), call.expected)
         call.expected = False
         call.recorded = True
 
@@ -287,7 +308,7 @@ class AuditTrail:
             call.expected = False
             self._group.unexpect()
 
-    def store_now(self, record: AuditRecord, expected: bool = False) -> None:
+    def store_now(self, record: RawRecord, expected: bool = False) -> None:
         """Append ``record`` in a transaction shared with whichever concurrent calls are
         storing theirs; return once it is committed. The database gone away under the
         shared write answers as any call then does: UNAVAILABLE, which clients retry. With a
@@ -303,7 +324,7 @@ class AuditTrail:
             self.linker.stored(1)
             return
         try:
-            self._group.submit(record, expected)
+            self._group.submit(record.cleaned(), expected)
         except WriteFailed as failed:
             cause = failed.__cause__
             if isinstance(cause, DBAPIError) and database_away(cause):
