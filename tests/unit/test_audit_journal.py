@@ -112,15 +112,21 @@ def test_the_keeper_cleans_what_the_answering_thread_wrote_as_it_came(
     raw = (
         read(1)
         .raw()
-        ._replace(request_id="req\x00 1\n", patient_ids=["p2", "p1", "p2", ""], roles=["b", "a"])
+        ._replace(
+            request_id="req\x00 1\n",
+            patient_ids=["p2", "p1", "p2", ""],
+            roles=["b", "a"],
+            subject="user-\ud800é",  # a lone surrogate: a token's claim can hold one
+        )
     )
     trail.store_now(raw)
     assert trail.linker.link_all() == 1
     cleaned = raw.cleaned()
-    assert (cleaned.request_id, cleaned.patient_ids, cleaned.roles) == (
+    assert (cleaned.request_id, cleaned.patient_ids, cleaned.roles, cleaned.subject) == (
         "req??1?",
         ("p1", "p2"),
         ("a", "b"),
+        "user-?é",
     )
     assert stored(trail) == {cleaned.id: content_hash(cleaned)}
 

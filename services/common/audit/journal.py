@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 
+import orjson
 from sqlalchemy.engine import make_url
 
 from services.common.audit.record import AuditRecord, RawRecord, raw_from
@@ -136,7 +137,10 @@ class ReadJournal:
         copied into the live segment's mapping: in the kernel's page cache once copied, as a
         ``write`` would leave it, without the system call and the hand-over of the GIL that
         each ``write`` costs a busy service."""
-        line = json.dumps(record).encode() + b"\n"
+        try:
+            line = orjson.dumps(tuple(record)) + b"\n"
+        except orjson.JSONEncodeError:  # a lone surrogate (from a token's claim): escaped
+            line = json.dumps(record).encode() + b"\n"
         with self._lock:
             self._let_go_if_old()
             if self._map is not None and self._used + len(line) > len(self._map):

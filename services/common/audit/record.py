@@ -113,13 +113,14 @@ def record_hash(record: AuditRecord) -> str:
 
 
 MAX_ID_CHARS = 128
-_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f\ud800-\udfff]")
 
 
 def clean(value: str, limit: int = MAX_ID_CHARS) -> str:
     """A value from a request as a record keeps it: a refused request's id may hold anything,
-    so control characters and spaces become ``?`` (PostgreSQL stores no NUL; ids are separated
-    by spaces) and it is cut at ``limit``."""
+    so control characters, spaces and lone surrogates (a token's claim can hold one; no UTF-8
+    can) become ``?`` (PostgreSQL stores no NUL; ids are separated by spaces; the canonical
+    form is UTF-8) and it is cut at ``limit``."""
     value = value[:limit]
     if value.isascii() and value.isprintable() and " " not in value:  # nearly every value
         return value
