@@ -4,10 +4,11 @@ On: the service as `make run` starts it; every call carries a bearer token (the 
 throughout, as a client reuses its token: the verifier checks its signature once and then
 finds it in its cache). Off: ``bench.unauthenticated``, the same build without the
 authentication interceptor, on the same database, started after the real one; the load sends
-the same header to both. The two are measured alternately (on, off, on, off) so that the shared
-machine's drift hits both alike, after an unmeasured warm-up of each (a process's first seconds
-under load are slower: an A/A run of two identical servers showed the second one started 25 %
-behind in its first round). Target: on within 15 % of off.
+the same header to both. The two are measured alternately (on, off, off, on, on, off...) so that
+the shared machine's drift hits both alike and neither always runs right after the other,
+after an unmeasured warm-up of each (a process's first seconds under load are slower: an A/A
+run of two identical servers showed the second one started 25 % behind in its first round).
+Target: on within 15 % of off.
 
 Throughput on a machine shared with other work swings by ±15 % from one 10 s round to the next,
 more than authentication could cost, so each round also records the server process's own CPU
@@ -30,6 +31,7 @@ new appointment.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +60,7 @@ from bench.harness import (
 from bench.inventory import (
     APPOINTMENT_ID,
     RESERVE,
+    SPREAD_VIALS,
     prepare,
     reserve_request,
 )
@@ -73,7 +76,9 @@ from services.issuer.local import LocalIssuer
 from services.issuer.memory import InMemoryKeys
 
 DOSE = "/infusion.scheduler.v1.SchedulerService/CalculateDose"
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+"""Alternating rounds per comparison (``BENCH_ROUNDS``): three by default; more narrow the
+mean on a noisy host (an A/A pair of one build differed by 5 % over three rounds, 21 % in one)."""
 WARM_UP_SECONDS = 5.0
 ON, OFF = "services", "bench.unauthenticated"
 
@@ -127,7 +132,8 @@ def compare(
     rates: dict[str, list[float]] = {"on": [], "off": []}
     cpu: dict[str, list[float]] = {"on": [], "off": []}
     for n in range(1, ROUNDS + 1):
-        for which in ("on", "off"):
+        # odd rounds on first, even rounds off first: neither build always follows the other
+        for which in ("on", "off") if n % 2 else ("off", "on"):
             target = targets[which]
             before = cpu_seconds(target.pid)
             result = measure(target.address, seconds)
@@ -234,7 +240,13 @@ def _reserve(
 ) -> Comparison:
     opened = channel(targets["on"].address, token)
     log(f"{what}: seeding the inventory's shelf through the RPCs")
-    _, spread = prepare(inventory_pb2_grpc.InventoryServiceStub(opened), today)
+    # the default shelf holds three rounds of each build; more rounds get a larger one (a
+    # shelf run out answers refusals, faster than reservations)
+    _, spread = prepare(
+        inventory_pb2_grpc.InventoryServiceStub(opened),
+        today,
+        SPREAD_VIALS * math.ceil(ROUNDS / 3),
+    )
     opened.close()
     requests = [
         reserve_request(p, today + dt.timedelta(days=7)).SerializeToString() for p in spread

@@ -82,9 +82,9 @@ def _bench_product(i: int) -> inv.Product:
     )
 
 
-def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
-    """The site, the hot product's 50 lots and 200 other products with a lot each, all via
-    the RPCs. Returns (hot product id, spread product ids)."""
+def prepare(stub: Any, today: dt.date, spread_vials: int = SPREAD_VIALS) -> tuple[str, list[str]]:
+    """The site, the hot product's 50 lots and 200 other products with a lot of
+    ``spread_vials`` each, all via the RPCs. Returns (hot product id, spread product ids)."""
     pharmacy = Pharmacy(stub, ids=lambda label: f"bench-{label}")
     pharmacy.stock_site(SITE, "Europe/London", "Bench site", request_id="bench-site")
 
@@ -101,7 +101,7 @@ def prepare(stub: Any, today: dt.date) -> tuple[str, list[str]]:
         product = stub.CreateProduct(
             inv.CreateProductRequest(product=_bench_product(i), request_id=f"bench-product-{i}")
         ).product
-        receive(product.id, f"SPREAD-{i:03d}", SPREAD_VIALS, today + dt.timedelta(days=400))
+        receive(product.id, f"SPREAD-{i:03d}", spread_vials, today + dt.timedelta(days=400))
         spread.append(str(product.id))
     return hot, spread
 
