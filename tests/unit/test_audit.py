@@ -183,6 +183,15 @@ def test_a_raw_record_of_a_record_cleans_back_to_it() -> None:
     assert content_hash(original.raw().cleaned()) == content_hash(original)
 
 
+def test_a_raw_record_without_an_offset_on_its_time_is_not_a_record() -> None:
+    """A journal line's time is UTC with its offset; one without cannot be placed in time
+    (it is refused, so the collector keeps its segment aside, not a record at a guessed
+    hour)."""
+    naive = record().raw()._replace(occurred_at="2026-12-02T09:30:00.000000")
+    with pytest.raises(ValueError, match="offset"):
+        naive.cleaned()
+
+
 def test_fhir_r4_audit_event_mapping() -> None:
     linked = record().chained(7, "a" * 64)
     event = audit_event_json(linked)

@@ -19,7 +19,7 @@ from typing import Any
 from fhirclient.models.auditevent import AuditEvent
 from fhirclient.models.bundle import Bundle
 
-from services.common.audit.record import MUTATION, AuditRecord
+from services.common.audit.record import MUTATION, AuditRecord, utc_text
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
@@ -58,7 +58,7 @@ def _outcome(code: str) -> str:
 
 
 def _instant(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_text(value).replace("+00:00", "Z")
 
 
 def audit_event_json(record: AuditRecord) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class AuditRecord:
         return RawRecord(
             self.id,
             self.service,
-            self.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+            utc_text(self.occurred_at),
             self.method,
             self.kind,
             self.resource_type,
@@ -84,6 +84,14 @@ class AuditRecord:
 
 
 _CHAIN = ("sequence", "previous_hash", "hash")
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """A record's time as its canonical form and its journal line hold it: ISO 8601, UTC,
+    microseconds."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -93,7 +101,7 @@ def canonical(record: AuditRecord) -> bytes:
     data: dict[str, Any] = dict(vars(record))
     for name in _CHAIN:
         del data[name]
-    data["occurred_at"] = record.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    data["occurred_at"] = utc_text(record.occurred_at)
     return _CANONICAL.encode(data).encode()
 
 
@@ -113,6 +121,10 @@ def record_hash(record: AuditRecord) -> str:
 
 
 MAX_ID_CHARS = 128
+MAX_CALLER_CHARS = 256  # a token's subject, client and token id
+MAX_ORGANISATION_CHARS = 100
+MAX_PEER_CHARS = 300
+MAX_METHOD_CHARS = 300
 _UNPRINTABLE = re.compile(r"[\x00-\x20\x7f\ud800-\udfff]")
 
 
@@ -169,18 +181,18 @@ class RawRecord(NamedTuple):
             id=clean(self.id),
             service=clean(self.service),
             occurred_at=occurred_at.astimezone(dt.UTC),
-            method=clean(self.method, 300),
+            method=clean(self.method, MAX_METHOD_CHARS),
             kind=clean(self.kind),
             resource_type=clean(self.resource_type),
             resource_ids=bounded(self.resource_ids),
             patient_ids=bounded(self.patient_ids),
-            subject=clean(self.subject, 256),
+            subject=clean(self.subject, MAX_CALLER_CHARS),
             caller_kind=clean(self.caller_kind),
-            client_id=clean(self.client_id, 256),
+            client_id=clean(self.client_id, MAX_CALLER_CHARS),
             roles=bounded(self.roles),
-            token_id=clean(self.token_id, 256),
-            organisation_id=clean(self.organisation_id, 100),
-            peer=clean(self.peer, 300),
+            token_id=clean(self.token_id, MAX_CALLER_CHARS),
+            organisation_id=clean(self.organisation_id, MAX_ORGANISATION_CHARS),
+            peer=clean(self.peer, MAX_PEER_CHARS),
             outcome=clean(self.outcome),
             request_id=clean(self.request_id),
             purpose=clean(self.purpose),

@@ -21,7 +21,6 @@ in batches right after.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,11 +39,15 @@ from services.common.audit.journal import ReadJournal, beside
 from services.common.audit.keeper import AuditKeeper
 from services.common.audit.linker import ChainLinker
 from services.common.audit.record import (
+    MAX_CALLER_CHARS,
     MAX_ID_CHARS,
     MAX_IDS,
+    MAX_ORGANISATION_CHARS,
+    MAX_PEER_CHARS,
     MUTATION,
     AuditRecord,
     RawRecord,
+    utc_text,
 )
 from services.common.audit.store import AuditStore
 from services.common.clock import Clock
@@ -96,19 +99,19 @@ class AuditCall:
         return RawRecord(
             new_id(),
             service,
-            clock.now().astimezone(dt.UTC).isoformat(timespec="microseconds"),
+            utc_text(clock.now()),
             self.method,
             self.kind,
             self.resource_type,
             _cut(concerned.resource_ids),
             _cut(concerned.patient_ids),
-            caller.subject[:256],
+            caller.subject[:MAX_CALLER_CHARS],
             caller.kind,
-            caller.client_id[:256],
+            caller.client_id[:MAX_CALLER_CHARS],
             list(caller.roles),
-            caller.token_id[:256],
-            organisation[:100],
-            self.peer[:300],
+            caller.token_id[:MAX_CALLER_CHARS],
+            organisation[:MAX_ORGANISATION_CHARS],
+            self.peer[:MAX_PEER_CHARS],
             outcome,
             str(getattr(self.request, "request_id", "") or "")[:MAX_ID_CHARS],
             self.purpose,
