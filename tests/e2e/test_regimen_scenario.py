@@ -402,7 +402,10 @@ def test_a_switch_to_sc_at_home_shows_in_the_forecast_and_a_home_dose_leaves_the
     stock = inventory_pb2_grpc.InventoryServiceStub(channels[1])
     gammagard = stock.GetProduct(inv.GetProductRequest(id=GAMMAGARD)).product.id
     hizentra = stock.GetProduct(inv.GetProductRequest(id="hizentra")).product.id
-    today = dt.datetime.now(UTC).date()  # the site keeps UTC; the clock is not moved here
+    # The site keeps UTC. The services' clock is moved to noon of tomorrow, so that the test's
+    # "today" stays the site's today however close to midnight the run starts.
+    today = dt.datetime.now(UTC).date() + dt.timedelta(days=1)
+    system.move_to(at(today, 12))
     last_iv = today - dt.timedelta(days=7)
 
     build = Builder(sch, stock, ORG)
