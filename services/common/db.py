@@ -332,6 +332,12 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+        # the same pool, each connection in autocommit while checked out (``statementwise``)
+        self._statementwise = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         event.listen(self._writer, "before_commit", _flush_before_commit)
         event.listen(self._writer, "after_rollback", _forget_deferred)
 
@@ -350,6 +356,23 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A read-write transaction: commit on success, roll back on any exception."""
         with self._writer.begin() as session:
+            yield session
+
+    @contextmanager
+    def statementwise(self) -> Iterator[Session]:
+        """A write whose every statement is a transaction of its own on PostgreSQL: the driver
+        sends no BEGIN before the first statement and no COMMIT after the last, two round trips
+        of the four a hot write (one unlocked read, one joint write) would otherwise make. Only
+        for a write that is all in one statement, whatever it reads before: a joint write
+        (services.common.joint_writes) with ``expect``, which fails as a whole when any of its
+        conditions no longer holds. On SQLite, a transaction as ``write`` gives (its writes run
+        apart, and the failed ``expect`` rolls them back). The write session's hooks (the audit
+        trail's record riding in the statement) run as in ``write``."""
+        if self._statementwise is None:
+            with self.write() as session:
+                yield session
+            return
+        with self._writer(bind=self._statementwise) as session, session.begin():
             yield session
 
     @contextmanager

@@ -18,6 +18,14 @@ the cached builders here).
 
 PostgreSQL runs the clauses of one statement against one snapshot, in an order of its own: no
 write may depend on another's effect (a row one clause inserts is not visible to another).
+
+A write that holds only if each of its conditional statements changed its row (a lot's vials
+taken only while they are free) says how many rows those must return (``expect``). On
+PostgreSQL the joint statement then fails as a whole when they return fewer, so nothing of it
+stands even outside a transaction (``Database.statementwise``): the statement's answer is its
+count cast to an integer, and a short count is cast from a text that says so, which PostgreSQL
+refuses (SQLSTATE 22P02) after every clause has run, aborting them all. Elsewhere the count is
+compared after the writes, and the caller's transaction rolls them back.
 """
 
 from __future__ import annotations
@@ -30,8 +38,11 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    Integer,
     Table,
+    Text,
     bindparam,
+    case,
     cast,
     func,
     insert,
@@ -40,24 +51,40 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import visitors
 
-from services.common.db import Kept
+from services.common.db import Kept, sqlstate
 
 Write = tuple[Any, Sequence[Mapping[str, Any]]]
 """A DML statement (every parameter bound by name) and the rows of parameters to run it for."""
 
+
+class ConditionUnmet(Exception):
+    """A write with ``expect`` whose conditional statements changed fewer rows than expected:
+    nothing of it stands once the caller's transaction (if any) ends."""
+
+
+_UNMET = "conditions unmet, rows returned: "
+
 _KEPT = 1000
-_JOINT: dict[tuple[tuple[Any, int], ...], Kept] = {}
+_JOINT: dict[tuple[tuple[tuple[Any, int], ...], bool], Kept] = {}
+"""Joint statements kept by shape (each statement and its row count) and whether they expect."""
 
 
 def write_all(
-    connection: Connection | Session, writes: Sequence[Write], *, apart: bool = False
+    connection: Connection | Session,
+    writes: Sequence[Write],
+    *,
+    apart: bool = False,
+    expect: int | None = None,
 ) -> int:
     """Run every write, on PostgreSQL as one statement (unless ``apart``), and return how many
     rows the writes with a RETURNING clause returned: a conditional UPDATE ``RETURNING`` its
     key counts the rows it changed, which tells the caller whether every condition held.
+    With ``expect``, fewer than that many raises ConditionUnmet instead, and on PostgreSQL the
+    joint statement has then failed as a whole (the module's docstring says how).
 
     On a Session, its pending ORM changes are flushed first (as by any statement it runs); a
     Connection skips the ORM's work for each statement."""
@@ -66,19 +93,31 @@ def write_all(
         return 0
     bind = connection.get_bind() if isinstance(connection, Session) else connection
     if apart or bind.dialect.name != "postgresql":
-        return sum(_write_apart(connection, statement, rows) for statement, rows in writes)
+        count = sum(_write_apart(connection, statement, rows) for statement, rows in writes)
+        if expect is not None and count != expect:
+            raise ConditionUnmet(f"{count} rows returned where {expect} were expected")
+        return count
     shape = tuple((statement, len(rows)) for statement, rows in writes)
-    joint = _JOINT.get(shape)
+    key = (shape, expect is not None)
+    joint = _JOINT.get(key)
     if joint is None:
-        joint = Kept(_joint(shape))
+        joint = Kept(_joint(shape, expect is not None))
         if len(_JOINT) < _KEPT:
-            _JOINT[shape] = joint
+            _JOINT[key] = joint
     params: dict[str, Any] = {}
     for n, (_, rows) in enumerate(writes):
         for k, row in enumerate(rows):
             prefix = f"w{n}_{k}_"  # once a row: formatting each name cost a booking ~0.1 ms
             params.update({prefix + key: value for key, value in row.items()})
-    return int(joint.execute(connection, params).scalar_one())
+    if expect is None:
+        return int(joint.execute(connection, params).scalar_one())
+    params["expected"] = expect
+    try:
+        return int(joint.execute(connection, params).scalar_one())
+    except DBAPIError as error:
+        if sqlstate(error) == _REFUSED_TEXT and _UNMET in str(error.orig):
+            raise ConditionUnmet(str(error.orig).strip()) from error
+        raise
 
 
 def _write_apart(
@@ -90,9 +129,14 @@ def _write_apart(
     return sum(len(connection.execute(statement, row).all()) for row in rows)
 
 
-def _joint(shape: tuple[tuple[Any, int], ...]) -> Any:
+_REFUSED_TEXT = "22P02"  # invalid_text_representation: the short count's text cast to integer
+
+
+def _joint(shape: tuple[tuple[Any, int], ...], expecting: bool = False) -> Any:
     """The k-th row of the n-th statement becomes the clause ``w{n}_{k}``, its parameters
-    renamed ``w{n}_{k}_<name>``; the statement selects the rows the RETURNING clauses gave."""
+    renamed ``w{n}_{k}_<name>``; the statement selects the rows the RETURNING clauses gave
+    (``expecting``: that count as an integer only when it is ``:expected``, else a text
+    PostgreSQL refuses to cast, which fails the statement)."""
     clauses = []
     counted: list[ColumnElement[Any]] = []
     for n, (statement, count) in enumerate(shape):
@@ -104,6 +148,13 @@ def _joint(shape: tuple[tuple[Any, int], ...]) -> Any:
     total: ColumnElement[Any] = literal(0)
     for rows in counted:
         total = total + rows
+    if expecting:
+        as_text = cast(total, Text)
+        said = case(
+            (total == bindparam("expected", type_=Integer), as_text),
+            else_=literal(_UNMET, Text) + as_text,
+        )
+        total = cast(said, Integer)
     return select(total).add_cte(*clauses)
 
 

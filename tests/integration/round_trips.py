@@ -1,10 +1,11 @@
 """Round trips to the database counted per thread, for the tests that hold a hot path to its
 budget.
 
-Counted with SQLAlchemy's engine and pool events in the thread that sent them, as psycopg 3
+Counted with SQLAlchemy's engine and pool events in the thread that sent them, as psycopg2
 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's first
-statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none for a
-transaction that sent nothing). The pool's check of a connection at checkout sends nothing
+statement (none on a connection in autocommit, ``Database.statementwise``); the COMMIT or
+ROLLBACK of a transaction that sent one (psycopg2 sends none for a transaction that sent
+nothing). The pool's check of a connection at checkout sends nothing
 (services.common.db, ``_refuse_if_gone``). On SQLite only statements are counted (BEGIN
 IMMEDIATE is one; the driver's COMMIT is not a round trip to a server).
 """
@@ -57,8 +58,9 @@ def round_trips_by_thread() -> Iterator[RoundTrips]:
             counted[me()] += 1  # BEGIN
 
     def begin(conn: Any) -> None:
-        if conn.dialect.name == "postgresql":
-            begun.add(id(conn.connection.dbapi_connection))
+        raw = conn.connection.dbapi_connection
+        if conn.dialect.name == "postgresql" and not raw.autocommit:  # autocommit: no BEGIN
+            begun.add(id(raw))
 
     def end(conn: Any) -> None:
         raw = id(conn.connection.dbapi_connection)

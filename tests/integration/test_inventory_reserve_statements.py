@@ -8,10 +8,11 @@ reservation sends at most RESERVE_STATEMENTS:
 
 - PostgreSQL: the SELECT of promisable lots and one statement of data-modifying WITH clauses
   (the reservation, its lines, their ledger rows, the conditional UPDATE of the lot, the audit
-  record and its queue row): 2. psycopg sends the BEGIN by itself and the COMMIT is the
-  driver's, so the call makes four round trips (five with the pool's pre-ping it sent until
-  2026-12-04); the lot's row
-  lock is held from that one statement to the commit.
+  record and its queue row): 2, and 2 round trips. The connection is in autocommit
+  (``Database.statementwise``): the driver sends no BEGIN and no COMMIT, and the joint write
+  fails as a whole when a lot no longer has the vials. Until 2026-12-05 the call made four
+  round trips (the driver's BEGIN and COMMIT around the two statements; five with the pool's
+  pre-ping it sent until 2026-12-04), and the lot's row lock was held until the commit.
 - SQLite: BEGIN IMMEDIATE, the SELECT of promisable lots, the INSERTs of the
   reservation, its lines and their ledger rows, one conditional UPDATE of the lot taken, and
   the audit record's two INSERTs (the record and its place in the linker's queue, written by
@@ -53,10 +54,12 @@ from tests.integration.conftest import (
     stock_site,
     write_apart,
 )
-from tests.integration.round_trips import RoundTrips
+from tests.integration.round_trips import RoundTrips, round_trips_by_thread
 
 RESERVE_STATEMENTS = {"sqlite": 8, "postgresql": 2}
 """At most this many statements per reservation."""
+RESERVE_ROUND_TRIPS = 2
+"""At most this many round trips per reservation on PostgreSQL."""
 
 
 @contextmanager
@@ -116,16 +119,21 @@ def test_a_reservation_sends_a_bounded_number_of_statements(
     )
     # the reservation's INSERT bypasses the ORM's flush: its audit record still names it, once
     assert audited_ids(database_url, "inventory", "ReserveStock").count(reservation.id) == 1
+    if database_url.startswith("sqlite"):
+        return
+    with round_trips_by_thread() as trips:
+        _reserve(platform, "counted-2", product_id)
+    assert trips.of_thread_sending("INSERT INTO reservations") <= RESERVE_ROUND_TRIPS
 
 
 def test_a_reservation_that_lost_its_lot_is_made_again_and_recorded_once(
     platform: Platform, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another transaction takes the chosen lot's vials between the unlocked read and the
-    write: the write takes nothing, its transaction (the audit record riding in it included)
-    rolls back, and the allocation runs again on what is left. PostgreSQL only: on SQLite the
-    reservation holds the database's write lock from its first statement, so nothing can come
-    between."""
+    write: the write fails as a whole (nothing of it stands, the audit record riding in it
+    included, though no transaction surrounds it), and the allocation runs again on what is
+    left. PostgreSQL only: on SQLite the reservation holds the database's write lock from its
+    first statement, so nothing can come between."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite's write lock leaves no gap between the read and the write")
     product_id = _stock_lots(platform, "R", 2)
@@ -147,8 +155,15 @@ def test_a_reservation_that_lost_its_lot_is_made_again_and_recorded_once(
     reservation = _reserve(platform, "raced-1", product_id)
     assert len(reads) == 2  # read, lost R0, read again
     assert [(line.lot_number, line.vials) for line in reservation.lines] == [("R1", 2)]
-    # one record, naming the reservation made, not the first attempt's that rolled back
+    # one record, naming the reservation made, not the first attempt's that failed
     assert audited_ids(database_url, "inventory", "ReserveStock") == [reservation.id]
+    # the first attempt left no line, no ledger row and no vial taken from R1 twice
+    lots = platform.inventory.ListLots(inv.ListLotsRequest(site_id="counted")).lots
+    assert {lot.lot_number: lot.reserved_vials for lot in lots} == {"R0": 10, "R1": 2}
+    listed = platform.inventory.ListReservations(
+        inv.ListReservationsRequest(site_id="counted", page_size=10)
+    ).reservations
+    assert [r.id for r in listed] == [reservation.id]
 
 
 SIZES = [Decimal("1"), Decimal("2.5"), Decimal("5"), Decimal("10"), Decimal("20")]

@@ -27,8 +27,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, registry
 
 from services.common import joint_writes
-from services.common.db import CompiledOnce, DecimalText, make_engine
-from services.common.joint_writes import insert_in_order, insert_one, write_all
+from services.common.db import CompiledOnce, Database, DecimalText, make_engine
+from services.common.joint_writes import ConditionUnmet, insert_in_order, insert_one, write_all
+from tests.integration.round_trips import round_trips_by_thread
 
 metadata = MetaData()
 shelf = Table(
@@ -185,6 +186,47 @@ def test_a_failing_write_leaves_nothing(engine: Engine) -> None:
         assert c.execute(select(log.c.entry)).scalars().all() == []
 
 
+def test_a_write_expecting_its_conditions_fails_whole_when_one_no_longer_holds(
+    engine: Engine, database_url: str
+) -> None:
+    """``expect``: two takes and a log row, where one shelf no longer holds what the caller
+    read. The whole write fails (ConditionUnmet) and nothing of it stands, also on
+    PostgreSQL without a transaction around it (``Database.statementwise``: autocommit, so
+    only the statement itself can undo its clauses). The same write whose conditions hold
+    lands and answers its count; on PostgreSQL each is one statement and no BEGIN or COMMIT."""
+    with engine.begin() as c:
+        rows = [{"id": "a", "kind": "vial", "free": 5}, {"id": "b", "kind": "vial", "free": 1}]
+        write_all(c, [(insert_one(shelf, ("id", "kind", "free")), rows)])
+    db = Database(database_url)  # the services' own: statementwise as they write
+    try:
+
+        def write(entry: str, b_takes: int) -> int:
+            with db.statementwise() as session:
+                return write_all(
+                    session,
+                    [
+                        (TAKE, [{"shelf_id": "a", "n": 2}, {"shelf_id": "b", "n": b_takes}]),
+                        (insert_one(log, ("entry",)), [{"entry": entry}]),
+                    ],
+                    expect=2,
+                )
+
+        with pytest.raises(ConditionUnmet, match="1"):
+            write("short", 2)  # b holds 1: a's take and the log row must not stand either
+        with engine.connect() as c:
+            assert dict(c.execute(select(shelf.c.id, shelf.c.free)).all()) == {"a": 5, "b": 1}
+            assert c.execute(select(log.c.entry)).scalars().all() == []
+        with round_trips_by_thread() as counted:
+            assert write("held", 1) == 2
+        with engine.connect() as c:
+            assert dict(c.execute(select(shelf.c.id, shelf.c.free)).all()) == {"a": 3, "b": 0}
+            assert c.execute(select(log.c.entry)).scalars().all() == ["held"]
+        if engine.dialect.name == "postgresql":
+            assert sum(counted.values()) == 1  # the statement: no BEGIN, no COMMIT
+    finally:
+        db.dispose()
+
+
 def test_a_kept_joint_statement_is_rendered_once_and_sent_with_each_calls_values(
     engine: Engine,
 ) -> None:
@@ -208,7 +250,9 @@ def test_a_kept_joint_statement_is_rendered_once_and_sent_with_each_calls_values
                     (priced, [{"id": f"k{n}", "amount": Decimal(f"{n}.10")}]),
                 ],
             )
-    (joint,) = (k for shape, k in joint_writes._JOINT.items() if shape == ((row, 1), (priced, 1)))
+    (joint,) = (
+        k for key, k in joint_writes._JOINT.items() if key == (((row, 1), (priced, 1)), False)
+    )
     rendered = joint.rendered(engine.dialect)
     assert rendered is not None
     assert [s for s in sent if s.lstrip().startswith("WITH")] == [rendered.sql] * 3

@@ -31,7 +31,7 @@ from services.common.audit.trail import ride, wrote
 from services.common.db import Kept, Rider, defer_write, lost_race
 from services.common.errors import NotFound
 from services.common.ids import new_id
-from services.common.joint_writes import Write, insert_one, write_all
+from services.common.joint_writes import ConditionUnmet, Write, insert_one, write_all
 from services.common.pagination import PageRequest
 from services.inventory.domain.reservations import (
     MAX_ALTERNATIVES,
@@ -375,13 +375,15 @@ def open_and_take(
     """Write the reservation just allocated and take its vials: the reservation, its lines,
     their RESERVATION ledger rows, each chosen lot's reserved count (only where the lot is
     still AVAILABLE and has the vials unreserved) and the mutation's audit record. False if a
-    lot no longer had its vials: the caller rolls back and allocates again.
+    lot no longer had its vials: nothing of the write stands, and the caller allocates again.
 
     On PostgreSQL this is one statement (services.common.joint_writes), so the lots' row locks
-    are held for that one round trip and the commit, and the write is one round trip where it
-    was six. The lots of one statement are locked in an order PostgreSQL chooses: two
-    reservations taking the same two lots in opposite orders can deadlock, and the one
-    PostgreSQL aborts is told as a lot taken (the caller allocates again)."""
+    are held for that one round trip, and the write is one round trip where it was six. The
+    statement fails as a whole when a lot no longer had the vials (``expect``), so it needs no
+    transaction around it (``Database.statementwise``). The lots of one statement are locked
+    in an order PostgreSQL chooses: two reservations taking the same two lots in opposite
+    orders can deadlock, and the one PostgreSQL aborts is told as a lot taken (the caller
+    allocates again)."""
     r = reservation
     wrote(session, ReservationRow(id=r.id, patient_id=r.patient_id))  # the audit record names it
     takes = [{"lot_id": n.lot_id, "vials": n.vials} for n in sorted(r.lines, key=_by_lot)]
@@ -394,12 +396,14 @@ def open_and_take(
     ]
     writes.extend((statement, [params]) for statement, params in ride(session))
     try:
-        taken = write_all(session.connection(), writes)
+        write_all(session.connection(), writes, expect=len(takes))
+    except ConditionUnmet:  # a lot no longer had the vials: nothing of the write stands
+        return False
     except DBAPIError as error:
         if lost_race(error):  # a deadlock's victim: its lots were taken as it ran
             return False
         raise
-    return taken == len(takes)
+    return True
 
 
 def _by_lot(line: HeldLine) -> str:

@@ -130,17 +130,19 @@ class Reservations:
     def reserve(self, request: ReservationRequest, actor: Actor) -> Reservation:
         """Idempotent by appointment: the same request again returns the reservation.
 
-        Choose from an unlocked read, write the reservation, then take the chosen vials with
-        conditional UPDATEs just before the commit (see _reserve): the lot rows are locked for
-        the last round trips only. A lot taken meanwhile rolls the attempt back and the
-        allocation runs again on what is left; after RACE_ATTEMPTS lost races the reservation
-        is made with every candidate lot locked first, which cannot lose one."""
+        Choose from an unlocked read, then write the reservation and take the chosen vials in
+        one statement of conditional UPDATEs that fails as a whole when a lot no longer has
+        them (see _reserve): the lot rows are locked for that statement only, and on
+        PostgreSQL it needs no transaction around it (two round trips a reservation). A lot
+        taken meanwhile fails that statement, and the allocation runs again on what is left;
+        after RACE_ATTEMPTS lost races the reservation is made with every candidate lot locked
+        first, in a transaction, which cannot lose one."""
         request = self._checked(request)
         digest = _fingerprint(request)
         try:
             for _ in range(RACE_ATTEMPTS):
                 try:
-                    with self.db.write() as session:
+                    with self.db.statementwise() as session:
                         return self._reserve(session, request, digest, actor)
                 except _ChosenLotsChanged:
                     continue
