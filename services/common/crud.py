@@ -35,7 +35,13 @@ class _Idempotency(Protocol):
     """What Mutations needs of services.common.idempotency.IdempotencyStore (a fake in tests)."""
 
     def run(
-        self, method: str, request: Message, response_type: type[R], mutate: Mutation[R]
+        self,
+        method: str,
+        request: Message,
+        response_type: type[R],
+        mutate: Mutation[R],
+        *,
+        in_one_statement: bool = False,
     ) -> R: ...
 
 
@@ -50,8 +56,21 @@ class Mutations:
         self._idempotency = idempotency
         self._service = service
 
-    def __call__(self, method: str, request: Message, rtype: type[R], fn: Mutation[R]) -> R:
-        return self._idempotency.run(f"{self._service}.{method}", request, rtype, fn)
+    def __call__(
+        self,
+        method: str,
+        request: Message,
+        rtype: type[R],
+        fn: Mutation[R],
+        *,
+        in_one_statement: bool = False,
+    ) -> R:
+        """``in_one_statement``: ``fn`` reads, then holds back its one write (``defer_write``)
+        and writes nothing else, so that on PostgreSQL it runs without a transaction around it
+        (services.common.idempotency says how a repeat is still answered once)."""
+        return self._idempotency.run(
+            f"{self._service}.{method}", request, rtype, fn, in_one_statement=in_one_statement
+        )
 
 
 def found(value: T | None, kind: str, key: str) -> T:

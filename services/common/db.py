@@ -275,6 +275,22 @@ def defer_write(session: Session, write: Callable[[Sequence[Rider]], None]) -> N
     session.info[_DEFERRED] = write
 
 
+_STATEMENTWISE = "db.statementwise"
+
+
+class NeedsTransaction(Exception):
+    """Raised by a write running ``statementwise`` that finds, before writing anything, that it
+    cannot be one statement (more rows than one statement carries, a write whose answer is
+    needed before the rest): its caller runs it again in a transaction (``Database.write``)."""
+
+
+def statementwise(session: Session) -> bool:
+    """Whether ``session`` runs each statement as a transaction of its own
+    (``Database.statementwise`` on PostgreSQL): a write of several statements must raise
+    NeedsTransaction there rather than leave a part of itself committed."""
+    return bool(session.info.get(_STATEMENTWISE))
+
+
 # PostgreSQL's "try again" errors: deadlock detected, serialization failure, lock not available.
 _RACE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 
@@ -373,6 +389,7 @@ class Database:
                 yield session
             return
         with self._writer(bind=self._statementwise) as session, session.begin():
+            session.info[_STATEMENTWISE] = True
             yield session
 
     @contextmanager

@@ -249,6 +249,41 @@ def test_dedupe_key_and_request_id_return_the_first_notification(
     assert notify_server.drain() == 2
 
 
+def test_a_repeated_publish_answers_the_first_even_after_its_subscriber_changed(
+    notify_server: NotifyServer,
+) -> None:
+    """A Publish without a dedupe key runs without a claim on PostgreSQL, its request_id
+    riding in its one write (services.common.idempotency, ``in_one_statement``). A repeat
+    after the subscriber's address changed would plan another delivery; it answers the first
+    response instead. Eight twins sent at once write one notification between them."""
+    s = create(notify_server)
+    request_id = rid()
+    first = publish(notify_server, LOT_EXPIRING, lot_expiring(), [s.id], request_id=request_id)
+    notify_server.stub.UpdateSubscriber(
+        pb.UpdateSubscriberRequest(
+            subscriber=pb.Subscriber(id=s.id, etag=s.etag, email="moved@example.org"),
+            update_mask=FieldMask(paths=["email"]),
+            request_id=rid(),
+        )
+    )
+    again = publish(notify_server, LOT_EXPIRING, lot_expiring(), [s.id], request_id=request_id)
+    assert again == first
+    assert [d.destination for d in again.notification.deliveries] == ["pat@example.org"]
+    twin = rid()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: publish(
+                    notify_server, LOT_EXPIRING, lot_expiring(lot="L9"), [s.id], request_id=twin
+                ),
+                range(8),
+            )
+        )
+    assert all(a == answers[0] for a in answers)
+    assert _count(notify_server) == 2
+    assert notify_server.drain() == 2  # one delivery each, sent once
+
+
 def test_publish_bad_input_writes_nothing(notify_server: NotifyServer) -> None:
     s = create(notify_server)
     cases = [

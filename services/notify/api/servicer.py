@@ -173,7 +173,15 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
                 duplicate=result.duplicate,
             )
 
-        response = self.mutate("Publish", request, pb.PublishResponse, publish)
+        # without a dedupe key, a Publish reads and then makes one write (store/publishing.py):
+        # on PostgreSQL it runs in autocommit, its key and response riding in that write
+        response = self.mutate(
+            "Publish",
+            request,
+            pb.PublishResponse,
+            publish,
+            in_one_statement=not command.dedupe_key,
+        )
         if any(wrote):
             self.events.place()
         self.streams.signal.notify()

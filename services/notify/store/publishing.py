@@ -10,7 +10,9 @@ WITH) it is one statement per table.
 
 A notification with a dedupe key is inserted first, on its own: whether a concurrent Publish
 took the key decides the answer (that one's notification, as a duplicate), so it must be known
-before the response is built; its deliveries and event follow with the response.
+before the response is built; its deliveries and event follow with the response. Such a
+Publish, and a broadcast of more deliveries than one statement carries, needs a transaction:
+run without one (``Database.statementwise``), it raises NeedsTransaction before writing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.common.audit.trail import wrote
-from services.common.db import Rider, defer_write
+from services.common.db import NeedsTransaction, Rider, defer_write, statementwise
 from services.common.joint_writes import Write, insert_in_order, insert_one, write_all
 from services.notify.domain.model import Status
 from services.notify.domain.views import NotificationView, PlannedDelivery
@@ -49,6 +51,9 @@ def add(
     and returns None; when a concurrent Publish committed the same dedupe key first, writes
     nothing and returns that one's notification."""
     n = notification
+    together = session.get_bind().dialect.name == "postgresql" and len(deliveries) <= TOGETHER
+    if statementwise(session) and (n.dedupe_key or not together):
+        raise NeedsTransaction  # more than the one statement: nothing written yet
     row = _notification_row(n, traceparent)
     insert_now = ADD[session.get_bind().dialect.name]
     if n.dedupe_key and session.execute(insert_now, row).first() is None:
@@ -64,7 +69,6 @@ def add(
     if deliveries:
         rows.append((_deliveries, [_delivery_row(n, d) for d in deliveries]))
     rows.append((_events, [_event_row(n)]))
-    together = session.get_bind().dialect.name == "postgresql" and len(deliveries) <= TOGETHER
     writes: list[Write] = [
         insert_in_order(table, table_rows) if together else (insert_one(table, keys), table_rows)
         for table, table_rows in rows
