@@ -41,7 +41,8 @@ class _Idempotency(Protocol):
         response_type: type[R],
         mutate: Mutation[R],
         *,
-        in_one_statement: bool = False,
+        key_last: bool = False,
+        statementwise: bool = False,
     ) -> R: ...
 
 
@@ -63,13 +64,19 @@ class Mutations:
         rtype: type[R],
         fn: Mutation[R],
         *,
-        in_one_statement: bool = False,
+        key_last: bool = False,
+        statementwise: bool = False,
     ) -> R:
-        """``in_one_statement``: ``fn`` reads, then holds back its one write (``defer_write``)
-        and writes nothing else, so that on PostgreSQL it runs without a transaction around it
-        (services.common.idempotency says how a repeat is still answered once)."""
+        """``key_last``, ``statementwise``: the request_id's key written with the mutation's
+        last write rather than claimed first, and on PostgreSQL no transaction around a
+        mutation that is one write (services.common.idempotency says when each may be used)."""
         return self._idempotency.run(
-            f"{self._service}.{method}", request, rtype, fn, in_one_statement=in_one_statement
+            f"{self._service}.{method}",
+            request,
+            rtype,
+            fn,
+            key_last=key_last,
+            statementwise=statementwise,
         )
 
 

@@ -403,9 +403,11 @@ class Database:
     @contextmanager
     def single_read(self) -> Iterator[Connection]:
         """A plain connection for one SELECT on a hot path, where a Session's bookkeeping (and
-        on SQLite an explicit BEGIN) cost more than the query. Use ``read`` for anything that
-        needs several statements to agree."""
-        with self.engine.connect() as connection:
+        an explicit BEGIN: on PostgreSQL the connection is in autocommit, so the driver sends
+        neither a BEGIN nor the ROLLBACK that ends it) cost more than the query. Use ``read``
+        for anything that needs several statements to agree."""
+        engine = self._statementwise or self.engine
+        with engine.connect() as connection:
             yield connection.execution_options(sqlite_single_statement=True)
 
     def dispose(self) -> None:

@@ -9,16 +9,21 @@ concurrent calls with one request_id meet on the key's primary key before either
 anything: the second waits for the first to commit, then returns the stored response. A
 request_id reused with a different request is the caller's bug and is refused (AIP-155).
 
-A hot mutation whose effects are one held-back write (``defer_write``) may instead run ``in one
-statement``: nothing is claimed, the key and the response ride in that write, and on
-PostgreSQL the mutation runs without a transaction around it (``Database.statementwise``),
-so a new request costs no statement and no BEGIN or COMMIT of its own (three round trips of
-five for a Publish). A repeat, or a concurrent twin, meets the key's primary key in the write,
-which then fails as a whole (the twin's waits for the first to commit); the stored response is
-answered. A repeat whose mutation now fails (the state moved on since the first) answers the
-stored response too, so a retry still returns the first result. A mutation that finds it needs
-more than one statement raises NeedsTransaction before writing and runs again the usual way.
-On SQLite, which lets one writer in at a time, the claim stays.
+A hot mutation may instead write its key last (``key_last``): nothing is claimed, and the key
+with the response is inserted at the end of the mutation's transaction, riding in its held-back
+write when it has one (``defer_write``): a new request then costs no statement of its own. A
+repeat, or a concurrent twin, meets the key's primary key there (the twin's insert waits for
+the first to commit), and its whole transaction rolls back; the stored response is answered. A
+repeat whose mutation now fails (the state moved on since the first: the chair is booked) answers
+the stored response too, so a retry still returns the first result. Only for a mutation whose
+every effect is in its transaction (an outbox row, not a call to another service): a twin runs
+it too before it meets the key.
+
+A mutation that reads and then makes its one held-back write may also run ``statementwise``: on
+PostgreSQL without a transaction around it (``Database.statementwise``), so that it costs no
+BEGIN or COMMIT either (a Publish: two round trips of five). A mutation that finds it needs more
+than one statement there raises NeedsTransaction before writing and runs again in a
+transaction.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     LargeBinary,
     MetaData,
@@ -45,7 +51,13 @@ from sqlalchemy.orm import Session
 
 from services.common.audit.trail import mark_replayed, ride
 from services.common.clock import Clock
-from services.common.db import Database, NeedsTransaction, flush_deferred, has_deferred_write
+from services.common.db import (
+    Database,
+    NeedsTransaction,
+    flush_deferred,
+    has_deferred_write,
+)
+from services.common.db import statementwise as is_statementwise
 from services.common.errors import Aborted, DomainError, FieldViolation, InvalidArgument
 from services.common.joint_writes import insert_one
 from services.common.scope import current_scope
@@ -87,6 +99,12 @@ def _fingerprint(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
+class _Keyed(NamedTuple):
+    method: str  # keyed by organisation
+    request_id: str
+    digest: str  # the request's fingerprint
+
+
 class IdempotencyStore:
     def __init__(self, db: Database, table: Table, clock: Clock) -> None:
         self._db = db
@@ -111,14 +129,15 @@ class IdempotencyStore:
         response_type: type[R],
         mutate: Callable[[Session], R],
         *,
-        in_one_statement: bool = False,
+        key_last: bool = False,
+        statementwise: bool = False,
     ) -> R:
         """Run ``mutate`` in a write transaction once per (method, request.request_id) within
         the caller's organisation: two organisations' request ids never meet, so a replay
         cannot hand one organisation the response to another's request.
 
-        ``in_one_statement``: ``mutate`` reads, then holds back its one write
-        (``defer_write``) and writes nothing else; it runs as the module's docstring says."""
+        ``key_last`` and ``statementwise`` (which needs ``key_last``): the module's docstring
+        says when a mutation may run so and what it gains."""
         method = _keyed_by_organisation(method)
         request_id: str = getattr(request, "request_id", "")
         if not request_id:
@@ -129,11 +148,12 @@ class IdempotencyStore:
                 [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")]
             )
         digest = _fingerprint(request)
-        if in_one_statement and self._db.dialect == "postgresql":
+        if key_last:
+            last = _Keyed(method, request_id, digest)
             try:
-                return self._run_in_one_statement(method, request_id, digest, response_type, mutate)
-            except NeedsTransaction:
-                pass  # too much for one statement: claimed, in a transaction, as any other
+                return self._run_key_last(last, response_type, mutate, statementwise)
+            except NeedsTransaction:  # too much for one statement: in a transaction
+                return self._run_key_last(last, response_type, mutate, False)
         try:
             with self._db.write() as session:
                 # Claim the key before any effect, in the mutation's transaction (one statement,
@@ -177,31 +197,34 @@ class IdempotencyStore:
             mark_replayed()
             return stored
 
-    def _run_in_one_statement(
+    def _run_key_last(
         self,
-        method: str,
-        request_id: str,
-        digest: str,
+        keyed: _Keyed,
         response_type: type[R],
         mutate: Callable[[Session], R],
+        statementwise: bool,
     ) -> R:
+        opened = self._db.statementwise if statementwise else self._db.write
         try:
-            with self._db.statementwise() as session:
+            with opened() as session:
                 response = mutate(session)
-                if not has_deferred_write(session):
-                    raise RuntimeError(f"{method} ran in one statement without holding it back")
                 key = {
-                    "method": method,
-                    "request_id": request_id,
-                    "request_hash": digest,
+                    "method": keyed.method,
+                    "request_id": keyed.request_id,
+                    "request_hash": keyed.digest,
                     "response": response.SerializeToString(),
                     "created_at": self._now(),
                 }
-                flush_deferred(session, (self._key, key), *ride(session))
+                if has_deferred_write(session):
+                    flush_deferred(session, (self._key, key), *ride(session))
+                elif is_statementwise(session):  # its writes, if any, stand already
+                    raise RuntimeError(f"{keyed.method} ran statementwise without holding back")
+                else:
+                    session.execute(self._key, key)
                 return response
         except (IntegrityError, DomainError):
             # a repeat (its key met ours, or its mutation no longer holds): the first result
-            stored = self._lookup(method, request_id, digest, response_type)
+            stored = self._lookup(keyed.method, keyed.request_id, keyed.digest, response_type)
             if stored is None:
                 raise
             mark_replayed()
@@ -211,11 +234,16 @@ class IdempotencyStore:
         return self._clock.now()
 
     def _lookup(self, method: str, request_id: str, digest: str, rtype: type[R]) -> R | None:
-        with self._db.read() as session:
-            return self._lookup_in(session, method, request_id, digest, rtype)
+        with self._db.single_read() as connection:
+            return self._lookup_in(connection, method, request_id, digest, rtype)
 
     def _lookup_in(
-        self, session: Session, method: str, request_id: str, digest: str, rtype: type[R]
+        self,
+        session: Session | Connection,
+        method: str,
+        request_id: str,
+        digest: str,
+        rtype: type[R],
     ) -> R | None:
         row = session.execute(
             select(self._table.c.request_hash, self._table.c.response).where(

@@ -1,18 +1,19 @@
 """BookAppointment's cost: how many round trips to the database one booking makes.
 
-Counted with SQLAlchemy's engine and pool events in the thread that served the call, as psycopg
-3 talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's first
-statement; the COMMIT or ROLLBACK of a transaction that sent one (psycopg sends none for a
-transaction that sent nothing). Taking a pooled connection sends nothing (services.common.db
-checks its socket instead of pinging the server). On SQLite only statements are counted (BEGIN
-IMMEDIATE is one; the driver's COMMIT is not a round trip to a server).
+Counted with SQLAlchemy's engine and pool events in the thread that served the call, as psycopg2
+talks to PostgreSQL (tests/integration/round_trips.py): every statement; the BEGIN it sends
+before a transaction's first statement; the COMMIT or ROLLBACK of a transaction that sent one.
+Taking a pooled connection sends nothing (services.common.db checks its socket instead of
+pinging the server). On SQLite only statements are counted (BEGIN IMMEDIATE is one; the
+driver's COMMIT is not a round trip to a server).
 
 After a first booking (which loads the product catalogue) a booking makes, on PostgreSQL:
-BEGIN, the idempotency claim, one read of the plan, its patient, measurements, site and chair
-that takes the site-day lock, one read of the day (chairs, blocks, bookings, the plan's own
-appointments), one statement writing the booking, its reminders, its outbox row, the
-idempotency response and the audit record with its queue row, COMMIT: BOOK_ROUND_TRIPS (7 with
-the audit record in a statement of its own, and 7 with the pool's pre-ping it sent until
+BEGIN, one read of the plan, its patient, measurements, site and chair that takes the site-day
+lock, one read of the day (chairs, blocks, bookings, the plan's own appointments), one
+statement writing the booking, its reminders, its outbox row, the request_id's key with the
+response (services.common.idempotency, ``key_last``) and the audit record with its queue row,
+COMMIT: BOOK_ROUND_TRIPS (6 with the request_id claimed first, until 2026-12-05; 7 with the
+audit record in a statement of its own, and 7 with the pool's pre-ping it sent until
 2026-12-04). Before this path a booking made 42 (32 statements on SQLite): the dose's key, its
 plan and its inputs read in sessions of their own, the day read table by table, the ORM's
 flushes.
@@ -34,17 +35,17 @@ from tests.integration.builders import book, date, patient_plan, site_with_chair
 from tests.integration.conftest import Platform, audited_ids, scheduler_database_url
 from tests.integration.round_trips import round_trips_by_thread
 
-BOOK_ROUND_TRIPS = 6
+BOOK_ROUND_TRIPS = 5
 """At most this many round trips per booking on PostgreSQL."""
-BOOK_STATEMENTS_SQLITE = 10
-"""At most this many statements per booking on SQLite: BEGIN IMMEDIATE, the claim, the joined
-read, the day, one write per table (the booking, its reminders, its outbox row, the
-idempotency response: SQLite has no data-modifying WITH), the audit record and its queue
-row."""
-MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 9, 12
-CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 5, 9
-CLAIM = "INSERT INTO scheduler_idempotency_keys"
-"""A statement only the serving thread sends: its round trips are the call's."""
+BOOK_STATEMENTS_SQLITE = 9
+"""At most this many statements per booking on SQLite: BEGIN IMMEDIATE, the joined read, the
+day, one write per table (the booking, its reminders, its outbox row, the request_id's key with
+the response: SQLite has no data-modifying WITH), the audit record and its queue row."""
+MOVE_ROUND_TRIPS, MOVE_STATEMENTS_SQLITE = 8, 11
+CANCEL_ROUND_TRIPS, CANCEL_STATEMENTS_SQLITE = 4, 8
+KEYS = "scheduler_idempotency_keys"
+"""A table only the serving thread writes or reads (the request_id's claim, the key riding in
+the booking's write, a replay's lookup): its round trips are the call's."""
 
 
 def test_a_booking_makes_a_bounded_number_of_round_trips(
@@ -58,7 +59,7 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
         booked = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
     assert booked.status == pb.APPOINTMENT_STATUS_BOOKED
     assert len(booked.reminders) > 0
-    served = counted.of_thread_sending(CLAIM)  # the serving thread, not the audit linker's
+    served = counted.of_thread_sending(KEYS)  # the serving thread, not the audit linker's
     if database_url.startswith("sqlite"):
         assert served <= BOOK_STATEMENTS_SQLITE
     else:
@@ -67,7 +68,7 @@ def test_a_booking_makes_a_bounded_number_of_round_trips(
     with round_trips_by_thread() as again:
         replay = book(platform, plan, chairs[1], dt.date(2026, 12, 1), 8, rid="counted-1")
     assert replay == booked
-    assert again.of_thread_sending(CLAIM) <= served
+    assert again.of_thread_sending(KEYS) <= served
 
 
 def test_the_booking_its_outbox_row_reminders_and_audit_record_commit_together(
@@ -124,12 +125,13 @@ def test_a_booking_waits_for_the_day_lock_the_other_paths_take(
 def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
     platform: Platform, database_url: str
 ) -> None:
-    """A move to another day (PostgreSQL): BEGIN, claim, the appointment with its
+    """A move to another day (PostgreSQL): BEGIN, the appointment with its
     reminders, site and patient (locked), the two days' locks, the plan's inputs, the new
     day, one statement writing the move, its reminders (old cancelled, new scheduled), its
-    outbox rows, the idempotency response and the audit record, COMMIT: 9 (10 with the pool's
-    pre-ping, 43 before). A cancellation: BEGIN, claim, the appointment, one write with its
-    audit record, COMMIT: 5 (6 with the pre-ping, 22 before)."""
+    outbox rows, the request_id's key with the response and the audit record, COMMIT: 8 (9 with
+    the request_id claimed first, until 2026-12-05; 10 with the pool's pre-ping, 43 before). A
+    cancellation: BEGIN, the appointment, one write with its key and audit record, COMMIT: 4
+    (5 with the claim, 6 with the pre-ping, 22 before)."""
     site, chairs = site_with_chairs(platform)
     warm = patient_plan(platform, site, "MRN-W")
     book(platform, warm, chairs[0], dt.date(2026, 12, 1), 8)
@@ -150,10 +152,8 @@ def test_a_move_and_a_cancellation_make_a_bounded_number_of_round_trips(
             pb.CancelAppointmentRequest(id=booked.id, reason="unwell", request_id="cancel-1")
         )
     sqlite = database_url.startswith("sqlite")
-    assert moved.of_thread_sending(CLAIM) <= (
-        MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS
-    )
-    assert cancelled.of_thread_sending(CLAIM) <= (
+    assert moved.of_thread_sending(KEYS) <= (MOVE_STATEMENTS_SQLITE if sqlite else MOVE_ROUND_TRIPS)
+    assert cancelled.of_thread_sending(KEYS) <= (
         CANCEL_STATEMENTS_SQLITE if sqlite else CANCEL_ROUND_TRIPS
     )
     shown = platform.scheduler.GetAppointment(pb.GetAppointmentRequest(id=booked.id)).appointment

@@ -383,6 +383,27 @@ def test_64_parallel_bookings_never_share_a_chair_minute(platform: Platform) -> 
     assert_no_chair_minute_twice(listed)
 
 
+def test_concurrent_retries_of_one_booking_book_once_and_answer_alike(platform: Platform) -> None:
+    """BookAppointment writes its request_id's key last (services.common.idempotency,
+    ``key_last``): eight retries sent at once each run the booking, and all but the first
+    meet the key or the booked chair, roll back and answer the first booking."""
+    site, chairs = site_with_chairs(platform)
+    plan = patient_plan(platform, site, "MRN-twin")
+    rid = request_id()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: book(platform, plan, chairs[0], dt.date(2026, 12, 1), 9, rid=rid),
+                range(8),
+            )
+        )
+    assert all(a == answers[0] for a in answers)
+    listed = platform.scheduler.ListAppointments(
+        pb.ListAppointmentsRequest(site_id=site.id, page_size=100)
+    ).appointments
+    assert [a.id for a in listed] == [answers[0].id]
+
+
 def test_plan_schedule_proposes_commits_and_shows_on_the_board(platform: Platform) -> None:
     site, chairs = site_with_chairs(platform, chairs=2)
     plans = [patient_plan(platform, site, f"MRN-{i}") for i in range(3)]

@@ -21,7 +21,7 @@ class _RecordingIdempotency:
 
     def __init__(self) -> None:
         self.methods: list[str] = []
-        self.in_one_statement: list[bool] = []
+        self.ways: list[tuple[bool, bool]] = []
 
     def run(
         self,
@@ -30,10 +30,11 @@ class _RecordingIdempotency:
         response_type: type[Any],
         mutate: Callable[..., Any],
         *,
-        in_one_statement: bool = False,
+        key_last: bool = False,
+        statementwise: bool = False,
     ) -> Any:
         self.methods.append(method)
-        self.in_one_statement.append(in_one_statement)
+        self.ways.append((key_last, statementwise))
         return mutate("session")
 
 
@@ -43,8 +44,8 @@ def test_a_mutation_is_keyed_by_service_and_method() -> None:
     response = mutate("CreateSite", Date(), Date, lambda session: Date(year=2026))
     assert idem.methods == ["scheduler.CreateSite"]
     assert response.year == 2026
-    mutate("Publish", Date(), Date, lambda session: Date(), in_one_statement=True)
-    assert idem.in_one_statement == [False, True]  # passed on as the servicer asked
+    mutate("Publish", Date(), Date, lambda session: Date(), key_last=True, statementwise=True)
+    assert idem.ways == [(False, False), (True, True)]  # passed on as the servicer asked
 
 
 def test_found_returns_the_value_or_raises_not_found_naming_it() -> None:

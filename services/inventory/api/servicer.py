@@ -313,6 +313,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                     )
                 )
             ),
+            key_last=True,  # its effects are its transaction's; the key rides in its write
         )
 
     def ReleaseReservation(
@@ -394,7 +395,11 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             )
 
         return self._mutate(
-            "DispenseReservation", request, pb.DispenseReservationResponse, dispense
+            "DispenseReservation",
+            request,
+            pb.DispenseReservationResponse,
+            dispense,
+            key_last=True,  # its effects are its transaction's; the key rides in its write
         )
 
     def RecordWaste(self, request: pb.RecordWasteRequest, context: grpc.ServicerContext) -> Any:

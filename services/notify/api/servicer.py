@@ -173,14 +173,15 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
                 duplicate=result.duplicate,
             )
 
-        # without a dedupe key, a Publish reads and then makes one write (store/publishing.py):
-        # on PostgreSQL it runs in autocommit, its key and response riding in that write
+        # a Publish's key rides in its one write; without a dedupe key it reads and then
+        # makes that write (store/publishing.py), so on PostgreSQL it needs no transaction
         response = self.mutate(
             "Publish",
             request,
             pb.PublishResponse,
             publish,
-            in_one_statement=not command.dedupe_key,
+            key_last=True,
+            statementwise=not command.dedupe_key,
         )
         if any(wrote):
             self.events.place()

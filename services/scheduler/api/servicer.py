@@ -546,6 +546,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             request,
             pb.BookAppointmentResponse,
             lambda s: self.bookings.book(s, hold_id, plan_id, chair_id, day, start),
+            key_last=True,  # its effects are its transaction's; the key rides in its write
         )
 
     def BookInductionCourse(self, request: pb.BookInductionCourseRequest, context: Context) -> Any:
@@ -619,6 +620,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             request,
             pb.CancelAppointmentResponse,
             lambda s: self.bookings.cancel(s, appointment_id, request.reason),
+            key_last=True,
         )
 
     def RescheduleAppointment(
@@ -636,6 +638,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             request,
             pb.RescheduleAppointmentResponse,
             lambda s: self.bookings.reschedule(s, appointment_id, chair_id, day, start, etag),
+            key_last=True,
         )
 
     def GetAppointment(self, request: pb.GetAppointmentRequest, context: Context) -> Any:
@@ -779,6 +782,8 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         request: Message,
         response_type: type[R],
         change: Callable[[Any], Appointment],
+        *,
+        key_last: bool = False,
     ) -> R:
         """A mutation whose answer is the appointment it changed, as of now.
 
@@ -791,6 +796,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             request,
             response_type,
             lambda s: answer(appointment=self._out(change(s))),
+            key_last=key_last,
         )
 
     def _out(self, appointment: Appointment) -> pb.Appointment:
