@@ -58,7 +58,13 @@ from services.common.db import (
     has_deferred_write,
 )
 from services.common.db import statementwise as is_statementwise
-from services.common.errors import Aborted, DomainError, FieldViolation, InvalidArgument
+from services.common.errors import (
+    Aborted,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+)
 from services.common.joint_writes import insert_one
 from services.common.scope import current_scope
 
@@ -222,6 +228,8 @@ class IdempotencyStore:
                 else:
                     session.execute(self._key, key)
                 return response
+        except Unavailable:
+            raise  # the database or a peer is away: a lookup would not reach it either
         except (IntegrityError, DomainError):
             # a repeat (its key met ours, or its mutation no longer holds): the first result
             stored = self._lookup(keyed.method, keyed.request_id, keyed.digest, response_type)
