@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,14 @@ def _schema_url(server_url: str, schema: str) -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh schema on the test server, dropped afterwards: isolation without CREATEDB."""
+    with fresh_schema(postgres_server_url) as url:
+        yield url
+
+
+@contextmanager
+def fresh_schema(postgres_server_url: str) -> Iterator[str]:
+    """The URL of a schema of its own on the test server, dropped on leaving (for a fixture
+    wider than one test)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server_url)
     with admin.begin() as conn:

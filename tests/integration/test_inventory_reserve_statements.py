@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from google.type.date_pb2 import Date
@@ -45,7 +46,8 @@ from sqlalchemy.orm import Session
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.inventory.domain.allocation import Candidate, allocate
 from services.inventory.store import reservations as store
-from services.inventory.store.models import Base, LotRow
+from services.inventory.store.models import Base, LotRow, ProductRow
+from tests.conftest import fresh_schema
 from tests.integration.conftest import (
     NOW,
     Platform,
@@ -171,64 +173,185 @@ LOTS = st.lists(
     st.tuples(
         st.sampled_from(["a", "b"]),  # product
         st.sampled_from(SIZES),
-        st.integers(min_value=0, max_value=6),  # expiry: days after the needed-on day
+        st.integers(min_value=-1, max_value=6),  # expiry: days after the needed-on day
         st.integers(min_value=1, max_value=8),  # on hand
         st.integers(min_value=0, max_value=3),  # reserved
+        st.sampled_from(["AVAILABLE"] * 4 + ["QUARANTINED"]),
     ),
     max_size=30,
 )
+Lot = tuple[str, Decimal, int, int, int, str]
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A database with the inventory's tables for the whole module (hypothesis runs many
+    examples in one test, so the schema outlives a test)."""
+    if request.param == "sqlite":
+        engine = create_engine("sqlite://")
+        yield _with_products(engine)
+        engine.dispose()
+        return
+    with fresh_schema(request.getfixturevalue("postgres_server_url")) as url:
+        engine = create_engine(url)
+        yield _with_products(engine)
+        engine.dispose()
+
+
+def _with_products(engine: Engine) -> Engine:
+    """The tables, and products "a" and "b" for the lots to name (PostgreSQL checks the
+    foreign key)."""
     Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+    with Session(engine) as session:
+        for product in ("a", "b"):
+            session.add(
+                ProductRow(
+                    id=product,
+                    code=product,
+                    brand=product,
+                    manufacturer="",
+                    ig_class="IVIG",
+                    concentration_percent=Decimal(10),
+                    routes=["IV"],
+                    document={},
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        session.commit()
+    return engine
 
 
-@settings(max_examples=150, deadline=None)
+def _put_lots(session: Session, lots: list[Lot], day: dt.date) -> list[Candidate]:
+    """Writes ``lots`` (product, vial grams, days from ``day`` to expiry, on hand, reserved,
+    state) at site "s" in place of any there; returns every lot's Candidate that may be
+    promised for ``day``, as an allocation over every lot would see them."""
+    session.query(LotRow).delete()
+    for i, (product, grams, days, on_hand, reserved, state) in enumerate(lots):
+        session.add(
+            LotRow(
+                id=f"lot-{i:03d}",
+                site_id="s",
+                product_id=product,
+                presentation_grams=grams,
+                lot_number=f"L{i}",
+                expiry_date=day + dt.timedelta(days=days),
+                state=state,
+                unit_cost=Decimal(1),
+                currency="GBP",
+                on_hand_vials=on_hand,
+                reserved_vials=min(reserved, on_hand),
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    session.flush()
+    return [
+        Candidate(f"lot-{i:03d}", p, g, day + dt.timedelta(days=d), h - min(r, h))
+        for i, (p, g, d, h, r, state) in enumerate(lots)
+        if state == "AVAILABLE" and d >= 0
+    ]
+
+
+@settings(max_examples=250, deadline=None)
 @given(
     lots=LOTS,
     dose=st.sampled_from([Decimal(g) for g in ("2.5", "10", "17.5", "20", "45", "70", "130")]),
     band=st.sampled_from([Decimal(0), Decimal(10)]),
     products=st.sampled_from([("a",), ("a", "b"), ("b", "a")]),
+    per_size=st.sampled_from([1, 1, 2, 3, store.PER_SIZE]),  # 32: no size is cut
 )
 def test_the_bounded_read_chooses_what_every_lot_would(
     engine: Engine,
-    lots: list[tuple[str, Decimal, int, int, int]],
+    lots: list[Lot],
     dose: Decimal,
     band: Decimal,
     products: tuple[str, ...],
+    per_size: int,
 ) -> None:
+    """Both reads: the window read first, and on PostgreSQL, the products then counted as
+    crowded (any usable lot, here), the walked read, which takes the first ``per_size`` lots
+    of each vial size and falls back to every usable lot when a size needs more (small
+    ``per_size`` makes both happen)."""
     day = dt.date(2026, 12, 1)
+    with Session(engine) as session, patch.object(store, "CROWDED_LOTS", 0):
+        every = _put_lots(session, lots, day)
+        store._CROWDED.clear()
+        for _read in ("window", "walked"):
+            seen = store.promisable(session, "s", products, day, dose, per_size=per_size)
+            bounded = [Candidate(*c[:5]) for c in seen]
+            want = allocate(dose, band, products, every)
+            assert allocate(dose, band, products, bounded) == want
+        session.rollback()
+
+
+@pytest.mark.postgres
+def test_only_a_crowded_product_is_walked(engine: Engine) -> None:
+    """Forty usable lots: above a CROWDED_LOTS of 30 the first read (the window read, which
+    counts them) makes the next one walk; at 50 both stay window reads. Both answer alike."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the walked read is PostgreSQL's (SQLite has no LATERAL)")
+    day = dt.date(2026, 12, 1)
+    lots: list[Lot] = [("a", Decimal("10"), 1 + i, 10, 0, "AVAILABLE") for i in range(40)]
+    sent: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    for crowded, walks in ((50, [False, False]), (30, [False, True])):
+        sent.clear()
+        with Session(engine) as session, patch.object(store, "CROWDED_LOTS", crowded):
+            _put_lots(session, lots, day)
+            store._CROWDED.clear()
+            event.listen(engine, "before_cursor_execute", seen)
+            try:
+                answers = [store.promisable(session, "s", ["a"], day, Decimal(20)) for _ in walks]
+            finally:
+                event.remove(engine, "before_cursor_execute", seen)
+            assert ["RECURSIVE" in statement for statement in sent] == walks
+            assert answers[0] == answers[1]
+            assert [lot.lot_number for lot in answers[0]] == ["L0"]  # 100 g holds 20 + 10 + 1
+            session.rollback()
+
+
+@pytest.mark.postgres
+def test_the_walked_read_stops_after_the_first_lots_of_each_size(engine: Engine) -> None:
+    """Forty lots of ten 10 g vials and forty of ten 5 g vials, expiring a day apart: a 20 g
+    dose needs at most 20 + 10 (the largest vial) + 1 = 31 g of a size, which the first lot of
+    each holds (100 g and 50 g), so the walk returns one lot of each (the window read would
+    return the same, having sorted all 80), and with ``per_size`` 1 it still need not fall
+    back. A 2,000 g dose needs 2,011 g of a size: more than the first lot of either size,
+    so with ``per_size`` 1 the walk says so (None) and the window read answers."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the walked read is PostgreSQL's (SQLite has no LATERAL)")
+    day = dt.date(2026, 12, 1)
+    lots: list[Lot] = [
+        ("a", grams, 1 + i, 10, 0, "AVAILABLE") for grams in SIZES[2:4] for i in range(40)
+    ]
     with Session(engine) as session:
-        session.query(LotRow).delete()
-        for i, (product, grams, days, on_hand, reserved) in enumerate(lots):
-            session.add(
-                LotRow(
-                    id=f"lot-{i:03d}",
-                    site_id="s",
-                    product_id=product,
-                    presentation_grams=grams,
-                    lot_number=f"L{i}",
-                    expiry_date=day + dt.timedelta(days=days),
-                    state="AVAILABLE",
-                    unit_cost=Decimal(1),
-                    currency="GBP",
-                    on_hand_vials=on_hand,
-                    reserved_vials=min(reserved, on_hand),
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
-            )
-        session.flush()
-        every = [
-            Candidate(f"lot-{i:03d}", p, g, day + dt.timedelta(days=d), h - min(r, h))
-            for i, (p, g, d, h, r) in enumerate(lots)
+        _put_lots(session, lots, day)
+        connection = session.connection()
+        params = {
+            "site_id": "s",
+            "needed_on": day,
+            "dose": 20.0,
+            "per_size": 1,
+            "skip": 0,
+            "products": ["a"],
+        }
+        walked = store._walked(connection, params, Decimal(20), per_size=1)
+        assert walked is not None
+        assert sorted((w.presentation_grams, w.lot_number) for w in walked) == [
+            (Decimal("5"), "L0"),
+            (Decimal("10"), "L40"),
         ]
-        bounded = [Candidate(*c[:5]) for c in store.promisable(session, "s", products, day, dose)]
-        assert allocate(dose, band, products, bounded) == allocate(dose, band, products, every)
+        assert store._walked(connection, {**params, "dose": 2000.0}, Decimal(2000), 1) is None
+        every = store.promisable(session, "s", ["a"], day, Decimal(2000), per_size=1)
+        # the bound is 2,011 g: 21 lots of 10 g vials (the 21st starts after 20 × 100 g =
+        # 2,000 g, below it) and all 40 of 5 g vials (they hold 40 × 50 g = 2,000 g)
+        assert len(every) == 21 + 40
         session.rollback()
 
 

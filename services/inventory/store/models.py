@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,6 +67,17 @@ class LotRow(Base):
         ),
         Index("ix_lots_product_lot_number", "product_id", "lot_number"),
         Index("ix_lots_site_product_expiry", "site_id", "product_id", "expiry_date"),
+        # a reservation's read of promisable lots walks this in allocation order, a few lots
+        # of each vial size, whatever the number of lots (store/reservations.py, promisable)
+        Index(
+            "ix_lots_available",
+            "site_id",
+            "product_id",
+            "presentation_grams",
+            "expiry_date",
+            postgresql_where=text("state = 'AVAILABLE'"),
+            sqlite_where=text("state = 'AVAILABLE'"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     site_id: Mapped[str] = mapped_column(String(40))

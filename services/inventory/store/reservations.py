@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -21,9 +22,13 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -290,11 +295,19 @@ def _promisable_query(giving_back: bool = False) -> Select[Any]:
                 ),
                 0,
             ).label("before"),
+            func.count().over().label("usable"),
         )
         .select_from(lots)
         .where(*usable)
         .subquery()
     )
+    return _within_bound(ranked, largest, ranked.c.usable)
+
+
+def _within_bound(ranked: Any, largest: Any, extra: ColumnElement[Any]) -> Select[Any]:
+    """A promisable read's answer: of the ranked lots (each with ``before``, the vials of its
+    size ahead of it in the allocation's order), those starting below dose + the largest vial,
+    as ``Promisable``'s columns and then ``extra``."""
     # one gram of slack: the bound is computed in floating point
     enough = bindparam("dose", type_=Float) + largest + 1
     return select(
@@ -306,11 +319,137 @@ def _promisable_query(giving_back: bool = False) -> Select[Any]:
         ranked.c.lot_number,
         ranked.c.unit_cost,
         ranked.c.currency,
+        extra,
     ).where(ranked.c.before * ranked.c.grams < enough)
+
+
+_NO_CUT = literal(dt.date(9999, 12, 31), Date)
+
+PER_SIZE = 32
+"""Lots of one vial size of one product the index-bounded read returns at most: a dose plus
+the largest vial is a handful of lots in practice (a lot holds tens to hundreds of vials).
+When a size needs more, the read says so and the window read over every lot runs instead."""
+
+
+def _walked_query() -> Select[Any]:
+    """``_promisable_query`` bounded by an index (PostgreSQL). Three steps, each along
+    ``ix_lots_available``:
+
+    1. the products' vial sizes, by a skip scan (one index descent per size);
+    2. for each size, the expiry date of its ``:per_size``-th usable lot (``:skip`` is one
+       less), read in index order: no sort, so the plan does not depend on what the planner
+       knows of the table (without statistics it sorted all 1,000 lots of a product when
+       asked for the first 32);
+    3. the size's usable lots up to that date, ties included, of which the first
+       ``:per_size`` in the allocation's order (earliest expiry, then fullest, then id),
+       with the window read's running sum and bound over them.
+
+    Every row carries ``largest``, the largest vial size of any AVAILABLE lot of the products
+    (at least the window read's bound), so that the caller can tell a size cut short by
+    ``:per_size`` before it held a dose plus the largest vial.
+
+    PostgreSQL cannot stop a running sum early, so the window read sorts every usable lot of
+    the products at each call: 2.9 ms of the database's time for a product of 1,000 lots,
+    against 0.27 ms here with or without statistics (EXPLAIN ANALYZE, 2026-12-05). For a
+    product of 10 lots the window read costs the database less (0.5 against 0.7 ms a call
+    from the client: the walk's plan is larger), so ``promisable`` walks only for products
+    with more than CROWDED_LOTS usable lots. SQLite has no LATERAL: it keeps the window
+    read."""
+    site = bindparam("site_id", type_=String())
+    # the products as one array (an 11-armed UNION of the slots cost 0.1 ms more to plan)
+    products = bindparam("products", type_=postgresql.ARRAY(String()))
+    asked = select(func.unnest(products).label("product_id")).distinct().cte("asked")
+
+    def next_size(product: ColumnElement[Any], after: ColumnElement[Any] | None) -> Any:
+        lot = _LOTS.alias()
+        beyond = () if after is None else (lot.c.presentation_grams > after,)
+        return (
+            select(lot.c.presentation_grams.label("grams"))
+            .where(
+                lot.c.site_id == site,
+                lot.c.product_id == product,
+                lot.c.state == LotState.AVAILABLE.value,
+                *beyond,
+            )
+            .order_by(lot.c.presentation_grams)
+            .limit(1)
+            .lateral()
+        )
+
+    first = next_size(asked.c.product_id, None)
+    sizes = (
+        select(asked.c.product_id, first.c.grams)
+        .select_from(asked.join(first, true()))
+        .cte("sizes", recursive=True)
+    )
+    found = sizes.alias("found")
+    then = next_size(found.c.product_id, found.c.grams)
+    sizes = sizes.union_all(
+        select(found.c.product_id, then.c.grams).select_from(found.join(then, true()))
+    )
+
+    def usable(lot: Any) -> tuple[ColumnElement[bool], ...]:
+        return (
+            lot.c.site_id == site,
+            lot.c.product_id == sizes.c.product_id,
+            lot.c.presentation_grams == sizes.c.grams,
+            lot.c.state == LotState.AVAILABLE.value,
+            lot.c.expiry_date >= bindparam("needed_on", type_=Date),
+            lot.c.on_hand_vials > lot.c.reserved_vials,
+        )
+
+    # the expiry date of the size's per_size-th usable lot, read along the index (no sort,
+    # whatever the planner knows of the table): the lots up to it, ties included, hold the
+    # size's first per_size lots in the allocation's order; none when it has fewer
+    counted = _LOTS.alias("counted")
+    cut = (
+        select(counted.c.expiry_date.label("last"))
+        .where(*usable(counted))
+        .order_by(counted.c.expiry_date)
+        .offset(bindparam("skip", type_=Integer))
+        .limit(1)
+        .lateral("cut")
+    )
+    lot = _LOTS.alias("lot")
+    first_lots = (
+        select(
+            lot.c.id,
+            lot.c.product_id,
+            lot.c.presentation_grams,
+            lot.c.expiry_date,
+            (lot.c.on_hand_vials - lot.c.reserved_vials).label("free"),
+            lot.c.lot_number,
+            lot.c.unit_cost,
+            lot.c.currency,
+        )
+        .where(*usable(lot), lot.c.expiry_date <= func.coalesce(cut.c.last, _NO_CUT))
+        .order_by(lot.c.expiry_date, (lot.c.on_hand_vials - lot.c.reserved_vials).desc(), lot.c.id)
+        .limit(bindparam("per_size", type_=Integer))
+        .lateral("first_lots")
+    )
+    ranked = (
+        select(
+            *first_lots.c,
+            cast(first_lots.c.presentation_grams, Float).label("grams"),
+            func.coalesce(
+                func.sum(first_lots.c.free).over(
+                    partition_by=(first_lots.c.product_id, first_lots.c.presentation_grams),
+                    order_by=(first_lots.c.expiry_date, first_lots.c.free.desc(), first_lots.c.id),
+                    rows=(None, -1),
+                ),
+                0,
+            ).label("before"),
+        )
+        .select_from(sizes.outerjoin(cut, true()).join(first_lots, true()))
+        .subquery("ranked")
+    )
+    largest = select(func.max(cast(sizes.c.grams, Float))).scalar_subquery()
+    return _within_bound(ranked, largest, largest.label("largest"))
 
 
 _PROMISABLE = Kept(_promisable_query())
 _PROMISABLE_GIVING_BACK = Kept(_promisable_query(giving_back=True))
+_PROMISABLE_WALKED = Kept(_walked_query())
 _TAKE = (
     update(_LOTS)
     .where(
@@ -329,6 +468,7 @@ def promisable(
     needed_on: dt.date,
     dose: Decimal,
     giving_back: str = "",
+    per_size: int = PER_SIZE,
 ) -> list[Promisable]:
     """The lots that may be promised for the day, read without locks and without building
     ORM objects.
@@ -340,22 +480,71 @@ def promisable(
     takes fewer vials of each size than that, and it takes them from the first lots of the
     size in that order: the rules of domain/allocation.py choose the same vials from this set
     as from every lot. A product with thousands of lots then costs what one with a handful
-    does in Python; the database still reads the product's lots at the site once. Run on the
+    does in Python. The database reads every usable lot of the products once (the window
+    read), except on PostgreSQL for products whose last read counted more than CROWDED_LOTS:
+    then it reads only the first ``per_size`` lots of each size along an index
+    (``_walked_query``), and every usable lot only when a size needs more. Run on the
     session's connection (no ORM layer: 9 % of ReserveStock's CPU went to it)."""
     if not 0 < len(products) <= PRODUCT_SLOTS:
         raise ValueError(f"a reservation chooses from 1 to {PRODUCT_SLOTS} products")
-    params: dict[str, Any] = {
-        "site_id": site_id,
-        "needed_on": needed_on,
-        "dose": float(dose),
-    }
+    params: dict[str, Any] = {"site_id": site_id, "needed_on": needed_on, "dose": float(dose)}
+    connection = session.connection()
+    walk = connection.dialect.name == "postgresql" and not giving_back
+    crowd = (site_id, tuple(products))
+    if walk and _CROWDED.get(crowd, 0.0) > time.monotonic():
+        bounds = {"products": list(products), "per_size": per_size, "skip": per_size - 1}
+        walked = _walked(connection, {**params, **bounds}, dose, per_size)
+        if walked is not None:
+            return walked
     for i in range(PRODUCT_SLOTS):
         params[f"product_{i}"] = products[i] if i < len(products) else products[0]
     if giving_back:  # a reservation choosing again: what it holds counts as free
         params["reservation_id"] = giving_back
     query = _PROMISABLE_GIVING_BACK if giving_back else _PROMISABLE
-    rows = query.execute(session.connection(), params)
-    return [Promisable(*row) for row in rows]
+    rows = query.execute(connection, params).all()
+    if walk and rows and rows[0].usable > CROWDED_LOTS:
+        if len(_CROWDED) >= _CROWDED_KEPT:
+            _CROWDED.clear()
+        _CROWDED[crowd] = time.monotonic() + CROWDED_SECONDS
+    return [Promisable(*row[:8]) for row in rows]
+
+
+CROWDED_LOTS = 150
+"""Usable lots of a reservation's products above which PostgreSQL is asked for the walked read
+(``_walked_query``) rather than the window read. The window read costs the database about
+1.35 µs more a lot (0.51 ms a call from the client at 10 lots, 1.85 ms at 1,000); the walk
+costs the same at any number of lots, 0.22 ms more than the window read at 10 (its larger
+plan), so the two cross near 170 lots (2026-12-05). Most products at a site have tens of lots:
+they keep the cheaper window read."""
+CROWDED_SECONDS = 60.0
+"""How long a window read's count of usable lots decides: the next read after it counts again
+(lots are received, run out and expire)."""
+_CROWDED: dict[tuple[str, tuple[str, ...]], float] = {}
+"""(site, products) whose last window read counted more than CROWDED_LOTS usable lots, and
+until when (``time.monotonic``) their reads walk. Per process; a lost entry costs one window
+read."""
+_CROWDED_KEPT = 10_000
+
+
+def _walked(
+    connection: Connection, params: dict[str, Any], dose: Decimal, per_size: int
+) -> list[Promisable] | None:
+    """The index-bounded read's lots, or None when a vial size was cut short: ``per_size``
+    lots of it came back, all within the bound, and together they hold less than the dose
+    plus the largest vial (the next lot of the size might be needed)."""
+    rows = _PROMISABLE_WALKED.execute(connection, params).all()
+    if not rows:
+        return []
+    enough = float(dose) + rows[0].largest + 1
+    sizes: dict[tuple[str, Decimal], list[int]] = {}
+    for row in rows:
+        size = sizes.setdefault((row.product_id, row.presentation_grams), [0, 0])
+        size[0] += 1
+        size[1] += row.free
+    for (_, grams), (lots, vials) in sizes.items():
+        if lots >= per_size and vials * float(grams) < enough:
+            return None
+    return [Promisable(*row[:8]) for row in rows]
 
 
 _TAKEN = _TAKE.returning(_LOTS.c.id)
