@@ -1,8 +1,9 @@
 """ReserveStock's cost against the number of lots a product has at the site: the same load
 (one product, every call 20 g, needed-on days spread over four weeks) on a product with
-LOT_COUNTS lots, each run on a fresh PostgreSQL database and service process. Reports calls/s
-and the service's CPU per call; the two should stay within 20 % of each other, because the
-candidate lots are bounded by the query, not by the product's size.
+LOT_COUNTS lots, each run on a fresh PostgreSQL database and service process, vacuumed and
+analysed after seeding (``bench.harness.settle``). Reports calls/s and the service's CPU per
+call; the two should stay within 20 % of each other, because the candidate lots are bounded
+by the query, not by the product's size.
 
 `python -m bench.lots [--seconds S] [--concurrency N]`
 """
@@ -21,6 +22,7 @@ from bench.harness import (
     dev_issuer,
     load,
     operator_token,
+    settle,
     throwaway_database,
 )
 from bench.inventory import APPOINTMENT_ID, HOT, RESERVE, SITE, inventory_process, reserve_request
@@ -61,6 +63,7 @@ def main() -> int:
                     lot = f"LOT-{i:04d}"
                     vials = max(VIALS, -(-STOCK_VIALS // count))
                     pharmacy.receive(SITE, product, lot, expiry, vials, request_id=f"bench-{lot}")
+                settle(url)
                 requests = [
                     reserve_request(product, today + dt.timedelta(days=1 + k)).SerializeToString()
                     for k in range(28)
