@@ -352,7 +352,7 @@ def _walked_query() -> Select[Any]:
 
     PostgreSQL cannot stop a running sum early, so the window read sorts every usable lot of
     the products at each call: 2.9 ms of the database's time for a product of 1,000 lots,
-    against 0.27 ms here with or without statistics (EXPLAIN ANALYZE, 2026-12-05). For a
+    against 0.27 ms here, without statistics (EXPLAIN ANALYZE, 2026-12-05). For a
     product of 10 lots the window read costs the database less (0.5 against 0.7 ms a call
     from the client: the walk's plan is larger), so ``promisable`` walks only for products
     with more than CROWDED_LOTS usable lots. SQLite has no LATERAL: it keeps the window
