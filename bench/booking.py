@@ -32,16 +32,16 @@ from sqlalchemy import create_engine, text
 from bench.harness import (
     ORG,
     channel,
-    cpu_ms_per_call,
-    cpu_seconds,
+    conninfo,
     dev_issuer,
     environment,
     load,
+    measured_load,
     operator_token,
     running,
     throwaway_database,
 )
-from bench.lean import conninfo, count, lean_process
+from bench.lean import count, lean_process
 from demo.builder import Builder, pb_date, shifts
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -203,19 +203,13 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         site, chairs, plans = prepare(sch, stock, product, first)
         searcher, plans = plans[-1], plans[:-1]
         log("booking bench: BookAppointment …")
-        before = cpu_seconds(pid)
         name = "BookAppointment (30 chairs, a plan per call)"
         requests = booking_requests(chairs, plans, first)
-        results[name] = load(
-            scheduler,
-            BOOK,
-            requests,
-            seconds,
-            concurrency,
-            token=token,
+        results[name] = measured_load(
+            pid, url, scheduler, BOOK, requests, seconds, concurrency, token=token
         )
         # the service's own CPU per booking: its ceiling on one core is 1 s / this
-        cpu_ms = cpu_ms_per_call(cpu_seconds(pid) - before, results[name])
+        cpu_ms = results[name]["cpu_ms"]["server"]
         log(f"booking bench: service CPU ms per BookAppointment call: {cpu_ms}")
         find = pb.FindSlotsRequest(
             therapy_plan_id=searcher,
@@ -238,9 +232,11 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         }
         lean = "BookAppointment (30 chairs, a plan per call), lean baseline"
         log("booking bench: BookAppointment, lean baseline …")
-        with lean_process(url) as address:
+        with lean_process(url) as (address, lean_pid):
             lean_requests = booking_requests(chairs, seed_lean(url), first)
-            results[lean] = load(address, BOOK, lean_requests, seconds, concurrency)
+            results[lean] = measured_load(
+                lean_pid, url, address, BOOK, lean_requests, seconds, concurrency
+            )
         results[name]["lean_baseline"] = lean  # the table gives the real path's share of it
         checks["lean_overlapping_bookings"] = lean_overlaps(url)
     return {"results": results, "checks": checks}

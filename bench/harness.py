@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 from sqlalchemy import create_engine, text
 
 from services.common.auth.tokens import StaticToken
@@ -64,6 +65,50 @@ def cpu_seconds(pid: int) -> float:
         total += times.get(this, 0.0)
         pending.extend(children.get(this, ()))
     return total
+
+
+def conninfo(url: str) -> str:
+    """A libpq URL of a SQLAlchemy one (postgresql+psycopg://…), which the benchmarks use."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def database_cpu_seconds(url: str) -> float:
+    """User + system CPU time so far of the PostgreSQL backends connected to ``url``'s
+    database (:data:`SERVER` runs on this machine, so /proc has them), this query's own
+    excepted. A service's pool keeps its connections, so their backends live across a load;
+    a backend that ends between two readings takes its time with it (the reading is then
+    low, never high)."""
+    query = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(conninfo(url)) as c:
+        pids = [int(row[0]) for row in c.execute(query).fetchall()]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measured_load(server_pid: int, url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``load`` (same arguments after the first two), its result with ``cpu_ms``: the CPU
+    milliseconds a call of the server (``server_pid`` and its descendants), of the database's
+    backends (``url``) and of the load process. On two cores the three share one budget, so a
+    path is bounded by their sum as much as by any one of them (docs/benchmarks.md, "the
+    machine's time a call")."""
+    server, database = cpu_seconds(server_pid), database_cpu_seconds(url)
+    result = load(*args, **kwargs)
+    result["cpu_ms"] = {
+        "server": cpu_ms_per_call(cpu_seconds(server_pid) - server, result),
+        "database": cpu_ms_per_call(database_cpu_seconds(url) - database, result),
+        "load": cpu_ms_per_call(float(result.get("cpu_seconds", 0.0)), result),
+    }
+    return result
 
 
 def cpu_ms_per_call(cpu_used: float, result: dict[str, Any]) -> float:

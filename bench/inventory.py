@@ -29,16 +29,16 @@ from sqlalchemy import create_engine, text
 
 from bench.harness import (
     channel,
-    cpu_ms_per_call,
-    cpu_seconds,
+    conninfo,
     dev_issuer,
     environment,
     load,
+    measured_load,
     operator_token,
     running,
     throwaway_database,
 )
-from bench.lean import conninfo, count, lean_process
+from bench.lean import count, lean_process
 from demo.builder import Pharmacy, pb_date
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.inventory.v1 import inventory_pb2_grpc
@@ -169,13 +169,20 @@ def lean_runs(
     """The same two loads, request for request, against the lean baseline (bench/lean.py) on
     a copy of the real shelf as received (same lots, products and vials, nothing reserved)."""
     out: dict[str, dict[str, Any]] = {}
-    with lean_process(url) as address:
+    with lean_process(url) as (address, pid):
         seed_lean_lots(url)
         for real, payloads in zip((HOT_RUN, SPREAD_RUN), requests, strict=True):
             name = lean_name(real)
             log(f"inventory: {name}")
-            out[name] = load(
-                address, RESERVE, payloads, seconds, concurrency, unique_field=APPOINTMENT_ID
+            out[name] = measured_load(
+                pid,
+                url,
+                address,
+                RESERVE,
+                payloads,
+                seconds,
+                concurrency,
+                unique_field=APPOINTMENT_ID,
             )
     return out
 
@@ -247,8 +254,9 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             (SPREAD_RUN, spread_requests),
         ):
             log(f"inventory: {name}")
-            before = cpu_seconds(pid)
-            results[name] = load(
+            results[name] = measured_load(
+                pid,
+                url,
                 address,
                 RESERVE,
                 requests,
@@ -258,7 +266,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
                 token=token,
             )
             # the service's own CPU per call: its ceiling on one core is 1 s / this
-            cpu[name] = cpu_ms_per_call(cpu_seconds(pid) - before, results[name])
+            cpu[name] = results[name]["cpu_ms"]["server"]
         log(f"inventory: service CPU ms per ReserveStock call: {cpu}")
         lean = lean_runs(url, (hot_requests, spread_requests), seconds, concurrency, log)
         for real in (HOT_RUN, SPREAD_RUN):  # the table gives the real path's share of lean

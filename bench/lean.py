@@ -24,17 +24,12 @@ import psycopg
 
 from bench import lean_booking, lean_stock
 from bench.echo_server import until_stopped
-from bench.harness import ROOT, free_port
+from bench.harness import ROOT, conninfo, free_port
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 
 RESERVE = "/infusion.inventory.v1.InventoryService/ReserveStock"
 BOOK = "/infusion.scheduler.v1.SchedulerService/BookAppointment"
-
-
-def conninfo(url: str) -> str:
-    """A libpq URL of a SQLAlchemy one (postgresql+psycopg://…), which the benchmarks use."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def count(url: str, query: str) -> int:
@@ -122,9 +117,10 @@ def serve(address: str, url: str, workers: int = 16) -> tuple[grpc.Server, Conne
 
 
 @contextmanager
-def lean_process(url: str) -> Iterator[str]:
+def lean_process(url: str) -> Iterator[tuple[str, int]]:
     """The lean server as a process of its own (as the real services and echo run) on a free
-    port, tables created in ``url``'s database; its address, once it says it is SERVING."""
+    port, tables created in ``url``'s database; its address and process id (its CPU is read
+    around each load), once it says it is SERVING."""
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.lean", address, url],
@@ -137,7 +133,7 @@ def lean_process(url: str) -> Iterator[str]:
         assert proc.stdout is not None
         if "SERVING" not in proc.stdout.readline():
             raise RuntimeError("the lean baseline did not start")
-        yield address
+        yield address, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=15)

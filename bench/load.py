@@ -80,6 +80,7 @@ async def run(
     templates = payload if isinstance(payload, list) else [payload]
     counter = itertools.count()
     run_tag = f"{os.getpid()}-{time.time_ns() % 10**9}-"
+    cpu_at_start = time.process_time()  # the load's own CPU: it shares the machine's cores
 
     def next_payload() -> bytes:
         n = next(counter)
@@ -136,6 +137,7 @@ async def run(
         "p50_ms": round(statistics.median(latencies) * 1000, 3) if n else 0.0,
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3) if n else 0.0,
         "connections": len(channels),
+        "cpu_seconds": round(time.process_time() - cpu_at_start, 3),
     }
 
 

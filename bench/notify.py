@@ -50,6 +50,7 @@ from bench.harness import (
     ROOT,
     channel,
     cpu_seconds,
+    database_cpu_seconds,
     dev_issuer,
     free_port,
     load,
@@ -303,6 +304,7 @@ def notify_benchmarks(
             stub.Publish(publish_request(hook, request_id="warm-up"))
             log(f"notify: Publish, {concurrency} in flight, {seconds} s")
             cpu, before = service.cpu_seconds(), deliveries(url)
+            database = database_cpu_seconds(url)
             out["publish"] = load(
                 address,
                 PUBLISH,
@@ -313,8 +315,15 @@ def notify_benchmarks(
                 token=token,
             )
             # every call the load made, its warm-up's too: one delivery each
+            calls = deliveries(url) - before
             out["publish"]["server_cpu_ms_per_call"] = round(
-                (service.cpu_seconds() - cpu) * 1000 / (deliveries(url) - before), 3
+                (service.cpu_seconds() - cpu) * 1000 / calls, 3
+            )
+            out["publish"]["database_cpu_ms_per_call"] = round(
+                (database_cpu_seconds(url) - database) * 1000 / calls, 3
+            )
+            out["publish"]["load_cpu_ms_per_call"] = round(
+                float(out["publish"].get("cpu_seconds", 0.0)) * 1000 / calls, 3
             )
             opened.close()
         pending = deliveries(url)  # the measured calls plus the load's warm-up
@@ -575,7 +584,8 @@ def main() -> int:
             f"{publish['calls_per_second']:,.0f} calls/s "
             f"({publish['calls_per_second'] / echo_rate:.1%} of echo)",
             f"p50 {publish['p50_ms']} ms, p99 {publish['p99_ms']} ms, errors {publish['errors']}; "
-            f"notify CPU {publish['server_cpu_ms_per_call']} ms a call",
+            f"CPU ms a call: notify {publish['server_cpu_ms_per_call']}, its database "
+            f"{publish['database_cpu_ms_per_call']}, the load {publish['load_cpu_ms_per_call']}",
         ),
         (
             f"webhook delivery, backlog drained ({args.dispatch_workers} dispatch workers)",

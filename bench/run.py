@@ -42,7 +42,17 @@ from bench import inventory as inventory_bench
 from bench import optimiser as optimiser_bench
 from bench import tracing as tracing_bench
 from bench.dose import prepare_dose_request
-from bench.harness import ROOT, dev_issuer, environment, free_port, load, operator_token, running
+from bench.harness import (
+    ROOT,
+    cpu_ms_per_call,
+    cpu_seconds,
+    dev_issuer,
+    environment,
+    free_port,
+    load,
+    operator_token,
+    running,
+)
 from infusion.inventory.v1 import inventory_pb2 as inv
 from services.launcher import SERVICES
 
@@ -94,9 +104,15 @@ def main() -> int:
                 )
             )
             time.sleep(1.0)
-            results["echo (bare grpcio)"] = load(
+            before = cpu_seconds(procs[-1].pid)
+            results["echo (bare grpcio)"] = echo_result = load(
                 echo, "/bench.Echo/Echo", b"\x0a\x05hello", args.seconds, args.concurrency
             )
+            echo_result["cpu_ms"] = {
+                "server": cpu_ms_per_call(cpu_seconds(procs[-1].pid) - before, echo_result),
+                "database": 0.0,
+                "load": cpu_ms_per_call(echo_result.get("cpu_seconds", 0.0), echo_result),
+            }
             procs[-1].terminate()
             if args.only in (None, "scheduler"):
                 with running(env, ("inventory", "scheduler")) as processes:
@@ -162,13 +178,16 @@ def main() -> int:
     echo_rate = results["echo (bare grpcio)"]["calls_per_second"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\n{dt.date.today()} — {machine}; {args.concurrency} in flight, {args.seconds:g} s\n")
-    print("| target | calls/s | share of echo | share of lean | p50 ms | p99 ms | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| target | calls/s | share of echo | share of lean | p50 ms | p99 ms | errors "
+        "| CPU ms a call: server · database · load |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         share = r["calls_per_second"] / echo_rate if echo_rate else 0
         print(
             f"| {name} | {r['calls_per_second']:.0f} | {share:.0%} | {lean_share(results, r)} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {cpu_split(r)} |"
         )
     if checks:
         print(f"\ninventory checks after the ReserveStock runs: {json.dumps(checks)}")
@@ -202,6 +221,17 @@ def main() -> int:
         )
     )
     return 0
+
+
+def cpu_split(result: dict[str, Any]) -> str:
+    """Where a call's machine time went, where the part measured it (``measured_load``): the
+    server's, its database's and the load generator's CPU milliseconds a call; the load's
+    alone for the others."""
+    cpu = result.get("cpu_ms")
+    if cpu is None:
+        load_ms = cpu_ms_per_call(float(result.get("cpu_seconds", 0.0)), result)
+        return f"– · – · {load_ms:.2f}"
+    return f"{cpu['server']:.2f} · {cpu['database']:.2f} · {cpu['load']:.2f}"
 
 
 def lean_share(results: dict[str, dict[str, Any]], row: dict[str, Any]) -> str:

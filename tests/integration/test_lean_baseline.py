@@ -17,7 +17,7 @@ from google.type.date_pb2 import Date
 from google.type.timeofday_pb2 import TimeOfDay
 
 from bench import lean
-from bench.harness import free_port
+from bench.harness import conninfo, free_port
 from infusion.inventory.v1 import inventory_pb2 as inv
 from infusion.scheduler.v1 import scheduler_pb2 as pb
 
@@ -32,7 +32,7 @@ LOT_VIALS = 5  # two lots of five 10 g vials: five 20 g reservations at the most
 def channel(postgres_url: str) -> Iterator[tuple[grpc.Channel, str]]:
     address = f"127.0.0.1:{free_port()}"
     server, connections = lean.serve(address, postgres_url, workers=8)
-    with psycopg.connect(lean.conninfo(postgres_url), autocommit=True) as conn:
+    with psycopg.connect(conninfo(postgres_url), autocommit=True) as conn:
         for n in range(2):
             conn.execute(
                 "INSERT INTO lean_lots VALUES (%s, 's1', 'p1', %s, 10, %s, %s, 0)",
@@ -110,7 +110,7 @@ def test_concurrent_reservations_never_over_commit(channel: tuple[grpc.Channel, 
         codes = list(pool.map(attempt, range(12)))
     assert codes.count(grpc.StatusCode.OK) == 5  # 10 vials of 10 g, 20 g each
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}
-    with psycopg.connect(lean.conninfo(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         held = conn.execute(
             "SELECT l.reserved, coalesce(sum(n.vials), 0) FROM lean_lots l "
             "LEFT JOIN lean_reservation_lines n ON n.lot_id = l.id GROUP BY l.id, l.reserved"
@@ -141,5 +141,5 @@ def test_two_bookings_of_one_chair_minute_do_not_both_succeed(
 
     with ThreadPoolExecutor(3) as pool:
         assert sum(pool.map(attempt, range(3))) == 1
-    with psycopg.connect(lean.conninfo(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         assert conn.execute("SELECT count(*) FROM lean_bookings").fetchone() == (1,)
