@@ -48,23 +48,31 @@ def cpu_seconds(pid: int) -> float:
     work is in the workers. CPU per call is steadier than calls/s on a shared machine."""
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended meanwhile
+        read = _proc_stat(int(entry.name))
+        if read is None:
             continue
-        this = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(this)
-        times[this] = (int(fields[11]) + int(fields[12])) / tick
+        this, (parent, used) = int(entry.name), read
+        children.setdefault(parent, []).append(this)
+        times[this] = used
     total, pending = 0.0, [pid]
     while pending:
         this = pending.pop()
         total += times.get(this, 0.0)
         pending.extend(children.get(this, ()))
     return total
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """A process's parent and its user + system CPU seconds so far (/proc/<pid>/stat); None
+    when it has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def conninfo(url: str) -> str:
@@ -84,28 +92,25 @@ def database_cpu_seconds(url: str) -> float:
     )
     with psycopg.connect(conninfo(url)) as c:
         pids = [int(row[0]) for row in c.execute(query).fetchall()]
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    reads = (_proc_stat(pid) for pid in pids)
+    return sum(read[1] for read in reads if read is not None)
 
 
-def measured_load(server_pid: int, url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def measured_load(server_pid: int, url: str | None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """``load`` (same arguments after the first two), its result with ``cpu_ms``: the CPU
     milliseconds a call of the server (``server_pid`` and its descendants), of the database's
-    backends (``url``) and of the load process. On two cores the three share one budget, so a
-    path is bounded by their sum as much as by any one of them (docs/benchmarks.md, "the
-    machine's time a call")."""
-    server, database = cpu_seconds(server_pid), database_cpu_seconds(url)
+    backends (``url``; none for a server without one, such as echo) and of the load process.
+    On two cores the three share one budget, so a path is bounded by their sum as much as by
+    any one of them (docs/benchmarks.md, "the machine's time a call")."""
+
+    def database() -> float:
+        return database_cpu_seconds(url) if url is not None else 0.0
+
+    server, database_before = cpu_seconds(server_pid), database()
     result = load(*args, **kwargs)
     result["cpu_ms"] = {
         "server": cpu_ms_per_call(cpu_seconds(server_pid) - server, result),
-        "database": cpu_ms_per_call(database_cpu_seconds(url) - database, result),
+        "database": cpu_ms_per_call(database() - database_before, result),
         "load": cpu_ms_per_call(float(result.get("cpu_seconds", 0.0)), result),
     }
     return result

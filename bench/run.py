@@ -45,11 +45,11 @@ from bench.dose import prepare_dose_request
 from bench.harness import (
     ROOT,
     cpu_ms_per_call,
-    cpu_seconds,
     dev_issuer,
     environment,
     free_port,
     load,
+    measured_load,
     operator_token,
     running,
 )
@@ -104,15 +104,15 @@ def main() -> int:
                 )
             )
             time.sleep(1.0)
-            before = cpu_seconds(procs[-1].pid)
-            results["echo (bare grpcio)"] = echo_result = load(
-                echo, "/bench.Echo/Echo", b"\x0a\x05hello", args.seconds, args.concurrency
+            results["echo (bare grpcio)"] = measured_load(
+                procs[-1].pid,
+                None,
+                echo,
+                "/bench.Echo/Echo",
+                b"\x0a\x05hello",
+                args.seconds,
+                args.concurrency,
             )
-            echo_result["cpu_ms"] = {
-                "server": cpu_ms_per_call(cpu_seconds(procs[-1].pid) - before, echo_result),
-                "database": 0.0,
-                "load": cpu_ms_per_call(echo_result.get("cpu_seconds", 0.0), echo_result),
-            }
             procs[-1].terminate()
             if args.only in (None, "scheduler"):
                 with running(env, ("inventory", "scheduler")) as processes:
