@@ -67,7 +67,31 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         connect_args={k: v for k, v in PG_KEEPALIVES.items() if k not in parsed.query},
     )
     event.listen(engine, "checkout", _refuse_if_gone)
+    event.listen(engine, "engine_connect", _autocommit_if_asked)
+    event.listen(engine, "checkin", _autocommit_off)
     return engine
+
+
+AUTOCOMMIT = "driver_autocommit"
+"""An execution option of ours (``engine.execution_options(driver_autocommit=True)``): the
+connection is in the driver's autocommit while checked out, so it sends no BEGIN and no
+COMMIT. Not SQLAlchemy's ``isolation_level="AUTOCOMMIT"``: on psycopg2 that sets an explicit
+isolation level on the connection and resets it at checkin, and psycopg2 then sends
+``SET default_transaction_isolation TO DEFAULT`` at the next switch, a round trip of its own
+on every checkout (two a reservation, counted on the wire with strace, 2026-12-05). Switching
+psycopg2's ``autocommit`` on a connection whose level was never set sends nothing."""
+
+
+def _autocommit_if_asked(connection: Connection) -> None:
+    if connection.get_execution_options().get(AUTOCOMMIT):
+        connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+
+
+def _autocommit_off(dbapi_connection: Any, _record: Any) -> None:
+    """Every connection goes back to the pool out of autocommit (after the pool's rollback,
+    which sends nothing on a connection that began nothing)."""
+    if dbapi_connection is not None and not dbapi_connection.closed:
+        dbapi_connection.autocommit = False
 
 
 POSTGRESQL_DRIVER = "postgresql+psycopg2"
@@ -350,7 +374,7 @@ class Database:
         )
         # the same pool, each connection in autocommit while checked out (``statementwise``)
         self._statementwise = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.engine.execution_options(**{AUTOCOMMIT: True})
             if self.engine.dialect.name == "postgresql"
             else None
         )
