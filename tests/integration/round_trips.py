@@ -6,8 +6,11 @@ talks to PostgreSQL: every statement; the BEGIN it sends before a transaction's 
 statement (none on a connection in autocommit, ``Database.statementwise``); the COMMIT or
 ROLLBACK of a transaction that sent one (psycopg2 sends none for a transaction that sent
 nothing). The pool's check of a connection at checkout sends nothing
-(services.common.db, ``_refuse_if_gone``). On SQLite only statements are counted (BEGIN
-IMMEDIATE is one; the driver's COMMIT is not a round trip to a server).
+(services.common.db, ``_refuse_if_gone``). What the driver sends of its own accord is not
+seen here; tests/integration/test_driver_autocommit.py holds the autocommit lendings to
+sending nothing of the kind (psycopg2's ``SET default_transaction_isolation``). On SQLite
+only statements are counted (BEGIN IMMEDIATE is one; the driver's COMMIT is not a round
+trip to a server).
 """
 
 from __future__ import annotations
