@@ -78,7 +78,7 @@ connection is in the driver's autocommit while checked out, so it sends no BEGIN
 COMMIT. Not SQLAlchemy's ``isolation_level="AUTOCOMMIT"``: on psycopg2 that sets an explicit
 isolation level on the connection and resets it at checkin, and psycopg2 then sends
 ``SET default_transaction_isolation TO DEFAULT`` at the next switch, a round trip of its own
-on every checkout (two a reservation, counted on the wire with strace, 2026-12-05). Switching
+on every lending (one a reservation, counted on the wire with strace, 2026-12-05). Switching
 psycopg2's ``autocommit`` on a connection whose level was never set sends nothing."""
 
 
@@ -88,9 +88,10 @@ def _autocommit_if_asked(connection: Connection) -> None:
 
 
 def _autocommit_off(dbapi_connection: Any, _record: Any) -> None:
-    """Every connection goes back to the pool out of autocommit (after the pool's rollback,
-    which sends nothing on a connection that began nothing)."""
-    if dbapi_connection is not None and not dbapi_connection.closed:
+    """Every connection goes back to the pool out of autocommit. One in autocommit began no
+    transaction (the pool's rollback before this sent nothing), so the switch is allowed and
+    sends nothing; the others are left as they are."""
+    if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.autocommit:
         dbapi_connection.autocommit = False
 
 
