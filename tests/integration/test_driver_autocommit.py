@@ -5,7 +5,7 @@ out of autocommit, so the next transaction on it is one.
 What the server last received from a connection is read from ``pg_stat_activity.query`` of
 its backend: SQLAlchemy's own events cannot see what the driver sends by itself (psycopg2's
 ``SET default_transaction_isolation TO DEFAULT`` after an explicit isolation level, a round
-trip of its own at every checkout before services.common.db's ``AUTOCOMMIT`` option).
+trip of its own at every lending before services.common.db's ``AUTOCOMMIT`` option).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from services.common.db import Database
 
@@ -81,3 +82,17 @@ def test_the_connection_comes_back_out_of_autocommit(database: Database) -> None
         raise RuntimeError("and so does this one, after a single read")
     with database.read() as session:
         assert session.execute(text("SELECT n FROM kept ORDER BY n")).scalars().all() == [1]
+
+
+def test_a_statement_that_fails_in_autocommit_leaves_a_transactional_connection(
+    database: Database,
+) -> None:
+    with database.write() as session:
+        session.execute(text("CREATE TABLE kept (n integer)"))
+    with pytest.raises(DBAPIError), database.statementwise() as session:
+        session.execute(text("SELECT 1 / 0"))  # the server refuses it: division by zero
+    with pytest.raises(RuntimeError), database.write() as session:
+        session.execute(text("INSERT INTO kept VALUES (1)"))
+        raise RuntimeError("the transaction fails after its insert")
+    with database.read() as session:
+        assert session.execute(text("SELECT count(*) FROM kept")).scalar_one() == 0
