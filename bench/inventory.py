@@ -165,36 +165,52 @@ def lean_runs(
     seconds: float,
     concurrency: int,
     log: Callable[[str], None],
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], int]:
     """The same two loads, request for request, against the lean baseline (bench/lean.py) on
-    a copy of the real shelf as received (same lots, products and vials, nothing reserved)."""
+    a copy of the real shelf as received (same lots, products and vials, nothing reserved);
+    then, on a fresh copy, against the same work served by grpc's asyncio server
+    (bench/lean_aio.py), whose rows give their share of the threaded baseline. Returns the
+    runs and the lean lots found over-committed after them (both shelves)."""
     out: dict[str, dict[str, Any]] = {}
-    with lean_process(url) as (address, pid):
-        seed_lean_lots(url)
-        for real, payloads in zip((HOT_RUN, SPREAD_RUN), requests, strict=True):
-            name = lean_name(real)
-            log(f"inventory: {name}")
-            out[name] = measured_load(
-                pid,
-                url,
-                address,
-                RESERVE,
-                payloads,
-                seconds,
-                concurrency,
-                unique_field=APPOINTMENT_ID,
-            )
-    return out
+    over_committed = 0
+    for module, named in (("bench.lean", lean_name), ("bench.lean_aio", lean_aio_name)):
+        with lean_process(url, module) as (address, pid):
+            seed_lean_lots(url)
+            for real, payloads in zip((HOT_RUN, SPREAD_RUN), requests, strict=True):
+                name = named(real)
+                log(f"inventory: {name}")
+                out[name] = measured_load(
+                    pid,
+                    url,
+                    address,
+                    RESERVE,
+                    payloads,
+                    seconds,
+                    concurrency,
+                    unique_field=APPOINTMENT_ID,
+                )
+                if module != "bench.lean":
+                    out[name]["lean_baseline"] = lean_name(real)
+        over_committed += lean_over_committed(url)
+    return out, over_committed
 
 
 def lean_name(real: str) -> str:
     return real.replace("PostgreSQL", "lean baseline")
 
 
+def lean_aio_name(real: str) -> str:
+    return real.replace("PostgreSQL", "lean baseline on grpc.aio")
+
+
 def seed_lean_lots(url: str) -> None:
     """The lean lots as the bench received them: the real lots' ids, products, vial sizes,
-    expiries and on-hand vials, nothing reserved."""
+    expiries and on-hand vials, nothing reserved (whatever an earlier lean run left is
+    cleared first)."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE lean_ledger, lean_reservation_lines, lean_reservations, lean_lots CASCADE"
+        )
         conn.execute(
             "INSERT INTO lean_lots SELECT id, site_id, product_id, lot_number, "
             "presentation_grams::numeric, expiry_date, on_hand_vials, 0 FROM lots "
@@ -268,7 +284,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
             # the service's own CPU per call: its ceiling on one core is 1 s / this
             cpu[name] = results[name]["cpu_ms"]["server"]
         log(f"inventory: service CPU ms per ReserveStock call: {cpu}")
-        lean = lean_runs(url, (hot_requests, spread_requests), seconds, concurrency, log)
+        lean, lean_over = lean_runs(url, (hot_requests, spread_requests), seconds, concurrency, log)
         for real in (HOT_RUN, SPREAD_RUN):  # the table gives the real path's share of lean
             results[real]["lean_baseline"] = lean_name(real)
         results.update(lean)
@@ -276,7 +292,7 @@ def run(seconds: float, concurrency: int, log: Callable[[str], None]) -> dict[st
         log(f"inventory: checks after the ReserveStock runs: {checks}")
         added = top_up(stub, hot, today, checks["hot_open_reservations"])
         checks = verify(url, stub, hot) | {"topped_up": added, "service_cpu_ms_per_call": cpu}
-        checks["lean_lots_over_committed"] = lean_over_committed(url)
+        checks["lean_lots_over_committed"] = lean_over
         forecast = inv.GetStockForecastRequest(
             site_id=SITE, product_id=hot, horizon_days=FORECAST_HORIZON_DAYS
         ).SerializeToString()

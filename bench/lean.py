@@ -117,13 +117,13 @@ def serve(address: str, url: str, workers: int = 16) -> tuple[grpc.Server, Conne
 
 
 @contextmanager
-def lean_process(url: str) -> Iterator[tuple[str, int]]:
-    """The lean server as a process of its own (as the real services and echo run) on a free
-    port, tables created in ``url``'s database; its address and process id (its CPU is read
-    around each load), once it says it is SERVING."""
+def lean_process(url: str, module: str = "bench.lean") -> Iterator[tuple[str, int]]:
+    """The lean server (``module``: this one, or bench.lean_aio) as a process of its own (as
+    the real services and echo run) on a free port, tables created in ``url``'s database; its
+    address and process id (its CPU is read around each load), once it says it is SERVING."""
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.lean", address, url],
+        [sys.executable, "-m", module, address, url],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

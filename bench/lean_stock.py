@@ -17,7 +17,7 @@ import datetime as dt
 import math
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import psycopg
@@ -181,7 +181,12 @@ def existing(
     conn: psycopg.Connection[Any], request: inv.ReserveStockRequest
 ) -> inv.ReserveStockResponse | None:
     """The appointment's first reservation, as it was answered (a retry's answer)."""
-    rows = conn.execute(_EXISTING, (request.appointment_id,)).fetchall()
+    return _as_answered(request, conn.execute(_EXISTING, (request.appointment_id,)).fetchall())
+
+
+def _as_answered(
+    request: inv.ReserveStockRequest, rows: list[tuple[Any, ...]]
+) -> inv.ReserveStockResponse | None:
     if not rows:
         return None
     first = rows[0]
@@ -198,50 +203,111 @@ def existing(
     return _answer(asked, first[0], lines, first[7], first[8])
 
 
+_TAKEN_UNDER_US = (psycopg.errors.CheckViolation, psycopg.errors.DeadlockDetected)
+"""A lot was taken since the read (or two calls crossed): read again."""
+_NO_STOCK = (grpc.StatusCode.FAILED_PRECONDITION, "not enough stock")
+_KEPT_TAKEN = (grpc.StatusCode.ABORTED, "lots kept being taken; try again")
+
+
+def _asked(request: inv.ReserveStockRequest) -> tuple[Decimal, dt.date, dict[str, Any]]:
+    """The dose, the day and the candidates' read's parameters."""
+    grams = Decimal(request.grams)
+    d = request.needed_on
+    day = dt.date(d.year, d.month, d.day)
+    read = {"site": request.site_id, "product": request.product_id, "day": day, "grams": grams}
+    return grams, day, read
+
+
+class _Write(NamedTuple):
+    rid: str
+    now: dt.datetime
+    allocated: Decimal
+    params: dict[str, Any]
+
+
+def _write(
+    request: inv.ReserveStockRequest,
+    grams: Decimal,
+    day: dt.date,
+    chosen: list[tuple[tuple[Any, ...], int]],
+) -> _Write:
+    rid, now = str(uuid.uuid4()), dt.datetime.now(dt.UTC)
+    allocated = sum((lot[2] * vials for lot, vials in chosen), Decimal(0))
+    params = {
+        "lots": [lot[0] for lot, _ in chosen],
+        "vials": [vials for _, vials in chosen],
+        "id": rid,
+        "appointment": request.appointment_id,
+        "site": request.site_id,
+        "patient": request.patient_id,
+        "product": request.product_id,
+        "grams": grams,
+        "band": request.rounding_band_percent,
+        "day": day,
+        "allocated": allocated,
+        "now": now,
+    }
+    return _Write(rid, now, allocated, params)
+
+
 def reserve(
     conn: psycopg.Connection[Any], request: inv.ReserveStockRequest, context: grpc.ServicerContext
 ) -> inv.ReserveStockResponse:
     """One reservation on an autocommit connection: each statement is its own transaction."""
-    grams = Decimal(request.grams)
-    d = request.needed_on
-    day = dt.date(d.year, d.month, d.day)
+    grams, day, read = _asked(request)
     for _ in range(ATTEMPTS):
-        lots = conn.execute(
-            _CANDIDATES,
-            {"site": request.site_id, "product": request.product_id, "day": day, "grams": grams},
-        ).fetchall()
-        chosen = allocate(lots, grams)
+        chosen = allocate(conn.execute(_CANDIDATES, read).fetchall(), grams)
         if not chosen:
             found = existing(conn, request)
             if found is not None:
                 return found
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not enough stock")
-        rid, now = str(uuid.uuid4()), dt.datetime.now(dt.UTC)
-        allocated = sum((lot[2] * vials for lot, vials in chosen), Decimal(0))
+            context.abort(*_NO_STOCK)
+        write = _write(request, grams, day, chosen)
         try:
-            conn.execute(
-                _RESERVE,
-                {
-                    "lots": [lot[0] for lot, _ in chosen],
-                    "vials": [vials for _, vials in chosen],
-                    "id": rid,
-                    "appointment": request.appointment_id,
-                    "site": request.site_id,
-                    "patient": request.patient_id,
-                    "product": request.product_id,
-                    "grams": grams,
-                    "band": request.rounding_band_percent,
-                    "day": day,
-                    "allocated": allocated,
-                    "now": now,
-                },
-            )
-        except (psycopg.errors.CheckViolation, psycopg.errors.DeadlockDetected):
-            continue  # a lot was taken since the read (or two calls crossed): read again
+            conn.execute(_RESERVE, write.params)
+        except _TAKEN_UNDER_US:
+            continue
         except psycopg.errors.UniqueViolation:
             found = existing(conn, request)
             if found is None:
                 raise
             return found
-        return _answer(request, rid, chosen, allocated, now)
-    context.abort(grpc.StatusCode.ABORTED, "lots kept being taken; try again")
+        return _answer(request, write.rid, chosen, write.allocated, write.now)
+    context.abort(*_KEPT_TAKEN)
+
+
+async def reserve_async(
+    conn: psycopg.AsyncConnection[Any],
+    request: inv.ReserveStockRequest,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> inv.ReserveStockResponse:
+    """``reserve`` on an asynchronous connection (bench/lean_aio.py): the same statements, the
+    same allocation and answers."""
+    grams, day, read = _asked(request)
+    for _ in range(ATTEMPTS):
+        chosen = allocate(await (await conn.execute(_CANDIDATES, read)).fetchall(), grams)
+        if not chosen:
+            found = await existing_async(conn, request)
+            if found is not None:
+                return found
+            await context.abort(*_NO_STOCK)
+        write = _write(request, grams, day, chosen)
+        try:
+            await conn.execute(_RESERVE, write.params)
+        except _TAKEN_UNDER_US:
+            continue
+        except psycopg.errors.UniqueViolation:
+            found = await existing_async(conn, request)
+            if found is None:
+                raise
+            return found
+        return _answer(request, write.rid, chosen, write.allocated, write.now)
+    await context.abort(*_KEPT_TAKEN)
+    raise AssertionError("abort raises")  # pragma: no cover
+
+
+async def existing_async(
+    conn: psycopg.AsyncConnection[Any], request: inv.ReserveStockRequest
+) -> inv.ReserveStockResponse | None:
+    cursor = await conn.execute(_EXISTING, (request.appointment_id,))
+    return _as_answered(request, await cursor.fetchall())

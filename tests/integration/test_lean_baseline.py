@@ -1,6 +1,8 @@
 """The benchmarks' lean baseline (bench/lean.py) is only a fair yardstick if it does the
 race-safe work the real paths do: a retry answers the first result, concurrent reservations
-never over-commit a lot, and one chair-minute is never booked twice."""
+never over-commit a lot, and one chair-minute is never booked twice. Its reservations on
+grpc's asyncio server (bench/lean_aio.py) must do the same work, or comparing the two serving
+models says nothing."""
 
 from __future__ import annotations
 
@@ -28,16 +30,21 @@ T = TypeVar("T", bound=Message)
 LOT_VIALS = 5  # two lots of five 10 g vials: five 20 g reservations at the most
 
 
-@pytest.fixture
-def channel(postgres_url: str) -> Iterator[tuple[grpc.Channel, str]]:
-    address = f"127.0.0.1:{free_port()}"
-    server, connections = lean.serve(address, postgres_url, workers=8)
-    with psycopg.connect(conninfo(postgres_url), autocommit=True) as conn:
+def _two_lots(url: str) -> None:
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
         for n in range(2):
             conn.execute(
                 "INSERT INTO lean_lots VALUES (%s, 's1', 'p1', %s, 10, %s, %s, 0)",
                 (f"lot-{n}", f"L{n}", DAY + dt.timedelta(days=30 + n), LOT_VIALS),
             )
+
+
+@pytest.fixture
+def channel(postgres_url: str) -> Iterator[tuple[grpc.Channel, str]]:
+    address = f"127.0.0.1:{free_port()}"
+    server, connections = lean.serve(address, postgres_url, workers=8)
+    _two_lots(postgres_url)
+    with psycopg.connect(conninfo(postgres_url), autocommit=True) as conn:
         conn.execute("INSERT INTO lean_sites VALUES ('s1', 'Europe/London', 15)")
         conn.execute("INSERT INTO lean_chairs VALUES ('c1', 's1', true)")
         for n in range(3):
@@ -52,6 +59,25 @@ def channel(postgres_url: str) -> Iterator[tuple[grpc.Channel, str]]:
         opened.close()
         server.stop(0).wait()
         connections.close()
+
+
+@pytest.fixture
+def aio_channel(postgres_url: str) -> Iterator[tuple[grpc.Channel, str]]:
+    with lean.lean_process(postgres_url, "bench.lean_aio") as (address, _pid):
+        _two_lots(postgres_url)
+        opened = grpc.insecure_channel(address)
+        try:
+            yield opened, postgres_url
+        finally:
+            opened.close()
+
+
+@pytest.fixture(params=["threads", "asyncio"])
+def reserving(request: pytest.FixtureRequest) -> tuple[grpc.Channel, str]:
+    """A lean baseline serving ReserveStock: the threaded one, then the asyncio one."""
+    fixture = "channel" if request.param == "threads" else "aio_channel"
+    served: tuple[grpc.Channel, str] = request.getfixturevalue(fixture)
+    return served
 
 
 def _call(opened: grpc.Channel, method: str, request: Message, answer: type[T]) -> T:
@@ -84,9 +110,9 @@ def _book(opened: grpc.Channel, plan: str, request_id: str) -> pb.BookAppointmen
 
 
 def test_a_reservation_answers_and_its_retry_answers_the_same(
-    channel: tuple[grpc.Channel, str],
+    reserving: tuple[grpc.Channel, str],
 ) -> None:
-    opened, _ = channel
+    opened, _ = reserving
     first = _reserve(opened, "appt-1").reservation
     assert first.state == inv.RESERVATION_STATE_ACTIVE
     assert [(n.lot_id, n.vials) for n in first.lines] == [("lot-0", 2)]
@@ -96,8 +122,8 @@ def test_a_reservation_answers_and_its_retry_answers_the_same(
     assert [(n.lot_id, n.vials) for n in again.lines] == [("lot-0", 2)]
 
 
-def test_concurrent_reservations_never_over_commit(channel: tuple[grpc.Channel, str]) -> None:
-    opened, url = channel
+def test_concurrent_reservations_never_over_commit(reserving: tuple[grpc.Channel, str]) -> None:
+    opened, url = reserving
 
     def attempt(n: int) -> grpc.StatusCode:
         try:
