@@ -174,6 +174,7 @@ def lean_runs(
     out: dict[str, dict[str, Any]] = {}
     over_committed = 0
     for module, named in (("bench.lean", lean_name), ("bench.lean_aio", lean_aio_name)):
+        threaded = named is lean_name
         with lean_process(url, module) as (address, pid):
             seed_lean_lots(url)
             for real, payloads in zip((HOT_RUN, SPREAD_RUN), requests, strict=True):
@@ -189,7 +190,7 @@ def lean_runs(
                     concurrency,
                     unique_field=APPOINTMENT_ID,
                 )
-                if module != "bench.lean":
+                if not threaded:  # its share of the threaded baseline's row
                     out[name]["lean_baseline"] = lean_name(real)
         over_committed += lean_over_committed(url)
     return out, over_committed
@@ -208,9 +209,7 @@ def seed_lean_lots(url: str) -> None:
     expiries and on-hand vials, nothing reserved (whatever an earlier lean run left is
     cleared first)."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE lean_ledger, lean_reservation_lines, lean_reservations, lean_lots CASCADE"
-        )
+        conn.execute("TRUNCATE lean_ledger, lean_reservation_lines, lean_reservations, lean_lots")
         conn.execute(
             "INSERT INTO lean_lots SELECT id, site_id, product_id, lot_number, "
             "presentation_grams::numeric, expiry_date, on_hand_vials, 0 FROM lots "

@@ -6,8 +6,9 @@ same ``lean_`` tables.
 It is here to answer one question with a number in every run: would moving the services to
 an asynchronous serving model (an asyncio server and driver, no thread hand-offs and no GIL
 passed between sixteen threads) buy the write paths their missing speed? The inventory
-benchmark runs the same two loads against it after the threaded lean baseline, on the same
-shelf, and gives its share of that baseline (docs/benchmarks.md, "what is left is the work").
+benchmark runs the same two loads against it after the threaded lean baseline, on a fresh
+copy of the same shelf, and gives its share of that baseline (docs/benchmarks.md, "what is
+left is the work").
 
 `python -m bench.lean_aio ADDRESS DATABASE_URL` creates the tables (if missing) and serves
 until SIGTERM.
@@ -32,9 +33,9 @@ CONNECTIONS = 16
 """As many as the threaded baseline has request threads (one connection each)."""
 
 
-class Connections:
-    """``size`` autocommit connections lent one call at a time (psycopg_pool is not a
-    dependency): a call waits for a free one, as a thread waits for the GIL."""
+class AsyncConnections:
+    """``size`` autocommit connections, each lent to one call at a time (psycopg_pool is not
+    a dependency): a call past the ``size``-th waits on the loop for one to come back."""
 
     def __init__(self, url: str, size: int = CONNECTIONS) -> None:
         self._url = conninfo(url)
@@ -64,7 +65,7 @@ class Connections:
 
 async def serve(address: str, url: str, stopped: asyncio.Event) -> None:
     create_tables(url)
-    connections = Connections(url)
+    connections = AsyncConnections(url)
     await connections.open()
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(
